@@ -1,0 +1,93 @@
+use std::fmt;
+use std::str::FromStr;
+
+/// A point in time, UTC, in nanoseconds since the Unix epoch.
+///
+/// Kept as a plain integer so events stay `Copy`-cheap and sort by value; it is
+/// written as RFC 3339 with nanoseconds (`2026-11-24T19:22:17.000123456Z`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(i64);
+
+/// A timestamp string that is not RFC 3339 with an offset, or out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid timestamp {input:?}: {reason}")]
+pub struct TimestampError {
+    pub input: String,
+    pub reason: String,
+}
+
+impl Timestamp {
+    pub const fn from_nanos(nanos: i64) -> Self {
+        Timestamp(nanos)
+    }
+
+    pub const fn as_nanos(self) -> i64 {
+        self.0
+    }
+
+    pub fn now() -> Self {
+        Timestamp::from(jiff::Timestamp::now())
+    }
+
+    pub fn to_jiff(self) -> jiff::Timestamp {
+        jiff::Timestamp::from_nanosecond(i128::from(self.0))
+            .expect("every i64 nanosecond count is within jiff's range")
+    }
+
+    /// Nanoseconds from `earlier` to `self`, saturating at zero.
+    pub fn nanos_since(self, earlier: Timestamp) -> u64 {
+        u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0)
+    }
+}
+
+impl From<jiff::Timestamp> for Timestamp {
+    fn from(ts: jiff::Timestamp) -> Self {
+        // i64 nanoseconds cover 1677..2262, far beyond any connection we log.
+        let nanos = ts.as_nanosecond().clamp(i128::from(i64::MIN), i128::from(i64::MAX));
+        Timestamp(nanos as i64)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.9}", self.to_jiff())
+    }
+}
+
+impl FromStr for Timestamp {
+    type Err = TimestampError;
+
+    fn from_str(s: &str) -> Result<Self, TimestampError> {
+        s.parse::<jiff::Timestamp>()
+            .map(Timestamp::from)
+            .map_err(|e| TimestampError {
+                input: s.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trip_keeps_nanoseconds() {
+        let ts = Timestamp::from_nanos(1_795_548_137_000_123_456);
+        let text = ts.to_string();
+        assert_eq!(text, "2026-11-24T19:22:17.000123456Z");
+        assert_eq!(text.parse::<Timestamp>().unwrap(), ts);
+    }
+
+    #[test]
+    fn offsets_are_converted_to_utc() {
+        let ts: Timestamp = "2026-11-24T20:22:17+01:00".parse().unwrap();
+        assert_eq!(ts.to_string(), "2026-11-24T19:22:17.000000000Z");
+    }
+
+    #[test]
+    fn garbage_is_an_error_naming_the_input() {
+        let err = "yesterday".parse::<Timestamp>().unwrap_err();
+        assert!(err.to_string().starts_with("invalid timestamp \"yesterday\""));
+    }
+}
