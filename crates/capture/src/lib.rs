@@ -120,8 +120,11 @@ pub trait CaptureBackend: Send {
 
     /// Waits at most `timeout` for events and appends what arrived to `out`.
     /// Returning with nothing appended is normal.
-    fn poll(&mut self, out: &mut Vec<ConnectionEvent>, timeout: Duration)
-        -> Result<(), CaptureError>;
+    fn poll(
+        &mut self,
+        out: &mut Vec<ConnectionEvent>,
+        timeout: Duration,
+    ) -> Result<(), CaptureError>;
 
     /// Counters since the backend started.
     fn stats(&self) -> CaptureStats;

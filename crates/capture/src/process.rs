@@ -14,17 +14,15 @@ use connscope_event::ProcessInfo;
 /// Reads what /proc says about a process now; `None` if it has already exited.
 pub fn read_process(pid: u32, command_line: bool) -> Option<ProcessInfo> {
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    let executable = fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()
-        .map(|path| {
-            let path = path.to_string_lossy().into_owned();
-            // A binary replaced by a package upgrade still runs; the kernel
-            // marks its old path, which is still the right name for it.
-            match path.strip_suffix(" (deleted)") {
-                Some(stripped) => stripped.to_owned(),
-                None => path,
-            }
-        });
+    let executable = fs::read_link(format!("/proc/{pid}/exe")).ok().map(|path| {
+        let path = path.to_string_lossy().into_owned();
+        // A binary replaced by a package upgrade still runs; the kernel
+        // marks its old path, which is still the right name for it.
+        match path.strip_suffix(" (deleted)") {
+            Some(stripped) => stripped.to_owned(),
+            None => path,
+        }
+    });
     let command_line = command_line
         .then(|| fs::read(format!("/proc/{pid}/cmdline")).ok())
         .flatten()
@@ -117,6 +115,31 @@ impl ProcessCache {
         Some(info)
     }
 
+    /// The process `pid` that started at `started` (clock ticks since boot, as
+    /// in `/proc/PID/stat`), for backends that learn the start time from the
+    /// kernel together with the pid. A cached entry is answered without any
+    /// /proc read. `None` when that process is gone and was never seen: the pid
+    /// may meanwhile belong to another process, which must not be named.
+    pub fn get_started(&mut self, pid: u32, started: u64) -> Option<ProcessInfo> {
+        self.clock += 1;
+        if let Some(entry) = self.entries.get_mut(&pid) {
+            if entry.start_time == started {
+                entry.last_used = self.clock;
+                return Some(entry.info.clone());
+            }
+        }
+        if start_time(pid)? != started {
+            return None;
+        }
+        let info = read_process(pid, self.command_lines)?;
+        // The pid could have been reused while we read it.
+        if start_time(pid)? != started {
+            return None;
+        }
+        self.insert(pid, started, info.clone());
+        Some(info)
+    }
+
     /// Records what a backend learned about a process some other way (e.g. the
     /// kernel reported it at exec), so it is known even after the process exits.
     pub fn insert(&mut self, pid: u32, start_time: u64, info: ProcessInfo) {
@@ -201,8 +224,27 @@ mod tests {
 
         // A stale entry for a live pid with another start time is replaced.
         let me = std::process::id();
-        cache.insert(me, 1, ProcessInfo { pid: me, ..Default::default() });
+        cache.insert(
+            me,
+            1,
+            ProcessInfo {
+                pid: me,
+                ..Default::default()
+            },
+        );
         assert!(cache.get(me).unwrap().executable.is_some());
+    }
+
+    #[test]
+    fn get_started_refuses_another_process_on_the_pid() {
+        let me = std::process::id();
+        let started = start_time(me).unwrap();
+        let mut cache = ProcessCache::new(16, false);
+        assert_eq!(cache.get_started(me, started + 1), None);
+        let info = cache.get_started(me, started).unwrap();
+        assert_eq!(info.pid, me);
+        // Answered from the cache from now on, also for an exited process.
+        assert_eq!(cache.get_started(me, started), Some(info));
     }
 
     #[test]

@@ -17,9 +17,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Record connections: the tcpspy drop-in daemon (tcpspy's flags).
+    Agent(cmd::agent::AgentArgs),
     /// Check tcpspy-compatible connection rules.
     #[command(subcommand)]
     Rules(cmd::rules::RulesCommand),
+    /// Run the collector: HTTPS ingest and query API, syslog listener.
+    Collector(cmd::collector::CollectorArgs),
+    /// The connection map: export it as one HTML file.
+    #[command(subcommand)]
+    Map(cmd::map::MapCommand),
+    /// Firewall rulesets from observed traffic: plan, check, diff.
+    #[command(subcommand)]
+    Firewall(cmd::firewall::FirewallCommand),
+    /// Reports from a store: edges, hosts (with sequence gaps), ports.
+    #[command(subcommand)]
+    Report(cmd::report::ReportCommand),
+    /// Import tcpspy syslog files (plain, rotated, gzip) into a store.
+    Import(cmd::import::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,7 +49,13 @@ fn main() -> ExitCode {
 
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Agent(args) => cmd::agent::run(args),
         Command::Rules(command) => cmd::rules::run(command),
+        Command::Collector(args) => cmd::collector::run(args),
+        Command::Map(command) => cmd::map::run(command),
+        Command::Firewall(command) => cmd::firewall::run(command),
+        Command::Report(command) => cmd::report::run(command),
+        Command::Import(args) => cmd::import::run(args),
     };
     match result {
         Ok(code) => code,

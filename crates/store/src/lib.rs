@@ -4,13 +4,47 @@
 //! Storage sits behind the [`Store`] trait so the embedded SQLite default and a
 //! ClickHouse backend for large fleets are interchangeable. The trait speaks in
 //! the shared event model and in small query/result types, never in SQL.
+//!
+//! What a backend keeps:
+//! - **raw events**, deleted by [`Store::apply_retention`] after a while;
+//! - **hourly edge rollups** ([`EdgeTotal`]), kept much longer, which is what the
+//!   map and the reports read so they stay fast on large stores;
+//! - **per-agent sequence ranges** ([`SequenceRanges`]), which make delivery
+//!   exactly-once and show any gap; they outlive the raw events, so a batch
+//!   re-sent after retention is still recognised;
+//! - **host addresses**: the local addresses each host was seen with, so an
+//!   edge whose remote end is a monitored host can be joined with that host's
+//!   own record.
+//!
+//! The logic that is not SQL (which rollup an event belongs to, range-set
+//! arithmetic, content keys) lives in plain Rust modules here, so every backend
+//! computes the same thing.
 
-use connscope_event::ConnectionEvent;
+mod key;
+mod rollup;
+mod sequence;
+mod sqlite;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use connscope_event::{ConnectionEvent, Direction, Protocol, Timestamp};
+
+pub use key::EventKey;
+pub use rollup::{hour_start, is_host_address, rollup_user, EdgeCounts, EdgeKey, RollupBatch};
+pub use sequence::SequenceRanges;
+pub use sqlite::SqliteStore;
 
 /// The identity of a sender of numbered events. Sequence numbers are unique per
 /// agent, so deduplication and gap detection are per agent.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AgentId(pub String);
+
+impl std::fmt::Display for AgentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// What one ingest call did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -24,8 +58,133 @@ pub struct IngestReport {
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    /// The batch holds an event the store refuses; nothing of the batch was stored.
+    #[error("event {index} of the batch is invalid (nothing stored): {reason}")]
+    InvalidEvent { index: usize, reason: String },
+    /// The store file cannot be opened or has an unknown layout.
+    #[error("cannot open store {path}: {reason}")]
+    Open { path: String, reason: String },
+    /// The backend failed (disk full, locked, corrupt, ...).
+    #[error("storage backend: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// An event without a sequence number, with the identity its producer gives it.
+///
+/// Used by the importer: a log line has no sequence number, and its content
+/// key (see [`EventKey`]) is derived from the raw line, so importing the same
+/// line again — from a renamed, rotated or gzipped file — is recognised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedEvent {
+    pub key: EventKey,
+    pub event: ConnectionEvent,
+}
+
+/// A half-open span of time, `from <= t < to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub from: Timestamp,
+    pub to: Timestamp,
+}
+
+impl TimeRange {
+    /// Everything a store can hold.
+    pub const ALL: TimeRange = TimeRange {
+        from: Timestamp::from_nanos(i64::MIN),
+        to: Timestamp::from_nanos(i64::MAX),
+    };
+
+    pub fn contains(&self, t: Timestamp) -> bool {
+        self.from <= t && t < self.to
+    }
+}
+
+/// Which rollups to read. Rollups are hourly: a range selects the hours that
+/// start in `[hour_start(from), to)`, i.e. it is widened to whole hours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupQuery {
+    pub range: TimeRange,
+    /// Only rollups logged by this host.
+    pub host: Option<String>,
+}
+
+/// One rollup edge summed over the hours of a [`RollupQuery`]: what `host`
+/// logged about connections between `local_ip` and `remote_ip` on
+/// `service_port`, per process and user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeTotal {
+    pub host: String,
+    pub direction: Direction,
+    pub local_ip: IpAddr,
+    pub remote_ip: IpAddr,
+    /// The server side's port, whichever end logged it.
+    pub service_port: u16,
+    pub protocol: Protocol,
+    /// Full executable path; empty when not known.
+    pub executable: String,
+    /// User name, or the uid in decimal when there is no name; empty when unknown.
+    pub user: String,
+    pub counts: EdgeCounts,
+}
+
+/// One sender of events and what the store has from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentStatus {
+    pub agent: AgentId,
+    /// The host name in its most recent batch.
+    pub host: String,
+    /// Events stored from it, ever (retention does not lower this).
+    pub events: u64,
+    /// Oldest and newest event timestamps stored from it.
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    /// The sequence numbers stored; empty for senders of unnumbered events.
+    pub sequences: SequenceRanges,
+}
+
+/// An address a host was seen with as the local end of its own events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostAddress {
+    pub host: String,
+    pub ip: IpAddr,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+}
+
+/// Which raw events to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventQuery {
+    pub range: TimeRange,
+    pub host: Option<String>,
+    /// At most this many, oldest first.
+    pub limit: usize,
+}
+
+/// How long data is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Raw events older than this are deleted.
+    pub raw_events: Duration,
+    /// Rollups (and the content keys of unnumbered events, which must live as
+    /// long as the rollups they were counted in) older than this are deleted;
+    /// `None` keeps them forever.
+    pub rollups: Option<Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            raw_events: Duration::from_secs(30 * 86_400),
+            rollups: Some(Duration::from_secs(800 * 86_400)),
+        }
+    }
+}
+
+/// What [`Store::apply_retention`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub events_deleted: u64,
+    pub rollups_deleted: u64,
 }
 
 /// A place connection events are kept.
@@ -33,5 +192,85 @@ pub trait Store: Send + Sync {
     /// Stores a batch atomically: all of it or, on error, none of it. Events whose
     /// (agent, sequence) is already stored are skipped and counted as duplicates,
     /// which makes at-least-once delivery exactly-once in the store.
-    fn ingest(&self, agent: &AgentId, events: &[ConnectionEvent]) -> Result<IngestReport, StoreError>;
+    ///
+    /// Unnumbered events (sequence 0) are identified by [`EventKey::of_event`],
+    /// a hash of their content.
+    fn ingest(
+        &self,
+        agent: &AgentId,
+        events: &[ConnectionEvent],
+    ) -> Result<IngestReport, StoreError>;
+
+    /// Like [`Store::ingest`], for unnumbered events whose producer supplies the
+    /// identity. An event that does carry a sequence number is identified by it.
+    fn ingest_keyed(
+        &self,
+        agent: &AgentId,
+        events: &[KeyedEvent],
+    ) -> Result<IngestReport, StoreError>;
+
+    /// Rollup edges summed over the hours of the query.
+    fn edge_totals(&self, query: &RollupQuery) -> Result<Vec<EdgeTotal>, StoreError>;
+
+    /// Every sender and its sequence ranges, ordered by agent id.
+    fn agents(&self) -> Result<Vec<AgentStatus>, StoreError>;
+
+    /// Every (host, local address) pair seen.
+    fn host_addresses(&self) -> Result<Vec<HostAddress>, StoreError>;
+
+    /// Raw events, oldest first.
+    fn events(&self, query: &EventQuery) -> Result<Vec<ConnectionEvent>, StoreError>;
+
+    /// Deletes what is older than `retention` allows, measured back from `now`.
+    fn apply_retention(
+        &self,
+        retention: &Retention,
+        now: Timestamp,
+    ) -> Result<RetentionReport, StoreError>;
+}
+
+/// The checks every backend makes before storing anything of a batch.
+pub fn check_event(index: usize, event: &ConnectionEvent) -> Result<(), StoreError> {
+    let invalid = |reason: String| StoreError::InvalidEvent { index, reason };
+    event.validate().map_err(|e| invalid(e.to_string()))?;
+    if event.host.is_empty() {
+        return Err(invalid("the host name is empty".into()));
+    }
+    if event.sequence > i64::MAX as u64 {
+        return Err(invalid(format!(
+            "sequence {} is beyond 2^63-1",
+            event.sequence
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connscope_event::EventKind;
+
+    #[test]
+    fn check_event_names_the_index_and_reason() {
+        let mut ev = ConnectionEvent::new(
+            EventKind::Connect,
+            Timestamp::from_nanos(1),
+            Protocol::Tcp,
+            Direction::Outgoing,
+            "10.0.0.1:40000".parse().unwrap(),
+            "10.0.0.2:22".parse().unwrap(),
+        );
+        let err = check_event(3, &ev).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "event 3 of the batch is invalid (nothing stored): the host name is empty"
+        );
+        ev.host = "a".into();
+        check_event(0, &ev).unwrap();
+        ev.remote = "[::1]:22".parse().unwrap();
+        assert!(check_event(7, &ev)
+            .unwrap_err()
+            .to_string()
+            .contains("event 7"));
+    }
 }

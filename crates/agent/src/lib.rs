@@ -1,0 +1,490 @@
+//! The connscope agent: a drop-in replacement for the tcpspy daemon.
+//!
+//! One agent runs per host (or per network namespace). It takes events from a
+//! capture backend, and for each one: names the user, drops what the tcpspy
+//! rules do not select, gives it the next sequence number, and hands it to
+//! every output (syslog, tcpspy lines, JSON Lines, the shipping output).
+//!
+//! # Threads, and why nothing waits on the kernel reader
+//!
+//! The capture thread only reads the backend and pushes each batch into a
+//! bounded queue with a non-blocking send. The output thread does everything
+//! that can be slow — filtering, numbering (an fsync per batch), writing. If
+//! the outputs fall behind, the queue fills and further batches are dropped
+//! *and counted* (`queue_dropped`) instead of letting the kernel's ring buffer
+//! overflow. The main thread waits for signals: SIGHUP reopens output files
+//! (log rotation), SIGUSR1 logs statistics, SIGTERM and SIGINT stop the agent
+//! after everything already captured is written and flushed.
+//!
+//! # Foreground only
+//!
+//! tcpspy forks into the background unless `-d` is given. The agent never
+//! does: under systemd (or any supervisor) a daemon that forks only hides its
+//! pid. `-d` keeps its tcpspy meaning for the output — lines on standard
+//! output instead of syslog — and the agent runs in the foreground either way.
+
+mod backend;
+pub mod output;
+mod privileges;
+mod sequence;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use connscope_capture::{CaptureBackend, CaptureConfig, CaptureError};
+use connscope_event::ConnectionEvent;
+use connscope_names::UserNames;
+use connscope_rules::RuleSet;
+
+pub use backend::BackendChoice;
+pub use output::{OutputError, Sink};
+pub use privileges::{PrivilegeError, RunAs};
+pub use sequence::{SequenceError, SequenceFile};
+
+/// Everything the agent needs besides its outputs.
+#[derive(Debug)]
+pub struct AgentConfig {
+    pub capture: CaptureConfig,
+    pub backend: BackendChoice,
+    /// Which events to log; an empty set logs everything.
+    pub rules: RuleSet,
+    /// `host.name` of every event.
+    pub host_name: String,
+    /// Where the sequence number is kept (`/var/lib/connscope`).
+    pub state_dir: PathBuf,
+    /// Whom to run as once capture is set up (`-U`, `-G`).
+    pub run_as: Option<RunAs>,
+    /// How many batches may wait for the outputs before capture drops them.
+    pub queue_batches: usize,
+}
+
+impl AgentConfig {
+    /// Defaults for everything but the rules.
+    pub fn new(rules: RuleSet) -> AgentConfig {
+        AgentConfig {
+            capture: CaptureConfig::default(),
+            backend: BackendChoice::Auto,
+            rules,
+            host_name: local_host_name(),
+            state_dir: PathBuf::from("/var/lib/connscope"),
+            run_as: None,
+            queue_batches: 4096,
+        }
+    }
+}
+
+/// This machine's host name, as `hostname` prints it.
+pub fn local_host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Why the agent could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error("state directory: {0}")]
+    Sequence(#[from] SequenceError),
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
+    #[error("cannot set up signal handling: {0}")]
+    Signals(std::io::Error),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Counters the agent keeps; logged on SIGUSR1 and at exit.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Statistics {
+    /// Events the backend delivered.
+    pub captured: u64,
+    /// Events the kernel side lost (reported by the backend).
+    pub kernel_lost: u64,
+    /// Events dropped because the outputs were too slow.
+    pub queue_dropped: u64,
+    /// Events the rules did not select.
+    pub rule_dropped: u64,
+    /// Events numbered and handed to the outputs.
+    pub emitted: u64,
+    pub outputs: Vec<OutputStatistics>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OutputStatistics {
+    pub name: String,
+    /// Events the output took.
+    pub written: u64,
+    /// Events the output has no form for (UDP or failed connects in tcpspy lines).
+    pub skipped: u64,
+    /// Batches or flushes that failed.
+    pub errors: u64,
+}
+
+impl std::fmt::Display for Statistics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "captured {}, kernel-lost {}, queue-dropped {}, rule-dropped {}, emitted {}",
+            self.captured, self.kernel_lost, self.queue_dropped, self.rule_dropped, self.emitted
+        )?;
+        for out in &self.outputs {
+            write!(
+                f,
+                "; output {}: written {}, skipped {}, errors {}",
+                out.name, out.written, out.skipped, out.errors
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    captured: AtomicU64,
+    kernel_lost: AtomicU64,
+    queue_dropped: AtomicU64,
+    rule_dropped: AtomicU64,
+    emitted: AtomicU64,
+    outputs: Vec<OutputCounters>,
+}
+
+#[derive(Default)]
+struct OutputCounters {
+    name: String,
+    written: AtomicU64,
+    skipped: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> Statistics {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Statistics {
+            captured: get(&self.captured),
+            kernel_lost: get(&self.kernel_lost),
+            queue_dropped: get(&self.queue_dropped),
+            rule_dropped: get(&self.rule_dropped),
+            emitted: get(&self.emitted),
+            outputs: self
+                .outputs
+                .iter()
+                .map(|o| OutputStatistics {
+                    name: o.name.clone(),
+                    written: get(&o.written),
+                    skipped: get(&o.skipped),
+                    errors: get(&o.errors),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What the agent did, for the caller's exit status.
+#[derive(Debug)]
+pub struct Summary {
+    pub statistics: Statistics,
+    /// The capture backend stopped on this error (the agent then exits).
+    pub capture_error: Option<CaptureError>,
+}
+
+/// The signals the agent handles; blocked in every thread and taken with
+/// sigtimedwait(2) by the main thread, so no handler runs at a random point.
+const SIGNALS: [libc::c_int; 4] = [libc::SIGHUP, libc::SIGUSR1, libc::SIGTERM, libc::SIGINT];
+
+/// Runs the agent until SIGTERM or SIGINT (or a capture failure).
+///
+/// Must be called before the process starts any thread, so that every thread
+/// inherits the blocked signals.
+pub fn run(config: AgentConfig, outputs: Vec<Box<dyn Sink>>) -> Result<Summary, AgentError> {
+    let signals = block_signals().map_err(AgentError::Signals)?;
+    let backend = backend::open_backend(config.backend, &config.capture)?;
+    let sequence = SequenceFile::open(&config.state_dir)?;
+    if let Some(run_as) = config.run_as {
+        hand_state_to(&sequence, run_as)?;
+        run_as.switch()?;
+        tracing::info!(
+            uid = run_as.uid,
+            gid = run_as.gid,
+            "switched user; kept CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH to read /proc"
+        );
+    }
+
+    let counters = Arc::new(Counters {
+        outputs: outputs
+            .iter()
+            .map(|o| OutputCounters {
+                name: o.name().to_owned(),
+                ..OutputCounters::default()
+            })
+            .collect(),
+        ..Counters::default()
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let reopen = Arc::new(AtomicBool::new(false));
+    let (sender, receiver) = mpsc::sync_channel(config.queue_batches.max(1));
+
+    let capture = {
+        let (counters, stop) = (counters.clone(), stop.clone());
+        thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || capture_loop(backend, sender, &counters, &stop))
+            .map_err(AgentError::Thread)?
+    };
+    let output = {
+        let counters = counters.clone();
+        let reopen = reopen.clone();
+        let mut stage = OutputStage {
+            rules: config.rules,
+            host_name: config.host_name,
+            user_names: UserNames::default(),
+            sequence,
+            outputs,
+        };
+        thread::Builder::new()
+            .name("output".into())
+            .spawn(move || stage.run(receiver, &counters, &reopen))
+            .map_err(AgentError::Thread)?
+    };
+
+    tracing::info!("connscope agent started, monitoring connections");
+    while !capture.is_finished() {
+        match wait_signal(&signals, Duration::from_millis(200)) {
+            Some(libc::SIGHUP) => reopen.store(true, Ordering::Relaxed),
+            Some(libc::SIGUSR1) => tracing::info!("statistics: {}", counters.snapshot()),
+            Some(signal) => {
+                tracing::info!("caught signal {signal}, shutting down");
+                break;
+            }
+            None => {}
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let capture_error = capture.join().expect("the capture thread does not panic");
+    output.join().expect("the output thread does not panic");
+    let statistics = counters.snapshot();
+    tracing::info!("statistics at exit: {statistics}");
+    if let Some(err) = &capture_error {
+        tracing::error!("capture stopped: {err}");
+    }
+    Ok(Summary {
+        statistics,
+        capture_error,
+    })
+}
+
+fn hand_state_to(sequence: &SequenceFile, run_as: RunAs) -> Result<(), AgentError> {
+    let chown = |path: &std::path::Path| {
+        std::os::unix::fs::chown(path, run_as.uid, Some(run_as.gid)).map_err(|source| {
+            AgentError::Sequence(SequenceError::Io {
+                path: path.to_owned(),
+                source,
+            })
+        })
+    };
+    chown(sequence.path())?;
+    if let Some(dir) = sequence.path().parent() {
+        chown(dir)?;
+    }
+    Ok(())
+}
+
+fn block_signals() -> std::io::Result<libc::sigset_t> {
+    // SAFETY: sigset operations on a local, zero-initialised set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in SIGNALS {
+            libc::sigaddset(&mut set, signal);
+        }
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        Ok(set)
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<libc::c_int> {
+    let timeout = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: valid set and timespec; no siginfo wanted.
+    let signal = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &timeout) };
+    (signal > 0).then_some(signal)
+}
+
+/// Reads the backend until told to stop; never blocks on the outputs.
+fn capture_loop(
+    mut backend: Box<dyn CaptureBackend>,
+    queue: SyncSender<Vec<ConnectionEvent>>,
+    counters: &Counters,
+    stop: &AtomicBool,
+) -> Option<CaptureError> {
+    let mut batch = Vec::with_capacity(1024);
+    let mut last_drop_warning: Option<Instant> = None;
+    let mut kernel_lost = 0;
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        // On the way out, one last look without waiting: whatever the kernel
+        // already handed over is still delivered.
+        let timeout = if stopping {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(100)
+        };
+        if let Err(err) = backend.poll(&mut batch, timeout) {
+            return Some(err);
+        }
+        let stats = backend.stats();
+        counters.captured.store(stats.events, Ordering::Relaxed);
+        if stats.kernel_lost > kernel_lost {
+            tracing::warn!(
+                lost = stats.kernel_lost - kernel_lost,
+                "the kernel could not deliver some events"
+            );
+            kernel_lost = stats.kernel_lost;
+            counters.kernel_lost.store(kernel_lost, Ordering::Relaxed);
+        }
+        if !batch.is_empty() {
+            let events = std::mem::replace(&mut batch, Vec::with_capacity(1024));
+            let sent = if stopping {
+                queue.send(events).map_err(|_| ())
+            } else {
+                match queue.try_send(events) {
+                    Ok(()) => Ok(()),
+                    Err(TrySendError::Full(events)) => {
+                        counters
+                            .queue_dropped
+                            .fetch_add(events.len() as u64, Ordering::Relaxed);
+                        if last_drop_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                            tracing::warn!("outputs are too slow: dropping events (counted)");
+                            last_drop_warning = Some(Instant::now());
+                        }
+                        Ok(())
+                    }
+                    Err(TrySendError::Disconnected(_)) => Err(()),
+                }
+            };
+            if sent.is_err() {
+                return None; // the output thread is gone: nothing left to do
+            }
+        }
+        if stopping {
+            return None;
+        }
+    }
+}
+
+/// Names, filters, numbers and writes; runs on the output thread.
+struct OutputStage {
+    rules: RuleSet,
+    host_name: String,
+    user_names: UserNames,
+    sequence: SequenceFile,
+    outputs: Vec<Box<dyn Sink>>,
+}
+
+/// At most this many events are numbered and written as one batch.
+const MAX_BATCH: usize = 1 << 16;
+
+impl OutputStage {
+    fn run(
+        &mut self,
+        queue: Receiver<Vec<ConnectionEvent>>,
+        counters: &Counters,
+        reopen: &AtomicBool,
+    ) {
+        loop {
+            if reopen.swap(false, Ordering::Relaxed) {
+                self.each_output(counters, |out| out.reopen());
+            }
+            let mut events = match queue.recv_timeout(Duration::from_millis(200)) {
+                Ok(events) => events,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut drained = false;
+            while !drained && events.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(more) => events.extend(more),
+                    Err(_) => drained = true,
+                }
+            }
+            self.deliver(events, counters);
+            if drained {
+                self.each_output(counters, |out| out.flush());
+            }
+        }
+        self.each_output(counters, |out| out.close());
+    }
+
+    fn deliver(&mut self, mut events: Vec<ConnectionEvent>, counters: &Counters) {
+        for event in &mut events {
+            event.host.clone_from(&self.host_name);
+            event.user_name = event
+                .uid
+                .and_then(|uid| self.user_names.get(uid).map(str::to_owned));
+        }
+        let before = events.len();
+        events.retain(|event| self.rules.matches(event));
+        counters
+            .rule_dropped
+            .fetch_add((before - events.len()) as u64, Ordering::Relaxed);
+        if events.is_empty() {
+            return;
+        }
+        let first = match self.sequence.reserve(events.len() as u64) {
+            Ok(first) => first,
+            Err(err) => {
+                // Numbers that are not on disk could be handed out twice
+                // after a restart: better not to emit these events at all.
+                tracing::error!("cannot record sequence numbers, events dropped: {err}");
+                counters
+                    .queue_dropped
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+                return;
+            }
+        };
+        for (event, sequence) in events.iter_mut().zip(first..) {
+            event.sequence = sequence;
+        }
+        counters
+            .emitted
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        for (out, count) in self.outputs.iter_mut().zip(&counters.outputs) {
+            match out.write_batch(&events) {
+                Ok(skipped) => {
+                    count
+                        .written
+                        .fetch_add(events.len() as u64 - skipped, Ordering::Relaxed);
+                    count.skipped.fetch_add(skipped, Ordering::Relaxed);
+                }
+                Err(err) => {
+                    count.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("output {}: {err}", count.name);
+                }
+            }
+        }
+    }
+
+    fn each_output(
+        &mut self,
+        counters: &Counters,
+        mut action: impl FnMut(&mut dyn Sink) -> Result<(), OutputError>,
+    ) {
+        for (out, count) in self.outputs.iter_mut().zip(&counters.outputs) {
+            if let Err(err) = action(out.as_mut()) {
+                count.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("output {}: {err}", count.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,657 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/* connscope's kernel side: TCP connections from their state changes, their
+ * owners from connect() and accept(), UDP flows from cgroup packet hooks.
+ * Design notes are in the crate docs (src/lib.rs) and docs/CAPTURE.md. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "connscope.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+
+/* Set by userspace before load. */
+const volatile __u64 netns_filter = 0; /* 0: every namespace */
+const volatile __u64 wakeup_bytes = 1; /* wake the reader past this much unread data */
+
+struct conn {
+	__u64 established_ns;
+	struct owner owner;
+	__u32 reported; /* connect event sent (cmpxchg'd: accept and close race) */
+	__u8 direction;
+	__u8 has_owner;
+	__u8 preexisting;
+	__u8 pad;
+};
+
+struct listen_key {
+	__u64 netns;
+	__u32 port;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LOSS_COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} losses SEC(".maps");
+
+/* TCP sockets we follow, by struct sock address (valid until the socket
+ * reaches CLOSE, where the entry is deleted). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct conn);
+} conns SEC(".maps");
+
+/* Who called listen(), by namespace and port: the owner of connections that
+ * are reset before anyone accepts them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct listen_key);
+	__type(value, struct owner);
+} listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct exe_path);
+} exe_paths SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct exe_path);
+} exe_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct udp_key);
+	__type(value, struct udp_flow);
+} udp_flows SEC(".maps");
+
+/* Creator of each UDP socket, by socket cookie: the owner of flows whose
+ * first datagram arrives (in softirq, where the current task is anybody). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct owner);
+} udp_owners SEC(".maps");
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+/* Never written: it puts struct event into the skeleton's generated types, so
+ * userspace reads ring-buffer records with the compiler's own layout. */
+struct event event_layout = {};
+
+static __always_inline void count_loss(__u32 counter)
+{
+	__u64 *n = bpf_map_lookup_elem(&losses, &counter);
+
+	if (n)
+		*n += 1;
+}
+
+static __always_inline void fill_owner(struct owner *o)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct task_struct *task = (void *)bpf_get_current_task();
+
+	o->pid = (__u32)id;
+	o->tgid = id >> 32;
+	o->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	bpf_get_current_comm(o->comm, sizeof(o->comm));
+}
+
+static __always_inline bool netns_wanted(__u64 netns)
+{
+	return netns_filter == 0 || netns == netns_filter;
+}
+
+static __always_inline __u64 sock_netns(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+static __always_inline struct event *reserve_event(void)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		count_loss(LOST_RINGBUF);
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	return e;
+}
+
+/* Batched wake-ups: waking the reader for every event costs a context switch
+ * per event; instead the reader polls on a short timer and is only woken
+ * early when the buffer fills past a threshold. */
+static __always_inline void submit_event(struct event *e)
+{
+	__u64 unread = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+
+	bpf_ringbuf_submit(e, unread >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+/* The local port. Not skc_num: a closing socket gives its port back
+ * (inet_put_port zeroes it) before the CLOSE tracepoint runs. */
+static __always_inline __u16 local_port(const struct sock *sk)
+{
+	return bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+}
+
+static __always_inline void fill_tcp_addrs(struct event *e, const struct sock *sk, __u64 netns)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	e->protocol = IPPROTO_TCP;
+	e->family = family;
+	e->netns = netns;
+	e->lport = local_port(sk);
+	e->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
+		BPF_CORE_READ_INTO((__u32 *)e->laddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e->raddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(&e->laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e->raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+	e->uid = BPF_CORE_READ(sk, sk_uid.val);
+	e->has_uid = 1;
+}
+
+static __always_inline void emit_connect(const struct sock *sk, __u64 netns, struct conn *c)
+{
+	struct event *e = reserve_event();
+
+	if (!e)
+		return;
+	fill_tcp_addrs(e, sk, netns);
+	e->kind = KIND_CONNECT;
+	e->ts_ns = c->established_ns;
+	e->direction = c->direction;
+	e->owner = c->owner;
+	e->has_owner = c->has_owner;
+	e->preexisting = c->preexisting;
+	submit_event(e);
+}
+
+static __always_inline void remember_owner_of_listener(const struct sock *sk, __u64 netns,
+						       struct owner *o)
+{
+	struct listen_key key = { .netns = netns };
+	struct owner *listener;
+
+	key.port = local_port(sk);
+	listener = bpf_map_lookup_elem(&listeners, &key);
+	if (listener && listener->tgid)
+		*o = *listener;
+}
+
+/* Payload bytes from the socket's sequence counters, which also count the
+ * SYN and FIN flags: an active opener's SYN is in bytes_acked (a passive one
+ * starts counting after it), our FIN once acknowledged, and the peer's FIN in
+ * bytes_received once it arrived (SOCK_DONE). */
+static __always_inline void close_counters(const struct sock *sk, int oldstate, __u8 direction,
+					  struct event *e)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	__u64 acked = BPF_CORE_READ(tp, bytes_acked);
+	__u64 received = BPF_CORE_READ(tp, bytes_received);
+	bool fin_sent = oldstate == TCP_FIN_WAIT1 || oldstate == TCP_FIN_WAIT2 ||
+			oldstate == TCP_CLOSING || oldstate == TCP_LAST_ACK;
+
+	if (direction == DIR_OUTGOING && acked > 0)
+		acked -= 1;
+	if (fin_sent && acked > 0 && BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
+		acked -= 1;
+	if ((BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << SOCK_DONE)) && received > 0)
+		received -= 1;
+	e->bytes_sent = acked;
+	e->bytes_received = received;
+}
+
+static __always_inline void on_close(const struct sock *sk, __u64 netns, int oldstate)
+{
+	__u64 key = (__u64)sk;
+	struct conn *c = bpf_map_lookup_elem(&conns, &key);
+	struct event *e;
+
+	if (!c)
+		return;
+	if (oldstate == TCP_SYN_SENT) {
+		e = reserve_event();
+		if (e) {
+			fill_tcp_addrs(e, sk, netns);
+			e->kind = KIND_CONNECT_FAILED;
+			e->ts_ns = bpf_ktime_get_boot_ns();
+			e->direction = DIR_OUTGOING;
+			e->owner = c->owner;
+			e->has_owner = c->has_owner;
+			e->error = BPF_CORE_READ(sk, sk_err);
+			submit_event(e);
+		}
+		bpf_map_delete_elem(&conns, &key);
+		return;
+	}
+	if (c->direction == DIR_INCOMING && __sync_val_compare_and_swap(&c->reported, 0, 1) == 0) {
+		/* Reset or closed in the accept queue: nobody accepted it, but the
+		 * peer did connect. Report it, owned by whoever listens. */
+		if (!c->has_owner) {
+			remember_owner_of_listener(sk, netns, &c->owner);
+			c->has_owner = c->owner.tgid != 0;
+		}
+		emit_connect(sk, netns, c);
+	}
+	e = reserve_event();
+	if (e) {
+		__u64 now = bpf_ktime_get_boot_ns();
+
+		fill_tcp_addrs(e, sk, netns);
+		e->kind = KIND_DISCONNECT;
+		e->ts_ns = now;
+		e->duration_ns = now - c->established_ns;
+		close_counters(sk, oldstate, c->direction, e);
+		e->direction = c->direction;
+		e->owner = c->owner;
+		e->has_owner = c->has_owner;
+		e->preexisting = c->preexisting;
+		submit_event(e);
+	}
+	bpf_map_delete_elem(&conns, &key);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tcp_state_change, const struct sock *sk, int oldstate, int newstate)
+{
+	__u64 key = (__u64)sk;
+	__u64 netns;
+
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	netns = sock_netns(sk);
+	if (!netns_wanted(netns))
+		return 0;
+
+	if (newstate == TCP_SYN_SENT) {
+		/* connect() runs in the caller's context: the owner is current. */
+		struct conn c = { .direction = DIR_OUTGOING, .has_owner = 1 };
+
+		fill_owner(&c.owner);
+		if (bpf_map_update_elem(&conns, &key, &c, BPF_ANY))
+			count_loss(LOST_CONN_TABLE);
+	} else if (newstate == TCP_ESTABLISHED && oldstate == TCP_SYN_SENT) {
+		struct conn *c = bpf_map_lookup_elem(&conns, &key);
+
+		if (!c)
+			return 0; /* connecting since before we started */
+		c->established_ns = bpf_ktime_get_boot_ns();
+		c->reported = 1;
+		emit_connect(sk, netns, c);
+	} else if (newstate == TCP_ESTABLISHED && oldstate == TCP_SYN_RECV) {
+		/* Softirq: the current task is whoever ran. The owner is learned
+		 * when accept() returns this socket. */
+		struct conn c = { .direction = DIR_INCOMING };
+
+		c.established_ns = bpf_ktime_get_boot_ns();
+		if (bpf_map_update_elem(&conns, &key, &c, BPF_ANY))
+			count_loss(LOST_CONN_TABLE);
+	} else if (newstate == TCP_LISTEN) {
+		struct listen_key lk = { .netns = netns };
+		struct owner o = {};
+
+		lk.port = local_port(sk);
+		fill_owner(&o);
+		bpf_map_update_elem(&listeners, &lk, &o, BPF_ANY);
+	} else if (newstate == TCP_CLOSE && oldstate == TCP_LISTEN) {
+		struct listen_key lk = { .netns = netns };
+
+		lk.port = local_port(sk);
+		bpf_map_delete_elem(&listeners, &lk);
+	} else if (newstate == TCP_CLOSE) {
+		on_close(sk, netns, oldstate);
+	}
+	return 0;
+}
+
+/* accept() returned fd: its socket is task->files->fdt->fd[fd]->private_data. */
+static __always_inline int on_accepted(long fd)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct fdtable *fdt;
+	struct file **fds;
+	struct file *file = NULL;
+	struct socket *sock;
+	struct sock *sk;
+	struct conn *c;
+	__u64 key;
+
+	if (fd < 0)
+		return 0;
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	sock = BPF_CORE_READ(file, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	key = (__u64)sk;
+	c = bpf_map_lookup_elem(&conns, &key);
+	if (!c || c->direction != DIR_INCOMING)
+		return 0;
+	fill_owner(&c->owner);
+	c->has_owner = 1;
+	if (__sync_val_compare_and_swap(&c->reported, 0, 1) == 0)
+		emit_connect(sk, sock_netns(sk), c);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int accept4_exit(struct syscall_trace_exit *ctx)
+{
+	return on_accepted(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int accept_exit(struct syscall_trace_exit *ctx)
+{
+	return on_accepted(ctx->ret);
+}
+
+/* The executable's full path, walked up the dentry tree at exec, so a process
+ * that connects and exits before userspace reads /proc still has its name.
+ * The walk runs in bpf_loop so the verifier checks one step, not every path. */
+#define PATH_DEPTH 64
+
+struct path_walk {
+	struct dentry *dentry;
+	struct mount *mnt;
+	__u32 pos;
+	__u32 complete;
+};
+
+static long path_step(__u64 index, struct path_walk *w)
+{
+	__u32 zero = 0;
+	struct exe_path *buf = bpf_map_lookup_elem(&exe_scratch, &zero);
+	struct dentry *dentry = w->dentry;
+	struct mount *mnt = w->mnt;
+	struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+	struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
+	struct qstr name;
+	__u32 len, pos = w->pos;
+
+	if (!buf)
+		return 1;
+	if (dentry == mnt_root || dentry == parent) {
+		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+
+		if (dentry != mnt_root || up == mnt) {
+			w->complete = 1;
+			return 1;
+		}
+		/* Cross to the mount point in the parent mount. */
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = up;
+		return 0;
+	}
+	name = BPF_CORE_READ(dentry, d_name);
+	len = name.len;
+	if (len > 255 || len + 1 > pos)
+		return 1;
+	pos -= len;
+	bpf_probe_read_kernel(buf->path + (pos & (EXE_PATH_MAX - 1)), len & 255, name.name);
+	pos -= 1;
+	buf->path[pos & (EXE_PATH_MAX - 1)] = '/';
+	w->pos = pos;
+	w->dentry = parent;
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(process_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 zero = 0, tgid = BPF_CORE_READ(task, tgid);
+	struct exe_path *buf;
+	struct vfsmount *vfs = BPF_CORE_READ(bprm, file, f_path.mnt);
+	struct path_walk w = {
+		.dentry = BPF_CORE_READ(bprm, file, f_path.dentry),
+		.mnt = container_of(vfs, struct mount, mnt),
+		.pos = EXE_PATH_MAX,
+	};
+
+	bpf_loop(PATH_DEPTH, path_step, &w, 0);
+	buf = bpf_map_lookup_elem(&exe_scratch, &zero);
+	if (!buf)
+		return 0;
+	buf->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	buf->start = w.pos;
+	buf->complete = w.complete;
+	bpf_map_update_elem(&exe_paths, &tgid, buf, BPF_ANY);
+	return 0;
+}
+
+/* Connections open before we started: reported once, and followed from then
+ * on. The iterator walks listeners before established sockets, so a socket
+ * on a listening port is known to be an incoming one. */
+SEC("iter/tcp")
+int preexisting_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct listen_key lk = {};
+	struct conn c = { .reported = 1, .preexisting = 1 };
+	struct tcp_sock *tp;
+	struct sock *sk;
+	struct event *e;
+	__u64 netns, key;
+	int state;
+
+	if (!skc)
+		return 0;
+	netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	if (!netns_wanted(netns))
+		return 0;
+	state = BPF_CORE_READ(skc, skc_state);
+	lk.netns = netns;
+	lk.port = BPF_CORE_READ(skc, skc_num);
+	if (state == TCP_LISTEN) {
+		struct owner unknown = {};
+
+		bpf_map_update_elem(&listeners, &lk, &unknown, BPF_NOEXIST);
+		return 0;
+	}
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp || state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_CLOSE)
+		return 0;
+	sk = (struct sock *)tp;
+	key = (__u64)sk;
+	c.established_ns = bpf_ktime_get_boot_ns();
+	c.direction = bpf_map_lookup_elem(&listeners, &lk) ? DIR_INCOMING : DIR_OUTGOING;
+	if (bpf_map_update_elem(&conns, &key, &c, BPF_NOEXIST))
+		return 0; /* already followed since its state changed */
+	e = reserve_event();
+	if (!e)
+		return 0;
+	fill_tcp_addrs(e, sk, netns);
+	e->kind = KIND_CONNECT;
+	e->ts_ns = c.established_ns;
+	e->direction = c.direction;
+	e->preexisting = 1;
+	e->sock_inode = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+	submit_event(e);
+	return 0;
+}
+
+/* ---- UDP ---- */
+
+SEC("cgroup/sock_create")
+int udp_socket_created(struct bpf_sock *ctx)
+{
+	__u64 cookie;
+	struct owner o = {};
+
+	if (ctx->protocol != IPPROTO_UDP)
+		return 1;
+	cookie = bpf_get_socket_cookie(ctx);
+	fill_owner(&o);
+	bpf_map_update_elem(&udp_owners, &cookie, &o, BPF_ANY);
+	return 1;
+}
+
+/* Fills the flow key from the packet headers; returns the payload length, or
+ * -1 when the packet is not UDP. */
+static __always_inline long udp_parse(struct __sk_buff *skb, bool egress, struct udp_key *k)
+{
+	struct udphdr uh;
+	__u32 off;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || ip.protocol != IPPROTO_UDP)
+			return -1;
+		k->family = AF_INET;
+		__builtin_memcpy(k->laddr, egress ? &ip.saddr : &ip.daddr, 4);
+		__builtin_memcpy(k->raddr, egress ? &ip.daddr : &ip.saddr, 4);
+		off = ip.ihl * 4;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) || ip6.nexthdr != IPPROTO_UDP)
+			return -1;
+		k->family = AF_INET6;
+		__builtin_memcpy(k->laddr, egress ? &ip6.saddr : &ip6.daddr, 16);
+		__builtin_memcpy(k->raddr, egress ? &ip6.daddr : &ip6.saddr, 16);
+		off = sizeof(ip6);
+	} else {
+		return -1;
+	}
+	if (bpf_skb_load_bytes(skb, off & 0xff, &uh, sizeof(uh)))
+		return -1;
+	k->lport = bpf_ntohs(egress ? uh.source : uh.dest);
+	k->rport = bpf_ntohs(egress ? uh.dest : uh.source);
+	return (long)bpf_ntohs(uh.len) - (long)sizeof(uh);
+}
+
+static __always_inline int udp_packet(struct __sk_buff *skb, bool egress)
+{
+	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
+	struct sock *sk = BPF_CORE_READ(kskb, sk);
+	struct udp_key key = {};
+	struct udp_flow *flow;
+	struct event *e;
+	__u64 now;
+	long len;
+
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+		return 1;
+	key.netns = sock_netns(sk);
+	if (!netns_wanted(key.netns))
+		return 1;
+	len = udp_parse(skb, egress, &key);
+	if (len < 0)
+		return 1;
+	now = bpf_ktime_get_boot_ns();
+	flow = bpf_map_lookup_elem(&udp_flows, &key);
+	if (flow) {
+		flow->last_ns = now;
+		if (egress) {
+			__sync_fetch_and_add(&flow->packets_sent, 1);
+			__sync_fetch_and_add(&flow->bytes_sent, len);
+		} else {
+			__sync_fetch_and_add(&flow->packets_received, 1);
+			__sync_fetch_and_add(&flow->bytes_received, len);
+		}
+		return 1;
+	}
+
+	struct udp_flow f = {
+		.first_ns = now,
+		.last_ns = now,
+		.direction = egress ? DIR_OUTGOING : DIR_INCOMING,
+		.has_uid = 1,
+	};
+	f.uid = BPF_CORE_READ(sk, sk_uid.val);
+	if (egress) {
+		/* Sending runs in the sender's context. */
+		fill_owner(&f.owner);
+		f.has_owner = 1;
+		f.packets_sent = 1;
+		f.bytes_sent = len;
+	} else {
+		__u64 cookie = bpf_get_socket_cookie(skb);
+		struct owner *creator = bpf_map_lookup_elem(&udp_owners, &cookie);
+
+		if (creator) {
+			f.owner = *creator;
+			f.has_owner = 1;
+		}
+		f.packets_received = 1;
+		f.bytes_received = len;
+	}
+	if (bpf_map_update_elem(&udp_flows, &key, &f, BPF_NOEXIST)) {
+		/* Lost a race with another CPU (count it there), or the table is full. */
+		flow = bpf_map_lookup_elem(&udp_flows, &key);
+		if (!flow) {
+			count_loss(LOST_UDP_TABLE);
+			return 1;
+		}
+		__sync_fetch_and_add(egress ? &flow->packets_sent : &flow->packets_received, 1);
+		__sync_fetch_and_add(egress ? &flow->bytes_sent : &flow->bytes_received, len);
+		return 1;
+	}
+	e = reserve_event();
+	if (!e)
+		return 1;
+	e->kind = KIND_CONNECT;
+	e->ts_ns = now;
+	e->protocol = IPPROTO_UDP;
+	e->family = key.family;
+	e->netns = key.netns;
+	e->lport = key.lport;
+	e->rport = key.rport;
+	__builtin_memcpy(e->laddr, key.laddr, 16);
+	__builtin_memcpy(e->raddr, key.raddr, 16);
+	e->direction = f.direction;
+	e->owner = f.owner;
+	e->has_owner = f.has_owner;
+	e->uid = f.uid;
+	e->has_uid = 1;
+	submit_event(e);
+	return 1;
+}
+
+SEC("cgroup_skb/egress")
+int udp_egress(struct __sk_buff *skb)
+{
+	return udp_packet(skb, true);
+}
+
+SEC("cgroup_skb/ingress")
+int udp_ingress(struct __sk_buff *skb)
+{
+	return udp_packet(skb, false);
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,238 @@
+//! Kernel records into [`ConnectionEvent`]s: addresses, clocks, processes.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use connscope_capture::process::ProcessCache;
+use connscope_event::{
+    CloseStats, ConnectFailure, ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol,
+    Timestamp,
+};
+
+use crate::kernel::{Kernel, RawEvent, UdpFlow, UdpKey};
+use crate::skel::types;
+
+const AF_INET: u8 = libc::AF_INET as u8;
+const IPPROTO_UDP: u8 = libc::IPPROTO_UDP as u8;
+const KIND_CONNECT: u8 = 1;
+const KIND_DISCONNECT: u8 = 2;
+const DIR_OUTGOING: u8 = 1;
+const DIR_INCOMING: u8 = 2;
+
+pub(crate) struct Decoder {
+    processes: ProcessCache,
+    /// /proc counts process start times in clock ticks; the kernel in ns.
+    ns_per_tick: u64,
+    /// Owners of connections open before we started, by socket inode.
+    socket_owners: HashMap<u64, u32>,
+}
+
+impl Decoder {
+    pub fn new(command_lines: bool) -> Self {
+        // SAFETY: sysconf has no preconditions.
+        let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Decoder {
+            processes: ProcessCache::new(4096, command_lines),
+            ns_per_tick: 1_000_000_000 / ticks_per_second,
+            socket_owners: HashMap::new(),
+        }
+    }
+
+    pub fn set_socket_owners(&mut self, owners: HashMap<u64, u32>) {
+        self.socket_owners = owners;
+    }
+
+    /// `boot_to_utc`: add to a CLOCK_BOOTTIME reading to get UTC nanoseconds.
+    pub fn event(&mut self, raw: &RawEvent, boot_to_utc: i64, kernel: &Kernel) -> ConnectionEvent {
+        let kind = match raw.kind {
+            KIND_CONNECT => EventKind::Connect,
+            KIND_DISCONNECT => EventKind::Disconnect,
+            _ => EventKind::ConnectFailed,
+        };
+        let protocol = if raw.protocol == IPPROTO_UDP {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        };
+        let (local, remote) =
+            socket_addrs(raw.family, &raw.laddr, raw.lport, &raw.raddr, raw.rport);
+        let mut event = ConnectionEvent::new(
+            kind,
+            Timestamp::from_nanos(raw.ts_ns as i64 + boot_to_utc),
+            protocol,
+            direction(raw.direction),
+            local,
+            remote,
+        );
+        event.netns = raw.netns;
+        event.uid = (raw.has_uid != 0).then_some(raw.uid);
+        event.preexisting = raw.preexisting != 0;
+        event.process = if raw.has_owner != 0 {
+            self.process(&raw.owner, kernel)
+        } else if raw.sock_inode != 0 {
+            let pid = self.socket_owners.get(&raw.sock_inode).copied();
+            pid.and_then(|pid| self.processes.get(pid))
+        } else {
+            None
+        };
+        match kind {
+            EventKind::Disconnect => {
+                let udp = protocol == Protocol::Udp;
+                event.close = Some(CloseStats {
+                    duration_ns: raw.duration_ns,
+                    bytes_sent: raw.bytes_sent,
+                    bytes_received: raw.bytes_received,
+                    packets_sent: udp.then_some(raw.packets_sent),
+                    packets_received: udp.then_some(raw.packets_received),
+                });
+            }
+            EventKind::ConnectFailed => event.failure = Some(failure(raw.error)),
+            EventKind::Connect => {}
+        }
+        event
+    }
+
+    /// The disconnect of a UDP flow that went idle.
+    pub fn udp_expired(
+        &mut self,
+        key: &UdpKey,
+        flow: &UdpFlow,
+        idle_timeout_ns: u64,
+        boot_to_utc: i64,
+        kernel: &Kernel,
+    ) -> ConnectionEvent {
+        let (local, remote) =
+            socket_addrs(key.family, &key.laddr, key.lport, &key.raddr, key.rport);
+        let mut event = ConnectionEvent::new(
+            EventKind::Disconnect,
+            Timestamp::from_nanos((flow.last_ns + idle_timeout_ns) as i64 + boot_to_utc),
+            Protocol::Udp,
+            direction(flow.direction),
+            local,
+            remote,
+        );
+        event.netns = key.netns;
+        event.uid = (flow.has_uid != 0).then_some(flow.uid);
+        event.process = (flow.has_owner != 0)
+            .then(|| self.process(&flow.owner, kernel))
+            .flatten();
+        event.close = Some(CloseStats {
+            duration_ns: flow.last_ns - flow.first_ns,
+            bytes_sent: flow.bytes_sent,
+            bytes_received: flow.bytes_received,
+            packets_sent: Some(flow.packets_sent),
+            packets_received: Some(flow.packets_received),
+        });
+        event
+    }
+
+    /// The process the kernel named. /proc when it is still there (and the
+    /// same process: pid and start time match); else what the kernel saw
+    /// itself: comm, and the executable path recorded at exec.
+    fn process(&mut self, owner: &types::owner, kernel: &Kernel) -> Option<ProcessInfo> {
+        let started = owner.start_ns / self.ns_per_tick;
+        if let Some(info) = self.processes.get_started(owner.tgid, started) {
+            return Some(info);
+        }
+        let comm: Vec<u8> = owner
+            .comm
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        let info = ProcessInfo {
+            pid: owner.tgid,
+            executable: kernel.exe_path(owner.tgid, owner.start_ns),
+            comm: Some(String::from_utf8_lossy(&comm).into_owned()),
+            command_line: None,
+            cgroup: None,
+        };
+        self.processes.insert(owner.tgid, started, info.clone());
+        Some(info)
+    }
+}
+
+fn direction(raw: u8) -> Direction {
+    match raw {
+        DIR_OUTGOING => Direction::Outgoing,
+        DIR_INCOMING => Direction::Incoming,
+        _ => Direction::Unknown,
+    }
+}
+
+fn failure(error: i32) -> ConnectFailure {
+    match error {
+        libc::ECONNREFUSED => ConnectFailure::Refused,
+        libc::ETIMEDOUT => ConnectFailure::Timeout,
+        _ => ConnectFailure::Other,
+    }
+}
+
+/// Both ends of a socket; a dual-stack socket talking IPv4 (`::ffff:a.b.c.d`
+/// on both ends) is reported as the IPv4 connection it is.
+fn socket_addrs(
+    family: u8,
+    laddr: &[u8; 16],
+    lport: u16,
+    raddr: &[u8; 16],
+    rport: u16,
+) -> (SocketAddr, SocketAddr) {
+    let ip = |bytes: &[u8; 16]| -> IpAddr {
+        if family == AF_INET {
+            IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(*bytes))
+        }
+    };
+    let (mut local, mut remote) = (ip(laddr), ip(raddr));
+    if let (IpAddr::V6(l), IpAddr::V6(r)) = (local, remote) {
+        if let (Some(l4), Some(r4)) = (l.to_ipv4_mapped(), r.to_ipv4_mapped()) {
+            (local, remote) = (IpAddr::V4(l4), IpAddr::V4(r4));
+        }
+    }
+    (
+        SocketAddr::new(local, lport),
+        SocketAddr::new(remote, rport),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v6(text: &str) -> [u8; 16] {
+        text.parse::<Ipv6Addr>().unwrap().octets()
+    }
+
+    #[test]
+    fn v4_mapped_addresses_become_v4() {
+        let (l, r) = socket_addrs(
+            10,
+            &v6("::ffff:127.0.0.1"),
+            40000,
+            &v6("::ffff:10.1.2.3"),
+            80,
+        );
+        assert_eq!(l, "127.0.0.1:40000".parse().unwrap());
+        assert_eq!(r, "10.1.2.3:80".parse().unwrap());
+        let (l, _) = socket_addrs(10, &v6("::1"), 1, &v6("::ffff:10.1.2.3"), 2);
+        assert_eq!(l, "[::1]:1".parse().unwrap());
+    }
+
+    #[test]
+    fn v4_addresses_use_the_first_four_bytes() {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&[192, 0, 2, 7]);
+        let (l, r) = socket_addrs(AF_INET, &a, 5, &a, 6);
+        assert_eq!(l, "192.0.2.7:5".parse().unwrap());
+        assert_eq!(r, "192.0.2.7:6".parse().unwrap());
+    }
+
+    #[test]
+    fn socket_errors_name_the_failure() {
+        assert_eq!(failure(libc::ECONNREFUSED), ConnectFailure::Refused);
+        assert_eq!(failure(libc::ETIMEDOUT), ConnectFailure::Timeout);
+        assert_eq!(failure(0), ConnectFailure::Other);
+        assert_eq!(failure(libc::EHOSTUNREACH), ConnectFailure::Other);
+    }
+}

@@ -1,0 +1,414 @@
+//! The loaded BPF object: its programs' attachments, the ring buffer reader and
+//! the maps userspace reads (loss counters, exec paths, UDP flows).
+
+use std::fs;
+use std::io::Read;
+use std::mem::{ManuallyDrop, MaybeUninit};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Iter, MapCore, MapFlags, OpenObject, PrintLevel, RingBuffer, RingBufferBuilder};
+
+use crate::skel::{types, ConnscopeSkel, ConnscopeSkelBuilder};
+
+pub(crate) type RawEvent = types::event;
+pub(crate) type UdpKey = types::udp_key;
+pub(crate) type UdpFlow = types::udp_flow;
+
+/// Size of the ring buffer (the BPF side declares the same).
+const RING_BYTES: u64 = 4 << 20;
+/// Past this much unread data the kernel wakes the reader at once instead of
+/// waiting for its next timer tick.
+const WAKEUP_BYTES: u64 = RING_BYTES / 4;
+const LOSS_COUNTERS: u32 = 3;
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// One BPF program's own cost, from its fdinfo. The kernel only counts while
+/// `kernel.bpf_stats_enabled` is 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub name: String,
+    /// Total time spent running the program, in nanoseconds.
+    pub run_time_ns: u64,
+    /// How many times it ran.
+    pub run_count: u64,
+}
+
+/// What to load.
+pub(crate) struct Settings {
+    /// 0: every namespace.
+    pub netns_filter: u64,
+    pub udp: bool,
+}
+
+pub(crate) struct Kernel {
+    // Dropped by hand in this order: the reader, the skeleton (which holds the
+    // links and the object), then the storage the skeleton borrows.
+    ring: ManuallyDrop<RingBuffer<'static>>,
+    skel: ManuallyDrop<ConnscopeSkel<'static>>,
+    storage: *mut MaybeUninit<OpenObject>,
+    received: Arc<Mutex<Vec<RawEvent>>>,
+}
+
+// SAFETY: the raw pointers inside the skeleton and `storage` point into this
+// value's own BPF object, which libbpf does not tie to a thread; nothing else
+// holds them, so moving the whole to another thread is sound.
+unsafe impl Send for Kernel {}
+
+impl Kernel {
+    /// Loads and attaches everything. The error is a reason for
+    /// `CaptureError::Unavailable`.
+    pub fn load(settings: &Settings) -> Result<Kernel, String> {
+        route_libbpf_logs();
+        let storage = Box::into_raw(Box::new(MaybeUninit::<OpenObject>::uninit()));
+        // SAFETY: `storage` stays allocated until `Kernel::drop` (or just
+        // below on failure), after everything borrowing it is gone.
+        match load_skeleton(unsafe { &mut *storage }, settings) {
+            Ok((skel, ring, received)) => Ok(Kernel {
+                ring: ManuallyDrop::new(ring),
+                skel: ManuallyDrop::new(skel),
+                storage,
+                received,
+            }),
+            Err(reason) => {
+                // SAFETY: the failed load dropped every borrow of it.
+                drop(unsafe { Box::from_raw(storage) });
+                Err(reason)
+            }
+        }
+    }
+
+    /// Runs the TCP socket iterator once: every connection already open is
+    /// reported through the ring buffer and followed from then on.
+    pub fn report_preexisting(&self) -> Result<(), String> {
+        let link = self
+            .skel
+            .progs
+            .preexisting_tcp
+            .attach()
+            .map_err(|e| format!("attaching the TCP socket iterator: {e}"))?;
+        let mut iter = Iter::new(&link).map_err(|e| format!("creating the iterator: {e}"))?;
+        let mut sink = Vec::new();
+        iter.read_to_end(&mut sink)
+            .map_err(|e| format!("running the TCP socket iterator: {e}"))?;
+        Ok(())
+    }
+
+    /// Waits at most `timeout` for the kernel's early wake-up.
+    pub fn wait(&self, timeout: Duration) -> Result<(), libbpf_rs::Error> {
+        self.ring.poll(timeout)
+    }
+
+    /// Moves every record in the ring buffer into `into` (which should be
+    /// empty; buffers are swapped, so neither side reallocates in steady state).
+    pub fn take_events(&self, into: &mut Vec<RawEvent>) -> Result<(), libbpf_rs::Error> {
+        self.ring.consume()?;
+        let mut received = self.received.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut *received, into);
+        Ok(())
+    }
+
+    /// Events the kernel side had to drop, summed over CPUs and causes.
+    pub fn losses(&self) -> u64 {
+        (0..LOSS_COUNTERS)
+            .filter_map(|i| {
+                self.skel
+                    .maps
+                    .losses
+                    .lookup_percpu(&i.to_ne_bytes(), MapFlags::ANY)
+                    .ok()
+                    .flatten()
+            })
+            .flatten()
+            .map(|per_cpu| u64::from_ne_bytes(per_cpu[..8].try_into().unwrap_or_default()))
+            .sum()
+    }
+
+    /// The executable path recorded when process `tgid`, started at
+    /// `start_ns`, last exec'd; `None` if not recorded or too deep to walk.
+    pub fn exe_path(&self, tgid: u32, start_ns: u64) -> Option<String> {
+        let raw = self
+            .skel
+            .maps
+            .exe_paths
+            .lookup(&tgid.to_ne_bytes(), MapFlags::ANY)
+            .ok()??;
+        let record: types::exe_path = read_record(&raw)?;
+        if record.start_ns != start_ns || record.complete == 0 {
+            return None;
+        }
+        let start = record.start as usize;
+        let bytes: Vec<u8> = record.path[start..EXE_PATH_MAX]
+            .iter()
+            .map(|&c| c as u8)
+            .collect();
+        Some(if bytes.is_empty() {
+            "/".to_owned()
+        } else {
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    }
+
+    /// Removes the UDP flows idle since before `idle_since_ns` (boot clock)
+    /// and hands them to `expired`.
+    pub fn expire_udp_flows(&self, idle_since_ns: u64, mut expired: impl FnMut(UdpKey, UdpFlow)) {
+        let flows = &self.skel.maps.udp_flows;
+        let keys: Vec<Vec<u8>> = flows.keys().collect();
+        for key in keys {
+            let Some(flow) = flows
+                .lookup(&key, MapFlags::ANY)
+                .ok()
+                .flatten()
+                .and_then(|raw| read_record::<UdpFlow>(&raw))
+            else {
+                continue;
+            };
+            if flow.last_ns >= idle_since_ns {
+                continue;
+            }
+            // Deleting returns the final counters: a datagram counted between
+            // the look-up and here is not lost.
+            let Some(flow) = flows
+                .lookup_and_delete(&key)
+                .ok()
+                .flatten()
+                .and_then(|raw| read_record::<UdpFlow>(&raw))
+            else {
+                continue;
+            };
+            if let Some(key) = read_record::<UdpKey>(&key) {
+                expired(key, flow);
+            }
+        }
+    }
+
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        let progs = &self.skel.progs;
+        [
+            &progs.tcp_state_change,
+            &progs.accept4_exit,
+            &progs.accept_exit,
+            &progs.process_exec,
+            &progs.udp_socket_created,
+            &progs.udp_egress,
+            &progs.udp_ingress,
+        ]
+        .into_iter()
+        .filter(|prog| prog.autoload())
+        .map(|prog| {
+            let fdinfo =
+                fs::read_to_string(format!("/proc/self/fdinfo/{}", prog.as_fd().as_raw_fd()))
+                    .unwrap_or_default();
+            ProgramStats {
+                name: prog.name().to_string_lossy().into_owned(),
+                run_time_ns: fdinfo_field(&fdinfo, "run_time_ns"),
+                run_count: fdinfo_field(&fdinfo, "run_cnt"),
+            }
+        })
+        .collect()
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, in dependency order; see the field comment.
+        unsafe {
+            ManuallyDrop::drop(&mut self.ring);
+            ManuallyDrop::drop(&mut self.skel);
+            drop(Box::from_raw(self.storage));
+        }
+    }
+}
+
+const EXE_PATH_MAX: usize = 4096;
+
+type Loaded = (
+    ConnscopeSkel<'static>,
+    RingBuffer<'static>,
+    Arc<Mutex<Vec<RawEvent>>>,
+);
+
+fn load_skeleton(
+    storage: &'static mut MaybeUninit<OpenObject>,
+    settings: &Settings,
+) -> Result<Loaded, String> {
+    let mut open = ConnscopeSkelBuilder::default()
+        .open(storage)
+        .map_err(|e| format!("opening the BPF object: {e}"))?;
+    let rodata = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .ok_or("the BPF object has no read-only data section")?;
+    rodata.netns_filter = settings.netns_filter;
+    rodata.wakeup_bytes = WAKEUP_BYTES;
+    for prog in [
+        &mut open.progs.udp_socket_created,
+        &mut open.progs.udp_egress,
+        &mut open.progs.udp_ingress,
+    ] {
+        prog.set_autoload(settings.udp);
+    }
+    let mut skel = open.load().map_err(|e| {
+        format!(
+            "loading the BPF programs (needs root, a kernel with BTF and BPF ring buffers): {e}"
+        )
+    })?;
+
+    let progs = &skel.progs;
+    let links = &mut skel.links;
+    let attach = |prog: &libbpf_rs::ProgramMut<'_>| {
+        prog.attach()
+            .map_err(|e| format!("attaching {}: {e}", prog.name().to_string_lossy()))
+    };
+    links.tcp_state_change = Some(attach(&progs.tcp_state_change)?);
+    links.process_exec = Some(attach(&progs.process_exec)?);
+    ensure_tracefs()?;
+    links.accept4_exit = Some(attach(&progs.accept4_exit)?);
+    links.accept_exit = Some(attach(&progs.accept_exit)?);
+    if settings.udp {
+        let root = cgroup2_root()?;
+        let cgroup =
+            fs::File::open(&root).map_err(|e| format!("opening the root cgroup {root}: {e}"))?;
+        let attach_cgroup = |prog: &libbpf_rs::ProgramMut<'_>| {
+            prog.attach_cgroup(cgroup.as_raw_fd())
+                .map_err(|e| format!("attaching {} to {root}: {e}", prog.name().to_string_lossy()))
+        };
+        links.udp_socket_created = Some(attach_cgroup(&progs.udp_socket_created)?);
+        links.udp_egress = Some(attach_cgroup(&progs.udp_egress)?);
+        links.udp_ingress = Some(attach_cgroup(&progs.udp_ingress)?);
+    }
+
+    let received = Arc::new(Mutex::new(Vec::with_capacity(4096)));
+    let sink = Arc::clone(&received);
+    let mut builder = RingBufferBuilder::new();
+    builder
+        .add(&skel.maps.events, move |data: &[u8]| {
+            if let Some(event) = read_record::<RawEvent>(data) {
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+            }
+            0
+        })
+        .map_err(|e| format!("opening the ring buffer: {e}"))?;
+    let ring = builder
+        .build()
+        .map_err(|e| format!("opening the ring buffer: {e}"))?;
+    Ok((skel, ring, received))
+}
+
+/// Where the cgroup v2 hierarchy is mounted: `/sys/fs/cgroup` on unified
+/// systems, `/sys/fs/cgroup/unified` on hybrid ones. Hooks on its root see
+/// every socket.
+fn cgroup2_root() -> Result<String, String> {
+    let mounts = fs::read_to_string("/proc/self/mounts")
+        .map_err(|e| format!("reading /proc/self/mounts: {e}"))?;
+    cgroup2_mount_point(&mounts).ok_or_else(|| {
+        "no cgroup v2 hierarchy is mounted (UDP capture hooks the root cgroup; \
+         mount cgroup2 or turn UDP capture off)"
+            .to_owned()
+    })
+}
+
+fn cgroup2_mount_point(mounts: &str) -> Option<String> {
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_ascii_whitespace();
+        let (_, dir, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+        (fstype == "cgroup2").then(|| dir.to_owned())
+    })
+}
+
+/// A record the kernel wrote, copied out of its bytes.
+fn read_record<T: Copy + Default>(bytes: &[u8]) -> Option<T> {
+    (bytes.len() >= size_of::<T>()).then(|| {
+        // SAFETY: the skeleton's types are plain C structs (integers and
+        // byte arrays), valid for any bit pattern; the length is checked.
+        unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+    })
+}
+
+fn fdinfo_field(fdinfo: &str, name: &str) -> u64 {
+    fdinfo
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Syscall tracepoints are attached through tracefs, which is not mounted
+/// everywhere (systemd mounts it; minimal systems do not).
+fn ensure_tracefs() -> Result<(), String> {
+    static MOUNT: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = MOUNT.lock().unwrap_or_else(|e| e.into_inner());
+    if fs::metadata(format!("{TRACEFS}/events")).is_ok()
+        || fs::metadata("/sys/kernel/debug/tracing/events").is_ok()
+    {
+        return Ok(());
+    }
+    tracing::info!("mounting tracefs on {TRACEFS} for the accept() tracepoints");
+    // SAFETY: plain C strings, no data argument.
+    let rc = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "tracefs is not mounted and mounting it on {TRACEFS} failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+fn route_libbpf_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        fn log(level: PrintLevel, message: String) {
+            let message = message.trim_end();
+            match level {
+                PrintLevel::Warn => tracing::warn!(target: "libbpf", "{message}"),
+                PrintLevel::Info => tracing::debug!(target: "libbpf", "{message}"),
+                PrintLevel::Debug => tracing::trace!(target: "libbpf", "{message}"),
+            }
+        }
+        libbpf_rs::set_print(Some((PrintLevel::Info, log)));
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_fdinfo_counters() {
+        let fdinfo = "pos:\t0\nprog_type:\t26\nrun_time_ns:\t12345\nrun_cnt:\t7\n";
+        assert_eq!(fdinfo_field(fdinfo, "run_time_ns"), 12345);
+        assert_eq!(fdinfo_field(fdinfo, "run_cnt"), 7);
+        assert_eq!(fdinfo_field(fdinfo, "verified_insns"), 0);
+    }
+
+    #[test]
+    fn finds_cgroup2_in_hybrid_layouts() {
+        let hybrid = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+        assert_eq!(
+            cgroup2_mount_point(hybrid).as_deref(),
+            Some("/sys/fs/cgroup/unified")
+        );
+        assert_eq!(cgroup2_mount_point("proc /proc proc rw 0 0\n"), None);
+    }
+
+    #[test]
+    fn short_records_are_refused() {
+        assert!(read_record::<UdpKey>(&[0u8; 4]).is_none());
+        let key = read_record::<UdpKey>(&[1u8; size_of::<UdpKey>()]).unwrap();
+        assert_eq!(key.lport, 0x0101);
+    }
+}

@@ -1,0 +1,250 @@
+//! The eBPF capture backend: every TCP connection and UDP flow as it happens,
+//! attributed to the process that made or accepted it.
+//!
+//! # Hooks, and why these
+//!
+//! On the kernels we target fentry/fexit and kprobes may be missing (not built
+//! in, or refused), so everything hangs on tracepoints and cgroup hooks:
+//!
+//! | hook | sees | context |
+//! |---|---|---|
+//! | `tp_btf/inet_sock_set_state` | every TCP state change | mixed |
+//! | `tracepoint/syscalls/sys_exit_accept{,4}` | accept() returning a socket fd | the accepting process |
+//! | `tp_btf/sched_process_exec` | exec: the new executable's full path | the exec'ing process |
+//! | `iter/tcp` (run once at start) | connections open before we started | the agent |
+//! | `cgroup/sock_create` on the root cgroup | UDP socket creation | the creating process |
+//! | `cgroup_skb/{egress,ingress}` on the root cgroup | every UDP datagram with its socket | sender / softirq |
+//!
+//! * **Outgoing TCP**: CLOSE→SYN_SENT runs inside connect(), so the current
+//!   task is the owner; it is stored by socket address and the connect event is
+//!   sent at SYN_SENT→ESTABLISHED (softirq). SYN_SENT→CLOSE without
+//!   ESTABLISHED is a failed connect, `sk_err` tells refused from timed out.
+//! * **Incoming TCP**: SYN_RECV→ESTABLISHED runs in softirq, where the current
+//!   task is whoever happened to run. The socket is remembered, and the connect
+//!   event is sent when accept() returns it (fd → file → socket → sock, joined
+//!   by sock address), owned by the accepting process; its timestamp is still
+//!   the moment the handshake completed. A connection reset or closed while it
+//!   waits in the accept queue is reported at close (connect then disconnect),
+//!   owned by the process that called listen() on that port, when known.
+//! * **Disconnect** (any state → CLOSE): duration since ESTABLISHED, bytes from
+//!   the socket's own counters (`bytes_acked` sent, `bytes_received`).
+//! * **UDP**: a BPF hash of flows keyed by namespace + 5-tuple, counted per
+//!   datagram by the cgroup packet hooks; the first datagram sends the connect
+//!   event (owner: the sender for outgoing; the socket's creator for flows whose
+//!   first datagram arrives). Userspace expires idle flows (delete returns the
+//!   final counters) and reports them as disconnects with packets and bytes.
+//! * **Namespaces**: every socket carries its network namespace inode; the
+//!   filter is a read-only global set before load, so other namespaces cost one
+//!   comparison and no event.
+//!
+//! # Ring buffer, wake-ups and losses
+//!
+//! Waking the reader for each event costs a context switch per event and
+//! halves a busy server's connection rate, so records are submitted without a
+//! wake-up unless the unread data passes a quarter of the buffer; the reader
+//! polls on a 10 ms timer. A record the kernel cannot reserve, or a
+//! socket or flow the tables cannot hold, is counted in a per-CPU map and
+//! reported as [`CaptureStats::kernel_lost`]: a loss is never silent.
+//!
+//! # Processes that are gone
+//!
+//! Each record carries pid, tgid, comm and the process's start time, so a pid
+//! reused by another process is never named. If the process has exited before
+//! /proc is read, the executable path recorded by the exec hook (walked up the
+//! dentry tree in the kernel, complete or not at all) and the kernel's comm are
+//! used.
+
+mod decode;
+mod kernel;
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/connscope.skel.rs"));
+}
+mod sockets;
+
+use std::time::{Duration, Instant};
+
+use connscope_capture::{
+    netns, CaptureBackend, CaptureConfig, CaptureError, CaptureStats, NetnsFilter,
+};
+use connscope_event::ConnectionEvent;
+
+pub use kernel::ProgramStats;
+
+use decode::Decoder;
+use kernel::{Kernel, RawEvent, Settings};
+
+const NAME: &str = "ebpf";
+/// Longest a record waits in the ring buffer when the kernel does not wake us.
+const TICK: Duration = Duration::from_millis(10);
+
+/// The eBPF backend. Each instance loads its own BPF objects, so several can
+/// run side by side (with the cost of each).
+pub struct EbpfBackend {
+    kernel: Kernel,
+    decoder: Decoder,
+    /// Records taken from the ring buffer, not yet decoded (reused buffer).
+    raw: Vec<RawEvent>,
+    udp_idle_timeout: Option<Duration>,
+    next_udp_scan: Instant,
+    events: u64,
+}
+
+impl EbpfBackend {
+    /// Loads and attaches the BPF programs and reports the connections already
+    /// open. [`CaptureError::Unavailable`] says why when this kernel or these
+    /// privileges do not allow it, so the agent can fall back to polling.
+    pub fn open(config: &CaptureConfig) -> Result<EbpfBackend, CaptureError> {
+        let unavailable = |reason: String| CaptureError::Unavailable {
+            backend: NAME,
+            reason,
+        };
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(unavailable(
+                "needs root (CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)".into(),
+            ));
+        }
+        if std::fs::metadata("/sys/kernel/btf/vmlinux").is_err() {
+            return Err(unavailable(
+                "the kernel has no BTF (/sys/kernel/btf/vmlinux is missing)".into(),
+            ));
+        }
+        let netns_filter = match config.netns {
+            NetnsFilter::All => 0,
+            NetnsFilter::Inode(inode) => inode,
+            NetnsFilter::Own => netns::current_inode().map_err(|source| CaptureError::Io {
+                backend: NAME,
+                source,
+            })?,
+        };
+        let kernel = Kernel::load(&Settings {
+            netns_filter,
+            udp: config.udp,
+        })
+        .map_err(unavailable)?;
+        kernel.report_preexisting().map_err(unavailable)?;
+
+        let mut backend = EbpfBackend {
+            kernel,
+            decoder: Decoder::new(config.command_lines),
+            raw: Vec::with_capacity(4096),
+            udp_idle_timeout: config.udp.then_some(config.udp_idle_timeout),
+            next_udp_scan: Instant::now(),
+            events: 0,
+        };
+        // The iterator's reports are in the ring buffer now; their owners are
+        // found by socket inode, which costs a /proc walk: only if needed.
+        backend.take_raw()?;
+        if backend.raw.iter().any(|raw| raw.sock_inode != 0) {
+            backend.decoder.set_socket_owners(sockets::socket_owners());
+        }
+        Ok(backend)
+    }
+
+    /// Run time and run count of each BPF program (counted only while
+    /// `kernel.bpf_stats_enabled` is 1), for measuring the kernel-side cost.
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        self.kernel.program_stats()
+    }
+
+    fn take_raw(&mut self) -> Result<(), CaptureError> {
+        let mut taken = std::mem::take(&mut self.raw);
+        let result = self.kernel.take_events(&mut taken);
+        // Records already waiting stay ahead of the new ones.
+        if self.raw.is_empty() {
+            self.raw = taken;
+        } else {
+            self.raw.append(&mut taken);
+        }
+        result.map_err(io_error)
+    }
+
+    fn decode_raw(&mut self, out: &mut Vec<ConnectionEvent>, boot_to_utc: i64) {
+        for raw in &self.raw {
+            out.push(self.decoder.event(raw, boot_to_utc, &self.kernel));
+        }
+        self.raw.clear();
+    }
+
+    fn expire_udp(&mut self, out: &mut Vec<ConnectionEvent>, boot_to_utc: i64) {
+        let Some(idle) = self.udp_idle_timeout else {
+            return;
+        };
+        let now = Instant::now();
+        if now < self.next_udp_scan {
+            return;
+        }
+        // A flow is reported at most a quarter of the timeout late.
+        self.next_udp_scan = now + (idle / 4).clamp(TICK, Duration::from_secs(1));
+        let idle_ns = idle.as_nanos() as u64;
+        let idle_since = boot_ns().saturating_sub(idle_ns);
+        let (decoder, kernel) = (&mut self.decoder, &self.kernel);
+        kernel.expire_udp_flows(idle_since, |key, flow| {
+            out.push(decoder.udp_expired(&key, &flow, idle_ns, boot_to_utc, kernel));
+        });
+    }
+}
+
+impl CaptureBackend for EbpfBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn poll(
+        &mut self,
+        out: &mut Vec<ConnectionEvent>,
+        timeout: Duration,
+    ) -> Result<(), CaptureError> {
+        let before = out.len();
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.take_raw()?;
+            let boot_to_utc = boot_to_utc();
+            self.decode_raw(out, boot_to_utc);
+            self.expire_udp(out, boot_to_utc);
+            let now = Instant::now();
+            if out.len() > before || now >= deadline {
+                break;
+            }
+            self.kernel
+                .wait(TICK.min(deadline - now))
+                .map_err(io_error)?;
+        }
+        self.events += (out.len() - before) as u64;
+        Ok(())
+    }
+
+    fn stats(&self) -> CaptureStats {
+        CaptureStats {
+            events: self.events,
+            kernel_lost: self.kernel.losses(),
+        }
+    }
+}
+
+fn io_error(error: libbpf_rs::Error) -> CaptureError {
+    CaptureError::Io {
+        backend: NAME,
+        source: std::io::Error::other(error),
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+/// The kernel stamps records with CLOCK_BOOTTIME (it keeps counting through
+/// suspend); this is what to add to get UTC.
+fn boot_to_utc() -> i64 {
+    clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME)
+}
+
+fn boot_ns() -> u64 {
+    clock_ns(libc::CLOCK_BOOTTIME) as u64
+}

@@ -1,0 +1,540 @@
+//! The eBPF backend against the real kernel: real sockets on loopback, real
+//! network namespaces, real short-lived processes. Runs as root.
+//!
+//! Tests run in parallel threads, each with its own backend (its own BPF
+//! objects), so each looks only at the ports and pids it made itself.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use connscope_capture::{netns, CaptureBackend, CaptureConfig, NetnsFilter};
+use connscope_capture_ebpf::EbpfBackend;
+use connscope_event::{ConnectFailure, ConnectionEvent, Direction, EventKind, Protocol};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+struct Watch {
+    backend: EbpfBackend,
+    seen: Vec<ConnectionEvent>,
+}
+
+impl Watch {
+    fn new(config: CaptureConfig) -> Watch {
+        Watch {
+            backend: EbpfBackend::open(&config).expect("the eBPF backend loads (run as root)"),
+            seen: Vec::new(),
+        }
+    }
+
+    fn default() -> Watch {
+        Watch::new(CaptureConfig::default())
+    }
+
+    /// Polls until `done` holds for the events touching `ports`, or panics.
+    fn until(
+        &mut self,
+        ports: &[u16],
+        mut done: impl FnMut(&[&ConnectionEvent]) -> bool,
+    ) -> Vec<ConnectionEvent> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let mine: Vec<&ConnectionEvent> = self
+                .seen
+                .iter()
+                .filter(|e| ports.contains(&e.local.port()) || ports.contains(&e.remote.port()))
+                .collect();
+            if done(&mine) {
+                return mine.into_iter().cloned().collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out; events for ports {ports:?}: {mine:#?}"
+            );
+            self.backend
+                .poll(&mut self.seen, Duration::from_millis(100))
+                .unwrap();
+        }
+    }
+
+    /// Everything that arrives for `ports` within a short drain.
+    fn drain(&mut self, ports: &[u16]) -> Vec<ConnectionEvent> {
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < deadline {
+            self.backend
+                .poll(&mut self.seen, Duration::from_millis(50))
+                .unwrap();
+        }
+        self.until(ports, |_| true)
+    }
+}
+
+fn find(
+    events: &[ConnectionEvent],
+    kind: EventKind,
+    direction: Direction,
+    local: SocketAddr,
+) -> &ConnectionEvent {
+    events
+        .iter()
+        .find(|e| e.kind == kind && e.direction == direction && e.local == local)
+        .unwrap_or_else(|| panic!("no {kind} {direction} event from {local} in {events:#?}"))
+}
+
+fn count(events: &[&ConnectionEvent], kind: EventKind, direction: Direction) -> usize {
+    events
+        .iter()
+        .filter(|e| e.kind == kind && e.direction == direction)
+        .count()
+}
+
+fn assert_is_us(event: &ConnectionEvent) {
+    let process = event.process.as_ref().expect("the event names a process");
+    assert_eq!(process.pid, std::process::id(), "{event:#?}");
+    assert_eq!(
+        process.executable.as_deref(),
+        std::env::current_exe().unwrap().to_str(),
+        "{event:#?}"
+    );
+}
+
+/// One connection: the client sends `up` bytes, the server `down`; the
+/// client closes first.
+fn exchange(listen: &str, up: usize, down: usize) -> (SocketAddr, SocketAddr) {
+    let listener = TcpListener::bind(listen).unwrap();
+    let server_addr = listener.local_addr().unwrap();
+    let mut client = TcpStream::connect(server_addr).unwrap();
+    let client_addr = client.local_addr().unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    client.write_all(&vec![1; up]).unwrap();
+    let mut buf = vec![0; up.max(down)];
+    server.read_exact(&mut buf[..up]).unwrap();
+    server.write_all(&vec![2; down]).unwrap();
+    client.read_exact(&mut buf[..down]).unwrap();
+    // Hold the connection open a moment so its duration is measurable.
+    std::thread::sleep(Duration::from_millis(20));
+    drop(client);
+    assert_eq!(server.read(&mut buf).unwrap(), 0, "client's FIN");
+    drop(server);
+    (client_addr, server_addr)
+}
+
+#[test]
+fn loopback_tcp_v4_and_v6_both_ends() {
+    let mut watch = Watch::default();
+    for listen in ["127.0.0.1:0", "[::1]:0"] {
+        let (client, server) = exchange(listen, 1000, 300);
+        let events = watch.until(&[server.port()], |e| {
+            count(e, EventKind::Disconnect, Direction::Outgoing) == 1
+                && count(e, EventKind::Disconnect, Direction::Incoming) == 1
+        });
+        let out = find(&events, EventKind::Connect, Direction::Outgoing, client);
+        assert_eq!(out.remote, server);
+        assert_eq!(out.protocol, Protocol::Tcp);
+        assert_eq!(out.netns, netns::current_inode().unwrap());
+        assert_eq!(out.uid, Some(0));
+        assert!(!out.preexisting);
+        assert_is_us(out);
+        let inc = find(&events, EventKind::Connect, Direction::Incoming, server);
+        assert_eq!(inc.remote, client);
+        assert_is_us(inc);
+
+        let out_close = find(&events, EventKind::Disconnect, Direction::Outgoing, client);
+        let stats = out_close.close.unwrap();
+        assert_eq!((stats.bytes_sent, stats.bytes_received), (1000, 300));
+        assert!(stats.duration_ns >= 20_000_000, "{stats:?}");
+        assert!(stats.duration_ns < PATIENCE.as_nanos() as u64, "{stats:?}");
+        assert_is_us(out_close);
+        let in_close = find(&events, EventKind::Disconnect, Direction::Incoming, server);
+        let stats = in_close.close.unwrap();
+        assert_eq!((stats.bytes_sent, stats.bytes_received), (300, 1000));
+        assert!(out_close.timestamp >= out.timestamp);
+        for event in &events {
+            event.validate().unwrap();
+        }
+    }
+}
+
+#[test]
+fn dual_stack_socket_talking_v4_is_reported_as_v4() {
+    let mut watch = Watch::default();
+    // An IPv6 socket connecting to an IPv4 listener uses ::ffff:a.b.c.d.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = TcpStream::connect(format!("[::ffff:127.0.0.1]:{port}")).unwrap();
+    assert!(client.local_addr().unwrap().is_ipv6());
+    let events = watch.until(&[port], |e| {
+        count(e, EventKind::Connect, Direction::Outgoing) == 1
+    });
+    let out = events
+        .iter()
+        .find(|e| e.direction == Direction::Outgoing)
+        .unwrap();
+    assert_eq!(out.remote, format!("127.0.0.1:{port}").parse().unwrap());
+    assert!(out.local.is_ipv4());
+    drop(listener);
+}
+
+#[test]
+fn refused_connect_is_reported() {
+    let mut watch = Watch::default();
+    // A port nobody listens on: bind one, note it, close it.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = TcpStream::connect(("127.0.0.1", port)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    let events = watch.until(&[port], |e| {
+        count(e, EventKind::ConnectFailed, Direction::Outgoing) == 1
+    });
+    let failed = &events[0];
+    assert_eq!(failed.failure, Some(ConnectFailure::Refused));
+    assert_eq!(failed.remote.port(), port);
+    assert_is_us(failed);
+    assert!(
+        !events.iter().any(|e| e.kind == EventKind::Connect),
+        "{events:#?}"
+    );
+}
+
+#[test]
+fn process_that_connects_and_exits_is_named() {
+    let mut watch = Watch::default();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(format!("exec 3<>/dev/tcp/127.0.0.1/{port}"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // bash has exited before the backend reads a single event.
+    let events = watch.until(&[port], |e| {
+        count(e, EventKind::Disconnect, Direction::Outgoing) == 1
+    });
+    let out = events
+        .iter()
+        .find(|e| e.kind == EventKind::Connect && e.direction == Direction::Outgoing)
+        .unwrap();
+    let process = out.process.as_ref().unwrap();
+    assert_ne!(process.pid, std::process::id());
+    assert_eq!(
+        process.executable.as_deref(),
+        Some("/usr/bin/bash"),
+        "{out:#?}"
+    );
+    assert_eq!(process.comm.as_deref(), Some("bash"));
+    drop(listener);
+}
+
+/// A named network namespace, removed on drop.
+struct Namespace {
+    name: String,
+}
+
+impl Namespace {
+    fn new(tag: &str) -> Namespace {
+        let name = format!("cs-ebpf-{}-{tag}", std::process::id());
+        let run = |args: &[&str]| {
+            let status = Command::new("ip").args(args).status().unwrap();
+            assert!(status.success(), "ip {args:?}");
+        };
+        run(&["netns", "add", &name]);
+        let ns = Namespace { name };
+        run(&["netns", "exec", &ns.name, "ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/run/netns/{}", self.name))
+            .unwrap()
+            .ino()
+    }
+
+    /// Runs `work` on a thread that has entered the namespace.
+    fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
+        let file = std::fs::File::open(format!("/run/netns/{}", self.name)).unwrap();
+        std::thread::spawn(move || {
+            // SAFETY: a valid namespace fd; setns changes only this thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            work()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn other_namespaces_only_when_asked() {
+    let ns = Namespace::new("filter");
+    let mut own = Watch::default();
+    let mut all = Watch::new(CaptureConfig {
+        netns: NetnsFilter::All,
+        ..CaptureConfig::default()
+    });
+    let mut by_inode = Watch::new(CaptureConfig {
+        netns: NetnsFilter::Inode(ns.inode()),
+        ..CaptureConfig::default()
+    });
+    let (client, server) = ns.run(|| exchange("127.0.0.1:0", 10, 10));
+    let inode = ns.inode();
+    // Ports are per namespace: a parallel test may use the same number here.
+    let in_ns = move |e: &ConnectionEvent| e.netns == inode;
+    for watch in [&mut all, &mut by_inode] {
+        let events = watch.until(&[server.port()], |e| {
+            e.iter()
+                .filter(|e| in_ns(e) && e.kind == EventKind::Disconnect)
+                .count()
+                == 2
+        });
+        let out = find(&events, EventKind::Connect, Direction::Outgoing, client);
+        assert_eq!(out.netns, inode);
+        assert_is_us(out);
+    }
+    // Both others have seen everything; the default backend read the same
+    // tracepoints at the same time and must have nothing of that namespace.
+    let own_events = own.drain(&[server.port()]);
+    assert!(!own_events.iter().any(in_ns), "{own_events:#?}");
+}
+
+#[test]
+fn unaccepted_connection_reset_in_the_queue_is_reported() {
+    let mut watch = Watch::default();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let client = TcpStream::connect(server).unwrap();
+    let client_addr = client.local_addr().unwrap();
+    // Linger 0: close sends a reset, the queued connection dies unaccepted.
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: valid socket and option buffer.
+    let rc = unsafe {
+        libc::setsockopt(
+            client.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    drop(client);
+    let events = watch.until(&[server.port()], |e| {
+        count(e, EventKind::Disconnect, Direction::Incoming) == 1
+    });
+    let inc = find(&events, EventKind::Connect, Direction::Incoming, server);
+    assert_eq!(inc.remote, client_addr);
+    // Nobody accepted it: the owner is whoever listens on the port.
+    assert_is_us(inc);
+    drop(listener);
+}
+
+#[test]
+fn connections_open_before_start_are_reported_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let mut client = TcpStream::connect(server).unwrap();
+    let client_addr = client.local_addr().unwrap();
+    let (mut accepted, _) = listener.accept().unwrap();
+
+    let mut watch = Watch::default();
+    let events = watch.until(&[server.port()], |e| e.len() >= 2);
+    let out = find(
+        &events,
+        EventKind::Connect,
+        Direction::Outgoing,
+        client_addr,
+    );
+    let inc = find(&events, EventKind::Connect, Direction::Incoming, server);
+    for event in [out, inc] {
+        assert!(event.preexisting, "{event:#?}");
+        assert_is_us(event);
+    }
+    client.write_all(&[0; 70]).unwrap();
+    let mut buf = [0; 70];
+    accepted.read_exact(&mut buf).unwrap();
+    drop(client);
+    drop(accepted);
+    let events = watch.until(&[server.port()], |e| {
+        e.iter().filter(|e| e.kind == EventKind::Disconnect).count() == 2
+    });
+    assert_eq!(events.len(), 4, "reported once: {events:#?}");
+    let out_close = find(
+        &events,
+        EventKind::Disconnect,
+        Direction::Outgoing,
+        client_addr,
+    );
+    assert_eq!(out_close.close.unwrap().bytes_sent, 70);
+    assert!(out_close.preexisting);
+}
+
+#[test]
+fn burst_of_short_connections_is_complete_or_counted() {
+    const CONNECTIONS: usize = 2000;
+    let mut watch = Watch::default();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let acceptor = std::thread::spawn(move || {
+        for _ in 0..CONNECTIONS {
+            drop(listener.accept().unwrap());
+        }
+    });
+    let started = Instant::now();
+    // A loopback port in TIME_WAIT may be reused (tcp_tw_reuse), so the same
+    // 4-tuple can occur more than once: count each.
+    let mut clients: HashMap<SocketAddr, usize> = HashMap::new();
+    for _ in 0..CONNECTIONS {
+        let stream = TcpStream::connect(server).unwrap();
+        *clients.entry(stream.local_addr().unwrap()).or_default() += 1;
+    }
+    acceptor.join().unwrap();
+    let made = started.elapsed();
+
+    let deadline = Instant::now() + PATIENCE;
+    let (mut connects, mut disconnects): (HashMap<SocketAddr, usize>, HashMap<_, _>) =
+        (HashMap::new(), HashMap::new());
+    let total = |seen: &HashMap<SocketAddr, usize>| seen.values().sum::<usize>();
+    let mut events = Vec::new();
+    loop {
+        let lost = watch.backend.stats().kernel_lost as usize;
+        let complete =
+            total(&connects) + lost >= CONNECTIONS && total(&disconnects) + lost >= CONNECTIONS;
+        if complete || Instant::now() > deadline {
+            break;
+        }
+        watch
+            .backend
+            .poll(&mut events, Duration::from_millis(100))
+            .unwrap();
+        for event in events.drain(..) {
+            if event.direction != Direction::Outgoing || event.remote != server {
+                continue;
+            }
+            assert!(clients.contains_key(&event.local), "{event:#?}");
+            let seen = match event.kind {
+                EventKind::Connect => &mut connects,
+                EventKind::Disconnect => &mut disconnects,
+                EventKind::ConnectFailed => panic!("{event:#?}"),
+            };
+            *seen.entry(event.local).or_default() += 1;
+        }
+    }
+    let lost = watch.backend.stats().kernel_lost as usize;
+    let drained = started.elapsed();
+    eprintln!(
+        "burst: {CONNECTIONS} connections in {made:?}, {} connects + {} disconnects \
+         (outgoing side) read by {drained:?}; kernel lost {lost}",
+        total(&connects),
+        total(&disconnects)
+    );
+    for (client, made) in &clients {
+        assert!(
+            connects.get(client).unwrap_or(&0) <= made,
+            "{client} reported too often"
+        );
+    }
+    assert!(total(&connects) + lost >= CONNECTIONS, "missing connects");
+    assert!(
+        total(&disconnects) + lost >= CONNECTIONS,
+        "missing disconnects"
+    );
+}
+
+#[test]
+fn udp_first_datagram_and_idle_expiry_with_counts() {
+    let mut watch = Watch::new(CaptureConfig {
+        udp_idle_timeout: Duration::from_millis(400),
+        ..CaptureConfig::default()
+    });
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let mut buf = [0; 200];
+    for _ in 0..3 {
+        a.send_to(&[7; 100], b_addr).unwrap();
+        assert_eq!(b.recv(&mut buf).unwrap(), 100);
+    }
+    for _ in 0..2 {
+        b.send_to(&[8; 50], a_addr).unwrap();
+        assert_eq!(a.recv(&mut buf).unwrap(), 50);
+    }
+    let events = watch.until(&[b_addr.port()], |e| {
+        e.iter().filter(|e| e.kind == EventKind::Disconnect).count() == 2
+    });
+    assert_eq!(
+        events.len(),
+        4,
+        "one connect and one disconnect per end: {events:#?}"
+    );
+    let out = find(&events, EventKind::Connect, Direction::Outgoing, a_addr);
+    assert_eq!((out.protocol, out.remote), (Protocol::Udp, b_addr));
+    assert_is_us(out);
+    // b's first datagram arrived: its owner is the socket's creator.
+    let inc = find(&events, EventKind::Connect, Direction::Incoming, b_addr);
+    assert_eq!(inc.remote, a_addr);
+    assert_is_us(inc);
+
+    let a_close = find(&events, EventKind::Disconnect, Direction::Outgoing, a_addr);
+    let stats = a_close.close.unwrap();
+    assert_eq!((stats.packets_sent, stats.bytes_sent), (Some(3), 300));
+    assert_eq!(
+        (stats.packets_received, stats.bytes_received),
+        (Some(2), 100)
+    );
+    assert!(a_close.timestamp >= out.timestamp);
+    let b_close = find(&events, EventKind::Disconnect, Direction::Incoming, b_addr);
+    let stats = b_close.close.unwrap();
+    assert_eq!((stats.packets_sent, stats.bytes_sent), (Some(2), 100));
+    assert_eq!(
+        (stats.packets_received, stats.bytes_received),
+        (Some(3), 300)
+    );
+}
+
+#[test]
+fn program_stats_name_every_attached_program() {
+    let watch = Watch::default();
+    let names: Vec<String> = watch
+        .backend
+        .program_stats()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    for expected in [
+        "tcp_state_change",
+        "accept4_exit",
+        "process_exec",
+        "udp_egress",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "{names:?}");
+    }
+    let without_udp = Watch::new(CaptureConfig {
+        udp: false,
+        ..CaptureConfig::default()
+    });
+    let names: Vec<String> = without_udp
+        .backend
+        .program_stats()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with("udp")), "{names:?}");
+}

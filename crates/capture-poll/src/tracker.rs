@@ -1,0 +1,262 @@
+//! Turning snapshots of socket tables into connect and disconnect events.
+//!
+//! A poller sees states, not changes: "these connections exist now". The
+//! tracker remembers the previous snapshot and reports the difference, the
+//! way tcpspy does: a connection that appears is a connect, one that
+//! disappears is a disconnect. Both pollers share it; they differ only in how
+//! they read the table and in what identifies a connection (the 4-tuple for
+//! /proc, the kernel's socket cookie for sock_diag).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+use std::net::SocketAddr;
+
+use connscope_capture::process::ProcessCache;
+use connscope_event::{
+    CloseStats, ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp,
+};
+
+use crate::owners::SocketOwners;
+
+/// One connected socket as a poll saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Observed {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// 0 when no process holds the socket (accept queue, orphaned, destroyed).
+    pub inode: u64,
+    /// `None` when the kernel did not say (sock_diag destroy messages).
+    pub uid: Option<u32>,
+    /// Bytes sent (acknowledged by the peer) and received; sock_diag only.
+    pub bytes: Option<(u64, u64)>,
+}
+
+#[derive(Debug)]
+struct Open {
+    seen: Observed,
+    since: Timestamp,
+    direction: Direction,
+    process: Option<ProcessInfo>,
+}
+
+/// The set of open connections between polls, keyed by `K`.
+#[derive(Debug)]
+pub(crate) struct Tracker<K> {
+    open: HashMap<K, Open>,
+    listening_ports: HashSet<u16>,
+    owners: SocketOwners,
+    processes: ProcessCache,
+    netns: u64,
+    /// No snapshot taken yet: what the first one finds was open before us.
+    first: bool,
+    events: u64,
+}
+
+impl<K: Hash + Eq + Copy> Tracker<K> {
+    pub fn new(netns: u64, command_lines: bool) -> Self {
+        Tracker {
+            open: HashMap::new(),
+            listening_ports: HashSet::new(),
+            owners: SocketOwners::default(),
+            processes: ProcessCache::new(4096, command_lines),
+            netns,
+            first: true,
+            events: 0,
+        }
+    }
+
+    /// Events handed out since start.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// The local ports sockets listen on now; a connection on one of them
+    /// was accepted (incoming), any other was made by this host (outgoing).
+    pub fn set_listening_ports(&mut self, ports: HashSet<u16>) {
+        self.listening_ports = ports;
+    }
+
+    /// Takes a full snapshot of the connections open now: reports the new
+    /// ones as connects and the vanished ones as disconnects, whose keys it
+    /// returns.
+    pub fn snapshot(&mut self, now: Vec<(K, Observed)>, out: &mut Vec<ConnectionEvent>) -> Vec<K> {
+        let timestamp = Timestamp::now();
+        let preexisting = std::mem::replace(&mut self.first, false);
+        self.owners.refresh_for(
+            now.iter()
+                .filter(|(key, _)| !self.open.contains_key(key))
+                .map(|(_, seen)| seen.inode),
+        );
+        let mut current = HashSet::with_capacity(now.len());
+        for (key, seen) in now {
+            current.insert(key);
+            if let Some(open) = self.open.get_mut(&key) {
+                open.seen.bytes = seen.bytes.or(open.seen.bytes);
+                continue;
+            }
+            let open = self.open_connection(seen, timestamp);
+            let mut event = self.event(EventKind::Connect, &open, timestamp);
+            event.preexisting = preexisting;
+            self.push(out, event);
+            self.open.insert(key, open);
+        }
+        let gone: Vec<K> = self
+            .open
+            .keys()
+            .filter(|key| !current.contains(key))
+            .copied()
+            .collect();
+        for key in &gone {
+            let open = self.open.remove(key).expect("key listed from the map");
+            let event = self.event(EventKind::Disconnect, &open, timestamp);
+            self.push(out, event);
+        }
+        gone
+    }
+
+    /// The kernel reported the socket destroyed (sock_diag destroy group).
+    /// A connection the tracker never saw lived entirely between two polls:
+    /// it is reported as a connect and a disconnect. Returns whether the
+    /// connection was known.
+    pub fn destroyed(&mut self, key: K, last: Observed, out: &mut Vec<ConnectionEvent>) -> bool {
+        let timestamp = Timestamp::now();
+        let (open, known) = match self.open.remove(&key) {
+            Some(mut open) => {
+                open.seen.bytes = last.bytes.or(open.seen.bytes);
+                (open, true)
+            }
+            None => {
+                let open = self.open_connection(last, timestamp);
+                let connect = self.event(EventKind::Connect, &open, timestamp);
+                self.push(out, connect);
+                (open, false)
+            }
+        };
+        let event = self.event(EventKind::Disconnect, &open, timestamp);
+        self.push(out, event);
+        known
+    }
+
+    /// Whether the connection is open as far as the tracker knows.
+    pub fn is_tracked(&self, key: &K) -> bool {
+        self.open.contains_key(key)
+    }
+
+    /// Whether a local port is one sockets listen on.
+    pub fn is_listening_port(&self, port: u16) -> bool {
+        self.listening_ports.contains(&port)
+    }
+
+    fn open_connection(&mut self, seen: Observed, since: Timestamp) -> Open {
+        let direction = if self.listening_ports.contains(&seen.local.port()) {
+            Direction::Incoming
+        } else {
+            Direction::Outgoing
+        };
+        let process = self
+            .owners
+            .get(seen.inode)
+            .filter(|_| seen.inode != 0)
+            .and_then(|pid| self.processes.get(pid));
+        Open {
+            seen,
+            since,
+            direction,
+            process,
+        }
+    }
+
+    fn event(&self, kind: EventKind, open: &Open, timestamp: Timestamp) -> ConnectionEvent {
+        let mut event = ConnectionEvent::new(
+            kind,
+            timestamp,
+            Protocol::Tcp,
+            open.direction,
+            open.seen.local,
+            open.seen.remote,
+        );
+        event.netns = self.netns;
+        event.uid = open.seen.uid;
+        event.process = open.process.clone();
+        if kind == EventKind::Disconnect {
+            let (sent, received) = open.seen.bytes.unwrap_or_default();
+            event.close = Some(CloseStats {
+                duration_ns: timestamp.nanos_since(open.since),
+                bytes_sent: sent,
+                bytes_received: received,
+                packets_sent: None,
+                packets_received: None,
+            });
+        }
+        event
+    }
+
+    fn push(&mut self, out: &mut Vec<ConnectionEvent>, event: ConnectionEvent) {
+        self.events += 1;
+        out.push(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(local: &str, remote: &str) -> Observed {
+        Observed {
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            inode: 0,
+            uid: Some(1000),
+            bytes: None,
+        }
+    }
+
+    #[test]
+    fn reports_differences_between_snapshots() {
+        let mut tracker = Tracker::<u64>::new(7, false);
+        tracker.set_listening_ports([80].into());
+        let mut out = Vec::new();
+        let a = seen("127.0.0.1:80", "127.0.0.1:5000");
+        let b = seen("127.0.0.1:5001", "127.0.0.1:22");
+        tracker.snapshot(vec![(1, a)], &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].preexisting);
+        assert_eq!(out[0].direction, Direction::Incoming);
+        assert_eq!(out[0].netns, 7);
+        assert_eq!(out[0].uid, Some(1000));
+        out.clear();
+
+        tracker.snapshot(vec![(1, a), (2, b)], &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(!out[0].preexisting);
+        assert_eq!(out[0].direction, Direction::Outgoing);
+        out.clear();
+
+        tracker.snapshot(vec![(2, b)], &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].kind, EventKind::Disconnect);
+        assert_eq!(out[0].local, a.local);
+        out.iter().for_each(|e| e.validate().unwrap());
+        assert_eq!(tracker.events(), 3);
+    }
+
+    #[test]
+    fn destroy_of_unseen_connection_reports_both_ends() {
+        let mut tracker = Tracker::<u64>::new(0, false);
+        let mut out = Vec::new();
+        tracker.snapshot(vec![], &mut out);
+        let mut short = seen("[::1]:5000", "[::1]:80");
+        short.bytes = Some((10, 20));
+        assert!(!tracker.destroyed(9, short, &mut out));
+        let kinds: Vec<_> = out.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventKind::Connect, EventKind::Disconnect]);
+        let close = out[1].close.unwrap();
+        assert_eq!((close.bytes_sent, close.bytes_received), (10, 20));
+        out.iter().for_each(|e| e.validate().unwrap());
+
+        // Once destroyed it is gone: the next snapshot reports nothing.
+        out.clear();
+        tracker.snapshot(vec![], &mut out);
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,120 @@
+//! Per-agent bearer tokens.
+//!
+//! The token decides who an agent is: the collector stores a batch under the
+//! agent id its token maps to, never under anything the request says about
+//! itself, so one leaked token cannot write into another agent's sequence
+//! space. Tokens are kept as SHA-256 digests: a lookup then compares digests,
+//! which tells a timing attacker nothing about the token's characters.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use connscope_store::AgentId;
+use connscope_transport::Fingerprint;
+
+use crate::CollectorError;
+
+/// Token digest -> agent id.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    by_digest: HashMap<Fingerprint, AgentId>,
+}
+
+impl Tokens {
+    pub fn len(&self) -> usize {
+        self.by_digest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+
+    /// Adds one agent's token. Agent ids are what `report hosts` shows, so
+    /// they are limited to a tame character set; a token used twice is refused.
+    pub fn insert(&mut self, agent: &str, token: &str) -> Result<(), String> {
+        if agent.is_empty()
+            || !agent
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+        {
+            return Err(format!(
+                "agent id {agent:?}: use letters, digits and - _ . @ only"
+            ));
+        }
+        if agent.starts_with("syslog@") {
+            return Err(format!(
+                "agent id {agent:?}: the syslog@ prefix is reserved for syslog senders"
+            ));
+        }
+        if token.len() < 16 || token.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "token of agent {agent:?}: use at least 16 characters and no white space"
+            ));
+        }
+        let digest = Fingerprint::of(token.as_bytes());
+        if let Some(other) = self.by_digest.insert(digest, AgentId(agent.to_owned())) {
+            return Err(format!(
+                "agents {:?} and {agent:?} have the same token",
+                other.0
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads `AGENT-ID TOKEN` lines; blank lines and `#` comments are skipped.
+    pub fn load_file(&mut self, path: &Path) -> Result<(), CollectorError> {
+        let text = std::fs::read_to_string(path).map_err(|e| CollectorError::Config {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let at_line = |reason: String| CollectorError::Config {
+                path: path.to_owned(),
+                reason: format!("line {}: {reason}", number + 1),
+            };
+            let mut fields = line.split_whitespace();
+            let (Some(agent), Some(token), None) = (fields.next(), fields.next(), fields.next())
+            else {
+                return Err(at_line("expected `AGENT-ID TOKEN`".into()));
+            };
+            self.insert(agent, token).map_err(at_line)?;
+        }
+        Ok(())
+    }
+
+    /// The agent a presented token belongs to.
+    pub fn agent_for(&self, token: &str) -> Option<&AgentId> {
+        self.by_digest.get(&Fingerprint::of(token.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_map_to_agents_and_bad_ones_are_refused() {
+        let mut tokens = Tokens::default();
+        tokens.insert("web1", "0123456789abcdef").unwrap();
+        assert_eq!(tokens.agent_for("0123456789abcdef").unwrap().0, "web1");
+        assert!(tokens.agent_for("0123456789abcdeF").is_none());
+        assert!(tokens.insert("web 2", "0123456789abcdeX").is_err());
+        assert!(tokens.insert("web2", "short").is_err());
+        assert!(tokens.insert("syslog@x", "0123456789abcdeY").is_err());
+        let err = tokens.insert("web3", "0123456789abcdef").unwrap_err();
+        assert!(err.contains("same token"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_tokens_file_line_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, "web1 0123456789abcdef\nweb2\n").unwrap();
+        let err = Tokens::default().load_file(&path).unwrap_err().to_string();
+        assert!(err.contains("tokens") && err.contains("line 2"), "{err}");
+    }
+}

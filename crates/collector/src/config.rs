@@ -1,0 +1,215 @@
+//! The collector's settings: one TOML file, with command-line flags on top.
+//!
+//! Every setting has a flag and a key of the same name, so a test or a quick
+//! run needs no file and a service has one place to look.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::auth::Tokens;
+use crate::CollectorError;
+
+/// Default limit of a compressed request body.
+pub const DEFAULT_BODY_LIMIT: u64 = 16 * 1024 * 1024;
+/// Default limit of a decompressed ingest body (a zip bomb stops here).
+pub const DEFAULT_DECOMPRESSED_LIMIT: u64 = 256 * 1024 * 1024;
+
+/// The settings file, as written (`--config FILE`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConfigFile {
+    pub listen: Option<SocketAddr>,
+    pub db: Option<PathBuf>,
+    pub syslog_listen: Option<SocketAddr>,
+    /// Agent id -> token.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, String>,
+    /// A file of `AGENT-ID TOKEN` lines (`#` comments), kept out of the
+    /// main file so it can have tighter permissions.
+    pub tokens_file: Option<PathBuf>,
+    /// Reader name -> token for the query API (the map, reports). Without
+    /// any, queries are open only when the collector listens on loopback.
+    #[serde(default)]
+    pub read_tokens: BTreeMap<String, String>,
+    pub tls: Option<TlsSettings>,
+    pub body_limit: Option<u64>,
+    pub decompressed_limit: Option<u64>,
+    /// Events older than this many days are deleted (0 or absent: keep all).
+    pub retention_days: Option<u32>,
+}
+
+/// Where the collector's certificate and key are. Both absent: a self-signed
+/// pair is made next to the database on first start and reused after.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsSettings {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Extra DNS names / IP addresses for a generated certificate (it always
+    /// has the host name, `localhost`, 127.0.0.1 and ::1).
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> Result<ConfigFile, CollectorError> {
+        let text = std::fs::read_to_string(path).map_err(|e| CollectorError::Config {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| CollectorError::Config {
+            path: path.to_owned(),
+            // toml's message names the line and column and shows the spot.
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// The settings the collector runs with, after file and flags are merged.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    pub listen: SocketAddr,
+    pub db: PathBuf,
+    pub syslog_listen: Option<SocketAddr>,
+    pub tokens: Tokens,
+    pub read_tokens: Tokens,
+    pub tls: TlsSettings,
+    pub body_limit: u64,
+    pub decompressed_limit: u64,
+    pub retention_days: Option<u32>,
+}
+
+impl CollectorConfig {
+    /// Settings with defaults for everything but where to listen and store.
+    pub fn new(listen: SocketAddr, db: PathBuf) -> CollectorConfig {
+        CollectorConfig {
+            listen,
+            db,
+            syslog_listen: None,
+            tokens: Tokens::default(),
+            read_tokens: Tokens::default(),
+            tls: TlsSettings::default(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            decompressed_limit: DEFAULT_DECOMPRESSED_LIMIT,
+            retention_days: None,
+        }
+    }
+
+    /// Merges a settings file under explicit values (flags win).
+    pub fn from_file(
+        file: ConfigFile,
+        listen: Option<SocketAddr>,
+        db: Option<PathBuf>,
+        file_path: &Path,
+    ) -> Result<CollectorConfig, CollectorError> {
+        let missing = |what: &str| CollectorError::Config {
+            path: file_path.to_owned(),
+            reason: format!("no {what}: set `{what}` in the file or pass --{what}"),
+        };
+        let listen = listen.or(file.listen).ok_or_else(|| missing("listen"))?;
+        let db = db.or(file.db).ok_or_else(|| missing("db"))?;
+        let mut config = CollectorConfig::new(listen, db);
+        config.syslog_listen = file.syslog_listen;
+        for (agent, token) in file.tokens {
+            config
+                .tokens
+                .insert(&agent, &token)
+                .map_err(|reason| CollectorError::Config {
+                    path: file_path.to_owned(),
+                    reason,
+                })?;
+        }
+        for (reader, token) in file.read_tokens {
+            config
+                .read_tokens
+                .insert(&reader, &token)
+                .map_err(|reason| CollectorError::Config {
+                    path: file_path.to_owned(),
+                    reason,
+                })?;
+        }
+        if let Some(path) = &file.tokens_file {
+            config.tokens.load_file(path)?;
+        }
+        config.tls = file.tls.unwrap_or_default();
+        config.body_limit = file.body_limit.unwrap_or(DEFAULT_BODY_LIMIT);
+        config.decompressed_limit = file
+            .decompressed_limit
+            .unwrap_or(DEFAULT_DECOMPRESSED_LIMIT);
+        config.retention_days = file.retention_days.filter(|d| *d > 0);
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(
+            &tokens,
+            "# agents\nweb2 tok-web2-0123456789\n\ndb1   tok-db1-0123456789\n",
+        )
+        .unwrap();
+        let path = dir.path().join("collector.toml");
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+listen = "127.0.0.1:8443"
+db = "/var/lib/connscope/db.sqlite"
+syslog-listen = "127.0.0.1:5514"
+tokens-file = "{}"
+body-limit = 1000
+decompressed-limit = 5000
+retention-days = 30
+[tokens]
+web1 = "tok-web1-0123456789"
+[tls]
+names = ["collector.test"]
+"#,
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let file = ConfigFile::load(&path).unwrap();
+        let config =
+            CollectorConfig::from_file(file, Some("127.0.0.1:9000".parse().unwrap()), None, &path)
+                .unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.db, PathBuf::from("/var/lib/connscope/db.sqlite"));
+        assert_eq!(config.syslog_listen.unwrap().port(), 5514);
+        assert_eq!(config.tokens.len(), 3);
+        assert_eq!(
+            config.tokens.agent_for("tok-db1-0123456789").unwrap().0,
+            "db1"
+        );
+        assert_eq!(config.body_limit, 1000);
+        assert_eq!(config.decompressed_limit, 5000);
+        assert_eq!(config.retention_days, Some(30));
+        assert_eq!(config.tls.names, vec!["collector.test".to_owned()]);
+    }
+
+    #[test]
+    fn mistakes_name_the_file_and_spot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\nlisten-port = 5\n").unwrap();
+        let err = ConfigFile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("c.toml") && err.contains("line 2"), "{err}");
+        assert!(err.contains("listen-port"), "{err}");
+
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\n").unwrap();
+        let file = ConfigFile::load(&path).unwrap();
+        let err = CollectorConfig::from_file(file, None, None, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no db"), "{err}");
+    }
+}

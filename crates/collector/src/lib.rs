@@ -1,0 +1,204 @@
+//! The collector: the one place events from every host arrive.
+//!
+//! Agents POST batches over HTTPS with a per-agent bearer token; hosts that
+//! still run tcpspy send syslog. Both end in the same [`Store`], under an agent
+//! id (the token's, or `syslog@HOST`), so deduplication and gap detection work
+//! the same for both. The API is documented in `docs/API.md`.
+//!
+//! Starting is split into [`Collector::bind`] (sockets, TLS identity: every
+//! configuration error shows here) and [`Collector::run`], so a caller can
+//! print the address and the certificate fingerprint before serving.
+
+pub mod auth;
+pub mod config;
+mod http;
+pub mod ingest;
+pub mod queries;
+mod syslog;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use connscope_event::Timestamp;
+use connscope_store::{Retention, Store};
+use connscope_transport::Fingerprint;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+pub use config::{CollectorConfig, ConfigFile, TlsSettings};
+pub use http::Counters;
+
+/// How often retention runs, when configured.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Why the collector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    #[error("{path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+    #[error("TLS: {path}: {reason}")]
+    Tls { path: PathBuf, reason: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no agent tokens configured: give tokens in the config file or a tokens file")]
+    NoTokens,
+}
+
+/// A collector with its sockets bound, ready to [`Collector::run`].
+pub struct Collector {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    syslog: Option<syslog::SyslogSockets>,
+    store: Arc<dyn Store>,
+    config: CollectorConfig,
+    identity: tls::TlsIdentity,
+    counters: Arc<Counters>,
+}
+
+impl Collector {
+    /// Loads (or makes) the TLS identity and binds the HTTPS and syslog sockets.
+    pub async fn bind(
+        config: CollectorConfig,
+        store: Arc<dyn Store>,
+    ) -> Result<Collector, CollectorError> {
+        if config.tokens.is_empty() {
+            return Err(CollectorError::NoTokens);
+        }
+        let identity = tls::load_or_generate(&config.tls, &config.db)?;
+        let listen_err = |addr| move |source| CollectorError::Listen { addr, source };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(listen_err(config.listen))?;
+        let syslog = match config.syslog_listen {
+            Some(addr) => Some(
+                syslog::SyslogSockets::bind(addr)
+                    .await
+                    .map_err(listen_err(addr))?,
+            ),
+            None => None,
+        };
+        Ok(Collector {
+            listener,
+            acceptor: TlsAcceptor::from(identity.server_config.clone()),
+            syslog,
+            store,
+            config,
+            identity,
+            counters: Arc::new(Counters::default()),
+        })
+    }
+
+    /// Where HTTPS is served (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Where syslog is received (TCP and UDP), when enabled.
+    pub fn syslog_addr(&self) -> Option<SocketAddr> {
+        self.syslog
+            .as_ref()
+            .map(|s| s.local_addr().expect("a bound socket has an address"))
+    }
+
+    /// SHA-256 fingerprint of the served certificate, for `--collector-fingerprint`.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.identity.fingerprint
+    }
+
+    /// The served certificate (PEM), usable as an agent's `--collector-ca`.
+    pub fn certificate_path(&self) -> &std::path::Path {
+        &self.identity.cert_path
+    }
+
+    /// The certificate was generated during this start.
+    pub fn generated_certificate(&self) -> bool {
+        self.identity.generated
+    }
+
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// Serves until `shutdown` resolves; syslog messages already received are
+    /// stored before this returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let state = http::AppState {
+            store: self.store.clone(),
+            tokens: Arc::new(self.config.tokens.clone()),
+            readers: Arc::new(self.config.read_tokens.clone()),
+            open_reads: self.config.read_tokens.is_empty() && self.config.listen.ip().is_loopback(),
+            body_limit: usize::try_from(self.config.body_limit).unwrap_or(usize::MAX),
+            decompressed_limit: self.config.decompressed_limit,
+            counters: self.counters.clone(),
+        };
+        let https = tokio::spawn(http::serve(
+            self.listener,
+            self.acceptor,
+            http::router(state),
+            stop_rx.clone(),
+        ));
+        let syslog = self.syslog.map(|sockets| {
+            tokio::spawn(syslog::serve(
+                sockets,
+                self.store.clone(),
+                self.counters.clone(),
+                stop_rx.clone(),
+            ))
+        });
+        let retention = self
+            .config
+            .retention_days
+            .map(|days| tokio::spawn(apply_retention(self.store.clone(), days, stop_rx.clone())));
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        let _ = https.await;
+        if let Some(syslog) = syslog {
+            let _ = syslog.await;
+        }
+        if let Some(retention) = retention {
+            let _ = retention.await;
+        }
+    }
+}
+
+async fn apply_retention(
+    store: Arc<dyn Store>,
+    days: u32,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let retention = Retention {
+        raw_events: Duration::from_secs(u64::from(days) * 86_400),
+        ..Retention::default()
+    };
+    loop {
+        let store = store.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            store.apply_retention(&retention, Timestamp::now())
+        })
+        .await;
+        match result {
+            Ok(Ok(report)) => tracing::info!(
+                events_deleted = report.events_deleted,
+                rollups_deleted = report.rollups_deleted,
+                "retention applied"
+            ),
+            Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
+            Err(e) => tracing::error!(error = %e, "retention task failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETENTION_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

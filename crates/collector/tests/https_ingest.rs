@@ -1,0 +1,436 @@
+//! Agent -> collector over real TLS on loopback, into a real SQLite file:
+//! the shipping output against a running collector, through an outage, with
+//! wrong credentials, and with batches the collector must refuse.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use connscope_collector::{Collector, CollectorConfig, Counters};
+use connscope_event::{ConnectionEvent, Direction, EventKind, Protocol, Timestamp};
+use connscope_store::{SqliteStore, Store};
+use connscope_transport::{
+    ClientError, CollectorClient, CollectorTrust, Fingerprint, ShippingConfig, ShippingOutput,
+};
+
+const TOKEN: &str = "token-of-agent-web1";
+
+/// A collector running on its own runtime thread, stopped on drop.
+struct Running {
+    addr: std::net::SocketAddr,
+    fingerprint: Fingerprint,
+    cert: std::path::PathBuf,
+    counters: Arc<Counters>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(config: CollectorConfig, store: Arc<dyn Store>) -> Running {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let collector = Collector::bind(config, store).await.unwrap();
+                ready_tx
+                    .send((
+                        collector.local_addr(),
+                        collector.fingerprint(),
+                        collector.certificate_path().to_owned(),
+                        collector.counters(),
+                    ))
+                    .unwrap();
+                collector
+                    .run(async {
+                        let _ = stop_rx.await;
+                    })
+                    .await;
+            });
+        });
+        let (addr, fingerprint, cert, counters) =
+            ready_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        Running {
+            addr,
+            fingerprint,
+            cert,
+            counters,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn config(dir: &std::path::Path, listen: &str) -> CollectorConfig {
+    let mut config = CollectorConfig::new(listen.parse().unwrap(), dir.join("connscope.db"));
+    config.tokens.insert("web1", TOKEN).unwrap();
+    config
+}
+
+fn events(first: u64, count: u64) -> Vec<ConnectionEvent> {
+    (first..first + count)
+        .map(|seq| {
+            let mut ev = ConnectionEvent::new(
+                EventKind::Connect,
+                Timestamp::from_nanos(1_790_000_000_000_000_000 + seq as i64 * 1000),
+                Protocol::Tcp,
+                Direction::Outgoing,
+                format!("10.1.0.1:{}", 30000 + seq % 30000).parse().unwrap(),
+                "10.1.0.2:22".parse().unwrap(),
+            );
+            ev.sequence = seq;
+            ev.host = "web1".into();
+            ev
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stored(store: &SqliteStore) -> (u64, Vec<(u64, u64)>) {
+    store
+        .agents()
+        .unwrap()
+        .into_iter()
+        .find(|a| a.agent.0 == "web1")
+        .map(|a| (a.events, a.sequences.ranges().to_vec()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn batches_arrive_exactly_once_through_a_collector_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("connscope.db")).unwrap());
+    let collector = Running::start(config(dir.path(), "127.0.0.1:0"), store.clone());
+    let addr = collector.addr;
+    let mut output = ShippingOutput::start(&ShippingConfig {
+        url: collector.url(),
+        token: TOKEN.into(),
+        trust: CollectorTrust::Fingerprint(collector.fingerprint),
+        spool_dir: dir.path().join("spool"),
+        spool_max_bytes: 64 << 20,
+    })
+    .unwrap();
+    for i in 0..10 {
+        output.send(&events(1 + i * 100, 100)).unwrap();
+    }
+    wait_for("the first 1000 events", || stored(&store).0 == 1000);
+
+    // Outage: the collector is gone, the agent keeps spooling.
+    drop(collector);
+    for i in 10..30 {
+        output.send(&events(1 + i * 100, 100)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(stored(&store).0, 1000);
+    assert!(output.stats().spool.events > 0);
+
+    let collector = Running::start(config(dir.path(), &addr.to_string()), store.clone());
+    wait_for("all 3000 events", || stored(&store).0 == 3000);
+    assert_eq!(stored(&store).1, vec![(1, 3000)], "gap-free, nothing twice");
+    wait_for("an empty spool", || output.stats().spool.batches == 0);
+    assert_eq!(
+        collector.counters.events_duplicate.load(Ordering::Relaxed),
+        0
+    );
+    output.shutdown(Duration::from_secs(5));
+}
+
+#[test]
+fn an_agent_restart_resends_nothing_twice_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("connscope.db")).unwrap());
+    let spool_dir = dir.path().join("spool");
+    // Spooled while no collector runs, then the agent stops.
+    let unreachable = ShippingConfig {
+        url: "https://127.0.0.1:9".into(),
+        token: TOKEN.into(),
+        trust: CollectorTrust::Fingerprint(Fingerprint::of(b"nothing")),
+        spool_dir: spool_dir.clone(),
+        spool_max_bytes: 64 << 20,
+    };
+    let mut output = ShippingOutput::start(&unreachable).unwrap();
+    output.send(&events(1, 50)).unwrap();
+    output.send(&events(51, 50)).unwrap();
+    output.shutdown(Duration::ZERO);
+
+    let collector = Running::start(config(dir.path(), "127.0.0.1:0"), store.clone());
+    // The same batch again, as a retry after a lost answer would send it.
+    let mut client = CollectorClient::new(
+        &collector.url(),
+        TOKEN,
+        &CollectorTrust::CaFile(collector.cert.clone()),
+    )
+    .unwrap();
+    let answer = client
+        .post_batch(connscope_transport::spool::encode_body(&events(1, 50)))
+        .unwrap();
+    assert_eq!((answer.stored, answer.duplicates), (50, 0));
+
+    let output = ShippingOutput::start(&ShippingConfig {
+        url: collector.url(),
+        trust: CollectorTrust::CaFile(collector.cert.clone()),
+        ..unreachable
+    })
+    .unwrap();
+    wait_for("100 events", || stored(&store).0 == 100);
+    wait_for("an empty spool", || output.stats().spool.batches == 0);
+    assert_eq!(output.stats().events_duplicate, 50);
+    assert_eq!(stored(&store).1, vec![(1, 100)]);
+}
+
+#[test]
+fn wrong_credentials_are_refused_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("connscope.db")).unwrap());
+    let collector = Running::start(config(dir.path(), "127.0.0.1:0"), store.clone());
+
+    let mut client = CollectorClient::new(
+        &collector.url(),
+        "not-the-token-of-anyone",
+        &CollectorTrust::Fingerprint(collector.fingerprint),
+    )
+    .unwrap();
+    let err = client
+        .post_batch(connscope_transport::spool::encode_body(&events(1, 1)))
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Status { status, .. } if status.as_u16() == 401),
+        "{err}"
+    );
+    assert!(
+        !err.is_permanent(),
+        "a token problem is fixed by config, so it is retried"
+    );
+
+    let mut client = CollectorClient::new(
+        &collector.url(),
+        TOKEN,
+        &CollectorTrust::Fingerprint(Fingerprint::of(b"another certificate")),
+    )
+    .unwrap();
+    let err = client
+        .post_batch(connscope_transport::spool::encode_body(&events(1, 1)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not match the pinned"), "{err}");
+    assert_eq!(stored(&store).0, 0);
+    assert_eq!(collector.counters.unauthorized.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn bad_batches_are_refused_whole_with_the_line_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("connscope.db")).unwrap());
+    let mut config = config(dir.path(), "127.0.0.1:0");
+    config.decompressed_limit = 1 << 20;
+    let collector = Running::start(config, store.clone());
+    let mut client = CollectorClient::new(
+        &collector.url(),
+        TOKEN,
+        &CollectorTrust::Fingerprint(collector.fingerprint),
+    )
+    .unwrap();
+
+    let mut lines: Vec<String> = events(1, 3)
+        .iter()
+        .map(connscope_event::json::to_json_line)
+        .collect();
+    lines[1] = lines[1].replace("\"tcp\"", "\"sctp\"");
+    let body = gzip(lines.join("\n").as_bytes());
+    let err = client.post_batch(body).unwrap_err();
+    assert!(err.is_permanent());
+    let message = err.to_string();
+    assert!(message.contains("400"), "{message}");
+    assert!(
+        message.contains("line 2: field network.transport: unknown protocol \"sctp\""),
+        "{message}"
+    );
+    assert_eq!(stored(&store).0, 0, "nothing of a refused batch is stored");
+
+    // A zip bomb: 100 MiB of spaces in a body of about 100 KiB.
+    let err = client.post_batch(gzip(&vec![b' '; 100 << 20])).unwrap_err();
+    assert!(err.is_permanent());
+    assert!(err.to_string().contains("413"), "{err}");
+
+    // A spool that refused batches keeps them aside and goes on with the next.
+    let mut output = ShippingOutput::start(&ShippingConfig {
+        url: collector.url(),
+        token: TOKEN.into(),
+        trust: CollectorTrust::Fingerprint(collector.fingerprint),
+        spool_dir: dir.path().join("spool"),
+        spool_max_bytes: 64 << 20,
+    })
+    .unwrap();
+    let mut bad = events(10, 1);
+    bad[0].host = String::new(); // the store refuses an event without a host
+    output.send(&bad).unwrap();
+    output.send(&events(11, 5)).unwrap();
+    wait_for("the good batch", || stored(&store).0 == 5);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("spool/rejected"))
+            .unwrap()
+            .count(),
+        1
+    );
+    assert_eq!(
+        collector.counters.batches_refused.load(Ordering::Relaxed),
+        3
+    );
+}
+
+#[test]
+fn a_full_spool_reports_what_it_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("connscope.db")).unwrap());
+    let spool_dir = dir.path().join("spool");
+    let one_batch = connscope_transport::spool::encode_body(&events(1, 100)).len() as u64 + 48;
+    let offline = ShippingConfig {
+        url: "https://127.0.0.1:9".into(),
+        token: TOKEN.into(),
+        trust: CollectorTrust::Fingerprint(Fingerprint::of(b"nothing")),
+        spool_dir: spool_dir.clone(),
+        spool_max_bytes: one_batch * 3,
+    };
+    let mut output = ShippingOutput::start(&offline).unwrap();
+    for i in 0..5 {
+        output.send(&events(1 + i * 100, 100)).unwrap();
+    }
+    assert!(output.stats().events_dropped >= 200);
+    output.shutdown(Duration::ZERO);
+
+    let collector = Running::start(config(dir.path(), "127.0.0.1:0"), store.clone());
+    let output = ShippingOutput::start(&ShippingConfig {
+        url: collector.url(),
+        trust: CollectorTrust::Fingerprint(collector.fingerprint),
+        ..offline
+    })
+    .unwrap();
+    wait_for("the kept batches", || output.stats().spool.batches == 0);
+    let (events_stored, ranges) = stored(&store);
+    let dropped = collector
+        .counters
+        .events_dropped_by_agents
+        .load(Ordering::Relaxed);
+    assert_eq!(
+        events_stored + dropped,
+        500,
+        "every event is stored or reported dropped"
+    );
+    assert_eq!(ranges.last().unwrap().1, 500, "the newest events are kept");
+    // The oldest batches went first; the one the shipper was trying to send
+    // at the time may have been spared.
+    assert!(
+        events_stored >= 200 && dropped >= 200,
+        "{events_stored} stored, {dropped} dropped"
+    );
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+/// GETs an API path with curl (a real, independent client), verifying the
+/// collector's certificate; returns (status, body).
+fn curl(collector: &Running, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["--silent", "--show-error", "--max-time", "30", "--cacert"])
+        .arg(&collector.cert)
+        .args(["--write-out", "\n%{http_code}"])
+        .arg(format!("{}{path}", collector.url()));
+    if let Some(token) = token {
+        cmd.args(["--header", &format!("Authorization: Bearer {token}")]);
+    }
+    let out = cmd.output().expect("curl is installed");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.trim().parse().unwrap(), body.to_owned())
+}
+
+#[test]
+fn queries_need_a_reader_token_and_answer_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("connscope.db")).unwrap());
+    let mut config = config(dir.path(), "127.0.0.1:0");
+    config
+        .read_tokens
+        .insert("map", "reader-token-0123456789")
+        .unwrap();
+    let collector = Running::start(config, store.clone());
+    let mut client = CollectorClient::new(
+        &collector.url(),
+        TOKEN,
+        &CollectorTrust::Fingerprint(collector.fingerprint),
+    )
+    .unwrap();
+    let mut batch = events(1, 4);
+    for e in &mut batch {
+        e.timestamp = Timestamp::now();
+    }
+    client
+        .post_batch(connscope_transport::spool::encode_body(&batch))
+        .unwrap();
+
+    assert_eq!(curl(&collector, "/api/v1/hosts", None).0, 401);
+    assert_eq!(
+        curl(&collector, "/api/v1/hosts", Some(TOKEN)).0,
+        401,
+        "agent tokens only write"
+    );
+    let (status, body) = curl(&collector, "/api/v1/hosts", Some("reader-token-0123456789"));
+    assert_eq!(status, 200, "{body}");
+    let hosts: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(hosts[0]["agent"], "web1");
+    assert_eq!(hosts[0]["events"], 4);
+    assert_eq!(hosts[0]["sequences"], serde_json::json!([[1, 4]]));
+
+    let (status, body) = curl(
+        &collector,
+        "/api/v1/graph?from=-1h&to=now&port=22",
+        Some("reader-token-0123456789"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let graph: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let edges = graph["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 1, "{body}");
+    assert_eq!(edges[0]["source"], "host:web1");
+    assert_eq!(edges[0]["target"], "external:10.1.0.2");
+    assert_eq!(edges[0]["connections"], 4);
+
+    let (status, body) = curl(
+        &collector,
+        "/api/v1/graph?from=yesterday",
+        Some("reader-token-0123456789"),
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("query parameter from"), "{body}");
+}

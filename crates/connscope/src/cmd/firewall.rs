@@ -1,0 +1,323 @@
+//! `connscope firewall plan|check|diff`: allowlists from what one host was
+//! seen doing, and what-if checks of a ruleset against it. The logic lives in
+//! `connscope-firewall`; this reads the store, prints and picks exit statuses.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use connscope_event::Timestamp;
+use connscope_firewall::check::{describe, FlowVerdict};
+use connscope_firewall::from_store::observed_flows;
+use connscope_firewall::nft::{self, Ruleset};
+use connscope_firewall::plan::{Evidence, IpFamily};
+use connscope_firewall::render::{self, evidence_text};
+use connscope_firewall::{check, diff, plan, Generalize, ObservedFlow, Outcome, PlanOptions};
+use connscope_query::parse_time_arg;
+use connscope_store::{SqliteStore, TimeRange};
+
+#[derive(Subcommand)]
+pub enum FirewallCommand {
+    /// Print a ruleset that allows what the host was seen doing, and nothing else.
+    Plan(PlanArgs),
+    /// Replay the host's stored connections against a proposed nftables
+    /// ruleset; list what it would block (exit status 1 if anything).
+    Check(CheckArgs),
+    /// Compare the host's observed traffic with a ruleset (a file, or the one
+    /// loaded now): blocked flows, unused rules, idle listening ports.
+    Diff(DiffArgs),
+}
+
+#[derive(Args)]
+pub struct Source {
+    /// The collector's SQLite store.
+    #[arg(long, value_name = "PATH")]
+    db: PathBuf,
+    /// The host to plan for, as it names itself in its events.
+    #[arg(long)]
+    host: String,
+    /// Start of the time range: RFC 3339, `now`, or a span back like -7d; default: the beginning.
+    #[arg(long)]
+    from: Option<String>,
+    /// End of the time range (same forms as --from); default: now.
+    #[arg(long)]
+    to: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// An nftables script for `nft -f` (one `inet connscope` table).
+    Nft,
+    /// An `iptables-restore` document (IPv4).
+    Iptables,
+    /// An `ip6tables-restore` document (IPv6).
+    Ip6tables,
+    /// The plan as data, with full evidence.
+    Json,
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    source: Source,
+    #[arg(long, value_enum, default_value = "nft")]
+    format: Format,
+    /// How far IPv4 peers are widened: exact, a prefix length (e.g. 24), or any.
+    #[arg(long, default_value = "exact", value_name = "exact|LEN|any")]
+    generalize: Generalize,
+    /// How far IPv6 peers are widened: exact, a prefix length (e.g. 64), or any.
+    #[arg(long, default_value = "exact", value_name = "exact|LEN|any")]
+    generalize_v6: Generalize,
+    /// Flows seen fewer times than this are listed for review instead of allowed.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    min_count: u64,
+    /// End chains with a reject (TCP reset, ICMP admin-prohibited) instead of a silent drop.
+    #[arg(long)]
+    reject: bool,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    source: Source,
+    /// The proposed ruleset: nft text (as for `nft -f`) or `nft -j` JSON.
+    #[arg(long, value_name = "FILE")]
+    ruleset: PathBuf,
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    source: Source,
+    /// Compare with this ruleset file (nft text or `nft -j` JSON).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "live",
+        required_unless_present = "live"
+    )]
+    ruleset: Option<PathBuf>,
+    /// Compare with the ruleset loaded now (`nft -j list ruleset`).
+    #[arg(long)]
+    live: bool,
+}
+
+pub fn run(command: FirewallCommand) -> Result<ExitCode> {
+    match command {
+        FirewallCommand::Plan(args) => run_plan(args),
+        FirewallCommand::Check(args) => run_check(args),
+        FirewallCommand::Diff(args) => run_diff(args),
+    }
+}
+
+fn load_flows(source: &Source) -> Result<Vec<ObservedFlow>> {
+    let now = Timestamp::now();
+    let time = |arg: &Option<String>, default: Timestamp| -> Result<Timestamp> {
+        Ok(match arg {
+            Some(text) => parse_time_arg(text, now)?,
+            None => default,
+        })
+    };
+    // From the epoch rather than the dawn of i64: rollups round to hours.
+    let range = TimeRange {
+        from: time(&source.from, Timestamp::from_nanos(0))?,
+        to: time(&source.to, now)?,
+    };
+    anyhow::ensure!(range.from < range.to, "--from must be before --to");
+    if !source.db.exists() {
+        bail!("no store at {}", source.db.display());
+    }
+    let store = SqliteStore::open(&source.db)
+        .with_context(|| format!("opening {}", source.db.display()))?;
+    let stored = observed_flows(&store, &source.host, range)?;
+    if stored.unknown_direction_edges > 0 {
+        tracing::warn!(
+            edges = stored.unknown_direction_edges,
+            "edges of unknown direction (e.g. imported tcpspy logs) are left out"
+        );
+    }
+    if stored.flows.is_empty() {
+        tracing::warn!(host = %source.host, "no connections stored for this host in the range");
+    }
+    Ok(stored.flows)
+}
+
+fn run_plan(args: PlanArgs) -> Result<ExitCode> {
+    let flows = load_flows(&args.source)?;
+    let options = PlanOptions {
+        generalize_v4: args.generalize,
+        generalize_v6: args.generalize_v6,
+        min_count: args.min_count,
+        reject: args.reject,
+    };
+    let plan = plan(&args.source.host, &flows, options);
+    if !plan.review.is_empty() {
+        tracing::warn!(
+            flows = plan.review.len(),
+            "flows held for review are not allowed (see the comments)"
+        );
+    }
+    let text = match args.format {
+        Format::Nft => render::nft(&plan),
+        Format::Iptables => render::iptables(&plan, IpFamily::Ipv4),
+        Format::Ip6tables => render::iptables(&plan, IpFamily::Ipv6),
+        Format::Json => serde_json::to_string_pretty(&plan)? + "\n",
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A ruleset file: JSON if it starts like JSON, nft text otherwise.
+fn read_ruleset(path: &Path) -> Result<Ruleset> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        let text = String::from_utf8_lossy(&bytes);
+        return nft::json::parse_json(&text).with_context(|| format!("{}", path.display()));
+    }
+    Ok(nft::parse_file(path)?)
+}
+
+fn live_ruleset() -> Result<Ruleset> {
+    let out = Command::new("nft")
+        .args(["-j", "list", "ruleset"])
+        .output()
+        .context("running `nft -j list ruleset`")?;
+    if !out.status.success() {
+        bail!(
+            "`nft -j list ruleset` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(nft::json::parse_json(&String::from_utf8_lossy(
+        &out.stdout,
+    ))?)
+}
+
+fn edge_line(flow: &ObservedFlow) -> String {
+    let arrow = match flow.direction {
+        connscope_firewall::FlowDirection::Inbound => format!("{} -> {}", flow.remote, flow.local),
+        connscope_firewall::FlowDirection::Outbound => format!("{} -> {}", flow.local, flow.remote),
+    };
+    format!(
+        "{} {} port {} ({arrow}): {}",
+        flow.direction.as_str(),
+        flow.protocol,
+        flow.service_port,
+        evidence_text(&Evidence::of(flow))
+    )
+}
+
+fn print_verdict(ruleset: &Ruleset, flow: &ObservedFlow, verdict: &FlowVerdict) {
+    let tag = match verdict.outcome {
+        Outcome::Blocked => "BLOCKED",
+        Outcome::MaybeBlocked => "MAYBE BLOCKED",
+        Outcome::Allowed => "allowed",
+    };
+    println!("{tag}: {}", edge_line(flow));
+    for d in &verdict.dropped_by {
+        println!("    dropped by {}", describe(ruleset, *d));
+    }
+    for u in &verdict.unknowns {
+        println!("    unknown: {u}");
+    }
+}
+
+fn print_unsupported(ruleset: &Ruleset) {
+    if ruleset.unsupported.is_empty() {
+        return;
+    }
+    println!("\nNot evaluated (treated as unknown: both outcomes followed, so affected flows show as MAYBE BLOCKED):");
+    for u in &ruleset.unsupported {
+        println!("    {}: {}", u.location, u.text);
+    }
+}
+
+fn run_check(args: CheckArgs) -> Result<ExitCode> {
+    let ruleset = read_ruleset(&args.ruleset)?;
+    let flows = load_flows(&args.source)?;
+    let verdicts = check(&ruleset, &flows);
+    let mut order: Vec<usize> = (0..flows.len())
+        .filter(|&i| verdicts[i].outcome != Outcome::Allowed)
+        .collect();
+    order.sort_by_key(|&i| {
+        (
+            verdicts[i].outcome,
+            flows[i].direction,
+            flows[i].service_port,
+            flows[i].remote,
+        )
+    });
+    for &i in &order {
+        print_verdict(&ruleset, &flows[i], &verdicts[i]);
+    }
+    let blocked = order
+        .iter()
+        .filter(|&&i| verdicts[i].outcome == Outcome::Blocked)
+        .count();
+    let maybe = order.len() - blocked;
+    let conns: u64 = order.iter().map(|&i| flows[i].connections).sum();
+    println!(
+        "{blocked} of {} observed edges would be blocked, {maybe} may be ({conns} connections)",
+        flows.len()
+    );
+    print_unsupported(&ruleset);
+    Ok(if order.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn local_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+fn run_diff(args: DiffArgs) -> Result<ExitCode> {
+    let ruleset = match &args.ruleset {
+        Some(path) => read_ruleset(path)?,
+        None => live_ruleset()?,
+    };
+    let flows = load_flows(&args.source)?;
+    // Listeners are not in the store; they can only be read here, on the host itself.
+    let listeners = if local_hostname().as_deref() == Some(args.source.host.as_str()) {
+        Some(connscope_firewall::listening::local_listeners().context("reading /proc/net")?)
+    } else {
+        None
+    };
+    let d = diff(&ruleset, &flows, listeners.as_deref());
+    println!("Observed but blocked ({}):", d.blocked.len());
+    for (flow, verdict) in &d.blocked {
+        print_verdict(&ruleset, flow, verdict);
+    }
+    println!("\nAllowed but never used ({}):", d.unused_rules.len());
+    for id in &d.unused_rules {
+        println!(
+            "    {}",
+            describe(&ruleset, connscope_firewall::check::Decider::Rule(*id))
+        );
+    }
+    match &d.idle_listeners {
+        Some(idle) => {
+            println!("\nListening, but nobody connected ({}):", idle.len());
+            for l in idle {
+                println!("    {} {}:{}", l.protocol, l.addr, l.port);
+            }
+        }
+        None => println!(
+            "\nListening ports: not checked ({} is not this machine; the store does not record listeners)",
+            args.source.host
+        ),
+    }
+    print_unsupported(&ruleset);
+    let differs = !d.blocked.is_empty()
+        || !d.unused_rules.is_empty()
+        || d.idle_listeners.as_ref().is_some_and(|l| !l.is_empty());
+    Ok(if differs {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

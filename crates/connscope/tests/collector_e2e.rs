@@ -1,0 +1,596 @@
+//! The whole path with real parts: three hosts as network namespaces, each
+//! running `connscope agent` (eBPF, `--netns self`) shipping over HTTPS to
+//! `connscope collector` in a fourth namespace, joined by veth pairs to a
+//! bridge in the collector's namespace (10.77.N.0/24, inside the test's
+//! namespaces only).
+//!
+//! 1. A server in host B, clients in A and C: the stored graph has exactly
+//!    the client -> service edges, with the right executables on both ends.
+//! 2. The collector stops; 10,000 more connections are made; it restarts:
+//!    every event arrives, none twice (gap-free sequence ranges, exact counts).
+//! 3. An agent is killed with SIGKILL while connections are being made and
+//!    spooled; whatever its spool held arrives after it restarts.
+//!
+//! Client and server are copies of this test binary under their own names
+//! (re-run with a role in the environment), so each end has a distinct
+//! executable to look for in the graph.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use connscope_query::{build_graph, GraphFilter};
+use connscope_store::{SqliteStore, Store, TimeRange};
+
+const ROLE_ENV: &str = "CONNSCOPE_E2E_ROLE";
+const SERVICE_PORT: u16 = 7070;
+/// A second service on the same server, used only while the agents start up.
+const WARMUP_PORT: u16 = 7071;
+const COLLECTOR_PORT: u16 = 8443;
+
+/// What a copy of this binary does when started with a role.
+#[test]
+fn e2e_role() {
+    match std::env::var(ROLE_ENV).as_deref() {
+        Ok("server") => {
+            let serve = |listener: TcpListener| {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { continue };
+                    let mut buf = [0u8; 64];
+                    while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+                }
+            };
+            let service = TcpListener::bind(("0.0.0.0", SERVICE_PORT)).unwrap();
+            let warmup = TcpListener::bind(("0.0.0.0", WARMUP_PORT)).unwrap();
+            std::thread::spawn(move || serve(warmup));
+            println!("ready");
+            std::io::stdout().flush().unwrap();
+            serve(service);
+        }
+        Ok(client) if client.starts_with("client:") => {
+            // client:ADDR:PORT:COUNT
+            let mut parts = client.splitn(4, ':').skip(1);
+            let addr = parts.next().unwrap();
+            let port: u16 = parts.next().unwrap().parse().unwrap();
+            let count: u32 = parts.next().unwrap().parse().unwrap();
+            for _ in 0..count {
+                let mut stream = TcpStream::connect((addr, port)).unwrap();
+                stream.write_all(b"hello").unwrap();
+                stream.shutdown(std::net::Shutdown::Write).unwrap();
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest);
+            }
+        }
+        _ => {} // not started as a role: nothing to do
+    }
+}
+
+fn unique_suffix() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{}{}",
+        std::process::id() % 100_000,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ip(args: &[&str]) {
+    run(Command::new("ip").args(args));
+}
+
+/// A network namespace made by this test, deleted on drop (also on panic).
+struct Netns(String);
+
+impl Netns {
+    fn new(name: String) -> Netns {
+        ip(&["netns", "add", &name]);
+        let ns = Netns(name);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.0]).arg(program);
+        cmd
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A process this test started, killed on drop.
+struct Proc {
+    child: Child,
+    what: String,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, what: &str) -> Proc {
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
+        Proc {
+            child,
+            what: what.to_owned(),
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    fn kill_9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::forget(self);
+    }
+
+    /// SIGTERM and wait (bounded), as a service manager would stop it.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                std::mem::forget(self);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{} did not stop on SIGTERM", self.what);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
+    wait_for_or(what, timeout, String::new, condition);
+}
+
+/// Polls `condition`; on timeout, fails with `state()` to show what was there.
+fn wait_for_or(
+    what: &str,
+    timeout: Duration,
+    state: impl Fn() -> String,
+    mut condition: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            state()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Host {
+    name: &'static str,
+    ns: Netns,
+    addr: String,
+    token: String,
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    collector_ns: Netns,
+    hosts: Vec<Host>,
+    fingerprint: std::cell::RefCell<String>,
+    net: String,
+}
+
+impl World {
+    fn build() -> World {
+        let suffix = unique_suffix();
+        // A /24 per test run from the suffix, so parallel runs never share one.
+        let net = format!("10.77.{}", suffix.parse::<u64>().unwrap() % 250 + 1);
+        let collector_ns = Netns::new(format!("cs-coll-{suffix}"));
+        ip(&[
+            "-n",
+            &collector_ns.0,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+        ]);
+        ip(&[
+            "-n",
+            &collector_ns.0,
+            "addr",
+            "add",
+            &format!("{net}.1/24"),
+            "dev",
+            "br0",
+        ]);
+        ip(&["-n", &collector_ns.0, "link", "set", "br0", "up"]);
+        let mut hosts = Vec::new();
+        for (i, name) in ["host-a", "host-b", "host-c"].into_iter().enumerate() {
+            let ns = Netns::new(format!("cs-{name}-{suffix}"));
+            let port = format!("p-{name}");
+            ip(&[
+                "-n",
+                &collector_ns.0,
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &ns.0,
+            ]);
+            ip(&[
+                "-n",
+                &collector_ns.0,
+                "link",
+                "set",
+                &port,
+                "master",
+                "br0",
+                "up",
+            ]);
+            let addr = format!("{net}.{}", 11 + i);
+            ip(&[
+                "-n",
+                &ns.0,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &ns.0, "link", "set", "eth0", "up"]);
+            hosts.push(Host {
+                name,
+                ns,
+                addr,
+                token: format!("e2e-token-of-{name}-{suffix}"),
+            });
+        }
+        World {
+            dir: tempfile::tempdir().unwrap(),
+            collector_ns,
+            hosts,
+            fingerprint: Default::default(),
+            net,
+        }
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("collector.db")
+    }
+
+    fn collector_url(&self) -> String {
+        format!("https://{}.1:{COLLECTOR_PORT}", self.net)
+    }
+
+    /// Starts the collector and waits until it prints its fingerprint.
+    fn start_collector(&self) -> Proc {
+        let mut cmd = self.collector_ns.command(env!("CARGO_BIN_EXE_connscope"));
+        cmd.args(["collector", "--db"])
+            .arg(self.db())
+            .args(["--listen", &format!("{}.1:{COLLECTOR_PORT}", self.net)]);
+        for host in &self.hosts {
+            cmd.args(["--token", &format!("{}={}", host.name, host.token)]);
+        }
+        cmd.stdout(Stdio::piped()).env("CONNSCOPE_LOG", "warn");
+        let mut proc = Proc::spawn(cmd, "collector");
+        let stdout = proc.child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(fp) = line.strip_prefix("fingerprint: ") {
+                    let _ = tx.send(fp.to_owned());
+                }
+            }
+        });
+        let fingerprint = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the collector printed its fingerprint");
+        let mut known = self.fingerprint.borrow_mut();
+        if !known.is_empty() {
+            assert_eq!(
+                fingerprint, *known,
+                "the certificate is kept across restarts"
+            );
+        }
+        *known = fingerprint;
+        drop(known);
+        proc
+    }
+
+    fn start_agent(&self, host: &Host) -> Proc {
+        let state = self.dir.path().join(host.name);
+        std::fs::create_dir_all(&state).unwrap();
+        let token_file = state.join("token");
+        std::fs::write(&token_file, &host.token).unwrap();
+        let mut cmd = host.ns.command(env!("CARGO_BIN_EXE_connscope"));
+        cmd.args([
+            "agent",
+            "--backend",
+            "ebpf",
+            "--host-name",
+            host.name,
+            "--state-dir",
+        ])
+        .arg(state.join("state"))
+        .args([
+            "--collector",
+            &self.collector_url(),
+            "--collector-token-file",
+        ])
+        .arg(&token_file)
+        .args([
+            "--collector-fingerprint",
+            &self.fingerprint.borrow(),
+            "--spool-dir",
+        ])
+        .arg(self.spool_dir(host))
+        .env("CONNSCOPE_LOG", "warn")
+        .stdout(Stdio::null());
+        Proc::spawn(cmd, host.name)
+    }
+
+    fn spool_dir(&self, host: &Host) -> PathBuf {
+        self.dir.path().join(host.name).join("spool")
+    }
+
+    /// A copy of this binary named `name`, so its processes are recognisable.
+    fn role_binary(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        if !path.exists() {
+            std::fs::copy(std::env::current_exe().unwrap(), &path).unwrap();
+        }
+        path
+    }
+
+    fn role(&self, host: &Host, binary: &Path, role: &str) -> Command {
+        let mut cmd = host.ns.command(binary);
+        cmd.args(["--exact", "e2e_role", "--nocapture", "--test-threads", "1"])
+            .env(ROLE_ENV, role);
+        cmd
+    }
+
+    fn connect(&self, from: &Host, to: &Host, count: u32) {
+        self.connect_as("e2e-client", SERVICE_PORT, from, to, count);
+    }
+
+    /// `count` connections to `port` from a client process whose executable
+    /// is a copy of this binary named `client`.
+    fn connect_as(&self, client: &str, port: u16, from: &Host, to: &Host, count: u32) {
+        let client = self.role_binary(client);
+        let status = self
+            .role(from, &client, &format!("client:{}:{port}:{count}", to.addr))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "client in {} failed", from.name);
+    }
+}
+
+/// Stored events and sequence ranges of an agent.
+fn agent_status(store: &SqliteStore, agent: &str) -> (u64, Vec<(u64, u64)>) {
+    store
+        .agents()
+        .unwrap()
+        .into_iter()
+        .find(|a| a.agent.0 == agent)
+        .map(|a| (a.events, a.sequences.ranges().to_vec()))
+        .unwrap_or_default()
+}
+
+/// Connections counted on the client->service edge from `client` to `server`.
+fn service_connections(store: &SqliteStore, client: &str, server: &str) -> u64 {
+    let graph = build_graph(store, TimeRange::ALL, &GraphFilter::default()).unwrap();
+    graph
+        .edges
+        .iter()
+        .filter(|e| {
+            e.source == format!("host:{client}")
+                && e.target == format!("service:{server}:{SERVICE_PORT}/tcp")
+        })
+        .map(|e| e.connections)
+        .sum()
+}
+
+#[test]
+fn three_hosts_ship_to_a_collector_through_outage_and_crash() {
+    let world = World::build();
+    let collector = world.start_collector();
+    let agents: Vec<Proc> = world.hosts.iter().map(|h| world.start_agent(h)).collect();
+    let mut agents: Vec<Option<Proc>> = agents.into_iter().map(Some).collect();
+    let (a, b, c) = (&world.hosts[0], &world.hosts[1], &world.hosts[2]);
+
+    let server_bin = world.role_binary("e2e-server");
+    let mut server_cmd = world.role(b, &server_bin, "server");
+    server_cmd.stdout(Stdio::piped());
+    let mut server = Proc::spawn(server_cmd, "server");
+    let server_out = BufReader::new(server.child.stdout.take().unwrap());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Keeps reading after "ready", so the server never writes into a closed pipe.
+        for line in server_out.lines().map_while(Result::ok) {
+            if line.ends_with("ready") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server in host B is listening");
+    // The agents attach their probes at start: warm up on another port until
+    // both ends of both clients' connections are seen, so everything on the
+    // service port below is made with all probes in place.
+    let store = SqliteStore::open(world.db()).unwrap();
+    let warmup_by_both_ends = |client: &str| {
+        let graph = build_graph(&store, TimeRange::ALL, &GraphFilter::default()).unwrap();
+        graph.edges.iter().any(|e| {
+            e.source == format!("host:{client}")
+                && e.target == format!("service:host-b:{WARMUP_PORT}/tcp")
+                && !e.client_processes.is_empty()
+                && !e.server_processes.is_empty()
+        })
+    };
+    wait_for("the agents to report", Duration::from_secs(120), || {
+        world.connect_as("e2e-warmup", WARMUP_PORT, a, b, 1);
+        world.connect_as("e2e-warmup", WARMUP_PORT, c, b, 1);
+        warmup_by_both_ends("host-a") && warmup_by_both_ends("host-c")
+    });
+
+    // 1. Exactly the expected edges, with the right processes.
+    world.connect(a, b, 5);
+    world.connect(c, b, 3);
+    let client_exe = std::fs::canonicalize(world.role_binary("e2e-client")).unwrap();
+    let server_exe = std::fs::canonicalize(&server_bin).unwrap();
+    let collector_node = format!("external:{}.1", world.net);
+    let last_graph = std::cell::RefCell::new(String::new());
+    wait_for_or(
+        "the eight new connections",
+        Duration::from_secs(60),
+        || last_graph.borrow().clone(),
+        || {
+            let graph = build_graph(&store, TimeRange::ALL, &GraphFilter::default()).unwrap();
+            *last_graph.borrow_mut() = format!("{graph:#?}");
+            let between_hosts: Vec<_> = graph
+                .edges
+                .iter()
+                .filter(|e| e.port == SERVICE_PORT)
+                .collect();
+            let by = |processes: &[connscope_query::ProcessUse], exe: &Path| -> u64 {
+                processes
+                    .iter()
+                    .filter(|p| Path::new(&p.executable) == exe)
+                    .map(|p| p.connections)
+                    .sum()
+            };
+            between_hosts.len() == 2
+                && between_hosts.iter().all(|e| {
+                    let expected = if e.source == "host:host-a" { 5 } else { 3 };
+                    // Exactly the connections made, each seen at both ends
+                    // with the right executable.
+                    e.connections == expected
+                        && by(&e.client_processes, &client_exe) == expected
+                        && by(&e.server_processes, &server_exe) == expected
+                })
+        },
+    );
+    let graph = build_graph(&store, TimeRange::ALL, &GraphFilter::default()).unwrap();
+    let mut pairs: Vec<(String, String)> = graph
+        .edges
+        .iter()
+        .map(|e| (e.source.clone(), e.target.clone()))
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    let service = format!("service:host-b:{SERVICE_PORT}/tcp");
+    let warmup = format!("service:host-b:{WARMUP_PORT}/tcp");
+    for (source, target) in &pairs {
+        // Besides the service edges, only the agents' own shipping to the
+        // collector (which is no monitored host) may appear.
+        let expected = ((target == &service || target == &warmup)
+            && (source == "host:host-a" || source == "host:host-c"))
+            || (target == &collector_node && source.starts_with("host:host-"));
+        assert!(
+            expected,
+            "unexpected edge {source} -> {target}; all: {pairs:?}"
+        );
+    }
+    let before_a = service_connections(&store, "host-a", "host-b");
+
+    // 2. Collector outage: 10,000 connections while it is down.
+    collector.stop();
+    world.connect(a, b, 10_000);
+    let collector = world.start_collector();
+    wait_for("all 10,000 connections", Duration::from_secs(300), || {
+        service_connections(&store, "host-a", "host-b") == before_a + 10_000
+    });
+    for spooling in &world.hosts[..2] {
+        let host = spooling.name;
+        wait_for("the spool to drain", Duration::from_secs(120), || {
+            std::fs::read_dir(world.spool_dir(spooling))
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .all(|e| e.path().extension().is_none_or(|x| x != "batch"))
+                })
+                .unwrap_or(true)
+        });
+        let (events, ranges) = agent_status(&store, host);
+        assert_eq!(ranges.len(), 1, "{host}: gap-free, got {ranges:?}");
+        assert_eq!(ranges[0].0, 1);
+        assert_eq!(events, ranges[0].1, "{host}: each sequence stored once");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        service_connections(&store, "host-a", "host-b"),
+        before_a + 10_000,
+        "no connection counted twice"
+    );
+
+    // 3. kill -9 of agent A mid-stream, with the collector down so its spool fills.
+    collector.stop();
+    let writer = {
+        let client = world.role_binary("e2e-client");
+        Proc::spawn(
+            world.role(
+                a,
+                &client,
+                &format!("client:{}:{SERVICE_PORT}:3000", b.addr),
+            ),
+            "client",
+        )
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    agents[0].take().unwrap().kill_9();
+    let mut writer = writer;
+    let _ = writer.child.wait();
+    // What the dead agent acknowledged as spooled: every batch file left.
+    let spooled: Vec<(u64, u64)> = {
+        let spool = connscope_transport::Spool::open(world.spool_dir(a), u64::MAX).unwrap();
+        spool
+            .batches()
+            .iter()
+            .map(|b| (b.first_sequence, b.last_sequence))
+            .collect()
+    };
+    assert!(
+        !spooled.is_empty(),
+        "the agent had spooled something before it was killed"
+    );
+    agents[0] = Some(world.start_agent(a));
+    let _collector = world.start_collector();
+    wait_for(
+        "the spooled batches of the killed agent",
+        Duration::from_secs(180),
+        || {
+            let (_, ranges) = agent_status(&store, "host-a");
+            spooled
+                .iter()
+                .all(|(first, last)| ranges.iter().any(|(f, l)| f <= first && last <= l))
+        },
+    );
+    let (events, ranges) = agent_status(&store, "host-a");
+    let distinct: u64 = ranges.iter().map(|(f, l)| l - f + 1).sum();
+    assert_eq!(events, distinct, "nothing stored twice after the crash");
+}

@@ -1,0 +1,289 @@
+//! `connscope firewall` end to end: a real SQLite store, the real binary, and
+//! `nft -c` (in a throw-away network namespace) on what it prints.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use connscope_event::{ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp};
+use connscope_store::{AgentId, SqliteStore, Store};
+
+fn event(seq: u64, dir: Direction, local: &str, remote: &str, exe: &str) -> ConnectionEvent {
+    let mut e = ConnectionEvent::new(
+        EventKind::Connect,
+        Timestamp::from_nanos(1_795_548_137_000_000_000 + seq as i64 * 1_000_000_000),
+        Protocol::Tcp,
+        dir,
+        local.parse().unwrap(),
+        remote.parse().unwrap(),
+    );
+    e.sequence = seq;
+    e.host = "web1".into();
+    e.process = Some(ProcessInfo {
+        pid: 7,
+        executable: Some(exe.into()),
+        ..ProcessInfo::default()
+    });
+    e.user_name = Some("www-data".into());
+    e
+}
+
+fn store(dir: &Path) -> String {
+    let path = dir.join("store.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let events = vec![
+        event(
+            1,
+            Direction::Incoming,
+            "192.0.2.10:22",
+            "198.51.100.1:40001",
+            "/usr/sbin/sshd",
+        ),
+        event(
+            2,
+            Direction::Incoming,
+            "192.0.2.10:80",
+            "198.51.100.1:40003",
+            "/usr/sbin/nginx",
+        ),
+        event(
+            3,
+            Direction::Incoming,
+            "192.0.2.10:80",
+            "198.51.100.3:40005",
+            "/usr/sbin/nginx",
+        ),
+        event(
+            4,
+            Direction::Outgoing,
+            "192.0.2.10:40006",
+            "203.0.113.9:80",
+            "/tmp/evil\"; flush ruleset;",
+        ),
+        event(
+            5,
+            Direction::Incoming,
+            "[2001:db8::10]:443",
+            "[2001:db8:1::7]:40007",
+            "/usr/sbin/nginx",
+        ),
+    ];
+    store.ingest(&AgentId("web1".into()), &events).unwrap();
+    path.display().to_string()
+}
+
+fn connscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_connscope"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn plan_passes_nft_check_and_check_lists_exactly_the_blocked_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store(dir.path());
+
+    let plan = connscope(&[
+        "firewall",
+        "plan",
+        "--db",
+        &db,
+        "--host",
+        "web1",
+        "--generalize",
+        "24",
+        "--reject",
+    ]);
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let plan_file = dir.path().join("plan.nft");
+    std::fs::write(&plan_file, &plan.stdout).unwrap();
+    let ns = format!("csfw-cli-{}", std::process::id());
+    assert!(Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .unwrap()
+        .success());
+    let nft = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "nft",
+            "-c",
+            "-f",
+            plan_file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    assert!(
+        nft.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&nft.stderr),
+        text(&plan)
+    );
+    assert!(
+        text(&plan).contains("ip saddr 198.51.100.0/24 tcp dport { 22, 80 } accept"),
+        "{}",
+        text(&plan)
+    );
+
+    // The plan blocks none of the history it was made from.
+    let own = connscope(&[
+        "firewall",
+        "check",
+        "--db",
+        &db,
+        "--host",
+        "web1",
+        "--ruleset",
+        plan_file.to_str().unwrap(),
+    ]);
+    assert_eq!(own.status.code(), Some(0), "{}", text(&own));
+
+    let block_http = dir.path().join("block-http.nft");
+    std::fs::write(
+        &block_http,
+        "table inet filter {\n\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n\t\ttcp dport http drop\n\t}\n}\n",
+    )
+    .unwrap();
+    let out = connscope(&[
+        "firewall",
+        "check",
+        "--db",
+        &db,
+        "--host",
+        "web1",
+        "--ruleset",
+        block_http.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = text(&out);
+    let blocked: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("BLOCKED"))
+        .collect();
+    assert_eq!(blocked.len(), 2, "{report}");
+    assert!(
+        blocked
+            .iter()
+            .all(|l| l.contains("inbound tcp port 80") && l.contains("nginx")),
+        "{report}"
+    );
+    assert!(
+        report.contains("2 of 5 observed edges would be blocked"),
+        "{report}"
+    );
+
+    // A broken ruleset is an error with file, line, column and a caret.
+    let broken = dir.path().join("broken.nft");
+    std::fs::write(
+        &broken,
+        "table inet f {\n\tchain c {\n\t\ttcp dport 99999 accept\n\t}\n}\n",
+    )
+    .unwrap();
+    let out = connscope(&[
+        "firewall",
+        "check",
+        "--db",
+        &db,
+        "--host",
+        "web1",
+        "--ruleset",
+        broken.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains(&format!("{}:3:13:", broken.display())) && err.contains('^'),
+        "{err}"
+    );
+}
+
+#[test]
+fn diff_against_a_file_reports_blocked_and_unused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store(dir.path());
+    let ruleset = dir.path().join("current.nft");
+    std::fs::write(
+        &ruleset,
+        "table inet filter {\n\tchain input {\n\t\ttype filter hook input priority 0; policy drop;\n\t\tct state established,related accept\n\t\ttcp dport { 22, 80 } accept\n\t\ttcp dport 3306 accept\n\t}\n}\n",
+    )
+    .unwrap();
+    let out = connscope(&[
+        "firewall",
+        "diff",
+        "--db",
+        &db,
+        "--host",
+        "web1",
+        "--ruleset",
+        ruleset.to_str().unwrap(),
+    ]);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("Observed but blocked (1):"), "{report}");
+    assert!(report.contains("inbound tcp port 443"), "{report}");
+    assert!(report.contains("Allowed but never used (1):"), "{report}");
+    assert!(report.contains("tcp dport 3306 accept"), "{report}");
+    assert!(report.contains("Listening ports: not checked"), "{report}");
+}
+
+#[test]
+fn diff_live_reads_the_loaded_ruleset_of_its_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store(dir.path());
+    let ns = format!("csfw-live-{}", std::process::id());
+    assert!(Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .unwrap()
+        .success());
+    let rules = dir.path().join("loaded.nft");
+    std::fs::write(
+        &rules,
+        "table inet filter {\n\tchain input {\n\t\ttype filter hook input priority 0; policy drop;\n\t\ttcp dport 22 accept\n\t\tudp dport 5353 limit rate 5/second accept\n\t}\n}\n",
+    )
+    .unwrap();
+    let load = Command::new("ip")
+        .args(["netns", "exec", &ns, "nft", "-f", rules.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            env!("CARGO_BIN_EXE_connscope"),
+            "firewall",
+            "diff",
+            "--db",
+            &db,
+            "--host",
+            "web1",
+            "--live",
+        ])
+        .output()
+        .unwrap();
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    assert!(load.success());
+    let report = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Port 80 (twice) and 443 are blocked; the rate-limited rule is reported as not evaluated.
+    assert!(report.contains("Observed but blocked (3):"), "{report}");
+    assert!(report.contains("Not evaluated"), "{report}");
+    assert!(report.contains("limit"), "{report}");
+}

@@ -1,0 +1,83 @@
+//! The thin adapter from the store to [`ObservedFlow`]: one host's hourly
+//! rollup edges (`Store::edge_totals`), summed per edge over the range, with
+//! their processes and users. Rollups rather than raw events so a plan over a
+//! year of traffic reads hours, not billions of rows.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use connscope_event::{Direction, Protocol};
+use connscope_store::{RollupQuery, Store, StoreError, TimeRange};
+
+use crate::flow::{FlowDirection, ObservedFlow};
+
+/// What the store holds for a host, ready for planning and checking.
+#[derive(Debug, Clone, Default)]
+pub struct StoredFlows {
+    pub flows: Vec<ObservedFlow>,
+    /// Rollup edges of unknown direction (e.g. imported tcpspy logs, which do
+    /// not say who connected), left out: a rule needs to know the side.
+    pub unknown_direction_edges: usize,
+}
+
+/// The host's flows in `range` (rollup hours, so widened to whole hours).
+/// Only established connections count; failed attempts are not evidence that
+/// something should be allowed.
+pub fn observed_flows(
+    store: &dyn Store,
+    host: &str,
+    range: TimeRange,
+) -> Result<StoredFlows, StoreError> {
+    let totals = store.edge_totals(&RollupQuery {
+        range,
+        host: Some(host.to_owned()),
+    })?;
+    type Key = (FlowDirection, IpAddr, IpAddr, u16, Protocol);
+    let mut edges: BTreeMap<Key, ObservedFlow> = BTreeMap::new();
+    let mut unknown = 0;
+    for total in totals {
+        if total.host != host || total.counts.connections == 0 {
+            continue;
+        }
+        let direction = match total.direction {
+            Direction::Incoming => FlowDirection::Inbound,
+            Direction::Outgoing => FlowDirection::Outbound,
+            Direction::Unknown => {
+                unknown += 1;
+                continue;
+            }
+        };
+        let key = (
+            direction,
+            total.local_ip,
+            total.remote_ip,
+            total.service_port,
+            total.protocol,
+        );
+        let flow = edges.entry(key).or_insert_with(|| ObservedFlow {
+            direction,
+            protocol: total.protocol,
+            local: total.local_ip,
+            remote: total.remote_ip,
+            service_port: total.service_port,
+            connections: 0,
+            first_seen: total.counts.first_seen,
+            last_seen: total.counts.last_seen,
+            processes: Vec::new(),
+            users: Vec::new(),
+        });
+        flow.connections += total.counts.connections;
+        flow.first_seen = flow.first_seen.min(total.counts.first_seen);
+        flow.last_seen = flow.last_seen.max(total.counts.last_seen);
+        if !total.executable.is_empty() && !flow.processes.contains(&total.executable) {
+            flow.processes.push(total.executable);
+        }
+        if !total.user.is_empty() && !flow.users.contains(&total.user) {
+            flow.users.push(total.user);
+        }
+    }
+    Ok(StoredFlows {
+        flows: edges.into_values().collect(),
+        unknown_direction_edges: unknown,
+    })
+}

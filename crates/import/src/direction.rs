@@ -1,0 +1,108 @@
+//! Who was the server: tcpspy lines do not say, so the importer infers it.
+//!
+//! Rule, in order:
+//! 1. **Seen as a service.** The first pass counts, for every endpoint
+//!    (address, port), the connect lines it appears in, at either end and in
+//!    the logs of every host imported together. A server endpoint appears in
+//!    every connection to it; a client's ephemeral endpoint in one (or a few,
+//!    when the port is reused). The side whose count is at least twice the
+//!    other's (and at least 2) is the server.
+//! 2. **Port numbers.** Otherwise the lower port is the server's: services
+//!    live on well-known and registered ports, clients on ephemeral ones
+//!    (32768-60999 on Linux).
+//! 3. Equal ports: unknown.
+//!
+//! Limits: a service used once in the whole import, on a port above the
+//! client's ephemeral port, is taken the wrong way round; so is a client with
+//! a low source port (rsh, some NFS clients) talking to a rarely used high
+//! service port. Importing more history together makes rule 1 decide more.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::net::SocketAddr;
+
+use connscope_event::Direction;
+
+/// Connect-line counts per endpoint, keyed by a hash of it (a collision
+/// only ever adds a count to an unrelated endpoint, and is rare).
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    counts: HashMap<u64, u32>,
+    hasher: RandomState,
+}
+
+impl EndpointStats {
+    fn key(&self, endpoint: SocketAddr) -> u64 {
+        self.hasher.hash_one(endpoint)
+    }
+
+    pub fn observe_connect(&mut self, local: SocketAddr, remote: SocketAddr) {
+        for endpoint in [local, remote] {
+            let key = self.key(endpoint);
+            let n = self.counts.entry(key).or_default();
+            *n = n.saturating_add(1);
+        }
+    }
+
+    fn count(&self, endpoint: SocketAddr) -> u32 {
+        self.counts.get(&self.key(endpoint)).copied().unwrap_or(0)
+    }
+
+    /// The direction of a line, seen from its local end.
+    pub fn direction(&self, local: SocketAddr, remote: SocketAddr) -> Direction {
+        let (l, r) = (self.count(local), self.count(remote));
+        if l >= 2 && l >= 2 * r {
+            return Direction::Incoming;
+        }
+        if r >= 2 && r >= 2 * l {
+            return Direction::Outgoing;
+        }
+        match local.port().cmp(&remote.port()) {
+            std::cmp::Ordering::Less => Direction::Incoming,
+            std::cmp::Ordering::Greater => Direction::Outgoing,
+            std::cmp::Ordering::Equal => Direction::Unknown,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_busy_endpoint_is_the_server_even_on_a_high_port() {
+        let mut stats = EndpointStats::default();
+        for client_port in [1000, 1001, 1002] {
+            stats.observe_connect(a(&format!("10.0.0.1:{client_port}")), a("10.0.0.2:50000"));
+        }
+        assert_eq!(
+            stats.direction(a("10.0.0.1:1000"), a("10.0.0.2:50000")),
+            Direction::Outgoing
+        );
+        assert_eq!(
+            stats.direction(a("10.0.0.2:50000"), a("10.0.0.1:1000")),
+            Direction::Incoming
+        );
+    }
+
+    #[test]
+    fn otherwise_the_lower_port_serves() {
+        let stats = EndpointStats::default();
+        assert_eq!(
+            stats.direction(a("10.0.0.1:40000"), a("10.0.0.2:22")),
+            Direction::Outgoing
+        );
+        assert_eq!(
+            stats.direction(a("10.0.0.2:22"), a("10.0.0.1:40000")),
+            Direction::Incoming
+        );
+        assert_eq!(
+            stats.direction(a("10.0.0.2:22"), a("10.0.0.1:22")),
+            Direction::Unknown
+        );
+    }
+}

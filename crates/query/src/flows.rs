@@ -1,0 +1,252 @@
+//! What one host did, as the firewall planner needs it: the services it
+//! offered (and to whom), and the destinations it reached.
+//!
+//! Built from joined edges, so a service shows even where only its clients
+//! (other monitored hosts) logged the connections.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use connscope_event::{Protocol, Timestamp};
+use connscope_store::{Store, StoreError, TimeRange};
+use serde::Serialize;
+
+use crate::join::{load_edges, JoinedEdge, ProcessUse};
+use crate::report::serialize_time;
+
+/// A peer of a service and how many connections it made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Peer {
+    pub ip: IpAddr,
+    pub host: Option<String>,
+    pub connections: u64,
+}
+
+/// A port the host accepted connections on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InboundService {
+    pub local_port: u16,
+    #[serde(serialize_with = "crate::report::serialize_protocol")]
+    pub protocol: Protocol,
+    /// The host's addresses the connections came to.
+    pub local_ips: Vec<IpAddr>,
+    pub connections: u64,
+    #[serde(serialize_with = "serialize_time")]
+    pub first_seen: Timestamp,
+    #[serde(serialize_with = "serialize_time")]
+    pub last_seen: Timestamp,
+    /// Clients, by address.
+    pub remotes: Vec<Peer>,
+    /// The serving processes (as logged by the host itself).
+    pub processes: Vec<ProcessUse>,
+    pub users: Vec<String>,
+}
+
+/// A destination the host connected to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutboundDestination {
+    pub remote_ip: IpAddr,
+    pub remote_host: Option<String>,
+    pub port: u16,
+    #[serde(serialize_with = "crate::report::serialize_protocol")]
+    pub protocol: Protocol,
+    pub connections: u64,
+    pub failures: u64,
+    #[serde(serialize_with = "serialize_time")]
+    pub first_seen: Timestamp,
+    #[serde(serialize_with = "serialize_time")]
+    pub last_seen: Timestamp,
+    pub processes: Vec<ProcessUse>,
+    pub users: Vec<String>,
+}
+
+/// One host's observed flows over a time range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostFlows {
+    pub host: String,
+    /// Sorted by (port, protocol).
+    pub inbound: Vec<InboundService>,
+    /// Sorted by (address, port, protocol).
+    pub outbound: Vec<OutboundDestination>,
+}
+
+/// The flows of `host` during `range`.
+pub fn host_flows(
+    store: &dyn Store,
+    host: &str,
+    range: TimeRange,
+) -> Result<HostFlows, StoreError> {
+    Ok(flows_of(host, &load_edges(store, range)?))
+}
+
+fn users_of(processes: &[ProcessUse]) -> Vec<String> {
+    let set: BTreeSet<&str> = processes
+        .iter()
+        .map(|p| p.user.as_str())
+        .filter(|u| !u.is_empty())
+        .collect();
+    set.into_iter().map(str::to_owned).collect()
+}
+
+fn flows_of(host: &str, edges: &[JoinedEdge]) -> HostFlows {
+    let is_host = |h: &Option<String>| h.as_deref() == Some(host);
+    let mut inbound: BTreeMap<(u16, Protocol), InboundService> = BTreeMap::new();
+    let mut outbound: BTreeMap<(IpAddr, u16, Protocol), OutboundDestination> = BTreeMap::new();
+    for e in edges {
+        // A loopback connection is both; the planner sees it on both sides.
+        if is_host(&e.server_host) {
+            let s = inbound
+                .entry((e.server_port, e.protocol))
+                .or_insert_with(|| InboundService {
+                    local_port: e.server_port,
+                    protocol: e.protocol,
+                    local_ips: Vec::new(),
+                    connections: 0,
+                    first_seen: e.first_seen,
+                    last_seen: e.last_seen,
+                    remotes: Vec::new(),
+                    processes: Vec::new(),
+                    users: Vec::new(),
+                });
+            if !s.local_ips.contains(&e.server_ip) {
+                s.local_ips.push(e.server_ip);
+            }
+            s.connections += e.connections;
+            s.first_seen = s.first_seen.min(e.first_seen);
+            s.last_seen = s.last_seen.max(e.last_seen);
+            match s
+                .remotes
+                .iter_mut()
+                .find(|p| p.ip == e.client_ip && p.host == e.client_host)
+            {
+                Some(p) => p.connections += e.connections,
+                None => s.remotes.push(Peer {
+                    ip: e.client_ip,
+                    host: e.client_host.clone(),
+                    connections: e.connections,
+                }),
+            }
+            merge_processes(&mut s.processes, &e.server_processes);
+        }
+        if is_host(&e.client_host) {
+            let d = outbound
+                .entry((e.server_ip, e.server_port, e.protocol))
+                .or_insert_with(|| OutboundDestination {
+                    remote_ip: e.server_ip,
+                    remote_host: e.server_host.clone(),
+                    port: e.server_port,
+                    protocol: e.protocol,
+                    connections: 0,
+                    failures: 0,
+                    first_seen: e.first_seen,
+                    last_seen: e.last_seen,
+                    processes: Vec::new(),
+                    users: Vec::new(),
+                });
+            d.connections += e.connections;
+            d.failures += e.failures;
+            d.first_seen = d.first_seen.min(e.first_seen);
+            d.last_seen = d.last_seen.max(e.last_seen);
+            merge_processes(&mut d.processes, &e.client_processes);
+        }
+    }
+    HostFlows {
+        host: host.to_owned(),
+        inbound: inbound
+            .into_values()
+            .map(|mut s| {
+                s.local_ips.sort();
+                s.remotes
+                    .sort_by(|a, b| (a.ip, &a.host).cmp(&(b.ip, &b.host)));
+                s.users = users_of(&s.processes);
+                s
+            })
+            .collect(),
+        outbound: outbound
+            .into_values()
+            .map(|mut d| {
+                d.users = users_of(&d.processes);
+                d
+            })
+            .collect(),
+    }
+}
+
+fn merge_processes(into: &mut Vec<ProcessUse>, from: &[ProcessUse]) {
+    for p in from {
+        match into
+            .iter_mut()
+            .find(|q| q.host == p.host && q.executable == p.executable && q.user == p.user)
+        {
+            Some(q) => q.connections += p.connections,
+            None => into.push(p.clone()),
+        }
+    }
+    into.sort_by(|a, b| (&a.host, &a.executable, &a.user).cmp(&(&b.host, &b.executable, &b.user)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::join::{join_edges, HostDirectory};
+    use connscope_event::Direction;
+    use connscope_store::{EdgeCounts, EdgeTotal, HostAddress};
+
+    #[test]
+    fn inbound_and_outbound_of_one_host() {
+        let t = |host: &str, direction, local: &str, remote: &str, port, n| EdgeTotal {
+            host: host.into(),
+            direction,
+            local_ip: local.parse().unwrap(),
+            remote_ip: remote.parse().unwrap(),
+            service_port: port,
+            protocol: Protocol::Tcp,
+            executable: format!("/bin/{host}{port}"),
+            user: "u".into(),
+            counts: EdgeCounts {
+                connections: n,
+                failures: 0,
+                bytes_sent: 0,
+                bytes_received: 0,
+                first_seen: Timestamp::from_nanos(5),
+                last_seen: Timestamp::from_nanos(9),
+            },
+        };
+        let hosts = HostDirectory::new(&[
+            HostAddress {
+                host: "a".into(),
+                ip: "10.0.0.1".parse().unwrap(),
+                first_seen: Timestamp::from_nanos(0),
+                last_seen: Timestamp::from_nanos(0),
+            },
+            HostAddress {
+                host: "b".into(),
+                ip: "10.0.0.2".parse().unwrap(),
+                first_seen: Timestamp::from_nanos(0),
+                last_seen: Timestamp::from_nanos(0),
+            },
+        ]);
+        let edges = join_edges(
+            &[
+                // Only the client logged this one: b still offers port 80.
+                t("a", Direction::Outgoing, "10.0.0.1", "10.0.0.2", 80, 4),
+                t("b", Direction::Incoming, "10.0.0.2", "192.0.2.9", 22, 1),
+                t("b", Direction::Outgoing, "10.0.0.2", "192.0.2.53", 53, 7),
+            ],
+            &hosts,
+        );
+        let f = flows_of("b", &edges);
+        assert_eq!(f.inbound.len(), 2);
+        assert_eq!(f.inbound[0].local_port, 22);
+        assert_eq!(f.inbound[0].remotes[0].ip.to_string(), "192.0.2.9");
+        assert_eq!(f.inbound[1].local_port, 80);
+        assert_eq!(f.inbound[1].remotes[0].host.as_deref(), Some("a"));
+        assert!(
+            f.inbound[1].processes.is_empty(),
+            "b logged nothing for port 80"
+        );
+        assert_eq!(f.outbound.len(), 1);
+        assert_eq!((f.outbound[0].port, f.outbound[0].connections), (53, 7));
+        assert_eq!(f.outbound[0].users, ["u"]);
+    }
+}

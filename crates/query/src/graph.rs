@@ -1,0 +1,446 @@
+//! The connection graph for the map: hosts, services and external endpoints,
+//! with edges from clients to the services they used.
+//!
+//! Nodes (`id` is stable across queries, so the map can keep positions):
+//! - `host:NAME`, a monitored host;
+//! - `service:NAME:PORT/PROTO`, a service on a monitored host (its `host` field
+//!   names the host node it belongs to);
+//! - `external:IP`, an address that is no monitored host (it may still be
+//!   internal, see [`crate::scope`]).
+//!
+//! An edge goes from the client's node (host or external) to the server's
+//! node (service or external) and sums the joined edges between them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use connscope_event::{Direction, Protocol, Timestamp};
+use connscope_store::{Store, StoreError, TimeRange};
+use serde::Serialize;
+
+use crate::join::{join_edges, HostDirectory, JoinedEdge, ProcessUse};
+use crate::report::rfc3339;
+use crate::scope::is_internal;
+
+/// Internal or external edges; see [`crate::scope`] for what internal means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Both ends internal.
+    Internal,
+    /// At least one end external.
+    External,
+}
+
+/// Which edges to keep. Every set field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GraphFilter {
+    /// Either end is this monitored host.
+    pub host: Option<String>,
+    /// The service port.
+    pub port: Option<u16>,
+    pub protocol: Option<Protocol>,
+    /// A process on either end has this executable: its full path, or its
+    /// file name.
+    pub executable: Option<String>,
+    /// A process on either end ran as this user (name, or uid where no name was known).
+    pub user: Option<String>,
+    /// `Outgoing`: the client is a monitored host (the `host`, if set);
+    /// `Incoming`: the server is. `Unknown` matches nothing.
+    pub direction: Option<Direction>,
+    pub scope: Option<Scope>,
+}
+
+impl GraphFilter {
+    pub fn matches(&self, edge: &JoinedEdge, hosts: &HostDirectory) -> bool {
+        let is_host = |side: &Option<String>| match (&self.host, side) {
+            (Some(want), Some(have)) => want == have,
+            (Some(_), None) => false,
+            (None, side) => side.is_some(),
+        };
+        if self.host.is_some() && !is_host(&edge.client_host) && !is_host(&edge.server_host) {
+            return false;
+        }
+        match self.direction {
+            None => {}
+            Some(Direction::Outgoing) if is_host(&edge.client_host) => {}
+            Some(Direction::Incoming) if is_host(&edge.server_host) => {}
+            Some(_) => return false,
+        }
+        if self.port.is_some_and(|p| p != edge.server_port)
+            || self.protocol.is_some_and(|p| p != edge.protocol)
+        {
+            return false;
+        }
+        let processes = || edge.client_processes.iter().chain(&edge.server_processes);
+        if let Some(exe) = &self.executable {
+            let file_name = |path: &str| path.rsplit('/').next().unwrap_or(path).to_owned();
+            if !processes().any(|p| p.executable == *exe || file_name(&p.executable) == *exe) {
+                return false;
+            }
+        }
+        if let Some(user) = &self.user {
+            if !processes().any(|p| p.user == *user) {
+                return false;
+            }
+        }
+        match self.scope {
+            None => true,
+            Some(scope) => {
+                let internal =
+                    is_internal(edge.client_ip, hosts) && is_internal(edge.server_ip, hosts);
+                internal == (scope == Scope::Internal)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Node {
+    Host {
+        id: String,
+        label: String,
+        /// Its addresses seen in the edges of this graph.
+        addresses: Vec<IpAddr>,
+    },
+    Service {
+        id: String,
+        label: String,
+        host: String,
+        port: u16,
+        #[serde(serialize_with = "crate::report::serialize_protocol")]
+        protocol: Protocol,
+    },
+    External {
+        id: String,
+        label: String,
+        ip: IpAddr,
+        internal: bool,
+    },
+}
+
+impl Node {
+    pub fn id(&self) -> &str {
+        match self {
+            Node::Host { id, .. } | Node::Service { id, .. } | Node::External { id, .. } => id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GraphEdge {
+    pub source: String,
+    pub target: String,
+    pub port: u16,
+    #[serde(serialize_with = "crate::report::serialize_protocol")]
+    pub protocol: Protocol,
+    pub connections: u64,
+    pub failures: u64,
+    pub bytes_to_server: u64,
+    pub bytes_to_client: u64,
+    #[serde(serialize_with = "crate::report::serialize_time")]
+    pub first_seen: Timestamp,
+    #[serde(serialize_with = "crate::report::serialize_time")]
+    pub last_seen: Timestamp,
+    pub client_processes: Vec<ProcessUse>,
+    pub server_processes: Vec<ProcessUse>,
+    /// Users of the processes on either end, sorted.
+    pub users: Vec<String>,
+    /// The port's service name in /etc/services (the map labels edges with it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+}
+
+/// The map's data: nodes sorted by id, edges by (source, target, port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Graph {
+    pub from: String,
+    pub to: String,
+    pub nodes: Vec<Node>,
+    pub edges: Vec<GraphEdge>,
+}
+
+/// Builds the graph of `range` from the store's rollups.
+pub fn build_graph(
+    store: &dyn Store,
+    range: TimeRange,
+    filter: &GraphFilter,
+) -> Result<Graph, StoreError> {
+    let totals = store.edge_totals(&connscope_store::RollupQuery { range, host: None })?;
+    let hosts = HostDirectory::new(&store.host_addresses()?);
+    let edges = join_edges(&totals, &hosts);
+    Ok(graph_of(
+        edges.iter().filter(|e| filter.matches(e, &hosts)),
+        &hosts,
+        range,
+    ))
+}
+
+fn graph_of<'a>(
+    edges: impl Iterator<Item = &'a JoinedEdge>,
+    hosts: &HostDirectory,
+    range: TimeRange,
+) -> Graph {
+    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    let mut host_addrs: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+    let mut merged: BTreeMap<(String, String, u16, Protocol), GraphEdge> = BTreeMap::new();
+    let external = |ip: IpAddr, nodes: &mut BTreeMap<String, Node>| {
+        let id = format!("external:{ip}");
+        nodes.entry(id.clone()).or_insert_with(|| Node::External {
+            id: id.clone(),
+            label: ip.to_string(),
+            ip,
+            internal: is_internal(ip, hosts),
+        });
+        id
+    };
+    for e in edges {
+        let source = match &e.client_host {
+            Some(host) => {
+                host_addrs
+                    .entry(host.clone())
+                    .or_default()
+                    .insert(e.client_ip);
+                format!("host:{host}")
+            }
+            None => external(e.client_ip, &mut nodes),
+        };
+        let target = match &e.server_host {
+            Some(host) => {
+                host_addrs
+                    .entry(host.clone())
+                    .or_default()
+                    .insert(e.server_ip);
+                let id = format!("service:{host}:{}/{}", e.server_port, e.protocol);
+                nodes.entry(id.clone()).or_insert_with(|| Node::Service {
+                    id: id.clone(),
+                    label: format!("{host}:{}", e.server_port),
+                    host: format!("host:{host}"),
+                    port: e.server_port,
+                    protocol: e.protocol,
+                });
+                id
+            }
+            None => external(e.server_ip, &mut nodes),
+        };
+        let edge = merged
+            .entry((source.clone(), target.clone(), e.server_port, e.protocol))
+            .or_insert_with(|| GraphEdge {
+                source,
+                target,
+                port: e.server_port,
+                protocol: e.protocol,
+                connections: 0,
+                failures: 0,
+                bytes_to_server: 0,
+                bytes_to_client: 0,
+                first_seen: e.first_seen,
+                last_seen: e.last_seen,
+                client_processes: Vec::new(),
+                server_processes: Vec::new(),
+                users: Vec::new(),
+                service: connscope_names::Services::system()
+                    .name(e.server_port, e.protocol)
+                    .map(str::to_owned),
+            });
+        edge.connections += e.connections;
+        edge.failures += e.failures;
+        edge.bytes_to_server += e.bytes_to_server;
+        edge.bytes_to_client += e.bytes_to_client;
+        edge.first_seen = edge.first_seen.min(e.first_seen);
+        edge.last_seen = edge.last_seen.max(e.last_seen);
+        add_processes(&mut edge.client_processes, &e.client_processes);
+        add_processes(&mut edge.server_processes, &e.server_processes);
+    }
+    for (host, addresses) in host_addrs {
+        let id = format!("host:{host}");
+        nodes.insert(
+            id.clone(),
+            Node::Host {
+                id,
+                label: host,
+                addresses: addresses.into_iter().collect(),
+            },
+        );
+    }
+    let edges = merged
+        .into_values()
+        .map(|mut e| {
+            let users: BTreeSet<String> = e
+                .client_processes
+                .iter()
+                .chain(&e.server_processes)
+                .filter(|p| !p.user.is_empty())
+                .map(|p| p.user.clone())
+                .collect();
+            e.users = users.into_iter().collect();
+            e
+        })
+        .collect();
+    Graph {
+        from: rfc3339(range.from),
+        to: rfc3339(range.to),
+        nodes: nodes.into_values().collect(),
+        edges,
+    }
+}
+
+fn add_processes(into: &mut Vec<ProcessUse>, from: &[ProcessUse]) {
+    for p in from {
+        match into
+            .iter_mut()
+            .find(|q| q.host == p.host && q.executable == p.executable && q.user == p.user)
+        {
+            Some(q) => q.connections += p.connections,
+            None => into.push(p.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connscope_store::{EdgeCounts, EdgeTotal, HostAddress};
+
+    fn setup() -> (Vec<JoinedEdge>, HostDirectory) {
+        let t = |host: &str, direction, local: &str, remote: &str, port, exe: &str| EdgeTotal {
+            host: host.into(),
+            direction,
+            local_ip: local.parse().unwrap(),
+            remote_ip: remote.parse().unwrap(),
+            service_port: port,
+            protocol: Protocol::Tcp,
+            executable: exe.into(),
+            user: "joe".into(),
+            counts: EdgeCounts {
+                connections: 2,
+                failures: 0,
+                bytes_sent: 1,
+                bytes_received: 1,
+                first_seen: Timestamp::from_nanos(1),
+                last_seen: Timestamp::from_nanos(2),
+            },
+        };
+        let hosts = HostDirectory::new(&[
+            HostAddress {
+                host: "a".into(),
+                ip: "10.0.0.1".parse().unwrap(),
+                first_seen: Timestamp::from_nanos(0),
+                last_seen: Timestamp::from_nanos(0),
+            },
+            HostAddress {
+                host: "b".into(),
+                ip: "10.0.0.2".parse().unwrap(),
+                first_seen: Timestamp::from_nanos(0),
+                last_seen: Timestamp::from_nanos(0),
+            },
+        ]);
+        let totals = [
+            t(
+                "a",
+                Direction::Outgoing,
+                "10.0.0.1",
+                "10.0.0.2",
+                22,
+                "/usr/bin/ssh",
+            ),
+            t(
+                "b",
+                Direction::Incoming,
+                "10.0.0.2",
+                "10.0.0.1",
+                22,
+                "/usr/sbin/sshd",
+            ),
+            t(
+                "a",
+                Direction::Outgoing,
+                "10.0.0.1",
+                "192.0.2.1",
+                443,
+                "/usr/bin/curl",
+            ),
+        ];
+        (join_edges(&totals, &hosts), hosts)
+    }
+
+    #[test]
+    fn nodes_and_edges() {
+        let (edges, hosts) = setup();
+        let g = graph_of(edges.iter(), &hosts, TimeRange::ALL);
+        let ids: Vec<&str> = g.nodes.iter().map(Node::id).collect();
+        assert_eq!(
+            ids,
+            ["external:192.0.2.1", "host:a", "host:b", "service:b:22/tcp"]
+        );
+        assert_eq!(g.edges.len(), 2);
+        let ssh = g.edges.iter().find(|e| e.port == 22).unwrap();
+        assert_eq!(
+            (ssh.source.as_str(), ssh.target.as_str()),
+            ("host:a", "service:b:22/tcp")
+        );
+        assert_eq!(ssh.connections, 2);
+        assert_eq!(ssh.users, ["joe"]);
+    }
+
+    #[test]
+    fn filters() {
+        let (edges, hosts) = setup();
+        let count = |f: GraphFilter| edges.iter().filter(|e| f.matches(e, &hosts)).count();
+        assert_eq!(count(GraphFilter::default()), 2);
+        assert_eq!(
+            count(GraphFilter {
+                scope: Some(Scope::External),
+                ..Default::default()
+            }),
+            1
+        );
+        assert_eq!(
+            count(GraphFilter {
+                scope: Some(Scope::Internal),
+                ..Default::default()
+            }),
+            1
+        );
+        assert_eq!(
+            count(GraphFilter {
+                executable: Some("sshd".into()),
+                ..Default::default()
+            }),
+            1
+        );
+        assert_eq!(
+            count(GraphFilter {
+                host: Some("b".into()),
+                ..Default::default()
+            }),
+            1
+        );
+        let incoming_b = GraphFilter {
+            host: Some("b".into()),
+            direction: Some(Direction::Incoming),
+            ..Default::default()
+        };
+        assert_eq!(count(incoming_b), 1);
+        let outgoing_b = GraphFilter {
+            host: Some("b".into()),
+            direction: Some(Direction::Outgoing),
+            ..Default::default()
+        };
+        assert_eq!(count(outgoing_b), 0);
+        assert_eq!(
+            count(GraphFilter {
+                port: Some(443),
+                ..Default::default()
+            }),
+            1
+        );
+        assert_eq!(
+            count(GraphFilter {
+                user: Some("nobody".into()),
+                ..Default::default()
+            }),
+            0
+        );
+    }
+}

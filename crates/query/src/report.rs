@@ -1,0 +1,447 @@
+//! The `connscope report` outputs: aligned tables for people, JSON and CSV for
+//! scripts. `report edges --format json` is a stable interface, documented in
+//! `docs/API.md` ("report edges JSON"): fields are only ever added.
+//!
+//! Times are RFC 3339 in UTC with a numeric offset (`2026-11-24T19:22:17+00:00`,
+//! with a fraction only when the store has one).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::str::FromStr;
+
+use connscope_event::{Protocol, Timestamp};
+use connscope_store::AgentStatus;
+use serde::Serialize;
+
+use crate::join::{JoinedEdge, ProcessUse};
+
+/// How a report is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+impl FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "table" => Ok(Format::Table),
+            "json" => Ok(Format::Json),
+            "csv" => Ok(Format::Csv),
+            _ => Err(format!("unknown format {s:?}; expected table, json or csv")),
+        }
+    }
+}
+
+/// RFC 3339, UTC, numeric offset.
+pub fn rfc3339(t: Timestamp) -> String {
+    t.to_jiff()
+        .display_with_offset(jiff::tz::Offset::UTC)
+        .to_string()
+}
+
+pub(crate) fn serialize_protocol<S: serde::Serializer>(
+    p: &Protocol,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(p.as_str())
+}
+
+pub(crate) fn serialize_time<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
+}
+
+/// Rows of one report, ready to be written in any [`Format`].
+pub struct Report {
+    columns: Vec<&'static str>,
+    /// Right-aligned in tables.
+    numeric: Vec<bool>,
+    rows: Vec<Vec<String>>,
+    json: serde_json::Value,
+}
+
+impl Report {
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Table => self.table(),
+            Format::Csv => self.csv(),
+            Format::Json => {
+                let mut out =
+                    serde_json::to_string_pretty(&self.json).expect("JSON values serialise");
+                out.push('\n');
+                out
+            }
+        }
+    }
+
+    fn table(&self) -> String {
+        let mut widths: Vec<usize> = self.columns.iter().map(|c| c.len()).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+            let mut text = String::new();
+            for (i, cell) in cells.enumerate() {
+                if i > 0 {
+                    text.push_str("  ");
+                }
+                let pad = widths[i] - cell.chars().count();
+                if self.numeric[i] {
+                    text.extend(std::iter::repeat_n(' ', pad));
+                    text.push_str(cell);
+                } else {
+                    text.push_str(cell);
+                    text.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            out.push_str(text.trim_end());
+            out.push('\n');
+        };
+        let headers: Vec<String> = self.columns.iter().map(|c| c.to_uppercase()).collect();
+        line(&mut headers.iter().map(String::as_str));
+        for row in &self.rows {
+            line(&mut row.iter().map(String::as_str));
+        }
+        out
+    }
+
+    fn csv(&self) -> String {
+        let mut out = String::new();
+        let field = |s: &str| {
+            if s.contains([',', '"', '\n', '\r']) {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            } else {
+                s.to_owned()
+            }
+        };
+        let _ = writeln!(out, "{}", self.columns.join(","));
+        for row in &self.rows {
+            let cells: Vec<String> = row.iter().map(|c| field(c)).collect();
+            let _ = writeln!(out, "{}", cells.join(","));
+        }
+        out
+    }
+}
+
+/// One object of `report edges --format json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EdgeRecord {
+    pub client_ip: String,
+    pub client_host: Option<String>,
+    pub server_ip: String,
+    pub server_host: Option<String>,
+    pub server_port: u16,
+    #[serde(serialize_with = "serialize_protocol")]
+    pub protocol: Protocol,
+    pub connections: u64,
+    pub failures: u64,
+    pub bytes_to_server: u64,
+    pub bytes_to_client: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub client_processes: Vec<ProcessUse>,
+    pub server_processes: Vec<ProcessUse>,
+    /// `client`, `server` or `both`.
+    pub logged_by: &'static str,
+}
+
+fn process_list(processes: &[ProcessUse]) -> String {
+    let names: BTreeSet<String> = processes
+        .iter()
+        .map(|p| match (p.executable.as_str(), p.user.as_str()) {
+            ("", "") => "?".to_owned(),
+            (exe, "") => exe.to_owned(),
+            ("", user) => format!("?({user})"),
+            (exe, user) => format!("{exe}({user})"),
+        })
+        .collect();
+    names.into_iter().collect::<Vec<_>>().join(" ")
+}
+
+/// `report edges`: one row per joined edge (client address, server address,
+/// port, protocol).
+pub fn edges_report(edges: &[JoinedEdge]) -> Report {
+    let records: Vec<EdgeRecord> = edges
+        .iter()
+        .map(|e| EdgeRecord {
+            client_ip: e.client_ip.to_string(),
+            client_host: e.client_host.clone(),
+            server_ip: e.server_ip.to_string(),
+            server_host: e.server_host.clone(),
+            server_port: e.server_port,
+            protocol: e.protocol,
+            connections: e.connections,
+            failures: e.failures,
+            bytes_to_server: e.bytes_to_server,
+            bytes_to_client: e.bytes_to_client,
+            first_seen: rfc3339(e.first_seen),
+            last_seen: rfc3339(e.last_seen),
+            client_processes: e.client_processes.clone(),
+            server_processes: e.server_processes.clone(),
+            logged_by: match (e.logged_by_client, e.logged_by_server) {
+                (true, true) => "both",
+                (false, true) => "server",
+                _ => "client",
+            },
+        })
+        .collect();
+    let rows = records
+        .iter()
+        .map(|r| {
+            vec![
+                r.client_host.clone().unwrap_or_default(),
+                r.client_ip.clone(),
+                r.server_host.clone().unwrap_or_default(),
+                r.server_ip.clone(),
+                r.server_port.to_string(),
+                r.protocol.to_string(),
+                r.connections.to_string(),
+                r.failures.to_string(),
+                r.first_seen.clone(),
+                r.last_seen.clone(),
+                process_list(&r.client_processes),
+                process_list(&r.server_processes),
+            ]
+        })
+        .collect();
+    Report {
+        columns: vec![
+            "client_host",
+            "client_ip",
+            "server_host",
+            "server_ip",
+            "server_port",
+            "protocol",
+            "connections",
+            "failures",
+            "first_seen",
+            "last_seen",
+            "client_processes",
+            "server_processes",
+        ],
+        numeric: vec![
+            false, false, false, false, true, false, true, true, false, false, false, false,
+        ],
+        rows,
+        json: serde_json::to_value(records).expect("edge records serialise"),
+    }
+}
+
+#[derive(Serialize)]
+struct HostRecord {
+    host: String,
+    agent: String,
+    events: u64,
+    first_seen: String,
+    last_seen: String,
+    /// Sequence ranges held, `[first, last]` pairs; empty for imported data.
+    sequences: Vec<(u64, u64)>,
+    missing: u64,
+    gaps: Vec<(u64, u64)>,
+}
+
+fn ranges_text(ranges: &[(u64, u64)]) -> String {
+    let parts: Vec<String> = ranges
+        .iter()
+        .map(|&(f, l)| {
+            if f == l {
+                f.to_string()
+            } else {
+                format!("{f}-{l}")
+            }
+        })
+        .collect();
+    parts.join(" ")
+}
+
+/// `report hosts`: every sender, when it was last heard of, and its gaps.
+pub fn hosts_report(agents: &[AgentStatus]) -> Report {
+    let records: Vec<HostRecord> = agents
+        .iter()
+        .map(|a| HostRecord {
+            host: a.host.clone(),
+            agent: a.agent.0.clone(),
+            events: a.events,
+            first_seen: rfc3339(a.first_seen),
+            last_seen: rfc3339(a.last_seen),
+            sequences: a.sequences.ranges().to_vec(),
+            missing: a.sequences.missing(),
+            gaps: a.sequences.gaps(),
+        })
+        .collect();
+    let rows = records
+        .iter()
+        .map(|r| {
+            vec![
+                r.host.clone(),
+                r.agent.clone(),
+                r.events.to_string(),
+                r.last_seen.clone(),
+                ranges_text(&r.sequences),
+                r.missing.to_string(),
+                ranges_text(&r.gaps),
+            ]
+        })
+        .collect();
+    Report {
+        columns: vec![
+            "host",
+            "agent",
+            "events",
+            "last_seen",
+            "sequences",
+            "missing",
+            "gaps",
+        ],
+        numeric: vec![false, false, true, false, false, true, false],
+        rows,
+        json: serde_json::to_value(records).expect("host records serialise"),
+    }
+}
+
+#[derive(Serialize)]
+struct PortRecord {
+    server_host: Option<String>,
+    server_ip: Option<String>,
+    port: u16,
+    #[serde(serialize_with = "serialize_protocol")]
+    protocol: Protocol,
+    connections: u64,
+    clients: usize,
+    first_seen: String,
+    last_seen: String,
+    processes: Vec<String>,
+}
+
+/// `report ports`: per server (a monitored host, else an address) and port,
+/// the connections, distinct client addresses and serving processes.
+pub fn ports_report(edges: &[JoinedEdge]) -> Report {
+    struct Acc {
+        connections: u64,
+        clients: BTreeSet<String>,
+        first: Timestamp,
+        last: Timestamp,
+        processes: BTreeSet<String>,
+    }
+    let mut by_port: BTreeMap<(String, bool, u16, Protocol), Acc> = BTreeMap::new();
+    for e in edges {
+        let (server, is_host) = match &e.server_host {
+            Some(h) => (h.clone(), true),
+            None => (e.server_ip.to_string(), false),
+        };
+        let acc = by_port
+            .entry((server, is_host, e.server_port, e.protocol))
+            .or_insert(Acc {
+                connections: 0,
+                clients: BTreeSet::new(),
+                first: e.first_seen,
+                last: e.last_seen,
+                processes: BTreeSet::new(),
+            });
+        acc.connections += e.connections;
+        acc.clients.insert(format!(
+            "{}/{}",
+            e.client_host.as_deref().unwrap_or(""),
+            e.client_ip
+        ));
+        acc.first = acc.first.min(e.first_seen);
+        acc.last = acc.last.max(e.last_seen);
+        acc.processes.extend(
+            e.server_processes
+                .iter()
+                .filter(|p| !p.executable.is_empty())
+                .map(|p| p.executable.clone()),
+        );
+    }
+    let records: Vec<PortRecord> = by_port
+        .into_iter()
+        .map(|((server, is_host, port, protocol), acc)| PortRecord {
+            server_host: is_host.then(|| server.clone()),
+            server_ip: (!is_host).then_some(server),
+            port,
+            protocol,
+            connections: acc.connections,
+            clients: acc.clients.len(),
+            first_seen: rfc3339(acc.first),
+            last_seen: rfc3339(acc.last),
+            processes: acc.processes.into_iter().collect(),
+        })
+        .collect();
+    let rows = records
+        .iter()
+        .map(|r| {
+            vec![
+                r.server_host
+                    .clone()
+                    .or(r.server_ip.clone())
+                    .unwrap_or_default(),
+                r.port.to_string(),
+                r.protocol.to_string(),
+                r.connections.to_string(),
+                r.clients.to_string(),
+                r.first_seen.clone(),
+                r.last_seen.clone(),
+                r.processes.join(" "),
+            ]
+        })
+        .collect();
+    Report {
+        columns: vec![
+            "server",
+            "port",
+            "protocol",
+            "connections",
+            "clients",
+            "first_seen",
+            "last_seen",
+            "processes",
+        ],
+        numeric: vec![false, true, false, true, true, false, false, false],
+        rows,
+        json: serde_json::to_value(records).expect("port records serialise"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_have_a_numeric_offset() {
+        assert_eq!(
+            rfc3339(Timestamp::from_nanos(0)),
+            "1970-01-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            rfc3339(Timestamp::from_nanos(1_500_000_000)),
+            "1970-01-01T00:00:01.5+00:00"
+        );
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_it() {
+        let r = Report {
+            columns: vec!["a", "b"],
+            numeric: vec![false, true],
+            rows: vec![
+                vec!["x,y".into(), "1".into()],
+                vec!["say \"hi\"".into(), "22".into()],
+            ],
+            json: serde_json::Value::Null,
+        };
+        assert_eq!(
+            r.render(Format::Csv),
+            "a,b\n\"x,y\",1\n\"say \"\"hi\"\"\",22\n"
+        );
+        assert_eq!(
+            r.render(Format::Table),
+            "A          B\nx,y        1\nsay \"hi\"  22\n"
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! Report outputs for a small known store (real SQLite file): the exact
+//! table, JSON and CSV, so a change to the stable formats cannot slip by.
+
+use connscope_event::{
+    CloseStats, ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp,
+};
+use connscope_query::join::load_edges;
+use connscope_query::report::{edges_report, hosts_report, ports_report, Format};
+use connscope_query::{build_graph, host_flows, GraphFilter};
+use connscope_store::{AgentId, SqliteStore, Store, TimeRange};
+
+const T0: i64 = 1_795_548_137 * 1_000_000_000; // 2026-11-24T19:22:17Z
+
+fn ev(
+    seq: u64,
+    secs: i64,
+    host: &str,
+    dir: Direction,
+    local: &str,
+    remote: &str,
+    (exe, user): (&str, &str),
+) -> ConnectionEvent {
+    let mut e = ConnectionEvent::new(
+        EventKind::Connect,
+        Timestamp::from_nanos(T0 + secs * 1_000_000_000),
+        Protocol::Tcp,
+        dir,
+        local.parse().unwrap(),
+        remote.parse().unwrap(),
+    );
+    e.sequence = seq;
+    e.host = host.into();
+    e.user_name = Some(user.into());
+    e.process = Some(ProcessInfo {
+        pid: 7,
+        executable: Some(exe.into()),
+        ..ProcessInfo::default()
+    });
+    e
+}
+
+fn known_store(dir: &std::path::Path) -> SqliteStore {
+    let store = SqliteStore::open(dir.join("store.db")).unwrap();
+    let out = Direction::Outgoing;
+    let inc = Direction::Incoming;
+    let mut close = ev(
+        3,
+        60,
+        "ws1",
+        out,
+        "10.0.0.1:40000",
+        "10.0.0.2:22",
+        ("/usr/bin/ssh", "joe"),
+    );
+    close.kind = EventKind::Disconnect;
+    close.close = Some(CloseStats {
+        duration_ns: 59_000_000_000,
+        bytes_sent: 300,
+        bytes_received: 4000,
+        ..CloseStats::default()
+    });
+    store
+        .ingest(
+            &AgentId("ws1".into()),
+            &[
+                ev(
+                    1,
+                    0,
+                    "ws1",
+                    out,
+                    "10.0.0.1:40000",
+                    "10.0.0.2:22",
+                    ("/usr/bin/ssh", "joe"),
+                ),
+                ev(
+                    2,
+                    5,
+                    "ws1",
+                    out,
+                    "10.0.0.1:40001",
+                    "192.0.2.10:443",
+                    ("/usr/bin/curl", "joe"),
+                ),
+                close,
+                // 4 is missing: a gap.
+                ev(
+                    5,
+                    90,
+                    "ws1",
+                    out,
+                    "10.0.0.1:40002",
+                    "10.0.0.2:22",
+                    ("/usr/bin/ssh", "joe"),
+                ),
+            ],
+        )
+        .unwrap();
+    store
+        .ingest(
+            &AgentId("srv".into()),
+            &[
+                ev(
+                    1,
+                    0,
+                    "srv",
+                    inc,
+                    "10.0.0.2:22",
+                    "10.0.0.1:40000",
+                    ("/usr/sbin/sshd", "root"),
+                ),
+                ev(
+                    2,
+                    90,
+                    "srv",
+                    inc,
+                    "10.0.0.2:22",
+                    "10.0.0.1:40002",
+                    ("/usr/sbin/sshd", "root"),
+                ),
+                ev(
+                    3,
+                    100,
+                    "srv",
+                    inc,
+                    "10.0.0.2:22",
+                    "203.0.113.5:50000",
+                    ("/usr/sbin/sshd", "root"),
+                ),
+            ],
+        )
+        .unwrap();
+    store
+}
+
+#[test]
+fn edges_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = known_store(dir.path());
+    let report = edges_report(&load_edges(&store, TimeRange::ALL).unwrap());
+    assert_eq!(
+        report.render(Format::Table),
+        "\
+CLIENT_HOST  CLIENT_IP    SERVER_HOST  SERVER_IP   SERVER_PORT  PROTOCOL  CONNECTIONS  FAILURES  FIRST_SEEN                 LAST_SEEN                  CLIENT_PROCESSES    SERVER_PROCESSES
+ws1          10.0.0.1     srv          10.0.0.2             22  tcp                 2         0  2026-11-24T19:22:17+00:00  2026-11-24T19:23:47+00:00  /usr/bin/ssh(joe)   /usr/sbin/sshd(root)
+             203.0.113.5  srv          10.0.0.2             22  tcp                 1         0  2026-11-24T19:23:57+00:00  2026-11-24T19:23:57+00:00                      /usr/sbin/sshd(root)
+ws1          10.0.0.1                  192.0.2.10          443  tcp                 1         0  2026-11-24T19:22:22+00:00  2026-11-24T19:22:22+00:00  /usr/bin/curl(joe)
+"
+    );
+    assert_eq!(
+        report.render(Format::Csv),
+        "\
+client_host,client_ip,server_host,server_ip,server_port,protocol,connections,failures,first_seen,last_seen,client_processes,server_processes
+ws1,10.0.0.1,srv,10.0.0.2,22,tcp,2,0,2026-11-24T19:22:17+00:00,2026-11-24T19:23:47+00:00,/usr/bin/ssh(joe),/usr/sbin/sshd(root)
+,203.0.113.5,srv,10.0.0.2,22,tcp,1,0,2026-11-24T19:23:57+00:00,2026-11-24T19:23:57+00:00,,/usr/sbin/sshd(root)
+ws1,10.0.0.1,,192.0.2.10,443,tcp,1,0,2026-11-24T19:22:22+00:00,2026-11-24T19:22:22+00:00,/usr/bin/curl(joe),
+"
+    );
+    let json: serde_json::Value = serde_json::from_str(&report.render(Format::Json)).unwrap();
+    assert_eq!(
+        json[0],
+        serde_json::json!({
+            "client_ip": "10.0.0.1", "client_host": "ws1",
+            "server_ip": "10.0.0.2", "server_host": "srv",
+            "server_port": 22, "protocol": "tcp",
+            "connections": 2, "failures": 0,
+            "bytes_to_server": 300, "bytes_to_client": 4000,
+            "first_seen": "2026-11-24T19:22:17+00:00", "last_seen": "2026-11-24T19:23:47+00:00",
+            "client_processes": [{"host": "ws1", "executable": "/usr/bin/ssh", "user": "joe", "connections": 2}],
+            "server_processes": [{"host": "srv", "executable": "/usr/sbin/sshd", "user": "root", "connections": 2}],
+            "logged_by": "both"
+        })
+    );
+    assert_eq!(json[1]["client_host"], serde_json::Value::Null);
+    assert_eq!(json[1]["logged_by"], "server");
+    assert_eq!(json.as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn hosts_show_gaps_and_ports_show_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = known_store(dir.path());
+    assert_eq!(
+        hosts_report(&store.agents().unwrap()).render(Format::Table),
+        "\
+HOST  AGENT  EVENTS  LAST_SEEN                  SEQUENCES  MISSING  GAPS
+srv   srv         3  2026-11-24T19:23:57+00:00  1-3              0
+ws1   ws1         4  2026-11-24T19:23:47+00:00  1-3 5            1  4
+"
+    );
+    let hosts_json: serde_json::Value =
+        serde_json::from_str(&hosts_report(&store.agents().unwrap()).render(Format::Json)).unwrap();
+    assert_eq!(hosts_json[1]["gaps"], serde_json::json!([[4, 4]]));
+    assert_eq!(
+        ports_report(&load_edges(&store, TimeRange::ALL).unwrap()).render(Format::Csv),
+        "\
+server,port,protocol,connections,clients,first_seen,last_seen,processes
+192.0.2.10,443,tcp,1,1,2026-11-24T19:22:22+00:00,2026-11-24T19:22:22+00:00,
+srv,22,tcp,3,2,2026-11-24T19:22:17+00:00,2026-11-24T19:23:57+00:00,/usr/sbin/sshd
+"
+    );
+}
+
+#[test]
+fn graph_and_flows_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = known_store(dir.path());
+    let graph = build_graph(&store, TimeRange::ALL, &GraphFilter::default()).unwrap();
+    let json = serde_json::to_value(&graph).unwrap();
+    let ids: Vec<&str> = json["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "external:192.0.2.10",
+            "external:203.0.113.5",
+            "host:srv",
+            "host:ws1",
+            "service:srv:22/tcp"
+        ]
+    );
+    assert_eq!(json["nodes"][1]["internal"], false);
+    let edges: Vec<String> = graph
+        .edges
+        .iter()
+        .map(|e| format!("{} -> {} x{}", e.source, e.target, e.connections))
+        .collect();
+    assert_eq!(
+        edges,
+        [
+            "external:203.0.113.5 -> service:srv:22/tcp x1",
+            "host:ws1 -> external:192.0.2.10 x1",
+            "host:ws1 -> service:srv:22/tcp x2"
+        ]
+    );
+
+    let flows = host_flows(&store, "srv", TimeRange::ALL).unwrap();
+    assert_eq!(flows.inbound.len(), 1);
+    assert_eq!(flows.inbound[0].connections, 3);
+    let peers: Vec<String> = flows.inbound[0]
+        .remotes
+        .iter()
+        .map(|p| format!("{} {:?} {}", p.ip, p.host, p.connections))
+        .collect();
+    assert_eq!(peers, ["10.0.0.1 Some(\"ws1\") 2", "203.0.113.5 None 1"]);
+    let ws1 = host_flows(&store, "ws1", TimeRange::ALL).unwrap();
+    assert!(ws1.inbound.is_empty());
+    assert_eq!(ws1.outbound.len(), 2);
+    assert_eq!(ws1.outbound[0].remote_host.as_deref(), Some("srv"));
+}

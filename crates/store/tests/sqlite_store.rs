@@ -1,0 +1,455 @@
+//! The SQLite backend on real files: exactly-once ingest, gaps, atomic
+//! batches, rollups that agree with the raw events, retention.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use connscope_event::{
+    CloseStats, ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp,
+};
+use connscope_store::{
+    AgentId, EdgeCounts, EdgeKey, EventKey, EventQuery, KeyedEvent, Retention, RollupBatch,
+    RollupQuery, SqliteStore, Store, StoreError, TimeRange,
+};
+
+const SEC: i64 = 1_000_000_000;
+
+fn event(seq: u64, secs: i64, host: &str, local: &str, remote: &str) -> ConnectionEvent {
+    let mut ev = ConnectionEvent::new(
+        EventKind::Connect,
+        Timestamp::from_nanos(1_800_000_000 * SEC + secs * SEC),
+        Protocol::Tcp,
+        Direction::Outgoing,
+        local.parse().unwrap(),
+        remote.parse().unwrap(),
+    );
+    ev.sequence = seq;
+    ev.host = host.into();
+    ev.uid = Some(1000);
+    ev.user_name = Some("joe".into());
+    ev.process = Some(ProcessInfo {
+        pid: 42,
+        executable: Some("/usr/bin/ssh".into()),
+        comm: Some("ssh".into()),
+        ..ProcessInfo::default()
+    });
+    ev
+}
+
+fn numbered(range: std::ops::RangeInclusive<u64>) -> Vec<ConnectionEvent> {
+    range
+        .map(|n| {
+            event(
+                n,
+                n as i64,
+                "ws1",
+                &format!("10.0.0.1:{}", 40000 + n),
+                "10.0.0.2:22",
+            )
+        })
+        .collect()
+}
+
+fn open() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("store.db")).unwrap();
+    (dir, store)
+}
+
+fn all_events(store: &SqliteStore) -> Vec<ConnectionEvent> {
+    store
+        .events(&EventQuery {
+            range: TimeRange::ALL,
+            host: None,
+            limit: usize::MAX,
+        })
+        .unwrap()
+}
+
+#[test]
+fn resent_batches_are_stored_once_and_gaps_show() {
+    let (dir, store) = open();
+    let agent = AgentId("ws1".into());
+    let r = store.ingest(&agent, &numbered(1..=10)).unwrap();
+    assert_eq!((r.stored, r.duplicates), (10, 0));
+    // A retry overlapping what is stored, plus new numbers after a gap.
+    let mut retry = numbered(5..=12);
+    retry.extend(numbered(20..=25));
+    let r = store.ingest(&agent, &retry).unwrap();
+    assert_eq!((r.stored, r.duplicates), (8, 6));
+    assert_eq!(all_events(&store).len(), 18);
+
+    let agents = store.agents().unwrap();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0].host, "ws1");
+    assert_eq!(agents[0].events, 18);
+    assert_eq!(agents[0].sequences.ranges(), &[(1, 12), (20, 25)]);
+    assert_eq!(agents[0].sequences.gaps(), vec![(13, 19)]);
+
+    // The gap closes when the missing batch arrives, even in another process
+    // (a new connection to the same file).
+    drop(store);
+    let store = SqliteStore::open(dir.path().join("store.db")).unwrap();
+    let r = store.ingest(&agent, &numbered(13..=19)).unwrap();
+    assert_eq!((r.stored, r.duplicates), (7, 0));
+    assert_eq!(store.agents().unwrap()[0].sequences.ranges(), &[(1, 25)]);
+    // Duplicates inside one batch count once.
+    let r = store
+        .ingest(&agent, &[numbered(26..=26), numbered(26..=26)].concat())
+        .unwrap();
+    assert_eq!((r.stored, r.duplicates), (1, 1));
+}
+
+#[test]
+fn sequences_are_per_agent() {
+    let (_dir, store) = open();
+    store
+        .ingest(&AgentId("a".into()), &numbered(1..=3))
+        .unwrap();
+    let r = store
+        .ingest(&AgentId("b".into()), &numbered(1..=3))
+        .unwrap();
+    assert_eq!(r.stored, 3);
+}
+
+#[test]
+fn a_batch_with_one_invalid_event_stores_nothing() {
+    let (_dir, store) = open();
+    let agent = AgentId("ws1".into());
+    let mut batch = numbered(1..=5);
+    batch[3].close = Some(CloseStats::default()); // a connect with close stats
+    let err = store.ingest(&agent, &batch).unwrap_err();
+    assert!(
+        matches!(err, StoreError::InvalidEvent { index: 3, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("close statistics"), "{err}");
+    assert!(all_events(&store).is_empty());
+    assert!(store.agents().unwrap().is_empty());
+    assert!(store
+        .edge_totals(&RollupQuery {
+            range: TimeRange::ALL,
+            host: None
+        })
+        .unwrap()
+        .is_empty());
+    // The same numbers are still free: nothing of the failed batch was recorded.
+    assert_eq!(store.ingest(&agent, &numbered(1..=5)).unwrap().stored, 5);
+}
+
+#[test]
+fn a_failing_write_rolls_the_whole_batch_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = SqliteStore::open(&path).unwrap();
+    // Sabotage the rollup table from outside, so the batch fails after its
+    // events were inserted inside the transaction.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER refuse BEFORE INSERT ON edge_rollups BEGIN SELECT RAISE(ABORT, 'full'); END",
+    )
+    .unwrap();
+    let err = store
+        .ingest(&AgentId("ws1".into()), &numbered(1..=5))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "{err}");
+    conn.execute_batch("DROP TRIGGER refuse").unwrap();
+    assert!(all_events(&store).is_empty());
+    assert!(store.agents().unwrap().is_empty());
+    assert_eq!(
+        store
+            .ingest(&AgentId("ws1".into()), &numbered(1..=5))
+            .unwrap()
+            .stored,
+        5
+    );
+}
+
+#[test]
+fn events_read_back_as_written() {
+    let (_dir, store) = open();
+    let mut close = event(2, 5, "ws1", "[2001:db8::1]:40000", "[2001:db8::2]:443");
+    close.kind = EventKind::Disconnect;
+    close.close = Some(CloseStats {
+        duration_ns: 5,
+        bytes_sent: 100,
+        bytes_received: 2000,
+        packets_sent: None,
+        packets_received: Some(3),
+    });
+    close.netns = 4026531840;
+    close.preexisting = true;
+    let mut failed = event(3, 6, "ws1", "10.0.0.1:40001", "10.0.0.9:25");
+    failed.kind = EventKind::ConnectFailed;
+    failed.failure = Some(connscope_event::ConnectFailure::Refused);
+    failed.process = None;
+    failed.user_name = None;
+    let batch = vec![
+        event(1, 1, "ws1", "10.0.0.1:40000", "10.0.0.2:22"),
+        close,
+        failed,
+    ];
+    store.ingest(&AgentId("ws1".into()), &batch).unwrap();
+    assert_eq!(all_events(&store), batch);
+}
+
+#[test]
+fn unnumbered_events_are_identified_by_key() {
+    let (_dir, store) = open();
+    let agent = AgentId("import:ws1".into());
+    let keyed: Vec<KeyedEvent> = (0..4)
+        .map(|n| KeyedEvent {
+            key: EventKey::of_bytes(&[format!("line {n}").as_bytes()]),
+            event: event(0, n, "ws1", "10.0.0.1:40000", "10.0.0.2:22"),
+        })
+        .collect();
+    assert_eq!(store.ingest_keyed(&agent, &keyed).unwrap().stored, 4);
+    let r = store.ingest_keyed(&agent, &keyed[1..]).unwrap();
+    assert_eq!((r.stored, r.duplicates), (0, 3));
+    // Without keys, the content is the identity.
+    let plain = vec![event(0, 100, "ws1", "10.0.0.1:1", "10.0.0.2:22")];
+    assert_eq!(store.ingest(&agent, &plain).unwrap().stored, 1);
+    assert_eq!(store.ingest(&agent, &plain).unwrap().duplicates, 1);
+    let agents = store.agents().unwrap();
+    assert!(agents[0].sequences.is_empty());
+    assert_eq!(agents[0].events, 5);
+}
+
+/// A mixed workload: several hosts, directions, processes, users, hours,
+/// disconnects with bytes, failures, duplicates.
+fn workload() -> Vec<(AgentId, Vec<ConnectionEvent>)> {
+    let mut out = Vec::new();
+    for (h, host) in ["a", "b", "c"].iter().enumerate() {
+        let mut events = Vec::new();
+        for n in 1..=600u64 {
+            let secs = (n as i64) * 37 + h as i64;
+            let port = [22, 443, 5432][(n % 3) as usize];
+            let mut ev = event(
+                n,
+                secs,
+                host,
+                &format!("10.0.0.{}:{}", h + 1, 30000 + n),
+                &format!("10.0.1.{}:{port}", n % 4),
+            );
+            match n % 5 {
+                0 => {
+                    ev.kind = EventKind::Disconnect;
+                    ev.close = Some(CloseStats {
+                        duration_ns: 1,
+                        bytes_sent: n,
+                        bytes_received: 2 * n,
+                        ..CloseStats::default()
+                    });
+                }
+                1 => {
+                    ev.kind = EventKind::ConnectFailed;
+                    ev.failure = Some(connscope_event::ConnectFailure::Timeout);
+                }
+                2 => {
+                    ev.direction = Direction::Incoming;
+                    ev.local = format!("10.0.0.{}:{port}", h + 1).parse().unwrap();
+                    ev.remote = format!("10.0.1.{}:{}", n % 4, 30000 + n).parse().unwrap();
+                }
+                _ => {}
+            }
+            if n % 7 == 0 {
+                ev.process = None;
+                ev.user_name = None;
+            }
+            events.push(ev);
+        }
+        out.push((AgentId(host.to_string()), events));
+    }
+    out
+}
+
+/// host, direction, local, remote, service port, executable, user
+type TotalKey = (String, String, String, String, u16, String, String);
+
+#[test]
+fn rollups_agree_with_raw_events() {
+    let (_dir, store) = open();
+    for (agent, events) in workload() {
+        for chunk in events.chunks(97) {
+            store.ingest(&agent, chunk).unwrap();
+        }
+        // A full re-send changes nothing.
+        assert_eq!(store.ingest(&agent, &events).unwrap().stored, 0);
+    }
+    // Recompute from the raw events read back, summed over all hours.
+    let mut expected: BTreeMap<TotalKey, EdgeCounts> = BTreeMap::new();
+    let mut batch = RollupBatch::new();
+    for ev in all_events(&store) {
+        batch.add(&ev);
+    }
+    for (key, counts) in batch.rows() {
+        let EdgeKey {
+            host,
+            direction,
+            local_ip,
+            remote_ip,
+            service_port,
+            executable,
+            user,
+            ..
+        } = key.clone();
+        expected
+            .entry((
+                host,
+                direction.to_string(),
+                local_ip.to_string(),
+                remote_ip.to_string(),
+                service_port,
+                executable,
+                user,
+            ))
+            .and_modify(|c| c.merge(counts))
+            .or_insert(*counts);
+    }
+    let stored = store
+        .edge_totals(&RollupQuery {
+            range: TimeRange::ALL,
+            host: None,
+        })
+        .unwrap();
+    assert_eq!(stored.len(), expected.len());
+    for t in &stored {
+        let key = (
+            t.host.clone(),
+            t.direction.to_string(),
+            t.local_ip.to_string(),
+            t.remote_ip.to_string(),
+            t.service_port,
+            t.executable.clone(),
+            t.user.clone(),
+        );
+        assert_eq!(expected.get(&key), Some(&t.counts), "{key:?}");
+    }
+    let connections: u64 = stored.iter().map(|t| t.counts.connections).sum();
+    assert_eq!(
+        connections,
+        3 * 600 * 3 / 5,
+        "connects and incoming accepts"
+    );
+    // A host filter and a time range narrow the rollups.
+    let only_b = store
+        .edge_totals(&RollupQuery {
+            range: TimeRange::ALL,
+            host: Some("b".into()),
+        })
+        .unwrap();
+    assert!(!only_b.is_empty() && only_b.iter().all(|t| t.host == "b"));
+    let first_hour = TimeRange {
+        from: Timestamp::from_nanos(1_800_000_000 * SEC),
+        to: Timestamp::from_nanos(1_800_000_000 * SEC + 1),
+    };
+    let early = store
+        .edge_totals(&RollupQuery {
+            range: first_hour,
+            host: None,
+        })
+        .unwrap();
+    assert!(early
+        .iter()
+        .all(|t| t.counts.first_seen.as_nanos() < 1_800_000_000 * SEC + 3600 * SEC));
+    assert!(early.len() < stored.len());
+}
+
+#[test]
+fn host_addresses_are_the_local_ends_without_loopback() {
+    let (_dir, store) = open();
+    store
+        .ingest(
+            &AgentId("a".into()),
+            &[
+                event(1, 1, "a", "10.0.0.1:40000", "10.0.0.2:22"),
+                event(2, 2, "a", "127.0.0.1:40000", "127.0.0.1:22"),
+                event(3, 3, "a", "[2001:db8::1]:40000", "[2001:db8::2]:22"),
+            ],
+        )
+        .unwrap();
+    let ips: Vec<String> = store
+        .host_addresses()
+        .unwrap()
+        .iter()
+        .map(|a| format!("{}={}", a.host, a.ip))
+        .collect();
+    assert_eq!(ips, ["a=10.0.0.1", "a=2001:db8::1"]);
+}
+
+#[test]
+fn retention_drops_old_raw_events_but_keeps_rollups_and_dedup() {
+    let (_dir, store) = open();
+    let agent = AgentId("ws1".into());
+    store.ingest(&agent, &numbered(1..=100)).unwrap();
+    let before = store
+        .edge_totals(&RollupQuery {
+            range: TimeRange::ALL,
+            host: None,
+        })
+        .unwrap();
+    // Keep the last 50 seconds of raw events (numbers 51..=100).
+    let now = Timestamp::from_nanos(1_800_000_000 * SEC + 101 * SEC);
+    let report = store
+        .apply_retention(
+            &Retention {
+                raw_events: Duration::from_secs(50),
+                rollups: None,
+            },
+            now,
+        )
+        .unwrap();
+    assert_eq!(report.events_deleted, 50);
+    assert_eq!(all_events(&store).len(), 50);
+    assert_eq!(
+        store
+            .edge_totals(&RollupQuery {
+                range: TimeRange::ALL,
+                host: None
+            })
+            .unwrap(),
+        before
+    );
+    // A re-sent old batch is still recognised after its raw events are gone.
+    assert_eq!(
+        store.ingest(&agent, &numbered(1..=10)).unwrap().duplicates,
+        10
+    );
+    assert_eq!(all_events(&store).len(), 50);
+    // Rollup retention removes whole hours older than the cutoff.
+    let much_later = Timestamp::from_nanos(now.as_nanos() + 3 * 3600 * SEC);
+    let report = store
+        .apply_retention(
+            &Retention {
+                raw_events: Duration::from_secs(1),
+                rollups: Some(Duration::from_secs(3600)),
+            },
+            much_later,
+        )
+        .unwrap();
+    assert_eq!(report.events_deleted, 50);
+    assert_eq!(report.rollups_deleted, before.len() as u64);
+}
+
+#[test]
+fn store_and_trait_object_are_shareable() {
+    fn assert_send_sync<T: Send + Sync + ?Sized>() {}
+    assert_send_sync::<dyn Store>();
+    assert_send_sync::<SqliteStore>();
+}
+
+#[test]
+fn a_foreign_file_is_refused_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not-a-db");
+    std::fs::write(
+        &path,
+        b"this is not SQLite, just some text that is long enough to have a header",
+    )
+    .unwrap();
+    let err = SqliteStore::open(&path)
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(err.contains("not-a-db"), "{err}");
+}

@@ -1,0 +1,228 @@
+// The connection map's entry point: wires the URL state, the data source (the
+// collector's API, or the data inlined in a static export), the layout, the
+// renderers, the timeline, the details panel, exports and live updates.
+
+import { zoomIdentity } from 'd3';
+import { Unauthorized, followEvents, getJson, setToken } from './api.js';
+import { downloadJson, downloadPng, downloadSvg } from './exports.js';
+import { Layout } from './layout.js';
+import { MapView } from './mapview.js';
+import { buildView, normalizeGraph, searchNodes } from './model.js';
+import { renderDetails } from './panel.js';
+import { formatState, parseState, timeRange } from './state.js';
+import { Timeline } from './timeline.js';
+
+const $ = (id) => document.getElementById(id);
+const inlined = $('connscope-data');
+const app = {
+  state: parseState(location.hash),
+  graph: null,
+  view: null,
+  scene: null,
+  layout: new Layout(),
+  exported: Boolean(inlined),
+};
+// An export shows its whole graph unless its link says otherwise.
+if (app.exported && !location.hash) app.state.range = 'all';
+// Tests and benchmarks read progress here; nothing in it is ever executed.
+window.connscope = { app, settled: false, layoutMs: null, loads: 0, errors: [] };
+
+const status = (text, cls = '') => {
+  $('status').textContent = text;
+  $('status').className = cls;
+};
+
+const map = new MapView($('map'), {
+  onSelect: (id) => update({ sel: id ?? '' }),
+  onPin: (node, pinned) => {
+    app.layout.pin(node, pinned);
+    map.refreshStyle();
+  },
+  onToggleGroup: (node) => toggleGroup(node),
+  onViewChange: (t) => {
+    app.state.view = `${t.x.toFixed(0)},${t.y.toFixed(0)},${t.k.toFixed(3)}`;
+    // Once the gesture rests: browsers throttle frequent history updates.
+    clearTimeout(app.viewTimer);
+    app.viewTimer = setTimeout(writeUrl, 300);
+  },
+});
+window.connscope.map = map;
+// A view in the link wins over fitting the map to the window.
+const startView = Boolean(app.state.view);
+const timeline = new Timeline($('timeline'), (from, to) => {
+  if (from === null) update({ range: 'all', from: '', to: '' }, true);
+  else update({ range: '', from: new Date(from).toISOString(), to: new Date(to).toISOString() }, true);
+});
+
+function writeUrl() {
+  history.replaceState(null, '', formatState(app.state));
+}
+
+/** Changes the state; `reload` refetches the graph (the time range changed). */
+function update(patch, reload = false) {
+  Object.assign(app.state, patch);
+  writeUrl();
+  syncControls();
+  if (reload) load();
+  else rebuild(false);
+}
+
+function toggleGroup(node) {
+  const id = node.kind === 'group' ? node.id : node.group;
+  const open = new Set(app.state.open);
+  if (open.has(id)) open.delete(id);
+  else open.add(id);
+  update({ open: [...open], sel: node.kind === 'group' ? '' : app.state.sel });
+}
+
+function syncControls() {
+  const s = app.state;
+  const local = (iso) => {
+    const ms = Date.parse(iso);
+    if (Number.isNaN(ms)) return '';
+    const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60e3);
+    return d.toISOString().slice(0, 19);
+  };
+  const r = timeRange(s);
+  $('from').value = r.from !== null ? local(new Date(r.from).toISOString()) : '';
+  $('to').value = r.to !== null ? local(new Date(r.to).toISOString()) : '';
+  for (const b of document.querySelectorAll('#presets button')) b.setAttribute('aria-pressed', String(b.dataset.range === s.range));
+  $('f-host').value = s.host;
+  $('f-port').value = s.port;
+  $('f-exe').value = s.exe;
+  $('f-user').value = s.user;
+  $('f-dir').value = s.dir;
+  $('f-scope').value = s.scope;
+  $('search').value = s.q;
+  $('since').value = s.since ? local(s.since) : '';
+}
+
+function bindControls() {
+  const text = (id, key) => $(id).addEventListener('input', (e) => update({ [key]: e.target.value }));
+  text('f-host', 'host');
+  text('f-port', 'port');
+  text('f-exe', 'exe');
+  text('f-user', 'user');
+  text('search', 'q');
+  $('f-dir').addEventListener('change', (e) => update({ dir: e.target.value }));
+  $('f-scope').addEventListener('change', (e) => update({ scope: e.target.value }));
+  const when = (v) => (v ? new Date(v).toISOString() : '');
+  $('from').addEventListener('change', (e) => update({ range: '', from: when(e.target.value), to: app.state.to || (app.state.range ? '' : app.state.to) }, true));
+  $('to').addEventListener('change', (e) => {
+    const r = timeRange(app.state);
+    update({ range: '', from: r.from !== null ? new Date(r.from).toISOString() : '', to: when(e.target.value) }, true);
+  });
+  $('since').addEventListener('change', (e) => update({ since: when(e.target.value) }));
+  for (const b of document.querySelectorAll('#presets button')) b.addEventListener('click', () => update({ range: b.dataset.range, from: '', to: '' }, true));
+  $('search').addEventListener('keydown', (e) => {
+    if (e.key !== 'Enter') return;
+    const hits = app.scene.nodes.filter((n) => map.look.matches?.has(n.id));
+    if (hits.length) map.fit(hits);
+  });
+  const name = () => `connscope-map-${new Date().toISOString().slice(0, 19).replace(/:/g, '')}`;
+  $('export-svg').addEventListener('click', () => downloadSvg(map, `${name()}.svg`));
+  $('export-png').addEventListener('click', () => downloadPng(map, `${name()}.png`));
+  $('export-json').addEventListener('click', () => downloadJson(app, `${name()}.json`));
+  $('login').addEventListener('submit', (e) => {
+    e.preventDefault();
+    setToken($('login-token').value);
+    $('login').hidden = true;
+    load();
+  });
+  window.addEventListener('hashchange', () => {
+    const before = JSON.stringify(timeRange(app.state));
+    app.state = parseState(location.hash);
+    syncControls();
+    if (JSON.stringify(timeRange(app.state)) !== before) load();
+    else rebuild(false);
+  });
+}
+
+/** Fetches the graph for the state's time range (or reads the inlined one). */
+async function load() {
+  const r = timeRange(app.state);
+  try {
+    let doc;
+    if (app.exported) doc = JSON.parse(inlined.textContent);
+    else {
+      status('loading…');
+      const iso = (ms) => (ms === null ? null : new Date(ms).toISOString());
+      // An open start means all of history; the API's default would be the last day.
+      doc = await getJson('api/v1/graph', { from: iso(r.from) ?? '1970-01-01T00:00:00Z', to: iso(r.to) });
+    }
+    const fresh = !app.graph;
+    app.graph = normalizeGraph(doc);
+    window.connscope.loads++;
+    rebuild(true, fresh);
+  } catch (err) {
+    if (err instanceof Unauthorized) {
+      $('login').hidden = false;
+      $('login-error').textContent = sessionStorage.length ? 'That token was not accepted.' : '';
+      status('login needed');
+      return;
+    }
+    window.connscope.errors.push(String(err));
+    status(`error: ${err.message}`, 'error');
+  }
+}
+
+/** Rebuilds the view from the loaded graph; `relayout` runs the layout again. */
+function rebuild(relayout, first = false) {
+  if (!app.graph) return;
+  const r = timeRange(app.state);
+  app.view = buildView(app.graph, app.state, { from: r.from, to: r.to, clientSide: app.exported });
+  const ids = new Set(app.view.nodes.map((n) => n.id));
+  const sameNodes = app.scene && app.scene.nodes.length === ids.size && app.scene.nodes.every((n) => ids.has(n.id));
+  const since = app.state.since ? Date.parse(app.state.since) : null;
+  if (!relayout && sameNodes) {
+    // Same nodes: keep the layout, swap the edges (filters on edges only).
+    const byId = new Map(app.scene.nodes.map((n) => [n.id, n]));
+    app.scene = { nodes: app.view.nodes.map((n) => Object.assign(byId.get(n.id), n, { x: byId.get(n.id).x, y: byId.get(n.id).y })), edges: app.view.edges, members: app.view.members };
+    map.setScene(app.scene);
+  } else {
+    window.connscope.settled = false;
+    const links = [...app.view.edges, ...app.view.members];
+    const simNodes = app.layout.run(app.view.nodes, links, () => map.refreshStyle(), (ms) => {
+      window.connscope.settled = true;
+      window.connscope.layoutMs = ms;
+      if (first && !startView && !map.userMoved) map.fit();
+    });
+    app.scene = { nodes: simNodes, edges: app.view.edges, members: app.view.members };
+    map.setScene(app.scene);
+    if (first && app.state.view) {
+      const [x, y, k] = app.state.view.split(',').map(Number);
+      if ([x, y, k].every(Number.isFinite)) map.setTransform(zoomIdentity.translate(x, y).scale(k));
+    } else if (first) map.fit();
+  }
+  map.setLook({ since: Number.isNaN(since) ? null : since, matches: searchNodes(app.view, app.state.q), selected: app.state.sel || null });
+  renderDetails($('details'), app.view, app.graph, app.state.sel, r, { select: (id) => update({ sel: id ?? '' }), toggleGroup });
+  timeline.render(app.graph.timeline, r.from, r.to, app.graph.timelineOf);
+  const e = app.view.edges.length;
+  status(`${app.view.nodes.length} nodes, ${e} edges${app.exported ? ' (export)' : ''}`, live.connected ? 'live' : '');
+  document.body.dataset.nodes = String(app.view.nodes.length);
+  document.body.dataset.edges = String(e);
+}
+
+// Live updates: new connections arrive as server-sent events; each burst
+// refetches the graph once. Without a stream, the graph is polled instead.
+const live = { connected: false, timer: 0 };
+/** Without a stream, how often the graph is fetched again. */
+const POLL_MS = 10e3;
+function startLive() {
+  if (app.exported) return;
+  const refresh = () => {
+    clearTimeout(live.timer);
+    live.timer = setTimeout(() => {
+      if (timeRange(app.state).relative) load();
+    }, 1000);
+  };
+  const poll = () => setInterval(() => timeRange(app.state).relative && load(), POLL_MS);
+  followEvents('api/v1/events/stream', () => refresh())
+    .then(() => { live.connected = false; setTimeout(startLive, 5e3); })
+    .catch(() => { live.connected = false; poll(); });
+  live.connected = true;
+}
+
+bindControls();
+syncControls();
+load().then(startLive);

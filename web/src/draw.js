@@ -1,0 +1,262 @@
+// Drawing the map: one scene, two ways. SVG (through D3 joins, text via
+// `.text()`) while the graph is small, canvas when it is large; the same SVG
+// code writes the SVG export and the same canvas code the PNG export.
+//
+// A scene is `{nodes, edges, members}` where nodes carry layout positions and
+// edges name their ends by id. `look` says what to emphasise: edges first seen
+// since a date, search matches, the selection.
+
+import { select } from 'd3';
+import { radius } from './layout.js';
+
+export const COLORS = { host: '#2f6db5', service: '#3a9a5b', external: '#d9822b', group: '#b5552f', edge: '#8a96a3', fresh: '#e0245e', member: '#c9d1da', selected: '#111111' };
+
+export const edgeWidth = (e) => Math.min(8, 0.8 + 1.6 * Math.log10(e.count + 1));
+const nodeColor = (n) => (n.kind === 'service' && !n.internal ? COLORS.external : COLORS[n.kind] ?? COLORS.external);
+
+/** Short label of a node, as drawn beside it. */
+export function nodeLabel(n) {
+  if (n.kind === 'service') return n.service ? `${n.label} (${n.service})` : n.label;
+  return n.label;
+}
+
+/** Line geometry of an edge: from the source's rim to the arrow's base, and the arrow. */
+export function edgeGeometry(s, t, width) {
+  const dx = t.x - s.x;
+  const dy = t.y - s.y;
+  const len = Math.hypot(dx, dy) || 1;
+  const ux = dx / len;
+  const uy = dy / len;
+  const rs = radius(s);
+  const rt = radius(t) + 1;
+  const head = 4 + 1.4 * width;
+  const tipX = t.x - ux * rt;
+  const tipY = t.y - uy * rt;
+  const baseX = tipX - ux * head;
+  const baseY = tipY - uy * head;
+  const half = head * 0.45;
+  return {
+    x1: s.x + ux * rs, y1: s.y + uy * rs, x2: baseX, y2: baseY,
+    tip: [tipX, tipY], left: [baseX - uy * half, baseY + ux * half], right: [baseX + uy * half, baseY - ux * half],
+  };
+}
+
+/** What each edge and node looks like under `look`: 'fresh', 'dim', 'selected' or ''. */
+export function classify(scene, look) {
+  const edgeClass = new Map();
+  const nodeClass = new Map();
+  const focus = look.matches ?? (look.selected ? neighbourhood(scene, look.selected) : null);
+  for (const e of scene.edges) {
+    let c = look.since === null ? '' : e.firstSeen !== null && e.firstSeen >= look.since ? 'fresh' : 'old';
+    const inFocus = !focus || (look.matches ? focus.has(e.source) || focus.has(e.target) : focus.has(e.source) && focus.has(e.target));
+    if (e.id === look.selected) c = 'selected';
+    else if (!inFocus) c = `${c} dim`;
+    edgeClass.set(e.id, c);
+  }
+  for (const n of scene.nodes) nodeClass.set(n.id, n.id === look.selected ? 'selected' : focus && !focus.has(n.id) ? 'dim' : '');
+  return { edgeClass, nodeClass };
+}
+
+function neighbourhood(scene, id) {
+  const edge = scene.edges.find((e) => e.id === id);
+  if (edge) return new Set([edge.source, edge.target]);
+  if (!scene.nodes.some((n) => n.id === id)) return null;
+  const set = new Set([id]);
+  for (const e of scene.edges) {
+    if (e.source === id) set.add(e.target);
+    if (e.target === id) set.add(e.source);
+  }
+  for (const m of scene.members) if (m.source === id || m.target === id) { set.add(m.source); set.add(m.target); }
+  return set;
+}
+
+function edgeColor(cls) {
+  if (cls.startsWith('selected')) return COLORS.selected;
+  if (cls.startsWith('fresh')) return COLORS.fresh;
+  return COLORS.edge;
+}
+const edgeOpacity = (cls) => (cls.includes('dim') ? 0.08 : cls.startsWith('old') ? 0.3 : cls.startsWith('fresh') || cls.startsWith('selected') ? 0.95 : 0.6);
+
+/**
+ * Draws (or updates) the scene into an SVG group with D3 joins. Only
+ * presentation attributes are used, so the markup stands alone as an export
+ * and no inline style is needed under the page's CSP.
+ */
+export function drawSvg(group, scene, look, { edgeLabels = true } = {}) {
+  const byId = new Map(scene.nodes.map((n) => [n.id, n]));
+  const { edgeClass, nodeClass } = classify(scene, look);
+  group.selectAll('g.layer').data(['members', 'edges', 'edge-labels', 'nodes']).join('g').attr('class', (d) => `layer ${d}`);
+
+  group.select('g.members').selectAll('line').data(scene.members, (m) => m.id).join('line')
+    .attr('class', 'member').attr('stroke', COLORS.member).attr('stroke-dasharray', '2 3')
+    .attr('x1', (m) => byId.get(m.source).x).attr('y1', (m) => byId.get(m.source).y)
+    .attr('x2', (m) => byId.get(m.target).x).attr('y2', (m) => byId.get(m.target).y);
+
+  group.select('g.edges').selectAll('path').data(scene.edges, (e) => e.id).join('path')
+    .attr('class', (e) => `edge ${edgeClass.get(e.id)}`)
+    .attr('data-id', (e) => e.id)
+    .attr('stroke', (e) => edgeColor(edgeClass.get(e.id)))
+    .attr('fill', (e) => edgeColor(edgeClass.get(e.id)))
+    .attr('stroke-opacity', (e) => edgeOpacity(edgeClass.get(e.id)))
+    .attr('fill-opacity', (e) => edgeOpacity(edgeClass.get(e.id)))
+    .attr('stroke-width', edgeWidth)
+    .attr('d', (e) => {
+      const g = edgeGeometry(byId.get(e.source), byId.get(e.target), edgeWidth(e));
+      return `M${g.x1},${g.y1}L${g.x2},${g.y2}M${g.tip}L${g.left}L${g.right}Z`;
+    });
+
+  const labelled = edgeLabels ? scene.edges.filter((e) => e.service) : [];
+  group.select('g.edge-labels').selectAll('text').data(labelled, (e) => e.id).join('text')
+    .attr('class', 'edge-label').attr('font-size', 9).attr('fill', '#4a5561').attr('text-anchor', 'middle')
+    .attr('x', (e) => (byId.get(e.source).x + byId.get(e.target).x) / 2)
+    .attr('y', (e) => (byId.get(e.source).y + byId.get(e.target).y) / 2 - 3)
+    .attr('opacity', (e) => (edgeClass.get(e.id).includes('dim') ? 0.15 : 1))
+    .text((e) => e.service);
+
+  const node = group.select('g.nodes').selectAll('g.node').data(scene.nodes, (n) => n.id).join((enter) => {
+    const g = enter.append('g');
+    g.append('circle');
+    g.append('text').attr('font-size', 10).attr('fill', '#1d232a').attr('dy', '0.32em');
+    return g;
+  });
+  node.attr('class', (n) => `node ${n.kind} ${nodeClass.get(n.id)}${n.pinned ? ' pinned' : ''}`)
+    .attr('data-id', (n) => n.id)
+    .attr('transform', (n) => `translate(${n.x},${n.y})`)
+    .attr('opacity', (n) => (nodeClass.get(n.id) === 'dim' ? 0.2 : 1));
+  node.select('circle').attr('r', radius).attr('fill', nodeColor)
+    .attr('stroke', (n) => (nodeClass.get(n.id) === 'selected' || n.pinned ? '#111' : '#fff'))
+    .attr('stroke-width', (n) => (n.kind === 'group' ? 2.5 : 1.5))
+    .attr('stroke-dasharray', (n) => (n.kind === 'group' ? '3 2' : null));
+  node.select('text').attr('x', (n) => radius(n) + 3).text(nodeLabel);
+}
+
+/**
+ * Paints the scene on a 2D canvas context under a d3-zoom transform. Edges
+ * are batched by colour and width into a few paths; whatever lies outside
+ * the viewport is skipped; labels appear once zoomed in far enough to read.
+ */
+export function paintCanvas(ctx, scene, look, transform, width, height, dpr = 1) {
+  const byId = scene.byId ?? new Map(scene.nodes.map((n) => [n.id, n]));
+  const { edgeClass, nodeClass } = scene.classes ?? classify(scene, look);
+  const { k, x: tx, y: ty } = transform;
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.fillStyle = '#fbfbfc';
+  ctx.fillRect(0, 0, width, height);
+  ctx.setTransform(dpr * k, 0, 0, dpr * k, dpr * tx, dpr * ty);
+  // Visible world rectangle, with a margin for labels and arrows.
+  const x0 = -tx / k - 20, y0 = -ty / k - 20, x1 = (width - tx) / k + 20, y1 = (height - ty) / k + 20;
+  const outside = (a, b) => (a.x < x0 && b.x < x0) || (a.x > x1 && b.x > x1) || (a.y < y0 && b.y < y0) || (a.y > y1 && b.y > y1);
+
+  ctx.lineWidth = 1 / k;
+  ctx.strokeStyle = COLORS.member;
+  ctx.beginPath();
+  for (const m of scene.members) {
+    const s = byId.get(m.source), t = byId.get(m.target);
+    if (outside(s, t)) continue;
+    ctx.moveTo(s.x, s.y);
+    ctx.lineTo(t.x, t.y);
+  }
+  ctx.stroke();
+
+  const batches = new Map();
+  const arrows = k > 0.6; // smaller heads are a pixel or two: not worth their cost
+  for (const e of scene.edges) {
+    const s = byId.get(e.source), t = byId.get(e.target);
+    if (outside(s, t)) continue;
+    const cls = edgeClass.get(e.id);
+    const w = Math.round(edgeWidth(e) * 2) / 2;
+    const key = `${cls}|${w}`;
+    let batch = batches.get(key);
+    if (!batch) batches.set(key, (batch = { cls, w, lines: new Path2D(), heads: new Path2D() }));
+    const g = edgeGeometry(s, t, w);
+    batch.lines.moveTo(g.x1, g.y1);
+    batch.lines.lineTo(g.x2, g.y2);
+    if (arrows) {
+      batch.heads.moveTo(g.tip[0], g.tip[1]);
+      batch.heads.lineTo(g.left[0], g.left[1]);
+      batch.heads.lineTo(g.right[0], g.right[1]);
+      batch.heads.closePath();
+    }
+  }
+  // Dim edges first, emphasised ones last so they stay on top.
+  const order = [...batches.values()].sort((a, b) => rank(a.cls) - rank(b.cls));
+  for (const b of order) {
+    ctx.globalAlpha = edgeOpacity(b.cls);
+    ctx.strokeStyle = ctx.fillStyle = edgeColor(b.cls);
+    ctx.lineWidth = b.w;
+    ctx.stroke(b.lines);
+    if (arrows) ctx.fill(b.heads);
+  }
+  ctx.globalAlpha = 1;
+
+  const visible = scene.nodes.filter((n) => n.x >= x0 && n.x <= x1 && n.y >= y0 && n.y <= y1);
+  for (const dim of [true, false]) {
+    const byColor = new Map();
+    for (const n of visible) {
+      if ((nodeClass.get(n.id) === 'dim') !== dim) continue;
+      const c = nodeColor(n);
+      if (!byColor.has(c)) byColor.set(c, new Path2D());
+      const p = byColor.get(c);
+      p.moveTo(n.x + radius(n), n.y);
+      p.arc(n.x, n.y, radius(n), 0, 2 * Math.PI);
+    }
+    ctx.globalAlpha = dim ? 0.2 : 1;
+    for (const [c, p] of byColor) {
+      ctx.fillStyle = c;
+      ctx.fill(p);
+    }
+  }
+  ctx.globalAlpha = 1;
+  ctx.lineWidth = 2 / k;
+  ctx.strokeStyle = '#111';
+  for (const n of visible) {
+    if (nodeClass.get(n.id) === 'selected' || n.pinned) {
+      ctx.beginPath();
+      ctx.arc(n.x, n.y, radius(n) + 1, 0, 2 * Math.PI);
+      ctx.stroke();
+    }
+  }
+
+  // Labels at a constant 10px on screen, once zoomed in far enough to tell
+  // nodes apart; hosts and groups first, a bounded number per frame.
+  const few = visible.length < 150;
+  if (k >= 0.9 || few) {
+    const labelled = visible.filter((n) => k >= 1.8 || few || n.kind === 'host' || n.kind === 'group')
+      .sort((a, b) => (a.kind === 'host' ? 0 : 1) - (b.kind === 'host' ? 0 : 1)).slice(0, 250);
+    ctx.font = `${10 / k}px system-ui, sans-serif`;
+    ctx.textBaseline = 'middle';
+    ctx.lineWidth = 3 / k;
+    ctx.strokeStyle = '#fbfbfc';
+    ctx.fillStyle = '#1d232a';
+    const halo = labelled.length <= 80;
+    for (const n of labelled) {
+      const text = nodeLabel(n);
+      ctx.globalAlpha = nodeClass.get(n.id) === 'dim' ? 0.25 : 1;
+      if (halo) ctx.strokeText(text, n.x + radius(n) + 3 / k, n.y);
+      ctx.fillText(text, n.x + radius(n) + 3 / k, n.y);
+    }
+    ctx.globalAlpha = 1;
+  }
+}
+
+const rank = (cls) => (cls.includes('dim') ? 0 : cls.startsWith('old') ? 1 : cls === '' ? 2 : cls.startsWith('fresh') ? 3 : 4);
+
+/** Standalone SVG markup of the scene as seen through `transform`. */
+export function svgMarkup(scene, look, transform, width, height) {
+  const svg = select(document.createElementNS('http://www.w3.org/2000/svg', 'svg'))
+    .attr('xmlns', 'http://www.w3.org/2000/svg')
+    .attr('width', width).attr('height', height).attr('viewBox', `0 0 ${width} ${height}`)
+    .attr('font-family', 'system-ui, sans-serif');
+  svg.append('rect').attr('width', width).attr('height', height).attr('fill', '#fbfbfc');
+  const g = svg.append('g').attr('transform', transform.toString());
+  drawSvg(g, scene, look);
+  return new XMLSerializer().serializeToString(svg.node());
+}
+
+/** Distance from point p to segment ab. */
+export function segmentDistance(px, py, ax, ay, bx, by) {
+  const dx = bx - ax, dy = by - ay;
+  const l2 = dx * dx + dy * dy || 1;
+  const t = Math.max(0, Math.min(1, ((px - ax) * dx + (py - ay) * dy) / l2));
+  return Math.hypot(px - ax - t * dx, py - ay - t * dy);
+}

@@ -1,0 +1,251 @@
+// From the collector's graph JSON to what the map draws.
+//
+// The server already aggregates connections into edges (one per client and
+// service, from hourly rollups), so the browser only filters, groups external
+// addresses and merges the edges that grouping makes parallel. Everything here
+// is pure data in, data out, so the static export and the served page share it.
+
+/** @typedef {{id:string, kind:'host'|'service'|'external'|'group', label:string, internal:boolean, host?:string, address?:string, port?:number, service?:string, name?:string, members?:string[]}} MapNode */
+/** @typedef {{id:string, source:string, target:string, count:number, bytes:number, firstSeen:number|null, lastSeen:number|null, processes:{name:string,count:number}[], users:{name:string,count:number}[], service:string}} MapEdge */
+
+const ms = (t) => {
+  if (t === null || t === undefined || t === '') return null;
+  const v = typeof t === 'number' ? t : Date.parse(t);
+  return Number.isFinite(v) ? v : null;
+};
+
+/**
+ * Normalises the API's graph document (`connscope_query::Graph`, see
+ * docs/API.md) into a map of nodes and a list of edges. Unknown fields are
+ * ignored, so the server can grow the format.
+ */
+export function normalizeGraph(doc) {
+  const nodes = new Map();
+  for (const n of doc.nodes ?? []) {
+    const kind = n.kind;
+    const address = n.ip ?? (n.addresses ?? [])[0];
+    nodes.set(String(n.id), {
+      id: String(n.id),
+      kind,
+      label: String(n.label ?? n.id),
+      internal: kind === 'external' ? Boolean(n.internal) : true,
+      host: n.host === undefined ? undefined : String(n.host),
+      address: address === undefined ? undefined : String(address),
+      addresses: (n.addresses ?? []).map(String),
+      port: n.port ?? undefined,
+      protocol: n.protocol ?? undefined,
+      service: n.service ?? undefined,
+      name: n.name ?? undefined,
+    });
+  }
+  const edges = [];
+  for (const e of doc.edges ?? []) {
+    const source = String(e.source);
+    const target = String(e.target);
+    if (!nodes.has(source) || !nodes.has(target)) continue; // the server sends both ends; be safe.
+    const processes = [...(e.client_processes ?? []), ...(e.server_processes ?? [])];
+    const byExe = new Map();
+    const byUser = new Map();
+    for (const p of processes) {
+      const exe = `${p.executable || '(unknown executable)'} @ ${p.host}`;
+      byExe.set(exe, (byExe.get(exe) ?? 0) + Number(p.connections ?? 0));
+      if (p.user) byUser.set(p.user, (byUser.get(p.user) ?? 0) + Number(p.connections ?? 0));
+    }
+    for (const u of e.users ?? []) if (!byUser.has(u)) byUser.set(u, 0);
+    const sorted = (m) => [...m].map(([name, count]) => ({ name, count })).sort((a, b) => b.count - a.count);
+    edges.push({
+      id: `${source}->${target}:${e.port ?? ''}/${e.protocol ?? ''}`,
+      source,
+      target,
+      port: e.port,
+      protocol: e.protocol,
+      count: Number(e.connections ?? 0),
+      failures: Number(e.failures ?? 0),
+      bytes: Number(e.bytes_to_server ?? 0) + Number(e.bytes_to_client ?? 0),
+      firstSeen: ms(e.first_seen),
+      lastSeen: ms(e.last_seen),
+      processes: sorted(byExe),
+      executables: processes.map((p) => p.executable).filter(Boolean),
+      users: sorted(byUser),
+      service: e.service ?? nodes.get(target).service ?? '',
+    });
+  }
+  // A service node is named after the service its edges name.
+  for (const e of edges) {
+    const t = nodes.get(e.target);
+    if (t.kind === 'service' && e.service && !t.service) t.service = e.service;
+  }
+  // The server's histogram of connections when it sends one; otherwise the
+  // timeline shows when the edges shown were first seen, per hour.
+  let timeline = (doc.timeline ?? []).map((b) => ({ start: ms(b.start), count: Number(b.connections ?? b.count ?? 0) }));
+  let timelineOf = 'connections';
+  if (!timeline.length && edges.length) {
+    const hours = new Map();
+    for (const e of edges) if (e.firstSeen !== null) {
+      const h = Math.floor(e.firstSeen / 3600e3) * 3600e3;
+      hours.set(h, (hours.get(h) ?? 0) + 1);
+    }
+    timeline = [...hours].map(([start, count]) => ({ start, count }));
+    timelineOf = 'new edges';
+  }
+  return { from: ms(doc.from), to: ms(doc.to), nodes, edges, timeline, timelineOf };
+}
+
+/** The group an external address falls in: its DNS domain if known, else its subnet. */
+export function groupKey(node) {
+  if (node.name) {
+    const labels = node.name.replace(/\.$/, '').split('.');
+    if (labels.length >= 2) return { id: `group:name:${labels.slice(-2).join('.')}`, label: `*.${labels.slice(-2).join('.')}` };
+  }
+  const address = node.address ?? node.label;
+  if (/^\d+\.\d+\.\d+\.\d+$/.test(address)) {
+    const p = address.split('.');
+    return { id: `group:net:${p[0]}.${p[1]}.${p[2]}.0/24`, label: `${p[0]}.${p[1]}.${p[2]}.0/24` };
+  }
+  if (address.includes(':')) {
+    const groups = expandIpv6(address);
+    if (groups) return { id: `group:net:${groups.slice(0, 3).join(':')}::/48`, label: `${groups.slice(0, 3).join(':')}::/48` };
+  }
+  return null;
+}
+
+function expandIpv6(address) {
+  const bare = address.replace(/^\[|\](:\d+)?$/g, '');
+  const [head, tail] = bare.split('::');
+  const h = head ? head.split(':') : [];
+  const t = tail === undefined ? [] : tail ? tail.split(':') : [];
+  if (bare.includes('::')) return [...h, ...Array(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
+  return h.length === 8 ? h : null;
+}
+
+const lower = (s) => String(s ?? '').toLowerCase();
+const contains = (hay, needle) => lower(hay).includes(needle);
+
+function hostLabel(graph, node) {
+  if (node.kind === 'service' && node.host && graph.nodes.has(node.host)) return graph.nodes.get(node.host).label;
+  return node.label;
+}
+
+/** Whether an edge passes the filters of a view state (time is the server's job, see `inRange`). */
+export function edgeFilter(graph, state) {
+  const host = lower(state.host).trim();
+  const port = lower(state.port).trim();
+  const exe = lower(state.exe).trim();
+  const user = lower(state.user).trim();
+  const matchesHost = (id) => {
+    const n = graph.nodes.get(id);
+    return contains(hostLabel(graph, n), host) || contains(n.address, host) || contains(n.name, host);
+  };
+  return (e) => {
+    const s = graph.nodes.get(e.source);
+    const t = graph.nodes.get(e.target);
+    if (host) {
+      const fromHost = matchesHost(e.source);
+      const toHost = matchesHost(e.target);
+      if (state.dir === 'in' ? !toHost : state.dir === 'out' ? !fromHost : !(fromHost || toHost)) return false;
+    } else if (state.dir === 'in' && s.internal) return false;
+    else if (state.dir === 'out' && t.internal) return false;
+    if (port && String(e.port ?? t.port ?? '') !== port && !contains(e.service, port)) return false;
+    if (exe && !e.executables.some((x) => contains(x, exe))) return false;
+    if (user && !e.users.some((u) => contains(u.name, user))) return false;
+    if (state.scope === 'internal' && !(s.internal && t.internal)) return false;
+    if (state.scope === 'external' && s.internal && t.internal) return false;
+    return true;
+  };
+}
+
+/** Whether an edge was seen inside [from, to] (ms, null = open); used where no server filters by time. */
+export function inRange(edge, from, to) {
+  if (from !== null && edge.lastSeen !== null && edge.lastSeen < from) return false;
+  if (to !== null && edge.firstSeen !== null && edge.firstSeen > to) return false;
+  return true;
+}
+
+function mergeTallies(a, b) {
+  const m = new Map(a.map((x) => [x.name, x.count]));
+  for (const x of b) m.set(x.name, (m.get(x.name) ?? 0) + x.count);
+  return [...m].map(([name, count]) => ({ name, count })).sort((x, y) => y.count - x.count);
+}
+
+/**
+ * Builds what to draw: filtered edges, the nodes they touch, external
+ * addresses folded into their groups (unless the group is open), parallel
+ * edges merged. Returns `{nodes, edges, members, groups}` where `members` are
+ * the thin host-service links that keep a host's services around it.
+ */
+export function buildView(graph, state, range = { from: null, to: null, clientSide: false }) {
+  const keep = edgeFilter(graph, state);
+  const filtering = Boolean(state.host || state.port || state.exe || state.user || state.dir || state.scope);
+  const edges = graph.edges.filter((e) => (!range.clientSide || inRange(e, range.from, range.to)) && keep(e));
+
+  // External addresses are folded into groups of two or more, counting only
+  // the addresses this view shows.
+  const shownIds = new Set();
+  if (!filtering && !range.clientSide) for (const id of graph.nodes.keys()) shownIds.add(id);
+  for (const e of edges) {
+    shownIds.add(e.source);
+    shownIds.add(e.target);
+  }
+  const groupOf = new Map();
+  const groups = new Map();
+  for (const n of graph.nodes.values()) {
+    if (n.internal || !shownIds.has(n.id)) continue;
+    const g = groupKey(n);
+    if (!g) continue;
+    if (!groups.has(g.id)) groups.set(g.id, { ...g, members: [] });
+    groups.get(g.id).members.push(n.id);
+  }
+  const open = new Set(state.open);
+  const openGroupOf = new Map();
+  for (const g of groups.values()) {
+    if (g.members.length < 2) continue;
+    for (const m of g.members) (open.has(g.id) ? openGroupOf : groupOf).set(m, g.id);
+  }
+  const shown = (id) => groupOf.get(id) ?? id;
+
+  const nodes = new Map();
+  const addNode = (id) => {
+    if (nodes.has(id)) return;
+    if (groups.has(id)) {
+      const g = groups.get(id);
+      nodes.set(id, { id, kind: 'group', label: `${g.label} (${g.members.length})`, internal: false, members: g.members });
+    } else {
+      const n = graph.nodes.get(id);
+      nodes.set(id, openGroupOf.has(id) ? { ...n, group: openGroupOf.get(id) } : n);
+      if (n.kind === 'service' && n.host && graph.nodes.has(n.host)) addNode(n.host);
+    }
+  };
+  if (!filtering) for (const n of graph.nodes.values()) if (n.internal || !range.clientSide) addNode(shown(n.id));
+
+  const merged = new Map();
+  for (const e of edges) {
+    const source = shown(e.source);
+    const target = shown(e.target);
+    addNode(source);
+    addNode(target);
+    const id = source === e.source && target === e.target ? e.id : `${source}->${target}`;
+    const m = merged.get(id);
+    if (!m) merged.set(id, { ...e, id, source, target, parts: [e.id] });
+    else {
+      m.count += e.count;
+      m.bytes += e.bytes;
+      m.firstSeen = m.firstSeen === null || (e.firstSeen !== null && e.firstSeen < m.firstSeen) ? e.firstSeen : m.firstSeen;
+      m.lastSeen = m.lastSeen === null || (e.lastSeen !== null && e.lastSeen > m.lastSeen) ? e.lastSeen : m.lastSeen;
+      m.processes = mergeTallies(m.processes, e.processes);
+      m.executables = [...m.executables, ...e.executables];
+      m.users = mergeTallies(m.users, e.users);
+      if (m.service !== e.service) m.service = '';
+      m.parts.push(e.id);
+    }
+  }
+  const members = [];
+  for (const n of nodes.values()) if (n.kind === 'service' && n.host && nodes.has(n.host)) members.push({ id: `member:${n.id}`, source: n.host, target: n.id, member: true });
+  return { nodes: [...nodes.values()], edges: [...merged.values()], members, groups };
+}
+
+/** Ids of nodes that match a search text (label, address, DNS name, service). */
+export function searchNodes(view, text) {
+  const q = lower(text).trim();
+  if (!q) return null;
+  return new Set(view.nodes.filter((n) => contains(n.label, q) || contains(n.address, q) || contains(n.name, q) || contains(n.service, q)).map((n) => n.id));
+}

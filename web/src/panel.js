@@ -1,0 +1,134 @@
+// The details panel for a selected node or edge. Built from DOM nodes with
+// textContent only: host names, executable paths and user names come from
+// the monitored machines and are shown as text, never parsed as markup.
+
+const fmtTime = (ms) => (ms === null || ms === undefined ? '—' : new Date(ms).toISOString().replace('.000Z', 'Z'));
+const fmtCount = (n) => Number(n).toLocaleString('en-US');
+function fmtBytes(n) {
+  if (!n) return '0 B';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  const i = Math.min(units.length - 1, Math.floor(Math.log2(n) / 10));
+  return `${(n / 2 ** (10 * i)).toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+function el(tag, text, attrs = {}) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  return e;
+}
+
+function table(rows, head) {
+  const t = el('table');
+  if (head) {
+    const tr = el('tr');
+    for (const h of head) tr.append(el('th', h));
+    t.append(tr);
+  }
+  for (const row of rows) {
+    const tr = el('tr');
+    for (const cell of row) tr.append(typeof cell === 'number' ? el('td', fmtCount(cell), { class: 'num' }) : el('td', cell));
+    t.append(tr);
+  }
+  return t;
+}
+
+/** Quotes a word for a POSIX shell when it needs it. */
+export function shellQuote(word) {
+  const s = String(word);
+  return /^[A-Za-z0-9_./:@%+=,-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * The `connscope report` command line that shows the same data in a terminal.
+ * `DB` stands for the collector's database file, which the page does not know.
+ */
+export function reportCommand({ host, port, from, to }) {
+  const words = ['connscope', 'report', 'edges', '--db', 'DB'];
+  if (host) words.push('--host', host);
+  if (port) words.push('--port', port);
+  if (from !== null && from !== undefined) words.push('--from', fmtTime(from));
+  if (to !== null && to !== undefined) words.push('--to', fmtTime(to));
+  return words.map(shellQuote).join(' ');
+}
+
+function tallyTable(title, tallies) {
+  const frag = document.createDocumentFragment();
+  frag.append(el('h3', title));
+  frag.append(tallies.length ? table(tallies.slice(0, 50).map((t) => [t.name, t.count]), ['name', 'connections']) : el('p', 'none recorded'));
+  return frag;
+}
+
+function merge(lists) {
+  const m = new Map();
+  for (const list of lists) for (const t of list) m.set(t.name, (m.get(t.name) ?? 0) + t.count);
+  return [...m].map(([name, count]) => ({ name, count })).sort((a, b) => b.count - a.count);
+}
+
+/**
+ * Fills `aside` with the details of `id` (a node or edge of `view`), or hides
+ * it when nothing is selected. `range` is the time range shown.
+ */
+export function renderDetails(aside, view, graph, id, range, actions) {
+  aside.replaceChildren();
+  const node = view.nodes.find((n) => n.id === id);
+  const edge = node ? null : view.edges.find((e) => e.id === id);
+  aside.hidden = !node && !edge;
+  if (aside.hidden) return;
+  const close = el('button', '×', { class: 'close', type: 'button', 'aria-label': 'close' });
+  close.addEventListener('click', () => actions.select(null));
+  aside.append(close);
+  const label = (nid) => view.nodes.find((n) => n.id === nid)?.label ?? graph.nodes.get(nid)?.label ?? nid;
+
+  if (node) {
+    // A host's panel counts the connections to its services too.
+    const own = new Set([id, ...view.nodes.filter((n) => n.kind === 'service' && n.host === id).map((n) => n.id)]);
+    const edges = view.edges.filter((e) => own.has(e.source) || own.has(e.target));
+    aside.append(el('h2', node.label));
+    const facts = [['kind', node.internal ? `${node.kind} (internal)` : `${node.kind} (external)`]];
+    if (node.address) facts.push(['address', node.address]);
+    if (node.name) facts.push(['name', node.name]);
+    if (node.port !== undefined) facts.push(['port', `${node.port}${node.service ? ` (${node.service})` : ''}`]);
+    if (node.host) facts.push(['host', label(node.host)]);
+    const count = edges.reduce((s, e) => s + e.count, 0);
+    facts.push(['connections', fmtCount(count)], ['bytes', fmtBytes(edges.reduce((s, e) => s + e.bytes, 0))]);
+    const first = Math.min(...edges.map((e) => e.firstSeen ?? Infinity));
+    const last = Math.max(...edges.map((e) => e.lastSeen ?? -Infinity));
+    facts.push(['first seen', fmtTime(Number.isFinite(first) ? first : null)], ['last seen', fmtTime(Number.isFinite(last) ? last : null)]);
+    aside.append(table(facts));
+    if (node.kind === 'group') {
+      const open = el('button', 'Expand group', { type: 'button', class: 'expand' });
+      open.addEventListener('click', () => actions.toggleGroup(node));
+      aside.append(open);
+      aside.append(el('h3', `${node.members.length} addresses`));
+      aside.append(table(node.members.slice(0, 100).map((m) => [label(m)])));
+    }
+    aside.append(el('h3', 'Connections'));
+    const rows = edges.sort((a, b) => b.count - a.count).slice(0, 100)
+      .map((e) => [own.has(e.source) ? `→ ${label(e.target)}` : `← ${label(e.source)} → ${label(e.target)}`, e.service || '', e.count, fmtTime(e.lastSeen)]);
+    aside.append(table(rows, ['peer', 'service', 'count', 'last seen']));
+    aside.append(tallyTable('Processes', merge(edges.map((e) => e.processes))));
+    aside.append(tallyTable('Users', merge(edges.map((e) => e.users))));
+    const host = node.kind === 'host' ? node.label : node.kind === 'service' ? label(node.host) : node.address ?? node.label;
+    aside.append(el('h3', 'Same data in a terminal'));
+    aside.append(el('pre', reportCommand({ host, port: node.kind === 'service' ? node.port : undefined, from: range.from, to: range.to }), { class: 'command' }));
+    aside.append(el('p', 'DB: the collector\'s database file (--db).', { class: 'hint' }));
+  } else {
+    aside.append(el('h2', `${label(edge.source)} → ${label(edge.target)}`));
+    aside.append(table([
+      ['service', edge.service || '—'],
+      ['connections', fmtCount(edge.count)],
+      ['bytes', fmtBytes(edge.bytes)],
+      ['first seen', fmtTime(edge.firstSeen)],
+      ['last seen', fmtTime(edge.lastSeen)],
+    ]));
+    aside.append(tallyTable('Processes', edge.processes));
+    aside.append(tallyTable('Users', edge.users));
+    const s = graph.nodes.get(edge.source);
+    const t = graph.nodes.get(edge.target);
+    const host = s?.kind === 'host' ? s.label : t?.kind === 'service' ? label(t.host) : label(edge.source);
+    aside.append(el('h3', 'Same data in a terminal'));
+    aside.append(el('pre', reportCommand({ host, port: t?.port, from: range.from, to: range.to }), { class: 'command' }));
+    aside.append(el('p', 'DB: the collector\'s database file (--db).', { class: 'hint' }));
+  }
+}

@@ -1,0 +1,92 @@
+// Shared by the browser tests and the benchmark: a real headless Debian
+// Chromium driven by playwright-core, with a fresh profile each time and no
+// network chatter of its own.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+export const CHROMIUM = process.env.CONNSCOPE_CHROMIUM || '/usr/bin/chromium';
+
+export async function launch({ ignoreHTTPSErrors = false } = {}) {
+  const profile = mkdtempSync(join(tmpdir(), 'connscope-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1400, height: 900 },
+    ignoreHTTPSErrors,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+      '--no-first-run', '--disable-sync', '--disable-quic'],
+  });
+  const close = async () => {
+    await context.close();
+    rmSync(profile, { recursive: true, force: true });
+  };
+  return { context, close };
+}
+
+/**
+ * Opens a page that records every sign of injected code running: dialogs,
+ * and a flag that the hostile test data would set. Returns the page and the
+ * list of such signs, plus console errors and CSP violations.
+ */
+export async function watchedPage(context) {
+  const page = await context.newPage();
+  const alarms = [];
+  const problems = [];
+  page.on('dialog', async (dialog) => {
+    alarms.push(`dialog: ${dialog.type()} ${dialog.message()}`);
+    await dialog.dismiss();
+  });
+  page.on('console', (msg) => {
+    // A collector without an event stream answers 404 there; the map then polls.
+    // Before logging in, the API answers 401: that is how the map learns it must ask.
+    const url = msg.location()?.url ?? '';
+    const expected = url.endsWith('/api/v1/events/stream') || (url.includes('/api/v1/') && msg.text().includes('status of 401'));
+    if (msg.type() === 'error' && !expected) problems.push(`console: ${msg.text()} (${url})`);
+  });
+  page.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
+  return { page, alarms, problems };
+}
+
+/** Synthetic graph in the API's format (connscope_query::Graph): hosts, their services, external addresses. */
+export function syntheticGraph({ nodes = 2000, edges = 10000, seed = 1 } = {}) {
+  let s = seed;
+  const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648);
+  const hostCount = Math.round(nodes * 0.15);
+  const serviceCount = Math.round(nodes * 0.55);
+  const externalCount = nodes - hostCount - serviceCount;
+  const t0 = Date.parse('2025-01-01T00:00:00Z');
+  const out = { from: '2025-01-01T00:00:00Z', to: '2025-02-01T00:00:00Z', nodes: [], edges: [] };
+  const ports = [22, 80, 443, 5432, 6379, 53, 8080, 3306];
+  for (let i = 0; i < hostCount; i++) out.nodes.push({ kind: 'host', id: `host:h${i}`, label: `h${i}.lan`, addresses: [`10.0.${i >> 8}.${i & 255}`] });
+  const services = [];
+  for (let i = 0; i < serviceCount; i++) {
+    const h = i % hostCount;
+    const p = ports[Math.floor(i / hostCount) % ports.length] + Math.floor(i / (hostCount * ports.length));
+    const id = `service:h${h}.lan:${p}/tcp`;
+    services.push([id, p]);
+    out.nodes.push({ kind: 'service', id, label: `h${h}.lan:${p}`, host: `host:h${h}`, port: p, protocol: 'tcp' });
+  }
+  const externals = [];
+  for (let i = 0; i < externalCount; i++) {
+    const ip = `198.${18 + (i >> 8)}.${i & 255}.7`; // one per /24: none folds into a group
+    externals.push([`external:${ip}`, 443]);
+    out.nodes.push({ kind: 'external', id: `external:${ip}`, label: ip, ip, internal: false });
+  }
+  const seen = new Set();
+  while (out.edges.length < edges) {
+    const h = Math.floor(rand() ** 1.5 * hostCount);
+    const [target, port] = rand() < 0.75 ? services[Math.floor(rand() ** 2 * services.length)] : externals[Math.floor(rand() * externals.length)];
+    const key = `${h}>${target}`;
+    if (seen.has(key) || target.startsWith(`service:h${h}.lan:`)) continue;
+    seen.add(key);
+    const first = t0 + Math.floor(rand() * 30 * 86400e3);
+    const connections = 1 + Math.floor(rand() ** 4 * 5000);
+    out.edges.push({ source: `host:h${h}`, target, port, protocol: 'tcp', connections, failures: 0,
+      bytes_to_server: Math.floor(rand() * 1e6), bytes_to_client: Math.floor(rand() * 1e7),
+      first_seen: new Date(first).toISOString(), last_seen: new Date(first + rand() * 86400e3).toISOString(),
+      client_processes: [{ host: `h${h}.lan`, executable: '/usr/bin/curl', user: 'root', connections }], server_processes: [], users: ['root'] });
+  }
+  return out;
+}

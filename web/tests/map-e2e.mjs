@@ -1,0 +1,324 @@
+// End-to-end test of the connection map in real headless Chromium.
+//
+// Writes known connection events into a real SQLite store through the real
+// collector (its HTTPS ingest API), lets the same collector serve the map on
+// 127.0.0.1, and checks what the browser draws: nodes and edges, a filter, a
+// time range, the details panel, live updates, and that hostile names (HTML in
+// an executable path and a user name) show literally and run nothing. Then it
+// exports the map with `connscope map export` and checks the file:// page
+// draws the same graph. Screenshots go to --out.
+//
+//   node web/tests/map-e2e.mjs --bin target/debug/connscope --out target/map-e2e
+//
+// Prints `N passed, N failed` and exits non-zero on any failure.
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request } from 'node:https';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { launch, watchedPage } from './browser.mjs';
+
+const arg = (name, fallback) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : fallback;
+};
+const bin = resolve(arg('bin', 'target/debug/connscope'));
+const out = resolve(arg('out', 'target/map-e2e'));
+mkdirSync(out, { recursive: true });
+
+const HOSTILE_EXE = '/tmp/<img src=x onerror="window.__pwned=1;alert(1)">';
+const HOSTILE_USER = '<svg onload=alert(2)>';
+// Must not end the export's inlined data element.
+const HOSTILE_BREAKOUT = '/usr/bin/apt</script><script>window.__pwned=2;alert(3)</script><!--';
+const TOKENS = { web1: 'web1-token-0123456789abcdef', db1: 'db1-token-0123456789abcdef' };
+// With a reader token configured the API needs it, even on loopback: the map must log in.
+const READ_TOKEN = 'map-reader-token-0123456789';
+
+let passed = 0;
+let failed = 0;
+function check(name, ok, detail = '') {
+  if (ok) {
+    passed++;
+    console.log(`ok - ${name}`);
+  } else {
+    failed++;
+    console.log(`FAILED - ${name} ${detail}`);
+  }
+}
+const same = (name, actual, expected) => check(name, JSON.stringify(actual) === JSON.stringify(expected), `\n  expected ${JSON.stringify(expected)}\n  actual   ${JSON.stringify(actual)}`);
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    }).on('error', rej);
+  });
+}
+
+function https(port, method, path, { body, token, type } = {}) {
+  return new Promise((res, rej) => {
+    const req = request({ host: '127.0.0.1', port, method, path, rejectUnauthorized: false, timeout: 10e3,
+      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(type ? { 'content-type': type } : {}) } }, (r) => {
+      let text = '';
+      r.on('data', (c) => (text += c));
+      r.on('end', () => res({ status: r.statusCode, text, headers: r.headers }));
+    });
+    req.on('error', rej);
+    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: timeout`)));
+    if (body) req.write(body);
+    req.end();
+  });
+}
+
+function event({ host, seq, time, direction, local, remote, exe, user, uid }) {
+  const [lip, lport] = local.split(':');
+  const [rip, rport] = remote.split(':');
+  return JSON.stringify({
+    '@timestamp': time,
+    event: { action: 'connect', sequence: seq },
+    host: { name: host, netns: 4026531840 },
+    network: { transport: 'tcp', type: 'ipv4', direction },
+    local: { ip: lip, port: Number(lport) },
+    remote: { ip: rip, port: Number(rport) },
+    process: { pid: 1000 + seq, executable: exe, name: exe.split('/').pop().slice(0, 15) },
+    user: { id: uid, name: user },
+    connscope: { version: 1 },
+  });
+}
+
+const EVENTS = {
+  web1: [
+    { seq: 1, time: '2025-03-01T10:00:00Z', direction: 'outgoing', local: '10.77.0.1:40001', remote: '10.77.0.2:5432', exe: '/usr/bin/psql', user: 'www-data', uid: 33 },
+    { seq: 2, time: '2025-03-01T10:05:00Z', direction: 'outgoing', local: '10.77.0.1:40002', remote: '10.77.0.2:5432', exe: '/usr/bin/psql', user: 'www-data', uid: 33 },
+    { seq: 3, time: '2025-03-05T12:00:00Z', direction: 'outgoing', local: '10.77.0.1:40100', remote: '93.184.216.34:443', exe: HOSTILE_EXE, user: HOSTILE_USER, uid: 1001 },
+  ],
+  db1: [
+    { seq: 1, time: '2025-03-01T10:00:00Z', direction: 'incoming', local: '10.77.0.2:5432', remote: '10.77.0.1:40001', exe: '/usr/lib/postgresql/15/bin/postgres', user: 'postgres', uid: 110 },
+    { seq: 2, time: '2025-03-01T11:00:00Z', direction: 'outgoing', local: '10.77.0.2:40200', remote: '93.184.216.35:443', exe: HOSTILE_BREAKOUT, user: 'root', uid: 0 },
+  ],
+};
+
+async function ingest(port, agent, events) {
+  const body = events.map((e) => event({ host: agent, ...e })).join('\n') + '\n';
+  const r = await https(port, 'POST', '/api/v1/ingest', { body, token: TOKENS[agent], type: 'application/x-ndjson' });
+  if (r.status !== 200) throw new Error(`ingest for ${agent}: HTTP ${r.status}: ${r.text}`);
+}
+
+/** What the page shows: node labels and edge ids, from the drawn SVG. */
+async function drawn(page) {
+  // The layout has settled, and two frames have passed: its last draw is done.
+  await page.waitForFunction(() => window.connscope.settled, null, { timeout: 30e3, polling: 50 });
+  await page.evaluate(() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done))));
+  return page.evaluate(() => ({
+    renderer: document.getElementById('map').dataset.renderer,
+    nodes: [...document.querySelectorAll('#map g.node')].map((g) => g.querySelector('text').textContent).sort(),
+    edges: [...document.querySelectorAll('#map path.edge')].map((p) => p.dataset.id).sort(),
+  }));
+}
+
+async function settled(page, loads = 1) {
+  await page.waitForFunction((n) => window.connscope && window.connscope.loads >= n && window.connscope.settled, loads, { timeout: 30e3, polling: 50 });
+}
+
+/** Opens the map at a view; a reload, so the page starts afresh (the tab keeps its token). */
+async function navigate(page, url) {
+  await page.goto(url);
+  await page.reload();
+  await settled(page);
+}
+
+/** Logs in through the map's login form (a new tab has no token yet). */
+async function login(page) {
+  await page.waitForSelector('#login:not([hidden])', { timeout: 15e3 });
+  await page.fill('#login-token', READ_TOKEN);
+  await page.click('#login button[type=submit]');
+}
+
+async function openDetails(page, id) {
+  await page.locator(`#map g.node[data-id="${id}"] circle`).click();
+  await page.waitForSelector('#details:not([hidden])', { timeout: 10e3 });
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'connscope-map-e2e-'));
+const db = join(dir, 'store.db');
+const port = await freePort();
+const collector = spawn(bin, ['collector', '--db', db, '--listen', `127.0.0.1:${port}`,
+  ...Object.entries(TOKENS).flatMap(([a, t]) => ['--token', `${a}=${t}`]), '--read-token', `map=${READ_TOKEN}`], { stdio: ['ignore', 'inherit', 'inherit'] });
+let browser;
+try {
+  // Up when /api/v1/health answers (bounded wait).
+  const deadline = Date.now() + 30e3;
+  for (;;) {
+    if (collector.exitCode !== null) throw new Error(`the collector exited with ${collector.exitCode}`);
+    try {
+      if ((await https(port, 'GET', '/api/v1/health')).status === 200) break;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await ingest(port, 'web1', EVENTS.web1);
+  await ingest(port, 'db1', EVENTS.db1);
+
+  // The served page and its headers.
+  const index = await https(port, 'GET', '/');
+  check('the collector serves the map at /', index.status === 200 && index.text.includes('<script src="app.js"></script>'), `HTTP ${index.status}`);
+  check('the page has a strict Content-Security-Policy', /script-src 'self'/.test(index.headers['content-security-policy'] ?? '') && !/unsafe/.test(index.headers['content-security-policy'] ?? ''), index.headers['content-security-policy']);
+
+  browser = await launch({ ignoreHTTPSErrors: true });
+  const { page, alarms, problems } = await watchedPage(browser.context);
+  const base = `https://127.0.0.1:${port}/`;
+  await page.goto(`${base}#range=all`);
+  check('without a token the API refuses the graph', (await https(port, 'GET', '/api/v1/graph')).status === 401);
+  await page.waitForSelector('#login:not([hidden])', { timeout: 15e3 });
+  await page.fill('#login-token', 'wrong-token-0123456789');
+  await page.click('#login button[type=submit]');
+  await page.waitForFunction(() => document.getElementById('login-error').textContent.includes('not accepted'), null, { timeout: 15e3 });
+  check('a wrong token is refused and the login form says so', true);
+  await login(page);
+  await settled(page);
+  check('the token is kept for the tab only (sessionStorage), not in the URL', (await page.evaluate(() => sessionStorage.getItem('connscope-token'))) === READ_TOKEN && !page.url().includes(READ_TOKEN));
+  const all = await drawn(page);
+  same('all time: nodes drawn (two externals folded into their /24)', all.nodes, ['93.184.216.0/24 (2)', 'db1', 'db1:5432 (postgresql)', 'web1']);
+  same('all time: edges drawn', all.edges, ['host:db1->group:net:93.184.216.0/24', 'host:web1->group:net:93.184.216.0/24', 'host:web1->service:db1:5432/tcp:5432/tcp']);
+  check('small graphs are drawn as SVG', all.renderer === 'svg', all.renderer);
+
+  // Live: a new connection shows up without a reload, and nothing known moves.
+  const positions = () => page.evaluate(() => Object.fromEntries(window.connscope.app.scene.nodes.map((n) => [n.id, [n.x, n.y]])));
+  const before = await positions();
+  const loads = await page.evaluate(() => window.connscope.loads);
+  await ingest(port, 'web1', [{ seq: 4, time: '2025-03-02T09:00:00Z', direction: 'outgoing', local: '10.77.0.1:40300', remote: '10.77.0.2:22', exe: '/usr/bin/ssh', user: 'www-data', uid: 33 }]);
+  await page.waitForFunction(() => document.querySelector('#map g.node[data-id="service:db1:22/tcp"]'), null, { timeout: 45e3, polling: 200 });
+  check('a new connection appears without reloading the page', await page.evaluate((n) => window.connscope.loads > n && performance.getEntriesByType('navigation').length === 1, loads));
+  await settled(page);
+  const after = await positions();
+  const moved = Object.keys(before).filter((id) => Math.hypot(after[id][0] - before[id][0], after[id][1] - before[id][1]) > 0.5);
+  check('the update kept every known node in place', moved.length === 0, `moved: ${moved.join(', ')}`);
+  const ssh = after['service:db1:22/tcp'];
+  const db1 = after['host:db1'];
+  check('the new service starts near its host', Math.hypot(ssh[0] - db1[0], ssh[1] - db1[1]) < 150, JSON.stringify({ ssh, db1 }));
+
+  // Drag pins a node where it is dropped; double-click unpins it.
+  const web1 = page.locator('#map g.node[data-id="host:web1"] circle');
+  const box = await web1.boundingBox();
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await page.mouse.down();
+  for (let i = 1; i <= 10; i++) await page.mouse.move(box.x + box.width / 2 + 6 * i, box.y + box.height / 2 + 4 * i);
+  await page.mouse.up();
+  // The class follows on the next frame.
+  const pinned = await page.waitForFunction(() => document.querySelector('#map g.node[data-id="host:web1"]').classList.contains('pinned'), null, { timeout: 5e3 })
+    .then(() => true, () => false);
+  const dropped = await web1.boundingBox();
+  check('a dragged node follows the mouse and is pinned', pinned && Math.abs(dropped.x - box.x - 60) < 3 && Math.abs(dropped.y - box.y - 40) < 3, JSON.stringify({ pinned, box, dropped }));
+  await web1.dblclick();
+  await page.waitForFunction(() => !document.querySelector('#map g.node[data-id="host:web1"]').classList.contains('pinned'), null, { timeout: 5e3 });
+  check('double-click unpins it', true);
+
+  // A filter (client side, instant) and its URL.
+  await page.fill('#f-exe', 'psql');
+  await page.waitForFunction(() => document.body.dataset.edges === '1');
+  const filtered = await drawn(page);
+  same('filter executable=psql: nodes', filtered.nodes, ['db1', 'db1:5432 (postgresql)', 'web1']);
+  same('filter executable=psql: edges', filtered.edges, ['host:web1->service:db1:5432/tcp:5432/tcp']);
+  check('the filter is in the URL', page.url().includes('exe=psql'), page.url());
+  await page.fill('#f-exe', '');
+
+  // A time range (asked of the server): only the 5 March connection.
+  await navigate(page, `${base}#from=2025-03-05T00:00:00Z&to=2025-03-06T00:00:00Z`);
+  const ranged = await drawn(page);
+  same('time range 5 March: nodes', ranged.nodes, ['93.184.216.34', 'web1']);
+  same('time range 5 March: edges', ranged.edges, ['host:web1->external:93.184.216.34:443/tcp']);
+
+  // Details of web1, with the hostile executable and user name as plain text.
+  await navigate(page, `${base}#range=all&since=2025-03-03T00:00:00Z`);
+  await drawn(page); // waits for the last draw
+  const fresh = await page.evaluate(() => [...document.querySelectorAll('#map path.edge.fresh')].map((p) => p.dataset.id));
+  same('"new since" highlights the edges first seen after the date', fresh, ['host:web1->group:net:93.184.216.0/24']);
+  await openDetails(page, 'host:web1');
+  const details = await page.evaluate(() => ({
+    text: document.getElementById('details').textContent,
+    command: document.querySelector('#details pre.command')?.textContent,
+    elements: document.querySelectorAll('#details img, #details svg, #details script').length,
+  }));
+  check('details: the hostile executable shows literally', details.text.includes(HOSTILE_EXE), details.text.slice(0, 400));
+  check('details: the hostile user name shows literally', details.text.includes(HOSTILE_USER));
+  check('details: connections, processes, users, first and last seen', ['Connections', 'Processes', 'Users', 'first seen', 'last seen', '/usr/bin/psql', 'www-data'].every((w) => details.text.includes(w)));
+  same('details: the equivalent report command', details.command, 'connscope report edges --db DB --host web1');
+  check('details: no element was made from data', details.elements === 0, String(details.elements));
+  await page.screenshot({ path: join(out, 'served-details.png') });
+
+  // SVG, PNG and JSON of the current view.
+  const saved = async (button) => {
+    const [download] = await Promise.all([page.waitForEvent('download', { timeout: 15e3 }), page.click(button)]);
+    const file = join(out, download.suggestedFilename());
+    await download.saveAs(file);
+    return readFileSync(file);
+  };
+  const svg = (await saved('#export-svg')).toString('utf8');
+  check('SVG export: a standalone SVG of the drawn nodes, names as text', svg.startsWith('<svg') && svg.includes('>web1</text>') && svg.includes('db1:5432 (postgresql)') && !svg.includes('<script'), svg.slice(0, 200));
+  const png = await saved('#export-png');
+  check('PNG export: a PNG image', png.subarray(1, 4).toString() === 'PNG' && png.length > 2000, String(png.length));
+  const json = JSON.parse((await saved('#export-json')).toString('utf8'));
+  check('JSON export: the graph shown, with positions', json.nodes.length === 5 && json.edges.length === 4 && json.nodes.every((n) => Number.isFinite(n.x)), `${json.nodes.length} nodes, ${json.edges.length} edges`);
+
+  // Open the group from the panel of the group node.
+  await page.locator('#details button.close').click();
+  await openDetails(page, 'group:net:93.184.216.0/24');
+  await page.locator('#details button.expand').click();
+  await page.waitForFunction(() => document.querySelector('#map g.node[data-id="external:93.184.216.34"]'));
+  const opened = await drawn(page);
+  check('an opened group shows its addresses', opened.nodes.includes('93.184.216.34') && opened.nodes.includes('93.184.216.35'), JSON.stringify(opened.nodes));
+  check('the opened group is in the URL', page.url().includes('open=group'), page.url());
+  check('no dialog opened, no injected code ran', alarms.length === 0 && (await page.evaluate(() => window.__pwned)) === undefined, alarms.join('; '));
+  check('no errors in the page', problems.length === 0, problems.join('\n'));
+
+  // The static export draws the same graph from file://.
+  const html = join(dir, 'map.html');
+  execFileSync(bin, ['map', 'export', '--db', db, '-o', html], { stdio: 'inherit' });
+  const exported = await watchedPage(browser.context);
+  await exported.page.goto(pathToFileURL(html).href);
+  await settled(exported.page);
+  const fromFile = await drawn(exported.page);
+  await exported.page.goto(`${base}#range=all`);
+  await login(exported.page);
+  await settled(exported.page);
+  const served = await drawn(exported.page);
+  same('the file:// export draws the same nodes as the served map', fromFile.nodes, served.nodes);
+  same('the file:// export draws the same edges as the served map', fromFile.edges, served.edges);
+  await exported.page.goto(pathToFileURL(html).href + '#range=all');
+  await settled(exported.page);
+  await openDetails(exported.page, 'host:web1');
+  check('export: the hostile executable shows literally', (await exported.page.textContent('#details')).includes(HOSTILE_EXE));
+  await exported.page.locator('#details button.close').click();
+  await openDetails(exported.page, 'host:db1');
+  check('export: a name with </script> and <!-- stays inside the data, shown literally', (await exported.page.textContent('#details')).includes(HOSTILE_BREAKOUT));
+  await exported.page.screenshot({ path: join(out, 'export.png') });
+
+  // An export of a time range and a host only.
+  const narrow = join(dir, 'narrow.html');
+  execFileSync(bin, ['map', 'export', '--db', db, '-o', narrow, '--from', '2025-03-05T00:00:00Z', '--to', '2025-03-06T00:00:00Z', '--host', 'web1'], { stdio: 'inherit' });
+  await exported.page.goto(pathToFileURL(narrow).href);
+  await settled(exported.page);
+  same('export --from --to --host: only that range and host', await drawn(exported.page), { renderer: 'svg', nodes: ['93.184.216.34', 'web1'], edges: ['host:web1->external:93.184.216.34:443/tcp'] });
+  let refused = '';
+  try {
+    execFileSync(bin, ['map', 'export', '--db', join(dir, 'missing.db'), '-o', join(dir, 'x.html')], { stdio: 'pipe' });
+  } catch (err) {
+    refused = err.stderr.toString();
+  }
+  check('export of a missing database fails and says which', refused.includes('missing.db'), refused);
+  check('export: no dialog opened, no injected code ran, no errors', exported.alarms.length === 0 && exported.problems.length === 0 && (await exported.page.evaluate(() => window.__pwned)) === undefined,
+    [...exported.alarms, ...exported.problems].join('; '));
+} catch (err) {
+  failed++;
+  console.log(`FAILED - ${err.stack}`);
+} finally {
+  if (browser) await browser.close();
+  collector.kill('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+}
+console.log(`${passed} passed, ${failed} failed`);
+process.exitCode = failed ? 1 : 0;

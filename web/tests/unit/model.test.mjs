@@ -1,0 +1,113 @@
+// Unit tests of the map's pure parts: the graph model, the URL state and the
+// report command line. Run by `node --test web/tests/unit/` (and by
+// crates/map/tests/web_units.rs under cargo test).
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { buildView, groupKey, normalizeGraph, searchNodes } from '../../src/model.js';
+import { reportCommand, shellQuote } from '../../src/panel.js';
+import { formatState, parseState, timeRange } from '../../src/state.js';
+
+const doc = {
+  from: '2025-03-01T00:00:00Z',
+  to: '2025-04-01T00:00:00Z',
+  nodes: [
+    { kind: 'host', id: 'host:a', label: 'a', addresses: ['10.0.0.1'] },
+    { kind: 'host', id: 'host:b', label: 'b', addresses: ['10.0.0.2'] },
+    { kind: 'service', id: 'service:b:22/tcp', label: 'b:22', host: 'host:b', port: 22, protocol: 'tcp' },
+    { kind: 'external', id: 'external:192.0.2.1', label: '192.0.2.1', ip: '192.0.2.1', internal: false },
+    { kind: 'external', id: 'external:192.0.2.9', label: '192.0.2.9', ip: '192.0.2.9', internal: false },
+    { kind: 'external', id: 'external:2001:db8:1::5', label: '2001:db8:1::5', ip: '2001:db8:1::5', internal: false },
+  ],
+  edges: [
+    { source: 'host:a', target: 'service:b:22/tcp', port: 22, protocol: 'tcp', connections: 5, failures: 0, bytes_to_server: 10, bytes_to_client: 20,
+      first_seen: '2025-03-01T10:00:00Z', last_seen: '2025-03-02T10:00:00Z',
+      client_processes: [{ host: 'a', executable: '/usr/bin/ssh', user: 'joe', connections: 5 }],
+      server_processes: [{ host: 'b', executable: '/usr/sbin/sshd', user: 'root', connections: 4 }], users: ['joe', 'root'], service: 'ssh' },
+    { source: 'host:a', target: 'external:192.0.2.1', port: 443, protocol: 'tcp', connections: 2, failures: 0, bytes_to_server: 0, bytes_to_client: 0,
+      first_seen: '2025-03-10T10:00:00Z', last_seen: '2025-03-10T10:00:00Z',
+      client_processes: [{ host: 'a', executable: '/usr/bin/curl', user: 'joe', connections: 2 }], server_processes: [], users: ['joe'] },
+    { source: 'host:b', target: 'external:192.0.2.9', port: 443, protocol: 'tcp', connections: 3, failures: 0, bytes_to_server: 0, bytes_to_client: 0,
+      first_seen: '2025-03-01T10:00:00Z', last_seen: '2025-03-20T10:00:00Z',
+      client_processes: [{ host: 'b', executable: '/usr/bin/apt', user: 'root', connections: 3 }], server_processes: [], users: ['root'] },
+    { source: 'host:a', target: 'external:gone', port: 1, protocol: 'tcp', connections: 1 },
+  ],
+};
+const graph = normalizeGraph(doc);
+const state = (patch = {}) => ({ ...parseState('#range=all'), ...patch });
+const ids = (list) => list.map((x) => x.id).sort();
+
+test('the API graph is read with its processes and users', () => {
+  assert.equal(graph.nodes.size, 6);
+  assert.equal(graph.edges.length, 3, 'an edge to a node not in the document is dropped');
+  const ssh = graph.edges[0];
+  assert.equal(ssh.count, 5);
+  assert.equal(ssh.bytes, 30);
+  assert.equal(ssh.firstSeen, Date.parse('2025-03-01T10:00:00Z'));
+  assert.deepEqual(ssh.processes.map((p) => p.name), ['/usr/bin/ssh @ a', '/usr/sbin/sshd @ b']);
+  assert.deepEqual(ssh.users, [{ name: 'joe', count: 5 }, { name: 'root', count: 4 }]);
+  assert.equal(graph.nodes.get('host:a').address, '10.0.0.1');
+  assert.equal(ssh.service, 'ssh');
+  assert.equal(graph.nodes.get('service:b:22/tcp').service, 'ssh', 'a service node takes the name its edges give');
+  assert.equal(graph.timelineOf, 'new edges', 'without a server histogram the timeline says what it shows');
+});
+
+test('external addresses fold by /24, /48 or DNS domain', () => {
+  assert.equal(groupKey({ address: '192.0.2.77' }).id, 'group:net:192.0.2.0/24');
+  assert.equal(groupKey({ address: '2001:db8:1::5' }).id, 'group:net:2001:db8:1::/48');
+  assert.equal(groupKey({ address: '2001:db8:1:2:3:4:5:6' }).label, '2001:db8:1::/48');
+  assert.equal(groupKey({ address: '192.0.2.1', name: 'cdn1.example.org.' }).id, 'group:name:example.org');
+});
+
+test('a group of two is one node with merged edges, until opened', () => {
+  const view = buildView(graph, state());
+  assert.deepEqual(ids(view.nodes), ['external:2001:db8:1::5', 'group:net:192.0.2.0/24', 'host:a', 'host:b', 'service:b:22/tcp']);
+  assert.deepEqual(ids(view.edges), ['host:a->group:net:192.0.2.0/24', 'host:a->service:b:22/tcp:22/tcp', 'host:b->group:net:192.0.2.0/24']);
+  assert.deepEqual(view.members, [{ id: 'member:service:b:22/tcp', source: 'host:b', target: 'service:b:22/tcp', member: true }]);
+  const open = buildView(graph, state({ open: ['group:net:192.0.2.0/24'] }));
+  assert.ok(open.nodes.some((n) => n.id === 'external:192.0.2.1' && n.group === 'group:net:192.0.2.0/24'));
+  assert.equal(open.edges.length, 3);
+});
+
+test('filters: host and direction, port, executable, user, scope', () => {
+  const edges = (patch) => ids(buildView(graph, state(patch)).edges);
+  assert.deepEqual(edges({ host: 'b', dir: 'in' }), ['host:a->service:b:22/tcp:22/tcp']);
+  assert.deepEqual(edges({ host: 'b', dir: 'out' }), ['host:b->external:192.0.2.9:443/tcp']);
+  assert.deepEqual(edges({ port: '22' }), ['host:a->service:b:22/tcp:22/tcp']);
+  assert.deepEqual(edges({ exe: 'curl' }), ['host:a->external:192.0.2.1:443/tcp'], 'a lone group member is not folded');
+  assert.deepEqual(edges({ user: 'root', scope: 'external' }), ['host:b->external:192.0.2.9:443/tcp']);
+  assert.deepEqual(edges({ scope: 'internal' }), ['host:a->service:b:22/tcp:22/tcp']);
+  const filtered = buildView(graph, state({ exe: 'ssh' }));
+  assert.deepEqual(ids(filtered.nodes), ['host:a', 'host:b', 'service:b:22/tcp'], "a service brings its host");
+});
+
+test('a time range filters edges in the browser where no server does (export)', () => {
+  const range = { from: Date.parse('2025-03-05T00:00:00Z'), to: Date.parse('2025-03-15T00:00:00Z'), clientSide: true };
+  assert.deepEqual(ids(buildView(graph, state(), range).edges), ['host:a->group:net:192.0.2.0/24', 'host:b->group:net:192.0.2.0/24']);
+  const early = { from: null, to: Date.parse('2025-03-02T00:00:00Z'), clientSide: true };
+  assert.deepEqual(ids(buildView(graph, state(), early).edges), ['host:a->service:b:22/tcp:22/tcp', 'host:b->external:192.0.2.9:443/tcp']);
+});
+
+test('search matches labels and addresses', () => {
+  const view = buildView(graph, state());
+  assert.deepEqual([...searchNodes(view, '10.0.0.2')], ['host:b']);
+  assert.equal(searchNodes(view, '  '), null);
+});
+
+test('the view state survives the URL', () => {
+  const s = parseState('#from=2025-03-01T00:00:00Z&host=web%201&open=g1,g2&q=%3Cx%3E');
+  assert.equal(s.range, '');
+  assert.equal(s.host, 'web 1');
+  assert.deepEqual(s.open, ['g1', 'g2']);
+  assert.deepEqual(parseState(formatState(s)), s);
+  assert.equal(parseState('').range, '24h');
+  const now = Date.parse('2025-03-10T00:00:00Z');
+  assert.deepEqual(timeRange(parseState('#range=7d'), now), { from: now - 7 * 86400e3, to: null, relative: true });
+  assert.deepEqual(timeRange(parseState('#from=nonsense'), now), { from: null, to: null, relative: false });
+});
+
+test('the report command line quotes what the shell would read', () => {
+  assert.equal(shellQuote('web1'), 'web1');
+  assert.equal(shellQuote("it's <x>"), `'it'\\''s <x>'`);
+  assert.equal(reportCommand({ host: 'web1', port: 22, from: Date.parse('2025-03-01T00:00:00Z'), to: null }),
+    'connscope report edges --db DB --host web1 --port 22 --from 2025-03-01T00:00:00Z');
+});
