@@ -5,15 +5,27 @@
 //!
 //! Every workload runs in this process, so its ground truth is exact: the
 //! 4-tuple of every connection it made, and its own executable on both ends.
-//! Each monitor is started fresh for each workload, and judged on
+//! Loopback hands the same ephemeral port out again within a run (a reset
+//! leaves no TIME_WAIT, and `tcp_tw_reuse` recycles the others), so one
+//! 4-tuple can stand for several connections: both sides are counted as
+//! multisets, never as sets.
+//!
+//! Each monitor is started fresh for each workload, and the workload starts
+//! only once the monitor has reported what was open before it (the idle
+//! sockets), so start-up work is not billed to the workload. Afterwards the
+//! monitor is stopped with SIGTERM and its output read once it has exited:
+//! connscope drains its backend and flushes on SIGTERM, so nothing is judged
+//! before it is written. Each monitor is judged on
 //! - recall of connects and disconnects (both ends of each connection),
+//! - accounted loss: events the monitor itself counted as lost (connscope's
+//!   kernel-lost + queue-dropped), so that a miss is either counted or a bug,
 //! - process attribution (share of found connects naming this executable;
 //!   tcpspy prints at most 30 bytes of it, so a 30-byte prefix counts),
 //! - CPU seconds per 10,000 connections: the monitor's utime+stime, plus for
 //!   eBPF the run time of its BPF programs (`kernel.bpf_stats_enabled`),
 //! - peak RSS (VmHWM), and the workload's own rate next to the unmonitored one.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
@@ -205,7 +217,14 @@ struct Running {
     stderr: PathBuf,
 }
 
-fn start_monitor(monitor: Monitor, dir: &Path, netns_all: bool) -> Option<Running> {
+/// Starts `monitor` and returns once it is ready and has reported the
+/// `preexisting` sockets open before it started.
+fn start_monitor(
+    monitor: Monitor,
+    dir: &Path,
+    netns_all: bool,
+    preexisting: usize,
+) -> Option<Running> {
     let output = dir.join("out");
     let stderr = dir.join("err");
     let mut command = match monitor {
@@ -254,9 +273,66 @@ fn start_monitor(monitor: Monitor, dir: &Path, netns_all: bool) -> Option<Runnin
                 assert!(Instant::now() < deadline, "monitor did not start");
                 thread::sleep(Duration::from_millis(20));
             }
+            // Ready means capturing; the connections open before are still
+            // being named and written (20,000 take a few hundred ms of both
+            // cores). Let that finish, or the workload pays for it.
+            while line_count(&running.output) < preexisting {
+                assert!(
+                    Instant::now() < deadline,
+                    "monitor did not report the preexisting sockets"
+                );
+                thread::sleep(Duration::from_millis(20));
+            }
+            wait_quiet(&running.output, Duration::from_millis(300));
         }
     }
     Some(running)
+}
+
+fn line_count(path: &Path) -> usize {
+    fs::read(path)
+        .map(|text| text.iter().filter(|&&b| b == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// What a monitor cost over its whole life, taken when it is reaped.
+struct Exit {
+    cpu_seconds: f64,
+    peak_rss_mib: f64,
+}
+
+/// Sends SIGTERM and reaps the monitor, killing it after `patience`.
+fn stop_monitor(running: &mut Running, patience: Duration) -> Exit {
+    let pid = running.child.id() as libc::pid_t;
+    // SAFETY: signalling our own child, not yet reaped.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + patience;
+    // SAFETY: all-zero is a valid rusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut status = 0;
+    loop {
+        // SAFETY: our own child; status and usage are valid to write.
+        let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        assert!(rc >= 0, "wait4: {}", std::io::Error::last_os_error());
+        if rc == pid {
+            break;
+        }
+        if Instant::now() > deadline {
+            eprintln!("monitor {pid} ignored SIGTERM for {patience:?}: killed");
+            // SAFETY: as above; then a blocking reap.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::wait4(pid, &mut status, 0, &mut usage);
+            }
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Exit {
+        cpu_seconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+    }
 }
 
 /// utime + stime of a process, seconds.
@@ -297,16 +373,6 @@ fn bpf_run_seconds(pid: u32) -> f64 {
     total as f64 / 1e9
 }
 
-fn peak_rss_mib(pid: u32) -> f64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 /// Waits until the output file stops growing for `quiet`.
 fn wait_quiet(path: &Path, quiet: Duration) {
     let mut last = (0, Instant::now());
@@ -325,7 +391,9 @@ fn wait_quiet(path: &Path, quiet: Duration) {
 struct Seen {
     /// (kind, local, remote, exe matches)
     events: Vec<(EventKind, SocketAddr, SocketAddr, bool)>,
+    /// connscope's own exit statistics; zero for tcpspy.
     kernel_lost: u64,
+    queue_dropped: u64,
 }
 
 fn read_output(monitor: Monitor, run: &Running, exe: &str) -> Seen {
@@ -359,16 +427,22 @@ fn read_output(monitor: Monitor, run: &Running, exe: &str) -> Seen {
         }
     }
     let stderr = fs::read_to_string(&run.stderr).unwrap_or_default();
-    let kernel_lost = stderr
-        .rsplit("kernel-lost ")
+    Seen {
+        events,
+        kernel_lost: exit_counter(&stderr, "kernel-lost"),
+        queue_dropped: exit_counter(&stderr, "queue-dropped"),
+    }
+}
+
+/// A counter from connscope's last statistics line
+/// (`captured N, kernel-lost N, queue-dropped N, ...`).
+fn exit_counter(stderr: &str, name: &str) -> u64 {
+    stderr
+        .rsplit(&format!("{name} "))
         .next()
         .and_then(|t| t.split(',').next())
         .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0);
-    Seen {
-        events,
-        kernel_lost,
-    }
+        .unwrap_or(0)
 }
 
 struct Row {
@@ -382,41 +456,59 @@ struct Row {
     rate: f64,
     slowdown: f64,
     kernel_lost: u64,
+    queue_dropped: u64,
 }
 
+/// (connect recall, disconnect recall, attribution). Each end of each
+/// 4-tuple is expected as often as the workload made that 4-tuple; events
+/// beyond that (duplicates) earn nothing.
 fn score(truth: &Truth, seen: &Seen) -> (f64, f64, f64) {
-    let clients: HashSet<SocketAddr> = truth.clients.iter().copied().collect();
-    let mut connects = HashSet::new();
-    let mut disconnects = HashSet::new();
-    let (mut attributed, mut found) = (0usize, 0usize);
+    let mut made: HashMap<SocketAddr, usize> = HashMap::new();
+    for &client in &truth.clients {
+        *made.entry(client).or_default() += 1;
+    }
+    // Per (client address, server end?): how many of the expected are left.
+    let mut connects_left: HashMap<(SocketAddr, bool), usize> = HashMap::new();
+    let mut disconnects_left = connects_left.clone();
+    for (&client, &n) in &made {
+        for server_end in [true, false] {
+            connects_left.insert((client, server_end), n);
+            disconnects_left.insert((client, server_end), n);
+        }
+    }
+    let (mut connects, mut disconnects, mut attributed) = (0usize, 0usize, 0usize);
     for &(kind, local, remote, exe_ok) in &seen.events {
         // Client end: local = client, remote = server; server end reversed.
-        let key = if local == truth.server && clients.contains(&remote) {
+        let key = if local == truth.server {
             (remote, true)
-        } else if remote == truth.server && clients.contains(&local) {
+        } else if remote == truth.server {
             (local, false)
         } else {
             continue;
         };
-        let set = match kind {
-            EventKind::Connect => &mut connects,
-            EventKind::Disconnect => &mut disconnects,
+        let (left, found) = match kind {
+            EventKind::Connect => (&mut connects_left, &mut connects),
+            EventKind::Disconnect => (&mut disconnects_left, &mut disconnects),
             EventKind::ConnectFailed => continue,
         };
-        if set.insert(key) && kind == EventKind::Connect {
-            found += 1;
+        let Some(left) = left.get_mut(&key).filter(|left| **left > 0) else {
+            continue;
+        };
+        *left -= 1;
+        *found += 1;
+        if kind == EventKind::Connect {
             attributed += usize::from(exe_ok);
         }
     }
     let expected = 2.0 * truth.clients.len() as f64;
-    let attribution = if found == 0 {
+    let attribution = if connects == 0 {
         f64::NAN
     } else {
-        attributed as f64 / found as f64
+        attributed as f64 / connects as f64
     };
     (
-        connects.len() as f64 / expected,
-        disconnects.len() as f64 / expected,
+        connects as f64 / expected,
+        disconnects as f64 / expected,
         attribution,
     )
 }
@@ -532,9 +624,11 @@ fn main() {
                 continue; // a poller sees only its own namespace: refuses
             }
             let dir = tempfile::tempdir().unwrap();
-            let running = start_monitor(monitor, dir.path(), w.netns);
+            let running = start_monitor(monitor, dir.path(), w.netns, w.idle_sockets);
             let pid = running.as_ref().map(|r| r.child.id());
-            let cpu_before = pid.map_or(0.0, |p| cpu_seconds(p) + bpf_run_seconds(p));
+            // Start-up (naming the idle sockets) is not the workload's cost.
+            let cpu_before = pid.map_or(0.0, cpu_seconds);
+            let bpf_before = pid.map_or(0.0, bpf_run_seconds);
             let truth = if w.netns {
                 let (connections, rate, close, family) = (w.connections, w.rate, w.close, w.family);
                 let this_run = run;
@@ -568,30 +662,33 @@ fn main() {
                     rate,
                     slowdown: 0.0,
                     kernel_lost: 0,
+                    queue_dropped: 0,
                 });
                 continue;
             };
-            let quiet = match monitor {
-                Monitor::Tcpspy(ms) => Duration::from_millis(u64::from(ms) * 3 + 300),
-                _ => Duration::from_millis(500),
-            };
-            wait_quiet(&running.output, quiet);
-            let pid = running.child.id();
-            let cpu = cpu_seconds(pid) + bpf_run_seconds(pid) - cpu_before;
-            let rss = peak_rss_mib(pid);
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-            // A swamped tcpspy handles SIGTERM only after its current scan:
-            // give it 10 s, then kill it (what it printed is kept).
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while running.child.try_wait().unwrap().is_none() {
-                if Instant::now() > deadline {
-                    let _ = running.child.kill();
-                    running.child.wait().unwrap();
-                    break;
+            let patience = match monitor {
+                Monitor::Tcpspy(ms) => {
+                    // It only sees what is open when it polls: give it its
+                    // last polls. A swamped tcpspy handles SIGTERM only after
+                    // its current scan: 10 s, then it is killed (what it
+                    // printed is kept).
+                    wait_quiet(
+                        &running.output,
+                        Duration::from_millis(u64::from(ms) * 3 + 300),
+                    );
+                    Duration::from_secs(10)
                 }
-                thread::sleep(Duration::from_millis(20));
-            }
+                // connscope drains its backend and writes everything on
+                // SIGTERM: nothing to wait for first, and no kill (its output
+                // would be cut short and the count unfair to it).
+                _ => Duration::from_secs(120),
+            };
+            // BPF programs run inside the workload's own syscalls and softirqs:
+            // their time is complete once the workload is.
+            let bpf = bpf_run_seconds(running.child.id()) - bpf_before;
+            let exit = stop_monitor(&mut running, patience);
+            let cpu = exit.cpu_seconds - cpu_before + bpf;
+            let rss = exit.peak_rss_mib;
             let seen = read_output(monitor, &running, &exe);
             let (connect_recall, disconnect_recall, attribution) = score(&truth, &seen);
             rows.push(Row {
@@ -605,6 +702,7 @@ fn main() {
                 rate,
                 slowdown: 1.0 - rate / baseline_rate,
                 kernel_lost: seen.kernel_lost,
+                queue_dropped: seen.queue_dropped,
             });
             eprintln!(
                 "done: {} / {} ({:.0?} so far)",
@@ -662,7 +760,7 @@ fn markdown(rows: &[Row]) -> String {
         }
     };
     let mut out = String::new();
-    out.push_str("| workload | monitor | connects found | disconnects found | process named | CPU s / 10k conn | peak RSS MiB | workload conn/s | slowdown | kernel-lost |\n");
+    out.push_str("| workload | monitor | connects found | disconnects found | process named | CPU s / 10k conn | peak RSS MiB | workload conn/s | slowdown | accounted loss (kernel-lost + queue-dropped) |\n");
     out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         let _ = writeln!(
@@ -681,7 +779,16 @@ fn markdown(rows: &[Row]) -> String {
             } else {
                 pct(r.slowdown)
             },
-            r.kernel_lost,
+            if r.monitor.starts_with("connscope") {
+                format!(
+                    "{} ({} + {})",
+                    r.kernel_lost + r.queue_dropped,
+                    r.kernel_lost,
+                    r.queue_dropped
+                )
+            } else {
+                "–".to_owned()
+            },
         );
     }
     out

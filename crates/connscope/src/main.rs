@@ -35,6 +35,8 @@ enum Command {
     Report(cmd::report::ReportCommand),
     /// Import tcpspy syslog files (plain, rotated, gzip) into a store.
     Import(cmd::import::ImportArgs),
+    /// Everything on one machine: collector, local agent, real traffic, the map.
+    Demo(cmd::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Firewall(command) => cmd::firewall::run(command),
         Command::Report(command) => cmd::report::run(command),
         Command::Import(args) => cmd::import::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
     };
     match result {
         Ok(code) => code,

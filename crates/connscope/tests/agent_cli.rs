@@ -164,7 +164,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// `python3 -m http.server` on 127.0.0.1, optionally inside a namespace.
+/// `python3 -m http.server` minus its start-up lookup of the machine's fully
+/// qualified name, which would send a DNS query off the machine.
+const WEB_SERVER_PY: &str = "import http.server, socket, socketserver, sys
+class Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+Server((sys.argv[1], int(sys.argv[2])), http.server.SimpleHTTPRequestHandler).serve_forever()
+";
+
+/// A python3 web server on 127.0.0.1, optionally inside a namespace.
 struct HttpServer {
     child: Child,
     port: u16,
@@ -177,13 +185,7 @@ impl HttpServer {
         let port = free_port();
         let mut command = wrap(netns, "python3");
         command
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
+            .args(["-c", WEB_SERVER_PY, "127.0.0.1", &port.to_string()])
             .current_dir(std::env::temp_dir())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

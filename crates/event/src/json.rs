@@ -218,7 +218,9 @@ impl Wire {
             (_, None) => None,
         };
         let failure = match (kind, self.event.reason.as_deref()) {
-            (EventKind::ConnectFailed, Some(r)) => Some(field::<ConnectFailure>("event.reason", r)?),
+            (EventKind::ConnectFailed, Some(r)) => {
+                Some(field::<ConnectFailure>("event.reason", r)?)
+            }
             (EventKind::ConnectFailed, None) => Some(ConnectFailure::Other),
             (_, Some(_)) => {
                 return Err(JsonError::Field {
@@ -314,11 +316,17 @@ mod tests {
     fn errors_name_the_field() {
         let line = to_json_line(&full_disconnect()).replace("\"outgoing\"", "\"sideways\"");
         let err = from_json_line(&line).unwrap_err().to_string();
-        assert!(err.starts_with("field network.direction: unknown direction"), "{err}");
+        assert!(
+            err.starts_with("field network.direction: unknown direction"),
+            "{err}"
+        );
 
         let line = to_json_line(&full_disconnect()).replace("\"ipv6\"", "\"ipv4\"");
         let err = from_json_line(&line).unwrap_err().to_string();
-        assert_eq!(err, "field network.type: says ipv4 but the addresses are ipv6");
+        assert_eq!(
+            err,
+            "field network.type: says ipv4 but the addresses are ipv6"
+        );
 
         let line = to_json_line(&full_disconnect()).replace("\"version\":1", "\"version\":9");
         assert!(matches!(
@@ -333,14 +341,10 @@ mod tests {
 
     fn arb_addr() -> impl Strategy<Value = (IpAddr, IpAddr)> {
         prop_oneof![
-            (any::<u32>(), any::<u32>()).prop_map(|(a, b)| (
-                IpAddr::V4(Ipv4Addr::from(a)),
-                IpAddr::V4(Ipv4Addr::from(b))
-            )),
-            (any::<u128>(), any::<u128>()).prop_map(|(a, b)| (
-                IpAddr::V6(Ipv6Addr::from(a)),
-                IpAddr::V6(Ipv6Addr::from(b))
-            )),
+            (any::<u32>(), any::<u32>())
+                .prop_map(|(a, b)| (IpAddr::V4(Ipv4Addr::from(a)), IpAddr::V4(Ipv4Addr::from(b)))),
+            (any::<u128>(), any::<u128>())
+                .prop_map(|(a, b)| (IpAddr::V6(Ipv6Addr::from(a)), IpAddr::V6(Ipv6Addr::from(b)))),
         ]
     }
 

@@ -43,7 +43,9 @@ impl Timestamp {
 impl From<jiff::Timestamp> for Timestamp {
     fn from(ts: jiff::Timestamp) -> Self {
         // i64 nanoseconds cover 1677..2262, far beyond any connection we log.
-        let nanos = ts.as_nanosecond().clamp(i128::from(i64::MIN), i128::from(i64::MAX));
+        let nanos = ts
+            .as_nanosecond()
+            .clamp(i128::from(i64::MIN), i128::from(i64::MAX));
         Timestamp(nanos as i64)
     }
 }
@@ -88,6 +90,8 @@ mod tests {
     #[test]
     fn garbage_is_an_error_naming_the_input() {
         let err = "yesterday".parse::<Timestamp>().unwrap_err();
-        assert!(err.to_string().starts_with("invalid timestamp \"yesterday\""));
+        assert!(err
+            .to_string()
+            .starts_with("invalid timestamp \"yesterday\""));
     }
 }

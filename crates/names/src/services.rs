@@ -43,7 +43,10 @@ impl Services {
                 .entry((port, proto))
                 .or_insert_with(|| name.to_owned());
             for alias in std::iter::once(name).chain(words) {
-                table.by_name.entry((alias.to_owned(), proto)).or_insert(port);
+                table
+                    .by_name
+                    .entry((alias.to_owned(), proto))
+                    .or_insert(port);
             }
         }
         table

@@ -15,10 +15,7 @@ pub fn uid_for_name(name: &str) -> Option<u32> {
     if let Ok(uid) = name.parse::<u32>() {
         return Some(uid);
     }
-    User::from_name(name)
-        .ok()
-        .flatten()
-        .map(|u| u.uid.as_raw())
+    User::from_name(name).ok().flatten().map(|u| u.uid.as_raw())
 }
 
 /// The gid of a group name, or of a numeric string, as tcpspy's `-G` takes it.

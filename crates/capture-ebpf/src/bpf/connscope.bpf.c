@@ -488,8 +488,13 @@ int preexisting_tcp(struct bpf_iter__tcp *ctx)
 	key = (__u64)sk;
 	c.established_ns = bpf_ktime_get_boot_ns();
 	c.direction = bpf_map_lookup_elem(&listeners, &lk) ? DIR_INCOMING : DIR_OUTGOING;
-	if (bpf_map_update_elem(&conns, &key, &c, BPF_NOEXIST))
-		return 0; /* already followed since its state changed */
+	if (bpf_map_update_elem(&conns, &key, &c, BPF_NOEXIST)) {
+		/* Already followed since its state changed, or the table is full:
+		 * only the second is a loss. */
+		if (!bpf_map_lookup_elem(&conns, &key))
+			count_loss(LOST_CONN_TABLE);
+		return 0;
+	}
 	e = reserve_event();
 	if (!e)
 		return 0;

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod collector;
+pub mod demo;
 pub mod firewall;
 pub mod import;
 pub mod map;
