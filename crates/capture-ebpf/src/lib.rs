@@ -43,8 +43,11 @@
 //! halves a busy server's connection rate, so records are submitted without a
 //! wake-up unless the unread data passes a quarter of the buffer; the reader
 //! polls on a 10 ms timer. A record the kernel cannot reserve, or a
-//! socket or flow the tables cannot hold, is counted in a per-CPU map and
-//! reported as [`CaptureStats::kernel_lost`]: a loss is never silent.
+//! socket or flow the tables cannot hold, is counted in a per-CPU map; a
+//! program run the kernel skipped because the program was already running on
+//! that CPU (a softirq interrupting it) is counted by the kernel in the
+//! program's `recursion_misses`. Both are reported as
+//! [`CaptureStats::kernel_lost`]: a loss is never silent.
 //!
 //! # Processes that are gone
 //!

@@ -347,6 +347,23 @@ fn unaccepted_connection_reset_in_the_queue_is_reported() {
 }
 
 #[test]
+fn connection_queued_when_its_listener_closes_is_owned_by_the_listener() {
+    let mut watch = Watch::default();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let client = TcpStream::connect(server).unwrap();
+    // Closing the listener resets what waits in its queue, after the
+    // listener itself has already gone to CLOSE.
+    drop(listener);
+    let events = watch.until(&[server.port()], |e| {
+        count(e, EventKind::Disconnect, Direction::Incoming) == 1
+    });
+    let inc = find(&events, EventKind::Connect, Direction::Incoming, server);
+    assert_eq!(inc.remote, client.local_addr().unwrap());
+    assert_is_us(inc);
+}
+
+#[test]
 fn connections_open_before_start_are_reported_once() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let server = listener.local_addr().unwrap();

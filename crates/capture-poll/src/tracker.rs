@@ -6,6 +6,12 @@
 //! disappears is a disconnect. Both pollers share it; they differ only in how
 //! they read the table and in what identifies a connection (the 4-tuple for
 //! /proc, the kernel's socket cookie for sock_diag).
+//!
+//! Reading a socket table is not atomic: the kernel hands it out a chunk per
+//! read, and when sockets come and go between chunks an entry that is still
+//! open can be skipped by one snapshot. So a connection counts as closed only
+//! when two snapshots in a row miss it (the disconnect is timestamped at the
+//! first miss); one that reappears was never gone and is not reported again.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -37,6 +43,8 @@ struct Open {
     since: Timestamp,
     direction: Direction,
     process: Option<ProcessInfo>,
+    /// When a snapshot first missed this connection; `None` while seen.
+    missing_since: Option<Timestamp>,
 }
 
 /// The set of open connections between polls, keyed by `K`.
@@ -77,8 +85,8 @@ impl<K: Hash + Eq + Copy> Tracker<K> {
     }
 
     /// Takes a full snapshot of the connections open now: reports the new
-    /// ones as connects and the vanished ones as disconnects, whose keys it
-    /// returns.
+    /// ones as connects and those missed by two snapshots in a row as
+    /// disconnects, whose keys it returns.
     pub fn snapshot(&mut self, now: Vec<(K, Observed)>, out: &mut Vec<ConnectionEvent>) -> Vec<K> {
         let timestamp = Timestamp::now();
         let preexisting = std::mem::replace(&mut self.first, false);
@@ -91,8 +99,20 @@ impl<K: Hash + Eq + Copy> Tracker<K> {
         for (key, seen) in now {
             current.insert(key);
             if let Some(open) = self.open.get_mut(&key) {
-                open.seen.bytes = seen.bytes.or(open.seen.bytes);
-                continue;
+                if same_socket(open.seen.inode, seen.inode) {
+                    open.seen.bytes = seen.bytes.or(open.seen.bytes);
+                    open.missing_since = None;
+                    continue;
+                }
+                // The same addresses on another socket: the old connection
+                // closed and its port was reused between two snapshots.
+                let old = self.open.remove(&key).expect("just found");
+                let event = self.event(
+                    EventKind::Disconnect,
+                    &old,
+                    old.missing_since.unwrap_or(timestamp),
+                );
+                self.push(out, event);
             }
             let open = self.open_connection(seen, timestamp);
             let mut event = self.event(EventKind::Connect, &open, timestamp);
@@ -100,15 +120,20 @@ impl<K: Hash + Eq + Copy> Tracker<K> {
             self.push(out, event);
             self.open.insert(key, open);
         }
-        let gone: Vec<K> = self
-            .open
-            .keys()
-            .filter(|key| !current.contains(key))
-            .copied()
-            .collect();
+        let mut gone = Vec::new();
+        for (key, open) in self.open.iter_mut() {
+            if current.contains(key) {
+                continue;
+            }
+            match open.missing_since {
+                None => open.missing_since = Some(timestamp),
+                Some(_) => gone.push(*key),
+            }
+        }
         for key in &gone {
             let open = self.open.remove(key).expect("key listed from the map");
-            let event = self.event(EventKind::Disconnect, &open, timestamp);
+            let closed = open.missing_since.expect("missed twice");
+            let event = self.event(EventKind::Disconnect, &open, closed);
             self.push(out, event);
         }
         gone
@@ -163,6 +188,7 @@ impl<K: Hash + Eq + Copy> Tracker<K> {
             since,
             direction,
             process,
+            missing_since: None,
         }
     }
 
@@ -195,6 +221,12 @@ impl<K: Hash + Eq + Copy> Tracker<K> {
         self.events += 1;
         out.push(event);
     }
+}
+
+/// Whether two sightings are of one socket; an unknown inode (0) does not
+/// tell them apart.
+fn same_socket(inode: u64, other: u64) -> bool {
+    inode == other || inode == 0 || other == 0
 }
 
 #[cfg(test)]
@@ -232,12 +264,54 @@ mod tests {
         assert_eq!(out[0].direction, Direction::Outgoing);
         out.clear();
 
+        // One miss is not a close: table reads can skip an entry.
+        tracker.snapshot(vec![(2, b)], &mut out);
+        assert!(out.is_empty());
         tracker.snapshot(vec![(2, b)], &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].kind, EventKind::Disconnect);
         assert_eq!(out[0].local, a.local);
         out.iter().for_each(|e| e.validate().unwrap());
         assert_eq!(tracker.events(), 3);
+    }
+
+    #[test]
+    fn a_connection_skipped_by_one_snapshot_is_reported_once() {
+        let mut tracker = Tracker::<u64>::new(0, false);
+        let mut out = Vec::new();
+        let a = seen("127.0.0.1:5000", "127.0.0.1:80");
+        tracker.snapshot(vec![(1, a)], &mut out);
+        tracker.snapshot(vec![], &mut out);
+        tracker.snapshot(vec![(1, a)], &mut out);
+        tracker.snapshot(vec![(1, a)], &mut out);
+        assert_eq!(out.len(), 1, "{out:#?}");
+
+        // Missed twice: closed, as of the first miss.
+        tracker.snapshot(vec![], &mut out);
+        let first_miss = Timestamp::now();
+        tracker.snapshot(vec![], &mut out);
+        assert_eq!(out[1].kind, EventKind::Disconnect);
+        assert!(out[1].timestamp <= first_miss);
+    }
+
+    #[test]
+    fn reused_addresses_on_another_socket_are_a_new_connection() {
+        let mut tracker = Tracker::<u64>::new(0, false);
+        let mut out = Vec::new();
+        let mut a = seen("127.0.0.1:5000", "127.0.0.1:80");
+        a.inode = 11;
+        tracker.snapshot(vec![(1, a)], &mut out);
+        a.inode = 12;
+        tracker.snapshot(vec![(1, a)], &mut out);
+        let kinds: Vec<_> = out.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::Connect,
+                EventKind::Disconnect,
+                EventKind::Connect
+            ]
+        );
     }
 
     #[test]

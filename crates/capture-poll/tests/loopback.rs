@@ -182,7 +182,7 @@ fn marks_preexisting(open: fn() -> Box<dyn CaptureBackend>) {
         .iter()
         .filter(|e| e.kind == EventKind::Connect && e.local == client_addr)
         .count();
-    assert_eq!(again, 1);
+    assert_eq!(again, 1, "{seen:#?}");
 }
 
 #[test]

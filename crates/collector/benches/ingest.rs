@@ -8,9 +8,9 @@
 //!   The clock runs from the first request to the last answer; the agents'
 //!   encoding (JSON + gzip) is done before and reported on its own line.
 //! - **raw insert** (the peer): the same events as rows of the store's own
-//!   `events` table (its DDL and index, copied from a store-made database,
-//!   same pragmas), inserted with one prepared statement in transactions of
-//!   one batch each. This is the floor any SQLite-backed ingest pays.
+//!   `events` table (`RawEventTable`: its DDL, index, pragmas and row format),
+//!   inserted with one prepared statement in transactions of one batch each.
+//!   This is the floor any SQLite-backed ingest pays.
 //!
 //! Run: `cargo bench -p connscope-collector --bench ingest` (options:
 //! `-- --agents N --events N --batch N`).
@@ -22,10 +22,9 @@ use connscope_collector::{Collector, CollectorConfig};
 use connscope_event::{
     CloseStats, ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp,
 };
-use connscope_store::{SqliteStore, Store};
+use connscope_store::{RawEventTable, SqliteStore, Store};
 use connscope_transport::spool::encode_body;
 use connscope_transport::{CollectorClient, CollectorTrust};
-use rusqlite::params;
 
 struct Options {
     agents: usize,
@@ -118,68 +117,10 @@ fn agent_events(agent: usize, count: usize) -> Vec<ConnectionEvent> {
 
 /// The peer: the same rows into the store's own `events` table, nothing else.
 fn raw_insert(dir: &std::path::Path, batches: &[Vec<ConnectionEvent>]) -> Duration {
-    let template = dir.join("template.db");
-    drop(SqliteStore::open(&template).unwrap());
-    let ddl: Vec<String> = rusqlite::Connection::open(&template)
-        .unwrap()
-        .prepare("SELECT sql FROM sqlite_master WHERE tbl_name = 'events' AND sql IS NOT NULL ORDER BY type DESC")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let mut conn = rusqlite::Connection::open(dir.join("raw.db")).unwrap();
-    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
-    conn.pragma_update(None, "cache_size", -65_536).unwrap();
-    for sql in &ddl {
-        conn.execute_batch(sql).unwrap();
-    }
+    let mut table = RawEventTable::open(dir.join("raw.db")).unwrap();
     let start = Instant::now();
     for (agent, batch) in batches.iter().enumerate() {
-        let tx = conn.transaction().unwrap();
-        {
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO events VALUES ({})",
-                    vec!["?"; 26].join(",")
-                ))
-                .unwrap();
-            for e in batch {
-                let p = e.process.as_ref();
-                let c = e.close.as_ref();
-                stmt.execute(params![
-                    agent as i64,
-                    e.sequence as i64,
-                    e.timestamp.as_nanos(),
-                    e.kind.as_str(),
-                    e.host,
-                    e.netns as i64,
-                    e.protocol.as_str(),
-                    e.direction.as_str(),
-                    e.local.ip().to_string(),
-                    e.local.port(),
-                    e.remote.ip().to_string(),
-                    e.remote.port(),
-                    p.map(|p| p.pid),
-                    p.and_then(|p| p.executable.as_deref()),
-                    p.and_then(|p| p.comm.as_deref()),
-                    p.and_then(|p| p.command_line.as_deref()),
-                    p.and_then(|p| p.cgroup.as_deref()),
-                    e.uid,
-                    e.user_name,
-                    c.map(|c| c.duration_ns as i64),
-                    c.map(|c| c.bytes_sent as i64),
-                    c.map(|c| c.bytes_received as i64),
-                    c.and_then(|c| c.packets_sent).map(|n| n as i64),
-                    c.and_then(|c| c.packets_received).map(|n| n as i64),
-                    e.failure.map(|f| f.as_str()),
-                    e.preexisting,
-                ])
-                .unwrap();
-            }
-        }
-        tx.commit().unwrap();
+        table.insert(agent as i64, batch).unwrap();
     }
     start.elapsed()
 }

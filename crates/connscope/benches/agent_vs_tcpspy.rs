@@ -143,10 +143,43 @@ fn run_workload(w: &Workload, run: u32) -> Truth {
     done.store(true, Ordering::Relaxed);
     let _ = TcpStream::connect(server);
     acceptor.join().unwrap();
+    wait_all_closed(server.port());
     Truth {
         clients,
         server,
         elapsed,
+    }
+}
+
+/// Waits until no socket of this run is still closing. Loopback packets are
+/// partly handled later by ksoftirqd, so the last FINs and resets may land
+/// after the workload returns; a disconnect cannot be reported before it has
+/// happened. TIME_WAIT entries are not sockets any more: they do not count.
+fn wait_all_closed(server_port: u16) {
+    const TIME_WAIT: &str = "06";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let port = format!(":{server_port:04X}");
+    // thread-self: the workload may run in another network namespace.
+    let closing = || {
+        ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"]
+            .iter()
+            .flat_map(|table| {
+                fs::read_to_string(table)
+                    .unwrap_or_default()
+                    .lines()
+                    .skip(1)
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.len() > 3
+                    && (fields[1].ends_with(&port) || fields[2].ends_with(&port))
+                    && fields[3] != TIME_WAIT
+            })
+    };
+    while closing() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -295,14 +328,9 @@ fn line_count(path: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// What a monitor cost over its whole life, taken when it is reaped.
-struct Exit {
-    cpu_seconds: f64,
-    peak_rss_mib: f64,
-}
-
-/// Sends SIGTERM and reaps the monitor, killing it after `patience`.
-fn stop_monitor(running: &mut Running, patience: Duration) -> Exit {
+/// Sends SIGTERM and reaps the monitor, killing it after `patience`;
+/// returns the CPU seconds it used over its whole life, drain included.
+fn stop_monitor(running: &mut Running, patience: Duration) -> f64 {
     let pid = running.child.id() as libc::pid_t;
     // SAFETY: signalling our own child, not yet reaped.
     unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -329,10 +357,19 @@ fn stop_monitor(running: &mut Running, patience: Duration) -> Exit {
         thread::sleep(Duration::from_millis(20));
     }
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Exit {
-        cpu_seconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
-        peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
-    }
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// VmHWM of a live process. (Not the reaped child's ru_maxrss: that keeps
+/// this bench's own size from before the exec.)
+fn peak_rss_mib(pid: u32) -> f64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 /// utime + stime of a process, seconds.
@@ -686,9 +723,8 @@ fn main() {
             // BPF programs run inside the workload's own syscalls and softirqs:
             // their time is complete once the workload is.
             let bpf = bpf_run_seconds(running.child.id()) - bpf_before;
-            let exit = stop_monitor(&mut running, patience);
-            let cpu = exit.cpu_seconds - cpu_before + bpf;
-            let rss = exit.peak_rss_mib;
+            let rss = peak_rss_mib(running.child.id());
+            let cpu = stop_monitor(&mut running, patience) - cpu_before + bpf;
             let seen = read_output(monitor, &running, &exe);
             let (connect_recall, disconnect_recall, attribution) = score(&truth, &seen);
             rows.push(Row {

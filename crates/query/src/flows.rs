@@ -4,14 +4,14 @@
 //! Built from joined edges, so a service shows even where only its clients
 //! (other monitored hosts) logged the connections.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use connscope_event::{Protocol, Timestamp};
 use connscope_store::{Store, StoreError, TimeRange};
 use serde::Serialize;
 
-use crate::join::{load_edges, JoinedEdge, ProcessUse};
+use crate::join::{add_processes, load_edges, users_of, JoinedEdge, ProcessUse};
 use crate::report::serialize_time;
 
 /// A peer of a service and how many connections it made.
@@ -77,15 +77,6 @@ pub fn host_flows(
     range: TimeRange,
 ) -> Result<HostFlows, StoreError> {
     Ok(flows_of(host, &load_edges(store, range)?))
-}
-
-fn users_of(processes: &[ProcessUse]) -> Vec<String> {
-    let set: BTreeSet<&str> = processes
-        .iter()
-        .map(|p| p.user.as_str())
-        .filter(|u| !u.is_empty())
-        .collect();
-    set.into_iter().map(str::to_owned).collect()
 }
 
 fn flows_of(host: &str, edges: &[JoinedEdge]) -> HostFlows {
@@ -172,66 +163,28 @@ fn flows_of(host: &str, edges: &[JoinedEdge]) -> HostFlows {
     }
 }
 
+/// Like [`add_processes`], keeping `into` sorted by (host, executable, user).
 fn merge_processes(into: &mut Vec<ProcessUse>, from: &[ProcessUse]) {
-    for p in from {
-        match into
-            .iter_mut()
-            .find(|q| q.host == p.host && q.executable == p.executable && q.user == p.user)
-        {
-            Some(q) => q.connections += p.connections,
-            None => into.push(p.clone()),
-        }
-    }
+    add_processes(into, from);
     into.sort_by(|a, b| (&a.host, &a.executable, &a.user).cmp(&(&b.host, &b.executable, &b.user)));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::join::{join_edges, HostDirectory};
+    use crate::join::join_edges;
+    use crate::test_fixtures::{edge_total, hosts_a_and_b};
     use connscope_event::Direction;
-    use connscope_store::{EdgeCounts, EdgeTotal, HostAddress};
 
     #[test]
     fn inbound_and_outbound_of_one_host() {
-        let t = |host: &str, direction, local: &str, remote: &str, port, n| EdgeTotal {
-            host: host.into(),
-            direction,
-            local_ip: local.parse().unwrap(),
-            remote_ip: remote.parse().unwrap(),
-            service_port: port,
-            protocol: Protocol::Tcp,
-            executable: format!("/bin/{host}{port}"),
-            user: "u".into(),
-            counts: EdgeCounts {
-                connections: n,
-                failures: 0,
-                bytes_sent: 0,
-                bytes_received: 0,
-                first_seen: Timestamp::from_nanos(5),
-                last_seen: Timestamp::from_nanos(9),
-            },
-        };
-        let hosts = HostDirectory::new(&[
-            HostAddress {
-                host: "a".into(),
-                ip: "10.0.0.1".parse().unwrap(),
-                first_seen: Timestamp::from_nanos(0),
-                last_seen: Timestamp::from_nanos(0),
-            },
-            HostAddress {
-                host: "b".into(),
-                ip: "10.0.0.2".parse().unwrap(),
-                first_seen: Timestamp::from_nanos(0),
-                last_seen: Timestamp::from_nanos(0),
-            },
-        ]);
+        let hosts = hosts_a_and_b();
         let edges = join_edges(
             &[
                 // Only the client logged this one: b still offers port 80.
-                t("a", Direction::Outgoing, "10.0.0.1", "10.0.0.2", 80, 4),
-                t("b", Direction::Incoming, "10.0.0.2", "192.0.2.9", 22, 1),
-                t("b", Direction::Outgoing, "10.0.0.2", "192.0.2.53", 53, 7),
+                edge_total("a", Direction::Outgoing, "10.0.0.1", "10.0.0.2", 80, 4),
+                edge_total("b", Direction::Incoming, "10.0.0.2", "192.0.2.9", 22, 1),
+                edge_total("b", Direction::Outgoing, "10.0.0.2", "192.0.2.53", 53, 7),
             ],
             &hosts,
         );
@@ -247,6 +200,6 @@ mod tests {
         );
         assert_eq!(f.outbound.len(), 1);
         assert_eq!((f.outbound[0].port, f.outbound[0].connections), (53, 7));
-        assert_eq!(f.outbound[0].users, ["u"]);
+        assert_eq!(f.outbound[0].users, ["root"]);
     }
 }

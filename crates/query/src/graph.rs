@@ -18,7 +18,7 @@ use connscope_event::{Direction, Protocol, Timestamp};
 use connscope_store::{Store, StoreError, TimeRange};
 use serde::Serialize;
 
-use crate::join::{join_edges, HostDirectory, JoinedEdge, ProcessUse};
+use crate::join::{add_processes, join_edges, users_of, HostDirectory, JoinedEdge, ProcessUse};
 use crate::report::rfc3339;
 use crate::scope::is_internal;
 
@@ -266,14 +266,7 @@ fn graph_of<'a>(
     let edges = merged
         .into_values()
         .map(|mut e| {
-            let users: BTreeSet<String> = e
-                .client_processes
-                .iter()
-                .chain(&e.server_processes)
-                .filter(|p| !p.user.is_empty())
-                .map(|p| p.user.clone())
-                .collect();
-            e.users = users.into_iter().collect();
+            e.users = users_of(e.client_processes.iter().chain(&e.server_processes));
             e
         })
         .collect();
@@ -285,56 +278,19 @@ fn graph_of<'a>(
     }
 }
 
-fn add_processes(into: &mut Vec<ProcessUse>, from: &[ProcessUse]) {
-    for p in from {
-        match into
-            .iter_mut()
-            .find(|q| q.host == p.host && q.executable == p.executable && q.user == p.user)
-        {
-            Some(q) => q.connections += p.connections,
-            None => into.push(p.clone()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use connscope_store::{EdgeCounts, EdgeTotal, HostAddress};
+    use crate::test_fixtures::{edge_total, hosts_a_and_b};
+    use connscope_store::EdgeTotal;
 
     fn setup() -> (Vec<JoinedEdge>, HostDirectory) {
-        let t = |host: &str, direction, local: &str, remote: &str, port, exe: &str| EdgeTotal {
-            host: host.into(),
-            direction,
-            local_ip: local.parse().unwrap(),
-            remote_ip: remote.parse().unwrap(),
-            service_port: port,
-            protocol: Protocol::Tcp,
+        let t = |host, direction, local, remote, port, exe: &str| EdgeTotal {
             executable: exe.into(),
             user: "joe".into(),
-            counts: EdgeCounts {
-                connections: 2,
-                failures: 0,
-                bytes_sent: 1,
-                bytes_received: 1,
-                first_seen: Timestamp::from_nanos(1),
-                last_seen: Timestamp::from_nanos(2),
-            },
+            ..edge_total(host, direction, local, remote, port, 2)
         };
-        let hosts = HostDirectory::new(&[
-            HostAddress {
-                host: "a".into(),
-                ip: "10.0.0.1".parse().unwrap(),
-                first_seen: Timestamp::from_nanos(0),
-                last_seen: Timestamp::from_nanos(0),
-            },
-            HostAddress {
-                host: "b".into(),
-                ip: "10.0.0.2".parse().unwrap(),
-                first_seen: Timestamp::from_nanos(0),
-                last_seen: Timestamp::from_nanos(0),
-            },
-        ]);
+        let hosts = hosts_a_and_b();
         let totals = [
             t(
                 "a",

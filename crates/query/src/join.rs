@@ -16,7 +16,7 @@
 //! Records of unknown direction (neither the agent nor the importer could
 //! tell) are taken as logged by the client.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use connscope_event::{Direction, Protocol, Timestamp};
@@ -65,6 +65,30 @@ pub struct ProcessUse {
     /// Empty when not known.
     pub user: String,
     pub connections: u64,
+}
+
+/// Adds the processes of `from` to `into`, summing the connections of a
+/// process (same host, executable and user) already there; new ones go last.
+pub(crate) fn add_processes(into: &mut Vec<ProcessUse>, from: &[ProcessUse]) {
+    for p in from {
+        match into
+            .iter_mut()
+            .find(|q| q.host == p.host && q.executable == p.executable && q.user == p.user)
+        {
+            Some(q) => q.connections += p.connections,
+            None => into.push(p.clone()),
+        }
+    }
+}
+
+/// The known users of `processes`, each once, sorted.
+pub(crate) fn users_of<'a>(processes: impl IntoIterator<Item = &'a ProcessUse>) -> Vec<String> {
+    let users: BTreeSet<&str> = processes
+        .into_iter()
+        .map(|p| p.user.as_str())
+        .filter(|u| !u.is_empty())
+        .collect();
+    users.into_iter().map(str::to_owned).collect()
 }
 
 /// The connections from one client address to one server address and port.
@@ -219,52 +243,15 @@ pub fn join_edges(totals: &[EdgeTotal], hosts: &HostDirectory) -> Vec<JoinedEdge
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn total(
-        host: &str,
-        direction: Direction,
-        local: &str,
-        remote: &str,
-        port: u16,
-        n: u64,
-    ) -> EdgeTotal {
-        EdgeTotal {
-            host: host.into(),
-            direction,
-            local_ip: local.parse().unwrap(),
-            remote_ip: remote.parse().unwrap(),
-            service_port: port,
-            protocol: Protocol::Tcp,
-            executable: format!("/usr/bin/{host}-exe"),
-            user: "root".into(),
-            counts: EdgeCounts {
-                connections: n,
-                failures: 0,
-                bytes_sent: 10 * n,
-                bytes_received: 20 * n,
-                first_seen: Timestamp::from_nanos(100),
-                last_seen: Timestamp::from_nanos(200 + n as i64),
-            },
-        }
-    }
-
-    fn directory() -> HostDirectory {
-        let addr = |host: &str, ip: &str| HostAddress {
-            host: host.into(),
-            ip: ip.parse().unwrap(),
-            first_seen: Timestamp::from_nanos(0),
-            last_seen: Timestamp::from_nanos(1),
-        };
-        HostDirectory::new(&[addr("a", "10.0.0.1"), addr("b", "10.0.0.2")])
-    }
+    use crate::test_fixtures::{edge_total, hosts_a_and_b};
 
     #[test]
     fn both_ends_of_a_connection_join_and_count_once() {
         let totals = [
-            total("a", Direction::Outgoing, "10.0.0.1", "10.0.0.2", 22, 3),
-            total("b", Direction::Incoming, "10.0.0.2", "10.0.0.1", 22, 2),
+            edge_total("a", Direction::Outgoing, "10.0.0.1", "10.0.0.2", 22, 3),
+            edge_total("b", Direction::Incoming, "10.0.0.2", "10.0.0.1", 22, 2),
         ];
-        let edges = join_edges(&totals, &directory());
+        let edges = join_edges(&totals, &hosts_a_and_b());
         assert_eq!(edges.len(), 1);
         let e = &edges[0];
         assert_eq!(
@@ -282,11 +269,11 @@ mod tests {
     #[test]
     fn unmonitored_ends_stay_addresses_and_loopback_stays_home() {
         let totals = [
-            total("a", Direction::Outgoing, "10.0.0.1", "192.0.2.7", 443, 1),
-            total("b", Direction::Outgoing, "127.0.0.1", "127.0.0.1", 5432, 1),
-            total("a", Direction::Outgoing, "127.0.0.1", "127.0.0.1", 5432, 1),
+            edge_total("a", Direction::Outgoing, "10.0.0.1", "192.0.2.7", 443, 1),
+            edge_total("b", Direction::Outgoing, "127.0.0.1", "127.0.0.1", 5432, 1),
+            edge_total("a", Direction::Outgoing, "127.0.0.1", "127.0.0.1", 5432, 1),
         ];
-        let edges = join_edges(&totals, &directory());
+        let edges = join_edges(&totals, &hosts_a_and_b());
         assert_eq!(edges.len(), 3);
         let external = edges.iter().find(|e| e.server_port == 443).unwrap();
         assert_eq!(external.server_host, None);

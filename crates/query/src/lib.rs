@@ -17,6 +17,8 @@ pub mod graph;
 pub mod join;
 pub mod report;
 pub mod scope;
+#[cfg(test)]
+mod test_fixtures;
 pub mod time_arg;
 
 pub use flows::{host_flows, HostFlows, InboundService, OutboundDestination};

@@ -33,7 +33,7 @@ use connscope_event::{ConnectionEvent, Direction, Protocol, Timestamp};
 pub use key::EventKey;
 pub use rollup::{hour_start, is_host_address, rollup_user, EdgeCounts, EdgeKey, RollupBatch};
 pub use sequence::SequenceRanges;
-pub use sqlite::SqliteStore;
+pub use sqlite::{RawEventTable, SqliteStore};
 
 /// The identity of a sender of numbered events. Sequence numbers are unique per
 /// agent, so deduplication and gap detection are per agent.

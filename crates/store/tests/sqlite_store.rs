@@ -8,8 +8,8 @@ use connscope_event::{
     CloseStats, ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp,
 };
 use connscope_store::{
-    AgentId, EdgeCounts, EdgeKey, EventKey, EventQuery, KeyedEvent, Retention, RollupBatch,
-    RollupQuery, SqliteStore, Store, StoreError, TimeRange,
+    AgentId, EdgeCounts, EdgeKey, EventKey, EventQuery, KeyedEvent, RawEventTable, Retention,
+    RollupBatch, RollupQuery, SqliteStore, Store, StoreError, TimeRange,
 };
 
 const SEC: i64 = 1_000_000_000;
@@ -191,6 +191,54 @@ fn events_read_back_as_written() {
     ];
     store.ingest(&AgentId("ws1".into()), &batch).unwrap();
     assert_eq!(all_events(&store), batch);
+}
+
+/// The benchmarks' peer is only fair while it writes what the store writes.
+#[test]
+fn the_raw_event_table_has_the_stores_table_and_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("store.db")).unwrap();
+    let mut events = numbered(1..=3);
+    events[1].kind = EventKind::Disconnect;
+    events[1].close = Some(CloseStats {
+        duration_ns: 5,
+        bytes_sent: 6,
+        bytes_received: 7,
+        packets_sent: Some(8),
+        packets_received: None,
+    });
+    events[2].process = None;
+    store.ingest(&AgentId("ws1".into()), &events).unwrap();
+    let mut raw = RawEventTable::open(dir.path().join("raw.db")).unwrap();
+    // The store numbers its first agent 1.
+    raw.insert(1, &events).unwrap();
+    drop(raw);
+
+    let read = |file: &str| {
+        let conn = rusqlite::Connection::open(dir.path().join(file)).unwrap();
+        let ddl: Vec<String> = conn
+            .prepare("SELECT sql FROM sqlite_master WHERE tbl_name = 'events' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut stmt = conn
+            .prepare("SELECT * FROM events ORDER BY sequence")
+            .unwrap();
+        let columns = stmt.column_count();
+        let rows: Vec<Vec<rusqlite::types::Value>> = stmt
+            .query_map([], |r| (0..columns).map(|i| r.get(i)).collect())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        (ddl, rows)
+    };
+    let (store_ddl, store_rows) = read("store.db");
+    let (raw_ddl, raw_rows) = read("raw.db");
+    assert_eq!(raw_ddl, store_ddl);
+    assert_eq!(store_rows.len(), 3);
+    assert_eq!(raw_rows, store_rows);
 }
 
 #[test]

@@ -257,11 +257,8 @@ static __always_inline void on_close(const struct sock *sk, __u64 netns, int old
 	}
 	if (c->direction == DIR_INCOMING && __sync_val_compare_and_swap(&c->reported, 0, 1) == 0) {
 		/* Reset or closed in the accept queue: nobody accepted it, but the
-		 * peer did connect. Report it, owned by whoever listens. */
-		if (!c->has_owner) {
-			remember_owner_of_listener(sk, netns, &c->owner);
-			c->has_owner = c->owner.tgid != 0;
-		}
+		 * peer did connect. Report it, owned by whoever listens (noted
+		 * when it was established). */
 		emit_connect(sk, netns, c);
 	}
 	e = reserve_event();
@@ -315,6 +312,11 @@ int BPF_PROG(tcp_state_change, const struct sock *sk, int oldstate, int newstate
 		struct conn c = { .direction = DIR_INCOMING };
 
 		c.established_ns = bpf_ktime_get_boot_ns();
+		/* Until accept() says otherwise, it is the listener's. Looked up
+		 * now: closing a listener drops its entry before it resets the
+		 * connections still queued on it. */
+		remember_owner_of_listener(sk, netns, &c.owner);
+		c.has_owner = c.owner.tgid != 0;
 		if (bpf_map_update_elem(&conns, &key, &c, BPF_ANY))
 			count_loss(LOST_CONN_TABLE);
 	} else if (newstate == TCP_LISTEN) {
