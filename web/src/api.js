@@ -36,17 +36,37 @@ export async function getJson(path, params = {}) {
 }
 
 /**
- * Follows the collector's server-sent events. EventSource cannot send a bearer
- * header, so the stream is read with fetch. Calls `onEvent` per event and
- * resolves when the stream ends; rejects if it cannot be opened.
+ * POSTs text (a ruleset) to the API and returns the JSON answer. A refusal
+ * throws an Error whose `body` is the collector's JSON (`error`, `line`, `column`).
  */
-export async function followEvents(path, onEvent, signal) {
+export async function postText(path, params, text) {
+  const url = new URL(path, document.baseURI);
+  for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== '') url.searchParams.set(k, v);
+  const response = await fetch(url, { method: 'POST', headers: { ...headers(), 'Content-Type': 'text/plain; charset=utf-8' }, body: text, cache: 'no-store' });
+  if (response.status === 401) throw new Unauthorized('the collector asks for a token');
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    const err = new Error(body?.error ?? `${url.pathname}: HTTP ${response.status}`);
+    err.body = body;
+    throw err;
+  }
+  return body;
+}
+
+/**
+ * Follows the collector's server-sent events. EventSource cannot send a bearer
+ * header, so the stream is read with fetch. Calls `onOpen` once the collector
+ * accepted the stream, `onEvent` per event, and resolves when the stream ends;
+ * rejects if it cannot be opened.
+ */
+export async function followEvents(path, onEvent, { onOpen, signal } = {}) {
   const response = await fetch(new URL(path, document.baseURI), {
     headers: { ...headers(), Accept: 'text/event-stream' },
     cache: 'no-store',
     signal,
   });
   if (!response.ok || !response.body) throw new Error(`${path}: HTTP ${response.status}`);
+  onOpen?.();
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   for (;;) {

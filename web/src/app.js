@@ -1,10 +1,12 @@
 // The connection map's entry point: wires the URL state, the data source (the
 // collector's API, or the data inlined in a static export), the layout, the
-// renderers, the timeline, the details panel, exports and live updates.
+// renderers, the timeline, the details panel, exports, live updates and the
+// firewall mode.
 
 import { zoomIdentity } from 'd3';
 import { Unauthorized, followEvents, getJson, setToken } from './api.js';
 import { downloadJson, downloadPng, downloadSvg } from './exports.js';
+import { FirewallMode } from './firewall.js';
 import { Layout } from './layout.js';
 import { MapView } from './mapview.js';
 import { buildView, normalizeGraph, searchNodes } from './model.js';
@@ -53,6 +55,19 @@ const timeline = new Timeline($('timeline'), (from, to) => {
   if (from === null) update({ range: 'all', from: '', to: '' }, true);
   else update({ range: '', from: new Date(from).toISOString(), to: new Date(to).toISOString() }, true);
 });
+
+const isoOrNull = (ms) => (ms === null ? null : new Date(ms).toISOString());
+const firewall = new FirewallMode({
+  onChange: () => rebuild(false),
+  // As the graph is asked for: an open start means all of history.
+  range: () => {
+    const r = timeRange(app.state);
+    return { from: isoOrNull(r.from) ?? '1970-01-01T00:00:00Z', to: isoOrNull(r.to) };
+  },
+});
+window.connscope.firewall = firewall;
+// A static export has no collector to check rulesets with.
+if (app.exported) $('fw-toggle').hidden = true;
 
 function writeUrl() {
   history.replaceState(null, '', formatState(app.state));
@@ -146,14 +161,15 @@ async function load() {
     if (app.exported) doc = JSON.parse(inlined.textContent);
     else {
       status('loading…');
-      const iso = (ms) => (ms === null ? null : new Date(ms).toISOString());
       // An open start means all of history; the API's default would be the last day.
-      doc = await getJson('api/v1/graph', { from: iso(r.from) ?? '1970-01-01T00:00:00Z', to: iso(r.to) });
+      doc = await getJson('api/v1/graph', { from: isoOrNull(r.from) ?? '1970-01-01T00:00:00Z', to: isoOrNull(r.to) });
     }
     const fresh = !app.graph;
     app.graph = normalizeGraph(doc);
     window.connscope.loads++;
     rebuild(true, fresh);
+    // New edges or another range: the shown verdicts must cover them too.
+    if (firewall.result) firewall.refresh();
   } catch (err) {
     if (err instanceof Unauthorized) {
       $('login').hidden = false;
@@ -194,33 +210,64 @@ function rebuild(relayout, first = false) {
       if ([x, y, k].every(Number.isFinite)) map.setTransform(zoomIdentity.translate(x, y).scale(k));
     } else if (first) map.fit();
   }
-  map.setLook({ since: Number.isNaN(since) ? null : since, matches: searchNodes(app.view, app.state.q), selected: app.state.sel || null });
-  renderDetails($('details'), app.view, app.graph, app.state.sel, r, { select: (id) => update({ sel: id ?? '' }), toggleGroup });
+  if (!app.exported) firewall.setHosts([...app.graph.nodes.values()].filter((n) => n.kind === 'host').map((n) => n.id.slice('host:'.length)).sort());
+  map.setLook({ since: Number.isNaN(since) ? null : since, matches: searchNodes(app.view, app.state.q), selected: app.state.sel || null, firewall: firewall.colours(app.view.edges) });
+  renderDetails($('details'), app.view, app.graph, app.state.sel, r, { select: (id) => update({ sel: id ?? '' }), toggleGroup, firewall: firewall.result });
   timeline.render(app.graph.timeline, r.from, r.to, app.graph.timelineOf);
   const e = app.view.edges.length;
-  status(`${app.view.nodes.length} nodes, ${e} edges${app.exported ? ' (export)' : ''}`, live.connected ? 'live' : '');
+  status(`${app.view.nodes.length} nodes, ${e} edges${app.exported ? ' (export)' : ''}`, live.mode === 'sse' ? 'live' : '');
   document.body.dataset.nodes = String(app.view.nodes.length);
   document.body.dataset.edges = String(e);
 }
 
-// Live updates: new connections arrive as server-sent events; each burst
-// refetches the graph once. Without a stream, the graph is polled instead.
-const live = { connected: false, timer: 0 };
+// Live updates: the collector sends a notice per stored batch as a
+// server-sent event; each burst of notices refetches the graph once. Without
+// a stream, the graph is polled instead. `mode` says which ('sse' once the
+// stream is open, 'poll', or 'reconnecting' after a stream ended); `notices`
+// counts the notices received. Tests read both.
+const live = { mode: 'starting', notices: 0, timer: 0, poller: 0 };
+window.connscope.live = live;
 /** Without a stream, how often the graph is fetched again. */
 const POLL_MS = 10e3;
+/** Notices closer together than this make one refetch. */
+const DEBOUNCE_MS = 1000;
+function setLive(mode) {
+  live.mode = mode;
+  document.body.dataset.live = mode;
+  $('status').classList.toggle('live', mode === 'sse');
+}
 function startLive() {
   if (app.exported) return;
   const refresh = () => {
     clearTimeout(live.timer);
     live.timer = setTimeout(() => {
       if (timeRange(app.state).relative) load();
-    }, 1000);
+    }, DEBOUNCE_MS);
   };
-  const poll = () => setInterval(() => timeRange(app.state).relative && load(), POLL_MS);
-  followEvents('api/v1/events/stream', () => refresh())
-    .then(() => { live.connected = false; setTimeout(startLive, 5e3); })
-    .catch(() => { live.connected = false; poll(); });
-  live.connected = true;
+  const onEvent = (event) => {
+    // 'ready' only opens the stream; 'ingest' is a stored batch, 'resync' lost notices.
+    if (event.type !== 'ingest' && event.type !== 'resync') return;
+    live.notices++;
+    refresh();
+  };
+  const retry = () => {
+    setLive('reconnecting');
+    setTimeout(startLive, 5e3);
+  };
+  followEvents('api/v1/events/stream', onEvent, {
+    onOpen: () => {
+      clearInterval(live.poller);
+      setLive('sse');
+    },
+  })
+    .then(retry)
+    .catch(() => {
+      // A stream that was open and broke is tried again; no stream at all: poll.
+      if (live.mode === 'sse') return retry();
+      setLive('poll');
+      clearInterval(live.poller);
+      live.poller = setInterval(() => timeRange(app.state).relative && load(), POLL_MS);
+    });
 }
 
 bindControls();

@@ -9,7 +9,7 @@
 import { select } from 'd3';
 import { radius } from './layout.js';
 
-export const COLORS = { host: '#2f6db5', service: '#3a9a5b', external: '#d9822b', group: '#b5552f', edge: '#8a96a3', fresh: '#e0245e', member: '#c9d1da', selected: '#111111' };
+export const COLORS = { host: '#2f6db5', service: '#3a9a5b', external: '#d9822b', group: '#b5552f', edge: '#8a96a3', fresh: '#e0245e', member: '#c9d1da', selected: '#111111', blocked: '#d62728', maybe: '#e8a317' };
 
 export const edgeWidth = (e) => Math.min(8, 0.8 + 1.6 * Math.log10(e.count + 1));
 const nodeColor = (n) => (n.kind === 'service' && !n.internal ? COLORS.external : COLORS[n.kind] ?? COLORS.external);
@@ -41,13 +41,19 @@ export function edgeGeometry(s, t, width) {
   };
 }
 
-/** What each edge and node looks like under `look`: 'fresh', 'dim', 'selected' or ''. */
+/**
+ * What each edge and node looks like under `look`: 'fresh', 'old', 'dim',
+ * 'selected', or in firewall mode 'blocked' and 'maybe' (`look.firewall`: view
+ * edge id -> 'blocked' | 'maybe-blocked' | 'allowed'), or ''.
+ */
 export function classify(scene, look) {
   const edgeClass = new Map();
   const nodeClass = new Map();
   const focus = look.matches ?? (look.selected ? neighbourhood(scene, look.selected) : null);
   for (const e of scene.edges) {
-    let c = look.since === null ? '' : e.firstSeen !== null && e.firstSeen >= look.since ? 'fresh' : 'old';
+    const verdict = look.firewall?.get(e.id);
+    let c = verdict === 'blocked' ? 'blocked' : verdict === 'maybe-blocked' ? 'maybe'
+      : look.since === null ? '' : e.firstSeen !== null && e.firstSeen >= look.since ? 'fresh' : 'old';
     const inFocus = !focus || (look.matches ? focus.has(e.source) || focus.has(e.target) : focus.has(e.source) && focus.has(e.target));
     if (e.id === look.selected) c = 'selected';
     else if (!inFocus) c = `${c} dim`;
@@ -73,9 +79,11 @@ function neighbourhood(scene, id) {
 function edgeColor(cls) {
   if (cls.startsWith('selected')) return COLORS.selected;
   if (cls.startsWith('fresh')) return COLORS.fresh;
+  if (cls.startsWith('blocked')) return COLORS.blocked;
+  if (cls.startsWith('maybe')) return COLORS.maybe;
   return COLORS.edge;
 }
-const edgeOpacity = (cls) => (cls.includes('dim') ? 0.08 : cls.startsWith('old') ? 0.3 : cls.startsWith('fresh') || cls.startsWith('selected') ? 0.95 : 0.6);
+const edgeOpacity = (cls) => (cls.includes('dim') ? 0.08 : cls.startsWith('old') ? 0.3 : /^(fresh|selected|blocked|maybe)/.test(cls) ? 0.95 : 0.6);
 
 /**
  * Draws (or updates) the scene into an SVG group with D3 joins. Only

@@ -2,6 +2,8 @@
 // textContent only: host names, executable paths and user names come from
 // the monitored machines and are shown as text, never parsed as markup.
 
+import { verdictsOf, viewVerdict } from './firewall.js';
+
 const fmtTime = (ms) => (ms === null || ms === undefined ? '—' : new Date(ms).toISOString().replace('.000Z', 'Z'));
 const fmtCount = (n) => Number(n).toLocaleString('en-US');
 function fmtBytes(n) {
@@ -65,9 +67,37 @@ function merge(lists) {
   return [...m].map(([name, count]) => ({ name, count })).sort((a, b) => b.count - a.count);
 }
 
+const VERDICT_TEXT = { blocked: 'BLOCKED', 'maybe-blocked': 'MAYBE BLOCKED', allowed: 'allowed' };
+
+/** Why the checked ruleset blocks (or lets through) an edge: rules and unknowns, as text. */
+function firewallSection(edge, firewall) {
+  const checked = verdictsOf(edge, firewall.byKey);
+  const frag = document.createDocumentFragment();
+  if (!checked.length) return frag;
+  const verdict = viewVerdict(edge, firewall.byKey);
+  frag.append(el('h3', `Firewall check for ${firewall.host}`));
+  frag.append(el('p', VERDICT_TEXT[verdict], { class: `fw-verdict ${verdict}` }));
+  const reasons = el('ul', null, { class: 'fw-reasons' });
+  const seen = new Set();
+  const reason = (text) => {
+    if (seen.has(text)) return;
+    seen.add(text);
+    reasons.append(el('li', text));
+  };
+  for (const c of checked) {
+    for (const d of c.dropped_by) reason(`dropped by ${d}`);
+    for (const u of c.unknowns) reason(`not decidable from the data: ${u}`);
+    if (c.verdict !== 'blocked') for (const a of c.accepted_by) reason(`accepted by ${a}`);
+  }
+  if (!seen.size) reason(verdict === 'allowed' ? 'no rule drops it (chain policies accept)' : 'no rule named');
+  frag.append(reasons);
+  return frag;
+}
+
 /**
  * Fills `aside` with the details of `id` (a node or edge of `view`), or hides
- * it when nothing is selected. `range` is the time range shown.
+ * it when nothing is selected. `range` is the time range shown;
+ * `actions.firewall` the firewall check shown on the map, if any.
  */
 export function renderDetails(aside, view, graph, id, range, actions) {
   aside.replaceChildren();
@@ -122,6 +152,7 @@ export function renderDetails(aside, view, graph, id, range, actions) {
       ['first seen', fmtTime(edge.firstSeen)],
       ['last seen', fmtTime(edge.lastSeen)],
     ]));
+    if (actions.firewall) aside.append(firewallSection(edge, actions.firewall));
     aside.append(tallyTable('Processes', edge.processes));
     aside.append(tallyTable('Users', edge.users));
     const s = graph.nodes.get(edge.source);

@@ -26,7 +26,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Tokens;
 use crate::ingest::{decode_batch, BatchError};
-use crate::queries;
+use crate::live::{IngestNotice, Notices};
+use crate::{firewall, queries};
 
 /// How long a client may take for the TLS handshake and the request head.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -60,6 +61,10 @@ pub(crate) struct AppState {
     pub body_limit: usize,
     pub decompressed_limit: u64,
     pub counters: Arc<Counters>,
+    /// Told after every stored batch; followed by `/api/v1/events/stream`.
+    pub notices: Notices,
+    /// Becomes true when the collector stops (ends the event streams).
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A refusal, as JSON `{"error": ..., "line": ...}` with a fitting status.
@@ -129,6 +134,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(DROPPED_PATH, post(dropped))
         .route("/api/v1/hosts", get(hosts))
         .route("/api/v1/graph", get(graph))
+        .route("/api/v1/firewall/check", post(firewall::check_handler))
+        .route("/api/v1/events/stream", get(events_stream))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/health", get(|| async { "ok\n" }))
         .with_state(state)
@@ -155,6 +162,14 @@ async fn map_ui(method: axum::http::Method, uri: axum::http::Uri) -> Response {
     response
 }
 
+/// Server-sent events: a notice per stored batch (see `live`).
+async fn events_stream(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(e) = authorize_read(&state, &headers) {
+        return e.into_response();
+    }
+    crate::live::follow(&state.notices, state.stop.clone()).into_response()
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
@@ -173,7 +188,7 @@ fn authenticate<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Agen
 }
 
 /// Reads the whole body, refusing it past `limit` bytes (as sent, compressed).
-async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes().to_vec()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
@@ -202,13 +217,18 @@ async fn ingest(
     // Decompressing, parsing and SQLite are CPU and disk work: off the reactor.
     let result = tokio::task::spawn_blocking(move || {
         let events = decode_batch(&body, encoding.as_deref(), limit)?;
-        Ok::<_, ApiError>(store.ingest(&agent, &events)?)
+        let report = store.ingest(&agent, &events)?;
+        let notice = IngestNotice::of("agent", &agent.0, &events, &report);
+        Ok::<_, ApiError>((report, notice))
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let counters = &state.counters;
     match result {
-        Ok(report) => {
+        Ok((report, notice)) => {
+            if let Some(notice) = notice {
+                state.notices.publish(notice);
+            }
             counters.batches.fetch_add(1, Ordering::Relaxed);
             counters
                 .events_stored
@@ -257,7 +277,7 @@ async fn dropped(
 }
 
 /// Queries take a reader token; agent tokens only write.
-fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if state.open_reads || bearer(headers).is_some_and(|t| state.readers.agent_for(t).is_some()) {
         return Ok(());
     }

@@ -11,8 +11,10 @@
 
 pub mod auth;
 pub mod config;
+mod firewall;
 mod http;
 pub mod ingest;
+pub mod live;
 pub mod queries;
 mod syslog;
 pub mod tls;
@@ -133,6 +135,7 @@ impl Collector {
     /// stored before this returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let notices = live::Notices::default();
         let state = http::AppState {
             store: self.store.clone(),
             tokens: Arc::new(self.config.tokens.clone()),
@@ -141,6 +144,8 @@ impl Collector {
             body_limit: usize::try_from(self.config.body_limit).unwrap_or(usize::MAX),
             decompressed_limit: self.config.decompressed_limit,
             counters: self.counters.clone(),
+            notices: notices.clone(),
+            stop: stop_rx.clone(),
         };
         let https = tokio::spawn(http::serve(
             self.listener,
@@ -153,6 +158,7 @@ impl Collector {
                 sockets,
                 self.store.clone(),
                 self.counters.clone(),
+                notices.clone(),
                 stop_rx.clone(),
             ))
         });

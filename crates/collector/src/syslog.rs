@@ -33,13 +33,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use connscope_event::{ConnectionEvent, Timestamp};
-use connscope_store::{AgentId, Store};
+use connscope_store::{AgentId, Store, StoreError};
 use connscope_tcpspy_log::{ClassicTime, LogTime, Message, Origin, Parser};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
 use crate::http::Counters;
+use crate::live::{IngestNotice, Notices};
 
 /// Longest message accepted (rsyslog's default maximum is 8 KiB).
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -98,10 +99,11 @@ pub(crate) async fn serve(
     sockets: SyslogSockets,
     store: Arc<dyn Store>,
     counters: Arc<Counters>,
+    notices: Notices,
     shutdown: watch::Receiver<bool>,
 ) {
     let (tx, rx) = mpsc::channel::<Received>(10_000);
-    let writer = tokio::spawn(write_events(rx, store, counters));
+    let writer = tokio::spawn(write_events(rx, store, counters, notices));
     let udp = tokio::spawn(receive_udp(sockets.udp, tx.clone(), shutdown.clone()));
     let tcp = tokio::spawn(accept_tcp(sockets.tcp, tx, shutdown));
     let _ = udp.await;
@@ -428,6 +430,7 @@ async fn write_events(
     mut rx: mpsc::Receiver<Received>,
     store: Arc<dyn Store>,
     counters: Arc<Counters>,
+    notices: Notices,
 ) {
     let mut parser = Parser::default();
     let mut pending: BTreeMap<String, Vec<ConnectionEvent>> = BTreeMap::new();
@@ -439,7 +442,7 @@ async fn write_events(
             match tokio::time::timeout(BATCH_DELAY, rx.recv()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    flush(&mut pending, &store, &counters).await;
+                    flush(&mut pending, &store, &counters, &notices).await;
                     pending_count = 0;
                     continue;
                 }
@@ -461,24 +464,33 @@ async fn write_events(
             }
         }
         if pending_count >= BATCH_EVENTS {
-            flush(&mut pending, &store, &counters).await;
+            flush(&mut pending, &store, &counters, &notices).await;
             pending_count = 0;
         }
     }
-    flush(&mut pending, &store, &counters).await;
+    flush(&mut pending, &store, &counters, &notices).await;
 }
 
 async fn flush(
     pending: &mut BTreeMap<String, Vec<ConnectionEvent>>,
     store: &Arc<dyn Store>,
     counters: &Counters,
+    notices: &Notices,
 ) {
     for (host, events) in std::mem::take(pending) {
         let agent = AgentId(format!("syslog@{host}"));
         let store = store.clone();
-        let result = tokio::task::spawn_blocking(move || store.ingest(&agent, &events)).await;
+        let result = tokio::task::spawn_blocking(move || {
+            let report = store.ingest(&agent, &events)?;
+            let notice = IngestNotice::of("syslog", &agent.0, &events, &report);
+            Ok::<_, StoreError>((report, notice))
+        })
+        .await;
         match result {
-            Ok(Ok(report)) => {
+            Ok(Ok((report, notice))) => {
+                if let Some(notice) = notice {
+                    notices.publish(notice);
+                }
                 counters
                     .syslog_events_stored
                     .fetch_add(report.stored, Ordering::Relaxed);

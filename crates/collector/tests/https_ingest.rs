@@ -357,7 +357,18 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 /// GETs an API path with curl (a real, independent client), verifying the
 /// collector's certificate; returns (status, body).
 fn curl(collector: &Running, path: &str, token: Option<&str>) -> (u16, String) {
+    curl_with(collector, path, token, &[])
+}
+
+/// As [`curl`], with more curl arguments (a method, a body).
+fn curl_with(
+    collector: &Running,
+    path: &str,
+    token: Option<&str>,
+    extra: &[&str],
+) -> (u16, String) {
     let mut cmd = std::process::Command::new("curl");
+    cmd.args(extra);
     cmd.args(["--silent", "--show-error", "--max-time", "30", "--cacert"])
         .arg(&collector.cert)
         .args(["--write-out", "\n%{http_code}"])
@@ -433,4 +444,199 @@ fn queries_need_a_reader_token_and_answer_json() {
     );
     assert_eq!(status, 400);
     assert!(body.contains("query parameter from"), "{body}");
+}
+
+const READER: &str = "reader-token-0123456789";
+
+fn reader_collector(dir: &std::path::Path) -> (Running, CollectorClient) {
+    let store = Arc::new(SqliteStore::open(dir.join("connscope.db")).unwrap());
+    let mut config = config(dir, "127.0.0.1:0");
+    config.read_tokens.insert("map", READER).unwrap();
+    let collector = Running::start(config, store);
+    let client = CollectorClient::new(
+        &collector.url(),
+        TOKEN,
+        &CollectorTrust::Fingerprint(collector.fingerprint),
+    )
+    .unwrap();
+    (collector, client)
+}
+
+fn recent(first: u64, count: u64) -> Vec<ConnectionEvent> {
+    let mut batch = events(first, count);
+    for e in &mut batch {
+        e.timestamp = Timestamp::now();
+    }
+    batch
+}
+
+/// POSTs a ruleset to the firewall check of web1 in the last hour.
+fn check_ruleset(collector: &Running, dir: &std::path::Path, ruleset: &[u8]) -> (u16, String) {
+    let file = dir.join("ruleset.nft");
+    std::fs::write(&file, ruleset).unwrap();
+    let data = format!("@{}", file.display());
+    curl_with(
+        collector,
+        "/api/v1/firewall/check?host=web1&from=-1h&to=now",
+        Some(READER),
+        &["--data-binary", &data],
+    )
+}
+
+#[test]
+fn the_firewall_check_names_the_edges_a_ruleset_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (collector, mut client) = reader_collector(dir.path());
+    client
+        .post_batch(connscope_transport::spool::encode_body(&recent(1, 3)))
+        .unwrap();
+    let mut http = recent(4, 2);
+    for e in &mut http {
+        e.remote = "10.1.0.3:80".parse().unwrap();
+    }
+    client
+        .post_batch(connscope_transport::spool::encode_body(&http))
+        .unwrap();
+
+    let ruleset = b"table inet filter {\n  chain output {\n    type filter hook output priority filter; policy accept;\n    tcp dport 22 drop\n  }\n}\n";
+    let (status, body) = check_ruleset(&collector, dir.path(), ruleset);
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (answer["blocked"].as_u64(), answer["allowed"].as_u64()),
+        (Some(1), Some(1)),
+        "{body}"
+    );
+    let edges = answer["edges"].as_array().unwrap();
+    let ssh = edges.iter().find(|e| e["port"] == 22).unwrap();
+    assert_eq!(ssh["source"], "host:web1");
+    assert_eq!(ssh["target"], "external:10.1.0.2");
+    assert_eq!(ssh["verdict"], "blocked");
+    assert_eq!(ssh["connections"], 3);
+    assert!(
+        ssh["dropped_by"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("ruleset:4:5: "),
+        "{body}"
+    );
+    let web = edges.iter().find(|e| e["port"] == 80).unwrap();
+    assert_eq!(
+        (web["target"].as_str(), web["verdict"].as_str()),
+        (Some("external:10.1.0.3"), Some("allowed"))
+    );
+
+    // A match on the (unknown) interface: may be blocked, and says why.
+    let maybe = b"table inet filter {\n  chain output {\n    type filter hook output priority 0; policy accept;\n    oifname \"eth9\" tcp dport 80 drop\n  }\n}\n";
+    let (status, body) = check_ruleset(&collector, dir.path(), maybe);
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["maybe_blocked"], 1, "{body}");
+    let web = answer["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["port"] == 80)
+        .unwrap()
+        .clone();
+    assert_eq!(web["verdict"], "maybe-blocked");
+    assert!(!web["unknowns"].as_array().unwrap().is_empty(), "{body}");
+
+    let (status, body) = check_ruleset(
+        &collector,
+        dir.path(),
+        b"table inet filter {\n  chain output {\n    tcp dport 70000 drop\n  }\n}\n",
+    );
+    assert_eq!(status, 400, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["line"], 3, "{body}");
+    assert!(error["column"].as_u64().is_some(), "{body}");
+    assert!(
+        error["error"].as_str().unwrap().starts_with("ruleset:3:"),
+        "{body}"
+    );
+
+    let (status, body) = check_ruleset(&collector, dir.path(), &vec![b' '; (1 << 20) + 1]);
+    assert_eq!(status, 413, "{body}");
+    let (status, body) = curl_with(
+        &collector,
+        "/api/v1/firewall/check",
+        Some(READER),
+        &["--data-binary", "table inet f {}"],
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("query parameter host"), "{body}");
+    let (status, _) = curl_with(
+        &collector,
+        "/api/v1/firewall/check?host=web1",
+        Some(TOKEN),
+        &["--data-binary", "table inet f {}"],
+    );
+    assert_eq!(status, 401, "agent tokens only write");
+}
+
+#[test]
+fn the_event_stream_tells_followers_about_each_stored_batch() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let (collector, mut client) = reader_collector(dir.path());
+    assert_eq!(curl(&collector, "/api/v1/events/stream", None).0, 401);
+
+    let mut follower = std::process::Command::new("curl")
+        .args(["--silent", "--no-buffer", "--max-time", "120", "--cacert"])
+        .arg(&collector.cert)
+        .args(["--header", &format!("Authorization: Bearer {READER}")])
+        .arg(format!("{}/api/v1/events/stream", collector.url()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl is installed");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    });
+    let next_event = |kind: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut current = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {kind} event"));
+            if let Some(name) = line.strip_prefix("event:") {
+                current = name.trim().to_owned();
+            } else if let Some(data) = line.strip_prefix("data:") {
+                if current == kind {
+                    return data.trim().to_owned();
+                }
+            }
+        }
+    };
+    next_event("ready");
+    client
+        .post_batch(connscope_transport::spool::encode_body(&recent(1, 3)))
+        .unwrap();
+    let notice: serde_json::Value = serde_json::from_str(&next_event("ingest")).unwrap();
+    assert_eq!(notice["source"], "agent");
+    assert_eq!(notice["agent"], "web1");
+    assert_eq!(
+        (notice["stored"].as_u64(), notice["duplicates"].as_u64()),
+        (Some(3), Some(0))
+    );
+    assert!(notice["first"].as_str().unwrap() <= notice["last"].as_str().unwrap());
+    // A resent batch stores nothing and tells nobody; the next new one does.
+    client
+        .post_batch(connscope_transport::spool::encode_body(&recent(1, 3)))
+        .unwrap();
+    client
+        .post_batch(connscope_transport::spool::encode_body(&recent(4, 1)))
+        .unwrap();
+    let notice: serde_json::Value = serde_json::from_str(&next_event("ingest")).unwrap();
+    assert_eq!(notice["stored"], 1, "{notice}");
+    let _ = follower.kill();
+    let _ = follower.wait();
 }

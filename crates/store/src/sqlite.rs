@@ -9,6 +9,14 @@
 //! upserts) ClickHouse all have: integer and text columns, timestamps as
 //! integer nanoseconds UTC, addresses as text, and `""` instead of NULL in key
 //! columns (NULLs never compare equal, which would defeat the unique keys).
+//!
+//! The rollups' text key columns (host, direction, addresses, protocol,
+//! executable, user) hold ids into a `names` dictionary instead of the text:
+//! a rollup upsert then compares small integers, and the graph query sums
+//! ~100,000 hourly rows per day in a hash map keyed by eight integers, looking
+//! up names only for the few thousand edges that result. Ids never change
+//! once given, so both connections cache them. Names are never deleted (they
+//! are few: hosts, addresses, programs and users, not connections).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -28,7 +36,7 @@ use crate::{
 };
 
 /// Bumped when the layout below changes; a store with another version is refused.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Every table but the raw events ([`EVENTS_TABLE`]).
 const SCHEMA: &str = "
@@ -56,16 +64,20 @@ CREATE TABLE IF NOT EXISTS event_keys (
     hour INTEGER NOT NULL,
     PRIMARY KEY (agent_id, event_key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS names (
+    name_id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
 CREATE TABLE IF NOT EXISTS edge_rollups (
     hour INTEGER NOT NULL,
-    host TEXT NOT NULL,
-    direction TEXT NOT NULL,
-    local_ip TEXT NOT NULL,
-    remote_ip TEXT NOT NULL,
+    host INTEGER NOT NULL,
+    direction INTEGER NOT NULL,
+    local_ip INTEGER NOT NULL,
+    remote_ip INTEGER NOT NULL,
     service_port INTEGER NOT NULL,
-    protocol TEXT NOT NULL,
-    executable TEXT NOT NULL,
-    user_name TEXT NOT NULL,
+    protocol INTEGER NOT NULL,
+    executable INTEGER NOT NULL,
+    user_name INTEGER NOT NULL,
     connections INTEGER NOT NULL,
     failures INTEGER NOT NULL,
     bytes_sent INTEGER NOT NULL,
@@ -73,7 +85,7 @@ CREATE TABLE IF NOT EXISTS edge_rollups (
     first_seen INTEGER NOT NULL,
     last_seen INTEGER NOT NULL,
     PRIMARY KEY (hour, host, direction, local_ip, remote_ip, service_port, protocol, executable, user_name)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS host_addresses (
     host TEXT NOT NULL,
     ip TEXT NOT NULL,
@@ -140,13 +152,85 @@ const UPSERT_ADDRESS: &str = "INSERT INTO host_addresses VALUES (?1, ?2, ?3, ?4)
 /// A store in one SQLite file.
 pub struct SqliteStore {
     writer: Mutex<Writer>,
-    reader: Mutex<Connection>,
+    reader: Mutex<Reader>,
 }
 
 struct Writer {
     conn: Connection,
     /// Agent ids never change once assigned, so they can be cached.
     agent_ids: HashMap<String, i64>,
+    names: NameIds,
+}
+
+struct Reader {
+    conn: Connection,
+    /// Id -> name, loaded as rollups name ids not seen yet.
+    names: HashMap<i64, String>,
+    /// The highest id in `names`: ids are handed out in increasing order, so
+    /// `name_id > newest` is what is new.
+    newest: i64,
+}
+
+/// The writer's name -> id cache. It may hold ids of the transaction in
+/// progress, so it is cleared when a transaction fails.
+#[derive(Default)]
+struct NameIds {
+    by_name: HashMap<String, i64>,
+    by_ip: HashMap<IpAddr, i64>,
+}
+
+impl NameIds {
+    fn id(&mut self, conn: &Connection, name: &str) -> rusqlite::Result<i64> {
+        if let Some(&id) = self.by_name.get(name) {
+            return Ok(id);
+        }
+        conn.prepare_cached("INSERT INTO names (name) VALUES (?1) ON CONFLICT (name) DO NOTHING")?
+            .execute([name])?;
+        let id = conn
+            .prepare_cached("SELECT name_id FROM names WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))?;
+        self.by_name.insert(name.to_owned(), id);
+        Ok(id)
+    }
+
+    fn ip_id(&mut self, conn: &Connection, ip: IpAddr) -> rusqlite::Result<i64> {
+        if let Some(&id) = self.by_ip.get(&ip) {
+            return Ok(id);
+        }
+        let id = self.id(conn, &ip.to_string())?;
+        self.by_ip.insert(ip, id);
+        Ok(id)
+    }
+
+    fn clear(&mut self) {
+        self.by_name.clear();
+        self.by_ip.clear();
+    }
+}
+
+impl Reader {
+    /// The name of `id`, loading the names added since the last load if needed.
+    fn name(&mut self, id: i64) -> Result<&str, StoreError> {
+        if !self.names.contains_key(&id) {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT name_id, name FROM names WHERE name_id > ?1")?;
+            let rows = stmt.query_map([self.newest], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?;
+            for row in rows {
+                let (new_id, name) = row?;
+                self.newest = self.newest.max(new_id);
+                self.names.insert(new_id, name);
+            }
+        }
+        self.names.get(&id).map(String::as_str).ok_or_else(|| {
+            StoreError::from(Corrupt {
+                column: "name id",
+                value: id.to_string(),
+            })
+        })
+    }
 }
 
 /// A row that does not read back as what was written (a damaged file, or one
@@ -231,8 +315,13 @@ impl SqliteStore {
             writer: Mutex::new(Writer {
                 conn,
                 agent_ids: HashMap::new(),
+                names: NameIds::default(),
             }),
-            reader: Mutex::new(reader),
+            reader: Mutex::new(Reader {
+                conn: reader,
+                names: HashMap::new(),
+                newest: i64::MIN,
+            }),
         })
     }
 
@@ -241,7 +330,20 @@ impl SqliteStore {
             check_event(i, batch.event(i))?;
         }
         let mut guard = lock(&self.writer);
-        let writer = &mut *guard;
+        let result = Self::write_batch(&mut guard, agent, batch);
+        if result.is_err() {
+            // Rolled back: ids given in the transaction no longer exist.
+            guard.names.clear();
+            guard.agent_ids.clear();
+        }
+        result
+    }
+
+    fn write_batch(
+        writer: &mut Writer,
+        agent: &AgentId,
+        batch: Batch<'_>,
+    ) -> Result<IngestReport, StoreError> {
         let tx = writer
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -320,17 +422,18 @@ impl SqliteStore {
         }
         {
             let mut upsert = tx.prepare_cached(UPSERT_ROLLUP)?;
+            let names = &mut writer.names;
             for (key, counts) in rollups.rows() {
                 upsert.execute(params![
                     key.hour.as_nanos(),
-                    key.host,
-                    key.direction.as_str(),
-                    key.local_ip.to_string(),
-                    key.remote_ip.to_string(),
+                    names.id(&tx, &key.host)?,
+                    names.id(&tx, key.direction.as_str())?,
+                    names.ip_id(&tx, key.local_ip)?,
+                    names.ip_id(&tx, key.remote_ip)?,
                     key.service_port,
-                    key.protocol.as_str(),
-                    key.executable,
-                    key.user,
+                    names.id(&tx, key.protocol.as_str())?,
+                    names.id(&tx, &key.executable)?,
+                    names.id(&tx, &key.user)?,
                     clamp(counts.connections),
                     clamp(counts.failures),
                     clamp(counts.bytes_sent),
@@ -616,58 +719,100 @@ impl Store for SqliteStore {
     }
 
     fn edge_totals(&self, query: &RollupQuery) -> Result<Vec<EdgeTotal>, StoreError> {
-        let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached(
-            "SELECT host, direction, local_ip, remote_ip, service_port, protocol, executable,
-                    user_name, sum(connections), sum(failures), sum(bytes_sent),
-                    sum(bytes_received), min(first_seen), max(last_seen)
-             FROM edge_rollups
-             WHERE hour >= ?1 AND hour < ?2 AND (?3 IS NULL OR host = ?3)
-             GROUP BY host, direction, local_ip, remote_ip, service_port, protocol, executable,
-                      user_name
-             ORDER BY host, direction, local_ip, remote_ip, service_port, protocol, executable,
-                      user_name",
-        )?;
-        let rows = stmt.query_map(
-            params![
+        let mut guard = lock(&self.reader);
+        let reader = &mut *guard;
+        let host = match &query.host {
+            None => None,
+            Some(host) => {
+                let id: Option<i64> = reader
+                    .conn
+                    .prepare_cached("SELECT name_id FROM names WHERE name = ?1")?
+                    .query_row([host], |r| r.get(0))
+                    .optional()?;
+                match id {
+                    Some(id) => Some(id),
+                    None => return Ok(Vec::new()),
+                }
+            }
+        };
+        // Summed here rather than by GROUP BY: hashing integer keys beats
+        // SQLite's sort of the whole range.
+        let mut sums: HashMap<[i64; 8], [i64; 6]> = HashMap::new();
+        {
+            let mut stmt = reader.conn.prepare_cached(
+                "SELECT host, direction, local_ip, remote_ip, service_port, protocol, executable,
+                        user_name, connections, failures, bytes_sent, bytes_received, first_seen,
+                        last_seen
+                 FROM edge_rollups
+                 WHERE hour >= ?1 AND hour < ?2 AND (?3 IS NULL OR host = ?3)",
+            )?;
+            let mut rows = stmt.query(params![
                 hour_start(query.range.from).as_nanos(),
                 query.range.to.as_nanos(),
-                query.host
-            ],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, u16>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, String>(7)?,
-                    [
-                        r.get::<_, i64>(8)?,
-                        r.get(9)?,
-                        r.get(10)?,
-                        r.get(11)?,
-                        r.get(12)?,
-                        r.get(13)?,
-                    ],
-                ))
-            },
-        )?;
-        let mut totals = Vec::new();
-        for row in rows {
-            let (host, direction, local_ip, remote_ip, service_port, protocol, executable, user, n) =
-                row?;
+                host
+            ])?;
+            while let Some(r) = rows.next()? {
+                let mut key = [0i64; 8];
+                for (i, k) in key.iter_mut().enumerate() {
+                    *k = r.get(i)?;
+                }
+                let mut n = [0i64; 6];
+                for (i, v) in n.iter_mut().enumerate() {
+                    *v = r.get(8 + i)?;
+                }
+                sums.entry(key)
+                    .and_modify(|sum| {
+                        for i in 0..4 {
+                            sum[i] = sum[i].saturating_add(n[i]);
+                        }
+                        sum[4] = sum[4].min(n[4]);
+                        sum[5] = sum[5].max(n[5]);
+                    })
+                    .or_insert(n);
+            }
+        }
+        // Every id the result names, resolved once.
+        for key in sums.keys() {
+            for (i, &id) in key.iter().enumerate() {
+                if i != 4 {
+                    reader.name(id)?;
+                }
+            }
+        }
+        let names = &reader.names;
+        let name = |id: &i64| names[id].as_str();
+        let mut rows: Vec<_> = sums
+            .iter()
+            .map(|(k, n)| {
+                let text = (
+                    name(&k[0]),
+                    name(&k[1]),
+                    name(&k[2]),
+                    name(&k[3]),
+                    k[4],
+                    name(&k[5]),
+                    name(&k[6]),
+                    name(&k[7]),
+                );
+                (text, n)
+            })
+            .collect();
+        // The order of the text, as the trait promised when it was SQL.
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut totals = Vec::with_capacity(rows.len());
+        for ((host, direction, local_ip, remote_ip, port, protocol, executable, user), n) in rows {
             totals.push(EdgeTotal {
-                host,
-                direction: parse_column("direction", &direction)?,
-                local_ip: parse_column("local_ip", &local_ip)?,
-                remote_ip: parse_column("remote_ip", &remote_ip)?,
-                service_port,
-                protocol: parse_column("protocol", &protocol)?,
-                executable,
-                user,
+                host: host.to_owned(),
+                direction: parse_column("direction", direction)?,
+                local_ip: parse_column("local_ip", local_ip)?,
+                remote_ip: parse_column("remote_ip", remote_ip)?,
+                service_port: u16::try_from(port).map_err(|_| Corrupt {
+                    column: "service_port",
+                    value: port.to_string(),
+                })?,
+                protocol: parse_column("protocol", protocol)?,
+                executable: executable.to_owned(),
+                user: user.to_owned(),
                 counts: EdgeCounts {
                     connections: n[0] as u64,
                     failures: n[1] as u64,
@@ -682,7 +827,8 @@ impl Store for SqliteStore {
     }
 
     fn agents(&self) -> Result<Vec<AgentStatus>, StoreError> {
-        let conn = lock(&self.reader);
+        let guard = lock(&self.reader);
+        let conn = &guard.conn;
         let mut ranges: HashMap<i64, Vec<(u64, u64)>> = HashMap::new();
         let mut stmt =
             conn.prepare_cached("SELECT agent_id, first_seq, last_seq FROM agent_sequences")?;
@@ -726,7 +872,8 @@ impl Store for SqliteStore {
     }
 
     fn host_addresses(&self) -> Result<Vec<HostAddress>, StoreError> {
-        let conn = lock(&self.reader);
+        let guard = lock(&self.reader);
+        let conn = &guard.conn;
         let mut stmt = conn.prepare_cached(
             "SELECT host, ip, first_seen, last_seen FROM host_addresses ORDER BY host, ip",
         )?;
@@ -752,7 +899,8 @@ impl Store for SqliteStore {
     }
 
     fn events(&self, query: &EventQuery) -> Result<Vec<ConnectionEvent>, StoreError> {
-        let conn = lock(&self.reader);
+        let guard = lock(&self.reader);
+        let conn = &guard.conn;
         let mut stmt = conn.prepare_cached(
             "SELECT * FROM events WHERE ts >= ?1 AND ts < ?2 AND (?3 IS NULL OR host = ?3)
              ORDER BY ts, rowid LIMIT ?4",

@@ -163,6 +163,62 @@ fn a_failing_write_rolls_the_whole_batch_back() {
             .stored,
         5
     );
+    // The names the failed batch gave ids to were rolled back with it; the
+    // rollups of the batch that succeeded still read back by name.
+    let totals = store
+        .edge_totals(&RollupQuery {
+            range: TimeRange::ALL,
+            host: Some("ws1".into()),
+        })
+        .unwrap();
+    assert_eq!(totals.len(), 1);
+    assert_eq!(totals[0].counts.connections, 5);
+    assert_eq!(totals[0].executable, "/usr/bin/ssh");
+}
+
+#[test]
+fn edge_totals_come_in_text_order_and_see_names_added_later() {
+    let (_dir, store) = open();
+    let read = |host: Option<&str>| {
+        store
+            .edge_totals(&RollupQuery {
+                range: TimeRange::ALL,
+                host: host.map(str::to_owned),
+            })
+            .unwrap()
+    };
+    assert!(read(Some("nobody")).is_empty());
+    store
+        .ingest(
+            &AgentId("b".into()),
+            &[
+                event(1, 1, "b", "10.0.0.2:40000", "10.0.0.9:22"),
+                event(2, 2, "b", "10.0.0.2:40001", "10.0.0.10:22"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(read(None).len(), 2);
+    // New names after the reader cached the first ones.
+    store
+        .ingest(
+            &AgentId("a".into()),
+            &[event(1, 3, "a", "10.0.0.1:40000", "10.0.0.2:22")],
+        )
+        .unwrap();
+    let order: Vec<String> = read(None)
+        .iter()
+        .map(|t| format!("{} {} {}", t.host, t.local_ip, t.remote_ip))
+        .collect();
+    // As text: "10.0.0.10" sorts before "10.0.0.9".
+    assert_eq!(
+        order,
+        [
+            "a 10.0.0.1 10.0.0.2",
+            "b 10.0.0.2 10.0.0.10",
+            "b 10.0.0.2 10.0.0.9"
+        ]
+    );
+    assert_eq!(read(Some("a")).len(), 1);
 }
 
 #[test]
