@@ -65,6 +65,7 @@ export async function followEvents(path, onEvent, { onOpen, signal } = {}) {
     cache: 'no-store',
     signal,
   });
+  if (response.status === 401) throw new Unauthorized('the collector asks for a token');
   if (!response.ok || !response.body) throw new Error(`${path}: HTTP ${response.status}`);
   onOpen?.();
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();

@@ -142,7 +142,8 @@ function bindControls() {
     e.preventDefault();
     setToken($('login-token').value);
     $('login').hidden = true;
-    load();
+    // The stream, too, waited for a token.
+    load().then(() => live.mode === 'login' && startLive());
   });
   window.addEventListener('hashchange', () => {
     const before = JSON.stringify(timeRange(app.state));
@@ -223,7 +224,8 @@ function rebuild(relayout, first = false) {
 // Live updates: the collector sends a notice per stored batch as a
 // server-sent event; each burst of notices refetches the graph once. Without
 // a stream, the graph is polled instead. `mode` says which ('sse' once the
-// stream is open, 'poll', or 'reconnecting' after a stream ended); `notices`
+// stream is open, 'poll', 'login' until a token is given, or 'reconnecting'
+// after a stream ended); `notices`
 // counts the notices received. Tests read both.
 const live = { mode: 'starting', notices: 0, timer: 0, poller: 0 };
 window.connscope.live = live;
@@ -261,8 +263,10 @@ function startLive() {
     },
   })
     .then(retry)
-    .catch(() => {
-      // A stream that was open and broke is tried again; no stream at all: poll.
+    .catch((err) => {
+      // Without a token yet, the login starts it again. A stream that was
+      // open and broke is tried again. No stream at all: poll.
+      if (err instanceof Unauthorized) return setLive('login');
       if (live.mode === 'sse') return retry();
       setLive('poll');
       clearInterval(live.poller);

@@ -39,10 +39,13 @@ export async function watchedPage(context) {
     await dialog.dismiss();
   });
   page.on('console', (msg) => {
-    // A collector without an event stream answers 404 there; the map then polls.
+    // The event stream is cut when a page navigates away (and a collector
+    // without one answers 404; the map then polls).
     // Before logging in, the API answers 401: that is how the map learns it must ask.
+    // A malformed ruleset is refused with 400: the firewall panel shows why.
     const url = msg.location()?.url ?? '';
-    const expected = url.endsWith('/api/v1/events/stream') || (url.includes('/api/v1/') && msg.text().includes('status of 401'));
+    const expected = url.endsWith('/api/v1/events/stream') || (url.includes('/api/v1/') && msg.text().includes('status of 401'))
+      || (url.includes('/api/v1/firewall/check') && msg.text().includes('status of 400'));
     if (msg.type() === 'error' && !expected) problems.push(`console: ${msg.text()} (${url})`);
   });
   page.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));

@@ -3,8 +3,10 @@
 // Writes known connection events into a real SQLite store through the real
 // collector (its HTTPS ingest API), lets the same collector serve the map on
 // 127.0.0.1, and checks what the browser draws: nodes and edges, a filter, a
-// time range, the details panel, live updates, and that hostile names (HTML in
-// an executable path and a user name) show literally and run nothing. Then it
+// time range, the details panel, live updates (by server-sent events), the
+// firewall mode (a ruleset blocking one service colours exactly its edges; a
+// malformed one shows its error), and that hostile names (HTML in an
+// executable path, a user name, a rule comment) show literally and run nothing. Then it
 // exports the map with `connscope map export` and checks the file:// page
 // draws the same graph. Screenshots go to --out.
 //
@@ -32,6 +34,16 @@ const HOSTILE_EXE = '/tmp/<img src=x onerror="window.__pwned=1;alert(1)">';
 const HOSTILE_USER = '<svg onload=alert(2)>';
 // Must not end the export's inlined data element.
 const HOSTILE_BREAKOUT = '/usr/bin/apt</script><script>window.__pwned=2;alert(3)</script><!--';
+// Blocks web1's connections to PostgreSQL (and nothing else); the comment is hostile.
+const FIREWALL_BLOCKS_POSTGRES = `table inet filter {
+  chain output {
+    type filter hook output priority filter; policy accept;
+    tcp dport 5432 drop comment "<img src=x onerror=window.__pwned=4>"
+  }
+}
+`;
+// Port 70000 does not exist: line 3 is wrong.
+const FIREWALL_MALFORMED = 'table inet filter {\n  chain output {\n    tcp dport 70000 drop\n  }\n}\n';
 const TOKENS = { web1: 'web1-token-0123456789abcdef', db1: 'db1-token-0123456789abcdef' };
 // With a reader token configured the API needs it, even on loopback: the map must log in.
 const READ_TOKEN = 'map-reader-token-0123456789';
@@ -187,12 +199,17 @@ try {
   check('small graphs are drawn as SVG', all.renderer === 'svg', all.renderer);
 
   // Live: a new connection shows up without a reload, and nothing known moves.
+  const liveMode = await page.waitForFunction(() => window.connscope.live.mode === 'sse', null, { timeout: 15e3, polling: 50 }).then(() => 'sse', () => page.evaluate(() => window.connscope.live.mode));
+  check('the map follows the collector\'s event stream (server-sent events)', liveMode === 'sse' && (await page.evaluate(() => document.body.dataset.live)) === 'sse', liveMode);
   const positions = () => page.evaluate(() => Object.fromEntries(window.connscope.app.scene.nodes.map((n) => [n.id, [n.x, n.y]])));
   const before = await positions();
   const loads = await page.evaluate(() => window.connscope.loads);
+  const notices = await page.evaluate(() => window.connscope.live.notices);
   await ingest(port, 'web1', [{ seq: 4, time: '2025-03-02T09:00:00Z', direction: 'outgoing', local: '10.77.0.1:40300', remote: '10.77.0.2:22', exe: '/usr/bin/ssh', user: 'www-data', uid: 33 }]);
   await page.waitForFunction(() => document.querySelector('#map g.node[data-id="service:db1:22/tcp"]'), null, { timeout: 45e3, polling: 200 });
   check('a new connection appears without reloading the page', await page.evaluate((n) => window.connscope.loads > n && performance.getEntriesByType('navigation').length === 1, loads));
+  const viaStream = await page.evaluate(() => ({ mode: window.connscope.live.mode, notices: window.connscope.live.notices, polling: window.connscope.live.poller }));
+  check('it came by the event stream, not by polling', viaStream.mode === 'sse' && viaStream.notices > notices && viaStream.polling === 0, JSON.stringify({ ...viaStream, before: notices }));
   await settled(page);
   const after = await positions();
   const moved = Object.keys(before).filter((id) => Math.hypot(after[id][0] - before[id][0], after[id][1] - before[id][1]) > 0.5);
@@ -272,6 +289,39 @@ try {
   const opened = await drawn(page);
   check('an opened group shows its addresses', opened.nodes.includes('93.184.216.34') && opened.nodes.includes('93.184.216.35'), JSON.stringify(opened.nodes));
   check('the opened group is in the URL', page.url().includes('open=group'), page.url());
+  // Firewall mode: a ruleset (loaded from a file) that blocks web1's PostgreSQL.
+  await page.click('#fw-toggle');
+  await page.waitForSelector('#firewall:not([hidden])', { timeout: 5e3 });
+  await page.selectOption('#fw-host', 'web1');
+  await page.setInputFiles('#fw-file', { name: 'web1.nft', mimeType: 'text/plain', buffer: Buffer.from(FIREWALL_BLOCKS_POSTGRES) });
+  await page.waitForFunction(() => document.getElementById('fw-count-blocked').textContent === '1' && document.querySelector('#map path.edge.blocked'), null, { timeout: 15e3, polling: 100 });
+  await drawn(page);
+  const marked = await page.evaluate(() => ({
+    blocked: [...document.querySelectorAll('#map path.edge.blocked')].map((p) => p.dataset.id).sort(),
+    maybe: [...document.querySelectorAll('#map path.edge.maybe')].map((p) => p.dataset.id),
+    colour: document.querySelector('#map path.edge.blocked')?.getAttribute('stroke'),
+    counts: ['blocked', 'maybe', 'allowed'].map((k) => document.getElementById(`fw-count-${k}`).textContent),
+    summary: document.getElementById('fw-summary').textContent,
+  }));
+  same('firewall: exactly the PostgreSQL edge of web1 is marked blocked', marked.blocked, ['host:web1->service:db1:5432/tcp:5432/tcp']);
+  check('firewall: blocked is red, nothing is "maybe", the legend counts', marked.colour === '#d62728' && marked.maybe.length === 0 && marked.counts.join() === '1,0,2' && marked.summary.startsWith('web1: 1 blocked'), JSON.stringify(marked));
+  await page.evaluate(() => { location.hash = `${location.hash}&sel=${encodeURIComponent('host:web1->service:db1:5432/tcp:5432/tcp')}`; });
+  await page.waitForFunction(() => document.querySelector('#details .fw-verdict'), null, { timeout: 10e3 });
+  const why = await page.evaluate(() => ({
+    verdict: document.querySelector('#details .fw-verdict').textContent,
+    reasons: [...document.querySelectorAll('#details .fw-reasons li')].map((li) => li.textContent),
+    elements: document.querySelectorAll('#details img, #firewall img').length,
+  }));
+  check('firewall: the details panel says which rule blocks the edge, as text', why.verdict === 'BLOCKED' && why.reasons.some((r) => r.startsWith('dropped by ruleset:4:5: table inet filter chain output: tcp dport 5432 drop') && r.includes('<img src=x onerror=window.__pwned=4>')) && why.elements === 0, JSON.stringify(why));
+  await page.fill('#fw-ruleset', FIREWALL_MALFORMED);
+  await page.click('#fw-check');
+  await page.waitForSelector('#fw-error:not([hidden])', { timeout: 15e3 });
+  const refusedRuleset = await page.evaluate(() => ({ error: document.getElementById('fw-error').textContent, blocked: document.querySelectorAll('#map path.edge.blocked').length }));
+  check('firewall: a malformed ruleset shows its error with line and column, and the colours go', /^line 3, column \d+: ruleset:3:\d+: /.test(refusedRuleset.error) && refusedRuleset.error.includes('70000') && refusedRuleset.blocked === 0, JSON.stringify(refusedRuleset));
+  await page.screenshot({ path: join(out, 'firewall.png') });
+  await page.click('#fw-clear');
+  await page.click('#fw-toggle');
+
   check('no dialog opened, no injected code ran', alarms.length === 0 && (await page.evaluate(() => window.__pwned)) === undefined, alarms.join('; '));
   check('no errors in the page', problems.length === 0, problems.join('\n'));
 

@@ -589,6 +589,42 @@ fn store_ranges(
     Ok(())
 }
 
+/// An address as text in a buffer on the stack: every raw event row has two,
+/// and a heap string for each showed in the import's profile.
+struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl IpText {
+    fn of(ip: IpAddr) -> IpText {
+        use std::fmt::Write;
+        let mut text = IpText {
+            buf: [0; 48],
+            len: 0,
+        };
+        // The longest address text is 45 bytes.
+        write!(text, "{ip}").expect("an address fits in 48 bytes");
+        text
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).expect("only whole strs are written")
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 /// Inserts one event row (26 columns).
 fn insert_event(
     stmt: &mut rusqlite::CachedStatement<'_>,
@@ -606,9 +642,9 @@ fn insert_event(
         e.netns as i64,
         e.protocol.as_str(),
         e.direction.as_str(),
-        e.local.ip().to_string(),
+        IpText::of(e.local.ip()).as_str(),
         e.local.port(),
-        e.remote.ip().to_string(),
+        IpText::of(e.remote.ip()).as_str(),
         e.remote.port(),
         p.map(|p| p.pid),
         p.and_then(|p| p.executable.as_deref()),
@@ -949,5 +985,24 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_text_is_the_display_form_even_at_its_longest() {
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+            "2001:db8::1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::of(ip).as_str(), ip.to_string());
+        }
     }
 }
