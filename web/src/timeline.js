@@ -18,12 +18,13 @@ export class Timeline {
 
   /** Draws `buckets` ([{start, count}], start in ms) and marks [from, to]. */
   render(buckets, from, to, what = 'connections') {
-    this.caption.text(`${what} per hour — drag to pick a time range`);
     const width = this.container.clientWidth || 800;
     const height = this.container.clientHeight || 64;
     this.svg.attr('viewBox', `0 0 ${width} ${height}`);
     const data = buckets.filter((b) => b.start !== null).sort((a, b) => a.start - b.start);
     const step = data.length > 1 ? Math.min(...data.slice(1).map((b, i) => b.start - data[i].start)) : 3600e3;
+    const hours = Math.round(step / 3600e3);
+    this.caption.text(`${what} per ${hours > 1 ? `${hours} hours` : 'hour'} — drag to pick a time range`);
     const lo = Math.min(data[0]?.start ?? Date.now() - 86400e3, from ?? Infinity);
     const hi = Math.max((data.at(-1)?.start ?? Date.now()) + step, to ?? -Infinity, from ?? -Infinity);
     const x = scaleTime().domain([lo, hi]).range([4, width - 4]);

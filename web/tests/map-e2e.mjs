@@ -197,6 +197,19 @@ try {
   same('all time: nodes drawn (two externals folded into their /24)', all.nodes, ['93.184.216.0/24 (2)', 'db1', 'db1:5432 (postgresql)', 'web1']);
   same('all time: edges drawn', all.edges, ['host:db1->group:net:93.184.216.0/24', 'host:web1->group:net:93.184.216.0/24', 'host:web1->service:db1:5432/tcp:5432/tcp']);
   check('small graphs are drawn as SVG', all.renderer === 'svg', all.renderer);
+  const timeline = await page.evaluate(() => {
+    const graph = window.connscope.app.graph;
+    return {
+      caption: document.querySelector('#timeline .caption')?.textContent ?? '',
+      bars: document.querySelectorAll('#timeline rect.bar').length,
+      of: graph.timelineOf,
+      total: graph.timeline.reduce((n, b) => n + b.count, 0),
+      edges: graph.edges.reduce((n, e) => n + e.count, 0),
+    };
+  });
+  check('the timeline is the collector\'s histogram of connections per hour, adding up to the edges',
+    timeline.caption.startsWith('connections per hour') && timeline.of === 'connections' && timeline.bars > 1 && timeline.total === timeline.edges,
+    JSON.stringify(timeline));
 
   // Live: a new connection shows up without a reload, and nothing known moves.
   const liveMode = await page.waitForFunction(() => window.connscope.live.mode === 'sse', null, { timeout: 15e3, polling: 50 }).then(() => 'sse', () => page.evaluate(() => window.connscope.live.mode));

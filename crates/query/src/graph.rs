@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use connscope_event::{Direction, Protocol, Timestamp};
-use connscope_store::{Store, StoreError, TimeRange};
+use connscope_store::{hour_start, Store, StoreError, TimeRange};
 use serde::Serialize;
 
 use crate::join::{add_processes, join_edges, users_of, HostDirectory, JoinedEdge, ProcessUse};
@@ -158,7 +158,23 @@ pub struct Graph {
     pub to: String,
     pub nodes: Vec<Node>,
     pub edges: Vec<GraphEdge>,
+    /// Connections over time, for the map's histogram: the edges shown,
+    /// counted per bucket (an hour, or several where the range is long).
+    pub timeline: Vec<TimelineBucket>,
 }
+
+/// Connections whose rollup hour falls in `[start, start + width)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TimelineBucket {
+    #[serde(serialize_with = "crate::report::serialize_time")]
+    pub start: Timestamp,
+    pub width_seconds: u64,
+    pub connections: u64,
+}
+
+/// At most this many histogram bars: enough to brush, few enough to query.
+const MAX_TIMELINE_BUCKETS: i64 = 240;
+const HOUR_NS: i64 = 3_600 * 1_000_000_000;
 
 /// Builds the graph of `range` from the store's rollups.
 pub fn build_graph(
@@ -169,11 +185,62 @@ pub fn build_graph(
     let totals = store.edge_totals(&connscope_store::RollupQuery { range, host: None })?;
     let hosts = HostDirectory::new(&store.host_addresses()?);
     let edges = join_edges(&totals, &hosts);
-    Ok(graph_of(
+    let mut graph = graph_of(
         edges.iter().filter(|e| filter.matches(e, &hosts)),
         &hosts,
         range,
-    ))
+    );
+    graph.timeline = timeline(store, range, filter, &hosts, &edges)?;
+    Ok(graph)
+}
+
+/// The histogram under the map. Each bucket is joined and filtered exactly as
+/// the graph is, so a connection logged by both ends counts once and the bars
+/// add up to what the edges say. Buckets span the data actually in `range`.
+fn timeline(
+    store: &dyn Store,
+    range: TimeRange,
+    filter: &GraphFilter,
+    hosts: &HostDirectory,
+    edges: &[JoinedEdge],
+) -> Result<Vec<TimelineBucket>, StoreError> {
+    let shown = edges.iter().filter(|e| filter.matches(e, hosts));
+    let Some((first, last)) = shown.fold(None, |acc: Option<(Timestamp, Timestamp)>, e| {
+        Some(match acc {
+            None => (e.first_seen, e.last_seen),
+            Some((f, l)) => (f.min(e.first_seen), l.max(e.last_seen)),
+        })
+    }) else {
+        return Ok(Vec::new());
+    };
+    let start = hour_start(first.max(range.from)).as_nanos();
+    let end = last.min(range.to).as_nanos().saturating_add(1);
+    let hours = (end - start + HOUR_NS - 1) / HOUR_NS;
+    let width = HOUR_NS * ((hours + MAX_TIMELINE_BUCKETS - 1) / MAX_TIMELINE_BUCKETS).max(1);
+    let mut buckets = Vec::new();
+    let mut at = start;
+    while at < end {
+        let bucket = TimeRange {
+            from: Timestamp::from_nanos(at),
+            to: Timestamp::from_nanos(at.saturating_add(width)),
+        };
+        let totals = store.edge_totals(&connscope_store::RollupQuery {
+            range: bucket,
+            host: None,
+        })?;
+        let connections = join_edges(&totals, hosts)
+            .iter()
+            .filter(|e| filter.matches(e, hosts))
+            .map(|e| e.connections)
+            .sum();
+        buckets.push(TimelineBucket {
+            start: bucket.from,
+            width_seconds: (width / 1_000_000_000) as u64,
+            connections,
+        });
+        at = at.saturating_add(width);
+    }
+    Ok(buckets)
 }
 
 fn graph_of<'a>(
@@ -275,6 +342,7 @@ fn graph_of<'a>(
         to: rfc3339(range.to),
         nodes: nodes.into_values().collect(),
         edges,
+        timeline: Vec::new(),
     }
 }
 

@@ -251,3 +251,70 @@ fn graph_and_flows_from_the_store() {
     assert_eq!(ws1.outbound.len(), 2);
     assert_eq!(ws1.outbound[0].remote_host.as_deref(), Some("srv"));
 }
+
+#[test]
+fn timeline_counts_each_connection_once_per_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("store.db")).unwrap();
+    let ssh = ("/usr/bin/ssh", "joe");
+    let sshd = ("/usr/sbin/sshd", "root");
+    let hour = 3_600;
+    // One connection logged by both ends, then two hours later one logged by
+    // the client only.
+    let client = [
+        ev(
+            1,
+            0,
+            "ws1",
+            Direction::Outgoing,
+            "10.0.0.1:40000",
+            "10.0.0.2:22",
+            ssh,
+        ),
+        ev(
+            2,
+            2 * hour,
+            "ws1",
+            Direction::Outgoing,
+            "10.0.0.1:40001",
+            "10.0.0.2:22",
+            ssh,
+        ),
+    ];
+    let server = [ev(
+        1,
+        0,
+        "srv",
+        Direction::Incoming,
+        "10.0.0.2:22",
+        "10.0.0.1:40000",
+        sshd,
+    )];
+    store.ingest(&AgentId("ws1".into()), &client).unwrap();
+    store.ingest(&AgentId("srv".into()), &server).unwrap();
+
+    let graph = build_graph(&store, TimeRange::ALL, &GraphFilter::default()).unwrap();
+    let bars: Vec<(String, u64, u64)> = graph
+        .timeline
+        .iter()
+        .map(|b| (b.start.to_string(), b.width_seconds, b.connections))
+        .collect();
+    assert_eq!(
+        bars,
+        [
+            ("2026-11-24T19:00:00.000000000Z".to_owned(), 3600, 1),
+            ("2026-11-24T20:00:00.000000000Z".to_owned(), 3600, 0),
+            ("2026-11-24T21:00:00.000000000Z".to_owned(), 3600, 1),
+        ]
+    );
+    let total: u64 = graph.edges.iter().map(|e| e.connections).sum();
+    assert_eq!(total, 2, "the bars add up to the edges");
+
+    // A filter that matches nothing leaves no bars.
+    let none = GraphFilter {
+        port: Some(80),
+        ..GraphFilter::default()
+    };
+    let graph = build_graph(&store, TimeRange::ALL, &none).unwrap();
+    assert!(graph.timeline.is_empty());
+}
