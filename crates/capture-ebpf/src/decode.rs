@@ -131,7 +131,16 @@ impl Decoder {
     /// itself: comm, and the executable path recorded at exec.
     fn process(&mut self, owner: &types::owner, kernel: &Kernel) -> Option<ProcessInfo> {
         let started = owner.start_ns / self.ns_per_tick;
-        if let Some(info) = self.processes.get_started(owner.tgid, started) {
+        if let Some(mut info) = self.processes.get_started(owner.tgid, started) {
+            if info.executable.is_none() {
+                // An exited process its parent has not reaped (a zombie) keeps
+                // its /proc entry but loses the exe link; the path recorded at
+                // exec still names it.
+                if let Some(exe) = kernel.exe_path(owner.tgid, owner.start_ns) {
+                    info.executable = Some(exe);
+                    self.processes.insert(owner.tgid, started, info.clone());
+                }
+            }
             return Some(info);
         }
         let comm: Vec<u8> = owner

@@ -232,6 +232,45 @@ fn process_that_connects_and_exits_is_named() {
     drop(listener);
 }
 
+/// An exited process its parent has not reaped yet (a zombie) still has a
+/// /proc entry, but no executable link: the path recorded at exec names it.
+#[test]
+fn process_that_exits_unreaped_is_named() {
+    let mut watch = Watch::default();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(format!("exec 3<>/dev/tcp/127.0.0.1/{port}"))
+        .spawn()
+        .unwrap();
+    let stat = format!("/proc/{}/stat", child.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&stat)
+        .map(|s| s.rsplit(") ").next().unwrap_or("").starts_with('Z'))
+        .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "bash did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let events = watch.until(&[port], |e| {
+        count(e, EventKind::Disconnect, Direction::Outgoing) == 1
+    });
+    assert!(child.wait().unwrap().success());
+    let out = events
+        .iter()
+        .find(|e| e.kind == EventKind::Connect && e.direction == Direction::Outgoing)
+        .unwrap();
+    let process = out.process.as_ref().unwrap();
+    assert_eq!(process.pid, child.id());
+    assert_eq!(
+        process.executable.as_deref(),
+        Some("/usr/bin/bash"),
+        "{out:#?}"
+    );
+    drop(listener);
+}
+
 /// A named network namespace, removed on drop.
 struct Namespace {
     name: String,
