@@ -300,8 +300,13 @@ fn foreground_lines_name_both_executables() {
     let server = HttpServer::start(None);
     assert!(server.get());
     let port = format!("127.0.0.1:{}", server.port);
-    let curl = agent.wait_line(&["connect: proc /usr/bin/curl, user root, local 127.0.0.1:"]);
-    assert!(curl.ends_with(&format!(", remote {port}")), "{curl}");
+    // Other tests run curl at the same time: wait for this server's line.
+    let remote = format!(", remote {port}");
+    let curl = agent.wait_line(&[
+        "connect: proc /usr/bin/curl, user root, local 127.0.0.1:",
+        &remote,
+    ]);
+    assert!(curl.ends_with(&remote), "{curl}");
     assert!(has_tcpspy_time(&curl), "{curl}");
     let client_port = curl
         .split(", local 127.0.0.1:")
