@@ -1,7 +1,7 @@
 //! `connscope firewall` end to end: a real SQLite store, the real binary, and
 //! `nft -c` (in a throw-away network namespace) on what it prints.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use connscope_event::{ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp};
@@ -82,6 +82,39 @@ fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Writes `contents` to `name` in `dir` and returns the path.
+fn write_file(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+/// `connscope firewall SUBCOMMAND --db DB --host web1 --ruleset RULESET`.
+fn firewall_with_ruleset(subcommand: &str, db: &str, ruleset: &Path) -> Output {
+    connscope(&[
+        "firewall",
+        subcommand,
+        "--db",
+        db,
+        "--host",
+        "web1",
+        "--ruleset",
+        ruleset.to_str().unwrap(),
+    ])
+}
+
+/// Adds the network namespace `csfw-TAG-PID` and returns its name; the test
+/// deletes it once done with it.
+fn add_netns(tag: &str) -> String {
+    let ns = format!("csfw-{tag}-{}", std::process::id());
+    assert!(Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .unwrap()
+        .success());
+    ns
+}
+
 #[test]
 fn plan_passes_nft_check_and_check_lists_exactly_the_blocked_service() {
     let dir = tempfile::tempdir().unwrap();
@@ -103,14 +136,8 @@ fn plan_passes_nft_check_and_check_lists_exactly_the_blocked_service() {
         "{}",
         String::from_utf8_lossy(&plan.stderr)
     );
-    let plan_file = dir.path().join("plan.nft");
-    std::fs::write(&plan_file, &plan.stdout).unwrap();
-    let ns = format!("csfw-cli-{}", std::process::id());
-    assert!(Command::new("ip")
-        .args(["netns", "add", &ns])
-        .status()
-        .unwrap()
-        .success());
+    let plan_file = write_file(dir.path(), "plan.nft", &plan.stdout);
+    let ns = add_netns("cli");
     let nft = Command::new("ip")
         .args([
             "netns",
@@ -137,34 +164,15 @@ fn plan_passes_nft_check_and_check_lists_exactly_the_blocked_service() {
     );
 
     // The plan blocks none of the history it was made from.
-    let own = connscope(&[
-        "firewall",
-        "check",
-        "--db",
-        &db,
-        "--host",
-        "web1",
-        "--ruleset",
-        plan_file.to_str().unwrap(),
-    ]);
+    let own = firewall_with_ruleset("check", &db, &plan_file);
     assert_eq!(own.status.code(), Some(0), "{}", text(&own));
 
-    let block_http = dir.path().join("block-http.nft");
-    std::fs::write(
-        &block_http,
+    let block_http = write_file(
+        dir.path(),
+        "block-http.nft",
         "table inet filter {\n\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n\t\ttcp dport http drop\n\t}\n}\n",
-    )
-    .unwrap();
-    let out = connscope(&[
-        "firewall",
-        "check",
-        "--db",
-        &db,
-        "--host",
-        "web1",
-        "--ruleset",
-        block_http.to_str().unwrap(),
-    ]);
+    );
+    let out = firewall_with_ruleset("check", &db, &block_http);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report = text(&out);
     let blocked: Vec<&str> = report
@@ -184,22 +192,12 @@ fn plan_passes_nft_check_and_check_lists_exactly_the_blocked_service() {
     );
 
     // A broken ruleset is an error with file, line, column and a caret.
-    let broken = dir.path().join("broken.nft");
-    std::fs::write(
-        &broken,
+    let broken = write_file(
+        dir.path(),
+        "broken.nft",
         "table inet f {\n\tchain c {\n\t\ttcp dport 99999 accept\n\t}\n}\n",
-    )
-    .unwrap();
-    let out = connscope(&[
-        "firewall",
-        "check",
-        "--db",
-        &db,
-        "--host",
-        "web1",
-        "--ruleset",
-        broken.to_str().unwrap(),
-    ]);
+    );
+    let out = firewall_with_ruleset("check", &db, &broken);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -212,22 +210,12 @@ fn plan_passes_nft_check_and_check_lists_exactly_the_blocked_service() {
 fn diff_against_a_file_reports_blocked_and_unused() {
     let dir = tempfile::tempdir().unwrap();
     let db = store(dir.path());
-    let ruleset = dir.path().join("current.nft");
-    std::fs::write(
-        &ruleset,
+    let ruleset = write_file(
+        dir.path(),
+        "current.nft",
         "table inet filter {\n\tchain input {\n\t\ttype filter hook input priority 0; policy drop;\n\t\tct state established,related accept\n\t\ttcp dport { 22, 80 } accept\n\t\ttcp dport 3306 accept\n\t}\n}\n",
-    )
-    .unwrap();
-    let out = connscope(&[
-        "firewall",
-        "diff",
-        "--db",
-        &db,
-        "--host",
-        "web1",
-        "--ruleset",
-        ruleset.to_str().unwrap(),
-    ]);
+    );
+    let out = firewall_with_ruleset("diff", &db, &ruleset);
     let report = text(&out);
     assert_eq!(out.status.code(), Some(1), "{report}");
     assert!(report.contains("Observed but blocked (1):"), "{report}");
@@ -241,18 +229,12 @@ fn diff_against_a_file_reports_blocked_and_unused() {
 fn diff_live_reads_the_loaded_ruleset_of_its_namespace() {
     let dir = tempfile::tempdir().unwrap();
     let db = store(dir.path());
-    let ns = format!("csfw-live-{}", std::process::id());
-    assert!(Command::new("ip")
-        .args(["netns", "add", &ns])
-        .status()
-        .unwrap()
-        .success());
-    let rules = dir.path().join("loaded.nft");
-    std::fs::write(
-        &rules,
+    let ns = add_netns("live");
+    let rules = write_file(
+        dir.path(),
+        "loaded.nft",
         "table inet filter {\n\tchain input {\n\t\ttype filter hook input priority 0; policy drop;\n\t\ttcp dport 22 accept\n\t\tudp dport 5353 limit rate 5/second accept\n\t}\n}\n",
-    )
-    .unwrap();
+    );
     let load = Command::new("ip")
         .args(["netns", "exec", &ns, "nft", "-f", rules.to_str().unwrap()])
         .status()

@@ -532,60 +532,65 @@ mod tests {
         check_flow(&parse_str("t.nft", ruleset).unwrap(), f)
     }
 
-    const INPUT: &str =
-        "table inet t {\n chain i {\n  type filter hook input priority 0; policy drop;\n";
+    /// The outcome for one connection with `peer` on service `port`.
+    fn outcome(
+        ruleset: &str,
+        direction: FlowDirection,
+        protocol: Protocol,
+        peer: &str,
+        port: u16,
+    ) -> Outcome {
+        verdict(ruleset, &flow(direction, protocol, peer, port, 1)).outcome
+    }
+
+    /// A ruleset whose one base chain (input hook, policy drop) holds `rule`.
+    fn input_chain_with(rule: &str) -> String {
+        const INPUT: &str =
+            "table inet t {\n chain i {\n  type filter hook input priority 0; policy drop;\n";
+        format!("{INPUT}  {rule}\n }}\n}}\n")
+    }
 
     #[test]
     fn unknown_matches_follow_both_branches() {
         let f = flow(Inbound, Protocol::Tcp, "198.51.100.7", 22, 1);
         // Either branch drops in the end: certain.
         let v = verdict(
-            &format!("{INPUT}  iifname \"eth0\" tcp dport 23 accept\n }}\n}}\n"),
+            &input_chain_with("iifname \"eth0\" tcp dport 23 accept"),
             &f,
         );
         assert_eq!(v.outcome, Outcome::Blocked);
         // The interface decides, and it is not recorded: uncertain.
         let v = verdict(
-            &format!("{INPUT}  iifname \"eth0\" tcp dport 22 accept\n }}\n}}\n"),
+            &input_chain_with("iifname \"eth0\" tcp dport 22 accept"),
             &f,
         );
         assert_eq!(v.outcome, Outcome::MaybeBlocked);
         assert!(v.unknowns.iter().any(|u| u.contains("interface")), "{v:?}");
         // A loopback-only rule is decided for a non-loopback flow.
-        let v = verdict(&format!("{INPUT}  iif lo accept\n }}\n}}\n"), &f);
+        let v = verdict(&input_chain_with("iif lo accept"), &f);
         assert_eq!(v.outcome, Outcome::Blocked);
         // Unmodelled statements are unknown, never silently true or false.
-        let v = verdict(
-            &format!("{INPUT}  limit rate 5/second accept\n }}\n}}\n"),
-            &f,
-        );
+        let v = verdict(&input_chain_with("limit rate 5/second accept"), &f);
         assert_eq!(v.outcome, Outcome::MaybeBlocked);
     }
 
     #[test]
     fn jumps_returns_and_sets() {
         let rules = "define web = { 80, 443 }\ntable inet t {\n set peers { type ipv4_addr; flags interval; elements = { 198.51.100.0/24 } }\n chain i {\n  type filter hook input priority 0; policy drop;\n  jump sub\n  tcp dport $web accept\n }\n chain sub {\n  ip saddr != @peers return\n  tcp dport ssh accept\n }\n}\n";
-        assert_eq!(
-            verdict(rules, &flow(Inbound, Protocol::Tcp, "198.51.100.7", 22, 1)).outcome,
-            Outcome::Allowed
-        );
-        assert_eq!(
-            verdict(rules, &flow(Inbound, Protocol::Tcp, "203.0.113.1", 22, 1)).outcome,
-            Outcome::Blocked
-        );
-        assert_eq!(
-            verdict(rules, &flow(Inbound, Protocol::Tcp, "203.0.113.1", 443, 1)).outcome,
-            Outcome::Allowed
-        );
-        assert_eq!(
-            verdict(rules, &flow(Inbound, Protocol::Udp, "198.51.100.7", 443, 1)).outcome,
-            Outcome::Blocked
-        );
-        // IPv6 peers never match `ip saddr`, whatever the operator: no return.
-        assert_eq!(
-            verdict(rules, &flow(Inbound, Protocol::Tcp, "2001:db8::7", 22, 1)).outcome,
-            Outcome::Allowed
-        );
+        for (protocol, peer, port, expected) in [
+            (Protocol::Tcp, "198.51.100.7", 22, Outcome::Allowed),
+            (Protocol::Tcp, "203.0.113.1", 22, Outcome::Blocked),
+            (Protocol::Tcp, "203.0.113.1", 443, Outcome::Allowed),
+            (Protocol::Udp, "198.51.100.7", 443, Outcome::Blocked),
+            // IPv6 peers never match `ip saddr`, whatever the operator: no return.
+            (Protocol::Tcp, "2001:db8::7", 22, Outcome::Allowed),
+        ] {
+            assert_eq!(
+                outcome(rules, Inbound, protocol, peer, port),
+                expected,
+                "{protocol:?} from {peer} to port {port}"
+            );
+        }
     }
 
     #[test]
@@ -603,11 +608,11 @@ mod tests {
         );
         // Outbound traffic does not cross the input hook; v6 does not see `ip` tables.
         assert_eq!(
-            verdict(rules, &flow(Outbound, Protocol::Tcp, "198.51.100.7", 22, 1)).outcome,
+            outcome(rules, Outbound, Protocol::Tcp, "198.51.100.7", 22),
             Outcome::Allowed
         );
         assert_eq!(
-            verdict(rules, &flow(Inbound, Protocol::Tcp, "2001:db8::7", 22, 1)).outcome,
+            outcome(rules, Inbound, Protocol::Tcp, "2001:db8::7", 22),
             Outcome::Allowed
         );
     }

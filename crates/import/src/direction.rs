@@ -73,33 +73,26 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// `server` is taken as the server of the pair, seen from either end.
+    #[track_caller]
+    fn assert_serves(stats: &EndpointStats, server: &str, client: &str) {
+        assert_eq!(stats.direction(a(client), a(server)), Direction::Outgoing);
+        assert_eq!(stats.direction(a(server), a(client)), Direction::Incoming);
+    }
+
     #[test]
     fn a_busy_endpoint_is_the_server_even_on_a_high_port() {
         let mut stats = EndpointStats::default();
         for client_port in [1000, 1001, 1002] {
             stats.observe_connect(a(&format!("10.0.0.1:{client_port}")), a("10.0.0.2:50000"));
         }
-        assert_eq!(
-            stats.direction(a("10.0.0.1:1000"), a("10.0.0.2:50000")),
-            Direction::Outgoing
-        );
-        assert_eq!(
-            stats.direction(a("10.0.0.2:50000"), a("10.0.0.1:1000")),
-            Direction::Incoming
-        );
+        assert_serves(&stats, "10.0.0.2:50000", "10.0.0.1:1000");
     }
 
     #[test]
     fn otherwise_the_lower_port_serves() {
         let stats = EndpointStats::default();
-        assert_eq!(
-            stats.direction(a("10.0.0.1:40000"), a("10.0.0.2:22")),
-            Direction::Outgoing
-        );
-        assert_eq!(
-            stats.direction(a("10.0.0.2:22"), a("10.0.0.1:40000")),
-            Direction::Incoming
-        );
+        assert_serves(&stats, "10.0.0.2:22", "10.0.0.1:40000");
         assert_eq!(
             stats.direction(a("10.0.0.2:22"), a("10.0.0.1:22")),
             Direction::Unknown
