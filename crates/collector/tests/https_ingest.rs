@@ -2,11 +2,14 @@
 //! the shipping output against a running collector, through an outage, with
 //! wrong credentials, and with batches the collector must refuse.
 
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use connscope_collector::{Collector, CollectorConfig, Counters};
+use common::{wait_for, Running};
+use connscope_collector::CollectorConfig;
 use connscope_event::{ConnectionEvent, Direction, EventKind, Protocol, Timestamp};
 use connscope_store::{SqliteStore, Store};
 use connscope_transport::{
@@ -14,67 +17,6 @@ use connscope_transport::{
 };
 
 const TOKEN: &str = "token-of-agent-web1";
-
-/// A collector running on its own runtime thread, stopped on drop.
-struct Running {
-    addr: std::net::SocketAddr,
-    fingerprint: Fingerprint,
-    cert: std::path::PathBuf,
-    counters: Arc<Counters>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Running {
-    fn start(config: CollectorConfig, store: Arc<dyn Store>) -> Running {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            runtime.block_on(async move {
-                let collector = Collector::bind(config, store).await.unwrap();
-                ready_tx
-                    .send((
-                        collector.local_addr(),
-                        collector.fingerprint(),
-                        collector.certificate_path().to_owned(),
-                        collector.counters(),
-                    ))
-                    .unwrap();
-                collector
-                    .run(async {
-                        let _ = stop_rx.await;
-                    })
-                    .await;
-            });
-        });
-        let (addr, fingerprint, cert, counters) =
-            ready_rx.recv_timeout(Duration::from_secs(30)).unwrap();
-        Running {
-            addr,
-            fingerprint,
-            cert,
-            counters,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.addr.port())
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
 
 fn config(dir: &std::path::Path, listen: &str) -> CollectorConfig {
     let mut config = CollectorConfig::new(listen.parse().unwrap(), dir.join("connscope.db"));
@@ -100,12 +42,16 @@ fn events(first: u64, count: u64) -> Vec<ConnectionEvent> {
         .collect()
 }
 
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The agent's shipping output, pinned to `collector`'s fingerprint.
+fn shipping_to(collector: &Running, spool_dir: &std::path::Path) -> ShippingOutput {
+    ShippingOutput::start(&ShippingConfig {
+        url: collector.url(),
+        token: TOKEN.into(),
+        trust: CollectorTrust::Fingerprint(collector.fingerprint),
+        spool_dir: spool_dir.to_owned(),
+        spool_max_bytes: 64 << 20,
+    })
+    .unwrap()
 }
 
 fn stored(store: &SqliteStore) -> (u64, Vec<(u64, u64)>) {
@@ -124,14 +70,7 @@ fn batches_arrive_exactly_once_through_a_collector_outage() {
     let store = Arc::new(SqliteStore::open(dir.path().join("connscope.db")).unwrap());
     let collector = Running::start(config(dir.path(), "127.0.0.1:0"), store.clone());
     let addr = collector.addr;
-    let mut output = ShippingOutput::start(&ShippingConfig {
-        url: collector.url(),
-        token: TOKEN.into(),
-        trust: CollectorTrust::Fingerprint(collector.fingerprint),
-        spool_dir: dir.path().join("spool"),
-        spool_max_bytes: 64 << 20,
-    })
-    .unwrap();
+    let mut output = shipping_to(&collector, &dir.path().join("spool"));
     for i in 0..10 {
         output.send(&events(1 + i * 100, 100)).unwrap();
     }
@@ -275,14 +214,7 @@ fn bad_batches_are_refused_whole_with_the_line_and_reason() {
     assert!(err.to_string().contains("413"), "{err}");
 
     // A spool that refused batches keeps them aside and goes on with the next.
-    let mut output = ShippingOutput::start(&ShippingConfig {
-        url: collector.url(),
-        token: TOKEN.into(),
-        trust: CollectorTrust::Fingerprint(collector.fingerprint),
-        spool_dir: dir.path().join("spool"),
-        spool_max_bytes: 64 << 20,
-    })
-    .unwrap();
+    let mut output = shipping_to(&collector, &dir.path().join("spool"));
     let mut bad = events(10, 1);
     bad[0].host = String::new(); // the store refuses an event without a host
     output.send(&bad).unwrap();

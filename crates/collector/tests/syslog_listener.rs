@@ -3,66 +3,27 @@
 //! forwarding what it receives, as a tcpspy host's syslog would. Traffic stays
 //! on 127.0.0.1.
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use connscope_collector::{Collector, CollectorConfig, Counters};
+use common::{wait_for, Running};
+use connscope_collector::CollectorConfig;
 use connscope_event::{ConnectionEvent, Direction};
 use connscope_store::{EventQuery, SqliteStore, Store, TimeRange};
 
-struct Running {
-    syslog: std::net::SocketAddr,
-    counters: Arc<Counters>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Running {
-    fn start(dir: &std::path::Path, store: Arc<dyn Store>) -> Running {
-        let mut config = CollectorConfig::new("127.0.0.1:0".parse().unwrap(), dir.join("c.db"));
-        config.syslog_listen = Some("127.0.0.1:0".parse().unwrap());
-        config
-            .tokens
-            .insert("unused", "token-nobody-uses-here")
-            .unwrap();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            tokio::runtime::Runtime::new()
-                .unwrap()
-                .block_on(async move {
-                    let collector = Collector::bind(config, store).await.unwrap();
-                    ready_tx
-                        .send((collector.syslog_addr().unwrap(), collector.counters()))
-                        .unwrap();
-                    collector
-                        .run(async {
-                            let _ = stop_rx.await;
-                        })
-                        .await;
-                });
-        });
-        let (syslog, counters) = ready_rx.recv_timeout(Duration::from_secs(30)).unwrap();
-        Running {
-            syslog,
-            counters,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+/// A collector with its syslog listener on a free loopback port.
+fn start_collector(dir: &std::path::Path, store: Arc<dyn Store>) -> Running {
+    let mut config = CollectorConfig::new("127.0.0.1:0".parse().unwrap(), dir.join("c.db"));
+    config.syslog_listen = Some("127.0.0.1:0".parse().unwrap());
+    config
+        .tokens
+        .insert("unused", "token-nobody-uses-here")
+        .unwrap();
+    Running::start(config, store)
 }
 
 fn hostname() -> String {
@@ -82,14 +43,6 @@ fn all_events(store: &SqliteStore) -> Vec<ConnectionEvent> {
         .unwrap()
 }
 
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 fn logger(port: u16, args: &[&str], tag: &str, message: &str) {
     let status = Command::new("logger")
         .args(["--server", "127.0.0.1", "--port", &port.to_string()])
@@ -104,8 +57,8 @@ fn logger(port: u16, args: &[&str], tag: &str, message: &str) {
 fn logger_messages_in_every_framing_are_stored_and_others_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("c.db")).unwrap());
-    let collector = Running::start(dir.path(), store.clone());
-    let port = collector.syslog.port();
+    let collector = start_collector(dir.path(), store.clone());
+    let port = collector.syslog.unwrap().port();
 
     let variants: [&[&str]; 5] = [
         &["--udp", "--rfc3164"],
@@ -178,10 +131,10 @@ fn a_resent_message_is_stored_once() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("c.db")).unwrap());
-    let collector = Running::start(dir.path(), store.clone());
+    let collector = start_collector(dir.path(), store.clone());
     let line = b"<86>1 2026-11-24T19:22:17.5Z gw tcpspy 9 - - connect: user root, local 10.0.0.1:40000, remote 10.0.0.2:22\n";
     for _ in 0..2 {
-        let mut tcp = std::net::TcpStream::connect(collector.syslog).unwrap();
+        let mut tcp = std::net::TcpStream::connect(collector.syslog.unwrap()).unwrap();
         tcp.write_all(line).unwrap();
     }
     wait_for("the resend to be processed", || {
@@ -217,7 +170,7 @@ fn free_udp_port() -> u16 {
 fn rsyslog_forwarding_arrives() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("c.db")).unwrap());
-    let collector = Running::start(dir.path(), store.clone());
+    let collector = start_collector(dir.path(), store.clone());
     let input_port = free_udp_port();
     let conf = dir.path().join("rsyslog.conf");
     std::fs::write(
@@ -236,7 +189,7 @@ if $programname == "tcpspy" then {{
 }}
 "#,
             work = dir.path().display(),
-            port = collector.syslog.port(),
+            port = collector.syslog.unwrap().port(),
         ),
     )
     .unwrap();
