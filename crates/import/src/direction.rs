@@ -18,34 +18,34 @@
 //! service port. Importing more history together makes rule 1 decide more.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 
 use connscope_event::Direction;
 
-/// Connect-line counts per endpoint, keyed by a hash of it (a collision
-/// only ever adds a count to an unrelated endpoint, and is rare).
+/// Connect-line counts per endpoint.
 #[derive(Debug, Default)]
 pub struct EndpointStats {
-    counts: HashMap<u64, u32>,
-    hasher: RandomState,
+    counts: HashMap<SocketAddr, u32, foldhash::fast::RandomState>,
 }
 
 impl EndpointStats {
-    fn key(&self, endpoint: SocketAddr) -> u64 {
-        self.hasher.hash_one(endpoint)
-    }
-
     pub fn observe_connect(&mut self, local: SocketAddr, remote: SocketAddr) {
         for endpoint in [local, remote] {
-            let key = self.key(endpoint);
-            let n = self.counts.entry(key).or_default();
+            let n = self.counts.entry(endpoint).or_default();
             *n = n.saturating_add(1);
         }
     }
 
+    /// Adds what `other` counted (the first pass counts each file apart).
+    pub fn merge(&mut self, other: EndpointStats) {
+        for (endpoint, n) in other.counts {
+            let sum = self.counts.entry(endpoint).or_default();
+            *sum = sum.saturating_add(n);
+        }
+    }
+
     fn count(&self, endpoint: SocketAddr) -> u32 {
-        self.counts.get(&self.key(endpoint)).copied().unwrap_or(0)
+        self.counts.get(&endpoint).copied().unwrap_or(0)
     }
 
     /// The direction of a line, seen from its local end.

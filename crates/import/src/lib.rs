@@ -11,16 +11,17 @@
 //!   builds events and stores them. Files are taken oldest first (by mtime) so
 //!   connects come before their disconnects.
 //! - **Identity.** Events go to agent `import:HOST` (HOST from the line), each
-//!   keyed by a hash of its raw line plus how many identical lines came before
-//!   it in the same second of the same file. The key depends on content only,
-//!   not on the file's name, compression or the time zone, so importing a
-//!   file again — renamed, rotated, gzipped, or as part of a longer file —
-//!   adds nothing.
+//!   keyed by a hash of its raw line (and, for a repeat of the same line in
+//!   the same second of the same file, its count), filed under the line's
+//!   wall-clock hour. Neither depends on the file's name, compression or the
+//!   time zone, so importing a file again — renamed, rotated, gzipped, or as
+//!   part of a longer file — adds nothing.
 //! - **Errors.** Lines of other programs are skipped quietly; an unreadable
 //!   tcpspy line is reported with file, line and column and the import goes
 //!   on. Nothing is dropped silently: the summary counts every line.
-//! - **Speed.** Parsing runs on the calling thread and storing on another,
-//!   in large batches (one transaction each), so the two overlap.
+//! - **Speed.** Pass 1 spreads the files over the cores. Pass 2 is a
+//!   pipeline: a thread reads and parses, the calling thread orders, keys and
+//!   joins (and reports errors), a third stores batches, one transaction each.
 
 mod direction;
 mod source;
@@ -30,12 +31,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::sync_channel;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use connscope_event::{EventKind, ProcessInfo, Timestamp};
+use connscope_event::{ConnectionEvent, EventKind, ProcessInfo, Timestamp};
 use connscope_store::{AgentId, EventKey, IngestReport, KeyedEvent, Store, StoreError};
 use connscope_tcpspy_log::{ClassicTime, LogTime, Message, Parser};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -51,7 +52,8 @@ pub struct ImportOptions {
     pub time_zone: TimeZone,
     /// Show a progress bar on standard error.
     pub progress: bool,
-    /// Events per store transaction.
+    /// The most events per store transaction (one host's); at most about
+    /// twice this many wait in memory.
     pub batch_size: usize,
 }
 
@@ -156,128 +158,135 @@ pub fn import_files(
         options.progress,
         2 * files.iter().map(|f| f.size).sum::<u64>(),
     );
-    let mut parser = Parser::default();
+    // Pass 1: years and services, files spread over the cores. Errors are
+    // reported in pass 2 only.
+    let stats = first_pass(&mut files, &bytes_read, &bar);
 
-    // Pass 1: years and services. Errors are reported in pass 2 only.
-    let mut stats = EndpointStats::default();
-    for file in &mut files {
-        let _ = for_each_line(&file.path, &bytes_read, &bar, |_, line| {
-            if let Ok(Some(rec)) = parser.parse_syslog_line(line) {
-                if let LogTime::Classic(t) = rec.time {
-                    file.years.observe(t);
-                }
-                if let Message::Connection(c) = &rec.message {
-                    if c.kind == EventKind::Connect {
-                        stats.observe_connect(c.local.addr, c.remote.addr);
-                    }
-                }
-            }
-        });
-    }
-
-    // Pass 2: events, stored on another thread.
+    // Pass 2, as a pipeline of three threads: one reads and parses, this one
+    // puts lines in order with their time, key and connect (and reports
+    // errors as they come), the last stores batches.
     let stored = std::thread::scope(|scope| -> Result<IngestReport, StoreError> {
         let (sender, receiver) = sync_channel::<(AgentId, Vec<KeyedEvent>)>(4);
+        // Emptied batches go back for reuse: fresh multi-megabyte vectors
+        // cost page faults on every batch.
+        let (spare_sender, spares) = sync_channel::<Vec<KeyedEvent>>(8);
         let storer = scope.spawn(move || {
             let mut total = IngestReport::default();
-            for (agent, batch) in receiver {
+            for (agent, mut batch) in receiver {
                 let r = store.ingest_keyed(&agent, &batch)?;
                 total.stored += r.stored;
                 total.duplicates += r.duplicates;
+                batch.clear();
+                let _ = spare_sender.try_send(batch);
             }
             Ok(total)
         });
-        let mut builder = EventBuilder {
-            time_zone: options.time_zone.clone(),
-            hour_cache: None,
-            open: HashMap::new(),
-            batches: HashMap::new(),
-            batch_size: options.batch_size.max(1),
-        };
-        let mut store_gone = false;
-        'files: for file in &files {
-            let mtime =
-                jiff::Timestamp::try_from(file.mtime).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-            let date = options.time_zone.to_datetime(mtime).date();
-            let mut years = file
-                .years
-                .first_year((date.year(), date.month(), date.day()));
-            let mut occurrences = Occurrences::default();
-            let result = for_each_line(&file.path, &bytes_read, &bar, |number, line| {
-                summary.lines += 1;
-                if store_gone {
-                    return;
-                }
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    summary.skipped += 1;
-                    return;
-                }
-                let rec = match parser.parse_syslog_line(line) {
-                    Ok(Some(rec)) => rec,
-                    Ok(None) => {
-                        summary.skipped += 1;
-                        return;
-                    }
-                    Err(e) => {
-                        summary.errors += 1;
-                        on_error(&LineError {
-                            path: file.path.clone(),
-                            line: number,
-                            column: e.column,
-                            message: format!("{}: {}: {:?}", e.field, e.problem, e.line),
-                        });
-                        return;
-                    }
-                };
-                let year = match rec.time {
-                    LogTime::Classic(t) => Some(years.year_of(t)),
-                    LogTime::Rfc3339(_) => None,
-                };
-                let Message::Connection(connection) = &rec.message else {
-                    summary.skipped += 1;
-                    return;
-                };
-                let timestamp = match (rec.time, year) {
-                    (LogTime::Rfc3339(ts), _) => ts,
-                    (LogTime::Classic(t), Some(year)) => match builder.classic_timestamp(year, t) {
-                        Ok(ts) => ts,
-                        Err(reason) => {
+        let (parsed_sender, parsed) = sync_channel::<Read>(4);
+        let files = &files;
+        let (stats, bytes_read, bar) = (&stats, &bytes_read, &bar);
+        scope.spawn(move || read_and_parse(files, stats, bytes_read, bar, &parsed_sender));
+        {
+            let mut builder = EventBuilder::new(options.time_zone.clone());
+            let mut batcher = Batcher::new(options.batch_size, spares);
+            let mut parsed = parsed.into_iter();
+            'files: for file in files {
+                let mtime =
+                    jiff::Timestamp::try_from(file.mtime).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+                let date = options.time_zone.to_datetime(mtime).date();
+                let mut years = file
+                    .years
+                    .first_year((date.year(), date.month(), date.day()));
+                let mut occurrences = Occurrences::default();
+                for read in parsed.by_ref() {
+                    let lines = match read {
+                        Read::Lines(lines) => lines,
+                        Read::End(Ok(())) => continue 'files,
+                        Read::End(Err((line, e))) => {
                             summary.errors += 1;
-                            on_error(&LineError {
-                                path: file.path.clone(),
-                                line: number,
-                                column: 1,
-                                message: format!("timestamp: {t} in {year}: {reason}"),
-                            });
-                            return;
+                            on_error(&file_error(&file.path, line, &e));
+                            continue 'files;
                         }
-                    },
-                    (LogTime::Classic(_), None) => unreachable!("classic times get a year above"),
-                };
-                summary.events_read += 1;
-                let key = occurrences.key_of(rec.time, line);
-                let mut event = connection.to_event(timestamp, rec.host);
-                event.direction = stats.direction(event.local, event.remote);
-                if builder.join(&mut event) {
-                    summary.joined += 1;
-                }
-                if let Some(full) = builder.push(KeyedEvent { key, event }) {
-                    if sender.send(full).is_err() {
-                        store_gone = true;
+                    };
+                    for line in lines {
+                        summary.lines += 1;
+                        let (number, time, first_key, mut event) = match line {
+                            ParsedLine::Skipped => {
+                                summary.skipped += 1;
+                                continue;
+                            }
+                            ParsedLine::Other(time) => {
+                                if let LogTime::Classic(t) = time {
+                                    years.year_of(t);
+                                }
+                                summary.skipped += 1;
+                                continue;
+                            }
+                            ParsedLine::Garbled {
+                                number,
+                                column,
+                                message,
+                            } => {
+                                summary.errors += 1;
+                                on_error(&LineError {
+                                    path: file.path.clone(),
+                                    line: number,
+                                    column,
+                                    message,
+                                });
+                                continue;
+                            }
+                            ParsedLine::Connection {
+                                number,
+                                time,
+                                first_key,
+                                event,
+                            } => (number, time, first_key, event),
+                        };
+                        // The key is filed under a time that does not depend
+                        // on --tz: a classic line's wall-clock time.
+                        let (timestamp, key_time) = match time {
+                            LogTime::Rfc3339(ts) => (ts, ts),
+                            LogTime::Classic(t) => {
+                                let year = years.year_of(t);
+                                match builder.classic_timestamp(year, t) {
+                                    Ok(times) => times,
+                                    Err(reason) => {
+                                        summary.errors += 1;
+                                        on_error(&LineError {
+                                            path: file.path.clone(),
+                                            line: number,
+                                            column: 1,
+                                            message: format!("timestamp: {t} in {year}: {reason}"),
+                                        });
+                                        continue;
+                                    }
+                                }
+                            }
+                        };
+                        summary.events_read += 1;
+                        event.timestamp = timestamp;
+                        if builder.join(&mut event) {
+                            summary.joined += 1;
+                        }
+                        let keyed = KeyedEvent {
+                            key: occurrences.key_of(time, first_key),
+                            key_time,
+                            event,
+                        };
+                        // A failed send means the storer failed: its error
+                        // ends the import, and dropping `parsed` stops the reader.
+                        if let Some(full) = batcher.push(keyed) {
+                            if sender.send(full).is_err() {
+                                break 'files;
+                            }
+                        }
                     }
                 }
-            });
-            if let Err((line, e)) = result {
-                summary.errors += 1;
-                on_error(&file_error(&file.path, line, &e));
             }
-            if store_gone {
-                break 'files;
-            }
-        }
-        for (_, full) in builder.batches.drain() {
-            if sender.send(full).is_err() {
-                break;
+            for full in batcher.drain() {
+                if sender.send(full).is_err() {
+                    break;
+                }
             }
         }
         drop(sender);
@@ -287,6 +296,164 @@ pub fn import_files(
     summary.imported = stored.stored;
     summary.duplicates = stored.duplicates;
     Ok(summary)
+}
+
+/// What the reading thread sends in pass 2: a file's lines, a chunk at a
+/// time, then the end of the file (with the error that cut it short, if any).
+enum Read {
+    Lines(Vec<ParsedLine>),
+    End(Result<(), (u64, std::io::Error)>),
+}
+
+/// A line of pass 2, parsed as far as it can be without the lines before it.
+// Nearly every line is a connection: boxing it would add an allocation per
+// line to save space on the rare others.
+#[allow(clippy::large_enum_variant)]
+enum ParsedLine {
+    /// Blank, or another program's line.
+    Skipped,
+    /// A tcpspy line that is no connection (a status line): its time still
+    /// counts for the year.
+    Other(LogTime),
+    Garbled {
+        number: u64,
+        column: usize,
+        message: String,
+    },
+    /// A connection, with its direction; its timestamp is set once the year
+    /// is known.
+    Connection {
+        number: u64,
+        time: LogTime,
+        /// The hash of the line ([`Occurrences`] makes the key).
+        first_key: EventKey,
+        event: ConnectionEvent,
+    },
+}
+
+/// Lines per [`Read::Lines`]: large enough that the channel costs nothing
+/// per line, small enough that the threads overlap.
+const CHUNK_LINES: usize = 4_096;
+
+/// Pass 2's first stage: reads and parses every file in order. Stops early
+/// when the next stage is gone.
+fn read_and_parse(
+    files: &[FileInfo],
+    stats: &EndpointStats,
+    bytes_read: &Arc<AtomicU64>,
+    bar: &ProgressBar,
+    out: &SyncSender<Read>,
+) {
+    let mut parser = Parser::default();
+    for file in files {
+        let mut chunk = Vec::with_capacity(CHUNK_LINES);
+        let mut gone = false;
+        let result = for_each_line(&file.path, bytes_read, bar, |number, line| {
+            if gone {
+                return;
+            }
+            chunk.push(parse_line(&mut parser, stats, number, line));
+            if chunk.len() == CHUNK_LINES {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_LINES));
+                gone = out.send(Read::Lines(full)).is_err();
+            }
+        });
+        if gone || out.send(Read::Lines(chunk)).is_err() || out.send(Read::End(result)).is_err() {
+            return;
+        }
+    }
+}
+
+fn parse_line(
+    parser: &mut Parser<'_>,
+    stats: &EndpointStats,
+    number: u64,
+    line: &[u8],
+) -> ParsedLine {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return ParsedLine::Skipped;
+    }
+    let rec = match parser.parse_syslog_line(line) {
+        Ok(Some(rec)) => rec,
+        Ok(None) => return ParsedLine::Skipped,
+        Err(e) => {
+            return ParsedLine::Garbled {
+                number,
+                column: e.column,
+                message: format!("{}: {}: {:?}", e.field, e.problem, e.line),
+            }
+        }
+    };
+    let Message::Connection(connection) = &rec.message else {
+        return ParsedLine::Other(rec.time);
+    };
+    let mut event = connection.to_event(Timestamp::from_nanos(0), rec.host);
+    event.direction = stats.direction(event.local, event.remote);
+    ParsedLine::Connection {
+        number,
+        time: rec.time,
+        first_key: EventKey::of_bytes(&[line]),
+        event,
+    }
+}
+
+/// Reads every file once for what pass 2 needs to know beforehand: each
+/// file's New Years (into `files`) and the endpoints of all connect lines.
+/// Files are independent here, so each core takes the next file.
+fn first_pass(
+    files: &mut [FileInfo],
+    bytes_read: &Arc<AtomicU64>,
+    bar: &ProgressBar,
+) -> EndpointStats {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, files.len().max(1));
+    let next = AtomicUsize::new(0);
+    let files_ref: &[FileInfo] = files;
+    let results: Vec<(EndpointStats, Vec<(usize, YearScan)>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut parser = Parser::default();
+                    let mut stats = EndpointStats::default();
+                    let mut years = Vec::new();
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(file) = files_ref.get(index) else {
+                            break;
+                        };
+                        let mut scan = YearScan::default();
+                        let _ = for_each_line(&file.path, bytes_read, bar, |_, line| {
+                            if let Ok(Some(rec)) = parser.parse_syslog_line(line) {
+                                if let LogTime::Classic(t) = rec.time {
+                                    scan.observe(t);
+                                }
+                                if let Message::Connection(c) = &rec.message {
+                                    if c.kind == EventKind::Connect {
+                                        stats.observe_connect(c.local.addr, c.remote.addr);
+                                    }
+                                }
+                            }
+                        });
+                        years.push((index, scan));
+                    }
+                    (stats, years)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a first-pass worker does not panic"))
+            .collect()
+    });
+    let mut all = EndpointStats::default();
+    for (stats, years) in results {
+        all.merge(stats);
+        for (index, scan) in years {
+            files[index].years = scan;
+        }
+    }
+    all
 }
 
 fn file_error(path: &Path, line: u64, e: &std::io::Error) -> LineError {
@@ -345,42 +512,74 @@ fn for_each_line(
 #[derive(Default)]
 struct Occurrences {
     time: Option<LogTime>,
-    seen: HashMap<u64, u32>,
+    seen: HashMap<EventKey, u32, FastHash>,
 }
 
 impl Occurrences {
-    fn key_of(&mut self, time: LogTime, line: &[u8]) -> EventKey {
+    /// The key of a line whose hash is `line_key`: the hash itself for its
+    /// first occurrence, a hash of it and the count for repeats.
+    fn key_of(&mut self, time: LogTime, line_key: EventKey) -> EventKey {
         if self.time != Some(time) {
             self.time = Some(time);
             self.seen.clear();
         }
-        let n = self.seen.entry(EventKey::of_bytes(&[line]).0).or_default();
-        let key = EventKey::of_bytes(&[line, &n.to_le_bytes()]);
+        let n = self.seen.entry(line_key).or_default();
         *n += 1;
-        key
+        match *n - 1 {
+            0 => line_key,
+            repeat => EventKey::of_bytes(&[&line_key.0.to_le_bytes(), &repeat.to_le_bytes()]),
+        }
     }
 }
 
+/// The hasher of the importer's hot maps: their keys come from the files
+/// being imported, not from a network peer, so flooding is no concern and
+/// std's SipHash only costs time.
+type FastHash = foldhash::fast::RandomState;
+
 struct EventBuilder {
     time_zone: TimeZone,
-    /// The last (year, month, day, hour) converted and its start: lines come
-    /// in time order, so most lines reuse it.
-    hour_cache: Option<((i16, u8, u8, u8), i64)>,
-    /// Connects waiting for their disconnect: (host, local, remote) -> time
-    /// and process (tcpspy often logs `proc (unknown)` on disconnect, the
-    /// process being gone).
-    open: HashMap<(String, SocketAddr, SocketAddr), (Timestamp, Option<ProcessInfo>)>,
-    batches: HashMap<String, (AgentId, Vec<KeyedEvent>)>,
-    batch_size: usize,
+    /// The last hour converted: lines come in time order, so most lines
+    /// reuse it.
+    hour_cache: Option<HourStarts>,
+    /// Per host, connects waiting for their disconnect: (local, remote) ->
+    /// time and process (tcpspy often logs `proc (unknown)` on disconnect,
+    /// the process being gone).
+    open: HashMap<String, OpenConnections, FastHash>,
 }
 
+/// An hour of classic timestamps: (year, month, day, hour) and when it
+/// starts in UTC and on the wall clock (read as if UTC), in nanoseconds.
+#[derive(Clone, Copy)]
+struct HourStarts {
+    hour: (i16, u8, u8, u8),
+    utc: i64,
+    wall: i64,
+}
+
+type OpenConnections =
+    HashMap<(SocketAddr, SocketAddr), (Timestamp, Option<ProcessInfo>), FastHash>;
+
 impl EventBuilder {
-    fn classic_timestamp(&mut self, year: i16, t: ClassicTime) -> Result<Timestamp, String> {
-        let hour_key = (year, t.month, t.day, t.hour);
-        let start = match self.hour_cache {
-            Some((key, start)) if key == hour_key => start,
+    fn new(time_zone: TimeZone) -> Self {
+        EventBuilder {
+            time_zone,
+            hour_cache: None,
+            open: HashMap::default(),
+        }
+    }
+
+    /// The line's time in UTC, and its wall-clock time read as if it were UTC.
+    fn classic_timestamp(
+        &mut self,
+        year: i16,
+        t: ClassicTime,
+    ) -> Result<(Timestamp, Timestamp), String> {
+        let hour = (year, t.month, t.day, t.hour);
+        let starts = match self.hour_cache {
+            Some(starts) if starts.hour == hour => starts,
             _ => {
-                let start = jiff::civil::DateTime::new(
+                let civil = jiff::civil::DateTime::new(
                     year,
                     t.month as i8,
                     t.day as i8,
@@ -389,31 +588,48 @@ impl EventBuilder {
                     0,
                     0,
                 )
-                .and_then(|dt| dt.to_zoned_datetime(self.time_zone.clone()))
-                .map_err(|e| e.to_string())?
-                .timestamp()
-                .as_nanosecond() as i64;
-                self.hour_cache = Some((hour_key, start));
-                start
+                .map_err(|e| e.to_string())?;
+                let start_in = |zone: TimeZone| {
+                    civil
+                        .to_zoned_datetime(zone)
+                        .map(|z| z.timestamp().as_nanosecond() as i64)
+                        .map_err(|e| e.to_string())
+                };
+                let starts = HourStarts {
+                    hour,
+                    utc: start_in(self.time_zone.clone())?,
+                    wall: start_in(TimeZone::UTC)?,
+                };
+                self.hour_cache = Some(starts);
+                starts
             }
         };
         // A leap second (:60) is read as :59.
-        let seconds = i64::from(t.minute) * 60 + i64::from(t.second.min(59));
-        Ok(Timestamp::from_nanos(start + seconds * 1_000_000_000))
+        let offset = (i64::from(t.minute) * 60 + i64::from(t.second.min(59))) * 1_000_000_000;
+        Ok((
+            Timestamp::from_nanos(starts.utc + offset),
+            Timestamp::from_nanos(starts.wall + offset),
+        ))
     }
 
     /// Remembers connects and gives disconnects their duration (and their
     /// connect's process when they name none); true when a disconnect found
     /// its connect.
-    fn join(&mut self, event: &mut connscope_event::ConnectionEvent) -> bool {
-        let key = (event.host.clone(), event.local, event.remote);
+    fn join(&mut self, event: &mut ConnectionEvent) -> bool {
+        if !self.open.contains_key(&event.host) {
+            self.open.insert(event.host.clone(), HashMap::default());
+        }
+        let open = self
+            .open
+            .get_mut(&event.host)
+            .expect("inserted above when missing");
+        let key = (event.local, event.remote);
         match event.kind {
             EventKind::Connect => {
-                self.open
-                    .insert(key, (event.timestamp, event.process.clone()));
+                open.insert(key, (event.timestamp, event.process.clone()));
                 false
             }
-            EventKind::Disconnect => match self.open.remove(&key) {
+            EventKind::Disconnect => match open.remove(&key) {
                 Some((opened, process)) => {
                     if let Some(close) = &mut event.close {
                         close.duration_ns = event.timestamp.nanos_since(opened);
@@ -428,25 +644,71 @@ impl EventBuilder {
             EventKind::ConnectFailed => false,
         }
     }
+}
 
-    /// Adds an event to its host's batch; returns the batch when it is full.
-    fn push(&mut self, keyed: KeyedEvent) -> Option<(AgentId, Vec<KeyedEvent>)> {
-        let batch_size = self.batch_size;
-        let (_, batch) = self
-            .batches
-            .entry(keyed.event.host.clone())
-            .or_insert_with(|| {
-                (
-                    AgentId(format!("import:{}", keyed.event.host)),
-                    Vec::with_capacity(batch_size),
-                )
-            });
-        batch.push(keyed);
-        if batch.len() >= batch_size {
-            let host = batch[0].event.host.clone();
-            return self.batches.remove(&host);
+/// Groups events into per-host batches (the store takes one agent per call)
+/// for the storing thread.
+///
+/// In a central syslog the hosts' lines interleave, so their batches fill at
+/// the same pace: waiting for each to be full would hand the storer twenty
+/// at once and then nothing, and leave twenty for after the last line.
+/// Instead, whenever more than twice the batch size waits in all, the largest
+/// batch goes. That keeps a steady stream, bounds what waits, and leaves
+/// little to store once reading ends.
+struct Batcher {
+    batches: HashMap<String, (AgentId, Vec<KeyedEvent>), FastHash>,
+    waiting: usize,
+    batch_size: usize,
+    spares: Receiver<Vec<KeyedEvent>>,
+}
+
+impl Batcher {
+    fn new(batch_size: usize, spares: Receiver<Vec<KeyedEvent>>) -> Self {
+        Batcher {
+            batches: HashMap::default(),
+            waiting: 0,
+            batch_size: batch_size.max(1),
+            spares,
         }
-        None
+    }
+
+    /// Adds an event; returns a batch when one should be stored.
+    fn push(&mut self, keyed: KeyedEvent) -> Option<(AgentId, Vec<KeyedEvent>)> {
+        let host = &keyed.event.host;
+        let batch = match self.batches.get_mut(host) {
+            Some((_, batch)) => batch,
+            None => {
+                let vec = self
+                    .spares
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(self.batch_size.min(8_192)));
+                let entry = (AgentId(format!("import:{host}")), vec);
+                &mut self.batches.entry(host.clone()).or_insert(entry).1
+            }
+        };
+        batch.push(keyed);
+        self.waiting += 1;
+        let full = batch.len() >= self.batch_size;
+        if !full && self.waiting <= 2 * self.batch_size {
+            return None;
+        }
+        let host = match full {
+            true => batch[0].event.host.clone(),
+            false => self
+                .batches
+                .iter()
+                .max_by_key(|(_, (_, batch))| batch.len())
+                .map(|(host, _)| host.clone())
+                .expect("events are waiting"),
+        };
+        let taken = self.batches.remove(&host).expect("the host has a batch");
+        self.waiting -= taken.1.len();
+        Some(taken)
+    }
+
+    /// The batches still waiting.
+    fn drain(self) -> impl Iterator<Item = (AgentId, Vec<KeyedEvent>)> {
+        self.batches.into_values()
     }
 }
 
@@ -457,24 +719,69 @@ mod tests {
     #[test]
     fn identical_lines_in_one_second_get_distinct_keys_that_repeat() {
         let t = LogTime::Rfc3339(Timestamp::from_nanos(1));
+        let line = EventKey::of_bytes(&[b"same"]);
         let mut first = Occurrences::default();
-        let a = first.key_of(t, b"same");
-        let b = first.key_of(t, b"same");
+        let a = first.key_of(t, line);
+        let b = first.key_of(t, line);
         assert_ne!(a, b);
         let mut again = Occurrences::default();
-        assert_eq!(again.key_of(t, b"same"), a);
-        assert_eq!(again.key_of(t, b"same"), b);
+        assert_eq!(again.key_of(t, line), a);
+        assert_eq!(again.key_of(t, line), b);
+        // A new second starts the count again.
+        let later = LogTime::Rfc3339(Timestamp::from_nanos(2));
+        assert_eq!(again.key_of(later, line), a);
+    }
+
+    #[test]
+    fn interleaved_hosts_make_a_steady_stream_of_batches() {
+        let (_spare, spares) = sync_channel(1);
+        let mut batcher = Batcher::new(10, spares);
+        let keyed = |host: &str| {
+            let mut event = connscope_event::ConnectionEvent::new(
+                EventKind::Connect,
+                Timestamp::from_nanos(0),
+                connscope_event::Protocol::Tcp,
+                connscope_event::Direction::Unknown,
+                "10.0.0.1:1".parse().unwrap(),
+                "10.0.0.2:2".parse().unwrap(),
+            );
+            event.host = host.into();
+            KeyedEvent {
+                key: EventKey(0),
+                key_time: event.timestamp,
+                event,
+            }
+        };
+        let mut sizes = Vec::new();
+        for i in 0..100 {
+            let host = ["a", "b", "c", "d"][i % 4];
+            if let Some((agent, batch)) = batcher.push(keyed(host)) {
+                assert!(batch
+                    .iter()
+                    .all(|k| agent.0 == format!("import:{}", k.event.host)));
+                sizes.push(batch.len());
+            }
+            assert!(batcher.waiting <= 20);
+        }
+        // Four hosts filling evenly: once 20 wait, a batch leaves every
+        // few events instead of all four at once when they are full.
+        assert!(sizes.len() >= 8, "{sizes:?}");
+        assert!(sizes.iter().all(|&n| (5..=10).contains(&n)), "{sizes:?}");
+        let left: usize = batcher.drain().map(|(_, b)| b.len()).sum();
+        assert_eq!(sizes.iter().sum::<usize>() + left, 100);
+
+        // One host alone fills whole batches.
+        let (_spare, spares) = sync_channel(1);
+        let mut alone = Batcher::new(10, spares);
+        let full: Vec<usize> = (0..30)
+            .filter_map(|_| alone.push(keyed("a")).map(|(_, b)| b.len()))
+            .collect();
+        assert_eq!(full, [10, 10, 10]);
     }
 
     #[test]
     fn classic_times_use_the_zone() {
-        let mut b = EventBuilder {
-            time_zone: TimeZone::get("Europe/Berlin").unwrap(),
-            hour_cache: None,
-            open: HashMap::new(),
-            batches: HashMap::new(),
-            batch_size: 10,
-        };
+        let mut b = EventBuilder::new(TimeZone::get("Europe/Berlin").unwrap());
         let t = ClassicTime {
             month: 11,
             day: 24,
@@ -482,9 +789,12 @@ mod tests {
             minute: 10,
             second: 19,
         };
+        let (utc, wall) = b.classic_timestamp(2026, t).unwrap();
+        assert_eq!(utc.to_string(), "2026-11-24T19:10:19.000000000Z");
         assert_eq!(
-            b.classic_timestamp(2026, t).unwrap().to_string(),
-            "2026-11-24T19:10:19.000000000Z"
+            wall.to_string(),
+            "2026-11-24T20:10:19.000000000Z",
+            "the wall-clock time, the same in every zone"
         );
         let feb29 = ClassicTime {
             month: 2,

@@ -87,8 +87,16 @@ fn log_set(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn import(store: &SqliteStore, paths: &[PathBuf]) -> (ImportSummary, Vec<LineError>) {
+    import_in(TimeZone::UTC, store, paths)
+}
+
+fn import_in(
+    time_zone: TimeZone,
+    store: &SqliteStore,
+    paths: &[PathBuf],
+) -> (ImportSummary, Vec<LineError>) {
     let options = ImportOptions {
-        time_zone: TimeZone::UTC,
+        time_zone,
         progress: false,
         batch_size: 3,
     };
@@ -239,6 +247,18 @@ fn importing_again_adds_nothing_even_after_rotation() {
     // Same files again.
     let (again, _) = import(&store, &paths);
     assert_eq!((again.imported, again.duplicates), (0, 14));
+    // And again with another --tz, which moves every classic time. (A zone
+    // west of UTC would move syslog.2.gz's mtime, 00:10 on New Year's Day
+    // UTC, into the old year and with it the year of its lines: those would
+    // be other events.)
+    for zone in ["Pacific/Kiritimati", "Asia/Tokyo"] {
+        let (elsewhere, _) = import_in(TimeZone::get(zone).unwrap(), &store, &paths);
+        assert_eq!(
+            (elsewhere.imported, elsewhere.duplicates),
+            (0, 14),
+            "{zone}"
+        );
+    }
 
     // logrotate ran: syslog.1 -> syslog.2.gz, syslog -> syslog.1 (mtimes kept);
     // then the new syslog got more lines. Only the new lines are new.

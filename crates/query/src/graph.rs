@@ -11,14 +11,16 @@
 //! An edge goes from the client's node (host or external) to the server's
 //! node (service or external) and sums the joined edges between them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use connscope_event::{Direction, Protocol, Timestamp};
-use connscope_store::{hour_start, Store, StoreError, TimeRange};
+use connscope_store::{hour_start, EdgeTotal, Store, StoreError, TimeRange};
 use serde::Serialize;
 
-use crate::join::{add_processes, join_edges, users_of, HostDirectory, JoinedEdge, ProcessUse};
+use crate::join::{
+    add_processes, join_edges, pair_of, users_of, HostDirectory, JoinedEdge, PairKey, ProcessUse,
+};
 use crate::report::rfc3339;
 use crate::scope::is_internal;
 
@@ -182,65 +184,82 @@ pub fn build_graph(
     range: TimeRange,
     filter: &GraphFilter,
 ) -> Result<Graph, StoreError> {
-    let totals = store.edge_totals(&connscope_store::RollupQuery { range, host: None })?;
+    let (totals, hours): (Vec<EdgeTotal>, Vec<_>) = store
+        .edge_totals_by_hour(&connscope_store::RollupQuery { range, host: None })?
+        .into_iter()
+        .map(|hourly| (hourly.total, hourly.hours))
+        .unzip();
     let hosts = HostDirectory::new(&store.host_addresses()?);
     let edges = join_edges(&totals, &hosts);
-    let mut graph = graph_of(
-        edges.iter().filter(|e| filter.matches(e, &hosts)),
-        &hosts,
-        range,
-    );
-    graph.timeline = timeline(store, range, filter, &hosts, &edges)?;
+    let shown: Vec<&JoinedEdge> = edges.iter().filter(|e| filter.matches(e, &hosts)).collect();
+    let mut graph = graph_of(shown.iter().copied(), &hosts, range);
+    graph.timeline = timeline(range, &shown, &totals, &hours, &hosts);
     Ok(graph)
 }
 
-/// The histogram under the map. Each bucket is joined and filtered exactly as
-/// the graph is, so a connection logged by both ends counts once and the bars
+/// The histogram under the map: the connections of the edges shown, per
+/// bucket. Each bucket counts as the graph does, the larger of what the two
+/// ends logged, so a connection logged by both ends counts once and the bars
 /// add up to what the edges say. Buckets span the data actually in `range`.
 fn timeline(
-    store: &dyn Store,
     range: TimeRange,
-    filter: &GraphFilter,
+    shown: &[&JoinedEdge],
+    totals: &[EdgeTotal],
+    hours: &[Vec<(Timestamp, u64)>],
     hosts: &HostDirectory,
-    edges: &[JoinedEdge],
-) -> Result<Vec<TimelineBucket>, StoreError> {
-    let shown = edges.iter().filter(|e| filter.matches(e, hosts));
-    let Some((first, last)) = shown.fold(None, |acc: Option<(Timestamp, Timestamp)>, e| {
-        Some(match acc {
-            None => (e.first_seen, e.last_seen),
-            Some((f, l)) => (f.min(e.first_seen), l.max(e.last_seen)),
+) -> Vec<TimelineBucket> {
+    let Some((first, last)) = shown
+        .iter()
+        .fold(None, |acc: Option<(Timestamp, Timestamp)>, e| {
+            Some(match acc {
+                None => (e.first_seen, e.last_seen),
+                Some((f, l)) => (f.min(e.first_seen), l.max(e.last_seen)),
+            })
         })
-    }) else {
-        return Ok(Vec::new());
+    else {
+        return Vec::new();
     };
     let start = hour_start(first.max(range.from)).as_nanos();
     let end = last.min(range.to).as_nanos().saturating_add(1);
-    let hours = (end - start + HOUR_NS - 1) / HOUR_NS;
-    let width = HOUR_NS * ((hours + MAX_TIMELINE_BUCKETS - 1) / MAX_TIMELINE_BUCKETS).max(1);
-    let mut buckets = Vec::new();
-    let mut at = start;
-    while at < end {
-        let bucket = TimeRange {
-            from: Timestamp::from_nanos(at),
-            to: Timestamp::from_nanos(at.saturating_add(width)),
+    let hours_spanned = (end - start + HOUR_NS - 1) / HOUR_NS;
+    let width =
+        HOUR_NS * ((hours_spanned + MAX_TIMELINE_BUCKETS - 1) / MAX_TIMELINE_BUCKETS).max(1);
+    let buckets = usize::try_from((end - start + width - 1) / width).unwrap_or(0);
+
+    // Per shown edge and bucket: what its client and its server logged.
+    let index: HashMap<PairKey<'_>, usize> = shown
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.pair_key(), i))
+        .collect();
+    let mut logged: HashMap<(usize, usize), [u64; 2]> = HashMap::new();
+    for (total, hours) in totals.iter().zip(hours) {
+        let (key, logged_by_server) = pair_of(total, hosts);
+        let Some(&edge) = index.get(&key) else {
+            continue;
         };
-        let totals = store.edge_totals(&connscope_store::RollupQuery {
-            range: bucket,
-            host: None,
-        })?;
-        let connections = join_edges(&totals, hosts)
-            .iter()
-            .filter(|e| filter.matches(e, hosts))
-            .map(|e| e.connections)
-            .sum();
-        buckets.push(TimelineBucket {
-            start: bucket.from,
+        for &(hour, connections) in hours {
+            let at = hour.as_nanos();
+            if at < start || at >= end {
+                continue;
+            }
+            let bucket = ((at - start) / width) as usize;
+            logged.entry((edge, bucket)).or_default()[usize::from(logged_by_server)] += connections;
+        }
+    }
+    let mut counts = vec![0u64; buckets];
+    for ((_, bucket), [client, server]) in logged {
+        counts[bucket] += client.max(server);
+    }
+    counts
+        .into_iter()
+        .enumerate()
+        .map(|(i, connections)| TimelineBucket {
+            start: Timestamp::from_nanos(start + i as i64 * width),
             width_seconds: (width / 1_000_000_000) as u64,
             connections,
-        });
-        at = at.saturating_add(width);
-    }
-    Ok(buckets)
+        })
+        .collect()
 }
 
 fn graph_of<'a>(

@@ -114,14 +114,59 @@ pub struct JoinedEdge {
     pub logged_by_server: bool,
 }
 
-type PairKey = (
+/// Which joined edge a record belongs to: (server address, service port,
+/// protocol, client address, server host, client host).
+pub(crate) type PairKey<'a> = (
     IpAddr,
     u16,
     Protocol,
     IpAddr,
-    Option<String>,
-    Option<String>,
+    Option<&'a str>,
+    Option<&'a str>,
 );
+
+impl JoinedEdge {
+    pub(crate) fn pair_key(&self) -> PairKey<'_> {
+        (
+            self.server_ip,
+            self.server_port,
+            self.protocol,
+            self.client_ip,
+            self.server_host.as_deref(),
+            self.client_host.as_deref(),
+        )
+    }
+}
+
+/// The joined edge `t` belongs to, and whether its server logged it.
+pub(crate) fn pair_of<'a>(t: &'a EdgeTotal, hosts: &'a HostDirectory) -> (PairKey<'a>, bool) {
+    let remote_host = if is_host_address(t.remote_ip) {
+        hosts.host_of(t.remote_ip)
+    } else {
+        Some(t.host.as_str())
+    };
+    let logged_by_server = t.direction == Direction::Incoming;
+    let key = if logged_by_server {
+        (
+            t.local_ip,
+            t.service_port,
+            t.protocol,
+            t.remote_ip,
+            Some(t.host.as_str()),
+            remote_host,
+        )
+    } else {
+        (
+            t.remote_ip,
+            t.service_port,
+            t.protocol,
+            t.local_ip,
+            remote_host,
+            Some(t.host.as_str()),
+        )
+    };
+    (key, logged_by_server)
+}
 
 #[derive(Default)]
 struct Side {
@@ -172,27 +217,9 @@ pub fn load_edges(store: &dyn Store, range: TimeRange) -> Result<Vec<JoinedEdge>
 /// Folds rollup records into edges, one per (client address and host, server
 /// address and host, service port, protocol), ordered by server then client.
 pub fn join_edges(totals: &[EdgeTotal], hosts: &HostDirectory) -> Vec<JoinedEdge> {
-    let mut pairs: BTreeMap<PairKey, (Side, Side)> = BTreeMap::new();
+    let mut pairs: BTreeMap<PairKey<'_>, (Side, Side)> = BTreeMap::new();
     for t in totals {
-        let remote_host = if is_host_address(t.remote_ip) {
-            hosts.host_of(t.remote_ip).map(str::to_owned)
-        } else {
-            Some(t.host.clone())
-        };
-        let logged_by_server = t.direction == Direction::Incoming;
-        let (client_ip, client_host, server_ip, server_host) = if logged_by_server {
-            (t.remote_ip, remote_host, t.local_ip, Some(t.host.clone()))
-        } else {
-            (t.local_ip, Some(t.host.clone()), t.remote_ip, remote_host)
-        };
-        let key = (
-            server_ip,
-            t.service_port,
-            t.protocol,
-            client_ip,
-            server_host,
-            client_host,
-        );
+        let (key, logged_by_server) = pair_of(t, hosts);
         let (client, server) = pairs.entry(key).or_default();
         if logged_by_server {
             server.add(t);
@@ -219,9 +246,9 @@ pub fn join_edges(totals: &[EdgeTotal], hosts: &HostDirectory) -> Vec<JoinedEdge
                 let (cc, sc) = (c.unwrap_or(zero), s.unwrap_or(zero));
                 JoinedEdge {
                     client_ip,
-                    client_host,
+                    client_host: client_host.map(str::to_owned),
                     server_ip,
-                    server_host,
+                    server_host: server_host.map(str::to_owned),
                     server_port,
                     protocol,
                     connections: cc.connections.max(sc.connections),

@@ -20,6 +20,7 @@
 //! arithmetic, content keys) lives in plain Rust modules here, so every backend
 //! computes the same thing.
 
+mod block;
 mod key;
 mod rollup;
 mod sequence;
@@ -34,6 +35,11 @@ pub use key::EventKey;
 pub use rollup::{hour_start, is_host_address, rollup_user, EdgeCounts, EdgeKey, RollupBatch};
 pub use sequence::SequenceRanges;
 pub use sqlite::{RawEventTable, SqliteStore};
+
+/// The hasher of the store's in-memory sums: seeded per map, and much
+/// cheaper than std's SipHash on the millions of small keys an ingest or a
+/// graph query hashes.
+type FastHash = foldhash::fast::RandomState;
 
 /// The identity of a sender of numbered events. Sequence numbers are unique per
 /// agent, so deduplication and gap detection are per agent.
@@ -77,6 +83,12 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyedEvent {
     pub key: EventKey,
+    /// Where the store files the key: keys are unique per agent within the
+    /// hour this falls in. It must come out the same whenever the producer
+    /// makes the same key again, so it is not always the event's time: a
+    /// classic syslog line's UTC time depends on the `--tz` it was read with,
+    /// its wall-clock time does not.
+    pub key_time: Timestamp,
     pub event: ConnectionEvent,
 }
 
@@ -125,6 +137,15 @@ pub struct EdgeTotal {
     /// User name, or the uid in decimal when there is no name; empty when unknown.
     pub user: String,
     pub counts: EdgeCounts,
+}
+
+/// An [`EdgeTotal`] with its connections hour by hour, for histograms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HourlyEdgeTotal {
+    pub total: EdgeTotal,
+    /// (hour start, connections in that hour), oldest first; hours without
+    /// connections are left out.
+    pub hours: Vec<(Timestamp, u64)>,
 }
 
 /// One sender of events and what the store has from it.
@@ -211,6 +232,10 @@ pub trait Store: Send + Sync {
 
     /// Rollup edges summed over the hours of the query.
     fn edge_totals(&self, query: &RollupQuery) -> Result<Vec<EdgeTotal>, StoreError>;
+
+    /// [`Store::edge_totals`] with each edge's connections per hour: the map's
+    /// edges and its histogram from one read.
+    fn edge_totals_by_hour(&self, query: &RollupQuery) -> Result<Vec<HourlyEdgeTotal>, StoreError>;
 
     /// Every sender and its sequence ranges, ordered by agent id.
     fn agents(&self) -> Result<Vec<AgentStatus>, StoreError>;

@@ -12,10 +12,12 @@
 //! a `disconnect` its bytes; every event widens first/last seen.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 
 use connscope_event::{ConnectionEvent, Direction, EventKind, Protocol, Timestamp};
+
+use crate::FastHash;
 
 const HOUR_NS: i64 = 3_600_000_000_000;
 
@@ -137,8 +139,8 @@ pub struct RollupBatch {
     rows: Vec<(EdgeKey, EdgeCounts)>,
     /// Hash of the key fields -> indexes into `rows`; looked up with borrowed
     /// fields so adding an event to an existing row allocates nothing.
-    index: HashMap<u64, Vec<usize>>,
-    hasher: RandomState,
+    index: HashMap<u64, Vec<usize>, FastHash>,
+    hasher: FastHash,
 }
 
 impl RollupBatch {

@@ -222,6 +222,45 @@ fn edge_totals_come_in_text_order_and_see_names_added_later() {
 }
 
 #[test]
+fn hourly_totals_are_the_totals_split_by_hour() {
+    let (_dir, store) = open();
+    let hour = 3_600;
+    // Two connections in the first hour, one two hours later, and a failed
+    // attempt in between that counts no connection.
+    let mut failed = event(3, hour + 5, "ws1", "10.0.0.1:40002", "10.0.0.2:22");
+    failed.kind = EventKind::ConnectFailed;
+    failed.failure = Some(connscope_event::ConnectFailure::Refused);
+    let batch = [
+        event(1, 1, "ws1", "10.0.0.1:40000", "10.0.0.2:22"),
+        event(2, 2, "ws1", "10.0.0.1:40001", "10.0.0.2:22"),
+        failed,
+        event(4, 2 * hour + 7, "ws1", "10.0.0.1:40003", "10.0.0.2:22"),
+    ];
+    store.ingest(&AgentId("ws1".into()), &batch).unwrap();
+    let query = RollupQuery {
+        range: TimeRange::ALL,
+        host: None,
+    };
+    let hourly = store.edge_totals_by_hour(&query).unwrap();
+    let totals = store.edge_totals(&query).unwrap();
+    assert_eq!(hourly.len(), 1);
+    assert_eq!(hourly[0].total, totals[0]);
+    assert_eq!(hourly[0].total.counts.connections, 3);
+    assert_eq!(hourly[0].total.counts.failures, 1);
+    let first_hour = batch[0].timestamp.as_nanos() / (hour * SEC) * (hour * SEC);
+    let hours: Vec<(i64, u64)> = hourly[0]
+        .hours
+        .iter()
+        .map(|&(t, n)| ((t.as_nanos() - first_hour) / (hour * SEC), n))
+        .collect();
+    assert_eq!(
+        hours,
+        [(0, 2), (2, 1)],
+        "the failure's hour has no connection"
+    );
+}
+
+#[test]
 fn events_read_back_as_written() {
     let (_dir, store) = open();
     let mut close = event(2, 5, "ws1", "[2001:db8::1]:40000", "[2001:db8::2]:443");
@@ -249,11 +288,10 @@ fn events_read_back_as_written() {
     assert_eq!(all_events(&store), batch);
 }
 
-/// The benchmarks' peer is only fair while it writes what the store writes.
+/// The benchmarks' peer writes a row per event, with every field.
 #[test]
-fn the_raw_event_table_has_the_stores_table_and_rows() {
+fn the_raw_event_table_writes_a_row_per_event() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("store.db")).unwrap();
     let mut events = numbered(1..=3);
     events[1].kind = EventKind::Disconnect;
     events[1].close = Some(CloseStats {
@@ -264,37 +302,52 @@ fn the_raw_event_table_has_the_stores_table_and_rows() {
         packets_received: None,
     });
     events[2].process = None;
-    store.ingest(&AgentId("ws1".into()), &events).unwrap();
     let mut raw = RawEventTable::open(dir.path().join("raw.db")).unwrap();
-    // The store numbers its first agent 1.
     raw.insert(1, &events).unwrap();
     drop(raw);
+    let conn = rusqlite::Connection::open(dir.path().join("raw.db")).unwrap();
+    let rows: Vec<(i64, String, Option<String>, Option<i64>)> = conn
+        .prepare("SELECT sequence, kind, executable, bytes_received FROM events ORDER BY sequence")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (1, "connect".into(), Some("/usr/bin/ssh".into()), None),
+            (2, "disconnect".into(), Some("/usr/bin/ssh".into()), Some(7)),
+            (3, "connect".into(), None, None),
+        ]
+    );
+}
 
-    let read = |file: &str| {
-        let conn = rusqlite::Connection::open(dir.path().join(file)).unwrap();
-        let ddl: Vec<String> = conn
-            .prepare("SELECT sql FROM sqlite_master WHERE tbl_name = 'events' ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let mut stmt = conn
-            .prepare("SELECT * FROM events ORDER BY sequence")
-            .unwrap();
-        let columns = stmt.column_count();
-        let rows: Vec<Vec<rusqlite::types::Value>> = stmt
-            .query_map([], |r| (0..columns).map(|i| r.get(i)).collect())
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        (ddl, rows)
-    };
-    let (store_ddl, store_rows) = read("store.db");
-    let (raw_ddl, raw_rows) = read("raw.db");
-    assert_eq!(raw_ddl, store_ddl);
-    assert_eq!(store_rows.len(), 3);
-    assert_eq!(raw_rows, store_rows);
+#[test]
+fn a_store_of_another_version_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+         INSERT INTO meta VALUES ('schema_version', '2');",
+    )
+    .unwrap();
+    let err = SqliteStore::open(&path)
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(
+        err.contains("old.db") && err.contains("schema version 2, this build reads version 3"),
+        "{err}"
+    );
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        tables, 2,
+        "the meta table and its index only: nothing was added"
+    );
 }
 
 #[test]
@@ -302,9 +355,13 @@ fn unnumbered_events_are_identified_by_key() {
     let (_dir, store) = open();
     let agent = AgentId("import:ws1".into());
     let keyed: Vec<KeyedEvent> = (0..4)
-        .map(|n| KeyedEvent {
-            key: EventKey::of_bytes(&[format!("line {n}").as_bytes()]),
-            event: event(0, n, "ws1", "10.0.0.1:40000", "10.0.0.2:22"),
+        .map(|n| {
+            let event = event(0, n, "ws1", "10.0.0.1:40000", "10.0.0.2:22");
+            KeyedEvent {
+                key: EventKey::of_bytes(&[format!("line {n}").as_bytes()]),
+                key_time: event.timestamp,
+                event,
+            }
         })
         .collect();
     assert_eq!(store.ingest_keyed(&agent, &keyed).unwrap().stored, 4);
@@ -317,6 +374,101 @@ fn unnumbered_events_are_identified_by_key() {
     let agents = store.agents().unwrap();
     assert!(agents[0].sequences.is_empty());
     assert_eq!(agents[0].events, 5);
+
+    // Keys are filed by their key time, not the event's: an event whose time
+    // moved (a log line read with another --tz) is still the same event.
+    let moved = |hours: i64, n: usize| KeyedEvent {
+        event: event(
+            0,
+            hours * 3600 + n as i64,
+            "ws1",
+            "10.0.0.1:40000",
+            "10.0.0.2:22",
+        ),
+        ..keyed[n].clone()
+    };
+    let r = store
+        .ingest_keyed(&agent, &[moved(14, 0), moved(-12, 1), moved(26, 2)])
+        .unwrap();
+    assert_eq!((r.stored, r.duplicates), (0, 3));
+    // The same key in another hour is another event.
+    let elsewhere = KeyedEvent {
+        key_time: Timestamp::from_nanos(keyed[0].key_time.as_nanos() + 3_600 * SEC),
+        ..keyed[0].clone()
+    };
+    assert_eq!(store.ingest_keyed(&agent, &[elsewhere]).unwrap().stored, 1);
+    // Equal keys in one batch: the first is new, the rest repeat.
+    let fresh = KeyedEvent {
+        key: EventKey::of_bytes(&[b"line 9"]),
+        ..keyed[0].clone()
+    };
+    let r = store
+        .ingest_keyed(&agent, &[fresh.clone(), fresh.clone(), fresh])
+        .unwrap();
+    assert_eq!((r.stored, r.duplicates), (1, 2));
+}
+
+#[test]
+fn events_come_oldest_first_across_blocks_and_limits() {
+    let (_dir, store) = open();
+    // Two agents whose batches overlap in time, in several blocks each.
+    for (agent, offset) in [("a", 0), ("b", 1)] {
+        for chunk in 0..3u64 {
+            let batch: Vec<ConnectionEvent> = (1..=10u64)
+                .map(|i| {
+                    let n = chunk * 10 + i;
+                    event(n, 2 * n as i64 + offset, agent, "10.0.0.1:1", "10.0.0.2:22")
+                })
+                .collect();
+            store.ingest(&AgentId(agent.into()), &batch).unwrap();
+        }
+    }
+    let read = |from: i64, limit: usize, host: Option<&str>| -> Vec<String> {
+        store
+            .events(&EventQuery {
+                range: TimeRange {
+                    from: Timestamp::from_nanos(1_800_000_000 * SEC + from * SEC),
+                    to: Timestamp::from_nanos(i64::MAX),
+                },
+                host: host.map(str::to_owned),
+                limit,
+            })
+            .unwrap()
+            .iter()
+            .map(|e| format!("{}{}", e.host, e.sequence))
+            .collect()
+    };
+    assert_eq!(read(0, 5, None), ["a1", "b1", "a2", "b2", "a3"]);
+    assert_eq!(read(41, 4, None), ["b20", "a21", "b21", "a22"]);
+    assert_eq!(read(41, 3, Some("b")), ["b20", "b21", "b22"]);
+    assert_eq!(read(0, usize::MAX, None).len(), 60);
+    assert!(read(0, 0, None).is_empty());
+}
+
+#[test]
+fn a_damaged_block_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = SqliteStore::open(&path).unwrap();
+    store
+        .ingest(&AgentId("ws1".into()), &numbered(1..=3))
+        .unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE event_blocks SET data = substr(data, 1, 20)", [])
+        .unwrap();
+    let err = store
+        .events(&EventQuery {
+            range: TimeRange::ALL,
+            host: None,
+            limit: 10,
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("block 1: damaged event block at byte"),
+        "{err}"
+    );
 }
 
 /// A mixed workload: several hosts, directions, processes, users, hours,
