@@ -89,7 +89,9 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
-            StoreError::InvalidEvent { .. } => ApiError::new(StatusCode::BAD_REQUEST, e),
+            StoreError::InvalidEvent { .. } | StoreError::InvalidRange { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, e)
+            }
             _ => {
                 tracing::error!(error = %e, "store error");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e)
@@ -262,17 +264,22 @@ async fn dropped(
             format!("not a dropped report: {e}"),
         )
     })?;
-    state
-        .counters
-        .events_dropped_by_agents
-        .fetch_add(report.events, Ordering::Relaxed);
-    // The store's per-agent sequence ranges show the hole; this log line says why.
     tracing::warn!(
         agent = %agent,
         events = report.events,
         ranges = ?report.ranges,
         "agent deleted unsent events from its full spool"
     );
+    // Stored, so `report hosts` can tell this gap from an unexplained one.
+    let store = state.store.clone();
+    let ranges = report.ranges.clone();
+    tokio::task::spawn_blocking(move || store.record_dropped(&agent, &ranges))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))??;
+    state
+        .counters
+        .events_dropped_by_agents
+        .fetch_add(report.events, Ordering::Relaxed);
     Ok(StatusCode::NO_CONTENT)
 }
 

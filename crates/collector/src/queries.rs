@@ -21,21 +21,28 @@ pub struct HostRow {
     pub gaps: Vec<(u64, u64)>,
     /// Number of sequence numbers in `gaps`.
     pub missing: u64,
+    /// Of `missing`, the numbers the agent reported deleting unsent from its
+    /// full spool.
+    pub dropped: u64,
 }
 
 pub fn hosts(store: &dyn Store) -> Result<Vec<HostRow>, StoreError> {
     Ok(store
         .agents()?
         .into_iter()
-        .map(|a| HostRow {
-            agent: a.agent.0,
-            host: a.host,
-            events: a.events,
-            first_seen: a.first_seen.to_string(),
-            last_seen: a.last_seen.to_string(),
-            sequences: a.sequences.ranges().to_vec(),
-            gaps: a.sequences.gaps(),
-            missing: a.sequences.missing(),
+        .map(|a| {
+            let gaps = a.sequences.gaps();
+            HostRow {
+                agent: a.agent.0,
+                host: a.host,
+                events: a.events,
+                first_seen: a.first_seen.to_string(),
+                last_seen: a.last_seen.to_string(),
+                sequences: a.sequences.ranges().to_vec(),
+                missing: a.sequences.missing(),
+                dropped: a.dropped.count_within(&gaps),
+                gaps,
+            }
         })
         .collect())
 }

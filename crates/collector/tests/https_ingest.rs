@@ -277,6 +277,11 @@ fn a_full_spool_reports_what_it_dropped() {
         events_stored >= 200 && dropped >= 200,
         "{events_stored} stored, {dropped} dropped"
     );
+    // The store knows which numbers were dropped: the whole gap is explained.
+    let agents = store.agents().unwrap();
+    let gaps = agents[0].sequences.gaps();
+    assert_eq!(agents[0].sequences.missing(), dropped);
+    assert_eq!(agents[0].dropped.count_within(&gaps), dropped);
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

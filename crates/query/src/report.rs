@@ -243,6 +243,9 @@ struct HostRecord {
     /// Sequence ranges held, `[first, last]` pairs; empty for imported data.
     sequences: Vec<(u64, u64)>,
     missing: u64,
+    /// Of `missing`, the numbers the agent reported deleting unsent (its
+    /// spool was full): known losses, not unexplained ones.
+    dropped: u64,
     gaps: Vec<(u64, u64)>,
 }
 
@@ -264,15 +267,19 @@ fn ranges_text(ranges: &[(u64, u64)]) -> String {
 pub fn hosts_report(agents: &[AgentStatus]) -> Report {
     let records: Vec<HostRecord> = agents
         .iter()
-        .map(|a| HostRecord {
-            host: a.host.clone(),
-            agent: a.agent.0.clone(),
-            events: a.events,
-            first_seen: rfc3339(a.first_seen),
-            last_seen: rfc3339(a.last_seen),
-            sequences: a.sequences.ranges().to_vec(),
-            missing: a.sequences.missing(),
-            gaps: a.sequences.gaps(),
+        .map(|a| {
+            let gaps = a.sequences.gaps();
+            HostRecord {
+                host: a.host.clone(),
+                agent: a.agent.0.clone(),
+                events: a.events,
+                first_seen: rfc3339(a.first_seen),
+                last_seen: rfc3339(a.last_seen),
+                sequences: a.sequences.ranges().to_vec(),
+                missing: a.sequences.missing(),
+                dropped: a.dropped.count_within(&gaps),
+                gaps,
+            }
         })
         .collect();
     let rows = records
@@ -285,6 +292,7 @@ pub fn hosts_report(agents: &[AgentStatus]) -> Report {
                 r.last_seen.clone(),
                 ranges_text(&r.sequences),
                 r.missing.to_string(),
+                r.dropped.to_string(),
                 ranges_text(&r.gaps),
             ]
         })
@@ -297,9 +305,10 @@ pub fn hosts_report(agents: &[AgentStatus]) -> Report {
             "last_seen",
             "sequences",
             "missing",
+            "dropped",
             "gaps",
         ],
-        numeric: vec![false, false, true, false, false, true, false],
+        numeric: vec![false, false, true, false, false, true, true, false],
         rows,
         json: serde_json::to_value(records).expect("host records serialise"),
     }

@@ -179,12 +179,16 @@ ws1,10.0.0.1,,192.0.2.10,443,tcp,1,0,2026-11-24T19:22:22+00:00,2026-11-24T19:22:
 fn hosts_show_gaps_and_ports_show_services() {
     let dir = tempfile::tempdir().unwrap();
     let store = known_store(dir.path());
+    // ws1's agent reports it deleted number 4 from its full spool.
+    store
+        .record_dropped(&AgentId("ws1".into()), &[(4, 4)])
+        .unwrap();
     assert_eq!(
         hosts_report(&store.agents().unwrap()).render(Format::Table),
         "\
-HOST  AGENT  EVENTS  LAST_SEEN                  SEQUENCES  MISSING  GAPS
-srv   srv         3  2026-11-24T19:23:57+00:00  1-3              0
-ws1   ws1         4  2026-11-24T19:23:47+00:00  1-3 5            1  4
+HOST  AGENT  EVENTS  LAST_SEEN                  SEQUENCES  MISSING  DROPPED  GAPS
+srv   srv         3  2026-11-24T19:23:57+00:00  1-3              0        0
+ws1   ws1         4  2026-11-24T19:23:47+00:00  1-3 5            1        1  4
 "
     );
     let hosts_json: serde_json::Value =

@@ -67,6 +67,9 @@ pub enum StoreError {
     /// The batch holds an event the store refuses; nothing of the batch was stored.
     #[error("event {index} of the batch is invalid (nothing stored): {reason}")]
     InvalidEvent { index: usize, reason: String },
+    /// A sequence range the store refuses; nothing of the call was stored.
+    #[error("sequence range {index} is invalid (nothing stored): {reason}")]
+    InvalidRange { index: usize, reason: String },
     /// The store file cannot be opened or has an unknown layout.
     #[error("cannot open store {path}: {reason}")]
     Open { path: String, reason: String },
@@ -161,6 +164,9 @@ pub struct AgentStatus {
     pub last_seen: Timestamp,
     /// The sequence numbers stored; empty for senders of unnumbered events.
     pub sequences: SequenceRanges,
+    /// The sequence numbers it reported deleting unsent (its spool was
+    /// full, see [`Store::record_dropped`]): gaps it explained.
+    pub dropped: SequenceRanges,
 }
 
 /// An address a host was seen with as the local end of its own events.
@@ -237,7 +243,13 @@ pub trait Store: Send + Sync {
     /// edges and its histogram from one read.
     fn edge_totals_by_hour(&self, query: &RollupQuery) -> Result<Vec<HourlyEdgeTotal>, StoreError>;
 
-    /// Every sender and its sequence ranges, ordered by agent id.
+    /// Records that `agent` deleted the events numbered `ranges` (inclusive)
+    /// without sending them, its spool being full: the gap they leave is a
+    /// known loss. Recording the same ranges again changes nothing.
+    fn record_dropped(&self, agent: &AgentId, ranges: &[(u64, u64)]) -> Result<(), StoreError>;
+
+    /// Every sender with stored events, its sequence ranges and what it
+    /// reported dropped, ordered by agent id.
     fn agents(&self) -> Result<Vec<AgentStatus>, StoreError>;
 
     /// Every (host, local address) pair seen.

@@ -54,7 +54,8 @@ impl SequenceRanges {
         true
     }
 
-    fn insert_range(&mut self, first: u64, last: u64) {
+    /// Adds every number from `first` to `last`.
+    pub fn insert_range(&mut self, first: u64, last: u64) {
         let (first, last) = (first.min(last), first.max(last));
         // Ranges that overlap or touch [first, last] merge with it.
         let start = self
@@ -93,6 +94,19 @@ impl SequenceRanges {
     pub fn missing(&self) -> u64 {
         self.gaps().iter().map(|&(f, l)| l - f + 1).sum()
     }
+
+    /// How many numbers of `ranges` (sorted and disjoint, as
+    /// [`SequenceRanges::gaps`] gives them) the set holds.
+    pub fn count_within(&self, ranges: &[(u64, u64)]) -> u64 {
+        let mut n = 0;
+        for &(first, last) in ranges {
+            let start = self.ranges.partition_point(|&(_, l)| l < first);
+            for &(f, l) in self.ranges[start..].iter().take_while(|&&(f, _)| f <= last) {
+                n += l.min(last) - f.max(first) + 1;
+            }
+        }
+        n
+    }
 }
 
 #[cfg(test)]
@@ -123,6 +137,14 @@ mod tests {
         s.insert_range(1, 4);
         assert_eq!(s.ranges(), &[(1, 12)]);
         assert_eq!(s.count(), 12);
+    }
+
+    #[test]
+    fn counts_what_falls_within_ranges() {
+        let s = SequenceRanges::from_ranges([(3, 5), (8, 8), (20, 30)]);
+        assert_eq!(s.count_within(&[(1, 4), (6, 7), (8, 25)]), 2 + 1 + 6);
+        assert_eq!(s.count_within(&[]), 0);
+        assert_eq!(s.count_within(&[(31, 40)]), 0);
     }
 
     proptest! {

@@ -67,6 +67,12 @@ CREATE TABLE IF NOT EXISTS agent_sequences (
     last_seq INTEGER NOT NULL,
     PRIMARY KEY (agent_id, first_seq)
 );
+CREATE TABLE IF NOT EXISTS agent_dropped (
+    agent_id INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, first_seq)
+);
 CREATE TABLE IF NOT EXISTS event_blocks (
     block_id INTEGER PRIMARY KEY,
     agent_id INTEGER NOT NULL,
@@ -374,27 +380,11 @@ impl SqliteStore {
         let tx = writer
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let agent_id = match writer.agent_ids.get(&agent.0) {
-            Some(&id) => id,
-            None => {
-                tx.execute(
-                    "INSERT INTO agents (name, host, events) VALUES (?1, '', 0)
-                     ON CONFLICT (name) DO NOTHING",
-                    [&agent.0],
-                )?;
-                let id: i64 = tx.query_row(
-                    "SELECT agent_id FROM agents WHERE name = ?1",
-                    [&agent.0],
-                    |r| r.get(0),
-                )?;
-                writer.agent_ids.insert(agent.0.clone(), id);
-                id
-            }
-        };
+        let agent_id = agent_id(&tx, &mut writer.agent_ids, agent)?;
 
         let numbered = (0..batch.len()).any(|i| batch.event(i).sequence != 0);
         let old_ranges = if numbered {
-            load_ranges(&tx, agent_id)?
+            load_ranges(&tx, SEQUENCES, agent_id)?
         } else {
             SequenceRanges::new()
         };
@@ -448,7 +438,7 @@ impl SqliteStore {
         }
 
         if ranges != old_ranges {
-            store_ranges(&tx, agent_id, &old_ranges, &ranges)?;
+            store_ranges(&tx, SEQUENCES, agent_id, &old_ranges, &ranges)?;
         }
         {
             let mut upsert = tx.prepare_cached(UPSERT_ROLLUP)?;
@@ -716,9 +706,42 @@ fn clamp(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn load_ranges(conn: &Connection, agent_id: i64) -> Result<SequenceRanges, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT first_seq, last_seq FROM agent_sequences WHERE agent_id = ?1")?;
+/// The tables of sequence ranges per agent: what is stored, and what the
+/// agent reported dropped.
+const SEQUENCES: &str = "agent_sequences";
+const DROPPED: &str = "agent_dropped";
+
+/// The number of `agent`, given on first sight.
+fn agent_id(
+    conn: &Connection,
+    cache: &mut HashMap<String, i64>,
+    agent: &AgentId,
+) -> rusqlite::Result<i64> {
+    if let Some(&id) = cache.get(&agent.0) {
+        return Ok(id);
+    }
+    conn.execute(
+        "INSERT INTO agents (name, host, events) VALUES (?1, '', 0)
+         ON CONFLICT (name) DO NOTHING",
+        [&agent.0],
+    )?;
+    let id: i64 = conn.query_row(
+        "SELECT agent_id FROM agents WHERE name = ?1",
+        [&agent.0],
+        |r| r.get(0),
+    )?;
+    cache.insert(agent.0.clone(), id);
+    Ok(id)
+}
+
+fn load_ranges(
+    conn: &Connection,
+    table: &str,
+    agent_id: i64,
+) -> Result<SequenceRanges, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT first_seq, last_seq FROM {table} WHERE agent_id = ?1"
+    ))?;
     let rows = stmt.query_map([agent_id], |r| {
         Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
     })?;
@@ -730,21 +753,23 @@ fn load_ranges(conn: &Connection, agent_id: i64) -> Result<SequenceRanges, Store
 /// Writes only the ranges that changed: usually one range grew.
 fn store_ranges(
     conn: &Connection,
+    table: &str,
     agent_id: i64,
     old: &SequenceRanges,
     new: &SequenceRanges,
 ) -> Result<(), StoreError> {
     let old_set: HashSet<_> = old.ranges().iter().collect();
     let new_set: HashSet<_> = new.ranges().iter().collect();
-    let mut delete =
-        conn.prepare_cached("DELETE FROM agent_sequences WHERE agent_id = ?1 AND first_seq = ?2")?;
+    let mut delete = conn.prepare_cached(&format!(
+        "DELETE FROM {table} WHERE agent_id = ?1 AND first_seq = ?2"
+    ))?;
     for (first, _) in old_set.difference(&new_set) {
         delete.execute(params![agent_id, *first as i64])?;
     }
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO agent_sequences VALUES (?1, ?2, ?3)
-         ON CONFLICT (agent_id, first_seq) DO UPDATE SET last_seq = excluded.last_seq",
-    )?;
+    let mut insert = conn.prepare_cached(&format!(
+        "INSERT INTO {table} VALUES (?1, ?2, ?3)
+         ON CONFLICT (agent_id, first_seq) DO UPDATE SET last_seq = excluded.last_seq"
+    ))?;
     for (first, last) in new_set.difference(&old_set) {
         insert.execute(params![agent_id, *first as i64, *last as i64])?;
     }
@@ -968,22 +993,66 @@ impl Store for SqliteStore {
         self.read_rollups(query, true)
     }
 
+    fn record_dropped(&self, agent: &AgentId, ranges: &[(u64, u64)]) -> Result<(), StoreError> {
+        for (index, &(first, last)) in ranges.iter().enumerate() {
+            let reason = if first == 0 {
+                "sequence numbers start at 1"
+            } else if first > last {
+                "the first number is above the last"
+            } else if last > i64::MAX as u64 {
+                "beyond 2^63-1"
+            } else {
+                continue;
+            };
+            return Err(StoreError::InvalidRange {
+                index,
+                reason: format!("{first}-{last}: {reason}"),
+            });
+        }
+        let mut guard = lock(&self.writer);
+        let writer = &mut *guard;
+        let result = (|| {
+            let tx = writer
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let id = agent_id(&tx, &mut writer.agent_ids, agent)?;
+            let old = load_ranges(&tx, DROPPED, id)?;
+            let mut new = old.clone();
+            for &(first, last) in ranges {
+                new.insert_range(first, last);
+            }
+            store_ranges(&tx, DROPPED, id, &old, &new)?;
+            tx.commit()?;
+            Ok(())
+        })();
+        if result.is_err() {
+            writer.agent_ids.clear();
+        }
+        result
+    }
+
     fn agents(&self) -> Result<Vec<AgentStatus>, StoreError> {
         let guard = lock(&self.reader);
         let conn = &guard.conn;
-        let mut ranges: HashMap<i64, Vec<(u64, u64)>> = HashMap::new();
-        let mut stmt =
-            conn.prepare_cached("SELECT agent_id, first_seq, last_seq FROM agent_sequences")?;
-        for row in stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)? as u64,
-                r.get::<_, i64>(2)? as u64,
-            ))
-        })? {
-            let (id, first, last) = row?;
-            ranges.entry(id).or_default().push((first, last));
-        }
+        let all_ranges = |table: &str| -> Result<HashMap<i64, Vec<(u64, u64)>>, StoreError> {
+            let mut ranges: HashMap<i64, Vec<(u64, u64)>> = HashMap::new();
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT agent_id, first_seq, last_seq FROM {table}"
+            ))?;
+            for row in stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })? {
+                let (id, first, last) = row?;
+                ranges.entry(id).or_default().push((first, last));
+            }
+            Ok(ranges)
+        };
+        let mut ranges = all_ranges(SEQUENCES)?;
+        let mut dropped = all_ranges(DROPPED)?;
         let mut stmt = conn.prepare_cached(
             "SELECT agent_id, name, host, events, first_seen, last_seen FROM agents
              WHERE first_seen IS NOT NULL ORDER BY name",
@@ -1008,6 +1077,7 @@ impl Store for SqliteStore {
                 first_seen: Timestamp::from_nanos(first),
                 last_seen: Timestamp::from_nanos(last),
                 sequences: SequenceRanges::from_ranges(ranges.remove(&id).unwrap_or_default()),
+                dropped: SequenceRanges::from_ranges(dropped.remove(&id).unwrap_or_default()),
             });
         }
         Ok(agents)

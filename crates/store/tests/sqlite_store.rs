@@ -409,6 +409,35 @@ fn unnumbered_events_are_identified_by_key() {
 }
 
 #[test]
+fn dropped_ranges_explain_gaps_and_bad_ones_are_refused() {
+    let (_dir, store) = open();
+    let agent = AgentId("ws1".into());
+    store.ingest(&agent, &numbered(1..=3)).unwrap();
+    store.ingest(&agent, &numbered(11..=12)).unwrap();
+    // The agent deleted 4-8 from its full spool; 9-10 are simply missing.
+    store.record_dropped(&agent, &[(4, 6), (7, 8)]).unwrap();
+    store.record_dropped(&agent, &[(5, 8)]).unwrap();
+    let err = store
+        .record_dropped(&agent, &[(20, 21), (9, 2)])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "sequence range 1 is invalid (nothing stored): 9-2: the first number is above the last"
+    );
+    assert!(store.record_dropped(&agent, &[(0, 1)]).is_err());
+    let agents = store.agents().unwrap();
+    let a = &agents[0];
+    assert_eq!(
+        a.dropped.ranges(),
+        &[(4, 8)],
+        "nothing of the refused calls"
+    );
+    assert_eq!(a.sequences.gaps(), [(4, 10)]);
+    assert_eq!(a.dropped.count_within(&a.sequences.gaps()), 5);
+}
+
+#[test]
 fn events_come_oldest_first_across_blocks_and_limits() {
     let (_dir, store) = open();
     // Two agents whose batches overlap in time, in several blocks each.
