@@ -182,9 +182,13 @@ pub fn import_files(
             Ok(total)
         });
         let (parsed_sender, parsed) = sync_channel::<Read>(4);
+        // Emptied chunks go back to the reader, for the same reason.
+        let (spare_chunk_sender, spare_chunks) = sync_channel::<Vec<ParsedLine>>(8);
         let files = &files;
         let (stats, bytes_read, bar) = (&stats, &bytes_read, &bar);
-        scope.spawn(move || read_and_parse(files, stats, bytes_read, bar, &parsed_sender));
+        scope.spawn(move || {
+            read_and_parse(files, stats, bytes_read, bar, &parsed_sender, &spare_chunks)
+        });
         {
             let mut builder = EventBuilder::new(options.time_zone.clone());
             let mut batcher = Batcher::new(options.batch_size, spares);
@@ -198,7 +202,7 @@ pub fn import_files(
                     .first_year((date.year(), date.month(), date.day()));
                 let mut occurrences = Occurrences::default();
                 for read in parsed.by_ref() {
-                    let lines = match read {
+                    let mut lines = match read {
                         Read::Lines(lines) => lines,
                         Read::End(Ok(())) => continue 'files,
                         Read::End(Err((line, e))) => {
@@ -207,7 +211,7 @@ pub fn import_files(
                             continue 'files;
                         }
                     };
-                    for line in lines {
+                    for line in lines.drain(..) {
                         summary.lines += 1;
                         let (number, time, first_key, mut event) = match line {
                             ParsedLine::Skipped => {
@@ -281,6 +285,7 @@ pub fn import_files(
                             }
                         }
                     }
+                    let _ = spare_chunk_sender.try_send(lines);
                 }
             }
             for full in batcher.drain() {
@@ -335,7 +340,8 @@ enum ParsedLine {
 /// per line, small enough that the threads overlap.
 const CHUNK_LINES: usize = 4_096;
 
-/// Pass 2's first stage: reads and parses every file in order. Stops early
+/// Pass 2's first stage: reads and parses every file in order, into chunks
+/// taken from `spares` when the next stage has given some back. Stops early
 /// when the next stage is gone.
 fn read_and_parse(
     files: &[FileInfo],
@@ -343,10 +349,16 @@ fn read_and_parse(
     bytes_read: &Arc<AtomicU64>,
     bar: &ProgressBar,
     out: &SyncSender<Read>,
+    spares: &Receiver<Vec<ParsedLine>>,
 ) {
     let mut parser = Parser::default();
+    let new_chunk = || {
+        spares
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK_LINES))
+    };
     for file in files {
-        let mut chunk = Vec::with_capacity(CHUNK_LINES);
+        let mut chunk = new_chunk();
         let mut gone = false;
         let result = for_each_line(&file.path, bytes_read, bar, |number, line| {
             if gone {
@@ -354,7 +366,7 @@ fn read_and_parse(
             }
             chunk.push(parse_line(&mut parser, stats, number, line));
             if chunk.len() == CHUNK_LINES {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_LINES));
+                let full = std::mem::replace(&mut chunk, new_chunk());
                 gone = out.send(Read::Lines(full)).is_err();
             }
         });

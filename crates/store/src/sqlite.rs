@@ -183,7 +183,7 @@ pub struct SqliteStore {
 struct Writer {
     conn: Connection,
     /// Agent ids never change once assigned, so they can be cached.
-    agent_ids: HashMap<String, i64>,
+    agent_ids: HashMap<String, i64, FastHash>,
     names: NameIds,
 }
 
@@ -200,8 +200,8 @@ struct Reader {
 /// progress, so it is cleared when a transaction fails.
 #[derive(Default)]
 struct NameIds {
-    by_name: HashMap<String, i64>,
-    by_ip: HashMap<IpAddr, i64>,
+    by_name: HashMap<String, i64, FastHash>,
+    by_ip: HashMap<IpAddr, i64, FastHash>,
 }
 
 impl NameIds {
@@ -347,7 +347,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Mutex::new(Writer {
                 conn,
-                agent_ids: HashMap::new(),
+                agent_ids: HashMap::default(),
                 names: NameIds::default(),
             }),
             reader: Mutex::new(Reader {
@@ -714,7 +714,7 @@ const DROPPED: &str = "agent_dropped";
 /// The number of `agent`, given on first sight.
 fn agent_id(
     conn: &Connection,
-    cache: &mut HashMap<String, i64>,
+    cache: &mut HashMap<String, i64, FastHash>,
     agent: &AgentId,
 ) -> rusqlite::Result<i64> {
     if let Some(&id) = cache.get(&agent.0) {

@@ -171,14 +171,16 @@ impl Connection<'_> {
 #[derive(Debug)]
 pub(crate) struct PortNames<'s> {
     services: &'s Services,
-    seen: HashMap<Box<str>, u16>,
+    /// foldhash: this runs for every line of an import, and the names come
+    /// from the logs being read, not from a network peer.
+    seen: HashMap<Box<str>, u16, foldhash::fast::RandomState>,
 }
 
 impl<'s> PortNames<'s> {
     pub fn new(services: &'s Services) -> Self {
         PortNames {
             services,
-            seen: HashMap::new(),
+            seen: HashMap::default(),
         }
     }
 
