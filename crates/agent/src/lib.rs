@@ -9,7 +9,8 @@
 //!
 //! The capture thread only reads the backend and pushes each batch into a
 //! bounded queue with a non-blocking send. The output thread does everything
-//! that can be slow — filtering, numbering (an fsync per batch), writing. If
+//! that can be slow — filtering, numbering (an fsync whenever the numbers
+//! reserved ahead run out, about once a second when busy), writing. If
 //! the outputs fall behind, the queue fills and further batches are dropped
 //! *and counted* (`queue_dropped`) instead of letting the kernel's ring buffer
 //! overflow. The main thread waits for signals: SIGHUP reopens output files
@@ -321,6 +322,9 @@ fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<libc::c_int> {
     (signal > 0).then_some(signal)
 }
 
+/// How often the capture thread reads the backend's statistics.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Reads the backend until told to stop; never blocks on the outputs.
 fn capture_loop(
     mut backend: Box<dyn CaptureBackend>,
@@ -331,6 +335,7 @@ fn capture_loop(
     let mut batch = Vec::with_capacity(1024);
     let mut last_drop_warning: Option<Instant> = None;
     let mut kernel_lost = 0;
+    let mut next_stats = Instant::now();
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         // On the way out, one last look without waiting: whatever the kernel
@@ -343,15 +348,20 @@ fn capture_loop(
         if let Err(err) = backend.poll(&mut batch, timeout) {
             return Some(err);
         }
-        let stats = backend.stats();
-        counters.captured.store(stats.events, Ordering::Relaxed);
-        if stats.kernel_lost > kernel_lost {
-            tracing::warn!(
-                lost = stats.kernel_lost - kernel_lost,
-                "the kernel could not deliver some events"
-            );
-            kernel_lost = stats.kernel_lost;
-            counters.kernel_lost.store(kernel_lost, Ordering::Relaxed);
+        // Statistics cost the eBPF backend a few syscalls (loss counters,
+        // program fdinfo): once a second is enough, plus once at the end.
+        if stopping || Instant::now() >= next_stats {
+            next_stats = Instant::now() + STATS_INTERVAL;
+            let stats = backend.stats();
+            counters.captured.store(stats.events, Ordering::Relaxed);
+            if stats.kernel_lost > kernel_lost {
+                tracing::warn!(
+                    lost = stats.kernel_lost - kernel_lost,
+                    "the kernel could not deliver some events"
+                );
+                kernel_lost = stats.kernel_lost;
+                counters.kernel_lost.store(kernel_lost, Ordering::Relaxed);
+            }
         }
         if !batch.is_empty() {
             let events = std::mem::replace(&mut batch, Vec::with_capacity(1024));
@@ -424,6 +434,10 @@ impl OutputStage {
             }
         }
         self.each_output(counters, |out| out.close());
+        if let Err(err) = self.sequence.close() {
+            // Only a gap at the next start: the numbers stay reserved.
+            tracing::error!("cannot give back the unused sequence numbers: {err}");
+        }
     }
 
     fn deliver(&mut self, mut events: Vec<ConnectionEvent>, counters: &Counters) {

@@ -96,9 +96,13 @@ impl Kernel {
         Ok(())
     }
 
-    /// Waits at most `timeout` for the kernel's early wake-up.
+    /// Waits at most `timeout` (rounded up to a millisecond) for the kernel's
+    /// early wake-up.
     pub fn wait(&self, timeout: Duration) -> Result<(), libbpf_rs::Error> {
-        self.ring.poll(timeout)
+        // epoll counts whole milliseconds and libbpf-rs truncates: a wait
+        // under 1 ms would return at once, and the caller waiting for its
+        // deadline would spin until then (most of an idle agent's CPU time).
+        self.ring.poll(whole_millis(timeout))
     }
 
     /// Moves every record in the ring buffer into `into` (which should be
@@ -242,6 +246,10 @@ impl Drop for Kernel {
 }
 
 const EXE_PATH_MAX: usize = 4096;
+
+fn whole_millis(timeout: Duration) -> Duration {
+    Duration::from_millis(timeout.as_micros().div_ceil(1000) as u64)
+}
 
 type Loaded = (
     ConnscopeSkel<'static>,
@@ -408,6 +416,27 @@ fn route_libbpf_logs() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_are_rounded_up_to_whole_milliseconds() {
+        assert_eq!(
+            whole_millis(Duration::from_micros(1)),
+            Duration::from_millis(1)
+        );
+        assert_eq!(
+            whole_millis(Duration::from_micros(999)),
+            Duration::from_millis(1)
+        );
+        assert_eq!(
+            whole_millis(Duration::from_micros(1001)),
+            Duration::from_millis(2)
+        );
+        assert_eq!(
+            whole_millis(Duration::from_millis(50)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(whole_millis(Duration::ZERO), Duration::ZERO);
+    }
 
     #[test]
     fn reads_fdinfo_counters() {

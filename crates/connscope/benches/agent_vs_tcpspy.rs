@@ -2,6 +2,11 @@
 //! in one run; prints a Markdown table (docs/BENCHMARKS.md, "Agent vs tcpspy").
 //!
 //! Run as root: `cargo bench -p connscope --bench agent_vs_tcpspy`.
+//! `BENCH_WORKLOADS=steady,idle` runs only the workloads whose names contain
+//! one of the words; `BENCH_MONITORS="connscope ebpf,tcpspy -p -I 10"` only
+//! the monitors with those exact labels (the unmonitored baseline always runs:
+//! slowdown is measured against it). `BENCH_CONNSCOPE=PATH` runs another
+//! connscope binary (an older build, for before/after figures from one run).
 //!
 //! Every workload runs in this process, so its ground truth is exact: the
 //! 4-tuple of every connection it made, and its own executable on both ends.
@@ -263,7 +268,9 @@ fn start_monitor(
     let mut command = match monitor {
         Monitor::None => return None,
         Monitor::Ebpf | Monitor::SockDiag => {
-            let mut c = Command::new(CONNSCOPE);
+            let mut c = Command::new(
+                std::env::var_os("BENCH_CONNSCOPE").unwrap_or_else(|| CONNSCOPE.into()),
+            );
             c.args(["agent", "--no-default-rules", "-p", "--format", "json"]);
             c.arg("--output").arg(&output);
             c.arg("--state-dir").arg(dir.join("state"));
@@ -652,15 +659,20 @@ fn main() {
         Monitor::Tcpspy(10),
         Monitor::Tcpspy(1000),
     ];
+    let workload_filter = Filter::from_env("BENCH_WORKLOADS");
+    let monitor_filter = Filter::from_env("BENCH_MONITORS");
     let mut rows = Vec::new();
     let mut run = 1u32;
     let bench_start = Instant::now();
-    for w in &workloads {
+    for w in workloads.iter().filter(|w| workload_filter.selects(w.name)) {
         let idle = idle_sockets(w.idle_sockets);
         let mut baseline_rate = f64::NAN;
         for &monitor in &monitors {
             if w.netns && monitor == Monitor::SockDiag {
                 continue; // a poller sees only its own namespace: refuses
+            }
+            if monitor != Monitor::None && !monitor_filter.selects_exactly(&monitor.label()) {
+                continue;
             }
             let dir = tempfile::tempdir().unwrap();
             let running = start_monitor(monitor, dir.path(), w.netns, w.idle_sockets);
@@ -764,6 +776,33 @@ fn main() {
     let mut file =
         fs::File::create(std::env::temp_dir().join("connscope-agent-vs-tcpspy.md")).unwrap();
     file.write_all(table.as_bytes()).unwrap();
+}
+
+/// A comma-separated list of words from an environment variable; selects
+/// the names containing (or equal to) any of them, or everything when the
+/// variable is unset or empty.
+struct Filter(Vec<String>);
+
+impl Filter {
+    fn from_env(variable: &str) -> Filter {
+        let words = std::env::var(variable).unwrap_or_default();
+        Filter(
+            words
+                .split(',')
+                .map(str::trim)
+                .filter(|w| !w.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        )
+    }
+
+    fn selects(&self, name: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|w| name.contains(w.as_str()))
+    }
+
+    fn selects_exactly(&self, name: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|w| name == w)
+    }
 }
 
 /// Soft RLIMIT_NOFILE up to the hard one.

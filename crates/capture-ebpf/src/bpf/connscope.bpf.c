@@ -111,7 +111,27 @@ static __always_inline void count_loss(__u32 counter)
 		*n += 1;
 }
 
+/* Kernel memory is read two ways. The per-connection programs read through
+ * BTF-typed pointers (tp_btf arguments, bpf_get_current_task_btf, or any
+ * address given a type with bpf_core_cast): the verifier turns each load into
+ * a fault-safe load, where BPF_CORE_READ costs a bpf_probe_read_kernel call
+ * per field. The state-change program runs about ten times per connection,
+ * so that was most of its cost. The programs that run once per exec, per
+ * UDP flow or once at start keep BPF_CORE_READ. */
+
 static __always_inline void fill_owner(struct owner *o)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	o->pid = (__u32)id;
+	o->tgid = id >> 32;
+	o->start_ns = task->group_leader->start_boottime;
+	bpf_get_current_comm(o->comm, sizeof(o->comm));
+}
+
+/* fill_owner for the cgroup programs. */
+static __always_inline void fill_owner_read(struct owner *o)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct task_struct *task = (void *)bpf_get_current_task();
@@ -128,6 +148,12 @@ static __always_inline bool netns_wanted(__u64 netns)
 }
 
 static __always_inline __u64 sock_netns(const struct sock *sk)
+{
+	return sk->__sk_common.skc_net.net->ns.inum;
+}
+
+/* sock_netns for pointers the verifier knows no type of. */
+static __always_inline __u64 sock_netns_read(const struct sock *sk)
 {
 	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 }
@@ -158,26 +184,37 @@ static __always_inline void submit_event(struct event *e)
  * (inet_put_port zeroes it) before the CLOSE tracepoint runs. */
 static __always_inline __u16 local_port(const struct sock *sk)
 {
-	return bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	return bpf_ntohs(bpf_core_cast(sk, struct inet_sock)->inet_sport);
+}
+
+static __always_inline void copy_in6(__u8 *to, const struct in6_addr *from)
+{
+	__u32 *words = (__u32 *)to;
+
+	words[0] = from->in6_u.u6_addr32[0];
+	words[1] = from->in6_u.u6_addr32[1];
+	words[2] = from->in6_u.u6_addr32[2];
+	words[3] = from->in6_u.u6_addr32[3];
 }
 
 static __always_inline void fill_tcp_addrs(struct event *e, const struct sock *sk, __u64 netns)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	const struct sock_common *skc = &sk->__sk_common;
+	__u16 family = skc->skc_family;
 
 	e->protocol = IPPROTO_TCP;
 	e->family = family;
 	e->netns = netns;
 	e->lport = local_port(sk);
-	e->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	e->rport = bpf_ntohs(skc->skc_dport);
 	if (family == AF_INET) {
-		BPF_CORE_READ_INTO((__u32 *)e->laddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__u32 *)e->raddr, sk, __sk_common.skc_daddr);
+		*(__u32 *)e->laddr = skc->skc_rcv_saddr;
+		*(__u32 *)e->raddr = skc->skc_daddr;
 	} else {
-		BPF_CORE_READ_INTO(&e->laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&e->raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		copy_in6(e->laddr, &skc->skc_v6_rcv_saddr);
+		copy_in6(e->raddr, &skc->skc_v6_daddr);
 	}
-	e->uid = BPF_CORE_READ(sk, sk_uid.val);
+	e->uid = sk->sk_uid.val;
 	e->has_uid = 1;
 }
 
@@ -216,17 +253,17 @@ static __always_inline void remember_owner_of_listener(const struct sock *sk, __
 static __always_inline void close_counters(const struct sock *sk, int oldstate, __u8 direction,
 					  struct event *e)
 {
-	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
-	__u64 acked = BPF_CORE_READ(tp, bytes_acked);
-	__u64 received = BPF_CORE_READ(tp, bytes_received);
+	const struct tcp_sock *tp = bpf_core_cast(sk, struct tcp_sock);
+	__u64 acked = tp->bytes_acked;
+	__u64 received = tp->bytes_received;
 	bool fin_sent = oldstate == TCP_FIN_WAIT1 || oldstate == TCP_FIN_WAIT2 ||
 			oldstate == TCP_CLOSING || oldstate == TCP_LAST_ACK;
 
 	if (direction == DIR_OUTGOING && acked > 0)
 		acked -= 1;
-	if (fin_sent && acked > 0 && BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
+	if (fin_sent && acked > 0 && tp->snd_una == tp->write_seq)
 		acked -= 1;
-	if ((BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << SOCK_DONE)) && received > 0)
+	if ((sk->__sk_common.skc_flags & (1UL << SOCK_DONE)) && received > 0)
 		received -= 1;
 	e->bytes_sent = acked;
 	e->bytes_received = received;
@@ -249,7 +286,7 @@ static __always_inline void on_close(const struct sock *sk, __u64 netns, int old
 			e->direction = DIR_OUTGOING;
 			e->owner = c->owner;
 			e->has_owner = c->has_owner;
-			e->error = BPF_CORE_READ(sk, sk_err);
+			e->error = sk->sk_err;
 			submit_event(e);
 		}
 		bpf_map_delete_elem(&conns, &key);
@@ -285,7 +322,12 @@ int BPF_PROG(tcp_state_change, const struct sock *sk, int oldstate, int newstate
 	__u64 key = (__u64)sk;
 	__u64 netns;
 
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	/* Half the changes of a connection (FIN_WAIT1, CLOSE_WAIT, LAST_ACK...)
+	 * tell us nothing: leave before reading anything. */
+	if (newstate != TCP_SYN_SENT && newstate != TCP_ESTABLISHED && newstate != TCP_LISTEN &&
+	    newstate != TCP_CLOSE)
+		return 0;
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	netns = sock_netns(sk);
 	if (!netns_wanted(netns))
@@ -340,9 +382,8 @@ int BPF_PROG(tcp_state_change, const struct sock *sk, int oldstate, int newstate
 /* accept() returned fd: its socket is task->files->fdt->fd[fd]->private_data. */
 static __always_inline int on_accepted(long fd)
 {
-	struct task_struct *task = (void *)bpf_get_current_task();
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct fdtable *fdt;
-	struct file **fds;
 	struct file *file = NULL;
 	struct socket *sock;
 	struct sock *sk;
@@ -351,13 +392,17 @@ static __always_inline int on_accepted(long fd)
 
 	if (fd < 0)
 		return 0;
-	fdt = BPF_CORE_READ(task, files, fdt);
-	if (fd >= BPF_CORE_READ(fdt, max_fds))
+	fdt = task->files->fdt;
+	if (fd >= fdt->max_fds)
 		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
-	sock = BPF_CORE_READ(file, private_data);
-	sk = BPF_CORE_READ(sock, sk);
+	/* An array indexed by a variable: the one read that needs the helper. */
+	bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]);
+	if (!file)
+		return 0;
+	sock = bpf_core_cast(file, struct file)->private_data;
+	if (!sock)
+		return 0;
+	sk = bpf_core_cast(sock, struct socket)->sk;
 	key = (__u64)sk;
 	c = bpf_map_lookup_elem(&conns, &key);
 	if (!c || c->direction != DIR_INCOMING)
@@ -521,7 +566,7 @@ int udp_socket_created(struct bpf_sock *ctx)
 	if (ctx->protocol != IPPROTO_UDP)
 		return 1;
 	cookie = bpf_get_socket_cookie(ctx);
-	fill_owner(&o);
+	fill_owner_read(&o);
 	bpf_map_update_elem(&udp_owners, &cookie, &o, BPF_ANY);
 	return 1;
 }
@@ -573,7 +618,7 @@ static __always_inline int udp_packet(struct __sk_buff *skb, bool egress)
 
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
 		return 1;
-	key.netns = sock_netns(sk);
+	key.netns = sock_netns_read(sk);
 	if (!netns_wanted(key.netns))
 		return 1;
 	len = udp_parse(skb, egress, &key);
@@ -602,7 +647,7 @@ static __always_inline int udp_packet(struct __sk_buff *skb, bool egress)
 	f.uid = BPF_CORE_READ(sk, sk_uid.val);
 	if (egress) {
 		/* Sending runs in the sender's context. */
-		fill_owner(&f.owner);
+		fill_owner_read(&f.owner);
 		f.has_owner = 1;
 		f.packets_sent = 1;
 		f.bytes_sent = len;
