@@ -41,6 +41,9 @@ pub struct SequenceFile {
     /// out without writing.
     reserved_until: u64,
     rate: RecentRate,
+    /// Held open with an exclusive lock for as long as the agent runs: two
+    /// agents on one state directory would hand out the same numbers.
+    _lock: File,
 }
 
 /// The state file exists but does not hold a number.
@@ -57,9 +60,15 @@ pub enum SequenceError {
          optionally followed by \"reserved\"), found {found:?}"
     )]
     Corrupt { path: PathBuf, found: String },
+    #[error(
+        "{path}: another agent is running with this state directory; \
+         give each agent its own --state-dir"
+    )]
+    InUse { path: PathBuf },
 }
 
 const FILE_NAME: &str = "sequence";
+const LOCK_FILE: &str = "lock";
 /// Marks a file written with numbers reserved ahead (not a clean stop).
 const RESERVED: &str = "reserved";
 /// How much history sizes the reservation.
@@ -77,6 +86,7 @@ impl SequenceFile {
             source,
         };
         fs::create_dir_all(state_dir).map_err(io_err)?;
+        let lock = lock_state_dir(&state_dir.join(LOCK_FILE))?;
         let (next, reserved) = match fs::read_to_string(&path) {
             Ok(text) => match parse(&text) {
                 Some(parsed) => parsed,
@@ -102,6 +112,7 @@ impl SequenceFile {
             next,
             reserved_until: next,
             rate: RecentRate::default(),
+            _lock: lock,
         };
         file.persist(next, false)?;
         Ok(file)
@@ -166,6 +177,33 @@ impl SequenceFile {
         }
         Ok(())
     }
+}
+
+/// Takes the state directory's lock (released when the file closes, also
+/// when the process dies), or says who has it.
+fn lock_state_dir(path: &Path) -> Result<File, SequenceError> {
+    use std::os::fd::AsRawFd;
+    let io_err = |source| SequenceError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err)?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = io::Error::last_os_error();
+        return Err(match err.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => SequenceError::InUse {
+                path: path.to_owned(),
+            },
+            _ => io_err(err),
+        });
+    }
+    Ok(file)
 }
 
 /// `N` or `N reserved`: the next number, and whether numbers were reserved.
@@ -233,6 +271,10 @@ mod tests {
         assert_eq!(seq.reserve(0).unwrap(), 6);
         seq.close().unwrap();
         assert_eq!(on_disk(&state), "6\n");
+        // A second agent on the same state directory is refused.
+        let err = SequenceFile::open(&state).unwrap_err().to_string();
+        assert!(err.contains("another agent is running"), "{err}");
+        drop(seq);
         let mut seq = SequenceFile::open(&state).unwrap();
         assert_eq!(seq.next(), 6);
         assert_eq!(seq.reserve(1).unwrap(), 6);

@@ -7,6 +7,9 @@
 //! the monitors with those exact labels (the unmonitored baseline always runs:
 //! slowdown is measured against it). `BENCH_CONNSCOPE=PATH` runs another
 //! connscope binary (an older build, for before/after figures from one run).
+//! A second table measures the workload slowdown under the eBPF agent from
+//! pairs of runs without and with it (`BENCH_SLOWDOWN_PAIRS`, default 15; 0
+//! leaves it out).
 //!
 //! Every workload runs in this process, so its ground truth is exact: the
 //! 4-tuple of every connection it made, and its own executable on both ends.
@@ -661,6 +664,11 @@ fn main() {
     ];
     let workload_filter = Filter::from_env("BENCH_WORKLOADS");
     let monitor_filter = Filter::from_env("BENCH_MONITORS");
+    let slowdown_pairs: usize = std::env::var("BENCH_SLOWDOWN_PAIRS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    let mut slowdowns = Vec::new();
     let mut rows = Vec::new();
     let mut run = 1u32;
     let bench_start = Instant::now();
@@ -680,24 +688,7 @@ fn main() {
             // Start-up (naming the idle sockets) is not the workload's cost.
             let cpu_before = pid.map_or(0.0, cpu_seconds);
             let bpf_before = pid.map_or(0.0, bpf_run_seconds);
-            let truth = if w.netns {
-                let (connections, rate, close, family) = (w.connections, w.rate, w.close, w.family);
-                let this_run = run;
-                with_netns(&netns, move || {
-                    let w = Workload {
-                        name: "",
-                        connections,
-                        rate,
-                        close,
-                        family,
-                        idle_sockets: 0,
-                        netns: true,
-                    };
-                    run_workload(&w, this_run)
-                })
-            } else {
-                run_workload(w, run)
-            };
+            let truth = run_where_it_belongs(w, &netns, run);
             run += 1;
             let rate = truth.clients.len() as f64 / truth.elapsed.as_secs_f64();
             let Some(mut running) = running else {
@@ -763,6 +754,14 @@ fn main() {
                 bench_start.elapsed()
             );
         }
+        if slowdown_pairs > 0 && w.rate.is_none() {
+            slowdowns.push(measure_slowdown(w, &netns, &mut run, slowdown_pairs));
+            eprintln!(
+                "done: {} / slowdown ({:.0?} so far)",
+                w.name,
+                bench_start.elapsed()
+            );
+        }
         for mut helper in idle {
             drop(helper.stdin.take());
             helper.wait().unwrap();
@@ -771,11 +770,127 @@ fn main() {
     let _ = Command::new("ip").args(["netns", "del", &netns]).status();
     let _ = fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
 
-    let table = markdown(&rows);
+    let mut table = markdown(&rows);
+    if !slowdowns.is_empty() {
+        table.push('\n');
+        table.push_str(&slowdown_markdown(&slowdowns, slowdown_pairs));
+    }
     println!("{table}");
     let mut file =
         fs::File::create(std::env::temp_dir().join("connscope-agent-vs-tcpspy.md")).unwrap();
     file.write_all(table.as_bytes()).unwrap();
+}
+
+/// Runs `w` in the bench's network namespace when it asks for one, here
+/// otherwise.
+fn run_where_it_belongs(w: &Workload, netns: &str, run: u32) -> Truth {
+    if !w.netns {
+        return run_workload(w, run);
+    }
+    let (connections, rate, close, family) = (w.connections, w.rate, w.close, w.family);
+    with_netns(netns, move || {
+        let w = Workload {
+            name: "",
+            connections,
+            rate,
+            close,
+            family,
+            idle_sockets: 0,
+            netns: true,
+        };
+        run_workload(&w, run)
+    })
+}
+
+/// The workload's own rate without and with the eBPF agent, in pairs of runs.
+struct Slowdown {
+    workload: String,
+    without: Vec<f64>,
+    with: Vec<f64>,
+    /// Over the runs with the agent: its BPF programs' run time, and the CPU
+    /// time of this process (the workload), in which they ran.
+    bpf_seconds: f64,
+    workload_cpu_seconds: f64,
+}
+
+/// One run per monitor (the table above) cannot show a few percent: a burst
+/// lasts a quarter of a second, a shared 2-core machine moves that by more,
+/// and the kernel's state drifts from run to run (a FIN burst leaves 20,000
+/// sockets in TIME_WAIT; once their table is full, closing gets cheaper and
+/// the rate quadruples). So runs go in pairs, one without the agent and one
+/// with it (started before, its start-up not timed), and the slowdown is the
+/// median of the pairs' slowdowns: each pair sees the same state.
+fn measure_slowdown(w: &Workload, netns: &str, run: &mut u32, pairs: usize) -> Slowdown {
+    let mut result = Slowdown {
+        workload: w.name.into(),
+        without: Vec::new(),
+        with: Vec::new(),
+        bpf_seconds: 0.0,
+        workload_cpu_seconds: 0.0,
+    };
+    let rate_of_next = |run: &mut u32| {
+        let truth = run_where_it_belongs(w, netns, *run);
+        *run += 1;
+        truth.clients.len() as f64 / truth.elapsed.as_secs_f64()
+    };
+    for _ in 0..pairs {
+        result.without.push(rate_of_next(run));
+        let dir = tempfile::tempdir().unwrap();
+        let mut agent = start_monitor(Monitor::Ebpf, dir.path(), w.netns, w.idle_sockets)
+            .expect("the eBPF agent starts");
+        let pid = agent.child.id();
+        let (bpf, cpu) = (bpf_run_seconds(pid), own_cpu_seconds());
+        result.with.push(rate_of_next(run));
+        result.bpf_seconds += bpf_run_seconds(pid) - bpf;
+        result.workload_cpu_seconds += own_cpu_seconds() - cpu;
+        stop_monitor(&mut agent, Duration::from_secs(120));
+    }
+    result
+}
+
+/// This process's user and system time, to the microsecond.
+fn own_cpu_seconds() -> f64 {
+    // SAFETY: all-zero is a valid rusage, filled by the call.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// The values at a quarter, half and three quarters of the sorted values.
+fn quartiles(values: &[f64]) -> [f64; 3] {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: usize| sorted[(sorted.len() - 1) * q / 4];
+    [at(1), at(2), at(3)]
+}
+
+fn slowdown_markdown(slowdowns: &[Slowdown], pairs: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| workload | conn/s without (median of {pairs}) | conn/s with connscope ebpf (median of {pairs}) | slowdown, median of {pairs} pairs | slowdown, middle half of the pairs | BPF programs' share of the workload's CPU time |"
+    );
+    out.push_str("|---|---:|---:|---:|---:|---:|\n");
+    for s in slowdowns {
+        let per_pair: Vec<f64> = s
+            .without
+            .iter()
+            .zip(&s.with)
+            .map(|(without, with)| (1.0 - with / without) * 100.0)
+            .collect();
+        let [low, mid, high] = quartiles(&per_pair);
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.0} | {mid:.1}% | {low:.1}% to {high:.1}% | {:.1}% |",
+            s.workload,
+            quartiles(&s.without)[1],
+            quartiles(&s.with)[1],
+            s.bpf_seconds / s.workload_cpu_seconds * 100.0,
+        );
+    }
+    out
 }
 
 /// A comma-separated list of words from an environment variable; selects

@@ -115,9 +115,10 @@ static __always_inline void count_loss(__u32 counter)
  * BTF-typed pointers (tp_btf arguments, bpf_get_current_task_btf, or any
  * address given a type with bpf_core_cast): the verifier turns each load into
  * a fault-safe load, where BPF_CORE_READ costs a bpf_probe_read_kernel call
- * per field. The state-change program runs about ten times per connection,
- * so that was most of its cost. The programs that run once per exec, per
- * UDP flow or once at start keep BPF_CORE_READ. */
+ * per field. The state-change program runs about ten times per connection
+ * and the packet hooks for every packet (TCP's too, before they can tell),
+ * so that was most of their cost. The programs that run once per exec or
+ * once at start keep BPF_CORE_READ. */
 
 static __always_inline void fill_owner(struct owner *o)
 {
@@ -150,12 +151,6 @@ static __always_inline bool netns_wanted(__u64 netns)
 static __always_inline __u64 sock_netns(const struct sock *sk)
 {
 	return sk->__sk_common.skc_net.net->ns.inum;
-}
-
-/* sock_netns for pointers the verifier knows no type of. */
-static __always_inline __u64 sock_netns_read(const struct sock *sk)
-{
-	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 }
 
 static __always_inline struct event *reserve_event(void)
@@ -609,16 +604,18 @@ static __always_inline long udp_parse(struct __sk_buff *skb, bool egress, struct
 static __always_inline int udp_packet(struct __sk_buff *skb, bool egress)
 {
 	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
-	struct sock *sk = BPF_CORE_READ(kskb, sk);
+	struct sock *sk = kskb->sk;
 	struct udp_key key = {};
 	struct udp_flow *flow;
 	struct event *e;
 	__u64 now;
 	long len;
 
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+	/* Every packet of every socket passes here, TCP's too: typed loads, no
+	 * helper calls, until it is known to be UDP. */
+	if (!sk || sk->sk_protocol != IPPROTO_UDP)
 		return 1;
-	key.netns = sock_netns_read(sk);
+	key.netns = sock_netns(sk);
 	if (!netns_wanted(key.netns))
 		return 1;
 	len = udp_parse(skb, egress, &key);
@@ -644,7 +641,7 @@ static __always_inline int udp_packet(struct __sk_buff *skb, bool egress)
 		.direction = egress ? DIR_OUTGOING : DIR_INCOMING,
 		.has_uid = 1,
 	};
-	f.uid = BPF_CORE_READ(sk, sk_uid.val);
+	f.uid = sk->sk_uid.val;
 	if (egress) {
 		/* Sending runs in the sender's context. */
 		fill_owner_read(&f.owner);

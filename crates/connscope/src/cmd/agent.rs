@@ -74,7 +74,8 @@ pub struct AgentArgs {
     /// host.name of the events (default: this machine's host name).
     #[arg(long, value_name = "NAME")]
     host_name: Option<String>,
-    /// Where the agent keeps its sequence number.
+    /// Where the agent keeps its sequence number (and, by default, its
+    /// spool); one agent per directory, which it locks.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/connscope")]
     state_dir: PathBuf,
     /// Capture UDP flows as well (tcpspy lines cannot show them; JSON can).
