@@ -7,10 +7,10 @@
 //!   a `SqliteStore` (dedup ranges, hourly rollups, host addresses and all).
 //!   The clock runs from the first request to the last answer; the agents'
 //!   encoding (JSON + gzip) is done before and reported on its own line.
-//! - **raw insert** (the peer): the same events as rows of the store's own
-//!   `events` table (`RawEventTable`: its DDL, index, pragmas and row format),
-//!   inserted with one prepared statement in transactions of one batch each.
-//!   This is the floor any SQLite-backed ingest pays.
+//! - **raw insert** (the peer): the same events as plain rows, one per event
+//!   with a time index (`RawEventTable`, the store's pragmas), inserted with
+//!   one prepared statement in transactions of one batch each: what a
+//!   straightforward SQLite ingest costs.
 //!
 //! Run: `cargo bench -p connscope-collector --bench ingest` (options:
 //! `-- --agents N --events N --batch N`).
@@ -115,7 +115,7 @@ fn agent_events(agent: usize, count: usize) -> Vec<ConnectionEvent> {
         .collect()
 }
 
-/// The peer: the same rows into the store's own `events` table, nothing else.
+/// The peer: the same events as plain SQLite rows, nothing else.
 fn raw_insert(dir: &std::path::Path, batches: &[Vec<ConnectionEvent>]) -> Duration {
     let mut table = RawEventTable::open(dir.join("raw.db")).unwrap();
     let start = Instant::now();
