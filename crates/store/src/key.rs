@@ -4,12 +4,14 @@
 //! standard hasher may change between Rust releases, and a key stored today
 //! must match the key computed for the same content next year. It is a 64-bit
 //! word-at-a-time multiply-xorshift hash: fast (the importer keys every line)
-//! and well mixed, not cryptographic — keys are scoped per agent, where a
-//! collision among 10^8 events has a probability of about 3·10^-4.
+//! and well mixed, not cryptographic — keys are scoped per agent and hour,
+//! where a collision among a million events has a probability of about
+//! 3·10^-8.
 
 use connscope_event::ConnectionEvent;
 
-/// The identity of an unnumbered event, unique per agent.
+/// The identity of an unnumbered event, unique per agent and hour (see
+/// [`crate::KeyedEvent::key_time`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventKey(pub u64);
 
