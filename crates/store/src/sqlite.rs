@@ -182,9 +182,40 @@ pub struct SqliteStore {
 
 struct Writer {
     conn: Connection,
+    ids: Ids,
+}
+
+/// The writer's caches of ids handed out by the database. They may hold ids
+/// of the transaction in progress, so they are emptied when one fails.
+#[derive(Default)]
+struct Ids {
     /// Agent ids never change once assigned, so they can be cached.
-    agent_ids: HashMap<String, i64, FastHash>,
+    agents: HashMap<String, i64, FastHash>,
     names: NameIds,
+}
+
+impl Writer {
+    /// Runs `work` in one transaction and commits it: all of it or, on
+    /// error, none of it. Ids given out in a failed transaction no longer
+    /// exist afterwards, so the caches forget them.
+    fn transaction<T>(
+        &mut self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>, &mut Ids) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = work(&tx, &mut self.ids)?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        if result.is_err() {
+            self.ids.agents.clear();
+            self.ids.names.clear();
+        }
+        result
+    }
 }
 
 struct Reader {
@@ -196,8 +227,7 @@ struct Reader {
     newest: i64,
 }
 
-/// The writer's name -> id cache. It may hold ids of the transaction in
-/// progress, so it is cleared when a transaction fails.
+/// The writer's name -> id cache (see [`Ids`]).
 #[derive(Default)]
 struct NameIds {
     by_name: HashMap<String, i64, FastHash>,
@@ -347,8 +377,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Mutex::new(Writer {
                 conn,
-                agent_ids: HashMap::default(),
-                names: NameIds::default(),
+                ids: Ids::default(),
             }),
             reader: Mutex::new(Reader {
                 conn: reader,
@@ -362,34 +391,28 @@ impl SqliteStore {
         for i in 0..batch.len() {
             check_event(i, batch.event(i))?;
         }
-        let mut guard = lock(&self.writer);
-        let result = Self::write_batch(&mut guard, agent, batch);
-        if result.is_err() {
-            // Rolled back: ids given in the transaction no longer exist.
-            guard.names.clear();
-            guard.agent_ids.clear();
-        }
-        result
+        let report =
+            lock(&self.writer).transaction(|tx, ids| Self::write_batch(tx, ids, agent, batch))?;
+        tracing::debug!(agent = %agent, stored = report.stored, duplicates = report.duplicates, "ingested");
+        Ok(report)
     }
 
     fn write_batch(
-        writer: &mut Writer,
+        tx: &Connection,
+        ids: &mut Ids,
         agent: &AgentId,
         batch: Batch<'_>,
     ) -> Result<IngestReport, StoreError> {
-        let tx = writer
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let agent_id = agent_id(&tx, &mut writer.agent_ids, agent)?;
+        let agent_id = agent_id(tx, &mut ids.agents, agent)?;
 
         let numbered = (0..batch.len()).any(|i| batch.event(i).sequence != 0);
         let old_ranges = if numbered {
-            load_ranges(&tx, SEQUENCES, agent_id)?
+            load_ranges(tx, SEQUENCES, agent_id)?
         } else {
             SequenceRanges::new()
         };
         let mut ranges = old_ranges.clone();
-        let fresh = new_events(&tx, agent_id, batch, &mut ranges)?;
+        let fresh = new_events(tx, agent_id, batch, &mut ranges)?;
 
         let mut report = IngestReport::default();
         let mut rollups = RollupBatch::new();
@@ -416,7 +439,7 @@ impl SqliteStore {
             blocks[at].1.push(event);
             if blocks[at].1.len() >= MAX_BLOCK_EVENTS {
                 let (host, full) = blocks.swap_remove(at);
-                insert_block(&tx, agent_id, host, full)?;
+                insert_block(tx, agent_id, host, full)?;
             }
             rollups.add(event);
             if is_host_address(event.local.ip()) {
@@ -434,26 +457,26 @@ impl SqliteStore {
             report.stored += 1;
         }
         for (host, block) in blocks {
-            insert_block(&tx, agent_id, host, block)?;
+            insert_block(tx, agent_id, host, block)?;
         }
 
         if ranges != old_ranges {
-            store_ranges(&tx, SEQUENCES, agent_id, &old_ranges, &ranges)?;
+            store_ranges(tx, SEQUENCES, agent_id, &old_ranges, &ranges)?;
         }
         {
             let mut upsert = tx.prepare_cached(UPSERT_ROLLUP)?;
-            let names = &mut writer.names;
+            let names = &mut ids.names;
             for (key, counts) in rollups.rows() {
                 upsert.execute(params![
                     key.hour.as_nanos(),
-                    names.id(&tx, &key.host)?,
-                    names.id(&tx, key.direction.as_str())?,
-                    names.ip_id(&tx, key.local_ip)?,
-                    names.ip_id(&tx, key.remote_ip)?,
+                    names.id(tx, &key.host)?,
+                    names.id(tx, key.direction.as_str())?,
+                    names.ip_id(tx, key.local_ip)?,
+                    names.ip_id(tx, key.remote_ip)?,
                     key.service_port,
-                    names.id(&tx, key.protocol.as_str())?,
-                    names.id(&tx, &key.executable)?,
-                    names.id(&tx, &key.user)?,
+                    names.id(tx, key.protocol.as_str())?,
+                    names.id(tx, &key.executable)?,
+                    names.id(tx, &key.user)?,
                     clamp(counts.connections),
                     clamp(counts.failures),
                     clamp(counts.bytes_sent),
@@ -487,8 +510,6 @@ impl SqliteStore {
                 ],
             )?;
         }
-        tx.commit()?;
-        tracing::debug!(agent = %agent, stored = report.stored, duplicates = report.duplicates, "ingested");
         Ok(report)
     }
 }
@@ -806,7 +827,7 @@ fn insert_block(
 /// Which events of `batch` are not stored yet. Numbered events are looked
 /// up in (and added to) the agent's sequence `ranges`; the others by content
 /// key in the agent's per-hour key sets, which are updated here: a batch
-/// costs a read of the hours it spans and a write per hour it adds keys to.
+/// costs a read per hour it has keys in and a write per hour it adds keys to.
 /// Of equal keys within the batch, the first is new.
 fn new_events(
     conn: &Connection,
@@ -826,28 +847,20 @@ fn new_events(
             by_hour.entry(hour).or_default().push((key.0, i));
         }
     }
-    let (Some(&first), Some(&last)) = (by_hour.keys().min(), by_hour.keys().max()) else {
-        return Ok(fresh);
-    };
-    let mut stored: HashMap<i64, Vec<u64>> = HashMap::new();
-    {
-        let mut stmt = conn.prepare_cached(
-            "SELECT hour, keys FROM event_key_sets
-             WHERE agent_id = ?1 AND hour >= ?2 AND hour <= ?3",
-        )?;
-        let mut rows = stmt.query(params![agent_id, first, last])?;
-        while let Some(row) = rows.next()? {
-            let hour: i64 = row.get(0)?;
-            let keys: Vec<u8> = row.get(1)?;
-            stored.insert(hour, decode_keys(&keys)?);
-        }
-    }
+    let mut load =
+        conn.prepare_cached("SELECT keys FROM event_key_sets WHERE agent_id = ?1 AND hour = ?2")?;
     let mut save = conn.prepare_cached(
         "INSERT INTO event_key_sets VALUES (?1, ?2, ?3)
          ON CONFLICT (agent_id, hour) DO UPDATE SET keys = excluded.keys",
     )?;
     for (hour, mut keys) in by_hour {
-        let mut set = stored.remove(&hour).unwrap_or_default();
+        let stored: Option<Vec<u8>> = load
+            .query_row(params![agent_id, hour], |r| r.get(0))
+            .optional()?;
+        let mut set = stored
+            .map(|bytes| decode_keys(&bytes))
+            .transpose()?
+            .unwrap_or_default();
         keys.sort_unstable();
         let before = set.len();
         for (j, &(key, i)) in keys.iter().enumerate() {
@@ -1009,26 +1022,15 @@ impl Store for SqliteStore {
                 reason: format!("{first}-{last}: {reason}"),
             });
         }
-        let mut guard = lock(&self.writer);
-        let writer = &mut *guard;
-        let result = (|| {
-            let tx = writer
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let id = agent_id(&tx, &mut writer.agent_ids, agent)?;
-            let old = load_ranges(&tx, DROPPED, id)?;
+        lock(&self.writer).transaction(|tx, ids| {
+            let id = agent_id(tx, &mut ids.agents, agent)?;
+            let old = load_ranges(tx, DROPPED, id)?;
             let mut new = old.clone();
             for &(first, last) in ranges {
                 new.insert_range(first, last);
             }
-            store_ranges(&tx, DROPPED, id, &old, &new)?;
-            tx.commit()?;
-            Ok(())
-        })();
-        if result.is_err() {
-            writer.agent_ids.clear();
-        }
-        result
+            store_ranges(tx, DROPPED, id, &old, &new)
+        })
     }
 
     fn agents(&self) -> Result<Vec<AgentStatus>, StoreError> {
@@ -1172,35 +1174,32 @@ impl Store for SqliteStore {
         let before = |age: std::time::Duration| {
             Timestamp::from_nanos(now.as_nanos().saturating_sub(clamp(age.as_nanos() as u64)))
         };
-        let mut guard = lock(&self.writer);
-        let tx = guard
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let cutoff = before(retention.raw_events).as_nanos();
-        let whole: i64 = tx.query_row(
-            "SELECT coalesce(sum(events), 0) FROM event_blocks WHERE last_ts < ?1",
-            [cutoff],
-            |r| r.get(0),
-        )?;
-        tx.execute("DELETE FROM event_blocks WHERE last_ts < ?1", [cutoff])?;
-        let mut report = RetentionReport {
-            events_deleted: whole as u64 + trim_blocks(&tx, cutoff)?,
-            rollups_deleted: 0,
-        };
-        if let Some(age) = retention.rollups {
-            // Only whole hours that ended before the cutoff go.
-            let cutoff = hour_start(before(age)).as_nanos();
-            report.rollups_deleted =
-                tx.execute("DELETE FROM edge_rollups WHERE hour < ?1", [cutoff])? as u64;
-            // A key's hour may be its event's wall-clock hour, up to 14 hours
-            // off the rollup's: keys go a day after their rollups.
-            tx.execute(
-                "DELETE FROM event_key_sets WHERE hour < ?1",
-                [cutoff.saturating_sub(86_400 * 1_000_000_000)],
+        lock(&self.writer).transaction(|tx, _| {
+            let cutoff = before(retention.raw_events).as_nanos();
+            let whole: i64 = tx.query_row(
+                "SELECT coalesce(sum(events), 0) FROM event_blocks WHERE last_ts < ?1",
+                [cutoff],
+                |r| r.get(0),
             )?;
-        }
-        tx.commit()?;
-        Ok(report)
+            tx.execute("DELETE FROM event_blocks WHERE last_ts < ?1", [cutoff])?;
+            let mut report = RetentionReport {
+                events_deleted: whole as u64 + trim_blocks(tx, cutoff)?,
+                rollups_deleted: 0,
+            };
+            if let Some(age) = retention.rollups {
+                // Only whole hours that ended before the cutoff go.
+                let cutoff = hour_start(before(age)).as_nanos();
+                report.rollups_deleted =
+                    tx.execute("DELETE FROM edge_rollups WHERE hour < ?1", [cutoff])? as u64;
+                // A key's hour may be its event's wall-clock hour, up to 14
+                // hours off the rollup's: keys go a day after their rollups.
+                tx.execute(
+                    "DELETE FROM event_key_sets WHERE hour < ?1",
+                    [cutoff.saturating_sub(86_400 * 1_000_000_000)],
+                )?;
+            }
+            Ok(report)
+        })
     }
 }
 
