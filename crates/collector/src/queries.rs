@@ -31,7 +31,7 @@ pub fn hosts(store: &dyn Store) -> Result<Vec<HostRow>, StoreError> {
         .agents()?
         .into_iter()
         .map(|a| {
-            let gaps = a.sequences.gaps();
+            let gaps = a.gaps();
             HostRow {
                 agent: a.agent.0,
                 host: a.host,
@@ -39,9 +39,9 @@ pub fn hosts(store: &dyn Store) -> Result<Vec<HostRow>, StoreError> {
                 first_seen: a.first_seen.to_string(),
                 last_seen: a.last_seen.to_string(),
                 sequences: a.sequences.ranges().to_vec(),
-                missing: a.sequences.missing(),
-                dropped: a.dropped.count_within(&gaps),
-                gaps,
+                gaps: gaps.ranges,
+                missing: gaps.missing,
+                dropped: gaps.dropped,
             }
         })
         .collect())

@@ -279,9 +279,9 @@ fn a_full_spool_reports_what_it_dropped() {
     );
     // The store knows which numbers were dropped: the whole gap is explained.
     let agents = store.agents().unwrap();
-    let gaps = agents[0].sequences.gaps();
-    assert_eq!(agents[0].sequences.missing(), dropped);
-    assert_eq!(agents[0].dropped.count_within(&gaps), dropped);
+    let gaps = agents[0].gaps();
+    assert_eq!(gaps.missing, dropped);
+    assert_eq!(gaps.dropped, dropped);
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

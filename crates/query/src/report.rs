@@ -268,7 +268,7 @@ pub fn hosts_report(agents: &[AgentStatus]) -> Report {
     let records: Vec<HostRecord> = agents
         .iter()
         .map(|a| {
-            let gaps = a.sequences.gaps();
+            let gaps = a.gaps();
             HostRecord {
                 host: a.host.clone(),
                 agent: a.agent.0.clone(),
@@ -276,9 +276,9 @@ pub fn hosts_report(agents: &[AgentStatus]) -> Report {
                 first_seen: rfc3339(a.first_seen),
                 last_seen: rfc3339(a.last_seen),
                 sequences: a.sequences.ranges().to_vec(),
-                missing: a.sequences.missing(),
-                dropped: a.dropped.count_within(&gaps),
-                gaps,
+                missing: gaps.missing,
+                dropped: gaps.dropped,
+                gaps: gaps.ranges,
             }
         })
         .collect();

@@ -169,6 +169,30 @@ pub struct AgentStatus {
     pub dropped: SequenceRanges,
 }
 
+/// The holes in one sender's sequence numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceGaps {
+    /// The numbers missing between 1 and the highest one stored, as
+    /// inclusive ranges.
+    pub ranges: Vec<(u64, u64)>,
+    /// How many numbers `ranges` covers.
+    pub missing: u64,
+    /// Of `missing`, how many the sender reported dropped: known losses.
+    pub dropped: u64,
+}
+
+impl AgentStatus {
+    /// What is missing from this sender, and how much of it it explained.
+    pub fn gaps(&self) -> SequenceGaps {
+        let ranges = self.sequences.gaps();
+        SequenceGaps {
+            missing: ranges.iter().map(|&(first, last)| last - first + 1).sum(),
+            dropped: self.dropped.count_within(&ranges),
+            ranges,
+        }
+    }
+}
+
 /// An address a host was seen with as the local end of its own events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostAddress {
