@@ -1061,8 +1061,7 @@ impl<'p> Cursor<'p> {
     fn rule_body(&mut self, rule: &mut Rule) -> PResult<()> {
         while let Some(t) = self.peek() {
             let Tok::Word(word) = &t.tok else {
-                let text = self.skip_unknown();
-                rule.matches.push(Match::Unknown(text));
+                self.unknown_match(self.i, rule);
                 continue;
             };
             let start = self.i;
@@ -1082,9 +1081,7 @@ impl<'p> Cursor<'p> {
                         Some("protocol") if v4 => (Field::IpProtocol, Kind::Proto),
                         Some("nexthdr") if !v4 => (Field::Ip6Nexthdr, Kind::Proto),
                         _ => {
-                            self.i = start;
-                            let text = self.skip_unknown();
-                            rule.matches.push(Match::Unknown(text));
+                            self.unknown_match(start, rule);
                             continue;
                         }
                     };
@@ -1101,9 +1098,7 @@ impl<'p> Cursor<'p> {
                         Some("dport") => Field::Dport(l4),
                         Some("sport") => Field::Sport(l4),
                         _ => {
-                            self.i = start;
-                            let text = self.skip_unknown();
-                            rule.matches.push(Match::Unknown(text));
+                            self.unknown_match(start, rule);
                             continue;
                         }
                     };
@@ -1119,9 +1114,7 @@ impl<'p> Cursor<'p> {
                             self.comparison(rule, start, field, kind)?;
                         }
                         _ => {
-                            self.i = start;
-                            let text = self.skip_unknown();
-                            rule.matches.push(Match::Unknown(text));
+                            self.unknown_match(start, rule);
                         }
                     }
                 }
@@ -1203,9 +1196,7 @@ impl<'p> Cursor<'p> {
                     }
                 }
                 _ => {
-                    self.i = start;
-                    let text = self.skip_unknown();
-                    rule.matches.push(Match::Unknown(text));
+                    self.unknown_match(start, rule);
                 }
             }
         }
@@ -1220,10 +1211,11 @@ impl<'p> Cursor<'p> {
         )
     }
 
-    /// Consumes an expression the parser does not model: up to the next rule
-    /// keyword outside braces (always at least one token).
-    fn skip_unknown(&mut self) -> String {
-        let start = self.i;
+    /// Consumes an expression the parser does not model, from token `start`
+    /// up to the next rule keyword outside braces (always at least one
+    /// token), and keeps it in `rule` as [`Match::Unknown`].
+    fn unknown_match(&mut self, start: usize, rule: &mut Rule) {
+        self.i = start;
         let mut depth = 0usize;
         while let Some(t) = self.peek() {
             match &t.tok {
@@ -1238,11 +1230,12 @@ impl<'p> Cursor<'p> {
             }
             self.i += 1;
         }
-        self.tokens[start..self.i]
+        let text = self.tokens[start..self.i]
             .iter()
             .map(token_text)
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" ");
+        rule.matches.push(Match::Unknown(text));
     }
 
     /// `[op] value` after a field; a concatenation (`ip saddr . tcp dport`)
