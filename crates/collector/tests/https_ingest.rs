@@ -54,6 +54,16 @@ fn shipping_to(collector: &Running, spool_dir: &std::path::Path) -> ShippingOutp
     .unwrap()
 }
 
+/// This test's agent, talking to `collector` with its certificate pinned.
+fn agent_client(collector: &Running) -> CollectorClient {
+    CollectorClient::new(
+        &collector.url(),
+        TOKEN,
+        &CollectorTrust::Fingerprint(collector.fingerprint),
+    )
+    .unwrap()
+}
+
 fn stored(store: &SqliteStore) -> (u64, Vec<(u64, u64)>) {
     store
         .agents()
@@ -185,12 +195,7 @@ fn bad_batches_are_refused_whole_with_the_line_and_reason() {
     let mut config = config(dir.path(), "127.0.0.1:0");
     config.decompressed_limit = 1 << 20;
     let collector = Running::start(config, store.clone());
-    let mut client = CollectorClient::new(
-        &collector.url(),
-        TOKEN,
-        &CollectorTrust::Fingerprint(collector.fingerprint),
-    )
-    .unwrap();
+    let mut client = agent_client(&collector);
 
     let mut lines: Vec<String> = events(1, 3)
         .iter()
@@ -334,12 +339,7 @@ fn queries_need_a_reader_token_and_answer_json() {
         .insert("map", "reader-token-0123456789")
         .unwrap();
     let collector = Running::start(config, store.clone());
-    let mut client = CollectorClient::new(
-        &collector.url(),
-        TOKEN,
-        &CollectorTrust::Fingerprint(collector.fingerprint),
-    )
-    .unwrap();
+    let mut client = agent_client(&collector);
     let mut batch = events(1, 4);
     for e in &mut batch {
         e.timestamp = Timestamp::now();
@@ -390,12 +390,7 @@ fn reader_collector(dir: &std::path::Path) -> (Running, CollectorClient) {
     let mut config = config(dir, "127.0.0.1:0");
     config.read_tokens.insert("map", READER).unwrap();
     let collector = Running::start(config, store);
-    let client = CollectorClient::new(
-        &collector.url(),
-        TOKEN,
-        &CollectorTrust::Fingerprint(collector.fingerprint),
-    )
-    .unwrap();
+    let client = agent_client(&collector);
     (collector, client)
 }
 
