@@ -41,6 +41,7 @@ pub(crate) struct Settings {
     /// 0: every namespace.
     pub netns_filter: u64,
     pub udp: bool,
+    pub max_tcp_connections: u32,
 }
 
 pub(crate) struct Kernel {
@@ -271,6 +272,10 @@ fn load_skeleton(
         .ok_or("the BPF object has no read-only data section")?;
     rodata.netns_filter = settings.netns_filter;
     rodata.wakeup_bytes = WAKEUP_BYTES;
+    open.maps
+        .conns
+        .set_max_entries(settings.max_tcp_connections)
+        .map_err(|e| format!("sizing the connection table: {e}"))?;
     for prog in [
         &mut open.progs.udp_socket_created,
         &mut open.progs.udp_egress,

@@ -126,6 +126,7 @@ impl EbpfBackend {
         let kernel = Kernel::load(&Settings {
             netns_filter,
             udp: config.udp,
+            max_tcp_connections: config.max_tcp_connections,
         })
         .map_err(unavailable)?;
         kernel.report_preexisting().map_err(unavailable)?;

@@ -515,6 +515,46 @@ fn burst_of_short_connections_is_complete_or_counted() {
 }
 
 #[test]
+fn connections_past_the_table_are_counted_as_lost() {
+    const TABLE: u32 = 16;
+    const CONNECTIONS: usize = 40;
+    let mut watch = Watch::new(CaptureConfig {
+        max_tcp_connections: TABLE,
+        ..CaptureConfig::default()
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    // Held open: each end keeps its entry until it closes.
+    let held: Vec<(TcpStream, TcpStream)> = (0..CONNECTIONS)
+        .map(|_| {
+            let client = TcpStream::connect(server).unwrap();
+            (client, listener.accept().unwrap().0)
+        })
+        .collect();
+    let ends = 2 * CONNECTIONS;
+    // Other tests' sockets may take entries too: they only add to the lost.
+    let deadline = Instant::now() + PATIENCE;
+    let connects = loop {
+        let connects = watch
+            .drain(&[server.port()])
+            .iter()
+            .filter(|e| e.kind == EventKind::Connect)
+            .count();
+        let lost = watch.backend.stats().kernel_lost as usize;
+        if connects + lost >= ends {
+            break connects;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{connects} connects and {lost} lost of {ends} connection ends"
+        );
+    };
+    assert!(connects <= TABLE as usize, "{connects} connects");
+    assert!(connects > 0, "the table took none of ours");
+    drop(held);
+}
+
+#[test]
 fn udp_first_datagram_and_idle_expiry_with_counts() {
     let mut watch = Watch::new(CaptureConfig {
         udp_idle_timeout: Duration::from_millis(400),

@@ -67,6 +67,11 @@ pub struct CaptureConfig {
     pub udp_idle_timeout: Duration,
     /// Read each process's command line (costs one /proc read per new process).
     pub command_lines: bool,
+    /// TCP connections an event-driven backend can follow at once. The eBPF
+    /// backend allocates its table up front: a table that grows as it goes
+    /// frees entries through RCU, which cost a FIN-closing burst 5% of its
+    /// rate. Connections past it are counted as lost.
+    pub max_tcp_connections: u32,
 }
 
 impl Default for CaptureConfig {
@@ -77,6 +82,7 @@ impl Default for CaptureConfig {
             udp: true,
             udp_idle_timeout: Duration::from_secs(60),
             command_lines: true,
+            max_tcp_connections: 65_536,
         }
     }
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use connscope_agent::output::{Destination, Facility, JsonLines, SyslogOutput, TcpspyLines};
 use connscope_agent::{AgentConfig, BackendChoice, RunAs, Sink};
-use connscope_capture::NetnsFilter;
+use connscope_capture::{CaptureConfig, NetnsFilter};
 use connscope_rules::{ExeComparisons, RuleSet};
 use connscope_tcpspy_log::LineStyle;
 
@@ -81,6 +81,12 @@ pub struct AgentArgs {
     /// Capture UDP flows as well (tcpspy lines cannot show them; JSON can).
     #[arg(long)]
     udp: bool,
+    /// TCP connections the eBPF backend can follow at once; its table is
+    /// allocated up front (about 120 bytes of kernel memory each), and
+    /// connections past it are counted as lost.
+    #[arg(long, value_name = "N", default_value_t = CaptureConfig::default().max_tcp_connections,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_tcp_connections: u32,
     #[command(flatten)]
     ship: super::ship::ShipArgs,
 }
@@ -102,6 +108,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     config.capture.netns = args.netns;
     config.capture.poll_interval = Duration::from_millis(args.interval_ms);
     config.capture.udp = args.udp;
+    config.capture.max_tcp_connections = args.max_tcp_connections;
     config.backend = args.backend;
     config.state_dir = args.state_dir;
     config.run_as = run_as;
