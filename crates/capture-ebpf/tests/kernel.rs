@@ -549,8 +549,8 @@ fn connections_past_the_table_are_counted_as_lost() {
             "{connects} connects and {lost} lost of {ends} connection ends"
         );
     };
+    // Zero is possible: a parallel test's burst may hold every entry.
     assert!(connects <= TABLE as usize, "{connects} connects");
-    assert!(connects > 0, "the table took none of ours");
     drop(held);
 }
 

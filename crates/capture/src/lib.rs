@@ -68,9 +68,9 @@ pub struct CaptureConfig {
     /// Read each process's command line (costs one /proc read per new process).
     pub command_lines: bool,
     /// TCP connections an event-driven backend can follow at once. The eBPF
-    /// backend allocates its table up front: a table that grows as it goes
-    /// frees entries through RCU, which cost a FIN-closing burst 5% of its
-    /// rate. Connections past it are counted as lost.
+    /// backend allocates its table up front (a table that grows as it goes
+    /// frees every entry through RCU: about 5 points of a max-rate FIN
+    /// burst's rate). Connections past it are counted as lost.
     pub max_tcp_connections: u32,
 }
 

@@ -49,7 +49,7 @@ struct {
 /* TCP sockets we follow, by struct sock address (valid until the socket
  * reaches CLOSE, where the entry is deleted). Preallocated, sized by
  * userspace: without preallocation every deleted entry is freed through RCU,
- * which cost a FIN-closing burst about 5% of its rate. */
+ * which cost a max-rate FIN burst about 5 points of its rate. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
