@@ -66,6 +66,7 @@ enum Close {
     Fin,
 }
 
+#[derive(Clone, Copy)]
 struct Workload {
     name: &'static str,
     connections: usize,
@@ -652,76 +653,57 @@ fn main() {
     ok(Command::new("ip").args(["netns", "add", &netns]));
     ok(Command::new("ip").args(["netns", "exec", &netns, "ip", "link", "set", "lo", "up"]));
 
+    // A max-rate IPv4 burst closed by reset; each workload says how it differs.
+    const BURST: Workload = Workload {
+        name: "",
+        connections: 20_000,
+        rate: None,
+        close: Close::Reset,
+        family: Family::Ipv4,
+        idle_sockets: 0,
+        netns: false,
+        time_wait_full: false,
+    };
     let workloads = [
         Workload {
             name: "burst 20k, RST close, max rate",
-            connections: 20_000,
-            rate: None,
-            close: Close::Reset,
-            family: Family::Ipv4,
-            idle_sockets: 0,
-            netns: false,
-            time_wait_full: false,
+            ..BURST
         },
         Workload {
             name: "burst 20k, FIN close, max rate",
-            connections: 20_000,
-            rate: None,
             close: Close::Fin,
-            family: Family::Ipv4,
-            idle_sockets: 0,
-            netns: false,
-            time_wait_full: false,
+            ..BURST
         },
         Workload {
             name: "burst 20k, FIN close, max rate, TIME_WAIT table full",
-            connections: 20_000,
-            rate: None,
             close: Close::Fin,
-            family: Family::Ipv4,
-            idle_sockets: 0,
-            netns: false,
             time_wait_full: true,
+            ..BURST
         },
         Workload {
             name: "steady 2,000/s for 3 s",
             connections: 6_000,
             rate: Some(2_000),
             close: Close::Fin,
-            family: Family::Ipv4,
-            idle_sockets: 0,
-            netns: false,
-            time_wait_full: false,
+            ..BURST
         },
         Workload {
             name: "IPv6 burst 10k, RST",
             connections: 10_000,
-            rate: None,
-            close: Close::Reset,
             family: Family::Ipv6,
-            idle_sockets: 0,
-            netns: false,
-            time_wait_full: false,
+            ..BURST
         },
         Workload {
             name: "10k new beside 20k idle sockets",
             connections: 10_000,
-            rate: None,
-            close: Close::Reset,
-            family: Family::Ipv4,
             idle_sockets: 20_000,
-            netns: false,
-            time_wait_full: false,
+            ..BURST
         },
         Workload {
             name: "netns burst 10k, RST (ebpf --netns all)",
             connections: 10_000,
-            rate: None,
-            close: Close::Reset,
-            family: Family::Ipv4,
-            idle_sockets: 0,
             netns: true,
-            time_wait_full: false,
+            ..BURST
         },
     ];
     let monitors = [
@@ -863,20 +845,8 @@ fn run_where_it_belongs(w: &Workload, netns: &str, run: u32) -> Truth {
     if !w.netns {
         return run_workload(w, run);
     }
-    let (connections, rate, close, family) = (w.connections, w.rate, w.close, w.family);
-    with_netns(netns, move || {
-        let w = Workload {
-            name: "",
-            connections,
-            rate,
-            close,
-            family,
-            idle_sockets: 0,
-            netns: true,
-            time_wait_full: false,
-        };
-        run_workload(&w, run)
-    })
+    let w = *w;
+    with_netns(netns, move || run_workload(&w, run))
 }
 
 /// The workload's own rate without and with the eBPF agent, in pairs of runs.
