@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 use connscope_capture::process::ProcessCache;
 use connscope_event::{
@@ -129,16 +130,20 @@ impl Decoder {
     /// The process the kernel named. /proc when it is still there (and the
     /// same process: pid and start time match); else what the kernel saw
     /// itself: comm, and the executable path recorded at exec.
-    fn process(&mut self, owner: &types::owner, kernel: &Kernel) -> Option<ProcessInfo> {
+    fn process(&mut self, owner: &types::owner, kernel: &Kernel) -> Option<Arc<ProcessInfo>> {
         let started = owner.start_ns / self.ns_per_tick;
-        if let Some(mut info) = self.processes.get_started(owner.tgid, started) {
+        if let Some(info) = self.processes.get_started(owner.tgid, started) {
             if info.executable.is_none() {
                 // An exited process its parent has not reaped (a zombie) keeps
                 // its /proc entry but loses the exe link; the path recorded at
                 // exec still names it.
                 if let Some(exe) = kernel.exe_path(owner.tgid, owner.start_ns) {
-                    info.executable = Some(exe);
+                    let info = Arc::new(ProcessInfo {
+                        executable: Some(exe),
+                        ..ProcessInfo::clone(&info)
+                    });
                     self.processes.insert(owner.tgid, started, info.clone());
+                    return Some(info);
                 }
             }
             return Some(info);
@@ -149,13 +154,13 @@ impl Decoder {
             .take_while(|&&c| c != 0)
             .map(|&c| c as u8)
             .collect();
-        let info = ProcessInfo {
+        let info = Arc::new(ProcessInfo {
             pid: owner.tgid,
             executable: kernel.exe_path(owner.tgid, owner.start_ns),
             comm: Some(String::from_utf8_lossy(&comm).into_owned()),
             command_line: None,
             cgroup: None,
-        };
+        });
         self.processes.insert(owner.tgid, started, info.clone());
         Some(info)
     }

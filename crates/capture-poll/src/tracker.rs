@@ -16,6 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use connscope_capture::process::ProcessCache;
 use connscope_event::{
@@ -42,7 +43,7 @@ struct Open {
     seen: Observed,
     since: Timestamp,
     direction: Direction,
-    process: Option<ProcessInfo>,
+    process: Option<Arc<ProcessInfo>>,
     /// When a snapshot first missed this connection; `None` while seen.
     missing_since: Option<Timestamp>,
 }

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::sync::Arc;
 
 use connscope_event::ProcessInfo;
 
@@ -80,7 +81,7 @@ pub struct ProcessCache {
 #[derive(Debug)]
 struct Entry {
     start_time: u64,
-    info: ProcessInfo,
+    info: Arc<ProcessInfo>,
     last_used: u64,
 }
 
@@ -97,7 +98,7 @@ impl ProcessCache {
     /// The process behind `pid` now, from the cache when it is the same
     /// process as last time. `None` when the process has exited and was never
     /// seen before.
-    pub fn get(&mut self, pid: u32) -> Option<ProcessInfo> {
+    pub fn get(&mut self, pid: u32) -> Option<Arc<ProcessInfo>> {
         self.clock += 1;
         let Some(start) = start_time(pid) else {
             // Gone: the last thing we knew about this pid is the best answer,
@@ -110,7 +111,7 @@ impl ProcessCache {
                 return Some(entry.info.clone());
             }
         }
-        let info = read_process(pid, self.command_lines)?;
+        let info = Arc::new(read_process(pid, self.command_lines)?);
         self.insert(pid, start, info.clone());
         Some(info)
     }
@@ -120,7 +121,7 @@ impl ProcessCache {
     /// kernel together with the pid. A cached entry is answered without any
     /// /proc read. `None` when that process is gone and was never seen: the pid
     /// may meanwhile belong to another process, which must not be named.
-    pub fn get_started(&mut self, pid: u32, started: u64) -> Option<ProcessInfo> {
+    pub fn get_started(&mut self, pid: u32, started: u64) -> Option<Arc<ProcessInfo>> {
         self.clock += 1;
         if let Some(entry) = self.entries.get_mut(&pid) {
             if entry.start_time == started {
@@ -131,7 +132,7 @@ impl ProcessCache {
         if start_time(pid)? != started {
             return None;
         }
-        let info = read_process(pid, self.command_lines)?;
+        let info = Arc::new(read_process(pid, self.command_lines)?);
         // The pid could have been reused while we read it.
         if start_time(pid)? != started {
             return None;
@@ -142,7 +143,7 @@ impl ProcessCache {
 
     /// Records what a backend learned about a process some other way (e.g. the
     /// kernel reported it at exec), so it is known even after the process exits.
-    pub fn insert(&mut self, pid: u32, start_time: u64, info: ProcessInfo) {
+    pub fn insert(&mut self, pid: u32, start_time: u64, info: Arc<ProcessInfo>) {
         if self.entries.len() >= self.capacity {
             self.evict_least_recent_half();
         }
@@ -227,10 +228,10 @@ mod tests {
         cache.insert(
             me,
             1,
-            ProcessInfo {
+            Arc::new(ProcessInfo {
                 pid: me,
                 ..Default::default()
-            },
+            }),
         );
         assert!(cache.get(me).unwrap().executable.is_some());
     }
@@ -251,7 +252,7 @@ mod tests {
     fn cache_stays_bounded() {
         let mut cache = ProcessCache::new(16, false);
         for pid in 0..100 {
-            cache.insert(1_000_000 + pid, 0, ProcessInfo::default());
+            cache.insert(1_000_000 + pid, 0, Arc::default());
         }
         assert!(cache.len() <= 16);
     }

@@ -92,13 +92,13 @@ fn agent_events(agent: usize, count: usize) -> Vec<ConnectionEvent> {
             ev.sequence = i as u64 + 1;
             ev.host = format!("agent{agent}");
             ev.netns = 4026531840;
-            ev.process = Some(ProcessInfo {
+            ev.process = Some(Arc::new(ProcessInfo {
                 pid: 1000 + (i % 7) as u32,
                 executable: Some(exes[(i / 2) % exes.len()].to_owned()),
                 comm: Some("worker".to_owned()),
                 command_line: None,
                 cgroup: Some("/system.slice/app.service".to_owned()),
-            });
+            }));
             ev.uid = Some(33);
             ev.user_name = Some("www-data".to_owned());
             if kind == EventKind::Disconnect {

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
 
 use connscope_event::{ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp};
 use connscope_store::{AgentId, SqliteStore, Store};
@@ -18,11 +19,11 @@ fn event(seq: u64, dir: Direction, local: &str, remote: &str, exe: &str) -> Conn
     );
     e.sequence = seq;
     e.host = "web1".into();
-    e.process = Some(ProcessInfo {
+    e.process = Some(Arc::new(ProcessInfo {
         pid: 7,
         executable: Some(exe.into()),
         ..ProcessInfo::default()
-    });
+    }));
     e.user_name = Some("www-data".into());
     e
 }

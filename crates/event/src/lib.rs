@@ -15,6 +15,7 @@ mod timestamp;
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 pub use timestamp::{Timestamp, TimestampError};
 
@@ -119,7 +120,10 @@ pub struct ConnectionEvent {
     pub direction: Direction,
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    pub process: Option<ProcessInfo>,
+    /// Shared: an agent names thousands of connections a second after a
+    /// handful of processes, and every event of one process points at one
+    /// record instead of copying its strings.
+    pub process: Option<Arc<ProcessInfo>>,
     /// Effective uid owning the socket (`sk_uid`).
     pub uid: Option<u32>,
     pub user_name: Option<String>,

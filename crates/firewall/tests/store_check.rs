@@ -1,6 +1,8 @@
 //! `check` on data read back from a real SQLite store: a hand-written ruleset
 //! that blocks one known service lists exactly that service's connections.
 
+use std::sync::Arc;
+
 use connscope_event::{ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp};
 use connscope_firewall::from_store::observed_flows;
 use connscope_firewall::{check, nft, FlowDirection, Outcome};
@@ -24,11 +26,11 @@ fn event(
     );
     e.sequence = seq;
     e.host = "web1".into();
-    e.process = Some(ProcessInfo {
+    e.process = Some(Arc::new(ProcessInfo {
         pid: 100,
         executable: Some(exe.into()),
         ..ProcessInfo::default()
-    });
+    }));
     e.user_name = Some("www-data".into());
     e
 }

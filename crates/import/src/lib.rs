@@ -570,7 +570,7 @@ struct HourStarts {
 }
 
 type OpenConnections =
-    HashMap<(SocketAddr, SocketAddr), (Timestamp, Option<ProcessInfo>), FastHash>;
+    HashMap<(SocketAddr, SocketAddr), (Timestamp, Option<Arc<ProcessInfo>>), FastHash>;
 
 impl EventBuilder {
     fn new(time_zone: TimeZone) -> Self {

@@ -1,6 +1,8 @@
 //! Report outputs for a small known store (real SQLite file): the exact
 //! table, JSON and CSV, so a change to the stable formats cannot slip by.
 
+use std::sync::Arc;
+
 use connscope_event::{
     CloseStats, ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp,
 };
@@ -31,11 +33,11 @@ fn ev(
     e.sequence = seq;
     e.host = host.into();
     e.user_name = Some(user.into());
-    e.process = Some(ProcessInfo {
+    e.process = Some(Arc::new(ProcessInfo {
         pid: 7,
         executable: Some(exe.into()),
         ..ProcessInfo::default()
-    });
+    }));
     e
 }
 

@@ -4,6 +4,7 @@
 //! on an exe rule full of globs. Throughput is reported in evaluations/s.
 
 use std::hint::black_box;
+use std::sync::Arc;
 
 use connscope_event::{ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp};
 use connscope_rules::{ExeComparisons, RuleSet};
@@ -49,12 +50,12 @@ fn events() -> Vec<ConnectionEvent> {
             remote.parse().unwrap(),
         );
         ev.uid = Some(uid);
-        ev.process = Some(ProcessInfo {
+        ev.process = Some(Arc::new(ProcessInfo {
             pid: 100 + i as u32,
             executable: Some(exes[i].to_owned()),
             comm: None,
             ..ProcessInfo::default()
-        });
+        }));
         out.push(ev);
     }
     out

@@ -2,6 +2,7 @@
 //! that tie the printer, the parser and the compiled program to the tree.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use connscope_event::{
     ConnectionEvent, Direction, EventKind, Family, ProcessInfo, Protocol, Timestamp,
@@ -22,12 +23,12 @@ fn event(local: &str, remote: &str) -> ConnectionEvent {
         remote.parse().unwrap(),
     );
     ev.uid = Some(1000);
-    ev.process = Some(ProcessInfo {
+    ev.process = Some(Arc::new(ProcessInfo {
         pid: 4242,
         executable: Some("/usr/bin/ssh".into()),
         comm: Some("ssh".into()),
         ..ProcessInfo::default()
-    });
+    }));
     ev
 }
 
@@ -484,11 +485,13 @@ fn arb_event() -> impl Strategy<Value = ConnectionEvent> {
     let v6 = (any::<[u16; 8]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port)));
     let pair = prop_oneof![(v4.clone(), v4), (v6.clone(), v6)];
     let process = proptest::option::of(("[a-z/]{0,6}", "[a-z/]{0,6}", 0u32..3).prop_map(
-        |(exe, comm, pid)| ProcessInfo {
-            pid,
-            executable: (!exe.is_empty()).then_some(exe),
-            comm: Some(comm),
-            ..ProcessInfo::default()
+        |(exe, comm, pid)| {
+            Arc::new(ProcessInfo {
+                pid,
+                executable: (!exe.is_empty()).then_some(exe),
+                comm: Some(comm),
+                ..ProcessInfo::default()
+            })
         },
     ));
     (

@@ -20,7 +20,7 @@ use std::fs;
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use connscope_event::{ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp};
@@ -102,11 +102,11 @@ fn event(local: SocketAddr, remote: SocketAddr, exe: &str) -> ConnectionEvent {
         remote,
     );
     ev.uid = Some(nix::unistd::geteuid().as_raw());
-    ev.process = Some(ProcessInfo {
+    ev.process = Some(Arc::new(ProcessInfo {
         pid: std::process::id(),
         executable: Some(exe.to_owned()),
         ..ProcessInfo::default()
-    });
+    }));
     ev
 }
 

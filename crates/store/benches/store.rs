@@ -11,6 +11,7 @@
 //! `CONNSCOPE_BENCH_EVENTS` overrides the 10 million (e.g. for a quick run).
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use connscope_event::{
@@ -79,12 +80,12 @@ fn events_for(
             ev.host = format!("host{host:03}");
             ev.uid = Some(1000 + u32::from(service % 3));
             ev.user_name = Some(format!("user{}", service % 3));
-            ev.process = Some(ProcessInfo {
+            ev.process = Some(Arc::new(ProcessInfo {
                 pid: 1000 + (seq % 50) as u32,
                 executable: Some(format!("/usr/bin/prog{}", service % 5)),
                 comm: Some(format!("prog{}", service % 5)),
                 ..ProcessInfo::default()
-            });
+            }));
             if kind == EventKind::Disconnect {
                 ev.close = Some(CloseStats {
                     duration_ns: 1_000_000,

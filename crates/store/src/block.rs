@@ -28,6 +28,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 use connscope_event::{
     CloseStats, ConnectFailure, ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol,
@@ -240,13 +241,13 @@ pub fn decode(data: &[u8], host: &str) -> Result<Vec<ConnectionEvent>, BlockErro
             let at = r.at;
             let pid =
                 u32::try_from(r.varint()?).map_err(|_| r.error(at, "a pid is beyond 2^32"))?;
-            Some(ProcessInfo {
+            Some(Arc::new(ProcessInfo {
                 pid,
                 executable: string(&mut r)?,
                 comm: string(&mut r)?,
                 command_line: string(&mut r)?,
                 cgroup: string(&mut r)?,
-            })
+            }))
         } else {
             None
         };
@@ -492,13 +493,13 @@ mod tests {
         connect.host = "ws1".into();
         connect.sequence = 7;
         connect.netns = 4_026_531_840;
-        connect.process = Some(ProcessInfo {
+        connect.process = Some(Arc::new(ProcessInfo {
             pid: 4242,
             executable: Some("/usr/bin/ssh".into()),
             comm: Some("ssh".into()),
             command_line: Some("ssh srv".into()),
             cgroup: None,
-        });
+        }));
         connect.uid = Some(1000);
         connect.user_name = Some("joe".into());
         let mut close = connect.clone();
@@ -647,16 +648,15 @@ mod tests {
                 e.host = "h".into();
                 e.sequence = sequence;
                 e.netns = netns;
-                e.process =
-                    process.map(
-                        |(pid, executable, comm, command_line, cgroup)| ProcessInfo {
-                            pid,
-                            executable,
-                            comm,
-                            command_line,
-                            cgroup,
-                        },
-                    );
+                e.process = process.map(|(pid, executable, comm, command_line, cgroup)| {
+                    Arc::new(ProcessInfo {
+                        pid,
+                        executable,
+                        comm,
+                        command_line,
+                        cgroup,
+                    })
+                });
                 (e.uid, e.user_name) = user;
                 let ([duration_ns, bytes_sent, bytes_received], packets_sent, packets_received) =
                     close;

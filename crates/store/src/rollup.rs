@@ -193,6 +193,7 @@ impl RollupBatch {
 mod tests {
     use super::*;
     use connscope_event::{CloseStats, ProcessInfo};
+    use std::sync::Arc;
 
     fn event(kind: EventKind, secs: i64, local: &str, remote: &str) -> ConnectionEvent {
         let mut ev = ConnectionEvent::new(
@@ -205,11 +206,11 @@ mod tests {
         );
         ev.host = "a".into();
         ev.uid = Some(1000);
-        ev.process = Some(ProcessInfo {
+        ev.process = Some(Arc::new(ProcessInfo {
             pid: 1,
             executable: Some("/usr/bin/ssh".into()),
             ..ProcessInfo::default()
-        });
+        }));
         ev
     }
 

@@ -2,6 +2,7 @@
 //! batches, rollups that agree with the raw events, retention.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use connscope_event::{
@@ -27,12 +28,12 @@ fn event(seq: u64, secs: i64, host: &str, local: &str, remote: &str) -> Connecti
     ev.host = host.into();
     ev.uid = Some(1000);
     ev.user_name = Some("joe".into());
-    ev.process = Some(ProcessInfo {
+    ev.process = Some(Arc::new(ProcessInfo {
         pid: 42,
         executable: Some("/usr/bin/ssh".into()),
         comm: Some("ssh".into()),
         ..ProcessInfo::default()
-    });
+    }));
     ev
 }
 

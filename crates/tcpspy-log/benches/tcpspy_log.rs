@@ -10,6 +10,7 @@
 //! the ratio parse / peer is the number to watch.
 
 use std::hint::black_box;
+use std::sync::Arc;
 
 use connscope_event::{ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp};
 use connscope_tcpspy_log::{write_body, LineStyle, Message, Parser};
@@ -57,11 +58,11 @@ fn events() -> Vec<ConnectionEvent> {
             ev.local.set_port(30000 + i);
             ev.uid = Some(1000);
             ev.user_name = Some("joe".into());
-            ev.process = Some(ProcessInfo {
+            ev.process = Some(Arc::new(ProcessInfo {
                 pid: 4000,
                 executable: Some("/usr/lib/firefox-esr/firefox-esr".into()),
                 ..Default::default()
-            });
+            }));
             ev
         })
         .collect()

@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 use connscope_event::{ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp};
 use connscope_names::Services;
@@ -150,11 +151,11 @@ impl Connection<'_> {
         );
         event.host = host.to_owned();
         if let Some(Exe::Path { path, .. }) = &self.exe {
-            event.process = Some(ProcessInfo {
+            event.process = Some(Arc::new(ProcessInfo {
                 pid: 0,
                 executable: Some(path.clone().into_owned()),
                 ..ProcessInfo::default()
-            });
+            }));
         }
         match self.user {
             User::Name(name) => event.user_name = Some(name.to_owned()),

@@ -137,6 +137,7 @@ fn push_printable(out: &mut String, text: &str) {
 mod tests {
     use super::*;
     use connscope_event::{Direction, ProcessInfo, Timestamp};
+    use std::sync::Arc;
 
     fn event(kind: EventKind, local: &str, remote: &str) -> ConnectionEvent {
         let mut ev = ConnectionEvent::new(
@@ -149,11 +150,11 @@ mod tests {
         );
         ev.uid = Some(0);
         ev.user_name = Some("root".into());
-        ev.process = Some(ProcessInfo {
+        ev.process = Some(Arc::new(ProcessInfo {
             pid: 7,
             executable: Some("/usr/lib/some/very/long/path/to/the/program".into()),
             ..Default::default()
-        });
+        }));
         ev
     }
 
@@ -204,7 +205,7 @@ mod tests {
     #[test]
     fn control_characters_cannot_break_the_line() {
         let mut ev = event(EventKind::Connect, "10.0.0.5:1", "10.0.0.1:2");
-        ev.process.as_mut().unwrap().executable = Some("/tmp/a\nb\u{7}".into());
+        Arc::make_mut(ev.process.as_mut().unwrap()).executable = Some("/tmp/a\nb\u{7}".into());
         assert!(body(&ev, true, true).starts_with("connect: proc /tmp/a?b?, user root"));
     }
 

@@ -228,7 +228,7 @@ fn true_event(c: &Connection<'_>, local: SocketAddr, remote: SocketAddr) -> Conn
         remote,
     );
     ev.user_name = Some("root".into());
-    ev.process = Some(ProcessInfo {
+    ev.process = Some(Arc::new(ProcessInfo {
         pid: std::process::id(),
         executable: Some(
             std::env::current_exe()
@@ -238,7 +238,7 @@ fn true_event(c: &Connection<'_>, local: SocketAddr, remote: SocketAddr) -> Conn
                 .to_owned(),
         ),
         ..Default::default()
-    });
+    }));
     ev
 }
 

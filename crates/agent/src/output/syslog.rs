@@ -190,6 +190,7 @@ impl Sink for SyslogOutput {
 mod tests {
     use super::*;
     use connscope_event::{Direction, EventKind, ProcessInfo, Protocol, Timestamp};
+    use std::sync::Arc;
 
     #[test]
     fn facilities_parse_and_unknown_is_named() {
@@ -219,11 +220,11 @@ mod tests {
             "127.0.0.1:22".parse().unwrap(),
         );
         event.user_name = Some("root".into());
-        event.process = Some(ProcessInfo {
+        event.process = Some(Arc::new(ProcessInfo {
             pid: 1,
             executable: Some("/usr/bin/ssh".into()),
             ..ProcessInfo::default()
-        });
+        }));
         let mut udp = event.clone();
         udp.protocol = Protocol::Udp;
         assert_eq!(out.write_batch(&[event, udp]).unwrap(), 1);
