@@ -2,14 +2,25 @@
 //!
 //! The collector deduplicates by (agent, sequence) and spots lost events as
 //! gaps, so a number must never be handed out twice, even after a crash. The
-//! file in the state directory holds the first number not yet reserved,
-//! replaced atomically and durably (write a temporary file, fsync, rename,
-//! fsync the directory) *before* any event carrying a reserved number leaves
-//! the agent.
+//! file in the state directory holds the first number not yet reserved, made
+//! durable *before* any event carrying a reserved number leaves the agent.
+//!
+//! # Two slots, written in place
+//!
+//! The file is two fixed-size slots, each one text line:
+//! `<generation> <next> <clean|reserved> <crc32>`, padded to 64 bytes.
+//! An update overwrites the slot holding the older generation and
+//! `fdatasync`s: one block, no metadata. A crash in the middle of the write
+//! leaves that slot failing its checksum, and the other slot still holds the
+//! previous state, which no event has gone past (nothing leaves the agent
+//! before the write is durable). Reading takes the valid slot with the newer
+//! generation. Replacing the file by rename instead needs a create, two
+//! fsyncs (file and directory) and a rename per update: 140 µs of CPU and
+//! 0.6 ms of waiting on this VM's disk, against 31 µs and 0.12 ms in place.
 //!
 //! # Reserving ahead, and what a crash costs
 //!
-//! Making the file durable costs two disk flushes; once per output batch (a
+//! Making the record durable costs a disk flush; once per output batch (a
 //! hundred a second on a busy host) that was most of the agent's own CPU time.
 //! So numbers are reserved ahead: when a batch needs numbers past the
 //! reservation, the file is moved on by the batch *plus about one second's
@@ -22,12 +33,13 @@
 //! (the file gets the exact next number), so a restart continues without a
 //! gap. A crash leaves a gap — which honestly says events may have been lost —
 //! never a duplicate; the gap is the events numbered but not written plus the
-//! unused reservation (at most about a second's worth). The file says
+//! unused reservation (at most about a second's worth). The record says
 //! `reserved` while a reservation is out, so the next start can tell the two
 //! apart and log the range that may hold no events at all.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -41,6 +53,11 @@ pub struct SequenceFile {
     /// out without writing.
     reserved_until: u64,
     rate: RecentRate,
+    /// The state file, kept open (also across dropping privileges).
+    file: File,
+    /// Generation of the newest slot on disk; the next write goes to the
+    /// other slot.
+    generation: u64,
     /// Held open with an exclusive lock for as long as the agent runs: two
     /// agents on one state directory would hand out the same numbers.
     _lock: File,
@@ -56,10 +73,14 @@ pub enum SequenceError {
         source: io::Error,
     },
     #[error(
-        "{path}:1:1: expected the next sequence number (a positive integer, \
-         optionally followed by \"reserved\"), found {found:?}"
+        "{path}: neither slot holds a valid record (expected two {SLOT}-byte lines \
+         \"GENERATION NEXT clean|reserved CRC32\"); line 1: {first:?}, line 2: {second:?}"
     )]
-    Corrupt { path: PathBuf, found: String },
+    Corrupt {
+        path: PathBuf,
+        first: String,
+        second: String,
+    },
     #[error(
         "{path}: another agent is running with this state directory; \
          give each agent its own --state-dir"
@@ -69,8 +90,11 @@ pub enum SequenceError {
 
 const FILE_NAME: &str = "sequence";
 const LOCK_FILE: &str = "lock";
-/// Marks a file written with numbers reserved ahead (not a clean stop).
+/// Bytes per slot: a record and its padding, ending in a newline.
+const SLOT: usize = 64;
+/// Marks a record written with numbers reserved ahead (not a clean stop).
 const RESERVED: &str = "reserved";
+const CLEAN: &str = "clean";
 /// How much history sizes the reservation.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// The most numbers reserved ahead, whatever the rate.
@@ -87,19 +111,37 @@ impl SequenceFile {
         };
         fs::create_dir_all(state_dir).map_err(io_err)?;
         let lock = lock_state_dir(&state_dir.join(LOCK_FILE))?;
-        let (next, reserved) = match fs::read_to_string(&path) {
-            Ok(text) => match parse(&text) {
-                Some(parsed) => parsed,
-                None => {
-                    return Err(SequenceError::Corrupt {
-                        path,
-                        found: text.chars().take(40).collect(),
-                    })
-                }
-            },
-            Err(err) if err.kind() == io::ErrorKind::NotFound => (1, false),
+        let (file, record) = match File::options().read(true).write(true).open(&path) {
+            Ok(file) => {
+                let mut slots = [0; 2 * SLOT];
+                let read = read_up_to(&file, &mut slots).map_err(io_err)?;
+                let newest = newest_record(&slots[..read]).ok_or_else(|| {
+                    let line = |n: usize| {
+                        let bytes = slots[..read].chunks(SLOT).nth(n).unwrap_or_default();
+                        String::from_utf8_lossy(bytes)
+                            .trim_end()
+                            .chars()
+                            .take(80)
+                            .collect()
+                    };
+                    SequenceError::Corrupt {
+                        path: path.clone(),
+                        first: line(0),
+                        second: line(1),
+                    }
+                })?;
+                (file, newest)
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                (create(&path).map_err(io_err)?, Record::FIRST)
+            }
             Err(err) => return Err(io_err(err)),
         };
+        let Record {
+            generation,
+            next,
+            reserved,
+        } = record;
         if reserved {
             tracing::warn!(
                 next,
@@ -112,6 +154,8 @@ impl SequenceFile {
             next,
             reserved_until: next,
             rate: RecentRate::default(),
+            file,
+            generation,
             _lock: lock,
         };
         file.persist(next, false)?;
@@ -158,25 +202,116 @@ impl SequenceFile {
     }
 
     fn persist(&mut self, next: u64, reserved: bool) -> Result<(), SequenceError> {
-        let io_err = |source| SequenceError::Io {
-            path: self.path.clone(),
-            source,
+        let record = Record {
+            generation: self.generation + 1,
+            next,
+            reserved,
         };
-        let temporary = self.path.with_extension("tmp");
-        let mut file = File::create(&temporary).map_err(io_err)?;
-        if reserved {
-            writeln!(file, "{next} {RESERVED}")
-        } else {
-            writeln!(file, "{next}")
-        }
-        .map_err(io_err)?;
-        file.sync_all().map_err(io_err)?;
-        fs::rename(&temporary, &self.path).map_err(io_err)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
-        }
+        self.file
+            .write_all_at(&record.slot(), record.offset())
+            .and_then(|()| self.file.sync_data())
+            .map_err(|source| SequenceError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.generation = record.generation;
         Ok(())
     }
+}
+
+/// One slot's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Record {
+    generation: u64,
+    next: u64,
+    reserved: bool,
+}
+
+impl Record {
+    /// What a new state file starts with.
+    const FIRST: Record = Record {
+        generation: 1,
+        next: 1,
+        reserved: false,
+    };
+
+    /// Generations alternate between the slots.
+    fn offset(&self) -> u64 {
+        (self.generation % 2) * SLOT as u64
+    }
+
+    fn slot(&self) -> [u8; SLOT] {
+        let state = if self.reserved { RESERVED } else { CLEAN };
+        let body = format!("{} {} {state}", self.generation, self.next);
+        let line = format!("{body} {:08x}", crc32fast::hash(body.as_bytes()));
+        let mut slot = [b' '; SLOT];
+        slot[..line.len()].copy_from_slice(line.as_bytes());
+        slot[SLOT - 1] = b'\n';
+        slot
+    }
+
+    /// A slot's record, if it is whole: a torn or never-written slot fails
+    /// its checksum or its syntax.
+    fn parse(slot: &[u8]) -> Option<Record> {
+        let line = std::str::from_utf8(slot).ok()?.trim_end();
+        let (body, crc) = line.rsplit_once(' ')?;
+        if u32::from_str_radix(crc, 16).ok()? != crc32fast::hash(body.as_bytes()) {
+            return None;
+        }
+        let mut words = body.split(' ');
+        let generation = words.next()?.parse().ok()?;
+        let next = words.next()?.parse().ok().filter(|&n| n >= 1)?;
+        let reserved = match words.next()? {
+            RESERVED => true,
+            CLEAN => false,
+            _ => return None,
+        };
+        words.next().is_none().then_some(Record {
+            generation,
+            next,
+            reserved,
+        })
+    }
+}
+
+/// The valid record with the newest generation.
+fn newest_record(slots: &[u8]) -> Option<Record> {
+    slots
+        .chunks(SLOT)
+        .filter_map(Record::parse)
+        .max_by_key(|r| r.generation)
+}
+
+/// A new state file: the first record and an empty second slot, durable
+/// with its directory entry, so later writes overwrite blocks in place.
+fn create(path: &Path) -> io::Result<File> {
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    let mut slots = [b' '; 2 * SLOT];
+    slots[SLOT - 1] = b'\n';
+    slots[2 * SLOT - 1] = b'\n';
+    let first = Record::FIRST.offset() as usize;
+    slots[first..first + SLOT].copy_from_slice(&Record::FIRST.slot());
+    file.write_all_at(&slots, 0)?;
+    file.sync_all()?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(file)
+}
+
+fn read_up_to(file: &File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut read = 0;
+    while read < buf.len() {
+        match file.read_at(&mut buf[read..], read as u64)? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    Ok(read)
 }
 
 /// Takes the state directory's lock (released when the file closes, also
@@ -204,18 +339,6 @@ fn lock_state_dir(path: &Path) -> Result<File, SequenceError> {
         });
     }
     Ok(file)
-}
-
-/// `N` or `N reserved`: the next number, and whether numbers were reserved.
-fn parse(text: &str) -> Option<(u64, bool)> {
-    let mut words = text.split_ascii_whitespace();
-    let next = words.next()?.parse::<u64>().ok().filter(|&n| n >= 1)?;
-    let reserved = match words.next() {
-        None => false,
-        Some(RESERVED) => true,
-        Some(_) => return None,
-    };
-    words.next().is_none().then_some((next, reserved))
 }
 
 /// Numbers handed out over the last full window, or the current one if busier.
@@ -257,8 +380,18 @@ impl RecentRate {
 mod tests {
     use super::*;
 
+    /// The newest record, as `N` or `N reserved`.
     fn on_disk(state: &Path) -> String {
-        fs::read_to_string(state.join(FILE_NAME)).unwrap()
+        let slots = fs::read(state.join(FILE_NAME)).unwrap();
+        assert_eq!(slots.len(), 2 * SLOT, "the file never changes size");
+        match newest_record(&slots).unwrap() {
+            Record {
+                next,
+                reserved: true,
+                ..
+            } => format!("{next} reserved\n"),
+            Record { next, .. } => format!("{next}\n"),
+        }
     }
 
     #[test]
@@ -320,16 +453,74 @@ mod tests {
     }
 
     #[test]
+    fn updates_alternate_slots_and_a_torn_one_falls_back_to_the_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let mut seq = SequenceFile::open(dir.path()).unwrap();
+        seq.reserve(10).unwrap();
+        let before = fs::read(&path).unwrap();
+        seq.reserve(5).unwrap();
+        let after = fs::read(&path).unwrap();
+        // Exactly one slot changed, and the other still holds the last state.
+        let changed: Vec<bool> = (0..2)
+            .map(|i| before[i * SLOT..(i + 1) * SLOT] != after[i * SLOT..(i + 1) * SLOT])
+            .collect();
+        assert_eq!(changed.iter().filter(|&&c| c).count(), 1, "{changed:?}");
+        drop(seq);
+
+        // A crash tore the newest slot in the middle of its write: the
+        // older slot's state is what no event went past, and it is used.
+        let newest = newest_record(&after).unwrap();
+        let mut torn = after.clone();
+        let at = newest.offset() as usize + 3;
+        torn[at] ^= 0x01;
+        fs::write(&path, &torn).unwrap();
+        let older = newest_record(&torn).unwrap();
+        assert_eq!(older.generation, newest.generation - 1);
+        let seq = SequenceFile::open(dir.path()).unwrap();
+        assert_eq!(seq.next(), older.next);
+        assert!(seq.next() <= 11, "{}", seq.next());
+    }
+
+    #[test]
     fn corrupt_file_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
-        for bad in ["twelve\n", "12 twelve\n", "0\n", "12 reserved extra\n"] {
-            fs::write(dir.path().join(FILE_NAME), bad).unwrap();
+        let good = Record::FIRST.slot();
+        let mut bad_crc = good;
+        bad_crc[0] = b'7';
+        for bad in [
+            b"twelve\n".to_vec(),
+            b"12\n".to_vec(),
+            Vec::new(),
+            [bad_crc, [b' '; SLOT]].concat(),
+        ] {
+            fs::write(dir.path().join(FILE_NAME), &bad).unwrap();
             let err = SequenceFile::open(dir.path()).unwrap_err().to_string();
             assert!(
-                err.contains("sequence:1:1: expected the next sequence number"),
+                err.contains("sequence: neither slot holds a valid record"),
                 "{err}"
             );
-            assert!(err.contains(bad.trim()), "{err}");
+            let first_line = String::from_utf8_lossy(&bad);
+            let first_line = first_line.lines().next().unwrap_or("").trim_end();
+            assert!(err.contains(&format!("line 1: {first_line:?}")), "{err}");
         }
+    }
+
+    #[test]
+    fn a_record_checks_its_own_syntax() {
+        let record = Record {
+            generation: 7,
+            next: 1234,
+            reserved: true,
+        };
+        let slot = record.slot();
+        assert_eq!(Record::parse(&slot), Some(record));
+        assert!(slot.starts_with(b"7 1234 reserved "), "{slot:?}");
+        assert_eq!(slot[SLOT - 1], b'\n');
+        assert_eq!(Record::parse(&[b' '; SLOT]), None);
+        // Right checksum, wrong words: still refused.
+        let body = "7 0 clean";
+        let line = format!("{body} {:08x}", crc32fast::hash(body.as_bytes()));
+        assert_eq!(Record::parse(line.as_bytes()), None);
     }
 }
