@@ -36,9 +36,11 @@
 //!   kernel-lost + queue-dropped), so that a miss is either counted or a bug,
 //! - process attribution (share of found connects naming this executable;
 //!   tcpspy prints at most 30 bytes of it, so a 30-byte prefix counts),
-//! - CPU seconds per 10,000 connections: the monitor's utime+stime, plus for
-//!   eBPF the run time of its BPF programs (`kernel.bpf_stats_enabled`, on
-//!   for these runs; that part is also shown on its own),
+//! - CPU seconds per 10,000 connections: the monitor's utime+stime from ready
+//!   until its output went quiet after the workload, plus for eBPF the run
+//!   time of its BPF programs (`kernel.bpf_stats_enabled`, on for these runs;
+//!   that part is also shown on its own); what it spends from SIGTERM to exit
+//!   (once per run, like its start) is shown apart,
 //! - peak RSS (VmHWM), and the workload's own rate next to the unmonitored one.
 
 use std::collections::HashMap;
@@ -567,6 +569,8 @@ struct Row {
     cpu_per_10k: f64,
     /// The BPF programs' share of `cpu_per_10k` (eBPF only).
     bpf_per_10k: f64,
+    /// CPU time from SIGTERM to exit, once per run (not in `cpu_per_10k`).
+    exit_cpu_ms: f64,
     rss_mib: f64,
     rate: f64,
     slowdown: f64,
@@ -763,6 +767,7 @@ fn main() {
                     attribution: f64::NAN,
                     cpu_per_10k: f64::NAN,
                     bpf_per_10k: f64::NAN,
+                    exit_cpu_ms: f64::NAN,
                     rss_mib: f64::NAN,
                     rate,
                     slowdown: 0.0,
@@ -783,16 +788,22 @@ fn main() {
                     );
                     Duration::from_secs(10)
                 }
-                // connscope drains its backend and writes everything on
-                // SIGTERM: nothing to wait for first, and no kill (its output
-                // would be cut short and the count unfair to it).
-                _ => Duration::from_secs(120),
+                // connscope writes what it captured within its 50 ms tick;
+                // once that is out, its CPU time so far is the cost of the
+                // connections. Its SIGTERM still drains the backend, so no
+                // kill (its output would be cut short, the count unfair).
+                _ => {
+                    wait_quiet(&running.output, Duration::from_millis(300));
+                    Duration::from_secs(120)
+                }
             };
             // BPF programs run inside the workload's own syscalls and softirqs:
             // their time is complete once the workload is.
             let bpf = bpf_run_seconds(running.child.id()) - bpf_before;
             let rss = peak_rss_mib(running.child.id());
-            let cpu = stop_monitor(&mut running, patience) - cpu_before + bpf;
+            let cpu_at_stop = cpu_seconds(running.child.id());
+            let cpu = cpu_at_stop - cpu_before + bpf;
+            let exit_cpu = stop_monitor(&mut running, patience) - cpu_at_stop;
             let seen = read_output(monitor, &running, &exe);
             let (connect_recall, disconnect_recall, attribution) = score(&truth, &seen);
             rows.push(Row {
@@ -808,6 +819,7 @@ fn main() {
                 } else {
                     f64::NAN
                 },
+                exit_cpu_ms: exit_cpu * 1e3,
                 rss_mib: rss,
                 rate,
                 slowdown: 1.0 - rate / baseline_rate,
@@ -1065,12 +1077,12 @@ fn markdown(rows: &[Row]) -> String {
         }
     };
     let mut out = String::new();
-    out.push_str("| workload | monitor | connects found | disconnects found | process named | CPU s / 10k conn | peak RSS MiB | workload conn/s | slowdown | accounted loss (kernel-lost + queue-dropped) |\n");
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| workload | monitor | connects found | disconnects found | process named | CPU s / 10k conn | CPU at exit, ms | peak RSS MiB | workload conn/s | slowdown | accounted loss (kernel-lost + queue-dropped) |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} |",
             r.workload,
             r.monitor,
             recall(r.connect_recall, r.ends),
@@ -1081,6 +1093,7 @@ fn markdown(rows: &[Row]) -> String {
             } else {
                 format!("{:.3} (BPF {:.3})", r.cpu_per_10k, r.bpf_per_10k)
             },
+            num(r.exit_cpu_ms, 1),
             num(r.rss_mib, 1),
             r.rate,
             if r.monitor == "(none)" {
