@@ -115,21 +115,23 @@ impl SequenceFile {
             Ok(file) => {
                 let mut slots = [0; 2 * SLOT];
                 let read = read_up_to(&file, &mut slots).map_err(io_err)?;
-                let newest = newest_record(&slots[..read]).ok_or_else(|| {
-                    let line = |n: usize| {
-                        let bytes = slots[..read].chunks(SLOT).nth(n).unwrap_or_default();
-                        String::from_utf8_lossy(bytes)
-                            .trim_end()
-                            .chars()
-                            .take(80)
-                            .collect()
-                    };
-                    SequenceError::Corrupt {
-                        path: path.clone(),
-                        first: line(0),
-                        second: line(1),
-                    }
-                })?;
+                let newest = newest_record(&slots[..read])
+                    .or_else(|| legacy_record(&slots[..read]))
+                    .ok_or_else(|| {
+                        let line = |n: usize| {
+                            let bytes = slots[..read].chunks(SLOT).nth(n).unwrap_or_default();
+                            String::from_utf8_lossy(bytes)
+                                .trim_end()
+                                .chars()
+                                .take(80)
+                                .collect()
+                        };
+                        SequenceError::Corrupt {
+                            path: path.clone(),
+                            first: line(0),
+                            second: line(1),
+                        }
+                    })?;
                 (file, newest)
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
@@ -280,6 +282,25 @@ fn newest_record(slots: &[u8]) -> Option<Record> {
         .chunks(SLOT)
         .filter_map(Record::parse)
         .max_by_key(|r| r.generation)
+}
+
+/// The one-line file of earlier versions (`N` or `N reserved`), replaced by
+/// the first slot write: it can never pass a slot's checksum, so once a slot
+/// is valid this is not consulted again.
+fn legacy_record(text: &[u8]) -> Option<Record> {
+    let text = std::str::from_utf8(text).ok()?;
+    let mut words = text.split_ascii_whitespace();
+    let next = words.next()?.parse().ok().filter(|&n| n >= 1)?;
+    let reserved = match words.next() {
+        None => false,
+        Some(RESERVED) => true,
+        Some(_) => return None,
+    };
+    words.next().is_none().then_some(Record {
+        generation: 0,
+        next,
+        reserved,
+    })
 }
 
 /// A new state file: the first record and an empty second slot, durable
@@ -490,7 +511,8 @@ mod tests {
         bad_crc[0] = b'7';
         for bad in [
             b"twelve\n".to_vec(),
-            b"12\n".to_vec(),
+            b"0\n".to_vec(),
+            b"12 twelve\n".to_vec(),
             Vec::new(),
             [bad_crc, [b' '; SLOT]].concat(),
         ] {
@@ -503,6 +525,21 @@ mod tests {
             let first_line = String::from_utf8_lossy(&bad);
             let first_line = first_line.lines().next().unwrap_or("").trim_end();
             assert!(err.contains(&format!("line 1: {first_line:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn takes_over_the_one_line_file_of_earlier_versions() {
+        for (old, next) in [("80001\n", 80001), ("500 reserved\n", 500)] {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(dir.path().join(FILE_NAME), old).unwrap();
+            let mut seq = SequenceFile::open(dir.path()).unwrap();
+            assert_eq!(seq.reserve(1).unwrap(), next);
+            seq.close().unwrap();
+            drop(seq);
+            assert_eq!(on_disk(dir.path()), format!("{}\n", next + 1));
+            let seq = SequenceFile::open(dir.path()).unwrap();
+            assert_eq!(seq.next(), next + 1);
         }
     }
 
