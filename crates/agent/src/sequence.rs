@@ -38,7 +38,7 @@
 //! apart and log the range that may hold no events at all.
 
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -113,13 +113,16 @@ impl SequenceFile {
         let lock = lock_state_dir(&state_dir.join(LOCK_FILE))?;
         let (file, record) = match File::options().read(true).write(true).open(&path) {
             Ok(file) => {
-                let mut slots = [0; 2 * SLOT];
-                let read = read_up_to(&file, &mut slots).map_err(io_err)?;
-                let newest = newest_record(&slots[..read])
-                    .or_else(|| legacy_record(&slots[..read]))
+                let mut slots = Vec::with_capacity(2 * SLOT);
+                (&file)
+                    .take(2 * SLOT as u64)
+                    .read_to_end(&mut slots)
+                    .map_err(io_err)?;
+                let newest = newest_record(&slots)
+                    .or_else(|| legacy_record(&slots))
                     .ok_or_else(|| {
                         let line = |n: usize| {
-                            let bytes = slots[..read].chunks(SLOT).nth(n).unwrap_or_default();
+                            let bytes = slots.chunks(SLOT).nth(n).unwrap_or_default();
                             String::from_utf8_lossy(bytes)
                                 .trim_end()
                                 .chars()
@@ -322,17 +325,6 @@ fn create(path: &Path) -> io::Result<File> {
         File::open(dir)?.sync_all()?;
     }
     Ok(file)
-}
-
-fn read_up_to(file: &File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut read = 0;
-    while read < buf.len() {
-        match file.read_at(&mut buf[read..], read as u64)? {
-            0 => break,
-            n => read += n,
-        }
-    }
-    Ok(read)
 }
 
 /// Takes the state directory's lock (released when the file closes, also
