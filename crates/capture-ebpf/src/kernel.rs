@@ -424,23 +424,13 @@ mod tests {
 
     #[test]
     fn waits_are_rounded_up_to_whole_milliseconds() {
-        assert_eq!(
-            whole_millis(Duration::from_micros(1)),
-            Duration::from_millis(1)
-        );
-        assert_eq!(
-            whole_millis(Duration::from_micros(999)),
-            Duration::from_millis(1)
-        );
-        assert_eq!(
-            whole_millis(Duration::from_micros(1001)),
-            Duration::from_millis(2)
-        );
-        assert_eq!(
-            whole_millis(Duration::from_millis(50)),
-            Duration::from_millis(50)
-        );
-        assert_eq!(whole_millis(Duration::ZERO), Duration::ZERO);
+        for (wait_us, expected_ms) in [(1, 1), (999, 1), (1001, 2), (50_000, 50), (0, 0)] {
+            assert_eq!(
+                whole_millis(Duration::from_micros(wait_us)),
+                Duration::from_millis(expected_ms),
+                "{wait_us} µs"
+            );
+        }
     }
 
     #[test]
