@@ -776,27 +776,20 @@ fn main() {
                 });
                 continue;
             };
-            let patience = match monitor {
-                Monitor::Tcpspy(ms) => {
-                    // It only sees what is open when it polls: give it its
-                    // last polls. A swamped tcpspy handles SIGTERM only after
-                    // its current scan: 10 s, then it is killed (what it
-                    // printed is kept).
-                    wait_quiet(
-                        &running.output,
-                        Duration::from_millis(u64::from(ms) * 3 + 300),
-                    );
-                    Duration::from_secs(10)
-                }
-                // connscope writes what it captured within its 50 ms tick;
-                // once that is out, its CPU time so far is the cost of the
-                // connections. Its SIGTERM still drains the backend, so no
-                // kill (its output would be cut short, the count unfair).
-                _ => {
-                    wait_quiet(&running.output, Duration::from_millis(300));
-                    Duration::from_secs(120)
-                }
+            // Once the output is quiet, the CPU time so far is the cost of the
+            // connections; then SIGTERM, reaped within `patience`.
+            let (quiet, patience) = match monitor {
+                // It only sees what is open when it polls: give it its last
+                // polls. A swamped tcpspy handles SIGTERM only after its
+                // current scan: 10 s, then it is killed (what it printed is
+                // kept).
+                Monitor::Tcpspy(ms) => (u64::from(ms) * 3 + 300, Duration::from_secs(10)),
+                // connscope writes what it captured within its 50 ms tick.
+                // Its SIGTERM still drains the backend, so no kill (its
+                // output would be cut short, the count unfair).
+                _ => (300, Duration::from_secs(120)),
             };
+            wait_quiet(&running.output, Duration::from_millis(quiet));
             // BPF programs run inside the workload's own syscalls and softirqs:
             // their time is complete once the workload is.
             let bpf = bpf_run_seconds(running.child.id()) - bpf_before;
