@@ -7,7 +7,8 @@
 //!
 //! - **Two passes.** The first pass reads every file to learn what cannot be
 //!   known line by line: how many New Years each file spans ([`year`]) and
-//!   which endpoints are services ([`direction`]). The second parses again,
+//!   which endpoints are services ([`EndpointStats`], the rule the syslog
+//!   listener shares). The second parses again,
 //!   builds events and stores them. Files are taken oldest first (by mtime) so
 //!   connects come before their disconnects.
 //! - **Identity.** Events go to agent `import:HOST` (HOST from the line), each
@@ -23,7 +24,6 @@
 //!   pipeline: a thread reads and parses, the calling thread orders, keys and
 //!   joins (and reports errors), a third stores batches, one transaction each.
 
-mod direction;
 mod source;
 mod year;
 
@@ -38,11 +38,10 @@ use std::time::SystemTime;
 
 use connscope_event::{ConnectionEvent, EventKind, ProcessInfo, Timestamp};
 use connscope_store::{AgentId, EventKey, IngestReport, KeyedEvent, Store, StoreError};
-use connscope_tcpspy_log::{ClassicTime, LogTime, Message, Parser};
+use connscope_tcpspy_log::{ClassicTime, EndpointStats, LogTime, Message, Parser};
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::tz::TimeZone;
 
-pub use direction::EndpointStats;
 pub use year::{YearScan, YearWalk};
 
 /// How to import.
