@@ -45,7 +45,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::http::Counters;
 use crate::live::{IngestNotice, Notices};
-use crate::syslog_direction::{Directions, LEARN_WINDOW};
+use crate::syslog_direction::{add_learned, learn_directions, Directions};
 
 /// Longest message accepted (rsyslog's default maximum is 8 KiB).
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -447,7 +447,7 @@ async fn write_events(
     notices: Notices,
 ) {
     let mut parser = Parser::default();
-    let mut directions = learn_directions(&store).await;
+    let (mut directions, mut learning) = learn_directions(&store).await;
     let mut pending: BTreeMap<String, Vec<KeyedEvent>> = BTreeMap::new();
     let mut pending_count = 0;
     loop {
@@ -464,6 +464,7 @@ async fn write_events(
             }
         };
         let Some(received) = next else { break };
+        add_learned(&mut directions, &mut learning);
         match interpret(&mut parser, &mut directions, &received) {
             Outcome::Event { host, event } => {
                 pending.entry(host).or_default().push(*event);
@@ -484,36 +485,6 @@ async fn write_events(
         }
     }
     flush(&mut pending, &store, &counters, &notices).await;
-}
-
-/// The evidence for directions the store holds; none when it cannot be read
-/// (the listener still runs, deciding more by port numbers).
-async fn learn_directions(store: &Arc<dyn Store>) -> Directions {
-    let store = store.clone();
-    let since = Timestamp::from_nanos(
-        Timestamp::now()
-            .as_nanos()
-            .saturating_sub(LEARN_WINDOW.as_nanos() as i64),
-    );
-    let learned =
-        tokio::task::spawn_blocking(move || Directions::learn_from_store(&*store, since)).await;
-    match learned {
-        Ok(Ok(directions)) => {
-            tracing::info!(
-                endpoints = directions.endpoints(),
-                "syslog listener: endpoint counts for directions learned from the store"
-            );
-            directions
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "syslog listener: cannot read the store's connects; directions start from port numbers alone");
-            Directions::default()
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "syslog listener: learning directions failed; directions start from port numbers alone");
-            Directions::default()
-        }
-    }
 }
 
 async fn flush(

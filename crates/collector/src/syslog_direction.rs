@@ -15,6 +15,7 @@
 //! ever; above [`MAX_ENDPOINTS`] the endpoints seen once are forgotten (the
 //! services are seen more often and stay).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use connscope_event::{ConnectionEvent, EventKind, Timestamp};
@@ -23,11 +24,14 @@ use connscope_tcpspy_log::EndpointStats;
 
 /// How far back the store's connects are counted at start: the default raw
 /// event retention.
-pub(crate) const LEARN_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+const LEARN_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+/// How long the listener waits for the store's counts before it goes on
+/// without them.
+const LEARN_WAIT: Duration = Duration::from_secs(2);
 /// Events read from the store per query while learning.
 const PAGE: usize = 50_000;
 /// Endpoints counted before the single uses are forgotten.
-pub(crate) const MAX_ENDPOINTS: usize = 1_000_000;
+const MAX_ENDPOINTS: usize = 1_000_000;
 
 /// The listener's evidence of which endpoints are services.
 #[derive(Debug, Default)]
@@ -71,6 +75,14 @@ impl Directions {
         }
     }
 
+    /// Adds the counts of `learned`.
+    pub fn merge(&mut self, learned: Directions) {
+        self.stats.merge(learned.stats);
+        if self.stats.len() > MAX_ENDPOINTS {
+            self.stats.forget_single_uses();
+        }
+    }
+
     /// Counts `event` as evidence (when it is a connect) and gives it its
     /// direction, seen from its local end.
     pub fn infer(&mut self, event: &mut ConnectionEvent) {
@@ -91,6 +103,67 @@ impl Directions {
     /// How many endpoints are counted.
     pub fn endpoints(&self) -> usize {
         self.stats.len()
+    }
+}
+
+/// The store's evidence for directions, being counted ([`Directions::learn_from_store`]).
+pub(crate) type Learning = tokio::sync::oneshot::Receiver<Result<Directions, StoreError>>;
+
+/// Starts counting the store's evidence for directions and waits for it at
+/// most [`LEARN_WAIT`]: the directions to start with, and the counting
+/// still under way, if it is.
+pub(crate) async fn learn_directions(store: &Arc<dyn Store>) -> (Directions, Option<Learning>) {
+    let store = store.clone();
+    let since = Timestamp::from_nanos(
+        Timestamp::now()
+            .as_nanos()
+            .saturating_sub(LEARN_WINDOW.as_nanos() as i64),
+    );
+    let (sender, mut learning) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let _ = sender.send(Directions::learn_from_store(&*store, since));
+    });
+    match tokio::time::timeout(LEARN_WAIT, &mut learning).await {
+        Ok(result) => (learned(result), None),
+        Err(_) => {
+            tracing::info!("syslog listener: still counting the store's connects for directions; going on without them meanwhile");
+            (Directions::default(), Some(learning))
+        }
+    }
+}
+
+/// Adds the store's evidence to `directions` once it is counted.
+pub(crate) fn add_learned(directions: &mut Directions, learning: &mut Option<Learning>) {
+    if let Some(pending) = learning {
+        match pending.try_recv() {
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+            result => {
+                directions.merge(learned(result));
+                *learning = None;
+            }
+        }
+    }
+}
+
+/// The store's evidence, or none when it could not be read (directions then
+/// rest more on port numbers).
+fn learned<E: std::fmt::Display>(result: Result<Result<Directions, StoreError>, E>) -> Directions {
+    match result {
+        Ok(Ok(directions)) => {
+            tracing::info!(
+                endpoints = directions.endpoints(),
+                "syslog listener: endpoint counts for directions learned from the store"
+            );
+            directions
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "syslog listener: cannot read the store's connects; directions rest on what arrives");
+            Directions::default()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "syslog listener: counting the store's connects failed; directions rest on what arrives");
+            Directions::default()
+        }
     }
 }
 
@@ -129,6 +202,29 @@ mod tests {
         let mut sshd = connect(3, "10.0.0.2:22", "10.0.0.1:50001");
         directions.infer(&mut sshd);
         assert_eq!(sshd.direction, Direction::Incoming);
+    }
+
+    #[tokio::test]
+    async fn the_store_s_counts_are_added_when_they_come() {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let mut learning = Some(receiver);
+        let mut directions = Directions::default();
+        add_learned(&mut directions, &mut learning);
+        assert!(learning.is_some(), "still counting");
+        let mut learned = Directions::default();
+        for port in [1000, 1001] {
+            learned.infer(&mut connect(
+                1,
+                &format!("10.0.0.1:{port}"),
+                "10.0.0.2:50000",
+            ));
+        }
+        sender.send(Ok(learned)).unwrap();
+        add_learned(&mut directions, &mut learning);
+        assert!(learning.is_none());
+        let mut line = connect(2, "10.0.0.1:1002", "10.0.0.2:50000");
+        directions.infer(&mut line);
+        assert_eq!(line.direction, Direction::Outgoing);
     }
 
     #[test]
