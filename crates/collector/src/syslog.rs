@@ -25,9 +25,10 @@
 //! identifies them by a hash of their content as read, before the direction
 //! is inferred ([`connscope_store::EventKey::of_event`]): a message rsyslog
 //! sends twice (it may resend after a reconnect) is stored once, even when
-//! the evidence for its direction grew in between. Two genuinely distinct events identical in every field — same second,
-//! same addresses and ports, same process and user — would count as one; the
-//! local port of a new connection makes that practically impossible.
+//! the evidence for its direction grew in between. Two genuinely distinct
+//! events identical in every field — same second, same addresses and ports,
+//! same process and user — would count as one; the local port of a new
+//! connection makes that practically impossible.
 
 use std::collections::BTreeMap;
 use std::io;

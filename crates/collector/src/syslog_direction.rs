@@ -6,14 +6,15 @@
 //! a file or streamed — without this, a streamed sshd line took the sshd host
 //! as the *client* of port 22. The evidence is what the store already holds
 //! (its connects of the last [`LEARN_WINDOW`], counted once at start) and
-//! every connect line received since. A stream sees its evidence in time
+//! every connect line received. A stream sees its evidence in time
 //! order, an import all at once: they differ only on an endpoint's first
 //! connections before it was seen twice (a service on a port above its
 //! client's, see docs/API.md).
 //!
 //! A long-running listener would count every client's ephemeral port for
 //! ever; above [`MAX_ENDPOINTS`] the endpoints seen once are forgotten (the
-//! services are seen more often and stay).
+//! services are seen more often and stay), and the limit grows to twice
+//! what is left, so forgetting stays rare when many endpoints are reused.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,9 +35,20 @@ const PAGE: usize = 50_000;
 const MAX_ENDPOINTS: usize = 1_000_000;
 
 /// The listener's evidence of which endpoints are services.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Directions {
     stats: EndpointStats,
+    /// Endpoints counted before the single uses are forgotten.
+    forget_above: usize,
+}
+
+impl Default for Directions {
+    fn default() -> Self {
+        Directions {
+            stats: EndpointStats::default(),
+            forget_above: MAX_ENDPOINTS,
+        }
+    }
 }
 
 impl Directions {
@@ -78,9 +90,7 @@ impl Directions {
     /// Adds the counts of `learned`.
     pub fn merge(&mut self, learned: Directions) {
         self.stats.merge(learned.stats);
-        if self.stats.len() > MAX_ENDPOINTS {
-            self.stats.forget_single_uses();
-        }
+        self.bound_memory();
     }
 
     /// Counts `event` as evidence (when it is a connect) and gives it its
@@ -95,8 +105,13 @@ impl Directions {
             return;
         }
         self.stats.observe_connect(event.local, event.remote);
-        if self.stats.len() > MAX_ENDPOINTS {
+        self.bound_memory();
+    }
+
+    fn bound_memory(&mut self) {
+        if self.stats.len() > self.forget_above {
             self.stats.forget_single_uses();
+            self.forget_above = MAX_ENDPOINTS.max(2 * self.stats.len());
         }
     }
 
@@ -223,6 +238,26 @@ mod tests {
         add_learned(&mut directions, &mut learning);
         assert!(learning.is_none());
         let mut line = connect(2, "10.0.0.1:1002", "10.0.0.2:50000");
+        directions.infer(&mut line);
+        assert_eq!(line.direction, Direction::Outgoing);
+    }
+
+    #[test]
+    fn clients_seen_once_are_forgotten_above_the_limit() {
+        let mut directions = Directions {
+            forget_above: 4,
+            ..Directions::default()
+        };
+        for port in 1000..1004 {
+            directions.infer(&mut connect(
+                1,
+                &format!("10.0.0.1:{port}"),
+                "10.0.0.2:50000",
+            ));
+        }
+        assert_eq!(directions.endpoints(), 1, "only the service is left");
+        assert_eq!(directions.forget_above, MAX_ENDPOINTS);
+        let mut line = connect(2, "10.0.0.1:1004", "10.0.0.2:50000");
         directions.infer(&mut line);
         assert_eq!(line.direction, Direction::Outgoing);
     }
