@@ -207,3 +207,55 @@ fn a_streamed_line_uses_the_store_s_evidence() {
         "192.168.77.30:61000 served the three imported connections"
     );
 }
+
+/// A store kept from before directions were inferred holds the listener's
+/// events with direction `unknown`, identified by a hash of their content.
+/// The same message resent (rsyslog after a reconnect) is still recognised:
+/// the identity is that of the line as read, before its direction.
+#[test]
+fn a_line_stored_before_directions_is_recognised_when_resent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let message = "connect: proc /usr/sbin/sshd, user root, local 192.168.77.20:ssh, remote 192.168.77.10:50001";
+    let time: connscope_event::Timestamp = "2026-11-24T19:22:17Z".parse().unwrap();
+    {
+        // What the listener stored before: the parsed line, as it is.
+        let mut parser = connscope_tcpspy_log::Parser::default();
+        let connscope_tcpspy_log::Message::Connection(c) = parser
+            .parse_message(connscope_tcpspy_log::Origin::Tcpspy, message.as_bytes())
+            .unwrap()
+        else {
+            panic!("a connection line")
+        };
+        let old = c.to_event(time, "srv");
+        assert_eq!(old.direction, Direction::Unknown);
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .ingest(&connscope_store::AgentId("syslog@srv".into()), &[old])
+            .unwrap();
+    }
+
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let mut config = CollectorConfig::new("127.0.0.1:0".parse().unwrap(), path.clone());
+    config.syslog_listen = Some("127.0.0.1:0".parse().unwrap());
+    config
+        .tokens
+        .insert("unused", "token-nobody-uses-here")
+        .unwrap();
+    let collector = Running::start(config, store.clone());
+    let mut tcp = std::net::TcpStream::connect(collector.syslog.unwrap()).unwrap();
+    writeln!(
+        tcp,
+        "<86>1 2026-11-24T19:22:17Z srv tcpspy 200 - - {message}"
+    )
+    .unwrap();
+    drop(tcp);
+    wait_for("the resent line to be processed", || {
+        collector
+            .counters
+            .syslog_events_duplicate
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
+    });
+    assert_eq!(events(&store).len(), 1);
+}
