@@ -8,9 +8,9 @@
 //! - **Two passes.** The first pass reads every file to learn what cannot be
 //!   known line by line: how many New Years each file spans ([`year`]) and
 //!   which endpoints are services ([`EndpointStats`], the rule the syslog
-//!   listener shares). The second parses again,
-//!   builds events and stores them. Files are taken oldest first (by mtime) so
-//!   connects come before their disconnects.
+//!   listener shares). The second parses again, builds events and stores
+//!   them. Files are taken oldest first (by mtime) so connects come before
+//!   their disconnects.
 //! - **Identity.** Events go to agent `import:HOST` (HOST from the line), each
 //!   keyed by a hash of its raw line (and, for a repeat of the same line in
 //!   the same second of the same file, its count), filed under the line's
