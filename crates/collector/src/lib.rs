@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod live;
 pub mod queries;
 mod syslog;
+mod syslog_direction;
 pub mod tls;
 
 use std::future::Future;

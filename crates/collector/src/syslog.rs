@@ -16,14 +16,19 @@
 //!   ignored. A tcpspy message that cannot be read is counted and logged with
 //!   the reason, never stored half.
 //!
+//! Direction: tcpspy lines do not say who connected; the listener infers it
+//! with the importer's rule ([`crate::syslog_direction`]).
+//!
 //! Identity: the host is the HOSTNAME of the syslog header (the sender's IP
 //! address when the header has none), and events are stored under the agent
 //! id `syslog@HOST`. The lines carry no sequence number, so the store
-//! identifies them by a hash of their content ([`connscope_store::EventKey::of_event`]):
-//! a message rsyslog sends twice (it may resend after a reconnect) is stored
-//! once. Two genuinely distinct events identical in every field — same second,
-//! same addresses and ports, same process and user — would count as one; the
-//! local port of a new connection makes that practically impossible.
+//! identifies them by a hash of their content as read, before the direction
+//! is inferred ([`connscope_store::EventKey::of_event`]): a message rsyslog
+//! sends twice (it may resend after a reconnect) is stored once, even when
+//! the evidence for its direction grew in between. Two genuinely distinct
+//! events identical in every field — same second, same addresses and ports,
+//! same process and user — would count as one; the local port of a new
+//! connection makes that practically impossible.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -33,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use connscope_event::{ConnectionEvent, Timestamp};
-use connscope_store::{AgentId, Store, StoreError};
+use connscope_store::{AgentId, EventKey, KeyedEvent, Store, StoreError};
 use connscope_tcpspy_log::{ClassicTime, LogTime, Message, Origin, Parser};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -41,6 +46,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::http::Counters;
 use crate::live::{IngestNotice, Notices};
+use crate::syslog_direction::{add_learned, learn_directions, Directions};
 
 /// Longest message accepted (rsyslog's default maximum is 8 KiB).
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -387,7 +393,7 @@ pub(crate) fn resolve_classic(time: ClassicTime, now: Timestamp) -> Option<Times
 enum Outcome {
     Event {
         host: String,
-        event: Box<ConnectionEvent>,
+        event: Box<KeyedEvent>,
     },
     /// A tcpspy/connscope status message: nothing to store.
     Notice,
@@ -395,7 +401,7 @@ enum Outcome {
     Unreadable(String),
 }
 
-fn interpret(parser: &mut Parser<'_>, received: &Received) -> Outcome {
+fn interpret(parser: &mut Parser<'_>, directions: &mut Directions, received: &Received) -> Outcome {
     let envelope = match parse_envelope(&received.packet) {
         Ok(envelope) => envelope,
         // Not syslog at all: not ours to judge, like another program's line.
@@ -417,10 +423,19 @@ fn interpret(parser: &mut Parser<'_>, received: &Received) -> Outcome {
         },
     };
     match parser.parse_message(origin, envelope.message) {
-        Ok(Message::Connection(c)) => Outcome::Event {
-            event: Box::new(c.to_event(timestamp, &host)),
-            host,
-        },
+        Ok(Message::Connection(c)) => {
+            let mut event = c.to_event(timestamp, &host);
+            let key = EventKey::of_event(&event);
+            directions.infer(&mut event);
+            Outcome::Event {
+                event: Box::new(KeyedEvent {
+                    key,
+                    key_time: event.timestamp,
+                    event,
+                }),
+                host,
+            }
+        }
         Ok(Message::Notice(_)) => Outcome::Notice,
         Err(e) => Outcome::Unreadable(format!("from {host}: {e}")),
     }
@@ -433,7 +448,8 @@ async fn write_events(
     notices: Notices,
 ) {
     let mut parser = Parser::default();
-    let mut pending: BTreeMap<String, Vec<ConnectionEvent>> = BTreeMap::new();
+    let (mut directions, mut learning) = learn_directions(&store).await;
+    let mut pending: BTreeMap<String, Vec<KeyedEvent>> = BTreeMap::new();
     let mut pending_count = 0;
     loop {
         let next = if pending_count == 0 {
@@ -449,7 +465,8 @@ async fn write_events(
             }
         };
         let Some(received) = next else { break };
-        match interpret(&mut parser, &received) {
+        add_learned(&mut directions, &mut learning);
+        match interpret(&mut parser, &mut directions, &received) {
             Outcome::Event { host, event } => {
                 pending.entry(host).or_default().push(*event);
                 pending_count += 1;
@@ -472,7 +489,7 @@ async fn write_events(
 }
 
 async fn flush(
-    pending: &mut BTreeMap<String, Vec<ConnectionEvent>>,
+    pending: &mut BTreeMap<String, Vec<KeyedEvent>>,
     store: &Arc<dyn Store>,
     counters: &Counters,
     notices: &Notices,
@@ -481,7 +498,8 @@ async fn flush(
         let agent = AgentId(format!("syslog@{host}"));
         let store = store.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let report = store.ingest(&agent, &events)?;
+            let report = store.ingest_keyed(&agent, &events)?;
+            let events: Vec<ConnectionEvent> = events.into_iter().map(|k| k.event).collect();
             let notice = IngestNotice::of("syslog", &agent.0, &events, &report);
             Ok::<_, StoreError>((report, notice))
         })
