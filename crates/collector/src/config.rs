@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -16,6 +17,34 @@ use crate::CollectorError;
 pub const DEFAULT_BODY_LIMIT: u64 = 16 * 1024 * 1024;
 /// Default limit of a decompressed ingest body (a zip bomb stops here).
 pub const DEFAULT_DECOMPRESSED_LIMIT: u64 = 256 * 1024 * 1024;
+/// Default number of ingest bodies decompressed and parsed at once: with the
+/// decompressed limit, this bounds the memory of ingest whatever the number of
+/// parallel requests.
+pub const DEFAULT_CONCURRENT_DECOMPRESSIONS: usize = 2;
+/// Default time a whole request (head, body, answer) may take.
+pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(45);
+/// Default limits of the syslog TCP listener.
+pub const DEFAULT_SYSLOG_LIMITS: SyslogLimits = SyslogLimits {
+    max_connections: 512,
+    max_per_source: 32,
+    idle_timeout: Duration::from_secs(300),
+    frame_timeout: Duration::from_secs(30),
+};
+
+/// How many syslog TCP connections are served and how long they may idle.
+/// Syslog senders are not authenticated, so these keep them from taking the
+/// file handles and memory the agents' HTTPS uploads need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyslogLimits {
+    /// Connections open at once, from all senders.
+    pub max_connections: usize,
+    /// Connections open at once from one source address.
+    pub max_per_source: usize,
+    /// A connection that sends nothing this long is closed.
+    pub idle_timeout: Duration,
+    /// A frame that has begun must be complete within this long.
+    pub frame_timeout: Duration,
+}
 
 /// The settings file, as written (`--config FILE`).
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +108,9 @@ pub struct CollectorConfig {
     pub tls: TlsSettings,
     pub body_limit: u64,
     pub decompressed_limit: u64,
+    pub concurrent_decompressions: usize,
+    pub request_deadline: Duration,
+    pub syslog_limits: SyslogLimits,
     pub retention_days: Option<u32>,
 }
 
@@ -94,6 +126,9 @@ impl CollectorConfig {
             tls: TlsSettings::default(),
             body_limit: DEFAULT_BODY_LIMIT,
             decompressed_limit: DEFAULT_DECOMPRESSED_LIMIT,
+            concurrent_decompressions: DEFAULT_CONCURRENT_DECOMPRESSIONS,
+            request_deadline: DEFAULT_REQUEST_DEADLINE,
+            syslog_limits: DEFAULT_SYSLOG_LIMITS,
             retention_days: None,
         }
     }
