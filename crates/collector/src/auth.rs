@@ -92,6 +92,9 @@ impl Tokens {
         agent: &str,
         hosts: impl IntoIterator<Item = &'h str>,
     ) -> Result<(), String> {
+        if !self.by_digest.values().any(|a| a.0 == agent) {
+            return Err(format!("hosts for agent {agent:?}, which has no token"));
+        }
         let mut set = BTreeSet::new();
         for host in hosts {
             check_host_name(host)
@@ -206,5 +209,7 @@ mod tests {
         assert_eq!(hosts, ["ws1", "ws1.lan"]);
         assert!(tokens.hosts_of(&AgentId("web1".into())).is_none());
         assert_eq!(tokens.agent_given("ws1.lan"), Some(&ws1));
+        let err = tokens.bind_hosts("nobody", ["h"]).unwrap_err();
+        assert!(err.contains("no token"), "{err}");
     }
 }

@@ -56,9 +56,13 @@ pub struct ConfigFile {
     /// Agent id -> token.
     #[serde(default)]
     pub tokens: BTreeMap<String, String>,
-    /// A file of `AGENT-ID TOKEN` lines (`#` comments), kept out of the
-    /// main file so it can have tighter permissions.
+    /// A file of `AGENT-ID TOKEN [HOST,HOST...]` lines (`#` comments), kept
+    /// out of the main file so it can have tighter permissions.
     pub tokens_file: Option<PathBuf>,
+    /// Agent id -> the host names its events may carry (default: the host of
+    /// its first batch).
+    #[serde(default)]
+    pub token_hosts: BTreeMap<String, Vec<String>>,
     /// Reader name -> token for the query API (the map, reports). Without
     /// any, queries are open only when the collector listens on loopback.
     #[serde(default)]
@@ -66,6 +70,11 @@ pub struct ConfigFile {
     pub tls: Option<TlsSettings>,
     pub body_limit: Option<u64>,
     pub decompressed_limit: Option<u64>,
+    pub concurrent_decompressions: Option<usize>,
+    pub request_deadline_seconds: Option<u64>,
+    pub syslog_max_connections: Option<usize>,
+    pub syslog_max_per_source: Option<usize>,
+    pub syslog_idle_timeout_seconds: Option<u64>,
     /// Events older than this many days are deleted (0 or absent: keep all).
     pub retention_days: Option<u32>,
 }
@@ -169,12 +178,35 @@ impl CollectorConfig {
         if let Some(path) = &file.tokens_file {
             config.tokens.load_file(path)?;
         }
+        for (agent, hosts) in &file.token_hosts {
+            config
+                .tokens
+                .bind_hosts(agent, hosts.iter().map(String::as_str))
+                .map_err(|reason| CollectorError::Config {
+                    path: file_path.to_owned(),
+                    reason,
+                })?;
+        }
         config.tls = file.tls.unwrap_or_default();
         config.body_limit = file.body_limit.unwrap_or(DEFAULT_BODY_LIMIT);
         config.decompressed_limit = file
             .decompressed_limit
             .unwrap_or(DEFAULT_DECOMPRESSED_LIMIT);
         config.retention_days = file.retention_days.filter(|d| *d > 0);
+        if let Some(n) = file.concurrent_decompressions {
+            config.concurrent_decompressions = n;
+        }
+        if let Some(secs) = file.request_deadline_seconds {
+            config.request_deadline = Duration::from_secs(secs);
+        }
+        let limits = &mut config.syslog_limits;
+        limits.max_connections = file
+            .syslog_max_connections
+            .unwrap_or(limits.max_connections);
+        limits.max_per_source = file.syslog_max_per_source.unwrap_or(limits.max_per_source);
+        if let Some(secs) = file.syslog_idle_timeout_seconds {
+            limits.idle_timeout = Duration::from_secs(secs);
+        }
         Ok(config)
     }
 }
@@ -203,9 +235,16 @@ syslog-listen = "127.0.0.1:5514"
 tokens-file = "{}"
 body-limit = 1000
 decompressed-limit = 5000
+concurrent-decompressions = 3
+request-deadline-seconds = 20
+syslog-max-connections = 100
+syslog-max-per-source = 4
+syslog-idle-timeout-seconds = 60
 retention-days = 30
 [tokens]
 web1 = "tok-web1-0123456789"
+[token-hosts]
+web1 = ["web1", "web1.lan"]
 [tls]
 names = ["collector.test"]
 "#,
@@ -228,6 +267,19 @@ names = ["collector.test"]
         assert_eq!(config.body_limit, 1000);
         assert_eq!(config.decompressed_limit, 5000);
         assert_eq!(config.retention_days, Some(30));
+        assert_eq!(config.concurrent_decompressions, 3);
+        assert_eq!(config.request_deadline, Duration::from_secs(20));
+        assert_eq!(
+            config.syslog_limits,
+            SyslogLimits {
+                max_connections: 100,
+                max_per_source: 4,
+                idle_timeout: Duration::from_secs(60),
+                ..DEFAULT_SYSLOG_LIMITS
+            }
+        );
+        let web1 = config.tokens.agent_for("tok-web1-0123456789").unwrap();
+        assert_eq!(config.tokens.hosts_of(web1).unwrap().len(), 2);
         assert_eq!(config.tls.names, vec!["collector.test".to_owned()]);
     }
 

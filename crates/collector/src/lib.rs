@@ -75,7 +75,7 @@ impl Collector {
         store: Arc<dyn Store>,
     ) -> Result<Collector, CollectorError> {
         if config.tokens.is_empty() {
-            tracing::info!(
+            tracing::warn!(
                 "HTTPS ingest is off until agent tokens are configured (--token, --tokens-file)"
             );
         }
