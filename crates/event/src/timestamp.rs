@@ -95,13 +95,19 @@ impl fmt::Display for Timestamp {
 impl FromStr for Timestamp {
     type Err = TimestampError;
 
+    /// A time outside what i64 nanoseconds hold (years 1677 to 2262) is an
+    /// error, never clamped to the nearest end.
     fn from_str(s: &str) -> Result<Self, TimestampError> {
-        s.parse::<jiff::Timestamp>()
-            .map(Timestamp::from)
-            .map_err(|e| TimestampError {
-                input: s.to_owned(),
-                reason: e.to_string(),
-            })
+        let error = |reason: String| TimestampError {
+            input: s.to_owned(),
+            reason,
+        };
+        let parsed = s
+            .parse::<jiff::Timestamp>()
+            .map_err(|e| error(e.to_string()))?;
+        i64::try_from(parsed.as_nanosecond())
+            .map(Timestamp)
+            .map_err(|_| error("outside the years 1677 to 2262 that connscope can hold".into()))
     }
 }
 
@@ -131,15 +137,25 @@ mod tests {
             assert_eq!(window.check(ok.parse().unwrap()), Ok(()), "{ok}");
         }
         for bad in [
-            "0001-01-01T00:00:00Z",
+            "1677-09-21T00:12:43.145224192Z",
             "1989-12-31T23:59:59.999999999Z",
             "2026-11-25T19:22:17.000000001Z",
-            "9000-01-01T00:00:00Z",
+            "2262-04-11T23:47:16.854775807Z",
         ] {
             assert!(window.check(bad.parse().unwrap()).is_err(), "{bad}");
         }
         let at_end = PlausibleWindow::at(Timestamp::from_nanos(i64::MAX));
         assert_eq!(at_end.latest, Timestamp::from_nanos(i64::MAX));
+    }
+
+    #[test]
+    fn times_beyond_i64_nanoseconds_are_errors_not_clamped() {
+        for beyond in ["0001-01-01T00:00:00Z", "9000-01-01T00:00:00Z"] {
+            let err = beyond.parse::<Timestamp>().unwrap_err();
+            assert!(err.reason.contains("1677 to 2262"), "{err}");
+        }
+        let last: Timestamp = "2262-04-11T23:47:16.854775807Z".parse().unwrap();
+        assert_eq!(last, Timestamp::from_nanos(i64::MAX));
     }
 
     #[test]
