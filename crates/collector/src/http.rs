@@ -299,8 +299,24 @@ async fn ingest(
         Err(Refusal { reason, error }) => {
             state.counters.refuse(&agent, reason);
             tracing::warn!(%agent, reason, error = ?error.body.error, line = ?error.body.line, "refused a batch");
+            record_refusal(&state, agent, reason).await;
             Err(error)
         }
+    }
+}
+
+/// Keeps the count of a refusal in the store too, so `/api/v1/hosts` shows
+/// it after a restart. A store that cannot take it is logged, not answered:
+/// the agent gets the refusal it caused.
+async fn record_refusal(state: &AppState, agent: AgentId, reason: &'static str) {
+    let store = state.store.clone();
+    let at = connscope_event::Timestamp::now();
+    let recorded =
+        tokio::task::spawn_blocking(move || store.record_refusal(&agent, reason, at)).await;
+    match recorded {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot record a refusal"),
+        Err(e) => tracing::error!(error = %e, "refusal recording task failed"),
     }
 }
 

@@ -324,9 +324,7 @@ fn a_slow_upload_is_cut_at_the_request_deadline() {
 #[test]
 fn refused_batches_are_counted_by_agent_and_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path());
-    config.body_limit = 200;
-    let (collector, _store) = start(dir.path(), config);
+    let (collector, store) = start(dir.path(), config_with_limit(dir.path(), 200));
     let batch = body_of(&[event("web1", 1), event("web1", 2)]);
     assert!(batch.len() > 200);
     let (status, _) = ingest(&collector, dir.path(), WEB1, &batch);
@@ -339,6 +337,37 @@ fn refused_batches_are_counted_by_agent_and_reason() {
         stats.contains("\"refusals\":[{\"agent\":\"web1\",\"reason\":\"too-large\",\"batches\":1},{\"agent\":\"ws1\",\"reason\":\"bad-event\",\"batches\":1}]"),
         "{stats}"
     );
+    // Kept in the store: the hosts listing shows them, after a restart too.
+    drop(collector);
+    let collector = Running::start(config_with_limit(dir.path(), 200), store);
+    let (status, hosts) = get(&collector, "/api/v1/hosts");
+    assert_eq!(status, 200);
+    let hosts: serde_json::Value = serde_json::from_str(&hosts).unwrap();
+    let refused: Vec<(String, serde_json::Value, u64)> = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["agent"].as_str().unwrap().to_owned(),
+                row["refused"].clone(),
+                row["events"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            ("web1".into(), serde_json::json!({"too-large": 1}), 0),
+            ("ws1".into(), serde_json::json!({"bad-event": 1}), 0),
+        ]
+    );
+}
+
+fn config_with_limit(dir: &std::path::Path, body_limit: u64) -> CollectorConfig {
+    let mut config = config(dir);
+    config.body_limit = body_limit;
+    config
 }
 
 /// Counts how many of `streams` the collector has closed (read gives EOF or
