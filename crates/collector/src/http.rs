@@ -326,12 +326,6 @@ struct Refusal {
     error: ApiError,
 }
 
-impl Refusal {
-    fn of(reason: &'static str) -> impl FnOnce(ApiError) -> Refusal {
-        move |error| Refusal { reason, error }
-    }
-}
-
 impl From<BatchError> for Refusal {
     fn from(e: BatchError) -> Refusal {
         let reason = match e {
@@ -381,14 +375,16 @@ async fn store_batch(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<IngestResponse, Refusal> {
-    let body = read_body(body, state.body_limit).await.map_err(|e| {
-        let reason = if e.status == StatusCode::PAYLOAD_TOO_LARGE {
-            "too-large"
-        } else {
-            "unreadable-body"
-        };
-        Refusal::of(reason)(e)
-    })?;
+    let body = read_body(body, state.body_limit)
+        .await
+        .map_err(|error| Refusal {
+            reason: if error.status == StatusCode::PAYLOAD_TOO_LARGE {
+                "too-large"
+            } else {
+                "unreadable-body"
+            },
+            error,
+        })?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("(not text)").to_owned());
@@ -415,7 +411,10 @@ async fn store_batch(
         Ok::<_, Refusal>((report, notice))
     })
     .await
-    .map_err(|e| Refusal::of("internal")(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e)))??;
+    .map_err(|e| Refusal {
+        reason: "internal",
+        error: ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e),
+    })??;
     if let Some(notice) = notice {
         state.notices.publish(notice);
     }

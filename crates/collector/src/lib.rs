@@ -201,11 +201,17 @@ fn raise_open_file_limit() -> u64 {
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return 1024;
     };
-    if soft < hard {
-        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+    // An unlimited hard limit still stops at the kernel's fs.nr_open.
+    let kernel_max = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(hard);
+    let target = hard.min(kernel_max);
+    if soft < target {
+        match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
             Ok(()) => {
-                tracing::info!(from = soft, to = hard, "raised the open file limit");
-                return hard;
+                tracing::info!(from = soft, to = target, "raised the open file limit");
+                return target;
             }
             Err(e) => tracing::warn!(error = %e, soft, hard, "cannot raise the open file limit"),
         }
