@@ -92,7 +92,7 @@ impl Tokens {
         agent: &str,
         hosts: impl IntoIterator<Item = &'h str>,
     ) -> Result<(), String> {
-        if !self.by_digest.values().any(|a| a.0 == agent) {
+        if !self.has_agent(&AgentId(agent.to_owned())) {
             return Err(format!("hosts for agent {agent:?}, which has no token"));
         }
         let mut set = BTreeSet::new();
@@ -108,6 +108,11 @@ impl Tokens {
                 .extend(set);
         }
         Ok(())
+    }
+
+    /// Whether `agent` has a token here.
+    pub fn has_agent(&self, agent: &AgentId) -> bool {
+        self.by_digest.values().any(|a| a == agent)
     }
 
     /// The host names `agent` was given; `None` when it was given none.

@@ -6,8 +6,9 @@
 //! ones its tokens-file line names, or else the one host of its first stored
 //! batch (kept by the store as the agent's host, so a restart keeps the
 //! binding, and stores written before binding existed keep working). A host
-//! already bound to another agent cannot be learned. A batch with any other
-//! host is refused whole.
+//! already bound to another agent with a token cannot be learned (imports and
+//! syslog senders own no host: an agent may take over from them). A batch
+//! with any other host is refused whole.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -108,7 +109,7 @@ fn first_host(
         .or_else(|| {
             agents
                 .iter()
-                .find(|a| a.host == host && !a.agent.0.starts_with("syslog@"))
+                .find(|a| a.host == host && tokens.has_agent(&a.agent))
                 .map(|a| a.agent.clone())
         });
     match owner {
@@ -137,5 +138,74 @@ fn only(
                 .collect::<Vec<_>>()
                 .join(", "),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connscope_event::{Direction, EventKind, Protocol, Timestamp};
+    use connscope_store::SqliteStore;
+
+    fn event(host: &str) -> ConnectionEvent {
+        let mut ev = ConnectionEvent::new(
+            EventKind::Connect,
+            Timestamp::now(),
+            Protocol::Tcp,
+            Direction::Outgoing,
+            "10.0.0.1:40000".parse().unwrap(),
+            "10.0.0.2:22".parse().unwrap(),
+        );
+        ev.host = host.into();
+        ev
+    }
+
+    #[test]
+    fn only_agents_with_tokens_own_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("s.db")).unwrap();
+        // An import and an agent whose token is gone both stored events of their host.
+        for (agent, host) in [("import:vm", "vm"), ("retired", "db1"), ("web1", "web1")] {
+            store
+                .ingest(&AgentId(agent.into()), &[event(host)])
+                .unwrap();
+        }
+        let mut tokens = Tokens::default();
+        for (agent, token) in [
+            ("vm", "token-of-vm-0123456"),
+            ("web1", "token-of-web1-012345"),
+        ] {
+            tokens.insert(agent, token).unwrap();
+        }
+        tokens.insert("db1", "token-of-db1-0123456").unwrap();
+        tokens.insert("ws1", "token-of-ws1-0123456").unwrap();
+        let bindings = HostBindings::default();
+        let check = |agent: &str, host: &str| {
+            bindings.check(&tokens, &store, &AgentId(agent.into()), &[event(host)])
+        };
+        check("vm", "vm").unwrap();
+        check("db1", "db1").unwrap();
+        assert!(matches!(
+            check("ws1", "web1"),
+            Err(BindingError::Taken { .. })
+        ));
+        assert!(matches!(
+            check("ws1", "vm"),
+            Err(BindingError::Taken { .. })
+        ));
+        check("ws1", "ws1").unwrap();
+        assert!(matches!(
+            check("ws1", "ws2"),
+            Err(BindingError::OtherHost { .. })
+        ));
+        let err = bindings
+            .check(
+                &tokens,
+                &store,
+                &AgentId("new".into()),
+                &[event("a"), event("b")],
+            )
+            .unwrap_err();
+        assert!(matches!(err, BindingError::Several { .. }), "{err}");
     }
 }
