@@ -654,6 +654,34 @@ mod tests {
         assert!(jan.to_string().starts_with("2027-01-1"), "{jan}");
     }
 
+    #[test]
+    fn connection_slots_hold_both_caps_and_come_back() {
+        let slots = Arc::new(ConnectionSlots {
+            limits: SyslogLimits {
+                max_connections: 3,
+                max_per_source: 2,
+                ..crate::config::DEFAULT_SYSLOG_LIMITS
+            },
+            open: Mutex::default(),
+        });
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            "10.0.0.3".parse().unwrap(),
+        );
+        let a1 = slots.take(a).unwrap();
+        let _a2 = slots.take(a).unwrap();
+        assert!(slots.take(a).is_none(), "per-source cap");
+        let _b1 = slots.take(b).unwrap();
+        assert!(slots.take(c).is_none(), "total cap");
+        drop(a1);
+        let _c1 = slots.take(c).unwrap();
+        assert!(slots.take(a).is_none());
+        let open = slots.open.lock().unwrap();
+        assert_eq!(open.0, 3);
+        assert_eq!(open.1.len(), 3, "{:?}", open.1);
+    }
+
     #[tokio::test]
     async fn frames_are_octet_counted_or_newline_terminated() {
         let data: &[u8] = b"11 <13>1 hello5 <1>x\n<13>plain line\r\n\n<14>last";
