@@ -552,6 +552,7 @@ async fn write_events(
             }
             Outcome::Unreadable(reason) => {
                 counters.syslog_unreadable.fetch_add(1, Ordering::Relaxed);
+                let reason = crate::http::cut_echo(reason);
                 tracing::warn!(%reason, "unreadable tcpspy syslog message");
             }
         }
