@@ -29,12 +29,18 @@
 //! events identical in every field — same second, same addresses and ports,
 //! same process and user — would count as one; the local port of a new
 //! connection makes that practically impossible.
+//!
+//! Senders are not authenticated, so TCP connections are limited
+//! ([`SyslogLimits`]): a total and a per-address cap (a connection over
+//! either is closed at once), an idle timeout, and a time limit for each
+//! frame once it has begun. Idle connections cost a file handle each; without
+//! the caps a thousand of them once took every handle the agents needed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use connscope_event::{ConnectionEvent, Timestamp};
@@ -44,6 +50,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
+use crate::config::SyslogLimits;
 use crate::http::Counters;
 use crate::live::{IngestNotice, Notices};
 use crate::syslog_direction::{add_learned, learn_directions, Directions};
@@ -84,15 +91,16 @@ pub(crate) enum EnvelopeTime {
 pub(crate) struct SyslogSockets {
     udp: UdpSocket,
     tcp: TcpListener,
+    limits: SyslogLimits,
 }
 
 impl SyslogSockets {
     /// Binds TCP and UDP on the same address (on port 0, UDP takes the port
     /// the kernel gave TCP).
-    pub async fn bind(addr: SocketAddr) -> io::Result<SyslogSockets> {
+    pub async fn bind(addr: SocketAddr, limits: SyslogLimits) -> io::Result<SyslogSockets> {
         let tcp = TcpListener::bind(addr).await?;
         let udp = UdpSocket::bind(tcp.local_addr()?).await?;
-        Ok(SyslogSockets { udp, tcp })
+        Ok(SyslogSockets { udp, tcp, limits })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -109,9 +117,15 @@ pub(crate) async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let (tx, rx) = mpsc::channel::<Received>(10_000);
-    let writer = tokio::spawn(write_events(rx, store, counters, notices));
+    let writer = tokio::spawn(write_events(rx, store, counters.clone(), notices));
     let udp = tokio::spawn(receive_udp(sockets.udp, tx.clone(), shutdown.clone()));
-    let tcp = tokio::spawn(accept_tcp(sockets.tcp, tx, shutdown));
+    let tcp = tokio::spawn(accept_tcp(
+        sockets.tcp,
+        sockets.limits,
+        counters,
+        tx,
+        shutdown,
+    ));
     let _ = udp.await;
     let _ = tcp.await;
     // Every sender is gone now, so the writer drains the channel and ends.
@@ -140,20 +154,87 @@ async fn receive_udp(
     }
 }
 
+/// The open syslog TCP connections, in total and per source address.
+#[derive(Debug)]
+struct ConnectionSlots {
+    limits: SyslogLimits,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One taken slot, given back on drop.
+struct Slot {
+    slots: Arc<ConnectionSlots>,
+    peer: IpAddr,
+}
+
+impl ConnectionSlots {
+    /// A slot for a connection from `peer`, if both caps allow one more.
+    fn take(self: &Arc<Self>, peer: IpAddr) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, by_peer) = &mut *open;
+        let from_peer = by_peer.entry(peer).or_default();
+        if *total >= self.limits.max_connections || *from_peer >= self.limits.max_per_source {
+            if *from_peer == 0 {
+                by_peer.remove(&peer);
+            }
+            return None;
+        }
+        *total += 1;
+        *from_peer += 1;
+        Some(Slot {
+            slots: self.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, by_peer) = &mut *open;
+        *total -= 1;
+        if let Some(n) = by_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                by_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
 async fn accept_tcp(
     listener: TcpListener,
+    limits: SyslogLimits,
+    counters: Arc<Counters>,
     tx: mpsc::Sender<Received>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(ConnectionSlots {
+        limits,
+        open: Mutex::default(),
+    });
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let (tx, shutdown) = (tx.clone(), shutdown.clone());
+                    let Some(slot) = slots.take(peer.ip()) else {
+                        // Dropping the stream closes it: the sender sees the
+                        // refusal and may retry later.
+                        counters.syslog_connections_refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, "syslog TCP connection over the cap, closed");
+                        continue;
+                    };
+                    let (tx, shutdown, counters) = (tx.clone(), shutdown.clone(), counters.clone());
                     connections.spawn(async move {
-                        if let Err(e) = read_tcp(stream, peer.ip(), tx, shutdown).await {
-                            tracing::info!(%peer, error = %e, "syslog TCP connection closed");
+                        let _slot = slot;
+                        match read_tcp(stream, peer.ip(), limits, tx, shutdown).await {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                                counters.syslog_connections_timed_out.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(%peer, error = %e, "syslog TCP connection timed out");
+                            }
+                            Err(e) => tracing::info!(%peer, error = %e, "syslog TCP connection closed"),
                         }
                     });
                 }
@@ -169,16 +250,27 @@ async fn accept_tcp(
 }
 
 /// Reads frames from one TCP sender until it closes or the collector stops.
+/// A connection that idles past `limits.idle_timeout`, or takes longer than
+/// `limits.frame_timeout` for a frame it has begun, ends with `TimedOut`.
 async fn read_tcp(
     stream: TcpStream,
     peer: IpAddr,
+    limits: SyslogLimits,
     tx: mpsc::Sender<Received>,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
+    let timed_out = |what: &str| io::Error::new(io::ErrorKind::TimedOut, what.to_owned());
     let mut reader = BufReader::new(stream);
     loop {
         let frame = tokio::select! {
-            frame = read_frame(&mut reader) => frame?,
+            frame = async {
+                tokio::time::timeout(limits.idle_timeout, reader.fill_buf())
+                    .await
+                    .map_err(|_| timed_out("idle too long"))??;
+                tokio::time::timeout(limits.frame_timeout, read_frame(&mut reader))
+                    .await
+                    .map_err(|_| timed_out("a frame took too long"))?
+            } => frame?,
             _ = shutdown.changed() => return Ok(()),
         };
         let Some(packet) = frame else { return Ok(()) };
@@ -477,6 +569,7 @@ async fn write_events(
             }
             Outcome::Unreadable(reason) => {
                 counters.syslog_unreadable.fetch_add(1, Ordering::Relaxed);
+                let reason = crate::http::cut_echo(reason);
                 tracing::warn!(%reason, "unreadable tcpspy syslog message");
             }
         }
@@ -578,6 +671,34 @@ mod tests {
         assert!(dec.to_string().starts_with("2026-12-2"), "{dec}");
         let jan = resolve_classic(t(1, 10), now).unwrap();
         assert!(jan.to_string().starts_with("2027-01-1"), "{jan}");
+    }
+
+    #[test]
+    fn connection_slots_hold_both_caps_and_come_back() {
+        let slots = Arc::new(ConnectionSlots {
+            limits: SyslogLimits {
+                max_connections: 3,
+                max_per_source: 2,
+                ..crate::config::DEFAULT_SYSLOG_LIMITS
+            },
+            open: Mutex::default(),
+        });
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            "10.0.0.3".parse().unwrap(),
+        );
+        let a1 = slots.take(a).unwrap();
+        let _a2 = slots.take(a).unwrap();
+        assert!(slots.take(a).is_none(), "per-source cap");
+        let _b1 = slots.take(b).unwrap();
+        assert!(slots.take(c).is_none(), "total cap");
+        drop(a1);
+        let _c1 = slots.take(c).unwrap();
+        assert!(slots.take(a).is_none());
+        let open = slots.open.lock().unwrap();
+        assert_eq!(open.0, 3);
+        assert_eq!(open.1.len(), 3, "{:?}", open.1);
     }
 
     #[tokio::test]
