@@ -339,7 +339,7 @@ fn a_store_of_another_version_is_refused_untouched() {
         .expect("must fail")
         .to_string();
     assert!(
-        err.contains("old.db") && err.contains("schema version 2, this build reads version 3"),
+        err.contains("old.db") && err.contains("schema version 2, this build reads version 4"),
         "{err}"
     );
     let tables: i64 = conn
