@@ -65,7 +65,8 @@ impl ObservedFlow {
     /// (`lo`), which the generated rulesets accept as a whole.
     pub fn is_loopback(&self) -> bool {
         let flow = self.normalized();
-        flow.remote.is_loopback() || flow.remote == flow.local
+        // `0.0.0.0` on both ends is a peer the log lost, not this host.
+        flow.remote.is_loopback() || (flow.remote == flow.local && !flow.remote.is_unspecified())
     }
 
     /// The packets are IPv4, whatever the socket's family.

@@ -170,6 +170,11 @@ pub struct Plan {
     pub review: Vec<ReviewItem>,
     /// Flows over the loopback interface, which the base rules accept whole.
     pub loopback_flows: usize,
+    /// Flows whose peer address the log lost (`0.0.0.0`: a dual-stack
+    /// socket's IPv4 peer as 64-bit tcpspy prints it, see docs/IMPORT.md).
+    /// Their ports are open to any peer of the family: the connections were
+    /// seen, and blocking them is what a plan must not do.
+    pub lost_peer_flows: usize,
 }
 
 /// A rule that no packet can match: an `ip6` rule on an IPv4-mapped address
@@ -223,6 +228,7 @@ pub fn plan(host: &str, flows: &[ObservedFlow], options: PlanOptions) -> Plan {
     let mut per_port: BTreeMap<PortKey, (Vec<Option<Prefix>>, Evidence)> = BTreeMap::new();
     let mut review = Vec::new();
     let mut loopback_flows = 0;
+    let mut lost_peer_flows = 0;
     for flow in flows {
         let flow = &flow.normalized();
         if flow.is_loopback() {
@@ -245,7 +251,12 @@ pub fn plan(host: &str, flows: &[ObservedFlow], options: PlanOptions) -> Plan {
             (IpFamily::Ipv6, options.generalize_v6)
         };
         let key = (flow.direction, flow.protocol, family, flow.service_port);
-        let peer = level.widen(flow.remote);
+        let peer = if flow.remote.is_unspecified() {
+            lost_peer_flows += 1;
+            None
+        } else {
+            level.widen(flow.remote)
+        };
         match per_port.get_mut(&key) {
             Some((peers, evidence)) => {
                 peers.push(peer);
@@ -292,6 +303,7 @@ pub fn plan(host: &str, flows: &[ObservedFlow], options: PlanOptions) -> Plan {
         rules,
         review,
         loopback_flows,
+        lost_peer_flows,
     }
 }
 
@@ -356,6 +368,27 @@ pub(crate) mod tests {
             ]
         );
         plan.check_matchable().unwrap();
+    }
+
+    #[test]
+    fn a_lost_peer_address_opens_its_port_to_the_family() {
+        let mut lost = flow(Inbound, Tcp, "0.0.0.0", 8443, 2);
+        lost.local = "0.0.0.0".parse().unwrap();
+        let flows = [lost, flow(Inbound, Tcp, "10.0.0.5", 22, 1)];
+        let plan = plan("h", &flows, PlanOptions::default());
+        assert_eq!((plan.lost_peer_flows, plan.loopback_flows), (1, 0));
+        let open: Vec<_> = plan
+            .rules
+            .iter()
+            .map(|r| (r.family, r.ports.clone(), r.peers.is_none()))
+            .collect();
+        assert_eq!(
+            open,
+            [
+                (IpFamily::Ipv4, vec![8443], true),
+                (IpFamily::Ipv4, vec![22], false)
+            ]
+        );
     }
 
     #[test]
