@@ -128,7 +128,7 @@ fn a_dual_stack_servers_log_joins_once_and_plans_ip_rules() {
     let report = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{report}");
     assert!(
-        report.contains("2 of 3 observed edges would be blocked"),
+        report.contains("2 of 4 observed edges would be blocked"),
         "{report}"
     );
 }

@@ -190,7 +190,12 @@ fn connscope(args: &[&str]) -> String {
 }
 
 /// The traffic a plan must keep working, and the attempts it must block.
-fn assert_enforced(source: &str, server: &Netns, c4: &Netns, c6: &Netns, db: &Path) {
+fn assert_enforced(
+    source: &str,
+    (server, c4, c6): (&Netns, &Netns, &Netns),
+    db: &Path,
+    expected_rules: &[String],
+) {
     let plan = connscope(&[
         "firewall",
         "plan",
@@ -203,6 +208,12 @@ fn assert_enforced(source: &str, server: &Netns, c4: &Netns, c6: &Netns, db: &Pa
         !plan.contains("::ffff:"),
         "{source}: a mapped address in the plan:\n{plan}"
     );
+    for rule in expected_rules {
+        assert!(
+            plan.contains(rule.as_str()),
+            "{source}: no `{rule}` in\n{plan}"
+        );
+    }
     let file = db.with_extension("nft");
     std::fs::write(&file, &plan).unwrap();
     server.exec(&["nft", "-f", file.to_str().unwrap()]);
@@ -369,6 +380,22 @@ fn plans_from_the_agent_and_from_tcpspy_keep_dual_stack_clients_working() {
         log_file.to_str().unwrap(),
     ]);
 
-    assert_enforced("agent", &server, &c4, &c6, &agent_db);
-    assert_enforced("tcpspy", &server, &c4, &c6, &tcpspy_db);
+    let namespaces = (&server, &c4, &c6);
+    // The agent knows every address.
+    let agent_rules = [
+        format!("ip saddr {CLIENT_V4} tcp dport {SERVICE} accept"),
+        format!("ip6 saddr {CLIENT_V6} tcp dport {SERVICE} accept"),
+        format!("ip daddr {CLIENT_V4} tcp dport {LDAPS} accept"),
+    ];
+    assert_enforced("agent", namespaces, &agent_db, &agent_rules);
+    // 64-bit tcpspy printed the dual-stack socket's IPv4 peers as `::`: with
+    // no loopback partner line they are peers whose address was lost, and
+    // their ports open to any IPv4 peer.
+    let tcpspy_rules = [
+        format!("ip6 saddr {CLIENT_V6} tcp dport {SERVICE} accept"),
+        format!("meta nfproto ipv4 tcp dport {SERVICE} accept"),
+        format!("meta nfproto ipv4 tcp dport {LDAPS} accept"),
+        "flow(s) with a peer address the log lost".to_owned(),
+    ];
+    assert_enforced("tcpspy", namespaces, &tcpspy_db, &tcpspy_rules);
 }
