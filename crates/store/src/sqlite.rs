@@ -25,11 +25,11 @@
 //! side can do.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use connscope_event::{ConnectionEvent, Timestamp};
+use connscope_event::{is_ipv4_mapped, normalize_endpoints, ConnectionEvent, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::block::{self, BlockEncoder};
@@ -346,10 +346,7 @@ fn migrate_v3_to_v4(conn: &mut Connection) -> Result<(), StoreError> {
         )?;
         let mut upsert = tx.prepare(UPSERT_ROLLUP)?;
         for (mut row, local, remote) in rows {
-            let (l, r) = connscope_event::normalize_endpoints(
-                std::net::SocketAddr::new(local, 0),
-                std::net::SocketAddr::new(remote, 0),
-            );
+            let (l, r) = normalize_endpoints(SocketAddr::new(local, 0), SocketAddr::new(remote, 0));
             if (l.ip(), r.ip()) == (local, remote) {
                 continue;
             }
@@ -368,10 +365,7 @@ fn migrate_v3_to_v4(conn: &mut Connection) -> Result<(), StoreError> {
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<rusqlite::Result<Vec<(String, String, i64, i64)>>>()?
             .into_iter()
-            .filter(|(_, ip, _, _)| {
-                ip.parse::<IpAddr>()
-                    .is_ok_and(|ip| connscope_event::is_ipv4_mapped(ip))
-            })
+            .filter(|(_, ip, _, _)| ip.parse::<IpAddr>().is_ok_and(is_ipv4_mapped))
             .collect();
         let mut upsert = tx.prepare(UPSERT_ADDRESS)?;
         for (host, ip, first, last) in mapped {
