@@ -64,29 +64,35 @@ impl ObservedFlow {
     /// The flow never leaves the host: it runs over the loopback interface
     /// (`lo`), which the generated rulesets accept as a whole.
     pub fn is_loopback(&self) -> bool {
-        let flow = self.normalized();
+        let (local, remote) = self.packet_addresses();
         // `0.0.0.0` on both ends is a peer the log lost, not this host.
-        flow.remote.is_loopback() || (flow.remote == flow.local && !flow.remote.is_unspecified())
+        remote.is_loopback() || (remote == local && !remote.is_unspecified())
     }
 
     /// The packets are IPv4, whatever the socket's family.
     pub fn is_ipv4(&self) -> bool {
-        self.normalized().remote.is_ipv4()
+        self.packet_addresses().1.is_ipv4()
     }
 
-    /// The flow with the addresses its packets carry
+    /// (local, remote) as the packets carry them
     /// ([`connscope_event::normalize_endpoints`]): events are normalised when
-    /// they are made, this keeps flows built by other means (a store of an
+    /// they are made; this keeps flows built by other means (a store of an
     /// older build, a caller's own) from planning or checking a form no
     /// packet has.
-    pub fn normalized(&self) -> ObservedFlow {
+    pub fn packet_addresses(&self) -> (IpAddr, IpAddr) {
         let (local, remote) = normalize_endpoints(
             SocketAddr::new(self.local, 0),
             SocketAddr::new(self.remote, 0),
         );
+        (local.ip(), remote.ip())
+    }
+
+    /// The flow with its [`Self::packet_addresses`].
+    pub fn normalized(&self) -> ObservedFlow {
+        let (local, remote) = self.packet_addresses();
         ObservedFlow {
-            local: local.ip(),
-            remote: remote.ip(),
+            local,
+            remote,
             ..self.clone()
         }
     }
