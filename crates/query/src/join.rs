@@ -7,11 +7,21 @@
 //! (client address, server address, service port, protocol), and the two fold
 //! into one [`JoinedEdge`].
 //!
-//! Counting: both sides see every connection they log, so the joined count is
-//! the larger of the two sides' counts, not their sum (a connection logged by
-//! both its client and its server counts once; where one side missed some,
-//! e.g. a polling tcpspy missing short connections, the other side's count
-//! wins). Loopback addresses belong to the host that logged them only.
+//! Counting, connection by connection: each end logs only the connections it
+//! saw, and a polling logger (tcpspy, one poll a second) misses short ones —
+//! each end *different* ones. So neither end's count nor the larger of the two
+//! is the edge's count, the union is: where the raw events of both ends are
+//! still kept ([`Store::connections`]), a client's and a server's record of
+//! the same 4-tuple whose times are at most [`MATCH_TOLERANCE`] apart are one
+//! connection, and every record without a partner is one more. An hour whose
+//! raw events of either end are incomplete (retention deleted them; only the
+//! rollups remain) falls back to the larger of the two ends' counts for that
+//! hour, and the edge says so ([`CountRule::MaxRule`]). An edge only one end
+//! logged needs no join: its count is that end's.
+//!
+//! Failures and bytes stay the larger of the two ends' sums (only clients see
+//! failures; only the disconnects carry bytes). Loopback addresses belong to
+//! the host that logged them only.
 //!
 //! Records of unknown direction (neither the agent nor the importer could
 //! tell) are taken as logged by the client.
@@ -21,9 +31,45 @@ use std::net::IpAddr;
 
 use connscope_event::{Direction, Protocol, Timestamp};
 use connscope_store::{
-    is_host_address, EdgeCounts, EdgeTotal, HostAddress, RollupQuery, Store, StoreError, TimeRange,
+    hour_start, is_host_address, ConnectionQuery, EdgeCounts, HostAddress, HostConnections,
+    HourlyEdgeTotal, RollupQuery, Store, StoreError, TimeRange,
 };
 use serde::Serialize;
+
+/// How far apart the two ends' times of one connection may be: each end of
+/// a one-second poller logs a connection up to a second after it was made.
+pub const MATCH_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+const HOUR_NS: i64 = 3_600_000_000_000;
+
+/// How an edge's connections were counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CountRule {
+    /// Both ends logged; their records were matched connection by
+    /// connection, and the count is the union of what they saw.
+    Joined,
+    /// Only the client logged the edge: its count.
+    ClientOnly,
+    /// Only the server logged the edge: its count.
+    ServerOnly,
+    /// Both ends logged, and in at least one hour the raw events of one end
+    /// were gone (only rollups remain): that hour counts the larger side,
+    /// which is low where each end missed different connections.
+    MaxRule,
+}
+
+impl CountRule {
+    /// The rule of a sum of two edges' counts: the max rule if either used
+    /// it, else exact.
+    pub fn and(self, other: CountRule) -> CountRule {
+        match (self, other) {
+            (a, b) if a == b => a,
+            (CountRule::MaxRule, _) | (_, CountRule::MaxRule) => CountRule::MaxRule,
+            _ => CountRule::Joined,
+        }
+    }
+}
 
 /// Which host an address belongs to.
 #[derive(Debug, Default, Clone)]
@@ -112,6 +158,10 @@ pub struct JoinedEdge {
     /// Which ends logged the connections.
     pub logged_by_client: bool,
     pub logged_by_server: bool,
+    pub count_rule: CountRule,
+    /// `connections` by hour: (hour start, connections), oldest first,
+    /// hours without any left out.
+    pub hours: Vec<(Timestamp, u64)>,
 }
 
 /// Which joined edge a record belongs to: (server address, service port,
@@ -125,57 +175,61 @@ pub(crate) type PairKey<'a> = (
     Option<&'a str>,
 );
 
-impl JoinedEdge {
-    pub(crate) fn pair_key(&self) -> PairKey<'_> {
-        (
-            self.server_ip,
-            self.server_port,
-            self.protocol,
-            self.client_ip,
-            self.server_host.as_deref(),
-            self.client_host.as_deref(),
-        )
-    }
-}
-
-/// The joined edge `t` belongs to, and whether its server logged it.
-pub(crate) fn pair_of<'a>(t: &'a EdgeTotal, hosts: &'a HostDirectory) -> (PairKey<'a>, bool) {
-    let remote_host = if is_host_address(t.remote_ip) {
-        hosts.host_of(t.remote_ip)
+/// The joined edge of what `host` logged as a `direction` connection from
+/// `local_ip` to `remote_ip` on `service_port`, and whether its server
+/// logged it.
+fn pair_key<'a>(
+    host: &'a str,
+    direction: Direction,
+    (local_ip, remote_ip): (IpAddr, IpAddr),
+    service_port: u16,
+    protocol: Protocol,
+    hosts: &'a HostDirectory,
+) -> (PairKey<'a>, bool) {
+    let remote_host = if is_host_address(remote_ip) {
+        hosts.host_of(remote_ip)
     } else {
-        Some(t.host.as_str())
+        Some(host)
     };
-    let logged_by_server = t.direction == Direction::Incoming;
+    let logged_by_server = direction == Direction::Incoming;
     let key = if logged_by_server {
         (
-            t.local_ip,
-            t.service_port,
-            t.protocol,
-            t.remote_ip,
-            Some(t.host.as_str()),
+            local_ip,
+            service_port,
+            protocol,
+            remote_ip,
+            Some(host),
             remote_host,
         )
     } else {
         (
-            t.remote_ip,
-            t.service_port,
-            t.protocol,
-            t.local_ip,
+            remote_ip,
+            service_port,
+            protocol,
+            local_ip,
             remote_host,
-            Some(t.host.as_str()),
+            Some(host),
         )
     };
     (key, logged_by_server)
 }
 
+/// One end's connection records of an edge: (client port, server port,
+/// time in ns).
+type Records = Vec<(u16, u16, i64)>;
+
 #[derive(Default)]
 struct Side {
     counts: Option<EdgeCounts>,
     processes: BTreeMap<(String, String, String), u64>,
+    /// Connections per hour start, as the rollups count them.
+    hours: BTreeMap<i64, u64>,
+    records: Records,
 }
 
 impl Side {
-    fn add(&mut self, total: &EdgeTotal) {
+    fn add(&mut self, hourly: &HourlyEdgeTotal) {
+        let total = &hourly.total;
         match &mut self.counts {
             Some(c) => c.merge(&total.counts),
             None => self.counts = Some(total.counts),
@@ -192,6 +246,9 @@ impl Side {
                 ))
                 .or_default() += connections;
         }
+        for &(hour, n) in &hourly.hours {
+            *self.hours.entry(hour.as_nanos()).or_default() += n;
+        }
     }
 
     fn processes(self) -> Vec<ProcessUse> {
@@ -205,28 +262,228 @@ impl Side {
             })
             .collect()
     }
+
+    /// Whether the records of `hour` are all the connections the rollups
+    /// counted in it.
+    fn complete(&self, hour: i64, records_by_hour: &HashMap<i64, u64>) -> bool {
+        self.hours.get(&hour).copied().unwrap_or(0)
+            == records_by_hour.get(&hour).copied().unwrap_or(0)
+    }
 }
 
-/// Reads the rollups of `range` and the host addresses, and joins them.
+type Pairs<'a> = BTreeMap<PairKey<'a>, (Side, Side)>;
+
+/// Groups rollup records by the edge they belong to, client's and server's
+/// apart.
+fn pair_up<'a>(totals: &'a [HourlyEdgeTotal], hosts: &'a HostDirectory) -> Pairs<'a> {
+    let mut pairs = Pairs::new();
+    for hourly in totals {
+        let t = &hourly.total;
+        let (key, logged_by_server) = pair_key(
+            &t.host,
+            t.direction,
+            (t.local_ip, t.remote_ip),
+            t.service_port,
+            t.protocol,
+            hosts,
+        );
+        let (client, server) = pairs.entry(key).or_default();
+        if logged_by_server {
+            server.add(hourly);
+        } else {
+            client.add(hourly);
+        }
+    }
+    pairs
+}
+
+/// Whether both ends of the edge logged connections.
+fn both_ends_logged((client, server): &(Side, Side)) -> bool {
+    [client, server]
+        .iter()
+        .all(|side| side.hours.values().any(|&n| n > 0))
+}
+
+/// The hosts whose connection records a join needs: those of edges both
+/// ends logged.
+fn hosts_logging_both_ends(pairs: &Pairs<'_>) -> Vec<String> {
+    let hosts: BTreeSet<&str> = pairs
+        .iter()
+        .filter(|(_, sides)| both_ends_logged(sides))
+        .flat_map(|((_, _, _, _, server, client), _)| [*server, *client])
+        .flatten()
+        .collect();
+    hosts.into_iter().map(str::to_owned).collect()
+}
+
+/// Files each connection record with its edge's side, for the edges both
+/// ends logged.
+fn add_connections<'a>(
+    pairs: &mut Pairs<'a>,
+    connections: &'a [HostConnections],
+    hosts: &'a HostDirectory,
+) {
+    let mut wanted: HashMap<PairKey<'a>, &mut (Side, Side)> = pairs
+        .iter_mut()
+        .filter(|(_, sides)| both_ends_logged(sides))
+        .map(|(key, sides)| (*key, sides))
+        .collect();
+    for logged in connections {
+        for c in &logged.connections {
+            let (key, logged_by_server) = pair_key(
+                &logged.host,
+                c.direction,
+                (c.local.ip(), c.remote.ip()),
+                c.service_port(),
+                c.protocol,
+                hosts,
+            );
+            let Some((client, server)) = wanted.get_mut(&key) else {
+                continue;
+            };
+            let at = c.timestamp.as_nanos();
+            if logged_by_server {
+                server.records.push((c.remote.port(), c.local.port(), at));
+            } else {
+                client.records.push((c.local.port(), c.remote.port(), at));
+            }
+        }
+    }
+}
+
+/// The connections of an edge per hour, and how they were counted.
+fn count(client: &Side, server: &Side) -> (Vec<(Timestamp, u64)>, CountRule) {
+    let by_hour = |records: &Records| {
+        let mut n: HashMap<i64, u64> = HashMap::new();
+        for &(_, _, at) in records {
+            *n.entry(hour_start(Timestamp::from_nanos(at)).as_nanos())
+                .or_default() += 1;
+        }
+        n
+    };
+    let (client_records, server_records) = (by_hour(&client.records), by_hour(&server.records));
+    let exact = |hour: i64| {
+        client.complete(hour, &client_records) && server.complete(hour, &server_records)
+    };
+    let in_exact_hour =
+        |&&(_, _, at): &&(u16, u16, i64)| exact(hour_start(Timestamp::from_nanos(at)).as_nanos());
+    // The server's records no client record accounts for, by hour.
+    let mut unmatched: HashMap<i64, u64> = HashMap::new();
+    let mut by_ports: HashMap<(u16, u16), (Vec<i64>, Vec<i64>)> = HashMap::new();
+    for &(client_port, server_port, at) in client.records.iter().filter(in_exact_hour) {
+        by_ports
+            .entry((client_port, server_port))
+            .or_default()
+            .0
+            .push(at);
+    }
+    for &(client_port, server_port, at) in server.records.iter().filter(in_exact_hour) {
+        by_ports
+            .entry((client_port, server_port))
+            .or_default()
+            .1
+            .push(at);
+    }
+    let tolerance = MATCH_TOLERANCE.as_nanos() as i64;
+    for (mut at_client, mut at_server) in by_ports.into_values() {
+        at_client.sort_unstable();
+        at_server.sort_unstable();
+        // Both in time order: pairing each with the first partner in reach
+        // matches as many as can be matched.
+        let (mut i, mut j) = (0, 0);
+        while j < at_server.len() {
+            if i < at_client.len() && at_client[i].abs_diff(at_server[j]) <= tolerance as u64 {
+                i += 1;
+            } else if i < at_client.len() && at_client[i] < at_server[j] {
+                i += 1;
+                continue;
+            } else {
+                *unmatched
+                    .entry(hour_start(Timestamp::from_nanos(at_server[j])).as_nanos())
+                    .or_default() += 1;
+            }
+            j += 1;
+        }
+    }
+    let hours: BTreeSet<i64> = client
+        .hours
+        .keys()
+        .chain(server.hours.keys())
+        .copied()
+        .collect();
+    let mut max_rule = false;
+    let counts = hours
+        .into_iter()
+        .map(|hour| {
+            let c = client.hours.get(&hour).copied().unwrap_or(0);
+            let s = server.hours.get(&hour).copied().unwrap_or(0);
+            let n = if exact(hour) {
+                c + unmatched.get(&hour).copied().unwrap_or(0)
+            } else {
+                max_rule |= c > 0 && s > 0;
+                c.max(s)
+            };
+            (Timestamp::from_nanos(hour), n)
+        })
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    let rule = match (client.counts.is_some(), server.counts.is_some()) {
+        _ if max_rule => CountRule::MaxRule,
+        (true, true) => CountRule::Joined,
+        (false, true) => CountRule::ServerOnly,
+        _ => CountRule::ClientOnly,
+    };
+    (counts, rule)
+}
+
+/// Reads the rollups of `range`, the host addresses and, for the edges both
+/// ends logged, the raw connection records, and joins them.
 pub fn load_edges(store: &dyn Store, range: TimeRange) -> Result<Vec<JoinedEdge>, StoreError> {
-    let totals = store.edge_totals(&RollupQuery { range, host: None })?;
+    Ok(load_joined(store, range)?.0)
+}
+
+/// [`load_edges`], with the host directory it used.
+pub(crate) fn load_joined(
+    store: &dyn Store,
+    range: TimeRange,
+) -> Result<(Vec<JoinedEdge>, HostDirectory), StoreError> {
+    let totals = store.edge_totals_by_hour(&RollupQuery { range, host: None })?;
     let hosts = HostDirectory::new(&store.host_addresses()?);
-    Ok(join_edges(&totals, &hosts))
+    let mut pairs = pair_up(&totals, &hosts);
+    let needed = hosts_logging_both_ends(&pairs);
+    let connections = store.connections(&ConnectionQuery {
+        range: rollup_span(range),
+        hosts: needed,
+    })?;
+    add_connections(&mut pairs, &connections, &hosts);
+    let edges = finish(pairs);
+    Ok((edges, hosts))
+}
+
+/// The whole hours whose rollups a [`RollupQuery`] of `range` reads.
+fn rollup_span(range: TimeRange) -> TimeRange {
+    let last_hour = hour_start(Timestamp::from_nanos(range.to.as_nanos().saturating_sub(1)));
+    TimeRange {
+        from: hour_start(range.from),
+        to: Timestamp::from_nanos(last_hour.as_nanos().saturating_add(HOUR_NS)),
+    }
 }
 
 /// Folds rollup records into edges, one per (client address and host, server
-/// address and host, service port, protocol), ordered by server then client.
-pub fn join_edges(totals: &[EdgeTotal], hosts: &HostDirectory) -> Vec<JoinedEdge> {
-    let mut pairs: BTreeMap<PairKey<'_>, (Side, Side)> = BTreeMap::new();
-    for t in totals {
-        let (key, logged_by_server) = pair_of(t, hosts);
-        let (client, server) = pairs.entry(key).or_default();
-        if logged_by_server {
-            server.add(t);
-        } else {
-            client.add(t);
-        }
-    }
+/// address and host, service port, protocol), ordered by server then client;
+/// `connections` are the raw connection records that join the edges both
+/// ends logged connection by connection (without them, the max rule counts).
+pub fn join_edges(
+    totals: &[HourlyEdgeTotal],
+    connections: &[HostConnections],
+    hosts: &HostDirectory,
+) -> Vec<JoinedEdge> {
+    let mut pairs = pair_up(totals, hosts);
+    add_connections(&mut pairs, connections, hosts);
+    finish(pairs)
+}
+
+fn finish(pairs: Pairs<'_>) -> Vec<JoinedEdge> {
     pairs
         .into_iter()
         .map(
@@ -234,6 +491,7 @@ pub fn join_edges(totals: &[EdgeTotal], hosts: &HostDirectory) -> Vec<JoinedEdge
                 (server_ip, server_port, protocol, client_ip, server_host, client_host),
                 (client, server),
             )| {
+                let (hours, count_rule) = count(&client, &server);
                 let (c, s) = (client.counts, server.counts);
                 let zero = EdgeCounts {
                     connections: 0,
@@ -251,7 +509,7 @@ pub fn join_edges(totals: &[EdgeTotal], hosts: &HostDirectory) -> Vec<JoinedEdge
                     server_host: server_host.map(str::to_owned),
                     server_port,
                     protocol,
-                    connections: cc.connections.max(sc.connections),
+                    connections: hours.iter().map(|&(_, n)| n).sum(),
                     failures: cc.failures.max(sc.failures),
                     bytes_to_server: cc.bytes_sent.max(sc.bytes_received),
                     bytes_to_client: cc.bytes_received.max(sc.bytes_sent),
@@ -259,6 +517,8 @@ pub fn join_edges(totals: &[EdgeTotal], hosts: &HostDirectory) -> Vec<JoinedEdge
                     last_seen: cc.last_seen.max(sc.last_seen),
                     logged_by_client: c.is_some(),
                     logged_by_server: s.is_some(),
+                    count_rule,
+                    hours,
                     client_processes: client.processes(),
                     server_processes: server.processes(),
                 }
@@ -270,7 +530,7 @@ pub fn join_edges(totals: &[EdgeTotal], hosts: &HostDirectory) -> Vec<JoinedEdge
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_fixtures::{edge_total, hosts_a_and_b};
+    use crate::test_fixtures::{edge_total, hosts_a_and_b, join_rollups};
 
     #[test]
     fn both_ends_of_a_connection_join_and_count_once() {
@@ -278,7 +538,7 @@ mod tests {
             edge_total("a", Direction::Outgoing, "10.0.0.1", "10.0.0.2", 22, 3),
             edge_total("b", Direction::Incoming, "10.0.0.2", "10.0.0.1", 22, 2),
         ];
-        let edges = join_edges(&totals, &hosts_a_and_b());
+        let edges = join_rollups(&totals, &hosts_a_and_b());
         assert_eq!(edges.len(), 1);
         let e = &edges[0];
         assert_eq!(
@@ -300,7 +560,7 @@ mod tests {
             edge_total("b", Direction::Outgoing, "127.0.0.1", "127.0.0.1", 5432, 1),
             edge_total("a", Direction::Outgoing, "127.0.0.1", "127.0.0.1", 5432, 1),
         ];
-        let edges = join_edges(&totals, &hosts_a_and_b());
+        let edges = join_rollups(&totals, &hosts_a_and_b());
         assert_eq!(edges.len(), 3);
         let external = edges.iter().find(|e| e.server_port == 443).unwrap();
         assert_eq!(external.server_host, None);

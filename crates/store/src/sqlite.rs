@@ -34,9 +34,10 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::block::{self, BlockEncoder};
 use crate::{
-    check_event, hour_start, is_host_address, AgentId, AgentStatus, EdgeCounts, EdgeTotal,
-    EventKey, EventQuery, FastHash, HostAddress, HourlyEdgeTotal, IngestReport, KeyedEvent,
-    Retention, RetentionReport, RollupBatch, RollupQuery, SequenceRanges, Store, StoreError,
+    check_event, hour_start, is_host_address, AgentId, AgentStatus, ConnectionQuery, EdgeCounts,
+    EdgeTotal, EventKey, EventQuery, FastHash, HostAddress, HostConnections, HourlyEdgeTotal,
+    IngestReport, KeyedEvent, Retention, RetentionReport, RollupBatch, RollupQuery, SequenceRanges,
+    Store, StoreError,
 };
 
 /// Bumped when the layout below changes; a store with another version is refused.
@@ -1164,6 +1165,55 @@ impl Store for SqliteStore {
         }
         oldest_first(&mut found);
         Ok(found.into_iter().map(|(_, e)| e).collect())
+    }
+
+    fn connections(&self, query: &ConnectionQuery) -> Result<Vec<HostConnections>, StoreError> {
+        if query.hosts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let guard = lock(&self.reader);
+        let mut stmt = guard.conn.prepare_cached(
+            "SELECT block_id, host, data FROM event_blocks WHERE first_ts < ?2 AND last_ts >= ?1",
+        )?;
+        let mut rows = stmt.query(params![
+            query.range.from.as_nanos(),
+            query.range.to.as_nanos()
+        ])?;
+        let mut by_host: Vec<HostConnections> = query
+            .hosts
+            .iter()
+            .map(|host| HostConnections {
+                host: host.clone(),
+                connections: Vec::new(),
+            })
+            .collect();
+        let index: HashMap<&str, usize, FastHash> = query
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, host)| (host.as_str(), i))
+            .collect();
+        while let Some(row) = rows.next()? {
+            let host = row.get_ref(1)?.as_str().map_err(|_| Corrupt {
+                column: "event_blocks.host",
+                value: "not text".into(),
+            })?;
+            let Some(&at) = index.get(host) else {
+                continue;
+            };
+            let id: i64 = row.get(0)?;
+            let data = row.get_ref(2)?.as_blob().map_err(|_| Corrupt {
+                column: "event_blocks.data",
+                value: format!("block {id} is no blob"),
+            })?;
+            block::connects(data, query.range, &mut by_host[at].connections).map_err(|e| {
+                Corrupt {
+                    column: "event_blocks.data",
+                    value: format!("block {id}: {e}"),
+                }
+            })?;
+        }
+        Ok(by_host)
     }
 
     fn apply_retention(
