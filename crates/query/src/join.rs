@@ -262,13 +262,6 @@ impl Side {
             })
             .collect()
     }
-
-    /// Whether the records of `hour` are all the connections the rollups
-    /// counted in it.
-    fn complete(&self, hour: i64, records_by_hour: &HashMap<i64, u64>) -> bool {
-        self.hours.get(&hour).copied().unwrap_or(0)
-            == records_by_hour.get(&hour).copied().unwrap_or(0)
-    }
 }
 
 type Pairs<'a> = BTreeMap<PairKey<'a>, (Side, Side)>;
@@ -304,6 +297,10 @@ fn both_ends_logged((client, server): &(Side, Side)) -> bool {
         .all(|side| side.hours.values().any(|&n| n > 0))
 }
 
+/// The hasher of the join's per-record maps: much cheaper than std's
+/// SipHash on the millions of records of a day.
+type FastHash = foldhash::fast::RandomState;
+
 /// The hosts whose connection records a join needs: those of edges both
 /// ends logged.
 fn hosts_logging_both_ends(pairs: &Pairs<'_>) -> Vec<String> {
@@ -323,26 +320,39 @@ fn add_connections<'a>(
     connections: &'a [HostConnections],
     hosts: &'a HostDirectory,
 ) {
-    let mut wanted: HashMap<PairKey<'a>, &mut (Side, Side)> = pairs
-        .iter_mut()
-        .filter(|(_, sides)| both_ends_logged(sides))
-        .map(|(key, sides)| (*key, sides))
-        .collect();
+    let mut sides: Vec<&mut (Side, Side)> = Vec::new();
+    let mut wanted: HashMap<PairKey<'a>, usize, FastHash> = HashMap::default();
+    for (key, pair) in pairs.iter_mut().filter(|(_, pair)| both_ends_logged(pair)) {
+        wanted.insert(*key, sides.len());
+        sides.push(pair);
+    }
     for logged in connections {
+        // What a record of this host is about -> its edge, if wanted: looked
+        // up once per rollup key, not once per record.
+        let mut edge_of: HashMap<_, Option<usize>, FastHash> = HashMap::default();
         for c in &logged.connections {
-            let (key, logged_by_server) = pair_key(
-                &logged.host,
-                c.direction,
-                (c.local.ip(), c.remote.ip()),
+            let about = (
+                c.direction == Direction::Incoming,
+                c.local.ip(),
+                c.remote.ip(),
                 c.service_port(),
                 c.protocol,
-                hosts,
             );
-            let Some((client, server)) = wanted.get_mut(&key) else {
-                continue;
-            };
+            let edge = *edge_of.entry(about).or_insert_with(|| {
+                let (key, _) = pair_key(
+                    &logged.host,
+                    c.direction,
+                    (about.1, about.2),
+                    about.3,
+                    about.4,
+                    hosts,
+                );
+                wanted.get(&key).copied()
+            });
+            let Some(edge) = edge else { continue };
+            let (client, server) = &mut *sides[edge];
             let at = c.timestamp.as_nanos();
-            if logged_by_server {
+            if about.0 {
                 server.records.push((c.remote.port(), c.local.port(), at));
             } else {
                 client.records.push((c.local.port(), c.remote.port(), at));
@@ -352,57 +362,62 @@ fn add_connections<'a>(
 }
 
 /// The connections of an edge per hour, and how they were counted.
-fn count(client: &Side, server: &Side) -> (Vec<(Timestamp, u64)>, CountRule) {
-    let by_hour = |records: &Records| {
-        let mut n: HashMap<i64, u64> = HashMap::new();
-        for &(_, _, at) in records {
-            *n.entry(hour_start(Timestamp::from_nanos(at)).as_nanos())
-                .or_default() += 1;
+fn count(client: &mut Side, server: &mut Side) -> (Vec<(Timestamp, u64)>, CountRule) {
+    let hour_of = |at: i64| hour_start(Timestamp::from_nanos(at)).as_nanos();
+    // An hour is exact when each end's records are all the connections its
+    // rollups counted in that hour.
+    let mut records_by_hour: BTreeMap<i64, [u64; 2]> = BTreeMap::new();
+    for (end, side) in [&*client, &*server].into_iter().enumerate() {
+        for &(_, _, at) in &side.records {
+            records_by_hour.entry(hour_of(at)).or_default()[end] += 1;
         }
-        n
-    };
-    let (client_records, server_records) = (by_hour(&client.records), by_hour(&server.records));
+    }
     let exact = |hour: i64| {
-        client.complete(hour, &client_records) && server.complete(hour, &server_records)
+        let records = records_by_hour.get(&hour).copied().unwrap_or_default();
+        [&*client, &*server]
+            .iter()
+            .zip(records)
+            .all(|(side, n)| side.hours.get(&hour).copied().unwrap_or(0) == n)
     };
-    let in_exact_hour =
-        |&&(_, _, at): &&(u16, u16, i64)| exact(hour_start(Timestamp::from_nanos(at)).as_nanos());
-    // The server's records no client record accounts for, by hour.
-    let mut unmatched: HashMap<i64, u64> = HashMap::new();
-    let mut by_ports: HashMap<(u16, u16), (Vec<i64>, Vec<i64>)> = HashMap::new();
-    for &(client_port, server_port, at) in client.records.iter().filter(in_exact_hour) {
-        by_ports
-            .entry((client_port, server_port))
-            .or_default()
-            .0
-            .push(at);
+    let exact_hours: BTreeSet<i64> = client
+        .hours
+        .keys()
+        .chain(server.hours.keys())
+        .copied()
+        .filter(|&h| exact(h))
+        .collect();
+    for side in [&mut *client, &mut *server] {
+        side.records
+            .retain(|&(_, _, at)| exact_hours.contains(&hour_of(at)));
+        side.records.sort_unstable();
     }
-    for &(client_port, server_port, at) in server.records.iter().filter(in_exact_hour) {
-        by_ports
-            .entry((client_port, server_port))
-            .or_default()
-            .1
-            .push(at);
-    }
-    let tolerance = MATCH_TOLERANCE.as_nanos() as i64;
-    for (mut at_client, mut at_server) in by_ports.into_values() {
-        at_client.sort_unstable();
-        at_server.sort_unstable();
-        // Both in time order: pairing each with the first partner in reach
-        // matches as many as can be matched.
-        let (mut i, mut j) = (0, 0);
-        while j < at_server.len() {
-            if i < at_client.len() && at_client[i].abs_diff(at_server[j]) <= tolerance as u64 {
+    // The server's records no client record accounts for, by hour. Both
+    // lists are in (ports, time) order: pairing each server record with the
+    // first client record of its ports in reach matches as many as can be.
+    let tolerance = MATCH_TOLERANCE.as_nanos() as u64;
+    let mut unmatched: BTreeMap<i64, u64> = BTreeMap::new();
+    let (at_client, at_server) = (&client.records, &server.records);
+    let mut i = 0;
+    for &(client_port, server_port, at) in at_server {
+        while i < at_client.len() {
+            let (cp, sp, c_at) = at_client[i];
+            if (cp, sp) < (client_port, server_port)
+                || ((cp, sp) == (client_port, server_port)
+                    && c_at < at
+                    && c_at.abs_diff(at) > tolerance)
+            {
                 i += 1;
-            } else if i < at_client.len() && at_client[i] < at_server[j] {
-                i += 1;
-                continue;
             } else {
-                *unmatched
-                    .entry(hour_start(Timestamp::from_nanos(at_server[j])).as_nanos())
-                    .or_default() += 1;
+                break;
             }
-            j += 1;
+        }
+        match at_client.get(i) {
+            Some(&(cp, sp, c_at))
+                if (cp, sp) == (client_port, server_port) && c_at.abs_diff(at) <= tolerance =>
+            {
+                i += 1;
+            }
+            _ => *unmatched.entry(hour_of(at)).or_default() += 1,
         }
     }
     let hours: BTreeSet<i64> = client
@@ -417,7 +432,7 @@ fn count(client: &Side, server: &Side) -> (Vec<(Timestamp, u64)>, CountRule) {
         .map(|hour| {
             let c = client.hours.get(&hour).copied().unwrap_or(0);
             let s = server.hours.get(&hour).copied().unwrap_or(0);
-            let n = if exact(hour) {
+            let n = if exact_hours.contains(&hour) {
                 c + unmatched.get(&hour).copied().unwrap_or(0)
             } else {
                 max_rule |= c > 0 && s > 0;
@@ -489,9 +504,9 @@ fn finish(pairs: Pairs<'_>) -> Vec<JoinedEdge> {
         .map(
             |(
                 (server_ip, server_port, protocol, client_ip, server_host, client_host),
-                (client, server),
+                (mut client, mut server),
             )| {
-                let (hours, count_rule) = count(&client, &server);
+                let (hours, count_rule) = count(&mut client, &mut server);
                 let (c, s) = (client.counts, server.counts);
                 let zero = EdgeCounts {
                     connections: 0,
