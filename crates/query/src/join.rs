@@ -31,7 +31,7 @@ use std::net::IpAddr;
 
 use connscope_event::{Direction, Protocol, Timestamp};
 use connscope_store::{
-    hour_start, is_host_address, ConnectionQuery, EdgeCounts, HostAddress, HostConnections,
+    hour_start, is_host_address, ConnectionQuery, ConnectionRecord, EdgeCounts, HostAddress,
     HourlyEdgeTotal, RollupQuery, Store, StoreError, TimeRange,
 };
 use serde::Serialize;
@@ -166,7 +166,7 @@ pub struct JoinedEdge {
 
 /// Which joined edge a record belongs to: (server address, service port,
 /// protocol, client address, server host, client host).
-pub(crate) type PairKey<'a> = (
+type PairKey<'a> = (
     IpAddr,
     u16,
     Protocol,
@@ -313,50 +313,89 @@ fn hosts_logging_both_ends(pairs: &Pairs<'_>) -> Vec<String> {
     hosts.into_iter().map(str::to_owned).collect()
 }
 
-/// Files each connection record with its edge's side, for the edges both
-/// ends logged.
-fn add_connections<'a>(
-    pairs: &mut Pairs<'a>,
-    connections: &'a [HostConnections],
+/// Files connection records with their edge's side, for the edges both ends
+/// logged.
+struct RecordFiler<'p, 'a> {
+    sides: Vec<&'p mut (Side, Side)>,
+    wanted: HashMap<PairKey<'a>, usize, FastHash>,
     hosts: &'a HostDirectory,
-) {
-    let mut sides: Vec<&mut (Side, Side)> = Vec::new();
-    let mut wanted: HashMap<PairKey<'a>, usize, FastHash> = HashMap::default();
-    for (key, pair) in pairs.iter_mut().filter(|(_, pair)| both_ends_logged(pair)) {
-        wanted.insert(*key, sides.len());
-        sides.push(pair);
-    }
-    for logged in connections {
-        // What a record of this host is about -> its edge, if wanted: looked
-        // up once per rollup key, not once per record.
-        let mut edge_of: HashMap<_, Option<usize>, FastHash> = HashMap::default();
-        for c in &logged.connections {
-            let about = (
-                c.direction == Direction::Incoming,
-                c.local.ip(),
-                c.remote.ip(),
-                c.service_port(),
-                c.protocol,
-            );
-            let edge = *edge_of.entry(about).or_insert_with(|| {
-                let (key, _) = pair_key(
-                    &logged.host,
-                    c.direction,
-                    (about.1, about.2),
-                    about.3,
-                    about.4,
-                    hosts,
-                );
-                wanted.get(&key).copied()
-            });
-            let Some(edge) = edge else { continue };
-            let (client, server) = &mut *sides[edge];
-            let at = c.timestamp.as_nanos();
-            if about.0 {
-                server.records.push((c.remote.port(), c.local.port(), at));
-            } else {
-                client.records.push((c.local.port(), c.remote.port(), at));
+    /// Per host: what a record is about (see [`RecordFiler::file`]) -> its
+    /// edge, if wanted; looked up once per rollup key, not once per record.
+    edge_of: Vec<(String, EdgeOf)>,
+    /// The host of the previous record, an index into `edge_of`: records
+    /// come a host's block at a time.
+    current: usize,
+}
+
+/// What a record is about: (logged by the server, local address, remote
+/// address, service port, protocol).
+type About = (bool, IpAddr, IpAddr, u16, Protocol);
+
+/// One host's [`About`] -> index of the wanted edge, if wanted.
+type EdgeOf = HashMap<About, Option<usize>, FastHash>;
+
+impl<'p, 'a> RecordFiler<'p, 'a> {
+    fn new(pairs: &'p mut Pairs<'a>, hosts: &'a HostDirectory) -> Self {
+        let mut sides: Vec<&'p mut (Side, Side)> = Vec::new();
+        let mut wanted: HashMap<PairKey<'a>, usize, FastHash> = HashMap::default();
+        for (key, pair) in pairs.iter_mut().filter(|(_, pair)| both_ends_logged(pair)) {
+            for side in [&mut pair.0, &mut pair.1] {
+                let expected = side.hours.values().sum::<u64>();
+                side.records.reserve(usize::try_from(expected).unwrap_or(0));
             }
+            wanted.insert(*key, sides.len());
+            sides.push(pair);
+        }
+        RecordFiler {
+            sides,
+            wanted,
+            hosts,
+            edge_of: Vec::new(),
+            current: 0,
+        }
+    }
+
+    fn file(&mut self, host: &str, c: &ConnectionRecord) {
+        if self
+            .edge_of
+            .get(self.current)
+            .is_none_or(|(h, _)| h != host)
+        {
+            self.current = match self.edge_of.iter().position(|(h, _)| h == host) {
+                Some(i) => i,
+                None => {
+                    self.edge_of.push((host.to_owned(), HashMap::default()));
+                    self.edge_of.len() - 1
+                }
+            };
+        }
+        let about: About = (
+            c.direction == Direction::Incoming,
+            c.local.ip(),
+            c.remote.ip(),
+            c.service_port(),
+            c.protocol,
+        );
+        let (wanted, hosts) = (&self.wanted, self.hosts);
+        let (host, edge_of) = &mut self.edge_of[self.current];
+        let edge = *edge_of.entry(about).or_insert_with(|| {
+            let (key, _) = pair_key(
+                host,
+                c.direction,
+                (about.1, about.2),
+                about.3,
+                about.4,
+                hosts,
+            );
+            wanted.get(&key).copied()
+        });
+        let Some(edge) = edge else { return };
+        let (client, server) = &mut *self.sides[edge];
+        let at = c.timestamp.as_nanos();
+        if about.0 {
+            server.records.push((c.remote.port(), c.local.port(), at));
+        } else {
+            client.records.push((c.local.port(), c.remote.port(), at));
         }
     }
 }
@@ -465,12 +504,12 @@ pub(crate) fn load_joined(
     let totals = store.edge_totals_by_hour(&RollupQuery { range, host: None })?;
     let hosts = HostDirectory::new(&store.host_addresses()?);
     let mut pairs = pair_up(&totals, &hosts);
-    let needed = hosts_logging_both_ends(&pairs);
-    let connections = store.connections(&ConnectionQuery {
+    let query = ConnectionQuery {
         range: rollup_span(range),
-        hosts: needed,
-    })?;
-    add_connections(&mut pairs, &connections, &hosts);
+        hosts: hosts_logging_both_ends(&pairs),
+    };
+    let mut filer = RecordFiler::new(&mut pairs, &hosts);
+    store.connections(&query, &mut |host, c| filer.file(host, c))?;
     let edges = finish(pairs);
     Ok((edges, hosts))
 }
@@ -486,15 +525,19 @@ fn rollup_span(range: TimeRange) -> TimeRange {
 
 /// Folds rollup records into edges, one per (client address and host, server
 /// address and host, service port, protocol), ordered by server then client;
-/// `connections` are the raw connection records that join the edges both
-/// ends logged connection by connection (without them, the max rule counts).
+/// `connections` are (host, record) of the raw connection records that join
+/// the edges both ends logged connection by connection (without them, the
+/// max rule counts).
 pub fn join_edges(
     totals: &[HourlyEdgeTotal],
-    connections: &[HostConnections],
+    connections: &[(&str, ConnectionRecord)],
     hosts: &HostDirectory,
 ) -> Vec<JoinedEdge> {
     let mut pairs = pair_up(totals, hosts);
-    add_connections(&mut pairs, connections, hosts);
+    let mut filer = RecordFiler::new(&mut pairs, hosts);
+    for (host, c) in connections {
+        filer.file(host, c);
+    }
     finish(pairs)
 }
 

@@ -11,7 +11,8 @@
 //!     logged by both ends (each missing a different eighth), so every edge
 //!     is joined connection by connection from the raw events.
 //!
-//! `CONNSCOPE_BENCH_EVENTS` overrides the 10 million (e.g. for a quick run).
+//! `CONNSCOPE_BENCH_EVENTS` overrides the 10 million (e.g. for a quick run);
+//! `CONNSCOPE_BENCH_PARTS` picks parts (e.g. `cd`; all by default).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -147,13 +148,29 @@ fn main() {
     )
     .unwrap();
     println!("Store benchmarks (batches of {BATCH} events)\n");
+    let parts = std::env::var("CONNSCOPE_BENCH_PARTS").unwrap_or_else(|_| "acd".into());
+    if parts.contains('a') {
+        ingest(dir.path());
+    }
+    let total: usize = std::env::var("CONNSCOPE_BENCH_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000_000);
+    if parts.contains('c') {
+        one_ended(dir.path(), total);
+    }
+    if parts.contains('d') {
+        both_ended(dir.path(), total);
+    }
+}
 
-    // (a) ingest vs raw insert.
+/// (a) ingest vs raw insert.
+fn ingest(dir: &std::path::Path) {
     let n = 500_000;
     let work = workload(n, 100);
     let raw_batches: Vec<Vec<ConnectionEvent>> = work.iter().map(|(_, b)| b.clone()).collect();
-    let raw = raw_insert(&dir.path().join("raw.db"), &raw_batches);
-    let store = SqliteStore::open(dir.path().join("a.db")).unwrap();
+    let raw = raw_insert(&dir.join("raw.db"), &raw_batches);
+    let store = SqliteStore::open(dir.join("a.db")).unwrap();
     let ours = store_ingest(&store, &work);
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     println!("| (a) ingest, {n} events | events/s | time |");
@@ -175,14 +192,11 @@ fn main() {
         rate(again),
         again.as_secs_f64()
     );
-    drop(store);
+}
 
-    // (c) graph query over 24 h of 10M events.
-    let total: usize = std::env::var("CONNSCOPE_BENCH_EVENTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000_000);
-    let store = SqliteStore::open(dir.path().join("c.db")).unwrap();
+/// (c) graph query over 24 h of 10M events.
+fn one_ended(dir: &std::path::Path, total: usize) {
+    let store = SqliteStore::open(dir.join("c.db")).unwrap();
     let build = Instant::now();
     let per_chunk = 500_000;
     let mut made = 0;
@@ -214,10 +228,11 @@ fn main() {
         size,
         filtered,
     );
-    drop(store);
+}
 
-    // (d) the same, every edge logged by both ends.
-    let store = SqliteStore::open(dir.path().join("d.db")).unwrap();
+/// (d) the same, every edge logged by both ends.
+fn both_ended(dir: &std::path::Path, total: usize) {
+    let store = SqliteStore::open(dir.join("d.db")).unwrap();
     let build = Instant::now();
     let stored = both_ends(&store, total);
     let build = build.elapsed();
@@ -312,7 +327,8 @@ fn both_ends(store: &SqliteStore, total: usize) -> usize {
     for k in 0..connections as u64 {
         let t = START_NS + k as i64 * (DAY_NS / connections as i64);
         let client = (k % HOSTS as u64) as usize;
-        let service = (k.wrapping_mul(2654435761) % 40) as usize;
+        // The high bits of a multiplicative hash: every client uses all 40.
+        let service = ((k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 40) as usize;
         let server = (client + 1 + service) % HOSTS;
         let port = [22u16, 80, 443, 5432, 6379, 8080, 53, 25][service % 8];
         let client_end = address(client, 32768 + (k % 28000) as u16);

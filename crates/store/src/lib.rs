@@ -237,13 +237,6 @@ impl ConnectionRecord {
     }
 }
 
-/// The connections one host logged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostConnections {
-    pub host: String,
-    pub connections: Vec<ConnectionRecord>,
-}
-
 /// How long data is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
@@ -315,12 +308,17 @@ pub trait Store: Send + Sync {
     /// Raw events, oldest first.
     fn events(&self, query: &EventQuery) -> Result<Vec<ConnectionEvent>, StoreError>;
 
-    /// The `connect` events still kept as raw events (see
-    /// [`Retention::raw_events`]), per host, in no particular order: what
-    /// joins a connection's two records one by one. Each was counted in a
-    /// rollup, so where a host's rollup counts more connections in an hour
-    /// than this returns, some of its raw events are gone.
-    fn connections(&self, query: &ConnectionQuery) -> Result<Vec<HostConnections>, StoreError>;
+    /// Gives `each` the `connect` events of the query still kept as raw
+    /// events (see [`Retention::raw_events`]), with the host that logged
+    /// them, in no particular order: what joins a connection's two records
+    /// one by one. Each was counted in a rollup, so where a host's rollup
+    /// counts more connections in an hour than this gives, some of its raw
+    /// events are gone. Streamed, not collected: a day can hold millions.
+    fn connections(
+        &self,
+        query: &ConnectionQuery,
+        each: &mut dyn FnMut(&str, &ConnectionRecord),
+    ) -> Result<(), StoreError>;
 
     /// Deletes what is older than `retention` allows, measured back from `now`.
     fn apply_retention(

@@ -34,10 +34,10 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::block::{self, BlockEncoder};
 use crate::{
-    check_event, hour_start, is_host_address, AgentId, AgentStatus, ConnectionQuery, EdgeCounts,
-    EdgeTotal, EventKey, EventQuery, FastHash, HostAddress, HostConnections, HourlyEdgeTotal,
-    IngestReport, KeyedEvent, Retention, RetentionReport, RollupBatch, RollupQuery, SequenceRanges,
-    Store, StoreError,
+    check_event, hour_start, is_host_address, AgentId, AgentStatus, ConnectionQuery,
+    ConnectionRecord, EdgeCounts, EdgeTotal, EventKey, EventQuery, FastHash, HostAddress,
+    HourlyEdgeTotal, IngestReport, KeyedEvent, Retention, RetentionReport, RollupBatch,
+    RollupQuery, SequenceRanges, Store, StoreError,
 };
 
 /// Bumped when the layout below changes; a store with another version is refused.
@@ -1167,9 +1167,13 @@ impl Store for SqliteStore {
         Ok(found.into_iter().map(|(_, e)| e).collect())
     }
 
-    fn connections(&self, query: &ConnectionQuery) -> Result<Vec<HostConnections>, StoreError> {
+    fn connections(
+        &self,
+        query: &ConnectionQuery,
+        each: &mut dyn FnMut(&str, &ConnectionRecord),
+    ) -> Result<(), StoreError> {
         if query.hosts.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let guard = lock(&self.reader);
         let mut stmt = guard.conn.prepare_cached(
@@ -1179,41 +1183,25 @@ impl Store for SqliteStore {
             query.range.from.as_nanos(),
             query.range.to.as_nanos()
         ])?;
-        let mut by_host: Vec<HostConnections> = query
-            .hosts
-            .iter()
-            .map(|host| HostConnections {
-                host: host.clone(),
-                connections: Vec::new(),
-            })
-            .collect();
-        let index: HashMap<&str, usize, FastHash> = query
-            .hosts
-            .iter()
-            .enumerate()
-            .map(|(i, host)| (host.as_str(), i))
-            .collect();
         while let Some(row) = rows.next()? {
             let host = row.get_ref(1)?.as_str().map_err(|_| Corrupt {
                 column: "event_blocks.host",
                 value: "not text".into(),
             })?;
-            let Some(&at) = index.get(host) else {
+            if !query.hosts.iter().any(|h| h == host) {
                 continue;
-            };
+            }
             let id: i64 = row.get(0)?;
             let data = row.get_ref(2)?.as_blob().map_err(|_| Corrupt {
                 column: "event_blocks.data",
                 value: format!("block {id} is no blob"),
             })?;
-            block::connects(data, query.range, &mut by_host[at].connections).map_err(|e| {
-                Corrupt {
-                    column: "event_blocks.data",
-                    value: format!("block {id}: {e}"),
-                }
+            block::connects(data, query.range, &mut |c| each(host, c)).map_err(|e| Corrupt {
+                column: "event_blocks.data",
+                value: format!("block {id}: {e}"),
             })?;
         }
-        Ok(by_host)
+        Ok(())
     }
 
     fn apply_retention(
