@@ -631,4 +631,99 @@ mod tests {
         );
         assert!(loopback.iter().all(|e| e.client_host == e.server_host));
     }
+
+    /// `a`'s connections to `b`'s port 22 as both log them: one record each
+    /// per (client port, second) given.
+    fn records(
+        client: &[(u16, i64)],
+        server: &[(u16, i64)],
+    ) -> Vec<(&'static str, ConnectionRecord)> {
+        let record = |direction, local: String, remote: String, secs: i64| ConnectionRecord {
+            timestamp: Timestamp::from_nanos(secs * 1_000_000_000),
+            direction,
+            protocol: Protocol::Tcp,
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+        };
+        let a = client.iter().map(|&(port, secs)| {
+            let c = format!("10.0.0.1:{port}");
+            (
+                "a",
+                record(Direction::Outgoing, c, "10.0.0.2:22".into(), secs),
+            )
+        });
+        let b = server.iter().map(|&(port, secs)| {
+            let c = format!("10.0.0.1:{port}");
+            (
+                "b",
+                record(Direction::Incoming, "10.0.0.2:22".into(), c, secs),
+            )
+        });
+        a.chain(b).collect()
+    }
+
+    #[test]
+    fn an_hour_without_the_raw_events_of_one_end_falls_back_to_the_max_rule() {
+        let hourly = |host, direction, local, remote, hours: &[(i64, u64)]| {
+            let n = hours.iter().map(|&(_, n)| n).sum();
+            HourlyEdgeTotal {
+                total: edge_total(host, direction, local, remote, 22, n),
+                hours: hours
+                    .iter()
+                    .map(|&(hour, n)| (Timestamp::from_nanos(hour * HOUR_NS), n))
+                    .collect(),
+            }
+        };
+        // Hour 0: a saw 40000 and 40001, b saw 40001 and 40002 (three in
+        // all). Hour 1: both counted two, but b's raw events are gone.
+        let totals = [
+            hourly(
+                "a",
+                Direction::Outgoing,
+                "10.0.0.1",
+                "10.0.0.2",
+                &[(0, 2), (1, 2)],
+            ),
+            hourly(
+                "b",
+                Direction::Incoming,
+                "10.0.0.2",
+                "10.0.0.1",
+                &[(0, 2), (1, 2)],
+            ),
+        ];
+        let raw = records(
+            &[(40000, 10), (40001, 20), (40003, 3_610), (40004, 3_620)],
+            &[(40001, 21), (40002, 30)],
+        );
+        let edges = join_edges(&totals, &raw, &hosts_a_and_b());
+        assert_eq!(edges.len(), 1);
+        assert_eq!(edges[0].count_rule, CountRule::MaxRule);
+        let hours: Vec<(i64, u64)> = edges[0]
+            .hours
+            .iter()
+            .map(|&(t, n)| (t.as_nanos() / HOUR_NS, n))
+            .collect();
+        assert_eq!(hours, [(0, 3), (1, 2)]);
+        assert_eq!(edges[0].connections, 5);
+
+        // With b's records of hour 1 back, it joins exactly.
+        let raw = records(
+            &[(40000, 10), (40001, 20), (40003, 3_610), (40004, 3_620)],
+            &[(40001, 21), (40002, 30), (40003, 3_611), (40005, 3_630)],
+        );
+        let edges = join_edges(&totals, &raw, &hosts_a_and_b());
+        assert_eq!(edges[0].count_rule, CountRule::Joined);
+        assert_eq!(edges[0].connections, 6);
+    }
+
+    #[test]
+    fn a_sum_of_edges_is_exact_unless_one_used_the_max_rule() {
+        use CountRule::*;
+        assert_eq!(Joined.and(Joined), Joined);
+        assert_eq!(ClientOnly.and(ClientOnly), ClientOnly);
+        assert_eq!(ClientOnly.and(ServerOnly), Joined);
+        assert_eq!(Joined.and(MaxRule), MaxRule);
+        assert_eq!(MaxRule.and(ServerOnly), MaxRule);
+    }
 }
