@@ -1506,3 +1506,23 @@ pub(crate) fn proto_number(name: &str) -> Option<u8> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base_priorities(text: &str) -> Vec<i32> {
+        let ruleset = parse_str("t.nft", text).unwrap_or_else(|e| panic!("{e}"));
+        ruleset.tables[0]
+            .chains
+            .iter()
+            .filter_map(|c| c.base.as_ref().map(|b| b.priority))
+            .collect()
+    }
+
+    #[test]
+    fn priorities_take_a_signed_offset_either_way_it_is_spaced() {
+        let text = "table inet t {\n chain a { type filter hook input priority filter + 5; }\n chain b { type filter hook input priority filter+5; }\n chain c { type filter hook input priority mangle - 5; }\n chain d { type filter hook input priority raw-5; }\n}\n";
+        assert_eq!(base_priorities(text), [5, 5, -155, -305]);
+    }
+}
