@@ -11,6 +11,14 @@
 //! of them is final. Replying matters as much as the first packet: the kernel
 //! drops a connection whose answer a policy drops just as surely.
 //!
+//! An IPv6 peer off the host must also be found: the client's neighbour
+//! solicitation (to the server's solicited-node multicast address) goes the
+//! way of the first packet, the server's advertisement back the way of the
+//! answer, both ICMPv6 and untracked by conntrack. A ruleset that drops them
+//! breaks IPv6 as surely as one that drops the SYN. (That is Linux's exchange
+//! for a new neighbour: the solicitation comes from the address of the packet
+//! that needed it.)
+//!
 //! Addresses are read as the packet carries them: a dual-stack socket records
 //! an IPv4 peer as `::ffff:a.b.c.d`, but the packet is IPv4, so only `ip`
 //! rules can match it (never `ip6 saddr ::ffff:a.b.c.d`).
@@ -22,7 +30,7 @@
 //! with the reasons. That is the conservative reading: the checker never calls
 //! a flow safe on a guess.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use connscope_event::Protocol;
 
@@ -96,15 +104,28 @@ pub fn check(ruleset: &Ruleset, flows: &[ObservedFlow]) -> Vec<FlowVerdict> {
 struct Packet {
     v4: bool,
     protocol: Protocol,
-    saddr: IpAddr,
-    daddr: IpAddr,
+    /// `None` for the far side of a neighbour-discovery packet.
+    saddr: Option<IpAddr>,
+    daddr: Option<IpAddr>,
     /// `None` for the client's ephemeral port, which no record keeps.
     sport: Option<u16>,
     dport: Option<u16>,
     /// Whether the packet crosses the loopback interface.
     loopback: bool,
-    /// What conntrack has made of it: `new` or `established`.
+    /// What conntrack has made of it: `new`, `established` or `untracked`.
     state: &'static str,
+    /// The ICMPv6 type of a neighbour-discovery packet (then `protocol` is
+    /// not its transport).
+    icmpv6_type: Option<u8>,
+}
+
+const ND_NEIGHBOR_SOLICIT: u8 = 135;
+const ND_NEIGHBOR_ADVERT: u8 = 136;
+
+/// The solicited-node multicast address a neighbour solicitation for `addr`
+/// goes to (RFC 4291 2.7.1): ff02::1:ff00:0/104 and its low 24 bits.
+fn solicited_node(addr: Ipv6Addr) -> Ipv6Addr {
+    Ipv6Addr::from(0xff02_0000_0000_0000_0000_0001_ff00_0000 | (u128::from(addr) & 0xff_ffff))
 }
 
 /// Where a rule runs: the hook and the priority of the base chain that led there.
@@ -143,16 +164,17 @@ pub fn check_flow(ruleset: &Ruleset, flow: &ObservedFlow) -> FlowVerdict {
     let first = Packet {
         v4: remote.is_ipv4(),
         protocol: flow.protocol,
-        saddr: client,
-        daddr: server,
+        saddr: Some(client),
+        daddr: Some(server),
         sport: None,
         dport: Some(flow.service_port),
         loopback,
         state: "new",
+        icmpv6_type: None,
     };
     let answer = Packet {
-        saddr: server,
-        daddr: client,
+        saddr: Some(server),
+        daddr: Some(client),
         sport: Some(flow.service_port),
         dport: None,
         state: "established",
@@ -168,8 +190,37 @@ pub fn check_flow(ruleset: &Ruleset, flow: &ObservedFlow) -> FlowVerdict {
         accepted_by: Vec::new(),
         unknowns: Vec::new(),
     };
-    for (packet, hooks) in [(&first, there), (&answer, back), (&later, there)] {
-        for &hook in hooks {
+    let mut packets = vec![(first.clone(), there), (answer, back), (later, there)];
+    if let (IpAddr::V6(local6), false) = (local, loopback) {
+        // This host's side of the exchange is its own address; the far side
+        // is the peer on its link, or a router (often link-local) off it.
+        let (solicit_from, solicit_to, advert_from, advert_to) = match flow.direction {
+            FlowDirection::Inbound => (None, Some(solicited_node(local6)), Some(local), None),
+            FlowDirection::Outbound => (Some(local), None, None, Some(local)),
+        };
+        let discovery = Packet {
+            sport: None,
+            dport: None,
+            state: "untracked",
+            ..first.clone()
+        };
+        let solicit = Packet {
+            saddr: solicit_from,
+            daddr: solicit_to.map(IpAddr::V6),
+            icmpv6_type: Some(ND_NEIGHBOR_SOLICIT),
+            ..discovery.clone()
+        };
+        let advert = Packet {
+            saddr: advert_from,
+            daddr: advert_to,
+            icmpv6_type: Some(ND_NEIGHBOR_ADVERT),
+            ..discovery
+        };
+        packets.push((solicit, there));
+        packets.push((advert, back));
+    }
+    for (packet, hooks) in &packets {
+        for &hook in *hooks {
             for (table, chain, priority) in base_chains(ruleset, hook, packet.v4) {
                 let site = Site { hook, priority };
                 let mut unknowns = Vec::new();
@@ -388,6 +439,7 @@ enum Actual {
     Name(&'static str),
 }
 
+const NEIGHBOUR_ADDRESS: &str = "the far address of neighbour discovery (the peer's on its link, a router's off it) is not recorded";
 const UNKNOWN_PORT: &str =
     "the client's port is not recorded (only that it is ephemeral, 1024-65535)";
 
@@ -413,20 +465,37 @@ fn eval_match(table: &Table, m: &Match, packet: &Packet, site: Site) -> Result<b
         Match::Cmp { field, op, values } => (field, *op, values),
     };
     let tcp = packet.protocol == Protocol::Tcp;
-    let l4_ok = |l4: &L4| match l4 {
-        L4::Tcp => tcp,
-        L4::Udp => !tcp,
-        L4::Any => true,
+    let l4_ok = |l4: &L4| match (l4, packet.icmpv6_type) {
+        (L4::Tcp, None) => tcp,
+        (L4::Udp, None) => !tcp,
+        (L4::Any, None) => true,
+        (_, Some(_)) => false,
     };
-    let proto_num = if tcp { 6 } else { 17 };
+    let proto_num = match packet.icmpv6_type {
+        Some(_) => 58,
+        None if tcp => 6,
+        None => 17,
+    };
     let incoming_side = matches!(site.hook, Hook::Prerouting | Hook::Input);
     // Facts the packet does not carry (dependency fails) make the match false
     // whatever the operator, as in nft, where `ip saddr` implies IPv4.
     let actual = match field {
         Field::Saddr4 | Field::Daddr4 if !packet.v4 => return Ok(false),
         Field::Saddr6 | Field::Daddr6 if packet.v4 => return Ok(false),
-        Field::Saddr4 | Field::Saddr6 => Actual::Ip(packet.saddr),
-        Field::Daddr4 | Field::Daddr6 => Actual::Ip(packet.daddr),
+        Field::Saddr4 | Field::Saddr6 | Field::Daddr4 | Field::Daddr6 => {
+            let addr = if matches!(field, Field::Saddr4 | Field::Saddr6) {
+                packet.saddr
+            } else {
+                packet.daddr
+            };
+            match addr {
+                Some(addr) => Actual::Ip(addr),
+                None => return Err(NEIGHBOUR_ADDRESS.into()),
+            }
+        }
+        Field::Dport(L4::Any) | Field::Sport(L4::Any) if packet.icmpv6_type.is_some() => {
+            return Err("`th` reads an ICMPv6 header's checksum there".into())
+        }
         Field::Dport(l4) | Field::Sport(l4) if !l4_ok(l4) => return Ok(false),
         Field::Dport(_) | Field::Sport(_) => {
             let port = if matches!(field, Field::Dport(_)) {
@@ -444,6 +513,13 @@ fn eval_match(table: &Table, m: &Match, packet: &Packet, site: Site) -> Result<b
         Field::L4Proto | Field::IpProtocol | Field::Ip6Nexthdr => Actual::Num(proto_num, proto_num),
         Field::NfProto => Actual::Name(if packet.v4 { "ipv4" } else { "ipv6" }),
         Field::CtState => Actual::Name(ct_state(packet, site)?),
+        Field::Icmpv6Type => match packet.icmpv6_type {
+            Some(t) => Actual::Num(u64::from(t), u64::from(t)),
+            None => return Ok(false),
+        },
+        Field::OtherProtocol(p) if p == "icmpv6" && packet.icmpv6_type.is_some() => {
+            return Err(format!("an ICMPv6 header field other than the type ({p})"))
+        }
         Field::OtherProtocol(_) => return Ok(false),
         Field::Iif | Field::Iifname | Field::Oif | Field::Oifname => {
             let input_side_field = matches!(field, Field::Iif | Field::Iifname);
@@ -601,7 +677,7 @@ fn is_plumbing(rule: &Rule) -> bool {
             .iter()
             .all(|v| matches!(v, Value::Name(n) if n == "lo")),
         Match::Cmp {
-            field: Field::OtherProtocol(_),
+            field: Field::OtherProtocol(_) | Field::Icmpv6Type,
             ..
         } => true,
         Match::Cmp {
@@ -701,7 +777,7 @@ mod tests {
 
     #[test]
     fn jumps_returns_and_sets() {
-        let rules = "define web = { 80, 443 }\ntable inet t {\n set peers { type ipv4_addr; flags interval; elements = { 198.51.100.0/24 } }\n chain i {\n  type filter hook input priority 0; policy drop;\n  jump sub\n  tcp dport $web accept\n }\n chain sub {\n  ip saddr != @peers return\n  tcp dport ssh accept\n }\n}\n";
+        let rules = "define web = { 80, 443 }\ntable inet t {\n set peers { type ipv4_addr; flags interval; elements = { 198.51.100.0/24 } }\n chain i {\n  type filter hook input priority 0; policy drop;\n  icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept\n  jump sub\n  tcp dport $web accept\n }\n chain sub {\n  ip saddr != @peers return\n  tcp dport ssh accept\n }\n}\n";
         for (protocol, peer, port, expected) in [
             (Protocol::Tcp, "198.51.100.7", 22, Outcome::Allowed),
             (Protocol::Tcp, "203.0.113.1", 22, Outcome::Blocked),
@@ -847,5 +923,77 @@ mod tests {
         assert_eq!(v.outcome, Outcome::MaybeBlocked);
         let filter = chain("prerouting", "filter", "accept", "ct state new drop");
         assert_eq!(verdict(&filter, &remote).outcome, Outcome::Blocked);
+    }
+    #[test]
+    fn ipv6_needs_neighbour_discovery_through_both_hooks() {
+        let inbound = flow(Inbound, Protocol::Tcp, "2001:db8::7", 22, 1);
+        let outbound = flow(Outbound, Protocol::Tcp, "2001:db8::7", 443, 1);
+        let ports_only = chain(
+            "input",
+            "0",
+            "drop",
+            "ct state established,related accept\n  tcp dport 22 accept",
+        );
+        assert_eq!(verdict(&ports_only, &inbound).outcome, Outcome::Blocked);
+        // The advertisement answering this host's solicitation comes in, untracked.
+        assert_eq!(verdict(&ports_only, &outbound).outcome, Outcome::Blocked);
+        let with_nd = chain(
+            "input",
+            "0",
+            "drop",
+            "ct state established,related accept\n  icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept\n  tcp dport 22 accept",
+        );
+        assert_eq!(verdict(&with_nd, &inbound).outcome, Outcome::Allowed);
+        assert_eq!(verdict(&with_nd, &outbound).outcome, Outcome::Allowed);
+        let out_no_nd = chain(
+            "output",
+            "0",
+            "drop",
+            "ct state established,related accept\n  tcp dport 443 accept",
+        );
+        assert_eq!(verdict(&out_no_nd, &inbound).outcome, Outcome::Blocked);
+        // Whose address the far side of the exchange has is not recorded.
+        let by_peer = chain(
+            "input",
+            "0",
+            "drop",
+            "ct state established,related accept\n  ip6 saddr 2001:db8::7 accept",
+        );
+        let v = verdict(&by_peer, &inbound);
+        assert_eq!(v.outcome, Outcome::MaybeBlocked);
+        assert!(
+            v.unknowns.iter().any(|u| u.contains("neighbour discovery")),
+            "{v:?}"
+        );
+        // Loopback and IPv4 need none.
+        let lo = between(Inbound, "::1", "::1", 22);
+        assert_eq!(verdict(&ports_only, &lo).outcome, Outcome::Allowed);
+        let v4 = flow(Inbound, Protocol::Tcp, "198.51.100.7", 22, 1);
+        assert_eq!(verdict(&ports_only, &v4).outcome, Outcome::Allowed);
+    }
+    #[test]
+    fn a_reject_with_a_reset_or_icmp_type_only_takes_its_protocol() {
+        // nft adds `meta l4proto tcp` to the first, `meta nfproto ipv4` to the second.
+        let udp = flow(Inbound, Protocol::Udp, "198.51.100.7", 53, 1);
+        let reset = chain("input", "0", "accept", "reject with tcp reset");
+        assert_eq!(verdict(&reset, &udp).outcome, Outcome::Allowed);
+        let tcp = flow(Inbound, Protocol::Tcp, "198.51.100.7", 53, 1);
+        assert_eq!(verdict(&reset, &tcp).outcome, Outcome::Blocked);
+        let v6 = flow(Inbound, Protocol::Udp, "2001:db8::7", 53, 1);
+        let icmp = chain(
+            "input",
+            "0",
+            "accept",
+            "reject with icmp type host-unreachable",
+        );
+        assert_eq!(verdict(&icmp, &v6).outcome, Outcome::Allowed);
+        assert_eq!(verdict(&icmp, &udp).outcome, Outcome::Blocked);
+        let icmpv6 = chain(
+            "input",
+            "0",
+            "accept",
+            "reject with icmpv6 type admin-prohibited",
+        );
+        assert_eq!(verdict(&icmpv6, &udp).outcome, Outcome::Allowed);
     }
 }

@@ -6,8 +6,8 @@ use serde_json::Value as Json;
 
 use super::parser::proto_number;
 use super::{
-    BaseChain, Chain, Field, Hook, Location, Match, NamedSet, Op, Policy, Rule, Ruleset, Table,
-    TableFamily, Unsupported, Value, Values, Verdict, L4,
+    icmpv6_type_number, BaseChain, Chain, Field, Hook, Location, Match, NamedSet, Op, Policy, Rule,
+    Ruleset, Table, TableFamily, Unsupported, Value, Values, Verdict, L4,
 };
 use crate::net::Prefix;
 
@@ -250,6 +250,7 @@ fn match_expr(arg: &Json) -> Option<Match> {
                     "inet_service",
                 )
             }
+            ("icmpv6", "type") => (Field::Icmpv6Type, "icmpv6_type"),
             ("ip" | "ip6" | "tcp" | "udp" | "th", _) => return None,
             (other, _) => (Field::OtherProtocol(other.to_owned()), "any"),
         }
@@ -316,6 +317,7 @@ fn value(v: &Json, kind: &str) -> Option<Value> {
         (Json::String(s), "ipv4_addr" | "ipv6_addr") => Some(Value::Addr(s.parse().ok()?)),
         (Json::String(s), "inet_proto") => Some(Value::Num(u64::from(proto_number(s)?))),
         (Json::String(s), "inet_service") => s.parse::<u64>().ok().map(Value::Num),
+        (Json::String(s), "icmpv6_type") => Some(Value::Num(u64::from(icmpv6_type_number(s)?))),
         (Json::String(s), _) => Some(Value::Name(s.clone())),
         _ => None,
     }
