@@ -190,7 +190,14 @@ pub fn check_flow(ruleset: &Ruleset, flow: &ObservedFlow) -> FlowVerdict {
         accepted_by: Vec::new(),
         unknowns: Vec::new(),
     };
-    let mut packets = vec![(first.clone(), there), (answer, back), (later, there)];
+    // Whether a packet's loss is certain to break the flow: a UDP flow may be
+    // one-way (syslog), so its answer and what follows it only may be needed.
+    let needed = flow.protocol == Protocol::Tcp;
+    let mut packets = vec![
+        (first.clone(), there, true),
+        (answer, back, needed),
+        (later, there, needed),
+    ];
     if let (IpAddr::V6(local6), false) = (local, loopback) {
         // This host's side of the exchange is its own address; the far side
         // is the peer on its link, or a router (often link-local) off it.
@@ -216,10 +223,10 @@ pub fn check_flow(ruleset: &Ruleset, flow: &ObservedFlow) -> FlowVerdict {
             icmpv6_type: Some(ND_NEIGHBOR_ADVERT),
             ..discovery
         };
-        packets.push((solicit, there));
-        packets.push((advert, back));
+        packets.push((solicit, there, true));
+        packets.push((advert, back, true));
     }
-    for (packet, hooks) in &packets {
+    for (packet, hooks, needed) in &packets {
         for &hook in *hooks {
             for (table, chain, priority) in base_chains(ruleset, hook, packet.v4) {
                 let site = Site { hook, priority };
@@ -240,10 +247,17 @@ pub fn check_flow(ruleset: &Ruleset, flow: &ObservedFlow) -> FlowVerdict {
                 for u in unknowns {
                     push_unique(&mut verdict.unknowns, u);
                 }
-                if drops == ends.len() {
+                if drops == ends.len() && *needed {
                     // Every branch drops here: nothing later can undo that.
                     verdict.outcome = Outcome::Blocked;
                     return verdict;
+                }
+                if drops == ends.len() {
+                    push_unique(
+                        &mut verdict.unknowns,
+                        "the answer to a UDP flow is dropped (it matters if the protocol answers)"
+                            .to_owned(),
+                    );
                 }
                 if accepts != ends.len() {
                     verdict.outcome = Outcome::MaybeBlocked;
@@ -995,5 +1009,15 @@ mod tests {
             "reject with icmpv6 type admin-prohibited",
         );
         assert_eq!(verdict(&icmpv6, &udp).outcome, Outcome::Allowed);
+    }
+    #[test]
+    fn a_udp_flow_may_go_unanswered() {
+        let syslog = flow(Outbound, Protocol::Udp, "198.51.100.7", 514, 1);
+        let no_answers = chain("input", "0", "drop", "tcp dport 22 accept");
+        let v = verdict(&no_answers, &syslog);
+        assert_eq!(v.outcome, Outcome::MaybeBlocked);
+        assert!(v.unknowns.iter().any(|u| u.contains("UDP")), "{v:?}");
+        let answers = chain("input", "0", "drop", "ct state established accept");
+        assert_eq!(verdict(&answers, &syslog).outcome, Outcome::Allowed);
     }
 }
