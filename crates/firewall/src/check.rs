@@ -1020,4 +1020,34 @@ mod tests {
         let answers = chain("input", "0", "drop", "ct state established accept");
         assert_eq!(verdict(&answers, &syslog).outcome, Outcome::Allowed);
     }
+    #[test]
+    fn the_json_listing_s_hidden_reject_dependencies_are_restored_or_unknown() {
+        // `nft -j list ruleset` leaves out the `meta nfproto` an ICMP reject
+        // implies, and (nft 1.0.6) even one written before a TCP reset.
+        let json = |reject: &str| {
+            format!(
+                r#"{{"nftables": [{{"table": {{"family": "inet", "name": "t", "handle": 1}}}},
+                {{"chain": {{"family": "inet", "table": "t", "name": "c", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}}}},
+                {{"rule": {{"family": "inet", "table": "t", "chain": "c", "handle": 2, "expr": [{reject}]}}}}]}}"#
+            )
+        };
+        let read = |reject: &str| crate::nft::json::parse_json(&json(reject)).unwrap();
+        let v4 = flow(Inbound, Protocol::Tcp, "198.51.100.7", 22, 1);
+        let v6 = flow(Inbound, Protocol::Tcp, "2001:db8::7", 22, 1);
+        let icmpv6 = read(r#"{"reject": {"type": "icmpv6", "expr": "port-unreachable"}}"#);
+        assert_eq!(check_flow(&icmpv6, &v4).outcome, Outcome::Allowed);
+        assert_eq!(check_flow(&icmpv6, &v6).outcome, Outcome::Blocked);
+        let icmp = read(r#"{"reject": {"type": "icmp", "expr": "port-unreachable"}}"#);
+        assert_eq!(check_flow(&icmp, &v6).outcome, Outcome::Allowed);
+        let reset = read(
+            r#"{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}}, {"reject": {"type": "tcp reset"}}"#,
+        );
+        assert_eq!(check_flow(&reset, &v4).outcome, Outcome::MaybeBlocked);
+        let udp = flow(Inbound, Protocol::Udp, "198.51.100.7", 53, 1);
+        assert_eq!(check_flow(&reset, &udp).outcome, Outcome::Allowed);
+        let reset_v4 = read(
+            r#"{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "198.51.100.7"}}, {"reject": {"type": "tcp reset"}}"#,
+        );
+        assert_eq!(check_flow(&reset_v4, &v4).outcome, Outcome::Blocked);
+    }
 }
