@@ -193,82 +193,159 @@ pub fn check_flow(ruleset: &Ruleset, flow: &ObservedFlow) -> FlowVerdict {
     // Whether a packet's loss is certain to break the flow: a UDP flow may be
     // one-way (syslog), so its answer and what follows it only may be needed.
     let needed = flow.protocol == Protocol::Tcp;
-    let mut packets = vec![
-        (first.clone(), there, true),
-        (answer, back, needed),
-        (later, there, needed),
-    ];
-    if let (IpAddr::V6(local6), false) = (local, loopback) {
-        // This host's side of the exchange is its own address; the far side
-        // is the peer on its link, or a router (often link-local) off it.
-        let (solicit_from, solicit_to, advert_from, advert_to) = match flow.direction {
-            FlowDirection::Inbound => (None, Some(solicited_node(local6)), Some(local), None),
-            FlowDirection::Outbound => (Some(local), None, None, Some(local)),
-        };
-        let discovery = Packet {
-            sport: None,
-            dport: None,
-            state: "untracked",
-            ..first.clone()
-        };
-        let solicit = Packet {
-            saddr: solicit_from,
-            daddr: solicit_to.map(IpAddr::V6),
-            icmpv6_type: Some(ND_NEIGHBOR_SOLICIT),
-            ..discovery.clone()
-        };
-        let advert = Packet {
-            saddr: advert_from,
-            daddr: advert_to,
-            icmpv6_type: Some(ND_NEIGHBOR_ADVERT),
-            ..discovery
-        };
-        packets.push((solicit, there, true));
-        packets.push((advert, back, true));
-    }
-    for (packet, hooks, needed) in &packets {
-        for &hook in *hooks {
-            for (table, chain, priority) in base_chains(ruleset, hook, packet.v4) {
-                let site = Site { hook, priority };
-                let mut unknowns = Vec::new();
-                let ends = explore(ruleset, table, chain, packet, site, &mut unknowns);
-                let accepts = ends.iter().filter(|e| matches!(e, End::Accept(_))).count();
-                let drops = ends.iter().filter(|e| matches!(e, End::Drop(_))).count();
-                for end in &ends {
-                    match end {
-                        End::Accept(Decider::Rule(id)) => {
-                            push_unique(&mut verdict.accepted_by, *id)
-                        }
-                        End::Accept(Decider::Policy { .. }) => {}
-                        End::Drop(d) => push_unique(&mut verdict.dropped_by, *d),
-                        End::Unknown(why) => push_unique(&mut unknowns, why.clone()),
-                    }
-                }
-                for u in unknowns {
-                    push_unique(&mut verdict.unknowns, u);
-                }
-                if drops == ends.len() && *needed {
-                    // Every branch drops here: nothing later can undo that.
-                    verdict.outcome = Outcome::Blocked;
-                    return verdict;
-                }
-                if drops == ends.len() {
-                    push_unique(
-                        &mut verdict.unknowns,
-                        "the answer to a UDP flow is dropped (it matters if the protocol answers)"
-                            .to_owned(),
-                    );
-                }
-                if accepts != ends.len() {
-                    verdict.outcome = Outcome::MaybeBlocked;
-                }
+    for (packet, hooks, needed) in [
+        (&first, there, true),
+        (&answer, back, needed),
+        (&later, there, needed),
+    ] {
+        match replay(ruleset, packet, hooks, &mut verdict) {
+            Outcome::Blocked if needed => {
+                verdict.outcome = Outcome::Blocked;
+                return verdict;
             }
+            Outcome::Blocked => {
+                push_unique(
+                    &mut verdict.unknowns,
+                    "the answer to a UDP flow is dropped (it matters if the protocol answers)"
+                        .to_owned(),
+                );
+                verdict.outcome = Outcome::MaybeBlocked;
+            }
+            Outcome::MaybeBlocked => verdict.outcome = Outcome::MaybeBlocked,
+            Outcome::Allowed => {}
+        }
+    }
+    if let (IpAddr::V6(local6), false) = (local, loopback) {
+        let hooks = (there, back);
+        match neighbour_discovery(ruleset, flow.direction, local6, &first, hooks, &mut verdict) {
+            Outcome::Blocked => {
+                verdict.outcome = Outcome::Blocked;
+                return verdict;
+            }
+            Outcome::MaybeBlocked => verdict.outcome = Outcome::MaybeBlocked,
+            Outcome::Allowed => {}
         }
     }
     if verdict.outcome == Outcome::Allowed {
         verdict.unknowns.clear();
     }
     verdict
+}
+
+/// Runs one packet through every base chain of `hooks`, noting in `verdict`
+/// the rules it met: `Blocked` if every branch drops somewhere, `Allowed` if
+/// every branch gets through.
+fn replay(
+    ruleset: &Ruleset,
+    packet: &Packet,
+    hooks: &[Hook],
+    verdict: &mut FlowVerdict,
+) -> Outcome {
+    let mut outcome = Outcome::Allowed;
+    for &hook in hooks {
+        for (table, chain, priority) in base_chains(ruleset, hook, packet.v4) {
+            let site = Site { hook, priority };
+            let mut unknowns = Vec::new();
+            let ends = explore(ruleset, table, chain, packet, site, &mut unknowns);
+            let accepts = ends.iter().filter(|e| matches!(e, End::Accept(_))).count();
+            let drops = ends.iter().filter(|e| matches!(e, End::Drop(_))).count();
+            for end in &ends {
+                match end {
+                    End::Accept(Decider::Rule(id)) => push_unique(&mut verdict.accepted_by, *id),
+                    End::Accept(Decider::Policy { .. }) => {}
+                    End::Drop(d) => push_unique(&mut verdict.dropped_by, *d),
+                    End::Unknown(why) => push_unique(&mut unknowns, why.clone()),
+                }
+            }
+            for u in unknowns {
+                push_unique(&mut verdict.unknowns, u);
+            }
+            if drops == ends.len() {
+                // Every branch drops here: nothing later can undo that.
+                return Outcome::Blocked;
+            }
+            if accepts != ends.len() {
+                outcome = Outcome::MaybeBlocked;
+            }
+        }
+    }
+    outcome
+}
+
+/// Blocked if either is, allowed if both are.
+fn both(a: Outcome, b: Outcome) -> Outcome {
+    match (a, b) {
+        (Outcome::Blocked, _) | (_, Outcome::Blocked) => Outcome::Blocked,
+        (Outcome::Allowed, Outcome::Allowed) => Outcome::Allowed,
+        _ => Outcome::MaybeBlocked,
+    }
+}
+
+/// Whether the two ends of an IPv6 flow off the host can find each other.
+/// Either may ask first (a solicitation teaches the asked its asker too), so
+/// it is certain only when both ways round agree. This host's side of each
+/// exchange is its own address; the far side is the peer on its link, or a
+/// router (often link-local) off it, so an address match on it is unknown.
+fn neighbour_discovery(
+    ruleset: &Ruleset,
+    direction: FlowDirection,
+    local: Ipv6Addr,
+    first: &Packet,
+    (there, back): (&[Hook], &[Hook]),
+    verdict: &mut FlowVerdict,
+) -> Outcome {
+    let here = Some(IpAddr::V6(local));
+    let here_group = Some(IpAddr::V6(solicited_node(local)));
+    let packet = |saddr, daddr, icmpv6_type| Packet {
+        saddr,
+        daddr,
+        sport: None,
+        dport: None,
+        state: "untracked",
+        icmpv6_type: Some(icmpv6_type),
+        ..first.clone()
+    };
+    // Each exchange: (solicitation, its hooks), (advertisement, its hooks).
+    let (by_client, by_server) = match direction {
+        FlowDirection::Inbound => (
+            [
+                (packet(None, here_group, ND_NEIGHBOR_SOLICIT), there),
+                (packet(here, None, ND_NEIGHBOR_ADVERT), back),
+            ],
+            [
+                (packet(here, None, ND_NEIGHBOR_SOLICIT), back),
+                (packet(None, here, ND_NEIGHBOR_ADVERT), there),
+            ],
+        ),
+        FlowDirection::Outbound => (
+            [
+                (packet(here, None, ND_NEIGHBOR_SOLICIT), there),
+                (packet(None, here, ND_NEIGHBOR_ADVERT), back),
+            ],
+            [
+                (packet(None, here_group, ND_NEIGHBOR_SOLICIT), back),
+                (packet(here, None, ND_NEIGHBOR_ADVERT), there),
+            ],
+        ),
+    };
+    let mut exchange = |[(ask, ask_hooks), (answer, answer_hooks)]: [(Packet, &[Hook]); 2]| {
+        let asked = replay(ruleset, &ask, ask_hooks, verdict);
+        both(asked, replay(ruleset, &answer, answer_hooks, verdict))
+    };
+    let client_asks = exchange(by_client);
+    let server_asks = exchange(by_server);
+    match (client_asks, server_asks) {
+        (Outcome::Allowed, Outcome::Allowed) => Outcome::Allowed,
+        (Outcome::Blocked, Outcome::Blocked) => Outcome::Blocked,
+        (Outcome::Blocked, _) | (_, Outcome::Blocked) => {
+            push_unique(
+                &mut verdict.unknowns,
+                "neighbour discovery gets through one way round only: it works if the side it lets ask asks first".to_owned(),
+            );
+            Outcome::MaybeBlocked
+        }
+        _ => Outcome::MaybeBlocked,
+    }
 }
 
 fn push_unique<T: PartialEq>(list: &mut Vec<T>, item: T) {
@@ -977,6 +1054,19 @@ mod tests {
         assert_eq!(v.outcome, Outcome::MaybeBlocked);
         assert!(
             v.unknowns.iter().any(|u| u.contains("neighbour discovery")),
+            "{v:?}"
+        );
+        // Either side may ask first: one way round is not enough to be sure.
+        let no_solicit_in = chain(
+            "input",
+            "0",
+            "accept",
+            "icmpv6 type nd-neighbor-solicit drop",
+        );
+        let v = verdict(&no_solicit_in, &inbound);
+        assert_eq!(v.outcome, Outcome::MaybeBlocked);
+        assert!(
+            v.unknowns.iter().any(|u| u.contains("one way round")),
             "{v:?}"
         );
         // Loopback and IPv4 need none.
