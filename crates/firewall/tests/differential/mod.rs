@@ -9,6 +9,7 @@
 //! seed the run prints. Addresses and ports are fixed for the same reason: each
 //! lab is a private pair of namespaces, where no one else can hold them.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -58,6 +59,8 @@ pub enum Kernel {
 /// One connection the tests can make, and how the firewall host records it.
 #[derive(Debug, Clone)]
 struct Probe {
+    /// What kind of flow it is, for the per-kind figures.
+    kind: &'static str,
     /// Whether the client runs on the firewall host (outbound and loopback)
     /// or on the peer (inbound).
     client_on_host: bool,
@@ -71,42 +74,75 @@ struct Probe {
 
 fn probes() -> Vec<Probe> {
     use FlowDirection::{Inbound, Outbound};
-    let p = |client_on_host, target: &str, direction, local, remote| Probe {
+    let p = |kind, client_on_host, target: &str, direction, local, remote| Probe {
+        kind,
         client_on_host,
         target: target.parse().unwrap(),
         direction,
         local,
         remote,
     };
+    let (mapped_host, mapped_peer, mapped_lo) =
+        ("::ffff:10.77.0.1", "::ffff:10.77.0.2", "::ffff:127.0.0.1");
     vec![
         // The peer connects in.
-        p(false, "10.77.0.1:8004", Inbound, HOST4, PEER4),
-        p(false, "[fd77::1]:8006", Inbound, HOST6, PEER6),
+        p("in v4", false, "10.77.0.1:8004", Inbound, HOST4, PEER4),
+        p("in v6", false, "[fd77::1]:8006", Inbound, HOST6, PEER6),
         p(
+            "in v4 to [::]",
             false,
             "10.77.0.1:8046",
             Inbound,
-            "::ffff:10.77.0.1",
-            "::ffff:10.77.0.2",
+            mapped_host,
+            mapped_peer,
         ),
-        p(false, "[fd77::1]:8046", Inbound, HOST6, PEER6),
+        p(
+            "in v6 to [::]",
+            false,
+            "[fd77::1]:8046",
+            Inbound,
+            HOST6,
+            PEER6,
+        ),
         // The host connects out.
-        p(true, "10.77.0.2:9004", Outbound, HOST4, PEER4),
-        p(true, "[fd77::2]:9006", Outbound, HOST6, PEER6),
-        p(true, "10.77.0.2:9046", Outbound, HOST4, PEER4),
-        p(true, "[fd77::2]:9046", Outbound, HOST6, PEER6),
+        p("out v4", true, "10.77.0.2:9004", Outbound, HOST4, PEER4),
+        p("out v6", true, "[fd77::2]:9006", Outbound, HOST6, PEER6),
+        p(
+            "out v4 to [::]",
+            true,
+            "10.77.0.2:9046",
+            Outbound,
+            HOST4,
+            PEER4,
+        ),
+        p(
+            "out v6 to [::]",
+            true,
+            "[fd77::2]:9046",
+            Outbound,
+            HOST6,
+            PEER6,
+        ),
         // The host connects to itself (over `lo`).
         p(
+            "lo 127.0.0.1 to [::]",
             true,
             "127.0.0.1:8046",
             Inbound,
-            "::ffff:127.0.0.1",
-            "::ffff:127.0.0.1",
+            mapped_lo,
+            mapped_lo,
         ),
-        p(true, "[::1]:8046", Inbound, "::1", "::1"),
-        p(true, "10.77.0.1:8004", Inbound, HOST4, HOST4),
-        p(true, "[fd77::1]:8006", Outbound, HOST6, HOST6),
-        p(true, "10.77.0.1:8046", Outbound, HOST4, HOST4),
+        p("lo ::1 to [::]", true, "[::1]:8046", Inbound, "::1", "::1"),
+        p("lo own v4", true, "10.77.0.1:8004", Inbound, HOST4, HOST4),
+        p("lo own v6", true, "[fd77::1]:8006", Outbound, HOST6, HOST6),
+        p(
+            "lo own v4 to [::]",
+            true,
+            "10.77.0.1:8046",
+            Outbound,
+            HOST4,
+            HOST4,
+        ),
     ]
 }
 
@@ -733,12 +769,19 @@ pub struct Report {
     pub refused: usize,
     pub timed_out: usize,
     pub disagreements: Vec<Disagreement>,
-    /// Rulesets the checker read differently from text and from `nft -j`.
+    /// Flows the checker decided one way from the text and the other from
+    /// `nft -j`.
     pub json_mismatches: Vec<String>,
+    /// Flows decided from one reading and "maybe" from the other.
+    pub json_less_certain: usize,
     /// Rulesets nft refused (a generator bug; none expected).
     pub refused_by_nft: Vec<String>,
     /// Rulesets the checker could not read (as text or as `nft -j`).
     pub unreadable: Vec<String>,
+    /// Per kind of flow: (flows, decided, agreed).
+    pub kinds: BTreeMap<&'static str, (usize, usize, usize)>,
+    /// Why the checker said maybe, and how often (rule locations left out).
+    pub maybe_reasons: BTreeMap<String, usize>,
 }
 
 impl Report {
@@ -752,8 +795,16 @@ impl Report {
         self.timed_out += other.timed_out;
         self.disagreements.extend(other.disagreements);
         self.json_mismatches.extend(other.json_mismatches);
+        self.json_less_certain += other.json_less_certain;
         self.refused_by_nft.extend(other.refused_by_nft);
         self.unreadable.extend(other.unreadable);
+        for (kind, (n, decided, agreed)) in other.kinds {
+            let mine = self.kinds.entry(kind).or_default();
+            *mine = (mine.0 + n, mine.1 + decided, mine.2 + agreed);
+        }
+        for (reason, n) in other.maybe_reasons {
+            *self.maybe_reasons.entry(reason).or_default() += n;
+        }
     }
 
     /// Agreement on the flows the checker decided.
@@ -765,10 +816,26 @@ impl Report {
         self.agreed as f64 / decided as f64
     }
 
+    /// The figures per kind of flow and the reasons for "maybe", one a line.
+    pub fn details(&self) -> String {
+        let mut out = String::new();
+        for (kind, (n, decided, agreed)) in &self.kinds {
+            let _ = writeln!(
+                out,
+                "  {kind}: {n} flows, {decided} decided, {agreed} agreed"
+            );
+        }
+        for (why, n) in &self.maybe_reasons {
+            let _ = writeln!(out, "  maybe ({n}x): {why}");
+        }
+        out
+    }
+
     pub fn summary(&self) -> String {
         format!(
             "{} rulesets, {} flows (kernel: {} connected, {} refused, {} timed out); checker decided {} \
-             and agreed on {} ({:.2}%), said maybe for {}; {} disagreements, {} text/JSON mismatches, \
+             and agreed on {} ({:.2}%), said maybe for {}; {} disagreements, {} text/JSON mismatches \
+             ({} flows decided from one and maybe from the other), \
              {} rulesets refused by nft, {} unreadable by the checker",
             self.rulesets,
             self.flows,
@@ -781,6 +848,7 @@ impl Report {
             self.maybe,
             self.disagreements.len(),
             self.json_mismatches.len(),
+            self.json_less_certain,
             self.refused_by_nft.len(),
             self.unreadable.len(),
         )
@@ -843,13 +911,33 @@ fn run_one(lab: &Lab, seed: u64, index: usize, flows_per_ruleset: usize, report:
             Kernel::Refused(_) => report.refused += 1,
             Kernel::TimedOut => report.timed_out += 1,
         }
-        if live_verdicts[i].outcome != outcome {
+        let live_outcome = live_verdicts[i].outcome;
+        if live_outcome != outcome && Outcome::MaybeBlocked == live_outcome.max(outcome) {
+            // One reading is less certain (nft's listing hides some matches).
+            report.json_less_certain += 1;
+        } else if live_outcome != outcome {
             report.json_mismatches.push(format!(
                 "ruleset {index}, {}: text {:?}, nft -j {:?}\n{text}",
                 describe(&flows[i]),
                 verdicts[i],
                 live_verdicts[i]
             ));
+        }
+        let tally = report.kinds.entry(probes[i].kind).or_default();
+        tally.0 += 1;
+        if agrees(outcome, &kernel).is_some() {
+            tally.1 += 1;
+        }
+        if agrees(outcome, &kernel) == Some(true) {
+            tally.2 += 1;
+        }
+        if outcome == Outcome::MaybeBlocked {
+            for u in &verdicts[i].unknowns {
+                // "FILE:LINE:COL (why)": the why.
+                let why = u.split_once(" (").map_or(u.as_str(), |(_, w)| w);
+                let why = why.strip_suffix(')').unwrap_or(why).to_owned();
+                *report.maybe_reasons.entry(why).or_default() += 1;
+            }
         }
         match agrees(outcome, &kernel) {
             None => report.maybe += 1,
@@ -950,7 +1038,7 @@ pub fn run(config: &Config) -> Report {
 /// Panics with every disagreement (ruleset, flow, both verdicts) and how to
 /// rebuild the failing ruleset.
 pub fn assert_agreement(config: &Config, report: &Report) {
-    eprintln!("{}", report.summary());
+    eprintln!("{}\n{}", report.summary(), report.details());
     let mut problems = String::new();
     for d in report.disagreements.iter().take(10) {
         let _ = writeln!(
