@@ -1139,5 +1139,12 @@ mod tests {
             r#"{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "198.51.100.7"}}, {"reject": {"type": "tcp reset"}}"#,
         );
         assert_eq!(check_flow(&reset_v4, &v4).outcome, Outcome::Blocked);
+        // In an ip6 table even the reset's `meta l4proto tcp` is left out.
+        let ip6_reset = json(r#"{"reject": {"type": "tcp reset"}}"#)
+            .replace(r#""family": "inet""#, r#""family": "ip6""#);
+        let ip6_reset = crate::nft::json::parse_json(&ip6_reset).unwrap();
+        let udp6 = flow(Inbound, Protocol::Udp, "2001:db8::7", 53, 1);
+        assert_eq!(check_flow(&ip6_reset, &udp6).outcome, Outcome::Allowed);
+        assert_eq!(check_flow(&ip6_reset, &v6).outcome, Outcome::Blocked);
     }
 }

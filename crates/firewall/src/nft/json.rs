@@ -217,10 +217,11 @@ fn rule(handle: u64, body: &Json, exprs: &[Json]) -> Rule {
     rule
 }
 
-/// nft's listing leaves out the `meta nfproto` a reject depends on: the one
-/// an ICMP type implies, and (nft 1.0.6) even one written before a TCP reset
-/// in an `inet` table. The first is put back; the second, when nothing else in
-/// the rule shows the family, is unknown.
+/// nft's listing leaves out matches a reject depends on: the `meta l4proto
+/// tcp` of a TCP reset in an `ip` or `ip6` table, the `meta nfproto` an ICMP
+/// type implies, and (nft 1.0.6) even a `meta nfproto` written before a TCP
+/// reset in an `inet` table. The first two are put back; the last, when
+/// nothing else in the rule shows the family, is unknown.
 fn restore_reject_dependency(rule: &mut Rule, body: &Json, reject: &Json) {
     let nfproto = |name: &str| Match::Cmp {
         field: Field::NfProto,
@@ -231,6 +232,13 @@ fn restore_reject_dependency(rule: &mut Rule, body: &Json, reject: &Json) {
         Some("icmp") => rule.matches.push(nfproto("ipv4")),
         Some("icmpv6") => rule.matches.push(nfproto("ipv6")),
         Some("tcp reset") => {
+            rule.matches.push(Match::Cmp {
+                field: Field::L4Proto,
+                op: Op::Eq,
+                values: Values::List(vec![Value::Num(u64::from(
+                    proto_number("tcp").expect("known"),
+                ))]),
+            });
             let one_family = body.get("family").and_then(Json::as_str) != Some("inet");
             let family_shown = rule.matches.iter().any(|m| {
                 matches!(
