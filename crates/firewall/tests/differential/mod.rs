@@ -9,10 +9,11 @@
 //! seed the run prints. Addresses and ports are fixed for the same reason: each
 //! lab is a private pair of namespaces, where no one else can hold them.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use nix::sched::{setns, CloneFlags};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::seq::IndexedRandom;
 use rand::{RngExt, SeedableRng};
+use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
 use crate::common::Netns;
 
@@ -609,16 +611,17 @@ pub fn generate(seed: u64, index: usize, flows_per_ruleset: usize) -> (String, V
 
 // ---------------------------------------------------------------------- lab
 
-/// Runs `f` on a thread that has entered `ns`; sockets made there stay in it.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+/// Starts `f` on a thread that has entered `ns`; sockets made there stay in it.
+fn spawn_in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
     let path = format!("/var/run/netns/{ns}");
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).unwrap();
         setns(&file, CloneFlags::CLONE_NEWNET).unwrap();
         f()
     })
-    .join()
-    .unwrap()
 }
 
 /// Echoes one byte per connection, each on its own thread so a connection
@@ -643,7 +646,15 @@ pub struct Lab {
     host: Netns,
     peer: Netns,
     dir: tempfile::TempDir,
+    /// The client port of the next connection. Ports are never reused in a
+    /// lab: a connection a ruleset broke can leave an `established` conntrack
+    /// entry behind, and a new connection on its ports would be let through
+    /// as established rather than judged as new.
+    next_port: Cell<u16>,
 }
+
+/// Client ports the labs use, inside every stack's ephemeral range.
+const CLIENT_PORTS: std::ops::RangeInclusive<u16> = 20000..=60999;
 
 impl Lab {
     pub fn new() -> Lab {
@@ -680,13 +691,15 @@ impl Lab {
             ];
             for addr in addrs {
                 let addr: SocketAddr = addr.parse().unwrap();
-                serve(in_ns(&ns.name, move || TcpListener::bind(addr).unwrap()));
+                let listener = spawn_in_ns(&ns.name, move || TcpListener::bind(addr).unwrap());
+                serve(listener.join().unwrap());
             }
         }
         Lab {
             host,
             peer,
             dir: tempfile::tempdir().unwrap(),
+            next_port: Cell::new(*CLIENT_PORTS.start()),
         }
     }
 
@@ -716,26 +729,46 @@ impl Lab {
     }
 
     fn attempt(&self, probe: &Probe, wait: Duration) -> std::thread::JoinHandle<Kernel> {
-        let ns = if probe.client_on_host {
-            self.host.name.clone()
+        let client = if probe.client_on_host {
+            &self.host
         } else {
-            self.peer.name.clone()
+            &self.peer
         };
         let target = probe.target;
-        std::thread::spawn(move || in_ns(&ns, move || connect(target, wait)))
+        let port = self.next_port.get();
+        assert!(
+            CLIENT_PORTS.contains(&port),
+            "a lab ran out of client ports"
+        );
+        self.next_port.set(port + 1);
+        spawn_in_ns(&client.name, move || connect(target, port, wait))
     }
 }
 
-/// One connection attempt and one byte echoed, each given `wait`.
-fn connect(target: SocketAddr, wait: Duration) -> Kernel {
+/// One connection attempt from client port `port` and one byte echoed,
+/// each given `wait`.
+fn connect(target: SocketAddr, port: u16, wait: Duration) -> Kernel {
     let classify = |e: std::io::Error| match e.kind() {
         ErrorKind::TimedOut | ErrorKind::WouldBlock => Kernel::TimedOut,
         _ => Kernel::Refused(e.to_string()),
     };
-    let mut s = match TcpStream::connect_timeout(&target, wait) {
-        Ok(s) => s,
-        Err(e) => return classify(e),
+    let socket = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM,
+        Some(SockProtocol::TCP),
+    )
+    .expect("a TCP socket");
+    let source = match target {
+        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
     };
+    socket
+        .bind(&source.into())
+        .unwrap_or_else(|e| panic!("client port {port}: {e}"));
+    if let Err(e) = socket.connect_timeout(&target.into(), wait) {
+        return classify(e);
+    }
+    let mut s = TcpStream::from(socket);
     s.set_read_timeout(Some(wait)).unwrap();
     let mut b = [0u8; 1];
     match s.write_all(b"x").and_then(|()| s.read_exact(&mut b)) {
