@@ -11,13 +11,10 @@
 //! of them is final. Replying matters as much as the first packet: the kernel
 //! drops a connection whose answer a policy drops just as surely.
 //!
-//! An IPv6 peer off the host must also be found: the client's neighbour
-//! solicitation (to the server's solicited-node multicast address) goes the
-//! way of the first packet, the server's advertisement back the way of the
-//! answer, both ICMPv6 and untracked by conntrack. A ruleset that drops them
-//! breaks IPv6 as surely as one that drops the SYN. (That is Linux's exchange
-//! for a new neighbour: the solicitation comes from the address of the packet
-//! that needed it.)
+//! The two ends of an IPv6 flow off the host must also find each other by
+//! neighbour discovery (ICMPv6, untracked by conntrack): a ruleset that drops
+//! it breaks IPv6 as surely as one that drops the SYN. Either end may solicit
+//! first, so both exchanges are replayed (`neighbour_discovery`).
 //!
 //! Addresses are read as the packet carries them: a dual-stack socket records
 //! an IPv4 peer as `::ffff:a.b.c.d`, but the packet is IPv4, so only `ip`
