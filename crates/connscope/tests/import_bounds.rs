@@ -51,6 +51,8 @@ struct Run {
 
 fn import(dir: &Path, file: &Path) -> Run {
     let stderr_path = dir.join("stderr");
+    // Reaped below by wait4, which also gives its resource usage.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(env!("CARGO_BIN_EXE_connscope"))
         .args(["import", "--tz", "UTC", "--db"])
         .arg(dir.join("store.db"))
