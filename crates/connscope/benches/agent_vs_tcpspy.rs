@@ -84,6 +84,11 @@ struct Workload {
     /// reached): closing sockets skip TIME_WAIT, as on a host that has been
     /// closing connections faster than TIME_WAIT lets them go.
     time_wait_full: bool,
+    /// Start this long after the monitor is launched instead of once it is
+    /// ready: a burst during its start-up, as a user trying it out makes.
+    start_after_launch: Option<Duration>,
+    /// Connections come in spikes of this many, with this pause after each.
+    spikes: Option<(usize, Duration)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -151,9 +156,17 @@ fn run_workload(w: &Workload, run: u32) -> Truth {
     let start = Instant::now();
     for i in 0..w.connections {
         if let Some(rate) = w.rate {
-            let due = start + Duration::from_secs_f64(i as f64 / f64::from(rate));
+            let paused = w
+                .spikes
+                .map_or(Duration::ZERO, |(spike, pause)| pause * (i / spike) as u32);
+            let due = start + paused + Duration::from_secs_f64(i as f64 / f64::from(rate));
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 thread::sleep(wait);
+            }
+        }
+        if let Some((spike, pause)) = w.spikes {
+            if i > 0 && i % spike == 0 {
+                thread::sleep(pause);
             }
         }
         let stream = TcpStream::connect(server).unwrap();
@@ -325,6 +338,12 @@ fn start_monitor(
     netns_all: bool,
     preexisting: usize,
 ) -> Option<Running> {
+    let running = launch_monitor(monitor, dir, netns_all)?;
+    wait_ready(monitor, &running, preexisting);
+    Some(running)
+}
+
+fn launch_monitor(monitor: Monitor, dir: &Path, netns_all: bool) -> Option<Running> {
     let output = dir.join("out");
     let stderr = dir.join("err");
     let mut command = match monitor {
@@ -357,11 +376,15 @@ fn start_monitor(
     };
     command.stderr(fs::File::create(&stderr).unwrap());
     let child = command.spawn().unwrap();
-    let running = Running {
+    Some(Running {
         child,
         output,
         stderr,
-    };
+    })
+}
+
+/// Waits until `running` is ready and has reported the `preexisting` sockets.
+fn wait_ready(monitor: Monitor, running: &Running, preexisting: usize) {
     // Ready: connscope says so; tcpspy needs one interval to take its
     // first snapshot.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -388,7 +411,6 @@ fn start_monitor(
             wait_quiet(&running.output, Duration::from_millis(300));
         }
     }
-    Some(running)
 }
 
 fn line_count(path: &Path) -> usize {
@@ -679,6 +701,8 @@ fn main() {
         idle_sockets: 0,
         netns: false,
         time_wait_full: false,
+        start_after_launch: None,
+        spikes: None,
     };
     let workloads = [
         Workload {
@@ -718,6 +742,26 @@ fn main() {
             netns: true,
             ..BURST
         },
+        // A new user's first try: the agent launched, a loop 0.3 s later,
+        // on a host whose processes hold 20k sockets (the start-up walk
+        // of /proc/*/fd reads them all while the burst goes on).
+        Workload {
+            name: "start-up: 16,000 at 8,000/s from 0.3 s after launch, 20k idle sockets",
+            connections: 16_000,
+            rate: Some(8_000),
+            close: Close::Fin,
+            idle_sockets: 20_000,
+            start_after_launch: Some(Duration::from_millis(300)),
+            ..BURST
+        },
+        Workload {
+            name: "bursty: 5 spikes of 2,000 at 8,000/s, 1 s apart",
+            connections: 10_000,
+            rate: Some(8_000),
+            close: Close::Fin,
+            spikes: Some((2_000, Duration::from_secs(1))),
+            ..BURST
+        },
     ];
     let monitors = [
         Monitor::None,
@@ -748,9 +792,17 @@ fn main() {
                 continue;
             }
             let dir = tempfile::tempdir().unwrap();
-            let running = start_monitor(monitor, dir.path(), w.netns, w.idle_sockets);
+            let running = match w.start_after_launch {
+                Some(delay) => {
+                    let running = launch_monitor(monitor, dir.path(), w.netns);
+                    thread::sleep(delay);
+                    running
+                }
+                None => start_monitor(monitor, dir.path(), w.netns, w.idle_sockets),
+            };
             let pid = running.as_ref().map(|r| r.child.id());
-            // Start-up (naming the idle sockets) is not the workload's cost.
+            // Start-up (naming the idle sockets) is not the workload's cost,
+            // except where the workload starts during it.
             let cpu_before = pid.map_or(0.0, cpu_seconds);
             let bpf_before = pid.map_or(0.0, bpf_run_seconds);
             let truth = run_where_it_belongs(w, &netns, run);
@@ -776,6 +828,9 @@ fn main() {
                 });
                 continue;
             };
+            if w.start_after_launch.is_some() {
+                wait_ready(monitor, &running, w.idle_sockets);
+            }
             // Once the output is quiet, the CPU time so far is the cost of the
             // connections; then SIGTERM, reaped within `patience`.
             let (quiet, patience) = match monitor {
