@@ -79,6 +79,9 @@ struct Workload {
     close: Close,
     family: Family,
     idle_sockets: usize,
+    /// Files held open meanwhile (duplicates of a few sockets), like the
+    /// processes of a busy desktop; the agent's start-up reads them all.
+    held_files: usize,
     netns: bool,
     /// Run with the kernel's TIME_WAIT table full (`tcp_max_tw_buckets`
     /// reached): closing sockets skip TIME_WAIT, as on a host that has been
@@ -291,20 +294,7 @@ fn idle_sockets(count: usize) -> Vec<Child> {
     let mut left = count;
     while left > 0 {
         let n = left.min(IDLE_PER_HELPER);
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--hold-idle", &n.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut ready = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-            &mut ready,
-        )
-        .unwrap();
-        assert_eq!(ready.trim(), "ready");
-        helpers.push(child);
+        helpers.push(helper(&["--hold-idle", &n.to_string()]));
         left -= n;
     }
     helpers
@@ -322,6 +312,50 @@ fn hold_idle(count: usize) {
     }
     println!("ready");
     let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+}
+
+const FILES_PER_HELPER: usize = 15_000;
+
+/// `count` open files, held by helper processes (this binary with
+/// `--hold-files N`) until dropped.
+fn held_files(count: usize) -> Vec<Child> {
+    (0..count.div_ceil(FILES_PER_HELPER))
+        .map(|i| {
+            let n = (count - i * FILES_PER_HELPER).min(FILES_PER_HELPER);
+            helper(&["--hold-files", &n.to_string()])
+        })
+        .collect()
+}
+
+/// Starts this binary with `args` and waits for its "ready".
+fn helper(args: &[&str]) -> Child {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    child
+}
+
+/// Helper mode: hold one connection and `count` duplicates of its socket
+/// until standard input closes.
+fn hold_files(count: usize) {
+    raise_nofile();
+    let listener = TcpListener::bind("127.0.0.2:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let _server = listener.accept().unwrap();
+    let held: Vec<TcpStream> = (0..count).map(|_| client.try_clone().unwrap()).collect();
+    println!("ready");
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    drop(held);
 }
 
 struct Running {
@@ -678,6 +712,9 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--hold-idle") {
         return hold_idle(args[i + 1].parse().unwrap());
     }
+    if let Some(i) = args.iter().position(|a| a == "--hold-files") {
+        return hold_files(args[i + 1].parse().unwrap());
+    }
     // SAFETY: geteuid has no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "run as root");
     raise_nofile();
@@ -699,6 +736,7 @@ fn main() {
         close: Close::Reset,
         family: Family::Ipv4,
         idle_sockets: 0,
+        held_files: 0,
         netns: false,
         time_wait_full: false,
         start_after_launch: None,
@@ -743,14 +781,14 @@ fn main() {
             ..BURST
         },
         // A new user's first try: the agent launched, a loop 0.3 s later,
-        // on a host whose processes hold 20k sockets (the start-up walk
-        // of /proc/*/fd reads them all while the burst goes on).
+        // on a host whose processes hold 150k files (the start-up walk of
+        // /proc/*/fd reads them all while the burst goes on).
         Workload {
-            name: "start-up: 16,000 at 8,000/s from 0.3 s after launch, 20k idle sockets",
-            connections: 16_000,
-            rate: Some(8_000),
+            name: "start-up: 8,000 at 4,000/s from 0.3 s after launch, 150k files open",
+            connections: 8_000,
+            rate: Some(4_000),
             close: Close::Fin,
-            idle_sockets: 20_000,
+            held_files: 150_000,
             start_after_launch: Some(Duration::from_millis(300)),
             ..BURST
         },
@@ -782,7 +820,8 @@ fn main() {
     let bench_start = Instant::now();
     for w in workloads.iter().filter(|w| workload_filter.selects(w.name)) {
         let _time_wait_full = w.time_wait_full.then(|| Sysctl::set(MAX_TW_BUCKETS, "0"));
-        let idle = idle_sockets(w.idle_sockets);
+        let mut idle = idle_sockets(w.idle_sockets);
+        idle.extend(held_files(w.held_files));
         let mut baseline_rate = f64::NAN;
         for &monitor in &monitors {
             if w.netns && monitor == Monitor::SockDiag {
