@@ -52,6 +52,51 @@ impl std::fmt::Display for AgentId {
     }
 }
 
+/// Which sequence space a batch of numbered events belongs to.
+///
+/// Sequence numbers are unique only within one agent *state* (the
+/// `instance`, created with the agent's state directory): a wiped state
+/// directory or a token copied to a second host numbers from 1 again, under
+/// a new instance. Within an instance, each run of the agent (`boot`, new at
+/// every start) numbers from where the state said (`first_sequence`), so a
+/// state restored from a snapshot shows as two boots using the same numbers
+/// instead of as duplicates. Duplicates are recognised within one boot only:
+/// a retry re-sends a batch with the boot that numbered it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// Empty for senders that send none (agents before instance ids, imports,
+    /// syslog): they all share one space per agent, as before.
+    pub instance: String,
+    pub boot: String,
+    /// The first number this boot handed out (1 for a new instance).
+    pub first_sequence: u64,
+}
+
+impl Origin {
+    /// The space of senders without an instance id.
+    pub fn legacy() -> Origin {
+        Origin {
+            instance: String::new(),
+            boot: String::new(),
+            first_sequence: 1,
+        }
+    }
+}
+
+/// Why an agent reported sequence numbers as dropped (`report hosts` shows
+/// each apart from what is unexplained).
+pub mod drop_reason {
+    /// Its spool was full and the oldest unsent batches were deleted (also
+    /// every report of an agent that names no reason).
+    pub const SPOOL_FULL: &str = "spool-full";
+    /// The collector refused the batch for good (HTTP 400/413).
+    pub const REFUSED: &str = "refused";
+    /// It could not write the batch to its spool (disk full, I/O error).
+    pub const SPOOL_WRITE: &str = "spool-write-failed";
+    /// It crashed: numbers reserved ahead, or numbered but not yet spooled.
+    pub const CRASH: &str = "crash";
+}
+
 /// What one ingest call did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IngestReport {
@@ -70,6 +115,9 @@ pub enum StoreError {
     /// A sequence range the store refuses; nothing of the call was stored.
     #[error("sequence range {index} is invalid (nothing stored): {reason}")]
     InvalidRange { index: usize, reason: String },
+    /// The batch names an origin the store refuses; nothing of it was stored.
+    #[error("invalid origin (nothing stored): {0}")]
+    InvalidOrigin(String),
     /// The store file cannot be opened or has an unknown layout.
     #[error("cannot open store {path}: {reason}")]
     Open { path: String, reason: String },
@@ -151,10 +199,24 @@ pub struct HourlyEdgeTotal {
     pub hours: Vec<(Timestamp, u64)>,
 }
 
-/// One sender of events and what the store has from it.
+/// One sender of events (one state of it: an agent whose state was wiped
+/// shows twice) and what the store has from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentStatus {
     pub agent: AgentId,
+    /// The agent state's instance id; empty for senders without one.
+    pub instance: String,
+    /// Another instance of this agent was seen before this one: the agent
+    /// started again without its state (wiped, or a copied token).
+    pub lost_state: bool,
+    /// Runs of the agent seen with this state.
+    pub boots: u64,
+    /// Sequence numbers used by more than one run of this state: its state
+    /// was restored from a snapshot. Those events are all stored.
+    pub reused: u64,
+    /// Where numbering of this instance starts (1, or the number an agent
+    /// state from before instance ids had reached).
+    pub first_sequence: u64,
     /// The host name in its most recent batch.
     pub host: String,
     /// Events stored from it, ever (retention does not lower this).
@@ -164,9 +226,11 @@ pub struct AgentStatus {
     pub last_seen: Timestamp,
     /// The sequence numbers stored; empty for senders of unnumbered events.
     pub sequences: SequenceRanges,
-    /// The sequence numbers it reported deleting unsent (its spool was
-    /// full, see [`Store::record_dropped`]): gaps it explained.
+    /// The sequence numbers it reported dropping (see
+    /// [`Store::record_dropped_from`]), whatever the reason: gaps it explained.
     pub dropped: SequenceRanges,
+    /// `dropped` by reason (see [`drop_reason`]), ordered by reason.
+    pub dropped_by_reason: Vec<(String, SequenceRanges)>,
 }
 
 /// The holes in one sender's sequence numbers.
@@ -179,15 +243,27 @@ pub struct SequenceGaps {
     pub missing: u64,
     /// Of `missing`, how many the sender reported dropped: known losses.
     pub dropped: u64,
+    /// `dropped` by reason; a number reported for two reasons counts in both.
+    pub dropped_by_reason: Vec<(String, u64)>,
+    /// `missing - dropped`: lost without an explanation.
+    pub unexplained: u64,
 }
 
 impl AgentStatus {
     /// What is missing from this sender, and how much of it it explained.
     pub fn gaps(&self) -> SequenceGaps {
-        let ranges = self.sequences.gaps();
+        let ranges = self.sequences.gaps_from(self.first_sequence);
+        let missing = ranges.iter().map(|&(first, last)| last - first + 1).sum();
+        let dropped = self.dropped.count_within(&ranges);
         SequenceGaps {
-            missing: ranges.iter().map(|&(first, last)| last - first + 1).sum(),
-            dropped: self.dropped.count_within(&ranges),
+            missing,
+            dropped,
+            dropped_by_reason: self
+                .dropped_by_reason
+                .iter()
+                .map(|(reason, set)| (reason.clone(), set.count_within(&ranges)))
+                .collect(),
+            unexplained: missing - dropped,
             ranges,
         }
     }
@@ -241,16 +317,26 @@ pub struct RetentionReport {
 /// A place connection events are kept.
 pub trait Store: Send + Sync {
     /// Stores a batch atomically: all of it or, on error, none of it. Events whose
-    /// (agent, sequence) is already stored are skipped and counted as duplicates,
-    /// which makes at-least-once delivery exactly-once in the store.
+    /// (agent, origin, sequence) is already stored are skipped and counted as
+    /// duplicates, which makes at-least-once delivery exactly-once in the store.
     ///
     /// Unnumbered events (sequence 0) are identified by [`EventKey::of_event`],
     /// a hash of their content.
+    fn ingest_from(
+        &self,
+        agent: &AgentId,
+        origin: &Origin,
+        events: &[ConnectionEvent],
+    ) -> Result<IngestReport, StoreError>;
+
+    /// [`Store::ingest_from`] for a sender without an instance id.
     fn ingest(
         &self,
         agent: &AgentId,
         events: &[ConnectionEvent],
-    ) -> Result<IngestReport, StoreError>;
+    ) -> Result<IngestReport, StoreError> {
+        self.ingest_from(agent, &Origin::legacy(), events)
+    }
 
     /// Like [`Store::ingest`], for unnumbered events whose producer supplies the
     /// identity. An event that does carry a sequence number is identified by it.
@@ -267,13 +353,26 @@ pub trait Store: Send + Sync {
     /// edges and its histogram from one read.
     fn edge_totals_by_hour(&self, query: &RollupQuery) -> Result<Vec<HourlyEdgeTotal>, StoreError>;
 
-    /// Records that `agent` deleted the events numbered `ranges` (inclusive)
-    /// without sending them, its spool being full: the gap they leave is a
-    /// known loss. Recording the same ranges again changes nothing.
-    fn record_dropped(&self, agent: &AgentId, ranges: &[(u64, u64)]) -> Result<(), StoreError>;
+    /// Records that `agent`'s state `instance` lost the events numbered
+    /// `ranges` (inclusive) for `reason` (see [`drop_reason`]): the gap they
+    /// leave is a known loss. Recording the same ranges again changes nothing.
+    fn record_dropped_from(
+        &self,
+        agent: &AgentId,
+        instance: &str,
+        reason: &str,
+        ranges: &[(u64, u64)],
+    ) -> Result<(), StoreError>;
 
-    /// Every sender with stored events, its sequence ranges and what it
-    /// reported dropped, ordered by agent id.
+    /// [`Store::record_dropped_from`] for a sender without an instance id,
+    /// whose spool was full.
+    fn record_dropped(&self, agent: &AgentId, ranges: &[(u64, u64)]) -> Result<(), StoreError> {
+        self.record_dropped_from(agent, "", drop_reason::SPOOL_FULL, ranges)
+    }
+
+    /// Every sender with stored events, one entry per instance, with its
+    /// sequence ranges and what it reported dropped, ordered by agent id and
+    /// then by when the instance was first seen.
     fn agents(&self) -> Result<Vec<AgentStatus>, StoreError>;
 
     /// Every (host, local address) pair seen.

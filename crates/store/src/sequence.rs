@@ -79,13 +79,18 @@ impl SequenceRanges {
     /// The numbers missing between 1 and the highest one held: what was lost
     /// (or is still in flight).
     pub fn gaps(&self) -> Vec<(u64, u64)> {
+        self.gaps_from(1)
+    }
+
+    /// [`SequenceRanges::gaps`] for numbering that starts at `first`.
+    pub fn gaps_from(&self, first: u64) -> Vec<(u64, u64)> {
         let mut gaps = Vec::new();
-        let mut next = 1u64;
+        let mut next = first;
         for &(first, last) in &self.ranges {
             if first > next {
                 gaps.push((next, first - 1));
             }
-            next = last.saturating_add(1);
+            next = next.max(last.saturating_add(1));
         }
         gaps
     }

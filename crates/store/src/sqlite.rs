@@ -24,25 +24,98 @@
 //! ingest from the ~250,000 rows/s a row per event allows to what the Rust
 //! side can do.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use connscope_event::{ConnectionEvent, Timestamp};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::block::{self, BlockEncoder};
 use crate::{
     check_event, hour_start, is_host_address, AgentId, AgentStatus, EdgeCounts, EdgeTotal,
-    EventKey, EventQuery, FastHash, HostAddress, HourlyEdgeTotal, IngestReport, KeyedEvent,
+    EventKey, EventQuery, FastHash, HostAddress, HourlyEdgeTotal, IngestReport, KeyedEvent, Origin,
     Retention, RetentionReport, RollupBatch, RollupQuery, SequenceRanges, Store, StoreError,
 };
 
-/// Bumped when the layout below changes; a store with another version is refused.
-const SCHEMA_VERSION: i64 = 3;
+/// The layout this build writes: [`BASE_VERSION`] moved on by every step of
+/// [`MIGRATIONS`]. A store of a newer (or older than base) version is refused.
+const SCHEMA_VERSION: i64 = BASE_VERSION + MIGRATIONS.len() as i64;
 
-/// The store's tables. Raw events are blocks ([`crate::block`]), one row per
+/// The version [`SCHEMA`] creates; new stores are created at it and then
+/// migrated like old ones, so both always end up with the same layout.
+const BASE_VERSION: i64 = 3;
+
+/// One schema change: takes a store from the version before it to the next,
+/// inside the transaction that also records the new version.
+type Migration = fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>;
+
+/// The steps from [`BASE_VERSION`], in order: step `i` takes a store from
+/// version `BASE_VERSION + i` to the next. Later changes append a step.
+const MIGRATIONS: &[Migration] = &[sequence_spaces_per_instance];
+
+/// Version 4: sequence numbers are unique per agent state and run
+/// ([`Origin`]), no longer per agent; dropped ranges carry a reason.
+///
+/// What a v3 store holds becomes each agent's space without an instance
+/// (space id = agent id, so `agent_sequences` rows keep their key), and its
+/// dropped ranges are the spool-full drops of that space.
+fn sequence_spaces_per_instance(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE sequence_spaces (
+            space_id INTEGER PRIMARY KEY,
+            agent_id INTEGER NOT NULL,
+            instance TEXT NOT NULL,
+            boot TEXT NOT NULL,
+            first_seq INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            events INTEGER NOT NULL,
+            first_seen INTEGER,
+            last_seen INTEGER,
+            UNIQUE (agent_id, instance, boot)
+        );
+        INSERT INTO sequence_spaces
+            SELECT agent_id, agent_id, '', '', 1, host, events, first_seen, last_seen FROM agents;
+        ALTER TABLE agent_sequences RENAME COLUMN agent_id TO space_id;
+        CREATE TABLE agent_dropped_ranges (
+            agent_id INTEGER NOT NULL,
+            instance TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            first_seq INTEGER NOT NULL,
+            last_seq INTEGER NOT NULL,
+            PRIMARY KEY (agent_id, instance, reason, first_seq)
+        );
+        INSERT INTO agent_dropped_ranges
+            SELECT agent_id, '', 'spool-full', first_seq, last_seq FROM agent_dropped;
+        DROP TABLE agent_dropped;",
+    )
+}
+
+/// Brings a store of version `from` to [`SCHEMA_VERSION`], one transaction
+/// per step, so a failed step leaves the store at the last good version.
+fn migrate(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
+    for (version, step) in (BASE_VERSION..)
+        .zip(MIGRATIONS)
+        .skip((from - BASE_VERSION) as usize)
+    {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        step(&tx)?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE name = 'schema_version'",
+            [(version + 1).to_string()],
+        )?;
+        tx.commit()?;
+        tracing::info!(
+            from = version,
+            to = version + 1,
+            "migrated the store's schema"
+        );
+    }
+    Ok(())
+}
+
+/// The store's tables at [`BASE_VERSION`]. Raw events are blocks ([`crate::block`]), one row per
 /// batch and host; `first_ts`/`last_ts` bound the events inside. The content
 /// keys of unnumbered events are kept per agent and hour as one sorted array
 /// of 64-bit keys (`keys`, little-endian), so an import checks and adds a
@@ -191,6 +264,8 @@ struct Writer {
 struct Ids {
     /// Agent ids never change once assigned, so they can be cached.
     agents: HashMap<String, i64, FastHash>,
+    /// (agent id, instance, boot) -> space id; as fixed as agent ids.
+    spaces: HashMap<(i64, String, String), i64, FastHash>,
     names: NameIds,
 }
 
@@ -212,6 +287,7 @@ impl Writer {
         })();
         if result.is_err() {
             self.ids.agents.clear();
+            self.ids.spaces.clear();
             self.ids.names.clear();
         }
         result
@@ -336,7 +412,7 @@ impl SqliteStore {
             path: path.display().to_string(),
             reason,
         };
-        let conn = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
+        let mut conn = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
         configure(&conn).map_err(|e| open_error(e.to_string()))?;
         // The version is checked before anything is created, so a store of
         // another version is left as it was.
@@ -357,20 +433,33 @@ impl SqliteStore {
                     .optional(),
             })
             .map_err(|e| open_error(e.to_string()))?;
-        match version {
-            Some(v) if v == SCHEMA_VERSION.to_string() => {}
-            Some(v) => {
-                return Err(open_error(format!(
-                    "schema version {v}, this build reads version {SCHEMA_VERSION}"
-                )))
-            }
-            None => conn
-                .execute_batch(&format!(
+        let version = match version {
+            None => {
+                conn.execute_batch(&format!(
                     "BEGIN IMMEDIATE; {SCHEMA}
-                     INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}')
+                     INSERT INTO meta VALUES ('schema_version', '{BASE_VERSION}')
                      ON CONFLICT (name) DO NOTHING; COMMIT;"
                 ))
-                .map_err(|e| open_error(e.to_string()))?,
+                .map_err(|e| open_error(e.to_string()))?;
+                // Another process may have created it meanwhile, at any version.
+                conn.query_row(
+                    "SELECT value FROM meta WHERE name = 'schema_version'",
+                    [],
+                    |r| r.get::<_, String>(0),
+                )
+                .map_err(|e| open_error(e.to_string()))?
+            }
+            Some(v) => v,
+        };
+        match version.parse::<i64>() {
+            Ok(v) if (BASE_VERSION..=SCHEMA_VERSION).contains(&v) => migrate(&mut conn, v)
+                .map_err(|e| open_error(format!("migrating from schema version {v}: {e}")))?,
+            _ => {
+                return Err(open_error(format!(
+                    "schema version {version}, this build reads version \
+                     {BASE_VERSION} and later ones up to {SCHEMA_VERSION}"
+                )))
+            }
         }
         let reader = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
         configure(&reader).map_err(|e| open_error(e.to_string()))?;
@@ -387,12 +476,18 @@ impl SqliteStore {
         })
     }
 
-    fn ingest_batch(&self, agent: &AgentId, batch: Batch<'_>) -> Result<IngestReport, StoreError> {
+    fn ingest_batch(
+        &self,
+        agent: &AgentId,
+        origin: &Origin,
+        batch: Batch<'_>,
+    ) -> Result<IngestReport, StoreError> {
         for i in 0..batch.len() {
             check_event(i, batch.event(i))?;
         }
-        let report =
-            lock(&self.writer).transaction(|tx, ids| Self::write_batch(tx, ids, agent, batch))?;
+        check_origin(origin)?;
+        let report = lock(&self.writer)
+            .transaction(|tx, ids| Self::write_batch(tx, ids, agent, origin, batch))?;
         tracing::debug!(agent = %agent, stored = report.stored, duplicates = report.duplicates, "ingested");
         Ok(report)
     }
@@ -401,13 +496,15 @@ impl SqliteStore {
         tx: &Connection,
         ids: &mut Ids,
         agent: &AgentId,
+        origin: &Origin,
         batch: Batch<'_>,
     ) -> Result<IngestReport, StoreError> {
         let agent_id = agent_id(tx, &mut ids.agents, agent)?;
+        let space = space_id(tx, &mut ids.spaces, agent_id, origin)?;
 
         let numbered = (0..batch.len()).any(|i| batch.event(i).sequence != 0);
         let old_ranges = if numbered {
-            load_ranges(tx, SEQUENCES, agent_id)?
+            load_ranges(tx, &RangeSet::Stored { space })?
         } else {
             SequenceRanges::new()
         };
@@ -461,7 +558,7 @@ impl SqliteStore {
         }
 
         if ranges != old_ranges {
-            store_ranges(tx, SEQUENCES, agent_id, &old_ranges, &ranges)?;
+            store_ranges(tx, &RangeSet::Stored { space }, &old_ranges, &ranges)?;
         }
         {
             let mut upsert = tx.prepare_cached(UPSERT_ROLLUP)?;
@@ -503,6 +600,19 @@ impl SqliteStore {
                  WHERE agent_id = ?1",
                 params![
                     agent_id,
+                    host,
+                    clamp(report.stored),
+                    first.as_nanos(),
+                    last.as_nanos()
+                ],
+            )?;
+            tx.execute(
+                "UPDATE sequence_spaces SET host = ?2, events = events + ?3,
+                    first_seen = min(coalesce(first_seen, ?4), ?4),
+                    last_seen = max(coalesce(last_seen, ?5), ?5)
+                 WHERE space_id = ?1",
+                params![
+                    space,
                     host,
                     clamp(report.stored),
                     first.as_nanos(),
@@ -727,10 +837,111 @@ fn clamp(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The tables of sequence ranges per agent: what is stored, and what the
-/// agent reported dropped.
-const SEQUENCES: &str = "agent_sequences";
-const DROPPED: &str = "agent_dropped";
+/// One set of sequence ranges and the key that selects its rows.
+enum RangeSet<'a> {
+    /// The numbers stored from one sequence space.
+    Stored { space: i64 },
+    /// The numbers an agent's instance reported dropped for one reason.
+    Dropped {
+        agent: i64,
+        instance: &'a str,
+        reason: &'a str,
+    },
+}
+
+impl RangeSet<'_> {
+    fn table(&self) -> &'static str {
+        match self {
+            RangeSet::Stored { .. } => "agent_sequences",
+            RangeSet::Dropped { .. } => "agent_dropped_ranges",
+        }
+    }
+
+    fn key_columns(&self) -> &'static [&'static str] {
+        match self {
+            RangeSet::Stored { .. } => &["space_id"],
+            RangeSet::Dropped { .. } => &["agent_id", "instance", "reason"],
+        }
+    }
+
+    fn key(&self) -> Vec<rusqlite::types::Value> {
+        use rusqlite::types::Value;
+        match *self {
+            RangeSet::Stored { space } => vec![Value::Integer(space)],
+            RangeSet::Dropped {
+                agent,
+                instance,
+                reason,
+            } => vec![
+                Value::Integer(agent),
+                Value::Text(instance.to_owned()),
+                Value::Text(reason.to_owned()),
+            ],
+        }
+    }
+
+    /// `c1 = ?1 AND c2 = ?2 ...`
+    fn key_condition(&self) -> String {
+        let columns = self.key_columns().iter().enumerate();
+        let terms: Vec<String> = columns.map(|(i, c)| format!("{c} = ?{}", i + 1)).collect();
+        terms.join(" AND ")
+    }
+}
+
+/// The space of `origin` under `agent_id`, made on first sight.
+fn space_id(
+    conn: &Connection,
+    cache: &mut HashMap<(i64, String, String), i64, FastHash>,
+    agent_id: i64,
+    origin: &Origin,
+) -> rusqlite::Result<i64> {
+    let key = (agent_id, origin.instance.clone(), origin.boot.clone());
+    if let Some(&id) = cache.get(&key) {
+        return Ok(id);
+    }
+    conn.execute(
+        "INSERT INTO sequence_spaces (agent_id, instance, boot, first_seq, host, events)
+         VALUES (?1, ?2, ?3, ?4, '', 0)
+         ON CONFLICT (agent_id, instance, boot) DO NOTHING",
+        params![agent_id, key.1, key.2, clamp(origin.first_sequence)],
+    )?;
+    let id: i64 = conn.query_row(
+        "SELECT space_id FROM sequence_spaces WHERE agent_id = ?1 AND instance = ?2 AND boot = ?3",
+        params![agent_id, key.1, key.2],
+        |r| r.get(0),
+    )?;
+    cache.insert(key, id);
+    Ok(id)
+}
+
+/// Longest instance id, boot id or drop reason kept: they are labels, not data.
+const MAX_LABEL: usize = 64;
+
+fn check_label(what: &str, label: &str) -> Result<(), StoreError> {
+    let fine = label.len() <= MAX_LABEL
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if fine {
+        return Ok(());
+    }
+    let shown: String = label.chars().take(MAX_LABEL).collect();
+    Err(StoreError::InvalidOrigin(format!(
+        "{what} {shown:?}: at most {MAX_LABEL} letters, digits, '-' or '_'"
+    )))
+}
+
+fn check_origin(origin: &Origin) -> Result<(), StoreError> {
+    check_label("instance", &origin.instance)?;
+    check_label("boot", &origin.boot)?;
+    if origin.first_sequence == 0 || origin.first_sequence > i64::MAX as u64 {
+        return Err(StoreError::InvalidOrigin(format!(
+            "first sequence {} is not within 1 to 2^63-1",
+            origin.first_sequence
+        )));
+    }
+    Ok(())
+}
 
 /// The number of `agent`, given on first sight.
 fn agent_id(
@@ -755,15 +966,13 @@ fn agent_id(
     Ok(id)
 }
 
-fn load_ranges(
-    conn: &Connection,
-    table: &str,
-    agent_id: i64,
-) -> Result<SequenceRanges, StoreError> {
+fn load_ranges(conn: &Connection, set: &RangeSet<'_>) -> Result<SequenceRanges, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT first_seq, last_seq FROM {table} WHERE agent_id = ?1"
+        "SELECT first_seq, last_seq FROM {} WHERE {}",
+        set.table(),
+        set.key_condition()
     ))?;
-    let rows = stmt.query_map([agent_id], |r| {
+    let rows = stmt.query_map(params_from_iter(set.key()), |r| {
         Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
     })?;
     Ok(SequenceRanges::from_ranges(
@@ -774,25 +983,33 @@ fn load_ranges(
 /// Writes only the ranges that changed: usually one range grew.
 fn store_ranges(
     conn: &Connection,
-    table: &str,
-    agent_id: i64,
+    set: &RangeSet<'_>,
     old: &SequenceRanges,
     new: &SequenceRanges,
 ) -> Result<(), StoreError> {
     let old_set: HashSet<_> = old.ranges().iter().collect();
     let new_set: HashSet<_> = new.ranges().iter().collect();
+    let (table, key) = (set.table(), set.key());
+    let n = key.len();
     let mut delete = conn.prepare_cached(&format!(
-        "DELETE FROM {table} WHERE agent_id = ?1 AND first_seq = ?2"
+        "DELETE FROM {table} WHERE {} AND first_seq = ?{}",
+        set.key_condition(),
+        n + 1
     ))?;
     for (first, _) in old_set.difference(&new_set) {
-        delete.execute(params![agent_id, *first as i64])?;
+        let first = rusqlite::types::Value::Integer(*first as i64);
+        delete.execute(params_from_iter(key.iter().chain([&first])))?;
     }
+    let columns = set.key_columns().join(", ");
+    let placeholders: Vec<String> = (1..=n + 2).map(|i| format!("?{i}")).collect();
     let mut insert = conn.prepare_cached(&format!(
-        "INSERT INTO {table} VALUES (?1, ?2, ?3)
-         ON CONFLICT (agent_id, first_seq) DO UPDATE SET last_seq = excluded.last_seq"
+        "INSERT INTO {table} ({columns}, first_seq, last_seq) VALUES ({})
+         ON CONFLICT ({columns}, first_seq) DO UPDATE SET last_seq = excluded.last_seq",
+        placeholders.join(", ")
     ))?;
     for (first, last) in new_set.difference(&old_set) {
-        insert.execute(params![agent_id, *first as i64, *last as i64])?;
+        let bounds = [*first as i64, *last as i64].map(rusqlite::types::Value::Integer);
+        insert.execute(params_from_iter(key.iter().chain(&bounds)))?;
     }
     Ok(())
 }
@@ -978,12 +1195,13 @@ fn parse_column<T: std::str::FromStr>(column: &'static str, value: &str) -> Resu
 }
 
 impl Store for SqliteStore {
-    fn ingest(
+    fn ingest_from(
         &self,
         agent: &AgentId,
+        origin: &Origin,
         events: &[ConnectionEvent],
     ) -> Result<IngestReport, StoreError> {
-        self.ingest_batch(agent, Batch::Plain(events))
+        self.ingest_batch(agent, origin, Batch::Plain(events))
     }
 
     fn ingest_keyed(
@@ -991,7 +1209,7 @@ impl Store for SqliteStore {
         agent: &AgentId,
         events: &[KeyedEvent],
     ) -> Result<IngestReport, StoreError> {
-        self.ingest_batch(agent, Batch::Keyed(events))
+        self.ingest_batch(agent, &Origin::legacy(), Batch::Keyed(events))
     }
 
     fn edge_totals(&self, query: &RollupQuery) -> Result<Vec<EdgeTotal>, StoreError> {
@@ -1006,7 +1224,15 @@ impl Store for SqliteStore {
         self.read_rollups(query, true)
     }
 
-    fn record_dropped(&self, agent: &AgentId, ranges: &[(u64, u64)]) -> Result<(), StoreError> {
+    fn record_dropped_from(
+        &self,
+        agent: &AgentId,
+        instance: &str,
+        reason: &str,
+        ranges: &[(u64, u64)],
+    ) -> Result<(), StoreError> {
+        check_label("instance", instance)?;
+        check_label("reason", reason)?;
         for (index, &(first, last)) in ranges.iter().enumerate() {
             let reason = if first == 0 {
                 "sequence numbers start at 1"
@@ -1023,64 +1249,138 @@ impl Store for SqliteStore {
             });
         }
         lock(&self.writer).transaction(|tx, ids| {
-            let id = agent_id(tx, &mut ids.agents, agent)?;
-            let old = load_ranges(tx, DROPPED, id)?;
+            let set = RangeSet::Dropped {
+                agent: agent_id(tx, &mut ids.agents, agent)?,
+                instance,
+                reason,
+            };
+            let old = load_ranges(tx, &set)?;
             let mut new = old.clone();
             for &(first, last) in ranges {
                 new.insert_range(first, last);
             }
-            store_ranges(tx, DROPPED, id, &old, &new)
+            store_ranges(tx, &set, &old, &new)
         })
     }
 
     fn agents(&self) -> Result<Vec<AgentStatus>, StoreError> {
         let guard = lock(&self.reader);
         let conn = &guard.conn;
-        let all_ranges = |table: &str| -> Result<HashMap<i64, Vec<(u64, u64)>>, StoreError> {
-            let mut ranges: HashMap<i64, Vec<(u64, u64)>> = HashMap::new();
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT agent_id, first_seq, last_seq FROM {table}"
-            ))?;
-            for row in stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)? as u64,
-                    r.get::<_, i64>(2)? as u64,
-                ))
-            })? {
-                let (id, first, last) = row?;
-                ranges.entry(id).or_default().push((first, last));
-            }
-            Ok(ranges)
-        };
-        let mut ranges = all_ranges(SEQUENCES)?;
-        let mut dropped = all_ranges(DROPPED)?;
+        let mut stored: HashMap<i64, Vec<(u64, u64)>> = HashMap::new();
+        let mut stmt =
+            conn.prepare_cached("SELECT space_id, first_seq, last_seq FROM agent_sequences")?;
+        for row in stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })? {
+            let (space, first, last) = row?;
+            stored
+                .entry(space)
+                .or_default()
+                .push((first as u64, last as u64));
+        }
+        // (agent id, instance) -> reason -> ranges
+        type ByReason = BTreeMap<String, Vec<(u64, u64)>>;
+        let mut dropped: HashMap<(i64, String), ByReason> = HashMap::new();
         let mut stmt = conn.prepare_cached(
-            "SELECT agent_id, name, host, events, first_seen, last_seen FROM agents
-             WHERE first_seen IS NOT NULL ORDER BY name",
+            "SELECT agent_id, instance, reason, first_seq, last_seq FROM agent_dropped_ranges",
         )?;
-        let rows = stmt.query_map([], |r| {
+        for row in stmt.query_map([], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, i64>(3)?,
                 r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
+            ))
+        })? {
+            let (agent, instance, reason, first, last) = row?;
+            dropped
+                .entry((agent, instance))
+                .or_default()
+                .entry(reason)
+                .or_default()
+                .push((first as u64, last as u64));
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT s.space_id, s.agent_id, a.name, s.instance, s.first_seq, s.host, s.events,
+                    s.first_seen, s.last_seen
+             FROM sequence_spaces s JOIN agents a ON a.agent_id = s.agent_id
+             WHERE s.first_seen IS NOT NULL ORDER BY a.name, s.space_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, i64>(7)?,
+                r.get::<_, i64>(8)?,
             ))
         })?;
-        let mut agents = Vec::new();
+        let mut agents: Vec<AgentStatus> = Vec::new();
+        // Where each (agent id, instance) is in `agents`.
+        let mut index: HashMap<(i64, String), usize> = HashMap::new();
         for row in rows {
-            let (id, name, host, events, first, last) = row?;
-            agents.push(AgentStatus {
-                agent: AgentId(name),
-                host,
-                events: events as u64,
-                first_seen: Timestamp::from_nanos(first),
-                last_seen: Timestamp::from_nanos(last),
-                sequences: SequenceRanges::from_ranges(ranges.remove(&id).unwrap_or_default()),
-                dropped: SequenceRanges::from_ranges(dropped.remove(&id).unwrap_or_default()),
-            });
+            let (space, agent_id, name, instance, first_seq, host, events, first, last) = row?;
+            let (first, last) = (Timestamp::from_nanos(first), Timestamp::from_nanos(last));
+            let boot = SequenceRanges::from_ranges(stored.remove(&space).unwrap_or_default());
+            let at = *index
+                .entry((agent_id, instance.clone()))
+                .or_insert_with(|| {
+                    let earlier = agents.last().is_some_and(|a| a.agent.0 == name);
+                    agents.push(AgentStatus {
+                        agent: AgentId(name),
+                        lost_state: earlier && first_seq == 1,
+                        instance,
+                        boots: 0,
+                        reused: 0,
+                        first_sequence: first_seq as u64,
+                        host: String::new(),
+                        events: 0,
+                        first_seen: first,
+                        last_seen: last,
+                        sequences: SequenceRanges::new(),
+                        dropped: SequenceRanges::new(),
+                        dropped_by_reason: Vec::new(),
+                    });
+                    agents.len() - 1
+                });
+            let status = &mut agents[at];
+            status.boots += 1;
+            // Numbers an earlier run of this state already used: the state
+            // was restored from a snapshot.
+            status.reused += status.sequences.count_within(boot.ranges());
+            for &(f, l) in boot.ranges() {
+                status.sequences.insert_range(f, l);
+            }
+            status.first_sequence = status.first_sequence.min(first_seq as u64);
+            status.events += events as u64;
+            if last >= status.last_seen || status.host.is_empty() {
+                status.host = host;
+            }
+            status.first_seen = status.first_seen.min(first);
+            status.last_seen = status.last_seen.max(last);
+        }
+        for ((agent_id, instance), at) in index {
+            let Some(reasons) = dropped.remove(&(agent_id, instance)) else {
+                continue;
+            };
+            let status = &mut agents[at];
+            for (reason, ranges) in reasons {
+                for &(f, l) in &ranges {
+                    status.dropped.insert_range(f, l);
+                }
+                status
+                    .dropped_by_reason
+                    .push((reason, SequenceRanges::from_ranges(ranges)));
+            }
         }
         Ok(agents)
     }
