@@ -44,7 +44,7 @@ use connscope_rules::RuleSet;
 pub use backend::BackendChoice;
 pub use output::{OutputError, Sink};
 pub use privileges::{PrivilegeError, RunAs};
-pub use sequence::{SequenceError, SequenceFile};
+pub use sequence::{RunStart, SequenceError, SequenceFile};
 
 /// Everything the agent needs besides its outputs.
 #[derive(Debug)]
@@ -241,6 +241,13 @@ pub fn run(config: AgentConfig, outputs: Vec<Box<dyn Sink>>) -> Result<Summary, 
     let output = {
         let counters = counters.clone();
         let reopen = reopen.clone();
+        let mut outputs = outputs;
+        for (out, count) in outputs.iter_mut().zip(&counters.outputs) {
+            if let Err(err) = out.begin(sequence.run_start()) {
+                count.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("output {}: {err}", count.name);
+            }
+        }
         let mut stage = OutputStage {
             rules: config.rules,
             host_name: config.host_name,

@@ -21,6 +21,7 @@ use std::time::Duration;
 use connscope_event::ConnectionEvent;
 
 pub use client::{ClientError, CollectorClient};
+pub use protocol::{drop_reason, BatchOrigin};
 pub use shipper::{Shipper, ShipperCounters};
 pub use spool::{PushOutcome, Spool, SpoolError, SpoolStats};
 pub use tls::{CollectorTrust, Fingerprint, TlsError};
@@ -109,13 +110,41 @@ impl ShippingOutput {
         })
     }
 
+    /// Who numbers the events from now on (stamped on every batch), and
+    /// what the crash of the previous run may have lost (reported as
+    /// dropped, so its gap is explained).
+    pub fn begin(
+        &mut self,
+        origin: BatchOrigin,
+        crashed: Option<(u64, u64)>,
+    ) -> Result<(), TransportError> {
+        if let Some((first, last)) = crashed {
+            self.spool.record_lost(
+                &origin.instance,
+                protocol::drop_reason::CRASH,
+                first,
+                last,
+                last - first + 1,
+            )?;
+        }
+        self.spool.set_origin(origin);
+        Ok(())
+    }
+
     /// Spools a batch. When this returns `Ok`, the events survive a crash and
     /// will reach the collector unless the spool overflows (which is counted
-    /// and reported).
+    /// and reported). When it fails, the events are lost, and reported so.
     pub fn send(&mut self, events: &[ConnectionEvent]) -> Result<(), TransportError> {
-        let outcome = self.spool.push(events)?;
-        self.events_dropped += outcome.dropped_events;
-        Ok(())
+        match self.spool.push(events) {
+            Ok(outcome) => {
+                self.events_dropped = self.events_dropped.saturating_add(outcome.dropped_events);
+                Ok(())
+            }
+            Err(e) => {
+                self.events_dropped = self.events_dropped.saturating_add(events.len() as u64);
+                Err(e.into())
+            }
+        }
     }
 
     pub fn stats(&self) -> ShippingStats {

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use connscope_agent::{OutputError, Sink};
+use connscope_agent::{OutputError, RunStart, Sink};
 use connscope_event::ConnectionEvent;
 use connscope_transport::{
-    read_token_file, CollectorTrust, Fingerprint, ShippingConfig, ShippingOutput,
+    read_token_file, BatchOrigin, CollectorTrust, Fingerprint, ShippingConfig, ShippingOutput,
     DEFAULT_SPOOL_MAX_BYTES,
 };
 
@@ -98,6 +98,17 @@ struct Shipping {
 impl Sink for Shipping {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn begin(&mut self, run: &RunStart) -> Result<(), OutputError> {
+        let origin = BatchOrigin {
+            instance: run.instance.clone(),
+            boot: run.boot.clone(),
+            first_sequence: run.first_sequence,
+        };
+        self.output
+            .begin(origin, run.crashed)
+            .map_err(|e| OutputError::Other(Box::new(e)))
     }
 
     /// Durable in the spool when this returns; the network is the shipper
