@@ -13,9 +13,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use connscope_store::{AgentId, Store, StoreError};
+use connscope_store::{AgentId, Origin, Store, StoreError};
 use connscope_transport::protocol::{
-    DroppedReport, ErrorResponse, IngestResponse, DROPPED_PATH, INGEST_PATH,
+    drop_reason, DroppedReport, ErrorResponse, IngestResponse, BOOT_HEADER, DROPPED_PATH,
+    FIRST_SEQUENCE_HEADER, INGEST_PATH, INSTANCE_HEADER,
 };
 use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -89,9 +90,9 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
-            StoreError::InvalidEvent { .. } | StoreError::InvalidRange { .. } => {
-                ApiError::new(StatusCode::BAD_REQUEST, e)
-            }
+            StoreError::InvalidEvent { .. }
+            | StoreError::InvalidRange { .. }
+            | StoreError::InvalidOrigin(_) => ApiError::new(StatusCode::BAD_REQUEST, e),
             _ => {
                 tracing::error!(error = %e, "store error");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e)
@@ -210,6 +211,7 @@ async fn ingest(
     body: Body,
 ) -> Result<Json<IngestResponse>, ApiError> {
     let agent = authenticate(&state, &headers)?.clone();
+    let origin = batch_origin(&headers)?;
     let body = read_body(body, state.body_limit).await?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
@@ -219,7 +221,7 @@ async fn ingest(
     // Decompressing, parsing and SQLite are CPU and disk work: off the reactor.
     let result = tokio::task::spawn_blocking(move || {
         let events = decode_batch(&body, encoding.as_deref(), limit)?;
-        let report = store.ingest(&agent, &events)?;
+        let report = store.ingest_from(&agent, &origin, &events)?;
         let notice = IngestNotice::of("agent", &agent.0, &events, &report);
         Ok::<_, ApiError>((report, notice))
     })
@@ -273,14 +275,78 @@ async fn dropped(
     // Stored, so `report hosts` can tell this gap from an unexplained one.
     let store = state.store.clone();
     let ranges = report.ranges.clone();
-    tokio::task::spawn_blocking(move || store.record_dropped(&agent, &ranges))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))??;
+    let (instance, reason) = dropped_origin(&report);
+    tokio::task::spawn_blocking(move || {
+        store.record_dropped_from(&agent, &instance, &reason, &ranges)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))??;
     state
         .counters
         .events_dropped_by_agents
         .fetch_add(report.events, Ordering::Relaxed);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The sequence space of an ingest request, from its origin headers
+/// (docs/API.md); a request without them is an agent from before instance
+/// ids, whose events share one space per agent as before.
+fn batch_origin(headers: &HeaderMap) -> Result<Origin, ApiError> {
+    let text = |name: &str| -> Result<Option<&str>, ApiError> {
+        headers
+            .get(name)
+            .map(|v| {
+                v.to_str().map_err(|_| {
+                    ApiError::new(StatusCode::BAD_REQUEST, format!("header {name}: not text"))
+                })
+            })
+            .transpose()
+    };
+    let instance = text(INSTANCE_HEADER)?;
+    let boot = text(BOOT_HEADER)?;
+    let first = text(FIRST_SEQUENCE_HEADER)?;
+    let (instance, boot, first) = match (instance, boot, first) {
+        (None, None, None) => return Ok(Origin::legacy()),
+        (Some(i), Some(b), Some(f)) => (i, b, f),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                "send all of {INSTANCE_HEADER}, {BOOT_HEADER} and {FIRST_SEQUENCE_HEADER}, or none"
+            ),
+            ))
+        }
+    };
+    let first_sequence = first.parse().map_err(|_| {
+        let shown: String = first.chars().take(40).collect();
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("header {FIRST_SEQUENCE_HEADER}: not a sequence number: {shown:?}"),
+        )
+    })?;
+    if instance.is_empty() || boot.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("headers {INSTANCE_HEADER} and {BOOT_HEADER} must not be empty"),
+        ));
+    }
+    // The store checks the rest (length and characters) with a clear error.
+    Ok(Origin {
+        instance: instance.to_owned(),
+        boot: boot.to_owned(),
+        first_sequence,
+    })
+}
+
+/// The instance and reason a dropped report is filed under; a report of
+/// an agent from before instance ids means its full spool.
+fn dropped_origin(report: &DroppedReport) -> (String, String) {
+    let reason = if report.reason.is_empty() {
+        drop_reason::SPOOL_FULL
+    } else {
+        &report.reason
+    };
+    (report.instance.clone(), reason.to_owned())
 }
 
 /// Queries take a reader token; agent tokens only write.

@@ -10,6 +10,15 @@ use serde::{Deserialize, Serialize};
 pub struct HostRow {
     /// Agent id (from its token), or `syslog@HOST` for syslog senders.
     pub agent: String,
+    /// The agent state's instance id (one row per state); empty when the
+    /// sender sends none.
+    pub instance: String,
+    /// Another state of this agent came first: restarted without its state.
+    pub lost_state: bool,
+    /// Runs of this state, and numbers more than one of them used (a state
+    /// restored from a snapshot).
+    pub boots: u64,
+    pub reused: u64,
     /// Host name in its most recent batch.
     pub host: String,
     pub events: u64,
@@ -24,6 +33,10 @@ pub struct HostRow {
     /// Of `missing`, the numbers the agent reported deleting unsent from its
     /// full spool.
     pub dropped: u64,
+    /// `dropped` by reason.
+    pub dropped_by_reason: Vec<(String, u64)>,
+    /// `missing - dropped`.
+    pub unexplained: u64,
 }
 
 pub fn hosts(store: &dyn Store) -> Result<Vec<HostRow>, StoreError> {
@@ -34,6 +47,10 @@ pub fn hosts(store: &dyn Store) -> Result<Vec<HostRow>, StoreError> {
             let gaps = a.gaps();
             HostRow {
                 agent: a.agent.0,
+                instance: a.instance,
+                lost_state: a.lost_state,
+                boots: a.boots,
+                reused: a.reused,
                 host: a.host,
                 events: a.events,
                 first_seen: a.first_seen.to_string(),
@@ -42,6 +59,8 @@ pub fn hosts(store: &dyn Store) -> Result<Vec<HostRow>, StoreError> {
                 gaps: gaps.ranges,
                 missing: gaps.missing,
                 dropped: gaps.dropped,
+                dropped_by_reason: gaps.dropped_by_reason,
+                unexplained: gaps.unexplained,
             }
         })
         .collect())
