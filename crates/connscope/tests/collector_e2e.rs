@@ -594,3 +594,92 @@ fn three_hosts_ship_to_a_collector_through_outage_and_crash() {
     let distinct: u64 = ranges.iter().map(|(f, l)| l - f + 1).sum();
     assert_eq!(events, distinct, "nothing stored twice after the crash");
 }
+
+/// Runs the server role in host B and waits until it listens.
+fn start_server(world: &World) -> Proc {
+    let b = &world.hosts[1];
+    let mut cmd = world.role(b, &world.role_binary("e2e-server"), "server");
+    cmd.stdout(Stdio::piped());
+    let mut server = Proc::spawn(cmd, "server");
+    let out = BufReader::new(server.child.stdout.take().unwrap());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if line.ends_with("ready") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server in host B is listening");
+    server
+}
+
+/// Connections `from`'s agent stored to `port` (host B runs no agent in
+/// the tests below, so it is no named host: any target counts).
+fn connections_from(store: &SqliteStore, from: &Host, port: u16) -> u64 {
+    build_graph(store, TimeRange::ALL, &GraphFilter::default())
+        .unwrap()
+        .edges
+        .iter()
+        .filter(|e| e.source == format!("host:{}", from.name) && e.port == port)
+        .map(|e| e.connections)
+        .sum()
+}
+
+/// Connects from `from` on the warm-up port until its agent has shipped
+/// one more, so later connections are made with its probes in place.
+fn warm_up(world: &World, store: &SqliteStore, from: &Host) {
+    let before = connections_from(store, from, WARMUP_PORT);
+    wait_for("the agent to report", Duration::from_secs(120), || {
+        world.connect_as("e2e-warmup", WARMUP_PORT, from, &world.hosts[1], 1);
+        std::thread::sleep(Duration::from_millis(500));
+        connections_from(store, from, WARMUP_PORT) > before
+    });
+}
+
+/// Issue 14.1: an agent whose state directory was wiped numbers from 1
+/// again. Its new connections are a new sequence space (an agent restart
+/// with lost state), never "duplicates" of the old ones.
+#[test]
+fn a_wiped_state_directory_is_a_new_instance_not_duplicates() {
+    let world = World::build();
+    let _collector = world.start_collector();
+    let _server = start_server(&world);
+    let store = SqliteStore::open(world.db()).unwrap();
+    let (a, b) = (&world.hosts[0], &world.hosts[1]);
+
+    let agent = world.start_agent(a);
+    warm_up(&world, &store, a);
+    world.connect(a, b, 200);
+    wait_for("the first 200 connections", Duration::from_secs(60), || {
+        connections_from(&store, a, SERVICE_PORT) == 200
+    });
+    agent.stop();
+
+    std::fs::remove_dir_all(world.dir.path().join(a.name).join("state")).unwrap();
+    let _agent = world.start_agent(a);
+    warm_up(&world, &store, a);
+    world.connect(a, b, 200);
+    let hosts = || format!("{:#?}", store.agents().unwrap());
+    wait_for_or(
+        "the 200 connections made after the state was wiped",
+        Duration::from_secs(60),
+        hosts,
+        || connections_from(&store, a, SERVICE_PORT) == 400,
+    );
+    let instances: Vec<_> = store
+        .agents()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.agent.0 == "host-a")
+        .collect();
+    assert_eq!(instances.len(), 2, "{}", hosts());
+    assert!(!instances[0].lost_state && instances[1].lost_state);
+    assert_ne!(instances[0].instance, instances[1].instance);
+    for instance in &instances {
+        assert_eq!(instance.sequences.ranges()[0].0, 1, "{}", hosts());
+        assert_eq!(instance.gaps().missing, 0, "{}", hosts());
+    }
+}
