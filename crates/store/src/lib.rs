@@ -221,7 +221,8 @@ pub struct AgentStatus {
     pub host: String,
     /// Events stored from it, ever (retention does not lower this).
     pub events: u64,
-    /// Oldest and newest event timestamps stored from it.
+    /// Oldest and newest event timestamps stored from it (the epoch for a
+    /// state with reported drops and nothing stored).
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
     /// The sequence numbers stored; empty for senders of unnumbered events.
@@ -236,8 +237,8 @@ pub struct AgentStatus {
 /// The holes in one sender's sequence numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SequenceGaps {
-    /// The numbers missing between 1 and the highest one stored, as
-    /// inclusive ranges.
+    /// The numbers missing between the first and the highest one stored or
+    /// dropped, as inclusive ranges.
     pub ranges: Vec<(u64, u64)>,
     /// How many numbers `ranges` covers.
     pub missing: u64,
@@ -250,9 +251,14 @@ pub struct SequenceGaps {
 }
 
 impl AgentStatus {
-    /// What is missing from this sender, and how much of it it explained.
+    /// What is missing from this sender, and how much of it it explained:
+    /// the numbers from where it started to the highest one stored or
+    /// reported dropped (all of a sender's batches may have been refused).
     pub fn gaps(&self) -> SequenceGaps {
-        let ranges = self.sequences.gaps_from(self.first_sequence);
+        let last = self.sequences.last().max(self.dropped.last());
+        let ranges = last.map_or_else(Vec::new, |last| {
+            self.sequences.gaps_within(self.first_sequence, last)
+        });
         let missing = ranges.iter().map(|&(first, last)| last - first + 1).sum();
         let dropped = self.dropped.count_within(&ranges);
         SequenceGaps {

@@ -1368,10 +1368,43 @@ impl Store for SqliteStore {
             status.first_seen = status.first_seen.min(first);
             status.last_seen = status.last_seen.max(last);
         }
-        for ((agent_id, instance), at) in index {
-            let Some(reasons) = dropped.remove(&(agent_id, instance)) else {
-                continue;
-            };
+        // Instances with drops and nothing stored (every batch refused) are
+        // listed too, after the others.
+        let names: HashMap<i64, String> = conn
+            .prepare_cached("SELECT agent_id, name FROM agents")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut dropped: Vec<_> = dropped.into_iter().collect();
+        dropped.sort_by_key(|((agent_id, instance), _)| (names.get(agent_id), instance.clone()));
+        for ((agent_id, instance), reasons) in dropped {
+            let at = *index
+                .entry((agent_id, instance.clone()))
+                .or_insert_with(|| {
+                    let name = names.get(&agent_id).cloned().unwrap_or_default();
+                    let earlier = agents.iter().any(|a| a.agent.0 == name);
+                    let first = reasons
+                        .values()
+                        .flatten()
+                        .map(|&(f, _)| f)
+                        .min()
+                        .unwrap_or(1);
+                    agents.push(AgentStatus {
+                        agent: AgentId(name),
+                        lost_state: earlier && first == 1,
+                        instance,
+                        boots: 0,
+                        reused: 0,
+                        first_sequence: first,
+                        host: String::new(),
+                        events: 0,
+                        first_seen: Timestamp::from_nanos(0),
+                        last_seen: Timestamp::from_nanos(0),
+                        sequences: SequenceRanges::new(),
+                        dropped: SequenceRanges::new(),
+                        dropped_by_reason: Vec::new(),
+                    });
+                    agents.len() - 1
+                });
             let status = &mut agents[at];
             for (reason, ranges) in reasons {
                 for &(f, l) in &ranges {

@@ -944,3 +944,19 @@ fn a_newer_store_is_refused_untouched() {
         "{err}"
     );
 }
+
+/// 14.5: an agent whose every batch was refused still shows, its refused
+/// numbers explained.
+#[test]
+fn an_agent_with_only_refusals_is_listed() {
+    let (_dir, store) = open();
+    let agent = AgentId("ws9".into());
+    store
+        .record_dropped_from(&agent, "eeee", drop_reason::REFUSED, &[(1, 40)])
+        .unwrap();
+    let agents = store.agents().unwrap();
+    assert_eq!(agents.len(), 1, "{agents:#?}");
+    assert_eq!((agents[0].agent.0.as_str(), agents[0].events), ("ws9", 0));
+    let gaps = agents[0].gaps();
+    assert_eq!((gaps.missing, gaps.dropped, gaps.unexplained), (40, 40, 0));
+}
