@@ -243,6 +243,7 @@ async fn ingest(
             Ok(Json(IngestResponse {
                 stored: report.stored,
                 duplicates: report.duplicates,
+                conflicts: report.conflicts,
             }))
         }
         Err(e) => {

@@ -19,6 +19,8 @@ pub struct HostRow {
     /// restored from a snapshot).
     pub boots: u64,
     pub reused: u64,
+    /// Numbers resent with other content than stored.
+    pub conflicts: u64,
     /// Host name in its most recent batch.
     pub host: String,
     pub events: u64,
@@ -51,6 +53,7 @@ pub fn hosts(store: &dyn Store) -> Result<Vec<HostRow>, StoreError> {
                 lost_state: a.lost_state,
                 boots: a.boots,
                 reused: a.reused,
+                conflicts: a.conflicts,
                 host: a.host,
                 events: a.events,
                 first_seen: a.first_seen.to_string(),

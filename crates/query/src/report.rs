@@ -246,6 +246,9 @@ struct HostRecord {
     /// (the state was restored from a snapshot; all those events are stored).
     boots: u64,
     reused: u64,
+    /// Numbers resent with other content than stored (the sender numbered
+    /// two events alike; the first is kept).
+    conflicts: u64,
     events: u64,
     first_seen: String,
     last_seen: String,
@@ -318,6 +321,7 @@ pub fn hosts_report(agents: &[AgentStatus]) -> Report {
                 lost_state: a.lost_state,
                 boots: a.boots,
                 reused: a.reused,
+                conflicts: a.conflicts,
                 events: a.events,
                 first_seen: rfc3339(a.first_seen),
                 last_seen: rfc3339(a.last_seen),

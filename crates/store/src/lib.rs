@@ -104,6 +104,10 @@ pub struct IngestReport {
     pub stored: u64,
     /// Events already stored before (same agent and sequence number), skipped.
     pub duplicates: u64,
+    /// Of `duplicates`, those whose content differs from the stored event:
+    /// not a retry but a sender numbering two events alike (the stored one
+    /// is kept; logged, counted per agent state).
+    pub conflicts: u64,
 }
 
 /// Why the store could not do what was asked.
@@ -214,6 +218,9 @@ pub struct AgentStatus {
     /// Sequence numbers used by more than one run of this state: its state
     /// was restored from a snapshot. Those events are all stored.
     pub reused: u64,
+    /// Numbers resent with other content than stored (see
+    /// [`IngestReport::conflicts`]).
+    pub conflicts: u64,
     /// Where numbering of this instance starts (1, or the number an agent
     /// state from before instance ids had reached).
     pub first_sequence: u64,

@@ -56,10 +56,12 @@ type Migration = fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>;
 const MIGRATIONS: &[Migration] = &[sequence_spaces_per_instance];
 
 /// Version 4: sequence numbers are unique per agent state and run
-/// ([`Origin`]), no longer per agent; dropped ranges carry a reason.
+/// ([`Origin`]), no longer per agent; dropped ranges carry a reason; blocks
+/// name their space, so a resent event can be compared with the stored one.
 ///
 /// What a v3 store holds becomes each agent's space without an instance
-/// (space id = agent id, so `agent_sequences` rows keep their key), and its
+/// (space id = agent id, so `agent_sequences` rows keep their key, and a
+/// block without a space is in that one: no block is rewritten), and its
 /// dropped ranges are the spool-full drops of that space.
 fn sequence_spaces_per_instance(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
@@ -73,10 +75,14 @@ fn sequence_spaces_per_instance(tx: &rusqlite::Transaction<'_>) -> rusqlite::Res
             events INTEGER NOT NULL,
             first_seen INTEGER,
             last_seen INTEGER,
+            conflicts INTEGER NOT NULL DEFAULT 0,
             UNIQUE (agent_id, instance, boot)
         );
         INSERT INTO sequence_spaces
-            SELECT agent_id, agent_id, '', '', 1, host, events, first_seen, last_seen FROM agents;
+            SELECT agent_id, agent_id, '', '', 1, host, events, first_seen, last_seen, 0
+            FROM agents;
+        ALTER TABLE event_blocks ADD COLUMN space_id INTEGER;
+        CREATE INDEX event_blocks_by_agent ON event_blocks (agent_id, last_ts);
         ALTER TABLE agent_sequences RENAME COLUMN agent_id TO space_id;
         CREATE TABLE agent_dropped_ranges (
             agent_id INTEGER NOT NULL,
@@ -512,6 +518,21 @@ impl SqliteStore {
         let fresh = new_events(tx, agent_id, batch, &mut ranges)?;
 
         let mut report = IngestReport::default();
+        let conflicts = conflicting_repeats(tx, agent_id, space, batch, &fresh, &old_ranges)?;
+        if !conflicts.is_empty() {
+            report.conflicts = conflicts.len() as u64;
+            tracing::warn!(
+                agent = %agent,
+                instance = %origin.instance,
+                boot = %origin.boot,
+                sequences = ?SequenceRanges::from_ranges(conflicts.iter().map(|&n| (n, n))).ranges(),
+                "resent sequence numbers with other content than stored: kept the stored events"
+            );
+            tx.execute(
+                "UPDATE sequence_spaces SET conflicts = conflicts + ?2 WHERE space_id = ?1",
+                params![space, clamp(report.conflicts)],
+            )?;
+        }
         let mut rollups = RollupBatch::new();
         let mut addresses: HashMap<(&str, IpAddr), (Timestamp, Timestamp), FastHash> =
             HashMap::default();
@@ -536,7 +557,7 @@ impl SqliteStore {
             blocks[at].1.push(event);
             if blocks[at].1.len() >= MAX_BLOCK_EVENTS {
                 let (host, full) = blocks.swap_remove(at);
-                insert_block(tx, agent_id, host, full)?;
+                insert_block(tx, agent_id, space, host, full)?;
             }
             rollups.add(event);
             if is_host_address(event.local.ip()) {
@@ -554,7 +575,7 @@ impl SqliteStore {
             report.stored += 1;
         }
         for (host, block) in blocks {
-            insert_block(tx, agent_id, host, block)?;
+            insert_block(tx, agent_id, space, host, block)?;
         }
 
         if ranges != old_ranges {
@@ -1021,17 +1042,19 @@ const MAX_BLOCK_EVENTS: u64 = 16_384;
 fn insert_block(
     conn: &Connection,
     agent_id: i64,
+    space: i64,
     host: &str,
     block: BlockEncoder<'_>,
 ) -> rusqlite::Result<()> {
     let (first, last) = block.span();
     let events = block.len();
     conn.prepare_cached(
-        "INSERT INTO event_blocks (agent_id, host, first_ts, last_ts, events, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO event_blocks (agent_id, space_id, host, first_ts, last_ts, events, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         agent_id,
+        space,
         host,
         first,
         last,
@@ -1039,6 +1062,98 @@ fn insert_block(
         block.finish()
     ])?;
     Ok(())
+}
+
+/// How far from a resent event's time its stored copy is looked for.
+const REPEAT_WINDOW_NS: i64 = 3_600 * 1_000_000_000;
+
+/// The sequence numbers of `batch` that repeat a number of the same space
+/// (stored before, or earlier in the batch) with other content: not a
+/// retry but an error of the sender, which must not pass as a duplicate.
+///
+/// A stored copy is found while its raw events are kept (retention) and
+/// within [`REPEAT_WINDOW_NS`] of the resent event's time; a repeat whose
+/// copy is not found counts as a plain duplicate. Only repeats cost work:
+/// the blocks of the space around their time are decoded.
+fn conflicting_repeats(
+    conn: &Connection,
+    agent_id: i64,
+    space: i64,
+    batch: Batch<'_>,
+    fresh: &[bool],
+    stored_before: &SequenceRanges,
+) -> Result<Vec<u64>, StoreError> {
+    let repeats: Vec<usize> = (0..batch.len())
+        .filter(|&i| !fresh[i] && batch.event(i).sequence != 0)
+        .collect();
+    if repeats.is_empty() {
+        return Ok(Vec::new());
+    }
+    let wanted: HashSet<u64> = repeats.iter().map(|&i| batch.event(i).sequence).collect();
+    let mut earlier: HashMap<u64, ConnectionEvent> = HashMap::new();
+    for (i, _) in fresh.iter().enumerate().filter(|(_, &new)| new) {
+        let event = batch.event(i);
+        if wanted.contains(&event.sequence) {
+            earlier.insert(event.sequence, normalized(event)?);
+        }
+    }
+    let times = repeats.iter().map(|&i| batch.event(i).timestamp.as_nanos());
+    let (from, to) = times.fold((i64::MAX, i64::MIN), |(a, b), t| (a.min(t), b.max(t)));
+    let mut stmt = conn.prepare_cached(
+        "SELECT block_id, coalesce(space_id, agent_id), host, data FROM event_blocks
+         WHERE agent_id = ?1 AND last_ts >= ?2 AND first_ts <= ?3",
+    )?;
+    let mut rows = stmt.query(params![
+        agent_id,
+        from.saturating_sub(REPEAT_WINDOW_NS),
+        to.saturating_add(REPEAT_WINDOW_NS)
+    ])?;
+    while let Some(row) = rows.next()? {
+        let (id, block_space, host): (i64, i64, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        if block_space != space {
+            continue;
+        }
+        let data = row.get_ref(3)?.as_blob().map_err(|_| Corrupt {
+            column: "event_blocks.data",
+            value: format!("block {id} is no blob"),
+        })?;
+        let events = block::decode(data, &host).map_err(|e| Corrupt {
+            column: "event_blocks.data",
+            value: format!("block {id}: {e}"),
+        })?;
+        for event in events {
+            if wanted.contains(&event.sequence) && stored_before.contains(event.sequence) {
+                earlier.insert(event.sequence, event);
+            }
+        }
+    }
+    let mut conflicts = Vec::new();
+    for &i in &repeats {
+        let event = batch.event(i);
+        if let Some(first) = earlier.get(&event.sequence) {
+            if normalized(event)? != *first {
+                conflicts.push(event.sequence);
+            }
+        }
+    }
+    Ok(conflicts)
+}
+
+/// `event` as the store gives it back (what a block keeps of it), so a
+/// resent event compares equal to its stored copy.
+fn normalized(event: &ConnectionEvent) -> Result<ConnectionEvent, StoreError> {
+    let mut block = BlockEncoder::default();
+    block.push(event);
+    let decoded = block::decode(&block.finish(), &event.host).map_err(|e| Corrupt {
+        column: "event_blocks.data",
+        value: format!("an event does not read back: {e}"),
+    })?;
+    decoded.into_iter().next().ok_or_else(|| {
+        StoreError::from(Corrupt {
+            column: "event_blocks.data",
+            value: "an event does not read back".into(),
+        })
+    })
 }
 
 /// Which events of `batch` are not stored yet. Numbered events are looked
@@ -1307,7 +1422,7 @@ impl Store for SqliteStore {
         }
         let mut stmt = conn.prepare_cached(
             "SELECT s.space_id, s.agent_id, a.name, s.instance, s.first_seq, s.host, s.events,
-                    s.first_seen, s.last_seen
+                    s.first_seen, s.last_seen, s.conflicts
              FROM sequence_spaces s JOIN agents a ON a.agent_id = s.agent_id
              WHERE s.first_seen IS NOT NULL ORDER BY a.name, s.space_id",
         )?;
@@ -1322,13 +1437,15 @@ impl Store for SqliteStore {
                 r.get::<_, i64>(6)?,
                 r.get::<_, i64>(7)?,
                 r.get::<_, i64>(8)?,
+                r.get::<_, i64>(9)?,
             ))
         })?;
         let mut agents: Vec<AgentStatus> = Vec::new();
         // Where each (agent id, instance) is in `agents`.
         let mut index: HashMap<(i64, String), usize> = HashMap::new();
         for row in rows {
-            let (space, agent_id, name, instance, first_seq, host, events, first, last) = row?;
+            let (space, agent_id, name, instance, first_seq, host, events, first, last, conflicts) =
+                row?;
             let (first, last) = (Timestamp::from_nanos(first), Timestamp::from_nanos(last));
             let boot = SequenceRanges::from_ranges(stored.remove(&space).unwrap_or_default());
             let at = *index
@@ -1341,6 +1458,7 @@ impl Store for SqliteStore {
                         instance,
                         boots: 0,
                         reused: 0,
+                        conflicts: 0,
                         first_sequence: first_seq as u64,
                         host: String::new(),
                         events: 0,
@@ -1362,6 +1480,7 @@ impl Store for SqliteStore {
             }
             status.first_sequence = status.first_sequence.min(first_seq as u64);
             status.events += events as u64;
+            status.conflicts += conflicts as u64;
             if last >= status.last_seen || status.host.is_empty() {
                 status.host = host;
             }
@@ -1394,6 +1513,7 @@ impl Store for SqliteStore {
                         instance,
                         boots: 0,
                         reused: 0,
+                        conflicts: 0,
                         first_sequence: first,
                         host: String::new(),
                         events: 0,

@@ -960,3 +960,42 @@ fn an_agent_with_only_refusals_is_listed() {
     let gaps = agents[0].gaps();
     assert_eq!((gaps.missing, gaps.dropped, gaps.unexplained), (40, 40, 0));
 }
+
+/// 14.1: a "duplicate" whose content differs is reported, never a silent skip.
+#[test]
+fn a_repeat_with_other_content_is_a_conflict() {
+    let (_dir, store) = open();
+    let agent = AgentId("ws1".into());
+    let run = origin("aaaa", "b1", 1);
+    store.ingest_from(&agent, &run, &numbered(1..=10)).unwrap();
+    // A true retry: no conflict.
+    let r = store.ingest_from(&agent, &run, &numbered(3..=5)).unwrap();
+    assert_eq!((r.stored, r.duplicates, r.conflicts), (0, 3, 0));
+    // Numbers 4 and 5 again, for other connections.
+    let mut other = numbered(4..=5);
+    for event in &mut other {
+        event.remote = "10.0.0.3:443".parse().unwrap();
+    }
+    let r = store.ingest_from(&agent, &run, &other).unwrap();
+    assert_eq!((r.stored, r.duplicates, r.conflicts), (0, 2, 2));
+    // Within one batch too.
+    let mut twice = numbered(11..=11);
+    twice.extend(
+        other
+            .iter()
+            .cloned()
+            .map(|mut e| {
+                e.sequence = 11;
+                e
+            })
+            .take(1),
+    );
+    let r = store.ingest_from(&agent, &run, &twice).unwrap();
+    assert_eq!((r.stored, r.duplicates, r.conflicts), (1, 1, 1));
+    assert_eq!(store.agents().unwrap()[0].conflicts, 3);
+    // Another instance's equal numbers are no conflict: they are stored.
+    let r = store
+        .ingest_from(&agent, &origin("bbbb", "b1", 1), &other)
+        .unwrap();
+    assert_eq!((r.stored, r.conflicts), (2, 0));
+}

@@ -50,6 +50,10 @@ pub struct IngestResponse {
     pub stored: u64,
     /// Events it already had (a retried batch), skipped.
     pub duplicates: u64,
+    /// Of `duplicates`, numbers it had with other content: the agent
+    /// numbered two events alike (the stored ones are kept).
+    #[serde(default)]
+    pub conflicts: u64,
 }
 
 /// The collector's answer to anything it refuses.

@@ -188,6 +188,14 @@ fn run(spool: &Spool, mut client: CollectorClient, control: &Control, counters: 
                 counters
                     .events_duplicate
                     .fetch_add(answer.duplicates, Ordering::Relaxed);
+                if answer.conflicts > 0 {
+                    tracing::error!(
+                        conflicts = answer.conflicts,
+                        first_sequence = info.first_sequence,
+                        last_sequence = info.last_sequence,
+                        "the collector holds other events under some of these sequence numbers"
+                    );
+                }
                 if let Err(e) = spool.acknowledge(info.id) {
                     tracing::error!(error = %e, "cannot delete a shipped batch (it will be sent again)");
                 }
