@@ -133,8 +133,12 @@ impl SequenceFile {
         };
         fs::create_dir_all(state_dir).map_err(io_err)?;
         let lock = lock_state_dir(&state_dir.join(LOCK_FILE))?;
+        let mut down_since = None;
         let (file, record) = match File::options().read(true).write(true).open(&path) {
             Ok(file) => {
+                // The last record the previous run wrote: when it stopped,
+                // or (after a crash) when it last numbered events.
+                down_since = file.metadata().and_then(|m| m.modified()).ok();
                 let mut slots = Vec::with_capacity(2 * SLOT);
                 (&file)
                     .take(2 * SLOT as u64)
@@ -192,6 +196,7 @@ impl SequenceFile {
             boot: random_id().map_err(io_err)?,
             first_sequence: next,
             crashed,
+            down: down_since.map(|since| (since, std::time::SystemTime::now())),
         };
         let mut file = SequenceFile {
             path,
@@ -292,6 +297,11 @@ pub struct RunStart {
     /// stopped without closing (a crash): some may be in the spool, the
     /// rest were lost or never used.
     pub crashed: Option<(u64, u64)>,
+    /// When the agent was not running: from the last time the previous run
+    /// wrote its state (its stop; after a crash, its last numbering, which
+    /// for an idle agent may be well before the crash) to this start.
+    /// Connections in this window were not seen. `None` for a new state.
+    pub down: Option<(std::time::SystemTime, std::time::SystemTime)>,
 }
 
 /// The state's instance id, made (durably) if the state has none yet. A
@@ -734,6 +744,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = SequenceFile::open(dir.path()).unwrap().run_start().clone();
         let again = SequenceFile::open(dir.path()).unwrap().run_start().clone();
+        assert_eq!(first.down, None, "a new state was never down");
+        let (from, to) = again.down.unwrap();
+        assert!(from <= to);
         assert_eq!(first.instance.len(), 32);
         assert_eq!(first.instance, again.instance);
         assert_ne!(first.boot, again.boot);

@@ -269,16 +269,24 @@ async fn dropped(
     })?;
     tracing::warn!(
         agent = %agent,
+        instance = %report.instance,
+        reason = %report.reason,
         events = report.events,
         ranges = ?report.ranges,
-        "agent deleted unsent events from its full spool"
+        down = ?report.down,
+        "agent reported events it lost, or a time it was not running"
     );
     // Stored, so `report hosts` can tell this gap from an unexplained one.
     let store = state.store.clone();
     let ranges = report.ranges.clone();
     let (instance, reason) = dropped_origin(&report);
+    let down = report.down.clone();
     tokio::task::spawn_blocking(move || {
-        store.record_dropped_from(&agent, &instance, &reason, &ranges)
+        store.record_dropped_from(&agent, &instance, &reason, &ranges)?;
+        if !down.is_empty() {
+            store.record_downtime(&agent, &instance, &down)?;
+        }
+        Ok::<_, StoreError>(())
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))??;

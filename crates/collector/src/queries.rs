@@ -39,6 +39,8 @@ pub struct HostRow {
     pub dropped_by_reason: Vec<(String, u64)>,
     /// `missing - dropped`.
     pub unexplained: u64,
+    /// When the agent was not running (from, to), RFC 3339.
+    pub downtime: Vec<(String, String)>,
 }
 
 pub fn hosts(store: &dyn Store) -> Result<Vec<HostRow>, StoreError> {
@@ -64,6 +66,11 @@ pub fn hosts(store: &dyn Store) -> Result<Vec<HostRow>, StoreError> {
                 dropped: gaps.dropped,
                 dropped_by_reason: gaps.dropped_by_reason,
                 unexplained: gaps.unexplained,
+                downtime: a
+                    .downtime
+                    .iter()
+                    .map(|(from, to)| (from.to_string(), to.to_string()))
+                    .collect(),
             }
         })
         .collect())

@@ -743,6 +743,19 @@ fn a_killed_agent_explains_its_gap() {
             missing > 0 && missing == dropped
         },
     );
+    // The time it was down, when connections went unseen, is reported too.
+    wait_for_or(
+        "the downtime window",
+        Duration::from_secs(30),
+        || format!("{:#?}", store.agents().unwrap()),
+        || {
+            store
+                .agents()
+                .unwrap()
+                .iter()
+                .any(|s| s.agent.0 == "host-a" && !s.downtime.is_empty())
+        },
+    );
 }
 
 /// Issue 14.5 (agent side): batches the collector refuses (here every one:

@@ -263,6 +263,8 @@ struct HostRecord {
     dropped_by_reason: BTreeMap<String, u64>,
     /// `missing - dropped`: lost without an explanation.
     unexplained: u64,
+    /// When the agent was not running (from, to): it saw no connections.
+    downtime: Vec<(String, String)>,
     gaps: Vec<(u64, u64)>,
 }
 
@@ -330,6 +332,11 @@ pub fn hosts_report(agents: &[AgentStatus]) -> Report {
                 dropped: gaps.dropped,
                 dropped_by_reason: gaps.dropped_by_reason.into_iter().collect(),
                 unexplained: gaps.unexplained,
+                downtime: a
+                    .downtime
+                    .iter()
+                    .map(|&(from, to)| (rfc3339(from), rfc3339(to)))
+                    .collect(),
                 gaps: gaps.ranges,
             }
         })

@@ -9,9 +9,11 @@
 //! - **raw events**, deleted by [`Store::apply_retention`] after a while;
 //! - **hourly edge rollups** ([`EdgeTotal`]), kept much longer, which is what the
 //!   map and the reports read so they stay fast on large stores;
-//! - **per-agent sequence ranges** ([`SequenceRanges`]), which make delivery
-//!   exactly-once and show any gap; they outlive the raw events, so a batch
-//!   re-sent after retention is still recognised;
+//! - **sequence ranges per agent state and run** ([`SequenceRanges`],
+//!   [`Origin`]), which make delivery exactly-once and show any gap; they
+//!   outlive the raw events, so a batch re-sent after retention is still
+//!   recognised; with what agents reported losing, and why, and when they
+//!   were not running;
 //! - **host addresses**: the local addresses each host was seen with, so an
 //!   edge whose remote end is a monitored host can be joined with that host's
 //!   own record.
@@ -41,8 +43,9 @@ pub use sqlite::{RawEventTable, SqliteStore};
 /// graph query hashes.
 type FastHash = foldhash::fast::RandomState;
 
-/// The identity of a sender of numbered events. Sequence numbers are unique per
-/// agent, so deduplication and gap detection are per agent.
+/// The identity of a sender of events (from its token). Sequence numbers are
+/// unique per agent *state* ([`Origin`]), so deduplication and gap detection
+/// are per agent and state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AgentId(pub String);
 
@@ -239,6 +242,9 @@ pub struct AgentStatus {
     pub dropped: SequenceRanges,
     /// `dropped` by reason (see [`drop_reason`]), ordered by reason.
     pub dropped_by_reason: Vec<(String, SequenceRanges)>,
+    /// When the agent reported it was not running (and so saw no
+    /// connections), oldest first.
+    pub downtime: Vec<(Timestamp, Timestamp)>,
 }
 
 /// The holes in one sender's sequence numbers.
@@ -382,6 +388,16 @@ pub trait Store: Send + Sync {
     fn record_dropped(&self, agent: &AgentId, ranges: &[(u64, u64)]) -> Result<(), StoreError> {
         self.record_dropped_from(agent, "", drop_reason::SPOOL_FULL, ranges)
     }
+
+    /// Records that `agent`'s state `instance` was not running in each of
+    /// `windows` (from, to): connections then were not seen. Recording a
+    /// window again changes nothing.
+    fn record_downtime(
+        &self,
+        agent: &AgentId,
+        instance: &str,
+        windows: &[(Timestamp, Timestamp)],
+    ) -> Result<(), StoreError>;
 
     /// Every sender with stored events, one entry per instance, with its
     /// sequence ranges and what it reported dropped, ordered by agent id and

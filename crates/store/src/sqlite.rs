@@ -57,7 +57,8 @@ const MIGRATIONS: &[Migration] = &[sequence_spaces_per_instance];
 
 /// Version 4: sequence numbers are unique per agent state and run
 /// ([`Origin`]), no longer per agent; dropped ranges carry a reason; blocks
-/// name their space, so a resent event can be compared with the stored one.
+/// name their space, so a resent event can be compared with the stored one;
+/// agents report when they were not running.
 ///
 /// What a v3 store holds becomes each agent's space without an instance
 /// (space id = agent id, so `agent_sequences` rows keep their key, and a
@@ -94,6 +95,13 @@ fn sequence_spaces_per_instance(tx: &rusqlite::Transaction<'_>) -> rusqlite::Res
         );
         INSERT INTO agent_dropped_ranges
             SELECT agent_id, '', 'spool-full', first_seq, last_seq FROM agent_dropped;
+        CREATE TABLE agent_downtime (
+            agent_id INTEGER NOT NULL,
+            instance TEXT NOT NULL,
+            down_from INTEGER NOT NULL,
+            down_to INTEGER NOT NULL,
+            PRIMARY KEY (agent_id, instance, down_from)
+        );
         DROP TABLE agent_dropped;",
     )
 }
@@ -1378,6 +1386,36 @@ impl Store for SqliteStore {
         })
     }
 
+    fn record_downtime(
+        &self,
+        agent: &AgentId,
+        instance: &str,
+        windows: &[(Timestamp, Timestamp)],
+    ) -> Result<(), StoreError> {
+        check_label("instance", instance)?;
+        if let Some(index) = windows.iter().position(|(from, to)| from > to) {
+            return Err(StoreError::InvalidRange {
+                index,
+                reason: format!(
+                    "downtime {} to {}: ends before it starts",
+                    windows[index].0, windows[index].1
+                ),
+            });
+        }
+        lock(&self.writer).transaction(|tx, ids| {
+            let agent_id = agent_id(tx, &mut ids.agents, agent)?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO agent_downtime VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (agent_id, instance, down_from)
+                 DO UPDATE SET down_to = max(down_to, excluded.down_to)",
+            )?;
+            for (from, to) in windows {
+                insert.execute(params![agent_id, instance, from.as_nanos(), to.as_nanos()])?;
+            }
+            Ok(())
+        })
+    }
+
     fn agents(&self) -> Result<Vec<AgentStatus>, StoreError> {
         let guard = lock(&self.reader);
         let conn = &guard.conn;
@@ -1467,6 +1505,7 @@ impl Store for SqliteStore {
                         sequences: SequenceRanges::new(),
                         dropped: SequenceRanges::new(),
                         dropped_by_reason: Vec::new(),
+                        downtime: Vec::new(),
                     });
                     agents.len() - 1
                 });
@@ -1486,6 +1525,25 @@ impl Store for SqliteStore {
             }
             status.first_seen = status.first_seen.min(first);
             status.last_seen = status.last_seen.max(last);
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT agent_id, instance, down_from, down_to FROM agent_downtime
+             ORDER BY down_from",
+        )?;
+        for row in stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })? {
+            let (agent_id, instance, from, to) = row?;
+            if let Some(&at) = index.get(&(agent_id, instance)) {
+                agents[at]
+                    .downtime
+                    .push((Timestamp::from_nanos(from), Timestamp::from_nanos(to)));
+            }
         }
         // Instances with drops and nothing stored (every batch refused) are
         // listed too, after the others.
@@ -1522,6 +1580,7 @@ impl Store for SqliteStore {
                         sequences: SequenceRanges::new(),
                         dropped: SequenceRanges::new(),
                         dropped_by_reason: Vec::new(),
+                        downtime: Vec::new(),
                     });
                     agents.len() - 1
                 });

@@ -999,3 +999,28 @@ fn a_repeat_with_other_content_is_a_conflict() {
         .unwrap();
     assert_eq!((r.stored, r.conflicts), (2, 0));
 }
+
+/// 14.7: the windows an agent was not running are kept with its state.
+#[test]
+fn downtime_windows_are_kept() {
+    let (_dir, store) = open();
+    let agent = AgentId("ws1".into());
+    store
+        .ingest_from(&agent, &origin("aaaa", "b1", 1), &numbered(1..=3))
+        .unwrap();
+    let t = |s: i64| Timestamp::from_nanos(1_800_000_000 * SEC + s * SEC);
+    store
+        .record_downtime(&agent, "aaaa", &[(t(10), t(20))])
+        .unwrap();
+    store
+        .record_downtime(&agent, "aaaa", &[(t(10), t(20)), (t(30), t(31))])
+        .unwrap();
+    let err = store
+        .record_downtime(&agent, "aaaa", &[(t(5), t(4))])
+        .unwrap_err();
+    assert!(err.to_string().contains("ends before it starts"), "{err}");
+    assert_eq!(
+        store.agents().unwrap()[0].downtime,
+        [(t(10), t(20)), (t(30), t(31))]
+    );
+}

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use connscope_event::ConnectionEvent;
+use connscope_event::{ConnectionEvent, Timestamp};
 
 pub use client::{ClientError, CollectorClient};
 pub use protocol::{drop_reason, BatchOrigin};
@@ -110,25 +110,29 @@ impl ShippingOutput {
         })
     }
 
-    /// Who numbers the events from now on (stamped on every batch), and
-    /// what the crash of the previous run may have lost (reported as
-    /// dropped, so its gap is explained).
+    /// Who numbers the events from now on (stamped on every batch), what
+    /// the crash of the previous run may have lost (reported as dropped, so
+    /// its gap is explained), and when the agent was not running.
     pub fn begin(
         &mut self,
         origin: BatchOrigin,
         crashed: Option<(u64, u64)>,
+        down: Option<(Timestamp, Timestamp)>,
     ) -> Result<(), TransportError> {
-        if let Some((first, last)) = crashed {
-            self.spool.record_lost(
-                &origin.instance,
-                protocol::drop_reason::CRASH,
-                first,
-                last,
-                last - first + 1,
-            )?;
-        }
+        let instance = origin.instance.clone();
+        // First: whatever fails below, batches must not go out unlabelled.
         self.spool.set_origin(origin);
-        Ok(())
+        // Both are kept in memory (and reported) even if not on disk.
+        let down = down.map_or(Ok(()), |(from, to)| {
+            self.spool.record_downtime(&instance, from, to)
+        });
+        let crashed = crashed.map_or(Ok(()), |(first, last)| {
+            let numbers = last - first + 1;
+            let crash = protocol::drop_reason::CRASH;
+            self.spool
+                .record_lost(&instance, crash, first, last, numbers)
+        });
+        down.and(crashed).map_err(TransportError::from)
     }
 
     /// Spools a batch. When this returns `Ok`, the events survive a crash and

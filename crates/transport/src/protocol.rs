@@ -32,6 +32,8 @@ pub mod drop_reason {
     pub const REFUSED: &str = "refused";
     /// Handed out or reserved when the agent crashed.
     pub const CRASH: &str = "crash";
+    /// Not a loss of numbers: the agent was not running ([`super::DroppedReport::down`]).
+    pub const DOWN: &str = "down";
 }
 
 /// POST a batch: gzip-compressed JSON Lines, one event per line.

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use connscope_event::{json::write_json_line, ConnectionEvent};
+use connscope_event::{json::write_json_line, ConnectionEvent, Timestamp};
 use flate2::{write::GzEncoder, Compression, Crc};
 use serde::{Deserialize, Serialize};
 
@@ -110,11 +110,49 @@ pub struct DroppedReport {
     pub events: u64,
     /// Inclusive sequence ranges of the lost events, merged, oldest first.
     pub ranges: Vec<(u64, u64)>,
+    /// When the agent was not running (RFC 3339 pairs, from and to): it
+    /// saw no connections then, numbered or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "windows_text")]
+    pub down: Vec<(Timestamp, Timestamp)>,
+}
+
+/// Time windows as pairs of RFC 3339 texts, as the API shows times.
+mod windows_text {
+    use connscope_event::Timestamp;
+    use serde::{de::Error, Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        windows: &[(Timestamp, Timestamp)],
+        to: S,
+    ) -> Result<S::Ok, S::Error> {
+        let text: Vec<(String, String)> = windows
+            .iter()
+            .map(|(from, to)| (from.to_string(), to.to_string()))
+            .collect();
+        text.serialize(to)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        from: D,
+    ) -> Result<Vec<(Timestamp, Timestamp)>, D::Error> {
+        let text = Vec::<(String, String)>::deserialize(from)?;
+        text.iter()
+            .map(|(a, b)| {
+                let parse = |t: &str| {
+                    t.parse::<Timestamp>().map_err(|e| {
+                        let shown: String = t.chars().take(40).collect();
+                        D::Error::custom(format!("down: {shown:?}: {e}"))
+                    })
+                };
+                Ok((parse(a)?, parse(b)?))
+            })
+            .collect()
+    }
 }
 
 impl DroppedReport {
     pub fn is_empty(&self) -> bool {
-        self.events == 0
+        self.events == 0 && self.down.is_empty()
     }
 
     fn add(&mut self, info: &BatchInfo) {
@@ -132,6 +170,7 @@ impl DroppedReport {
     /// Removes what `reported` covered (a prefix of what was dropped, since
     /// reports only grow at the end while one is in flight).
     fn subtract(&mut self, reported: &DroppedReport) {
+        self.down.retain(|window| !reported.down.contains(window));
         self.events = self.events.saturating_sub(reported.events);
         for range in &reported.ranges {
             if let Some(pos) = self.ranges.iter().position(|r| r.0 == range.0) {
@@ -577,6 +616,27 @@ impl Spool {
             }
         }
         all
+    }
+
+    /// Records that the agent state `instance` was not running from `from`
+    /// to `to` (reported with reason [`drop_reason::DOWN`]).
+    pub fn record_downtime(
+        &self,
+        instance: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<(), SpoolError> {
+        let dropped = {
+            let mut state = self.lock();
+            state
+                .dropped
+                .report(instance, drop_reason::DOWN)
+                .down
+                .push((from, to));
+            state.dropped.clone()
+        };
+        self.changed.notify_all();
+        self.persist_dropped(&dropped)
     }
 
     /// The reports to send: one per instance and reason.

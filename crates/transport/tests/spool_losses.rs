@@ -76,6 +76,7 @@ fn refused_batches_are_reported_and_bounded() {
             reason: drop_reason::REFUSED.into(),
             events: 200,
             ranges: vec![(1, 200)],
+            down: Vec::new(),
         }]
     );
     drop(spool);
