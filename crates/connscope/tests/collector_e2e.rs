@@ -328,10 +328,16 @@ impl World {
     }
 
     fn start_agent(&self, host: &Host) -> Proc {
+        self.start_agent_with_token(host, &host.token)
+    }
+
+    /// [`World::start_agent`] with another host's token, as a copied
+    /// configuration would have it.
+    fn start_agent_with_token(&self, host: &Host, token: &str) -> Proc {
         let state = self.dir.path().join(host.name);
         std::fs::create_dir_all(&state).unwrap();
         let token_file = state.join("token");
-        std::fs::write(&token_file, &host.token).unwrap();
+        std::fs::write(&token_file, token).unwrap();
         let mut cmd = host.ns.command(env!("CARGO_BIN_EXE_connscope"));
         cmd.args([
             "agent",
@@ -783,4 +789,93 @@ fn refused_batches_are_reported_as_dropped() {
             missing >= 50 && missing == dropped
         },
     );
+}
+
+/// Copies a directory tree (the agent's state: two small files).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// Issue 14.1: an agent state restored from a snapshot numbers again from
+/// where the snapshot was. Same instance, numbers going back: its new
+/// connections are stored, and the reuse is reported.
+#[test]
+fn a_state_restored_from_a_snapshot_loses_nothing() {
+    let world = World::build();
+    let _collector = world.start_collector();
+    let _server = start_server(&world);
+    let store = SqliteStore::open(world.db()).unwrap();
+    let (a, b) = (&world.hosts[0], &world.hosts[1]);
+    let state = world.dir.path().join(a.name).join("state");
+    let snapshot = world.dir.path().join("snapshot");
+
+    let mut made = 0;
+    for round in 0..3 {
+        if round == 2 {
+            std::fs::remove_dir_all(&state).unwrap();
+            copy_dir(&snapshot, &state);
+        }
+        let agent = world.start_agent(a);
+        warm_up(&world, &store, a);
+        world.connect(a, b, 100);
+        made += 100;
+        wait_for_or(
+            "this round's connections",
+            Duration::from_secs(60),
+            || format!("{:#?}", store.agents().unwrap()),
+            || connections_from(&store, a, SERVICE_PORT) == made,
+        );
+        agent.stop();
+        if round == 0 {
+            copy_dir(&state, &snapshot);
+        }
+    }
+    let states: Vec<_> = store
+        .agents()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.agent.0 == "host-a")
+        .collect();
+    assert_eq!(states.len(), 1, "one state: {states:#?}");
+    assert_eq!(states[0].boots, 3);
+    assert!(states[0].reused > 0, "{states:#?}");
+}
+
+/// Issue 14.1: a token copied to a second host: both hosts number from 1;
+/// the second host appears (its own state), nothing is a duplicate.
+#[test]
+fn a_token_copied_to_a_second_host_shows_both() {
+    let world = World::build();
+    let _collector = world.start_collector();
+    let _server = start_server(&world);
+    let store = SqliteStore::open(world.db()).unwrap();
+    let (a, b, c) = (&world.hosts[0], &world.hosts[1], &world.hosts[2]);
+    let _agent_a = world.start_agent(a);
+    warm_up(&world, &store, a);
+    world.connect(a, b, 100);
+    wait_for("host A's connections", Duration::from_secs(60), || {
+        connections_from(&store, a, SERVICE_PORT) == 100
+    });
+    let _agent_c = world.start_agent_with_token(c, &a.token);
+    warm_up(&world, &store, c);
+    world.connect(c, b, 100);
+    wait_for_or(
+        "host C's connections under host A's token",
+        Duration::from_secs(60),
+        || format!("{:#?}", store.agents().unwrap()),
+        || connections_from(&store, c, SERVICE_PORT) == 100,
+    );
+    let states: Vec<_> = store
+        .agents()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.agent.0 == "host-a")
+        .collect();
+    let hosts: Vec<&str> = states.iter().map(|s| s.host.as_str()).collect();
+    assert_eq!(hosts, ["host-a", "host-c"], "{states:#?}");
+    assert!(states[1].lost_state);
 }
