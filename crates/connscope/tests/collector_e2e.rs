@@ -334,6 +334,38 @@ impl World {
     /// [`World::start_agent`] with another host's token, as a copied
     /// configuration would have it.
     fn start_agent_with_token(&self, host: &Host, token: &str) -> Proc {
+        let mut cmd = self.agent_command(host, token);
+        cmd.env("CONNSCOPE_LOG", "warn").stdout(Stdio::null());
+        Proc::spawn(cmd, host.name)
+    }
+
+    /// Starts an agent and waits until it says it is monitoring (its probes
+    /// are attached), without making any connection to find out: a warm-up
+    /// would go on until one connection gets through, hiding lost ones.
+    fn start_agent_ready(&self, host: &Host, token: &str) -> Proc {
+        let mut cmd = self.agent_command(host, token);
+        cmd.env("CONNSCOPE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut proc = Proc::spawn(cmd, host.name);
+        let stderr = BufReader::new(proc.child.stderr.take().unwrap());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Keeps reading, so the agent never writes into a closed pipe.
+            for line in stderr.lines().map_while(Result::ok) {
+                if line.contains("monitoring connections") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the agent started monitoring");
+        proc
+    }
+
+    /// `connscope agent` in `host`, shipping to the collector with `token`.
+    fn agent_command(&self, host: &Host, token: &str) -> Command {
         let state = self.dir.path().join(host.name);
         std::fs::create_dir_all(&state).unwrap();
         let token_file = state.join("token");
@@ -359,10 +391,8 @@ impl World {
             &self.fingerprint.borrow(),
             "--spool-dir",
         ])
-        .arg(self.spool_dir(host))
-        .env("CONNSCOPE_LOG", "warn")
-        .stdout(Stdio::null());
-        Proc::spawn(cmd, host.name)
+        .arg(self.spool_dir(host));
+        cmd
     }
 
     fn spool_dir(&self, host: &Host) -> PathBuf {
@@ -819,8 +849,7 @@ fn a_state_restored_from_a_snapshot_loses_nothing() {
             std::fs::remove_dir_all(&state).unwrap();
             copy_dir(&snapshot, &state);
         }
-        let agent = world.start_agent(a);
-        warm_up(&world, &store, a);
+        let agent = world.start_agent_ready(a, &a.token);
         world.connect(a, b, 100);
         made += 100;
         wait_for_or(
@@ -854,14 +883,12 @@ fn a_token_copied_to_a_second_host_shows_both() {
     let _server = start_server(&world);
     let store = SqliteStore::open(world.db()).unwrap();
     let (a, b, c) = (&world.hosts[0], &world.hosts[1], &world.hosts[2]);
-    let _agent_a = world.start_agent(a);
-    warm_up(&world, &store, a);
+    let _agent_a = world.start_agent_ready(a, &a.token);
     world.connect(a, b, 100);
     wait_for("host A's connections", Duration::from_secs(60), || {
         connections_from(&store, a, SERVICE_PORT) == 100
     });
-    let _agent_c = world.start_agent_with_token(c, &a.token);
-    warm_up(&world, &store, c);
+    let _agent_c = world.start_agent_ready(c, &a.token);
     world.connect(c, b, 100);
     wait_for_or(
         "host C's connections under host A's token",
