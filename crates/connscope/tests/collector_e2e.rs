@@ -701,8 +701,7 @@ fn a_wiped_state_directory_is_a_new_instance_not_duplicates() {
     agent.stop();
 
     std::fs::remove_dir_all(world.dir.path().join(a.name).join("state")).unwrap();
-    let _agent = world.start_agent(a);
-    warm_up(&world, &store, a);
+    let _agent = world.start_agent_ready(a, &a.token);
     world.connect(a, b, 200);
     let hosts = || format!("{:#?}", store.agents().unwrap());
     wait_for_or(
