@@ -203,7 +203,7 @@ const SIGNALS: [libc::c_int; 4] = [libc::SIGHUP, libc::SIGUSR1, libc::SIGTERM, l
 ///
 /// Must be called before the process starts any thread, so that every thread
 /// inherits the blocked signals.
-pub fn run(config: AgentConfig, outputs: Vec<Box<dyn Sink>>) -> Result<Summary, AgentError> {
+pub fn run(config: AgentConfig, mut outputs: Vec<Box<dyn Sink>>) -> Result<Summary, AgentError> {
     let signals = block_signals().map_err(AgentError::Signals)?;
     let backend = backend::open_backend(config.backend, &config.capture)?;
     let sequence = SequenceFile::open(&config.state_dir)?;
@@ -241,7 +241,6 @@ pub fn run(config: AgentConfig, outputs: Vec<Box<dyn Sink>>) -> Result<Summary, 
     let output = {
         let counters = counters.clone();
         let reopen = reopen.clone();
-        let mut outputs = outputs;
         for (out, count) in outputs.iter_mut().zip(&counters.outputs) {
             if let Err(err) = out.begin(sequence.run_start()) {
                 count.errors.fetch_add(1, Ordering::Relaxed);
