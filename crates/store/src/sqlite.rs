@@ -61,9 +61,10 @@ const MIGRATIONS: &[Migration] = &[sequence_spaces_per_instance];
 /// agents report when they were not running.
 ///
 /// What a v3 store holds becomes each agent's space without an instance
-/// (space id = agent id, so `agent_sequences` rows keep their key, and a
-/// block without a space is in that one: no block is rewritten), and its
-/// dropped ranges are the spool-full drops of that space.
+/// (space id = agent id, so `agent_sequences` rows keep their key), and its
+/// dropped ranges are the spool-full drops of that space. Its blocks are not
+/// rewritten: they name no space or sequence range, so a resent event is
+/// compared only with what was stored from version 4 on.
 fn sequence_spaces_per_instance(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
         "CREATE TABLE sequence_spaces (
@@ -83,7 +84,9 @@ fn sequence_spaces_per_instance(tx: &rusqlite::Transaction<'_>) -> rusqlite::Res
             SELECT agent_id, agent_id, '', '', 1, host, events, first_seen, last_seen, 0
             FROM agents;
         ALTER TABLE event_blocks ADD COLUMN space_id INTEGER;
-        CREATE INDEX event_blocks_by_agent ON event_blocks (agent_id, last_ts);
+        ALTER TABLE event_blocks ADD COLUMN first_seq INTEGER;
+        ALTER TABLE event_blocks ADD COLUMN last_seq INTEGER;
+        CREATE INDEX event_blocks_by_sequence ON event_blocks (space_id, last_seq);
         ALTER TABLE agent_sequences RENAME COLUMN agent_id TO space_id;
         CREATE TABLE agent_dropped_ranges (
             agent_id INTEGER NOT NULL,
@@ -526,7 +529,7 @@ impl SqliteStore {
         let fresh = new_events(tx, agent_id, batch, &mut ranges)?;
 
         let mut report = IngestReport::default();
-        let conflicts = conflicting_repeats(tx, agent_id, space, batch, &fresh, &old_ranges)?;
+        let conflicts = conflicting_repeats(tx, space, batch, &fresh, &old_ranges)?;
         if !conflicts.is_empty() {
             report.conflicts = conflicts.len() as u64;
             tracing::warn!(
@@ -548,24 +551,25 @@ impl SqliteStore {
         let mut last_host = None;
         // One block per host (an agent's batch names one host, but nothing
         // forces it to).
-        let mut blocks: Vec<(&str, BlockEncoder<'_>)> = Vec::new();
+        let mut blocks: Vec<(&str, BlockEncoder<'_>, Numbers)> = Vec::new();
         for (i, &new) in fresh.iter().enumerate() {
             if !new {
                 report.duplicates += 1;
                 continue;
             }
             let event = batch.event(i);
-            let at = match blocks.iter().position(|(host, _)| *host == event.host) {
+            let at = match blocks.iter().position(|(host, _, _)| *host == event.host) {
                 Some(at) => at,
                 None => {
-                    blocks.push((&event.host, BlockEncoder::default()));
+                    blocks.push((&event.host, BlockEncoder::default(), Numbers::default()));
                     blocks.len() - 1
                 }
             };
             blocks[at].1.push(event);
+            blocks[at].2.add(event.sequence);
             if blocks[at].1.len() >= MAX_BLOCK_EVENTS {
-                let (host, full) = blocks.swap_remove(at);
-                insert_block(tx, agent_id, space, host, full)?;
+                let (host, full, numbers) = blocks.swap_remove(at);
+                insert_block(tx, agent_id, space, host, full, numbers)?;
             }
             rollups.add(event);
             if is_host_address(event.local.ip()) {
@@ -582,8 +586,8 @@ impl SqliteStore {
             last_host = Some(event.host.as_str());
             report.stored += 1;
         }
-        for (host, block) in blocks {
-            insert_block(tx, agent_id, space, host, block)?;
+        for (host, block, numbers) in blocks {
+            insert_block(tx, agent_id, space, host, block, numbers)?;
         }
 
         if ranges != old_ranges {
@@ -1047,18 +1051,35 @@ fn store_ranges(
 /// never decodes a huge one.
 const MAX_BLOCK_EVENTS: u64 = 16_384;
 
+/// The lowest and highest sequence number in a block (`None`: unnumbered).
+#[derive(Default, Clone, Copy)]
+struct Numbers(Option<(u64, u64)>);
+
+impl Numbers {
+    fn add(&mut self, sequence: u64) {
+        if sequence != 0 {
+            let (low, high) = self.0.get_or_insert((sequence, sequence));
+            *low = (*low).min(sequence);
+            *high = (*high).max(sequence);
+        }
+    }
+}
+
 fn insert_block(
     conn: &Connection,
     agent_id: i64,
     space: i64,
     host: &str,
     block: BlockEncoder<'_>,
+    numbers: Numbers,
 ) -> rusqlite::Result<()> {
     let (first, last) = block.span();
     let events = block.len();
+    let (first_seq, last_seq) = numbers.0.map(|(f, l)| (clamp(f), clamp(l))).unzip();
     conn.prepare_cached(
-        "INSERT INTO event_blocks (agent_id, space_id, host, first_ts, last_ts, events, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO event_blocks
+            (agent_id, space_id, host, first_ts, last_ts, events, data, first_seq, last_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         agent_id,
@@ -1067,25 +1088,23 @@ fn insert_block(
         first,
         last,
         clamp(events),
-        block.finish()
+        block.finish(),
+        first_seq,
+        last_seq
     ])?;
     Ok(())
 }
-
-/// How far from a resent event's time its stored copy is looked for.
-const REPEAT_WINDOW_NS: i64 = 3_600 * 1_000_000_000;
 
 /// The sequence numbers of `batch` that repeat a number of the same space
 /// (stored before, or earlier in the batch) with other content: not a
 /// retry but an error of the sender, which must not pass as a duplicate.
 ///
-/// A stored copy is found while its raw events are kept (retention) and
-/// within [`REPEAT_WINDOW_NS`] of the resent event's time; a repeat whose
-/// copy is not found counts as a plain duplicate. Only repeats cost work:
-/// the blocks of the space around their time are decoded.
+/// A stored copy is found while its raw events are kept (retention), in
+/// the blocks of the space whose sequence range holds the repeats (blocks
+/// from before schema version 4 have none); a repeat whose copy is not
+/// found counts as a plain duplicate. Only repeats cost work.
 fn conflicting_repeats(
     conn: &Connection,
-    agent_id: i64,
     space: i64,
     batch: Batch<'_>,
     fresh: &[bool],
@@ -1098,30 +1117,27 @@ fn conflicting_repeats(
         return Ok(Vec::new());
     }
     let wanted: HashSet<u64> = repeats.iter().map(|&i| batch.event(i).sequence).collect();
-    let mut earlier: HashMap<u64, ConnectionEvent> = HashMap::new();
-    for (i, _) in fresh.iter().enumerate().filter(|(_, &new)| new) {
-        let event = batch.event(i);
-        if wanted.contains(&event.sequence) {
-            earlier.insert(event.sequence, normalized(event)?);
-        }
+    let firsts: Vec<&ConnectionEvent> = (0..batch.len())
+        .filter(|&i| fresh[i] && wanted.contains(&batch.event(i).sequence))
+        .map(|i| batch.event(i))
+        .collect();
+    let mut earlier: HashMap<u64, ConnectionEvent> = normalized(&firsts)?
+        .into_iter()
+        .map(|e| (e.sequence, e))
+        .collect();
+    if !wanted.iter().any(|&n| stored_before.contains(n)) {
+        return compare_repeats(batch, &repeats, &earlier);
     }
-    let times = repeats.iter().map(|&i| batch.event(i).timestamp.as_nanos());
-    let (from, to) = times.fold((i64::MAX, i64::MIN), |(a, b), t| (a.min(t), b.max(t)));
+    let low = wanted.iter().min().copied().unwrap_or(0);
+    let high = wanted.iter().max().copied().unwrap_or(0);
     let mut stmt = conn.prepare_cached(
-        "SELECT block_id, coalesce(space_id, agent_id), host, data FROM event_blocks
-         WHERE agent_id = ?1 AND last_ts >= ?2 AND first_ts <= ?3",
+        "SELECT block_id, host, data FROM event_blocks
+         WHERE space_id = ?1 AND last_seq >= ?2 AND first_seq <= ?3",
     )?;
-    let mut rows = stmt.query(params![
-        agent_id,
-        from.saturating_sub(REPEAT_WINDOW_NS),
-        to.saturating_add(REPEAT_WINDOW_NS)
-    ])?;
+    let mut rows = stmt.query(params![space, clamp(low), clamp(high)])?;
     while let Some(row) = rows.next()? {
-        let (id, block_space, host): (i64, i64, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
-        if block_space != space {
-            continue;
-        }
-        let data = row.get_ref(3)?.as_blob().map_err(|_| Corrupt {
+        let (id, host): (i64, String) = (row.get(0)?, row.get(1)?);
+        let data = row.get_ref(2)?.as_blob().map_err(|_| Corrupt {
             column: "event_blocks.data",
             value: format!("block {id} is no blob"),
         })?;
@@ -1135,33 +1151,46 @@ fn conflicting_repeats(
             }
         }
     }
-    let mut conflicts = Vec::new();
-    for &i in &repeats {
-        let event = batch.event(i);
-        if let Some(first) = earlier.get(&event.sequence) {
-            if normalized(event)? != *first {
-                conflicts.push(event.sequence);
-            }
-        }
-    }
-    Ok(conflicts)
+    compare_repeats(batch, &repeats, &earlier)
 }
 
-/// `event` as the store gives it back (what a block keeps of it), so a
-/// resent event compares equal to its stored copy.
-fn normalized(event: &ConnectionEvent) -> Result<ConnectionEvent, StoreError> {
+/// The sequence numbers of `repeats` whose event differs from `earlier`'s.
+fn compare_repeats(
+    batch: Batch<'_>,
+    repeats: &[usize],
+    earlier: &HashMap<u64, ConnectionEvent>,
+) -> Result<Vec<u64>, StoreError> {
+    let resent: Vec<&ConnectionEvent> = repeats.iter().map(|&i| batch.event(i)).collect();
+    let resent = normalized(&resent)?;
+    Ok(resent
+        .into_iter()
+        .filter(|e| earlier.get(&e.sequence).is_some_and(|first| first != e))
+        .map(|e| e.sequence)
+        .collect())
+}
+
+/// `events` as the store gives them back (what a block keeps of them), so
+/// a resent event compares equal to its stored copy. One block for all.
+fn normalized(events: &[&ConnectionEvent]) -> Result<Vec<ConnectionEvent>, StoreError> {
     let mut block = BlockEncoder::default();
-    block.push(event);
-    let decoded = block::decode(&block.finish(), &event.host).map_err(|e| Corrupt {
+    for event in events {
+        block.push(event);
+    }
+    let mut decoded = block::decode(&block.finish(), "").map_err(|e| Corrupt {
         column: "event_blocks.data",
-        value: format!("an event does not read back: {e}"),
+        value: format!("events do not read back: {e}"),
     })?;
-    decoded.into_iter().next().ok_or_else(|| {
-        StoreError::from(Corrupt {
+    if decoded.len() != events.len() {
+        return Err(StoreError::from(Corrupt {
             column: "event_blocks.data",
-            value: "an event does not read back".into(),
-        })
-    })
+            value: format!("{} events read back as {}", events.len(), decoded.len()),
+        }));
+    }
+    // A block keeps no host (its row does): each event's own.
+    for (copy, event) in decoded.iter_mut().zip(events) {
+        copy.host.clone_from(&event.host);
+    }
+    Ok(decoded)
 }
 
 /// Which events of `batch` are not stored yet. Numbered events are looked
