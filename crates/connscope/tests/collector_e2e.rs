@@ -873,12 +873,15 @@ fn a_state_restored_from_a_snapshot_loses_nothing() {
     assert!(states[0].reused > 0, "{states:#?}");
 }
 
-/// Issue 14.1: a token copied to a second host: both hosts number from 1;
-/// the second host appears (its own state), nothing is a duplicate.
+/// Issues 13.7 and 14.1: a token copied to a second host. By default the
+/// token speaks for its first host only, so the copy's batches are refused as
+/// a host mismatch and counted, while its events wait in its spool; once the
+/// token may speak for both, they arrive as a new state (both numbered from
+/// 1, nothing taken for a duplicate).
 #[test]
-fn a_token_copied_to_a_second_host_shows_both() {
+fn a_token_copied_to_a_second_host_is_refused_then_shows_both() {
     let world = World::build();
-    let _collector = world.start_collector();
+    let collector = world.start_collector();
     let _server = start_server(&world);
     let store = SqliteStore::open(world.db()).unwrap();
     let (a, b, c) = (&world.hosts[0], &world.hosts[1], &world.hosts[2]);
@@ -890,7 +893,23 @@ fn a_token_copied_to_a_second_host_shows_both() {
     let _agent_c = world.start_agent_ready(c, &a.token);
     world.connect(c, b, 100);
     wait_for_or(
-        "host C's connections under host A's token",
+        "host C's batches refused under host A's token",
+        Duration::from_secs(60),
+        || format!("{:#?}", store.refusals().unwrap()),
+        || {
+            store
+                .refusals()
+                .unwrap()
+                .iter()
+                .any(|r| r.agent.0 == "host-a" && r.reason == "host-mismatch")
+        },
+    );
+    assert_eq!(connections_from(&store, c, SERVICE_PORT), 0);
+
+    drop(collector);
+    let _collector = world.start_collector_with(&["--token-hosts", "host-a=host-a,host-c"]);
+    wait_for_or(
+        "host C's spooled connections once its host is allowed",
         Duration::from_secs(60),
         || format!("{:#?}", store.agents().unwrap()),
         || connections_from(&store, c, SERVICE_PORT) == 100,

@@ -233,7 +233,6 @@ pub fn decode(data: &[u8], host: &str) -> Result<Vec<ConnectionEvent>, BlockErro
         } else {
             None
         };
-        let normalized = normalize_endpoints(ends[0], ends[1]);
         events.push(ConnectionEvent {
             kind,
             timestamp: Timestamp::from_nanos(ts),
@@ -242,10 +241,8 @@ pub fn decode(data: &[u8], host: &str) -> Result<Vec<ConnectionEvent>, BlockErro
             netns,
             protocol,
             direction,
-            // Normalised on the way out: blocks written before the
-            // normalisation at the edge may hold IPv4-mapped or `::` pairs.
-            local: normalized.0,
-            remote: normalized.1,
+            local: ends[0],
+            remote: ends[1],
             process,
             uid,
             user_name,
@@ -523,7 +520,10 @@ impl<'a> Reader<'a> {
                 .map_err(|_| self.error(at, "a port is beyond 65535"))?;
             *end = SocketAddr::new(ip, port);
         }
-        Ok(ends)
+        // Normalised on the way out: blocks written before the normalisation
+        // at the edge may hold IPv4-mapped or `::` pairs.
+        let (local, remote) = normalize_endpoints(ends[0], ends[1]);
+        Ok([local, remote])
     }
 
     /// A string reference: 0 for none, else index + 1.

@@ -128,7 +128,7 @@ fn migrate(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
             [(version + 1).to_string()],
         )?;
         tx.commit()?;
-        tracing::info!(
+        tracing::debug!(
             from = version,
             to = version + 1,
             "migrated the store's schema"
@@ -491,7 +491,7 @@ fn normalized_addresses(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> 
             addresses_rewritten += 1;
         }
     }
-    tracing::info!(
+    tracing::debug!(
         rollups_rewritten,
         addresses_rewritten,
         "IPv4-mapped and tcpspy `::` addresses normalised"
@@ -568,6 +568,9 @@ impl SqliteStore {
                     .optional(),
             })
             .map_err(|e| open_error(e.to_string()))?;
+        // A new store is created at the base layout and migrated like an old
+        // one; only an existing store's migration is worth telling the user.
+        let existed = version.is_some();
         let version = match version {
             None => {
                 conn.execute_batch(&format!(
@@ -587,8 +590,13 @@ impl SqliteStore {
             Some(v) => v,
         };
         match version.parse::<i64>() {
-            Ok(v) if (BASE_VERSION..=SCHEMA_VERSION).contains(&v) => migrate(&mut conn, v)
-                .map_err(|e| open_error(format!("migrating from schema version {v}: {e}")))?,
+            Ok(v) if (BASE_VERSION..=SCHEMA_VERSION).contains(&v) => {
+                migrate(&mut conn, v)
+                    .map_err(|e| open_error(format!("migrating from schema version {v}: {e}")))?;
+                if existed && v < SCHEMA_VERSION {
+                    tracing::info!(from = v, to = SCHEMA_VERSION, "migrated the store's schema");
+                }
+            }
             _ => {
                 return Err(open_error(format!(
                     "schema version {version}, this build reads version \
