@@ -464,8 +464,8 @@ fn normalized_addresses(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> 
                 continue;
             }
             delete.execute(rusqlite::params_from_iter(&row[..9]))?;
-            row[3] = ids.ip_id(&tx, l.ip())?;
-            row[4] = ids.ip_id(&tx, r.ip())?;
+            row[3] = ids.ip_id(tx, l.ip())?;
+            row[4] = ids.ip_id(tx, r.ip())?;
             upsert.execute(rusqlite::params_from_iter(&row))?;
             rollups_rewritten += 1;
         }
