@@ -5,7 +5,7 @@
 //! its first byte, so the deep states (a half-valid address after a valid
 //! prefix, a set inside a chain inside a table) are reached only by mutating
 //! inputs that are valid to begin with. The mutations are those of libFuzzer
-//! and AFL: erase, insert a token of the format, insert random bytes, copy a
+//! and AFL: erase, insert or overwrite with a token of the format, insert random bytes, copy a
 //! piece, cross over with another input, flip a byte, put an extreme number.
 //!
 //! Each harness is a proptest; its number of cases comes from
@@ -66,6 +66,10 @@ const EXTREME_NUMBERS: &[&[u8]] = &[
     b"99999999999999999999999999",
     b"1e308",
     b"-0",
+    b"29",
+    b"30",
+    b"31",
+    b"60",
 ];
 
 /// One edit of an input.
@@ -76,6 +80,10 @@ enum Edit {
         len: usize,
     },
     InsertToken {
+        at: usize,
+        token: usize,
+    },
+    OverwriteToken {
         at: usize,
         token: usize,
     },
@@ -117,6 +125,7 @@ fn edit() -> impl Strategy<Value = Edit> {
     prop_oneof![
         (at.clone(), 1usize..24).prop_map(|(at, len)| Edit::Erase { at, len }),
         (at.clone(), any::<usize>()).prop_map(|(at, token)| Edit::InsertToken { at, token }),
+        (at.clone(), any::<usize>()).prop_map(|(at, token)| Edit::OverwriteToken { at, token }),
         (at.clone(), prop::collection::vec(any::<u8>(), 1..8))
             .prop_map(|(at, bytes)| Edit::InsertBytes { at, bytes }),
         (at.clone(), 1usize..64, any::<usize>()).prop_map(|(from, len, to)| Edit::CopyPiece {
@@ -157,7 +166,13 @@ fn apply(input: &mut Vec<u8>, edit: &Edit, corpus: &[Vec<u8>], tokens: &[&[u8]])
             let token = tokens[token % tokens.len()];
             input.splice(start..start, token.iter().copied());
         }
-        Edit::InsertToken { .. } => {}
+        Edit::OverwriteToken { at, token } if !tokens.is_empty() => {
+            let start = pos(at, input.len());
+            let token = tokens[token % tokens.len()];
+            let end = (start + token.len()).min(input.len());
+            input.splice(start..end, token.iter().copied());
+        }
+        Edit::InsertToken { .. } | Edit::OverwriteToken { .. } => {}
         Edit::InsertBytes { at, ref bytes } => {
             let start = pos(at, input.len());
             input.splice(start..start, bytes.iter().copied());
