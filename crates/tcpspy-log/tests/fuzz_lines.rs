@@ -145,3 +145,25 @@ proptest! {
         read_every_way(&mut Parser::default(), &line);
     }
 }
+
+/// Found by the syslog listener's fuzzing: a 4-digit year outside the range
+/// of nanosecond timestamps (1677 to 2262) overflowed the conversion, a panic
+/// in debug builds and a wrong time in release builds.
+#[test]
+fn years_beyond_nanosecond_timestamps_are_errors() {
+    for line in [
+        "1026-11-24T20:10:21.292367+00:00 vm tcpspy[1]: tcpspy started, monitoring connections",
+        "9999-12-31T23:59:59Z vm tcpspy[1]: tcpspy started, monitoring connections",
+    ] {
+        let err = Parser::default()
+            .parse_syslog_line(line.as_bytes())
+            .unwrap_err();
+        assert_eq!(err.field, connscope_tcpspy_log::Field::Timestamp, "{err}");
+        assert_eq!(err.column, 1, "{err}");
+        assert!(err.to_string().contains("1677"), "{err}");
+    }
+    let inside = "2262-04-11T23:47:16Z vm tcpspy[1]: tcpspy started, monitoring connections";
+    assert!(Parser::default()
+        .parse_syslog_line(inside.as_bytes())
+        .is_ok());
+}
