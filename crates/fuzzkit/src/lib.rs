@@ -123,27 +123,27 @@ enum Edit {
 fn edit() -> impl Strategy<Value = Edit> {
     let at = any::<usize>();
     prop_oneof![
-        (at.clone(), 1usize..24).prop_map(|(at, len)| Edit::Erase { at, len }),
-        (at.clone(), any::<usize>()).prop_map(|(at, token)| Edit::InsertToken { at, token }),
-        (at.clone(), any::<usize>()).prop_map(|(at, token)| Edit::OverwriteToken { at, token }),
-        (at.clone(), prop::collection::vec(any::<u8>(), 1..8))
+        (at, 1usize..24).prop_map(|(at, len)| Edit::Erase { at, len }),
+        (at, any::<usize>()).prop_map(|(at, token)| Edit::InsertToken { at, token }),
+        (at, any::<usize>()).prop_map(|(at, token)| Edit::OverwriteToken { at, token }),
+        (at, prop::collection::vec(any::<u8>(), 1..8))
             .prop_map(|(at, bytes)| Edit::InsertBytes { at, bytes }),
-        (at.clone(), 1usize..64, any::<usize>()).prop_map(|(from, len, to)| Edit::CopyPiece {
+        (at, 1usize..64, any::<usize>()).prop_map(|(from, len, to)| Edit::CopyPiece {
             from,
             len,
             to
         }),
-        (any::<usize>(), at.clone(), 1usize..128, any::<usize>()).prop_map(
-            |(other, from, len, to)| Edit::CrossOver {
+        (any::<usize>(), at, 1usize..128, any::<usize>()).prop_map(|(other, from, len, to)| {
+            Edit::CrossOver {
                 other,
                 from,
                 len,
-                to
+                to,
             }
-        ),
-        (at.clone(), any::<u8>()).prop_map(|(at, byte)| Edit::SetByte { at, byte }),
-        (at.clone(), any::<usize>()).prop_map(|(at, number)| Edit::ExtremeNumber { at, number }),
-        at.clone().prop_map(|at| Edit::Truncate { at }),
+        }),
+        (at, any::<u8>()).prop_map(|(at, byte)| Edit::SetByte { at, byte }),
+        (at, any::<usize>()).prop_map(|(at, number)| Edit::ExtremeNumber { at, number }),
+        at.prop_map(|at| Edit::Truncate { at }),
         (at, 1usize..16, 2usize..64).prop_map(|(from, len, times)| Edit::Repeat {
             from,
             len,

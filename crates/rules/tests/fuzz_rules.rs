@@ -84,7 +84,7 @@ fn corpus() -> Vec<Vec<u8>> {
         while let Some(start) = rest.find("-e '") {
             let after = &rest[start + 4..];
             let Some(end) = after.find('\'') else { break };
-            corpus.push(after[..end].as_bytes().to_vec());
+            corpus.push(after.as_bytes()[..end].to_vec());
             rest = &after[end..];
         }
     }
@@ -157,7 +157,11 @@ fn check(built: Result<RuleSet, connscope_rules::RulesError>, events: &[Connecti
                     .build()
                     .unwrap_or_else(|e| panic!("printed rule {text:?} does not read: {e}"));
                 let reprinted: Vec<String> = again.rules().iter().map(|r| r.to_string()).collect();
-                assert_eq!(reprinted, [text.clone()], "printing changed the rule");
+                assert_eq!(
+                    reprinted,
+                    std::slice::from_ref(text),
+                    "printing changed the rule"
+                );
             }
             for event in events {
                 let by_program = rules.matches(event);
