@@ -276,6 +276,14 @@ impl World {
             "eth0",
         ]);
         ip(&["-n", &host_ns.0, "link", "set", "eth0", "up"]);
+        // The client closes first, so its ports wait in TIME_WAIT: tens of
+        // thousands of connections to one server port need the whole port
+        // range and reuse (settings of the test's own namespace only).
+        run(host_ns.command("sysctl").args([
+            "-qw",
+            "net.ipv4.ip_local_port_range=1024 65535",
+            "net.ipv4.tcp_tw_reuse=1",
+        ]));
         let dir = tempfile::tempdir().unwrap();
         let db_dir = dir.path().join("db");
         std::fs::create_dir_all(&db_dir).unwrap();
