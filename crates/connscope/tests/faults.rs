@@ -540,19 +540,23 @@ fn settle(world: &World, baseline: u64, connections: u32, agent_up_throughout: b
     let store = world.store();
     let expected = baseline + 2 * u64::from(connections);
     let last = std::cell::Cell::new(Tally::default());
+    let mut quiet_checks = 0;
     wait_for(
         "every event stored or reported dropped",
         Duration::from_secs(300),
         || format!("{:?}, expected {expected} numbered", last.get()),
         || {
             let tally = Tally::of(&store, connections);
+            let unchanged = tally == last.get();
             last.set(tally);
-            tally.settled() && (!agent_up_throughout || tally.sent >= expected)
+            // Nothing new for 3 s once settled (for 30 s if not, past any
+            // retry backoff): the agent has shipped all it will.
+            quiet_checks = if unchanged { quiet_checks + 1 } else { 0 };
+            let quiet = quiet_checks >= if tally.settled() { 15 } else { 150 };
+            quiet && (!agent_up_throughout || tally.sent >= expected)
         },
     );
-    // Late duplicates (a retried batch), or events beyond the connections made, would show now.
-    std::thread::sleep(Duration::from_secs(2));
-    let tally = Tally::of(&store, connections);
+    let tally = last.get();
     assert_eq!(tally.duplicates, 0, "{tally:?}");
     assert_eq!(tally.unexplained, 0, "{tally:?}");
     if agent_up_throughout {
