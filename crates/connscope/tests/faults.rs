@@ -588,7 +588,9 @@ fn collector_kill_9_and_restart_loses_nothing() {
 #[test]
 fn spool_full_while_the_collector_is_down_is_reported_dropped() {
     let mut world = World::build();
-    world.spool_max_bytes = Some(64 * 1024);
+    // A spool for a small part of the traffic (batches grow with the rate).
+    let spool_max = (u64::from(burst()) * 16).max(64 * 1024);
+    world.spool_max_bytes = Some(spool_max);
     let (collector, _server, _agent, warmup) = world.start();
     collector.stop();
     assert!(world.traffic(3 * burst()).wait());
@@ -601,7 +603,7 @@ fn spool_full_while_the_collector_is_down_is_reported_dropped() {
         "a 16 KiB spool held everything? {tally:?}"
     );
     tally.row(
-        "spool full (64 KiB, collector down)",
+        &format!("spool full ({} KiB, collector down)", spool_max / 1024),
         "spool full",
         peak_rss_kib(collector.pid()),
     );

@@ -132,7 +132,10 @@ fn rule_file(text: &[u8]) -> PathBuf {
     RULE_FILE.with(|cell| {
         let mut cell = cell.borrow_mut();
         let (_, path) = cell.get_or_insert_with(|| {
-            let dir = tempfile::tempdir().unwrap();
+            // In memory where there is a tmpfs: a million cases write a million files.
+            let dir = tempfile::tempdir_in("/dev/shm")
+                .or_else(|_| tempfile::tempdir())
+                .unwrap();
             let path = dir.path().join("fuzz.rules");
             (dir, path)
         });
