@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -16,6 +17,34 @@ use crate::CollectorError;
 pub const DEFAULT_BODY_LIMIT: u64 = 16 * 1024 * 1024;
 /// Default limit of a decompressed ingest body (a zip bomb stops here).
 pub const DEFAULT_DECOMPRESSED_LIMIT: u64 = 256 * 1024 * 1024;
+/// Default number of ingest bodies decompressed and parsed at once: with the
+/// decompressed limit, this bounds the memory of ingest whatever the number of
+/// parallel requests.
+pub const DEFAULT_CONCURRENT_DECOMPRESSIONS: usize = 2;
+/// Default time a whole request (head, body, answer) may take.
+pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(45);
+/// Default limits of the syslog TCP listener.
+pub const DEFAULT_SYSLOG_LIMITS: SyslogLimits = SyslogLimits {
+    max_connections: 512,
+    max_per_source: 32,
+    idle_timeout: Duration::from_secs(300),
+    frame_timeout: Duration::from_secs(30),
+};
+
+/// How many syslog TCP connections are served and how long they may idle.
+/// Syslog senders are not authenticated, so these keep them from taking the
+/// file handles and memory the agents' HTTPS uploads need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyslogLimits {
+    /// Connections open at once, from all senders.
+    pub max_connections: usize,
+    /// Connections open at once from one source address.
+    pub max_per_source: usize,
+    /// A connection that sends nothing this long is closed.
+    pub idle_timeout: Duration,
+    /// A frame that has begun must be complete within this long.
+    pub frame_timeout: Duration,
+}
 
 /// The settings file, as written (`--config FILE`).
 #[derive(Debug, Default, Deserialize)]
@@ -27,9 +56,13 @@ pub struct ConfigFile {
     /// Agent id -> token.
     #[serde(default)]
     pub tokens: BTreeMap<String, String>,
-    /// A file of `AGENT-ID TOKEN` lines (`#` comments), kept out of the
-    /// main file so it can have tighter permissions.
+    /// A file of `AGENT-ID TOKEN [HOST,HOST...]` lines (`#` comments), kept
+    /// out of the main file so it can have tighter permissions.
     pub tokens_file: Option<PathBuf>,
+    /// Agent id -> the host names its events may carry (default: the host of
+    /// its first batch).
+    #[serde(default)]
+    pub token_hosts: BTreeMap<String, Vec<String>>,
     /// Reader name -> token for the query API (the map, reports). Without
     /// any, queries are open only when the collector listens on loopback.
     #[serde(default)]
@@ -37,6 +70,11 @@ pub struct ConfigFile {
     pub tls: Option<TlsSettings>,
     pub body_limit: Option<u64>,
     pub decompressed_limit: Option<u64>,
+    pub concurrent_decompressions: Option<usize>,
+    pub request_deadline_seconds: Option<u64>,
+    pub syslog_max_connections: Option<usize>,
+    pub syslog_max_per_source: Option<usize>,
+    pub syslog_idle_timeout_seconds: Option<u64>,
     /// Events older than this many days are deleted (0 or absent: keep all).
     pub retention_days: Option<u32>,
 }
@@ -79,6 +117,9 @@ pub struct CollectorConfig {
     pub tls: TlsSettings,
     pub body_limit: u64,
     pub decompressed_limit: u64,
+    pub concurrent_decompressions: usize,
+    pub request_deadline: Duration,
+    pub syslog_limits: SyslogLimits,
     pub retention_days: Option<u32>,
 }
 
@@ -94,6 +135,9 @@ impl CollectorConfig {
             tls: TlsSettings::default(),
             body_limit: DEFAULT_BODY_LIMIT,
             decompressed_limit: DEFAULT_DECOMPRESSED_LIMIT,
+            concurrent_decompressions: DEFAULT_CONCURRENT_DECOMPRESSIONS,
+            request_deadline: DEFAULT_REQUEST_DEADLINE,
+            syslog_limits: DEFAULT_SYSLOG_LIMITS,
             retention_days: None,
         }
     }
@@ -134,12 +178,35 @@ impl CollectorConfig {
         if let Some(path) = &file.tokens_file {
             config.tokens.load_file(path)?;
         }
+        for (agent, hosts) in &file.token_hosts {
+            config
+                .tokens
+                .bind_hosts(agent, hosts.iter().map(String::as_str))
+                .map_err(|reason| CollectorError::Config {
+                    path: file_path.to_owned(),
+                    reason,
+                })?;
+        }
         config.tls = file.tls.unwrap_or_default();
         config.body_limit = file.body_limit.unwrap_or(DEFAULT_BODY_LIMIT);
         config.decompressed_limit = file
             .decompressed_limit
             .unwrap_or(DEFAULT_DECOMPRESSED_LIMIT);
         config.retention_days = file.retention_days.filter(|d| *d > 0);
+        if let Some(n) = file.concurrent_decompressions {
+            config.concurrent_decompressions = n;
+        }
+        if let Some(secs) = file.request_deadline_seconds {
+            config.request_deadline = Duration::from_secs(secs);
+        }
+        let limits = &mut config.syslog_limits;
+        limits.max_connections = file
+            .syslog_max_connections
+            .unwrap_or(limits.max_connections);
+        limits.max_per_source = file.syslog_max_per_source.unwrap_or(limits.max_per_source);
+        if let Some(secs) = file.syslog_idle_timeout_seconds {
+            limits.idle_timeout = Duration::from_secs(secs);
+        }
         Ok(config)
     }
 }
@@ -168,9 +235,16 @@ syslog-listen = "127.0.0.1:5514"
 tokens-file = "{}"
 body-limit = 1000
 decompressed-limit = 5000
+concurrent-decompressions = 3
+request-deadline-seconds = 20
+syslog-max-connections = 100
+syslog-max-per-source = 4
+syslog-idle-timeout-seconds = 60
 retention-days = 30
 [tokens]
 web1 = "tok-web1-0123456789"
+[token-hosts]
+web1 = ["web1", "web1.lan"]
 [tls]
 names = ["collector.test"]
 "#,
@@ -193,6 +267,19 @@ names = ["collector.test"]
         assert_eq!(config.body_limit, 1000);
         assert_eq!(config.decompressed_limit, 5000);
         assert_eq!(config.retention_days, Some(30));
+        assert_eq!(config.concurrent_decompressions, 3);
+        assert_eq!(config.request_deadline, Duration::from_secs(20));
+        assert_eq!(
+            config.syslog_limits,
+            SyslogLimits {
+                max_connections: 100,
+                max_per_source: 4,
+                idle_timeout: Duration::from_secs(60),
+                ..DEFAULT_SYSLOG_LIMITS
+            }
+        );
+        let web1 = config.tokens.agent_for("tok-web1-0123456789").unwrap();
+        assert_eq!(config.tokens.hosts_of(web1).unwrap().len(), 2);
         assert_eq!(config.tls.names, vec!["collector.test".to_owned()]);
     }
 

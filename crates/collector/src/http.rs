@@ -1,9 +1,10 @@
 //! The HTTP API (docs/API.md): ingest for agents, queries for the map and
 //! reports. Served over TLS only, by hyper, one task per connection.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -25,12 +26,16 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Tokens;
+use crate::binding::{BindingError, HostBindings};
 use crate::ingest::{decode_batch, BatchError};
 use crate::live::{IngestNotice, Notices};
 use crate::{firewall, queries};
 
 /// How long a client may take for the TLS handshake and the request head.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How much of a client's input an error message quotes, at most: enough to
+/// recognise it, never a copy of a huge request.
+const MAX_ECHO: usize = 300;
 
 /// Counters shown at `/api/v1/stats` and in the collector's exit log.
 #[derive(Debug, Default)]
@@ -48,6 +53,25 @@ pub struct Counters {
     pub syslog_ignored: AtomicU64,
     /// tcpspy/connscope syslog messages that could not be read.
     pub syslog_unreadable: AtomicU64,
+    /// Syslog TCP connections closed at once: over the total or per-source cap.
+    pub syslog_connections_refused: AtomicU64,
+    /// Syslog TCP connections closed for idling or for a frame sent too slowly.
+    pub syslog_connections_timed_out: AtomicU64,
+    /// Refused ingest batches by (agent, reason); their sum is `batches_refused`.
+    pub refusals: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl Counters {
+    /// Counts one batch of `agent` refused for `reason`.
+    pub fn refuse(&self, agent: &AgentId, reason: &'static str) {
+        self.batches_refused.fetch_add(1, Ordering::Relaxed);
+        *self
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((agent.0.clone(), reason))
+            .or_default() += 1;
+    }
 }
 
 #[derive(Clone)]
@@ -60,6 +84,13 @@ pub(crate) struct AppState {
     pub open_reads: bool,
     pub body_limit: usize,
     pub decompressed_limit: u64,
+    /// Permits to decompress and parse an ingest body: with the decompressed
+    /// limit, the bound of ingest memory whatever the number of requests.
+    pub decompressions: Arc<tokio::sync::Semaphore>,
+    /// The host names each agent may write events for.
+    pub bindings: Arc<HostBindings>,
+    /// How long one request may take, body included.
+    pub request_deadline: Duration,
     pub counters: Arc<Counters>,
     /// Told after every stored batch; followed by `/api/v1/events/stream`.
     pub notices: Notices,
@@ -79,11 +110,25 @@ impl ApiError {
         ApiError {
             status,
             body: ErrorResponse {
-                error: error.to_string(),
+                error: cut_echo(error.to_string()),
                 line: None,
             },
         }
     }
+}
+
+/// Cuts an error message (which may quote the request) to [`MAX_ECHO`] bytes.
+pub(crate) fn cut_echo(mut text: String) -> String {
+    if text.len() > MAX_ECHO {
+        let total = text.len();
+        let end = (0..=MAX_ECHO)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        text.truncate(end);
+        text.push_str(&format!("... ({total} bytes in all)"));
+    }
+    text
 }
 
 impl From<StoreError> for ApiError {
@@ -110,9 +155,18 @@ impl From<BatchError> for ApiError {
         ApiError {
             status,
             body: ErrorResponse {
-                error: e.to_string(),
+                error: cut_echo(e.to_string()),
                 line: e.line(),
             },
+        }
+    }
+}
+
+impl From<BindingError> for ApiError {
+    fn from(e: BindingError) -> ApiError {
+        match e {
+            BindingError::Store(e) => e.into(),
+            other => ApiError::new(StatusCode::FORBIDDEN, other),
         }
     }
 }
@@ -131,6 +185,7 @@ impl IntoResponse for ApiError {
 }
 
 pub(crate) fn router(state: AppState) -> Router {
+    let deadline = state.request_deadline;
     Router::new()
         .route(INGEST_PATH, post(ingest))
         .route(DROPPED_PATH, post(dropped))
@@ -142,6 +197,28 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/health", get(|| async { "ok\n" }))
         .with_state(state)
         .fallback(map_ui)
+        .layer(axum::middleware::from_fn(
+            move |request, next: axum::middleware::Next| within_deadline(deadline, request, next),
+        ))
+}
+
+/// Answers `408` when a request (a slow upload, say) is not done within
+/// `deadline`: a client that trickles its body holds a connection and a
+/// task, so it gets a fixed time like any other. A response that streams
+/// (the event stream) is done when its head is.
+async fn within_deadline(
+    deadline: Duration,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request took longer than {} s", deadline.as_secs_f64()),
+        )
+        .into_response(),
+    }
 }
 
 /// The connection map's web UI (crates/map) on every path that is not an API
@@ -172,16 +249,23 @@ async fn events_stream(State(state): State<AppState>, headers: HeaderMap) -> Res
     crate::live::follow(&state.notices, state.stop.clone()).into_response()
 }
 
+/// The token of `Authorization: Bearer TOKEN`; the scheme in any case (RFC 7235).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("Bearer")
+        .then_some(token.trim())
 }
 
 /// The agent an ingest request comes from, by its token.
 fn authenticate<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a AgentId, ApiError> {
+    if state.tokens.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "HTTPS ingest is off: no agent tokens configured on this collector",
+        ));
+    }
     let agent = bearer(headers).and_then(|token| state.tokens.agent_for(token));
     agent.ok_or_else(|| {
         state.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
@@ -210,45 +294,142 @@ async fn ingest(
     body: Body,
 ) -> Result<Json<IngestResponse>, ApiError> {
     let agent = authenticate(&state, &headers)?.clone();
-    let body = read_body(body, state.body_limit).await?;
+    match store_batch(&state, &agent, &headers, body).await {
+        Ok(report) => Ok(Json(report)),
+        Err(Refusal { reason, error }) => {
+            state.counters.refuse(&agent, reason);
+            tracing::warn!(%agent, reason, error = ?error.body.error, line = ?error.body.line, "refused a batch");
+            record_refusal(&state, agent, reason).await;
+            Err(error)
+        }
+    }
+}
+
+/// Keeps the count of a refusal in the store too, so `/api/v1/hosts` shows
+/// it after a restart. A store that cannot take it is logged, not answered:
+/// the agent gets the refusal it caused.
+async fn record_refusal(state: &AppState, agent: AgentId, reason: &'static str) {
+    let store = state.store.clone();
+    let at = connscope_event::Timestamp::now();
+    let recorded =
+        tokio::task::spawn_blocking(move || store.record_refusal(&agent, reason, at)).await;
+    match recorded {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot record a refusal"),
+        Err(e) => tracing::error!(error = %e, "refusal recording task failed"),
+    }
+}
+
+/// A refused batch: the answer, and the reason it is counted under.
+struct Refusal {
+    reason: &'static str,
+    error: ApiError,
+}
+
+impl From<BatchError> for Refusal {
+    fn from(e: BatchError) -> Refusal {
+        let reason = match e {
+            BatchError::Encoding(_) => "bad-encoding",
+            BatchError::Gzip(_) => "bad-gzip",
+            BatchError::TooLarge { .. } => "too-large",
+            BatchError::Line { .. } => "bad-event",
+            BatchError::Empty => "empty",
+        };
+        Refusal {
+            reason,
+            error: e.into(),
+        }
+    }
+}
+
+impl From<BindingError> for Refusal {
+    fn from(e: BindingError) -> Refusal {
+        let reason = match e {
+            BindingError::Store(_) => "store-error",
+            _ => "host-mismatch",
+        };
+        Refusal {
+            reason,
+            error: e.into(),
+        }
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Refusal {
+        let reason = match e {
+            StoreError::InvalidEvent { .. } | StoreError::InvalidRange { .. } => "bad-event",
+            _ => "store-error",
+        };
+        Refusal {
+            reason,
+            error: e.into(),
+        }
+    }
+}
+
+/// Reads, decodes, checks and stores one batch of `agent`.
+async fn store_batch(
+    state: &AppState,
+    agent: &AgentId,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<IngestResponse, Refusal> {
+    let body = read_body(body, state.body_limit)
+        .await
+        .map_err(|error| Refusal {
+            reason: if error.status == StatusCode::PAYLOAD_TOO_LARGE {
+                "too-large"
+            } else {
+                "unreadable-body"
+            },
+            error,
+        })?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("(not text)").to_owned());
-    let store = state.store.clone();
+    let permit = state
+        .decompressions
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the decompression semaphore is never closed");
+    let (store, tokens, bindings) = (
+        state.store.clone(),
+        state.tokens.clone(),
+        state.bindings.clone(),
+    );
     let limit = state.decompressed_limit;
+    let agent_id = agent.clone();
     // Decompressing, parsing and SQLite are CPU and disk work: off the reactor.
-    let result = tokio::task::spawn_blocking(move || {
+    let (report, notice) = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let events = decode_batch(&body, encoding.as_deref(), limit)?;
-        let report = store.ingest(&agent, &events)?;
-        let notice = IngestNotice::of("agent", &agent.0, &events, &report);
-        Ok::<_, ApiError>((report, notice))
+        bindings.check(&tokens, store.as_ref(), &agent_id, &events)?;
+        let report = store.ingest(&agent_id, &events)?;
+        let notice = IngestNotice::of("agent", &agent_id.0, &events, &report);
+        Ok::<_, Refusal>((report, notice))
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    let counters = &state.counters;
-    match result {
-        Ok((report, notice)) => {
-            if let Some(notice) = notice {
-                state.notices.publish(notice);
-            }
-            counters.batches.fetch_add(1, Ordering::Relaxed);
-            counters
-                .events_stored
-                .fetch_add(report.stored, Ordering::Relaxed);
-            counters
-                .events_duplicate
-                .fetch_add(report.duplicates, Ordering::Relaxed);
-            Ok(Json(IngestResponse {
-                stored: report.stored,
-                duplicates: report.duplicates,
-            }))
-        }
-        Err(e) => {
-            counters.batches_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = ?e.body.error, line = ?e.body.line, "refused a batch");
-            Err(e)
-        }
+    .map_err(|e| Refusal {
+        reason: "internal",
+        error: ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e),
+    })??;
+    if let Some(notice) = notice {
+        state.notices.publish(notice);
     }
+    let counters = &state.counters;
+    counters.batches.fetch_add(1, Ordering::Relaxed);
+    counters
+        .events_stored
+        .fetch_add(report.stored, Ordering::Relaxed);
+    counters
+        .events_duplicate
+        .fetch_add(report.duplicates, Ordering::Relaxed);
+    Ok(IngestResponse {
+        stored: report.stored,
+        duplicates: report.duplicates,
+    })
 }
 
 async fn dropped(
@@ -337,6 +518,17 @@ struct StatsBody {
     syslog_events_duplicate: u64,
     syslog_ignored: u64,
     syslog_unreadable: u64,
+    syslog_connections_refused: u64,
+    syslog_connections_timed_out: u64,
+    /// Refused batches by agent and reason.
+    refusals: Vec<RefusalCount>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RefusalCount {
+    agent: String,
+    reason: String,
+    batches: u64,
 }
 
 async fn stats(
@@ -357,6 +549,19 @@ async fn stats(
         syslog_events_duplicate: load(&c.syslog_events_duplicate),
         syslog_ignored: load(&c.syslog_ignored),
         syslog_unreadable: load(&c.syslog_unreadable),
+        syslog_connections_refused: load(&c.syslog_connections_refused),
+        syslog_connections_timed_out: load(&c.syslog_connections_timed_out),
+        refusals: c
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|((agent, reason), batches)| RefusalCount {
+                agent: agent.clone(),
+                reason: (*reason).to_owned(),
+                batches: *batches,
+            })
+            .collect(),
     }))
 }
 

@@ -8,10 +8,15 @@
 //! Both sizes are bounded: the compressed body by the HTTP layer, the
 //! decompressed one here, while decompressing, so a small body that inflates
 //! to gigabytes (a zip bomb) is refused after `limit` bytes of work.
+//!
+//! Each event is also checked at this edge for what the event schema allows
+//! but nothing downstream should have to handle: a time outside the
+//! [`PlausibleWindow`] (an absurd time once broke every query of the map),
+//! and a host name longer than a DNS name.
 
 use std::io::Read;
 
-use connscope_event::{json::from_json_line, ConnectionEvent};
+use connscope_event::{json::from_json_line, ConnectionEvent, PlausibleWindow, Timestamp};
 use flate2::read::GzDecoder;
 
 /// Why a batch was refused.
@@ -72,6 +77,7 @@ pub fn decode_batch(
         }
         Some(other) => return Err(BatchError::Encoding(other.to_owned())),
     };
+    let window = PlausibleWindow::at(Timestamp::now());
     let mut events = Vec::with_capacity(text.len() / 350);
     for (index, line) in text.split(|b| *b == b'\n').enumerate() {
         let line_number = index as u64 + 1;
@@ -84,12 +90,22 @@ pub fn decode_batch(
             reason,
         };
         let line = std::str::from_utf8(line).map_err(|e| at_line(format!("not UTF-8: {e}")))?;
-        events.push(from_json_line(line).map_err(|e| at_line(e.to_string()))?);
+        let event = from_json_line(line).map_err(|e| at_line(e.to_string()))?;
+        check_at_edge(&event, &window).map_err(at_line)?;
+        events.push(event);
     }
     if events.is_empty() {
         return Err(BatchError::Empty);
     }
     Ok(events)
+}
+
+/// What the collector refuses although the schema allows it.
+fn check_at_edge(event: &ConnectionEvent, window: &PlausibleWindow) -> Result<(), String> {
+    window
+        .check(event.timestamp)
+        .map_err(|e| format!("field @timestamp: {e}"))?;
+    crate::auth::check_host_name(&event.host).map_err(|e| format!("field host.name: {e}"))
 }
 
 #[cfg(test)]
@@ -145,6 +161,24 @@ mod tests {
 
         let err = decode_batch(b"{\"a\":1}\n", None, 1 << 20).unwrap_err();
         assert_eq!(err.line(), Some(1));
+    }
+
+    #[test]
+    fn implausible_times_and_overlong_hosts_are_refused_naming_the_field() {
+        let mut old = event(1);
+        old.timestamp = Timestamp::from_nanos(i64::MIN);
+        let mut long = event(2);
+        long.host = "h".repeat(254);
+        for (bad, field) in [(old, "@timestamp"), (long, "host.name")] {
+            let body = connscope_transport::spool::encode_body(&[event(3), bad]);
+            let err = decode_batch(&body, Some("gzip"), 1 << 20).unwrap_err();
+            assert_eq!(err.line(), Some(2));
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("line 2: field {field}: ")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

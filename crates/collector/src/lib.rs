@@ -8,8 +8,13 @@
 //! Starting is split into [`Collector::bind`] (sockets, TLS identity: every
 //! configuration error shows here) and [`Collector::run`], so a caller can
 //! print the address and the certificate fingerprint before serving.
+//!
+//! A collector without agent tokens still starts: it serves the map and the
+//! queries of its store (an imported one, say) and receives syslog, and
+//! refuses ingest requests with `403` until tokens are configured.
 
 pub mod auth;
+mod binding;
 pub mod config;
 mod firewall;
 mod http;
@@ -17,6 +22,7 @@ pub mod ingest;
 pub mod live;
 pub mod queries;
 mod syslog;
+mod syslog_direction;
 pub mod tls;
 
 use std::future::Future;
@@ -31,7 +37,7 @@ use connscope_transport::Fingerprint;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-pub use config::{CollectorConfig, ConfigFile, TlsSettings};
+pub use config::{CollectorConfig, ConfigFile, SyslogLimits, TlsSettings};
 pub use http::Counters;
 
 /// How often retention runs, when configured.
@@ -50,8 +56,6 @@ pub enum CollectorError {
         #[source]
         source: std::io::Error,
     },
-    #[error("no agent tokens configured: give tokens in the config file or a tokens file")]
-    NoTokens,
 }
 
 /// A collector with its sockets bound, ready to [`Collector::run`].
@@ -72,8 +76,11 @@ impl Collector {
         store: Arc<dyn Store>,
     ) -> Result<Collector, CollectorError> {
         if config.tokens.is_empty() {
-            return Err(CollectorError::NoTokens);
+            tracing::warn!(
+                "HTTPS ingest is off until agent tokens are configured (--token, --tokens-file)"
+            );
         }
+        let open_files = raise_open_file_limit();
         let identity = tls::load_or_generate(&config.tls, &config.db)?;
         let listen_err = |addr| move |source| CollectorError::Listen { addr, source };
         let listener = TcpListener::bind(config.listen)
@@ -81,9 +88,12 @@ impl Collector {
             .map_err(listen_err(config.listen))?;
         let syslog = match config.syslog_listen {
             Some(addr) => Some(
-                syslog::SyslogSockets::bind(addr)
-                    .await
-                    .map_err(listen_err(addr))?,
+                syslog::SyslogSockets::bind(
+                    addr,
+                    reserve_for_https(config.syslog_limits, open_files),
+                )
+                .await
+                .map_err(listen_err(addr))?,
             ),
             None => None,
         };
@@ -143,6 +153,11 @@ impl Collector {
             open_reads: self.config.read_tokens.is_empty() && self.config.listen.ip().is_loopback(),
             body_limit: usize::try_from(self.config.body_limit).unwrap_or(usize::MAX),
             decompressed_limit: self.config.decompressed_limit,
+            decompressions: Arc::new(tokio::sync::Semaphore::new(
+                self.config.concurrent_decompressions.max(1),
+            )),
+            bindings: Arc::default(),
+            request_deadline: self.config.request_deadline,
             counters: self.counters.clone(),
             notices: notices.clone(),
             stop: stop_rx.clone(),
@@ -175,6 +190,51 @@ impl Collector {
         if let Some(retention) = retention {
             let _ = retention.await;
         }
+    }
+}
+
+/// Raises the soft limit of open files to the hard limit: every connection is
+/// a file, and the default soft limit (often 1024) is far below what a
+/// collector with many agents and syslog senders needs. Returns the limit in
+/// force.
+fn raise_open_file_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    // An unlimited hard limit still stops at the kernel's fs.nr_open.
+    let kernel_max = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(hard);
+    let target = hard.min(kernel_max);
+    if soft < target {
+        match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+            Ok(()) => {
+                tracing::info!(from = soft, to = target, "raised the open file limit");
+                return target;
+            }
+            Err(e) => tracing::warn!(error = %e, soft, hard, "cannot raise the open file limit"),
+        }
+    }
+    soft
+}
+
+/// The syslog limits with the total cut to a quarter of the open file limit,
+/// so that syslog senders, who need no token, can never take the file
+/// handles the agents' HTTPS connections and the store need.
+fn reserve_for_https(limits: SyslogLimits, open_files: u64) -> SyslogLimits {
+    let quarter = usize::try_from(open_files / 4).unwrap_or(usize::MAX).max(1);
+    if limits.max_connections > quarter {
+        tracing::info!(
+            configured = limits.max_connections,
+            allowed = quarter,
+            "syslog connections capped at a quarter of the open file limit"
+        );
+    }
+    SyslogLimits {
+        max_connections: limits.max_connections.min(quarter),
+        ..limits
     }
 }
 

@@ -1,5 +1,7 @@
 //! Read side of the API: what `/api/v1/hosts` and `/api/v1/graph` answer.
 
+use std::collections::BTreeMap;
+
 use connscope_event::{Direction, Protocol, Timestamp};
 use connscope_query::{build_graph, parse_time_arg, Graph, GraphFilter, Scope};
 use connscope_store::{Store, StoreError, TimeRange};
@@ -13,8 +15,9 @@ pub struct HostRow {
     /// Host name in its most recent batch.
     pub host: String,
     pub events: u64,
-    pub first_seen: String,
-    pub last_seen: String,
+    /// `None` for an agent none of whose batches were stored.
+    pub first_seen: Option<String>,
+    pub last_seen: Option<String>,
     /// Stored sequence ranges, inclusive; empty for unnumbered (syslog) senders.
     pub sequences: Vec<(u64, u64)>,
     /// Sequence ranges missing between the stored ones.
@@ -24,27 +27,52 @@ pub struct HostRow {
     /// Of `missing`, the numbers the agent reported deleting unsent from its
     /// full spool.
     pub dropped: u64,
+    /// Batches the collector refused, by reason (nothing of them is stored).
+    pub refused: BTreeMap<String, u64>,
 }
 
+/// Every agent with stored events or refused batches, ordered by agent id.
 pub fn hosts(store: &dyn Store) -> Result<Vec<HostRow>, StoreError> {
-    Ok(store
+    let mut refused: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for r in store.refusals()? {
+        refused
+            .entry(r.agent.0)
+            .or_default()
+            .insert(r.reason, r.batches);
+    }
+    let mut rows: Vec<HostRow> = store
         .agents()?
         .into_iter()
         .map(|a| {
             let gaps = a.gaps();
             HostRow {
+                refused: refused.remove(&a.agent.0).unwrap_or_default(),
                 agent: a.agent.0,
                 host: a.host,
                 events: a.events,
-                first_seen: a.first_seen.to_string(),
-                last_seen: a.last_seen.to_string(),
+                first_seen: Some(a.first_seen.to_string()),
+                last_seen: Some(a.last_seen.to_string()),
                 sequences: a.sequences.ranges().to_vec(),
                 gaps: gaps.ranges,
                 missing: gaps.missing,
                 dropped: gaps.dropped,
             }
         })
-        .collect())
+        .collect();
+    rows.extend(refused.into_iter().map(|(agent, refused)| HostRow {
+        agent,
+        host: String::new(),
+        events: 0,
+        first_seen: None,
+        last_seen: None,
+        sequences: Vec::new(),
+        gaps: Vec::new(),
+        missing: 0,
+        dropped: 0,
+        refused,
+    }));
+    rows.sort_by(|a, b| a.agent.cmp(&b.agent));
+    Ok(rows)
 }
 
 /// Query parameters of `/api/v1/graph`; all optional.

@@ -16,31 +16,44 @@
 //!   ignored. A tcpspy message that cannot be read is counted and logged with
 //!   the reason, never stored half.
 //!
+//! Direction: tcpspy lines do not say who connected; the listener infers it
+//! with the importer's rule ([`crate::syslog_direction`]).
+//!
 //! Identity: the host is the HOSTNAME of the syslog header (the sender's IP
 //! address when the header has none), and events are stored under the agent
 //! id `syslog@HOST`. The lines carry no sequence number, so the store
-//! identifies them by a hash of their content ([`connscope_store::EventKey::of_event`]):
-//! a message rsyslog sends twice (it may resend after a reconnect) is stored
-//! once. Two genuinely distinct events identical in every field — same second,
-//! same addresses and ports, same process and user — would count as one; the
-//! local port of a new connection makes that practically impossible.
+//! identifies them by a hash of their content as read, before the direction
+//! is inferred ([`connscope_store::EventKey::of_event`]): a message rsyslog
+//! sends twice (it may resend after a reconnect) is stored once, even when
+//! the evidence for its direction grew in between. Two genuinely distinct
+//! events identical in every field — same second, same addresses and ports,
+//! same process and user — would count as one; the local port of a new
+//! connection makes that practically impossible.
+//!
+//! Senders are not authenticated, so TCP connections are limited
+//! ([`SyslogLimits`]): a total and a per-address cap (a connection over
+//! either is closed at once), an idle timeout, and a time limit for each
+//! frame once it has begun. Idle connections cost a file handle each; without
+//! the caps a thousand of them once took every handle the agents needed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use connscope_event::{ConnectionEvent, Timestamp};
-use connscope_store::{AgentId, Store, StoreError};
+use connscope_store::{AgentId, EventKey, KeyedEvent, Store, StoreError};
 use connscope_tcpspy_log::{ClassicTime, LogTime, Message, Origin, Parser};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
+use crate::config::SyslogLimits;
 use crate::http::Counters;
 use crate::live::{IngestNotice, Notices};
+use crate::syslog_direction::{add_learned, learn_directions, Directions};
 
 /// Longest message accepted (rsyslog's default maximum is 8 KiB).
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -78,15 +91,16 @@ pub(crate) enum EnvelopeTime {
 pub(crate) struct SyslogSockets {
     udp: UdpSocket,
     tcp: TcpListener,
+    limits: SyslogLimits,
 }
 
 impl SyslogSockets {
     /// Binds TCP and UDP on the same address (on port 0, UDP takes the port
     /// the kernel gave TCP).
-    pub async fn bind(addr: SocketAddr) -> io::Result<SyslogSockets> {
+    pub async fn bind(addr: SocketAddr, limits: SyslogLimits) -> io::Result<SyslogSockets> {
         let tcp = TcpListener::bind(addr).await?;
         let udp = UdpSocket::bind(tcp.local_addr()?).await?;
-        Ok(SyslogSockets { udp, tcp })
+        Ok(SyslogSockets { udp, tcp, limits })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -103,9 +117,15 @@ pub(crate) async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let (tx, rx) = mpsc::channel::<Received>(10_000);
-    let writer = tokio::spawn(write_events(rx, store, counters, notices));
+    let writer = tokio::spawn(write_events(rx, store, counters.clone(), notices));
     let udp = tokio::spawn(receive_udp(sockets.udp, tx.clone(), shutdown.clone()));
-    let tcp = tokio::spawn(accept_tcp(sockets.tcp, tx, shutdown));
+    let tcp = tokio::spawn(accept_tcp(
+        sockets.tcp,
+        sockets.limits,
+        counters,
+        tx,
+        shutdown,
+    ));
     let _ = udp.await;
     let _ = tcp.await;
     // Every sender is gone now, so the writer drains the channel and ends.
@@ -134,20 +154,87 @@ async fn receive_udp(
     }
 }
 
+/// The open syslog TCP connections, in total and per source address.
+#[derive(Debug)]
+struct ConnectionSlots {
+    limits: SyslogLimits,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One taken slot, given back on drop.
+struct Slot {
+    slots: Arc<ConnectionSlots>,
+    peer: IpAddr,
+}
+
+impl ConnectionSlots {
+    /// A slot for a connection from `peer`, if both caps allow one more.
+    fn take(self: &Arc<Self>, peer: IpAddr) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, by_peer) = &mut *open;
+        let from_peer = by_peer.entry(peer).or_default();
+        if *total >= self.limits.max_connections || *from_peer >= self.limits.max_per_source {
+            if *from_peer == 0 {
+                by_peer.remove(&peer);
+            }
+            return None;
+        }
+        *total += 1;
+        *from_peer += 1;
+        Some(Slot {
+            slots: self.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, by_peer) = &mut *open;
+        *total -= 1;
+        if let Some(n) = by_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                by_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
 async fn accept_tcp(
     listener: TcpListener,
+    limits: SyslogLimits,
+    counters: Arc<Counters>,
     tx: mpsc::Sender<Received>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(ConnectionSlots {
+        limits,
+        open: Mutex::default(),
+    });
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let (tx, shutdown) = (tx.clone(), shutdown.clone());
+                    let Some(slot) = slots.take(peer.ip()) else {
+                        // Dropping the stream closes it: the sender sees the
+                        // refusal and may retry later.
+                        counters.syslog_connections_refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, "syslog TCP connection over the cap, closed");
+                        continue;
+                    };
+                    let (tx, shutdown, counters) = (tx.clone(), shutdown.clone(), counters.clone());
                     connections.spawn(async move {
-                        if let Err(e) = read_tcp(stream, peer.ip(), tx, shutdown).await {
-                            tracing::info!(%peer, error = %e, "syslog TCP connection closed");
+                        let _slot = slot;
+                        match read_tcp(stream, peer.ip(), limits, tx, shutdown).await {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                                counters.syslog_connections_timed_out.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(%peer, error = %e, "syslog TCP connection timed out");
+                            }
+                            Err(e) => tracing::info!(%peer, error = %e, "syslog TCP connection closed"),
                         }
                     });
                 }
@@ -163,16 +250,27 @@ async fn accept_tcp(
 }
 
 /// Reads frames from one TCP sender until it closes or the collector stops.
+/// A connection that idles past `limits.idle_timeout`, or takes longer than
+/// `limits.frame_timeout` for a frame it has begun, ends with `TimedOut`.
 async fn read_tcp(
     stream: TcpStream,
     peer: IpAddr,
+    limits: SyslogLimits,
     tx: mpsc::Sender<Received>,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
+    let timed_out = |what: &str| io::Error::new(io::ErrorKind::TimedOut, what.to_owned());
     let mut reader = BufReader::new(stream);
     loop {
         let frame = tokio::select! {
-            frame = read_frame(&mut reader) => frame?,
+            frame = async {
+                tokio::time::timeout(limits.idle_timeout, reader.fill_buf())
+                    .await
+                    .map_err(|_| timed_out("idle too long"))??;
+                tokio::time::timeout(limits.frame_timeout, read_frame(&mut reader))
+                    .await
+                    .map_err(|_| timed_out("a frame took too long"))?
+            } => frame?,
             _ = shutdown.changed() => return Ok(()),
         };
         let Some(packet) = frame else { return Ok(()) };
@@ -392,7 +490,7 @@ pub(crate) fn resolve_classic(time: ClassicTime, now: Timestamp) -> Option<Times
 enum Outcome {
     Event {
         host: String,
-        event: Box<ConnectionEvent>,
+        event: Box<KeyedEvent>,
     },
     /// A tcpspy/connscope status message: nothing to store.
     Notice,
@@ -400,7 +498,7 @@ enum Outcome {
     Unreadable(String),
 }
 
-fn interpret(parser: &mut Parser<'_>, received: &Received) -> Outcome {
+fn interpret(parser: &mut Parser<'_>, directions: &mut Directions, received: &Received) -> Outcome {
     let envelope = match parse_envelope(&received.packet) {
         Ok(envelope) => envelope,
         // Not syslog at all: not ours to judge, like another program's line.
@@ -422,10 +520,19 @@ fn interpret(parser: &mut Parser<'_>, received: &Received) -> Outcome {
         },
     };
     match parser.parse_message(origin, envelope.message) {
-        Ok(Message::Connection(c)) => Outcome::Event {
-            event: Box::new(c.to_event(timestamp, &host)),
-            host,
-        },
+        Ok(Message::Connection(c)) => {
+            let mut event = c.to_event(timestamp, &host);
+            let key = EventKey::of_event(&event);
+            directions.infer(&mut event);
+            Outcome::Event {
+                event: Box::new(KeyedEvent {
+                    key,
+                    key_time: event.timestamp,
+                    event,
+                }),
+                host,
+            }
+        }
         Ok(Message::Notice(_)) => Outcome::Notice,
         Err(e) => Outcome::Unreadable(format!("from {host}: {e}")),
     }
@@ -438,7 +545,8 @@ async fn write_events(
     notices: Notices,
 ) {
     let mut parser = Parser::default();
-    let mut pending: BTreeMap<String, Vec<ConnectionEvent>> = BTreeMap::new();
+    let (mut directions, mut learning) = learn_directions(&store).await;
+    let mut pending: BTreeMap<String, Vec<KeyedEvent>> = BTreeMap::new();
     let mut pending_count = 0;
     loop {
         let next = if pending_count == 0 {
@@ -454,7 +562,8 @@ async fn write_events(
             }
         };
         let Some(received) = next else { break };
-        match interpret(&mut parser, &received) {
+        add_learned(&mut directions, &mut learning);
+        match interpret(&mut parser, &mut directions, &received) {
             Outcome::Event { host, event } => {
                 pending.entry(host).or_default().push(*event);
                 pending_count += 1;
@@ -465,6 +574,7 @@ async fn write_events(
             }
             Outcome::Unreadable(reason) => {
                 counters.syslog_unreadable.fetch_add(1, Ordering::Relaxed);
+                let reason = crate::http::cut_echo(reason);
                 tracing::warn!(%reason, "unreadable tcpspy syslog message");
             }
         }
@@ -477,7 +587,7 @@ async fn write_events(
 }
 
 async fn flush(
-    pending: &mut BTreeMap<String, Vec<ConnectionEvent>>,
+    pending: &mut BTreeMap<String, Vec<KeyedEvent>>,
     store: &Arc<dyn Store>,
     counters: &Counters,
     notices: &Notices,
@@ -486,7 +596,8 @@ async fn flush(
         let agent = AgentId(format!("syslog@{host}"));
         let store = store.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let report = store.ingest(&agent, &events)?;
+            let report = store.ingest_keyed(&agent, &events)?;
+            let events: Vec<ConnectionEvent> = events.into_iter().map(|k| k.event).collect();
             let notice = IngestNotice::of("syslog", &agent.0, &events, &report);
             Ok::<_, StoreError>((report, notice))
         })
@@ -568,6 +679,34 @@ mod tests {
         assert!(dec.to_string().starts_with("2026-12-2"), "{dec}");
         let jan = resolve_classic(t(1, 10), now).unwrap();
         assert!(jan.to_string().starts_with("2027-01-1"), "{jan}");
+    }
+
+    #[test]
+    fn connection_slots_hold_both_caps_and_come_back() {
+        let slots = Arc::new(ConnectionSlots {
+            limits: SyslogLimits {
+                max_connections: 3,
+                max_per_source: 2,
+                ..crate::config::DEFAULT_SYSLOG_LIMITS
+            },
+            open: Mutex::default(),
+        });
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            "10.0.0.3".parse().unwrap(),
+        );
+        let a1 = slots.take(a).unwrap();
+        let _a2 = slots.take(a).unwrap();
+        assert!(slots.take(a).is_none(), "per-source cap");
+        let _b1 = slots.take(b).unwrap();
+        assert!(slots.take(c).is_none(), "total cap");
+        drop(a1);
+        let _c1 = slots.take(c).unwrap();
+        assert!(slots.take(a).is_none());
+        let open = slots.open.lock().unwrap();
+        assert_eq!(open.0, 3);
+        assert_eq!(open.1.len(), 3, "{:?}", open.1);
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
-pub use timestamp::{Timestamp, TimestampError};
+pub use timestamp::{PlausibleWindow, Timestamp, TimestampError};
 
 /// Version of the JSON Lines schema written by this build (`connscope.version`).
 pub const SCHEMA_VERSION: u32 = 1;

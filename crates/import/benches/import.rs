@@ -117,7 +117,7 @@ fn main() {
     let counted: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
 
     let options = ImportOptions {
-        time_zone: TimeZone::UTC,
+        time_zone: Some(TimeZone::UTC),
         progress: false,
         ..ImportOptions::default()
     };

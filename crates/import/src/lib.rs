@@ -7,9 +7,10 @@
 //!
 //! - **Two passes.** The first pass reads every file to learn what cannot be
 //!   known line by line: how many New Years each file spans ([`year`]) and
-//!   which endpoints are services ([`direction`]). The second parses again,
-//!   builds events and stores them. Files are taken oldest first (by mtime) so
-//!   connects come before their disconnects.
+//!   which endpoints are services ([`EndpointStats`], the rule the syslog
+//!   listener shares). The second parses again, builds events and stores
+//!   them. Files are taken oldest first (by mtime) so connects come before
+//!   their disconnects.
 //! - **Identity.** Events go to agent `import:HOST` (HOST from the line), each
 //!   keyed by a hash of its raw line (and, for a repeat of the same line in
 //!   the same second of the same file, its count), filed under the line's
@@ -23,7 +24,6 @@
 //!   pipeline: a thread reads and parses, the calling thread orders, keys and
 //!   joins (and reports errors), a third stores batches, one transaction each.
 
-mod direction;
 mod source;
 mod year;
 
@@ -38,18 +38,19 @@ use std::time::SystemTime;
 
 use connscope_event::{ConnectionEvent, EventKind, ProcessInfo, Timestamp};
 use connscope_store::{AgentId, EventKey, IngestReport, KeyedEvent, Store, StoreError};
-use connscope_tcpspy_log::{ClassicTime, LogTime, Message, Parser};
+use connscope_tcpspy_log::{ClassicTime, EndpointStats, LogTime, Message, Parser};
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::tz::TimeZone;
 
-pub use direction::EndpointStats;
 pub use year::{YearScan, YearWalk};
 
 /// How to import.
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
-    /// The zone classic timestamps are in (they carry none).
-    pub time_zone: TimeZone,
+    /// The zone classic timestamps are in (they carry none); `None`: this
+    /// machine's zone, with a warning for each file whose last line and
+    /// modification time disagree (a sign the file comes from another zone).
+    pub time_zone: Option<TimeZone>,
     /// Show a progress bar on standard error.
     pub progress: bool,
     /// The most events per store transaction (one host's); at most about
@@ -60,7 +61,7 @@ pub struct ImportOptions {
 impl Default for ImportOptions {
     fn default() -> Self {
         ImportOptions {
-            time_zone: TimeZone::system(),
+            time_zone: None,
             progress: false,
             batch_size: 50_000,
         }
@@ -190,16 +191,18 @@ pub fn import_files(
             read_and_parse(files, stats, bytes_read, bar, &parsed_sender, &spare_chunks)
         });
         {
-            let mut builder = EventBuilder::new(options.time_zone.clone());
+            let time_zone = options.time_zone.clone().unwrap_or_else(TimeZone::system);
+            let mut builder = EventBuilder::new(time_zone.clone());
             let mut batcher = Batcher::new(options.batch_size, spares);
             let mut parsed = parsed.into_iter();
             'files: for file in files {
                 let mtime =
                     jiff::Timestamp::try_from(file.mtime).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-                let date = options.time_zone.to_datetime(mtime).date();
-                let mut years = file
-                    .years
-                    .first_year((date.year(), date.month(), date.day()));
+                let date = time_zone.to_datetime(mtime).date();
+                if options.time_zone.is_none() {
+                    warn_if_mtime_disagrees(file, date, mtime, &time_zone);
+                }
+                let mut years = file.years.first_year(date);
                 let mut occurrences = Occurrences::default();
                 for read in parsed.by_ref() {
                     let mut lines = match read {
@@ -466,6 +469,50 @@ fn first_pass(
         }
     }
     all
+}
+
+/// How far a file's last line may be from its mtime before the zone is
+/// suspect: syslog writes lag a little, while zones differ by at least 15
+/// minutes.
+const MTIME_TOLERANCE: jiff::SignedDuration = jiff::SignedDuration::from_mins(10);
+
+/// Warns when the last classic line, read in this machine's zone, is not
+/// when the file was last written: the file likely comes from a machine in
+/// another zone (and needs `--tz`), or was copied without its mtime.
+fn warn_if_mtime_disagrees(
+    file: &FileInfo,
+    mtime_date: jiff::civil::Date,
+    mtime: jiff::Timestamp,
+    zone: &TimeZone,
+) {
+    let Some((year, t)) = file.years.last_line(mtime_date) else {
+        return;
+    };
+    let Ok(last) = jiff::civil::DateTime::new(
+        year,
+        t.month as i8,
+        t.day as i8,
+        t.hour as i8,
+        t.minute as i8,
+        t.second.min(59) as i8,
+        0,
+    )
+    .and_then(|civil| civil.to_zoned_datetime(zone.clone())) else {
+        return;
+    };
+    let apart = last.timestamp().duration_since(mtime);
+    if apart.abs() > MTIME_TOLERANCE {
+        let side = if apart.is_negative() {
+            "before"
+        } else {
+            "after"
+        };
+        tracing::warn!(
+            file = %file.path.display(),
+            "the last line ({t}) is {:#} {side} the file's modification time, read in this machine's zone: if the log comes from a machine in another time zone, give --tz; if it was copied without keeping its mtime, its years may be wrong",
+            apart.abs()
+        );
+    }
 }
 
 fn file_error(path: &Path, line: u64, e: &std::io::Error) -> LineError {

@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use connscope_event::{Direction, EventKind};
@@ -96,7 +97,7 @@ fn import_in(
     paths: &[PathBuf],
 ) -> (ImportSummary, Vec<LineError>) {
     let options = ImportOptions {
-        time_zone,
+        time_zone: Some(time_zone),
         progress: false,
         batch_size: 3,
     };
@@ -330,4 +331,118 @@ fn rfc3339_lines_and_missing_files() {
         events[0].timestamp.to_string(),
         "2026-11-24T19:10:19.688815000Z"
     );
+}
+
+fn event_times(store: &SqliteStore) -> Vec<String> {
+    store
+        .events(&EventQuery {
+            range: TimeRange::ALL,
+            host: None,
+            limit: 100,
+        })
+        .unwrap()
+        .iter()
+        .map(|e| e.timestamp.to_string()[..19].to_owned())
+        .collect()
+}
+
+/// A CET host's `syslog.1`, imported on a machine in UTC without `--tz`:
+/// the mtime's UTC date (Jan 3) is a day before the last line's (Jan 4).
+#[test]
+fn a_cet_file_read_in_utc_keeps_its_year() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("syslog.1");
+    write_file(
+        &path,
+        "\
+Dec 28 09:00:00 ws1 tcpspy[100]: connect: proc /usr/bin/ssh, user joe, local 10.0.0.1:40000, remote 10.0.0.2:ssh
+Jan  4 00:00:08 ws1 tcpspy[100]: connect: proc /usr/bin/ssh, user joe, local 10.0.0.1:40001, remote 10.0.0.2:ssh
+",
+        false,
+        "2026-01-03T23:00:08Z",
+    );
+    let store = SqliteStore::open(dir.path().join("store.db")).unwrap();
+    let (summary, errors) = import(&store, &[path]);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(summary.imported, 2);
+    assert_eq!(
+        event_times(&store),
+        ["2025-12-28T09:00:00", "2026-01-04T00:00:08"]
+    );
+}
+
+/// What `tracing` logs while `f` runs on this thread.
+fn logged_during(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+    impl Write for Log {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let text = log.0.lock().unwrap().clone();
+    String::from_utf8(text).unwrap()
+}
+
+/// Without `--tz`, a file whose last line is an hour after its mtime (read
+/// in this machine's zone, whichever it is) is named once in a warning; a
+/// file that agrees with its mtime, or any file with `--tz`, is not.
+#[test]
+fn lines_and_mtime_disagreeing_warn_once_per_file_without_tz() {
+    let dir = tempfile::tempdir().unwrap();
+    let mtime: jiff::Timestamp = "2026-03-10T12:00:00Z".parse().unwrap();
+    let line_at = |t: jiff::Timestamp, port: u16| {
+        let local = t.to_zoned_datetime(TimeZone::system());
+        format!(
+            "{} ws1 tcpspy[100]: connect: proc /usr/bin/ssh, user joe, local 10.0.0.1:{port}, remote 10.0.0.2:ssh\n",
+            local.strftime("%b %e %H:%M:%S")
+        )
+    };
+    let hour = jiff::SignedDuration::from_hours(1);
+    let off = dir.path().join("from-another-zone");
+    let agrees = dir.path().join("from-here");
+    let off_text = [
+        line_at(mtime - hour, 40000),
+        line_at(mtime, 40001),
+        line_at(mtime + hour, 40002),
+    ]
+    .concat();
+    write_file(&off, &off_text, false, &mtime.to_string());
+    let agrees_text = [line_at(mtime - hour, 40003), line_at(mtime, 40004)].concat();
+    write_file(&agrees, &agrees_text, false, &mtime.to_string());
+    let paths = [off.clone(), agrees.clone()];
+
+    let store = SqliteStore::open(dir.path().join("store.db")).unwrap();
+    let options = ImportOptions {
+        time_zone: None,
+        ..ImportOptions::default()
+    };
+    let log = logged_during(|| {
+        import_files(&store, &paths, &options, &mut |e| panic!("{e}")).unwrap();
+    });
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains(&off.display().to_string()), "{log}");
+    assert!(warnings[0].contains("--tz"), "{log}");
+
+    let store = SqliteStore::open(dir.path().join("store2.db")).unwrap();
+    let options = ImportOptions {
+        time_zone: Some(TimeZone::system()),
+        ..ImportOptions::default()
+    };
+    let log = logged_during(|| {
+        import_files(&store, &paths, &options, &mut |e| panic!("{e}")).unwrap();
+    });
+    assert!(!log.contains("WARN"), "{log}");
 }

@@ -219,13 +219,7 @@ fn timeline(
     else {
         return Vec::new();
     };
-    let start = hour_start(first.max(range.from)).as_nanos();
-    let end = last.min(range.to).as_nanos().saturating_add(1);
-    let hours_spanned = (end - start + HOUR_NS - 1) / HOUR_NS;
-    let width =
-        HOUR_NS * ((hours_spanned + MAX_TIMELINE_BUCKETS - 1) / MAX_TIMELINE_BUCKETS).max(1);
-    let buckets = usize::try_from((end - start + width - 1) / width).unwrap_or(0);
-
+    let grid = TimelineGrid::new(first.max(range.from), last.min(range.to));
     // Per shown edge and bucket: what its client and its server logged.
     let index: HashMap<PairKey<'_>, usize> = shown
         .iter()
@@ -239,15 +233,13 @@ fn timeline(
             continue;
         };
         for &(hour, connections) in hours {
-            let at = hour.as_nanos();
-            if at < start || at >= end {
+            let Some(bucket) = grid.bucket_of(hour) else {
                 continue;
-            }
-            let bucket = ((at - start) / width) as usize;
+            };
             logged.entry((edge, bucket)).or_default()[usize::from(logged_by_server)] += connections;
         }
     }
-    let mut counts = vec![0u64; buckets];
+    let mut counts = vec![0u64; grid.buckets];
     for ((_, bucket), [client, server]) in logged {
         counts[bucket] += client.max(server);
     }
@@ -255,11 +247,56 @@ fn timeline(
         .into_iter()
         .enumerate()
         .map(|(i, connections)| TimelineBucket {
-            start: Timestamp::from_nanos(start + i as i64 * width),
-            width_seconds: (width / 1_000_000_000) as u64,
+            start: grid.start_of(i),
+            width_seconds: u64::try_from(grid.width / 1_000_000_000).unwrap_or(u64::MAX),
             connections,
         })
         .collect()
+}
+
+/// The timeline's buckets over `[hour of first, last]`: whole hours, as many
+/// per bucket as keep them at most [`MAX_TIMELINE_BUCKETS`]. Computed in
+/// i128, so that any two i64 times (a store may hold any) give a grid
+/// without overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TimelineGrid {
+    start: i128,
+    /// One past the last nanosecond covered.
+    end: i128,
+    width: i128,
+    buckets: usize,
+}
+
+impl TimelineGrid {
+    fn new(first: Timestamp, last: Timestamp) -> TimelineGrid {
+        let hour = i128::from(HOUR_NS);
+        let start = i128::from(hour_start(first).as_nanos());
+        let end = (i128::from(last.as_nanos()) + 1).max(start);
+        let hours_spanned = (end - start + hour - 1) / hour;
+        let max_buckets = i128::from(MAX_TIMELINE_BUCKETS);
+        let width = hour * ((hours_spanned + max_buckets - 1) / max_buckets).max(1);
+        let buckets = usize::try_from((end - start + width - 1) / width).unwrap_or(0);
+        TimelineGrid {
+            start,
+            end,
+            width,
+            buckets,
+        }
+    }
+
+    /// The bucket of a rollup hour, `None` outside the grid.
+    fn bucket_of(&self, hour: Timestamp) -> Option<usize> {
+        let at = i128::from(hour.as_nanos());
+        if at < self.start || at >= self.end {
+            return None;
+        }
+        usize::try_from((at - self.start) / self.width).ok()
+    }
+
+    fn start_of(&self, bucket: usize) -> Timestamp {
+        let at = self.start + self.width * bucket as i128;
+        Timestamp::from_nanos(i64::try_from(at).unwrap_or(i64::MAX))
+    }
 }
 
 fn graph_of<'a>(

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::str::FromStr;
 
 use connscope_event::{Protocol, Timestamp};
-use connscope_store::AgentStatus;
+use connscope_store::{AgentStatus, RefusalCount};
 use serde::Serialize;
 
 use crate::join::{JoinedEdge, ProcessUse};
@@ -414,6 +414,43 @@ pub fn ports_report(edges: &[JoinedEdge]) -> Report {
         numeric: vec![false, true, false, true, true, false, false, false],
         rows,
         json: serde_json::to_value(records).expect("port records serialise"),
+    }
+}
+
+/// `report refusals`: the batches the collector refused, per agent and
+/// reason. Nothing of a refused batch is stored, so this is where it shows.
+pub fn refusals_report(refusals: &[RefusalCount]) -> Report {
+    #[derive(Serialize)]
+    struct RefusalRecord<'a> {
+        agent: &'a str,
+        reason: &'a str,
+        batches: u64,
+        last_at: String,
+    }
+    let records: Vec<RefusalRecord<'_>> = refusals
+        .iter()
+        .map(|r| RefusalRecord {
+            agent: &r.agent.0,
+            reason: &r.reason,
+            batches: r.batches,
+            last_at: rfc3339(r.last_at),
+        })
+        .collect();
+    Report {
+        columns: vec!["agent", "reason", "batches", "last_at"],
+        numeric: vec![false, false, true, false],
+        rows: records
+            .iter()
+            .map(|r| {
+                vec![
+                    r.agent.to_owned(),
+                    r.reason.to_owned(),
+                    r.batches.to_string(),
+                    r.last_at.clone(),
+                ]
+            })
+            .collect(),
+        json: serde_json::to_value(&records).expect("refusal records serialise"),
     }
 }
 

@@ -1,6 +1,10 @@
 //! Time arguments for `--from`/`--to` (and query parameters): an RFC 3339
 //! timestamp with an offset (`2026-11-24T19:00:00+01:00`, `...Z`), `now`, or a
 //! span back from now: `-90s`, `-30m`, `-24h`, `-7d`, `-2w`.
+//!
+//! A range bound beyond what the store can hold (years 1677 to 2262) is taken
+//! as that end: `from=1600-01-01T00:00:00Z` asks for everything since the
+//! start, and means no more than that.
 
 use connscope_event::Timestamp;
 
@@ -32,18 +36,34 @@ pub fn parse_time_arg(input: &str, now: Timestamp) -> Result<Timestamp, TimeArgE
             "w" => 7 * 86_400,
             _ => return Err(err()),
         };
-        let nanos = n
-            .checked_mul(unit_secs)
-            .and_then(|s| s.checked_mul(1_000_000_000))
-            .ok_or_else(err)?;
+        let nanos = n.saturating_mul(unit_secs).saturating_mul(1_000_000_000);
         return Ok(Timestamp::from_nanos(now.as_nanos().saturating_sub(nanos)));
     }
-    text.parse::<Timestamp>().map_err(|_| err())
+    text.parse::<jiff::Timestamp>()
+        .map(Timestamp::from)
+        .map_err(|_| err())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounds_beyond_the_stored_range_are_its_ends() {
+        let now = Timestamp::from_nanos(0);
+        for (input, nanos) in [
+            ("1600-01-01T00:00:00Z", i64::MIN),
+            ("9000-01-01T00:00:00Z", i64::MAX),
+            ("-1000000d", -i64::MAX),
+            ("-99999999999999999w", -i64::MAX),
+        ] {
+            assert_eq!(
+                parse_time_arg(input, now).unwrap().as_nanos(),
+                nanos,
+                "{input}"
+            );
+        }
+    }
 
     #[test]
     fn forms() {

@@ -169,6 +169,17 @@ pub struct AgentStatus {
     pub dropped: SequenceRanges,
 }
 
+/// Batches of one agent the collector refused for one reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalCount {
+    pub agent: AgentId,
+    /// A short name: `too-large`, `bad-event`, `host-mismatch`, ...
+    pub reason: String,
+    pub batches: u64,
+    /// When the last of them was refused.
+    pub last_at: Timestamp,
+}
+
 /// The holes in one sender's sequence numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SequenceGaps {
@@ -271,6 +282,18 @@ pub trait Store: Send + Sync {
     /// without sending them, its spool being full: the gap they leave is a
     /// known loss. Recording the same ranges again changes nothing.
     fn record_dropped(&self, agent: &AgentId, ranges: &[(u64, u64)]) -> Result<(), StoreError>;
+
+    /// Counts one batch of `agent` refused for `reason` at `at`, so a refusal
+    /// (which stores nothing of the batch) still shows in reports.
+    fn record_refusal(
+        &self,
+        agent: &AgentId,
+        reason: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// The refused batches, by agent and reason, ordered so.
+    fn refusals(&self) -> Result<Vec<RefusalCount>, StoreError>;
 
     /// Every sender with stored events, its sequence ranges and what it
     /// reported dropped, ordered by agent id.

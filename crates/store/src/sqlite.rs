@@ -36,11 +36,13 @@ use crate::block::{self, BlockEncoder};
 use crate::{
     check_event, hour_start, is_host_address, AgentId, AgentStatus, EdgeCounts, EdgeTotal,
     EventKey, EventQuery, FastHash, HostAddress, HourlyEdgeTotal, IngestReport, KeyedEvent,
-    Retention, RetentionReport, RollupBatch, RollupQuery, SequenceRanges, Store, StoreError,
+    RefusalCount, Retention, RetentionReport, RollupBatch, RollupQuery, SequenceRanges, Store,
+    StoreError,
 };
 
-/// Bumped when the layout below changes; a store with another version is refused.
-const SCHEMA_VERSION: i64 = 3;
+/// Bumped when the layout below changes; a store of an older version is
+/// brought up to date by the steps in [`migrate`], a newer one is refused.
+const SCHEMA_VERSION: i64 = 4;
 
 /// The store's tables. Raw events are blocks ([`crate::block`]), one row per
 /// batch and host; `first_ts`/`last_ts` bound the events inside. The content
@@ -118,7 +120,47 @@ CREATE TABLE IF NOT EXISTS host_addresses (
     last_seen INTEGER NOT NULL,
     PRIMARY KEY (host, ip)
 );
+"; // AGENT_REFUSALS (version 4) is created with these.
+
+/// Batches the collector refused, per agent (its name: a refused agent may
+/// have no row in `agents`) and reason.
+const AGENT_REFUSALS: &str = "
+CREATE TABLE IF NOT EXISTS agent_refusals (
+    agent TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    batches INTEGER NOT NULL,
+    last_at INTEGER NOT NULL,
+    PRIMARY KEY (agent, reason)
+) WITHOUT ROWID;
 ";
+
+/// Brings a store of an older schema version up to [`SCHEMA_VERSION`], one
+/// step per version, in one transaction.
+fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let steps = || -> rusqlite::Result<()> {
+        if from <= 3 {
+            migrate_3_to_4(conn)?;
+        }
+        conn.execute(
+            "UPDATE meta SET value = ?1 WHERE name = 'schema_version'",
+            [SCHEMA_VERSION.to_string()],
+        )?;
+        Ok(())
+    };
+    match steps() {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Version 4 counts refused batches (`agent_refusals`).
+fn migrate_3_to_4(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(AGENT_REFUSALS)
+}
 
 /// One row per event: what a plain SQLite ingest would write, and what
 /// [`RawEventTable`] writes for the benchmarks to compare against.
@@ -359,14 +401,20 @@ impl SqliteStore {
             .map_err(|e| open_error(e.to_string()))?;
         match version {
             Some(v) if v == SCHEMA_VERSION.to_string() => {}
+            Some(v) if v == "3" => {
+                migrate(&conn, 3)
+                    .map_err(|e| open_error(format!("migrating from version 3: {e}")))?;
+                tracing::info!(from = 3, to = SCHEMA_VERSION, "store schema migrated");
+            }
             Some(v) => {
                 return Err(open_error(format!(
-                    "schema version {v}, this build reads version {SCHEMA_VERSION}"
+                    "schema version {v}, this build reads version 3 (migrated on open) \
+                     and version {SCHEMA_VERSION}"
                 )))
             }
             None => conn
                 .execute_batch(&format!(
-                    "BEGIN IMMEDIATE; {SCHEMA}
+                    "BEGIN IMMEDIATE; {SCHEMA} {AGENT_REFUSALS}
                      INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}')
                      ON CONFLICT (name) DO NOTHING; COMMIT;"
                 ))
@@ -1031,6 +1079,39 @@ impl Store for SqliteStore {
             }
             store_ranges(tx, DROPPED, id, &old, &new)
         })
+    }
+
+    fn record_refusal(
+        &self,
+        agent: &AgentId,
+        reason: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        lock(&self.writer).transaction(|tx, _| {
+            tx.execute(
+                "INSERT INTO agent_refusals VALUES (?1, ?2, 1, ?3)
+                 ON CONFLICT (agent, reason) DO UPDATE SET
+                     batches = batches + 1, last_at = max(last_at, excluded.last_at)",
+                rusqlite::params![agent.0, reason, at.as_nanos()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn refusals(&self) -> Result<Vec<RefusalCount>, StoreError> {
+        let guard = lock(&self.reader);
+        let mut stmt = guard.conn.prepare_cached(
+            "SELECT agent, reason, batches, last_at FROM agent_refusals ORDER BY agent, reason",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(RefusalCount {
+                agent: AgentId(r.get(0)?),
+                reason: r.get(1)?,
+                batches: r.get::<_, i64>(2)? as u64,
+                last_at: Timestamp::from_nanos(r.get(3)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn agents(&self) -> Result<Vec<AgentStatus>, StoreError> {

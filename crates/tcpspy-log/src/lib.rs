@@ -20,6 +20,7 @@
 //! per line (results borrow from the line), errors formatted only when one
 //! happens.
 
+mod direction;
 mod error;
 mod message;
 mod prefix;
@@ -27,6 +28,7 @@ mod write;
 
 use connscope_names::Services;
 
+pub use direction::EndpointStats;
 pub use error::{Field, ParseError, Problem};
 pub use message::{
     Connection, Endpoint, Exe, Message, Notice, NoticeKind, Origin, Precision, User, TCPSPY_EXE_CUT,

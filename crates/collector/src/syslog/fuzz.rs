@@ -104,10 +104,10 @@ fn receive(packet: &[u8]) {
         at: Timestamp::from_nanos(1_764_000_000_000_000_000),
     };
     let mut parser = Parser::default();
-    match interpret(&mut parser, &received) {
+    match interpret(&mut parser, &mut Directions::default(), &received) {
         Outcome::Event { host, event } => {
             assert!(!host.is_empty());
-            event.validate().unwrap();
+            event.event.validate().unwrap();
         }
         Outcome::Unreadable(reason) => assert!(!reason.is_empty()),
         Outcome::Notice | Outcome::Ignored => {}
@@ -139,6 +139,7 @@ fn the_corpus_is_read_as_events() {
     let packets = packets();
     assert!(packets.len() > 40, "{} packets", packets.len());
     let mut parser = Parser::default();
+    let mut directions = Directions::default();
     let received = |packet: &Vec<u8>| Received {
         packet: packet.clone(),
         peer: "192.0.2.1".parse().unwrap(),
@@ -146,7 +147,12 @@ fn the_corpus_is_read_as_events() {
     };
     let events = packets
         .iter()
-        .filter(|p| matches!(interpret(&mut parser, &received(p)), Outcome::Event { .. }))
+        .filter(|p| {
+            matches!(
+                interpret(&mut parser, &mut directions, &received(p)),
+                Outcome::Event { .. }
+            )
+        })
         .count();
     assert!(events > 30, "only {events} packets became events");
     frames(&runtime(), &framed().concat());
@@ -184,7 +190,11 @@ fn a_day_the_month_does_not_have_is_unreadable_not_a_panic() {
         peer: "192.0.2.1".parse().unwrap(),
         at: Timestamp::from_nanos(1_764_000_000_000_000_000),
     };
-    let outcome = interpret(&mut Parser::default(), &received);
+    let outcome = interpret(
+        &mut Parser::default(),
+        &mut Directions::default(),
+        &received,
+    );
     assert!(
         matches!(&outcome, Outcome::Unreadable(reason) if reason.contains("Feb 30")),
         "not unreadable"

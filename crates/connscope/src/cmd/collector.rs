@@ -32,9 +32,13 @@ pub struct CollectorArgs {
     /// A reader's token for the query API, as NAME=TOKEN (repeatable).
     #[arg(long = "read-token", value_name = "NAME=TOKEN")]
     read_tokens: Vec<String>,
-    /// File of `AGENT-ID TOKEN` lines.
+    /// File of `AGENT-ID TOKEN [HOST,HOST...]` lines.
     #[arg(long, value_name = "FILE")]
     tokens_file: Option<PathBuf>,
+    /// The host names an agent's events may carry, as AGENT-ID=HOST,HOST
+    /// (repeatable; default: the host of its first batch).
+    #[arg(long = "token-hosts", value_name = "AGENT=HOSTS")]
+    token_hosts: Vec<String>,
     /// Certificate (PEM) to serve; without it a self-signed one is made next to the database.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -50,6 +54,21 @@ pub struct CollectorArgs {
     /// Largest accepted ingest body once decompressed, in bytes.
     #[arg(long, value_name = "BYTES")]
     decompressed_limit: Option<u64>,
+    /// Ingest bodies decompressed and parsed at once (bounds ingest memory).
+    #[arg(long, value_name = "N")]
+    concurrent_decompressions: Option<usize>,
+    /// Longest time one HTTPS request may take, body included.
+    #[arg(long, value_name = "SECONDS")]
+    request_deadline_seconds: Option<u64>,
+    /// Syslog TCP connections open at once, in total.
+    #[arg(long, value_name = "N")]
+    syslog_max_connections: Option<usize>,
+    /// Syslog TCP connections open at once from one address.
+    #[arg(long, value_name = "N")]
+    syslog_max_per_source: Option<usize>,
+    /// Close a syslog TCP connection idle this long.
+    #[arg(long, value_name = "SECONDS")]
+    syslog_idle_timeout_seconds: Option<u64>,
     /// Delete raw events older than this many days (checked hourly).
     #[arg(long, value_name = "DAYS")]
     retention_days: Option<u32>,
@@ -92,6 +111,29 @@ impl CollectorArgs {
         if let Some(path) = &self.tokens_file {
             config.tokens.load_file(path)?;
         }
+        for pair in &self.token_hosts {
+            let (agent, hosts) = pair
+                .split_once('=')
+                .with_context(|| format!("--token-hosts {pair:?}: expected AGENT-ID=HOST,HOST"))?;
+            config
+                .tokens
+                .bind_hosts(agent, hosts.split(','))
+                .map_err(|reason| anyhow::anyhow!("--token-hosts: {reason}"))?;
+        }
+        if let Some(n) = self.concurrent_decompressions {
+            config.concurrent_decompressions = n;
+        }
+        if let Some(secs) = self.request_deadline_seconds {
+            config.request_deadline = std::time::Duration::from_secs(secs);
+        }
+        let limits = &mut config.syslog_limits;
+        limits.max_connections = self
+            .syslog_max_connections
+            .unwrap_or(limits.max_connections);
+        limits.max_per_source = self.syslog_max_per_source.unwrap_or(limits.max_per_source);
+        if let Some(secs) = self.syslog_idle_timeout_seconds {
+            limits.idle_timeout = std::time::Duration::from_secs(secs);
+        }
         if self.tls_cert.is_some() {
             config.tls.cert = self.tls_cert;
             config.tls.key = self.tls_key;
@@ -115,6 +157,7 @@ pub fn run(args: CollectorArgs) -> anyhow::Result<ExitCode> {
     let store = SqliteStore::open(&config.db)
         .with_context(|| format!("opening the store {}", config.db.display()))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let ingest_off = config.tokens.is_empty();
     runtime.block_on(async move {
         let collector = Collector::bind(config, Arc::new(store)).await?;
         // On stdout, one fact per line, so scripts (and the tests) can read them.
@@ -132,6 +175,9 @@ pub fn run(args: CollectorArgs) -> anyhow::Result<ExitCode> {
             }
         );
         println!("fingerprint: SHA256:{}", collector.fingerprint());
+        if ingest_off {
+            println!("ingest: off until agent tokens are configured");
+        }
         let counters = collector.counters();
         collector.run(shutdown_signal()).await;
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);

@@ -28,8 +28,8 @@ pub struct ImportArgs {
 /// not be (the rest is imported all the same).
 pub fn run(args: ImportArgs) -> Result<ExitCode> {
     let time_zone = match &args.tz {
-        Some(name) => TimeZone::get(name).with_context(|| format!("--tz {name}"))?,
-        None => TimeZone::system(),
+        Some(name) => Some(TimeZone::get(name).with_context(|| format!("--tz {name}"))?),
+        None => None,
     };
     let store =
         SqliteStore::open(&args.db).with_context(|| format!("opening {}", args.db.display()))?;

@@ -1,4 +1,4 @@
-//! `connscope report edges|hosts|ports`: what the store holds, as aligned
+//! `connscope report edges|hosts|ports|refusals`: what the store holds, as aligned
 //! tables for people or JSON/CSV for scripts (`report edges --format json` is
 //! the stable interface documented in docs/API.md).
 
@@ -12,7 +12,7 @@ use connscope_event::Timestamp;
 use connscope_query::graph::GraphFilter;
 use connscope_query::join::{join_edges, HostDirectory};
 use connscope_query::parse_time_arg;
-use connscope_query::report::{edges_report, hosts_report, ports_report, Format};
+use connscope_query::report::{edges_report, hosts_report, ports_report, refusals_report, Format};
 use connscope_store::{RollupQuery, SqliteStore, Store, TimeRange};
 
 #[derive(Subcommand)]
@@ -23,6 +23,8 @@ pub enum ReportCommand {
     Hosts(ReportArgs),
     /// Services: per server and port, connections, clients and processes.
     Ports(ReportArgs),
+    /// Batches the collector refused, per agent and reason (nothing of them is stored).
+    Refusals(ReportArgs),
 }
 
 #[derive(Args)]
@@ -68,12 +70,15 @@ pub fn run(command: ReportCommand) -> Result<ExitCode> {
         ReportCommand::Edges(a) => (a, "edges"),
         ReportCommand::Hosts(a) => (a, "hosts"),
         ReportCommand::Ports(a) => (a, "ports"),
+        ReportCommand::Refusals(a) => (a, "refusals"),
     };
     anyhow::ensure!(args.db.is_file(), "{}: no such store", args.db.display());
     let store =
         SqliteStore::open(&args.db).with_context(|| format!("opening {}", args.db.display()))?;
     let report = if kind == "hosts" {
         hosts_report(&store.agents()?)
+    } else if kind == "refusals" {
+        refusals_report(&store.refusals()?)
     } else {
         let range = args.range()?;
         let totals = store.edge_totals(&RollupQuery { range, host: None })?;

@@ -1,21 +1,26 @@
-//! Who was the server: tcpspy lines do not say, so the importer infers it.
+//! Who was the server: tcpspy lines do not say, so whoever reads them infers
+//! it — the importer from files, the collector's syslog listener from live
+//! streams. Both use this one rule, so a line gets the same direction
+//! whichever way it came, given the same evidence.
 //!
 //! Rule, in order:
-//! 1. **Seen as a service.** The first pass counts, for every endpoint
-//!    (address, port), the connect lines it appears in, at either end and in
-//!    the logs of every host imported together. A server endpoint appears in
-//!    every connection to it; a client's ephemeral endpoint in one (or a few,
-//!    when the port is reused). The side whose count is at least twice the
-//!    other's (and at least 2) is the server.
+//! 1. **Seen as a service.** Count, for every endpoint (address, port), the
+//!    connect lines it appears in, at either end and in the logs of every
+//!    host: the importer counts every file of an import in a first pass, the
+//!    listener counts the store's recent connects when it starts and every
+//!    line it receives. A server endpoint appears in every connection to it;
+//!    a client's ephemeral endpoint in one (or a few, when the port is
+//!    reused). The side whose count is at least twice the other's (and at
+//!    least 2) is the server.
 //! 2. **Port numbers.** Otherwise the lower port is the server's: services
 //!    live on well-known and registered ports, clients on ephemeral ones
 //!    (32768-60999 on Linux).
 //! 3. Equal ports: unknown.
 //!
-//! Limits: a service used once in the whole import, on a port above the
+//! Limits: a service used once in all the evidence, on a port above the
 //! client's ephemeral port, is taken the wrong way round; so is a client with
 //! a low source port (rsh, some NFS clients) talking to a rarely used high
-//! service port. Importing more history together makes rule 1 decide more.
+//! service port. More evidence makes rule 1 decide more.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,7 +41,8 @@ impl EndpointStats {
         }
     }
 
-    /// Adds what `other` counted (the first pass counts each file apart).
+    /// Adds what `other` counted (the importer's first pass counts each file
+    /// apart).
     pub fn merge(&mut self, other: EndpointStats) {
         for (endpoint, n) in other.counts {
             let sum = self.counts.entry(endpoint).or_default();
@@ -44,7 +50,24 @@ impl EndpointStats {
         }
     }
 
-    fn count(&self, endpoint: SocketAddr) -> u32 {
+    /// How many endpoints are counted.
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
+    /// Forgets the endpoints seen once — nearly all of them are clients'
+    /// ephemeral ports — to bound the memory of a counter that runs for
+    /// months. Endpoints seen more often, the services among them, stay.
+    pub fn forget_single_uses(&mut self) {
+        self.counts.retain(|_, n| *n > 1);
+    }
+
+    /// The connect lines `endpoint` was counted in.
+    pub fn count(&self, endpoint: SocketAddr) -> u32 {
         self.counts.get(&endpoint).copied().unwrap_or(0)
     }
 
@@ -87,6 +110,18 @@ mod tests {
             stats.observe_connect(a(&format!("10.0.0.1:{client_port}")), a("10.0.0.2:50000"));
         }
         assert_serves(&stats, "10.0.0.2:50000", "10.0.0.1:1000");
+    }
+
+    #[test]
+    fn forgetting_single_uses_keeps_the_services() {
+        let mut stats = EndpointStats::default();
+        for client_port in [1000, 1001, 1002] {
+            stats.observe_connect(a(&format!("10.0.0.1:{client_port}")), a("10.0.0.2:50000"));
+        }
+        assert_eq!(stats.len(), 4);
+        stats.forget_single_uses();
+        assert_eq!(stats.len(), 1);
+        assert_serves(&stats, "10.0.0.2:50000", "10.0.0.1:1003");
     }
 
     #[test]
