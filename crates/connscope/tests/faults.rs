@@ -711,8 +711,12 @@ fn gzip_bomb(path: &Path, size: usize) {
     gz.finish().unwrap();
 }
 
+/// The collector's peak under the flood: its documented ingest bound
+/// (`concurrent-decompressions` 2 x 280 MB, docs/API.md) plus 80 MiB for
+/// everything else it holds.
+const FLOOD_PEAK_RSS_KIB: u64 = (2 * 280_000_000 / 1024) + 80 * 1024;
+
 #[test]
-#[ignore = "needs collector (issues 14.3, 14.4): syslog connection caps and a shared decompression budget"]
 fn idle_syslog_connections_and_a_gzip_bomb_flood_do_not_stop_shipping() {
     let mut world = World::build();
     world.syslog = true;
@@ -745,5 +749,10 @@ fn idle_syslog_connections_and_a_gzip_bomb_flood_do_not_stop_shipping() {
     let tally = settle(&world, warmup, burst(), true);
     let peak = peak_rss_kib(collector.pid());
     tally.row("2,000 idle syslog connections + 16 gzip bombs", "-", peak);
-    assert!(peak < 512 * 1024, "collector peak RSS {} MiB", peak / 1024);
+    assert!(
+        peak < FLOOD_PEAK_RSS_KIB,
+        "collector peak RSS {} MiB, over {} MiB",
+        peak / 1024,
+        FLOOD_PEAK_RSS_KIB / 1024
+    );
 }
