@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use connscope_capture::process::ProcessCache;
 use connscope_event::{
-    CloseStats, ConnectFailure, ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol,
-    Timestamp,
+    normalize_endpoints, CloseStats, ConnectFailure, ConnectionEvent, Direction, EventKind,
+    ProcessInfo, Protocol, Timestamp,
 };
 
 use crate::kernel::{Kernel, RawEvent, UdpFlow, UdpKey};
@@ -198,15 +198,9 @@ fn socket_addrs(
             IpAddr::V6(Ipv6Addr::from(*bytes))
         }
     };
-    let (mut local, mut remote) = (ip(laddr), ip(raddr));
-    if let (IpAddr::V6(l), IpAddr::V6(r)) = (local, remote) {
-        if let (Some(l4), Some(r4)) = (l.to_ipv4_mapped(), r.to_ipv4_mapped()) {
-            (local, remote) = (IpAddr::V4(l4), IpAddr::V4(r4));
-        }
-    }
-    (
-        SocketAddr::new(local, lport),
-        SocketAddr::new(remote, rport),
+    normalize_endpoints(
+        SocketAddr::new(ip(laddr), lport),
+        SocketAddr::new(ip(raddr), rport),
     )
 }
 

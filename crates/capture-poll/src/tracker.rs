@@ -202,6 +202,7 @@ impl<K: Hash + Eq + Copy> Tracker<K> {
             open.seen.local,
             open.seen.remote,
         );
+        event.normalize_addresses();
         event.netns = self.netns;
         event.uid = open.seen.uid;
         event.process = open.process.clone();
@@ -274,6 +275,19 @@ mod tests {
         assert_eq!(out[0].local, a.local);
         out.iter().for_each(|e| e.validate().unwrap());
         assert_eq!(tracker.events(), 3);
+    }
+
+    #[test]
+    fn a_dual_stack_socket_talking_ipv4_is_reported_as_ipv4() {
+        let mut tracker = Tracker::<u64>::new(0, false);
+        tracker.set_listening_ports([8443].into());
+        let mut out = Vec::new();
+        let a = seen("[::ffff:192.0.2.10]:8443", "[::ffff:198.51.100.7]:51000");
+        tracker.snapshot(vec![(1, a)], &mut out);
+        assert_eq!(out[0].local, "192.0.2.10:8443".parse().unwrap());
+        assert_eq!(out[0].remote, "198.51.100.7:51000".parse().unwrap());
+        assert_eq!(out[0].direction, Direction::Incoming);
+        out[0].validate().unwrap();
     }
 
     #[test]

@@ -468,7 +468,7 @@ impl Wire<'_> {
             }
             (_, None) => None,
         };
-        let event = ConnectionEvent {
+        let mut event = ConnectionEvent {
             kind,
             timestamp: field::<Timestamp>("@timestamp", &self.timestamp)?,
             sequence: self.event.sequence,
@@ -493,13 +493,16 @@ impl Wire<'_> {
             failure,
             preexisting: self.connscope.preexisting,
         };
-        event.validate()?;
-        if event.family() != family {
+        // The declared family is that of the addresses as written, before an
+        // older agent's IPv4-mapped pair is read as the IPv4 it is.
+        if event.local.is_ipv4() == event.remote.is_ipv4() && event.family() != family {
             return Err(JsonError::Field {
                 field: "network.type",
                 reason: format!("says {family} but the addresses are {}", event.family()),
             });
         }
+        event.normalize_addresses();
+        event.validate()?;
         Ok(event)
     }
 }
@@ -577,6 +580,24 @@ mod tests {
             from_json_line("{\"@timestamp\":"),
             Err(JsonError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn an_older_agents_mapped_addresses_are_read_as_ipv4() {
+        let line = to_json_line(&full_disconnect())
+            .replace("2001:db8::1", "::ffff:192.0.2.10")
+            .replace("2001:db8::2", "::ffff:198.51.100.7");
+        let event = from_json_line(&line).unwrap();
+        assert_eq!(event.local, "192.0.2.10:40000".parse().unwrap());
+        assert_eq!(event.remote, "198.51.100.7:443".parse().unwrap());
+        assert_eq!(event.family(), Family::Ipv4);
+
+        let line = to_json_line(&full_disconnect()).replace("2001:db8::1", "::ffff:192.0.2.10");
+        let err = from_json_line(&line).unwrap_err().to_string();
+        assert!(
+            err.contains("[::ffff:192.0.2.10]:40000 is an IPv4-mapped address"),
+            "{err}"
+        );
     }
 
     #[test]

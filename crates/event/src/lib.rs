@@ -9,6 +9,7 @@
 //! on-the-wire form is a versioned JSON Lines record with Elastic Common Schema
 //! names where one fits (see `docs/EVENTS.md` and [`json`]).
 
+mod address;
 pub mod json;
 mod timestamp;
 
@@ -17,6 +18,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
+pub use address::{is_ipv4_mapped, normalize_endpoints};
 pub use timestamp::{PlausibleWindow, Timestamp, TimestampError};
 
 /// Version of the JSON Lines schema written by this build (`connscope.version`).
@@ -102,7 +104,8 @@ pub struct CloseStats {
 /// One observed connection event.
 ///
 /// Invariants (checked by [`ConnectionEvent::validate`], and by the JSON reader):
-/// both addresses are of the same family; `close` is present exactly on
+/// both addresses are of the same family and normalised (no IPv4-mapped
+/// address, see [`normalize_endpoints`]); `close` is present exactly on
 /// [`EventKind::Disconnect`]; `failure` exactly on [`EventKind::ConnectFailed`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionEvent {
@@ -142,6 +145,8 @@ pub enum InvalidEvent {
         local: SocketAddr,
         remote: SocketAddr,
     },
+    #[error("{0} is an IPv4-mapped address, which no packet carries (a mapped pair reads as IPv4; one mapped end alone comes from no socket)")]
+    MappedAddress(SocketAddr),
     #[error("a {0} event must carry close statistics exactly when it is a disconnect")]
     CloseStatsMismatch(EventKind),
     #[error("a {0} event must carry a failure reason exactly when it is a failed connect")]
@@ -204,7 +209,18 @@ impl ConnectionEvent {
         }
     }
 
+    /// Rewrites the addresses as the packets carry them (see [`normalize_endpoints`]).
+    pub fn normalize_addresses(&mut self) {
+        (self.local, self.remote) = normalize_endpoints(self.local, self.remote);
+    }
+
     pub fn validate(&self) -> Result<(), InvalidEvent> {
+        if let Some(mapped) = [self.local, self.remote]
+            .into_iter()
+            .find(|a| is_ipv4_mapped(a.ip()))
+        {
+            return Err(InvalidEvent::MappedAddress(mapped));
+        }
         if self.local.is_ipv4() != self.remote.is_ipv4() {
             return Err(InvalidEvent::MixedFamilies {
                 local: self.local,

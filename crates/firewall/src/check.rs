@@ -92,6 +92,8 @@ enum End {
 }
 
 pub fn check_flow(ruleset: &Ruleset, flow: &ObservedFlow) -> FlowVerdict {
+    // The packets' addresses: an IPv4-mapped flow is checked as the IPv4 it is.
+    let flow = &flow.normalized();
     let (saddr, daddr, hooks) = match flow.direction {
         FlowDirection::Inbound => (flow.remote, flow.local, [Hook::Prerouting, Hook::Input]),
         FlowDirection::Outbound => (flow.local, flow.remote, [Hook::Output, Hook::Postrouting]),

@@ -2,9 +2,9 @@
 //! per edge. It is deliberately independent of the store, so planning and
 //! checking are pure functions that tests feed directly.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use connscope_event::{Protocol, Timestamp};
+use connscope_event::{normalize_endpoints, Protocol, Timestamp};
 use serde::Serialize;
 
 /// Which way a connection was opened, seen from the planned host.
@@ -64,10 +64,36 @@ impl ObservedFlow {
     /// The flow never leaves the host: it runs over the loopback interface
     /// (`lo`), which the generated rulesets accept as a whole.
     pub fn is_loopback(&self) -> bool {
-        self.remote.is_loopback() || self.remote == self.local
+        let (local, remote) = self.packet_addresses();
+        // `0.0.0.0` on both ends is a peer the log lost, not this host.
+        remote.is_loopback() || (remote == local && !remote.is_unspecified())
     }
 
+    /// The packets are IPv4, whatever the socket's family.
     pub fn is_ipv4(&self) -> bool {
-        self.remote.is_ipv4()
+        self.packet_addresses().1.is_ipv4()
+    }
+
+    /// (local, remote) as the packets carry them
+    /// ([`connscope_event::normalize_endpoints`]): events are normalised when
+    /// they are made; this keeps flows built by other means (a store of an
+    /// older build, a caller's own) from planning or checking a form no
+    /// packet has.
+    pub fn packet_addresses(&self) -> (IpAddr, IpAddr) {
+        let (local, remote) = normalize_endpoints(
+            SocketAddr::new(self.local, 0),
+            SocketAddr::new(self.remote, 0),
+        );
+        (local.ip(), remote.ip())
+    }
+
+    /// The flow with its [`Self::packet_addresses`].
+    pub fn normalized(&self) -> ObservedFlow {
+        let (local, remote) = self.packet_addresses();
+        ObservedFlow {
+            local,
+            remote,
+            ..self.clone()
+        }
     }
 }

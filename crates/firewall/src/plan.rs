@@ -170,6 +170,54 @@ pub struct Plan {
     pub review: Vec<ReviewItem>,
     /// Flows over the loopback interface, which the base rules accept whole.
     pub loopback_flows: usize,
+    /// Flows whose peer address the log lost (`0.0.0.0`: a dual-stack
+    /// socket's IPv4 peer as 64-bit tcpspy prints it, see docs/IMPORT.md).
+    /// Their ports are open to any peer of the family: the connections were
+    /// seen, and blocking them is what a plan must not do.
+    pub lost_peer_flows: usize,
+}
+
+/// A rule that no packet can match: an `ip6` rule on an IPv4-mapped address
+/// (the packets of a dual-stack socket talking IPv4 are IPv4) or on `::`
+/// (64-bit tcpspy's print of `::1` and of mapped addresses).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refusing to write the {direction} rule for {protocol} port(s) {ports:?}: peer {peer} is {why}, so no packet can match an ip6 rule on it")]
+pub struct UnmatchableRule {
+    pub direction: &'static str,
+    pub protocol: Protocol,
+    pub ports: Vec<u16>,
+    pub peer: Prefix,
+    pub why: &'static str,
+}
+
+impl Plan {
+    /// Refuses a plan with a rule that cannot match a packet. [`plan()`]
+    /// never builds one; this is the second line of defence before a ruleset
+    /// that looks right to `nft -c` silently drops the traffic it was built from.
+    pub fn check_matchable(&self) -> Result<(), UnmatchableRule> {
+        for rule in &self.rules {
+            for peer in rule.peers.iter().flatten() {
+                let IpAddr::V6(v6) = peer.addr() else {
+                    continue;
+                };
+                let why = if v6.to_ipv4_mapped().is_some() && peer.prefix_len() >= 96 {
+                    "an IPv4-mapped address (the packets are IPv4)"
+                } else if v6.is_unspecified() && peer.is_host() {
+                    "the unspecified address `::` (64-bit tcpspy's print of ::1 and of mapped addresses)"
+                } else {
+                    continue;
+                };
+                return Err(UnmatchableRule {
+                    direction: rule.direction.as_str(),
+                    protocol: rule.protocol,
+                    ports: rule.ports.clone(),
+                    peer: *peer,
+                    why,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Builds the allowlist. Flows are grouped per (direction, protocol, family,
@@ -180,7 +228,9 @@ pub fn plan(host: &str, flows: &[ObservedFlow], options: PlanOptions) -> Plan {
     let mut per_port: BTreeMap<PortKey, (Vec<Option<Prefix>>, Evidence)> = BTreeMap::new();
     let mut review = Vec::new();
     let mut loopback_flows = 0;
+    let mut lost_peer_flows = 0;
     for flow in flows {
+        let flow = &flow.normalized();
         if flow.is_loopback() {
             loopback_flows += 1;
             continue;
@@ -201,7 +251,12 @@ pub fn plan(host: &str, flows: &[ObservedFlow], options: PlanOptions) -> Plan {
             (IpFamily::Ipv6, options.generalize_v6)
         };
         let key = (flow.direction, flow.protocol, family, flow.service_port);
-        let peer = level.widen(flow.remote);
+        let peer = if flow.remote.is_unspecified() {
+            lost_peer_flows += 1;
+            None
+        } else {
+            level.widen(flow.remote)
+        };
         match per_port.get_mut(&key) {
             Some((peers, evidence)) => {
                 peers.push(peer);
@@ -248,6 +303,7 @@ pub fn plan(host: &str, flows: &[ObservedFlow], options: PlanOptions) -> Plan {
         rules,
         review,
         loopback_flows,
+        lost_peer_flows,
     }
 }
 
@@ -284,6 +340,82 @@ pub(crate) mod tests {
 
     use FlowDirection::{Inbound, Outbound};
     use Protocol::{Tcp, Udp};
+
+    #[test]
+    fn dual_stack_peers_get_ip_rules_and_tcpspy_pairs_are_loopback() {
+        let mut mapped_in = flow(Inbound, Tcp, "::ffff:10.0.0.5", 8443, 3);
+        mapped_in.local = "::ffff:10.0.0.1".parse().unwrap();
+        let mut mapped_out = flow(Outbound, Tcp, "::ffff:10.0.9.9", 636, 2);
+        mapped_out.local = "::ffff:10.0.0.1".parse().unwrap();
+        let mut tcpspy_loopback = flow(Inbound, Tcp, "::", 8443, 7);
+        tcpspy_loopback.local = "::".parse().unwrap();
+        let plan = plan(
+            "h",
+            &[mapped_in, mapped_out, tcpspy_loopback],
+            PlanOptions::default(),
+        );
+        assert_eq!(plan.loopback_flows, 1);
+        let peers: Vec<(IpFamily, String)> = plan
+            .rules
+            .iter()
+            .map(|r| (r.family, r.peers.as_ref().unwrap()[0].to_string()))
+            .collect();
+        assert_eq!(
+            peers,
+            [
+                (IpFamily::Ipv4, "10.0.0.5".to_owned()),
+                (IpFamily::Ipv4, "10.0.9.9".to_owned())
+            ]
+        );
+        plan.check_matchable().unwrap();
+    }
+
+    #[test]
+    fn a_lost_peer_address_opens_its_port_to_the_family() {
+        let mut lost = flow(Inbound, Tcp, "0.0.0.0", 8443, 2);
+        lost.local = "0.0.0.0".parse().unwrap();
+        let flows = [lost, flow(Inbound, Tcp, "10.0.0.5", 22, 1)];
+        let plan = plan("h", &flows, PlanOptions::default());
+        assert_eq!((plan.lost_peer_flows, plan.loopback_flows), (1, 0));
+        let open: Vec<_> = plan
+            .rules
+            .iter()
+            .map(|r| (r.family, r.ports.clone(), r.peers.is_none()))
+            .collect();
+        assert_eq!(
+            open,
+            [
+                (IpFamily::Ipv4, vec![8443], true),
+                (IpFamily::Ipv4, vec![22], false)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_plan_with_an_unmatchable_ip6_rule_is_refused() {
+        let mut plan = plan(
+            "h",
+            &[flow(Inbound, Tcp, "2001:db8::5", 8443, 1)],
+            PlanOptions::default(),
+        );
+        plan.check_matchable().unwrap();
+        for (peer, why) in [
+            ("::ffff:10.0.0.5", "an IPv4-mapped address"),
+            ("::", "the unspecified address"),
+        ] {
+            plan.rules[0].peers = Some(vec![peer.parse().unwrap()]);
+            let err = plan.check_matchable().unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "refusing to write the inbound rule for tcp port(s) [8443]: peer {peer} is {why}"
+                )),
+                "{err}"
+            );
+        }
+        // Wide prefixes that happen to start at `::` match real packets.
+        plan.rules[0].peers = Some(vec!["::/0".parse().unwrap()]);
+        plan.check_matchable().unwrap();
+    }
 
     #[test]
     fn generalize_parses_levels() {

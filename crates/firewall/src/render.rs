@@ -183,6 +183,13 @@ pub fn nft(plan: &Plan) -> String {
 }
 
 fn write_review_comments(out: &mut String, plan: &Plan) {
+    if plan.lost_peer_flows > 0 {
+        let _ = writeln!(
+            out,
+            "# {} flow(s) with a peer address the log lost (64-bit tcpspy prints a dual-stack socket's IPv4 peers as ::): their ports are open to any IPv4 peer",
+            plan.lost_peer_flows
+        );
+    }
     if plan.review.is_empty() {
         return;
     }

@@ -25,6 +25,7 @@
 //!   joins (and reports errors), a third stores batches, one transaction each.
 
 mod source;
+mod unspecified;
 mod year;
 
 use std::collections::HashMap;
@@ -36,12 +37,13 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use connscope_event::{ConnectionEvent, EventKind, ProcessInfo, Timestamp};
+use connscope_event::{normalize_endpoints, ConnectionEvent, EventKind, ProcessInfo, Timestamp};
 use connscope_store::{AgentId, EventKey, IngestReport, KeyedEvent, Store, StoreError};
 use connscope_tcpspy_log::{ClassicTime, EndpointStats, LogTime, Message, Parser};
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::tz::TimeZone;
 
+pub use unspecified::LoopbackLines;
 pub use year::{YearScan, YearWalk};
 
 /// How to import.
@@ -161,7 +163,7 @@ pub fn import_files(
     );
     // Pass 1: years and services, files spread over the cores. Errors are
     // reported in pass 2 only.
-    let stats = first_pass(&mut files, &bytes_read, &bar);
+    let (stats, loopback) = first_pass(&mut files, &bytes_read, &bar);
 
     // Pass 2, as a pipeline of three threads: one reads and parses, this one
     // puts lines in order with their time, key and connect (and reports
@@ -186,9 +188,17 @@ pub fn import_files(
         // Emptied chunks go back to the reader, for the same reason.
         let (spare_chunk_sender, spare_chunks) = sync_channel::<Vec<ParsedLine>>(8);
         let files = &files;
-        let (stats, bytes_read, bar) = (&stats, &bytes_read, &bar);
+        let (stats, loopback, bytes_read, bar) = (&stats, &loopback, &bytes_read, &bar);
         scope.spawn(move || {
-            read_and_parse(files, stats, bytes_read, bar, &parsed_sender, &spare_chunks)
+            let learned = (stats, loopback);
+            read_and_parse(
+                files,
+                learned,
+                bytes_read,
+                bar,
+                &parsed_sender,
+                &spare_chunks,
+            )
         });
         {
             let time_zone = options.time_zone.clone().unwrap_or_else(TimeZone::system);
@@ -348,7 +358,7 @@ const CHUNK_LINES: usize = 4_096;
 /// when the next stage is gone.
 fn read_and_parse(
     files: &[FileInfo],
-    stats: &EndpointStats,
+    learned: (&EndpointStats, &LoopbackLines),
     bytes_read: &Arc<AtomicU64>,
     bar: &ProgressBar,
     out: &SyncSender<Read>,
@@ -367,7 +377,7 @@ fn read_and_parse(
             if gone {
                 return;
             }
-            chunk.push(parse_line(&mut parser, stats, number, line));
+            chunk.push(parse_line(&mut parser, learned, number, line));
             if chunk.len() == CHUNK_LINES {
                 let full = std::mem::replace(&mut chunk, new_chunk());
                 gone = out.send(Read::Lines(full)).is_err();
@@ -381,7 +391,7 @@ fn read_and_parse(
 
 fn parse_line(
     parser: &mut Parser<'_>,
-    stats: &EndpointStats,
+    (stats, loopback): (&EndpointStats, &LoopbackLines),
     number: u64,
     line: &[u8],
 ) -> ParsedLine {
@@ -403,7 +413,11 @@ fn parse_line(
         return ParsedLine::Other(rec.time);
     };
     let mut event = connection.to_event(Timestamp::from_nanos(0), rec.host);
+    // The first pass counted a `::`/`::` line as `::1` (to_event's reading).
     event.direction = stats.direction(event.local, event.remote);
+    if let Some((local, remote)) = loopback.resolve(rec.host, connection) {
+        (event.local, event.remote) = (local, remote);
+    }
     ParsedLine::Connection {
         number,
         time: rec.time,
@@ -413,24 +427,27 @@ fn parse_line(
 }
 
 /// Reads every file once for what pass 2 needs to know beforehand: each
-/// file's New Years (into `files`) and the endpoints of all connect lines.
+/// file's New Years (into `files`), the endpoints of all connect lines and
+/// the loopback lines (for tcpspy's `::` pairs, [`unspecified`]).
 /// Files are independent here, so each core takes the next file.
 fn first_pass(
     files: &mut [FileInfo],
     bytes_read: &Arc<AtomicU64>,
     bar: &ProgressBar,
-) -> EndpointStats {
+) -> (EndpointStats, LoopbackLines) {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, files.len().max(1));
     let next = AtomicUsize::new(0);
     let files_ref: &[FileInfo] = files;
-    let results: Vec<(EndpointStats, Vec<(usize, YearScan)>)> = std::thread::scope(|scope| {
+    type Learned = (EndpointStats, LoopbackLines, Vec<(usize, YearScan)>);
+    let results: Vec<Learned> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..workers)
             .map(|_| {
                 scope.spawn(|| {
                     let mut parser = Parser::default();
                     let mut stats = EndpointStats::default();
+                    let mut loopback = LoopbackLines::default();
                     let mut years = Vec::new();
                     loop {
                         let index = next.fetch_add(1, Ordering::Relaxed);
@@ -444,15 +461,19 @@ fn first_pass(
                                     scan.observe(t);
                                 }
                                 if let Message::Connection(c) = &rec.message {
+                                    loopback.observe(rec.host, c);
                                     if c.kind == EventKind::Connect {
-                                        stats.observe_connect(c.local.addr, c.remote.addr);
+                                        // The addresses pass 2's events carry.
+                                        let (local, remote) =
+                                            normalize_endpoints(c.local.addr, c.remote.addr);
+                                        stats.observe_connect(local, remote);
                                     }
                                 }
                             }
                         });
                         years.push((index, scan));
                     }
-                    (stats, years)
+                    (stats, loopback, years)
                 })
             })
             .collect();
@@ -462,13 +483,15 @@ fn first_pass(
             .collect()
     });
     let mut all = EndpointStats::default();
-    for (stats, years) in results {
+    let mut all_loopback = LoopbackLines::default();
+    for (stats, loopback, years) in results {
         all.merge(stats);
+        all_loopback.merge(loopback);
         for (index, scan) in years {
             files[index].years = scan;
         }
     }
-    all
+    (all, all_loopback)
 }
 
 /// How far a file's last line may be from its mtime before the zone is

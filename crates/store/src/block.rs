@@ -31,8 +31,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use connscope_event::{
-    CloseStats, ConnectFailure, ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol,
-    Timestamp,
+    normalize_endpoints, CloseStats, ConnectFailure, ConnectionEvent, Direction, EventKind,
+    ProcessInfo, Protocol, Timestamp,
 };
 
 const VERSION: u8 = 1;
@@ -278,6 +278,7 @@ pub fn decode(data: &[u8], host: &str) -> Result<Vec<ConnectionEvent>, BlockErro
         } else {
             None
         };
+        let normalized = normalize_endpoints(ends[0], ends[1]);
         events.push(ConnectionEvent {
             kind,
             timestamp: Timestamp::from_nanos(ts),
@@ -286,8 +287,10 @@ pub fn decode(data: &[u8], host: &str) -> Result<Vec<ConnectionEvent>, BlockErro
             netns,
             protocol,
             direction,
-            local: ends[0],
-            remote: ends[1],
+            // Normalised on the way out: blocks written before the
+            // normalisation at the edge may hold IPv4-mapped or `::` pairs.
+            local: normalized.0,
+            remote: normalized.1,
             process,
             uid,
             user_name,

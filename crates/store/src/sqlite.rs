@@ -25,11 +25,11 @@
 //! side can do.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use connscope_event::{ConnectionEvent, Timestamp};
+use connscope_event::{is_ipv4_mapped, normalize_endpoints, ConnectionEvent, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::block::{self, BlockEncoder};
@@ -42,7 +42,9 @@ use crate::{
 
 /// Bumped when the layout below changes; a store of an older version is
 /// brought up to date by the steps in [`migrate`], a newer one is refused.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
+/// The oldest layout [`migrate`] brings up to date.
+const OLDEST_MIGRATED: i64 = 3;
 
 /// The store's tables. Raw events are blocks ([`crate::block`]), one row per
 /// batch and host; `first_ts`/`last_ts` bound the events inside. The content
@@ -141,6 +143,9 @@ fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
     let steps = || -> rusqlite::Result<()> {
         if from <= 3 {
             migrate_3_to_4(conn)?;
+        }
+        if from <= 4 {
+            migrate_4_to_5(conn)?;
         }
         conn.execute(
             "UPDATE meta SET value = ?1 WHERE name = 'schema_version'",
@@ -330,6 +335,102 @@ impl Reader {
     }
 }
 
+/// Schema 5: addresses as the packets carry them
+/// ([`connscope_event::normalize_endpoints`]). A version 3 store may hold
+/// rollups and host addresses of IPv4-mapped pairs (dual-stack sockets logged
+/// by tcpspy) and of 64-bit tcpspy's `::`/`::` pairs; they are rewritten here
+/// and merged into the rows of the normalised addresses, so the two records
+/// of one connection join again. Raw events are normalised as blocks are
+/// decoded ([`crate::block::decode`]), so their blocks stay as written.
+fn migrate_4_to_5(tx: &Connection) -> rusqlite::Result<()> {
+    // The few names that are addresses normalisation rewrites.
+    let mut rewritable: HashMap<i64, IpAddr> = HashMap::new();
+    {
+        let mut names = tx.prepare("SELECT name_id, name FROM names")?;
+        let rows = names.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (id, name) = row?;
+            if let Ok(ip @ IpAddr::V6(v6)) = name.parse::<IpAddr>() {
+                if v6.to_ipv4_mapped().is_some() || v6.is_unspecified() {
+                    rewritable.insert(id, ip);
+                }
+            }
+        }
+    }
+    let mut rollups_rewritten = 0;
+    if !rewritable.is_empty() {
+        let mut rows = Vec::new();
+        {
+            let mut select = tx.prepare(
+                "SELECT hour, host, direction, local_ip, remote_ip, service_port, protocol,
+                        executable, user_name, connections, failures, bytes_sent,
+                        bytes_received, first_seen, last_seen
+                 FROM edge_rollups",
+            )?;
+            let all = select.query_map([], |r| {
+                let mut row = [0i64; 15];
+                for (i, column) in row.iter_mut().enumerate() {
+                    *column = r.get(i)?;
+                }
+                Ok(row)
+            })?;
+            for row in all {
+                let row = row?;
+                if let (Some(&local), Some(&remote)) =
+                    (rewritable.get(&row[3]), rewritable.get(&row[4]))
+                {
+                    rows.push((row, local, remote));
+                }
+            }
+        }
+        let mut ids = NameIds::default();
+        let mut delete = tx.prepare(
+            "DELETE FROM edge_rollups WHERE hour = ?1 AND host = ?2 AND direction = ?3
+             AND local_ip = ?4 AND remote_ip = ?5 AND service_port = ?6 AND protocol = ?7
+             AND executable = ?8 AND user_name = ?9",
+        )?;
+        let mut upsert = tx.prepare(UPSERT_ROLLUP)?;
+        for (mut row, local, remote) in rows {
+            let (l, r) = normalize_endpoints(SocketAddr::new(local, 0), SocketAddr::new(remote, 0));
+            if (l.ip(), r.ip()) == (local, remote) {
+                continue;
+            }
+            delete.execute(rusqlite::params_from_iter(&row[..9]))?;
+            row[3] = ids.ip_id(&tx, l.ip())?;
+            row[4] = ids.ip_id(&tx, r.ip())?;
+            upsert.execute(rusqlite::params_from_iter(&row))?;
+            rollups_rewritten += 1;
+        }
+    }
+    let mut addresses_rewritten = 0;
+    {
+        let mut select =
+            tx.prepare("SELECT host, ip, first_seen, last_seen FROM host_addresses")?;
+        let mapped: Vec<(String, String, i64, i64)> = select
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<rusqlite::Result<Vec<(String, String, i64, i64)>>>()?
+            .into_iter()
+            .filter(|(_, ip, _, _)| ip.parse::<IpAddr>().is_ok_and(is_ipv4_mapped))
+            .collect();
+        let mut upsert = tx.prepare(UPSERT_ADDRESS)?;
+        for (host, ip, first, last) in mapped {
+            let v4 = ip.parse::<IpAddr>().expect("parsed above").to_canonical();
+            tx.execute(
+                "DELETE FROM host_addresses WHERE host = ?1 AND ip = ?2",
+                params![host, ip],
+            )?;
+            upsert.execute(params![host, v4.to_string(), first, last])?;
+            addresses_rewritten += 1;
+        }
+    }
+    tracing::info!(
+        rollups_rewritten,
+        addresses_rewritten,
+        "IPv4-mapped and tcpspy `::` addresses normalised"
+    );
+    Ok(())
+}
+
 /// A row that does not read back as what was written (a damaged file, or one
 /// written by something else).
 #[derive(Debug, thiserror::Error)]
@@ -401,15 +502,19 @@ impl SqliteStore {
             .map_err(|e| open_error(e.to_string()))?;
         match version {
             Some(v) if v == SCHEMA_VERSION.to_string() => {}
-            Some(v) if v == "3" => {
-                migrate(&conn, 3)
-                    .map_err(|e| open_error(format!("migrating from version 3: {e}")))?;
-                tracing::info!(from = 3, to = SCHEMA_VERSION, "store schema migrated");
+            Some(v)
+                if v.parse()
+                    .is_ok_and(|v: i64| (OLDEST_MIGRATED..SCHEMA_VERSION).contains(&v)) =>
+            {
+                let from: i64 = v.parse().expect("checked above");
+                migrate(&conn, from)
+                    .map_err(|e| open_error(format!("migrating from version {from}: {e}")))?;
+                tracing::info!(from, to = SCHEMA_VERSION, "store schema migrated");
             }
             Some(v) => {
                 return Err(open_error(format!(
-                    "schema version {v}, this build reads version 3 (migrated on open) \
-                     and version {SCHEMA_VERSION}"
+                    "schema version {v}, this build reads version {OLDEST_MIGRATED} to \
+                     {SCHEMA_VERSION} (older than {SCHEMA_VERSION}: migrated on open)"
                 )))
             }
             None => conn

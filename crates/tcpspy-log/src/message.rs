@@ -139,7 +139,9 @@ impl Connection<'_> {
     /// say who connected), sequence 0 (not numbered), no pid (tcpspy does not
     /// log it: `process.pid` is 0), close counters zero (not logged).
     /// A user name stays a name (it need not exist on this machine); only
-    /// `(uid N)` gives a uid.
+    /// `(uid N)` gives a uid. The addresses are normalised
+    /// ([`connscope_event::normalize_endpoints`]): a dual-stack socket's
+    /// `::ffff:a.b.c.d` pair is IPv4, 64-bit tcpspy's `::`/`::` pair is `::1`.
     pub fn to_event(&self, timestamp: Timestamp, host: &str) -> ConnectionEvent {
         let mut event = ConnectionEvent::new(
             self.kind,
@@ -149,6 +151,7 @@ impl Connection<'_> {
             self.local.addr,
             self.remote.addr,
         );
+        event.normalize_addresses();
         event.host = host.to_owned();
         if let Some(Exe::Path { path, .. }) = &self.exe {
             event.process = Some(Arc::new(ProcessInfo {
@@ -604,6 +607,22 @@ mod tests {
                 precision: Precision::Exact
             }
         );
+    }
+
+    #[test]
+    fn events_carry_the_addresses_the_packets_carry() {
+        // A dual-stack Java server (32-bit tcpspy prints mapped addresses whole).
+        let c = conn("connect: proc /usr/bin/java, user app, local ::ffff:192.0.2.10:8443, remote ::ffff:198.51.100.7:51000");
+        assert_eq!(c.local.addr, "[::ffff:192.0.2.10]:8443".parse().unwrap());
+        let ev = c.to_event(Timestamp::from_nanos(1), "app1");
+        assert_eq!(ev.local, "192.0.2.10:8443".parse().unwrap());
+        assert_eq!(ev.remote, "198.51.100.7:51000".parse().unwrap());
+        // 64-bit tcpspy's `::1` (or `::ffff:127.x`) on both ends: loopback.
+        let ev = conn("disconnect: user root, local :::8443, remote :::51000")
+            .to_event(Timestamp::from_nanos(1), "app1");
+        assert_eq!(ev.local, "[::1]:8443".parse().unwrap());
+        assert_eq!(ev.remote, "[::1]:51000".parse().unwrap());
+        assert!(ev.remote.ip().is_loopback());
     }
 
     #[test]

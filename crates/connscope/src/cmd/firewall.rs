@@ -158,6 +158,7 @@ fn run_plan(args: PlanArgs) -> Result<ExitCode> {
             "flows held for review are not allowed (see the comments)"
         );
     }
+    plan.check_matchable()?;
     let text = match args.format {
         Format::Nft => render::nft(&plan),
         Format::Iptables => render::iptables(&plan, IpFamily::Ipv4),
