@@ -234,7 +234,9 @@ fn diff_live_reads_the_loaded_ruleset_of_its_namespace() {
     let rules = write_file(
         dir.path(),
         "loaded.nft",
-        "table inet filter {\n\tchain input {\n\t\ttype filter hook input priority 0; policy drop;\n\t\ttcp dport 22 accept\n\t\tudp dport 5353 limit rate 5/second accept\n\t}\n}\n",
+        // Without the established line the input policy would drop the answers
+        // to the outbound connection too, and `check` replays answers.
+        "table inet filter {\n\tchain input {\n\t\ttype filter hook input priority 0; policy drop;\n\t\tct state established,related accept\n\t\ttcp dport 22 accept\n\t\tudp dport 5353 limit rate 5/second accept\n\t}\n}\n",
     );
     let load = Command::new("ip")
         .args(["netns", "exec", &ns, "nft", "-f", rules.to_str().unwrap()])

@@ -172,14 +172,13 @@ fn merge_processes(into: &mut Vec<ProcessUse>, from: &[ProcessUse]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::join::join_edges;
-    use crate::test_fixtures::{edge_total, hosts_a_and_b};
+    use crate::test_fixtures::{edge_total, hosts_a_and_b, join_rollups};
     use connscope_event::Direction;
 
     #[test]
     fn inbound_and_outbound_of_one_host() {
         let hosts = hosts_a_and_b();
-        let edges = join_edges(
+        let edges = join_rollups(
             &[
                 // Only the client logged this one: b still offers port 80.
                 edge_total("a", Direction::Outgoing, "10.0.0.1", "10.0.0.2", 80, 4),

@@ -11,15 +11,15 @@
 //! An edge goes from the client's node (host or external) to the server's
 //! node (service or external) and sums the joined edges between them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use connscope_event::{Direction, Protocol, Timestamp};
-use connscope_store::{hour_start, EdgeTotal, Store, StoreError, TimeRange};
+use connscope_store::{hour_start, Store, StoreError, TimeRange};
 use serde::Serialize;
 
 use crate::join::{
-    add_processes, join_edges, pair_of, users_of, HostDirectory, JoinedEdge, PairKey, ProcessUse,
+    add_processes, load_joined, users_of, CountRule, HostDirectory, JoinedEdge, ProcessUse,
 };
 use crate::report::rfc3339;
 use crate::scope::is_internal;
@@ -148,6 +148,9 @@ pub struct GraphEdge {
     pub server_processes: Vec<ProcessUse>,
     /// Users of the processes on either end, sorted.
     pub users: Vec<String>,
+    /// How `connections` was counted; see [`CountRule::and`] for an edge
+    /// that sums several joined edges.
+    pub count_rule: CountRule,
     /// The port's service name in /etc/services (the map labels edges with it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
@@ -178,36 +181,25 @@ pub struct TimelineBucket {
 const MAX_TIMELINE_BUCKETS: i64 = 240;
 const HOUR_NS: i64 = 3_600 * 1_000_000_000;
 
-/// Builds the graph of `range` from the store's rollups.
+/// Builds the graph of `range` from the store's rollups, joined as
+/// [`crate::join`] says.
 pub fn build_graph(
     store: &dyn Store,
     range: TimeRange,
     filter: &GraphFilter,
 ) -> Result<Graph, StoreError> {
-    let (totals, hours): (Vec<EdgeTotal>, Vec<_>) = store
-        .edge_totals_by_hour(&connscope_store::RollupQuery { range, host: None })?
-        .into_iter()
-        .map(|hourly| (hourly.total, hourly.hours))
-        .unzip();
-    let hosts = HostDirectory::new(&store.host_addresses()?);
-    let edges = join_edges(&totals, &hosts);
+    let (edges, hosts) = load_joined(store, range)?;
     let shown: Vec<&JoinedEdge> = edges.iter().filter(|e| filter.matches(e, &hosts)).collect();
     let mut graph = graph_of(shown.iter().copied(), &hosts, range);
-    graph.timeline = timeline(range, &shown, &totals, &hours, &hosts);
+    graph.timeline = timeline(range, &shown);
     Ok(graph)
 }
 
 /// The histogram under the map: the connections of the edges shown, per
-/// bucket. Each bucket counts as the graph does, the larger of what the two
-/// ends logged, so a connection logged by both ends counts once and the bars
-/// add up to what the edges say. Buckets span the data actually in `range`.
-fn timeline(
-    range: TimeRange,
-    shown: &[&JoinedEdge],
-    totals: &[EdgeTotal],
-    hours: &[Vec<(Timestamp, u64)>],
-    hosts: &HostDirectory,
-) -> Vec<TimelineBucket> {
+/// bucket, counted hour by hour as the edges are (see [`crate::join`]), so
+/// the bars add up to what the edges say. Buckets span the data actually in
+/// `range`.
+fn timeline(range: TimeRange, shown: &[&JoinedEdge]) -> Vec<TimelineBucket> {
     let Some((first, last)) = shown
         .iter()
         .fold(None, |acc: Option<(Timestamp, Timestamp)>, e| {
@@ -220,28 +212,11 @@ fn timeline(
         return Vec::new();
     };
     let grid = TimelineGrid::new(first.max(range.from), last.min(range.to));
-    // Per shown edge and bucket: what its client and its server logged.
-    let index: HashMap<PairKey<'_>, usize> = shown
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.pair_key(), i))
-        .collect();
-    let mut logged: HashMap<(usize, usize), [u64; 2]> = HashMap::new();
-    for (total, hours) in totals.iter().zip(hours) {
-        let (key, logged_by_server) = pair_of(total, hosts);
-        let Some(&edge) = index.get(&key) else {
-            continue;
-        };
-        for &(hour, connections) in hours {
-            let Some(bucket) = grid.bucket_of(hour) else {
-                continue;
-            };
-            logged.entry((edge, bucket)).or_default()[usize::from(logged_by_server)] += connections;
-        }
-    }
     let mut counts = vec![0u64; grid.buckets];
-    for ((_, bucket), [client, server]) in logged {
-        counts[bucket] += client.max(server);
+    for &(hour, connections) in shown.iter().flat_map(|e| &e.hours) {
+        if let Some(bucket) = grid.bucket_of(hour) {
+            counts[bucket] += connections;
+        }
     }
     counts
         .into_iter()
@@ -362,11 +337,13 @@ fn graph_of<'a>(
                 client_processes: Vec::new(),
                 server_processes: Vec::new(),
                 users: Vec::new(),
+                count_rule: e.count_rule,
                 service: connscope_names::Services::system()
                     .name(e.server_port, e.protocol)
                     .map(str::to_owned),
             });
         edge.connections += e.connections;
+        edge.count_rule = edge.count_rule.and(e.count_rule);
         edge.failures += e.failures;
         edge.bytes_to_server += e.bytes_to_server;
         edge.bytes_to_client += e.bytes_to_client;
@@ -405,7 +382,7 @@ fn graph_of<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_fixtures::{edge_total, hosts_a_and_b};
+    use crate::test_fixtures::{edge_total, hosts_a_and_b, join_rollups};
     use connscope_store::EdgeTotal;
 
     fn setup() -> (Vec<JoinedEdge>, HostDirectory) {
@@ -441,7 +418,7 @@ mod tests {
                 "/usr/bin/curl",
             ),
         ];
-        (join_edges(&totals, &hosts), hosts)
+        (join_rollups(&totals, &hosts), hosts)
     }
 
     #[test]

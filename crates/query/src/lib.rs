@@ -2,13 +2,14 @@
 //! the `report` tables, and per-host flows for the firewall planner.
 //!
 //! Everything here is built from the store's hourly rollups
-//! ([`connscope_store::Store::edge_totals`]), never from raw events, so it stays
-//! fast on stores of billions of events; and it only uses the [`Store`] trait,
-//! so it works the same on every backend.
+//! ([`connscope_store::Store::edge_totals_by_hour`]), so it stays fast on
+//! stores of billions of events; raw events are read only for what rollups
+//! cannot say, which connections of an edge both its ends logged; and it only
+//! uses the [`Store`] trait, so it works the same on every backend.
 //!
 //! The central step is the join ([`join::join_edges`]): a connection between
 //! two monitored hosts is logged twice, once by the client and once by the
-//! server; the two records become one edge, counted once.
+//! server; the two records become one edge, each connection counted once.
 //!
 //! [`Store`]: connscope_store::Store
 
@@ -23,5 +24,5 @@ pub mod time_arg;
 
 pub use flows::{host_flows, HostFlows, InboundService, OutboundDestination};
 pub use graph::{build_graph, Graph, GraphFilter, Scope};
-pub use join::{join_edges, load_edges, JoinedEdge, ProcessUse};
+pub use join::{join_edges, load_edges, CountRule, JoinedEdge, ProcessUse};
 pub use time_arg::{parse_time_arg, TimeArgError};

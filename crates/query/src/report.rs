@@ -13,7 +13,7 @@ use connscope_event::{Protocol, Timestamp};
 use connscope_store::{AgentStatus, RefusalCount};
 use serde::Serialize;
 
-use crate::join::{JoinedEdge, ProcessUse};
+use crate::join::{CountRule, JoinedEdge, ProcessUse};
 
 /// How a report is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +149,9 @@ pub struct EdgeRecord {
     pub server_processes: Vec<ProcessUse>,
     /// `client`, `server` or `both`.
     pub logged_by: &'static str,
+    /// How `connections` was counted: `joined`, `client_only`,
+    /// `server_only` or `max_rule`.
+    pub count_rule: CountRule,
 }
 
 fn process_list(processes: &[ProcessUse]) -> String {
@@ -189,6 +192,7 @@ pub fn edges_report(edges: &[JoinedEdge]) -> Report {
                 (false, true) => "server",
                 _ => "client",
             },
+            count_rule: e.count_rule,
         })
         .collect();
     let rows = records

@@ -3,9 +3,9 @@
 //! hosts the same way.
 
 use connscope_event::{Direction, Protocol, Timestamp};
-use connscope_store::{EdgeCounts, EdgeTotal, HostAddress};
+use connscope_store::{hour_start, EdgeCounts, EdgeTotal, HostAddress, HourlyEdgeTotal};
 
-use crate::join::HostDirectory;
+use crate::join::{join_edges, HostDirectory, JoinedEdge};
 
 /// What `host` logged about `n` TCP connections between `local` and `remote`
 /// on service `port`: made by `/usr/bin/{host}-exe` as root, 10 bytes sent
@@ -47,4 +47,20 @@ pub(crate) fn hosts_a_and_b() -> HostDirectory {
         last_seen: Timestamp::from_nanos(1),
     };
     HostDirectory::new(&[address("a", "10.0.0.1"), address("b", "10.0.0.2")])
+}
+
+/// Joins `totals` as rollups alone (no raw connection records), each
+/// total's connections in the hour of its first sight.
+pub(crate) fn join_rollups(totals: &[EdgeTotal], hosts: &HostDirectory) -> Vec<JoinedEdge> {
+    let hourly: Vec<HourlyEdgeTotal> = totals
+        .iter()
+        .map(|total| HourlyEdgeTotal {
+            total: total.clone(),
+            hours: vec![(
+                hour_start(total.counts.first_seen),
+                total.counts.connections,
+            )],
+        })
+        .collect();
+    join_edges(&hourly, &[], hosts)
 }

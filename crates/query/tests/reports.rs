@@ -169,11 +169,12 @@ ws1,10.0.0.1,,192.0.2.10,443,tcp,1,0,2026-11-24T19:22:22+00:00,2026-11-24T19:22:
             "first_seen": "2026-11-24T19:22:17+00:00", "last_seen": "2026-11-24T19:23:47+00:00",
             "client_processes": [{"host": "ws1", "executable": "/usr/bin/ssh", "user": "joe", "connections": 2}],
             "server_processes": [{"host": "srv", "executable": "/usr/sbin/sshd", "user": "root", "connections": 2}],
-            "logged_by": "both"
+            "logged_by": "both", "count_rule": "joined"
         })
     );
     assert_eq!(json[1]["client_host"], serde_json::Value::Null);
     assert_eq!(json[1]["logged_by"], "server");
+    assert_eq!(json[1]["count_rule"], "server_only");
     assert_eq!(json.as_array().unwrap().len(), 3);
 }
 

@@ -26,7 +26,7 @@ mod rollup;
 mod sequence;
 mod sqlite;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use connscope_event::{ConnectionEvent, Direction, Protocol, Timestamp};
@@ -222,6 +222,32 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
+/// Which connections to read from the raw events: those made in `range`
+/// and logged by one of `hosts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionQuery {
+    pub range: TimeRange,
+    pub hosts: Vec<String>,
+}
+
+/// One `connect` event as its host logged it, reduced to what finds the
+/// other end's record of the same connection: its 4-tuple and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionRecord {
+    pub timestamp: Timestamp,
+    pub direction: Direction,
+    pub protocol: Protocol,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl ConnectionRecord {
+    /// The service port of the rollup this connection was counted in.
+    pub fn service_port(&self) -> u16 {
+        rollup::service_port_of(self.direction, self.local.port(), self.remote.port())
+    }
+}
+
 /// How long data is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
@@ -304,6 +330,18 @@ pub trait Store: Send + Sync {
 
     /// Raw events, oldest first.
     fn events(&self, query: &EventQuery) -> Result<Vec<ConnectionEvent>, StoreError>;
+
+    /// Gives `each` the `connect` events of the query still kept as raw
+    /// events (see [`Retention::raw_events`]), with the host that logged
+    /// them, in no particular order: what joins a connection's two records
+    /// one by one. Each was counted in a rollup, so where a host's rollup
+    /// counts more connections in an hour than this gives, some of its raw
+    /// events are gone. Streamed, not collected: a day can hold millions.
+    fn connections(
+        &self,
+        query: &ConnectionQuery,
+        each: &mut dyn FnMut(&str, &ConnectionRecord),
+    ) -> Result<(), StoreError>;
 
     /// Deletes what is older than `retention` allows, measured back from `now`.
     fn apply_retention(

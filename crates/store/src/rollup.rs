@@ -44,9 +44,15 @@ pub fn rollup_user(event: &ConnectionEvent) -> String {
 /// The server side's port: known from the direction; for an event of unknown
 /// direction the lower of the two ports, the usual home of services.
 fn service_port(event: &ConnectionEvent) -> u16 {
-    event
-        .service_port()
-        .unwrap_or_else(|| event.local.port().min(event.remote.port()))
+    service_port_of(event.direction, event.local.port(), event.remote.port())
+}
+
+pub(crate) fn service_port_of(direction: Direction, local: u16, remote: u16) -> u16 {
+    match direction {
+        Direction::Outgoing => remote,
+        Direction::Incoming => local,
+        Direction::Unknown => local.min(remote),
+    }
 }
 
 /// What a rollup row is about.

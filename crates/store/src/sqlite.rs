@@ -34,10 +34,10 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::block::{self, BlockEncoder};
 use crate::{
-    check_event, hour_start, is_host_address, AgentId, AgentStatus, EdgeCounts, EdgeTotal,
-    EventKey, EventQuery, FastHash, HostAddress, HourlyEdgeTotal, IngestReport, KeyedEvent,
-    RefusalCount, Retention, RetentionReport, RollupBatch, RollupQuery, SequenceRanges, Store,
-    StoreError,
+    check_event, hour_start, is_host_address, AgentId, AgentStatus, ConnectionQuery,
+    ConnectionRecord, EdgeCounts, EdgeTotal, EventKey, EventQuery, FastHash, HostAddress,
+    HourlyEdgeTotal, IngestReport, KeyedEvent, RefusalCount, Retention, RetentionReport,
+    RollupBatch, RollupQuery, SequenceRanges, Store, StoreError,
 };
 
 /// Bumped when the layout below changes; a store of an older version is
@@ -1350,6 +1350,43 @@ impl Store for SqliteStore {
         }
         oldest_first(&mut found);
         Ok(found.into_iter().map(|(_, e)| e).collect())
+    }
+
+    fn connections(
+        &self,
+        query: &ConnectionQuery,
+        each: &mut dyn FnMut(&str, &ConnectionRecord),
+    ) -> Result<(), StoreError> {
+        if query.hosts.is_empty() {
+            return Ok(());
+        }
+        let guard = lock(&self.reader);
+        let mut stmt = guard.conn.prepare_cached(
+            "SELECT block_id, host, data FROM event_blocks WHERE first_ts < ?2 AND last_ts >= ?1",
+        )?;
+        let mut rows = stmt.query(params![
+            query.range.from.as_nanos(),
+            query.range.to.as_nanos()
+        ])?;
+        while let Some(row) = rows.next()? {
+            let host = row.get_ref(1)?.as_str().map_err(|_| Corrupt {
+                column: "event_blocks.host",
+                value: "not text".into(),
+            })?;
+            if !query.hosts.iter().any(|h| h == host) {
+                continue;
+            }
+            let id: i64 = row.get(0)?;
+            let data = row.get_ref(2)?.as_blob().map_err(|_| Corrupt {
+                column: "event_blocks.data",
+                value: format!("block {id} is no blob"),
+            })?;
+            block::connects(data, query.range, &mut |c| each(host, c)).map_err(|e| Corrupt {
+                column: "event_blocks.data",
+                value: format!("block {id}: {e}"),
+            })?;
+        }
+        Ok(())
     }
 
     fn apply_retention(

@@ -9,8 +9,9 @@ use connscope_event::{
     CloseStats, ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp,
 };
 use connscope_store::{
-    AgentId, EdgeCounts, EdgeKey, EventKey, EventQuery, KeyedEvent, RawEventTable, Retention,
-    RollupBatch, RollupQuery, SqliteStore, Store, StoreError, TimeRange,
+    AgentId, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeKey, EventKey, EventQuery,
+    KeyedEvent, RawEventTable, Retention, RollupBatch, RollupQuery, SqliteStore, Store, StoreError,
+    TimeRange,
 };
 
 const SEC: i64 = 1_000_000_000;
@@ -500,6 +501,74 @@ fn a_damaged_block_is_an_error_naming_it() {
         err.contains("block 1: damaged event block at byte"),
         "{err}"
     );
+    let err = store
+        .connections(
+            &ConnectionQuery {
+                range: TimeRange::ALL,
+                hosts: vec!["ws1".into()],
+            },
+            &mut |_, _| {},
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("block 1: damaged event block at byte"),
+        "{err}"
+    );
+}
+
+#[test]
+fn connections_are_the_connect_events_of_the_hosts_asked_for() {
+    let (_dir, store) = open();
+    let mut ws1 = numbered(1..=4);
+    ws1[1].kind = EventKind::Disconnect;
+    ws1[1].close = Some(CloseStats::default());
+    store.ingest(&AgentId("ws1".into()), &ws1).unwrap();
+    let mut srv = event(1, 3, "srv", "10.0.0.2:22", "10.0.0.1:40003");
+    srv.direction = Direction::Incoming;
+    store
+        .ingest(&AgentId("srv".into()), &[srv.clone()])
+        .unwrap();
+    store
+        .ingest(
+            &AgentId("other".into()),
+            &[event(1, 3, "other", "10.0.0.9:1", "10.0.0.2:22")],
+        )
+        .unwrap();
+
+    let at = |secs: i64| Timestamp::from_nanos(1_800_000_000 * SEC + secs * SEC);
+    let mut got = Vec::new();
+    store
+        .connections(
+            &ConnectionQuery {
+                range: TimeRange {
+                    from: at(2),
+                    to: at(4),
+                },
+                hosts: vec!["srv".into(), "ws1".into(), "absent".into()],
+            },
+            &mut |host, c| got.push((host.to_owned(), *c)),
+        )
+        .unwrap();
+    got.sort_by_key(|(host, _)| host.clone());
+    let record = |e: &ConnectionEvent| ConnectionRecord {
+        timestamp: e.timestamp,
+        direction: e.direction,
+        protocol: e.protocol,
+        local: e.local,
+        remote: e.remote,
+    };
+    // ws1's 2 is a disconnect, its 1 and 4 are outside the range; "other"
+    // was not asked for.
+    assert_eq!(
+        got,
+        [
+            ("srv".into(), record(&srv)),
+            ("ws1".into(), record(&ws1[2]))
+        ]
+    );
+    assert_eq!(record(&srv).service_port(), 22);
+    assert_eq!(record(&ws1[2]).service_port(), 22);
 }
 
 /// A mixed workload: several hosts, directions, processes, users, hours,

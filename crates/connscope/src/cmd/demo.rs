@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use connscope_query::join::{join_edges, HostDirectory};
+use connscope_query::join::load_edges;
 use connscope_query::report::{edges_report, Format};
-use connscope_store::{RollupQuery, SqliteStore, Store, TimeRange};
+use connscope_store::{SqliteStore, TimeRange};
 
 const AGENT_ID: &str = "demo-agent";
 
@@ -290,12 +290,7 @@ fn wait_for_edges(db: &Path, expected: usize, timeout: Duration) -> Result<Strin
     let deadline = Instant::now() + timeout;
     loop {
         let store = SqliteStore::open(db).context("opening the demo store")?;
-        let totals = store.edge_totals(&RollupQuery {
-            range: TimeRange::ALL,
-            host: None,
-        })?;
-        let hosts = HostDirectory::new(&store.host_addresses()?);
-        let edges = join_edges(&totals, &hosts);
+        let edges = load_edges(&store, TimeRange::ALL)?;
         if edges.len() >= expected || Instant::now() >= deadline {
             anyhow::ensure!(
                 !edges.is_empty(),

@@ -10,10 +10,10 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use connscope_event::Timestamp;
 use connscope_query::graph::GraphFilter;
-use connscope_query::join::{join_edges, HostDirectory};
+use connscope_query::join::{load_edges, HostDirectory};
 use connscope_query::parse_time_arg;
 use connscope_query::report::{edges_report, hosts_report, ports_report, refusals_report, Format};
-use connscope_store::{RollupQuery, SqliteStore, Store, TimeRange};
+use connscope_store::{SqliteStore, Store, TimeRange};
 
 #[derive(Subcommand)]
 pub enum ReportCommand {
@@ -81,14 +81,13 @@ pub fn run(command: ReportCommand) -> Result<ExitCode> {
         refusals_report(&store.refusals()?)
     } else {
         let range = args.range()?;
-        let totals = store.edge_totals(&RollupQuery { range, host: None })?;
         let hosts = HostDirectory::new(&store.host_addresses()?);
         let filter = GraphFilter {
             host: args.host.clone(),
             port: args.port,
             ..GraphFilter::default()
         };
-        let edges: Vec<_> = join_edges(&totals, &hosts)
+        let edges: Vec<_> = load_edges(&store, range)?
             .into_iter()
             .filter(|e| filter.matches(e, &hosts))
             .collect();

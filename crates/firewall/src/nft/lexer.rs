@@ -67,8 +67,9 @@ pub struct LexError {
     pub message: String,
 }
 
+/// `+` is a word character for priorities (`filter+5`, `filter + 5`), as `-` is.
 fn is_word_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':' | '*' | '%')
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '.' | '/' | ':' | '*' | '%')
 }
 
 fn is_name_char(c: char) -> bool {

@@ -16,6 +16,31 @@ use std::net::IpAddr;
 
 pub use parser::{parse_file, parse_str, ParseError};
 
+/// The ICMPv6 type numbers of the names nft accepts for them.
+pub(crate) fn icmpv6_type_number(name: &str) -> Option<u8> {
+    Some(match name {
+        "destination-unreachable" => 1,
+        "packet-too-big" => 2,
+        "time-exceeded" => 3,
+        "parameter-problem" => 4,
+        "echo-request" => 128,
+        "echo-reply" => 129,
+        "mld-listener-query" => 130,
+        "mld-listener-report" => 131,
+        "mld-listener-done" | "mld-listener-reduction" => 132,
+        "nd-router-solicit" => 133,
+        "nd-router-advert" => 134,
+        "nd-neighbor-solicit" => 135,
+        "nd-neighbor-advert" => 136,
+        "nd-redirect" => 137,
+        "router-renumbering" => 138,
+        "ind-neighbor-solicit" => 141,
+        "ind-neighbor-advert" => 142,
+        "mld2-listener-report" => 143,
+        _ => name.parse().ok()?,
+    })
+}
+
 use crate::net::Prefix;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -198,6 +223,9 @@ pub enum Field {
     Iifname,
     Oifname,
     CtState,
+    /// `icmpv6 type`, as a type number: IPv6 needs neighbour discovery
+    /// (solicit, advert) through the same hooks as the connection.
+    Icmpv6Type,
     /// Any field of a protocol header that is neither TCP nor UDP nor IP
     /// (`icmp type`, `icmpv6 type`, `sctp dport`, ...): never true for the
     /// TCP/UDP connections the checker replays.

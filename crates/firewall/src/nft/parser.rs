@@ -17,8 +17,8 @@ use connscope_names::Services;
 
 use super::lexer::{lex, Pos, Tok, Token};
 use super::{
-    BaseChain, Chain, Field, Hook, Location, Match, NamedSet, Op, Policy, Rule, Ruleset, Table,
-    TableFamily, Unsupported, Value, Values, Verdict, L4,
+    icmpv6_type_number, BaseChain, Chain, Field, Hook, Location, Match, NamedSet, Op, Policy, Rule,
+    Ruleset, Table, TableFamily, Unsupported, Value, Values, Verdict, L4,
 };
 use crate::net::Prefix;
 
@@ -954,6 +954,7 @@ enum Kind {
     Addr6,
     Port(Protocol),
     Proto,
+    Icmpv6Type,
     /// Interface names, ct states, nfproto names: kept as names.
     Name,
     /// Values of fields the checker never compares: read loosely.
@@ -987,6 +988,7 @@ fn set_kind(keyword: &str, words: &[String]) -> Option<Kind> {
         ("type", "inet_proto") | ("typeof", "meta l4proto" | "ip protocol" | "ip6 nexthdr") => {
             Kind::Proto
         }
+        ("type", "icmpv6_type") | ("typeof", "icmpv6 type") => Kind::Icmpv6Type,
         ("type", "ifname" | "iface_index")
         | ("typeof", "iifname" | "oifname" | "meta iifname" | "meta oifname") => Kind::Name,
         _ => return None,
@@ -1126,6 +1128,10 @@ impl<'p> Cursor<'p> {
                     self.i += 1;
                     self.comparison(rule, start, Field::CtState, Kind::Name)?;
                 }
+                "icmpv6" if self.peek_word() == Some("type") && !self.is_assignment() => {
+                    self.i += 1;
+                    self.comparison(rule, start, Field::Icmpv6Type, Kind::Icmpv6Type)?;
+                }
                 w if OTHER_PROTOCOLS.contains(&w) && !self.is_assignment() => {
                     // `icmp type echo-request`, `sctp dport 9`: a header field
                     // of a protocol the replayed TCP/UDP flows never carry.
@@ -1170,6 +1176,28 @@ impl<'p> Cursor<'p> {
                 "reject" => {
                     rule.verdict = Some(Verdict::Reject);
                     if self.peek_word() == Some("with") {
+                        // nft adds the match the reply needs: a reset only
+                        // for TCP, an ICMP type only for its IP version.
+                        let implied = match self.tokens.get(self.i + 1).map(|t| &t.tok) {
+                            Some(Tok::Word(w)) if w == "tcp" => Some((
+                                Field::L4Proto,
+                                Value::Num(u64::from(proto_number("tcp").expect("known"))),
+                            )),
+                            Some(Tok::Word(w)) if w == "icmp" => {
+                                Some((Field::NfProto, Value::Name("ipv4".into())))
+                            }
+                            Some(Tok::Word(w)) if w == "icmpv6" => {
+                                Some((Field::NfProto, Value::Name("ipv6".into())))
+                            }
+                            _ => None,
+                        };
+                        if let Some((field, value)) = implied {
+                            rule.matches.push(Match::Cmp {
+                                field,
+                                op: Op::Eq,
+                                values: Values::List(vec![value]),
+                            });
+                        }
                         self.i += 2; // with tcp|icmp|icmpv6|icmpx
                         match self.peek_word() {
                             Some("type") => self.i += 2,
@@ -1471,6 +1499,9 @@ impl<'p> Cursor<'p> {
                     .map(|n| Value::Num(u64::from(n)))
                     .ok_or_else(|| bad("a protocol name or number"))
             }
+            Kind::Icmpv6Type => icmpv6_type_number(text)
+                .map(|n| Value::Num(u64::from(n)))
+                .ok_or_else(|| bad("an ICMPv6 type name or number")),
             Kind::Name | Kind::Any => Ok(Value::Name(text.to_owned())),
         }
     }
@@ -1505,4 +1536,24 @@ pub(crate) fn proto_number(name: &str) -> Option<u8> {
         "comp" => 108,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base_priorities(text: &str) -> Vec<i32> {
+        let ruleset = parse_str("t.nft", text).unwrap_or_else(|e| panic!("{e}"));
+        ruleset.tables[0]
+            .chains
+            .iter()
+            .filter_map(|c| c.base.as_ref().map(|b| b.priority))
+            .collect()
+    }
+
+    #[test]
+    fn priorities_take_a_signed_offset_either_way_it_is_spaced() {
+        let text = "table inet t {\n chain a { type filter hook input priority filter + 5; }\n chain b { type filter hook input priority filter+5; }\n chain c { type filter hook input priority mangle - 5; }\n chain d { type filter hook input priority raw-5; }\n}\n";
+        assert_eq!(base_priorities(text), [5, 5, -155, -305]);
+    }
 }
