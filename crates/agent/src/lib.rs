@@ -44,7 +44,7 @@ use connscope_rules::RuleSet;
 pub use backend::BackendChoice;
 pub use output::{OutputError, Sink};
 pub use privileges::{PrivilegeError, RunAs};
-pub use sequence::{SequenceError, SequenceFile};
+pub use sequence::{RunStart, SequenceError, SequenceFile};
 
 /// Everything the agent needs besides its outputs.
 #[derive(Debug)]
@@ -203,7 +203,7 @@ const SIGNALS: [libc::c_int; 4] = [libc::SIGHUP, libc::SIGUSR1, libc::SIGTERM, l
 ///
 /// Must be called before the process starts any thread, so that every thread
 /// inherits the blocked signals.
-pub fn run(config: AgentConfig, outputs: Vec<Box<dyn Sink>>) -> Result<Summary, AgentError> {
+pub fn run(config: AgentConfig, mut outputs: Vec<Box<dyn Sink>>) -> Result<Summary, AgentError> {
     let signals = block_signals().map_err(AgentError::Signals)?;
     let backend = backend::open_backend(config.backend, &config.capture)?;
     let sequence = SequenceFile::open(&config.state_dir)?;
@@ -241,6 +241,12 @@ pub fn run(config: AgentConfig, outputs: Vec<Box<dyn Sink>>) -> Result<Summary, 
     let output = {
         let counters = counters.clone();
         let reopen = reopen.clone();
+        for (out, count) in outputs.iter_mut().zip(&counters.outputs) {
+            if let Err(err) = out.begin(sequence.run_start()) {
+                count.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("output {}: {err}", count.name);
+            }
+        }
         let mut stage = OutputStage {
             rules: config.rules,
             host_name: config.host_name,

@@ -33,9 +33,20 @@
 //! (the file gets the exact next number), so a restart continues without a
 //! gap. A crash leaves a gap — which honestly says events may have been lost —
 //! never a duplicate; the gap is the events numbered but not written plus the
-//! unused reservation (at most about a second's worth). The record says
-//! `reserved` while a reservation is out, so the next start can tell the two
-//! apart and log the range that may hold no events at all.
+//! unused reservation (at most about a second's worth). Every record written
+//! while numbers are out also says where they started (`from`): the next
+//! start knows the range `from..next` a crash may have left unused or lost,
+//! and the agent reports it to the collector as dropped by a crash, so the
+//! gap is explained rather than unexplained.
+//!
+//! # Identity
+//!
+//! Sequence numbers are unique only within one state directory. The state
+//! holds an `instance` id, made with it, and each start of the agent makes a
+//! `boot` id; both go with every batch ([`RunStart`]), so the collector keeps
+//! a wiped state (numbering from 1 again), a token copied to a second host
+//! and a state restored from a snapshot (numbers going back under a new
+//! boot) apart from retries, instead of discarding them as duplicates.
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -58,6 +69,10 @@ pub struct SequenceFile {
     /// Generation of the newest slot on disk; the next write goes to the
     /// other slot.
     generation: u64,
+    /// The newest record on disk names numbers handed out (a crash would
+    /// leave them unexplained), so a clean stop must write.
+    numbers_out: bool,
+    start: RunStart,
     /// Held open with an exclusive lock for as long as the agent runs: two
     /// agents on one state directory would hand out the same numbers.
     _lock: File,
@@ -86,9 +101,16 @@ pub enum SequenceError {
          give each agent its own --state-dir"
     )]
     InUse { path: PathBuf },
+    #[error(
+        "{path}: not an instance id (expected 32 hex digits): {found:?}; \
+         delete the file to give this state a new identity"
+    )]
+    BadInstance { path: PathBuf, found: String },
 }
 
 const FILE_NAME: &str = "sequence";
+/// Holds the state's instance id: 32 hex digits and a newline.
+const INSTANCE_FILE: &str = "instance";
 const LOCK_FILE: &str = "lock";
 /// Bytes per slot: a record and its padding, ending in a newline.
 const SLOT: usize = 64;
@@ -111,8 +133,12 @@ impl SequenceFile {
         };
         fs::create_dir_all(state_dir).map_err(io_err)?;
         let lock = lock_state_dir(&state_dir.join(LOCK_FILE))?;
+        let mut down_since = None;
         let (file, record) = match File::options().read(true).write(true).open(&path) {
             Ok(file) => {
+                // The last record the previous run wrote: when it stopped,
+                // or (after a crash) when it last numbered events.
+                down_since = file.metadata().and_then(|m| m.modified()).ok();
                 let mut slots = Vec::with_capacity(2 * SLOT);
                 (&file)
                     .take(2 * SLOT as u64)
@@ -146,14 +172,32 @@ impl SequenceFile {
             generation,
             next,
             reserved,
+            from,
         } = record;
-        if reserved {
+        let crashed = from
+            .filter(|&from| from < next)
+            .map(|from| (from, next - 1));
+        if let Some((first, last)) = crashed {
+            tracing::warn!(
+                first,
+                last,
+                "the agent did not stop cleanly: sequence numbers {first} to {last} were \
+                 handed out or reserved; those not stored are reported as lost in a crash"
+            );
+        } else if reserved {
             tracing::warn!(
                 next,
                 "the agent did not stop cleanly: some sequence numbers just below {next} \
                  were reserved but may never have been used (the collector counts them missing)"
             );
         }
+        let start = RunStart {
+            instance: instance_id(state_dir)?,
+            boot: random_id().map_err(io_err)?,
+            first_sequence: next,
+            crashed,
+            down: down_since.map(|since| (since, std::time::SystemTime::now())),
+        };
         let mut file = SequenceFile {
             path,
             next,
@@ -161,10 +205,17 @@ impl SequenceFile {
             rate: RecentRate::default(),
             file,
             generation,
+            numbers_out: false,
+            start,
             _lock: lock,
         };
-        file.persist(next, false)?;
+        file.persist(next, false, None)?;
         Ok(file)
+    }
+
+    /// Who numbers this run's events, and what a crash before it left.
+    pub fn run_start(&self) -> &RunStart {
+        &self.start
     }
 
     /// The number the next event gets.
@@ -187,7 +238,7 @@ impl SequenceFile {
         let end = first + count;
         if end > self.reserved_until {
             let until = end + self.rate.per_window(now).min(MAX_AHEAD);
-            self.persist(until, until > end)?;
+            self.persist(until, until > end, Some(first))?;
             self.reserved_until = until;
         }
         self.rate.count(count, now);
@@ -199,18 +250,25 @@ impl SequenceFile {
     /// continues right after the last one handed out. (Numbering may go on
     /// afterwards; it then reserves again.)
     pub fn close(&mut self) -> Result<(), SequenceError> {
-        if self.reserved_until != self.next {
-            self.persist(self.next, false)?;
+        if self.reserved_until != self.next || self.numbers_out {
+            self.persist(self.next, false, None)?;
             self.reserved_until = self.next;
         }
         Ok(())
     }
 
-    fn persist(&mut self, next: u64, reserved: bool) -> Result<(), SequenceError> {
+    /// Writes a record; `from` is the first number handed out under it.
+    fn persist(
+        &mut self,
+        next: u64,
+        reserved: bool,
+        from: Option<u64>,
+    ) -> Result<(), SequenceError> {
         let record = Record {
             generation: self.generation + 1,
             next,
             reserved,
+            from,
         };
         self.file
             .write_all_at(&record.slot(), record.offset())
@@ -220,8 +278,86 @@ impl SequenceFile {
                 source,
             })?;
         self.generation = record.generation;
+        self.numbers_out = from.is_some();
         Ok(())
     }
+}
+
+/// Who numbers a run's events: sent with every batch, so the collector
+/// keeps sequence spaces apart (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunStart {
+    /// The state directory's id, made with it.
+    pub instance: String,
+    /// This run's id, new at every start.
+    pub boot: String,
+    /// The first number this run hands out.
+    pub first_sequence: u64,
+    /// The numbers the previous run had handed out or reserved when it
+    /// stopped without closing (a crash): some may be in the spool, the
+    /// rest were lost or never used.
+    pub crashed: Option<(u64, u64)>,
+    /// When the agent was not running: from the last time the previous run
+    /// wrote its state (its stop; after a crash, its last numbering, which
+    /// for an idle agent may be well before the crash) to this start.
+    /// Connections in this window were not seen. `None` for a new state.
+    pub down: Option<(std::time::SystemTime, std::time::SystemTime)>,
+}
+
+/// The state's instance id, made (durably) if the state has none yet. A
+/// state from before instance ids gets one too; it goes on numbering where
+/// it was, which the collector takes as an upgrade, not a lost state.
+fn instance_id(state_dir: &Path) -> Result<String, SequenceError> {
+    let path = state_dir.join(INSTANCE_FILE);
+    let io_err = |source| SequenceError::Io {
+        path: path.clone(),
+        source,
+    };
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim();
+            if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(id.to_owned());
+            }
+            Err(SequenceError::BadInstance {
+                path: path.clone(),
+                found: id.chars().take(80).collect(),
+            })
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            let id = random_id().map_err(io_err)?;
+            let tmp = state_dir.join(format!("{INSTANCE_FILE}.new"));
+            fs::write(&tmp, format!("{id}\n"))
+                .and_then(|()| File::open(&tmp)?.sync_all())
+                .and_then(|()| fs::rename(&tmp, &path))
+                .and_then(|()| File::open(state_dir)?.sync_all())
+                .map_err(io_err)?;
+            Ok(id)
+        }
+        Err(err) => Err(io_err(err)),
+    }
+}
+
+/// 128 random bits from the kernel, as 32 hex digits.
+fn random_id() -> io::Result<String> {
+    let mut bytes = [0u8; 16];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        // SAFETY: writes at most the rest of `bytes`, which it borrows.
+        let n = unsafe {
+            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
+        };
+        match n {
+            n if n > 0 => filled += n as usize,
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// One slot's content.
@@ -230,6 +366,9 @@ struct Record {
     generation: u64,
     next: u64,
     reserved: bool,
+    /// The first number handed out while this record is the newest: a
+    /// crash leaves `from..next` unexplained unless reported.
+    from: Option<u64>,
 }
 
 impl Record {
@@ -238,6 +377,7 @@ impl Record {
         generation: 1,
         next: 1,
         reserved: false,
+        from: None,
     };
 
     /// Generations alternate between the slots.
@@ -247,8 +387,19 @@ impl Record {
 
     fn slot(&self) -> [u8; SLOT] {
         let state = if self.reserved { RESERVED } else { CLEAN };
-        let body = format!("{} {} {state}", self.generation, self.next);
+        let mut body = format!("{} {} {state}", self.generation, self.next);
+        if let Some(from) = self.from {
+            body = format!("{body} {from}");
+        }
         let line = format!("{body} {:08x}", crc32fast::hash(body.as_bytes()));
+        if line.len() >= SLOT {
+            // Only with numbers near 2^64: the crash report is what goes.
+            return Record {
+                from: None,
+                ..*self
+            }
+            .slot();
+        }
         let mut slot = [b' '; SLOT];
         slot[..line.len()].copy_from_slice(line.as_bytes());
         slot[SLOT - 1] = b'\n';
@@ -271,10 +422,15 @@ impl Record {
             CLEAN => false,
             _ => return None,
         };
+        let from = match words.next() {
+            None => None,
+            Some(word) => Some(word.parse().ok()?),
+        };
         words.next().is_none().then_some(Record {
             generation,
             next,
             reserved,
+            from,
         })
     }
 }
@@ -303,6 +459,7 @@ fn legacy_record(text: &[u8]) -> Option<Record> {
         generation: 0,
         next,
         reserved,
+        from: None,
     })
 }
 
@@ -541,6 +698,7 @@ mod tests {
             generation: 7,
             next: 1234,
             reserved: true,
+            from: None,
         };
         let slot = record.slot();
         assert_eq!(Record::parse(&slot), Some(record));
@@ -551,5 +709,61 @@ mod tests {
         let body = "7 0 clean";
         let line = format!("{body} {:08x}", crc32fast::hash(body.as_bytes()));
         assert_eq!(Record::parse(line.as_bytes()), None);
+    }
+
+    /// Issue 14.7: after a kill -9, the numbers handed out or reserved are
+    /// known, so they can be reported as lost in a crash, not left as an
+    /// unexplained gap; a clean stop reports nothing.
+    #[test]
+    fn a_crash_leaves_the_range_it_may_have_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seq = SequenceFile::open(dir.path()).unwrap();
+        let t0 = Instant::now();
+        assert_eq!(seq.run_start().crashed, None);
+        seq.reserve_at(50, t0).unwrap();
+        seq.reserve_at(5, t0).unwrap();
+        drop(seq); // no close: as after a crash
+        let mut seq = SequenceFile::open(dir.path()).unwrap();
+        let next = seq.next();
+        assert_eq!(seq.run_start().crashed, Some((51, next - 1)));
+        assert_eq!(seq.run_start().first_sequence, next);
+        // Quiet, nothing reserved ahead: the one batch out is still covered.
+        let later = t0 + 3 * RATE_WINDOW;
+        assert_eq!(seq.reserve_at(3, later).unwrap(), next);
+        seq.close().unwrap();
+        drop(seq);
+        let seq = SequenceFile::open(dir.path()).unwrap();
+        assert_eq!(seq.run_start().crashed, None, "a clean stop lost nothing");
+        assert_eq!(seq.next(), next + 3);
+    }
+
+    /// Issue 14.1: the instance id is made with the state and kept; each
+    /// start is a new boot; a wiped state is a new instance.
+    #[test]
+    fn the_state_has_an_instance_and_each_start_a_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SequenceFile::open(dir.path()).unwrap().run_start().clone();
+        let again = SequenceFile::open(dir.path()).unwrap().run_start().clone();
+        assert_eq!(first.down, None, "a new state was never down");
+        let (from, to) = again.down.unwrap();
+        assert!(from <= to);
+        assert_eq!(first.instance.len(), 32);
+        assert_eq!(first.instance, again.instance);
+        assert_ne!(first.boot, again.boot);
+        fs::remove_dir_all(dir.path()).unwrap();
+        let wiped = SequenceFile::open(dir.path()).unwrap().run_start().clone();
+        assert_ne!(wiped.instance, first.instance);
+        assert_eq!(wiped.first_sequence, 1);
+        // A state from before instance ids gets one and keeps its numbers.
+        let old = tempfile::tempdir().unwrap();
+        fs::write(old.path().join(FILE_NAME), "500\n").unwrap();
+        let upgraded = SequenceFile::open(old.path()).unwrap().run_start().clone();
+        assert_eq!(
+            (upgraded.instance.len(), upgraded.first_sequence),
+            (32, 500)
+        );
+        fs::write(old.path().join(INSTANCE_FILE), "not hex\n").unwrap();
+        let err = SequenceFile::open(old.path()).unwrap_err().to_string();
+        assert!(err.contains("instance: not an instance id"), "{err}");
     }
 }

@@ -123,13 +123,16 @@ impl EbpfBackend {
                 source,
             })?,
         };
+        let started = Instant::now();
         let kernel = Kernel::load(&Settings {
             netns_filter,
             udp: config.udp,
             max_tcp_connections: config.max_tcp_connections,
         })
         .map_err(unavailable)?;
+        tracing::debug!(elapsed = ?started.elapsed(), "BPF programs attached");
         kernel.report_preexisting().map_err(unavailable)?;
+        tracing::debug!(elapsed = ?started.elapsed(), "preexisting connections reported");
 
         let mut backend = EbpfBackend {
             kernel,
@@ -141,10 +144,13 @@ impl EbpfBackend {
         };
         // The iterator's reports are in the ring buffer now; their owners are
         // found by socket inode, which costs a /proc walk: only if needed.
+        // The ring is drained all along the walk (see `sockets`).
         backend.take_raw()?;
         if backend.raw.iter().any(|raw| raw.sock_inode != 0) {
-            backend.decoder.set_socket_owners(sockets::socket_owners());
+            let owners = sockets::socket_owners(|| backend.take_raw())?;
+            backend.decoder.set_socket_owners(owners);
         }
+        tracing::debug!(elapsed = ?started.elapsed(), "socket owners read");
         Ok(backend)
     }
 

@@ -14,9 +14,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use connscope_store::{AgentId, Store, StoreError};
+use connscope_store::{AgentId, Origin, Store, StoreError};
 use connscope_transport::protocol::{
-    DroppedReport, ErrorResponse, IngestResponse, DROPPED_PATH, INGEST_PATH,
+    drop_reason, DroppedReport, ErrorResponse, IngestResponse, BOOT_HEADER, DROPPED_PATH,
+    FIRST_SEQUENCE_HEADER, INGEST_PATH, INSTANCE_HEADER,
 };
 use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -134,9 +135,9 @@ pub(crate) fn cut_echo(mut text: String) -> String {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
-            StoreError::InvalidEvent { .. } | StoreError::InvalidRange { .. } => {
-                ApiError::new(StatusCode::BAD_REQUEST, e)
-            }
+            StoreError::InvalidEvent { .. }
+            | StoreError::InvalidRange { .. }
+            | StoreError::InvalidOrigin(_) => ApiError::new(StatusCode::BAD_REQUEST, e),
             _ => {
                 tracing::error!(error = %e, "store error");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e)
@@ -375,6 +376,10 @@ async fn store_batch(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<IngestResponse, Refusal> {
+    let origin = batch_origin(headers).map_err(|error| Refusal {
+        reason: "bad-origin",
+        error,
+    })?;
     let body = read_body(body, state.body_limit)
         .await
         .map_err(|error| Refusal {
@@ -406,7 +411,7 @@ async fn store_batch(
         let _permit = permit;
         let events = decode_batch(&body, encoding.as_deref(), limit)?;
         bindings.check(&tokens, store.as_ref(), &agent_id, &events)?;
-        let report = store.ingest(&agent_id, &events)?;
+        let report = store.ingest_from(&agent_id, &origin, &events)?;
         let notice = IngestNotice::of("agent", &agent_id.0, &events, &report);
         Ok::<_, Refusal>((report, notice))
     })
@@ -429,6 +434,7 @@ async fn store_batch(
     Ok(IngestResponse {
         stored: report.stored,
         duplicates: report.duplicates,
+        conflicts: report.conflicts,
     })
 }
 
@@ -447,21 +453,93 @@ async fn dropped(
     })?;
     tracing::warn!(
         agent = %agent,
+        instance = %report.instance,
+        reason = %report.reason,
         events = report.events,
         ranges = ?report.ranges,
-        "agent deleted unsent events from its full spool"
+        down = ?report.down,
+        "agent reported events it lost, or a time it was not running"
     );
     // Stored, so `report hosts` can tell this gap from an unexplained one.
     let store = state.store.clone();
     let ranges = report.ranges.clone();
-    tokio::task::spawn_blocking(move || store.record_dropped(&agent, &ranges))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))??;
+    let (instance, reason) = dropped_origin(&report);
+    let down = report.down.clone();
+    tokio::task::spawn_blocking(move || {
+        store.record_dropped_from(&agent, &instance, &reason, &ranges)?;
+        if !down.is_empty() {
+            store.record_downtime(&agent, &instance, &down)?;
+        }
+        Ok::<_, StoreError>(())
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))??;
     state
         .counters
         .events_dropped_by_agents
         .fetch_add(report.events, Ordering::Relaxed);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The sequence space of an ingest request, from its origin headers
+/// (docs/API.md); a request without them is an agent from before instance
+/// ids, whose events share one space per agent as before.
+fn batch_origin(headers: &HeaderMap) -> Result<Origin, ApiError> {
+    let text = |name: &str| -> Result<Option<&str>, ApiError> {
+        headers
+            .get(name)
+            .map(|v| {
+                v.to_str().map_err(|_| {
+                    ApiError::new(StatusCode::BAD_REQUEST, format!("header {name}: not text"))
+                })
+            })
+            .transpose()
+    };
+    let instance = text(INSTANCE_HEADER)?;
+    let boot = text(BOOT_HEADER)?;
+    let first = text(FIRST_SEQUENCE_HEADER)?;
+    let (instance, boot, first) = match (instance, boot, first) {
+        (None, None, None) => return Ok(Origin::legacy()),
+        (Some(i), Some(b), Some(f)) => (i, b, f),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                "send all of {INSTANCE_HEADER}, {BOOT_HEADER} and {FIRST_SEQUENCE_HEADER}, or none"
+            ),
+            ))
+        }
+    };
+    let first_sequence = first.parse().map_err(|_| {
+        let shown: String = first.chars().take(40).collect();
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("header {FIRST_SEQUENCE_HEADER}: not a sequence number: {shown:?}"),
+        )
+    })?;
+    if instance.is_empty() || boot.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("headers {INSTANCE_HEADER} and {BOOT_HEADER} must not be empty"),
+        ));
+    }
+    // The store checks the rest (length and characters) with a clear error.
+    Ok(Origin {
+        instance: instance.to_owned(),
+        boot: boot.to_owned(),
+        first_sequence,
+    })
+}
+
+/// The instance and reason a dropped report is filed under; a report of
+/// an agent from before instance ids means its full spool.
+fn dropped_origin(report: &DroppedReport) -> (String, String) {
+    let reason = if report.reason.is_empty() {
+        drop_reason::SPOOL_FULL
+    } else {
+        &report.reason
+    };
+    (report.instance.clone(), reason.to_owned())
 }
 
 /// Queries take a reader token; agent tokens only write.

@@ -152,6 +152,7 @@ mod tests {
         let report = IngestReport {
             stored: 2,
             duplicates: 1,
+            ..IngestReport::default()
         };
         let notice = IngestNotice::of("agent", "web1", &events, &report).unwrap();
         assert_eq!(
@@ -166,6 +167,7 @@ mod tests {
         let resent = IngestReport {
             stored: 0,
             duplicates: 3,
+            ..IngestReport::default()
         };
         assert_eq!(IngestNotice::of("agent", "web1", &events, &resent), None);
     }
@@ -177,6 +179,7 @@ mod tests {
         let report = IngestReport {
             stored: 1,
             duplicates: 0,
+            ..IngestReport::default()
         };
         let notice = IngestNotice::of("agent", "a", &[event(1)], &report).unwrap();
         // Far more than the channel holds, with nobody reading: must not block.

@@ -8,10 +8,21 @@ use connscope_store::{Store, StoreError, TimeRange};
 use serde::{Deserialize, Serialize};
 
 /// One sender of events as `/api/v1/hosts` lists it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct HostRow {
     /// Agent id (from its token), or `syslog@HOST` for syslog senders.
     pub agent: String,
+    /// The agent state's instance id (one row per state); empty when the
+    /// sender sends none.
+    pub instance: String,
+    /// Another state of this agent came first: restarted without its state.
+    pub lost_state: bool,
+    /// Runs of this state, and numbers more than one of them used (a state
+    /// restored from a snapshot).
+    pub boots: u64,
+    pub reused: u64,
+    /// Numbers resent with other content than stored.
+    pub conflicts: u64,
     /// Host name in its most recent batch.
     pub host: String,
     pub events: u64,
@@ -29,6 +40,12 @@ pub struct HostRow {
     pub dropped: u64,
     /// Batches the collector refused, by reason (nothing of them is stored).
     pub refused: BTreeMap<String, u64>,
+    /// `dropped` by reason.
+    pub dropped_by_reason: Vec<(String, u64)>,
+    /// `missing - dropped`.
+    pub unexplained: u64,
+    /// When the agent was not running (from, to), RFC 3339.
+    pub downtime: Vec<(String, String)>,
 }
 
 /// Every agent with stored events or refused batches, ordered by agent id.
@@ -48,6 +65,11 @@ pub fn hosts(store: &dyn Store) -> Result<Vec<HostRow>, StoreError> {
             HostRow {
                 refused: refused.remove(&a.agent.0).unwrap_or_default(),
                 agent: a.agent.0,
+                instance: a.instance,
+                lost_state: a.lost_state,
+                boots: a.boots,
+                reused: a.reused,
+                conflicts: a.conflicts,
                 host: a.host,
                 events: a.events,
                 first_seen: Some(a.first_seen.to_string()),
@@ -56,20 +78,22 @@ pub fn hosts(store: &dyn Store) -> Result<Vec<HostRow>, StoreError> {
                 gaps: gaps.ranges,
                 missing: gaps.missing,
                 dropped: gaps.dropped,
+                dropped_by_reason: gaps.dropped_by_reason,
+                unexplained: gaps.unexplained,
+                downtime: a
+                    .downtime
+                    .iter()
+                    .map(|(from, to)| (from.to_string(), to.to_string()))
+                    .collect(),
             }
         })
         .collect();
+    // Refusals are per agent (token), not per state: they go with the first
+    // row of their agent, or make one when nothing of the agent was stored.
     rows.extend(refused.into_iter().map(|(agent, refused)| HostRow {
         agent,
-        host: String::new(),
-        events: 0,
-        first_seen: None,
-        last_seen: None,
-        sequences: Vec::new(),
-        gaps: Vec::new(),
-        missing: 0,
-        dropped: 0,
         refused,
+        ..HostRow::default()
     }));
     rows.sort_by(|a, b| a.agent.cmp(&b.agent));
     Ok(rows)

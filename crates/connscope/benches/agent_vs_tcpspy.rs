@@ -79,11 +79,19 @@ struct Workload {
     close: Close,
     family: Family,
     idle_sockets: usize,
+    /// Files held open meanwhile (duplicates of a few sockets), like the
+    /// processes of a busy desktop; the agent's start-up reads them all.
+    held_files: usize,
     netns: bool,
     /// Run with the kernel's TIME_WAIT table full (`tcp_max_tw_buckets`
     /// reached): closing sockets skip TIME_WAIT, as on a host that has been
     /// closing connections faster than TIME_WAIT lets them go.
     time_wait_full: bool,
+    /// Start this long after the monitor is launched instead of once it is
+    /// ready: a burst during its start-up, as a user trying it out makes.
+    start_after_launch: Option<Duration>,
+    /// Connections come in spikes of this many, with this pause after each.
+    spikes: Option<(usize, Duration)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -151,9 +159,17 @@ fn run_workload(w: &Workload, run: u32) -> Truth {
     let start = Instant::now();
     for i in 0..w.connections {
         if let Some(rate) = w.rate {
-            let due = start + Duration::from_secs_f64(i as f64 / f64::from(rate));
+            let paused = w
+                .spikes
+                .map_or(Duration::ZERO, |(spike, pause)| pause * (i / spike) as u32);
+            let due = start + paused + Duration::from_secs_f64(i as f64 / f64::from(rate));
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 thread::sleep(wait);
+            }
+        }
+        if let Some((spike, pause)) = w.spikes {
+            if i > 0 && i % spike == 0 {
+                thread::sleep(pause);
             }
         }
         let stream = TcpStream::connect(server).unwrap();
@@ -278,20 +294,7 @@ fn idle_sockets(count: usize) -> Vec<Child> {
     let mut left = count;
     while left > 0 {
         let n = left.min(IDLE_PER_HELPER);
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--hold-idle", &n.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut ready = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-            &mut ready,
-        )
-        .unwrap();
-        assert_eq!(ready.trim(), "ready");
-        helpers.push(child);
+        helpers.push(helper(&["--hold-idle", &n.to_string()]));
         left -= n;
     }
     helpers
@@ -311,6 +314,50 @@ fn hold_idle(count: usize) {
     let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
 }
 
+const FILES_PER_HELPER: usize = 15_000;
+
+/// `count` open files, held by helper processes (this binary with
+/// `--hold-files N`) until dropped.
+fn held_files(count: usize) -> Vec<Child> {
+    (0..count.div_ceil(FILES_PER_HELPER))
+        .map(|i| {
+            let n = (count - i * FILES_PER_HELPER).min(FILES_PER_HELPER);
+            helper(&["--hold-files", &n.to_string()])
+        })
+        .collect()
+}
+
+/// Starts this binary with `args` and waits for its "ready".
+fn helper(args: &[&str]) -> Child {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    child
+}
+
+/// Helper mode: hold one connection and `count` duplicates of its socket
+/// until standard input closes.
+fn hold_files(count: usize) {
+    raise_nofile();
+    let listener = TcpListener::bind("127.0.0.2:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let _server = listener.accept().unwrap();
+    let held: Vec<TcpStream> = (0..count).map(|_| client.try_clone().unwrap()).collect();
+    println!("ready");
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    drop(held);
+}
+
 struct Running {
     child: Child,
     output: PathBuf,
@@ -325,6 +372,12 @@ fn start_monitor(
     netns_all: bool,
     preexisting: usize,
 ) -> Option<Running> {
+    let running = launch_monitor(monitor, dir, netns_all)?;
+    wait_ready(monitor, &running, preexisting);
+    Some(running)
+}
+
+fn launch_monitor(monitor: Monitor, dir: &Path, netns_all: bool) -> Option<Running> {
     let output = dir.join("out");
     let stderr = dir.join("err");
     let mut command = match monitor {
@@ -357,11 +410,15 @@ fn start_monitor(
     };
     command.stderr(fs::File::create(&stderr).unwrap());
     let child = command.spawn().unwrap();
-    let running = Running {
+    Some(Running {
         child,
         output,
         stderr,
-    };
+    })
+}
+
+/// Waits until `running` is ready and has reported the `preexisting` sockets.
+fn wait_ready(monitor: Monitor, running: &Running, preexisting: usize) {
     // Ready: connscope says so; tcpspy needs one interval to take its
     // first snapshot.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -388,7 +445,6 @@ fn start_monitor(
             wait_quiet(&running.output, Duration::from_millis(300));
         }
     }
-    Some(running)
 }
 
 fn line_count(path: &Path) -> usize {
@@ -656,6 +712,9 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--hold-idle") {
         return hold_idle(args[i + 1].parse().unwrap());
     }
+    if let Some(i) = args.iter().position(|a| a == "--hold-files") {
+        return hold_files(args[i + 1].parse().unwrap());
+    }
     // SAFETY: geteuid has no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "run as root");
     raise_nofile();
@@ -677,8 +736,11 @@ fn main() {
         close: Close::Reset,
         family: Family::Ipv4,
         idle_sockets: 0,
+        held_files: 0,
         netns: false,
         time_wait_full: false,
+        start_after_launch: None,
+        spikes: None,
     };
     let workloads = [
         Workload {
@@ -718,6 +780,26 @@ fn main() {
             netns: true,
             ..BURST
         },
+        // A new user's first try: the agent launched, a loop 0.3 s later,
+        // on a host whose processes hold 150k files (the start-up walk of
+        // /proc/*/fd reads them all while the burst goes on).
+        Workload {
+            name: "start-up: 8,000 at 4,000/s from 0.3 s after launch, 150k files open",
+            connections: 8_000,
+            rate: Some(4_000),
+            close: Close::Fin,
+            held_files: 150_000,
+            start_after_launch: Some(Duration::from_millis(300)),
+            ..BURST
+        },
+        Workload {
+            name: "bursty: 5 spikes of 2,000 at 8,000/s, 1 s apart",
+            connections: 10_000,
+            rate: Some(8_000),
+            close: Close::Fin,
+            spikes: Some((2_000, Duration::from_secs(1))),
+            ..BURST
+        },
     ];
     let monitors = [
         Monitor::None,
@@ -738,7 +820,8 @@ fn main() {
     let bench_start = Instant::now();
     for w in workloads.iter().filter(|w| workload_filter.selects(w.name)) {
         let _time_wait_full = w.time_wait_full.then(|| Sysctl::set(MAX_TW_BUCKETS, "0"));
-        let idle = idle_sockets(w.idle_sockets);
+        let mut idle = idle_sockets(w.idle_sockets);
+        idle.extend(held_files(w.held_files));
         let mut baseline_rate = f64::NAN;
         for &monitor in &monitors {
             if w.netns && monitor == Monitor::SockDiag {
@@ -748,9 +831,17 @@ fn main() {
                 continue;
             }
             let dir = tempfile::tempdir().unwrap();
-            let running = start_monitor(monitor, dir.path(), w.netns, w.idle_sockets);
+            let running = match w.start_after_launch {
+                Some(delay) => {
+                    let running = launch_monitor(monitor, dir.path(), w.netns);
+                    thread::sleep(delay);
+                    running
+                }
+                None => start_monitor(monitor, dir.path(), w.netns, w.idle_sockets),
+            };
             let pid = running.as_ref().map(|r| r.child.id());
-            // Start-up (naming the idle sockets) is not the workload's cost.
+            // Start-up (naming the idle sockets) is not the workload's cost,
+            // except where the workload starts during it.
             let cpu_before = pid.map_or(0.0, cpu_seconds);
             let bpf_before = pid.map_or(0.0, bpf_run_seconds);
             let truth = run_where_it_belongs(w, &netns, run);
@@ -776,6 +867,9 @@ fn main() {
                 });
                 continue;
             };
+            if w.start_after_launch.is_some() {
+                wait_ready(monitor, &running, w.idle_sockets);
+            }
             // Once the output is quiet, the CPU time so far is the cost of the
             // connections; then SIGTERM, reaped within `patience`.
             let (quiet, patience) = match monitor {

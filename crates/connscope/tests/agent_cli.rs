@@ -2,7 +2,7 @@
 //! fallbacks), real loopback connections between real programs (curl, python's
 //! http.server, bash's /dev/tcp), real network namespaces.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,13 @@ impl Agent {
     /// Starts `connscope agent ARGS`, inside `netns` when given, and waits
     /// until it is monitoring.
     fn start_in(netns: Option<&str>, args: &[&str]) -> Agent {
+        let agent = Agent::spawn_in(netns, args);
+        agent.wait_stderr("monitoring connections");
+        agent
+    }
+
+    /// Starts `connscope agent ARGS` without waiting for it.
+    fn spawn_in(netns: Option<&str>, args: &[&str]) -> Agent {
         let state = tempfile::tempdir().unwrap();
         let stderr = state.path().join("stderr");
         let mut command = match netns {
@@ -70,14 +77,12 @@ impl Agent {
                 sink.lock().unwrap().push(line);
             }
         });
-        let agent = Agent {
+        Agent {
             child,
             lines,
             stderr,
             _state: state,
-        };
-        agent.wait_stderr("monitoring connections");
-        agent
+        }
     }
 
     fn stderr(&self) -> String {
@@ -642,4 +647,115 @@ fn drops_to_nobody_and_still_names_root_processes() {
         "connect: proc {}, user root, local 127.0.0.1:{}",
         server.exe, server.port
     )]);
+}
+
+/// Holds as many duplicates of one loopback connection's socket as its file
+/// limit allows, like the busy processes of a desktop: the agent's start-up
+/// walk of /proc/*/fd (owners of connections open before it) reads them all.
+const FD_HOLDER_PY: &str = "import os, resource, socket, sys
+want = int(sys.argv[1])
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+limit = want + 100 if hard == resource.RLIM_INFINITY else min(want + 100, hard)
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+listener = socket.create_server(('127.0.0.1', 0))
+client = socket.create_connection(listener.getsockname())
+server, _ = listener.accept()
+held = [os.dup(client.fileno()) for _ in range(limit - 100)]
+print(len(held), flush=True)
+sys.stdin.read()
+";
+
+/// Makes loopback connections at `per_second` until a line comes on its
+/// standard input, each closed at once by both ends; prints the server's
+/// port first and the number of connections made last.
+const CONNECT_LOOP_PY: &str = "import socket, sys, threading, time
+per_second = float(sys.argv[1])
+listener = socket.create_server(('127.0.0.1', 0), backlog=4096)
+print(listener.getsockname()[1], flush=True)
+def serve():
+    while True:
+        listener.accept()[0].close()
+threading.Thread(target=serve, daemon=True).start()
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+start, made = time.monotonic(), 0
+while not stop.is_set():
+    socket.create_connection(listener.getsockname()).close()
+    made += 1
+    ahead = start + made / per_second - time.monotonic()
+    if ahead > 0:
+        time.sleep(ahead)
+print(made, flush=True)
+";
+
+#[test]
+fn a_burst_during_start_up_loses_nothing() {
+    // Ten processes holding 15,000 files each: the start-up walk takes
+    // seconds (2 to 10 here, with the machine's load).
+    let holders: Vec<Child> = (0..10)
+        .map(|_| {
+            let mut holder = Command::new("python3")
+                .args(["-c", FD_HOLDER_PY, "15000"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut held = String::new();
+            BufReader::new(holder.stdout.as_mut().unwrap())
+                .read_line(&mut held)
+                .unwrap();
+            assert!(held.trim().parse::<u32>().unwrap() > 1000, "{held}");
+            holder
+        })
+        .collect();
+    let agent = Agent::spawn_in(None, &["--format", "json"]);
+    std::thread::sleep(Duration::from_millis(300));
+    // 4,000 connections a second from then until half a second after the
+    // agent is up.
+    let mut client = Command::new("python3")
+        .args(["-c", CONNECT_LOOP_PY, "4000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut client_out = BufReader::new(client.stdout.take().unwrap());
+    let mut port = String::new();
+    client_out.read_line(&mut port).unwrap();
+    let port: u16 = port.trim().parse().unwrap();
+    agent.wait_stderr("monitoring connections");
+    std::thread::sleep(Duration::from_millis(500));
+    writeln!(client.stdin.as_mut().unwrap(), "stop").unwrap();
+    let mut count = String::new();
+    client_out.read_line(&mut count).unwrap();
+    let count: usize = count.trim().parse().unwrap();
+    assert!(client.wait().unwrap().success());
+    for mut holder in holders {
+        let _ = holder.kill();
+        let _ = holder.wait();
+    }
+    let (port_then_more, port_then_end) =
+        (format!("\"port\":{port},"), format!("\"port\":{port}}}"));
+    let ours = |line: &String| line.contains(&port_then_more) || line.contains(&port_then_end);
+    wait_until(
+        || {
+            agent.lines().iter().filter(|l| ours(l)).count() >= 4 * count
+                || agent.stderr().contains("could not deliver")
+        },
+        || agent.stderr(),
+    );
+    let (ok, lines, stderr) = agent.stop();
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains(", kernel-lost 0,"), "{stderr}");
+    let mut found = std::collections::HashMap::new();
+    for line in lines.iter().filter(|l| ours(l)) {
+        let event = from_json_line(line).unwrap();
+        if event.local.port() == port || event.remote.port() == port {
+            *found.entry((event.kind, event.direction)).or_insert(0) += 1;
+        }
+    }
+    for kind in [EventKind::Connect, EventKind::Disconnect] {
+        for direction in [Direction::Outgoing, Direction::Incoming] {
+            assert_eq!(found.get(&(kind, direction)), Some(&count), "{found:?}");
+        }
+    }
 }

@@ -288,10 +288,16 @@ impl World {
 
     /// Starts the collector and waits until it prints its fingerprint.
     fn start_collector(&self) -> Proc {
+        self.start_collector_with(&[])
+    }
+
+    /// [`World::start_collector`] with more flags.
+    fn start_collector_with(&self, flags: &[&str]) -> Proc {
         let mut cmd = self.collector_ns.command(env!("CARGO_BIN_EXE_connscope"));
         cmd.args(["collector", "--db"])
             .arg(self.db())
-            .args(["--listen", &format!("{}.1:{COLLECTOR_PORT}", self.net)]);
+            .args(["--listen", &format!("{}.1:{COLLECTOR_PORT}", self.net)])
+            .args(flags);
         for host in &self.hosts {
             cmd.args(["--token", &format!("{}={}", host.name, host.token)]);
         }
@@ -322,10 +328,48 @@ impl World {
     }
 
     fn start_agent(&self, host: &Host) -> Proc {
+        self.start_agent_with_token(host, &host.token)
+    }
+
+    /// [`World::start_agent`] with another host's token, as a copied
+    /// configuration would have it.
+    fn start_agent_with_token(&self, host: &Host, token: &str) -> Proc {
+        let mut cmd = self.agent_command(host, token);
+        cmd.env("CONNSCOPE_LOG", "warn").stdout(Stdio::null());
+        Proc::spawn(cmd, host.name)
+    }
+
+    /// Starts an agent and waits until it says it is monitoring (its probes
+    /// are attached), without making any connection to find out: a warm-up
+    /// would go on until one connection gets through, hiding lost ones.
+    fn start_agent_ready(&self, host: &Host, token: &str) -> Proc {
+        let mut cmd = self.agent_command(host, token);
+        cmd.env("CONNSCOPE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut proc = Proc::spawn(cmd, host.name);
+        let stderr = BufReader::new(proc.child.stderr.take().unwrap());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Keeps reading, so the agent never writes into a closed pipe.
+            for line in stderr.lines().map_while(Result::ok) {
+                if line.contains("monitoring connections") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the agent started monitoring");
+        proc
+    }
+
+    /// `connscope agent` in `host`, shipping to the collector with `token`.
+    fn agent_command(&self, host: &Host, token: &str) -> Command {
         let state = self.dir.path().join(host.name);
         std::fs::create_dir_all(&state).unwrap();
         let token_file = state.join("token");
-        std::fs::write(&token_file, &host.token).unwrap();
+        std::fs::write(&token_file, token).unwrap();
         let mut cmd = host.ns.command(env!("CARGO_BIN_EXE_connscope"));
         cmd.args([
             "agent",
@@ -347,10 +391,8 @@ impl World {
             &self.fingerprint.borrow(),
             "--spool-dir",
         ])
-        .arg(self.spool_dir(host))
-        .env("CONNSCOPE_LOG", "warn")
-        .stdout(Stdio::null());
-        Proc::spawn(cmd, host.name)
+        .arg(self.spool_dir(host));
+        cmd
     }
 
     fn spool_dir(&self, host: &Host) -> PathBuf {
@@ -593,4 +635,273 @@ fn three_hosts_ship_to_a_collector_through_outage_and_crash() {
     let (events, ranges) = agent_status(&store, "host-a");
     let distinct: u64 = ranges.iter().map(|(f, l)| l - f + 1).sum();
     assert_eq!(events, distinct, "nothing stored twice after the crash");
+}
+
+/// Runs the server role in host B and waits until it listens.
+fn start_server(world: &World) -> Proc {
+    let b = &world.hosts[1];
+    let mut cmd = world.role(b, &world.role_binary("e2e-server"), "server");
+    cmd.stdout(Stdio::piped());
+    let mut server = Proc::spawn(cmd, "server");
+    let out = BufReader::new(server.child.stdout.take().unwrap());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if line.ends_with("ready") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server in host B is listening");
+    server
+}
+
+/// Connections `from`'s agent stored to `port` (host B runs no agent in
+/// the tests below, so it is no named host: any target counts).
+fn connections_from(store: &SqliteStore, from: &Host, port: u16) -> u64 {
+    build_graph(store, TimeRange::ALL, &GraphFilter::default())
+        .unwrap()
+        .edges
+        .iter()
+        .filter(|e| e.source == format!("host:{}", from.name) && e.port == port)
+        .map(|e| e.connections)
+        .sum()
+}
+
+/// Connects from `from` on the warm-up port until its agent has shipped
+/// one more, so later connections are made with its probes in place.
+fn warm_up(world: &World, store: &SqliteStore, from: &Host) {
+    let before = connections_from(store, from, WARMUP_PORT);
+    wait_for("the agent to report", Duration::from_secs(120), || {
+        world.connect_as("e2e-warmup", WARMUP_PORT, from, &world.hosts[1], 1);
+        std::thread::sleep(Duration::from_millis(500));
+        connections_from(store, from, WARMUP_PORT) > before
+    });
+}
+
+/// Issue 14.1: an agent whose state directory was wiped numbers from 1
+/// again. Its new connections are a new sequence space (an agent restart
+/// with lost state), never "duplicates" of the old ones.
+#[test]
+fn a_wiped_state_directory_is_a_new_instance_not_duplicates() {
+    let world = World::build();
+    let _collector = world.start_collector();
+    let _server = start_server(&world);
+    let store = SqliteStore::open(world.db()).unwrap();
+    let (a, b) = (&world.hosts[0], &world.hosts[1]);
+
+    let agent = world.start_agent(a);
+    warm_up(&world, &store, a);
+    world.connect(a, b, 200);
+    wait_for("the first 200 connections", Duration::from_secs(60), || {
+        connections_from(&store, a, SERVICE_PORT) == 200
+    });
+    agent.stop();
+
+    std::fs::remove_dir_all(world.dir.path().join(a.name).join("state")).unwrap();
+    let _agent = world.start_agent_ready(a, &a.token);
+    world.connect(a, b, 200);
+    let hosts = || format!("{:#?}", store.agents().unwrap());
+    wait_for_or(
+        "the 200 connections made after the state was wiped",
+        Duration::from_secs(60),
+        hosts,
+        || connections_from(&store, a, SERVICE_PORT) == 400,
+    );
+    let instances: Vec<_> = store
+        .agents()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.agent.0 == "host-a")
+        .collect();
+    assert_eq!(instances.len(), 2, "{}", hosts());
+    assert!(!instances[0].lost_state && instances[1].lost_state);
+    assert_ne!(instances[0].instance, instances[1].instance);
+    for instance in &instances {
+        assert_eq!(instance.sequences.ranges()[0].0, 1, "{}", hosts());
+        assert_eq!(instance.gaps().missing, 0, "{}", hosts());
+    }
+}
+
+/// What `report hosts` would say of host A, summed over its states:
+/// (missing, dropped), and the whole status for messages.
+fn losses_of_a(store: &SqliteStore) -> ((u64, u64), String) {
+    let agents: Vec<_> = store
+        .agents()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.agent.0 == "host-a")
+        .collect();
+    let sums = agents.iter().fold((0, 0), |(m, d), s| {
+        let gaps = s.gaps();
+        (m + gaps.missing, d + gaps.dropped)
+    });
+    (sums, format!("{agents:#?}"))
+}
+
+/// Issue 14.7: after a kill -9 of an agent busy numbering, the numbers it
+/// had handed out or reserved and not stored are reported (lost in a
+/// crash), so the gap they leave is explained, not "missing".
+#[test]
+fn a_killed_agent_explains_its_gap() {
+    let world = World::build();
+    let _collector = world.start_collector();
+    let _server = start_server(&world);
+    let store = SqliteStore::open(world.db()).unwrap();
+    let (a, b) = (&world.hosts[0], &world.hosts[1]);
+
+    let agent = world.start_agent(a);
+    warm_up(&world, &store, a);
+    let client = Proc::spawn(
+        world.role(
+            a,
+            &world.role_binary("e2e-client"),
+            &format!("client:{}:{SERVICE_PORT}:20000", b.addr),
+        ),
+        "client",
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    agent.kill_9();
+    client.kill_9();
+    let _agent = world.start_agent(a);
+    warm_up(&world, &store, a);
+    let last = std::cell::RefCell::new(String::new());
+    wait_for_or(
+        "the gap left by the crash to be explained",
+        Duration::from_secs(60),
+        || last.borrow().clone(),
+        || {
+            let ((missing, dropped), status) = losses_of_a(&store);
+            *last.borrow_mut() = status;
+            missing > 0 && missing == dropped
+        },
+    );
+    // The time it was down, when connections went unseen, is reported too.
+    wait_for_or(
+        "the downtime window",
+        Duration::from_secs(30),
+        || format!("{:#?}", store.agents().unwrap()),
+        || {
+            store
+                .agents()
+                .unwrap()
+                .iter()
+                .any(|s| s.agent.0 == "host-a" && !s.downtime.is_empty())
+        },
+    );
+}
+
+/// Issue 14.5 (agent side): batches the collector refuses (here every one:
+/// a body limit smaller than any batch, larger than a dropped report) are reported as dropped, so
+/// `report hosts` shows the agent and its loss, explained.
+#[test]
+fn refused_batches_are_reported_as_dropped() {
+    let world = World::build();
+    let _collector = world.start_collector_with(&["--body-limit", "160"]);
+    let _server = start_server(&world);
+    let store = SqliteStore::open(world.db()).unwrap();
+    let (a, b) = (&world.hosts[0], &world.hosts[1]);
+    let _agent = world.start_agent(a);
+    // Nothing arrives to wait for: give the probes time, then connect.
+    std::thread::sleep(Duration::from_secs(3));
+    world.connect(a, b, 50);
+    let last = std::cell::RefCell::new(String::new());
+    wait_for_or(
+        "the refused batches to be reported",
+        Duration::from_secs(60),
+        || last.borrow().clone(),
+        || {
+            let ((missing, dropped), status) = losses_of_a(&store);
+            *last.borrow_mut() = status;
+            missing >= 50 && missing == dropped
+        },
+    );
+}
+
+/// Copies a directory tree (the agent's state: two small files).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// Issue 14.1: an agent state restored from a snapshot numbers again from
+/// where the snapshot was. Same instance, numbers going back: its new
+/// connections are stored, and the reuse is reported.
+#[test]
+fn a_state_restored_from_a_snapshot_loses_nothing() {
+    let world = World::build();
+    let _collector = world.start_collector();
+    let _server = start_server(&world);
+    let store = SqliteStore::open(world.db()).unwrap();
+    let (a, b) = (&world.hosts[0], &world.hosts[1]);
+    let state = world.dir.path().join(a.name).join("state");
+    let snapshot = world.dir.path().join("snapshot");
+
+    let mut made = 0;
+    for round in 0..3 {
+        if round == 2 {
+            std::fs::remove_dir_all(&state).unwrap();
+            copy_dir(&snapshot, &state);
+        }
+        let agent = world.start_agent_ready(a, &a.token);
+        world.connect(a, b, 100);
+        made += 100;
+        wait_for_or(
+            "this round's connections",
+            Duration::from_secs(60),
+            || format!("{:#?}", store.agents().unwrap()),
+            || connections_from(&store, a, SERVICE_PORT) == made,
+        );
+        agent.stop();
+        if round == 0 {
+            copy_dir(&state, &snapshot);
+        }
+    }
+    let states: Vec<_> = store
+        .agents()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.agent.0 == "host-a")
+        .collect();
+    assert_eq!(states.len(), 1, "one state: {states:#?}");
+    assert_eq!(states[0].boots, 3);
+    assert!(states[0].reused > 0, "{states:#?}");
+}
+
+/// Issue 14.1: a token copied to a second host: both hosts number from 1;
+/// the second host appears (its own state), nothing is a duplicate.
+#[test]
+fn a_token_copied_to_a_second_host_shows_both() {
+    let world = World::build();
+    let _collector = world.start_collector();
+    let _server = start_server(&world);
+    let store = SqliteStore::open(world.db()).unwrap();
+    let (a, b, c) = (&world.hosts[0], &world.hosts[1], &world.hosts[2]);
+    let _agent_a = world.start_agent_ready(a, &a.token);
+    world.connect(a, b, 100);
+    wait_for("host A's connections", Duration::from_secs(60), || {
+        connections_from(&store, a, SERVICE_PORT) == 100
+    });
+    let _agent_c = world.start_agent_ready(c, &a.token);
+    world.connect(c, b, 100);
+    wait_for_or(
+        "host C's connections under host A's token",
+        Duration::from_secs(60),
+        || format!("{:#?}", store.agents().unwrap()),
+        || connections_from(&store, c, SERVICE_PORT) == 100,
+    );
+    let states: Vec<_> = store
+        .agents()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.agent.0 == "host-a")
+        .collect();
+    let hosts: Vec<&str> = states.iter().map(|s| s.host.as_str()).collect();
+    assert_eq!(hosts, ["host-a", "host-c"], "{states:#?}");
+    assert!(states[1].lost_state);
 }

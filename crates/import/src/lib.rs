@@ -39,11 +39,14 @@ use std::time::SystemTime;
 
 use connscope_event::{normalize_endpoints, ConnectionEvent, EventKind, ProcessInfo, Timestamp};
 use connscope_store::{AgentId, EventKey, IngestReport, KeyedEvent, Store, StoreError};
-use connscope_tcpspy_log::{ClassicTime, EndpointStats, LogTime, Message, Parser};
+use connscope_tcpspy_log::{ClassicTime, EndpointStats, LogTime, Message, Parser, Quote};
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::tz::TimeZone;
 
+pub use source::MAX_LINE;
 pub use unspecified::LoopbackLines;
+
+use source::Line;
 pub use year::{YearScan, YearWalk};
 
 /// How to import.
@@ -393,8 +396,22 @@ fn parse_line(
     parser: &mut Parser<'_>,
     (stats, loopback): (&EndpointStats, &LoopbackLines),
     number: u64,
-    line: &[u8],
+    line: Line<'_>,
 ) -> ParsedLine {
+    let line = match line {
+        Line::Whole(line) => line,
+        Line::TooLong { start, length } => {
+            let mut quote = Quote::around(start, 0);
+            quote.total = usize::try_from(length).unwrap_or(usize::MAX);
+            return ParsedLine::Garbled {
+                number,
+                column: MAX_LINE + 1,
+                message: format!(
+                    "line of {length} bytes, longer than the {MAX_LINE}-byte limit: skipped: {quote}"
+                ),
+            };
+        }
+    };
     if line.iter().all(u8::is_ascii_whitespace) {
         return ParsedLine::Skipped;
     }
@@ -405,7 +422,7 @@ fn parse_line(
             return ParsedLine::Garbled {
                 number,
                 column: e.column,
-                message: format!("{}: {}: {:?}", e.field, e.problem, e.line),
+                message: format!("{}: {}: {}", e.field, e.problem, e.line),
             }
         }
     };
@@ -456,6 +473,10 @@ fn first_pass(
                         };
                         let mut scan = YearScan::default();
                         let _ = for_each_line(&file.path, bytes_read, bar, |_, line| {
+                            // Over-long lines are reported in pass 2.
+                            let Line::Whole(line) = line else {
+                                return;
+                            };
                             if let Ok(Some(rec)) = parser.parse_syslog_line(line) {
                                 if let LogTime::Classic(t) = rec.time {
                                     scan.observe(t);
@@ -569,19 +590,19 @@ fn for_each_line(
     path: &Path,
     bytes_read: &Arc<AtomicU64>,
     bar: &ProgressBar,
-    mut each: impl FnMut(u64, &[u8]),
+    mut each: impl FnMut(u64, Line<'_>),
 ) -> Result<(), (u64, std::io::Error)> {
     let mut reader = source::open_lines(path, bytes_read.clone()).map_err(|e| (0, e))?;
     let mut buf = Vec::with_capacity(512);
     let mut number = 0u64;
     loop {
-        match source::next_line(&mut *reader, &mut buf) {
-            Ok(true) => {}
-            Ok(false) => return Ok(()),
+        let line = match source::next_line(&mut *reader, &mut buf) {
+            Ok(Some(line)) => line,
+            Ok(None) => return Ok(()),
             Err(e) => return Err((number + 1, e)),
-        }
+        };
         number += 1;
-        each(number, &buf);
+        each(number, line);
         if number % 65_536 == 0 {
             bar.set_position(bytes_read.load(Ordering::Relaxed));
         }

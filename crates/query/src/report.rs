@@ -241,6 +241,18 @@ pub fn edges_report(edges: &[JoinedEdge]) -> Report {
 struct HostRecord {
     host: String,
     agent: String,
+    /// The agent state's instance id; empty for senders without one.
+    instance: String,
+    /// Another state of this agent came first: it started again without
+    /// its state (wiped, or its token copied to another host).
+    lost_state: bool,
+    /// Runs of this state seen, and the numbers more than one of them used
+    /// (the state was restored from a snapshot; all those events are stored).
+    boots: u64,
+    reused: u64,
+    /// Numbers resent with other content than stored (the sender numbered
+    /// two events alike; the first is kept).
+    conflicts: u64,
     events: u64,
     first_seen: String,
     last_seen: String,
@@ -250,7 +262,42 @@ struct HostRecord {
     /// Of `missing`, the numbers the agent reported deleting unsent (its
     /// spool was full): known losses, not unexplained ones.
     dropped: u64,
+    /// `dropped` by the reason the agent gave (spool-full, refused,
+    /// spool-write-failed, crash, ...).
+    dropped_by_reason: BTreeMap<String, u64>,
+    /// `missing - dropped`: lost without an explanation.
+    unexplained: u64,
+    /// When the agent was not running (from, to): it saw no connections.
+    downtime: Vec<(String, String)>,
     gaps: Vec<(u64, u64)>,
+}
+
+impl HostRecord {
+    /// The agent cell: its id, and which state when it has several.
+    fn agent_text(&self) -> String {
+        match (self.instance.as_str(), self.lost_state) {
+            ("", _) => self.agent.clone(),
+            (instance, lost) => {
+                let short: String = instance.chars().take(8).collect();
+                let note = if lost { " (state lost)" } else { "" };
+                format!("{}/{short}{note}", self.agent)
+            }
+        }
+    }
+
+    /// The dropped cell: the count, with the reasons when any is not a full spool.
+    fn dropped_text(&self) -> String {
+        if self.dropped_by_reason.keys().all(|r| r == "spool-full") {
+            return self.dropped.to_string();
+        }
+        let reasons: Vec<String> = self
+            .dropped_by_reason
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect();
+        format!("{} ({})", self.dropped, reasons.join(", "))
+    }
 }
 
 fn ranges_text(ranges: &[(u64, u64)]) -> String {
@@ -276,12 +323,24 @@ pub fn hosts_report(agents: &[AgentStatus]) -> Report {
             HostRecord {
                 host: a.host.clone(),
                 agent: a.agent.0.clone(),
+                instance: a.instance.clone(),
+                lost_state: a.lost_state,
+                boots: a.boots,
+                reused: a.reused,
+                conflicts: a.conflicts,
                 events: a.events,
                 first_seen: rfc3339(a.first_seen),
                 last_seen: rfc3339(a.last_seen),
                 sequences: a.sequences.ranges().to_vec(),
                 missing: gaps.missing,
                 dropped: gaps.dropped,
+                dropped_by_reason: gaps.dropped_by_reason.into_iter().collect(),
+                unexplained: gaps.unexplained,
+                downtime: a
+                    .downtime
+                    .iter()
+                    .map(|&(from, to)| (rfc3339(from), rfc3339(to)))
+                    .collect(),
                 gaps: gaps.ranges,
             }
         })
@@ -291,12 +350,12 @@ pub fn hosts_report(agents: &[AgentStatus]) -> Report {
         .map(|r| {
             vec![
                 r.host.clone(),
-                r.agent.clone(),
+                r.agent_text(),
                 r.events.to_string(),
                 r.last_seen.clone(),
                 ranges_text(&r.sequences),
                 r.missing.to_string(),
-                r.dropped.to_string(),
+                r.dropped_text(),
                 ranges_text(&r.gaps),
             ]
         })

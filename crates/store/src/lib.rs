@@ -9,9 +9,11 @@
 //! - **raw events**, deleted by [`Store::apply_retention`] after a while;
 //! - **hourly edge rollups** ([`EdgeTotal`]), kept much longer, which is what the
 //!   map and the reports read so they stay fast on large stores;
-//! - **per-agent sequence ranges** ([`SequenceRanges`]), which make delivery
-//!   exactly-once and show any gap; they outlive the raw events, so a batch
-//!   re-sent after retention is still recognised;
+//! - **sequence ranges per agent state and run** ([`SequenceRanges`],
+//!   [`Origin`]), which make delivery exactly-once and show any gap; they
+//!   outlive the raw events, so a batch re-sent after retention is still
+//!   recognised; with what agents reported losing, and why, and when they
+//!   were not running;
 //! - **host addresses**: the local addresses each host was seen with, so an
 //!   edge whose remote end is a monitored host can be joined with that host's
 //!   own record.
@@ -41,8 +43,9 @@ pub use sqlite::{RawEventTable, SqliteStore};
 /// graph query hashes.
 type FastHash = foldhash::fast::RandomState;
 
-/// The identity of a sender of numbered events. Sequence numbers are unique per
-/// agent, so deduplication and gap detection are per agent.
+/// The identity of a sender of events (from its token). Sequence numbers are
+/// unique per agent *state* ([`Origin`]), so deduplication and gap detection
+/// are per agent and state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AgentId(pub String);
 
@@ -52,6 +55,51 @@ impl std::fmt::Display for AgentId {
     }
 }
 
+/// Which sequence space a batch of numbered events belongs to.
+///
+/// Sequence numbers are unique only within one agent *state* (the
+/// `instance`, created with the agent's state directory): a wiped state
+/// directory or a token copied to a second host numbers from 1 again, under
+/// a new instance. Within an instance, each run of the agent (`boot`, new at
+/// every start) numbers from where the state said (`first_sequence`), so a
+/// state restored from a snapshot shows as two boots using the same numbers
+/// instead of as duplicates. Duplicates are recognised within one boot only:
+/// a retry re-sends a batch with the boot that numbered it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// Empty for senders that send none (agents before instance ids, imports,
+    /// syslog): they all share one space per agent, as before.
+    pub instance: String,
+    pub boot: String,
+    /// The first number this boot handed out (1 for a new instance).
+    pub first_sequence: u64,
+}
+
+impl Origin {
+    /// The space of senders without an instance id.
+    pub fn legacy() -> Origin {
+        Origin {
+            instance: String::new(),
+            boot: String::new(),
+            first_sequence: 1,
+        }
+    }
+}
+
+/// Why an agent reported sequence numbers as dropped (`report hosts` shows
+/// each apart from what is unexplained).
+pub mod drop_reason {
+    /// Its spool was full and the oldest unsent batches were deleted (also
+    /// every report of an agent that names no reason).
+    pub const SPOOL_FULL: &str = "spool-full";
+    /// The collector refused the batch for good (HTTP 400/413).
+    pub const REFUSED: &str = "refused";
+    /// It could not write the batch to its spool (disk full, I/O error).
+    pub const SPOOL_WRITE: &str = "spool-write-failed";
+    /// It crashed: numbers reserved ahead, or numbered but not yet spooled.
+    pub const CRASH: &str = "crash";
+}
+
 /// What one ingest call did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IngestReport {
@@ -59,6 +107,10 @@ pub struct IngestReport {
     pub stored: u64,
     /// Events already stored before (same agent and sequence number), skipped.
     pub duplicates: u64,
+    /// Of `duplicates`, those whose content differs from the stored event:
+    /// not a retry but a sender numbering two events alike (the stored one
+    /// is kept; logged, counted per agent state).
+    pub conflicts: u64,
 }
 
 /// Why the store could not do what was asked.
@@ -70,6 +122,9 @@ pub enum StoreError {
     /// A sequence range the store refuses; nothing of the call was stored.
     #[error("sequence range {index} is invalid (nothing stored): {reason}")]
     InvalidRange { index: usize, reason: String },
+    /// The batch names an origin the store refuses; nothing of it was stored.
+    #[error("invalid origin (nothing stored): {0}")]
+    InvalidOrigin(String),
     /// The store file cannot be opened or has an unknown layout.
     #[error("cannot open store {path}: {reason}")]
     Open { path: String, reason: String },
@@ -151,22 +206,45 @@ pub struct HourlyEdgeTotal {
     pub hours: Vec<(Timestamp, u64)>,
 }
 
-/// One sender of events and what the store has from it.
+/// One sender of events (one state of it: an agent whose state was wiped
+/// shows twice) and what the store has from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentStatus {
     pub agent: AgentId,
+    /// The agent state's instance id; empty for senders without one.
+    pub instance: String,
+    /// Another instance of this agent was seen before this one: the agent
+    /// started again without its state (wiped, or a copied token).
+    pub lost_state: bool,
+    /// Runs of the agent seen with this state.
+    pub boots: u64,
+    /// Sequence numbers used by more than one run of this state: its state
+    /// was restored from a snapshot. Those events are all stored.
+    pub reused: u64,
+    /// Numbers resent with other content than stored (see
+    /// [`IngestReport::conflicts`]).
+    pub conflicts: u64,
+    /// Where numbering of this instance starts (1, or the number an agent
+    /// state from before instance ids had reached).
+    pub first_sequence: u64,
     /// The host name in its most recent batch.
     pub host: String,
     /// Events stored from it, ever (retention does not lower this).
     pub events: u64,
-    /// Oldest and newest event timestamps stored from it.
+    /// Oldest and newest event timestamps stored from it (the epoch for a
+    /// state with reported drops and nothing stored).
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
     /// The sequence numbers stored; empty for senders of unnumbered events.
     pub sequences: SequenceRanges,
-    /// The sequence numbers it reported deleting unsent (its spool was
-    /// full, see [`Store::record_dropped`]): gaps it explained.
+    /// The sequence numbers it reported dropping (see
+    /// [`Store::record_dropped_from`]), whatever the reason: gaps it explained.
     pub dropped: SequenceRanges,
+    /// `dropped` by reason (see [`drop_reason`]), ordered by reason.
+    pub dropped_by_reason: Vec<(String, SequenceRanges)>,
+    /// When the agent reported it was not running (and so saw no
+    /// connections), oldest first.
+    pub downtime: Vec<(Timestamp, Timestamp)>,
 }
 
 /// Batches of one agent the collector refused for one reason.
@@ -183,22 +261,39 @@ pub struct RefusalCount {
 /// The holes in one sender's sequence numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SequenceGaps {
-    /// The numbers missing between 1 and the highest one stored, as
-    /// inclusive ranges.
+    /// The numbers missing between the first and the highest one stored or
+    /// dropped, as inclusive ranges.
     pub ranges: Vec<(u64, u64)>,
     /// How many numbers `ranges` covers.
     pub missing: u64,
     /// Of `missing`, how many the sender reported dropped: known losses.
     pub dropped: u64,
+    /// `dropped` by reason; a number reported for two reasons counts in both.
+    pub dropped_by_reason: Vec<(String, u64)>,
+    /// `missing - dropped`: lost without an explanation.
+    pub unexplained: u64,
 }
 
 impl AgentStatus {
-    /// What is missing from this sender, and how much of it it explained.
+    /// What is missing from this sender, and how much of it it explained:
+    /// the numbers from where it started to the highest one stored or
+    /// reported dropped (all of a sender's batches may have been refused).
     pub fn gaps(&self) -> SequenceGaps {
-        let ranges = self.sequences.gaps();
+        let last = self.sequences.last().max(self.dropped.last());
+        let ranges = last.map_or_else(Vec::new, |last| {
+            self.sequences.gaps_within(self.first_sequence, last)
+        });
+        let missing = ranges.iter().map(|&(first, last)| last - first + 1).sum();
+        let dropped = self.dropped.count_within(&ranges);
         SequenceGaps {
-            missing: ranges.iter().map(|&(first, last)| last - first + 1).sum(),
-            dropped: self.dropped.count_within(&ranges),
+            missing,
+            dropped,
+            dropped_by_reason: self
+                .dropped_by_reason
+                .iter()
+                .map(|(reason, set)| (reason.clone(), set.count_within(&ranges)))
+                .collect(),
+            unexplained: missing - dropped,
             ranges,
         }
     }
@@ -278,16 +373,26 @@ pub struct RetentionReport {
 /// A place connection events are kept.
 pub trait Store: Send + Sync {
     /// Stores a batch atomically: all of it or, on error, none of it. Events whose
-    /// (agent, sequence) is already stored are skipped and counted as duplicates,
-    /// which makes at-least-once delivery exactly-once in the store.
+    /// (agent, origin, sequence) is already stored are skipped and counted as
+    /// duplicates, which makes at-least-once delivery exactly-once in the store.
     ///
     /// Unnumbered events (sequence 0) are identified by [`EventKey::of_event`],
     /// a hash of their content.
+    fn ingest_from(
+        &self,
+        agent: &AgentId,
+        origin: &Origin,
+        events: &[ConnectionEvent],
+    ) -> Result<IngestReport, StoreError>;
+
+    /// [`Store::ingest_from`] for a sender without an instance id.
     fn ingest(
         &self,
         agent: &AgentId,
         events: &[ConnectionEvent],
-    ) -> Result<IngestReport, StoreError>;
+    ) -> Result<IngestReport, StoreError> {
+        self.ingest_from(agent, &Origin::legacy(), events)
+    }
 
     /// Like [`Store::ingest`], for unnumbered events whose producer supplies the
     /// identity. An event that does carry a sequence number is identified by it.
@@ -304,10 +409,16 @@ pub trait Store: Send + Sync {
     /// edges and its histogram from one read.
     fn edge_totals_by_hour(&self, query: &RollupQuery) -> Result<Vec<HourlyEdgeTotal>, StoreError>;
 
-    /// Records that `agent` deleted the events numbered `ranges` (inclusive)
-    /// without sending them, its spool being full: the gap they leave is a
-    /// known loss. Recording the same ranges again changes nothing.
-    fn record_dropped(&self, agent: &AgentId, ranges: &[(u64, u64)]) -> Result<(), StoreError>;
+    /// Records that `agent`'s state `instance` lost the events numbered
+    /// `ranges` (inclusive) for `reason` (see [`drop_reason`]): the gap they
+    /// leave is a known loss. Recording the same ranges again changes nothing.
+    fn record_dropped_from(
+        &self,
+        agent: &AgentId,
+        instance: &str,
+        reason: &str,
+        ranges: &[(u64, u64)],
+    ) -> Result<(), StoreError>;
 
     /// Counts one batch of `agent` refused for `reason` at `at`, so a refusal
     /// (which stores nothing of the batch) still shows in reports.
@@ -321,8 +432,25 @@ pub trait Store: Send + Sync {
     /// The refused batches, by agent and reason, ordered so.
     fn refusals(&self) -> Result<Vec<RefusalCount>, StoreError>;
 
-    /// Every sender with stored events, its sequence ranges and what it
-    /// reported dropped, ordered by agent id.
+    /// [`Store::record_dropped_from`] for a sender without an instance id,
+    /// whose spool was full.
+    fn record_dropped(&self, agent: &AgentId, ranges: &[(u64, u64)]) -> Result<(), StoreError> {
+        self.record_dropped_from(agent, "", drop_reason::SPOOL_FULL, ranges)
+    }
+
+    /// Records that `agent`'s state `instance` was not running in each of
+    /// `windows` (from, to): connections then were not seen. Recording a
+    /// window again changes nothing.
+    fn record_downtime(
+        &self,
+        agent: &AgentId,
+        instance: &str,
+        windows: &[(Timestamp, Timestamp)],
+    ) -> Result<(), StoreError>;
+
+    /// Every sender with stored events, one entry per instance, with its
+    /// sequence ranges and what it reported dropped, ordered by agent id and
+    /// then by when the instance was first seen.
     fn agents(&self) -> Result<Vec<AgentStatus>, StoreError>;
 
     /// Every (host, local address) pair seen.

@@ -79,15 +79,32 @@ impl SequenceRanges {
     /// The numbers missing between 1 and the highest one held: what was lost
     /// (or is still in flight).
     pub fn gaps(&self) -> Vec<(u64, u64)> {
+        self.last()
+            .map_or_else(Vec::new, |last| self.gaps_within(1, last))
+    }
+
+    /// The numbers missing from `first` to `last` (inclusive).
+    pub fn gaps_within(&self, first: u64, last: u64) -> Vec<(u64, u64)> {
         let mut gaps = Vec::new();
-        let mut next = 1u64;
-        for &(first, last) in &self.ranges {
-            if first > next {
-                gaps.push((next, first - 1));
+        let mut next = first;
+        for &(f, l) in &self.ranges {
+            if f > last {
+                break;
             }
-            next = last.saturating_add(1);
+            if f > next {
+                gaps.push((next, f - 1));
+            }
+            next = next.max(l.saturating_add(1));
+        }
+        if next <= last {
+            gaps.push((next, last));
         }
         gaps
+    }
+
+    /// The highest number held.
+    pub fn last(&self) -> Option<u64> {
+        self.ranges.last().map(|&(_, l)| l)
     }
 
     /// How many numbers of `ranges` (sorted and disjoint, as

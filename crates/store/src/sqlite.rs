@@ -24,29 +24,120 @@
 //! ingest from the ~250,000 rows/s a row per event allows to what the Rust
 //! side can do.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use connscope_event::{is_ipv4_mapped, normalize_endpoints, ConnectionEvent, Timestamp};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::block::{self, BlockEncoder};
 use crate::{
     check_event, hour_start, is_host_address, AgentId, AgentStatus, ConnectionQuery,
     ConnectionRecord, EdgeCounts, EdgeTotal, EventKey, EventQuery, FastHash, HostAddress,
-    HourlyEdgeTotal, IngestReport, KeyedEvent, RefusalCount, Retention, RetentionReport,
+    HourlyEdgeTotal, IngestReport, KeyedEvent, Origin, RefusalCount, Retention, RetentionReport,
     RollupBatch, RollupQuery, SequenceRanges, Store, StoreError,
 };
 
-/// Bumped when the layout below changes; a store of an older version is
-/// brought up to date by the steps in [`migrate`], a newer one is refused.
-const SCHEMA_VERSION: i64 = 5;
-/// The oldest layout [`migrate`] brings up to date.
-const OLDEST_MIGRATED: i64 = 3;
+/// The layout this build writes: [`BASE_VERSION`] moved on by every step of
+/// [`MIGRATIONS`]. A store of a newer (or older than base) version is refused.
+const SCHEMA_VERSION: i64 = BASE_VERSION + MIGRATIONS.len() as i64;
 
-/// The store's tables. Raw events are blocks ([`crate::block`]), one row per
+/// The version [`SCHEMA`] creates; new stores are created at it and then
+/// migrated like old ones, so both always end up with the same layout.
+const BASE_VERSION: i64 = 3;
+
+/// One schema change: takes a store from the version before it to the next,
+/// inside the transaction that also records the new version.
+type Migration = fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>;
+
+/// The steps from [`BASE_VERSION`], in order: step `i` takes a store from
+/// version `BASE_VERSION + i` to the next. Later changes append a step.
+const MIGRATIONS: &[Migration] = &[
+    agent_refusals,
+    normalized_addresses,
+    sequence_spaces_per_instance,
+];
+
+/// Version 6: sequence numbers are unique per agent state and run
+/// ([`Origin`]), no longer per agent; dropped ranges carry a reason; blocks
+/// name their space, so a resent event can be compared with the stored one;
+/// agents report when they were not running.
+///
+/// What a v3 store holds becomes each agent's space without an instance
+/// (space id = agent id, so `agent_sequences` rows keep their key), and its
+/// dropped ranges are the spool-full drops of that space. Its blocks are not
+/// rewritten: they name no space or sequence range, so a resent event is
+/// compared only with what was stored from version 6 on.
+fn sequence_spaces_per_instance(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE sequence_spaces (
+            space_id INTEGER PRIMARY KEY,
+            agent_id INTEGER NOT NULL,
+            instance TEXT NOT NULL,
+            boot TEXT NOT NULL,
+            first_seq INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            events INTEGER NOT NULL,
+            first_seen INTEGER,
+            last_seen INTEGER,
+            conflicts INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (agent_id, instance, boot)
+        );
+        INSERT INTO sequence_spaces
+            SELECT agent_id, agent_id, '', '', 1, host, events, first_seen, last_seen, 0
+            FROM agents;
+        ALTER TABLE event_blocks ADD COLUMN space_id INTEGER;
+        ALTER TABLE event_blocks ADD COLUMN first_seq INTEGER;
+        ALTER TABLE event_blocks ADD COLUMN last_seq INTEGER;
+        CREATE INDEX event_blocks_by_sequence ON event_blocks (space_id, last_seq);
+        ALTER TABLE agent_sequences RENAME COLUMN agent_id TO space_id;
+        CREATE TABLE agent_dropped_ranges (
+            agent_id INTEGER NOT NULL,
+            instance TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            first_seq INTEGER NOT NULL,
+            last_seq INTEGER NOT NULL,
+            PRIMARY KEY (agent_id, instance, reason, first_seq)
+        );
+        INSERT INTO agent_dropped_ranges
+            SELECT agent_id, '', 'spool-full', first_seq, last_seq FROM agent_dropped;
+        CREATE TABLE agent_downtime (
+            agent_id INTEGER NOT NULL,
+            instance TEXT NOT NULL,
+            down_from INTEGER NOT NULL,
+            down_to INTEGER NOT NULL,
+            PRIMARY KEY (agent_id, instance, down_from)
+        );
+        DROP TABLE agent_dropped;",
+    )
+}
+
+/// Brings a store of version `from` to [`SCHEMA_VERSION`], one transaction
+/// per step, so a failed step leaves the store at the last good version.
+fn migrate(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
+    for (version, step) in (BASE_VERSION..)
+        .zip(MIGRATIONS)
+        .skip((from - BASE_VERSION) as usize)
+    {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        step(&tx)?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE name = 'schema_version'",
+            [(version + 1).to_string()],
+        )?;
+        tx.commit()?;
+        tracing::info!(
+            from = version,
+            to = version + 1,
+            "migrated the store's schema"
+        );
+    }
+    Ok(())
+}
+
+/// The store's tables at [`BASE_VERSION`]. Raw events are blocks ([`crate::block`]), one row per
 /// batch and host; `first_ts`/`last_ts` bound the events inside. The content
 /// keys of unnumbered events are kept per agent and hour as one sorted array
 /// of 64-bit keys (`keys`, little-endian), so an import checks and adds a
@@ -122,7 +213,7 @@ CREATE TABLE IF NOT EXISTS host_addresses (
     last_seen INTEGER NOT NULL,
     PRIMARY KEY (host, ip)
 );
-"; // AGENT_REFUSALS (version 4) is created with these.
+";
 
 /// Batches the collector refused, per agent (its name: a refused agent may
 /// have no row in `agents`) and reason.
@@ -136,35 +227,9 @@ CREATE TABLE IF NOT EXISTS agent_refusals (
 ) WITHOUT ROWID;
 ";
 
-/// Brings a store of an older schema version up to [`SCHEMA_VERSION`], one
-/// step per version, in one transaction.
-fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let steps = || -> rusqlite::Result<()> {
-        if from <= 3 {
-            migrate_3_to_4(conn)?;
-        }
-        if from <= 4 {
-            migrate_4_to_5(conn)?;
-        }
-        conn.execute(
-            "UPDATE meta SET value = ?1 WHERE name = 'schema_version'",
-            [SCHEMA_VERSION.to_string()],
-        )?;
-        Ok(())
-    };
-    match steps() {
-        Ok(()) => conn.execute_batch("COMMIT"),
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
-}
-
-/// Version 4 counts refused batches (`agent_refusals`).
-fn migrate_3_to_4(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(AGENT_REFUSALS)
+/// Version 4: refused batches are counted (`agent_refusals`).
+fn agent_refusals(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(AGENT_REFUSALS)
 }
 
 /// One row per event: what a plain SQLite ingest would write, and what
@@ -238,6 +303,8 @@ struct Writer {
 struct Ids {
     /// Agent ids never change once assigned, so they can be cached.
     agents: HashMap<String, i64, FastHash>,
+    /// (agent id, instance, boot) -> space id; as fixed as agent ids.
+    spaces: HashMap<(i64, String, String), i64, FastHash>,
     names: NameIds,
 }
 
@@ -259,6 +326,7 @@ impl Writer {
         })();
         if result.is_err() {
             self.ids.agents.clear();
+            self.ids.spaces.clear();
             self.ids.names.clear();
         }
         result
@@ -335,14 +403,14 @@ impl Reader {
     }
 }
 
-/// Schema 5: addresses as the packets carry them
+/// Version 5: addresses as the packets carry them
 /// ([`connscope_event::normalize_endpoints`]). A version 3 store may hold
 /// rollups and host addresses of IPv4-mapped pairs (dual-stack sockets logged
 /// by tcpspy) and of 64-bit tcpspy's `::`/`::` pairs; they are rewritten here
 /// and merged into the rows of the normalised addresses, so the two records
 /// of one connection join again. Raw events are normalised as blocks are
 /// decoded ([`crate::block::decode`]), so their blocks stay as written.
-fn migrate_4_to_5(tx: &Connection) -> rusqlite::Result<()> {
+fn normalized_addresses(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     // The few names that are addresses normalisation rewrites.
     let mut rewritable: HashMap<i64, IpAddr> = HashMap::new();
     {
@@ -479,7 +547,7 @@ impl SqliteStore {
             path: path.display().to_string(),
             reason,
         };
-        let conn = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
+        let mut conn = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
         configure(&conn).map_err(|e| open_error(e.to_string()))?;
         // The version is checked before anything is created, so a store of
         // another version is left as it was.
@@ -500,30 +568,33 @@ impl SqliteStore {
                     .optional(),
             })
             .map_err(|e| open_error(e.to_string()))?;
-        match version {
-            Some(v) if v == SCHEMA_VERSION.to_string() => {}
-            Some(v)
-                if v.parse()
-                    .is_ok_and(|v: i64| (OLDEST_MIGRATED..SCHEMA_VERSION).contains(&v)) =>
-            {
-                let from: i64 = v.parse().expect("checked above");
-                migrate(&conn, from)
-                    .map_err(|e| open_error(format!("migrating from version {from}: {e}")))?;
-                tracing::info!(from, to = SCHEMA_VERSION, "store schema migrated");
-            }
-            Some(v) => {
-                return Err(open_error(format!(
-                    "schema version {v}, this build reads version {OLDEST_MIGRATED} to \
-                     {SCHEMA_VERSION} (older than {SCHEMA_VERSION}: migrated on open)"
-                )))
-            }
-            None => conn
-                .execute_batch(&format!(
-                    "BEGIN IMMEDIATE; {SCHEMA} {AGENT_REFUSALS}
-                     INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}')
+        let version = match version {
+            None => {
+                conn.execute_batch(&format!(
+                    "BEGIN IMMEDIATE; {SCHEMA}
+                     INSERT INTO meta VALUES ('schema_version', '{BASE_VERSION}')
                      ON CONFLICT (name) DO NOTHING; COMMIT;"
                 ))
-                .map_err(|e| open_error(e.to_string()))?,
+                .map_err(|e| open_error(e.to_string()))?;
+                // Another process may have created it meanwhile, at any version.
+                conn.query_row(
+                    "SELECT value FROM meta WHERE name = 'schema_version'",
+                    [],
+                    |r| r.get::<_, String>(0),
+                )
+                .map_err(|e| open_error(e.to_string()))?
+            }
+            Some(v) => v,
+        };
+        match version.parse::<i64>() {
+            Ok(v) if (BASE_VERSION..=SCHEMA_VERSION).contains(&v) => migrate(&mut conn, v)
+                .map_err(|e| open_error(format!("migrating from schema version {v}: {e}")))?,
+            _ => {
+                return Err(open_error(format!(
+                    "schema version {version}, this build reads version \
+                     {BASE_VERSION} and later ones up to {SCHEMA_VERSION}"
+                )))
+            }
         }
         let reader = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
         configure(&reader).map_err(|e| open_error(e.to_string()))?;
@@ -540,12 +611,18 @@ impl SqliteStore {
         })
     }
 
-    fn ingest_batch(&self, agent: &AgentId, batch: Batch<'_>) -> Result<IngestReport, StoreError> {
+    fn ingest_batch(
+        &self,
+        agent: &AgentId,
+        origin: &Origin,
+        batch: Batch<'_>,
+    ) -> Result<IngestReport, StoreError> {
         for i in 0..batch.len() {
             check_event(i, batch.event(i))?;
         }
-        let report =
-            lock(&self.writer).transaction(|tx, ids| Self::write_batch(tx, ids, agent, batch))?;
+        check_origin(origin)?;
+        let report = lock(&self.writer)
+            .transaction(|tx, ids| Self::write_batch(tx, ids, agent, origin, batch))?;
         tracing::debug!(agent = %agent, stored = report.stored, duplicates = report.duplicates, "ingested");
         Ok(report)
     }
@@ -554,13 +631,15 @@ impl SqliteStore {
         tx: &Connection,
         ids: &mut Ids,
         agent: &AgentId,
+        origin: &Origin,
         batch: Batch<'_>,
     ) -> Result<IngestReport, StoreError> {
         let agent_id = agent_id(tx, &mut ids.agents, agent)?;
+        let space = space_id(tx, &mut ids.spaces, agent_id, origin)?;
 
         let numbered = (0..batch.len()).any(|i| batch.event(i).sequence != 0);
         let old_ranges = if numbered {
-            load_ranges(tx, SEQUENCES, agent_id)?
+            load_ranges(tx, &RangeSet::Stored { space })?
         } else {
             SequenceRanges::new()
         };
@@ -568,6 +647,21 @@ impl SqliteStore {
         let fresh = new_events(tx, agent_id, batch, &mut ranges)?;
 
         let mut report = IngestReport::default();
+        let conflicts = conflicting_repeats(tx, space, batch, &fresh, &old_ranges)?;
+        if !conflicts.is_empty() {
+            report.conflicts = conflicts.len() as u64;
+            tracing::warn!(
+                agent = %agent,
+                instance = %origin.instance,
+                boot = %origin.boot,
+                sequences = ?SequenceRanges::from_ranges(conflicts.iter().map(|&n| (n, n))).ranges(),
+                "resent sequence numbers with other content than stored: kept the stored events"
+            );
+            tx.execute(
+                "UPDATE sequence_spaces SET conflicts = conflicts + ?2 WHERE space_id = ?1",
+                params![space, clamp(report.conflicts)],
+            )?;
+        }
         let mut rollups = RollupBatch::new();
         let mut addresses: HashMap<(&str, IpAddr), (Timestamp, Timestamp), FastHash> =
             HashMap::default();
@@ -575,24 +669,25 @@ impl SqliteStore {
         let mut last_host = None;
         // One block per host (an agent's batch names one host, but nothing
         // forces it to).
-        let mut blocks: Vec<(&str, BlockEncoder<'_>)> = Vec::new();
+        let mut blocks: Vec<(&str, BlockEncoder<'_>, Numbers)> = Vec::new();
         for (i, &new) in fresh.iter().enumerate() {
             if !new {
                 report.duplicates += 1;
                 continue;
             }
             let event = batch.event(i);
-            let at = match blocks.iter().position(|(host, _)| *host == event.host) {
+            let at = match blocks.iter().position(|(host, _, _)| *host == event.host) {
                 Some(at) => at,
                 None => {
-                    blocks.push((&event.host, BlockEncoder::default()));
+                    blocks.push((&event.host, BlockEncoder::default(), Numbers::default()));
                     blocks.len() - 1
                 }
             };
             blocks[at].1.push(event);
+            blocks[at].2.add(event.sequence);
             if blocks[at].1.len() >= MAX_BLOCK_EVENTS {
-                let (host, full) = blocks.swap_remove(at);
-                insert_block(tx, agent_id, host, full)?;
+                let (host, full, numbers) = blocks.swap_remove(at);
+                insert_block(tx, agent_id, space, host, full, numbers)?;
             }
             rollups.add(event);
             if is_host_address(event.local.ip()) {
@@ -609,12 +704,12 @@ impl SqliteStore {
             last_host = Some(event.host.as_str());
             report.stored += 1;
         }
-        for (host, block) in blocks {
-            insert_block(tx, agent_id, host, block)?;
+        for (host, block, numbers) in blocks {
+            insert_block(tx, agent_id, space, host, block, numbers)?;
         }
 
         if ranges != old_ranges {
-            store_ranges(tx, SEQUENCES, agent_id, &old_ranges, &ranges)?;
+            store_ranges(tx, &RangeSet::Stored { space }, &old_ranges, &ranges)?;
         }
         {
             let mut upsert = tx.prepare_cached(UPSERT_ROLLUP)?;
@@ -656,6 +751,19 @@ impl SqliteStore {
                  WHERE agent_id = ?1",
                 params![
                     agent_id,
+                    host,
+                    clamp(report.stored),
+                    first.as_nanos(),
+                    last.as_nanos()
+                ],
+            )?;
+            tx.execute(
+                "UPDATE sequence_spaces SET host = ?2, events = events + ?3,
+                    first_seen = min(coalesce(first_seen, ?4), ?4),
+                    last_seen = max(coalesce(last_seen, ?5), ?5)
+                 WHERE space_id = ?1",
+                params![
+                    space,
                     host,
                     clamp(report.stored),
                     first.as_nanos(),
@@ -880,10 +988,111 @@ fn clamp(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The tables of sequence ranges per agent: what is stored, and what the
-/// agent reported dropped.
-const SEQUENCES: &str = "agent_sequences";
-const DROPPED: &str = "agent_dropped";
+/// One set of sequence ranges and the key that selects its rows.
+enum RangeSet<'a> {
+    /// The numbers stored from one sequence space.
+    Stored { space: i64 },
+    /// The numbers an agent's instance reported dropped for one reason.
+    Dropped {
+        agent: i64,
+        instance: &'a str,
+        reason: &'a str,
+    },
+}
+
+impl RangeSet<'_> {
+    fn table(&self) -> &'static str {
+        match self {
+            RangeSet::Stored { .. } => "agent_sequences",
+            RangeSet::Dropped { .. } => "agent_dropped_ranges",
+        }
+    }
+
+    fn key_columns(&self) -> &'static [&'static str] {
+        match self {
+            RangeSet::Stored { .. } => &["space_id"],
+            RangeSet::Dropped { .. } => &["agent_id", "instance", "reason"],
+        }
+    }
+
+    fn key(&self) -> Vec<rusqlite::types::Value> {
+        use rusqlite::types::Value;
+        match *self {
+            RangeSet::Stored { space } => vec![Value::Integer(space)],
+            RangeSet::Dropped {
+                agent,
+                instance,
+                reason,
+            } => vec![
+                Value::Integer(agent),
+                Value::Text(instance.to_owned()),
+                Value::Text(reason.to_owned()),
+            ],
+        }
+    }
+
+    /// `c1 = ?1 AND c2 = ?2 ...`
+    fn key_condition(&self) -> String {
+        let columns = self.key_columns().iter().enumerate();
+        let terms: Vec<String> = columns.map(|(i, c)| format!("{c} = ?{}", i + 1)).collect();
+        terms.join(" AND ")
+    }
+}
+
+/// The space of `origin` under `agent_id`, made on first sight.
+fn space_id(
+    conn: &Connection,
+    cache: &mut HashMap<(i64, String, String), i64, FastHash>,
+    agent_id: i64,
+    origin: &Origin,
+) -> rusqlite::Result<i64> {
+    let key = (agent_id, origin.instance.clone(), origin.boot.clone());
+    if let Some(&id) = cache.get(&key) {
+        return Ok(id);
+    }
+    conn.execute(
+        "INSERT INTO sequence_spaces (agent_id, instance, boot, first_seq, host, events)
+         VALUES (?1, ?2, ?3, ?4, '', 0)
+         ON CONFLICT (agent_id, instance, boot) DO NOTHING",
+        params![agent_id, key.1, key.2, clamp(origin.first_sequence)],
+    )?;
+    let id: i64 = conn.query_row(
+        "SELECT space_id FROM sequence_spaces WHERE agent_id = ?1 AND instance = ?2 AND boot = ?3",
+        params![agent_id, key.1, key.2],
+        |r| r.get(0),
+    )?;
+    cache.insert(key, id);
+    Ok(id)
+}
+
+/// Longest instance id, boot id or drop reason kept: they are labels, not data.
+const MAX_LABEL: usize = 64;
+
+fn check_label(what: &str, label: &str) -> Result<(), StoreError> {
+    let fine = label.len() <= MAX_LABEL
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if fine {
+        return Ok(());
+    }
+    let shown: String = label.chars().take(MAX_LABEL).collect();
+    Err(StoreError::InvalidOrigin(format!(
+        "{what} {shown:?}: at most {MAX_LABEL} letters, digits, '-' or '_'"
+    )))
+}
+
+fn check_origin(origin: &Origin) -> Result<(), StoreError> {
+    check_label("instance", &origin.instance)?;
+    check_label("boot", &origin.boot)?;
+    if origin.first_sequence == 0 || origin.first_sequence > i64::MAX as u64 {
+        return Err(StoreError::InvalidOrigin(format!(
+            "first sequence {} is not within 1 to 2^63-1",
+            origin.first_sequence
+        )));
+    }
+    Ok(())
+}
 
 /// The number of `agent`, given on first sight.
 fn agent_id(
@@ -908,15 +1117,13 @@ fn agent_id(
     Ok(id)
 }
 
-fn load_ranges(
-    conn: &Connection,
-    table: &str,
-    agent_id: i64,
-) -> Result<SequenceRanges, StoreError> {
+fn load_ranges(conn: &Connection, set: &RangeSet<'_>) -> Result<SequenceRanges, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT first_seq, last_seq FROM {table} WHERE agent_id = ?1"
+        "SELECT first_seq, last_seq FROM {} WHERE {}",
+        set.table(),
+        set.key_condition()
     ))?;
-    let rows = stmt.query_map([agent_id], |r| {
+    let rows = stmt.query_map(params_from_iter(set.key()), |r| {
         Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
     })?;
     Ok(SequenceRanges::from_ranges(
@@ -927,25 +1134,33 @@ fn load_ranges(
 /// Writes only the ranges that changed: usually one range grew.
 fn store_ranges(
     conn: &Connection,
-    table: &str,
-    agent_id: i64,
+    set: &RangeSet<'_>,
     old: &SequenceRanges,
     new: &SequenceRanges,
 ) -> Result<(), StoreError> {
     let old_set: HashSet<_> = old.ranges().iter().collect();
     let new_set: HashSet<_> = new.ranges().iter().collect();
+    let (table, key) = (set.table(), set.key());
+    let n = key.len();
     let mut delete = conn.prepare_cached(&format!(
-        "DELETE FROM {table} WHERE agent_id = ?1 AND first_seq = ?2"
+        "DELETE FROM {table} WHERE {} AND first_seq = ?{}",
+        set.key_condition(),
+        n + 1
     ))?;
     for (first, _) in old_set.difference(&new_set) {
-        delete.execute(params![agent_id, *first as i64])?;
+        let first = rusqlite::types::Value::Integer(*first as i64);
+        delete.execute(params_from_iter(key.iter().chain([&first])))?;
     }
+    let columns = set.key_columns().join(", ");
+    let placeholders: Vec<String> = (1..=n + 2).map(|i| format!("?{i}")).collect();
     let mut insert = conn.prepare_cached(&format!(
-        "INSERT INTO {table} VALUES (?1, ?2, ?3)
-         ON CONFLICT (agent_id, first_seq) DO UPDATE SET last_seq = excluded.last_seq"
+        "INSERT INTO {table} ({columns}, first_seq, last_seq) VALUES ({})
+         ON CONFLICT ({columns}, first_seq) DO UPDATE SET last_seq = excluded.last_seq",
+        placeholders.join(", ")
     ))?;
     for (first, last) in new_set.difference(&old_set) {
-        insert.execute(params![agent_id, *first as i64, *last as i64])?;
+        let bounds = [*first as i64, *last as i64].map(rusqlite::types::Value::Integer);
+        insert.execute(params_from_iter(key.iter().chain(&bounds)))?;
     }
     Ok(())
 }
@@ -954,27 +1169,146 @@ fn store_ranges(
 /// never decodes a huge one.
 const MAX_BLOCK_EVENTS: u64 = 16_384;
 
+/// The lowest and highest sequence number in a block (`None`: unnumbered).
+#[derive(Default, Clone, Copy)]
+struct Numbers(Option<(u64, u64)>);
+
+impl Numbers {
+    fn add(&mut self, sequence: u64) {
+        if sequence != 0 {
+            let (low, high) = self.0.get_or_insert((sequence, sequence));
+            *low = (*low).min(sequence);
+            *high = (*high).max(sequence);
+        }
+    }
+}
+
 fn insert_block(
     conn: &Connection,
     agent_id: i64,
+    space: i64,
     host: &str,
     block: BlockEncoder<'_>,
+    numbers: Numbers,
 ) -> rusqlite::Result<()> {
     let (first, last) = block.span();
     let events = block.len();
+    let (first_seq, last_seq) = numbers.0.map(|(f, l)| (clamp(f), clamp(l))).unzip();
     conn.prepare_cached(
-        "INSERT INTO event_blocks (agent_id, host, first_ts, last_ts, events, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO event_blocks
+            (agent_id, space_id, host, first_ts, last_ts, events, data, first_seq, last_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         agent_id,
+        space,
         host,
         first,
         last,
         clamp(events),
-        block.finish()
+        block.finish(),
+        first_seq,
+        last_seq
     ])?;
     Ok(())
+}
+
+/// The sequence numbers of `batch` that repeat a number of the same space
+/// (stored before, or earlier in the batch) with other content: not a
+/// retry but an error of the sender, which must not pass as a duplicate.
+///
+/// A stored copy is found while its raw events are kept (retention), in
+/// the blocks of the space whose sequence range holds the repeats (blocks
+/// from before schema version 6 have none); a repeat whose copy is not
+/// found counts as a plain duplicate. Only repeats cost work.
+fn conflicting_repeats(
+    conn: &Connection,
+    space: i64,
+    batch: Batch<'_>,
+    fresh: &[bool],
+    stored_before: &SequenceRanges,
+) -> Result<Vec<u64>, StoreError> {
+    let repeats: Vec<usize> = (0..batch.len())
+        .filter(|&i| !fresh[i] && batch.event(i).sequence != 0)
+        .collect();
+    if repeats.is_empty() {
+        return Ok(Vec::new());
+    }
+    let wanted: HashSet<u64> = repeats.iter().map(|&i| batch.event(i).sequence).collect();
+    let firsts: Vec<&ConnectionEvent> = (0..batch.len())
+        .filter(|&i| fresh[i] && wanted.contains(&batch.event(i).sequence))
+        .map(|i| batch.event(i))
+        .collect();
+    let mut earlier: HashMap<u64, ConnectionEvent> = normalized(&firsts)?
+        .into_iter()
+        .map(|e| (e.sequence, e))
+        .collect();
+    if !wanted.iter().any(|&n| stored_before.contains(n)) {
+        return compare_repeats(batch, &repeats, &earlier);
+    }
+    let low = wanted.iter().min().copied().unwrap_or(0);
+    let high = wanted.iter().max().copied().unwrap_or(0);
+    let mut stmt = conn.prepare_cached(
+        "SELECT block_id, host, data FROM event_blocks
+         WHERE space_id = ?1 AND last_seq >= ?2 AND first_seq <= ?3",
+    )?;
+    let mut rows = stmt.query(params![space, clamp(low), clamp(high)])?;
+    while let Some(row) = rows.next()? {
+        let (id, host): (i64, String) = (row.get(0)?, row.get(1)?);
+        let data = row.get_ref(2)?.as_blob().map_err(|_| Corrupt {
+            column: "event_blocks.data",
+            value: format!("block {id} is no blob"),
+        })?;
+        let events = block::decode(data, &host).map_err(|e| Corrupt {
+            column: "event_blocks.data",
+            value: format!("block {id}: {e}"),
+        })?;
+        for event in events {
+            if wanted.contains(&event.sequence) && stored_before.contains(event.sequence) {
+                earlier.insert(event.sequence, event);
+            }
+        }
+    }
+    compare_repeats(batch, &repeats, &earlier)
+}
+
+/// The sequence numbers of `repeats` whose event differs from `earlier`'s.
+fn compare_repeats(
+    batch: Batch<'_>,
+    repeats: &[usize],
+    earlier: &HashMap<u64, ConnectionEvent>,
+) -> Result<Vec<u64>, StoreError> {
+    let resent: Vec<&ConnectionEvent> = repeats.iter().map(|&i| batch.event(i)).collect();
+    let resent = normalized(&resent)?;
+    Ok(resent
+        .into_iter()
+        .filter(|e| earlier.get(&e.sequence).is_some_and(|first| first != e))
+        .map(|e| e.sequence)
+        .collect())
+}
+
+/// `events` as the store gives them back (what a block keeps of them), so
+/// a resent event compares equal to its stored copy. One block for all.
+fn normalized(events: &[&ConnectionEvent]) -> Result<Vec<ConnectionEvent>, StoreError> {
+    let mut block = BlockEncoder::default();
+    for event in events {
+        block.push(event);
+    }
+    let mut decoded = block::decode(&block.finish(), "").map_err(|e| Corrupt {
+        column: "event_blocks.data",
+        value: format!("events do not read back: {e}"),
+    })?;
+    if decoded.len() != events.len() {
+        return Err(StoreError::from(Corrupt {
+            column: "event_blocks.data",
+            value: format!("{} events read back as {}", events.len(), decoded.len()),
+        }));
+    }
+    // A block keeps no host (its row does): each event's own.
+    for (copy, event) in decoded.iter_mut().zip(events) {
+        copy.host.clone_from(&event.host);
+    }
+    Ok(decoded)
 }
 
 /// Which events of `batch` are not stored yet. Numbered events are looked
@@ -1131,12 +1465,13 @@ fn parse_column<T: std::str::FromStr>(column: &'static str, value: &str) -> Resu
 }
 
 impl Store for SqliteStore {
-    fn ingest(
+    fn ingest_from(
         &self,
         agent: &AgentId,
+        origin: &Origin,
         events: &[ConnectionEvent],
     ) -> Result<IngestReport, StoreError> {
-        self.ingest_batch(agent, Batch::Plain(events))
+        self.ingest_batch(agent, origin, Batch::Plain(events))
     }
 
     fn ingest_keyed(
@@ -1144,7 +1479,7 @@ impl Store for SqliteStore {
         agent: &AgentId,
         events: &[KeyedEvent],
     ) -> Result<IngestReport, StoreError> {
-        self.ingest_batch(agent, Batch::Keyed(events))
+        self.ingest_batch(agent, &Origin::legacy(), Batch::Keyed(events))
     }
 
     fn edge_totals(&self, query: &RollupQuery) -> Result<Vec<EdgeTotal>, StoreError> {
@@ -1159,7 +1494,15 @@ impl Store for SqliteStore {
         self.read_rollups(query, true)
     }
 
-    fn record_dropped(&self, agent: &AgentId, ranges: &[(u64, u64)]) -> Result<(), StoreError> {
+    fn record_dropped_from(
+        &self,
+        agent: &AgentId,
+        instance: &str,
+        reason: &str,
+        ranges: &[(u64, u64)],
+    ) -> Result<(), StoreError> {
+        check_label("instance", instance)?;
+        check_label("reason", reason)?;
         for (index, &(first, last)) in ranges.iter().enumerate() {
             let reason = if first == 0 {
                 "sequence numbers start at 1"
@@ -1176,13 +1519,47 @@ impl Store for SqliteStore {
             });
         }
         lock(&self.writer).transaction(|tx, ids| {
-            let id = agent_id(tx, &mut ids.agents, agent)?;
-            let old = load_ranges(tx, DROPPED, id)?;
+            let set = RangeSet::Dropped {
+                agent: agent_id(tx, &mut ids.agents, agent)?,
+                instance,
+                reason,
+            };
+            let old = load_ranges(tx, &set)?;
             let mut new = old.clone();
             for &(first, last) in ranges {
                 new.insert_range(first, last);
             }
-            store_ranges(tx, DROPPED, id, &old, &new)
+            store_ranges(tx, &set, &old, &new)
+        })
+    }
+
+    fn record_downtime(
+        &self,
+        agent: &AgentId,
+        instance: &str,
+        windows: &[(Timestamp, Timestamp)],
+    ) -> Result<(), StoreError> {
+        check_label("instance", instance)?;
+        if let Some(index) = windows.iter().position(|(from, to)| from > to) {
+            return Err(StoreError::InvalidRange {
+                index,
+                reason: format!(
+                    "downtime {} to {}: ends before it starts",
+                    windows[index].0, windows[index].1
+                ),
+            });
+        }
+        lock(&self.writer).transaction(|tx, ids| {
+            let agent_id = agent_id(tx, &mut ids.agents, agent)?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO agent_downtime VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (agent_id, instance, down_from)
+                 DO UPDATE SET down_to = max(down_to, excluded.down_to)",
+            )?;
+            for (from, to) in windows {
+                insert.execute(params![agent_id, instance, from.as_nanos(), to.as_nanos()])?;
+            }
+            Ok(())
         })
     }
 
@@ -1222,51 +1599,180 @@ impl Store for SqliteStore {
     fn agents(&self) -> Result<Vec<AgentStatus>, StoreError> {
         let guard = lock(&self.reader);
         let conn = &guard.conn;
-        let all_ranges = |table: &str| -> Result<HashMap<i64, Vec<(u64, u64)>>, StoreError> {
-            let mut ranges: HashMap<i64, Vec<(u64, u64)>> = HashMap::new();
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT agent_id, first_seq, last_seq FROM {table}"
-            ))?;
-            for row in stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)? as u64,
-                    r.get::<_, i64>(2)? as u64,
-                ))
-            })? {
-                let (id, first, last) = row?;
-                ranges.entry(id).or_default().push((first, last));
-            }
-            Ok(ranges)
-        };
-        let mut ranges = all_ranges(SEQUENCES)?;
-        let mut dropped = all_ranges(DROPPED)?;
+        let mut stored: HashMap<i64, Vec<(u64, u64)>> = HashMap::new();
+        let mut stmt =
+            conn.prepare_cached("SELECT space_id, first_seq, last_seq FROM agent_sequences")?;
+        for row in stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })? {
+            let (space, first, last) = row?;
+            stored
+                .entry(space)
+                .or_default()
+                .push((first as u64, last as u64));
+        }
+        // (agent id, instance) -> reason -> ranges
+        type ByReason = BTreeMap<String, Vec<(u64, u64)>>;
+        let mut dropped: HashMap<(i64, String), ByReason> = HashMap::new();
         let mut stmt = conn.prepare_cached(
-            "SELECT agent_id, name, host, events, first_seen, last_seen FROM agents
-             WHERE first_seen IS NOT NULL ORDER BY name",
+            "SELECT agent_id, instance, reason, first_seq, last_seq FROM agent_dropped_ranges",
         )?;
-        let rows = stmt.query_map([], |r| {
+        for row in stmt.query_map([], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, i64>(3)?,
                 r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
+            ))
+        })? {
+            let (agent, instance, reason, first, last) = row?;
+            dropped
+                .entry((agent, instance))
+                .or_default()
+                .entry(reason)
+                .or_default()
+                .push((first as u64, last as u64));
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT s.space_id, s.agent_id, a.name, s.instance, s.first_seq, s.host, s.events,
+                    s.first_seen, s.last_seen, s.conflicts
+             FROM sequence_spaces s JOIN agents a ON a.agent_id = s.agent_id
+             WHERE s.first_seen IS NOT NULL ORDER BY a.name, s.space_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, i64>(7)?,
+                r.get::<_, i64>(8)?,
+                r.get::<_, i64>(9)?,
             ))
         })?;
-        let mut agents = Vec::new();
+        let mut agents: Vec<AgentStatus> = Vec::new();
+        // Where each (agent id, instance) is in `agents`.
+        let mut index: HashMap<(i64, String), usize> = HashMap::new();
         for row in rows {
-            let (id, name, host, events, first, last) = row?;
-            agents.push(AgentStatus {
-                agent: AgentId(name),
-                host,
-                events: events as u64,
-                first_seen: Timestamp::from_nanos(first),
-                last_seen: Timestamp::from_nanos(last),
-                sequences: SequenceRanges::from_ranges(ranges.remove(&id).unwrap_or_default()),
-                dropped: SequenceRanges::from_ranges(dropped.remove(&id).unwrap_or_default()),
-            });
+            let (space, agent_id, name, instance, first_seq, host, events, first, last, conflicts) =
+                row?;
+            let (first, last) = (Timestamp::from_nanos(first), Timestamp::from_nanos(last));
+            let boot = SequenceRanges::from_ranges(stored.remove(&space).unwrap_or_default());
+            let at = *index
+                .entry((agent_id, instance.clone()))
+                .or_insert_with(|| {
+                    let earlier = agents.last().is_some_and(|a| a.agent.0 == name);
+                    agents.push(AgentStatus {
+                        agent: AgentId(name),
+                        lost_state: earlier && first_seq == 1,
+                        instance,
+                        boots: 0,
+                        reused: 0,
+                        conflicts: 0,
+                        first_sequence: first_seq as u64,
+                        host: String::new(),
+                        events: 0,
+                        first_seen: first,
+                        last_seen: last,
+                        sequences: SequenceRanges::new(),
+                        dropped: SequenceRanges::new(),
+                        dropped_by_reason: Vec::new(),
+                        downtime: Vec::new(),
+                    });
+                    agents.len() - 1
+                });
+            let status = &mut agents[at];
+            status.boots += 1;
+            // Numbers an earlier run of this state already used: the state
+            // was restored from a snapshot.
+            status.reused += status.sequences.count_within(boot.ranges());
+            for &(f, l) in boot.ranges() {
+                status.sequences.insert_range(f, l);
+            }
+            status.first_sequence = status.first_sequence.min(first_seq as u64);
+            status.events += events as u64;
+            status.conflicts += conflicts as u64;
+            if last >= status.last_seen || status.host.is_empty() {
+                status.host = host;
+            }
+            status.first_seen = status.first_seen.min(first);
+            status.last_seen = status.last_seen.max(last);
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT agent_id, instance, down_from, down_to FROM agent_downtime
+             ORDER BY down_from",
+        )?;
+        for row in stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })? {
+            let (agent_id, instance, from, to) = row?;
+            if let Some(&at) = index.get(&(agent_id, instance)) {
+                agents[at]
+                    .downtime
+                    .push((Timestamp::from_nanos(from), Timestamp::from_nanos(to)));
+            }
+        }
+        // Instances with drops and nothing stored (every batch refused) are
+        // listed too, after the others.
+        let names: HashMap<i64, String> = conn
+            .prepare_cached("SELECT agent_id, name FROM agents")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut dropped: Vec<_> = dropped.into_iter().collect();
+        dropped.sort_by_key(|((agent_id, instance), _)| (names.get(agent_id), instance.clone()));
+        for ((agent_id, instance), reasons) in dropped {
+            let at = *index
+                .entry((agent_id, instance.clone()))
+                .or_insert_with(|| {
+                    let name = names.get(&agent_id).cloned().unwrap_or_default();
+                    let earlier = agents.iter().any(|a| a.agent.0 == name);
+                    let first = reasons
+                        .values()
+                        .flatten()
+                        .map(|&(f, _)| f)
+                        .min()
+                        .unwrap_or(1);
+                    agents.push(AgentStatus {
+                        agent: AgentId(name),
+                        lost_state: earlier && first == 1,
+                        instance,
+                        boots: 0,
+                        reused: 0,
+                        conflicts: 0,
+                        first_sequence: first,
+                        host: String::new(),
+                        events: 0,
+                        first_seen: Timestamp::from_nanos(0),
+                        last_seen: Timestamp::from_nanos(0),
+                        sequences: SequenceRanges::new(),
+                        dropped: SequenceRanges::new(),
+                        dropped_by_reason: Vec::new(),
+                        downtime: Vec::new(),
+                    });
+                    agents.len() - 1
+                });
+            let status = &mut agents[at];
+            for (reason, ranges) in reasons {
+                for &(f, l) in &ranges {
+                    status.dropped.insert_range(f, l);
+                }
+                status
+                    .dropped_by_reason
+                    .push((reason, SequenceRanges::from_ranges(ranges)));
+            }
         }
         Ok(agents)
     }

@@ -9,9 +9,9 @@ use connscope_event::{
     CloseStats, ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp,
 };
 use connscope_store::{
-    AgentId, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeKey, EventKey, EventQuery,
-    KeyedEvent, RawEventTable, Retention, RollupBatch, RollupQuery, SqliteStore, Store, StoreError,
-    TimeRange,
+    drop_reason, AgentId, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeKey, EventKey,
+    EventQuery, KeyedEvent, Origin, RawEventTable, Retention, RollupBatch, RollupQuery,
+    SqliteStore, Store, StoreError, TimeRange,
 };
 
 const SEC: i64 = 1_000_000_000;
@@ -808,4 +808,288 @@ fn a_foreign_file_is_refused_with_its_path() {
         .expect("must fail")
         .to_string();
     assert!(err.contains("not-a-db"), "{err}");
+}
+
+fn origin(instance: &str, boot: &str, first_sequence: u64) -> Origin {
+    Origin {
+        instance: instance.into(),
+        boot: boot.into(),
+        first_sequence,
+    }
+}
+
+/// Issue 14.1: an agent state wiped (or a token copied to a second host)
+/// numbers from 1 again under a new instance: its events are new, not
+/// duplicates, and it shows as a restart with lost state.
+#[test]
+fn a_new_instance_is_a_new_sequence_space() {
+    let (_dir, store) = open();
+    let agent = AgentId("ws1".into());
+    let first = origin("aaaa", "b1", 1);
+    let r = store
+        .ingest_from(&agent, &first, &numbered(1..=10))
+        .unwrap();
+    assert_eq!((r.stored, r.duplicates), (10, 0));
+    let wiped = origin("bbbb", "b1", 1);
+    let r = store
+        .ingest_from(&agent, &wiped, &numbered(1..=10))
+        .unwrap();
+    assert_eq!((r.stored, r.duplicates), (10, 0), "a new state is no retry");
+    // A retry within each instance is still a duplicate.
+    let r = store
+        .ingest_from(&agent, &wiped, &numbered(5..=12))
+        .unwrap();
+    assert_eq!((r.stored, r.duplicates), (2, 6));
+    assert_eq!(all_events(&store).len(), 22);
+
+    let agents = store.agents().unwrap();
+    assert_eq!(agents.len(), 2, "{agents:#?}");
+    assert_eq!(
+        (agents[0].instance.as_str(), agents[0].lost_state),
+        ("aaaa", false)
+    );
+    assert_eq!(
+        (agents[1].instance.as_str(), agents[1].lost_state),
+        ("bbbb", true)
+    );
+    assert_eq!(agents[0].sequences.ranges(), &[(1, 10)]);
+    assert_eq!(agents[1].sequences.ranges(), &[(1, 12)]);
+    assert_eq!((agents[0].events, agents[1].events), (10, 12));
+}
+
+/// A state restored from a snapshot: the same instance, a new run, numbers
+/// going backwards. Nothing is skipped as a duplicate; the reuse is counted.
+#[test]
+fn a_restored_snapshot_reuses_numbers_and_says_so() {
+    let (_dir, store) = open();
+    let agent = AgentId("ws1".into());
+    store
+        .ingest_from(&agent, &origin("aaaa", "boot1", 1), &numbered(1..=20))
+        .unwrap();
+    // The snapshot was taken when the state said 11.
+    let restored = origin("aaaa", "boot2", 11);
+    let r = store
+        .ingest_from(&agent, &restored, &numbered(11..=25))
+        .unwrap();
+    assert_eq!((r.stored, r.duplicates), (15, 0));
+    let r = store
+        .ingest_from(&agent, &restored, &numbered(25..=25))
+        .unwrap();
+    assert_eq!(
+        (r.stored, r.duplicates),
+        (0, 1),
+        "retries of one run still dedup"
+    );
+    let agents = store.agents().unwrap();
+    assert_eq!(agents.len(), 1);
+    let a = &agents[0];
+    assert_eq!((a.boots, a.reused, a.lost_state), (2, 10, false));
+    assert_eq!(a.sequences.ranges(), &[(1, 25)]);
+    assert_eq!(a.events, 35);
+}
+
+/// Drops carry a reason, per instance; the gap report tells each reason
+/// apart from what is unexplained, counting from where the instance started.
+#[test]
+fn drops_by_reason_and_the_unexplained_rest() {
+    let (_dir, store) = open();
+    let agent = AgentId("ws1".into());
+    // An agent state from before instance ids had reached 100.
+    let upgraded = origin("cccc", "b1", 100);
+    store
+        .ingest_from(&agent, &upgraded, &numbered(100..=102))
+        .unwrap();
+    store
+        .ingest_from(&agent, &upgraded, &numbered(120..=121))
+        .unwrap();
+    store
+        .record_dropped_from(&agent, "cccc", drop_reason::CRASH, &[(103, 110)])
+        .unwrap();
+    store
+        .record_dropped_from(&agent, "cccc", drop_reason::REFUSED, &[(111, 115)])
+        .unwrap();
+    // Another instance's drops do not explain this one's gaps.
+    store
+        .record_dropped_from(&agent, "dddd", drop_reason::REFUSED, &[(116, 119)])
+        .unwrap();
+    let err = store
+        .record_dropped_from(&agent, "cccc", "no such\nreason", &[(1, 1)])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("reason \"no such\\nreason\""), "{err}");
+    let agents = store.agents().unwrap();
+    let a = agents.iter().find(|a| a.instance == "cccc").unwrap();
+    assert!(!a.lost_state, "an upgraded state continues its numbers");
+    let gaps = a.gaps();
+    assert_eq!(gaps.ranges, [(103, 119)]);
+    assert_eq!((gaps.missing, gaps.dropped, gaps.unexplained), (17, 13, 4));
+    assert_eq!(
+        gaps.dropped_by_reason,
+        [("crash".to_owned(), 8), ("refused".to_owned(), 5)]
+    );
+}
+
+#[test]
+fn bad_origins_are_refused_whole() {
+    let (_dir, store) = open();
+    let agent = AgentId("ws1".into());
+    for bad in [
+        origin("a b", "x", 1),
+        origin("a", &"x".repeat(65), 1),
+        origin("a", "x", 0),
+    ] {
+        let err = store
+            .ingest_from(&agent, &bad, &numbered(1..=2))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidOrigin(_)), "{err}");
+    }
+    assert!(all_events(&store).is_empty());
+}
+
+/// A store written by version 3 (today's main) opens, migrated: its agents'
+/// ranges and drops are the space without an instance, and agents that send
+/// an instance id from now on get their own.
+#[test]
+fn a_version_3_store_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v3.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("fixtures/schema_v3.sql"))
+            .unwrap();
+        conn.execute_batch(&format!(
+            "INSERT INTO meta VALUES ('schema_version', '3');
+             INSERT INTO agents VALUES (7, 'ws1', 'ws1', 9, {t}, {t});
+             INSERT INTO agent_sequences VALUES (7, 1, 5), (7, 10, 13);
+             INSERT INTO agent_dropped VALUES (7, 6, 7);",
+            t = 1_800_000_000 * SEC
+        ))
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let agent = AgentId("ws1".into());
+    let agents = store.agents().unwrap();
+    assert_eq!(agents.len(), 1);
+    assert_eq!((agents[0].instance.as_str(), agents[0].events), ("", 9));
+    assert_eq!(agents[0].sequences.ranges(), &[(1, 5), (10, 13)]);
+    let gaps = agents[0].gaps();
+    assert_eq!(gaps.dropped_by_reason, [("spool-full".to_owned(), 2)]);
+    assert_eq!(gaps.unexplained, 2);
+    // The old agent goes on; a retry of what v3 stored is a duplicate.
+    let r = store.ingest(&agent, &numbered(12..=14)).unwrap();
+    assert_eq!((r.stored, r.duplicates), (1, 2));
+    drop(store);
+    // Reopening does not migrate again.
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        store.agents().unwrap()[0].sequences.ranges(),
+        &[(1, 5), (10, 14)]
+    );
+    let version: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM meta WHERE name = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, "4");
+}
+
+#[test]
+fn a_newer_store_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v99.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO meta VALUES ('schema_version', '99');",
+        )
+        .unwrap();
+    let err = SqliteStore::open(&path).err().unwrap().to_string();
+    assert!(
+        err.contains("schema version 99, this build reads version 3 and later ones up to 4"),
+        "{err}"
+    );
+}
+
+/// 14.5: an agent whose every batch was refused still shows, its refused
+/// numbers explained.
+#[test]
+fn an_agent_with_only_refusals_is_listed() {
+    let (_dir, store) = open();
+    let agent = AgentId("ws9".into());
+    store
+        .record_dropped_from(&agent, "eeee", drop_reason::REFUSED, &[(1, 40)])
+        .unwrap();
+    let agents = store.agents().unwrap();
+    assert_eq!(agents.len(), 1, "{agents:#?}");
+    assert_eq!((agents[0].agent.0.as_str(), agents[0].events), ("ws9", 0));
+    let gaps = agents[0].gaps();
+    assert_eq!((gaps.missing, gaps.dropped, gaps.unexplained), (40, 40, 0));
+}
+
+/// 14.1: a "duplicate" whose content differs is reported, never a silent skip.
+#[test]
+fn a_repeat_with_other_content_is_a_conflict() {
+    let (_dir, store) = open();
+    let agent = AgentId("ws1".into());
+    let run = origin("aaaa", "b1", 1);
+    store.ingest_from(&agent, &run, &numbered(1..=10)).unwrap();
+    // A true retry: no conflict.
+    let r = store.ingest_from(&agent, &run, &numbered(3..=5)).unwrap();
+    assert_eq!((r.stored, r.duplicates, r.conflicts), (0, 3, 0));
+    // Numbers 4 and 5 again, for other connections.
+    let mut other = numbered(4..=5);
+    for event in &mut other {
+        event.remote = "10.0.0.3:443".parse().unwrap();
+    }
+    let r = store.ingest_from(&agent, &run, &other).unwrap();
+    assert_eq!((r.stored, r.duplicates, r.conflicts), (0, 2, 2));
+    // Within one batch too.
+    let mut twice = numbered(11..=11);
+    twice.extend(
+        other
+            .iter()
+            .cloned()
+            .map(|mut e| {
+                e.sequence = 11;
+                e
+            })
+            .take(1),
+    );
+    let r = store.ingest_from(&agent, &run, &twice).unwrap();
+    assert_eq!((r.stored, r.duplicates, r.conflicts), (1, 1, 1));
+    assert_eq!(store.agents().unwrap()[0].conflicts, 3);
+    // Another instance's equal numbers are no conflict: they are stored.
+    let r = store
+        .ingest_from(&agent, &origin("bbbb", "b1", 1), &other)
+        .unwrap();
+    assert_eq!((r.stored, r.conflicts), (2, 0));
+}
+
+/// 14.7: the windows an agent was not running are kept with its state.
+#[test]
+fn downtime_windows_are_kept() {
+    let (_dir, store) = open();
+    let agent = AgentId("ws1".into());
+    store
+        .ingest_from(&agent, &origin("aaaa", "b1", 1), &numbered(1..=3))
+        .unwrap();
+    let t = |s: i64| Timestamp::from_nanos(1_800_000_000 * SEC + s * SEC);
+    store
+        .record_downtime(&agent, "aaaa", &[(t(10), t(20))])
+        .unwrap();
+    store
+        .record_downtime(&agent, "aaaa", &[(t(10), t(20)), (t(30), t(31))])
+        .unwrap();
+    let err = store
+        .record_downtime(&agent, "aaaa", &[(t(5), t(4))])
+        .unwrap_err();
+    assert!(err.to_string().contains("ends before it starts"), "{err}");
+    assert_eq!(
+        store.agents().unwrap()[0].downtime,
+        [(t(10), t(20)), (t(30), t(31))]
+    );
 }

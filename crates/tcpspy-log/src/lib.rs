@@ -29,7 +29,7 @@ mod write;
 use connscope_names::Services;
 
 pub use direction::EndpointStats;
-pub use error::{Field, ParseError, Problem};
+pub use error::{Field, ParseError, Problem, Quote, QUOTE_MAX};
 pub use message::{
     Connection, Endpoint, Exe, Message, Notice, NoticeKind, Origin, Precision, User, TCPSPY_EXE_CUT,
 };

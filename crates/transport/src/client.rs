@@ -20,8 +20,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::protocol::{
-    DroppedReport, ErrorResponse, IngestResponse, BODY_ENCODING, DROPPED_PATH, INGEST_PATH,
-    JSON_LINES,
+    BatchOrigin, DroppedReport, ErrorResponse, IngestResponse, BODY_ENCODING, BOOT_HEADER,
+    DROPPED_PATH, FIRST_SEQUENCE_HEADER, INGEST_PATH, INSTANCE_HEADER, JSON_LINES,
 };
 use crate::tls::{client_config, CollectorTrust, TlsError};
 
@@ -143,16 +143,41 @@ impl CollectorClient {
         })
     }
 
-    /// Sends one batch body (gzip JSON Lines, as [`crate::spool::encode_body`] makes it).
+    /// Sends one batch body (gzip JSON Lines, as [`crate::spool::encode_body`]
+    /// makes it) without an origin, as agents before instance ids did.
     pub fn post_batch(&mut self, gzip_body: Vec<u8>) -> Result<IngestResponse, ClientError> {
-        let answer = self.post(INGEST_PATH, JSON_LINES, Some(BODY_ENCODING), gzip_body)?;
+        self.post_batch_from(gzip_body, None)
+    }
+
+    /// [`Self::post_batch`] with who numbered the batch, when known.
+    pub fn post_batch_from(
+        &mut self,
+        gzip_body: Vec<u8>,
+        origin: Option<&BatchOrigin>,
+    ) -> Result<IngestResponse, ClientError> {
+        let headers: Vec<(&'static str, String)> = origin
+            .map(|o| {
+                vec![
+                    (INSTANCE_HEADER, o.instance.clone()),
+                    (BOOT_HEADER, o.boot.clone()),
+                    (FIRST_SEQUENCE_HEADER, o.first_sequence.to_string()),
+                ]
+            })
+            .unwrap_or_default();
+        let answer = self.post(
+            INGEST_PATH,
+            JSON_LINES,
+            Some(BODY_ENCODING),
+            &headers,
+            gzip_body,
+        )?;
         serde_json::from_slice(&answer).map_err(|e| ClientError::BadAnswer(e.to_string()))
     }
 
     /// Tells the collector which events the spool had to delete.
     pub fn post_dropped(&mut self, report: &DroppedReport) -> Result<(), ClientError> {
         let body = serde_json::to_vec(report).expect("a report always serialises");
-        self.post(DROPPED_PATH, "application/json", None, body)?;
+        self.post(DROPPED_PATH, "application/json", None, &[], body)?;
         Ok(())
     }
 
@@ -161,6 +186,7 @@ impl CollectorClient {
         path: &str,
         content_type: &'static str,
         encoding: Option<&'static str>,
+        extra_headers: &[(&'static str, String)],
         body: Vec<u8>,
     ) -> Result<Bytes, ClientError> {
         let mut request = Request::post(format!("{}{path}", self.endpoint.base_path))
@@ -173,6 +199,9 @@ impl CollectorClient {
             .header(CONTENT_TYPE, content_type);
         if let Some(encoding) = encoding {
             request = request.header(CONTENT_ENCODING, encoding);
+        }
+        for (name, value) in extra_headers {
+            request = request.header(*name, value.as_str());
         }
         let request = request
             .body(Full::new(Bytes::from(body)))

@@ -18,9 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use connscope_event::ConnectionEvent;
+use connscope_event::{ConnectionEvent, Timestamp};
 
 pub use client::{ClientError, CollectorClient};
+pub use protocol::{drop_reason, BatchOrigin};
 pub use shipper::{Shipper, ShipperCounters};
 pub use spool::{PushOutcome, Spool, SpoolError, SpoolStats};
 pub use tls::{CollectorTrust, Fingerprint, TlsError};
@@ -109,13 +110,45 @@ impl ShippingOutput {
         })
     }
 
+    /// Who numbers the events from now on (stamped on every batch), what
+    /// the crash of the previous run may have lost (reported as dropped, so
+    /// its gap is explained), and when the agent was not running.
+    pub fn begin(
+        &mut self,
+        origin: BatchOrigin,
+        crashed: Option<(u64, u64)>,
+        down: Option<(Timestamp, Timestamp)>,
+    ) -> Result<(), TransportError> {
+        let instance = origin.instance.clone();
+        // First: whatever fails below, batches must not go out unlabelled.
+        self.spool.set_origin(origin);
+        // Both are kept in memory (and reported) even if not on disk.
+        let down = down.map_or(Ok(()), |(from, to)| {
+            self.spool.record_downtime(&instance, from, to)
+        });
+        let crashed = crashed.map_or(Ok(()), |(first, last)| {
+            let numbers = last - first + 1;
+            let crash = protocol::drop_reason::CRASH;
+            self.spool
+                .record_lost(&instance, crash, first, last, numbers)
+        });
+        down.and(crashed).map_err(TransportError::from)
+    }
+
     /// Spools a batch. When this returns `Ok`, the events survive a crash and
     /// will reach the collector unless the spool overflows (which is counted
-    /// and reported).
+    /// and reported). When it fails, the events are lost, and reported so.
     pub fn send(&mut self, events: &[ConnectionEvent]) -> Result<(), TransportError> {
-        let outcome = self.spool.push(events)?;
-        self.events_dropped += outcome.dropped_events;
-        Ok(())
+        match self.spool.push(events) {
+            Ok(outcome) => {
+                self.events_dropped = self.events_dropped.saturating_add(outcome.dropped_events);
+                Ok(())
+            }
+            Err(e) => {
+                self.events_dropped = self.events_dropped.saturating_add(events.len() as u64);
+                Err(e.into())
+            }
+        }
     }
 
     pub fn stats(&self) -> ShippingStats {

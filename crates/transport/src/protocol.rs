@@ -5,6 +5,37 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::spool::DroppedReport;
 
+/// Headers of an ingest request naming the batch's sequence space: the
+/// agent state's instance id, the run's boot id, and the run's first
+/// number. Agents before instance ids send none (see docs/API.md).
+pub const INSTANCE_HEADER: &str = "connscope-instance";
+pub const BOOT_HEADER: &str = "connscope-boot";
+pub const FIRST_SEQUENCE_HEADER: &str = "connscope-first-sequence";
+
+/// Who numbered a batch: sent in the three headers above.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BatchOrigin {
+    pub instance: String,
+    pub boot: String,
+    pub first_sequence: u64,
+}
+
+/// Why an agent reports sequence numbers as dropped ([`DroppedReport::reason`]).
+pub mod drop_reason {
+    /// Deleted unsent from a full spool (what a report without a reason means).
+    pub const SPOOL_FULL: &str = "spool-full";
+    /// A spooled batch failed its checks on disk.
+    pub const SPOOL_DAMAGED: &str = "spool-damaged";
+    /// Could not be written to the spool (disk full, I/O error).
+    pub const SPOOL_WRITE: &str = "spool-write-failed";
+    /// Refused for good by the collector (HTTP 400 or 413).
+    pub const REFUSED: &str = "refused";
+    /// Handed out or reserved when the agent crashed.
+    pub const CRASH: &str = "crash";
+    /// Not a loss of numbers: the agent was not running ([`super::DroppedReport::down`]).
+    pub const DOWN: &str = "down";
+}
+
 /// POST a batch: gzip-compressed JSON Lines, one event per line.
 pub const INGEST_PATH: &str = "/api/v1/ingest";
 /// POST a [`DroppedReport`] (plain JSON): events the agent's spool had to delete.
@@ -21,6 +52,10 @@ pub struct IngestResponse {
     pub stored: u64,
     /// Events it already had (a retried batch), skipped.
     pub duplicates: u64,
+    /// Of `duplicates`, numbers it had with other content: the agent
+    /// numbered two events alike (the stored ones are kept).
+    #[serde(default)]
+    pub conflicts: u64,
 }
 
 /// The collector's answer to anything it refuses.

@@ -159,26 +159,10 @@ fn run(spool: &Spool, mut client: CollectorClient, control: &Control, counters: 
     let mut backoff = Backoff::new();
     let mut failing = false;
     while !control.should_exit(spool) {
-        let dropped = spool.dropped();
-        if !dropped.is_empty() {
-            match client.post_dropped(&dropped) {
-                Ok(()) => {
-                    tracing::info!(
-                        events = dropped.events,
-                        "reported dropped events to the collector"
-                    );
-                    if let Err(e) = spool.dropped_reported(&dropped) {
-                        tracing::error!(error = %e, "cannot update the spool's dropped record");
-                    }
-                }
-                Err(e) => {
-                    counters.failures.fetch_add(1, Ordering::Relaxed);
-                    let wait = backoff.next_wait();
-                    tracing::warn!(error = %e, retry_in = ?wait, "cannot report dropped events");
-                    control.sleep(wait);
-                    continue;
-                }
-            }
+        if !report_dropped(spool, &mut client, counters) {
+            let wait = backoff.next_wait();
+            control.sleep(wait);
+            continue;
         }
         let batch = match spool.next_batch(IDLE_WAIT) {
             Ok(Some(batch)) => batch,
@@ -190,7 +174,7 @@ fn run(spool: &Spool, mut client: CollectorClient, control: &Control, counters: 
             }
         };
         let info = batch.info;
-        match client.post_batch(batch.body) {
+        match client.post_batch_from(batch.body, info.origin.as_deref()) {
             Ok(answer) => {
                 if failing {
                     tracing::info!("collector reachable again");
@@ -204,6 +188,14 @@ fn run(spool: &Spool, mut client: CollectorClient, control: &Control, counters: 
                 counters
                     .events_duplicate
                     .fetch_add(answer.duplicates, Ordering::Relaxed);
+                if answer.conflicts > 0 {
+                    tracing::error!(
+                        conflicts = answer.conflicts,
+                        first_sequence = info.first_sequence,
+                        last_sequence = info.last_sequence,
+                        "the collector holds other events under some of these sequence numbers"
+                    );
+                }
                 if let Err(e) = spool.acknowledge(info.id) {
                     tracing::error!(error = %e, "cannot delete a shipped batch (it will be sent again)");
                 }
@@ -214,7 +206,8 @@ fn run(spool: &Spool, mut client: CollectorClient, control: &Control, counters: 
                     error = %e,
                     first_sequence = info.first_sequence,
                     last_sequence = info.last_sequence,
-                    "the collector refused a batch; kept in the spool's rejected/ folder"
+                    "the collector refused a batch; kept in the spool's rejected/ folder \
+                     and reported as dropped"
                 );
                 if let Err(e) = spool.reject(info.id) {
                     tracing::error!(error = %e, "cannot set the refused batch aside");
@@ -235,6 +228,27 @@ fn run(spool: &Spool, mut client: CollectorClient, control: &Control, counters: 
             }
         }
     }
+}
+
+/// Sends the spool's unreported drops, one report per instance and reason;
+/// false when the collector could not take one (to retry after a wait).
+fn report_dropped(spool: &Spool, client: &mut CollectorClient, counters: &ShipperCounters) -> bool {
+    for report in spool.dropped_reports() {
+        if let Err(e) = client.post_dropped(&report) {
+            counters.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "cannot report dropped events; will retry");
+            return false;
+        }
+        tracing::info!(
+            events = report.events,
+            reason = %report.reason,
+            "reported dropped events to the collector"
+        );
+        if let Err(e) = spool.dropped_reported(&report) {
+            tracing::error!(error = %e, "cannot update the spool's dropped record");
+        }
+    }
+    true
 }
 
 #[cfg(test)]

@@ -17,24 +17,38 @@
 //! When the spool is full the oldest batches are deleted. Nothing is lost
 //! silently: the sequence ranges and the event count of what was deleted go to
 //! `dropped.json` (written atomically too), which the shipper reports to the
-//! collector and clears once the collector has recorded it.
+//! collector and clears once the collector has recorded it. So do batches
+//! the collector refused (kept in `rejected/`, whose files count against the
+//! same bound and go first when it is reached), batches that could not be
+//! written, and what a crash of the agent may have lost; each report says
+//! why, and which agent state ([`BatchOrigin`]) numbered the events.
+//!
+//! Each batch carries who numbered it (instance, boot, first number), in the
+//! header's origin field, so a batch spooled before the state directory was
+//! wiped is still sent as its own instance's. A `lock` file keeps a second
+//! agent out of the spool directory.
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use connscope_event::{json::write_json_line, ConnectionEvent};
+use connscope_event::{json::write_json_line, ConnectionEvent, Timestamp};
 use flate2::{write::GzEncoder, Compression, Crc};
 use serde::{Deserialize, Serialize};
+
+use crate::protocol::{drop_reason, BatchOrigin};
 
 const MAGIC: &[u8; 8] = b"CSSPOOL1";
 const HEADER_LEN: usize = 48;
 const BATCH_SUFFIX: &str = "batch";
 const TMP_SUFFIX: &str = "tmp";
 const DROPPED_FILE: &str = "dropped.json";
+const REJECTED_DIR: &str = "rejected";
+const LOCK_FILE: &str = "lock";
 
 /// Why the spool could not do its job.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +61,11 @@ pub enum SpoolError {
     },
     #[error("spool {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "spool {path}: another agent is using this spool directory; \
+         give each agent its own --spool-dir"
+    )]
+    InUse { path: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
@@ -57,7 +76,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
 }
 
 /// One spooled batch, as the shipper sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchInfo {
     /// Spool-local id; increasing, so the smallest is the oldest.
     pub id: u64,
@@ -66,6 +85,8 @@ pub struct BatchInfo {
     pub events: u64,
     /// Size on disk, header included.
     pub file_bytes: u64,
+    /// Who numbered it; `None` for batches of agents before instance ids.
+    pub origin: Option<Arc<BatchOrigin>>,
 }
 
 /// A batch read back for shipping: its info and the wire body (gzip JSON Lines).
@@ -75,34 +96,81 @@ pub struct SpooledBatch {
     pub body: Vec<u8>,
 }
 
-/// Events the spool had to delete before they were acknowledged, not yet
-/// reported to the collector.
+/// Events the agent lost before the collector stored them, not yet
+/// reported to the collector: one report per agent state and reason.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DroppedReport {
-    /// Number of events deleted.
+    /// The agent state that numbered them (empty: before instance ids).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
+    /// Why (see [`drop_reason`]); a report without one means `spool-full`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Number of events lost (for a crash: of numbers that may have been).
     pub events: u64,
-    /// Inclusive sequence ranges of the deleted events, merged, oldest first.
+    /// Inclusive sequence ranges of the lost events, merged, oldest first.
     pub ranges: Vec<(u64, u64)>,
+    /// When the agent was not running (RFC 3339 pairs, from and to): it
+    /// saw no connections then, numbered or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "windows_text")]
+    pub down: Vec<(Timestamp, Timestamp)>,
+}
+
+/// Time windows as pairs of RFC 3339 texts, as the API shows times.
+mod windows_text {
+    use connscope_event::Timestamp;
+    use serde::{de::Error, Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        windows: &[(Timestamp, Timestamp)],
+        to: S,
+    ) -> Result<S::Ok, S::Error> {
+        let text: Vec<(String, String)> = windows
+            .iter()
+            .map(|(from, to)| (from.to_string(), to.to_string()))
+            .collect();
+        text.serialize(to)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        from: D,
+    ) -> Result<Vec<(Timestamp, Timestamp)>, D::Error> {
+        let text = Vec::<(String, String)>::deserialize(from)?;
+        text.iter()
+            .map(|(a, b)| {
+                let parse = |t: &str| {
+                    t.parse::<Timestamp>().map_err(|e| {
+                        let shown: String = t.chars().take(40).collect();
+                        D::Error::custom(format!("down: {shown:?}: {e}"))
+                    })
+                };
+                Ok((parse(a)?, parse(b)?))
+            })
+            .collect()
+    }
 }
 
 impl DroppedReport {
     pub fn is_empty(&self) -> bool {
-        self.events == 0
+        self.events == 0 && self.down.is_empty()
     }
 
     fn add(&mut self, info: &BatchInfo) {
-        self.events += info.events;
+        self.add_range(info.first_sequence, info.last_sequence, info.events);
+    }
+
+    fn add_range(&mut self, first: u64, last: u64, events: u64) {
+        self.events = self.events.saturating_add(events);
         match self.ranges.last_mut() {
-            Some(last) if last.1.checked_add(1) == Some(info.first_sequence) => {
-                last.1 = info.last_sequence
-            }
-            _ => self.ranges.push((info.first_sequence, info.last_sequence)),
+            Some(prev) if prev.1.checked_add(1) == Some(first) => prev.1 = last,
+            _ => self.ranges.push((first, last)),
         }
     }
 
     /// Removes what `reported` covered (a prefix of what was dropped, since
     /// reports only grow at the end while one is in flight).
     fn subtract(&mut self, reported: &DroppedReport) {
+        self.down.retain(|window| !reported.down.contains(window));
         self.events = self.events.saturating_sub(reported.events);
         for range in &reported.ranges {
             if let Some(pos) = self.ranges.iter().position(|r| r.0 == range.0) {
@@ -134,11 +202,57 @@ pub struct SpoolStats {
     pub unreported_dropped: u64,
 }
 
+/// What `dropped.json` holds: the reports, or (written by earlier versions)
+/// one report of spool-full drops.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DroppedFile {
+    Reports(Vec<DroppedReport>),
+    Single(DroppedReport),
+}
+
+/// The unreported drops, one report per (instance, reason).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Dropped(Vec<DroppedReport>);
+
+impl Dropped {
+    fn report(&mut self, instance: &str, reason: &str) -> &mut DroppedReport {
+        let at = self
+            .0
+            .iter()
+            .position(|r| r.instance == instance && r.reason == reason);
+        let at = at.unwrap_or_else(|| {
+            self.0.push(DroppedReport {
+                instance: instance.to_owned(),
+                reason: reason.to_owned(),
+                ..DroppedReport::default()
+            });
+            self.0.len() - 1
+        });
+        &mut self.0[at]
+    }
+
+    fn add(&mut self, info: &BatchInfo, reason: &str) {
+        let instance = info.origin.as_ref().map_or("", |o| o.instance.as_str());
+        self.report(instance, reason).add(info);
+    }
+
+    fn events(&self) -> u64 {
+        self.0.iter().fold(0, |n, r| n.saturating_add(r.events))
+    }
+}
+
 struct State {
     batches: VecDeque<BatchInfo>,
     bytes: u64,
     next_id: u64,
-    dropped: DroppedReport,
+    dropped: Dropped,
+    /// Stamped on every batch pushed from now on.
+    origin: Option<Arc<BatchOrigin>>,
+    /// Refused batches kept for a person to look at, oldest first, with
+    /// their sizes: they count against `max_bytes` and go first.
+    rejected: VecDeque<(PathBuf, u64)>,
+    rejected_bytes: u64,
     /// The batch the shipper is sending: never evicted under its feet.
     in_flight: Option<u64>,
     closed: bool,
@@ -151,6 +265,9 @@ pub struct Spool {
     max_bytes: u64,
     state: Mutex<State>,
     changed: Condvar,
+    /// Held for as long as the spool is open: two agents sharing a spool
+    /// would send and delete each other's batches.
+    _lock: File,
 }
 
 impl Spool {
@@ -160,13 +277,23 @@ impl Spool {
     pub fn open(dir: impl Into<PathBuf>, max_bytes: u64) -> Result<Spool, SpoolError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let lock = lock_dir(&dir.join(LOCK_FILE))?;
         let dropped_path = dir.join(DROPPED_FILE);
         let mut dropped = match fs::read(&dropped_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| SpoolError::Corrupt {
-                path: dropped_path.clone(),
-                reason: e.to_string(),
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => DroppedReport::default(),
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(DroppedFile::Reports(reports)) => Dropped(reports),
+                Ok(DroppedFile::Single(mut report)) => {
+                    report.reason = drop_reason::SPOOL_FULL.to_owned();
+                    Dropped(vec![report])
+                }
+                Err(e) => {
+                    return Err(SpoolError::Corrupt {
+                        path: dropped_path.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Dropped::default(),
             Err(e) => return Err(io_err(&dropped_path)(e)),
         };
         let mut batches = Vec::new();
@@ -197,7 +324,7 @@ impl Spool {
                     Err(HeaderProblem::Bad { reason, info }) => {
                         tracing::error!(path = %path.display(), %reason, "discarding a damaged spool batch");
                         if let Some(info) = info {
-                            dropped.add(&info);
+                            dropped.add(&info, drop_reason::SPOOL_DAMAGED);
                             dropped_changed = true;
                         }
                         fs::remove_file(&path).map_err(io_err(&path))?;
@@ -208,6 +335,8 @@ impl Spool {
         }
         batches.sort_by_key(|b| b.id);
         let bytes = batches.iter().map(|b| b.file_bytes).sum();
+        let rejected = list_rejected(&dir.join(REJECTED_DIR))?;
+        let rejected_bytes = rejected.iter().map(|(_, n)| n).sum();
         let spool = Spool {
             dir,
             max_bytes,
@@ -216,20 +345,54 @@ impl Spool {
                 bytes,
                 next_id,
                 dropped,
+                origin: None,
+                rejected,
+                rejected_bytes,
                 in_flight: None,
                 closed: false,
             }),
             changed: Condvar::new(),
+            _lock: lock,
         };
         if dropped_changed {
             let dropped = spool.lock().dropped.clone();
             spool.persist_dropped(&dropped)?;
         }
+        spool.trim_rejected(0)?;
         Ok(spool)
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Who numbers the batches pushed from now on.
+    pub fn set_origin(&self, origin: BatchOrigin) {
+        self.lock().origin = Some(Arc::new(origin));
+    }
+
+    /// Records numbers lost before they reached the spool (`reason` from
+    /// [`drop_reason`]): by a crash, or because the spool could not take
+    /// them. Kept in memory even when it cannot be written to disk, so the
+    /// shipper still reports it.
+    pub fn record_lost(
+        &self,
+        instance: &str,
+        reason: &str,
+        first: u64,
+        last: u64,
+        events: u64,
+    ) -> Result<(), SpoolError> {
+        let dropped = {
+            let mut state = self.lock();
+            state
+                .dropped
+                .report(instance, reason)
+                .add_range(first, last, events);
+            state.dropped.clone()
+        };
+        self.changed.notify_all();
+        self.persist_dropped(&dropped)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -247,18 +410,20 @@ impl Spool {
         let body = encode_body(events);
         let first_sequence = events.iter().map(|e| e.sequence).min().unwrap_or(0);
         let last_sequence = events.iter().map(|e| e.sequence).max().unwrap_or(0);
-        let id = {
+        let (id, origin) = {
             let mut state = self.lock();
             let id = state.next_id;
             state.next_id += 1;
-            id
+            (id, state.origin.clone())
         };
+        let origin_len = origin.as_deref().map_or(0, |o| origin_text(o).len());
         let info = BatchInfo {
             id,
             first_sequence,
             last_sequence,
             events: events.len() as u64,
-            file_bytes: (HEADER_LEN + body.len()) as u64,
+            file_bytes: (HEADER_LEN + origin_len + body.len()) as u64,
+            origin,
         };
         if info.file_bytes > self.max_bytes {
             tracing::error!(
@@ -266,19 +431,28 @@ impl Spool {
                 max = self.max_bytes,
                 "a batch is larger than the whole spool; dropping it"
             );
-            self.record_dropped(&[info])?;
+            self.record_dropped(std::slice::from_ref(&info), drop_reason::SPOOL_FULL)?;
             return Ok(PushOutcome {
                 dropped_events: info.events,
             });
         }
-        self.write_batch(&info, &body)?;
+        if let Err(e) = self.write_batch(&info, &body) {
+            // Numbered, and now lost: said so, even if only in memory.
+            if let Err(persist) =
+                self.record_dropped(std::slice::from_ref(&info), drop_reason::SPOOL_WRITE)
+            {
+                tracing::error!(error = %persist, "cannot write the spool's dropped record");
+            }
+            return Err(e);
+        }
+        self.trim_rejected(info.file_bytes)?;
 
         let mut evicted = Vec::new();
         {
             let mut state = self.lock();
             state.bytes += info.file_bytes;
             let pos = state.batches.partition_point(|b| b.id < id);
-            state.batches.insert(pos, info);
+            state.batches.insert(pos, info.clone());
             while state.bytes > self.max_bytes {
                 let victim = state
                     .batches
@@ -300,7 +474,7 @@ impl Spool {
                 dropped_events,
                 "spool full: deleted the oldest unacknowledged batches"
             );
-            self.record_dropped(&evicted)?;
+            self.record_dropped(&evicted, drop_reason::SPOOL_FULL)?;
         }
         Ok(PushOutcome { dropped_events })
     }
@@ -318,7 +492,7 @@ impl Spool {
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }
-                let Some(info) = state.batches.front().copied() else {
+                let Some(info) = state.batches.front().cloned() else {
                     return Ok(None);
                 };
                 state.in_flight = Some(info.id);
@@ -331,7 +505,7 @@ impl Spool {
                 Err(HeaderProblem::Bad { reason, .. }) => {
                     tracing::error!(path = %path.display(), %reason, "discarding a damaged spool batch");
                     self.forget(info.id)?;
-                    self.record_dropped(&[info])?;
+                    self.record_dropped(&[info], drop_reason::SPOOL_DAMAGED)?;
                 }
             }
         }
@@ -351,15 +525,52 @@ impl Spool {
         self.forget(id)
     }
 
-    /// The collector refused the batch for good (it is malformed): keep it aside
-    /// in `rejected/` for a person to look at, and stop retrying it.
+    /// The collector refused the batch for good (it is malformed or too
+    /// large): keep it aside in `rejected/` for a person to look at, stop
+    /// retrying it, and report its events as dropped (refused).
     pub fn reject(&self, id: u64) -> Result<(), SpoolError> {
-        let rejected = self.dir.join("rejected");
+        let rejected = self.dir.join(REJECTED_DIR);
         fs::create_dir_all(&rejected).map_err(io_err(&rejected))?;
         let from = self.batch_path(id);
         let to = rejected.join(from.file_name().expect("batch paths have a file name"));
+        let info = self.lock().batches.iter().find(|b| b.id == id).cloned();
         fs::rename(&from, &to).map_err(io_err(&from))?;
-        self.forget(id)
+        if let Some(info) = info {
+            {
+                let mut state = self.lock();
+                state.rejected.push_back((to, info.file_bytes));
+                state.rejected_bytes += info.file_bytes;
+            }
+            self.forget(id)?;
+            self.record_dropped(&[info], drop_reason::REFUSED)?;
+        }
+        self.trim_rejected(0)
+    }
+
+    /// Deletes the oldest refused batches (already reported) until they and
+    /// the spooled batches, plus `coming` bytes, fit in `max_bytes`.
+    fn trim_rejected(&self, coming: u64) -> Result<(), SpoolError> {
+        let mut victims = Vec::new();
+        {
+            let mut state = self.lock();
+            while state.bytes + state.rejected_bytes + coming > self.max_bytes {
+                let Some((path, bytes)) = state.rejected.pop_front() else {
+                    break;
+                };
+                state.rejected_bytes -= bytes;
+                victims.push(path);
+            }
+        }
+        if !victims.is_empty() {
+            tracing::warn!(
+                files = victims.len(),
+                "spool full: deleted the oldest refused batches kept in rejected/"
+            );
+        }
+        for path in &victims {
+            remove_if_present(path)?;
+        }
+        Ok(())
     }
 
     fn forget(&self, id: u64) -> Result<(), SpoolError> {
@@ -384,29 +595,79 @@ impl Spool {
 
     /// The batches waiting, oldest first.
     pub fn batches(&self) -> Vec<BatchInfo> {
-        self.lock().batches.iter().copied().collect()
+        self.lock().batches.iter().cloned().collect()
     }
 
-    /// Dropped events not yet reported to the collector.
+    /// All dropped events not yet reported to the collector, whatever their
+    /// instance and reason, in one summary (ranges merged).
     pub fn dropped(&self) -> DroppedReport {
-        self.lock().dropped.clone()
+        let state = self.lock();
+        let mut all = DroppedReport::default();
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for report in &state.dropped.0 {
+            all.events = all.events.saturating_add(report.events);
+            ranges.extend(&report.ranges);
+        }
+        ranges.sort_unstable();
+        for (first, last) in ranges {
+            match all.ranges.last_mut() {
+                Some(prev) if first <= prev.1.saturating_add(1) => prev.1 = prev.1.max(last),
+                _ => all.ranges.push((first, last)),
+            }
+        }
+        all
+    }
+
+    /// Records that the agent state `instance` was not running from `from`
+    /// to `to` (reported with reason [`drop_reason::DOWN`]).
+    pub fn record_downtime(
+        &self,
+        instance: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<(), SpoolError> {
+        let dropped = {
+            let mut state = self.lock();
+            state
+                .dropped
+                .report(instance, drop_reason::DOWN)
+                .down
+                .push((from, to));
+            state.dropped.clone()
+        };
+        self.changed.notify_all();
+        self.persist_dropped(&dropped)
+    }
+
+    /// The reports to send: one per instance and reason.
+    pub fn dropped_reports(&self) -> Vec<DroppedReport> {
+        let state = self.lock();
+        state
+            .dropped
+            .0
+            .iter()
+            .filter(|r| !r.is_empty())
+            .cloned()
+            .collect()
     }
 
     /// The collector recorded `reported`: forget it (what was dropped since stays).
     pub fn dropped_reported(&self, reported: &DroppedReport) -> Result<(), SpoolError> {
         let remaining = {
             let mut state = self.lock();
-            state.dropped.subtract(reported);
+            let report = state.dropped.report(&reported.instance, &reported.reason);
+            report.subtract(reported);
+            state.dropped.0.retain(|r| !r.is_empty());
             state.dropped.clone()
         };
         self.persist_dropped(&remaining)
     }
 
-    fn record_dropped(&self, batches: &[BatchInfo]) -> Result<(), SpoolError> {
+    fn record_dropped(&self, batches: &[BatchInfo], reason: &str) -> Result<(), SpoolError> {
         let dropped = {
             let mut state = self.lock();
             for b in batches {
-                state.dropped.add(b);
+                state.dropped.add(b, reason);
             }
             state.dropped.clone()
         };
@@ -420,7 +681,7 @@ impl Spool {
             batches: state.batches.len() as u64,
             events: state.batches.iter().map(|b| b.events).sum(),
             bytes: state.bytes,
-            unreported_dropped: state.dropped.events,
+            unreported_dropped: state.dropped.events(),
         }
     }
 
@@ -438,24 +699,31 @@ impl Spool {
         let tmp = self.dir.join(format!("{:016x}.{TMP_SUFFIX}", info.id));
         let mut crc = Crc::new();
         crc.update(body);
+        let origin = info.origin.as_deref().map(origin_text).unwrap_or_default();
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&(body.len() as u64).to_le_bytes());
         header.extend_from_slice(&crc.sum().to_le_bytes());
-        header.extend_from_slice(&0u32.to_le_bytes());
+        // Once always 0: batches of earlier versions have no origin.
+        header.extend_from_slice(&(origin.len() as u32).to_le_bytes());
         header.extend_from_slice(&info.first_sequence.to_le_bytes());
         header.extend_from_slice(&info.last_sequence.to_le_bytes());
         header.extend_from_slice(&info.events.to_le_bytes());
         debug_assert_eq!(header.len(), HEADER_LEN);
-        write_durably(&self.dir, &tmp, &self.batch_path(info.id), &[&header, body])
+        write_durably(
+            &self.dir,
+            &tmp,
+            &self.batch_path(info.id),
+            &[&header, origin.as_bytes(), body],
+        )
     }
 
-    fn persist_dropped(&self, dropped: &DroppedReport) -> Result<(), SpoolError> {
+    fn persist_dropped(&self, dropped: &Dropped) -> Result<(), SpoolError> {
         let path = self.dir.join(DROPPED_FILE);
-        if dropped.is_empty() {
+        if dropped.0.iter().all(DroppedReport::is_empty) {
             return remove_if_present(&path);
         }
-        let json = serde_json::to_vec(dropped).expect("a report always serialises");
+        let json = serde_json::to_vec(&dropped.0).expect("a report always serialises");
         let tmp = self.dir.join(format!("{DROPPED_FILE}.new"));
         write_durably(&self.dir, &tmp, &path, &[&json])
     }
@@ -483,6 +751,65 @@ fn remove_if_present(path: &Path) -> Result<(), SpoolError> {
     }
 }
 
+/// A batch's origin as its file holds it: `INSTANCE BOOT FIRST_SEQUENCE`.
+fn origin_text(origin: &BatchOrigin) -> String {
+    format!(
+        "{} {} {}",
+        origin.instance, origin.boot, origin.first_sequence
+    )
+}
+
+fn parse_origin(text: &[u8]) -> Option<BatchOrigin> {
+    let text = std::str::from_utf8(text).ok()?;
+    let mut words = text.split(' ');
+    let origin = BatchOrigin {
+        instance: words.next()?.to_owned(),
+        boot: words.next()?.to_owned(),
+        first_sequence: words.next()?.parse().ok()?,
+    };
+    words.next().is_none().then_some(origin)
+}
+
+/// Takes the spool directory's lock (released when the file closes, also
+/// when the process dies), or says another agent has it.
+fn lock_dir(path: &Path) -> Result<File, SpoolError> {
+    use std::os::fd::AsRawFd;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = io::Error::last_os_error();
+        return Err(match err.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => SpoolError::InUse {
+                path: path.to_owned(),
+            },
+            _ => io_err(path)(err),
+        });
+    }
+    Ok(file)
+}
+
+/// The refused batches kept, oldest (smallest id) first, with their sizes.
+fn list_rejected(dir: &Path) -> Result<VecDeque<(PathBuf, u64)>, SpoolError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(VecDeque::new()),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err(dir))?;
+        let bytes = entry.metadata().map_err(io_err(&entry.path()))?.len();
+        files.push((entry.path(), bytes));
+    }
+    files.sort();
+    Ok(files.into())
+}
+
 /// The wire body of a batch: JSON Lines, gzip-compressed (fast level: the
 /// agent's CPU matters more than the bytes on a LAN).
 pub fn encode_body(events: &[ConnectionEvent]) -> Vec<u8> {
@@ -504,21 +831,33 @@ enum HeaderProblem {
     },
 }
 
-fn parse_header(header: &[u8; HEADER_LEN], id: u64) -> Result<(BatchInfo, u64, u32), String> {
+/// Longest origin a header may announce (two 64-byte ids and a number).
+const MAX_ORIGIN_LEN: u64 = 160;
+
+/// The header's fields: the batch's info (without its origin, which
+/// follows the header), the body's length and CRC, and the origin's length.
+fn parse_header(header: &[u8; HEADER_LEN], id: u64) -> Result<(BatchInfo, u64, u32, u64), String> {
     if &header[..8] != MAGIC {
         return Err("not a spool batch (bad magic)".into());
     }
     let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
     let body_len = word(8);
     let crc = u32::from_le_bytes(header[16..20].try_into().expect("4 bytes"));
+    let origin_len = u64::from(u32::from_le_bytes(
+        header[20..24].try_into().expect("4 bytes"),
+    ));
+    if origin_len > MAX_ORIGIN_LEN {
+        return Err(format!("origin of {origin_len} bytes announced"));
+    }
     let info = BatchInfo {
         id,
         first_sequence: word(24),
         last_sequence: word(32),
         events: word(40),
-        file_bytes: HEADER_LEN as u64 + body_len,
+        file_bytes: (HEADER_LEN as u64 + origin_len).saturating_add(body_len),
+        origin: None,
     };
-    Ok((info, body_len, crc))
+    Ok((info, body_len, crc, origin_len))
 }
 
 fn read_header(path: &Path, id: u64) -> Result<BatchInfo, HeaderProblem> {
@@ -534,13 +873,26 @@ fn read_header(path: &Path, id: u64) -> Result<BatchInfo, HeaderProblem> {
             _ => HeaderProblem::Io(e),
         });
     }
-    let (info, _, _) =
+    let (mut info, _, _, origin_len) =
         parse_header(&header, id).map_err(|reason| HeaderProblem::Bad { reason, info: None })?;
     if info.file_bytes != len {
         return Err(HeaderProblem::Bad {
             reason: format!("expected {} bytes, found {len}", info.file_bytes),
             info: Some(info),
         });
+    }
+    if origin_len > 0 {
+        let mut text = vec![0; origin_len as usize];
+        file.read_exact(&mut text).map_err(HeaderProblem::Io)?;
+        match parse_origin(&text) {
+            Some(origin) => info.origin = Some(Arc::new(origin)),
+            None => {
+                return Err(HeaderProblem::Bad {
+                    reason: "unreadable origin".into(),
+                    info: Some(info),
+                })
+            }
+        }
     }
     Ok(info)
 }
@@ -549,14 +901,20 @@ fn read_batch(path: &Path, expected: &BatchInfo) -> Result<Vec<u8>, HeaderProble
     let bytes = fs::read(path).map_err(HeaderProblem::Io)?;
     let bad = |reason: String| HeaderProblem::Bad {
         reason,
-        info: Some(*expected),
+        info: Some(expected.clone()),
     };
     let header: &[u8; HEADER_LEN] = bytes
         .get(..HEADER_LEN)
         .and_then(|h| h.try_into().ok())
         .ok_or_else(|| bad("truncated header".into()))?;
-    let (info, body_len, crc) = parse_header(header, expected.id).map_err(bad)?;
-    let body = &bytes[HEADER_LEN..];
+    let (mut info, body_len, crc, origin_len) = parse_header(header, expected.id).map_err(bad)?;
+    let rest = &bytes[HEADER_LEN..];
+    let Some((origin, body)) = rest.split_at_checked(origin_len as usize) else {
+        return Err(bad("origin truncated".into()));
+    };
+    info.origin = (origin_len > 0)
+        .then(|| parse_origin(origin).map(Arc::new))
+        .flatten();
     if info != *expected || body.len() as u64 != body_len {
         return Err(bad("header changed or body truncated".into()));
     }
@@ -673,7 +1031,8 @@ mod tests {
             spool.dropped(),
             DroppedReport {
                 events: 2,
-                ranges: vec![(1, 2)]
+                ranges: vec![(1, 2)],
+                ..DroppedReport::default()
             }
         );
     }
@@ -693,6 +1052,7 @@ mod tests {
         let expected = DroppedReport {
             events: 30,
             ranges: vec![(1, 30)],
+            ..DroppedReport::default()
         };
         assert_eq!(spool.dropped(), expected);
         drop(spool);
@@ -706,19 +1066,32 @@ mod tests {
         let batch = spool.next_batch(WAIT).unwrap().unwrap();
         assert_eq!(batch.info.first_sequence, 31);
         // Reported while more was dropped: only the reported part is forgotten.
-        spool.lock().dropped.add(&BatchInfo {
-            id: 99,
-            first_sequence: 200,
-            last_sequence: 209,
-            events: 10,
-            file_bytes: 0,
-        });
-        spool.dropped_reported(&expected).unwrap();
+        spool.lock().dropped.add(
+            &BatchInfo {
+                id: 99,
+                first_sequence: 200,
+                last_sequence: 209,
+                events: 10,
+                file_bytes: 0,
+                origin: None,
+            },
+            drop_reason::SPOOL_FULL,
+        );
+        let reports = spool.dropped_reports();
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].reason, drop_reason::SPOOL_FULL);
+        spool
+            .dropped_reported(&DroppedReport {
+                reason: drop_reason::SPOOL_FULL.into(),
+                ..expected
+            })
+            .unwrap();
         assert_eq!(
             spool.dropped(),
             DroppedReport {
                 events: 10,
-                ranges: vec![(200, 209)]
+                ranges: vec![(200, 209)],
+                ..DroppedReport::default()
             }
         );
     }

@@ -16,6 +16,8 @@ use std::path::PathBuf;
 
 use connscope_event::ConnectionEvent;
 
+use crate::RunStart;
+
 pub use json::JsonLines;
 pub use syslog::{Facility, SyslogOutput, UnknownFacility};
 pub use tcpspy::TcpspyLines;
@@ -47,6 +49,12 @@ pub trait Sink: Send {
     /// Pushes out what is buffered; called whenever the agent's queue runs
     /// empty, so a quiet agent never sits on events.
     fn flush(&mut self) -> Result<(), OutputError>;
+
+    /// Called once before the first batch with who numbers the events; the
+    /// shipping output sends it with every batch.
+    fn begin(&mut self, _run: &RunStart) -> Result<(), OutputError> {
+        Ok(())
+    }
 
     /// SIGHUP: reopen files, so a rotated log is let go of.
     fn reopen(&mut self) -> Result<(), OutputError> {

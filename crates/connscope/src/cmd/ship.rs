@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use connscope_agent::{OutputError, Sink};
-use connscope_event::ConnectionEvent;
+use connscope_agent::{OutputError, RunStart, Sink};
+use connscope_event::{ConnectionEvent, Timestamp};
 use connscope_transport::{
-    read_token_file, CollectorTrust, Fingerprint, ShippingConfig, ShippingOutput,
+    read_token_file, BatchOrigin, CollectorTrust, Fingerprint, ShippingConfig, ShippingOutput,
     DEFAULT_SPOOL_MAX_BYTES,
 };
 
@@ -90,6 +90,13 @@ pub fn open(args: &ShipArgs, state_dir: &Path) -> anyhow::Result<Option<Box<dyn 
     })))
 }
 
+fn timestamp(time: std::time::SystemTime) -> Timestamp {
+    let nanos = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    Timestamp::from_nanos(nanos)
+}
+
 struct Shipping {
     output: ShippingOutput,
     name: String,
@@ -98,6 +105,18 @@ struct Shipping {
 impl Sink for Shipping {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn begin(&mut self, run: &RunStart) -> Result<(), OutputError> {
+        let origin = BatchOrigin {
+            instance: run.instance.clone(),
+            boot: run.boot.clone(),
+            first_sequence: run.first_sequence,
+        };
+        let down = run.down.map(|(from, to)| (timestamp(from), timestamp(to)));
+        self.output
+            .begin(origin, run.crashed, down)
+            .map_err(|e| OutputError::Other(Box::new(e)))
     }
 
     /// Durable in the spool when this returns; the network is the shipper
