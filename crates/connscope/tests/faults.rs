@@ -11,7 +11,7 @@
 //!   check where the agent is never down.
 //! - stored: distinct sequence numbers in the store; duplicates: events
 //!   stored beyond them (must be 0).
-//! - dropped: numbers the agent reported deleting (spool full), with reason.
+//! - dropped: numbers the agent reported lost (spool full, crash), with the reasons.
 //! - unexplained: numbers neither stored nor reported: must be 0.
 //!
 //! `CONNSCOPE_SOAK_CONNECTIONS` scales the traffic (the soak run, scripts/soak,
@@ -459,8 +459,7 @@ struct Tally {
 }
 
 impl Tally {
-    /// Summed over the agent's sequence spaces (one per instance, once the
-    /// store tells instances apart).
+    /// Summed over the agent's sequence spaces (one per instance of its state).
     fn of(store: &SqliteStore, connections: u32) -> Tally {
         let mut tally = Tally {
             connections,
@@ -473,19 +472,25 @@ impl Tally {
             .filter(|a| a.host == HOST)
         {
             let (stored, dropped) = (status.sequences.ranges(), status.dropped.ranges());
-            let highest = |r: &[(u64, u64)]| r.last().map(|&(_, l)| l).unwrap_or(0);
-            let sent = highest(stored).max(highest(dropped));
-            // Each number from 1 to `sent`: stored, else reported dropped, else unexplained.
-            let mut fate = vec![0u8; sent as usize + 1];
-            for &(first, last) in dropped {
-                fate[first as usize..=last as usize].fill(1);
-            }
-            for &(first, last) in stored {
-                fate[first as usize..=last as usize].fill(2);
-            }
-            let count = |f: u8| fate[1..].iter().filter(|x| **x == f).count() as u64;
+            let first = status.first_sequence.max(1);
+            let Some(last) = status.sequences.last().max(status.dropped.last()) else {
+                continue;
+            };
+            // Each number of the space: stored, else reported dropped, else unexplained.
+            let mut fate = vec![0u8; (last + 1 - first) as usize];
+            let mut mark = |ranges: &[(u64, u64)], f: u8| {
+                for &(from, to) in ranges {
+                    let (from, to) = (from.max(first), to.min(last));
+                    if from <= to {
+                        fate[(from - first) as usize..=(to - first) as usize].fill(f);
+                    }
+                }
+            };
+            mark(dropped, 1);
+            mark(stored, 2);
+            let count = |f: u8| fate.iter().filter(|x| **x == f).count() as u64;
             let distinct = count(2);
-            tally.sent += sent;
+            tally.sent += last + 1 - first;
             tally.stored += distinct;
             tally.duplicates += status.events.saturating_sub(distinct);
             tally.dropped += count(1);
@@ -494,19 +499,45 @@ impl Tally {
         tally
     }
 
+    /// The reasons the agent gave for what it dropped, with counts.
+    fn reasons(store: &SqliteStore) -> String {
+        let mut reasons = std::collections::BTreeMap::<String, u64>::new();
+        for status in store
+            .agents()
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.host == HOST)
+        {
+            // Only what is missing: a reported range may cover numbers that arrived.
+            for (reason, count) in status.gaps().dropped_by_reason {
+                *reasons.entry(reason).or_default() += count;
+            }
+        }
+        let listed: Vec<String> = reasons
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| format!("{r}: {n}"))
+            .collect();
+        if listed.is_empty() {
+            return "-".into();
+        }
+        listed.join(", ")
+    }
+
     /// Everything numbered is stored or reported dropped.
     fn settled(&self) -> bool {
         self.sent > 0 && self.stored + self.dropped == self.sent
     }
 
-    fn row(&self, fault: &str, dropped_reason: &str, peak_rss_kib: u64) {
+    fn row(&self, world: &World, fault: &str, peak_rss_kib: u64) {
         println!(
-            "fault-row: | {fault} | {} | {} | {} | {} | {} ({dropped_reason}) | {} | {} MiB |",
+            "fault-row: | {fault} | {} | {} | {} | {} | {} ({}) | {} | {} MiB |",
             self.connections,
             self.sent,
             self.stored,
             self.duplicates,
             self.dropped,
+            Tally::reasons(&world.store()),
             self.unexplained,
             peak_rss_kib / 1024
         );
@@ -579,8 +610,8 @@ fn collector_kill_9_and_restart_loses_nothing() {
     // The agent was up throughout: two events per connection, nothing dropped.
     assert_eq!(tally.dropped, 0, "{tally:?}");
     tally.row(
+        &world,
         "collector kill -9, restart",
-        "-",
         peak_rss_kib(collector.pid()),
     );
 }
@@ -603,14 +634,13 @@ fn spool_full_while_the_collector_is_down_is_reported_dropped() {
         "a 16 KiB spool held everything? {tally:?}"
     );
     tally.row(
+        &world,
         &format!("spool full ({} KiB, collector down)", spool_max / 1024),
-        "spool full",
         peak_rss_kib(collector.pid()),
     );
 }
 
 #[test]
-#[ignore = "needs seq (issue 14.7): numbers reserved but unused at a kill -9 are reported, not unexplained"]
 fn agent_kill_9_and_restart_leaves_nothing_unexplained() {
     let world = World::build();
     let (collector, _server, agent, warmup) = world.start();
@@ -623,14 +653,13 @@ fn agent_kill_9_and_restart_leaves_nothing_unexplained() {
     assert!(world.traffic(burst() / 2).wait());
     let tally = settle(&world, warmup, burst() + burst() / 2, false);
     tally.row(
+        &world,
         "agent kill -9, restart",
-        "agent crash",
         peak_rss_kib(collector.pid()),
     );
 }
 
 #[test]
-#[ignore = "needs seq (issue 14.1): an agent whose state was wiped gets a new instance id instead of reusing numbers"]
 fn agent_state_wiped_is_a_new_instance_not_duplicates() {
     let world = World::build();
     let (collector, _server, agent, warmup) = world.start();
@@ -654,7 +683,7 @@ fn agent_state_wiped_is_a_new_instance_not_duplicates() {
         },
     );
     let tally = settle(&world, warmup, burst(), false);
-    tally.row("agent state wiped", "-", peak_rss_kib(collector.pid()));
+    tally.row(&world, "agent state wiped", peak_rss_kib(collector.pid()));
 }
 
 #[test]
@@ -694,8 +723,8 @@ fn store_disk_full_holds_events_in_the_spool_until_there_is_room() {
         "the disk was never full: {full:?} then {tally:?}"
     );
     tally.row(
+        &world,
         "store disk full (2 MiB tmpfs), then room",
-        "-",
         peak_rss_kib(_collector.pid()),
     );
 }
@@ -748,7 +777,11 @@ fn idle_syslog_connections_and_a_gzip_bomb_flood_do_not_stop_shipping() {
     }
     let tally = settle(&world, warmup, burst(), true);
     let peak = peak_rss_kib(collector.pid());
-    tally.row("2,000 idle syslog connections + 16 gzip bombs", "-", peak);
+    tally.row(
+        &world,
+        "2,000 idle syslog connections + 16 gzip bombs",
+        peak,
+    );
     assert!(
         peak < FLOOD_PEAK_RSS_KIB,
         "collector peak RSS {} MiB, over {} MiB",
