@@ -459,25 +459,30 @@ fn skip_structured_data(body: &[u8], start: usize) -> Result<usize, String> {
 pub(crate) fn resolve_classic(time: ClassicTime, now: Timestamp) -> Option<Timestamp> {
     let zone = jiff::tz::TimeZone::system();
     let now_zoned = now.to_jiff().to_zoned_datetime(zone.clone());
+    // Fallible: the header allows any day 1 to 31 in any month (`Feb 30`).
     let at_year = |year: i16| {
-        jiff::civil::date(year, time.month as i8, time.day as i8)
-            .at(
-                time.hour as i8,
-                time.minute as i8,
-                time.second.min(59) as i8,
-                0,
-            )
-            .to_zoned_datetime(zone.clone())
-            .ok()
-            .map(|z| Timestamp::from(z.timestamp()))
+        jiff::civil::DateTime::new(
+            year,
+            time.month as i8,
+            time.day as i8,
+            time.hour as i8,
+            time.minute as i8,
+            time.second.min(59) as i8,
+            0,
+        )
+        .ok()?
+        .to_zoned_datetime(zone.clone())
+        .ok()
+        .map(|z| Timestamp::from(z.timestamp()))
     };
     let year = now_zoned.year();
-    let this_year = at_year(year)?;
     let one_day = 86_400_000_000_000;
-    if this_year.as_nanos() > now.as_nanos().saturating_add(one_day) {
-        at_year(year - 1)
-    } else {
-        Some(this_year)
+    match at_year(year) {
+        Some(this_year) if this_year.as_nanos() <= now.as_nanos().saturating_add(one_day) => {
+            Some(this_year)
+        }
+        // Later than now, or no such day this year (Feb 29).
+        _ => at_year(year - 1),
     }
 }
 
@@ -614,6 +619,9 @@ async fn flush(
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

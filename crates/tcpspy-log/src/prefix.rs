@@ -311,7 +311,10 @@ fn parse_rfc3339(s: &[u8]) -> Result<Timestamp, Failure> {
     let days = days_from_civil(i64::from(year), month, day);
     let secs =
         days * 86_400 + i64::from(h) * 3600 + i64::from(m) * 60 + i64::from(sec) - offset_secs;
-    Ok(Timestamp::from_nanos(secs * 1_000_000_000 + nanos))
+    secs.checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(nanos))
+        .map(Timestamp::from_nanos)
+        .ok_or_else(|| bad(0, "time outside the years 1677 to 2262"))
 }
 
 fn days_in_month(year: i64, month: u32) -> u32 {
