@@ -18,12 +18,14 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use connscope_query::{build_graph, GraphFilter};
 use connscope_store::{SqliteStore, Store, TimeRange};
+
+mod namespaces;
+use namespaces::{ip, unique_suffix, wait_for, wait_for_or, Netns, Proc};
 
 const ROLE_ENV: &str = "CONNSCOPE_E2E_ROLE";
 const SERVICE_PORT: u16 = 7070;
@@ -65,121 +67,6 @@ fn e2e_role() {
             }
         }
         _ => {} // not started as a role: nothing to do
-    }
-}
-
-fn unique_suffix() -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{}{}",
-        std::process::id() % 100_000,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ip(args: &[&str]) {
-    run(Command::new("ip").args(args));
-}
-
-/// A network namespace made by this test, deleted on drop (also on panic).
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Netns {
-        ip(&["netns", "add", &name]);
-        let ns = Netns(name);
-        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.0]).arg(program);
-        cmd
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// A process this test started, killed on drop.
-struct Proc {
-    child: Child,
-    what: String,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, what: &str) -> Proc {
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
-        Proc {
-            child,
-            what: what.to_owned(),
-        }
-    }
-
-    /// SIGKILL, as a crash would.
-    fn kill_9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        std::mem::forget(self);
-    }
-
-    /// SIGTERM and wait (bounded), as a service manager would stop it.
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                std::mem::forget(self);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("{} did not stop on SIGTERM", self.what);
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
-    wait_for_or(what, timeout, String::new, condition);
-}
-
-/// Polls `condition`; on timeout, fails with `state()` to show what was there.
-fn wait_for_or(
-    what: &str,
-    timeout: Duration,
-    state: impl Fn() -> String,
-    mut condition: impl FnMut() -> bool,
-) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            state()
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

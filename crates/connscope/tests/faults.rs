@@ -20,11 +20,13 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use connscope_store::{SqliteStore, Store};
+
+mod namespaces;
+use namespaces::{ip, run, unique_suffix, wait_for_or, Netns, Proc};
 
 const ROLE_ENV: &str = "CONNSCOPE_FAULT_ROLE";
 const SERVICE_PORT: u16 = 7070;
@@ -87,127 +89,6 @@ fn fault_role() {
             std::thread::sleep(Duration::from_secs(3600));
         }
         _ => {}
-    }
-}
-
-fn unique_suffix() -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{}{}",
-        std::process::id() % 100_000,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ip(args: &[&str]) {
-    run(Command::new("ip").args(args));
-}
-
-/// A network namespace made by this test, deleted on drop (also on panic).
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Netns {
-        ip(&["netns", "add", &name]);
-        let ns = Netns(name);
-        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.0]).arg(program);
-        cmd
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// A process this test started, killed on drop.
-struct Proc {
-    child: Child,
-    what: String,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, what: &str) -> Proc {
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
-        Proc {
-            child,
-            what: what.to_owned(),
-        }
-    }
-
-    /// The pid of the process `ip netns exec` became (it execs, keeping the pid).
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL, as a crash would.
-    fn kill_9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        std::mem::forget(self);
-    }
-
-    /// SIGTERM and wait (bounded), as a service manager would stop it.
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                std::mem::forget(self);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("{} did not stop on SIGTERM", self.what);
-    }
-
-    fn wait(mut self) -> bool {
-        let ok = self.child.wait().map(|s| s.success()).unwrap_or(false);
-        std::mem::forget(self);
-        ok
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for(
-    what: &str,
-    timeout: Duration,
-    state: impl Fn() -> String,
-    mut done: impl FnMut() -> bool,
-) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            state()
-        );
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -431,7 +312,7 @@ impl World {
         let server = self.start_server();
         let agent = self.start_agent();
         let store = self.store();
-        wait_for(
+        wait_for_or(
             "the agent's first events",
             Duration::from_secs(120),
             String::new,
@@ -549,7 +430,7 @@ impl Tally {
 fn settle_quietly(world: &World) -> u64 {
     let store = world.store();
     let mut previous = u64::MAX;
-    wait_for(
+    wait_for_or(
         "the warm-up to be stored",
         Duration::from_secs(60),
         String::new,
@@ -572,7 +453,7 @@ fn settle(world: &World, baseline: u64, connections: u32, agent_up_throughout: b
     let expected = baseline + 2 * u64::from(connections);
     let last = std::cell::Cell::new(Tally::default());
     let mut quiet_checks = 0;
-    wait_for(
+    wait_for_or(
         "every event stored or reported dropped",
         Duration::from_secs(300),
         || format!("{:?}, expected {expected} numbered", last.get()),
@@ -673,7 +554,7 @@ fn agent_state_wiped_is_a_new_instance_not_duplicates() {
     assert!(world.traffic(burst() / 2).wait());
     let store = world.store();
     let last = std::cell::Cell::new(Tally::default());
-    wait_for(
+    wait_for_or(
         "the new instance's events, stored as new",
         Duration::from_secs(120),
         || format!("{:?} after {before:?}", last.get()),
