@@ -507,10 +507,15 @@ fn interpret(parser: &mut Parser<'_>, directions: &mut Directions, received: &Re
     let Some(origin) = envelope.program.and_then(Origin::from_tag) else {
         return Outcome::Ignored;
     };
+    // An empty HOSTNAME says no more than a missing one: the sender's address.
     let host = envelope
         .host
+        .filter(|h| !h.is_empty())
         .map(str::to_owned)
         .unwrap_or_else(|| received.peer.to_string());
+    if let Err(reason) = crate::auth::check_host_name(&host) {
+        return Outcome::Unreadable(format!("host {host:?}: {reason}"));
+    }
     let timestamp = match envelope.time {
         EnvelopeTime::Exact(t) => t,
         EnvelopeTime::Missing => received.at,

@@ -183,6 +183,44 @@ proptest! {
 /// Found by `mutated_packets_never_panic`: `Feb 30` passed the header's
 /// range check (day 1 to 31) and panicked in the date constructor, which took
 /// the listener's writer task, and so all syslog ingest, down.
+/// Found by the million-case run: an RFC 5424 header with an empty HOSTNAME
+/// gave an event of host "", which the store refuses, and with it the other
+/// lines of its batch.
+#[test]
+fn an_empty_host_name_is_the_sender_and_an_over_long_one_unreadable() {
+    let interpret_packet = |packet: Vec<u8>| {
+        let received = Received {
+            packet,
+            peer: "192.0.2.1".parse().unwrap(),
+            at: Timestamp::from_nanos(1_764_000_000_000_000_000),
+        };
+        interpret(
+            &mut Parser::default(),
+            &mut Directions::default(),
+            &received,
+        )
+    };
+    let line = |host: &str| {
+        format!(
+            "<86>1 2026-11-24T20:10:19+00:00 {host} tcpspy 812 - - connect: user root, \
+             local 127.0.0.1:50786, remote 127.0.0.1:47151"
+        )
+        .into_bytes()
+    };
+    match interpret_packet(line("")) {
+        Outcome::Event { host, event } => {
+            assert_eq!(host, "192.0.2.1");
+            assert_eq!(event.event.host, "192.0.2.1");
+        }
+        _ => panic!("not an event"),
+    }
+    let long = "h".repeat(254);
+    assert!(
+        matches!(interpret_packet(line(&long)), Outcome::Unreadable(reason) if reason.contains("253")),
+        "not unreadable"
+    );
+}
+
 #[test]
 fn a_day_the_month_does_not_have_is_unreadable_not_a_panic() {
     let received = Received {
