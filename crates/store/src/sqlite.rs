@@ -752,32 +752,27 @@ impl SqliteStore {
             }
         }
         if let (Some((first, last)), Some(host)) = (span, last_host) {
-            tx.execute(
-                "UPDATE agents SET host = ?2, events = events + ?3,
-                    first_seen = min(coalesce(first_seen, ?4), ?4),
-                    last_seen = max(coalesce(last_seen, ?5), ?5)
-                 WHERE agent_id = ?1",
-                params![
-                    agent_id,
-                    host,
-                    clamp(report.stored),
-                    first.as_nanos(),
-                    last.as_nanos()
-                ],
-            )?;
-            tx.execute(
-                "UPDATE sequence_spaces SET host = ?2, events = events + ?3,
-                    first_seen = min(coalesce(first_seen, ?4), ?4),
-                    last_seen = max(coalesce(last_seen, ?5), ?5)
-                 WHERE space_id = ?1",
-                params![
-                    space,
-                    host,
-                    clamp(report.stored),
-                    first.as_nanos(),
-                    last.as_nanos()
-                ],
-            )?;
+            // The agent and the state it sent from keep the same totals.
+            for (table, key, id) in [
+                ("agents", "agent_id", agent_id),
+                ("sequence_spaces", "space_id", space),
+            ] {
+                tx.execute(
+                    &format!(
+                        "UPDATE {table} SET host = ?2, events = events + ?3,
+                            first_seen = min(coalesce(first_seen, ?4), ?4),
+                            last_seen = max(coalesce(last_seen, ?5), ?5)
+                         WHERE {key} = ?1"
+                    ),
+                    params![
+                        id,
+                        host,
+                        clamp(report.stored),
+                        first.as_nanos(),
+                        last.as_nanos()
+                    ],
+                )?;
+            }
         }
         Ok(report)
     }
