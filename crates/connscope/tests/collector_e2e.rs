@@ -15,7 +15,7 @@
 //! (re-run with a role in the environment), so each end has a distinct
 //! executable to look for in the graph.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,7 +25,7 @@ use connscope_query::{build_graph, GraphFilter};
 use connscope_store::{SqliteStore, Store, TimeRange};
 
 mod namespaces;
-use namespaces::{ip, unique_suffix, wait_for, wait_for_or, Netns, Proc};
+use namespaces::{first_line, ip, unique_suffix, wait_for, wait_for_or, Netns, Proc};
 
 const ROLE_ENV: &str = "CONNSCOPE_E2E_ROLE";
 const SERVICE_PORT: u16 = 7070;
@@ -190,18 +190,11 @@ impl World {
         }
         cmd.stdout(Stdio::piped()).env("CONNSCOPE_LOG", "warn");
         let mut proc = Proc::spawn(cmd, "collector");
-        let stdout = proc.child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(fp) = line.strip_prefix("fingerprint: ") {
-                    let _ = tx.send(fp.to_owned());
-                }
-            }
-        });
-        let fingerprint = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the collector printed its fingerprint");
+        let fingerprint = first_line(
+            proc.child.stdout.take().unwrap(),
+            "the collector's fingerprint",
+            |line| line.strip_prefix("fingerprint: ").map(str::to_owned),
+        );
         let mut known = self.fingerprint.borrow_mut();
         if !known.is_empty() {
             assert_eq!(
@@ -235,19 +228,11 @@ impl World {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut proc = Proc::spawn(cmd, host.name);
-        let stderr = BufReader::new(proc.child.stderr.take().unwrap());
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // Keeps reading, so the agent never writes into a closed pipe.
-            for line in stderr.lines().map_while(Result::ok) {
-                if line.contains("monitoring connections") {
-                    let _ = ready_tx.send(());
-                }
-            }
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the agent started monitoring");
+        first_line(
+            proc.child.stderr.take().unwrap(),
+            "the agent to start monitoring",
+            |line| line.contains("monitoring connections").then_some(()),
+        );
         proc
     }
 
@@ -356,19 +341,11 @@ fn three_hosts_ship_to_a_collector_through_outage_and_crash() {
     let mut server_cmd = world.role(b, &server_bin, "server");
     server_cmd.stdout(Stdio::piped());
     let mut server = Proc::spawn(server_cmd, "server");
-    let server_out = BufReader::new(server.child.stdout.take().unwrap());
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        // Keeps reading after "ready", so the server never writes into a closed pipe.
-        for line in server_out.lines().map_while(Result::ok) {
-            if line.ends_with("ready") {
-                let _ = ready_tx.send(());
-            }
-        }
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the server in host B is listening");
+    first_line(
+        server.child.stdout.take().unwrap(),
+        "the server in host B to listen",
+        |line| line.ends_with("ready").then_some(()),
+    );
     // The agents attach their probes at start: warm up on another port until
     // both ends of both clients' connections are seen, so everything on the
     // service port below is made with all probes in place.
@@ -530,18 +507,11 @@ fn start_server(world: &World) -> Proc {
     let mut cmd = world.role(b, &world.role_binary("e2e-server"), "server");
     cmd.stdout(Stdio::piped());
     let mut server = Proc::spawn(cmd, "server");
-    let out = BufReader::new(server.child.stdout.take().unwrap());
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in out.lines().map_while(Result::ok) {
-            if line.ends_with("ready") {
-                let _ = ready_tx.send(());
-            }
-        }
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the server in host B is listening");
+    first_line(
+        server.child.stdout.take().unwrap(),
+        "the server in host B to listen",
+        |line| line.ends_with("ready").then_some(()),
+    );
     server
 }
 

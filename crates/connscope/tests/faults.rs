@@ -17,7 +17,7 @@
 //! `CONNSCOPE_SOAK_CONNECTIONS` scales the traffic (the soak run, scripts/soak,
 //! sets it high); each test prints its row of the table (`fault-row: ...`).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,7 +26,7 @@ use std::time::Duration;
 use connscope_store::{SqliteStore, Store};
 
 mod namespaces;
-use namespaces::{ip, run, unique_suffix, wait_for_or, Netns, Proc};
+use namespaces::{first_line, ip, run, unique_suffix, wait_for_or, Netns, Proc};
 
 const ROLE_ENV: &str = "CONNSCOPE_FAULT_ROLE";
 const SERVICE_PORT: u16 = 7070;
@@ -196,18 +196,11 @@ impl World {
         }
         cmd.stdout(Stdio::piped()).env("CONNSCOPE_LOG", "error");
         let mut proc = Proc::spawn(cmd, "collector");
-        let stdout = proc.child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(fp) = line.strip_prefix("fingerprint: ") {
-                    let _ = tx.send(fp.to_owned());
-                }
-            }
-        });
-        let fingerprint = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the collector printed its fingerprint");
+        let fingerprint = first_line(
+            proc.child.stdout.take().unwrap(),
+            "the collector's fingerprint",
+            |line| line.strip_prefix("fingerprint: ").map(str::to_owned),
+        );
         *self.fingerprint.borrow_mut() = fingerprint;
         proc
     }
@@ -279,17 +272,11 @@ impl World {
         let mut cmd = self.role(&self.collector_ns, "server");
         cmd.stdout(Stdio::piped());
         let mut server = Proc::spawn(cmd, "server");
-        let out = BufReader::new(server.child.stdout.take().unwrap());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                if line.ends_with("ready") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("the server is listening");
+        first_line(
+            server.child.stdout.take().unwrap(),
+            "the server to listen",
+            |line| line.ends_with("ready").then_some(()),
+        );
         server
     }
 

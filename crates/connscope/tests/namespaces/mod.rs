@@ -5,6 +5,7 @@
 //! Each test binary uses a part of it.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -133,4 +134,24 @@ pub fn wait_for_or(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The first line of `out` that `pick` takes (what it made of it), waiting up
+/// to a minute for `what`. The rest of `out` is read and dropped, so the
+/// process never writes into a closed pipe.
+pub fn first_line<T: Send + 'static>(
+    out: impl Read + Send + 'static,
+    what: &str,
+    pick: impl Fn(&str) -> Option<T> + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(picked) = pick(&line) {
+                let _ = tx.send(picked);
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
