@@ -14,14 +14,14 @@
 //!
 //! [`Store`]: connscope_store::Store
 
+pub mod args;
 pub mod graph;
 pub mod join;
 pub mod report;
 pub mod scope;
 #[cfg(test)]
 mod test_fixtures;
-pub mod time_arg;
 
 pub use graph::{build_graph, Graph, GraphFilter, Scope};
 pub use join::{join_edges, load_edges, CountRule, JoinedEdge, ProcessUse};
-pub use time_arg::{parse_time_arg, TimeArgError};
+pub use args::{parse_time_arg, TimeArgError};
