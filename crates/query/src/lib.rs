@@ -22,6 +22,6 @@ pub mod scope;
 #[cfg(test)]
 mod test_fixtures;
 
+pub use args::{ArgError, GraphFilterArgs, TimeRangeArgs};
 pub use graph::{build_graph, Graph, GraphFilter, Scope};
 pub use join::{join_edges, load_edges, CountRule, JoinedEdge, ProcessUse};
-pub use args::{parse_time_arg, TimeArgError};
