@@ -26,26 +26,27 @@ use connscope_firewall::check::describe;
 use connscope_firewall::nft::json::{parse_json, JsonRulesetError};
 use connscope_firewall::nft::{parse_str, Ruleset};
 use connscope_firewall::{check, FlowDirection, ObservedFlow, Outcome};
+use connscope_query::args::last_day;
 use connscope_query::join::HostDirectory;
+use connscope_query::TimeRangeArgs;
 use connscope_store::{is_host_address, Store, StoreError, TimeRange};
 use serde::{Deserialize, Serialize};
 
 use crate::http::{authorize_read, read_body, ApiError, AppState};
-use crate::queries::GraphParams;
+use crate::queries::ParamError;
 
 /// The largest ruleset accepted, in bytes: far above real host firewalls,
 /// far below anything that could hurt the collector.
 pub const RULESET_LIMIT: usize = 1 << 20;
 
-/// Query parameters: the host whose firewall it is, and the time range.
+/// Query parameters: the host whose firewall it is, and the time range (as
+/// for `/api/v1/graph`, a day back from now by default).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckParams {
     pub host: Option<String>,
-    /// As for `/api/v1/graph` (default `-24h`).
-    pub from: Option<String>,
-    /// As for `/api/v1/graph` (default `now`).
-    pub to: Option<String>,
+    #[serde(flatten)]
+    pub range: TimeRangeArgs,
 }
 
 /// A ruleset that cannot be read: why, and where (1-based) when known.
@@ -277,13 +278,11 @@ pub(crate) async fn check_handler(
     let host = params.host.filter(|h| !h.is_empty()).ok_or_else(|| {
         bad("query parameter host: required (the host the ruleset is for)".into())
     })?;
-    let (range, _) = GraphParams {
-        from: params.from,
-        to: params.to,
-        ..GraphParams::default()
-    }
-    .resolve(Timestamp::now())
-    .map_err(|e| bad(e.to_string()))?;
+    let now = Timestamp::now();
+    let range = params
+        .range
+        .resolve(now, last_day(now))
+        .map_err(|e| bad(ParamError(e).to_string()))?;
     let body = read_body(body, RULESET_LIMIT).await?;
     let text =
         String::from_utf8(body).map_err(|e| bad(format!("the ruleset is not UTF-8 text: {e}")))?;

@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use connscope_event::{Direction, Protocol, Timestamp};
-use connscope_query::{build_graph, parse_time_arg, Graph, GraphFilter, Scope};
+use connscope_event::Timestamp;
+use connscope_query::args::last_day;
+use connscope_query::{build_graph, ArgError, Graph, GraphFilter, GraphFilterArgs, TimeRangeArgs};
 use connscope_store::{Store, StoreError, TimeRange};
 use serde::{Deserialize, Serialize};
 
@@ -99,101 +100,29 @@ pub fn hosts(store: &dyn Store) -> Result<Vec<HostRow>, StoreError> {
     Ok(rows)
 }
 
-/// Query parameters of `/api/v1/graph`; all optional.
+/// Query parameters of `/api/v1/graph`; all optional, the range a day back
+/// from now by default. Their forms are `connscope_query::args`'s, the same as
+/// the commands' flags.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GraphParams {
-    /// Start of the range: RFC 3339, `now` or `-24h` style (default `-24h`).
-    pub from: Option<String>,
-    /// End of the range (default `now`).
-    pub to: Option<String>,
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    pub protocol: Option<String>,
-    /// Full executable path or file name.
-    pub exe: Option<String>,
-    pub user: Option<String>,
-    /// `outgoing` or `incoming`.
-    pub direction: Option<String>,
-    /// `internal` or `external`.
-    pub scope: Option<String>,
+    #[serde(flatten)]
+    pub range: TimeRangeArgs,
+    #[serde(flatten)]
+    pub filter: GraphFilterArgs,
 }
 
 /// A query parameter that cannot be used; names the parameter.
 #[derive(Debug, thiserror::Error)]
-#[error("query parameter {name}: {reason}")]
-pub struct ParamError {
-    pub name: &'static str,
-    pub reason: String,
-}
+#[error("query parameter {0}")]
+pub struct ParamError(#[from] pub ArgError);
 
 impl GraphParams {
     /// The time range and filter these parameters ask for, relative to `now`.
     pub fn resolve(&self, now: Timestamp) -> Result<(TimeRange, GraphFilter), ParamError> {
-        let time = |name: &'static str, value: &Option<String>, default: &str| {
-            parse_time_arg(
-                value
-                    .as_deref()
-                    .filter(|v| !v.is_empty())
-                    .unwrap_or(default),
-                now,
-            )
-            .map_err(|e| ParamError {
-                name,
-                reason: e.to_string(),
-            })
-        };
-        let range = TimeRange {
-            from: time("from", &self.from, "-24h")?,
-            to: time("to", &self.to, "now")?,
-        };
-        if range.from >= range.to {
-            return Err(ParamError {
-                name: "from",
-                reason: "must be before `to`".into(),
-            });
-        }
-        let text = |value: &Option<String>| value.clone().filter(|v| !v.is_empty());
-        let protocol = match text(&self.protocol) {
-            None => None,
-            Some(p) => Some(p.parse::<Protocol>().map_err(|e| ParamError {
-                name: "protocol",
-                reason: e.to_string(),
-            })?),
-        };
-        let direction = match self.direction.as_deref().filter(|v| !v.is_empty()) {
-            None => None,
-            Some("outgoing") => Some(Direction::Outgoing),
-            Some("incoming") => Some(Direction::Incoming),
-            Some(other) => {
-                return Err(ParamError {
-                    name: "direction",
-                    reason: format!("{other:?}: expected outgoing or incoming"),
-                })
-            }
-        };
-        let scope = match self.scope.as_deref().filter(|v| !v.is_empty()) {
-            None => None,
-            Some("internal") => Some(Scope::Internal),
-            Some("external") => Some(Scope::External),
-            Some(other) => {
-                return Err(ParamError {
-                    name: "scope",
-                    reason: format!("{other:?}: expected internal or external"),
-                })
-            }
-        };
         Ok((
-            range,
-            GraphFilter {
-                host: text(&self.host),
-                port: self.port,
-                protocol,
-                executable: text(&self.exe),
-                user: text(&self.user),
-                direction,
-                scope,
-            },
+            self.range.resolve(now, last_day(now))?,
+            self.filter.resolve()?,
         ))
     }
 }
@@ -205,4 +134,40 @@ pub fn graph(
     filter: &GraphFilter,
 ) -> Result<Graph, StoreError> {
     build_graph(store, range, filter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::Query;
+    use axum::http::Uri;
+
+    fn params(query: &str) -> Result<GraphParams, String> {
+        let uri: Uri = format!("/api/v1/graph?{query}").parse().unwrap();
+        Query::<GraphParams>::try_from_uri(&uri)
+            .map(|Query(p)| p)
+            .map_err(|e| e.body_text())
+    }
+
+    #[test]
+    fn parameters_by_name_and_unknown_ones_refused() {
+        let now = Timestamp::from_nanos(7 * 86_400 * 1_000_000_000);
+        let (range, filter) = params("from=-2d&port=22&direction=incoming&exe=sshd")
+            .unwrap()
+            .resolve(now)
+            .unwrap();
+        assert_eq!(range.from.as_nanos(), 5 * 86_400 * 1_000_000_000);
+        assert_eq!(range.to, now);
+        assert_eq!(filter.port, Some(22));
+        assert_eq!(filter.executable.as_deref(), Some("sshd"));
+        let (range, _) = params("").unwrap().resolve(now).unwrap();
+        assert_eq!(range, last_day(now));
+        let unknown = params("from=-1h&color=red").unwrap_err();
+        assert!(unknown.contains("unknown field `color`"), "{unknown}");
+        let bad = params("port=http").unwrap().resolve(now).unwrap_err();
+        assert!(
+            bad.to_string().starts_with("query parameter port: "),
+            "{bad}"
+        );
+    }
 }

@@ -68,6 +68,10 @@ fn import_then_report() {
     let (code, _, stderr) = connscope(&["report", "ports", "--db", db, "--from", "yesterday"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("invalid time \"yesterday\""), "{stderr}");
+    assert!(stderr.contains("--from: "), "the flag is named: {stderr}");
+    let (code, _, stderr) = connscope(&["report", "edges", "--db", db, "--direction", "up"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--direction: \"up\""), "{stderr}");
     let (code, _, stderr) = connscope(&["report", "edges", "--db", &format!("{db}.missing")]);
     assert_eq!(code, 1);
     assert!(stderr.contains("no such store"), "{stderr}");

@@ -1,5 +1,6 @@
 //! Reading the store back: the connection graph for the map, joined edges and
-//! the `report` tables, and per-host flows for the firewall planner.
+//! the `report` tables. (The firewall planner reads one host's flows itself:
+//! `connscope_firewall::from_store`.)
 //!
 //! Everything here is built from the store's hourly rollups
 //! ([`connscope_store::Store::edge_totals_by_hour`]), so it stays fast on
@@ -13,16 +14,14 @@
 //!
 //! [`Store`]: connscope_store::Store
 
-pub mod flows;
+pub mod args;
 pub mod graph;
 pub mod join;
 pub mod report;
 pub mod scope;
 #[cfg(test)]
 mod test_fixtures;
-pub mod time_arg;
 
-pub use flows::{host_flows, HostFlows, InboundService, OutboundDestination};
+pub use args::{ArgError, GraphFilterArgs, TimeRangeArgs};
 pub use graph::{build_graph, Graph, GraphFilter, Scope};
 pub use join::{join_edges, load_edges, CountRule, JoinedEdge, ProcessUse};
-pub use time_arg::{parse_time_arg, TimeArgError};

@@ -4,7 +4,7 @@
 
 use connscope_event::{ConnectionEvent, Direction, EventKind, Protocol, Timestamp};
 use connscope_query::report::{edges_report, hosts_report, ports_report};
-use connscope_query::{build_graph, host_flows, load_edges, GraphFilter};
+use connscope_query::{build_graph, load_edges, GraphFilter};
 use connscope_store::{AgentId, SqliteStore, Store, TimeRange};
 use proptest::prelude::*;
 
@@ -64,7 +64,6 @@ proptest! {
             let edges = load_edges(&store, range).unwrap();
             edges_report(&edges);
             ports_report(&edges);
-            host_flows(&store, "a", range).unwrap();
         }
         hosts_report(&store.agents().unwrap());
     }

@@ -14,8 +14,10 @@ use connscope_firewall::nft::{self, Ruleset};
 use connscope_firewall::plan::{Evidence, IpFamily};
 use connscope_firewall::render::{self, evidence_text};
 use connscope_firewall::{check, diff, plan, Generalize, ObservedFlow, Outcome, PlanOptions};
-use connscope_query::parse_time_arg;
+use connscope_query::TimeRangeArgs;
 use connscope_store::{SqliteStore, TimeRange};
+
+use super::flag_error;
 
 #[derive(Subcommand)]
 pub enum FirewallCommand {
@@ -30,6 +32,7 @@ pub enum FirewallCommand {
 }
 
 #[derive(Args)]
+#[command(after_help = "Without --from the range starts in 1970; without --to it ends now.")]
 pub struct Source {
     /// The collector's SQLite store.
     #[arg(long, value_name = "PATH")]
@@ -37,12 +40,8 @@ pub struct Source {
     /// The host to plan for, as it names itself in its events.
     #[arg(long)]
     host: String,
-    /// Start of the time range: RFC 3339, `now`, or a span back like -7d; default: the beginning.
-    #[arg(long)]
-    from: Option<String>,
-    /// End of the time range (same forms as --from); default: now.
-    #[arg(long)]
-    to: Option<String>,
+    #[command(flatten)]
+    range: TimeRangeArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -113,18 +112,12 @@ pub fn run(command: FirewallCommand) -> Result<ExitCode> {
 
 fn load_flows(source: &Source) -> Result<Vec<ObservedFlow>> {
     let now = Timestamp::now();
-    let time = |arg: &Option<String>, default: Timestamp| -> Result<Timestamp> {
-        Ok(match arg {
-            Some(text) => parse_time_arg(text, now)?,
-            None => default,
-        })
-    };
     // From the epoch rather than the dawn of i64: rollups round to hours.
-    let range = TimeRange {
-        from: time(&source.from, Timestamp::from_nanos(0))?,
-        to: time(&source.to, now)?,
+    let everything = TimeRange {
+        from: Timestamp::from_nanos(0),
+        to: now,
     };
-    anyhow::ensure!(range.from < range.to, "--from must be before --to");
+    let range = source.range.resolve(now, everything).map_err(flag_error)?;
     if !source.db.exists() {
         bail!("no store at {}", source.db.display());
     }

@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Subcommand, ValueEnum};
-use connscope_event::{Direction, Protocol, Timestamp};
-use connscope_query::{build_graph, parse_time_arg, GraphFilter, Scope};
+use clap::{Args, Subcommand};
+use connscope_event::Timestamp;
+use connscope_query::{build_graph, GraphFilterArgs, TimeRangeArgs};
 use connscope_store::{SqliteStore, TimeRange};
+
+use super::flag_error;
 
 #[derive(Subcommand)]
 pub enum MapCommand {
@@ -17,6 +19,7 @@ pub enum MapCommand {
 }
 
 #[derive(Args)]
+#[command(after_help = "Without --from or --to the range is everything stored.")]
 pub struct ExportArgs {
     /// SQLite database of the collector.
     #[arg(long, value_name = "PATH")]
@@ -24,45 +27,10 @@ pub struct ExportArgs {
     /// The HTML file to write.
     #[arg(short = 'o', long = "output", value_name = "FILE.html")]
     output: PathBuf,
-    /// Start of the time range: RFC 3339 (2026-11-24T19:00:00Z), `now`, or -24h, -7d, ...
-    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
-    from: Option<String>,
-    /// End of the time range (same forms as --from); default: now.
-    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
-    to: Option<String>,
-    /// Only edges with this monitored host on either end.
-    #[arg(long, value_name = "NAME")]
-    host: Option<String>,
-    /// Only edges to this service port.
-    #[arg(long, value_name = "PORT")]
-    port: Option<u16>,
-    /// Only edges of this protocol.
-    #[arg(long, value_name = "PROTO", value_parser = ["tcp", "udp"])]
-    protocol: Option<String>,
-    /// Only edges where a process has this executable (full path or file name).
-    #[arg(long = "exe", value_name = "PATH")]
-    executable: Option<String>,
-    /// Only edges where a process ran as this user.
-    #[arg(long, value_name = "USER")]
-    user: Option<String>,
-    /// Only edges out of (or into) monitored hosts (--host, if given).
-    #[arg(long, value_enum)]
-    direction: Option<DirectionArg>,
-    /// Only internal edges, or only edges with an external end.
-    #[arg(long, value_enum)]
-    scope: Option<ScopeArg>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum DirectionArg {
-    In,
-    Out,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ScopeArg {
-    Internal,
-    External,
+    #[command(flatten)]
+    range: TimeRangeArgs,
+    #[command(flatten)]
+    filter: GraphFilterArgs,
 }
 
 pub fn run(command: MapCommand) -> anyhow::Result<ExitCode> {
@@ -72,37 +40,11 @@ pub fn run(command: MapCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let now = Timestamp::now();
-    let time = |arg: &Option<String>, default: Timestamp| -> anyhow::Result<Timestamp> {
-        Ok(match arg {
-            Some(text) => parse_time_arg(text, now)?,
-            None => default,
-        })
-    };
-    let range = TimeRange {
-        from: time(&args.from, TimeRange::ALL.from)?,
-        to: time(&args.to, TimeRange::ALL.to)?,
-    };
-    anyhow::ensure!(range.from < range.to, "--from must be before --to");
-    let filter = GraphFilter {
-        host: args.host,
-        port: args.port,
-        protocol: args
-            .protocol
-            .as_deref()
-            .map(str::parse::<Protocol>)
-            .transpose()?,
-        executable: args.executable,
-        user: args.user,
-        direction: args.direction.map(|d| match d {
-            DirectionArg::In => Direction::Incoming,
-            DirectionArg::Out => Direction::Outgoing,
-        }),
-        scope: args.scope.map(|s| match s {
-            ScopeArg::Internal => Scope::Internal,
-            ScopeArg::External => Scope::External,
-        }),
-    };
+    let range = args
+        .range
+        .resolve(Timestamp::now(), TimeRange::ALL)
+        .map_err(flag_error)?;
+    let filter = args.filter.resolve().map_err(flag_error)?;
     anyhow::ensure!(args.db.is_file(), "{}: no such database", args.db.display());
     let store =
         SqliteStore::open(&args.db).with_context(|| format!("opening {}", args.db.display()))?;

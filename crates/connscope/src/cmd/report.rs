@@ -9,11 +9,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use connscope_event::Timestamp;
-use connscope_query::graph::GraphFilter;
 use connscope_query::join::{load_edges, HostDirectory};
-use connscope_query::parse_time_arg;
 use connscope_query::report::{edges_report, hosts_report, ports_report, refusals_report, Format};
+use connscope_query::{GraphFilterArgs, TimeRangeArgs};
 use connscope_store::{SqliteStore, Store, TimeRange};
+
+use super::flag_error;
 
 #[derive(Subcommand)]
 pub enum ReportCommand {
@@ -28,41 +29,19 @@ pub enum ReportCommand {
 }
 
 #[derive(Args)]
+#[command(after_help = "Without --from or --to the range is everything stored.")]
 pub struct ReportArgs {
     /// The store to read.
     #[arg(long, value_name = "PATH")]
     db: PathBuf,
-    /// Start of the time range: RFC 3339 (2026-11-24T19:00:00Z), `now`, or back from now (-24h, -7d). Default: the beginning.
-    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
-    from: Option<String>,
-    /// End of the time range (exclusive), same forms as --from. Default: no end.
-    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
-    to: Option<String>,
+    #[command(flatten)]
+    range: TimeRangeArgs,
     /// table (aligned, for people), json or csv.
     #[arg(long, default_value = "table", value_name = "FORMAT")]
     format: Format,
-    /// Only edges with this monitored host at either end (edges, ports).
-    #[arg(long, value_name = "HOST")]
-    host: Option<String>,
-    /// Only this service port (edges, ports).
-    #[arg(long, value_name = "PORT")]
-    port: Option<u16>,
-}
-
-impl ReportArgs {
-    fn range(&self) -> Result<TimeRange> {
-        let now = Timestamp::now();
-        let from = match &self.from {
-            Some(text) => parse_time_arg(text, now)?,
-            None => TimeRange::ALL.from,
-        };
-        let to = match &self.to {
-            Some(text) => parse_time_arg(text, now)?,
-            None => TimeRange::ALL.to,
-        };
-        anyhow::ensure!(from < to, "--from must be before --to");
-        Ok(TimeRange { from, to })
-    }
+    // Which edges: for `edges` and `ports` only.
+    #[command(flatten)]
+    filter: GraphFilterArgs,
 }
 
 pub fn run(command: ReportCommand) -> Result<ExitCode> {
@@ -80,13 +59,12 @@ pub fn run(command: ReportCommand) -> Result<ExitCode> {
     } else if kind == "refusals" {
         refusals_report(&store.refusals()?)
     } else {
-        let range = args.range()?;
+        let range = args
+            .range
+            .resolve(Timestamp::now(), TimeRange::ALL)
+            .map_err(flag_error)?;
+        let filter = args.filter.resolve().map_err(flag_error)?;
         let hosts = HostDirectory::new(&store.host_addresses()?);
-        let filter = GraphFilter {
-            host: args.host.clone(),
-            port: args.port,
-            ..GraphFilter::default()
-        };
         let edges: Vec<_> = load_edges(&store, range)?
             .into_iter()
             .filter(|e| filter.matches(e, &hosts))
