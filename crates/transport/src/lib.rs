@@ -86,6 +86,9 @@ pub struct ShippingOutput {
     spool: Arc<Spool>,
     shipper: Option<Shipper>,
     events_dropped: u64,
+    /// The agent state's instance, from [`Self::begin`]: what losses are
+    /// reported under.
+    instance: String,
 }
 
 impl ShippingOutput {
@@ -107,6 +110,7 @@ impl ShippingOutput {
             spool,
             shipper: Some(shipper),
             events_dropped: 0,
+            instance: String::new(),
         })
     }
 
@@ -120,6 +124,7 @@ impl ShippingOutput {
         down: Option<(Timestamp, Timestamp)>,
     ) -> Result<(), TransportError> {
         let instance = origin.instance.clone();
+        self.instance.clone_from(&instance);
         // First: whatever fails below, batches must not go out unlabelled.
         self.spool.set_origin(origin);
         // Both are kept in memory (and reported) even if not on disk.
@@ -133,6 +138,20 @@ impl ShippingOutput {
                 .record_lost(&instance, crash, first, last, numbers)
         });
         down.and(crashed).map_err(TransportError::from)
+    }
+
+    /// Reports numbers `first..=last` as lost before they were spooled, for
+    /// `reason` ([`drop_reason`]); kept in the spool's dropped report until
+    /// the collector has it, across restarts.
+    pub fn record_lost(
+        &mut self,
+        first: u64,
+        last: u64,
+        reason: &str,
+    ) -> Result<(), TransportError> {
+        self.spool
+            .record_lost(&self.instance, reason, first, last, last - first + 1)
+            .map_err(TransportError::from)
     }
 
     /// Spools a batch. When this returns `Ok`, the events survive a crash and

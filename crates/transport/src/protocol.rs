@@ -32,6 +32,16 @@ pub mod drop_reason {
     pub const REFUSED: &str = "refused";
     /// Handed out or reserved when the agent crashed.
     pub const CRASH: &str = "crash";
+    /// Lost on the kernel side before the agent numbered them: ring buffer
+    /// or connection table full, or BPF program runs the kernel skipped
+    /// (`recursion_misses`, which may not all have carried an event: an
+    /// upper bound).
+    pub const CAPTURE_KERNEL: &str = "capture-kernel";
+    /// Dropped from the agent's full capture queue (outputs too slow),
+    /// before its rules chose: an upper bound of what they would have logged.
+    pub const CAPTURE_QUEUE: &str = "capture-queue";
+    /// Their sequence numbers could not be written to the agent's state.
+    pub const STATE_WRITE: &str = "state-write-failed";
     /// Not a loss of numbers: the agent was not running ([`super::DroppedReport::down`]).
     pub const DOWN: &str = "down";
 }

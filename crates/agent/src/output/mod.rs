@@ -36,6 +36,22 @@ pub enum OutputError {
     Other(Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Why events were lost before the agent could number them: the agent gives
+/// them numbers of their own and tells every output ([`Sink::lost`]), so
+/// the collector learns of the loss instead of only the agent's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossCause {
+    /// The kernel side could not deliver them: ring buffer full, connection
+    /// table full, or a probe run skipped by the kernel's recursion
+    /// protection (which may or may not have carried an event: an upper bound).
+    Kernel,
+    /// The outputs were too slow and the capture queue was full. Counted
+    /// before the rules, so some of them might not have been selected.
+    Queue,
+    /// Their sequence numbers could not be recorded in the state file.
+    StateWrite,
+}
+
 /// An output of the agent.
 pub trait Sink: Send {
     /// Short name for statistics and logs (`stdout`, `syslog`, a file name).
@@ -53,6 +69,13 @@ pub trait Sink: Send {
     /// Called once before the first batch with who numbers the events; the
     /// shipping output sends it with every batch.
     fn begin(&mut self, _run: &RunStart) -> Result<(), OutputError> {
+        Ok(())
+    }
+
+    /// Numbers `first..=last` stand for events lost before numbering, for
+    /// `cause`. Outputs that report to someone (the shipping output) pass it
+    /// on; local outputs have no form for it (the agent logs the loss).
+    fn lost(&mut self, _first: u64, _last: u64, _cause: LossCause) -> Result<(), OutputError> {
         Ok(())
     }
 

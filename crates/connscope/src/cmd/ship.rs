@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use connscope_agent::{OutputError, RunStart, Sink};
+use connscope_agent::{LossCause, OutputError, RunStart, Sink};
 use connscope_event::{ConnectionEvent, Timestamp};
 use connscope_transport::{
-    read_token_file, BatchOrigin, CollectorTrust, Fingerprint, ShippingConfig, ShippingOutput,
-    DEFAULT_SPOOL_MAX_BYTES,
+    drop_reason, read_token_file, BatchOrigin, CollectorTrust, Fingerprint, ShippingConfig,
+    ShippingOutput, DEFAULT_SPOOL_MAX_BYTES,
 };
 
 /// How long a stopping agent keeps trying to send what is spooled; the rest
@@ -116,6 +116,17 @@ impl Sink for Shipping {
         let down = run.down.map(|(from, to)| (timestamp(from), timestamp(to)));
         self.output
             .begin(origin, run.crashed, down)
+            .map_err(|e| OutputError::Other(Box::new(e)))
+    }
+
+    fn lost(&mut self, first: u64, last: u64, cause: LossCause) -> Result<(), OutputError> {
+        let reason = match cause {
+            LossCause::Kernel => drop_reason::CAPTURE_KERNEL,
+            LossCause::Queue => drop_reason::CAPTURE_QUEUE,
+            LossCause::StateWrite => drop_reason::STATE_WRITE,
+        };
+        self.output
+            .record_lost(first, last, reason)
             .map_err(|e| OutputError::Other(Box::new(e)))
     }
 
