@@ -51,9 +51,9 @@ use connscope_names::UserNames;
 use connscope_rules::RuleSet;
 
 pub use backend::BackendChoice;
-pub use output::{LossCause, OutputError, Sink};
+pub use connscope_sink::{LossCause, OutputError, RunStart, Sink};
 pub use privileges::{PrivilegeError, RunAs};
-pub use sequence::{RunStart, SequenceError, SequenceFile};
+pub use sequence::{SequenceError, SequenceFile};
 
 /// Everything the agent needs besides its outputs.
 #[derive(Debug)]

@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use connscope_protocol::drop_reason;
 use connscope_store::{SqliteStore, Store};
-use connscope_transport::drop_reason;
 
 mod namespaces;
 use namespaces::{first_line, ip, run, unique_suffix, wait_for_or, Netns, Proc};

@@ -1,9 +1,17 @@
-//! The agent <-> collector wire contract, shared by both sides so it cannot
-//! drift: paths, headers and the small JSON bodies (documented in docs/API.md).
+//! The agent <-> collector contract, shared by both sides so it cannot drift:
+//! paths, headers and the small JSON bodies (documented in docs/API.md), the
+//! batch codec ([`batch`]), dropped reports, and the TLS identity both check
+//! ([`tls`]). The agent's shipping output (`connscope-transport`) and the
+//! collector depend on this crate, not on each other.
+
+pub mod batch;
+mod dropped;
+pub mod tls;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::spool::DroppedReport;
+pub use dropped::DroppedReport;
+pub use tls::Fingerprint;
 
 /// Headers of an ingest request naming the batch's sequence space: the
 /// agent state's instance id, the run's boot id, and the run's first
