@@ -1,5 +1,5 @@
 //! The agent's local outputs: syslog, tcpspy lines, JSON Lines, each a
-//! [`Sink`] (the trait is in `connscope-sink`, below the agent and the
+//! [`Sink`](crate::Sink) (the trait is in `connscope-sink`, below the agent and the
 //! shipping output of `connscope-transport`, which implements it too).
 
 mod json;
