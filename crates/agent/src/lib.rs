@@ -17,6 +17,15 @@
 //! (log rotation), SIGUSR1 logs statistics, SIGTERM and SIGINT stop the agent
 //! after everything already captured is written and flushed.
 //!
+//! # Losses before numbering get numbers too
+//!
+//! Events lost before the output thread numbers them (the kernel's losses,
+//! a full queue, a state file that cannot be written) would leave no gap in
+//! the sequence: the collector could not see them. So the output thread gives
+//! each such loss numbers of its own, as soon as it sees the counter move, and
+//! tells every output ([`Sink::lost`]); the shipping output reports them to
+//! the collector as dropped, with the cause.
+//!
 //! # Foreground only
 //!
 //! tcpspy forks into the background unless `-d` is given. The agent never
@@ -42,9 +51,9 @@ use connscope_names::UserNames;
 use connscope_rules::RuleSet;
 
 pub use backend::BackendChoice;
-pub use output::{OutputError, Sink};
+pub use connscope_sink::{LossCause, OutputError, RunStart, Sink};
 pub use privileges::{PrivilegeError, RunAs};
-pub use sequence::{RunStart, SequenceError, SequenceFile};
+pub use sequence::{SequenceError, SequenceFile};
 
 /// Everything the agent needs besides its outputs.
 #[derive(Debug)]
@@ -110,6 +119,8 @@ pub struct Statistics {
     pub kernel_lost: u64,
     /// Events dropped because the outputs were too slow.
     pub queue_dropped: u64,
+    /// Events dropped because their sequence numbers could not be recorded.
+    pub unrecorded: u64,
     /// Events the rules did not select.
     pub rule_dropped: u64,
     /// Events numbered and handed to the outputs.
@@ -132,8 +143,14 @@ impl std::fmt::Display for Statistics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "captured {}, kernel-lost {}, queue-dropped {}, rule-dropped {}, emitted {}",
-            self.captured, self.kernel_lost, self.queue_dropped, self.rule_dropped, self.emitted
+            "captured {}, kernel-lost {}, queue-dropped {}, unrecorded {}, rule-dropped {}, \
+             emitted {}",
+            self.captured,
+            self.kernel_lost,
+            self.queue_dropped,
+            self.unrecorded,
+            self.rule_dropped,
+            self.emitted
         )?;
         for out in &self.outputs {
             write!(
@@ -151,6 +168,7 @@ struct Counters {
     captured: AtomicU64,
     kernel_lost: AtomicU64,
     queue_dropped: AtomicU64,
+    unrecorded: AtomicU64,
     rule_dropped: AtomicU64,
     emitted: AtomicU64,
     outputs: Vec<OutputCounters>,
@@ -171,6 +189,7 @@ impl Counters {
             captured: get(&self.captured),
             kernel_lost: get(&self.kernel_lost),
             queue_dropped: get(&self.queue_dropped),
+            unrecorded: get(&self.unrecorded),
             rule_dropped: get(&self.rule_dropped),
             emitted: get(&self.emitted),
             outputs: self
@@ -253,6 +272,7 @@ pub fn run(config: AgentConfig, mut outputs: Vec<Box<dyn Sink>>) -> Result<Summa
             user_names: UserNames::default(),
             sequence,
             outputs,
+            losses_numbered: NumberedLosses::default(),
         };
         thread::Builder::new()
             .name("output".into())
@@ -406,6 +426,15 @@ struct OutputStage {
     user_names: UserNames,
     sequence: SequenceFile,
     outputs: Vec<Box<dyn Sink>>,
+    losses_numbered: NumberedLosses,
+}
+
+/// How many of the losses counted so far already have numbers, per cause.
+#[derive(Debug, Default)]
+struct NumberedLosses {
+    kernel: u64,
+    queue: u64,
+    unrecorded: u64,
 }
 
 /// At most this many events are numbered and written as one batch.
@@ -422,6 +451,7 @@ impl OutputStage {
             if reopen.swap(false, Ordering::Relaxed) {
                 self.each_output(counters, |out| out.reopen());
             }
+            self.number_losses(counters);
             let mut events = match queue.recv_timeout(Duration::from_millis(200)) {
                 Ok(events) => events,
                 Err(RecvTimeoutError::Timeout) => continue,
@@ -439,6 +469,8 @@ impl OutputStage {
                 self.each_output(counters, |out| out.flush());
             }
         }
+        // The capture thread is gone: its last counts are final.
+        self.number_losses(counters);
         self.each_output(counters, |out| out.close());
         if let Err(err) = self.sequence.close() {
             // Only a gap at the next start: the numbers stay reserved.
@@ -468,7 +500,7 @@ impl OutputStage {
                 // after a restart: better not to emit these events at all.
                 tracing::error!("cannot record sequence numbers, events dropped: {err}");
                 counters
-                    .queue_dropped
+                    .unrecorded
                     .fetch_add(events.len() as u64, Ordering::Relaxed);
                 return;
             }
@@ -495,6 +527,45 @@ impl OutputStage {
         }
     }
 
+    /// Gives the losses counted since the last call numbers of their own and
+    /// tells the outputs. If the numbers cannot be recorded, the losses wait
+    /// for the next call.
+    fn number_losses(&mut self, counters: &Counters) {
+        let causes = [
+            (LossCause::Kernel, &counters.kernel_lost),
+            (LossCause::Queue, &counters.queue_dropped),
+            (LossCause::StateWrite, &counters.unrecorded),
+        ];
+        for (cause, counter) in causes {
+            let counted = counter.load(Ordering::Relaxed);
+            let numbered = match cause {
+                LossCause::Kernel => &mut self.losses_numbered.kernel,
+                LossCause::Queue => &mut self.losses_numbered.queue,
+                LossCause::StateWrite => &mut self.losses_numbered.unrecorded,
+            };
+            let lost = counted.saturating_sub(*numbered);
+            if lost == 0 {
+                continue;
+            }
+            let first = match self.sequence.reserve(lost) {
+                Ok(first) => first,
+                Err(err) => {
+                    tracing::error!("cannot record sequence numbers for {lost} lost events: {err}");
+                    continue;
+                }
+            };
+            *numbered = counted;
+            let last = first + lost - 1;
+            tracing::debug!(first, last, ?cause, "numbered events lost before numbering");
+            for (out, count) in self.outputs.iter_mut().zip(&counters.outputs) {
+                if let Err(err) = out.lost(first, last, cause) {
+                    count.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("output {}: {err}", count.name);
+                }
+            }
+        }
+    }
+
     fn each_output(
         &mut self,
         counters: &Counters,
@@ -506,5 +577,191 @@ impl OutputStage {
                 tracing::error!("output {}: {err}", count.name);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+
+    use connscope_capture::CaptureStats;
+    use connscope_event::{Direction, EventKind, Protocol, Timestamp};
+
+    use super::*;
+
+    /// What a sink was handed: numbered events and numbered losses.
+    #[derive(Debug, Default)]
+    struct Seen {
+        events: Vec<u64>,
+        lost: Vec<(u64, u64, LossCause)>,
+    }
+
+    struct Recording(Arc<Mutex<Seen>>);
+
+    impl Sink for Recording {
+        fn name(&self) -> &str {
+            "recording"
+        }
+
+        fn write_batch(&mut self, events: &[ConnectionEvent]) -> Result<u64, OutputError> {
+            let mut seen = self.0.lock().unwrap();
+            seen.events.extend(events.iter().map(|e| e.sequence));
+            Ok(0)
+        }
+
+        fn flush(&mut self) -> Result<(), OutputError> {
+            Ok(())
+        }
+
+        fn lost(&mut self, first: u64, last: u64, cause: LossCause) -> Result<(), OutputError> {
+            self.0.lock().unwrap().lost.push((first, last, cause));
+            Ok(())
+        }
+    }
+
+    /// Hands out `total` events, one per poll, and claims `kernel_lost` losses.
+    struct Scripted {
+        total: u64,
+        given: Arc<AtomicU64>,
+        kernel_lost: u64,
+    }
+
+    impl CaptureBackend for Scripted {
+        fn name(&self) -> &'static str {
+            "scripted"
+        }
+
+        fn poll(
+            &mut self,
+            out: &mut Vec<ConnectionEvent>,
+            timeout: Duration,
+        ) -> Result<(), CaptureError> {
+            if self.given.load(Ordering::Relaxed) < self.total {
+                out.push(event());
+                self.given.fetch_add(1, Ordering::Relaxed);
+            } else {
+                thread::sleep(timeout.min(Duration::from_millis(5)));
+            }
+            Ok(())
+        }
+
+        fn stats(&self) -> CaptureStats {
+            CaptureStats {
+                events: self.given.load(Ordering::Relaxed),
+                kernel_lost: self.kernel_lost,
+            }
+        }
+    }
+
+    fn event() -> ConnectionEvent {
+        let addr = |port| SocketAddr::from(([10, 0, 0, 1], port));
+        ConnectionEvent::new(
+            EventKind::Connect,
+            Timestamp::from_nanos(1),
+            Protocol::Tcp,
+            Direction::Outgoing,
+            addr(40000),
+            addr(7070),
+        )
+    }
+
+    fn stage(state: &tempfile::TempDir, seen: &Arc<Mutex<Seen>>) -> (OutputStage, Counters) {
+        let counters = Counters {
+            outputs: vec![OutputCounters::default()],
+            ..Counters::default()
+        };
+        let stage = OutputStage {
+            rules: RuleSet::builder().build().unwrap(),
+            host_name: "test".into(),
+            user_names: UserNames::default(),
+            sequence: SequenceFile::open(state.path()).unwrap(),
+            outputs: vec![Box::new(Recording(seen.clone()))],
+            losses_numbered: NumberedLosses::default(),
+        };
+        (stage, counters)
+    }
+
+    /// Every number from 1 to the last is handed out exactly once, as an
+    /// event or as a loss; returns the losses' numbers per cause.
+    fn numbers_by_cause(seen: &Seen) -> Vec<(LossCause, u64)> {
+        let mut numbers: Vec<u64> = seen.events.clone();
+        let mut by_cause: Vec<(LossCause, u64)> = Vec::new();
+        for &(first, last, cause) in &seen.lost {
+            numbers.extend(first..=last);
+            match by_cause.iter_mut().find(|(c, _)| *c == cause) {
+                Some((_, n)) => *n += last - first + 1,
+                None => by_cause.push((cause, last - first + 1)),
+            }
+        }
+        numbers.sort_unstable();
+        let expected: Vec<u64> = (1..=numbers.len() as u64).collect();
+        assert_eq!(numbers, expected, "{seen:?}");
+        by_cause
+    }
+
+    #[test]
+    fn an_overflowing_queue_and_kernel_losses_are_numbered_and_told_to_the_outputs() {
+        let state = tempfile::tempdir().unwrap();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (mut stage, counters) = stage(&state, &seen);
+        let counters = Arc::new(counters);
+        let given = Arc::new(AtomicU64::new(0));
+        let backend = Box::new(Scripted {
+            total: 20,
+            given: given.clone(),
+            kernel_lost: 3,
+        });
+        // Room for one batch and nobody reading: the rest overflows.
+        let (sender, receiver) = mpsc::sync_channel(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let capture = {
+            let (counters, stop) = (counters.clone(), stop.clone());
+            thread::spawn(move || capture_loop(backend, sender, &counters, &stop))
+        };
+        while given.load(Ordering::Relaxed) < 20 {
+            thread::sleep(Duration::from_millis(1));
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(capture.join().unwrap().is_none());
+        stage.run(receiver, &counters, &AtomicBool::new(false));
+
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.events.len(), 1, "{seen:?}");
+        assert_eq!(
+            numbers_by_cause(&seen),
+            [(LossCause::Kernel, 3), (LossCause::Queue, 19)]
+        );
+        let statistics = counters.snapshot();
+        assert_eq!((statistics.kernel_lost, statistics.queue_dropped), (3, 19));
+    }
+
+    #[test]
+    fn losses_get_numbers_once_however_often_they_are_looked_at() {
+        let state = tempfile::tempdir().unwrap();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (mut stage, counters) = stage(&state, &seen);
+        counters.kernel_lost.store(2, Ordering::Relaxed);
+        stage.number_losses(&counters);
+        stage.number_losses(&counters);
+        stage.deliver(vec![event(), event()], &counters);
+        counters.kernel_lost.store(5, Ordering::Relaxed);
+        counters.unrecorded.store(1, Ordering::Relaxed);
+        stage.number_losses(&counters);
+
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.events, [3, 4]);
+        assert_eq!(
+            seen.lost,
+            [
+                (1, 2, LossCause::Kernel),
+                (5, 7, LossCause::Kernel),
+                (8, 8, LossCause::StateWrite)
+            ]
+        );
+        assert_eq!(
+            numbers_by_cause(&seen),
+            [(LossCause::Kernel, 5), (LossCause::StateWrite, 1)]
+        );
     }
 }

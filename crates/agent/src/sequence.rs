@@ -54,6 +54,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use connscope_sink::RunStart;
+
 /// Where the next sequence number is kept.
 #[derive(Debug)]
 pub struct SequenceFile {
@@ -281,27 +283,6 @@ impl SequenceFile {
         self.numbers_out = from.is_some();
         Ok(())
     }
-}
-
-/// Who numbers a run's events: sent with every batch, so the collector
-/// keeps sequence spaces apart (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunStart {
-    /// The state directory's id, made with it.
-    pub instance: String,
-    /// This run's id, new at every start.
-    pub boot: String,
-    /// The first number this run hands out.
-    pub first_sequence: u64,
-    /// The numbers the previous run had handed out or reserved when it
-    /// stopped without closing (a crash): some may be in the spool, the
-    /// rest were lost or never used.
-    pub crashed: Option<(u64, u64)>,
-    /// When the agent was not running: from the last time the previous run
-    /// wrote its state (its stop; after a crash, its last numbering, which
-    /// for an idle agent may be well before the crash) to this start.
-    /// Connections in this window were not seen. `None` for a new state.
-    pub down: Option<(std::time::SystemTime, std::time::SystemTime)>,
 }
 
 /// The state's instance id, made (durably) if the state has none yet. A

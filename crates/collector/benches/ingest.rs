@@ -22,8 +22,8 @@ use connscope_collector::{Collector, CollectorConfig};
 use connscope_event::{
     CloseStats, ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp,
 };
+use connscope_protocol::batch::encode_body;
 use connscope_store::{RawEventTable, SqliteStore, Store};
-use connscope_transport::spool::encode_body;
 use connscope_transport::{CollectorClient, CollectorTrust};
 
 struct Options {

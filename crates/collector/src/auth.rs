@@ -14,8 +14,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
+use connscope_protocol::Fingerprint;
 use connscope_store::AgentId;
-use connscope_transport::Fingerprint;
 
 use crate::CollectorError;
 

@@ -14,11 +14,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use connscope_store::{AgentId, Origin, Store, StoreError};
-use connscope_transport::protocol::{
+use connscope_protocol::{
     drop_reason, DroppedReport, ErrorResponse, IngestResponse, BOOT_HEADER, DROPPED_PATH,
     FIRST_SEQUENCE_HEADER, INGEST_PATH, INSTANCE_HEADER,
 };
+use connscope_store::{AgentId, Origin, Store, StoreError};
 use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;

@@ -136,7 +136,7 @@ mod tests {
 
     #[test]
     fn a_good_batch_decodes_in_order() {
-        let body = connscope_transport::spool::encode_body(&[event(1), event(2), event(3)]);
+        let body = connscope_protocol::batch::encode_body(&[event(1), event(2), event(3)]);
         let events = decode_batch(&body, Some("gzip"), 1 << 20).unwrap();
         assert_eq!(
             events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
@@ -170,7 +170,7 @@ mod tests {
         let mut long = event(2);
         long.host = "h".repeat(254);
         for (bad, field) in [(old, "@timestamp"), (long, "host.name")] {
-            let body = connscope_transport::spool::encode_body(&[event(3), bad]);
+            let body = connscope_protocol::batch::encode_body(&[event(3), bad]);
             let err = decode_batch(&body, Some("gzip"), 1 << 20).unwrap_err();
             assert_eq!(err.line(), Some(2));
             assert!(

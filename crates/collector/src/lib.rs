@@ -32,8 +32,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use connscope_event::Timestamp;
+use connscope_protocol::Fingerprint;
 use connscope_store::{Retention, Store};
-use connscope_transport::Fingerprint;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 

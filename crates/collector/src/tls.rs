@@ -14,8 +14,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use connscope_transport::tls::{crypto_provider, load_certs};
-use connscope_transport::Fingerprint;
+use connscope_protocol::tls::{crypto_provider, load_certs};
+use connscope_protocol::Fingerprint;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::PrivateKeyDer;
 use rustls::ServerConfig;

@@ -14,8 +14,8 @@ use connscope_collector::ingest::{decode_batch, BatchError};
 use connscope_event::json::to_json_line;
 use connscope_event::{ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp};
 use connscope_fuzzkit::{config, joined, lines, mutated, random_bytes};
-use connscope_transport::protocol::DroppedReport;
-use connscope_transport::spool::encode_body;
+use connscope_protocol::batch::encode_body;
+use connscope_protocol::DroppedReport;
 use proptest::prelude::*;
 
 const EVENTS_DOC: &str = include_str!("../../../docs/EVENTS.md");

@@ -133,7 +133,7 @@ fn an_agent_restart_resends_nothing_twice_and_loses_nothing() {
     )
     .unwrap();
     let answer = client
-        .post_batch(connscope_transport::spool::encode_body(&events(1, 50)))
+        .post_batch(connscope_protocol::batch::encode_body(&events(1, 50)))
         .unwrap();
     assert_eq!((answer.stored, answer.duplicates), (50, 0));
 
@@ -162,7 +162,7 @@ fn wrong_credentials_are_refused_and_nothing_is_lost() {
     )
     .unwrap();
     let err = client
-        .post_batch(connscope_transport::spool::encode_body(&events(1, 1)))
+        .post_batch(connscope_protocol::batch::encode_body(&events(1, 1)))
         .unwrap_err();
     assert!(
         matches!(&err, ClientError::Status { status, .. } if status.as_u16() == 401),
@@ -180,7 +180,7 @@ fn wrong_credentials_are_refused_and_nothing_is_lost() {
     )
     .unwrap();
     let err = client
-        .post_batch(connscope_transport::spool::encode_body(&events(1, 1)))
+        .post_batch(connscope_protocol::batch::encode_body(&events(1, 1)))
         .unwrap_err()
         .to_string();
     assert!(err.contains("does not match the pinned"), "{err}");
@@ -242,7 +242,7 @@ fn a_full_spool_reports_what_it_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("connscope.db")).unwrap());
     let spool_dir = dir.path().join("spool");
-    let one_batch = connscope_transport::spool::encode_body(&events(1, 100)).len() as u64 + 48;
+    let one_batch = connscope_protocol::batch::encode_body(&events(1, 100)).len() as u64 + 48;
     let offline = ShippingConfig {
         url: "https://127.0.0.1:9".into(),
         token: TOKEN.into(),
@@ -345,7 +345,7 @@ fn queries_need_a_reader_token_and_answer_json() {
         e.timestamp = Timestamp::now();
     }
     client
-        .post_batch(connscope_transport::spool::encode_body(&batch))
+        .post_batch(connscope_protocol::batch::encode_body(&batch))
         .unwrap();
 
     assert_eq!(curl(&collector, "/api/v1/hosts", None).0, 401);
@@ -420,14 +420,14 @@ fn the_firewall_check_names_the_edges_a_ruleset_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let (collector, mut client) = reader_collector(dir.path());
     client
-        .post_batch(connscope_transport::spool::encode_body(&recent(1, 3)))
+        .post_batch(connscope_protocol::batch::encode_body(&recent(1, 3)))
         .unwrap();
     let mut http = recent(4, 2);
     for e in &mut http {
         e.remote = "10.1.0.3:80".parse().unwrap();
     }
     client
-        .post_batch(connscope_transport::spool::encode_body(&http))
+        .post_batch(connscope_protocol::batch::encode_body(&http))
         .unwrap();
 
     let ruleset = b"table inet filter {\n  chain output {\n    type filter hook output priority filter; policy accept;\n    tcp dport 22 drop\n  }\n}\n";
@@ -550,7 +550,7 @@ fn the_event_stream_tells_followers_about_each_stored_batch() {
     };
     next_event("ready");
     client
-        .post_batch(connscope_transport::spool::encode_body(&recent(1, 3)))
+        .post_batch(connscope_protocol::batch::encode_body(&recent(1, 3)))
         .unwrap();
     let notice: serde_json::Value = serde_json::from_str(&next_event("ingest")).unwrap();
     assert_eq!(notice["source"], "agent");
@@ -562,10 +562,10 @@ fn the_event_stream_tells_followers_about_each_stored_batch() {
     assert!(notice["first"].as_str().unwrap() <= notice["last"].as_str().unwrap());
     // A resent batch stores nothing and tells nobody; the next new one does.
     client
-        .post_batch(connscope_transport::spool::encode_body(&recent(1, 3)))
+        .post_batch(connscope_protocol::batch::encode_body(&recent(1, 3)))
         .unwrap();
     client
-        .post_batch(connscope_transport::spool::encode_body(&recent(4, 1)))
+        .post_batch(connscope_protocol::batch::encode_body(&recent(4, 1)))
         .unwrap();
     let notice: serde_json::Value = serde_json::from_str(&next_event("ingest")).unwrap();
     assert_eq!(notice["stored"], 1, "{notice}");

@@ -19,11 +19,12 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::protocol::{
+use crate::tls::{client_config, CollectorTrust};
+use connscope_protocol::tls::TlsError;
+use connscope_protocol::{
     BatchOrigin, DroppedReport, ErrorResponse, IngestResponse, BODY_ENCODING, BOOT_HEADER,
     DROPPED_PATH, FIRST_SEQUENCE_HEADER, INGEST_PATH, INSTANCE_HEADER, JSON_LINES,
 };
-use crate::tls::{client_config, CollectorTrust, TlsError};
 
 /// Longest the collector may take to answer one request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -143,7 +144,7 @@ impl CollectorClient {
         })
     }
 
-    /// Sends one batch body (gzip JSON Lines, as [`crate::spool::encode_body`]
+    /// Sends one batch body (gzip JSON Lines, as [`connscope_protocol::batch::encode_body`]
     /// makes it) without an origin, as agents before instance ids did.
     pub fn post_batch(&mut self, gzip_body: Vec<u8>) -> Result<IngestResponse, ClientError> {
         self.post_batch_from(gzip_body, None)

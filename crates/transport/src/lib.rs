@@ -1,33 +1,39 @@
 //! Getting an agent's events to the collector without losing any.
 //!
-//! [`ShippingOutput`] is the agent's shipping output. [`ShippingOutput::send`]
-//! writes a batch durably to the disk [`spool`] and returns: capture never
-//! waits for the network. A [`shipper`] thread sends the oldest spooled batch
-//! over HTTPS ([`client`], [`tls`]) and deletes it once the collector answered
-//! that it is stored. Delivery is at least once; the collector deduplicates by
-//! (agent, sequence), which makes it exactly once in the store. The wire
-//! contract both sides share is in [`protocol`] and `docs/API.md`.
+//! [`ShippingOutput`] is the agent's shipping output, a [`Sink`] like the
+//! local ones. [`ShippingOutput::send`] writes a batch durably to the disk
+//! [`spool`] and returns: capture never waits for the network. A [`shipper`]
+//! thread sends the oldest spooled batch over HTTPS ([`client`], [`tls`]) and
+//! deletes it once the collector answered that it is stored. Delivery is at
+//! least once; the collector deduplicates by (agent, sequence), which makes it
+//! exactly once in the store. The wire contract both sides share is in
+//! `connscope-protocol` and `docs/API.md`.
 
 pub mod client;
-pub mod protocol;
 pub mod shipper;
 pub mod spool;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use connscope_event::{ConnectionEvent, Timestamp};
+use connscope_protocol::{drop_reason, BatchOrigin};
+use connscope_sink::{LossCause, OutputError, RunStart, Sink};
 
 pub use client::{ClientError, CollectorClient};
-pub use protocol::{drop_reason, BatchOrigin};
+pub use connscope_protocol::tls::{Fingerprint, TlsError};
 pub use shipper::{Shipper, ShipperCounters};
 pub use spool::{PushOutcome, Spool, SpoolError, SpoolStats};
-pub use tls::{CollectorTrust, Fingerprint, TlsError};
+pub use tls::CollectorTrust;
 
 /// Default bound of the spool on disk.
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// How long a stopping agent keeps trying to send what is spooled; the rest
+/// stays on disk for the next start.
+const FLUSH_ON_EXIT: Duration = Duration::from_secs(5);
 
 /// Everything the shipping output needs, as the agent's flags give it.
 #[derive(Debug, Clone)]
@@ -83,9 +89,14 @@ pub struct ShippingStats {
 
 /// The agent's shipping output: durable spool in front, shipper thread behind.
 pub struct ShippingOutput {
+    /// `collector URL`, for the agent's statistics and logs.
+    name: String,
     spool: Arc<Spool>,
     shipper: Option<Shipper>,
     events_dropped: u64,
+    /// The agent state's instance, from [`Self::begin`]: what losses are
+    /// reported under.
+    instance: String,
 }
 
 impl ShippingOutput {
@@ -104,22 +115,27 @@ impl ShippingOutput {
         }
         let shipper = Shipper::start(spool.clone(), client).map_err(TransportError::Thread)?;
         Ok(ShippingOutput {
+            name: format!("collector {}", config.url),
             spool,
             shipper: Some(shipper),
             events_dropped: 0,
+            instance: String::new(),
         })
     }
 
     /// Who numbers the events from now on (stamped on every batch), what
     /// the crash of the previous run may have lost (reported as dropped, so
     /// its gap is explained), and when the agent was not running.
-    pub fn begin(
-        &mut self,
-        origin: BatchOrigin,
-        crashed: Option<(u64, u64)>,
-        down: Option<(Timestamp, Timestamp)>,
-    ) -> Result<(), TransportError> {
+    fn begin_run(&mut self, run: &RunStart) -> Result<(), TransportError> {
+        let origin = BatchOrigin {
+            instance: run.instance.clone(),
+            boot: run.boot.clone(),
+            first_sequence: run.first_sequence,
+        };
+        let crashed = run.crashed;
+        let down = run.down.map(|(from, to)| (timestamp(from), timestamp(to)));
         let instance = origin.instance.clone();
+        self.instance.clone_from(&instance);
         // First: whatever fails below, batches must not go out unlabelled.
         self.spool.set_origin(origin);
         // Both are kept in memory (and reported) even if not on disk.
@@ -128,11 +144,20 @@ impl ShippingOutput {
         });
         let crashed = crashed.map_or(Ok(()), |(first, last)| {
             let numbers = last - first + 1;
-            let crash = protocol::drop_reason::CRASH;
+            let crash = drop_reason::CRASH;
             self.spool
                 .record_lost(&instance, crash, first, last, numbers)
         });
         down.and(crashed).map_err(TransportError::from)
+    }
+
+    /// Reports numbers `first..=last` as lost before they were spooled, for
+    /// `reason` ([`drop_reason`]); kept in the spool's dropped report until
+    /// the collector has it, across restarts.
+    fn record_lost(&mut self, first: u64, last: u64, reason: &str) -> Result<(), TransportError> {
+        self.spool
+            .record_lost(&self.instance, reason, first, last, last - first + 1)
+            .map_err(TransportError::from)
     }
 
     /// Spools a batch. When this returns `Ok`, the events survive a crash and
@@ -169,14 +194,132 @@ impl ShippingOutput {
     /// Stops shipping, trying for at most `flush_for` to send what is spooled;
     /// the rest stays in the spool for the next start. Later [`Self::send`]s
     /// still spool.
-    pub fn close(&mut self, flush_for: Duration) {
+    fn stop_shipping(&mut self, flush_for: Duration) {
         if let Some(shipper) = self.shipper.take() {
             shipper.stop(flush_for);
         }
     }
 
-    /// [`Self::close`], consuming the output.
+    /// Stops shipping (at most `flush_for` to send what is spooled; the rest
+    /// stays for the next start), consuming the output.
     pub fn shutdown(mut self, flush_for: Duration) {
-        self.close(flush_for);
+        self.stop_shipping(flush_for);
+    }
+}
+
+fn timestamp(time: SystemTime) -> Timestamp {
+    let nanos = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    Timestamp::from_nanos(nanos)
+}
+
+/// The reason a loss before numbering is reported under.
+fn loss_reason(cause: LossCause) -> &'static str {
+    match cause {
+        LossCause::Kernel => drop_reason::CAPTURE_KERNEL,
+        LossCause::Queue => drop_reason::CAPTURE_QUEUE,
+        LossCause::StateWrite => drop_reason::STATE_WRITE,
+    }
+}
+
+impl Sink for ShippingOutput {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn begin(&mut self, run: &RunStart) -> Result<(), OutputError> {
+        self.begin_run(run)
+            .map_err(|e| OutputError::Other(Box::new(e)))
+    }
+
+    /// Durable in the spool when this returns; the network is the shipper
+    /// thread's business.
+    fn write_batch(&mut self, events: &[ConnectionEvent]) -> Result<u64, OutputError> {
+        self.send(events)
+            .map_err(|e| OutputError::Other(Box::new(e)))?;
+        Ok(0)
+    }
+
+    fn lost(&mut self, first: u64, last: u64, cause: LossCause) -> Result<(), OutputError> {
+        self.record_lost(first, last, loss_reason(cause))
+            .map_err(|e| OutputError::Other(Box::new(e)))
+    }
+
+    /// Every batch is on disk as soon as it is written: nothing to flush.
+    fn flush(&mut self) -> Result<(), OutputError> {
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), OutputError> {
+        let stats = self.stats();
+        self.stop_shipping(FLUSH_ON_EXIT);
+        let left = self.stats().spool;
+        tracing::info!(
+            batches_sent = stats.batches_sent,
+            events_stored = stats.events_stored,
+            events_dropped = stats.events_dropped,
+            left_in_spool = left.events,
+            "shipping stopped"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use connscope_protocol::DroppedReport;
+
+    use super::*;
+
+    /// A shipping output whose collector never answers: what it keeps for
+    /// the collector stays in the spool.
+    fn offline(spool_dir: &Path) -> ShippingOutput {
+        ShippingOutput::start(&ShippingConfig {
+            url: "https://127.0.0.1:1".into(),
+            token: "token".into(),
+            trust: CollectorTrust::Fingerprint(Fingerprint::of(b"no collector")),
+            spool_dir: spool_dir.to_owned(),
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn losses_before_numbering_are_kept_as_dropped_with_their_cause_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut output = offline(dir.path());
+        let run = RunStart {
+            instance: "ab".repeat(16),
+            boot: "cd".repeat(16),
+            first_sequence: 1,
+            crashed: None,
+            down: None,
+        };
+        let sink: &mut dyn Sink = &mut output;
+        sink.begin(&run).unwrap();
+        sink.lost(1, 3, LossCause::Kernel).unwrap();
+        sink.lost(4, 4, LossCause::Queue).unwrap();
+        sink.lost(9, 10, LossCause::Kernel).unwrap();
+        assert_eq!(output.stats().spool.unreported_dropped, 6);
+        output.shutdown(Duration::ZERO);
+
+        let spool = Spool::open(dir.path(), DEFAULT_SPOOL_MAX_BYTES).unwrap();
+        let mut reports = spool.dropped_reports();
+        reports.sort_by(|a, b| a.reason.cmp(&b.reason));
+        let report = |reason: &str, events, ranges: &[(u64, u64)]| DroppedReport {
+            instance: run.instance.clone(),
+            reason: reason.to_owned(),
+            events,
+            ranges: ranges.to_vec(),
+            down: Vec::new(),
+        };
+        assert_eq!(
+            reports,
+            [
+                report(drop_reason::CAPTURE_KERNEL, 5, &[(1, 3), (9, 10)]),
+                report(drop_reason::CAPTURE_QUEUE, 1, &[(4, 4)]),
+            ]
+        );
     }
 }

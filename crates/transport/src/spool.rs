@@ -36,11 +36,11 @@ use std::sync::Arc;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use connscope_event::{json::write_json_line, ConnectionEvent, Timestamp};
-use flate2::{write::GzEncoder, Compression, Crc};
-use serde::{Deserialize, Serialize};
-
-use crate::protocol::{drop_reason, BatchOrigin};
+use connscope_event::{ConnectionEvent, Timestamp};
+use connscope_protocol::batch::encode_body;
+use connscope_protocol::{drop_reason, BatchOrigin, DroppedReport};
+use flate2::Crc;
+use serde::Deserialize;
 
 const MAGIC: &[u8; 8] = b"CSSPOOL1";
 const HEADER_LEN: usize = 48;
@@ -96,94 +96,6 @@ pub struct SpooledBatch {
     pub body: Vec<u8>,
 }
 
-/// Events the agent lost before the collector stored them, not yet
-/// reported to the collector: one report per agent state and reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DroppedReport {
-    /// The agent state that numbered them (empty: before instance ids).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub instance: String,
-    /// Why (see [`drop_reason`]); a report without one means `spool-full`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub reason: String,
-    /// Number of events lost (for a crash: of numbers that may have been).
-    pub events: u64,
-    /// Inclusive sequence ranges of the lost events, merged, oldest first.
-    pub ranges: Vec<(u64, u64)>,
-    /// When the agent was not running (RFC 3339 pairs, from and to): it
-    /// saw no connections then, numbered or not.
-    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "windows_text")]
-    pub down: Vec<(Timestamp, Timestamp)>,
-}
-
-/// Time windows as pairs of RFC 3339 texts, as the API shows times.
-mod windows_text {
-    use connscope_event::Timestamp;
-    use serde::{de::Error, Deserialize, Deserializer, Serialize, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(
-        windows: &[(Timestamp, Timestamp)],
-        to: S,
-    ) -> Result<S::Ok, S::Error> {
-        let text: Vec<(String, String)> = windows
-            .iter()
-            .map(|(from, to)| (from.to_string(), to.to_string()))
-            .collect();
-        text.serialize(to)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        from: D,
-    ) -> Result<Vec<(Timestamp, Timestamp)>, D::Error> {
-        let text = Vec::<(String, String)>::deserialize(from)?;
-        text.iter()
-            .map(|(a, b)| {
-                let parse = |t: &str| {
-                    t.parse::<Timestamp>().map_err(|e| {
-                        let shown: String = t.chars().take(40).collect();
-                        D::Error::custom(format!("down: {shown:?}: {e}"))
-                    })
-                };
-                Ok((parse(a)?, parse(b)?))
-            })
-            .collect()
-    }
-}
-
-impl DroppedReport {
-    pub fn is_empty(&self) -> bool {
-        self.events == 0 && self.down.is_empty()
-    }
-
-    fn add(&mut self, info: &BatchInfo) {
-        self.add_range(info.first_sequence, info.last_sequence, info.events);
-    }
-
-    fn add_range(&mut self, first: u64, last: u64, events: u64) {
-        self.events = self.events.saturating_add(events);
-        match self.ranges.last_mut() {
-            Some(prev) if prev.1.checked_add(1) == Some(first) => prev.1 = last,
-            _ => self.ranges.push((first, last)),
-        }
-    }
-
-    /// Removes what `reported` covered (a prefix of what was dropped, since
-    /// reports only grow at the end while one is in flight).
-    fn subtract(&mut self, reported: &DroppedReport) {
-        self.down.retain(|window| !reported.down.contains(window));
-        self.events = self.events.saturating_sub(reported.events);
-        for range in &reported.ranges {
-            if let Some(pos) = self.ranges.iter().position(|r| r.0 == range.0) {
-                if self.ranges[pos].1 == range.1 {
-                    self.ranges.remove(pos);
-                } else {
-                    self.ranges[pos].0 = range.1 + 1;
-                }
-            }
-        }
-    }
-}
-
 /// What [`Spool::push`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PushOutcome {
@@ -234,7 +146,11 @@ impl Dropped {
 
     fn add(&mut self, info: &BatchInfo, reason: &str) {
         let instance = info.origin.as_ref().map_or("", |o| o.instance.as_str());
-        self.report(instance, reason).add(info);
+        self.report(instance, reason).add_range(
+            info.first_sequence,
+            info.last_sequence,
+            info.events,
+        );
     }
 
     fn events(&self) -> u64 {
@@ -808,18 +724,6 @@ fn list_rejected(dir: &Path) -> Result<VecDeque<(PathBuf, u64)>, SpoolError> {
     }
     files.sort();
     Ok(files.into())
-}
-
-/// The wire body of a batch: JSON Lines, gzip-compressed (fast level: the
-/// agent's CPU matters more than the bytes on a LAN).
-pub fn encode_body(events: &[ConnectionEvent]) -> Vec<u8> {
-    let mut lines = Vec::with_capacity(events.len() * 400);
-    for event in events {
-        write_json_line(&mut lines, event);
-    }
-    let mut gz = GzEncoder::new(Vec::with_capacity(lines.len() / 6), Compression::fast());
-    gz.write_all(&lines).expect("writing to a Vec cannot fail");
-    gz.finish().expect("writing to a Vec cannot fail")
 }
 
 enum HeaderProblem {

@@ -4,8 +4,8 @@
 use std::process::Command;
 
 use connscope_event::{ConnectionEvent, Direction, EventKind, Protocol, Timestamp};
-use connscope_transport::protocol::DroppedReport;
-use connscope_transport::{drop_reason, BatchOrigin, Spool, SpoolError};
+use connscope_protocol::{drop_reason, BatchOrigin, DroppedReport};
+use connscope_transport::{Spool, SpoolError};
 
 fn events(first: u64, count: u64) -> Vec<ConnectionEvent> {
     (first..first + count)

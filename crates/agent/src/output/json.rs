@@ -1,8 +1,9 @@
 //! JSON Lines (`--format json`): the versioned schema of docs/EVENTS.md.
 
 use connscope_event::{json::write_json_line, ConnectionEvent};
+use connscope_sink::{OutputError, Sink};
 
-use super::{Destination, OutputError, Sink, TextWriter};
+use super::{Destination, TextWriter};
 
 /// Writes each event as one JSON line.
 pub struct JsonLines {

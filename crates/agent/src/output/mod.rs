@@ -1,10 +1,6 @@
-//! Where the agent's events go: the [`Sink`] trait and the local outputs.
-//!
-//! Every output takes batches of finished events (numbered, named, filtered)
-//! from the agent's output thread, never from the capture thread, so a slow
-//! output can only make the agent's queue overflow (counted), never stall the
-//! kernel reader. The shipping output of `connscope-transport` implements
-//! the same trait.
+//! The agent's local outputs: syslog, tcpspy lines, JSON Lines, each a
+//! [`Sink`](crate::Sink) (the trait is in `connscope-sink`, below the agent and the
+//! shipping output of `connscope-transport`, which implements it too).
 
 mod json;
 mod syslog;
@@ -14,58 +10,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
-use connscope_event::ConnectionEvent;
-
-use crate::RunStart;
+use connscope_sink::OutputError;
 
 pub use json::JsonLines;
 pub use syslog::{Facility, SyslogOutput, UnknownFacility};
 pub use tcpspy::TcpspyLines;
-
-/// Why an output could not take or deliver events.
-#[derive(Debug, thiserror::Error)]
-pub enum OutputError {
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: io::Error,
-    },
-    /// An output defined elsewhere (e.g. the shipping output) failed.
-    #[error(transparent)]
-    Other(Box<dyn std::error::Error + Send + Sync>),
-}
-
-/// An output of the agent.
-pub trait Sink: Send {
-    /// Short name for statistics and logs (`stdout`, `syslog`, a file name).
-    fn name(&self) -> &str;
-
-    /// Takes a batch of events. Returns how many events this output has no
-    /// form for (tcpspy lines cannot show UDP flows or failed connects);
-    /// they are skipped, not errors.
-    fn write_batch(&mut self, events: &[ConnectionEvent]) -> Result<u64, OutputError>;
-
-    /// Pushes out what is buffered; called whenever the agent's queue runs
-    /// empty, so a quiet agent never sits on events.
-    fn flush(&mut self) -> Result<(), OutputError>;
-
-    /// Called once before the first batch with who numbers the events; the
-    /// shipping output sends it with every batch.
-    fn begin(&mut self, _run: &RunStart) -> Result<(), OutputError> {
-        Ok(())
-    }
-
-    /// SIGHUP: reopen files, so a rotated log is let go of.
-    fn reopen(&mut self) -> Result<(), OutputError> {
-        Ok(())
-    }
-
-    /// Exit: deliver everything and release resources. Defaults to a flush.
-    fn close(&mut self) -> Result<(), OutputError> {
-        self.flush()
-    }
-}
 
 /// A text destination: standard output, or a file reopened on SIGHUP.
 #[derive(Debug)]

@@ -18,7 +18,7 @@ use connscope_event::ConnectionEvent;
 use connscope_tcpspy_log::{write_body, LineStyle};
 use jiff::tz::TimeZone;
 
-use super::{OutputError, Sink};
+use connscope_sink::{OutputError, Sink};
 
 const SEVERITY_NOTICE: u8 = 5;
 

@@ -2,10 +2,11 @@
 //! in a file.
 
 use connscope_event::ConnectionEvent;
+use connscope_sink::{OutputError, Sink};
 use connscope_tcpspy_log::{write_foreground_line, LineStyle};
 use jiff::tz::TimeZone;
 
-use super::{Destination, OutputError, Sink, TextWriter};
+use super::{Destination, TextWriter};
 
 /// Writes events as tcpspy prints them in the foreground, in local time.
 pub struct TcpspyLines {

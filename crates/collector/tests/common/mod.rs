@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use connscope_collector::{Collector, CollectorConfig, Counters};
+use connscope_protocol::Fingerprint;
 use connscope_store::Store;
-use connscope_transport::Fingerprint;
 
 /// A collector running on its own runtime thread, stopped on drop.
 pub struct Running {

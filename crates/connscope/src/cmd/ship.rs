@@ -1,24 +1,17 @@
-//! The agent's shipping flags (`--collector ...`) and the [`Sink`] that hands
-//! batches to `connscope-transport`'s spool and shipper.
+//! The agent's shipping flags (`--collector ...`) and building the shipping
+//! [`Sink`] of `connscope-transport` from them.
 //!
-//! Kept apart from `cmd/agent.rs` so the agent's own flags stay tcpspy's, and
-//! in the binary so neither library crate has to depend on the other.
+//! Kept apart from `cmd/agent.rs` so the agent's own flags stay tcpspy's.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use connscope_agent::{OutputError, RunStart, Sink};
-use connscope_event::{ConnectionEvent, Timestamp};
+use connscope_agent::Sink;
 use connscope_transport::{
-    read_token_file, BatchOrigin, CollectorTrust, Fingerprint, ShippingConfig, ShippingOutput,
+    read_token_file, CollectorTrust, Fingerprint, ShippingConfig, ShippingOutput,
     DEFAULT_SPOOL_MAX_BYTES,
 };
-
-/// How long a stopping agent keeps trying to send what is spooled; the rest
-/// stays on disk for the next start.
-const FLUSH_ON_EXIT: Duration = Duration::from_secs(5);
 
 #[derive(Args, Debug)]
 pub struct ShipArgs {
@@ -84,66 +77,5 @@ pub fn open(args: &ShipArgs, state_dir: &Path) -> anyhow::Result<Option<Box<dyn 
         spool_max_bytes: args.spool_max_bytes,
     };
     let output = ShippingOutput::start(&config).with_context(|| format!("shipping to {url}"))?;
-    Ok(Some(Box::new(Shipping {
-        output,
-        name: format!("collector {url}"),
-    })))
-}
-
-fn timestamp(time: std::time::SystemTime) -> Timestamp {
-    let nanos = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-    Timestamp::from_nanos(nanos)
-}
-
-struct Shipping {
-    output: ShippingOutput,
-    name: String,
-}
-
-impl Sink for Shipping {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn begin(&mut self, run: &RunStart) -> Result<(), OutputError> {
-        let origin = BatchOrigin {
-            instance: run.instance.clone(),
-            boot: run.boot.clone(),
-            first_sequence: run.first_sequence,
-        };
-        let down = run.down.map(|(from, to)| (timestamp(from), timestamp(to)));
-        self.output
-            .begin(origin, run.crashed, down)
-            .map_err(|e| OutputError::Other(Box::new(e)))
-    }
-
-    /// Durable in the spool when this returns; the network is the shipper
-    /// thread's business.
-    fn write_batch(&mut self, events: &[ConnectionEvent]) -> Result<u64, OutputError> {
-        self.output
-            .send(events)
-            .map_err(|e| OutputError::Other(Box::new(e)))?;
-        Ok(0)
-    }
-
-    /// Every batch is on disk as soon as it is written: nothing to flush.
-    fn flush(&mut self) -> Result<(), OutputError> {
-        Ok(())
-    }
-
-    fn close(&mut self) -> Result<(), OutputError> {
-        let stats = self.output.stats();
-        self.output.close(FLUSH_ON_EXIT);
-        let left = self.output.stats().spool;
-        tracing::info!(
-            batches_sent = stats.batches_sent,
-            events_stored = stats.events_stored,
-            events_dropped = stats.events_dropped,
-            left_in_spool = left.events,
-            "shipping stopped"
-        );
-        Ok(())
-    }
+    Ok(Some(Box::new(output)))
 }

@@ -1,9 +1,17 @@
-//! The agent <-> collector wire contract, shared by both sides so it cannot
-//! drift: paths, headers and the small JSON bodies (documented in docs/API.md).
+//! The agent <-> collector contract, shared by both sides so it cannot drift:
+//! paths, headers and the small JSON bodies (documented in docs/API.md), the
+//! batch codec ([`batch`]), dropped reports, and the TLS identity both check
+//! ([`tls`]). The agent's shipping output (`connscope-transport`) and the
+//! collector depend on this crate, not on each other.
+
+pub mod batch;
+mod dropped;
+pub mod tls;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::spool::DroppedReport;
+pub use dropped::DroppedReport;
+pub use tls::Fingerprint;
 
 /// Headers of an ingest request naming the batch's sequence space: the
 /// agent state's instance id, the run's boot id, and the run's first
@@ -32,6 +40,16 @@ pub mod drop_reason {
     pub const REFUSED: &str = "refused";
     /// Handed out or reserved when the agent crashed.
     pub const CRASH: &str = "crash";
+    /// Lost on the kernel side before the agent numbered them: ring buffer
+    /// or connection table full, or BPF program runs the kernel skipped
+    /// (`recursion_misses`, which may not all have carried an event: an
+    /// upper bound).
+    pub const CAPTURE_KERNEL: &str = "capture-kernel";
+    /// Dropped from the agent's full capture queue (outputs too slow),
+    /// before its rules chose: an upper bound of what they would have logged.
+    pub const CAPTURE_QUEUE: &str = "capture-queue";
+    /// Their sequence numbers could not be written to the agent's state.
+    pub const STATE_WRITE: &str = "state-write-failed";
     /// Not a loss of numbers: the agent was not running ([`super::DroppedReport::down`]).
     pub const DOWN: &str = "down";
 }
