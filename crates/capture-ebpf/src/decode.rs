@@ -15,10 +15,6 @@ use crate::skel::types;
 
 const AF_INET: u8 = libc::AF_INET as u8;
 const IPPROTO_UDP: u8 = libc::IPPROTO_UDP as u8;
-const KIND_CONNECT: u8 = 1;
-const KIND_DISCONNECT: u8 = 2;
-const DIR_OUTGOING: u8 = 1;
-const DIR_INCOMING: u8 = 2;
 
 pub(crate) struct Decoder {
     processes: ProcessCache,
@@ -45,9 +41,9 @@ impl Decoder {
 
     /// `boot_to_utc`: add to a CLOCK_BOOTTIME reading to get UTC nanoseconds.
     pub fn event(&mut self, raw: &RawEvent, boot_to_utc: i64, kernel: &Kernel) -> ConnectionEvent {
-        let kind = match raw.kind {
-            KIND_CONNECT => EventKind::Connect,
-            KIND_DISCONNECT => EventKind::Disconnect,
+        let kind = match types::event_kind(raw.kind.into()) {
+            types::event_kind::KIND_CONNECT => EventKind::Connect,
+            types::event_kind::KIND_DISCONNECT => EventKind::Disconnect,
             _ => EventKind::ConnectFailed,
         };
         let protocol = if raw.protocol == IPPROTO_UDP {
@@ -167,9 +163,9 @@ impl Decoder {
 }
 
 fn direction(raw: u8) -> Direction {
-    match raw {
-        DIR_OUTGOING => Direction::Outgoing,
-        DIR_INCOMING => Direction::Incoming,
+    match types::event_direction(raw.into()) {
+        types::event_direction::DIR_OUTGOING => Direction::Outgoing,
+        types::event_direction::DIR_INCOMING => Direction::Incoming,
         _ => Direction::Unknown,
     }
 }
