@@ -1,10 +1,10 @@
 //! Kernel records into [`ConnectionEvent`]s: addresses, clocks, processes.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use connscope_capture::process::ProcessCache;
+use connscope_capture::sockets::SocketOwners;
 use connscope_event::{
     normalize_endpoints, CloseStats, ConnectFailure, ConnectionEvent, Direction, EventKind,
     ProcessInfo, Protocol, Timestamp,
@@ -21,7 +21,7 @@ pub(crate) struct Decoder {
     /// /proc counts process start times in clock ticks; the kernel in ns.
     ns_per_tick: u64,
     /// Owners of connections open before we started, by socket inode.
-    socket_owners: HashMap<u64, u32>,
+    socket_owners: SocketOwners,
 }
 
 impl Decoder {
@@ -31,11 +31,11 @@ impl Decoder {
         Decoder {
             processes: ProcessCache::new(4096, command_lines),
             ns_per_tick: 1_000_000_000 / ticks_per_second,
-            socket_owners: HashMap::new(),
+            socket_owners: SocketOwners::new(),
         }
     }
 
-    pub fn set_socket_owners(&mut self, owners: HashMap<u64, u32>) {
+    pub fn set_socket_owners(&mut self, owners: SocketOwners) {
         self.socket_owners = owners;
     }
 
