@@ -6,10 +6,12 @@
 //! interval — but they all hand the agent the same thing: [`ConnectionEvent`]s,
 //! through the [`CaptureBackend`] trait. This crate holds that trait, the
 //! configuration every backend takes, and the process attribution they share
-//! ([`process`], and [`sockets`] for who holds a socket), so the backends
-//! themselves only deal with the kernel and name the same owners.
+//! ([`process`], [`sockets`] for who holds a socket, [`proc_net`] for the
+//! kernel's socket tables), so the backends themselves only deal with the
+//! kernel and name the same owners.
 
 pub mod netns;
+pub mod proc_net;
 pub mod process;
 pub mod sockets;
 
