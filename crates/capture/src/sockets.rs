@@ -92,7 +92,7 @@ fn older(a: u32, b: u32, started: &mut HashMap<u32, Option<u64>>) -> u32 {
 }
 
 /// The inode in a `socket:[12345]` link target.
-pub fn socket_inode(target: &[u8]) -> Option<u64> {
+fn socket_inode(target: &[u8]) -> Option<u64> {
     let digits = target.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
