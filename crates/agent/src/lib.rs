@@ -79,20 +79,12 @@ impl AgentConfig {
             capture: CaptureConfig::default(),
             backend: BackendChoice::Auto,
             rules,
-            host_name: local_host_name(),
+            host_name: connscope_names::host_name_or_localhost(),
             state_dir: PathBuf::from("/var/lib/connscope"),
             run_as: None,
             queue_batches: 4096,
         }
     }
-}
-
-/// This machine's host name, as `hostname` prints it.
-pub fn local_host_name() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// Why the agent could not start or had to stop.

@@ -1,10 +1,10 @@
 //! Kernel records into [`ConnectionEvent`]s: addresses, clocks, processes.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use connscope_capture::process::ProcessCache;
+use connscope_capture::sockets::SocketOwners;
 use connscope_event::{
     normalize_endpoints, CloseStats, ConnectFailure, ConnectionEvent, Direction, EventKind,
     ProcessInfo, Protocol, Timestamp,
@@ -15,17 +15,13 @@ use crate::skel::types;
 
 const AF_INET: u8 = libc::AF_INET as u8;
 const IPPROTO_UDP: u8 = libc::IPPROTO_UDP as u8;
-const KIND_CONNECT: u8 = 1;
-const KIND_DISCONNECT: u8 = 2;
-const DIR_OUTGOING: u8 = 1;
-const DIR_INCOMING: u8 = 2;
 
 pub(crate) struct Decoder {
     processes: ProcessCache,
     /// /proc counts process start times in clock ticks; the kernel in ns.
     ns_per_tick: u64,
     /// Owners of connections open before we started, by socket inode.
-    socket_owners: HashMap<u64, u32>,
+    socket_owners: SocketOwners,
 }
 
 impl Decoder {
@@ -35,19 +31,19 @@ impl Decoder {
         Decoder {
             processes: ProcessCache::new(4096, command_lines),
             ns_per_tick: 1_000_000_000 / ticks_per_second,
-            socket_owners: HashMap::new(),
+            socket_owners: SocketOwners::new(),
         }
     }
 
-    pub fn set_socket_owners(&mut self, owners: HashMap<u64, u32>) {
+    pub fn set_socket_owners(&mut self, owners: SocketOwners) {
         self.socket_owners = owners;
     }
 
     /// `boot_to_utc`: add to a CLOCK_BOOTTIME reading to get UTC nanoseconds.
     pub fn event(&mut self, raw: &RawEvent, boot_to_utc: i64, kernel: &Kernel) -> ConnectionEvent {
-        let kind = match raw.kind {
-            KIND_CONNECT => EventKind::Connect,
-            KIND_DISCONNECT => EventKind::Disconnect,
+        let kind = match types::event_kind(raw.kind.into()) {
+            types::event_kind::KIND_CONNECT => EventKind::Connect,
+            types::event_kind::KIND_DISCONNECT => EventKind::Disconnect,
             _ => EventKind::ConnectFailed,
         };
         let protocol = if raw.protocol == IPPROTO_UDP {
@@ -167,9 +163,9 @@ impl Decoder {
 }
 
 fn direction(raw: u8) -> Direction {
-    match raw {
-        DIR_OUTGOING => Direction::Outgoing,
-        DIR_INCOMING => Direction::Incoming,
+    match types::event_direction(raw.into()) {
+        types::event_direction::DIR_OUTGOING => Direction::Outgoing,
+        types::event_direction::DIR_INCOMING => Direction::Incoming,
         _ => Direction::Unknown,
     }
 }

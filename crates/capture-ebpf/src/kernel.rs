@@ -22,7 +22,6 @@ const RING_BYTES: u64 = 4 << 20;
 /// Past this much unread data the kernel wakes the reader at once instead of
 /// waiting for its next timer tick.
 const WAKEUP_BYTES: u64 = RING_BYTES / 4;
-const LOSS_COUNTERS: u32 = 3;
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// One BPF program's own cost, from its fdinfo. The kernel only counts while
@@ -139,7 +138,7 @@ impl Kernel {
     }
 
     fn table_losses(&self) -> u64 {
-        (0..LOSS_COUNTERS)
+        (0..types::loss_counter::LOSS_COUNTERS.0)
             .filter_map(|i| {
                 self.skel
                     .maps

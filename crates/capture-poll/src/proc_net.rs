@@ -7,17 +7,15 @@
 //! the interval may be missed, and a disconnect carries no byte counts.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use connscope_capture::proc_net::{self, TCP_ESTABLISHED, TCP_LISTEN};
 use connscope_capture::{CaptureBackend, CaptureConfig, CaptureError, CaptureStats};
 use connscope_event::ConnectionEvent;
 
 use crate::tracker::{Observed, Tracker};
 use crate::{own_namespace_only, BACKEND_PROC};
-
-const TCP_ESTABLISHED: u8 = 0x01;
-const TCP_LISTEN: u8 = 0x0a;
 
 /// Polls /proc/net/tcp{,6} every `poll_interval`.
 pub struct ProcBackend {
@@ -126,55 +124,23 @@ struct Row {
     seen: Observed,
 }
 
-/// One line of /proc/net/tcp{,6}:
-/// `sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...`.
+/// One line of /proc/net/tcp{,6}, which must be of the table's family and
+/// name the socket's owner and inode.
 fn parse_line(line: &[u8], v6: bool) -> Option<Row> {
-    let line = std::str::from_utf8(line).ok()?;
-    let mut fields = line.split_ascii_whitespace();
-    fields.next()?; // sl
-    let local = parse_endpoint(fields.next()?, v6)?;
-    let remote = parse_endpoint(fields.next()?, v6)?;
-    let state = u8::from_str_radix(fields.next()?, 16).ok()?;
-    let mut rest = fields.skip(3); // tx:rx, tr:when, retrnsmt
-    let uid = Some(rest.next()?.parse().ok()?);
-    let inode = rest.nth(1)?.parse().ok()?; // after timeout
+    let row = proc_net::parse_row(line)?;
+    if row.local.is_ipv6() != v6 {
+        return None;
+    }
     Some(Row {
-        state,
+        state: row.state,
         seen: Observed {
-            local,
-            remote,
-            inode,
-            uid,
+            local: row.local,
+            remote: row.remote,
+            inode: row.inode?,
+            uid: Some(row.uid?),
             bytes: None,
         },
     })
-}
-
-/// `0100007F:0016` or the 32-hex-digit IPv6 form. The kernel prints the
-/// address as 32-bit words in host byte order.
-fn parse_endpoint(text: &str, v6: bool) -> Option<SocketAddr> {
-    let (addr, port) = text.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let word = |i: usize| -> Option<[u8; 4]> {
-        let hex = addr.get(i * 8..i * 8 + 8)?;
-        Some(u32::from_str_radix(hex, 16).ok()?.to_ne_bytes())
-    };
-    let ip = if v6 {
-        if addr.len() != 32 {
-            return None;
-        }
-        let mut octets = [0u8; 16];
-        for i in 0..4 {
-            octets[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
-        }
-        IpAddr::V6(Ipv6Addr::from(octets))
-    } else {
-        if addr.len() != 8 {
-            return None;
-        }
-        IpAddr::V4(Ipv4Addr::from(word(0)?))
-    };
-    Some(SocketAddr::new(ip, port))
 }
 
 #[cfg(test)]
@@ -203,6 +169,13 @@ mod tests {
             parse_line(b"   1: 0100007F:A1B2 0100007F:XYZ 01 0 0 0 0 0 1", false),
             None
         );
-        assert_eq!(parse_endpoint("0100007F:0016", true), None);
+        // An IPv4 row in the IPv6 table.
+        assert_eq!(
+            parse_line(
+                b"   1: 0100007F:A1B2 0100007F:0016 01 0:0 0:0 0 1000 0 4242",
+                true
+            ),
+            None
+        );
     }
 }

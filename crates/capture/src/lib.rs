@@ -5,11 +5,15 @@
 //! state change as it happens, a poller misses what lives shorter than its
 //! interval — but they all hand the agent the same thing: [`ConnectionEvent`]s,
 //! through the [`CaptureBackend`] trait. This crate holds that trait, the
-//! configuration every backend takes, and the process attribution
-//! ([`process`]) they share, so the backends themselves only deal with the kernel.
+//! configuration every backend takes, and the process attribution they share
+//! ([`process`], [`sockets`] for who holds a socket, [`proc_net`] for the
+//! kernel's socket tables), so the backends themselves only deal with the
+//! kernel and name the same owners.
 
 pub mod netns;
+pub mod proc_net;
 pub mod process;
+pub mod sockets;
 
 use std::fmt;
 use std::str::FromStr;

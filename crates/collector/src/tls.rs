@@ -97,11 +97,8 @@ fn generate(
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
     ];
-    if let Ok(host) = fs::read_to_string("/proc/sys/kernel/hostname") {
-        let host = host.trim();
-        if !host.is_empty() && host != "localhost" {
-            names.push(host.to_owned());
-        }
+    if let Some(host) = connscope_names::host_name().filter(|host| host != "localhost") {
+        names.push(host);
     }
     names.extend(extra_names.iter().cloned());
     let pair = rcgen::generate_simple_self_signed(names).map_err(|e| tls_err(cert_path, e))?;

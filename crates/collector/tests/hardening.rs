@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::Running;
 use connscope_collector::CollectorConfig;
-use connscope_event::{ConnectionEvent, Direction, EventKind, Protocol, Timestamp};
+use connscope_event::test_support::EventBuilder;
+use connscope_event::{ConnectionEvent, Timestamp};
 use connscope_store::{SqliteStore, Store};
 
 const WEB1: &str = "token-of-agent-web1";
@@ -30,17 +31,11 @@ fn start(dir: &std::path::Path, config: CollectorConfig) -> (Running, Arc<Sqlite
 }
 
 fn event(host: &str, seq: u64) -> ConnectionEvent {
-    let mut ev = ConnectionEvent::new(
-        EventKind::Connect,
-        Timestamp::now(),
-        Protocol::Tcp,
-        Direction::Outgoing,
-        format!("10.1.0.1:{}", 30000 + seq).parse().unwrap(),
-        "10.1.0.2:22".parse().unwrap(),
-    );
-    ev.sequence = seq;
-    ev.host = host.into();
-    ev
+    EventBuilder::connect(format!("10.1.0.1:{}", 30000 + seq), "10.1.0.2:22")
+        .at(Timestamp::now())
+        .sequence(seq)
+        .host(host)
+        .build()
 }
 
 fn body_of(events: &[ConnectionEvent]) -> Vec<u8> {

@@ -27,10 +27,7 @@ fn start_collector(dir: &std::path::Path, store: Arc<dyn Store>) -> Running {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap()
-        .trim()
-        .to_owned()
+    connscope_names::host_name().unwrap()
 }
 
 fn all_events(store: &SqliteStore) -> Vec<ConnectionEvent> {

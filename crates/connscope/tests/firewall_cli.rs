@@ -3,29 +3,20 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 
-use connscope_event::{ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp};
+use connscope_event::test_support::EventBuilder;
+use connscope_event::{ConnectionEvent, Direction};
 use connscope_store::{AgentId, SqliteStore, Store};
 
 fn event(seq: u64, dir: Direction, local: &str, remote: &str, exe: &str) -> ConnectionEvent {
-    let mut e = ConnectionEvent::new(
-        EventKind::Connect,
-        Timestamp::from_nanos(1_795_548_137_000_000_000 + seq as i64 * 1_000_000_000),
-        Protocol::Tcp,
-        dir,
-        local.parse().unwrap(),
-        remote.parse().unwrap(),
-    );
-    e.sequence = seq;
-    e.host = "web1".into();
-    e.process = Some(Arc::new(ProcessInfo {
-        pid: 7,
-        executable: Some(exe.into()),
-        ..ProcessInfo::default()
-    }));
-    e.user_name = Some("www-data".into());
-    e
+    EventBuilder::connect(local, remote)
+        .at_nanos(1_795_548_137_000_000_000 + seq as i64 * 1_000_000_000)
+        .direction(dir)
+        .sequence(seq)
+        .host("web1")
+        .process(7, exe)
+        .user("www-data")
+        .build()
 }
 
 fn store(dir: &Path) -> String {

@@ -11,6 +11,8 @@
 
 mod address;
 pub mod json;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 mod timestamp;
 
 use std::fmt;
@@ -302,16 +304,12 @@ named_enum!(ConnectFailure, "failure reason", {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::EventBuilder;
 
     fn sample() -> ConnectionEvent {
-        ConnectionEvent::new(
-            EventKind::Connect,
-            Timestamp::from_nanos(1),
-            Protocol::Tcp,
-            Direction::Outgoing,
-            "127.0.0.1:40000".parse().unwrap(),
-            "127.0.0.1:22".parse().unwrap(),
-        )
+        EventBuilder::connect("127.0.0.1:40000", "127.0.0.1:22")
+            .at_nanos(1)
+            .build()
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub mod nft;
 pub mod plan;
 pub mod render;
 pub mod sanitize;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 
 pub use check::{check, FlowVerdict, Outcome};
 pub use diff::{diff, Diff};

@@ -3,8 +3,9 @@
 //! so `firewall diff` reads them live, and only when the planned host is the
 //! machine it runs on.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
+use connscope_capture::proc_net;
 use connscope_event::Protocol;
 use serde::Serialize;
 
@@ -17,9 +18,6 @@ pub struct Listener {
     pub addr: IpAddr,
     pub port: u16,
 }
-
-const TCP_LISTEN: u8 = 0x0A;
-const UDP_UNCONNECTED: u8 = 0x07;
 
 /// Reads the listeners of the machine this runs on.
 pub fn local_listeners() -> std::io::Result<Vec<Listener>> {
@@ -45,57 +43,22 @@ pub fn local_listeners() -> std::io::Result<Vec<Listener>> {
 /// Listeners in one `/proc/net/*` table; malformed lines are skipped (the
 /// kernel does not write any, and a listing is advice, not evidence).
 pub fn parse_proc_net(text: &str, protocol: Protocol) -> Vec<Listener> {
-    let mut out = Vec::new();
-    for line in text.lines().skip(1) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (Some(local), Some(remote), Some(state)) =
-            (fields.get(1), fields.get(2), fields.get(3))
-        else {
-            continue;
-        };
-        let Ok(state) = u8::from_str_radix(state, 16) else {
-            continue;
-        };
-        let listening = match protocol {
-            Protocol::Tcp => state == TCP_LISTEN,
+    proc_net::rows(text.as_bytes())
+        .flatten()
+        .filter(|row| match protocol {
+            Protocol::Tcp => row.state == proc_net::TCP_LISTEN,
             Protocol::Udp => {
-                state == UDP_UNCONNECTED
-                    && parse_endpoint(remote).is_some_and(|(a, p)| p == 0 && a.is_unspecified())
+                row.state == proc_net::UDP_UNCONNECTED
+                    && row.remote.port() == 0
+                    && row.remote.ip().is_unspecified()
             }
-        };
-        if !listening {
-            continue;
-        }
-        if let Some((addr, port)) = parse_endpoint(local) {
-            out.push(Listener {
-                protocol,
-                addr,
-                port,
-            });
-        }
-    }
-    out
-}
-
-/// `0100007F:0016` or a 32-digit IPv6 form; the address is in the kernel's
-/// byte order, 32 bits at a time.
-fn parse_endpoint(text: &str) -> Option<(IpAddr, u16)> {
-    let (addr, port) = text.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let word = |s: &str| u32::from_str_radix(s, 16).ok().map(u32::swap_bytes);
-    let addr = match addr.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(word(addr)?)),
-        32 => {
-            let mut bytes = [0u8; 16];
-            for i in 0..4 {
-                bytes[i * 4..i * 4 + 4]
-                    .copy_from_slice(&word(addr.get(i * 8..i * 8 + 8)?)?.to_be_bytes());
-            }
-            IpAddr::V6(Ipv6Addr::from(bytes))
-        }
-        _ => return None,
-    };
-    Some((addr, port))
+        })
+        .map(|row| Listener {
+            protocol,
+            addr: row.local.ip(),
+            port: row.local.port(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

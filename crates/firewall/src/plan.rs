@@ -310,6 +310,7 @@ pub fn plan(host: &str, flows: &[ObservedFlow], options: PlanOptions) -> Plan {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::test_support::FlowBuilder;
 
     pub(crate) fn flow(
         direction: FlowDirection,
@@ -319,23 +320,21 @@ pub(crate) mod tests {
         n: u64,
     ) -> ObservedFlow {
         let remote: IpAddr = remote.parse().unwrap();
-        let local: IpAddr = if remote.is_ipv4() {
-            "192.0.2.1".parse().unwrap()
+        let local = if remote.is_ipv4() {
+            "192.0.2.1"
         } else {
-            "2001:db8::1".parse().unwrap()
+            "2001:db8::1"
         };
-        ObservedFlow {
-            direction,
-            protocol: proto,
-            local,
-            remote,
-            service_port: port,
-            connections: n,
-            first_seen: Timestamp::from_nanos(1_795_548_137_000_000_000),
-            last_seen: Timestamp::from_nanos(1_795_648_137_000_000_000),
-            processes: vec!["/usr/sbin/sshd".into()],
-            users: vec!["root".into()],
-        }
+        FlowBuilder::new(direction, local, remote, port)
+            .protocol(proto)
+            .connections(n)
+            .seen(
+                Timestamp::from_nanos(1_795_548_137_000_000_000),
+                Timestamp::from_nanos(1_795_648_137_000_000_000),
+            )
+            .processes(["/usr/sbin/sshd"])
+            .users(["root"])
+            .build()
     }
 
     use FlowDirection::{Inbound, Outbound};

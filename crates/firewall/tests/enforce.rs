@@ -12,7 +12,8 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use common::Netns;
-use connscope_event::{Protocol, Timestamp};
+use connscope_event::Timestamp;
+use connscope_firewall::test_support::FlowBuilder;
 use connscope_firewall::{
     check, nft, plan, render, FlowDirection, ObservedFlow, Outcome, PlanOptions,
 };
@@ -65,18 +66,11 @@ fn listen(ns: &Netns, addr: &str) -> SocketAddr {
 }
 
 fn observed(direction: FlowDirection, local: IpAddr, remote: IpAddr, port: u16) -> ObservedFlow {
-    ObservedFlow {
-        direction,
-        protocol: Protocol::Tcp,
-        local,
-        remote,
-        service_port: port,
-        connections: 1,
-        first_seen: Timestamp::now(),
-        last_seen: Timestamp::now(),
-        processes: vec![std::env::current_exe().unwrap().display().to_string()],
-        users: vec!["root".into()],
-    }
+    FlowBuilder::new(direction, local, remote, port)
+        .seen(Timestamp::now(), Timestamp::now())
+        .processes([std::env::current_exe().unwrap().display().to_string()])
+        .users(["root"])
+        .build()
 }
 
 #[test]

@@ -9,10 +9,9 @@
 //!
 //! `CONNSCOPE_FUZZ_CASES` sets the cases per test (the soak run: a million).
 
-use std::net::IpAddr;
-
 use connscope_event::{Protocol, Timestamp};
 use connscope_firewall::nft::{json::parse_json, parse_str, Ruleset};
+use connscope_firewall::test_support::FlowBuilder;
 use connscope_firewall::{check, plan, render, FlowDirection, ObservedFlow, PlanOptions};
 use connscope_fuzzkit::{config, mutated, random_bytes};
 use proptest::prelude::*;
@@ -121,17 +120,17 @@ fn rulesets_in(source: &str) -> Vec<String> {
 }
 
 fn flows() -> Vec<ObservedFlow> {
-    let flow = |direction, protocol, local: &str, remote: &str, port| ObservedFlow {
-        direction,
-        protocol,
-        local: local.parse::<IpAddr>().unwrap(),
-        remote: remote.parse::<IpAddr>().unwrap(),
-        service_port: port,
-        connections: 3,
-        first_seen: Timestamp::from_nanos(1_764_000_000_000_000_000),
-        last_seen: Timestamp::from_nanos(1_764_000_100_000_000_000),
-        processes: vec!["/usr/sbin/sshd".into()],
-        users: vec!["root".into()],
+    let flow = |direction, protocol, local: &str, remote: &str, port| {
+        FlowBuilder::new(direction, local, remote, port)
+            .protocol(protocol)
+            .connections(3)
+            .seen(
+                Timestamp::from_nanos(1_764_000_000_000_000_000),
+                Timestamp::from_nanos(1_764_000_100_000_000_000),
+            )
+            .processes(["/usr/sbin/sshd"])
+            .users(["root"])
+            .build()
     };
     use FlowDirection::{Inbound, Outbound};
     vec![

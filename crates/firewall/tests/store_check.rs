@@ -1,9 +1,8 @@
 //! `check` on data read back from a real SQLite store: a hand-written ruleset
 //! that blocks one known service lists exactly that service's connections.
 
-use std::sync::Arc;
-
-use connscope_event::{ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp};
+use connscope_event::test_support::EventBuilder;
+use connscope_event::{ConnectionEvent, Direction, Timestamp};
 use connscope_firewall::from_store::observed_flows;
 use connscope_firewall::{check, nft, FlowDirection, Outcome};
 use connscope_store::{AgentId, SqliteStore, Store, TimeRange};
@@ -16,23 +15,14 @@ fn event(
     exe: &str,
     t: i64,
 ) -> ConnectionEvent {
-    let mut e = ConnectionEvent::new(
-        EventKind::Connect,
-        Timestamp::from_nanos(1_795_548_137_000_000_000 + t * 1_000_000_000),
-        Protocol::Tcp,
-        dir,
-        local.parse().unwrap(),
-        remote.parse().unwrap(),
-    );
-    e.sequence = seq;
-    e.host = "web1".into();
-    e.process = Some(Arc::new(ProcessInfo {
-        pid: 100,
-        executable: Some(exe.into()),
-        ..ProcessInfo::default()
-    }));
-    e.user_name = Some("www-data".into());
-    e
+    EventBuilder::connect(local, remote)
+        .at_nanos(1_795_548_137_000_000_000 + t * 1_000_000_000)
+        .direction(dir)
+        .sequence(seq)
+        .host("web1")
+        .process(100, exe)
+        .user("www-data")
+        .build()
 }
 
 /// A bounded range: `TimeRange::ALL` overflows the store's hour rounding.

@@ -1,7 +1,8 @@
 //! `report hosts` per agent state: which state, a restart without state, and
 //! losses by reason apart from the unexplained ones (issue 14.1, 14.7).
 
-use connscope_event::{ConnectionEvent, Direction, EventKind, Protocol, Timestamp};
+use connscope_event::test_support::EventBuilder;
+use connscope_event::ConnectionEvent;
 use connscope_query::report::{hosts_report, Format};
 use connscope_store::{drop_reason, AgentId, Origin, SqliteStore, Store};
 
@@ -10,17 +11,11 @@ const T0: i64 = 1_795_548_137 * 1_000_000_000; // 2026-11-24T19:22:17Z
 fn events(sequences: std::ops::RangeInclusive<u64>) -> Vec<ConnectionEvent> {
     sequences
         .map(|seq| {
-            let mut e = ConnectionEvent::new(
-                EventKind::Connect,
-                Timestamp::from_nanos(T0 + seq as i64 * 1_000_000_000),
-                Protocol::Tcp,
-                Direction::Outgoing,
-                "10.0.0.1:40000".parse().unwrap(),
-                "10.0.0.2:22".parse().unwrap(),
-            );
-            e.sequence = seq;
-            e.host = "ws1".into();
-            e
+            EventBuilder::connect("10.0.0.1:40000", "10.0.0.2:22")
+                .at_nanos(T0 + seq as i64 * 1_000_000_000)
+                .sequence(seq)
+                .host("ws1")
+                .build()
         })
         .collect()
 }

@@ -3,7 +3,8 @@
 //! connections. The joined count must be the union, and every edge must say
 //! which rule produced its count.
 
-use connscope_event::{ConnectionEvent, Direction, EventKind, Protocol, Timestamp};
+use connscope_event::test_support::EventBuilder;
+use connscope_event::{ConnectionEvent, Direction, Timestamp};
 use connscope_query::join::load_edges;
 use connscope_query::report::{edges_report, Format};
 use connscope_query::{build_graph, GraphFilter};
@@ -15,16 +16,11 @@ const SECOND: i64 = 1_000_000_000;
 const CONNECTIONS: u16 = 100;
 
 fn connect(host: &str, at_ns: i64, dir: Direction, local: &str, remote: &str) -> ConnectionEvent {
-    let mut e = ConnectionEvent::new(
-        EventKind::Connect,
-        Timestamp::from_nanos(at_ns),
-        Protocol::Tcp,
-        dir,
-        local.parse().unwrap(),
-        remote.parse().unwrap(),
-    );
-    e.host = host.into();
-    e
+    EventBuilder::connect(local, remote)
+        .at_nanos(at_ns)
+        .direction(dir)
+        .host(host)
+        .build()
 }
 
 /// `ws1` (10.0.0.1) makes `CONNECTIONS` connections to `ns1` (10.0.0.2:53),

@@ -1,11 +1,8 @@
 //! Report outputs for a small known store (real SQLite file): the exact
 //! table, JSON and CSV, so a change to the stable formats cannot slip by.
 
-use std::sync::Arc;
-
-use connscope_event::{
-    CloseStats, ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp,
-};
+use connscope_event::test_support::EventBuilder;
+use connscope_event::{CloseStats, ConnectionEvent, Direction, EventKind};
 use connscope_query::join::load_edges;
 use connscope_query::report::{edges_report, hosts_report, ports_report, Format};
 use connscope_query::{build_graph, GraphFilter};
@@ -22,23 +19,14 @@ fn ev(
     remote: &str,
     (exe, user): (&str, &str),
 ) -> ConnectionEvent {
-    let mut e = ConnectionEvent::new(
-        EventKind::Connect,
-        Timestamp::from_nanos(T0 + secs * 1_000_000_000),
-        Protocol::Tcp,
-        dir,
-        local.parse().unwrap(),
-        remote.parse().unwrap(),
-    );
-    e.sequence = seq;
-    e.host = host.into();
-    e.user_name = Some(user.into());
-    e.process = Some(Arc::new(ProcessInfo {
-        pid: 7,
-        executable: Some(exe.into()),
-        ..ProcessInfo::default()
-    }));
-    e
+    EventBuilder::connect(local, remote)
+        .at_nanos(T0 + secs * 1_000_000_000)
+        .direction(dir)
+        .sequence(seq)
+        .host(host)
+        .user(user)
+        .process(7, exe)
+        .build()
 }
 
 fn known_store(dir: &std::path::Path) -> SqliteStore {

@@ -2,7 +2,8 @@
 //! for any range (issue 14, 2): the map export once panicked on an integer
 //! overflow after one event with an absurd time.
 
-use connscope_event::{ConnectionEvent, Direction, EventKind, Protocol, Timestamp};
+use connscope_event::test_support::EventBuilder;
+use connscope_event::{ConnectionEvent, Direction, Timestamp};
 use connscope_query::report::{edges_report, hosts_report, ports_report};
 use connscope_query::{build_graph, load_edges, GraphFilter};
 use connscope_store::{AgentId, SqliteStore, Store, TimeRange};
@@ -14,17 +15,12 @@ fn event(seq: u64, nanos: i64, outgoing: bool) -> ConnectionEvent {
     } else {
         (Direction::Incoming, "10.0.0.2:22", "10.0.0.1:40000")
     };
-    let mut ev = ConnectionEvent::new(
-        EventKind::Connect,
-        Timestamp::from_nanos(nanos),
-        Protocol::Tcp,
-        direction,
-        local.parse().unwrap(),
-        remote.parse().unwrap(),
-    );
-    ev.sequence = seq;
-    ev.host = if outgoing { "a" } else { "b" }.into();
-    ev
+    EventBuilder::connect(local, remote)
+        .at_nanos(nanos)
+        .direction(direction)
+        .sequence(seq)
+        .host(if outgoing { "a" } else { "b" })
+        .build()
 }
 
 /// Times from the whole i64 range, with its ends and their neighbours often.

@@ -12,24 +12,15 @@ use proptest::prelude::*;
 use super::*;
 use crate::expr::{End, Test};
 use crate::glob::Glob;
+use connscope_event::test_support::EventBuilder;
 
 fn event(local: &str, remote: &str) -> ConnectionEvent {
-    let mut ev = ConnectionEvent::new(
-        EventKind::Connect,
-        Timestamp::from_nanos(1),
-        Protocol::Tcp,
-        Direction::Outgoing,
-        local.parse().unwrap(),
-        remote.parse().unwrap(),
-    );
-    ev.uid = Some(1000);
-    ev.process = Some(Arc::new(ProcessInfo {
-        pid: 4242,
-        executable: Some("/usr/bin/ssh".into()),
-        comm: Some("ssh".into()),
-        ..ProcessInfo::default()
-    }));
-    ev
+    EventBuilder::connect(local, remote)
+        .at_nanos(1)
+        .uid(1000)
+        .process(4242, "/usr/bin/ssh")
+        .comm("ssh")
+        .build()
 }
 
 fn set(text: &str) -> RuleSet {

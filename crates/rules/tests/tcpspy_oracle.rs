@@ -20,10 +20,11 @@ use std::fs;
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use connscope_event::{ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp};
+use connscope_event::test_support::EventBuilder;
+use connscope_event::{ConnectionEvent, Direction, Protocol};
 use connscope_names::Services;
 use connscope_rules::{ExeComparisons, RuleSet};
 
@@ -93,21 +94,11 @@ fn logged(output: &str, local: u16, remote: u16) -> bool {
 
 /// One end of a test connection, as the agent would describe it.
 fn event(local: SocketAddr, remote: SocketAddr, exe: &str) -> ConnectionEvent {
-    let mut ev = ConnectionEvent::new(
-        EventKind::Connect,
-        Timestamp::from_nanos(0),
-        Protocol::Tcp,
-        Direction::Unknown,
-        local,
-        remote,
-    );
-    ev.uid = Some(nix::unistd::geteuid().as_raw());
-    ev.process = Some(Arc::new(ProcessInfo {
-        pid: std::process::id(),
-        executable: Some(exe.to_owned()),
-        ..ProcessInfo::default()
-    }));
-    ev
+    EventBuilder::connect(local, remote)
+        .direction(Direction::Unknown)
+        .uid(nix::unistd::geteuid().as_raw())
+        .process(std::process::id(), exe)
+        .build()
 }
 
 /// Runs each group of rules in tcpspy and in connscope over the same sockets

@@ -198,26 +198,17 @@ impl RollupBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use connscope_event::{CloseStats, ProcessInfo};
-    use std::sync::Arc;
+    use connscope_event::test_support::EventBuilder;
+    use connscope_event::CloseStats;
 
     fn event(kind: EventKind, secs: i64, local: &str, remote: &str) -> ConnectionEvent {
-        let mut ev = ConnectionEvent::new(
-            kind,
-            Timestamp::from_nanos(secs * 1_000_000_000),
-            Protocol::Tcp,
-            Direction::Outgoing,
-            local.parse().unwrap(),
-            remote.parse().unwrap(),
-        );
-        ev.host = "a".into();
-        ev.uid = Some(1000);
-        ev.process = Some(Arc::new(ProcessInfo {
-            pid: 1,
-            executable: Some("/usr/bin/ssh".into()),
-            ..ProcessInfo::default()
-        }));
-        ev
+        EventBuilder::connect(local, remote)
+            .kind(kind)
+            .at_nanos(secs * 1_000_000_000)
+            .host("a")
+            .uid(1000)
+            .process(1, "/usr/bin/ssh")
+            .build()
     }
 
     #[test]

@@ -2,12 +2,10 @@
 //! batches, rollups that agree with the raw events, retention.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use connscope_event::{
-    CloseStats, ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp,
-};
+use connscope_event::test_support::EventBuilder;
+use connscope_event::{CloseStats, ConnectionEvent, Direction, EventKind, Timestamp};
 use connscope_store::{
     drop_reason, AgentId, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeKey, EventKey,
     EventQuery, KeyedEvent, Origin, RawEventTable, Retention, RollupBatch, RollupQuery,
@@ -17,25 +15,15 @@ use connscope_store::{
 const SEC: i64 = 1_000_000_000;
 
 fn event(seq: u64, secs: i64, host: &str, local: &str, remote: &str) -> ConnectionEvent {
-    let mut ev = ConnectionEvent::new(
-        EventKind::Connect,
-        Timestamp::from_nanos(1_800_000_000 * SEC + secs * SEC),
-        Protocol::Tcp,
-        Direction::Outgoing,
-        local.parse().unwrap(),
-        remote.parse().unwrap(),
-    );
-    ev.sequence = seq;
-    ev.host = host.into();
-    ev.uid = Some(1000);
-    ev.user_name = Some("joe".into());
-    ev.process = Some(Arc::new(ProcessInfo {
-        pid: 42,
-        executable: Some("/usr/bin/ssh".into()),
-        comm: Some("ssh".into()),
-        ..ProcessInfo::default()
-    }));
-    ev
+    EventBuilder::connect(local, remote)
+        .at_nanos(1_800_000_000 * SEC + secs * SEC)
+        .sequence(seq)
+        .host(host)
+        .uid(1000)
+        .user("joe")
+        .process(42, "/usr/bin/ssh")
+        .comm("ssh")
+        .build()
 }
 
 fn numbered(range: std::ops::RangeInclusive<u64>) -> Vec<ConnectionEvent> {

@@ -136,26 +136,18 @@ fn push_printable(out: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use connscope_event::{Direction, ProcessInfo, Timestamp};
+    use connscope_event::test_support::EventBuilder;
+    use connscope_event::Timestamp;
     use std::sync::Arc;
 
     fn event(kind: EventKind, local: &str, remote: &str) -> ConnectionEvent {
-        let mut ev = ConnectionEvent::new(
-            kind,
-            "2026-11-04T19:22:17.5Z".parse::<Timestamp>().unwrap(),
-            Protocol::Tcp,
-            Direction::Outgoing,
-            local.parse().unwrap(),
-            remote.parse().unwrap(),
-        );
-        ev.uid = Some(0);
-        ev.user_name = Some("root".into());
-        ev.process = Some(Arc::new(ProcessInfo {
-            pid: 7,
-            executable: Some("/usr/lib/some/very/long/path/to/the/program".into()),
-            ..Default::default()
-        }));
-        ev
+        EventBuilder::connect(local, remote)
+            .kind(kind)
+            .at("2026-11-04T19:22:17.5Z".parse::<Timestamp>().unwrap())
+            .uid(0)
+            .user("root")
+            .process(7, "/usr/lib/some/very/long/path/to/the/program")
+            .build()
     }
 
     fn body(ev: &ConnectionEvent, show_exe: bool, numeric_ports: bool) -> String {

@@ -12,7 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use connscope_event::{ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp};
+use connscope_event::test_support::EventBuilder;
+use connscope_event::{ConnectionEvent, EventKind, Protocol, Timestamp};
 use connscope_tcpspy_log::{
     write_body, write_foreground_line, Connection, Exe, LineStyle, Message, Parser, Precision,
     User, TCPSPY_EXE_CUT,
@@ -222,27 +223,14 @@ fn find<'a, 'b>(
 }
 
 fn true_event(c: &Connection<'_>, local: SocketAddr, remote: SocketAddr) -> ConnectionEvent {
-    let mut ev = ConnectionEvent::new(
-        c.kind,
-        Timestamp::from_nanos(0),
-        Protocol::Tcp,
-        Direction::Outgoing,
-        local,
-        remote,
-    );
-    ev.user_name = Some("root".into());
-    ev.process = Some(Arc::new(ProcessInfo {
-        pid: std::process::id(),
-        executable: Some(
-            std::env::current_exe()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_owned(),
-        ),
-        ..Default::default()
-    }));
-    ev
+    EventBuilder::connect(local, remote)
+        .kind(c.kind)
+        .user("root")
+        .process(
+            std::process::id(),
+            std::env::current_exe().unwrap().to_str().unwrap(),
+        )
+        .build()
 }
 
 #[test]

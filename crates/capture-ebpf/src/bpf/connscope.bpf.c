@@ -103,6 +103,11 @@ extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 /* Never written: it puts struct event into the skeleton's generated types, so
  * userspace reads ring-buffer records with the compiler's own layout. */
 struct event event_layout = {};
+/* Never written either: they put the enums into the generated types, so
+ * userspace decodes kinds, directions and loss counters by these names. */
+enum event_kind event_kind_values;
+enum event_direction event_direction_values;
+enum loss_counter loss_counter_values;
 
 static __always_inline void count_loss(__u32 counter)
 {

@@ -106,7 +106,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     println!(
         "Firewall plan: connscope firewall plan --db {} --host {}",
         db.display(),
-        host_name()
+        connscope_names::host_name_or_localhost()
     );
     if args.duration == 0 {
         println!("Making a little traffic every 5 s so the map stays live; Ctrl-C stops the demo.");
@@ -136,13 +136,6 @@ fn random_token() -> Result<String> {
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
         .context("reading /dev/urandom")?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn host_name() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// Starts the collector and reads its start-up facts (address, fingerprint)

@@ -263,12 +263,6 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
     })
 }
 
-fn local_hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-}
-
 fn run_diff(args: DiffArgs) -> Result<ExitCode> {
     let ruleset = match &args.ruleset {
         Some(path) => read_ruleset(path)?,
@@ -276,7 +270,7 @@ fn run_diff(args: DiffArgs) -> Result<ExitCode> {
     };
     let flows = load_flows(&args.source)?;
     // Listeners are not in the store; they can only be read here, on the host itself.
-    let listeners = if local_hostname().as_deref() == Some(args.source.host.as_str()) {
+    let listeners = if connscope_names::host_name().as_deref() == Some(args.source.host.as_str()) {
         Some(connscope_firewall::listening::local_listeners().context("reading /proc/net")?)
     } else {
         None

@@ -4,11 +4,11 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::net::IpAddr;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use connscope_event::{Protocol, Timestamp};
+use connscope_firewall::test_support::FlowBuilder;
 use connscope_firewall::{FlowDirection, ObservedFlow};
 
 pub fn flow(
@@ -19,18 +19,16 @@ pub fn flow(
     port: u16,
     n: u64,
 ) -> ObservedFlow {
-    ObservedFlow {
-        direction,
-        protocol,
-        local: local.parse::<IpAddr>().unwrap(),
-        remote: remote.parse::<IpAddr>().unwrap(),
-        service_port: port,
-        connections: n,
-        first_seen: Timestamp::from_nanos(1_795_548_137_000_000_000),
-        last_seen: Timestamp::from_nanos(1_795_648_137_000_000_000),
-        processes: vec!["/usr/sbin/sshd".into()],
-        users: vec!["root".into()],
-    }
+    FlowBuilder::new(direction, local, remote, port)
+        .protocol(protocol)
+        .connections(n)
+        .seen(
+            Timestamp::from_nanos(1_795_548_137_000_000_000),
+            Timestamp::from_nanos(1_795_648_137_000_000_000),
+        )
+        .processes(["/usr/sbin/sshd"])
+        .users(["root"])
+        .build()
 }
 
 pub fn run(cmd: &mut Command) -> Output {

@@ -17,7 +17,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use connscope_event::{Protocol, Timestamp};
+use connscope_event::Timestamp;
+use connscope_firewall::test_support::FlowBuilder;
 use connscope_firewall::{check, nft, FlowDirection, ObservedFlow, Outcome};
 use nix::sched::{setns, CloneFlags};
 use rand::rngs::Xoshiro256PlusPlus;
@@ -150,18 +151,12 @@ fn probes() -> Vec<Probe> {
 
 impl Probe {
     fn flow(&self) -> ObservedFlow {
-        ObservedFlow {
-            direction: self.direction,
-            protocol: Protocol::Tcp,
-            local: self.local.parse().unwrap(),
-            remote: self.remote.parse().unwrap(),
-            service_port: self.target.port(),
-            connections: 1,
-            first_seen: Timestamp::from_nanos(1_795_548_137_000_000_000),
-            last_seen: Timestamp::from_nanos(1_795_548_137_000_000_000),
-            processes: vec!["differential".into()],
-            users: vec!["root".into()],
-        }
+        let seen = Timestamp::from_nanos(1_795_548_137_000_000_000);
+        FlowBuilder::new(self.direction, self.local, self.remote, self.target.port())
+            .seen(seen, seen)
+            .processes(["differential"])
+            .users(["root"])
+            .build()
     }
 }
 
