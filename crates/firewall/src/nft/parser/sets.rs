@@ -3,11 +3,12 @@
 //! leaves the set without elements, so every lookup in it is unknown.
 //! `add element` and a set declared twice add to the set already there.
 
+use connscope_event::Protocol;
+
 use super::stream::{PResult, TokenStream};
 use super::values::{Cursor, Kind};
 use crate::nft::lexer::{Tok, Token};
 use crate::nft::{NamedSet, Value, Values};
-use connscope_event::Protocol;
 
 /// A set's `{ ... }` body (the brace consumed): its type and elements.
 pub(super) fn read_set(input: &mut TokenStream, name: &str) -> PResult<NamedSet> {

@@ -58,6 +58,7 @@ struct Source {
     text: String,
 }
 
+/// The tokens of one ruleset and of every file it includes, taken in order.
 pub(super) struct TokenStream {
     sources: Vec<Source>,
     tokens: VecDeque<Token>,
