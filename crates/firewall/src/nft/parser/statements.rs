@@ -18,6 +18,7 @@ pub(super) struct Parser {
     ruleset: Ruleset,
 }
 
+/// The numbers of the priority names a base chain may give (`priority filter`).
 fn words_priority(name: &str) -> Option<i32> {
     Some(match name {
         "raw" => -300,
