@@ -22,7 +22,7 @@ use statements::Parser;
 pub use stream::ParseError;
 use stream::TokenStream;
 
-use crate::nft::Ruleset;
+use crate::nft::model::Ruleset;
 
 /// Reads a ruleset file; `include` is resolved relative to the including file.
 pub fn parse_file(path: &Path) -> Result<Ruleset, ParseError> {

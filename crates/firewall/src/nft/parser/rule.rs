@@ -9,8 +9,8 @@ use connscope_event::Protocol;
 use super::stream::{PResult, TokenStream};
 use super::values::{Cursor, Kind};
 use crate::nft::lexer::{Tok, Token};
+use crate::nft::model::{Field, Match, Op, Rule, Value, Values, Verdict, L4};
 use crate::nft::numbers::proto_number;
-use crate::nft::{Field, Match, Op, Rule, Value, Values, Verdict, L4};
 
 /// Keywords that start a new expression or statement inside a rule; an
 /// expression the parser skips ends where one of these begins.

@@ -8,7 +8,7 @@ use connscope_event::Protocol;
 use super::stream::{PResult, TokenStream};
 use super::values::{Cursor, Kind};
 use crate::nft::lexer::{Tok, Token};
-use crate::nft::{NamedSet, Value, Values};
+use crate::nft::model::{NamedSet, Value, Values};
 
 /// A set's `{ ... }` body (the brace consumed): its type and elements.
 pub(super) fn read_set(input: &mut TokenStream, name: &str) -> PResult<NamedSet> {

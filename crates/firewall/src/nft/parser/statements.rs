@@ -8,7 +8,7 @@ use super::rule::read_rule;
 use super::sets;
 use super::stream::{PResult, TokenStream};
 use crate::nft::lexer::{Pos, Tok, Token};
-use crate::nft::{
+use crate::nft::model::{
     BaseChain, Chain, Hook, Match, Policy, Rule, Ruleset, Table, TableFamily, Unsupported,
 };
 

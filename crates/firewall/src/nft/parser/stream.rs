@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::nft::lexer::{lex, Pos, Tok, Token};
-use crate::nft::Location;
+use crate::nft::model::Location;
 
 /// More included files than this is taken for an include loop.
 const MAX_INCLUDES: usize = 64;

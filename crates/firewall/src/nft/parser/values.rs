@@ -13,8 +13,8 @@ use connscope_names::Services;
 use super::stream::{PResult, ParseError, TokenStream};
 use crate::net::Prefix;
 use crate::nft::lexer::{Pos, Tok, Token};
+use crate::nft::model::{Value, Values};
 use crate::nft::numbers::{icmpv6_type_number, proto_number};
-use crate::nft::{Value, Values};
 
 /// How the values of a field are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
