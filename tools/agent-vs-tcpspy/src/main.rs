@@ -5,7 +5,7 @@
 //! the `connscope` binary as a separate process, which no crate below it
 //! should depend on. Run as root, after a release build of both:
 //! `cargo build --release -p connscope -p agent-vs-tcpspy && target/release/agent-vs-tcpspy`
-//! (`--help` prints this). The agent is the `connscope` next to this tool's
+//! (`--help` lists the settings below). The agent is the `connscope` next to this tool's
 //! executable; `BENCH_CONNSCOPE=PATH` runs another connscope binary (an older
 //! build, for before/after figures from one run).
 //! `BENCH_WORKLOADS=steady,idle` runs only the workloads whose names contain
