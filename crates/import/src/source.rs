@@ -1,4 +1,4 @@
-//! Opening a log file as lines: plain or gzip, told apart by the gzip magic
+//! Reading a log file as lines: plain or gzip, told apart by the gzip magic
 //! bytes (a rotated `syslog.2.gz` may have been renamed, and a `.gz` name
 //! may hold plain text).
 //!
@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use flate2::read::MultiGzDecoder;
+use indicatif::ProgressBar;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
@@ -111,6 +112,31 @@ pub fn next_line<'b>(
         return Ok(Some(Line::TooLong { start: buf, length }));
     }
     Ok(Some(Line::Whole(buf)))
+}
+
+/// Calls `each(line_number, line)` for every line of the file; on a read
+/// error returns the number of the line it happened at.
+pub(crate) fn for_each_line(
+    path: &Path,
+    bytes_read: &Arc<AtomicU64>,
+    bar: &ProgressBar,
+    mut each: impl FnMut(u64, Line<'_>),
+) -> Result<(), (u64, std::io::Error)> {
+    let mut reader = open_lines(path, bytes_read.clone()).map_err(|e| (0, e))?;
+    let mut buf = Vec::with_capacity(512);
+    let mut number = 0u64;
+    loop {
+        let line = match next_line(&mut *reader, &mut buf) {
+            Ok(Some(line)) => line,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err((number + 1, e)),
+        };
+        number += 1;
+        each(number, line);
+        if number % 65_536 == 0 {
+            bar.set_position(bytes_read.load(Ordering::Relaxed));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,11 +4,11 @@
 
 use serde_json::Value as Json;
 
-use super::parser::proto_number;
-use super::{
-    icmpv6_type_number, BaseChain, Chain, Field, Hook, Location, Match, NamedSet, Op, Policy, Rule,
-    Ruleset, Table, TableFamily, Unsupported, Value, Values, Verdict, L4,
+use super::model::{
+    BaseChain, Chain, Field, Hook, Location, Match, NamedSet, Op, Policy, Rule, Ruleset, Table,
+    TableFamily, Unsupported, Value, Values, Verdict, L4,
 };
+use super::numbers::{icmpv6_type_number, proto_number};
 use crate::net::Prefix;
 
 /// JSON that is not an nft ruleset listing.

@@ -1,12 +1,17 @@
 //! connscope's agent against the real tcpspy, on the same loopback workloads
 //! in one run; prints a Markdown table (docs/BENCHMARKS.md, "Agent vs tcpspy").
 //!
-//! Run as root: `cargo bench -p connscope --bench agent_vs_tcpspy`.
+//! A lab rather than a benchmark of one crate, so it is its own tool: it runs
+//! the `connscope` binary as a separate process, which no crate below it
+//! should depend on. Run as root, after a release build of both:
+//! `cargo build --release -p connscope -p agent-vs-tcpspy && target/release/agent-vs-tcpspy`
+//! (`--help` lists the settings below). The agent is the `connscope` next to this tool's
+//! executable; `BENCH_CONNSCOPE=PATH` runs another connscope binary (an older
+//! build, for before/after figures from one run).
 //! `BENCH_WORKLOADS=steady,idle` runs only the workloads whose names contain
 //! one of the words; `BENCH_MONITORS="connscope ebpf,tcpspy -p -I 10"` only
 //! the monitors with those exact labels (the unmonitored baseline always runs:
-//! slowdown is measured against it). `BENCH_CONNSCOPE=PATH` runs another
-//! connscope binary (an older build, for before/after figures from one run).
+//! slowdown is measured against it).
 //! A second table measures the workload slowdown under the eBPF agent from
 //! pairs of runs without and with it (`BENCH_SLOWDOWN_PAIRS`, default 21; 0
 //! leaves it out), with BPF run-time statistics off as in production, twice:
@@ -52,7 +57,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -60,7 +65,38 @@ use connscope_event::json::from_json_line;
 use connscope_event::{EventKind, Family};
 use connscope_tcpspy_log::{Exe, Message, Parser};
 
-const CONNSCOPE: &str = env!("CARGO_BIN_EXE_connscope");
+const USAGE: &str = "\
+agent-vs-tcpspy: connscope's agent against the real tcpspy on loopback workloads
+
+Run as root, after `cargo build --release -p connscope -p agent-vs-tcpspy`:
+    target/release/agent-vs-tcpspy
+
+Prints a Markdown table (also written to $TMPDIR/connscope-agent-vs-tcpspy.md).
+Environment:
+    BENCH_CONNSCOPE=PATH       the connscope binary (default: next to this tool)
+    BENCH_WORKLOADS=w1,w2      only workloads whose names contain one of the words
+    BENCH_MONITORS=m1,m2       only the monitors with these exact labels
+    BENCH_SLOWDOWN_PAIRS=N     runs without/with the eBPF agent for the slowdown table (default 21; 0: none)
+";
+
+/// The agent under test, found once before the first run.
+static CONNSCOPE: LazyLock<PathBuf> = LazyLock::new(connscope_binary);
+
+/// `BENCH_CONNSCOPE`, else the `connscope` built next to this tool
+/// (`target/release/`).
+fn connscope_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("BENCH_CONNSCOPE") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("the running executable has a path");
+    let beside = exe.with_file_name("connscope");
+    assert!(
+        beside.is_file(),
+        "no connscope binary at {} (build it with `cargo build --release -p connscope`, or set BENCH_CONNSCOPE)",
+        beside.display()
+    );
+    beside
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Close {
@@ -383,9 +419,7 @@ fn launch_monitor(monitor: Monitor, dir: &Path, netns_all: bool) -> Option<Runni
     let mut command = match monitor {
         Monitor::None => return None,
         Monitor::Ebpf | Monitor::SockDiag => {
-            let mut c = Command::new(
-                std::env::var_os("BENCH_CONNSCOPE").unwrap_or_else(|| CONNSCOPE.into()),
-            );
+            let mut c = Command::new(&*CONNSCOPE);
             c.args(["agent", "--no-default-rules", "-p", "--format", "json"]);
             c.arg("--output").arg(&output);
             c.arg("--state-dir").arg(dir.join("state"));
@@ -706,8 +740,8 @@ fn with_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'sta
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list" || a == "--test") {
-        return; // `cargo test --benches` probes: nothing to list
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        return print!("{USAGE}");
     }
     if let Some(i) = args.iter().position(|a| a == "--hold-idle") {
         return hold_idle(args[i + 1].parse().unwrap());
@@ -717,6 +751,7 @@ fn main() {
     }
     // SAFETY: geteuid has no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "run as root");
+    LazyLock::force(&CONNSCOPE);
     raise_nofile();
     let bpf_stats = Sysctl::set(BPF_STATS, "1");
     let exe = std::env::current_exe()
