@@ -14,6 +14,9 @@
 //! `CONNSCOPE_BENCH_EVENTS` overrides the 10 million (e.g. for a quick run);
 //! `CONNSCOPE_BENCH_PARTS` picks parts (e.g. `cd`; all by default).
 
+#[path = "support/raw_event_table.rs"]
+mod raw_event_table;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +25,8 @@ use connscope_event::{
     CloseStats, ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp,
 };
 use connscope_query::{build_graph, GraphFilter};
-use connscope_store::{AgentId, RawEventTable, SqliteStore, Store, TimeRange};
+use connscope_store::{AgentId, SqliteStore, Store, TimeRange};
+use raw_event_table::RawEventTable;
 
 const BATCH: usize = 5_000;
 const DAY_NS: i64 = 86_400 * 1_000_000_000;
