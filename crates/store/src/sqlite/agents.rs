@@ -1,0 +1,482 @@
+//! Agents and their sequence spaces: the ids an agent and each state and
+//! run of it get, the ranges of numbers stored and reported dropped, when
+//! agents were down, refused batches, and the status of each agent state
+//! read back from all of that.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+use connscope_event::Timestamp;
+use rusqlite::{params, params_from_iter, Connection};
+
+use super::column::clamp;
+use super::connection::{lock, Reader, Writer};
+use crate::{AgentId, AgentStatus, FastHash, Origin, RefusalCount, SequenceRanges, StoreError};
+
+/// One set of sequence ranges and the key that selects its rows.
+pub(super) enum RangeSet<'a> {
+    /// The numbers stored from one sequence space.
+    Stored { space: i64 },
+    /// The numbers an agent's instance reported dropped for one reason.
+    Dropped {
+        agent: i64,
+        instance: &'a str,
+        reason: &'a str,
+    },
+}
+
+impl RangeSet<'_> {
+    fn table(&self) -> &'static str {
+        match self {
+            RangeSet::Stored { .. } => "agent_sequences",
+            RangeSet::Dropped { .. } => "agent_dropped_ranges",
+        }
+    }
+
+    fn key_columns(&self) -> &'static [&'static str] {
+        match self {
+            RangeSet::Stored { .. } => &["space_id"],
+            RangeSet::Dropped { .. } => &["agent_id", "instance", "reason"],
+        }
+    }
+
+    fn key(&self) -> Vec<rusqlite::types::Value> {
+        use rusqlite::types::Value;
+        match *self {
+            RangeSet::Stored { space } => vec![Value::Integer(space)],
+            RangeSet::Dropped {
+                agent,
+                instance,
+                reason,
+            } => vec![
+                Value::Integer(agent),
+                Value::Text(instance.to_owned()),
+                Value::Text(reason.to_owned()),
+            ],
+        }
+    }
+
+    /// `c1 = ?1 AND c2 = ?2 ...`
+    fn key_condition(&self) -> String {
+        let columns = self.key_columns().iter().enumerate();
+        let terms: Vec<String> = columns.map(|(i, c)| format!("{c} = ?{}", i + 1)).collect();
+        terms.join(" AND ")
+    }
+}
+
+/// The space of `origin` under `agent_id`, made on first sight.
+pub(super) fn space_id(
+    conn: &Connection,
+    cache: &mut HashMap<(i64, String, String), i64, FastHash>,
+    agent_id: i64,
+    origin: &Origin,
+) -> rusqlite::Result<i64> {
+    let key = (agent_id, origin.instance.clone(), origin.boot.clone());
+    if let Some(&id) = cache.get(&key) {
+        return Ok(id);
+    }
+    conn.execute(
+        "INSERT INTO sequence_spaces (agent_id, instance, boot, first_seq, host, events)
+         VALUES (?1, ?2, ?3, ?4, '', 0)
+         ON CONFLICT (agent_id, instance, boot) DO NOTHING",
+        params![agent_id, key.1, key.2, clamp(origin.first_sequence)],
+    )?;
+    let id: i64 = conn.query_row(
+        "SELECT space_id FROM sequence_spaces WHERE agent_id = ?1 AND instance = ?2 AND boot = ?3",
+        params![agent_id, key.1, key.2],
+        |r| r.get(0),
+    )?;
+    cache.insert(key, id);
+    Ok(id)
+}
+
+/// Longest instance id, boot id or drop reason kept: they are labels, not data.
+const MAX_LABEL: usize = 64;
+
+fn check_label(what: &str, label: &str) -> Result<(), StoreError> {
+    let fine = label.len() <= MAX_LABEL
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if fine {
+        return Ok(());
+    }
+    let shown: String = label.chars().take(MAX_LABEL).collect();
+    Err(StoreError::InvalidOrigin(format!(
+        "{what} {shown:?}: at most {MAX_LABEL} letters, digits, '-' or '_'"
+    )))
+}
+
+pub(super) fn check_origin(origin: &Origin) -> Result<(), StoreError> {
+    check_label("instance", &origin.instance)?;
+    check_label("boot", &origin.boot)?;
+    if origin.first_sequence == 0 || origin.first_sequence > i64::MAX as u64 {
+        return Err(StoreError::InvalidOrigin(format!(
+            "first sequence {} is not within 1 to 2^63-1",
+            origin.first_sequence
+        )));
+    }
+    Ok(())
+}
+
+/// The number of `agent`, given on first sight.
+pub(super) fn agent_id(
+    conn: &Connection,
+    cache: &mut HashMap<String, i64, FastHash>,
+    agent: &AgentId,
+) -> rusqlite::Result<i64> {
+    if let Some(&id) = cache.get(&agent.0) {
+        return Ok(id);
+    }
+    conn.execute(
+        "INSERT INTO agents (name, host, events) VALUES (?1, '', 0)
+         ON CONFLICT (name) DO NOTHING",
+        [&agent.0],
+    )?;
+    let id: i64 = conn.query_row(
+        "SELECT agent_id FROM agents WHERE name = ?1",
+        [&agent.0],
+        |r| r.get(0),
+    )?;
+    cache.insert(agent.0.clone(), id);
+    Ok(id)
+}
+
+pub(super) fn load_ranges(
+    conn: &Connection,
+    set: &RangeSet<'_>,
+) -> Result<SequenceRanges, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT first_seq, last_seq FROM {} WHERE {}",
+        set.table(),
+        set.key_condition()
+    ))?;
+    let rows = stmt.query_map(params_from_iter(set.key()), |r| {
+        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+    })?;
+    Ok(SequenceRanges::from_ranges(
+        rows.collect::<Result<Vec<_>, _>>()?,
+    ))
+}
+
+/// Writes only the ranges that changed: usually one range grew.
+pub(super) fn store_ranges(
+    conn: &Connection,
+    set: &RangeSet<'_>,
+    old: &SequenceRanges,
+    new: &SequenceRanges,
+) -> Result<(), StoreError> {
+    let old_set: HashSet<_> = old.ranges().iter().collect();
+    let new_set: HashSet<_> = new.ranges().iter().collect();
+    let (table, key) = (set.table(), set.key());
+    let n = key.len();
+    let mut delete = conn.prepare_cached(&format!(
+        "DELETE FROM {table} WHERE {} AND first_seq = ?{}",
+        set.key_condition(),
+        n + 1
+    ))?;
+    for (first, _) in old_set.difference(&new_set) {
+        let first = rusqlite::types::Value::Integer(*first as i64);
+        delete.execute(params_from_iter(key.iter().chain([&first])))?;
+    }
+    let columns = set.key_columns().join(", ");
+    let placeholders: Vec<String> = (1..=n + 2).map(|i| format!("?{i}")).collect();
+    let mut insert = conn.prepare_cached(&format!(
+        "INSERT INTO {table} ({columns}, first_seq, last_seq) VALUES ({})
+         ON CONFLICT ({columns}, first_seq) DO UPDATE SET last_seq = excluded.last_seq",
+        placeholders.join(", ")
+    ))?;
+    for (first, last) in new_set.difference(&old_set) {
+        let bounds = [*first as i64, *last as i64].map(rusqlite::types::Value::Integer);
+        insert.execute(params_from_iter(key.iter().chain(&bounds)))?;
+    }
+    Ok(())
+}
+
+/// Adds `ranges` to what `agent`'s state `instance` reported dropped for `reason`.
+pub(super) fn record_dropped_from(
+    writer: &Mutex<Writer>,
+    agent: &AgentId,
+    instance: &str,
+    reason: &str,
+    ranges: &[(u64, u64)],
+) -> Result<(), StoreError> {
+    check_label("instance", instance)?;
+    check_label("reason", reason)?;
+    for (index, &(first, last)) in ranges.iter().enumerate() {
+        let reason = if first == 0 {
+            "sequence numbers start at 1"
+        } else if first > last {
+            "the first number is above the last"
+        } else if last > i64::MAX as u64 {
+            "beyond 2^63-1"
+        } else {
+            continue;
+        };
+        return Err(StoreError::InvalidRange {
+            index,
+            reason: format!("{first}-{last}: {reason}"),
+        });
+    }
+    lock(writer).transaction(|tx, ids| {
+        let set = RangeSet::Dropped {
+            agent: agent_id(tx, &mut ids.agents, agent)?,
+            instance,
+            reason,
+        };
+        let old = load_ranges(tx, &set)?;
+        let mut new = old.clone();
+        for &(first, last) in ranges {
+            new.insert_range(first, last);
+        }
+        store_ranges(tx, &set, &old, &new)
+    })
+}
+
+/// Adds the `windows` in which `agent`'s state `instance` was not running.
+pub(super) fn record_downtime(
+    writer: &Mutex<Writer>,
+    agent: &AgentId,
+    instance: &str,
+    windows: &[(Timestamp, Timestamp)],
+) -> Result<(), StoreError> {
+    check_label("instance", instance)?;
+    if let Some(index) = windows.iter().position(|(from, to)| from > to) {
+        return Err(StoreError::InvalidRange {
+            index,
+            reason: format!(
+                "downtime {} to {}: ends before it starts",
+                windows[index].0, windows[index].1
+            ),
+        });
+    }
+    lock(writer).transaction(|tx, ids| {
+        let agent_id = agent_id(tx, &mut ids.agents, agent)?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO agent_downtime VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (agent_id, instance, down_from)
+                 DO UPDATE SET down_to = max(down_to, excluded.down_to)",
+        )?;
+        for (from, to) in windows {
+            insert.execute(params![agent_id, instance, from.as_nanos(), to.as_nanos()])?;
+        }
+        Ok(())
+    })
+}
+
+/// Counts one batch of `agent` refused for `reason`.
+pub(super) fn record_refusal(
+    writer: &Mutex<Writer>,
+    agent: &AgentId,
+    reason: &str,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    lock(writer).transaction(|tx, _| {
+        tx.execute(
+            "INSERT INTO agent_refusals VALUES (?1, ?2, 1, ?3)
+                 ON CONFLICT (agent, reason) DO UPDATE SET
+                     batches = batches + 1, last_at = max(last_at, excluded.last_at)",
+            rusqlite::params![agent.0, reason, at.as_nanos()],
+        )?;
+        Ok(())
+    })
+}
+
+/// Refused batches per agent and reason.
+pub(super) fn refusals(reader: &Mutex<Reader>) -> Result<Vec<RefusalCount>, StoreError> {
+    let guard = lock(reader);
+    let mut stmt = guard.conn.prepare_cached(
+        "SELECT agent, reason, batches, last_at FROM agent_refusals ORDER BY agent, reason",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(RefusalCount {
+            agent: AgentId(r.get(0)?),
+            reason: r.get(1)?,
+            batches: r.get::<_, i64>(2)? as u64,
+            last_at: Timestamp::from_nanos(r.get(3)?),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The status of every agent state, from its sequence spaces, drops and downtime.
+pub(super) fn statuses(reader: &Mutex<Reader>) -> Result<Vec<AgentStatus>, StoreError> {
+    let guard = lock(reader);
+    let conn = &guard.conn;
+    let mut stored: HashMap<i64, Vec<(u64, u64)>> = HashMap::new();
+    let mut stmt =
+        conn.prepare_cached("SELECT space_id, first_seq, last_seq FROM agent_sequences")?;
+    for row in stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })? {
+        let (space, first, last) = row?;
+        stored
+            .entry(space)
+            .or_default()
+            .push((first as u64, last as u64));
+    }
+    // (agent id, instance) -> reason -> ranges
+    type ByReason = BTreeMap<String, Vec<(u64, u64)>>;
+    let mut dropped: HashMap<(i64, String), ByReason> = HashMap::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT agent_id, instance, reason, first_seq, last_seq FROM agent_dropped_ranges",
+    )?;
+    for row in stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })? {
+        let (agent, instance, reason, first, last) = row?;
+        dropped
+            .entry((agent, instance))
+            .or_default()
+            .entry(reason)
+            .or_default()
+            .push((first as u64, last as u64));
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.space_id, s.agent_id, a.name, s.instance, s.first_seq, s.host, s.events,
+                    s.first_seen, s.last_seen, s.conflicts
+             FROM sequence_spaces s JOIN agents a ON a.agent_id = s.agent_id
+             WHERE s.first_seen IS NOT NULL ORDER BY a.name, s.space_id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, i64>(6)?,
+            r.get::<_, i64>(7)?,
+            r.get::<_, i64>(8)?,
+            r.get::<_, i64>(9)?,
+        ))
+    })?;
+    let mut agents: Vec<AgentStatus> = Vec::new();
+    // Where each (agent id, instance) is in `agents`.
+    let mut index: HashMap<(i64, String), usize> = HashMap::new();
+    for row in rows {
+        let (space, agent_id, name, instance, first_seq, host, events, first, last, conflicts) =
+            row?;
+        let (first, last) = (Timestamp::from_nanos(first), Timestamp::from_nanos(last));
+        let boot = SequenceRanges::from_ranges(stored.remove(&space).unwrap_or_default());
+        let at = *index
+            .entry((agent_id, instance.clone()))
+            .or_insert_with(|| {
+                let earlier = agents.last().is_some_and(|a| a.agent.0 == name);
+                agents.push(AgentStatus {
+                    agent: AgentId(name),
+                    lost_state: earlier && first_seq == 1,
+                    instance,
+                    boots: 0,
+                    reused: 0,
+                    conflicts: 0,
+                    first_sequence: first_seq as u64,
+                    host: String::new(),
+                    events: 0,
+                    first_seen: first,
+                    last_seen: last,
+                    sequences: SequenceRanges::new(),
+                    dropped: SequenceRanges::new(),
+                    dropped_by_reason: Vec::new(),
+                    downtime: Vec::new(),
+                });
+                agents.len() - 1
+            });
+        let status = &mut agents[at];
+        status.boots += 1;
+        // Numbers an earlier run of this state already used: the state
+        // was restored from a snapshot.
+        status.reused += status.sequences.count_within(boot.ranges());
+        for &(f, l) in boot.ranges() {
+            status.sequences.insert_range(f, l);
+        }
+        status.first_sequence = status.first_sequence.min(first_seq as u64);
+        status.events += events as u64;
+        status.conflicts += conflicts as u64;
+        if last >= status.last_seen || status.host.is_empty() {
+            status.host = host;
+        }
+        status.first_seen = status.first_seen.min(first);
+        status.last_seen = status.last_seen.max(last);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT agent_id, instance, down_from, down_to FROM agent_downtime
+             ORDER BY down_from",
+    )?;
+    for row in stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })? {
+        let (agent_id, instance, from, to) = row?;
+        if let Some(&at) = index.get(&(agent_id, instance)) {
+            agents[at]
+                .downtime
+                .push((Timestamp::from_nanos(from), Timestamp::from_nanos(to)));
+        }
+    }
+    // Instances with drops and nothing stored (every batch refused) are
+    // listed too, after the others.
+    let names: HashMap<i64, String> = conn
+        .prepare_cached("SELECT agent_id, name FROM agents")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut dropped: Vec<_> = dropped.into_iter().collect();
+    dropped.sort_by_key(|((agent_id, instance), _)| (names.get(agent_id), instance.clone()));
+    for ((agent_id, instance), reasons) in dropped {
+        let at = *index
+            .entry((agent_id, instance.clone()))
+            .or_insert_with(|| {
+                let name = names.get(&agent_id).cloned().unwrap_or_default();
+                let earlier = agents.iter().any(|a| a.agent.0 == name);
+                let first = reasons
+                    .values()
+                    .flatten()
+                    .map(|&(f, _)| f)
+                    .min()
+                    .unwrap_or(1);
+                agents.push(AgentStatus {
+                    agent: AgentId(name),
+                    lost_state: earlier && first == 1,
+                    instance,
+                    boots: 0,
+                    reused: 0,
+                    conflicts: 0,
+                    first_sequence: first,
+                    host: String::new(),
+                    events: 0,
+                    first_seen: Timestamp::from_nanos(0),
+                    last_seen: Timestamp::from_nanos(0),
+                    sequences: SequenceRanges::new(),
+                    dropped: SequenceRanges::new(),
+                    dropped_by_reason: Vec::new(),
+                    downtime: Vec::new(),
+                });
+                agents.len() - 1
+            });
+        let status = &mut agents[at];
+        for (reason, ranges) in reasons {
+            for &(f, l) in &ranges {
+                status.dropped.insert_range(f, l);
+            }
+            status
+                .dropped_by_reason
+                .push((reason, SequenceRanges::from_ranges(ranges)));
+        }
+    }
+    Ok(agents)
+}
