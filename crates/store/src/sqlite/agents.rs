@@ -362,38 +362,13 @@ pub(super) fn statuses(reader: &Mutex<Reader>) -> Result<Vec<AgentStatus>, Store
             r.get::<_, i64>(9)?,
         ))
     })?;
-    let mut agents: Vec<AgentStatus> = Vec::new();
-    // Where each (agent id, instance) is in `agents`.
-    let mut index: HashMap<(i64, String), usize> = HashMap::new();
+    let mut statuses = Statuses::default();
     for row in rows {
         let (space, agent_id, name, instance, first_seq, host, events, first, last, conflicts) =
             row?;
         let (first, last) = (Timestamp::from_nanos(first), Timestamp::from_nanos(last));
         let boot = SequenceRanges::from_ranges(stored.remove(&space).unwrap_or_default());
-        let at = *index
-            .entry((agent_id, instance.clone()))
-            .or_insert_with(|| {
-                let earlier = agents.last().is_some_and(|a| a.agent.0 == name);
-                agents.push(AgentStatus {
-                    agent: AgentId(name),
-                    lost_state: earlier && first_seq == 1,
-                    instance,
-                    boots: 0,
-                    reused: 0,
-                    conflicts: 0,
-                    first_sequence: first_seq as u64,
-                    host: String::new(),
-                    events: 0,
-                    first_seen: first,
-                    last_seen: last,
-                    sequences: SequenceRanges::new(),
-                    dropped: SequenceRanges::new(),
-                    dropped_by_reason: Vec::new(),
-                    downtime: Vec::new(),
-                });
-                agents.len() - 1
-            });
-        let status = &mut agents[at];
+        let status = statuses.of(agent_id, &name, &instance, first_seq as u64, (first, last));
         status.boots += 1;
         // Numbers an earlier run of this state already used: the state
         // was restored from a snapshot.
@@ -423,8 +398,8 @@ pub(super) fn statuses(reader: &Mutex<Reader>) -> Result<Vec<AgentStatus>, Store
         ))
     })? {
         let (agent_id, instance, from, to) = row?;
-        if let Some(&at) = index.get(&(agent_id, instance)) {
-            agents[at]
+        if let Some(status) = statuses.get(agent_id, instance) {
+            status
                 .downtime
                 .push((Timestamp::from_nanos(from), Timestamp::from_nanos(to)));
         }
@@ -438,37 +413,15 @@ pub(super) fn statuses(reader: &Mutex<Reader>) -> Result<Vec<AgentStatus>, Store
     let mut dropped: Vec<_> = dropped.into_iter().collect();
     dropped.sort_by_key(|((agent_id, instance), _)| (names.get(agent_id), instance.clone()));
     for ((agent_id, instance), reasons) in dropped {
-        let at = *index
-            .entry((agent_id, instance.clone()))
-            .or_insert_with(|| {
-                let name = names.get(&agent_id).cloned().unwrap_or_default();
-                let earlier = agents.iter().any(|a| a.agent.0 == name);
-                let first = reasons
-                    .values()
-                    .flatten()
-                    .map(|&(f, _)| f)
-                    .min()
-                    .unwrap_or(1);
-                agents.push(AgentStatus {
-                    agent: AgentId(name),
-                    lost_state: earlier && first == 1,
-                    instance,
-                    boots: 0,
-                    reused: 0,
-                    conflicts: 0,
-                    first_sequence: first,
-                    host: String::new(),
-                    events: 0,
-                    first_seen: Timestamp::from_nanos(0),
-                    last_seen: Timestamp::from_nanos(0),
-                    sequences: SequenceRanges::new(),
-                    dropped: SequenceRanges::new(),
-                    dropped_by_reason: Vec::new(),
-                    downtime: Vec::new(),
-                });
-                agents.len() - 1
-            });
-        let status = &mut agents[at];
+        let name = names.get(&agent_id).map_or("", String::as_str);
+        let first = reasons
+            .values()
+            .flatten()
+            .map(|&(f, _)| f)
+            .min()
+            .unwrap_or(1);
+        let never = Timestamp::from_nanos(0);
+        let status = statuses.of(agent_id, name, &instance, first, (never, never));
         for (reason, ranges) in reasons {
             for &(f, l) in &ranges {
                 status.dropped.insert_range(f, l);
@@ -478,5 +431,64 @@ pub(super) fn statuses(reader: &Mutex<Reader>) -> Result<Vec<AgentStatus>, Store
                 .push((reason, SequenceRanges::from_ranges(ranges)));
         }
     }
-    Ok(agents)
+    Ok(statuses.list)
+}
+
+/// The statuses being put together, one per agent state, in the order
+/// they are first met.
+#[derive(Default)]
+struct Statuses {
+    list: Vec<AgentStatus>,
+    /// Where each (agent id, instance) is in `list`.
+    index: HashMap<(i64, String), usize>,
+    /// The agents with a state in `list`.
+    agents: HashSet<i64>,
+}
+
+impl Statuses {
+    /// The status of `agent_id`'s state `instance`, begun if it is the first
+    /// met: numbering from `first_sequence`, seen from and to `seen`. A new
+    /// state of an agent met before that numbers from 1 lost its state.
+    fn of(
+        &mut self,
+        agent_id: i64,
+        name: &str,
+        instance: &str,
+        first_sequence: u64,
+        seen: (Timestamp, Timestamp),
+    ) -> &mut AgentStatus {
+        let key = (agent_id, instance.to_owned());
+        let at = match self.index.get(&key) {
+            Some(&at) => at,
+            None => {
+                let earlier = !self.agents.insert(agent_id);
+                self.list.push(AgentStatus {
+                    agent: AgentId(name.to_owned()),
+                    instance: key.1.clone(),
+                    lost_state: earlier && first_sequence == 1,
+                    boots: 0,
+                    reused: 0,
+                    conflicts: 0,
+                    first_sequence,
+                    host: String::new(),
+                    events: 0,
+                    first_seen: seen.0,
+                    last_seen: seen.1,
+                    sequences: SequenceRanges::new(),
+                    dropped: SequenceRanges::new(),
+                    dropped_by_reason: Vec::new(),
+                    downtime: Vec::new(),
+                });
+                self.index.insert(key, self.list.len() - 1);
+                self.list.len() - 1
+            }
+        };
+        &mut self.list[at]
+    }
+
+    /// The status of `agent_id`'s state `instance`, if it was begun.
+    fn get(&mut self, agent_id: i64, instance: String) -> Option<&mut AgentStatus> {
+        let at = *self.index.get(&(agent_id, instance))?;
+        Some(&mut self.list[at])
+    }
 }
