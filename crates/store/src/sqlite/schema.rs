@@ -126,7 +126,9 @@ fn migrate(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
 /// keys of unnumbered events are kept per agent and hour as one sorted array
 /// of 64-bit keys (`keys`, little-endian), so an import checks and adds a
 /// batch's keys with a read and a write per hour instead of an index insert
-/// at a random place per event.
+/// at a random place per event. The totals in `agents` (host, events, first
+/// and last seen) are written by version 3 builds only: from version 6 on,
+/// each sequence space keeps its own.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,

@@ -170,27 +170,22 @@ fn write_batch(
         }
     }
     if let (Some((first, last)), Some(host)) = (span, last_host) {
-        // The agent and the state it sent from keep the same totals.
-        for (table, key, id) in [
-            ("agents", "agent_id", agent_id),
-            ("sequence_spaces", "space_id", space),
-        ] {
-            tx.execute(
-                &format!(
-                    "UPDATE {table} SET host = ?2, events = events + ?3,
-                            first_seen = min(coalesce(first_seen, ?4), ?4),
-                            last_seen = max(coalesce(last_seen, ?5), ?5)
-                         WHERE {key} = ?1"
-                ),
-                params![
-                    id,
-                    host,
-                    clamp(report.stored),
-                    first.as_nanos(),
-                    last.as_nanos()
-                ],
-            )?;
-        }
+        // The state's space owns the totals: an agent's are summed from its
+        // spaces when read (`agents::statuses`); the `agents` table's own
+        // total columns are version 3's, read only by the step to version 6.
+        tx.prepare_cached(
+            "UPDATE sequence_spaces SET host = ?2, events = events + ?3,
+                first_seen = min(coalesce(first_seen, ?4), ?4),
+                last_seen = max(coalesce(last_seen, ?5), ?5)
+             WHERE space_id = ?1",
+        )?
+        .execute(params![
+            space,
+            host,
+            clamp(report.stored),
+            first.as_nanos(),
+            last.as_nanos()
+        ])?;
     }
     Ok(report)
 }
