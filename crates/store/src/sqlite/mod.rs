@@ -19,9 +19,10 @@
 //! Where each part is: [`schema`] (tables and the migration list),
 //! [`connection`] (the writer and the reader), [`write`] (an ingest) with
 //! [`dedup`] (what is already stored), [`read`] (rollups, addresses, raw
-//! events), [`agents`] (agents, their sequence spaces, drops, downtime,
-//! refusals, statuses), [`names`] (the dictionary of the rollups' text),
-//! [`retention`], and [`column`] (values in and out of columns).
+//! events), [`spaces`] (agent and sequence-space ids, range sets),
+//! [`agents`] (drops, downtime, refusals, statuses), [`names`] (the
+//! dictionary of the rollups' text), [`retention`], and [`column`] (values
+//! in and out of columns).
 
 mod agents;
 mod batch;
@@ -32,6 +33,7 @@ mod names;
 mod read;
 mod retention;
 mod schema;
+mod spaces;
 mod write;
 
 use std::path::Path;

@@ -9,11 +9,11 @@ use std::sync::Mutex;
 use connscope_event::Timestamp;
 use rusqlite::{params, Connection};
 
-use super::agents::{agent_id, check_origin, load_ranges, space_id, store_ranges, RangeSet};
 use super::batch::Batch;
 use super::column::clamp;
 use super::connection::{lock, Ids, Writer};
 use super::dedup::{conflicting_repeats, new_events};
+use super::spaces::{agent_id, check_origin, load_ranges, space_id, store_ranges, RangeSet};
 use crate::block::BlockEncoder;
 use crate::{
     check_event, is_host_address, AgentId, FastHash, IngestReport, Origin, RollupBatch,
