@@ -8,12 +8,15 @@
 //!   The clock runs from the first request to the last answer; the agents'
 //!   encoding (JSON + gzip) is done before and reported on its own line.
 //! - **raw insert** (the peer): the same events as plain rows, one per event
-//!   with a time index (`RawEventTable`, the store's pragmas), inserted with
-//!   one prepared statement in transactions of one batch each: what a
-//!   straightforward SQLite ingest costs.
+//!   with a time index (the store benches' `RawEventTable`, the store's
+//!   pragmas), inserted with one prepared statement in transactions of one
+//!   batch each: what a straightforward SQLite ingest costs.
 //!
 //! Run: `cargo bench -p connscope-collector --bench ingest` (options:
 //! `-- --agents N --events N --batch N`).
+
+#[path = "../../store/benches/support/raw_event_table.rs"]
+mod raw_event_table;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,8 +26,9 @@ use connscope_event::{
     CloseStats, ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp,
 };
 use connscope_protocol::batch::encode_body;
-use connscope_store::{RawEventTable, SqliteStore, Store};
+use connscope_store::{SqliteStore, Store};
 use connscope_transport::{CollectorClient, CollectorTrust};
+use raw_event_table::RawEventTable;
 
 struct Options {
     agents: usize,

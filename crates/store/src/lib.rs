@@ -36,7 +36,7 @@ use connscope_event::{ConnectionEvent, Direction, Protocol, Timestamp};
 pub use key::EventKey;
 pub use rollup::{hour_start, is_host_address, rollup_user, EdgeCounts, EdgeKey, RollupBatch};
 pub use sequence::SequenceRanges;
-pub use sqlite::{RawEventTable, SqliteStore};
+pub use sqlite::SqliteStore;
 
 /// The hasher of the store's in-memory sums: seeded per map, and much
 /// cheaper than std's SipHash on the millions of small keys an ingest or a

@@ -1,6 +1,9 @@
 //! The SQLite backend on real files: exactly-once ingest, gaps, atomic
 //! batches, rollups that agree with the raw events, retention.
 
+#[path = "../benches/support/raw_event_table.rs"]
+mod raw_event_table;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -8,9 +11,10 @@ use connscope_event::test_support::EventBuilder;
 use connscope_event::{CloseStats, ConnectionEvent, Direction, EventKind, Timestamp};
 use connscope_store::{
     drop_reason, AgentId, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeKey, EventKey,
-    EventQuery, KeyedEvent, Origin, RawEventTable, Retention, RollupBatch, RollupQuery,
-    SqliteStore, Store, StoreError, TimeRange,
+    EventQuery, KeyedEvent, Origin, Retention, RollupBatch, RollupQuery, SqliteStore, Store,
+    StoreError, TimeRange,
 };
+use raw_event_table::RawEventTable;
 
 const SEC: i64 = 1_000_000_000;
 

@@ -1,0 +1,87 @@
+//! Retention: raw events go after a while, rollups (optionally) much later;
+//! blocks that straddle the cutoff are rewritten without their older events.
+
+use std::sync::Mutex;
+
+use connscope_event::Timestamp;
+use rusqlite::{params, Connection};
+
+use super::column::{clamp, Corrupt};
+use super::connection::{lock, Writer};
+use crate::block::{self, BlockEncoder};
+use crate::{hour_start, Retention, RetentionReport, StoreError};
+
+/// Deletes raw events older than `retention.raw_events` (and rollups and
+/// content keys as old as `retention.rollups` says) in one transaction.
+pub(super) fn apply(
+    writer: &Mutex<Writer>,
+    retention: &Retention,
+    now: Timestamp,
+) -> Result<RetentionReport, StoreError> {
+    let before = |age: std::time::Duration| {
+        Timestamp::from_nanos(now.as_nanos().saturating_sub(clamp(age.as_nanos() as u64)))
+    };
+    lock(writer).transaction(|tx, _| {
+        let cutoff = before(retention.raw_events).as_nanos();
+        let whole: i64 = tx.query_row(
+            "SELECT coalesce(sum(events), 0) FROM event_blocks WHERE last_ts < ?1",
+            [cutoff],
+            |r| r.get(0),
+        )?;
+        tx.execute("DELETE FROM event_blocks WHERE last_ts < ?1", [cutoff])?;
+        let mut report = RetentionReport {
+            events_deleted: whole as u64 + trim_blocks(tx, cutoff)?,
+            rollups_deleted: 0,
+        };
+        if let Some(age) = retention.rollups {
+            // Only whole hours that ended before the cutoff go.
+            let cutoff = hour_start(before(age)).as_nanos();
+            report.rollups_deleted =
+                tx.execute("DELETE FROM edge_rollups WHERE hour < ?1", [cutoff])? as u64;
+            // A key's hour may be its event's wall-clock hour, up to 14
+            // hours off the rollup's: keys go a day after their rollups.
+            tx.execute(
+                "DELETE FROM event_key_sets WHERE hour < ?1",
+                [cutoff.saturating_sub(86_400 * 1_000_000_000)],
+            )?;
+        }
+        Ok(report)
+    })
+}
+
+/// Rewrites the blocks that hold events on both sides of `cutoff` without
+/// the older ones; returns how many events that removed.
+fn trim_blocks(conn: &Connection, cutoff: i64) -> Result<u64, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT block_id, host, data FROM event_blocks WHERE first_ts < ?1 AND last_ts >= ?1",
+    )?;
+    let straddling = stmt
+        .query_map([cutoff], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut removed = 0;
+    for (id, host, data) in straddling {
+        let events = block::decode(&data, &host).map_err(|e| Corrupt {
+            column: "event_blocks.data",
+            value: format!("block {id}: {e}"),
+        })?;
+        let before = events.len();
+        let mut kept = BlockEncoder::default();
+        for event in events.iter().filter(|e| e.timestamp.as_nanos() >= cutoff) {
+            kept.push(event);
+        }
+        removed += (before as u64).saturating_sub(kept.len());
+        let (first, last) = kept.span();
+        conn.prepare_cached(
+            "UPDATE event_blocks SET first_ts = ?2, last_ts = ?3, events = ?4, data = ?5
+             WHERE block_id = ?1",
+        )?
+        .execute(params![id, first, last, clamp(kept.len()), kept.finish()])?;
+    }
+    Ok(removed)
+}
