@@ -110,17 +110,17 @@ pub struct NodeId(String);
 
 impl NodeId {
     /// The monitored host `name`.
-    pub fn host(name: &str) -> NodeId {
+    pub(crate) fn host(name: &str) -> NodeId {
         NodeId(format!("host:{name}"))
     }
 
     /// A service on the monitored host `host`.
-    pub fn service(host: &str, port: u16, protocol: Protocol) -> NodeId {
+    pub(crate) fn service(host: &str, port: u16, protocol: Protocol) -> NodeId {
         NodeId(format!("service:{host}:{port}/{protocol}"))
     }
 
     /// An address that belongs to no monitored host.
-    pub fn external(ip: IpAddr) -> NodeId {
+    pub(crate) fn external(ip: IpAddr) -> NodeId {
         NodeId(format!("external:{ip}"))
     }
 
@@ -173,7 +173,7 @@ impl PartialEq<String> for NodeId {
 pub struct EdgeId(String);
 
 impl EdgeId {
-    pub fn new(source: &NodeId, target: &NodeId, port: u16, protocol: Protocol) -> EdgeId {
+    pub(crate) fn new(source: &NodeId, target: &NodeId, port: u16, protocol: Protocol) -> EdgeId {
         EdgeId(format!("{source}->{target}:{port}/{protocol}"))
     }
 
@@ -188,10 +188,18 @@ impl fmt::Display for EdgeId {
     }
 }
 
-/// The graph's (source, target) of what monitored host `host` logged as a
-/// `direction` connection with `remote` on `service_port`, as [`build_graph`]
-/// places it: a remote address of a monitored host is that host, a loopback
-/// one is `host` itself ([`HostDirectory::peer_host`]). `None` for an unknown
+/// Where a record falls on the graph: the edge and its two nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeEnds {
+    pub id: EdgeId,
+    pub source: NodeId,
+    pub target: NodeId,
+}
+
+/// The graph edge of what monitored host `host` logged as a `direction`
+/// connection with `remote` on `service_port`, as [`build_graph`] places it:
+/// a remote address of a monitored host is that host, a loopback one is
+/// `host` itself ([`HostDirectory::peer_host`]). `None` for an unknown
 /// direction, which says neither end.
 pub fn logged_edge(
     host: &str,
@@ -200,19 +208,24 @@ pub fn logged_edge(
     service_port: u16,
     protocol: Protocol,
     hosts: &HostDirectory,
-) -> Option<(NodeId, NodeId)> {
+) -> Option<EdgeEnds> {
     let peer = hosts.peer_host(host, remote);
-    match direction {
-        Direction::Incoming => Some((
+    let (source, target) = match direction {
+        Direction::Incoming => (
             NodeId::client(peer, remote),
             NodeId::service(host, service_port, protocol),
-        )),
-        Direction::Outgoing => Some((
+        ),
+        Direction::Outgoing => (
             NodeId::host(host),
             NodeId::server(peer, remote, service_port, protocol),
-        )),
-        Direction::Unknown => None,
-    }
+        ),
+        Direction::Unknown => return None,
+    };
+    Some(EdgeEnds {
+        id: EdgeId::new(&source, &target, service_port, protocol),
+        source,
+        target,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -597,7 +610,7 @@ mod tests {
             last_seen: Timestamp::from_nanos(1),
         }]);
         let ends = |direction, remote: &str, port| {
-            let (source, target) = logged_edge(
+            let ends = logged_edge(
                 "web1",
                 direction,
                 remote.parse().unwrap(),
@@ -606,7 +619,7 @@ mod tests {
                 &hosts,
             )
             .unwrap();
-            (source.to_string(), target.to_string())
+            (ends.source.to_string(), ends.target.to_string())
         };
         assert_eq!(
             ends(Direction::Outgoing, "10.0.0.2", 5432),
@@ -663,11 +676,15 @@ mod tests {
             Protocol::Tcp,
             &hosts,
         );
-        let drawn = Some((ssh.source.clone(), ssh.target.clone()));
+        let drawn = Some(EdgeEnds {
+            id: ssh.id.clone(),
+            source: ssh.source.clone(),
+            target: ssh.target.clone(),
+        });
         assert_eq!(by_client, drawn);
         assert_eq!(by_server, drawn);
         let curl = g.edges.iter().find(|e| e.port == 443).unwrap();
-        let (source, target) = logged_edge(
+        let ends = logged_edge(
             "a",
             Direction::Outgoing,
             ip("192.0.2.1"),
@@ -676,7 +693,7 @@ mod tests {
             &hosts,
         )
         .unwrap();
-        assert_eq!(EdgeId::new(&source, &target, 443, Protocol::Tcp), curl.id);
+        assert_eq!(ends.id, curl.id);
     }
 
     #[test]

@@ -23,6 +23,6 @@ mod test_fixtures;
 pub mod time_arg;
 
 pub use flows::{host_flows, HostFlows, InboundService, OutboundDestination};
-pub use graph::{build_graph, logged_edge, EdgeId, Graph, GraphFilter, NodeId, Scope};
+pub use graph::{build_graph, logged_edge, EdgeEnds, EdgeId, Graph, GraphFilter, NodeId, Scope};
 pub use join::{join_edges, load_edges, CountRule, JoinedEdge, ProcessUse};
 pub use time_arg::{parse_time_arg, TimeArgError};

@@ -2,7 +2,8 @@
 //! reduced to the matches and verdicts that decide a new connection's fate.
 //!
 //! Two readers fill it: [`parse_file`]/[`parse_str`] for the text language
-//! (what `nft -f` loads) and [`json::parse_json`] for `nft -j list ruleset`.
+//! (what `nft -f` loads) and [`json::parse_json`] for `nft -j list ruleset`;
+//! [`read_ruleset`] takes text that may be either.
 //! Whatever either cannot interpret is kept as [`Match::Unknown`] in its rule,
 //! and listed in [`Ruleset::unsupported`], so the checker can be conservative
 //! about it rather than silently wrong.
@@ -10,11 +11,13 @@
 pub mod json;
 pub mod lexer;
 mod parser;
+mod read;
 
 use std::fmt;
 use std::net::IpAddr;
 
 pub use parser::{parse_file, parse_str, ParseError};
+pub use read::{read_ruleset, RulesetError};
 
 /// The ICMPv6 type numbers of the names nft accepts for them.
 pub(crate) fn icmpv6_type_number(name: &str) -> Option<u8> {
