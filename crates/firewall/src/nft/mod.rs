@@ -3,7 +3,7 @@
 //!
 //! Two readers fill it: [`parse_file`]/[`parse_str`] for the text language
 //! (what `nft -f` loads) and [`json::parse_json`] for `nft -j list ruleset`;
-//! [`read_ruleset`] takes text that may be either.
+//! [`read_ruleset`] and [`read_ruleset_file`] take either.
 //! Whatever either cannot interpret is kept as [`Match::Unknown`] in its rule,
 //! and listed in [`Ruleset::unsupported`], so the checker can be conservative
 //! about it rather than silently wrong.
@@ -17,7 +17,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 pub use parser::{parse_file, parse_str, ParseError};
-pub use read::{read_ruleset, RulesetError};
+pub use read::{read_ruleset, read_ruleset_file, RulesetError};
 
 /// The ICMPv6 type numbers of the names nft accepts for them.
 pub(crate) fn icmpv6_type_number(name: &str) -> Option<u8> {
