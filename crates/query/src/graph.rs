@@ -110,17 +110,17 @@ pub struct NodeId(String);
 
 impl NodeId {
     /// The monitored host `name`.
-    pub(crate) fn host(name: &str) -> NodeId {
+    fn host(name: &str) -> NodeId {
         NodeId(format!("host:{name}"))
     }
 
     /// A service on the monitored host `host`.
-    pub(crate) fn service(host: &str, port: u16, protocol: Protocol) -> NodeId {
+    fn service(host: &str, port: u16, protocol: Protocol) -> NodeId {
         NodeId(format!("service:{host}:{port}/{protocol}"))
     }
 
     /// An address that belongs to no monitored host.
-    pub(crate) fn external(ip: IpAddr) -> NodeId {
+    fn external(ip: IpAddr) -> NodeId {
         NodeId(format!("external:{ip}"))
     }
 
@@ -173,7 +173,7 @@ impl PartialEq<String> for NodeId {
 pub struct EdgeId(String);
 
 impl EdgeId {
-    pub(crate) fn new(source: &NodeId, target: &NodeId, port: u16, protocol: Protocol) -> EdgeId {
+    fn new(source: &NodeId, target: &NodeId, port: u16, protocol: Protocol) -> EdgeId {
         EdgeId(format!("{source}->{target}:{port}/{protocol}"))
     }
 
