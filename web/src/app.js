@@ -211,7 +211,7 @@ function rebuild(relayout, first = false) {
       if ([x, y, k].every(Number.isFinite)) map.setTransform(zoomIdentity.translate(x, y).scale(k));
     } else if (first) map.fit();
   }
-  if (!app.exported) firewall.setHosts([...app.graph.nodes.values()].filter((n) => n.kind === 'host').map((n) => n.id.slice('host:'.length)).sort());
+  if (!app.exported) firewall.setHosts([...app.graph.nodes.values()].filter((n) => n.kind === 'host').map((n) => n.label).sort());
   map.setLook({ since: Number.isNaN(since) ? null : since, matches: searchNodes(app.view, app.state.q), selected: app.state.sel || null, firewall: firewall.colours(app.view.edges) });
   renderDetails($('details'), app.view, app.graph, app.state.sel, r, { select: (id) => update({ sel: id ?? '' }), toggleGroup, firewall: firewall.result });
   timeline.render(app.graph.timeline, r.from, r.to, app.graph.timelineOf);

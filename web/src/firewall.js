@@ -8,8 +8,8 @@
 
 import { postText } from './api.js';
 
-/** The map's id of an edge in the check's answer (as model.js names graph edges). */
-export const edgeKey = (e) => `${e.source}->${e.target}:${e.port}/${e.protocol}`;
+/** The check's verdicts by edge id: the server names each edge with its graph id. */
+export const verdictsById = (answer) => new Map(answer.edges.map((e) => [String(e.id), e]));
 
 /**
  * The verdict of a view edge, which may fold several graph edges (a group):
@@ -92,7 +92,7 @@ export class FirewallMode {
     try {
       const answer = await postText('api/v1/firewall/check', { host, ...this.range() }, ruleset);
       if (ticket !== this.pending) return;
-      this.result = { host, ruleset, answer, byKey: new Map(answer.edges.map((e) => [edgeKey(e), e])) };
+      this.result = { host, ruleset, answer, byKey: verdictsById(answer) };
       $('fw-error').hidden = true;
       $('fw-error').textContent = '';
       const notEvaluated = answer.unsupported.length ? `; ${answer.unsupported.length} statements not evaluated (treated as unknown)` : '';

@@ -54,7 +54,10 @@ export function normalizeGraph(doc) {
     for (const u of e.users ?? []) if (!byUser.has(u)) byUser.set(u, 0);
     const sorted = (m) => [...m].map(([name, count]) => ({ name, count })).sort((a, b) => b.count - a.count);
     edges.push({
-      id: `${source}->${target}:${e.port ?? ''}/${e.protocol ?? ''}`,
+      // The server's id (`connscope_query::EdgeId`), which the firewall
+      // check's verdicts name too; a graph from before edge ids gets a
+      // local one by position.
+      id: e.id === undefined ? `edge:${edges.length}` : String(e.id),
       source,
       target,
       port: e.port,

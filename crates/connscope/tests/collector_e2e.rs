@@ -406,7 +406,7 @@ fn three_hosts_ship_to_a_collector_through_outage_and_crash() {
     let mut pairs: Vec<(String, String)> = graph
         .edges
         .iter()
-        .map(|e| (e.source.clone(), e.target.clone()))
+        .map(|e| (e.source.to_string(), e.target.to_string()))
         .collect();
     pairs.sort();
     pairs.dedup();

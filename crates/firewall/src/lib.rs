@@ -6,7 +6,8 @@
 //!   model of the subset host firewalls use.
 //! - [`check()`] replays observed flows against such a ruleset and says, per
 //!   flow, whether it would pass; [`diff()`] adds unused rules and idle
-//!   listeners on top.
+//!   listeners on top; [`map_check`] answers the same per edge of the map's
+//!   graph.
 //!
 //! Everything here is pure except [`listening::local_listeners`], file
 //! reading in [`nft::parse_file`] and [`from_store`], the one reader of what a
@@ -18,6 +19,7 @@ pub mod diff;
 pub mod flow;
 pub mod from_store;
 pub mod listening;
+pub mod map_check;
 pub mod net;
 pub mod nft;
 pub mod plan;

@@ -137,3 +137,87 @@ fn a_ruleset_blocking_http_lists_exactly_the_http_connections() {
     assert_eq!(http_flow.processes, ["/usr/sbin/nginx"]);
     assert_eq!(http_flow.users, ["www-data"]);
 }
+
+/// The map's firewall mode colours graph edges: every verdict carries the id
+/// of an edge `build_graph` draws, with the same ends, and a flow to another
+/// monitored host lands on that host's service node.
+#[test]
+fn the_map_check_keys_verdicts_by_the_graphs_edge_ids() {
+    use connscope_firewall::map_check::check_edges;
+    use connscope_query::{build_graph, GraphFilter};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("store.db")).unwrap();
+    let web1 = vec![
+        event(
+            1,
+            Direction::Outgoing,
+            "192.0.2.10:40001",
+            "192.0.2.20:5432",
+            "/usr/bin/app",
+            0,
+        ),
+        event(
+            2,
+            Direction::Outgoing,
+            "192.0.2.10:40002",
+            "203.0.113.9:443",
+            "/usr/bin/curl",
+            10,
+        ),
+        event(
+            3,
+            Direction::Incoming,
+            "192.0.2.10:22",
+            "198.51.100.1:40003",
+            "/usr/sbin/sshd",
+            20,
+        ),
+    ];
+    let mut db1 = event(
+        1,
+        Direction::Incoming,
+        "192.0.2.20:5432",
+        "192.0.2.10:40001",
+        "/usr/sbin/postgres",
+        0,
+    );
+    db1.host = "db1".into();
+    store.ingest(&AgentId("web1-agent".into()), &web1).unwrap();
+    store.ingest(&AgentId("db1-agent".into()), &[db1]).unwrap();
+
+    let ruleset = nft::read_ruleset(
+        "block-pg.nft",
+        "table inet filter {\n\tchain output {\n\t\ttype filter hook output priority 0; policy accept;\n\t\ttcp dport 5432 drop\n\t}\n}\n",
+    )
+    .unwrap();
+    let checks = check_edges(&store, "web1", since_1970(), &ruleset).unwrap();
+    let graph = build_graph(&store, since_1970(), &GraphFilter::default()).unwrap();
+    assert_eq!(checks.edges.len(), 3, "{checks:?}");
+    for verdict in &checks.edges {
+        let edge = graph.edges.iter().find(|e| e.id == verdict.id);
+        let edge = edge.unwrap_or_else(|| panic!("{} is no graph edge", verdict.id));
+        assert_eq!(
+            (&edge.source, &edge.target),
+            (&verdict.source, &verdict.target)
+        );
+    }
+    let blocked: Vec<&str> = checks
+        .edges
+        .iter()
+        .filter(|e| e.verdict == "blocked")
+        .map(|e| e.id.as_str())
+        .collect();
+    assert_eq!(
+        blocked,
+        ["host:web1->service:db1:5432/tcp:5432/tcp"],
+        "{checks:?}"
+    );
+    // The answer to the inbound ssh leaves through `output` towards the
+    // client's unknown port, which might be 5432: maybe blocked.
+    assert_eq!(
+        (checks.allowed, checks.blocked, checks.maybe_blocked),
+        (1, 1, 1),
+        "{checks:?}"
+    );
+}

@@ -1,7 +1,8 @@
 //! The connection graph for the map: hosts, services and external endpoints,
 //! with edges from clients to the services they used.
 //!
-//! Nodes (`id` is stable across queries, so the map can keep positions):
+//! Nodes (their [`NodeId`] is stable across queries, so the map can keep
+//! positions):
 //! - `host:NAME`, a monitored host;
 //! - `service:NAME:PORT/PROTO`, a service on a monitored host (its `host` field
 //!   names the host node it belongs to);
@@ -9,9 +10,15 @@
 //!   internal, see [`crate::scope`]).
 //!
 //! An edge goes from the client's node (host or external) to the server's
-//! node (service or external) and sums the joined edges between them.
+//! node (service or external) and sums the joined edges between them; its
+//! [`EdgeId`] is `SOURCE->TARGET:PORT/PROTO`.
+//!
+//! Ids are spelled here and nowhere else: the map and the firewall check
+//! receive them ready-made ([`logged_edge`] places one host's record on the
+//! graph), so a reader never builds or takes apart an id.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::net::IpAddr;
 
 use connscope_event::{Direction, Protocol, Timestamp};
@@ -96,25 +103,151 @@ impl GraphFilter {
     }
 }
 
+/// A node's identity: the same node has the same id in every graph.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct NodeId(String);
+
+impl NodeId {
+    /// The monitored host `name`.
+    fn host(name: &str) -> NodeId {
+        NodeId(format!("host:{name}"))
+    }
+
+    /// A service on the monitored host `host`.
+    fn service(host: &str, port: u16, protocol: Protocol) -> NodeId {
+        NodeId(format!("service:{host}:{port}/{protocol}"))
+    }
+
+    /// An address that belongs to no monitored host.
+    fn external(ip: IpAddr) -> NodeId {
+        NodeId(format!("external:{ip}"))
+    }
+
+    /// The client's node: its host, else its address.
+    fn client(host: Option<&str>, ip: IpAddr) -> NodeId {
+        host.map_or_else(|| NodeId::external(ip), NodeId::host)
+    }
+
+    /// The server's node: the service on its host, else its address.
+    fn server(host: Option<&str>, ip: IpAddr, port: u16, protocol: Protocol) -> NodeId {
+        host.map_or_else(
+            || NodeId::external(ip),
+            |h| NodeId::service(h, port, protocol),
+        )
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for NodeId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for NodeId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for NodeId {
+    fn eq(&self, other: &String) -> bool {
+        self.0 == *other
+    }
+}
+
+/// An edge's identity: its two nodes, port and protocol (an external server
+/// node is one address, whatever port it served).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct EdgeId(String);
+
+impl EdgeId {
+    fn new(source: &NodeId, target: &NodeId, port: u16, protocol: Protocol) -> EdgeId {
+        EdgeId(format!("{source}->{target}:{port}/{protocol}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EdgeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a record falls on the graph: the edge and its two nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeEnds {
+    pub id: EdgeId,
+    pub source: NodeId,
+    pub target: NodeId,
+}
+
+/// The graph edge of what monitored host `host` logged as a `direction`
+/// connection with `remote` on `service_port`, as [`build_graph`] places it:
+/// a remote address of a monitored host is that host, a loopback one is
+/// `host` itself ([`HostDirectory::peer_host`]). `None` for an unknown
+/// direction, which says neither end.
+pub fn logged_edge(
+    host: &str,
+    direction: Direction,
+    remote: IpAddr,
+    service_port: u16,
+    protocol: Protocol,
+    hosts: &HostDirectory,
+) -> Option<EdgeEnds> {
+    let peer = hosts.peer_host(host, remote);
+    let (source, target) = match direction {
+        Direction::Incoming => (
+            NodeId::client(peer, remote),
+            NodeId::service(host, service_port, protocol),
+        ),
+        Direction::Outgoing => (
+            NodeId::host(host),
+            NodeId::server(peer, remote, service_port, protocol),
+        ),
+        Direction::Unknown => return None,
+    };
+    Some(EdgeEnds {
+        id: EdgeId::new(&source, &target, service_port, protocol),
+        source,
+        target,
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Node {
     Host {
-        id: String,
+        id: NodeId,
         label: String,
         /// Its addresses seen in the edges of this graph.
         addresses: Vec<IpAddr>,
     },
     Service {
-        id: String,
+        id: NodeId,
         label: String,
-        host: String,
+        /// The host node it belongs to.
+        host: NodeId,
         port: u16,
         #[serde(serialize_with = "crate::report::serialize_protocol")]
         protocol: Protocol,
     },
     External {
-        id: String,
+        id: NodeId,
         label: String,
         ip: IpAddr,
         internal: bool,
@@ -122,7 +255,7 @@ pub enum Node {
 }
 
 impl Node {
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &NodeId {
         match self {
             Node::Host { id, .. } | Node::Service { id, .. } | Node::External { id, .. } => id,
         }
@@ -131,8 +264,9 @@ impl Node {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GraphEdge {
-    pub source: String,
-    pub target: String,
+    pub id: EdgeId,
+    pub source: NodeId,
+    pub target: NodeId,
     pub port: u16,
     #[serde(serialize_with = "crate::report::serialize_protocol")]
     pub protocol: Protocol,
@@ -279,69 +413,73 @@ fn graph_of<'a>(
     hosts: &HostDirectory,
     range: TimeRange,
 ) -> Graph {
-    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    let mut nodes: BTreeMap<NodeId, Node> = BTreeMap::new();
     let mut host_addrs: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
-    let mut merged: BTreeMap<(String, String, u16, Protocol), GraphEdge> = BTreeMap::new();
-    let external = |ip: IpAddr, nodes: &mut BTreeMap<String, Node>| {
-        let id = format!("external:{ip}");
-        nodes.entry(id.clone()).or_insert_with(|| Node::External {
-            id: id.clone(),
-            label: ip.to_string(),
-            ip,
-            internal: is_internal(ip, hosts),
-        });
-        id
-    };
+    let mut merged: BTreeMap<(NodeId, NodeId, u16, Protocol), GraphEdge> = BTreeMap::new();
     for e in edges {
-        let source = match &e.client_host {
-            Some(host) => {
-                host_addrs
-                    .entry(host.clone())
-                    .or_default()
-                    .insert(e.client_ip);
-                format!("host:{host}")
+        let mut add_end = |host: &Option<String>, ip: IpAddr, node: NodeId| {
+            match host {
+                Some(host) => {
+                    host_addrs.entry(host.clone()).or_default().insert(ip);
+                }
+                None => {
+                    nodes.entry(node.clone()).or_insert_with(|| Node::External {
+                        id: node.clone(),
+                        label: ip.to_string(),
+                        ip,
+                        internal: is_internal(ip, hosts),
+                    });
+                }
             }
-            None => external(e.client_ip, &mut nodes),
+            node
         };
-        let target = match &e.server_host {
-            Some(host) => {
-                host_addrs
-                    .entry(host.clone())
-                    .or_default()
-                    .insert(e.server_ip);
-                let id = format!("service:{host}:{}/{}", e.server_port, e.protocol);
-                nodes.entry(id.clone()).or_insert_with(|| Node::Service {
-                    id: id.clone(),
+        let source = add_end(
+            &e.client_host,
+            e.client_ip,
+            NodeId::client(e.client_host.as_deref(), e.client_ip),
+        );
+        let target = add_end(
+            &e.server_host,
+            e.server_ip,
+            NodeId::server(
+                e.server_host.as_deref(),
+                e.server_ip,
+                e.server_port,
+                e.protocol,
+            ),
+        );
+        if let Some(host) = &e.server_host {
+            nodes
+                .entry(target.clone())
+                .or_insert_with(|| Node::Service {
+                    id: target.clone(),
                     label: format!("{host}:{}", e.server_port),
-                    host: format!("host:{host}"),
+                    host: NodeId::host(host),
                     port: e.server_port,
                     protocol: e.protocol,
                 });
-                id
-            }
-            None => external(e.server_ip, &mut nodes),
-        };
-        let edge = merged
-            .entry((source.clone(), target.clone(), e.server_port, e.protocol))
-            .or_insert_with(|| GraphEdge {
-                source,
-                target,
-                port: e.server_port,
-                protocol: e.protocol,
-                connections: 0,
-                failures: 0,
-                bytes_to_server: 0,
-                bytes_to_client: 0,
-                first_seen: e.first_seen,
-                last_seen: e.last_seen,
-                client_processes: Vec::new(),
-                server_processes: Vec::new(),
-                users: Vec::new(),
-                count_rule: e.count_rule,
-                service: connscope_names::Services::system()
-                    .name(e.server_port, e.protocol)
-                    .map(str::to_owned),
-            });
+        }
+        let key = (source.clone(), target.clone(), e.server_port, e.protocol);
+        let edge = merged.entry(key).or_insert_with(|| GraphEdge {
+            id: EdgeId::new(&source, &target, e.server_port, e.protocol),
+            source,
+            target,
+            port: e.server_port,
+            protocol: e.protocol,
+            connections: 0,
+            failures: 0,
+            bytes_to_server: 0,
+            bytes_to_client: 0,
+            first_seen: e.first_seen,
+            last_seen: e.last_seen,
+            client_processes: Vec::new(),
+            server_processes: Vec::new(),
+            users: Vec::new(),
+            count_rule: e.count_rule,
+            service: connscope_names::Services::system()
+                .name(e.server_port, e.protocol)
+                .map(str::to_owned),
+        });
         edge.connections += e.connections;
         edge.count_rule = edge.count_rule.and(e.count_rule);
         edge.failures += e.failures;
@@ -353,7 +491,7 @@ fn graph_of<'a>(
         add_processes(&mut edge.server_processes, &e.server_processes);
     }
     for (host, addresses) in host_addrs {
-        let id = format!("host:{host}");
+        let id = NodeId::host(&host);
         nodes.insert(
             id.clone(),
             Node::Host {
@@ -425,7 +563,7 @@ mod tests {
     fn nodes_and_edges() {
         let (edges, hosts) = setup();
         let g = graph_of(edges.iter(), &hosts, TimeRange::ALL);
-        let ids: Vec<&str> = g.nodes.iter().map(Node::id).collect();
+        let ids: Vec<&str> = g.nodes.iter().map(|n| n.id().as_str()).collect();
         assert_eq!(
             ids,
             ["external:192.0.2.1", "host:a", "host:b", "service:b:22/tcp"]
@@ -438,6 +576,124 @@ mod tests {
         );
         assert_eq!(ssh.connections, 2);
         assert_eq!(ssh.users, ["joe"]);
+        let ids: Vec<&str> = g.edges.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "host:a->external:192.0.2.1:443/tcp",
+                "host:a->service:b:22/tcp:22/tcp"
+            ]
+        );
+    }
+
+    /// Moved from the map's unit tests (web/tests/unit/firewall.test.mjs),
+    /// which spelled edge ids before the server sent them.
+    #[test]
+    fn edge_keys_are_the_ids_the_map_gives_graph_edges() {
+        let id = EdgeId::new(
+            &NodeId::host("a"),
+            &NodeId::service("b", 22, Protocol::Tcp),
+            22,
+            Protocol::Tcp,
+        );
+        assert_eq!(id.as_str(), "host:a->service:b:22/tcp:22/tcp");
+    }
+
+    /// Moved from the collector's firewall check, which placed a host's
+    /// flows on the graph itself before [`logged_edge`].
+    #[test]
+    fn flows_land_on_the_graphs_edge_ids() {
+        let hosts = HostDirectory::new(&[connscope_store::HostAddress {
+            host: "db1".into(),
+            ip: "10.0.0.2".parse().unwrap(),
+            first_seen: Timestamp::from_nanos(1),
+            last_seen: Timestamp::from_nanos(1),
+        }]);
+        let ends = |direction, remote: &str, port| {
+            let ends = logged_edge(
+                "web1",
+                direction,
+                remote.parse().unwrap(),
+                port,
+                Protocol::Tcp,
+                &hosts,
+            )
+            .unwrap();
+            (ends.source.to_string(), ends.target.to_string())
+        };
+        assert_eq!(
+            ends(Direction::Outgoing, "10.0.0.2", 5432),
+            ("host:web1".into(), "service:db1:5432/tcp".into())
+        );
+        assert_eq!(
+            ends(Direction::Outgoing, "192.0.2.9", 443),
+            ("host:web1".into(), "external:192.0.2.9".into())
+        );
+        assert_eq!(
+            ends(Direction::Incoming, "192.0.2.9", 22),
+            ("external:192.0.2.9".into(), "service:web1:22/tcp".into())
+        );
+        assert_eq!(
+            ends(Direction::Incoming, "10.0.0.2", 80),
+            ("host:db1".into(), "service:web1:80/tcp".into())
+        );
+        assert_eq!(
+            ends(Direction::Outgoing, "127.0.0.1", 631),
+            ("host:web1".into(), "service:web1:631/tcp".into())
+        );
+        let unknown = logged_edge(
+            "web1",
+            Direction::Unknown,
+            "10.0.0.2".parse().unwrap(),
+            22,
+            Protocol::Tcp,
+            &hosts,
+        );
+        assert_eq!(unknown, None);
+    }
+
+    /// What `logged_edge` says for each end's record of a joined edge is the
+    /// edge `build_graph` draws: the firewall check colours exactly it.
+    #[test]
+    fn both_ends_records_land_on_the_edge_the_graph_draws() {
+        let (edges, hosts) = setup();
+        let g = graph_of(edges.iter(), &hosts, TimeRange::ALL);
+        let ssh = g.edges.iter().find(|e| e.port == 22).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let by_client = logged_edge(
+            "a",
+            Direction::Outgoing,
+            ip("10.0.0.2"),
+            22,
+            Protocol::Tcp,
+            &hosts,
+        );
+        let by_server = logged_edge(
+            "b",
+            Direction::Incoming,
+            ip("10.0.0.1"),
+            22,
+            Protocol::Tcp,
+            &hosts,
+        );
+        let drawn = Some(EdgeEnds {
+            id: ssh.id.clone(),
+            source: ssh.source.clone(),
+            target: ssh.target.clone(),
+        });
+        assert_eq!(by_client, drawn);
+        assert_eq!(by_server, drawn);
+        let curl = g.edges.iter().find(|e| e.port == 443).unwrap();
+        let ends = logged_edge(
+            "a",
+            Direction::Outgoing,
+            ip("192.0.2.1"),
+            443,
+            Protocol::Tcp,
+            &hosts,
+        )
+        .unwrap();
+        assert_eq!(ends.id, curl.id);
     }
 
     #[test]

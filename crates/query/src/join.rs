@@ -100,6 +100,17 @@ impl HostDirectory {
     pub fn is_monitored(&self, ip: IpAddr) -> bool {
         self.by_ip.contains_key(&ip)
     }
+
+    /// The monitored host at the other end of what `logger` logged with
+    /// `remote`: the host that has the address, or `logger` itself for a
+    /// loopback address (which only ever means the host that logged it).
+    pub fn peer_host<'a>(&'a self, logger: &'a str, remote: IpAddr) -> Option<&'a str> {
+        if is_host_address(remote) {
+            self.host_of(remote)
+        } else {
+            Some(logger)
+        }
+    }
 }
 
 /// A process on one end of an edge, and how many of the edge's connections it had.
@@ -186,11 +197,7 @@ fn pair_key<'a>(
     protocol: Protocol,
     hosts: &'a HostDirectory,
 ) -> (PairKey<'a>, bool) {
-    let remote_host = if is_host_address(remote_ip) {
-        hosts.host_of(remote_ip)
-    } else {
-        Some(host)
-    };
+    let remote_host = hosts.peer_host(host, remote_ip);
     let logged_by_server = direction == Direction::Incoming;
     let key = if logged_by_server {
         (

@@ -23,5 +23,5 @@ pub mod scope;
 mod test_fixtures;
 
 pub use args::{ArgError, GraphFilterArgs, TimeRangeArgs};
-pub use graph::{build_graph, Graph, GraphFilter, Scope};
+pub use graph::{build_graph, logged_edge, EdgeEnds, EdgeId, Graph, GraphFilter, NodeId, Scope};
 pub use join::{join_edges, load_edges, CountRule, JoinedEdge, ProcessUse};

@@ -2,16 +2,25 @@
 // map's (possibly folded) edges.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { edgeKey, viewVerdict } from '../../src/firewall.js';
+import { verdictsById, viewVerdict } from '../../src/firewall.js';
+import { normalizeGraph } from '../../src/model.js';
 
-const verdicts = new Map([
-  { source: 'host:web1', target: 'service:db1:5432/tcp', port: 5432, protocol: 'tcp', verdict: 'blocked' },
-  { source: 'host:web1', target: 'external:93.184.216.34', port: 443, protocol: 'tcp', verdict: 'allowed' },
-  { source: 'host:web1', target: 'external:93.184.216.35', port: 443, protocol: 'tcp', verdict: 'blocked' },
-].map((e) => [edgeKey(e), e]));
+const verdicts = verdictsById({ edges: [
+  { id: 'host:web1->service:db1:5432/tcp:5432/tcp', source: 'host:web1', target: 'service:db1:5432/tcp', port: 5432, protocol: 'tcp', verdict: 'blocked' },
+  { id: 'host:web1->external:93.184.216.34:443/tcp', source: 'host:web1', target: 'external:93.184.216.34', port: 443, protocol: 'tcp', verdict: 'allowed' },
+  { id: 'host:web1->external:93.184.216.35:443/tcp', source: 'host:web1', target: 'external:93.184.216.35', port: 443, protocol: 'tcp', verdict: 'blocked' },
+] });
 
+// The spelling of ids is the server's (connscope_query's
+// `edge_keys_are_the_ids_the_map_gives_graph_edges`); here, that the map
+// keeps the graph's id and finds the check's verdict under it.
 test('edge keys are the ids the map gives graph edges', () => {
-  assert.equal(edgeKey({ source: 'host:a', target: 'service:b:22/tcp', port: 22, protocol: 'tcp' }), 'host:a->service:b:22/tcp:22/tcp');
+  const graph = normalizeGraph({
+    nodes: [{ kind: 'host', id: 'host:web1', label: 'web1' }, { kind: 'service', id: 'service:db1:5432/tcp', label: 'db1:5432', host: 'host:db1' }],
+    edges: [{ id: 'host:web1->service:db1:5432/tcp:5432/tcp', source: 'host:web1', target: 'service:db1:5432/tcp', port: 5432, protocol: 'tcp', connections: 1 }],
+  });
+  assert.equal(graph.edges[0].id, 'host:web1->service:db1:5432/tcp:5432/tcp');
+  assert.equal(verdicts.get(graph.edges[0].id).verdict, 'blocked');
 });
 
 test('a view edge takes its parts\' verdict, maybe when they disagree, none when unchecked', () => {

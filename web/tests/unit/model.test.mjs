@@ -19,14 +19,14 @@ const doc = {
     { kind: 'external', id: 'external:2001:db8:1::5', label: '2001:db8:1::5', ip: '2001:db8:1::5', internal: false },
   ],
   edges: [
-    { source: 'host:a', target: 'service:b:22/tcp', port: 22, protocol: 'tcp', connections: 5, failures: 0, bytes_to_server: 10, bytes_to_client: 20,
+    { id: 'host:a->service:b:22/tcp:22/tcp', source: 'host:a', target: 'service:b:22/tcp', port: 22, protocol: 'tcp', connections: 5, failures: 0, bytes_to_server: 10, bytes_to_client: 20,
       first_seen: '2025-03-01T10:00:00Z', last_seen: '2025-03-02T10:00:00Z',
       client_processes: [{ host: 'a', executable: '/usr/bin/ssh', user: 'joe', connections: 5 }],
       server_processes: [{ host: 'b', executable: '/usr/sbin/sshd', user: 'root', connections: 4 }], users: ['joe', 'root'], service: 'ssh' },
-    { source: 'host:a', target: 'external:192.0.2.1', port: 443, protocol: 'tcp', connections: 2, failures: 0, bytes_to_server: 0, bytes_to_client: 0,
+    { id: 'host:a->external:192.0.2.1:443/tcp', source: 'host:a', target: 'external:192.0.2.1', port: 443, protocol: 'tcp', connections: 2, failures: 0, bytes_to_server: 0, bytes_to_client: 0,
       first_seen: '2025-03-10T10:00:00Z', last_seen: '2025-03-10T10:00:00Z',
       client_processes: [{ host: 'a', executable: '/usr/bin/curl', user: 'joe', connections: 2 }], server_processes: [], users: ['joe'] },
-    { source: 'host:b', target: 'external:192.0.2.9', port: 443, protocol: 'tcp', connections: 3, failures: 0, bytes_to_server: 0, bytes_to_client: 0,
+    { id: 'host:b->external:192.0.2.9:443/tcp', source: 'host:b', target: 'external:192.0.2.9', port: 443, protocol: 'tcp', connections: 3, failures: 0, bytes_to_server: 0, bytes_to_client: 0,
       first_seen: '2025-03-01T10:00:00Z', last_seen: '2025-03-20T10:00:00Z',
       client_processes: [{ host: 'b', executable: '/usr/bin/apt', user: 'root', connections: 3 }], server_processes: [], users: ['root'] },
     { source: 'host:a', target: 'external:gone', port: 1, protocol: 'tcp', connections: 1 },
@@ -49,6 +49,14 @@ test('the API graph is read with its processes and users', () => {
   assert.equal(ssh.service, 'ssh');
   assert.equal(graph.nodes.get('service:b:22/tcp').service, 'ssh', 'a service node takes the name its edges give');
   assert.equal(graph.timelineOf, 'new edges', 'without a server histogram the timeline says what it shows');
+});
+
+test('edges keep the server\'s ids; a graph from before edge ids still reads', () => {
+  assert.deepEqual(ids(graph.edges), ['host:a->external:192.0.2.1:443/tcp', 'host:a->service:b:22/tcp:22/tcp', 'host:b->external:192.0.2.9:443/tcp']);
+  const old = normalizeGraph({ ...doc, edges: doc.edges.map(({ id, ...e }) => e) });
+  assert.equal(old.edges.length, 3);
+  assert.equal(new Set(old.edges.map((e) => e.id)).size, 3, 'each edge still has its own id');
+  assert.equal(buildView(old, state()).edges.length, 3);
 });
 
 test('external addresses fold by /24, /48 or DNS domain', () => {

@@ -2,7 +2,7 @@
 //! seen doing, and what-if checks of a ruleset against it. The logic lives in
 //! `connscope-firewall`; this reads the store, prints and picks exit statuses.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
@@ -162,16 +162,6 @@ fn run_plan(args: PlanArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A ruleset file: JSON if it starts like JSON, nft text otherwise.
-fn read_ruleset(path: &Path) -> Result<Ruleset> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-        let text = String::from_utf8_lossy(&bytes);
-        return nft::json::parse_json(&text).with_context(|| format!("{}", path.display()));
-    }
-    Ok(nft::parse_file(path)?)
-}
-
 fn live_ruleset() -> Result<Ruleset> {
     let out = Command::new("nft")
         .args(["-j", "list", "ruleset"])
@@ -228,7 +218,7 @@ fn print_unsupported(ruleset: &Ruleset) {
 }
 
 fn run_check(args: CheckArgs) -> Result<ExitCode> {
-    let ruleset = read_ruleset(&args.ruleset)?;
+    let ruleset = nft::read_ruleset_file(&args.ruleset)?;
     let flows = load_flows(&args.source)?;
     let verdicts = check(&ruleset, &flows);
     let mut order: Vec<usize> = (0..flows.len())
@@ -265,7 +255,7 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
 
 fn run_diff(args: DiffArgs) -> Result<ExitCode> {
     let ruleset = match &args.ruleset {
-        Some(path) => read_ruleset(path)?,
+        Some(path) => nft::read_ruleset_file(path)?,
         None => live_ruleset()?,
     };
     let flows = load_flows(&args.source)?;
