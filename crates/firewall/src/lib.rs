@@ -8,9 +8,10 @@
 //!   flow, whether it would pass; [`diff()`] adds unused rules and idle
 //!   listeners on top.
 //!
-//! Everything here is pure except [`listening::local_listeners`] and file
-//! reading in [`nft::parse_file`]: the store adapter and the CLI live in the
-//! `connscope` binary, so tests feed flows directly.
+//! Everything here is pure except [`listening::local_listeners`], file
+//! reading in [`nft::parse_file`] and [`from_store`], the thin adapter that
+//! reads one host's flows from the store; the CLI lives in the `connscope`
+//! binary, and tests feed flows directly.
 
 pub mod check;
 pub mod diff;
