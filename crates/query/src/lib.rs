@@ -1,5 +1,6 @@
 //! Reading the store back: the connection graph for the map, joined edges and
-//! the `report` tables, and per-host flows for the firewall planner.
+//! the `report` tables, and per-host flows (services offered, destinations
+//! reached; the firewall planner reads its flows through its own adapter).
 //!
 //! Everything here is built from the store's hourly rollups
 //! ([`connscope_store::Store::edge_totals_by_hour`]), so it stays fast on
