@@ -7,9 +7,9 @@
 fn main() {
     if !cfg!(feature = "system-tests") {
         println!(
-            "system tests skipped (they need root, eBPF, network namespaces, nft, tcpspy, Chromium): \
-             run all tests as root with `scripts/test`, or \
-             `cargo test --workspace --features system-tests`"
+            "system tests skipped: they need root and real parts (eBPF, network namespaces, \
+             nft, tcpspy, Chromium); run every test as root with `scripts/test` \
+             (cargo test --workspace --features system-tests)"
         );
     }
 }
