@@ -1,9 +1,10 @@
 //! The store: where the collector puts connection events and where reports,
 //! the map and the firewall planner read them back.
 //!
-//! Storage sits behind the [`Store`] trait so the embedded SQLite default and a
-//! ClickHouse backend for large fleets are interchangeable. The trait speaks in
-//! the shared event model and in small query/result types, never in SQL.
+//! Storage sits behind the [`Store`] trait. SQLite, embedded, is the one
+//! backend today; the trait speaks in the shared event model and in small
+//! query/result types, never in SQL, so a ClickHouse backend for large fleets
+//! can follow without changing its callers.
 //!
 //! What a backend keeps:
 //! - **raw events**, deleted by [`Store::apply_retention`] after a while;
