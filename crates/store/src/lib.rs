@@ -88,17 +88,13 @@ impl Origin {
 }
 
 /// Why an agent reported sequence numbers as dropped (`report hosts` shows
-/// each apart from what is unexplained).
+/// each apart from what is unexplained). The reasons agents send are the wire
+/// contract's (`connscope_protocol::drop_reason`); the store keeps whatever
+/// reason it is given and owns only the one it applies itself.
 pub mod drop_reason {
-    /// Its spool was full and the oldest unsent batches were deleted (also
-    /// every report of an agent that names no reason).
+    /// Its spool was full and the oldest unsent batches were deleted: what a
+    /// report that names no reason means.
     pub const SPOOL_FULL: &str = "spool-full";
-    /// The collector refused the batch for good (HTTP 400/413).
-    pub const REFUSED: &str = "refused";
-    /// It could not write the batch to its spool (disk full, I/O error).
-    pub const SPOOL_WRITE: &str = "spool-write-failed";
-    /// It crashed: numbers reserved ahead, or numbered but not yet spooled.
-    pub const CRASH: &str = "crash";
 }
 
 /// What one ingest call did.
