@@ -28,9 +28,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Tokens;
 use crate::binding::{BindingError, HostBindings};
+use crate::handlers::{firewall, queries};
 use crate::ingest::{decode_batch, BatchError};
 use crate::live::{IngestNotice, Notices};
-use crate::{firewall, queries};
 
 /// How long a client may take for the TLS handshake and the request head.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);

@@ -16,11 +16,10 @@
 pub mod auth;
 mod binding;
 pub mod config;
-mod firewall;
+mod handlers;
 mod http;
 pub mod ingest;
 pub mod live;
-pub mod queries;
 mod syslog;
 mod syslog_direction;
 pub mod tls;

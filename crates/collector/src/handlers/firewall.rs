@@ -30,8 +30,8 @@ use connscope_query::join::HostDirectory;
 use connscope_store::{is_host_address, Store, StoreError, TimeRange};
 use serde::{Deserialize, Serialize};
 
+use crate::handlers::queries::GraphParams;
 use crate::http::{authorize_read, read_body, ApiError, AppState};
-use crate::queries::GraphParams;
 
 /// The largest ruleset accepted, in bytes: far above real host firewalls,
 /// far below anything that could hurt the collector.
