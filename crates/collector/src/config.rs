@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::Tokens;
-use crate::CollectorError;
+use crate::error::CollectorError;
 
 /// Default limit of a compressed request body.
 pub const DEFAULT_BODY_LIMIT: u64 = 16 * 1024 * 1024;

@@ -13,20 +13,23 @@
 //! queries of its store (an imported one, say) and receives syslog, and
 //! refuses ingest requests with `403` until tokens are configured.
 
+mod accept;
 pub mod auth;
 mod binding;
 pub mod config;
+mod counters;
+mod error;
 mod handlers;
-mod http;
 pub mod ingest;
+mod kit;
 pub mod live;
+mod router;
 mod syslog;
 mod syslog_direction;
 pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,25 +40,11 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 pub use config::{CollectorConfig, ConfigFile, SyslogLimits, TlsSettings};
-pub use http::Counters;
+pub use counters::Counters;
+pub use error::CollectorError;
 
 /// How often retention runs, when configured.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
-
-/// Why the collector could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum CollectorError {
-    #[error("{path}: {reason}")]
-    Config { path: PathBuf, reason: String },
-    #[error("TLS: {path}: {reason}")]
-    Tls { path: PathBuf, reason: String },
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// A collector with its sockets bound, ready to [`Collector::run`].
 pub struct Collector {
@@ -145,7 +134,7 @@ impl Collector {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let notices = live::Notices::default();
-        let state = http::AppState {
+        let state = kit::AppState {
             store: self.store.clone(),
             tokens: Arc::new(self.config.tokens.clone()),
             readers: Arc::new(self.config.read_tokens.clone()),
@@ -161,10 +150,10 @@ impl Collector {
             notices: notices.clone(),
             stop: stop_rx.clone(),
         };
-        let https = tokio::spawn(http::serve(
+        let https = tokio::spawn(accept::serve(
             self.listener,
             self.acceptor,
-            http::router(state),
+            router::router(state),
             stop_rx.clone(),
         ));
         let syslog = self.syslog.map(|sockets| {

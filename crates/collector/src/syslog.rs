@@ -51,7 +51,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::SyslogLimits;
-use crate::http::Counters;
+use crate::counters::Counters;
 use crate::live::{IngestNotice, Notices};
 use crate::syslog_direction::{add_learned, learn_directions, Directions};
 
@@ -579,7 +579,7 @@ async fn write_events(
             }
             Outcome::Unreadable(reason) => {
                 counters.syslog_unreadable.fetch_add(1, Ordering::Relaxed);
-                let reason = crate::http::cut_echo(reason);
+                let reason = crate::kit::cut_echo(reason);
                 tracing::warn!(%reason, "unreadable tcpspy syslog message");
             }
         }

@@ -31,7 +31,7 @@ use connscope_store::{is_host_address, Store, StoreError, TimeRange};
 use serde::{Deserialize, Serialize};
 
 use crate::handlers::queries::GraphParams;
-use crate::http::{authorize_read, read_body, ApiError, AppState};
+use crate::kit::{authorize_read, read_body, ApiError, AppState};
 
 /// The largest ruleset accepted, in bytes: far above real host firewalls,
 /// far below anything that could hurt the collector.
