@@ -25,7 +25,6 @@ mod kit;
 pub mod live;
 mod router;
 mod syslog;
-mod syslog_direction;
 pub mod tls;
 
 use std::future::Future;

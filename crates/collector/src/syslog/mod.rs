@@ -17,7 +17,7 @@
 //!   the reason, never stored half.
 //!
 //! Direction: tcpspy lines do not say who connected; the listener infers it
-//! with the importer's rule ([`crate::syslog_direction`]).
+//! with the importer's rule ([`direction`]).
 //!
 //! Identity: the host is the HOSTNAME of the syslog header (the sender's IP
 //! address when the header has none), and events are stored under the agent
@@ -50,10 +50,12 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
+mod direction;
+
 use crate::config::SyslogLimits;
 use crate::counters::Counters;
 use crate::live::{IngestNotice, Notices};
-use crate::syslog_direction::{add_learned, learn_directions, Directions};
+use direction::{add_learned, learn_directions, Directions};
 
 /// Longest message accepted (rsyslog's default maximum is 8 KiB).
 const MAX_MESSAGE: usize = 64 * 1024;
