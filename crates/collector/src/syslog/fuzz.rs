@@ -58,7 +58,7 @@ const TOKENS: &[&[u8]] = &[
 ];
 
 /// The fixture lines as RFC 3164 and RFC 5424 packets.
-fn packets() -> Vec<Vec<u8>> {
+pub(super) fn packets() -> Vec<Vec<u8>> {
     let mut packets = Vec::new();
     for line in FIXTURES.iter().flat_map(|f| f.lines()) {
         packets.push(format!("<13>{line}\n").into_bytes());

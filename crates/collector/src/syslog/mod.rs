@@ -46,6 +46,8 @@ pub mod framing;
 #[cfg(test)]
 mod fuzz;
 mod messages;
+#[cfg(test)]
+mod oracle;
 
 use std::io;
 use std::net::SocketAddr;
