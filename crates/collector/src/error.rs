@@ -9,6 +9,10 @@ use std::path::PathBuf;
 pub enum CollectorError {
     #[error("{path}: {reason}")]
     Config { path: PathBuf, reason: String },
+    #[error("--{flag}: {reason}")]
+    Flag { flag: &'static str, reason: String },
+    #[error("give --listen and --db, or a --config file that sets them")]
+    NoListenOrDb,
     #[error("TLS: {path}: {reason}")]
     Tls { path: PathBuf, reason: String },
     #[error("cannot listen on {addr}: {source}")]
