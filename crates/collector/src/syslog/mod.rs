@@ -16,7 +16,7 @@
 //!   the reason, never stored half.
 //!
 //! Direction: tcpspy lines do not say who connected; the listener infers it
-//! with the importer's rule ([`direction`]).
+//! with the importer's rule (`direction`).
 //!
 //! Identity: the host is the HOSTNAME of the syslog header (the sender's IP
 //! address when the header has none), and events are stored under the agent
