@@ -148,7 +148,8 @@ async fn read_tcp(
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let mut unread = Vec::new();
-    let mut chunk = vec![0u8; 16 * 1024];
+    // A default `BufReader`'s size: many connections may sit idle.
+    let mut chunk = vec![0u8; 8 * 1024];
     // When the frame being read began; `None` between frames (idle).
     let mut frame_began: Option<Instant> = None;
     let mut at_end = false;
