@@ -147,24 +147,25 @@ async fn read_tcp(
     tx: mpsc::Sender<Received>,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let mut unread = Vec::new();
+    // Received bytes; those before `done` are framed and sent.
+    let (mut received, mut done) = (Vec::new(), 0);
     // A default `BufReader`'s size: many connections may sit idle.
     let mut chunk = vec![0u8; 8 * 1024];
     // When the frame being read began; `None` between frames (idle).
     let mut frame_began: Option<Instant> = None;
     let mut at_end = false;
     loop {
-        let split = split_frame(&unread, at_end).map_err(framing_error)?;
+        let split = split_frame(&received[done..], at_end).map_err(framing_error)?;
         let packet = split.frame.map(<[u8]>::to_vec);
-        unread.drain(..split.used);
+        done += split.used;
         if let Some(packet) = packet {
-            frame_began = (!unread.is_empty()).then(Instant::now);
-            let received = Received {
+            frame_began = (done < received.len()).then(Instant::now);
+            let message = Received {
                 packet,
                 peer,
                 at: Timestamp::now(),
             };
-            if tx.send(received).await.is_err() {
+            if tx.send(message).await.is_err() {
                 return Ok(());
             }
             continue;
@@ -172,6 +173,9 @@ async fn read_tcp(
         if at_end {
             return Ok(());
         }
+        // Moved once per read, not once per frame.
+        received.drain(..done);
+        done = 0;
         let (deadline, what) = match frame_began {
             Some(began) => (began + limits.frame_timeout, "a frame took too long"),
             None => (Instant::now() + limits.idle_timeout, "idle too long"),
@@ -184,7 +188,7 @@ async fn read_tcp(
         if read == 0 {
             at_end = true;
         } else {
-            unread.extend_from_slice(&chunk[..read]);
+            received.extend_from_slice(&chunk[..read]);
             frame_began.get_or_insert_with(Instant::now);
         }
     }
