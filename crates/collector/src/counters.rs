@@ -1,6 +1,6 @@
 //! The collector's counters: what `/api/v1/stats` shows and the exit log
-//! prints. Handlers and the syslog listener add to them; nothing reads them
-//! but the stats answer.
+//! prints. Handlers and the syslog listener add to them; only the stats
+//! answer and the caller of [`crate::Collector::counters`] read them.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
