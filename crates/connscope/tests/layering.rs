@@ -1,16 +1,23 @@
-//! No file of the collector imports from a file that imports from it: the
-//! collector is layered (router above handlers above the kit; the syslog
-//! listener's serving above its pure framing and envelope parsing), and a
-//! circle between two files is the first sign of a layer mixed up.
+//! The workspace is layered, and these tests keep it so.
+//!
+//! - **Crates:** no arrow from a lower crate up to a higher one. Cargo refuses
+//!   a circle of normal dependencies, but not one closed by a dev-dependency
+//!   (a bench or test of a lower crate reaching for a higher one): the graph
+//!   of every kind of dependency between workspace members must have no
+//!   circle either.
+//! - **Files:** no file imports from a file that imports from it. A circle
+//!   between two files is the first sign of a layer mixed up (the collector's
+//!   `http.rs` and `firewall.rs` once were one).
 //!
 //! A file's imports are the paths in its items (its `use` lines and the
-//! paths in its code) that lead into the crate: from `crate::`, `super::`,
+//! paths in its code) that lead into its crate: from `crate::`, `super::`,
 //! `self::` or a child module; each resolved to the file that defines the
-//! longest module prefix of the path. Module
-//! declarations (`mod x;`) are not imports.
+//! longest module prefix of the path. Module declarations (`mod x;`) are not
+//! imports.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use syn::visit::Visit;
 
@@ -159,9 +166,9 @@ fn import_graph(src: &Path) -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
     graph
 }
 
-/// Every pair of files that import from each other, directly or through
-/// others: one circle per file that is on one.
-fn circles(graph: &BTreeMap<PathBuf, BTreeSet<PathBuf>>) -> Vec<Vec<PathBuf>> {
+/// Every pair of nodes (files, crates) that lead to each other, directly or
+/// through others: one circle per node that is on one.
+fn circles<T: Ord + Clone>(graph: &BTreeMap<T, BTreeSet<T>>) -> Vec<Vec<T>> {
     let mut found = Vec::new();
     for start in graph.keys() {
         // Depth-first from `start`, looking for a way back to it.
@@ -182,23 +189,85 @@ fn circles(graph: &BTreeMap<PathBuf, BTreeSet<PathBuf>>) -> Vec<Vec<PathBuf>> {
     found
 }
 
-#[test]
-fn no_file_imports_from_a_file_that_imports_from_it() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let graph = import_graph(&src);
-    assert!(graph.len() > 20, "only {} files read", graph.len());
-    let circles: Vec<Vec<String>> = circles(&graph)
+/// The workspace's members: name, manifest directory, and the members each
+/// depends on (any kind), from `cargo metadata`.
+fn members() -> Vec<(String, PathBuf, BTreeSet<String>)> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let packages = metadata["packages"].as_array().unwrap();
+    let names: BTreeSet<&str> = packages
         .iter()
-        .map(|circle| {
-            circle
-                .iter()
-                .map(|file| file.strip_prefix(&src).unwrap().display().to_string())
-                .collect()
-        })
+        .map(|p| p["name"].as_str().unwrap())
         .collect();
+    packages
+        .iter()
+        .map(|p| {
+            let name = p["name"].as_str().unwrap().to_owned();
+            let dir = Path::new(p["manifest_path"].as_str().unwrap())
+                .parent()
+                .unwrap()
+                .to_owned();
+            // A crate's dev-dependency on itself only turns on its features.
+            let deps = p["dependencies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["name"].as_str().unwrap())
+                .filter(|d| names.contains(d) && *d != name)
+                .map(str::to_owned)
+                .collect();
+            (name, dir, deps)
+        })
+        .collect()
+}
+
+#[test]
+fn no_crate_depends_on_a_crate_above_it() {
+    let members = members();
+    assert!(members.len() > 15, "only {} members", members.len());
+    let graph: BTreeMap<String, BTreeSet<String>> = members
+        .into_iter()
+        .map(|(name, _, deps)| (name, deps))
+        .collect();
+    let circles = circles(&graph);
     assert!(
         circles.is_empty(),
-        "import circles (each file imports the next, the last the first):\n{circles:#?}"
+        "crates in a circle (each depends on the next, the last on the first, \
+         dev-dependencies included):\n{circles:#?}"
+    );
+}
+
+#[test]
+fn no_file_imports_from_a_file_that_imports_from_it() {
+    let mut circles_by_crate = BTreeMap::new();
+    let mut files = 0;
+    for (name, dir, _) in members() {
+        let src = dir.join("src");
+        let graph = import_graph(&src);
+        files += graph.len();
+        let circles: Vec<Vec<String>> = circles(&graph)
+            .iter()
+            .map(|circle| {
+                circle
+                    .iter()
+                    .map(|file| file.strip_prefix(&src).unwrap().display().to_string())
+                    .collect()
+            })
+            .collect();
+        if !circles.is_empty() {
+            circles_by_crate.insert(name, circles);
+        }
+    }
+    assert!(files > 150, "only {files} files read");
+    assert!(
+        circles_by_crate.is_empty(),
+        "import circles (each file imports the next, the last the first):\n{circles_by_crate:#?}"
     );
 }
 
