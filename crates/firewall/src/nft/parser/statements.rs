@@ -54,7 +54,11 @@ impl Parser {
                 "flush" => self.flush()?,
                 "define" | "redefine" => self.input.define()?,
                 "undefine" => self.input.undefine()?,
-                "include" => self.input.include(t.pos)?,
+                "include" => {
+                    // Ends its own statement before the included ones start.
+                    self.input.include(t.pos)?;
+                    continue;
+                }
                 "add" | "create" => self.add(false)?,
                 "insert" => self.add(true)?,
                 "delete" | "destroy" => self.delete()?,
