@@ -79,6 +79,28 @@ fn an_included_file_is_read_where_it_is_named() {
 }
 
 #[test]
+fn an_include_may_stand_in_a_table_or_a_chain() {
+    let tree = Tree::new();
+    tree.write("chain.nft", "chain extra {\n  tcp dport 3 accept\n}\n");
+    tree.write("rules.nft", "tcp dport 1 accept\n");
+    let main = tree.write(
+        "main.nft",
+        "table inet f {\n  include \"chain.nft\"\n  chain input {\n    type filter hook input priority 0; policy drop;\n    include \"rules.nft\"\n    tcp dport 2 accept\n  }\n}\n",
+    );
+    let ruleset = read(&main);
+    assert_eq!(
+        input_rules(&ruleset),
+        ["tcp dport 1 accept", "tcp dport 2 accept"]
+    );
+    let names: Vec<&str> = ruleset.tables[0]
+        .chains
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["extra", "input"]);
+}
+
+#[test]
 fn a_glob_includes_its_matches_in_sorted_order_and_may_match_nothing() {
     let tree = Tree::new();
     tree.write(
