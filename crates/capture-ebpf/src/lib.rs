@@ -41,8 +41,9 @@
 //!
 //! Waking the reader for each event costs a context switch per event and
 //! halves a busy server's connection rate, so records are submitted without a
-//! wake-up unless the unread data passes a quarter of the buffer; the reader
-//! polls on a 50 ms timer (each tick wakes two agent threads; at 10 ms the
+//! wake-up unless one takes the unread data past a multiple of a quarter of
+//! the buffer (one wake-up per crossing, not per record above the mark: each
+//! forced wake-up is an interrupt to self); the reader polls on a 50 ms timer (each tick wakes two agent threads; at 10 ms the
 //! ticks were a sixth of the agent's CPU time at 2,000 connections a second,
 //! and 50 ms is still twenty times fresher than tcpspy's default interval).
 //! A record the kernel cannot reserve, or a socket or flow the tables cannot

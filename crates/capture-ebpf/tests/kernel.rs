@@ -1,3 +1,4 @@
+#![cfg(feature = "system-tests")] // root: eBPF programs, network namespaces
 //! The eBPF backend against the real kernel: real sockets on loopback, real
 //! network namespaces, real short-lived processes. Runs as root.
 //!

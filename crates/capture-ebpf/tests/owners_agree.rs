@@ -1,3 +1,4 @@
+#![cfg(feature = "system-tests")] // root: eBPF programs
 //! The eBPF backend and the /proc poller name the same owner for a socket
 //! several processes hold: both read owners through
 //! `connscope_capture::sockets`, whose one rule is the oldest holder. Real

@@ -13,9 +13,10 @@
 //!
 //! Connections are keyed by the socket cookie, which the kernel never reuses
 //! while it runs. A connection that leaves the dump (its socket left the
-//! established hash: closed, reset) is reported closed at once with the last
-//! counters seen; its destroy message, which follows when the process closes
-//! the socket, is then ignored.
+//! established hash: closed, reset) is reported closed by the tracker's rule,
+//! once two dumps in a row miss it, with the last counters seen, unless its
+//! destroy message comes first (then at once, with the final counters); a
+//! destroy message for a connection already reported closed is ignored.
 //!
 //! Joining the destroy groups needs CAP_NET_ADMIN. Without it the backend
 //! still works, like /proc polling with counters, and says so in the log.

@@ -17,7 +17,7 @@ use std::path::Path;
 use connscope_protocol::Fingerprint;
 use connscope_store::AgentId;
 
-use crate::CollectorError;
+use crate::error::CollectorError;
 
 /// The longest host name accepted, in bytes: a DNS name's limit.
 pub const MAX_HOST_NAME: usize = 253;

@@ -1,7 +1,9 @@
 //! The collector's settings: one TOML file, with command-line flags on top.
 //!
 //! Every setting has a flag and a key of the same name, so a test or a quick
-//! run needs no file and a service has one place to look.
+//! run needs no file and a service has one place to look. Both are a
+//! [`ConfigFile`] (the command line fills one from its flags), and
+//! [`CollectorConfig::merge`] is the one place a layer is applied.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::Tokens;
-use crate::CollectorError;
+use crate::error::CollectorError;
 
 /// Default limit of a compressed request body.
 pub const DEFAULT_BODY_LIMIT: u64 = 16 * 1024 * 1024;
@@ -46,27 +48,28 @@ pub struct SyslogLimits {
     pub frame_timeout: Duration,
 }
 
-/// The settings file, as written (`--config FILE`).
+/// One layer of settings: the settings file as written (`--config FILE`),
+/// or the command line's flags of the same names.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ConfigFile {
     pub listen: Option<SocketAddr>,
     pub db: Option<PathBuf>,
     pub syslog_listen: Option<SocketAddr>,
-    /// Agent id -> token.
-    #[serde(default)]
-    pub tokens: BTreeMap<String, String>,
+    /// Agent id -> token, in the order given (a flag may repeat an agent).
+    #[serde(default, deserialize_with = "table")]
+    pub tokens: Vec<(String, String)>,
     /// A file of `AGENT-ID TOKEN [HOST,HOST...]` lines (`#` comments), kept
     /// out of the main file so it can have tighter permissions.
     pub tokens_file: Option<PathBuf>,
     /// Agent id -> the host names its events may carry (default: the host of
     /// its first batch).
-    #[serde(default)]
-    pub token_hosts: BTreeMap<String, Vec<String>>,
+    #[serde(default, deserialize_with = "table")]
+    pub token_hosts: Vec<(String, Vec<String>)>,
     /// Reader name -> token for the query API (the map, reports). Without
     /// any, queries are open only when the collector listens on loopback.
-    #[serde(default)]
-    pub read_tokens: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "table")]
+    pub read_tokens: Vec<(String, String)>,
     pub tls: Option<TlsSettings>,
     pub body_limit: Option<u64>,
     pub decompressed_limit: Option<u64>,
@@ -90,6 +93,36 @@ pub struct TlsSettings {
     /// has the host name, `localhost`, 127.0.0.1 and ::1).
     #[serde(default)]
     pub names: Vec<String>,
+}
+
+/// A TOML table as its (key, value) pairs.
+fn table<'de, D, V>(deserializer: D) -> Result<Vec<(String, V)>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    Ok(BTreeMap::<String, V>::deserialize(deserializer)?
+        .into_iter()
+        .collect())
+}
+
+/// Where a layer of settings comes from, named in its errors.
+enum Layer<'a> {
+    File(&'a Path),
+    Flags,
+}
+
+impl Layer<'_> {
+    /// The error of `key`'s value.
+    fn error(&self, key: &'static str, reason: String) -> CollectorError {
+        match self {
+            Layer::File(path) => CollectorError::Config {
+                path: path.to_path_buf(),
+                reason,
+            },
+            Layer::Flags => CollectorError::Flag { flag: key, reason },
+        }
+    }
 }
 
 impl ConfigFile {
@@ -142,72 +175,93 @@ impl CollectorConfig {
         }
     }
 
-    /// Merges a settings file under explicit values (flags win).
-    pub fn from_file(
-        file: ConfigFile,
-        listen: Option<SocketAddr>,
-        db: Option<PathBuf>,
-        file_path: &Path,
+    /// A settings file's values (if there is one) with the flags' on top.
+    pub fn merge(
+        file: Option<(&Path, ConfigFile)>,
+        mut flags: ConfigFile,
     ) -> Result<CollectorConfig, CollectorError> {
-        let missing = |what: &str| CollectorError::Config {
-            path: file_path.to_owned(),
-            reason: format!("no {what}: set `{what}` in the file or pass --{what}"),
+        let (file_path, mut file) = match file {
+            Some((path, file)) => (Some(path), file),
+            None => (None, ConfigFile::default()),
         };
-        let listen = listen.or(file.listen).ok_or_else(|| missing("listen"))?;
-        let db = db.or(file.db).ok_or_else(|| missing("db"))?;
+        let missing = |what: &str| match file_path {
+            Some(path) => CollectorError::Config {
+                path: path.to_owned(),
+                reason: format!("no {what}: set `{what}` in the file or pass --{what}"),
+            },
+            None => CollectorError::NoListenOrDb,
+        };
+        let listen = flags
+            .listen
+            .or(file.listen)
+            .ok_or_else(|| missing("listen"))?;
+        let db = flags
+            .db
+            .take()
+            .or(file.db.take())
+            .ok_or_else(|| missing("db"))?;
         let mut config = CollectorConfig::new(listen, db);
-        config.syslog_listen = file.syslog_listen;
-        for (agent, token) in file.tokens {
-            config
-                .tokens
-                .insert(&agent, &token)
-                .map_err(|reason| CollectorError::Config {
-                    path: file_path.to_owned(),
-                    reason,
-                })?;
+        if let Some(path) = file_path {
+            config.apply(file, &Layer::File(path))?;
         }
-        for (reader, token) in file.read_tokens {
-            config
-                .read_tokens
-                .insert(&reader, &token)
-                .map_err(|reason| CollectorError::Config {
-                    path: file_path.to_owned(),
-                    reason,
-                })?;
+        config.apply(flags, &Layer::Flags)?;
+        Ok(config)
+    }
+
+    /// Sets what `layer` sets (`listen` and `db` are [`Self::merge`]'s).
+    fn apply(&mut self, layer: ConfigFile, source: &Layer<'_>) -> Result<(), CollectorError> {
+        if layer.syslog_listen.is_some() {
+            self.syslog_listen = layer.syslog_listen;
         }
-        if let Some(path) = &file.tokens_file {
-            config.tokens.load_file(path)?;
+        for (agent, token) in &layer.tokens {
+            self.tokens
+                .insert(agent, token)
+                .map_err(|reason| source.error("token", reason))?;
         }
-        for (agent, hosts) in &file.token_hosts {
-            config
-                .tokens
+        for (reader, token) in &layer.read_tokens {
+            self.read_tokens
+                .insert(reader, token)
+                .map_err(|reason| source.error("read-token", reason))?;
+        }
+        if let Some(path) = &layer.tokens_file {
+            self.tokens.load_file(path)?;
+        }
+        for (agent, hosts) in &layer.token_hosts {
+            self.tokens
                 .bind_hosts(agent, hosts.iter().map(String::as_str))
-                .map_err(|reason| CollectorError::Config {
-                    path: file_path.to_owned(),
-                    reason,
-                })?;
+                .map_err(|reason| source.error("token-hosts", reason))?;
         }
-        config.tls = file.tls.unwrap_or_default();
-        config.body_limit = file.body_limit.unwrap_or(DEFAULT_BODY_LIMIT);
-        config.decompressed_limit = file
-            .decompressed_limit
-            .unwrap_or(DEFAULT_DECOMPRESSED_LIMIT);
-        config.retention_days = file.retention_days.filter(|d| *d > 0);
-        if let Some(n) = file.concurrent_decompressions {
-            config.concurrent_decompressions = n;
+        if let Some(tls) = layer.tls {
+            if tls.cert.is_some() || tls.key.is_some() {
+                self.tls.cert = tls.cert;
+                self.tls.key = tls.key;
+            }
+            self.tls.names.extend(tls.names);
         }
-        if let Some(secs) = file.request_deadline_seconds {
-            config.request_deadline = Duration::from_secs(secs);
+        if let Some(limit) = layer.body_limit {
+            self.body_limit = limit;
         }
-        let limits = &mut config.syslog_limits;
-        limits.max_connections = file
+        if let Some(limit) = layer.decompressed_limit {
+            self.decompressed_limit = limit;
+        }
+        if let Some(days) = layer.retention_days {
+            self.retention_days = (days > 0).then_some(days);
+        }
+        if let Some(n) = layer.concurrent_decompressions {
+            self.concurrent_decompressions = n;
+        }
+        if let Some(secs) = layer.request_deadline_seconds {
+            self.request_deadline = Duration::from_secs(secs);
+        }
+        let limits = &mut self.syslog_limits;
+        limits.max_connections = layer
             .syslog_max_connections
             .unwrap_or(limits.max_connections);
-        limits.max_per_source = file.syslog_max_per_source.unwrap_or(limits.max_per_source);
-        if let Some(secs) = file.syslog_idle_timeout_seconds {
+        limits.max_per_source = layer.syslog_max_per_source.unwrap_or(limits.max_per_source);
+        if let Some(secs) = layer.syslog_idle_timeout_seconds {
             limits.idle_timeout = Duration::from_secs(secs);
         }
-        Ok(config)
+        Ok(())
     }
 }
 
@@ -253,9 +307,11 @@ names = ["collector.test"]
         )
         .unwrap();
         let file = ConfigFile::load(&path).unwrap();
-        let config =
-            CollectorConfig::from_file(file, Some("127.0.0.1:9000".parse().unwrap()), None, &path)
-                .unwrap();
+        let flags = ConfigFile {
+            listen: Some("127.0.0.1:9000".parse().unwrap()),
+            ..ConfigFile::default()
+        };
+        let config = CollectorConfig::merge(Some((&path, file)), flags).unwrap();
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.db, PathBuf::from("/var/lib/connscope/db.sqlite"));
         assert_eq!(config.syslog_listen.unwrap().port(), 5514);
@@ -294,9 +350,69 @@ names = ["collector.test"]
 
         std::fs::write(&path, "listen = \"127.0.0.1:1\"\n").unwrap();
         let file = ConfigFile::load(&path).unwrap();
-        let err = CollectorConfig::from_file(file, None, None, &path)
+        let err = CollectorConfig::merge(Some((&path, file)), ConfigFile::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains("no db"), "{err}");
+    }
+
+    #[test]
+    fn flags_are_a_layer_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let file = ConfigFile {
+            listen: Some("127.0.0.1:1".parse().unwrap()),
+            db: Some("/file.sqlite".into()),
+            tokens: vec![("web1".into(), "tok-web1-0123456789".into())],
+            tls: Some(TlsSettings {
+                names: vec!["from-file".into()],
+                ..TlsSettings::default()
+            }),
+            body_limit: Some(1000),
+            retention_days: Some(30),
+            ..ConfigFile::default()
+        };
+        let flags = ConfigFile {
+            db: Some("/flag.sqlite".into()),
+            // One agent given twice keeps both tokens, as with the file's lines.
+            tokens: vec![
+                ("web2".into(), "tok-web2-0123456789".into()),
+                ("web2".into(), "tok-web2-other-0123456789".into()),
+            ],
+            token_hosts: vec![("web1".into(), vec!["web1.lan".into()])],
+            tls: Some(TlsSettings {
+                names: vec!["from-flag".into()],
+                ..TlsSettings::default()
+            }),
+            retention_days: Some(0),
+            ..ConfigFile::default()
+        };
+        let config = CollectorConfig::merge(Some((&path, file)), flags).unwrap();
+        assert_eq!(config.listen.port(), 1);
+        assert_eq!(config.db, PathBuf::from("/flag.sqlite"));
+        assert_eq!(config.tokens.len(), 3);
+        let web1 = config.tokens.agent_for("tok-web1-0123456789").unwrap();
+        assert_eq!(config.tokens.hosts_of(web1).unwrap().len(), 1);
+        assert!(config
+            .tokens
+            .agent_for("tok-web2-other-0123456789")
+            .is_some());
+        assert_eq!(config.tls.names, ["from-file", "from-flag"]);
+        assert_eq!(config.body_limit, 1000);
+        assert_eq!(config.retention_days, None);
+
+        let bad = ConfigFile {
+            tokens: vec![("web1".into(), "short".into())],
+            ..ConfigFile::default()
+        };
+        let file = ConfigFile {
+            listen: Some("127.0.0.1:1".parse().unwrap()),
+            db: Some("/file.sqlite".into()),
+            ..ConfigFile::default()
+        };
+        let err = CollectorConfig::merge(Some((&path, file)), bad).unwrap_err();
+        assert!(err.to_string().starts_with("--token: "), "{err}");
+        let err = CollectorConfig::merge(None, ConfigFile::default()).unwrap_err();
+        assert!(err.to_string().contains("give --listen and --db"), "{err}");
     }
 }

@@ -12,51 +12,40 @@
 //! A collector without agent tokens still starts: it serves the map and the
 //! queries of its store (an imported one, say) and receives syslog, and
 //! refuses ingest requests with `403` until tokens are configured.
+//!
+//! One job per file: this file starts and stops the parts. HTTPS is
+//! `accept` (the TLS accept loop) -> `router` -> `handlers` (ingest, read,
+//! firewall, map) -> `kit` (state, errors, access, body reading); `syslog`
+//! is the listener (pure framing and envelope parsing below its serving);
+//! `counters`, `retention` and `open_files` are the collector's own upkeep.
 
+mod accept;
 pub mod auth;
 mod binding;
 pub mod config;
-mod firewall;
-mod http;
+mod counters;
+mod error;
+mod handlers;
 pub mod ingest;
+mod kit;
 pub mod live;
-pub mod queries;
-mod syslog;
-mod syslog_direction;
+mod open_files;
+mod retention;
+mod router;
+pub mod syslog;
 pub mod tls;
 
+use connscope_protocol::Fingerprint;
+use connscope_store::Store;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
-
-use connscope_event::Timestamp;
-use connscope_protocol::Fingerprint;
-use connscope_store::{Retention, Store};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 pub use config::{CollectorConfig, ConfigFile, SyslogLimits, TlsSettings};
-pub use http::Counters;
-
-/// How often retention runs, when configured.
-const RETENTION_EVERY: Duration = Duration::from_secs(3600);
-
-/// Why the collector could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum CollectorError {
-    #[error("{path}: {reason}")]
-    Config { path: PathBuf, reason: String },
-    #[error("TLS: {path}: {reason}")]
-    Tls { path: PathBuf, reason: String },
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-}
+pub use counters::Counters;
+pub use error::CollectorError;
 
 /// A collector with its sockets bound, ready to [`Collector::run`].
 pub struct Collector {
@@ -80,7 +69,7 @@ impl Collector {
                 "HTTPS ingest is off until agent tokens are configured (--token, --tokens-file)"
             );
         }
-        let open_files = raise_open_file_limit();
+        let open_files = open_files::raise_open_file_limit();
         let identity = tls::load_or_generate(&config.tls, &config.db)?;
         let listen_err = |addr| move |source| CollectorError::Listen { addr, source };
         let listener = TcpListener::bind(config.listen)
@@ -90,7 +79,7 @@ impl Collector {
             Some(addr) => Some(
                 syslog::SyslogSockets::bind(
                     addr,
-                    reserve_for_https(config.syslog_limits, open_files),
+                    open_files::reserve_for_https(config.syslog_limits, open_files),
                 )
                 .await
                 .map_err(listen_err(addr))?,
@@ -146,7 +135,7 @@ impl Collector {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let notices = live::Notices::default();
-        let state = http::AppState {
+        let state = kit::AppState {
             store: self.store.clone(),
             tokens: Arc::new(self.config.tokens.clone()),
             readers: Arc::new(self.config.read_tokens.clone()),
@@ -162,10 +151,10 @@ impl Collector {
             notices: notices.clone(),
             stop: stop_rx.clone(),
         };
-        let https = tokio::spawn(http::serve(
+        let https = tokio::spawn(accept::serve(
             self.listener,
             self.acceptor,
-            http::router(state),
+            router::router(state),
             stop_rx.clone(),
         ));
         let syslog = self.syslog.map(|sockets| {
@@ -177,10 +166,13 @@ impl Collector {
                 stop_rx.clone(),
             ))
         });
-        let retention = self
-            .config
-            .retention_days
-            .map(|days| tokio::spawn(apply_retention(self.store.clone(), days, stop_rx.clone())));
+        let retention = self.config.retention_days.map(|days| {
+            tokio::spawn(retention::apply_retention(
+                self.store.clone(),
+                days,
+                stop_rx.clone(),
+            ))
+        });
         shutdown.await;
         let _ = stop_tx.send(true);
         let _ = https.await;
@@ -189,82 +181,6 @@ impl Collector {
         }
         if let Some(retention) = retention {
             let _ = retention.await;
-        }
-    }
-}
-
-/// Raises the soft limit of open files to the hard limit: every connection is
-/// a file, and the default soft limit (often 1024) is far below what a
-/// collector with many agents and syslog senders needs. Returns the limit in
-/// force.
-fn raise_open_file_limit() -> u64 {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return 1024;
-    };
-    // An unlimited hard limit still stops at the kernel's fs.nr_open.
-    let kernel_max = std::fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(hard);
-    let target = hard.min(kernel_max);
-    if soft < target {
-        match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
-            Ok(()) => {
-                tracing::info!(from = soft, to = target, "raised the open file limit");
-                return target;
-            }
-            Err(e) => tracing::warn!(error = %e, soft, hard, "cannot raise the open file limit"),
-        }
-    }
-    soft
-}
-
-/// The syslog limits with the total cut to a quarter of the open file limit,
-/// so that syslog senders, who need no token, can never take the file
-/// handles the agents' HTTPS connections and the store need.
-fn reserve_for_https(limits: SyslogLimits, open_files: u64) -> SyslogLimits {
-    let quarter = usize::try_from(open_files / 4).unwrap_or(usize::MAX).max(1);
-    if limits.max_connections > quarter {
-        tracing::info!(
-            configured = limits.max_connections,
-            allowed = quarter,
-            "syslog connections capped at a quarter of the open file limit"
-        );
-    }
-    SyslogLimits {
-        max_connections: limits.max_connections.min(quarter),
-        ..limits
-    }
-}
-
-async fn apply_retention(
-    store: Arc<dyn Store>,
-    days: u32,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let retention = Retention {
-        raw_events: Duration::from_secs(u64::from(days) * 86_400),
-        ..Retention::default()
-    };
-    loop {
-        let store = store.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            store.apply_retention(&retention, Timestamp::now())
-        })
-        .await;
-        match result {
-            Ok(Ok(report)) => tracing::info!(
-                events_deleted = report.events_deleted,
-                rollups_deleted = report.rollups_deleted,
-                "retention applied"
-            ),
-            Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
-            Err(e) => tracing::error!(error = %e, "retention task failed"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(RETENTION_EVERY) => {}
-            _ = stop.changed() => return,
         }
     }
 }

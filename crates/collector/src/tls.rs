@@ -21,7 +21,7 @@ use rustls::pki_types::PrivateKeyDer;
 use rustls::ServerConfig;
 
 use crate::config::TlsSettings;
-use crate::CollectorError;
+use crate::error::CollectorError;
 
 pub const GENERATED_CERT: &str = "collector-cert.pem";
 pub const GENERATED_KEY: &str = "collector-key.pem";

@@ -1,3 +1,4 @@
+#![cfg(feature = "system-tests")] // util-linux logger and rsyslogd
 //! The syslog listener with real senders: util-linux `logger` (UDP and TCP,
 //! RFC 3164 and RFC 5424, newline and octet-counted framing) and `rsyslogd`
 //! forwarding what it receives, as a tcpspy host's syslog would. Traffic stays

@@ -1,3 +1,4 @@
+#![cfg(feature = "system-tests")] // root: the eBPF agent, network namespaces, tcpspy
 //! `connscope agent` end to end: the real binary, real eBPF (or the forced
 //! fallbacks), real loopback connections between real programs (curl, python's
 //! http.server, bash's /dev/tcp), real network namespaces.

@@ -1,3 +1,4 @@
+#![cfg(feature = "system-tests")] // root: eBPF agents in network namespaces
 //! The whole path with real parts: three hosts as network namespaces, each
 //! running `connscope agent` (eBPF, `--netns self`) shipping over HTTPS to
 //! `connscope collector` in a fourth namespace, joined by veth pairs to a

@@ -1,3 +1,4 @@
+#![cfg(feature = "system-tests")] // root: the eBPF agent, tcpspy, nft in network namespaces
 //! Issue 13's enforcement acceptance for dual-stack servers: a server
 //! listening on one `AF_INET6` socket with `IPV6_V6ONLY=0` (as Java does) in
 //! its own network namespace, an IPv4 client and an IPv6 client in two more

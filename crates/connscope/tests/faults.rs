@@ -1,3 +1,4 @@
+#![cfg(feature = "system-tests")] // root: the eBPF agent, network namespaces, tmpfs mounts
 //! Fault injection with real parts: a `connscope agent` (eBPF) in one network
 //! namespace ships to a `connscope collector` in another, over a veth pair
 //! (10.78.N.0/24, inside the test's namespaces only), while a client in the

@@ -1,3 +1,4 @@
+#![cfg(feature = "system-tests")] // Debian's Chromium, driven from node
 //! The connection map in a real browser: runs `web/tests/map-e2e.mjs` (headless
 //! Debian Chromium driven by playwright-core) against this build's `connscope`
 //! binary: a real collector on 127.0.0.1 with a real SQLite store, and the

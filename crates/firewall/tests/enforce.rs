@@ -1,3 +1,4 @@
+#![cfg(feature = "system-tests")] // root: nft loaded in network namespaces
 //! The acceptance test that matters: a plan generated from real connections,
 //! loaded with `nft -f` into a test network namespace (never the host's own
 //! ruleset), lets those connections through and blocks one never seen.

@@ -1,3 +1,4 @@
+#![cfg(feature = "system-tests")] // root: nft loaded in network namespaces
 //! `firewall check` proven against the kernel: generated rulesets loaded with
 //! `nft -f` into namespaces, real connections through them, and the checker's
 //! verdict compared flow by flow (see `differential/mod.rs`).
@@ -23,8 +24,8 @@ fn checker_agrees_with_the_kernel_on_generated_rulesets() {
     assert_agreement(&config, &report);
 }
 
-/// The long run: `cargo test -p connscope-firewall --test kernel_differential
-/// -- --ignored` (what the script does).
+/// The long run: `cargo test -p connscope-firewall --features system-tests
+/// --test kernel_differential -- --ignored` (what the script does).
 #[test]
 #[ignore = "long: 2,000 rulesets, run by scripts/firewall-differential"]
 fn checker_agrees_with_the_kernel_long_run() {

@@ -1,3 +1,4 @@
+#![cfg(feature = "system-tests")] // root: nft -c and iptables-restore in a network namespace
 //! Every generated ruleset must load: `nft -c -f` (inside a throw-away network
 //! namespace) for nftables output, `iptables-restore --test` /
 //! `ip6tables-restore --test` for iptables output. And our own parser must

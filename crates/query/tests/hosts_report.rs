@@ -3,8 +3,9 @@
 
 use connscope_event::test_support::EventBuilder;
 use connscope_event::ConnectionEvent;
+use connscope_protocol::drop_reason;
 use connscope_query::report::{hosts_report, Format};
-use connscope_store::{drop_reason, AgentId, Origin, SqliteStore, Store};
+use connscope_store::{AgentId, Origin, SqliteStore, Store};
 
 const T0: i64 = 1_795_548_137 * 1_000_000_000; // 2026-11-24T19:22:17Z
 

@@ -1,3 +1,4 @@
+#![cfg(feature = "system-tests")] // Debian's tcpspy
 //! The real tcpspy (Debian's 1.7d, `/usr/sbin/tcpspy`) as the reference: each
 //! rule runs in its own `tcpspy -d` while this test holds loopback connections
 //! open, and what tcpspy logs must be exactly what `RuleSet::matches` says for

@@ -1,9 +1,10 @@
 //! The store: where the collector puts connection events and where reports,
 //! the map and the firewall planner read them back.
 //!
-//! Storage sits behind the [`Store`] trait so the embedded SQLite default and a
-//! ClickHouse backend for large fleets are interchangeable. The trait speaks in
-//! the shared event model and in small query/result types, never in SQL.
+//! Storage sits behind the [`Store`] trait. SQLite, embedded, is the one
+//! backend today; the trait speaks in the shared event model and in small
+//! query/result types, never in SQL, so a ClickHouse backend for large fleets
+//! can follow without changing its callers.
 //!
 //! What a backend keeps:
 //! - **raw events**, deleted by [`Store::apply_retention`] after a while;
@@ -87,17 +88,13 @@ impl Origin {
 }
 
 /// Why an agent reported sequence numbers as dropped (`report hosts` shows
-/// each apart from what is unexplained).
+/// each apart from what is unexplained). The reasons agents send are the wire
+/// contract's (`connscope_protocol::drop_reason`); the store keeps whatever
+/// reason it is given and owns only the one it applies itself.
 pub mod drop_reason {
-    /// Its spool was full and the oldest unsent batches were deleted (also
-    /// every report of an agent that names no reason).
+    /// Its spool was full and the oldest unsent batches were deleted: what a
+    /// report that names no reason means.
     pub const SPOOL_FULL: &str = "spool-full";
-    /// The collector refused the batch for good (HTTP 400/413).
-    pub const REFUSED: &str = "refused";
-    /// It could not write the batch to its spool (disk full, I/O error).
-    pub const SPOOL_WRITE: &str = "spool-write-failed";
-    /// It crashed: numbers reserved ahead, or numbered but not yet spooled.
-    pub const CRASH: &str = "crash";
 }
 
 /// What one ingest call did.

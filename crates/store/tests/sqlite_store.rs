@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use connscope_event::test_support::EventBuilder;
 use connscope_event::{CloseStats, ConnectionEvent, Direction, EventKind, Timestamp};
+use connscope_protocol::drop_reason;
 use connscope_store::{
-    drop_reason, AgentId, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeKey, EventKey,
-    EventQuery, KeyedEvent, Origin, Retention, RollupBatch, RollupQuery, SqliteStore, Store,
-    StoreError, TimeRange,
+    AgentId, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeKey, EventKey, EventQuery,
+    KeyedEvent, Origin, Retention, RollupBatch, RollupQuery, SqliteStore, Store, StoreError,
+    TimeRange,
 };
 use raw_event_table::RawEventTable;
 

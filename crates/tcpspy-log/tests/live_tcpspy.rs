@@ -1,3 +1,4 @@
+#![cfg(feature = "system-tests")] // root: Debian's tcpspy, run as another user
 //! The real tcpspy (Debian package, /usr/sbin/tcpspy) as reference peer: run
 //! `tcpspy -d [-p] -I 10` while this test makes loopback connections, then
 //! read everything it printed and write it back.

@@ -5,9 +5,9 @@
 //! [`spool`] and returns: capture never waits for the network. A [`shipper`]
 //! thread sends the oldest spooled batch over HTTPS ([`client`], [`tls`]) and
 //! deletes it once the collector answered that it is stored. Delivery is at
-//! least once; the collector deduplicates by (agent, sequence), which makes it
-//! exactly once in the store. The wire contract both sides share is in
-//! `connscope-protocol` and `docs/API.md`.
+//! least once; the collector deduplicates by (agent, instance, boot,
+//! sequence), which makes it exactly once in the store. The wire contract
+//! both sides share is in `connscope-protocol` and `docs/API.md`.
 
 pub mod client;
 pub mod shipper;

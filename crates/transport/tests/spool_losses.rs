@@ -130,6 +130,10 @@ impl Drop for Mount {
 /// 14.7: when the agent's own disk is full, the batch it could not spool
 /// is reported as dropped (spool-write-failed), not left as a gap.
 #[test]
+#[cfg_attr(
+    not(feature = "system-tests"),
+    ignore = "root: mounts a tmpfs; scripts/test runs it"
+)]
 fn a_batch_the_full_disk_could_not_take_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let mount = Mount(dir.path().join("small"));

@@ -11,7 +11,13 @@
 use connscope_fuzzkit::{config, joined, mutated, random_bytes};
 use proptest::prelude::*;
 
-use super::*;
+use connscope_event::Timestamp;
+use connscope_tcpspy_log::{ClassicTime, Parser};
+
+use super::direction::Directions;
+use super::envelope::resolve_classic;
+use super::framing::{frames_of, MAX_MESSAGE};
+use super::messages::{interpret, Outcome, Received};
 
 const FIXTURES: [&str; 2] = [
     include_str!("../../../tcpspy-log/tests/fixtures/syslog-classic.log"),
@@ -52,7 +58,7 @@ const TOKENS: &[&[u8]] = &[
 ];
 
 /// The fixture lines as RFC 3164 and RFC 5424 packets.
-fn packets() -> Vec<Vec<u8>> {
+pub(super) fn packets() -> Vec<Vec<u8>> {
     let mut packets = Vec::new();
     for line in FIXTURES.iter().flat_map(|f| f.lines()) {
         packets.push(format!("<13>{line}\n").into_bytes());
@@ -114,24 +120,22 @@ fn receive(packet: &[u8]) {
     }
 }
 
-/// Reads every frame of `stream`; the frames' total is bounded by the input.
-fn frames(runtime: &tokio::runtime::Runtime, stream: &[u8]) {
-    runtime.block_on(async {
-        let mut reader = BufReader::new(stream);
-        let mut total = 0;
-        while let Ok(Some(frame)) = read_frame(&mut reader).await {
-            assert!(frame.len() <= MAX_MESSAGE);
-            total += frame.len();
-            assert!(total <= stream.len(), "frames longer than their stream");
-            receive(&frame);
-        }
-    });
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
+/// Reads every frame of `stream`, whole and in chunks: the same frames
+/// either way, each within the size limit, their total bounded by the input.
+fn frames(stream: &[u8], chunk: usize) {
+    let (whole, error) = frames_of(stream, stream.len().max(1));
+    let mut total = 0;
+    for frame in &whole {
+        assert!(frame.len() <= MAX_MESSAGE);
+        total += frame.len();
+        assert!(total <= stream.len(), "frames longer than their stream");
+        receive(frame);
+    }
+    assert_eq!(
+        frames_of(stream, chunk),
+        (whole, error),
+        "chunks of {chunk}"
+    );
 }
 
 #[test]
@@ -155,7 +159,7 @@ fn the_corpus_is_read_as_events() {
         })
         .count();
     assert!(events > 30, "only {events} packets became events");
-    frames(&runtime(), &framed().concat());
+    frames(&framed().concat(), 7);
 }
 
 proptest! {
@@ -175,8 +179,8 @@ proptest! {
     fn mutated_tcp_streams_never_panic(stream in prop_oneof![
         joined(mutated(framed(), TOKENS), 5, b""),
         random_bytes(400),
-    ]) {
-        frames(&runtime(), &stream);
+    ], chunk in 1..64usize) {
+        frames(&stream, chunk);
     }
 }
 

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
-use connscope_collector::{Collector, CollectorConfig, ConfigFile};
+use connscope_collector::{Collector, CollectorConfig, ConfigFile, TlsSettings};
 use connscope_store::SqliteStore;
 
 #[derive(Args)]
@@ -75,81 +75,52 @@ pub struct CollectorArgs {
 }
 
 impl CollectorArgs {
+    /// The settings file (if given) with the flags on top.
     fn into_config(self) -> anyhow::Result<CollectorConfig> {
-        let mut config = match &self.config {
-            Some(path) => {
-                CollectorConfig::from_file(ConfigFile::load(path)?, self.listen, self.db, path)?
-            }
-            None => {
-                let (Some(listen), Some(db)) = (self.listen, self.db) else {
-                    bail!("give --listen and --db, or a --config file that sets them");
-                };
-                CollectorConfig::new(listen, db)
-            }
+        let file = match &self.config {
+            Some(path) => Some((path.as_path(), ConfigFile::load(path)?)),
+            None => None,
         };
-        if self.syslog_listen.is_some() {
-            config.syslog_listen = self.syslog_listen;
-        }
-        for pair in &self.tokens {
-            let (agent, token) = pair
-                .split_once('=')
-                .with_context(|| format!("--token {pair:?}: expected AGENT-ID=TOKEN"))?;
-            config
-                .tokens
-                .insert(agent, token)
-                .map_err(|reason| anyhow::anyhow!("--token: {reason}"))?;
-        }
-        for pair in &self.read_tokens {
-            let (name, token) = pair
-                .split_once('=')
-                .with_context(|| format!("--read-token {pair:?}: expected NAME=TOKEN"))?;
-            config
-                .read_tokens
-                .insert(name, token)
-                .map_err(|reason| anyhow::anyhow!("--read-token: {reason}"))?;
-        }
-        if let Some(path) = &self.tokens_file {
-            config.tokens.load_file(path)?;
-        }
-        for pair in &self.token_hosts {
-            let (agent, hosts) = pair
-                .split_once('=')
-                .with_context(|| format!("--token-hosts {pair:?}: expected AGENT-ID=HOST,HOST"))?;
-            config
-                .tokens
-                .bind_hosts(agent, hosts.split(','))
-                .map_err(|reason| anyhow::anyhow!("--token-hosts: {reason}"))?;
-        }
-        if let Some(n) = self.concurrent_decompressions {
-            config.concurrent_decompressions = n;
-        }
-        if let Some(secs) = self.request_deadline_seconds {
-            config.request_deadline = std::time::Duration::from_secs(secs);
-        }
-        let limits = &mut config.syslog_limits;
-        limits.max_connections = self
-            .syslog_max_connections
-            .unwrap_or(limits.max_connections);
-        limits.max_per_source = self.syslog_max_per_source.unwrap_or(limits.max_per_source);
-        if let Some(secs) = self.syslog_idle_timeout_seconds {
-            limits.idle_timeout = std::time::Duration::from_secs(secs);
-        }
-        if self.tls_cert.is_some() {
-            config.tls.cert = self.tls_cert;
-            config.tls.key = self.tls_key;
-        }
-        config.tls.names.extend(self.tls_name);
-        if let Some(limit) = self.body_limit {
-            config.body_limit = limit;
-        }
-        if let Some(limit) = self.decompressed_limit {
-            config.decompressed_limit = limit;
-        }
-        if let Some(days) = self.retention_days {
-            config.retention_days = (days > 0).then_some(days);
-        }
-        Ok(config)
+        let flags = ConfigFile {
+            listen: self.listen,
+            db: self.db,
+            syslog_listen: self.syslog_listen,
+            tokens: pairs("token", "AGENT-ID=TOKEN", &self.tokens)?,
+            tokens_file: self.tokens_file,
+            token_hosts: pairs("token-hosts", "AGENT-ID=HOST,HOST", &self.token_hosts)?
+                .into_iter()
+                .map(|(agent, hosts)| (agent, hosts.split(',').map(str::to_owned).collect()))
+                .collect(),
+            read_tokens: pairs("read-token", "NAME=TOKEN", &self.read_tokens)?,
+            tls: Some(TlsSettings {
+                cert: self.tls_cert,
+                key: self.tls_key,
+                names: self.tls_name,
+            }),
+            body_limit: self.body_limit,
+            decompressed_limit: self.decompressed_limit,
+            concurrent_decompressions: self.concurrent_decompressions,
+            request_deadline_seconds: self.request_deadline_seconds,
+            syslog_max_connections: self.syslog_max_connections,
+            syslog_max_per_source: self.syslog_max_per_source,
+            syslog_idle_timeout_seconds: self.syslog_idle_timeout_seconds,
+            retention_days: self.retention_days,
+        };
+        Ok(CollectorConfig::merge(file, flags)?)
     }
+}
+
+/// The `KEY=VALUE` values of a repeatable flag, in order.
+fn pairs(flag: &str, form: &str, values: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    values
+        .iter()
+        .map(|pair| {
+            let (key, value) = pair
+                .split_once('=')
+                .with_context(|| format!("--{flag} {pair:?}: expected {form}"))?;
+            Ok((key.to_owned(), value.to_owned()))
+        })
+        .collect()
 }
 
 pub fn run(args: CollectorArgs) -> anyhow::Result<ExitCode> {

@@ -3,7 +3,7 @@
 //! connections through them, and `check`'s verdict beside the kernel's for
 //! every one.
 //!
-//! Shared by the `cargo test` run and the long `#[ignore]`d run in
+//! Shared by the short run (`scripts/test`) and the long `#[ignore]`d run in
 //! `tests/kernel_differential.rs`. Everything is drawn from one seeded RNG per
 //! ruleset (seed and index), so a failing ruleset is rebuilt exactly from the
 //! seed the run prints. Addresses and ports are fixed for the same reason: each

@@ -24,8 +24,8 @@ use connscope_query::TimeRangeArgs;
 use connscope_store::StoreError;
 use serde::Deserialize;
 
-use crate::http::{authorize_read, read_body, ApiError, AppState};
-use crate::queries::ParamError;
+use crate::handlers::queries::ParamError;
+use crate::kit::{authorize_read, read_body, ApiError, AppState};
 
 /// The largest ruleset accepted, in bytes: far above real host firewalls,
 /// far below anything that could hurt the collector.

@@ -1,0 +1,22 @@
+//! Request bodies read whole, with a size limit.
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use http_body_util::{BodyExt, Limited};
+
+use super::error::ApiError;
+
+/// Reads the whole body, refusing it past `limit` bytes (as sent, compressed).
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {limit} bytes"),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("reading the body: {e}"),
+        )),
+    }
+}

@@ -1,0 +1,12 @@
+//! The small kit every handler uses: its state, the error answer, who may
+//! ask, and reading a body. It knows no handler.
+
+mod access;
+mod body;
+mod error;
+mod state;
+
+pub(crate) use access::{authenticate, authorize_read};
+pub(crate) use body::read_body;
+pub(crate) use error::{cut_echo, ApiError};
+pub(crate) use state::AppState;

@@ -1,0 +1,36 @@
+//! What every handler is given: the store, the tokens, the limits, the
+//! counters and the live notices.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use connscope_store::Store;
+
+use crate::auth::Tokens;
+use crate::binding::HostBindings;
+use crate::counters::Counters;
+use crate::live::Notices;
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub store: Arc<dyn Store>,
+    pub tokens: Arc<Tokens>,
+    /// Tokens that may use the query endpoints.
+    pub readers: Arc<Tokens>,
+    /// Queries need no token (loopback listener without reader tokens).
+    pub open_reads: bool,
+    pub body_limit: usize,
+    pub decompressed_limit: u64,
+    /// Permits to decompress and parse an ingest body: with the decompressed
+    /// limit, the bound of ingest memory whatever the number of requests.
+    pub decompressions: Arc<tokio::sync::Semaphore>,
+    /// The host names each agent may write events for.
+    pub bindings: Arc<HostBindings>,
+    /// How long one request may take, body included.
+    pub request_deadline: Duration,
+    pub counters: Arc<Counters>,
+    /// Told after every stored batch; followed by `/api/v1/events/stream`.
+    pub notices: Notices,
+    /// Becomes true when the collector stops (ends the event streams).
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}

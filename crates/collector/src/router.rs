@@ -1,0 +1,50 @@
+//! The API's routes (docs/API.md): which handler answers which path, and the
+//! deadline every request runs under.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use connscope_protocol::{DROPPED_PATH, INGEST_PATH};
+
+use crate::handlers::{firewall, ingest, map, read};
+use crate::kit::{ApiError, AppState};
+
+pub(crate) fn router(state: AppState) -> Router {
+    let deadline = state.request_deadline;
+    Router::new()
+        .route(INGEST_PATH, post(ingest::ingest))
+        .route(DROPPED_PATH, post(ingest::dropped))
+        .route("/api/v1/hosts", get(read::hosts))
+        .route("/api/v1/graph", get(read::graph))
+        .route("/api/v1/firewall/check", post(firewall::check_handler))
+        .route("/api/v1/events/stream", get(read::events_stream))
+        .route("/api/v1/stats", get(read::stats))
+        .route("/api/v1/health", get(|| async { "ok\n" }))
+        .with_state(state)
+        .fallback(map::map_ui)
+        .layer(axum::middleware::from_fn(
+            move |request, next: axum::middleware::Next| within_deadline(deadline, request, next),
+        ))
+}
+
+/// Answers `408` when a request (a slow upload, say) is not done within
+/// `deadline`: a client that trickles its body holds a connection and a
+/// task, so it gets a fixed time like any other. A response that streams
+/// (the event stream) is done when its head is.
+async fn within_deadline(
+    deadline: Duration,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request took longer than {} s", deadline.as_secs_f64()),
+        )
+        .into_response(),
+    }
+}
