@@ -202,6 +202,76 @@ fn plan_passes_nft_check_and_check_lists_exactly_the_blocked_service() {
     );
 }
 
+/// A host's ruleset as Debian keeps it: a top file including a glob of
+/// files, one found through `-I`.
+#[test]
+fn check_reads_a_ruleset_split_over_included_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store(dir.path());
+    let lib = dir.path().join("lib");
+    std::fs::create_dir_all(dir.path().join("nftables.d")).unwrap();
+    std::fs::create_dir_all(&lib).unwrap();
+    write_file(
+        &lib,
+        "table.nft",
+        "table inet filter {\n\tchain input {\n\t\ttype filter hook input priority 0; policy drop;\n\t}\n}\n",
+    );
+    write_file(
+        &dir.path().join("nftables.d"),
+        "10-ssh.nft",
+        "add rule inet filter input tcp dport 22 accept\n",
+    );
+    write_file(
+        &dir.path().join("nftables.d"),
+        "20-web.nft",
+        "add rule inet filter input tcp dport { 80, 443 } accept\n",
+    );
+    let conf = write_file(
+        dir.path(),
+        "nftables.conf",
+        format!(
+            "include \"table.nft\"\ninclude \"{}/nftables.d/*.nft\"\n",
+            dir.path().display()
+        ),
+    );
+    let check = |extra: &[&str]| {
+        let mut args = vec![
+            "firewall",
+            "check",
+            "--db",
+            &db,
+            "--host",
+            "web1",
+            "--ruleset",
+            conf.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        connscope(&args)
+    };
+
+    let out = check(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains(&format!("{}:1:", conf.display())) && err.contains("table.nft"),
+        "{err}"
+    );
+
+    let out = check(&["-I", lib.to_str().unwrap()]);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    // The included rules let ssh and http in; answers to the outbound
+    // connection and IPv6 neighbour discovery meet the policy.
+    assert!(
+        report.contains("2 of 5 observed edges would be blocked"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("inbound tcp port 22") && !report.contains("inbound tcp port 80"),
+        "{report}"
+    );
+}
+
 #[test]
 fn diff_against_a_file_reports_blocked_and_unused() {
     let dir = tempfile::tempdir().unwrap();

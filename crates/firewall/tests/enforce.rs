@@ -8,63 +8,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
 
-use common::Netns;
+use common::{listen, try_connect, Netns};
 use connscope_event::Timestamp;
 use connscope_firewall::test_support::FlowBuilder;
 use connscope_firewall::{
     check, nft, plan, render, FlowDirection, ObservedFlow, Outcome, PlanOptions,
 };
-use nix::sched::{setns, CloneFlags};
-
-/// Runs `f` on a thread that has entered `ns`; sockets made there stay in it.
-fn in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{}", ns.name);
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap();
-        setns(&file, CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
-/// Connects, exchanges a byte with the server thread, and reports success.
-fn try_connect(ns: &Netns, to: SocketAddr) -> Result<SocketAddr, String> {
-    in_ns(ns, move || {
-        let mut s =
-            TcpStream::connect_timeout(&to, Duration::from_secs(3)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(b"x").map_err(|e| e.to_string())?;
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).map_err(|e| e.to_string())?;
-        Ok(s.local_addr().unwrap())
-    })
-}
-
-/// Serves echo-one-byte on `listener` until it is dropped with the test.
-fn serve(listener: TcpListener) {
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { break };
-            let mut b = [0u8; 1];
-            if s.read_exact(&mut b).is_ok() {
-                let _ = s.write_all(&b);
-            }
-        }
-    });
-}
-
-fn listen(ns: &Netns, addr: &str) -> SocketAddr {
-    let addr: SocketAddr = addr.parse().unwrap();
-    let listener = in_ns(ns, move || TcpListener::bind(addr).unwrap());
-    let local = listener.local_addr().unwrap();
-    serve(listener);
-    local
-}
 
 fn observed(direction: FlowDirection, local: IpAddr, remote: IpAddr, port: u16) -> ObservedFlow {
     FlowBuilder::new(direction, local, remote, port)

@@ -83,6 +83,17 @@ pub struct CheckArgs {
     /// The proposed ruleset: nft text (as for `nft -f`) or `nft -j` JSON.
     #[arg(long, value_name = "FILE")]
     ruleset: PathBuf,
+    #[command(flatten)]
+    include_path: IncludePath,
+}
+
+/// Where the ruleset's `include`s are looked for, as nft's `-I`.
+#[derive(Args)]
+pub struct IncludePath {
+    /// A directory to look for an `include`d file in when it is not next to
+    /// the including file (repeatable, searched in order; nft's `-I`).
+    #[arg(short = 'I', long = "includepath", value_name = "DIR")]
+    dirs: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -100,6 +111,8 @@ pub struct DiffArgs {
     /// Compare with the ruleset loaded now (`nft -j list ruleset`).
     #[arg(long)]
     live: bool,
+    #[command(flatten)]
+    include_path: IncludePath,
 }
 
 pub fn run(command: FirewallCommand) -> Result<ExitCode> {
@@ -218,7 +231,7 @@ fn print_unsupported(ruleset: &Ruleset) {
 }
 
 fn run_check(args: CheckArgs) -> Result<ExitCode> {
-    let ruleset = nft::read_ruleset_file(&args.ruleset)?;
+    let ruleset = nft::read_ruleset_file_with_include_path(&args.ruleset, &args.include_path.dirs)?;
     let flows = load_flows(&args.source)?;
     let verdicts = check(&ruleset, &flows);
     let mut order: Vec<usize> = (0..flows.len())
@@ -255,7 +268,7 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
 
 fn run_diff(args: DiffArgs) -> Result<ExitCode> {
     let ruleset = match &args.ruleset {
-        Some(path) => nft::read_ruleset_file(path)?,
+        Some(path) => nft::read_ruleset_file_with_include_path(path, &args.include_path.dirs)?,
         None => live_ruleset()?,
     };
     let flows = load_flows(&args.source)?;

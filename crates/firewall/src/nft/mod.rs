@@ -19,5 +19,7 @@ pub use model::{
     BaseChain, Chain, Field, Hook, Location, Match, NamedSet, Op, Policy, Rule, Ruleset, Table,
     TableFamily, Unsupported, Value, Values, Verdict, L4,
 };
-pub use parser::{parse_file, parse_str, ParseError};
-pub use read::{read_ruleset, read_ruleset_file, RulesetError};
+pub use parser::{parse_file, parse_file_with_include_path, parse_str, ParseError};
+pub use read::{
+    read_ruleset, read_ruleset_file, read_ruleset_file_with_include_path, RulesetError,
+};

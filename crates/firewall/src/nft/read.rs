@@ -5,12 +5,12 @@
 //! is resolved next to a file and refused in text from a request, which has
 //! no directory to resolve it in.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::json::{parse_json, JsonRulesetError};
-use super::{parse_file, parse_str, ParseError, Ruleset};
+use super::{parse_file_with_include_path, parse_str, ParseError, Ruleset};
 
 /// A ruleset that cannot be read: why, and where (1-based) when known.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
@@ -35,6 +35,16 @@ pub fn read_ruleset(name: &str, text: &str) -> Result<Ruleset, RulesetError> {
 /// Reads a ruleset file as [`read_ruleset`] reads text, resolving `include`
 /// relative to it.
 pub fn read_ruleset_file(path: &Path) -> Result<Ruleset, RulesetError> {
+    read_ruleset_file_with_include_path(path, &[])
+}
+
+/// Reads a ruleset file as [`read_ruleset_file`] does, looking for an
+/// `include` not found next to the including file in each of `include_path`
+/// (nft's `-I`).
+pub fn read_ruleset_file_with_include_path(
+    path: &Path,
+    include_path: &[PathBuf],
+) -> Result<Ruleset, RulesetError> {
     let bytes = std::fs::read(path).map_err(|e| RulesetError {
         error: format!("reading {}: {e}", path.display()),
         line: None,
@@ -46,7 +56,7 @@ pub fn read_ruleset_file(path: &Path) -> Result<Ruleset, RulesetError> {
             &String::from_utf8_lossy(&bytes),
         );
     }
-    parse_file(path).map_err(RulesetError::from)
+    parse_file_with_include_path(path, include_path).map_err(RulesetError::from)
 }
 
 /// JSON starts with `{`; nft text never does.

@@ -4,12 +4,16 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use connscope_event::{Protocol, Timestamp};
 use connscope_firewall::test_support::FlowBuilder;
 use connscope_firewall::{FlowDirection, ObservedFlow};
+use nix::sched::{setns, CloneFlags};
 
 pub fn flow(
     direction: FlowDirection,
@@ -86,4 +90,50 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// Runs `f` on a thread that has entered `ns`; sockets made there stay in it.
+pub fn in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        setns(&file, CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Connects, exchanges a byte with the server thread, and reports success.
+pub fn try_connect(ns: &Netns, to: SocketAddr) -> Result<SocketAddr, String> {
+    in_ns(ns, move || {
+        let mut s =
+            TcpStream::connect_timeout(&to, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"x").map_err(|e| e.to_string())?;
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).map_err(|e| e.to_string())?;
+        Ok(s.local_addr().unwrap())
+    })
+}
+
+/// Serves echo-one-byte on `listener` until it is dropped with the test.
+pub fn serve(listener: TcpListener) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { break };
+            let mut b = [0u8; 1];
+            if s.read_exact(&mut b).is_ok() {
+                let _ = s.write_all(&b);
+            }
+        }
+    });
+}
+
+pub fn listen(ns: &Netns, addr: &str) -> SocketAddr {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let listener = in_ns(ns, move || TcpListener::bind(addr).unwrap());
+    let local = listener.local_addr().unwrap();
+    serve(listener);
+    local
 }

@@ -1,6 +1,6 @@
 //! A recursive-descent parser for the nftables subset host firewalls use, in
-//! stages: the lexer's tokens become a [`stream`] (includes spliced in,
-//! variables expanded), read as [`statements`] (tables, chains, base chain
+//! stages: the lexer's tokens become a [`stream`] (the files an [`include`]
+//! names spliced in, variables expanded), read as [`statements`] (tables, chains, base chain
 //! headers, `flush`, `add`/`delete`); a chain's rule goes to [`rule`] for its
 //! matches and verdict, a set's body to [`sets`]; both read [`values`] as the
 //! field they belong to needs them.
@@ -10,13 +10,14 @@
 //! not model is kept as [`Match::Unknown`](crate::nft::Match::Unknown) instead
 //! of failing: the checker treats it conservatively and the report lists it.
 
+mod include;
 mod rule;
 mod sets;
 mod statements;
 mod stream;
 mod values;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use statements::Parser;
 pub use stream::ParseError;
@@ -26,6 +27,15 @@ use crate::nft::model::Ruleset;
 
 /// Reads a ruleset file; `include` is resolved relative to the including file.
 pub fn parse_file(path: &Path) -> Result<Ruleset, ParseError> {
+    parse_file_with_include_path(path, &[])
+}
+
+/// Reads a ruleset file as [`parse_file`] does; an `include` not found next
+/// to the including file is looked for in each of `include_path` (nft's `-I`).
+pub fn parse_file_with_include_path(
+    path: &Path,
+    include_path: &[PathBuf],
+) -> Result<Ruleset, ParseError> {
     let text = std::fs::read(path).map_err(|e| ParseError {
         file: path.display().to_string(),
         line: 0,
@@ -37,6 +47,7 @@ pub fn parse_file(path: &Path) -> Result<Ruleset, ParseError> {
     Parser::new(TokenStream::new(
         path.display().to_string(),
         Some(path.to_path_buf()),
+        include_path,
         text,
     )?)
     .run()
@@ -45,7 +56,13 @@ pub fn parse_file(path: &Path) -> Result<Ruleset, ParseError> {
 /// Reads ruleset text that did not come from a file (`name` is used in
 /// messages); `include` is refused because there is no directory to resolve it in.
 pub fn parse_str(name: &str, text: &str) -> Result<Ruleset, ParseError> {
-    Parser::new(TokenStream::new(name.to_owned(), None, text.to_owned())?).run()
+    Parser::new(TokenStream::new(
+        name.to_owned(),
+        None,
+        &[],
+        text.to_owned(),
+    )?)
+    .run()
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The statements of a ruleset: the commands at the top level (`table`,
 //! `flush`, `add`/`insert`, `delete`, `define`, `include`), and inside a table
 //! its chains and sets, inside a chain its base chain header, policy and
-//! rules. This structure must be well formed: a mistake is an error with
+//! rules; `include` may stand anywhere a statement may, as in nft. This structure must be well formed: a mistake is an error with
 //! `FILE:LINE:COL` and a caret. A rule's own tokens go to [`read_rule`].
 
 use super::rule::read_rule;
@@ -54,7 +54,11 @@ impl Parser {
                 "flush" => self.flush()?,
                 "define" | "redefine" => self.input.define()?,
                 "undefine" => self.input.undefine()?,
-                "include" => self.input.include(t.pos)?,
+                "include" => {
+                    // Ends its own statement before the included ones start.
+                    self.input.include(t.pos)?;
+                    continue;
+                }
                 "add" | "create" => self.add(false)?,
                 "insert" => self.add(true)?,
                 "delete" | "destroy" => self.delete()?,
@@ -167,6 +171,10 @@ impl Parser {
                 "flags" | "comment" => {
                     self.input.statement_tokens()?;
                 }
+                "include" => {
+                    self.input.include(t.pos)?;
+                    continue;
+                }
                 "map" | "flowtable" | "counter" | "quota" | "ct" | "limit" | "secmark"
                 | "synproxy" => {
                     // Named objects the checker does not model; a rule that
@@ -232,6 +240,11 @@ impl Parser {
                 }
                 Tok::Word(w) if w == "comment" || w == "devices" || w == "flags" => {
                     self.input.statement_tokens()?;
+                }
+                Tok::Word(w) if w == "include" => {
+                    self.input.next()?;
+                    self.input.include(t.pos)?;
+                    continue;
                 }
                 _ => {
                     let tokens = self.input.statement_tokens()?;

@@ -1,19 +1,24 @@
 //! The tokens the statement parser reads: the lexer's tokens of every source
-//! file, with an `include`d file spliced in where it is named and
-//! `$variables` expanded as they are reached (bounded, so neither include
-//! loops nor `define` doubling can exhaust memory). It keeps the sources, so
-//! it is also where a position becomes a [`ParseError`] with a caret, or a
-//! rule's [`Location`].
+//! file, with the files an `include` names (see [`include`](super::include))
+//! spliced in after its statement ends, and `$variables` expanded as they are
+//! reached. Both are bounded: include depth as in nft, cycles refused, and
+//! the token count, so neither `include` nor `define` doubling can exhaust
+//! memory. It keeps the sources, so it is also where a position becomes a
+//! [`ParseError`] with a caret, or a rule's [`Location`].
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::include;
 use crate::nft::lexer::{lex, Pos, Tok, Token};
 use crate::nft::model::Location;
 
-/// More included files than this is taken for an include loop.
-const MAX_INCLUDES: usize = 64;
+/// At most this many files are being read at once, the top one included
+/// (nft's limit: 15 levels of include below the top file).
+const MAX_INCLUDE_DEPTH: usize = 16;
+/// At most this many files are read for one ruleset (globs fan out).
+const MAX_INCLUDED_FILES: usize = 4096;
 /// Variable expansion may not grow the token stream past this (`define`
 /// doubling attacks).
 const MAX_TOKENS: usize = 2_000_000;
@@ -54,7 +59,11 @@ pub(super) type PResult<T> = Result<T, ParseError>;
 
 struct Source {
     name: String,
-    path: Option<PathBuf>,
+    /// Where the file is, and the same canonicalized (to tell a cycle); `None`
+    /// for text that did not come from a file.
+    path: Option<(PathBuf, PathBuf)>,
+    /// The source whose `include` read this one.
+    included_by: Option<usize>,
     text: String,
 }
 
@@ -63,26 +72,37 @@ pub(super) struct TokenStream {
     sources: Vec<Source>,
     tokens: VecDeque<Token>,
     defines: HashMap<String, Vec<Token>>,
-    includes: usize,
+    include_path: Vec<PathBuf>,
     /// Where the last token taken starts: an error at the end of input points here.
     pub(super) last_pos: Pos,
 }
 
 impl TokenStream {
-    /// The tokens of `text`; `path` is where its `include`s are resolved from.
-    pub(super) fn new(name: String, path: Option<PathBuf>, text: String) -> PResult<TokenStream> {
+    /// The tokens of `text`. `path` is where its `include`s are resolved
+    /// from, then `include_path` (nft's `-I`); without a path `include` is
+    /// refused.
+    pub(super) fn new(
+        name: String,
+        path: Option<PathBuf>,
+        include_path: &[PathBuf],
+        text: String,
+    ) -> PResult<TokenStream> {
         let mut stream = TokenStream {
             sources: Vec::new(),
             tokens: VecDeque::new(),
             defines: HashMap::new(),
-            includes: 0,
+            include_path: include_path.to_vec(),
             last_pos: Pos {
                 file: 0,
                 line: 1,
                 col: 1,
             },
         };
-        let tokens = stream.add_source(name, path, text)?;
+        let path = path.map(|path| {
+            let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            (path, canonical)
+        });
+        let tokens = stream.add_source(name, path, None, text)?;
         stream.tokens = tokens.into();
         Ok(stream)
     }
@@ -90,11 +110,17 @@ impl TokenStream {
     fn add_source(
         &mut self,
         name: String,
-        path: Option<PathBuf>,
+        path: Option<(PathBuf, PathBuf)>,
+        included_by: Option<usize>,
         text: String,
     ) -> PResult<Vec<Token>> {
         let file = self.sources.len();
-        self.sources.push(Source { name, path, text });
+        self.sources.push(Source {
+            name,
+            path,
+            included_by,
+            text,
+        });
         lex(&self.sources[file].text, file).map_err(|e| self.error_at(e.pos, e.message))
     }
 
@@ -294,41 +320,85 @@ impl TokenStream {
         Ok(())
     }
 
+    /// `include "NAME"` (the word already taken): ends the statement, then
+    /// puts the tokens of every file NAME stands for in front of what follows.
     pub(super) fn include(&mut self, pos: Pos) -> PResult<()> {
         let t = self.expect_next("a file name")?;
         let Tok::Str(name) = t.tok else {
             return Err(self.error_at(t.pos, "include needs a quoted file name"));
         };
-        let Some(base) = self.sources[pos.file].path.clone() else {
+        self.end_statement()?;
+        let Some((base, _)) = self.sources[pos.file].path.clone() else {
             return Err(self.error_at(
                 pos,
                 "include is only supported in rulesets read from a file",
             ));
         };
-        self.includes += 1;
-        if self.includes > MAX_INCLUDES {
+        if self.including_chain(pos.file).len() >= MAX_INCLUDE_DEPTH {
             return Err(self.error_at(
                 pos,
-                format!("more than {MAX_INCLUDES} includes (an include loop?)"),
+                format!("include nested too deeply, max {MAX_INCLUDE_DEPTH} levels"),
             ));
         }
-        let path = base.parent().unwrap_or(Path::new(".")).join(&name);
-        let text = std::fs::read(&path)
-            .map_err(|e| self.error_at(t.pos, format!("cannot include {}: {e}", path.display())))?;
-        let text = String::from_utf8_lossy(&text).into_owned();
-        let tokens = self.add_source(path.display().to_string(), Some(path), text)?;
-        if self.tokens.len() + tokens.len() > MAX_TOKENS {
+        let cannot = |stream: &TokenStream, why: &dyn fmt::Display| {
+            stream.error_at(t.pos, format!("cannot include \"{name}\": {why}"))
+        };
+        let dir = base.parent().unwrap_or(Path::new("."));
+        let paths =
+            include::resolve(&name, dir, &self.include_path).map_err(|e| cannot(self, &e))?;
+        let mut spliced = Vec::new();
+        for path in paths {
+            let canonical = std::fs::canonicalize(&path).map_err(|e| cannot(self, &e))?;
+            self.refuse_cycle(pos.file, &canonical, t.pos)?;
+            if self.sources.len() >= MAX_INCLUDED_FILES {
+                return Err(self.error_at(
+                    t.pos,
+                    format!("more than {MAX_INCLUDED_FILES} files included"),
+                ));
+            }
+            let text = std::fs::read(&path)
+                .map_err(|e| cannot(self, &format_args!("reading {}: {e}", path.display())))?;
+            let text = String::from_utf8_lossy(&text).into_owned();
+            let name = path.display().to_string();
+            spliced.extend(self.add_source(name, Some((path, canonical)), Some(pos.file), text)?);
+            // A file's last statement ends with the file.
+            spliced.push(Token {
+                tok: Tok::Newline,
+                pos,
+            });
+        }
+        if self.tokens.len() + spliced.len() > MAX_TOKENS {
             return Err(self.error_at(t.pos, "included files are too large"));
         }
-        // The included file's statements run before the rest of this one.
-        self.tokens.push_front(Token {
-            tok: Tok::Newline,
-            pos,
-        });
-        for tok in tokens.into_iter().rev() {
+        for tok in spliced.into_iter().rev() {
             self.tokens.push_front(tok);
         }
         Ok(())
+    }
+
+    /// `file` and the files that included it, innermost first.
+    fn including_chain(&self, file: usize) -> Vec<usize> {
+        std::iter::successors(Some(file), |&f| self.sources[f].included_by).collect()
+    }
+
+    /// An error if `canonical` is `file` itself or one of the files including it.
+    fn refuse_cycle(&self, file: usize, canonical: &Path, at: Pos) -> PResult<()> {
+        let chain = self.including_chain(file);
+        let Some(cut) = chain.iter().position(|&f| {
+            self.sources[f]
+                .path
+                .as_ref()
+                .is_some_and(|(_, c)| c == canonical)
+        }) else {
+            return Ok(());
+        };
+        let names: Vec<&str> = chain[..=cut]
+            .iter()
+            .rev()
+            .chain(std::iter::once(&chain[cut]))
+            .map(|&f| self.sources[f].name.as_str())
+            .collect();
+        Err(self.error_at(at, format!("include cycle: {}", names.join(" -> "))))
     }
 
     pub(super) fn undefine(&mut self) -> PResult<()> {
