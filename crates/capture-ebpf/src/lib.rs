@@ -63,9 +63,7 @@
 
 mod decode;
 mod kernel;
-mod skel {
-    include!(concat!(env!("OUT_DIR"), "/connscope.skel.rs"));
-}
+mod skel;
 
 use std::time::{Duration, Instant};
 

@@ -113,8 +113,12 @@ impl Imports {
 }
 
 impl<'ast> Visit<'ast> for Imports {
+    /// A `pub use` shows a child's item at a door of its own (the crate's
+    /// facade); only a private `use` is a file leaning on another.
     fn visit_item_use(&mut self, item: &'ast syn::ItemUse) {
-        self.add_tree(&mut Vec::new(), &item.tree);
+        if matches!(item.vis, syn::Visibility::Inherited) {
+            self.add_tree(&mut Vec::new(), &item.tree);
+        }
     }
 
     fn visit_path(&mut self, path: &'ast syn::Path) {
@@ -127,7 +131,12 @@ impl<'ast> Visit<'ast> for Imports {
     fn visit_visibility(&mut self, _: &'ast syn::Visibility) {}
 
     fn visit_item_mod(&mut self, item: &'ast syn::ItemMod) {
-        // `mod x;` declares a file; only an inline module's items are read.
+        // `mod x;` declares a file; only an inline module's items are read,
+        // and not those of tests beside the code (their fixtures are not a
+        // layer of the crate).
+        if is_test_only(&item.attrs) {
+            return;
+        }
         if let Some((_, items)) = &item.content {
             self.here.push(item.ident.to_string());
             for item in items {
@@ -136,6 +145,16 @@ impl<'ast> Visit<'ast> for Imports {
             self.here.pop();
         }
     }
+}
+
+/// `#[cfg(test)]`: code that exists only in the crate's own test build.
+fn is_test_only(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|attr| {
+        attr.path().is_ident("cfg")
+            && attr
+                .parse_args::<syn::Ident>()
+                .is_ok_and(|ident| ident == "test")
+    })
 }
 
 /// File -> the other files it imports from.
@@ -194,11 +213,21 @@ fn circles<T: Ord + Clone>(graph: &BTreeMap<T, BTreeSet<T>>) -> Vec<Vec<T>> {
 fn members() -> Vec<(String, PathBuf, BTreeSet<String>)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let packages = metadata["packages"].as_array().unwrap();
     let names: BTreeSet<&str> = packages
@@ -279,7 +308,11 @@ fn a_circle_is_found() {
     let src = dir.path();
     std::fs::create_dir(src.join("room")).unwrap();
     std::fs::write(src.join("lib.rs"), "mod room;\nmod kit;\n").unwrap();
-    std::fs::write(src.join("room/mod.rs"), "mod door;\npub use door::Door;\n").unwrap();
+    std::fs::write(
+        src.join("room/mod.rs"),
+        "mod door;\nuse door::Door;\npub fn open(_: Door) {}\n",
+    )
+    .unwrap();
     std::fs::write(
         src.join("room/door.rs"),
         "pub struct Door;\nfn f() { crate::kit::key(); }\n",

@@ -12,7 +12,16 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use connscope_event::{ConnectionEvent, Direction, Family, Protocol};
 
 use crate::glob::Glob;
-use crate::ExeComparisons;
+
+/// What `exe` comparisons do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExeComparisons {
+    /// Match the pattern against the executable path (tcpspy with `-p`).
+    #[default]
+    Evaluate,
+    /// Always true, as tcpspy without `-p`, which knows no executables.
+    AlwaysTrue,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Expr {

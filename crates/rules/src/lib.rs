@@ -98,18 +98,9 @@ use connscope_event::ConnectionEvent;
 
 pub use error::{Diagnostic, RulesError};
 
+pub use expr::ExeComparisons;
 use expr::Expr;
 use program::Program;
-
-/// What `exe` comparisons do.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ExeComparisons {
-    /// Match the pattern against the executable path (tcpspy with `-p`).
-    #[default]
-    Evaluate,
-    /// Always true, as tcpspy without `-p`, which knows no executables.
-    AlwaysTrue,
-}
 
 /// One rule: a boolean expression over a connection's properties.
 #[derive(Debug, Clone, PartialEq, Eq)]

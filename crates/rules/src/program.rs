@@ -11,9 +11,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use connscope_event::{ConnectionEvent, Direction, Family, Protocol};
 
-use crate::expr::{mask6, End, Expr, Test};
+use crate::expr::{mask6, End, ExeComparisons, Expr, Test};
 use crate::glob::Glob;
-use crate::ExeComparisons;
 
 /// Exits past the end of the array: the answer.
 const ACCEPT: u32 = u32::MAX;

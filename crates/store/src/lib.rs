@@ -24,6 +24,7 @@
 //! computes the same thing.
 
 mod block;
+mod hash;
 mod key;
 mod rollup;
 mod sequence;
@@ -38,11 +39,6 @@ pub use key::EventKey;
 pub use rollup::{hour_start, is_host_address, rollup_user, EdgeCounts, EdgeKey, RollupBatch};
 pub use sequence::SequenceRanges;
 pub use sqlite::SqliteStore;
-
-/// The hasher of the store's in-memory sums: seeded per map, and much
-/// cheaper than std's SipHash on the millions of small keys an ingest or a
-/// graph query hashes.
-type FastHash = foldhash::fast::RandomState;
 
 /// The identity of a sender of events (from its token). Sequence numbers are
 /// unique per agent *state* ([`Origin`]), so deduplication and gap detection

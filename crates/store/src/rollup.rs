@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use connscope_event::{ConnectionEvent, Direction, EventKind, Protocol, Timestamp};
 
-use crate::FastHash;
+use crate::hash::FastHash;
 
 const HOUR_NS: i64 = 3_600_000_000_000;
 

@@ -7,7 +7,8 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::names::{IdNames, NameIds};
-use crate::{FastHash, StoreError};
+use crate::hash::FastHash;
+use crate::StoreError;
 
 /// The one connection that writes, with its caches of the ids it gave out.
 pub(super) struct Writer {

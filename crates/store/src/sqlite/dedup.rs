@@ -10,7 +10,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::batch::Batch;
 use super::column::{clamp, Corrupt};
 use crate::block::{self, BlockEncoder};
-use crate::{hour_start, FastHash, SequenceRanges, StoreError};
+use crate::hash::FastHash;
+use crate::{hour_start, SequenceRanges, StoreError};
 
 /// The sequence numbers of `batch` that repeat a number of the same space
 /// (stored before, or earlier in the batch) with other content: not a

@@ -13,7 +13,8 @@ use std::net::IpAddr;
 use rusqlite::Connection;
 
 use super::column::Corrupt;
-use crate::{FastHash, StoreError};
+use crate::hash::FastHash;
+use crate::StoreError;
 
 /// The writer's name -> id cache (see [`super::connection::Ids`]).
 #[derive(Default)]

@@ -10,9 +10,10 @@ use rusqlite::{params, OptionalExtension};
 use super::column::{parse_column, Corrupt};
 use super::connection::{lock, Reader};
 use crate::block;
+use crate::hash::FastHash;
 use crate::{
-    hour_start, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeTotal, EventQuery, FastHash,
-    HostAddress, HourlyEdgeTotal, RollupQuery, StoreError,
+    hour_start, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeTotal, EventQuery, HostAddress,
+    HourlyEdgeTotal, RollupQuery, StoreError,
 };
 
 /// Sums the rollups of `query` per edge, keeping each edge's connections

@@ -7,7 +7,8 @@ use std::collections::{HashMap, HashSet};
 use rusqlite::{params, params_from_iter, Connection};
 
 use super::column::clamp;
-use crate::{AgentId, FastHash, Origin, SequenceRanges, StoreError};
+use crate::hash::FastHash;
+use crate::{AgentId, Origin, SequenceRanges, StoreError};
 
 /// One set of sequence ranges and the key that selects its rows.
 pub(super) enum RangeSet<'a> {

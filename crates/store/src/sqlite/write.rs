@@ -15,9 +15,10 @@ use super::connection::{lock, Ids, Writer};
 use super::dedup::{conflicting_repeats, new_events};
 use super::spaces::{agent_id, check_origin, load_ranges, space_id, store_ranges, RangeSet};
 use crate::block::BlockEncoder;
+use crate::hash::FastHash;
 use crate::{
-    check_event, is_host_address, AgentId, FastHash, IngestReport, Origin, RollupBatch,
-    SequenceRanges, StoreError,
+    check_event, is_host_address, AgentId, IngestReport, Origin, RollupBatch, SequenceRanges,
+    StoreError,
 };
 
 pub(super) const UPSERT_ROLLUP: &str = "INSERT INTO edge_rollups VALUES
