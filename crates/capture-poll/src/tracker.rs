@@ -54,6 +54,7 @@ pub(crate) struct Observed {
 /// known. Either way it keeps the time it was first seen.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NamingGrace {
+    /// Later polls to look again on; 0 holds nothing back.
     pub polls: u32,
     pub floor: Duration,
     /// Connects held back at once at most; past it, a new unnamed one goes
@@ -168,26 +169,28 @@ impl<K: Hash + Eq + Copy> Tracker<K> {
             }
             new.push((key, seen));
         }
+        // Connects held back before come first: they were seen earlier.
+        self.release_held(out);
         for (key, seen) in new {
             let mut open = self.open_connection(seen, timestamp);
-            if open.process.is_some() || self.held >= self.grace.max_held {
-                if open.process.is_none() {
-                    self.count_not_held();
+            if open.process.is_none() && self.grace.polls > 0 {
+                if self.held < self.grace.max_held {
+                    open.held = Some(Held {
+                        first_seen: Instant::now(),
+                        polls: 0,
+                        preexisting,
+                    });
+                    self.held += 1;
+                    self.open.insert(key, open);
+                    continue;
                 }
-                let mut event = self.event(EventKind::Connect, &open, timestamp);
-                event.preexisting = preexisting;
-                self.push(out, event);
-            } else {
-                open.held = Some(Held {
-                    first_seen: Instant::now(),
-                    polls: 0,
-                    preexisting,
-                });
-                self.held += 1;
+                self.count_not_held();
             }
+            let mut event = self.event(EventKind::Connect, &open, timestamp);
+            event.preexisting = preexisting;
+            self.push(out, event);
             self.open.insert(key, open);
         }
-        self.release_held(out);
         let mut gone = Vec::new();
         for (key, open) in self.open.iter_mut() {
             if current.contains(key) {
@@ -218,12 +221,11 @@ impl<K: Hash + Eq + Copy> Tracker<K> {
                 continue;
             };
             open.process = owner(&self.owners, &mut self.processes, open.seen.inode);
+            held.polls += 1;
             let grace_over =
                 held.polls >= self.grace.polls && held.first_seen.elapsed() >= self.grace.floor;
             if open.process.is_some() || grace_over {
                 ready.push((open.since, *key));
-            } else {
-                held.polls += 1;
             }
         }
         ready.sort_unstable_by_key(|(since, _)| *since);
@@ -373,7 +375,8 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
-    /// Every connect reported by the snapshot that first sees it.
+    /// Never held back: every connect reported by the snapshot that first
+    /// sees it.
     const NO_GRACE: NamingGrace = NamingGrace {
         polls: 0,
         floor: Duration::ZERO,
@@ -592,5 +595,30 @@ mod tests {
         assert_eq!((tracker.held, tracker.not_held), (4, 2));
         tracker.snapshot(many, &mut out);
         assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn a_released_connect_comes_before_newer_ones() {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+        let inode = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .unwrap()
+            .ino();
+        let grace = NamingGrace {
+            polls: 1,
+            floor: Duration::ZERO,
+            max_held: 4,
+        };
+        let mut tracker = Tracker::<u64>::new(0, false, grace);
+        let mut out = Vec::new();
+        let unnamed = seen("127.0.0.1:5000", "127.0.0.1:80");
+        let mut named = seen("127.0.0.1:5001", "127.0.0.1:80");
+        named.inode = inode;
+        tracker.snapshot(vec![(1, unnamed)], &mut out);
+        assert!(out.is_empty());
+        tracker.snapshot(vec![(1, unnamed), (2, named)], &mut out);
+        let order: Vec<_> = out.iter().map(|e| (e.local, e.process.is_some())).collect();
+        assert_eq!(order, [(unnamed.local, false), (named.local, true)]);
+        assert!(out[0].timestamp < out[1].timestamp);
     }
 }
