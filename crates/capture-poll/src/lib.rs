@@ -15,7 +15,9 @@
 //! Connections open when the backend starts are reported once, by the first
 //! poll, with `preexisting` set. Owners are found through socket inodes
 //! (`/proc/*/fd`), which works only while a process holds the socket: a
-//! connection seen only in its destroy message has no process.
+//! connection seen only in its destroy message has no process, and the
+//! connect of one no process holds yet (an accept queue) waits a short grace
+//! for its owner.
 
 mod owners;
 mod proc_net;

@@ -14,7 +14,7 @@ use connscope_capture::proc_net::{self, TCP_ESTABLISHED, TCP_LISTEN};
 use connscope_capture::{CaptureBackend, CaptureConfig, CaptureError, CaptureStats};
 use connscope_event::ConnectionEvent;
 
-use crate::tracker::{Observed, Tracker};
+use crate::tracker::{NamingGrace, Observed, Tracker};
 use crate::{own_namespace_only, BACKEND_PROC};
 
 /// Polls /proc/net/tcp{,6} every `poll_interval`.
@@ -36,7 +36,7 @@ impl ProcBackend {
             reason: format!("cannot read /proc/net/tcp: {err}"),
         })?;
         Ok(ProcBackend {
-            tracker: Tracker::new(netns, config.command_lines),
+            tracker: Tracker::new(netns, config.command_lines, NamingGrace::POLLERS),
             interval: config.poll_interval.max(Duration::from_millis(1)),
             next_poll: Instant::now(),
             bad_lines: 0,

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use connscope_capture::{CaptureBackend, CaptureConfig, CaptureError, CaptureStats};
 use connscope_event::ConnectionEvent;
 
-use crate::tracker::{Observed, Tracker};
+use crate::tracker::{NamingGrace, Observed, Tracker};
 use crate::{own_namespace_only, BACKEND_SOCKDIAG};
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -98,7 +98,7 @@ impl SockDiagBackend {
         let mut backend = SockDiagBackend {
             dump,
             destroy: None,
-            tracker: Tracker::new(netns, config.command_lines),
+            tracker: Tracker::new(netns, config.command_lines, NamingGrace::POLLERS),
             interval: config.poll_interval.max(Duration::from_millis(1)),
             next_dump: Instant::now(),
             sequence: 0,

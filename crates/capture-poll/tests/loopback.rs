@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use connscope_capture::{CaptureBackend, CaptureConfig};
 use connscope_capture_poll::{ProcBackend, SockDiagBackend};
-use connscope_event::{ConnectionEvent, Direction, EventKind};
+use connscope_event::{ConnectionEvent, Direction, EventKind, Timestamp};
 
 fn config(interval_ms: u64) -> CaptureConfig {
     CaptureConfig {
@@ -193,4 +193,64 @@ fn proc_marks_preexisting_connections() {
 #[test]
 fn sockdiag_marks_preexisting_connections() {
     marks_preexisting(|| Box::new(SockDiagBackend::open(&config(20)).unwrap()));
+}
+
+/// The server side of a connection waits in the listener's accept queue, held
+/// by no process, until accept(): a busy server leaves it there for many
+/// polls. It must still be reported with the process that accepts it.
+fn names_the_server_of_a_late_accept(backend: &mut dyn CaptureBackend, listen_on: &str) {
+    let mut seen = Vec::new();
+    backend.poll(&mut seen, Duration::from_millis(10)).unwrap();
+    let listener = TcpListener::bind(listen_on).unwrap();
+    let server_addr = listener.local_addr().unwrap();
+    let client = TcpStream::connect(server_addr).unwrap();
+    let client_addr = client.local_addr().unwrap();
+    let accepted_at = Instant::now() + Duration::from_millis(300);
+    let server = std::thread::spawn(move || {
+        std::thread::sleep(accepted_at.saturating_duration_since(Instant::now()));
+        (Timestamp::now(), listener.accept().unwrap().0)
+    });
+    // Fifteen polls fall in the wait; the first sees the queued socket.
+    while Instant::now() < accepted_at {
+        backend.poll(&mut seen, Duration::from_millis(50)).unwrap();
+    }
+    let (accepting, server) = server.join().unwrap();
+    collect_until(backend, &mut seen, |s| {
+        find(s, EventKind::Connect, server_addr, client_addr).is_some()
+    });
+    let inc = find(&seen, EventKind::Connect, server_addr, client_addr).unwrap();
+    assert_eq!(inc.direction, Direction::Incoming);
+    assert_eq!(inc.pid(), Some(std::process::id()), "{inc:#?}");
+    assert!(
+        inc.timestamp < accepting,
+        "stamped when first seen, not when named: {inc:#?}"
+    );
+
+    drop(client);
+    drop(server);
+    collect_until(backend, &mut seen, |s| {
+        find(s, EventKind::Disconnect, server_addr, client_addr).is_some()
+    });
+    let close = find(&seen, EventKind::Disconnect, server_addr, client_addr).unwrap();
+    assert_eq!(close.pid(), Some(std::process::id()));
+    let server_events: Vec<_> = seen
+        .iter()
+        .filter(|e| e.local == server_addr && e.remote == client_addr)
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(server_events, [EventKind::Connect, EventKind::Disconnect]);
+}
+
+#[test]
+fn proc_names_the_server_of_a_late_accept() {
+    let mut backend = ProcBackend::open(&config(20)).unwrap();
+    names_the_server_of_a_late_accept(&mut backend, "127.0.0.1:0");
+    names_the_server_of_a_late_accept(&mut backend, "[::1]:0");
+}
+
+#[test]
+fn sockdiag_names_the_server_of_a_late_accept() {
+    let mut backend = SockDiagBackend::open(&config(20)).unwrap();
+    names_the_server_of_a_late_accept(&mut backend, "127.0.0.1:0");
+    names_the_server_of_a_late_accept(&mut backend, "[::1]:0");
 }
