@@ -28,22 +28,41 @@ pub fn observed_flows(
     host: &str,
     range: TimeRange,
 ) -> Result<StoredFlows, StoreError> {
+    let mut fleet = read_flows(store, Some(host), range)?;
+    Ok(fleet.remove(host).unwrap_or_default())
+}
+
+/// Every logging host's flows in `range`, read in one pass over the rollups:
+/// what a fleet planner learns from and a backtest replays.
+pub fn fleet_flows(
+    store: &dyn Store,
+    range: TimeRange,
+) -> Result<BTreeMap<String, StoredFlows>, StoreError> {
+    read_flows(store, None, range)
+}
+
+/// One host's flows, or every host's: summed per edge, per host.
+fn read_flows(
+    store: &dyn Store,
+    host: Option<&str>,
+    range: TimeRange,
+) -> Result<BTreeMap<String, StoredFlows>, StoreError> {
     let totals = store.edge_totals(&RollupQuery {
         range,
-        host: Some(host.to_owned()),
+        host: host.map(str::to_owned),
     })?;
     type Key = (FlowDirection, IpAddr, IpAddr, u16, Protocol);
-    let mut edges: BTreeMap<Key, ObservedFlow> = BTreeMap::new();
-    let mut unknown = 0;
+    let mut hosts: BTreeMap<String, (BTreeMap<Key, ObservedFlow>, usize)> = BTreeMap::new();
     for total in totals {
-        if total.host != host || total.counts.connections == 0 {
+        if host.is_some_and(|h| total.host != h) || total.counts.connections == 0 {
             continue;
         }
+        let (edges, unknown) = hosts.entry(total.host.clone()).or_default();
         let direction = match total.direction {
             Direction::Incoming => FlowDirection::Inbound,
             Direction::Outgoing => FlowDirection::Outbound,
             Direction::Unknown => {
-                unknown += 1;
+                *unknown += 1;
                 continue;
             }
         };
@@ -76,8 +95,14 @@ pub fn observed_flows(
             flow.users.push(total.user);
         }
     }
-    Ok(StoredFlows {
-        flows: edges.into_values().collect(),
-        unknown_direction_edges: unknown,
-    })
+    Ok(hosts
+        .into_iter()
+        .map(|(host, (edges, unknown))| {
+            let flows = StoredFlows {
+                flows: edges.into_values().collect(),
+                unknown_direction_edges: unknown,
+            };
+            (host, flows)
+        })
+        .collect())
 }

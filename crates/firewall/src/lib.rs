@@ -16,6 +16,7 @@
 
 pub mod check;
 pub mod diff;
+pub mod fleet;
 pub mod flow;
 pub mod from_store;
 pub mod listening;
@@ -30,5 +31,6 @@ pub mod test_support;
 
 pub use check::{check, FlowVerdict, Outcome};
 pub use diff::{diff, Diff};
+pub use fleet::{ExactPlanner, FleetFlows, FleetPlanner, GroupMembers};
 pub use flow::{FlowDirection, ObservedFlow};
 pub use plan::{plan, Generalize, Plan, PlanOptions};
