@@ -6,98 +6,31 @@
 //! wedges a spool, and the good batches around it still go through.
 //!
 //! Both sizes are bounded: the compressed body by the HTTP layer, the
-//! decompressed one here, while decompressing, so a small body that inflates
-//! to gigabytes (a zip bomb) is refused after `limit` bytes of work.
+//! decompressed one by the codec (`connscope_protocol::batch`) while
+//! decompressing, so a small body that inflates to gigabytes (a zip bomb) is
+//! refused after `limit` bytes of work.
 //!
 //! Each event is also checked at this edge for what the event schema allows
 //! but nothing downstream should have to handle: a time outside the
 //! [`PlausibleWindow`] (an absurd time once broke every query of the map),
 //! and a host name longer than a DNS name.
 
-use std::io::Read;
-
-use connscope_event::{json::from_json_line, ConnectionEvent, PlausibleWindow, Timestamp};
-use flate2::read::GzDecoder;
-
-/// Why a batch was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum BatchError {
-    #[error("unsupported Content-Encoding {0:?}: send gzip or identity")]
-    Encoding(String),
-    #[error("the body is not valid gzip: {0}")]
-    Gzip(String),
-    #[error("the body is larger than {limit} bytes once decompressed")]
-    TooLarge { limit: u64 },
-    #[error("line {line}: {reason}")]
-    Line { line: u64, reason: String },
-    #[error("the batch has no events")]
-    Empty,
-}
-
-impl BatchError {
-    /// The 1-based line number the error is about, when it is about one.
-    pub fn line(&self) -> Option<u64> {
-        match self {
-            BatchError::Line { line, .. } => Some(*line),
-            _ => None,
-        }
-    }
-}
+use connscope_event::{ConnectionEvent, PlausibleWindow, Timestamp};
+use connscope_protocol::batch::decode_body;
+pub use connscope_protocol::batch::BatchError;
 
 /// Decompresses (per `encoding`: `gzip`, or none for identity) and parses a
-/// batch of JSON Lines, refusing it whole at the first bad line.
+/// batch of JSON Lines, refusing it whole at the first bad line or the first
+/// event this edge refuses.
 pub fn decode_batch(
     body: &[u8],
     encoding: Option<&str>,
     decompressed_limit: u64,
 ) -> Result<Vec<ConnectionEvent>, BatchError> {
-    let inflated;
-    let text: &[u8] = match encoding.map(str::trim) {
-        None | Some("identity") => {
-            if body.len() as u64 > decompressed_limit {
-                return Err(BatchError::TooLarge {
-                    limit: decompressed_limit,
-                });
-            }
-            body
-        }
-        Some(e) if e.eq_ignore_ascii_case("gzip") => {
-            let mut out = Vec::with_capacity(body.len().saturating_mul(6).min(64 << 20));
-            GzDecoder::new(body)
-                .take(decompressed_limit + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| BatchError::Gzip(e.to_string()))?;
-            if out.len() as u64 > decompressed_limit {
-                return Err(BatchError::TooLarge {
-                    limit: decompressed_limit,
-                });
-            }
-            inflated = out;
-            &inflated
-        }
-        Some(other) => return Err(BatchError::Encoding(other.to_owned())),
-    };
     let window = PlausibleWindow::at(Timestamp::now());
-    let mut events = Vec::with_capacity(text.len() / 350);
-    for (index, line) in text.split(|b| *b == b'\n').enumerate() {
-        let line_number = index as u64 + 1;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let at_line = |reason: String| BatchError::Line {
-            line: line_number,
-            reason,
-        };
-        let line = std::str::from_utf8(line).map_err(|e| at_line(format!("not UTF-8: {e}")))?;
-        let event = from_json_line(line).map_err(|e| at_line(e.to_string()))?;
-        check_at_edge(&event, &window).map_err(at_line)?;
-        events.push(event);
-    }
-    if events.is_empty() {
-        return Err(BatchError::Empty);
-    }
-    Ok(events)
+    decode_body(body, encoding, decompressed_limit, |event| {
+        check_at_edge(event, &window)
+    })
 }
 
 /// What the collector refuses although the schema allows it.
