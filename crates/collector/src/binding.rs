@@ -144,20 +144,15 @@ fn only(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use connscope_event::{Direction, EventKind, Protocol, Timestamp};
+    use connscope_event::test_support::EventBuilder;
+    use connscope_event::Timestamp;
     use connscope_store::SqliteStore;
 
     fn event(host: &str) -> ConnectionEvent {
-        let mut ev = ConnectionEvent::new(
-            EventKind::Connect,
-            Timestamp::now(),
-            Protocol::Tcp,
-            Direction::Outgoing,
-            "10.0.0.1:40000".parse().unwrap(),
-            "10.0.0.2:22".parse().unwrap(),
-        );
-        ev.host = host.into();
-        ev
+        EventBuilder::connect("10.0.0.1:40000", "10.0.0.2:22")
+            .at(Timestamp::now())
+            .host(host)
+            .build()
     }
 
     #[test]

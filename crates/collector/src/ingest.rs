@@ -44,21 +44,16 @@ fn check_at_edge(event: &ConnectionEvent, window: &PlausibleWindow) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use connscope_event::{Direction, EventKind, Protocol, Timestamp};
+    use connscope_event::test_support::EventBuilder;
+    use connscope_event::Timestamp;
     use std::io::Write;
 
     fn event(seq: u64) -> ConnectionEvent {
-        let mut ev = ConnectionEvent::new(
-            EventKind::Connect,
-            Timestamp::from_nanos(1_700_000_000_000_000_000),
-            Protocol::Tcp,
-            Direction::Outgoing,
-            "10.0.0.1:40000".parse().unwrap(),
-            "10.0.0.2:22".parse().unwrap(),
-        );
-        ev.sequence = seq;
-        ev.host = "a".into();
-        ev
+        EventBuilder::connect("10.0.0.1:40000", "10.0.0.2:22")
+            .at_nanos(1_700_000_000_000_000_000)
+            .sequence(seq)
+            .host("a")
+            .build()
     }
 
     fn gzip(data: &[u8]) -> Vec<u8> {

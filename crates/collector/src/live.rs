@@ -129,17 +129,13 @@ fn notice_event(notice: &IngestNotice) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use connscope_event::{Direction, EventKind, Protocol, Timestamp};
+    use connscope_event::test_support::EventBuilder;
+    use connscope_event::Timestamp;
 
     fn event(ns: i64) -> ConnectionEvent {
-        ConnectionEvent::new(
-            EventKind::Connect,
-            Timestamp::from_nanos(ns),
-            Protocol::Tcp,
-            Direction::Outgoing,
-            "10.0.0.1:40000".parse().unwrap(),
-            "10.0.0.2:22".parse().unwrap(),
-        )
+        EventBuilder::connect("10.0.0.1:40000", "10.0.0.2:22")
+            .at_nanos(ns)
+            .build()
     }
 
     #[test]
