@@ -377,3 +377,54 @@ pub fn groups_by_host(memberships: &[Membership]) -> BTreeMap<String, Vec<String
     }
     by_host
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn ranges_hold_their_addresses_and_only_their_family() {
+        let net = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(net.contains(ip("10.1.255.7")));
+        assert!(!net.contains(ip("10.2.0.1")));
+        assert!(net.contains(ip("::ffff:10.1.0.9")), "IPv4-mapped is IPv4");
+        assert!(!net.contains(ip("::a01:9")), "another family never matches");
+        let everything = Cidr::parse("0.0.0.0/0").unwrap();
+        assert!(everything.contains(ip("255.255.255.255")));
+        assert!(!everything.contains(ip("2001:db8::1")));
+        let one = Cidr::parse("2001:db8::1/128").unwrap();
+        assert!(one.contains(ip("2001:db8::1")));
+        assert!(!one.contains(ip("2001:db8::2")));
+        assert_eq!(
+            Cidr::of(ip("2001:db8:0:1:aa::5"), 64).to_string(),
+            "2001:db8:0:1::/64"
+        );
+        assert_eq!(Cidr::of(ip("192.0.2.77"), 24).to_string(), "192.0.2.0/24");
+    }
+
+    #[test]
+    fn names_are_tame() {
+        for good in ["ws", "ws-01", "a.b_c", "9lives"] {
+            check_name("group name", good).unwrap();
+        }
+        for (bad, found) in [("-ws", '-'), ("ws/1", '/'), ("ws\"", '"'), ("wé", 'é')] {
+            assert_eq!(
+                check_name("group name", bad),
+                Err(GroupError::BadCharacter {
+                    what: "group name",
+                    value: bad.into(),
+                    found
+                })
+            );
+        }
+        let long = "a".repeat(MAX_NAME + 1);
+        assert!(matches!(
+            check_name("group name", &long),
+            Err(GroupError::TooLong { len, .. }) if len == MAX_NAME + 1
+        ));
+    }
+}
