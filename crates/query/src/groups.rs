@@ -364,6 +364,33 @@ pub fn resolve(
     })
 }
 
+/// A group as the API and `groups list --format json` show it: its
+/// definition and who is in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupView {
+    pub name: String,
+    /// `names`, `addresses` or `hosts`.
+    pub kind: &'static str,
+    pub patterns: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub hosts: Vec<String>,
+    pub unseen: Vec<String>,
+}
+
+impl GroupView {
+    /// `group` with `membership` (resolved from it).
+    pub fn new(group: HostGroup, membership: Membership) -> GroupView {
+        GroupView {
+            name: group.name,
+            kind: group.kind.as_str(),
+            patterns: group.patterns,
+            labels: group.labels.into_iter().collect(),
+            hosts: membership.hosts,
+            unseen: membership.unseen,
+        }
+    }
+}
+
 /// Each host's groups, in group order: what `report hosts` shows.
 pub fn groups_by_host(memberships: &[Membership]) -> BTreeMap<String, Vec<String>> {
     let mut by_host: BTreeMap<String, Vec<String>> = BTreeMap::new();

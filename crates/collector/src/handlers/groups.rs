@@ -16,9 +16,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use connscope_event::Timestamp;
-use connscope_query::groups::{
-    check_group, hosts_seen, members, resolve, MembersError, Membership,
-};
+use connscope_query::groups::{check_group, hosts_seen, members, resolve, GroupView, MembersError};
 use connscope_query::TimeRangeArgs;
 use connscope_store::{GroupKind, HostGroup, HostLabel, TimeRange};
 use serde::{Deserialize, Serialize};
@@ -29,24 +27,12 @@ use crate::kit::{authorize_change, authorize_read, read_body, ApiError, AppState
 /// The largest definition accepted, in bytes.
 const DEFINITION_LIMIT: usize = 64 * 1024;
 
-/// One group as the API shows it: its definition and who is in it.
-#[derive(Debug, Serialize)]
-pub struct GroupBody {
-    pub name: String,
-    /// `names`, `addresses` or `hosts`.
-    pub kind: &'static str,
-    pub patterns: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-    pub hosts: Vec<String>,
-    pub unseen: Vec<String>,
-}
-
 /// `GET /api/v1/groups`.
 #[derive(Debug, Serialize)]
 pub struct GroupsBody {
     /// In the order they were added (the first listing a host is its group
     /// where one must be picked).
-    pub groups: Vec<GroupBody>,
+    pub groups: Vec<GroupView>,
     pub host_labels: Vec<HostLabelBody>,
 }
 
@@ -66,17 +52,6 @@ pub struct Definition {
     pub patterns: Vec<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-}
-
-fn body(group: HostGroup, membership: Membership) -> GroupBody {
-    GroupBody {
-        name: group.name,
-        kind: group.kind.as_str(),
-        patterns: group.patterns,
-        labels: group.labels.into_iter().collect(),
-        hosts: membership.hosts,
-        unseen: membership.unseen,
-    }
 }
 
 fn members_error(e: MembersError) -> ApiError {
@@ -109,7 +84,7 @@ pub(crate) async fn list(
             groups: groups
                 .into_iter()
                 .zip(memberships)
-                .map(|(g, m)| body(g, m))
+                .map(|(g, m)| GroupView::new(g, m))
                 .collect(),
             host_labels: store
                 .host_labels()?
@@ -127,7 +102,7 @@ pub(crate) async fn put(
     headers: HeaderMap,
     Path(name): Path<String>,
     request: Body,
-) -> Result<Json<GroupBody>, ApiError> {
+) -> Result<Json<GroupView>, ApiError> {
     authorize_change(&state, &headers)?;
     let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, e);
     let bytes = read_body(request, DEFINITION_LIMIT).await?;
@@ -152,7 +127,7 @@ pub(crate) async fn put(
         let hosts = hosts_seen(store.as_ref(), TimeRange::ALL)?;
         let membership = resolve(&group, &hosts).map_err(members_error)?;
         tracing::info!(group = %group.name, kind = group.kind.as_str(), "group stored");
-        Ok(Json(body(group, membership)))
+        Ok(Json(GroupView::new(group, membership)))
     })
     .await
     .map_err(internal)?

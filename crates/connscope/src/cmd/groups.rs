@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use connscope_event::Timestamp;
 use connscope_query::groups::{
-    check_group, check_host, check_name, hosts_seen, members, parse_label, resolve,
+    check_group, check_host, check_name, hosts_seen, members, parse_label, resolve, GroupView,
 };
 use connscope_query::suggest::suggest;
 use connscope_query::TimeRangeArgs;
@@ -75,6 +75,20 @@ pub struct ReadArgs {
     db: Db,
     #[command(flatten)]
     range: TimeRangeArgs,
+    /// table (for people) or json (as `GET /api/v1/groups` shows groups).
+    #[arg(long, default_value = "table", value_name = "FORMAT")]
+    format: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+fn print_json(value: serde_json::Value) -> Result<ExitCode> {
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args)]
@@ -191,6 +205,14 @@ fn list(args: &ReadArgs) -> Result<ExitCode> {
     let store = open(&args.db)?;
     let groups = store.groups()?;
     let memberships = members(&store, range(args)?)?;
+    if args.format == Output::Json {
+        let views: Vec<GroupView> = groups
+            .into_iter()
+            .zip(memberships)
+            .map(|(g, m)| GroupView::new(g, m))
+            .collect();
+        return print_json(serde_json::to_value(views)?);
+    }
     if groups.is_empty() {
         println!("no groups (see `connscope groups suggest`)");
     }
@@ -213,6 +235,9 @@ fn show(args: &ShowArgs) -> Result<ExitCode> {
         bail!("no group {:?}", args.name);
     };
     let members = resolve(&group, &hosts_seen(&store, range(&args.read)?)?)?;
+    if args.read.format == Output::Json {
+        return print_json(serde_json::to_value(GroupView::new(group, members))?);
+    }
     println!("group {}", group.name);
     println!("  {}: {}", group.kind.as_str(), group.patterns.join(" "));
     if !group.labels.is_empty() {
@@ -272,6 +297,9 @@ fn suggest_groups(args: &SuggestArgs) -> Result<ExitCode> {
     }
     if !args.apply.is_empty() {
         return Ok(ExitCode::SUCCESS);
+    }
+    if args.read.format == Output::Json {
+        return print_json(serde_json::to_value(&suggestions)?);
     }
     if suggestions.is_empty() {
         println!("no suggestions");
