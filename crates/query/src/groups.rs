@@ -278,9 +278,11 @@ pub fn check_group(group: &HostGroup) -> Result<(), GroupError> {
     Ok(())
 }
 
-/// The hosts the store saw in `range`, each with the local addresses it
-/// logged then: senders whose events fall in the range, and hosts with an
-/// address seen in it.
+/// The hosts the store saw in `range`, each with its local addresses seen
+/// then: a sender (agent state) whose span from first to last event
+/// overlaps the range, and a host with an address whose span from first to
+/// last sight does. Spans, not events: a workstation away for a week inside
+/// the range is still there, which is what generalising over its group needs.
 pub fn hosts_seen(
     store: &dyn Store,
     range: TimeRange,
