@@ -30,6 +30,9 @@ enum Command {
     /// Firewall rulesets from observed traffic: plan, check, diff.
     #[command(subcommand)]
     Firewall(cmd::firewall::FirewallCommand),
+    /// Host groups and labels: add, list, show, remove, label, suggest.
+    #[command(subcommand)]
+    Groups(cmd::groups::GroupsCommand),
     /// Reports from a store: edges, hosts (with sequence gaps), ports.
     #[command(subcommand)]
     Report(cmd::report::ReportCommand),
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Collector(args) => cmd::collector::run(args),
         Command::Map(command) => cmd::map::run(command),
         Command::Firewall(command) => cmd::firewall::run(command),
+        Command::Groups(command) => cmd::groups::run(command),
         Command::Report(command) => cmd::report::run(command),
         Command::Import(args) => cmd::import::run(args),
         Command::Demo(args) => cmd::demo::run(args),

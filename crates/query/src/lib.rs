@@ -16,9 +16,11 @@
 
 pub mod args;
 pub mod graph;
+pub mod groups;
 pub mod join;
 pub mod report;
 pub mod scope;
+pub mod suggest;
 #[cfg(test)]
 mod test_fixtures;
 

@@ -240,6 +240,8 @@ pub fn edges_report(edges: &[JoinedEdge]) -> Report {
 #[derive(Serialize)]
 struct HostRecord {
     host: String,
+    /// The host's groups, in the order they were added.
+    groups: Vec<String>,
     agent: String,
     /// The agent state's instance id; empty for senders without one.
     instance: String,
@@ -316,11 +318,22 @@ fn ranges_text(ranges: &[(u64, u64)]) -> String {
 
 /// `report hosts`: every sender, when it was last heard of, and its gaps.
 pub fn hosts_report(agents: &[AgentStatus]) -> Report {
+    hosts_report_with_groups(agents, &BTreeMap::new())
+}
+
+/// [`hosts_report`] with each host's groups (host -> group names, as
+/// `groups::groups_by_host` gives them): a `groups` column when any host has
+/// one, and a `groups` field in JSON.
+pub fn hosts_report_with_groups(
+    agents: &[AgentStatus],
+    groups: &BTreeMap<String, Vec<String>>,
+) -> Report {
     let records: Vec<HostRecord> = agents
         .iter()
         .map(|a| {
             let gaps = a.gaps();
             HostRecord {
+                groups: groups.get(&a.host).cloned().unwrap_or_default(),
                 host: a.host.clone(),
                 agent: a.agent.0.clone(),
                 instance: a.instance.clone(),
@@ -360,7 +373,7 @@ pub fn hosts_report(agents: &[AgentStatus]) -> Report {
             ]
         })
         .collect();
-    Report {
+    let mut report = Report {
         columns: vec![
             "host",
             "agent",
@@ -373,7 +386,96 @@ pub fn hosts_report(agents: &[AgentStatus]) -> Report {
         ],
         numeric: vec![false, false, true, false, false, true, true, false],
         rows,
-        json: serde_json::to_value(records).expect("host records serialise"),
+        json: serde_json::to_value(&records).expect("host records serialise"),
+    };
+    if records.iter().any(|r| !r.groups.is_empty()) {
+        report.columns.insert(1, "groups");
+        report.numeric.insert(1, false);
+        for (row, record) in report.rows.iter_mut().zip(&records) {
+            row.insert(1, record.groups.join(","));
+        }
+    }
+    report
+}
+
+#[derive(Serialize)]
+struct GroupEdgeRecord {
+    client_group: String,
+    server_group: String,
+    server_port: u16,
+    #[serde(serialize_with = "serialize_protocol")]
+    protocol: Protocol,
+    edges: u64,
+    connections: u64,
+    failures: u64,
+}
+
+/// Where a group edge report puts a monitored host in no group.
+pub const UNGROUPED: &str = "(ungrouped)";
+/// Where it puts an address no monitored host has.
+pub const OUTSIDE: &str = "(outside)";
+
+/// `report edges --by group`: edges summed per client group, server group,
+/// port and protocol. A host in several groups counts in its first (the
+/// earliest added, as a planner picks), so every connection counts once.
+pub fn group_edges_report(edges: &[JoinedEdge], groups: &BTreeMap<String, Vec<String>>) -> Report {
+    let group_of = |host: &Option<String>| match host {
+        None => OUTSIDE.to_string(),
+        Some(host) => groups
+            .get(host)
+            .and_then(|g| g.first())
+            .map_or_else(|| UNGROUPED.to_string(), Clone::clone),
+    };
+    let mut sums: BTreeMap<(String, String, u16, Protocol), GroupEdgeRecord> = BTreeMap::new();
+    for e in edges {
+        let (client_group, server_group) = (group_of(&e.client_host), group_of(&e.server_host));
+        let key = (
+            client_group.clone(),
+            server_group.clone(),
+            e.server_port,
+            e.protocol,
+        );
+        let sum = sums.entry(key).or_insert_with(|| GroupEdgeRecord {
+            client_group,
+            server_group,
+            server_port: e.server_port,
+            protocol: e.protocol,
+            edges: 0,
+            connections: 0,
+            failures: 0,
+        });
+        sum.edges += 1;
+        sum.connections += e.connections;
+        sum.failures += e.failures;
+    }
+    let records: Vec<GroupEdgeRecord> = sums.into_values().collect();
+    let rows = records
+        .iter()
+        .map(|r| {
+            vec![
+                r.client_group.clone(),
+                r.server_group.clone(),
+                r.server_port.to_string(),
+                r.protocol.to_string(),
+                r.edges.to_string(),
+                r.connections.to_string(),
+                r.failures.to_string(),
+            ]
+        })
+        .collect();
+    Report {
+        columns: vec![
+            "client_group",
+            "server_group",
+            "server_port",
+            "protocol",
+            "edges",
+            "connections",
+            "failures",
+        ],
+        numeric: vec![false, false, true, false, true, true, true],
+        rows,
+        json: serde_json::to_value(records).expect("group edge records serialise"),
     }
 }
 

@@ -17,13 +17,16 @@
 //!   were not running;
 //! - **host addresses**: the local addresses each host was seen with, so an
 //!   edge whose remote end is a monitored host can be joined with that host's
-//!   own record.
+//!   own record;
+//! - **host groups and labels** ([`HostGroup`], [`HostLabel`]): the user's
+//!   definitions only; membership is resolved by `connscope-query`.
 //!
 //! The logic that is not SQL (which rollup an event belongs to, range-set
 //! arithmetic, content keys) lives in plain Rust modules here, so every backend
 //! computes the same thing.
 
 mod block;
+mod group;
 mod hash;
 mod key;
 mod rollup;
@@ -35,6 +38,7 @@ use std::time::Duration;
 
 use connscope_event::{ConnectionEvent, Direction, Protocol, Timestamp};
 
+pub use group::{GroupKind, HostGroup, HostLabel};
 pub use key::EventKey;
 pub use rollup::{hour_start, is_host_address, rollup_user, EdgeCounts, EdgeKey, RollupBatch};
 pub use sequence::SequenceRanges;
@@ -470,6 +474,23 @@ pub trait Store: Send + Sync {
         retention: &Retention,
         now: Timestamp,
     ) -> Result<RetentionReport, StoreError>;
+
+    /// Stores `group`, replacing a group of the same name (its definition
+    /// and labels). Callers check the patterns; the store keeps them as given.
+    fn put_group(&self, group: &HostGroup) -> Result<(), StoreError>;
+
+    /// Every group, in the order they were first added: the order in which a
+    /// planner that must pick one group for a host tries them.
+    fn groups(&self) -> Result<Vec<HostGroup>, StoreError>;
+
+    /// Deletes the group `name`; false when there was none.
+    fn remove_group(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Sets `host`'s label `key` to `value`, or removes it with `None`.
+    fn set_host_label(&self, host: &str, key: &str, value: Option<&str>) -> Result<(), StoreError>;
+
+    /// Every host label, ordered by host and key.
+    fn host_labels(&self) -> Result<Vec<HostLabel>, StoreError>;
 }
 
 /// The checks every backend makes before storing anything of a batch.

@@ -47,3 +47,72 @@ fn a_version_3_store_is_migrated_and_counts_refusals() {
         "a refusal stores no events"
     );
 }
+
+/// `fixtures/v6-dual-stack.db.gz`, written at schema version 6 (see the
+/// fixtures' README): it opens at version 7 with its hosts and addresses,
+/// and keeps host groups and labels from then on.
+#[test]
+fn a_version_6_store_is_migrated_and_keeps_groups() {
+    use connscope_store::{GroupKind, HostGroup, HostLabel};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v6.db");
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(&include_bytes!("fixtures/v6-dual-stack.db.gz")[..])
+        .read_to_end(&mut bytes)
+        .unwrap();
+    std::fs::write(&path, bytes).unwrap();
+
+    let store = SqliteStore::open(&path).unwrap();
+    let hosts: Vec<(String, String)> = store
+        .host_addresses()
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.host, a.ip.to_string()))
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            ("app1".to_string(), "192.0.2.10".to_string()),
+            ("ws1".to_string(), "192.0.2.20".to_string())
+        ]
+    );
+    assert!(store.groups().unwrap().is_empty());
+
+    let servers = HostGroup {
+        name: "servers".into(),
+        kind: GroupKind::Addresses,
+        patterns: vec!["192.0.2.0/28".into(), "2001:db8::/64".into()],
+        labels: vec![("role".into(), "server".into())],
+    };
+    let workstations = HostGroup {
+        name: "workstations".into(),
+        kind: GroupKind::Names,
+        patterns: vec!["ws*".into()],
+        labels: vec![],
+    };
+    store.put_group(&servers).unwrap();
+    store.put_group(&workstations).unwrap();
+    store.set_host_label("ws1", "location", Some("hq")).unwrap();
+    drop(store);
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.groups().unwrap(), [servers, workstations]);
+    assert_eq!(
+        store.host_labels().unwrap(),
+        [HostLabel {
+            host: "ws1".into(),
+            key: "location".into(),
+            value: "hq".into()
+        }]
+    );
+    let version: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM meta WHERE name = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, "7");
+}

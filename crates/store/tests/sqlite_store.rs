@@ -986,7 +986,7 @@ fn a_version_3_store_is_migrated() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "6");
+    assert_eq!(version, "7");
 }
 
 #[test]
@@ -1002,7 +1002,7 @@ fn a_newer_store_is_refused_untouched() {
         .unwrap();
     let err = SqliteStore::open(&path).err().unwrap().to_string();
     assert!(
-        err.contains("schema version 99, this build reads version 3 and later ones up to 6"),
+        err.contains("schema version 99, this build reads version 3 and later ones up to 7"),
         "{err}"
     );
 }
@@ -1085,4 +1085,52 @@ fn downtime_windows_are_kept() {
         store.agents().unwrap()[0].downtime,
         [(t(10), t(20)), (t(30), t(31))]
     );
+}
+
+#[test]
+fn groups_are_replaced_in_place_removed_and_labels_set_and_cleared() {
+    use connscope_store::{GroupKind, HostGroup, HostLabel};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("groups.db")).unwrap();
+    let group = |name: &str, kind, patterns: &[&str], labels: &[(&str, &str)]| HostGroup {
+        name: name.into(),
+        kind,
+        patterns: patterns.iter().map(|p| p.to_string()).collect(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let a = group("a", GroupKind::Hosts, &["h2", "h1"], &[("role", "db")]);
+    let b = group("b", GroupKind::Names, &["ws-*"], &[]);
+    store.put_group(&a).unwrap();
+    store.put_group(&b).unwrap();
+    // Replacing `a` keeps its place (first added) and drops its old rows.
+    let a2 = group(
+        "a",
+        GroupKind::Addresses,
+        &["10.0.0.0/8"],
+        &[("location", "hq"), ("role", "web")],
+    );
+    store.put_group(&a2).unwrap();
+    assert_eq!(store.groups().unwrap(), [a2.clone(), b.clone()]);
+    assert!(store.remove_group("a").unwrap());
+    assert!(!store.remove_group("a").unwrap());
+    assert_eq!(store.groups().unwrap(), [b]);
+
+    store.set_host_label("h1", "role", Some("db")).unwrap();
+    store.set_host_label("h1", "role", Some("web")).unwrap();
+    store.set_host_label("h0", "location", Some("hq")).unwrap();
+    let label = |host: &str, key: &str, value: &str| HostLabel {
+        host: host.into(),
+        key: key.into(),
+        value: value.into(),
+    };
+    assert_eq!(
+        store.host_labels().unwrap(),
+        [label("h0", "location", "hq"), label("h1", "role", "web")]
+    );
+    store.set_host_label("h0", "location", None).unwrap();
+    assert_eq!(store.host_labels().unwrap(), [label("h1", "role", "web")]);
 }

@@ -1,9 +1,10 @@
 //! The API's handlers, one file per room: agents' writes (`ingest`),
 //! readers' queries (`read`, over `queries`' store reads), the firewall
-//! check (`firewall`) and the map's web assets (`map`). They use the kit and
+//! check (`firewall`), host groups (`groups`) and the map's web assets (`map`). They use the kit and
 //! know nothing of the router or the accept loop above them.
 
 pub(crate) mod firewall;
+pub(crate) mod groups;
 pub(crate) mod ingest;
 pub(crate) mod map;
 pub(crate) mod queries;

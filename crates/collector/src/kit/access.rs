@@ -1,4 +1,5 @@
-//! Who may ask: agent tokens write (ingest), reader tokens read (queries).
+//! Who may ask: agent tokens write (ingest), reader tokens read (queries)
+//! and change the operators' definitions (host groups).
 
 use std::sync::atomic::Ordering;
 
@@ -44,5 +45,20 @@ pub(crate) fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<()
     Err(ApiError::new(
         StatusCode::UNAUTHORIZED,
         "missing or unknown reader token",
+    ))
+}
+
+/// Changes to what operators define (host groups) take a reader token, even
+/// where reads are open (a loopback listener without reader tokens): an
+/// open read shows data, an open write would let any local user reshape
+/// every firewall plan. Agent tokens never do.
+pub(crate) fn authorize_change(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if bearer(headers).is_some_and(|t| state.readers.agent_for(t).is_some()) {
+        return Ok(());
+    }
+    state.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+    Err(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "changing groups takes a reader token",
     ))
 }

@@ -9,8 +9,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use connscope_event::Timestamp;
+use connscope_query::groups::{groups_by_host, members};
 use connscope_query::join::{load_edges, HostDirectory};
-use connscope_query::report::{edges_report, hosts_report, ports_report, refusals_report, Format};
+use connscope_query::report::{
+    edges_report, group_edges_report, hosts_report_with_groups, ports_report, refusals_report,
+    Format,
+};
 use connscope_query::{GraphFilterArgs, TimeRangeArgs};
 use connscope_store::{SqliteStore, Store, TimeRange};
 
@@ -42,6 +46,15 @@ pub struct ReportArgs {
     // Which edges: for `edges` and `ports` only.
     #[command(flatten)]
     filter: GraphFilterArgs,
+    /// `edges` only: `group` sums edges between host groups (`connscope groups`);
+    /// a host in several groups counts in the one added first.
+    #[arg(long, value_name = "WHAT")]
+    by: Option<By>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum By {
+    Group,
 }
 
 pub fn run(command: ReportCommand) -> Result<ExitCode> {
@@ -54,22 +67,29 @@ pub fn run(command: ReportCommand) -> Result<ExitCode> {
     anyhow::ensure!(args.db.is_file(), "{}: no such store", args.db.display());
     let store =
         SqliteStore::open(&args.db).with_context(|| format!("opening {}", args.db.display()))?;
+    anyhow::ensure!(
+        args.by.is_none() || kind == "edges",
+        "--by is for `report edges` only"
+    );
+    let range = args
+        .range
+        .resolve(Timestamp::now(), TimeRange::ALL)
+        .map_err(flag_error)?;
     let report = if kind == "hosts" {
-        hosts_report(&store.agents()?)
+        let groups = groups_by_host(&members(&store, range)?);
+        hosts_report_with_groups(&store.agents()?, &groups)
     } else if kind == "refusals" {
         refusals_report(&store.refusals()?)
     } else {
-        let range = args
-            .range
-            .resolve(Timestamp::now(), TimeRange::ALL)
-            .map_err(flag_error)?;
         let filter = args.filter.resolve().map_err(flag_error)?;
         let hosts = HostDirectory::new(&store.host_addresses()?);
         let edges: Vec<_> = load_edges(&store, range)?
             .into_iter()
             .filter(|e| filter.matches(e, &hosts))
             .collect();
-        if kind == "edges" {
+        if let Some(By::Group) = args.by {
+            group_edges_report(&edges, &groups_by_host(&members(&store, range)?))
+        } else if kind == "edges" {
             edges_report(&edges)
         } else {
             ports_report(&edges)

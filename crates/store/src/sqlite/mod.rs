@@ -20,7 +20,8 @@
 //! [`connection`] (the writer and the reader), [`write`] (an ingest) with
 //! [`dedup`] (what is already stored), [`read`] (rollups, addresses, raw
 //! events), [`spaces`] (agent and sequence-space ids, range sets),
-//! [`agents`] (drops, downtime, refusals, statuses), [`names`] (the
+//! [`agents`] (drops, downtime, refusals, statuses), [`groups`] (host
+//! groups and labels), [`names`] (the
 //! dictionary of the rollups' text), [`retention`], and [`column`] (values
 //! in and out of columns).
 
@@ -29,6 +30,7 @@ mod batch;
 mod column;
 mod connection;
 mod dedup;
+mod groups;
 mod names;
 mod read;
 mod retention;
@@ -44,8 +46,8 @@ use rusqlite::Connection;
 
 use crate::{
     AgentId, AgentStatus, ConnectionQuery, ConnectionRecord, EdgeTotal, EventQuery, HostAddress,
-    HourlyEdgeTotal, IngestReport, KeyedEvent, Origin, RefusalCount, Retention, RetentionReport,
-    RollupQuery, Store, StoreError,
+    HostGroup, HostLabel, HourlyEdgeTotal, IngestReport, KeyedEvent, Origin, RefusalCount,
+    Retention, RetentionReport, RollupQuery, Store, StoreError,
 };
 use batch::Batch;
 use connection::{configure, Reader, Writer};
@@ -169,5 +171,25 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<RetentionReport, StoreError> {
         retention::apply(&self.writer, retention, now)
+    }
+
+    fn put_group(&self, group: &HostGroup) -> Result<(), StoreError> {
+        groups::put(&self.writer, group)
+    }
+
+    fn groups(&self) -> Result<Vec<HostGroup>, StoreError> {
+        groups::all(&self.reader)
+    }
+
+    fn remove_group(&self, name: &str) -> Result<bool, StoreError> {
+        groups::remove(&self.writer, name)
+    }
+
+    fn set_host_label(&self, host: &str, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        groups::set_host_label(&self.writer, host, key, value)
+    }
+
+    fn host_labels(&self) -> Result<Vec<HostLabel>, StoreError> {
+        groups::host_labels(&self.reader)
     }
 }

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use connscope_event::{is_ipv4_mapped, normalize_endpoints};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use super::groups::GROUP_TABLES;
 use super::names::NameIds;
 use super::write::{UPSERT_ADDRESS, UPSERT_ROLLUP};
 
@@ -29,6 +30,7 @@ const MIGRATIONS: &[Migration] = &[
     agent_refusals,
     normalized_addresses,
     sequence_spaces_per_instance,
+    host_groups,
 ];
 
 /// Why a store's file cannot be brought to this build's layout.
@@ -366,4 +368,10 @@ fn sequence_spaces_per_instance(tx: &rusqlite::Transaction<'_>) -> rusqlite::Res
         );
         DROP TABLE agent_dropped;",
     )
+}
+
+/// Version 7: host groups and host labels, the user's definitions
+/// ([`crate::HostGroup`], [`crate::HostLabel`]); nothing older changes.
+fn host_groups(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(GROUP_TABLES)
 }
