@@ -14,6 +14,7 @@
 //! host did from the store; the CLI lives in the `connscope` binary, so tests
 //! feed flows directly.
 
+pub mod backtest;
 pub mod check;
 pub mod diff;
 pub mod fleet;
@@ -23,12 +24,15 @@ pub mod listening;
 pub mod map_check;
 pub mod net;
 pub mod nft;
+#[cfg(any(test, feature = "test-support"))]
+pub mod office;
 pub mod plan;
 pub mod render;
 pub mod sanitize;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
 
+pub use backtest::{backtest, Backtest, BacktestError};
 pub use check::{check, FlowVerdict, Outcome};
 pub use diff::{diff, Diff};
 pub use fleet::{ExactPlanner, FleetFlows, FleetPlanner, GroupMembers};
