@@ -375,3 +375,336 @@ pub fn rolling(
     }
     Ok(out)
 }
+
+/// A backtest as a reader asks for it, in the text the CLI's flags and the
+/// API's parameters carry, so both accept the same forms. Times as
+/// `connscope_query::TimeRangeArgs` reads them; spans as `7d`, `24h`, `30m`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct BacktestArgs {
+    /// Learning starts here (default: the epoch).
+    pub learn_from: Option<String>,
+    /// Learning ends and testing starts here.
+    pub learn_to: String,
+    /// Testing ends here (default: now).
+    pub until: Option<String>,
+    /// Comma-separated planner names (default: every known one).
+    pub planner: Option<String>,
+    /// Rolling windows of this length (none without it).
+    pub window: Option<String>,
+    /// How far each rolling window slides (default: 1d).
+    pub step: Option<String>,
+}
+
+/// A parameter of [`BacktestArgs`] that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name}: {reason}")]
+pub struct BacktestArgError {
+    pub name: &'static str,
+    pub reason: String,
+}
+
+/// The planners a backtest can compare, by name.
+pub const PLANNERS: &[&str] = &["exact"];
+
+fn planner_named(name: &str) -> Option<Box<dyn FleetPlanner>> {
+    match name {
+        "exact" => Some(Box::new(crate::fleet::ExactPlanner::default())),
+        _ => None,
+    }
+}
+
+/// A resolved request.
+pub struct BacktestRequest {
+    pub learn: TimeRange,
+    pub test: TimeRange,
+    pub planners: Vec<Box<dyn FleetPlanner>>,
+    /// (window, step) in nanoseconds.
+    pub rolling: Option<(i64, i64)>,
+}
+
+/// A span of time: digits and a unit (`s`, `m`, `h`, `d`, `w`).
+pub fn parse_span(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (digits, unit) = text.split_at(split);
+    let n: i64 = digits.parse().ok()?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return None,
+    };
+    n.checked_mul(secs)?
+        .checked_mul(1_000_000_000)
+        .filter(|n| *n > 0)
+}
+
+impl BacktestArgs {
+    /// The request asked for, relative to `now`.
+    pub fn resolve(&self, now: Timestamp) -> Result<BacktestRequest, BacktestArgError> {
+        use connscope_query::TimeRangeArgs;
+        let everything = TimeRange {
+            from: Timestamp::from_nanos(0),
+            to: now,
+        };
+        let arg_error = |name| {
+            move |e: connscope_query::ArgError| BacktestArgError {
+                name,
+                reason: e.reason,
+            }
+        };
+        let learn = TimeRangeArgs {
+            from: self.learn_from.clone(),
+            to: Some(self.learn_to.clone()),
+        }
+        .resolve(now, everything)
+        .map_err(|e| {
+            let name = if e.name == "from" {
+                "learn-from"
+            } else {
+                "learn-to"
+            };
+            arg_error(name)(e)
+        })?;
+        let test = TimeRangeArgs {
+            from: Some(self.learn_to.clone()),
+            to: self.until.clone(),
+        }
+        .resolve(now, everything)
+        .map_err(arg_error("until"))?;
+        let names = self
+            .planner
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split(',').map(str::trim).collect::<Vec<_>>())
+            .unwrap_or_else(|| PLANNERS.to_vec());
+        let planners = names
+            .iter()
+            .map(|name| {
+                planner_named(name).ok_or_else(|| BacktestArgError {
+                    name: "planner",
+                    reason: format!("{name:?}: expected one of {}", PLANNERS.join(", ")),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let span = |name, value: &str| {
+            parse_span(value).ok_or_else(|| BacktestArgError {
+                name,
+                reason: format!("{value:?}: expected a span like 7d, 24h, 30m"),
+            })
+        };
+        let rolling = match self.window.as_deref().filter(|w| !w.is_empty()) {
+            None => None,
+            Some(window) => Some((
+                span("window", window)?,
+                span("step", self.step.as_deref().unwrap_or("1d"))?,
+            )),
+        };
+        Ok(BacktestRequest {
+            learn,
+            test,
+            planners,
+            rolling,
+        })
+    }
+}
+
+/// What a backtest request answers: the single backtest, and the rolling
+/// windows over learn-from..until when asked for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BacktestReport {
+    #[serde(serialize_with = "as_display")]
+    pub learn_from: Timestamp,
+    #[serde(serialize_with = "as_display")]
+    pub learn_to: Timestamp,
+    #[serde(serialize_with = "as_display")]
+    pub until: Timestamp,
+    #[serde(flatten)]
+    pub backtest: Backtest,
+    pub rolling: Vec<Rolling>,
+}
+
+impl BacktestRequest {
+    pub fn run(
+        &self,
+        store: &dyn Store,
+        groups: &[GroupMembers],
+    ) -> Result<BacktestReport, BacktestError> {
+        let planners: Vec<&dyn FleetPlanner> = self.planners.iter().map(|p| p.as_ref()).collect();
+        let backtest = backtest_store(store, &planners, self.learn, self.test, groups)?;
+        let rolling = match self.rolling {
+            None => Vec::new(),
+            Some((window, step)) => rolling(
+                store,
+                &planners,
+                groups,
+                TimeRange {
+                    from: self.learn.from,
+                    to: self.test.to,
+                },
+                window,
+                step,
+            )?,
+        };
+        Ok(BacktestReport {
+            learn_from: self.learn.from,
+            learn_to: self.learn.to,
+            until: self.test.to,
+            backtest,
+            rolling,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::ExactPlanner;
+    use crate::test_support::FlowBuilder;
+
+    fn out(local: &str, remote: &str, port: u16, n: u64) -> ObservedFlow {
+        FlowBuilder::new(FlowDirection::Outbound, local, remote, port)
+            .connections(n)
+            .build()
+    }
+
+    #[test]
+    fn what_was_not_learned_is_blocked_and_a_new_service_is_marked_not_seen() {
+        let learn: FleetFlows = [
+            ("a".to_owned(), vec![out("10.0.0.1", "10.0.0.9", 445, 3)]),
+            ("b".to_owned(), vec![out("10.0.0.2", "10.0.0.9", 443, 1)]),
+        ]
+        .into();
+        let test: FleetFlows = [(
+            "a".to_owned(),
+            vec![
+                out("10.0.0.1", "10.0.0.9", 445, 5),
+                // b used it while learning: an edge of a, not a new service.
+                out("10.0.0.1", "10.0.0.9", 443, 2),
+                // Nobody used it.
+                out("10.0.0.1", "10.0.0.8", 22, 7),
+            ],
+        )]
+        .into();
+        let exact = ExactPlanner::default();
+        let result = backtest(&[&exact], &learn, &test, &[]).unwrap();
+        let r = &result.planners[0];
+        assert_eq!((r.planner.as_str(), r.tested_connections), ("exact", 14));
+        assert_eq!((r.blocked_connections, r.blocked_edges), (9, 2));
+        assert_eq!((r.not_seen_connections, r.not_seen_edges), (7, 1));
+        let a = &r.hosts[0];
+        assert!(!a.no_history);
+        let ports: Vec<(u16, bool)> = a
+            .blocked
+            .iter()
+            .map(|b| (b.service_port, b.not_seen_in_learning))
+            .collect();
+        assert_eq!(ports, [(443, false), (22, true)]);
+        assert_eq!(
+            a.surface,
+            Surface {
+                rules: 1,
+                ports: 1,
+                peers: 1,
+                address_space: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_host_without_history_is_judged_against_an_empty_plan() {
+        let test: FleetFlows = [("c".to_owned(), vec![out("10.0.0.3", "10.0.0.9", 445, 4)])].into();
+        let exact = ExactPlanner::default();
+        let result = backtest(&[&exact], &FleetFlows::new(), &test, &[]).unwrap();
+        let c = &result.planners[0].hosts[0];
+        assert!(c.no_history);
+        assert_eq!((c.blocked_connections, c.surface), (4, Surface::default()));
+    }
+
+    #[test]
+    fn surfaces_count_addresses_per_port() {
+        let flows = [
+            out("10.0.0.1", "10.0.0.9", 445, 1),
+            out("10.0.0.1", "10.0.0.9", 139, 1),
+            out("10.0.0.1", "10.0.1.7", 80, 1),
+        ];
+        let options = crate::PlanOptions {
+            generalize_v4: crate::Generalize::Prefix(24),
+            ..Default::default()
+        };
+        let surface = Surface::of(&plan("a", &flows, options));
+        // 10.0.0.0/24 on two ports, 10.0.1.0/24 on one.
+        assert_eq!(surface.ports, 3);
+        assert_eq!(surface.peers, 2);
+        assert_eq!(surface.address_space, 3 * 256);
+        let any = crate::PlanOptions {
+            generalize_v4: crate::Generalize::Any,
+            ..Default::default()
+        };
+        assert_eq!(Surface::of(&plan("a", &flows, any)).address_space, 3 << 32);
+    }
+
+    #[test]
+    fn spans_and_requests_resolve_and_bad_ones_name_the_parameter() {
+        assert_eq!(parse_span("7d"), Some(7 * 86_400_000_000_000));
+        assert_eq!(parse_span("90m"), Some(90 * 60_000_000_000));
+        for bad in ["", "7", "d", "0d", "7y", "-1d"] {
+            assert_eq!(parse_span(bad), None, "{bad}");
+        }
+        let now = Timestamp::from_nanos(30 * 86_400_000_000_000);
+        let args = BacktestArgs {
+            learn_to: "-4d".into(),
+            window: Some("7d".into()),
+            ..Default::default()
+        };
+        let request = args.resolve(now).unwrap();
+        assert_eq!(request.learn.from.as_nanos(), 0);
+        assert_eq!(request.learn.to.as_nanos(), 26 * 86_400_000_000_000);
+        assert_eq!(request.test.from, request.learn.to);
+        assert_eq!(request.test.to, now);
+        assert_eq!(
+            request.rolling,
+            Some((7 * 86_400_000_000_000, 86_400_000_000_000))
+        );
+        let names: Vec<String> = request.planners.iter().map(|p| p.name()).collect();
+        assert_eq!(names, PLANNERS);
+        for (args, name) in [
+            (
+                BacktestArgs {
+                    learn_to: "yesterday".into(),
+                    ..Default::default()
+                },
+                "learn-to",
+            ),
+            (
+                BacktestArgs {
+                    learn_to: "-1d".into(),
+                    until: Some("-2d".into()),
+                    ..Default::default()
+                },
+                "until",
+            ),
+            (
+                BacktestArgs {
+                    learn_to: "-1d".into(),
+                    planner: Some("exact,magic".into()),
+                    ..Default::default()
+                },
+                "planner",
+            ),
+            (
+                BacktestArgs {
+                    learn_to: "-1d".into(),
+                    window: Some("7d".into()),
+                    step: Some("often".into()),
+                    ..Default::default()
+                },
+                "step",
+            ),
+        ] {
+            assert_eq!(args.resolve(now).err().map(|e| e.name), Some(name));
+        }
+    }
+}
