@@ -25,8 +25,8 @@ use crate::fleet::GroupMembers;
 
 pub const DAY_NS: i64 = 86_400 * 1_000_000_000;
 const HOUR_NS: i64 = 3_600 * 1_000_000_000;
-/// Day 1 starts here: 2026-12-21 00:00 UTC, so the holiday is year-end's.
-pub const START_NS: i64 = 1_798_416_000 * 1_000_000_000;
+/// Day 1 starts here: 2025-12-22 00:00 UTC, so the holiday is year-end's.
+pub const START_NS: i64 = 1_766_361_600 * 1_000_000_000;
 pub const DAYS: u32 = 16;
 /// Events per `Store::ingest` call.
 const BATCH: usize = 5_000;
