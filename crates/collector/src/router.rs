@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use connscope_protocol::{DROPPED_PATH, INGEST_PATH};
 
-use crate::handlers::{firewall, ingest, map, read};
+use crate::handlers::{backtest, firewall, ingest, map, read};
 use crate::kit::{ApiError, AppState};
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -20,6 +20,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/hosts", get(read::hosts))
         .route("/api/v1/graph", get(read::graph))
         .route("/api/v1/firewall/check", post(firewall::check_handler))
+        .route(
+            "/api/v1/firewall/backtest",
+            get(backtest::backtest_get).post(backtest::backtest_post),
+        )
         .route("/api/v1/events/stream", get(read::events_stream))
         .route("/api/v1/stats", get(read::stats))
         .route("/api/v1/health", get(|| async { "ok\n" }))

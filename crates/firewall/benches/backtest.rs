@@ -36,7 +36,7 @@ fn main() {
     let scale: u64 = std::env::var("CONNSCOPE_BENCH_SCALE")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(250);
+        .unwrap_or(525);
     let office = Office::generate(16, scale);
     let events = office.event_count();
     let store = SqliteStore::open(dir.path().join("office.db")).unwrap();

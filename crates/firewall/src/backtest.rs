@@ -380,6 +380,7 @@ pub fn rolling(
 /// API's parameters carry, so both accept the same forms. Times as
 /// `connscope_query::TimeRangeArgs` reads them; spans as `7d`, `24h`, `30m`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BacktestArgs {
     /// Learning starts here (default: the epoch).
     pub learn_from: Option<String>,
@@ -406,7 +407,7 @@ pub struct BacktestArgError {
 /// The planners a backtest can compare, by name.
 pub const PLANNERS: &[&str] = &["exact"];
 
-fn planner_named(name: &str) -> Option<Box<dyn FleetPlanner>> {
+fn planner_named(name: &str) -> Option<Box<dyn FleetPlanner + Send + Sync>> {
     match name {
         "exact" => Some(Box::new(crate::fleet::ExactPlanner::default())),
         _ => None,
@@ -417,7 +418,8 @@ fn planner_named(name: &str) -> Option<Box<dyn FleetPlanner>> {
 pub struct BacktestRequest {
     pub learn: TimeRange,
     pub test: TimeRange,
-    pub planners: Vec<Box<dyn FleetPlanner>>,
+    /// Send and Sync so a server can run it on a worker thread.
+    pub planners: Vec<Box<dyn FleetPlanner + Send + Sync>>,
     /// (window, step) in nanoseconds.
     pub rolling: Option<(i64, i64)>,
 }
@@ -532,7 +534,11 @@ impl BacktestRequest {
         store: &dyn Store,
         groups: &[GroupMembers],
     ) -> Result<BacktestReport, BacktestError> {
-        let planners: Vec<&dyn FleetPlanner> = self.planners.iter().map(|p| p.as_ref()).collect();
+        let planners: Vec<&dyn FleetPlanner> = self
+            .planners
+            .iter()
+            .map(|p| p.as_ref() as &dyn FleetPlanner)
+            .collect();
         let backtest = backtest_store(store, &planners, self.learn, self.test, groups)?;
         let rolling = match self.rolling {
             None => Vec::new(),

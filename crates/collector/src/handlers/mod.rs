@@ -1,8 +1,9 @@
 //! The API's handlers, one file per room: agents' writes (`ingest`),
 //! readers' queries (`read`, over `queries`' store reads), the firewall
-//! check (`firewall`) and the map's web assets (`map`). They use the kit and
+//! check (`firewall`) and backtest (`backtest`) and the map's web assets (`map`). They use the kit and
 //! know nothing of the router or the accept loop above them.
 
+pub(crate) mod backtest;
 pub(crate) mod firewall;
 pub(crate) mod ingest;
 pub(crate) mod map;
