@@ -163,3 +163,33 @@ fn backtested_verdicts_hold_in_the_kernel_and_full_history_plans_pass_everything
         );
     }
 }
+
+/// Every plan a backtest of the office judges (each host, learned on days
+/// 1-12 and on all 16) is one `nft -f` loads; add planners here as they land.
+#[test]
+fn every_backtested_office_plan_loads_with_nft() {
+    let office = Office::generate(16, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("office.db")).unwrap();
+    office.write(&store).unwrap();
+    let exact = ExactPlanner::default();
+    let planners: [&dyn FleetPlanner; 1] = [&exact];
+    let ns = Netns::new("bt-load");
+    let mut loaded = 0;
+    for last in [12, 16] {
+        let learn = fleet(&store, 1, last);
+        for planner in planners {
+            for (host, plan) in planner.plan_fleet(&learn, &office.groups()) {
+                let file = dir.path().join(format!("{host}.nft"));
+                std::fs::write(&file, render::nft(&plan)).unwrap();
+                ns.exec(&["nft", "-f", file.to_str().unwrap()]);
+                let listed = ns.exec(&["nft", "list", "ruleset"]);
+                assert!(listed.contains("table inet connscope"), "{host}: {listed}");
+                ns.exec(&["nft", "flush", "ruleset"]);
+                loaded += 1;
+            }
+        }
+    }
+    // 23 hosts logged on days 1-12 (ws-16..18 were off), 26 on days 1-16.
+    assert_eq!(loaded, 23 + 26);
+}
