@@ -154,6 +154,7 @@ pub struct HostResult {
 pub struct PlannerResult {
     pub planner: String,
     pub hosts: Vec<HostResult>,
+    /// The hosts' surfaces summed (a port open on two hosts counts twice).
     pub surface: Surface,
     pub tested_connections: u64,
     pub blocked_connections: u64,

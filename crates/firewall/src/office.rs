@@ -402,7 +402,8 @@ impl Office {
             .sum()
     }
 
-    /// Writes every logging host's events into `store`, in time order per host.
+    /// Writes every logging host's events into `store`, numbered per host in
+    /// the order they are generated (day by day; within a day, by service).
     pub fn write(&self, store: &dyn Store) -> Result<(), StoreError> {
         let mut per_host: Vec<Vec<ConnectionEvent>> = vec![Vec::new(); self.hosts.len()];
         let mut sequence = vec![0u64; self.hosts.len()];
