@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use connscope_protocol::{DROPPED_PATH, INGEST_PATH};
 
-use crate::handlers::{firewall, groups, ingest, map, read};
+use crate::handlers::{backtest, firewall, groups, ingest, map, read};
 use crate::kit::{ApiError, AppState};
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -24,6 +24,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(
             "/api/v1/groups/{name}",
             post(groups::put).delete(groups::remove),
+        )
+        .route(
+            "/api/v1/firewall/backtest",
+            get(backtest::backtest_get).post(backtest::backtest_post),
         )
         .route("/api/v1/events/stream", get(read::events_stream))
         .route("/api/v1/stats", get(read::stats))

@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use connscope_event::{Direction, Protocol};
+use connscope_query::groups::{members, MembersError};
 use connscope_store::{RollupQuery, Store, StoreError, TimeRange};
 
+use crate::fleet::GroupMembers;
 use crate::flow::{FlowDirection, ObservedFlow};
 
 /// What the store holds for a host, ready for planning and checking.
@@ -39,6 +41,21 @@ pub fn fleet_flows(
     range: TimeRange,
 ) -> Result<BTreeMap<String, StoredFlows>, StoreError> {
     read_flows(store, None, range)
+}
+
+/// The store's host groups with their members among the hosts seen in
+/// `range`, as fleet planners take them.
+pub fn fleet_groups(
+    store: &dyn Store,
+    range: TimeRange,
+) -> Result<Vec<GroupMembers>, MembersError> {
+    Ok(members(store, range)?
+        .into_iter()
+        .map(|group| GroupMembers {
+            name: group.name,
+            hosts: group.hosts.into_iter().collect(),
+        })
+        .collect())
 }
 
 /// One host's flows, or every host's: summed per edge, per host.

@@ -8,12 +8,18 @@
 //!   flow, whether it would pass; [`diff()`] adds unused rules and idle
 //!   listeners on top; [`map_check`] answers the same per edge of the map's
 //!   graph.
+//! - [`fleet`] plans every host at once ([`FleetPlanner`]); [`backtest()`]
+//!   learns such plans on the past and replays the following days against
+//!   them, per host and edge, beside the surface each plan allows. With the
+//!   `test-support` feature, `office` generates the office history its tests
+//!   and bench use.
 //!
 //! Everything here is pure except [`listening::local_listeners`], file
 //! reading in [`nft::parse_file`] and [`from_store`], the one reader of what a
-//! host did from the store; the CLI lives in the `connscope` binary, so tests
-//! feed flows directly.
+//! host did from the store (which [`backtest::backtest_store`] calls); the CLI
+//! lives in the `connscope` binary, so tests feed flows directly.
 
+pub mod backtest;
 pub mod check;
 pub mod diff;
 pub mod fleet;
@@ -23,12 +29,15 @@ pub mod listening;
 pub mod map_check;
 pub mod net;
 pub mod nft;
+#[cfg(any(test, feature = "test-support"))]
+pub mod office;
 pub mod plan;
 pub mod render;
 pub mod sanitize;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
 
+pub use backtest::{backtest, Backtest, BacktestError};
 pub use check::{check, FlowVerdict, Outcome};
 pub use diff::{diff, Diff};
 pub use fleet::{ExactPlanner, FleetFlows, FleetPlanner, GroupMembers};

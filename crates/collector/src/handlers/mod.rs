@@ -1,8 +1,10 @@
 //! The API's handlers, one file per room: agents' writes (`ingest`),
 //! readers' queries (`read`, over `queries`' store reads), the firewall
-//! check (`firewall`), host groups (`groups`) and the map's web assets (`map`). They use the kit and
-//! know nothing of the router or the accept loop above them.
+//! check (`firewall`), the backtest (`backtest`), host groups (`groups`) and
+//! the map's web assets (`map`). They use the kit and know nothing of the
+//! router or the accept loop above them.
 
+pub(crate) mod backtest;
 pub(crate) mod firewall;
 pub(crate) mod groups;
 pub(crate) mod ingest;

@@ -1,4 +1,4 @@
-//! `connscope firewall plan|check|diff`: allowlists from what one host was
+//! `connscope firewall plan|check|diff` (and `backtest`, in its own file): allowlists from what one host was
 //! seen doing, and what-if checks of a ruleset against it. The logic lives in
 //! `connscope-firewall`; this reads the store, prints and picks exit statuses.
 
@@ -29,6 +29,10 @@ pub enum FirewallCommand {
     /// Compare the host's observed traffic with a ruleset (a file, or the one
     /// loaded now): blocked flows, unused rules, idle listening ports.
     Diff(DiffArgs),
+    /// Learn plans on the history before --learn-to, replay the history after
+    /// it against them: what would have been blocked, per host and edge,
+    /// beside what each plan allows (exit status 1 if anything).
+    Backtest(super::firewall_backtest::BacktestCmd),
 }
 
 #[derive(Args)]
@@ -120,6 +124,7 @@ pub fn run(command: FirewallCommand) -> Result<ExitCode> {
         FirewallCommand::Plan(args) => run_plan(args),
         FirewallCommand::Check(args) => run_check(args),
         FirewallCommand::Diff(args) => run_diff(args),
+        FirewallCommand::Backtest(cmd) => super::firewall_backtest::run(cmd),
     }
 }
 

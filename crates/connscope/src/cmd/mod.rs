@@ -4,6 +4,7 @@ pub mod agent;
 pub mod collector;
 pub mod demo;
 pub mod firewall;
+pub mod firewall_backtest;
 pub mod groups;
 pub mod import;
 pub mod map;
