@@ -2,6 +2,8 @@
 //!
 //! - [`plan()`] turns one host's observed flows ([`ObservedFlow`]) into an
 //!   allowlist ([`Plan`]); [`render`] writes it as nftables or iptables-restore.
+//! - [`fleet`] and [`generalise`] plan many hosts at once, from their groups'
+//!   and subnets' evidence as well as their own.
 //! - [`nft`] reads a proposed or loaded ruleset (text or `nft -j` JSON) into a
 //!   model of the subset host firewalls use.
 //! - [`check()`] replays observed flows against such a ruleset and says, per
@@ -17,6 +19,7 @@
 pub mod check;
 pub mod diff;
 pub mod fleet;
+pub mod generalise;
 pub mod flow;
 pub mod from_store;
 pub mod listening;
@@ -32,5 +35,6 @@ pub mod test_support;
 pub use check::{check, FlowVerdict, Outcome};
 pub use diff::{diff, Diff};
 pub use fleet::{ExactPlanner, FleetFlows, FleetPlanner, GroupMembers};
+pub use generalise::{group_plan, GroupPlanner, SubnetPlanner};
 pub use flow::{FlowDirection, ObservedFlow};
-pub use plan::{plan, Generalize, Plan, PlanOptions};
+pub use plan::{plan, Basis, Generalize, Plan, PlanOptions};

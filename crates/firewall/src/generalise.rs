@@ -1,0 +1,439 @@
+//! Planners that generalise as far as the evidence supports, beside the
+//! strict [`ExactPlanner`](crate::fleet::ExactPlanner).
+//!
+//! A plan that allows exactly the peers it saw blocks tomorrow's legitimate
+//! traffic of every host that happened to be quiet while it was learned (a
+//! workstation switched off over the holidays loses its file server). Two
+//! kinds of evidence say what such a host will need:
+//!
+//! - **Its group** ([`GroupPlanner`]): when enough members of a group used a
+//!   service, the whole group gets it. A member's rules are the group's
+//!   (what its peers did), and a service used by enough members of a group
+//!   is open to every member's address. The group's address space is what
+//!   the flows show its members' own (`local`) addresses to be: a member never
+//!   seen has no address to allow, but still gets the group's outbound rules.
+//! - **Its subnet** ([`SubnetPlanner`]): peers of a service that share a
+//!   network (a /24, a /64) are widened to the smallest prefix spanning them,
+//!   never further; a lone peer stays exact.
+//!
+//! Both only ever add to what the host was seen doing, so a plan still lets
+//! through every flow it was built from. Each rule that reaches further says
+//! why ([`Basis`]), in the JSON plan and in the rule comment.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use connscope_event::Protocol;
+
+use crate::fleet::{FleetFlows, FleetPlanner, GroupMembers};
+use crate::flow::{FlowDirection, ObservedFlow};
+use crate::net::{addr_bits, normalize, Prefix};
+use crate::plan::{plan, Basis, Evidence, IpFamily, MemberException, Plan, PlanOptions, PlanRule};
+
+/// Widens each service's peers to the subnets they span.
+#[derive(Debug, Clone, Copy)]
+pub struct SubnetPlanner {
+    pub options: PlanOptions,
+    /// The widest IPv4 network peers are widened to (24: a /24 at most).
+    pub max_v4: u8,
+    /// The widest IPv6 network peers are widened to.
+    pub max_v6: u8,
+}
+
+impl Default for SubnetPlanner {
+    fn default() -> Self {
+        SubnetPlanner {
+            options: PlanOptions::default(),
+            max_v4: 24,
+            max_v6: 64,
+        }
+    }
+}
+
+impl SubnetPlanner {
+    /// One host's plan, its peers widened.
+    pub fn plan_host(&self, host: &str, flows: &[ObservedFlow]) -> Plan {
+        let mut plan = plan(host, flows, self.options);
+        for rule in &mut plan.rules {
+            self.widen(rule);
+        }
+        plan
+    }
+
+    fn widen(&self, rule: &mut PlanRule) {
+        let Some(peers) = &rule.peers else { return };
+        let max = match rule.family {
+            IpFamily::Ipv4 => self.max_v4.min(32),
+            IpFamily::Ipv6 => self.max_v6.min(128),
+        };
+        // Host addresses clustered by the widest network they may become.
+        let mut clusters: BTreeMap<Prefix, Vec<IpAddr>> = BTreeMap::new();
+        let mut kept = Vec::new();
+        for peer in peers {
+            if peer.is_host() {
+                let net = Prefix::new(peer.addr(), max).expect("length clamped to the family");
+                clusters.entry(net).or_default().push(peer.addr());
+            } else {
+                kept.push(*peer);
+            }
+        }
+        let (mut peers_seen, mut subnets) = (0, 0);
+        for addrs in clusters.into_values() {
+            if addrs.len() < 2 {
+                kept.extend(addrs.into_iter().map(Prefix::host));
+                continue;
+            }
+            peers_seen += addrs.len();
+            subnets += 1;
+            kept.push(spanning(&addrs));
+        }
+        if subnets > 0 {
+            rule.peers = Some(normalize(kept));
+            rule.basis = Some(Basis::Subnet {
+                peers_seen,
+                subnets,
+            });
+        }
+    }
+}
+
+/// The smallest network holding every address (all of one family).
+fn spanning(addrs: &[IpAddr]) -> Prefix {
+    let low = addrs.iter().map(|a| addr_bits(*a)).min().unwrap_or(0);
+    let high = addrs.iter().map(|a| addr_bits(*a)).max().unwrap_or(0);
+    let differ = low ^ high;
+    let len = if addrs[0].is_ipv4() {
+        (differ as u32).leading_zeros()
+    } else {
+        differ.leading_zeros()
+    };
+    Prefix::new(addrs[0], len as u8).expect("a common prefix fits the family")
+}
+
+impl FleetPlanner for SubnetPlanner {
+    fn name(&self) -> String {
+        "subnet".to_owned()
+    }
+
+    fn plan_fleet(&self, flows: &FleetFlows, _groups: &[GroupMembers]) -> BTreeMap<String, Plan> {
+        flows
+            .iter()
+            .map(|(host, flows)| (host.clone(), self.plan_host(host, flows)))
+            .collect()
+    }
+}
+
+/// Plans each host with what its groups did: the safe default.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupPlanner {
+    pub options: PlanOptions,
+    /// The share of a group's members (0 to 1) that must have used a service
+    /// before the whole group gets it; 0 means any one member.
+    pub min_share: f64,
+    /// How hosts in no group are planned.
+    pub ungrouped: SubnetPlanner,
+}
+
+impl Default for GroupPlanner {
+    fn default() -> Self {
+        GroupPlanner {
+            options: PlanOptions::default(),
+            min_share: 0.5,
+            ungrouped: SubnetPlanner::default(),
+        }
+    }
+}
+
+fn family_of(addr: IpAddr) -> IpFamily {
+    if addr.is_ipv4() {
+        IpFamily::Ipv4
+    } else {
+        IpFamily::Ipv6
+    }
+}
+
+/// One service as a rule names it, without its peers.
+type ServiceKey = (FlowDirection, Protocol, IpFamily, u16);
+
+/// What the group's members did on one service (or edge): who, and the evidence.
+#[derive(Default)]
+struct Usage {
+    members: BTreeSet<String>,
+    evidence: Option<Evidence>,
+}
+
+impl Usage {
+    fn add(&mut self, member: &str, flow: &ObservedFlow) {
+        self.members.insert(member.to_owned());
+        match &mut self.evidence {
+            Some(e) => e.merge(&Evidence::of(flow)),
+            None => self.evidence = Some(Evidence::of(flow)),
+        }
+    }
+}
+
+/// A flow that may count as evidence: normalised, off loopback, with a known
+/// peer, seen often enough.
+fn usable(flow: &ObservedFlow, options: &PlanOptions) -> Option<ObservedFlow> {
+    let flow = flow.normalized();
+    let usable = !flow.is_loopback()
+        && !flow.remote.is_unspecified()
+        && flow.connections >= options.min_count;
+    usable.then_some(flow)
+}
+
+/// A group with its address space as the flows show it.
+struct KnownGroup<'a> {
+    group: &'a GroupMembers,
+    /// Every address a member was seen using, with the member(s).
+    addresses: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// How many members must have used something for the group to get it.
+    needed: usize,
+}
+
+impl KnownGroup<'_> {
+    fn basis(&self, used_by: usize) -> Basis {
+        Basis::Group {
+            group: self.group.name.clone(),
+            used_by,
+            members: self.group.hosts.len(),
+        }
+    }
+
+    fn peers(&self, family: IpFamily) -> Vec<Prefix> {
+        normalize(
+            self.addresses
+                .keys()
+                .filter(|a| family_of(**a) == family)
+                .map(|a| Prefix::host(*a))
+                .collect(),
+        )
+    }
+}
+
+impl GroupPlanner {
+    fn known<'a>(&self, flows: &FleetFlows, group: &'a GroupMembers) -> KnownGroup<'a> {
+        let mut addresses: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
+        for member in &group.hosts {
+            for flow in flows.get(member).into_iter().flatten() {
+                let flow = flow.normalized();
+                if flow.is_loopback() || flow.local.is_unspecified() {
+                    continue;
+                }
+                addresses
+                    .entry(flow.local)
+                    .or_default()
+                    .insert(member.clone());
+            }
+        }
+        let share = (self.min_share.clamp(0.0, 1.0) * group.hosts.len() as f64).ceil() as usize;
+        KnownGroup {
+            group,
+            addresses,
+            needed: share.max(1),
+        }
+    }
+
+    /// The rules `host` gets from its groups: the services enough members of
+    /// its own groups used (a member's rules are the group's), and its
+    /// services that enough members of any group used (open to the group).
+    fn group_rules(&self, host: &str, flows: &FleetFlows, groups: &[KnownGroup]) -> Vec<PlanRule> {
+        let mut rules = Vec::new();
+        for group in groups {
+            // What the members did, edge by edge.
+            if group.group.hosts.contains(host) {
+                let mut edges: BTreeMap<(ServiceKey, Prefix), Usage> = BTreeMap::new();
+                for member in &group.group.hosts {
+                    for flow in flows.get(member).into_iter().flatten() {
+                        let Some(flow) = usable(flow, &self.options) else {
+                            continue;
+                        };
+                        // Peers inside the group are the group's address
+                        // space, below: a member's own address is not another's.
+                        if group.addresses.contains_key(&flow.remote) {
+                            continue;
+                        }
+                        let key = (
+                            flow.direction,
+                            flow.protocol,
+                            family_of(flow.remote),
+                            flow.service_port,
+                        );
+                        edges
+                            .entry((key, Prefix::host(flow.remote)))
+                            .or_default()
+                            .add(member, &flow);
+                    }
+                }
+                let mut per_service: BTreeMap<(ServiceKey, usize), (Vec<Prefix>, Evidence)> =
+                    BTreeMap::new();
+                for ((key, peer), usage) in edges {
+                    let used_by = usage.members.len();
+                    let (Some(evidence), true) = (usage.evidence, used_by >= group.needed) else {
+                        continue;
+                    };
+                    match per_service.get_mut(&(key, used_by)) {
+                        Some((peers, merged)) => {
+                            peers.push(peer);
+                            merged.merge(&evidence);
+                        }
+                        None => {
+                            per_service.insert((key, used_by), (vec![peer], evidence));
+                        }
+                    }
+                }
+                for ((key, used_by), (peers, evidence)) in per_service {
+                    rules.push(rule(key, Some(normalize(peers)), evidence, group.basis(used_by)));
+                }
+            }
+            // This host's services used by the group's members.
+            let mut services: BTreeMap<ServiceKey, Usage> = BTreeMap::new();
+            for flow in flows.get(host).into_iter().flatten() {
+                let Some(flow) = usable(flow, &self.options) else {
+                    continue;
+                };
+                let Some(members) = group.addresses.get(&flow.remote) else {
+                    continue;
+                };
+                let key = (
+                    flow.direction,
+                    flow.protocol,
+                    family_of(flow.remote),
+                    flow.service_port,
+                );
+                let usage = services.entry(key).or_default();
+                for member in members {
+                    usage.add(member, &flow);
+                }
+            }
+            for (key, usage) in services {
+                let used_by = usage.members.len();
+                let (Some(evidence), true) = (usage.evidence, used_by >= group.needed) else {
+                    continue;
+                };
+                let peers = group.peers(key.2);
+                rules.push(rule(key, Some(peers), evidence, group.basis(used_by)));
+            }
+        }
+        merge_ports(rules)
+    }
+}
+
+fn rule(key: ServiceKey, peers: Option<Vec<Prefix>>, evidence: Evidence, basis: Basis) -> PlanRule {
+    let (direction, protocol, family, port) = key;
+    PlanRule {
+        direction,
+        protocol,
+        family,
+        peers,
+        ports: vec![port],
+        evidence,
+        basis: Some(basis),
+    }
+}
+
+/// Rules equal but for their port become one rule with every port.
+fn merge_ports(rules: Vec<PlanRule>) -> Vec<PlanRule> {
+    let mut merged: Vec<PlanRule> = Vec::new();
+    for rule in rules {
+        let same = merged.iter_mut().find(|m| {
+            (m.direction, m.protocol, m.family, &m.peers, &m.basis)
+                == (rule.direction, rule.protocol, rule.family, &rule.peers, &rule.basis)
+        });
+        match same {
+            Some(m) => {
+                m.ports.extend(&rule.ports);
+                m.ports.sort_unstable();
+                m.ports.dedup();
+                m.evidence.merge(&rule.evidence);
+            }
+            None => merged.push(rule),
+        }
+    }
+    merged
+}
+
+impl FleetPlanner for GroupPlanner {
+    fn name(&self) -> String {
+        "group".to_owned()
+    }
+
+    /// A plan for every host with flows and every group member (a member
+    /// never seen still gets its group's rules).
+    fn plan_fleet(&self, flows: &FleetFlows, groups: &[GroupMembers]) -> BTreeMap<String, Plan> {
+        let known: Vec<KnownGroup> = groups.iter().map(|g| self.known(flows, g)).collect();
+        let hosts: BTreeSet<&String> = flows
+            .keys()
+            .chain(groups.iter().flat_map(|g| &g.hosts))
+            .collect();
+        hosts
+            .into_iter()
+            .map(|host| {
+                let own = flows.get(host).map(Vec::as_slice).unwrap_or_default();
+                let generalised = self.group_rules(host, flows, &known);
+                // The host's own rules cover only what the group does not.
+                let rest: Vec<ObservedFlow> = own
+                    .iter()
+                    .filter(|f| {
+                        usable(f, &self.options)
+                            .is_none_or(|f| !generalised.iter().any(|r| r.allows(&f)))
+                    })
+                    .cloned()
+                    .collect();
+                let mut plan = if groups.iter().any(|g| g.hosts.contains(host)) {
+                    plan(host, &rest, self.options)
+                } else {
+                    self.ungrouped.plan_host(host, &rest)
+                };
+                plan.rules.splice(0..0, generalised);
+                (host.clone(), plan)
+            })
+            .collect()
+    }
+}
+
+/// One ruleset for every member of `group` (`firewall plan --group`): the
+/// rules the group's evidence supports, and every member's own rules on top,
+/// listed as exceptions, so that loading it on any member blocks none of the
+/// members' observed flows.
+pub fn group_plan(group: &GroupMembers, plans: &BTreeMap<String, Plan>) -> Plan {
+    let mut shared: Vec<PlanRule> = Vec::new();
+    let mut exceptions: Vec<MemberException> = Vec::new();
+    let mut result = plan(&group.name, &[], PlanOptions::default());
+    for member in &group.hosts {
+        let Some(plan) = plans.get(member) else {
+            continue;
+        };
+        result.options = plan.options;
+        result.review.extend(plan.review.iter().cloned());
+        result.loopback_flows += plan.loopback_flows;
+        result.lost_peer_flows += plan.lost_peer_flows;
+        for rule in &plan.rules {
+            let from_group = matches!(&rule.basis, Some(Basis::Group { group: g, .. }) if *g == group.name);
+            if from_group {
+                let same = shared.iter_mut().find(|s| same_match(s, rule));
+                match same {
+                    Some(s) => s.evidence.merge(&rule.evidence),
+                    None => shared.push(rule.clone()),
+                }
+            } else {
+                exceptions.push(MemberException {
+                    host: member.clone(),
+                    rule: rule.clone(),
+                });
+            }
+        }
+    }
+    result.rules = shared;
+    result
+        .rules
+        .extend(exceptions.iter().map(|e| e.rule.clone()));
+    result.exceptions = exceptions;
+    result
+}
+
+/// Two rules let the same packets through.
+fn same_match(a: &PlanRule, b: &PlanRule) -> bool {
+    (a.direction, a.protocol, a.family, &a.peers, &a.ports)
+        == (b.direction, b.protocol, b.family, &b.peers, &b.ports)
+}
