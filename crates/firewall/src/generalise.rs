@@ -217,7 +217,7 @@ impl GroupPlanner {
         for member in &group.hosts {
             for flow in flows.get(member).into_iter().flatten() {
                 let flow = flow.normalized();
-                if flow.is_loopback() || flow.local.is_unspecified() {
+                if flow.is_loopback() || flow.local.is_loopback() || flow.local.is_unspecified() {
                     continue;
                 }
                 addresses
@@ -283,7 +283,12 @@ impl GroupPlanner {
                     }
                 }
                 for ((key, used_by), (peers, evidence)) in per_service {
-                    rules.push(rule(key, Some(normalize(peers)), evidence, group.basis(used_by)));
+                    rules.push(rule(
+                        key,
+                        Some(normalize(peers)),
+                        evidence,
+                        group.basis(used_by),
+                    ));
                 }
             }
             // This host's services used by the group's members.
@@ -338,7 +343,13 @@ fn merge_ports(rules: Vec<PlanRule>) -> Vec<PlanRule> {
     for rule in rules {
         let same = merged.iter_mut().find(|m| {
             (m.direction, m.protocol, m.family, &m.peers, &m.basis)
-                == (rule.direction, rule.protocol, rule.family, &rule.peers, &rule.basis)
+                == (
+                    rule.direction,
+                    rule.protocol,
+                    rule.family,
+                    &rule.peers,
+                    &rule.basis,
+                )
         });
         match same {
             Some(m) => {
@@ -409,7 +420,8 @@ pub fn group_plan(group: &GroupMembers, plans: &BTreeMap<String, Plan>) -> Plan 
         result.loopback_flows += plan.loopback_flows;
         result.lost_peer_flows += plan.lost_peer_flows;
         for rule in &plan.rules {
-            let from_group = matches!(&rule.basis, Some(Basis::Group { group: g, .. }) if *g == group.name);
+            let from_group =
+                matches!(&rule.basis, Some(Basis::Group { group: g, .. }) if *g == group.name);
             if from_group {
                 let same = shared.iter_mut().find(|s| same_match(s, rule));
                 match same {
@@ -436,4 +448,264 @@ pub fn group_plan(group: &GroupMembers, plans: &BTreeMap<String, Plan>) -> Plan 
 fn same_match(a: &PlanRule, b: &PlanRule) -> bool {
     (a.direction, a.protocol, a.family, &a.peers, &a.ports)
         == (b.direction, b.protocol, b.family, &b.peers, &b.ports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{check, Outcome};
+    use crate::render;
+    use crate::test_support::FlowBuilder;
+    use proptest::prelude::*;
+    use FlowDirection::{Inbound, Outbound};
+
+    fn out(local: &str, remote: &str, port: u16) -> ObservedFlow {
+        FlowBuilder::new(Outbound, local, remote, port).build()
+    }
+
+    fn inb(local: &str, remote: &str, port: u16) -> ObservedFlow {
+        FlowBuilder::new(Inbound, local, remote, port).build()
+    }
+
+    fn group(name: &str, hosts: &[&str]) -> GroupMembers {
+        GroupMembers {
+            name: name.to_owned(),
+            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        }
+    }
+
+    /// What the rendered plan, read back by the checker, does with the flows.
+    fn outcomes(plan: &Plan, flows: &[ObservedFlow]) -> Vec<Outcome> {
+        let ruleset = crate::nft::parse_str("plan.nft", &render::nft(plan)).unwrap();
+        check(&ruleset, flows)
+            .into_iter()
+            .map(|v| v.outcome)
+            .collect()
+    }
+
+    /// Four workstations, three of which used the file server; the fourth was
+    /// only seen resolving names, the fifth never.
+    fn office() -> (FleetFlows, Vec<GroupMembers>) {
+        let mut flows = FleetFlows::new();
+        for i in 1..=3 {
+            let ws = format!("10.0.1.{i}");
+            flows.insert(format!("ws{i}"), vec![out(&ws, "10.0.0.9", 445)]);
+        }
+        flows.insert("ws4".to_owned(), vec![out("10.0.1.4", "10.0.0.53", 53)]);
+        flows.insert(
+            "srv".to_owned(),
+            (1..=3)
+                .map(|i| inb("10.0.0.9", &format!("10.0.1.{i}"), 445))
+                .collect(),
+        );
+        let groups = vec![group("workstations", &["ws1", "ws2", "ws3", "ws4", "ws5"])];
+        (flows, groups)
+    }
+
+    #[test]
+    fn a_service_most_members_used_is_the_whole_groups() {
+        let (flows, groups) = office();
+        let plans = GroupPlanner::default().plan_fleet(&flows, &groups);
+        // ws4 (seen, but never at the file server) and ws5 (never seen) may
+        // reach it, because 3 of the 5 workstations did.
+        for ws in ["ws4", "ws5"] {
+            let plan = &plans[ws];
+            assert_eq!(
+                outcomes(plan, &[out("10.0.1.4", "10.0.0.9", 445)]),
+                [Outcome::Allowed],
+                "{ws}"
+            );
+            assert_eq!(
+                outcomes(plan, &[out("10.0.1.4", "10.0.0.9", 139)]),
+                [Outcome::Blocked],
+                "{ws}"
+            );
+            let text = render::nft(plan);
+            assert!(
+                text.contains("comment \"used by 3 of 5 members of workstations, "),
+                "{text}"
+            );
+        }
+        // The server accepts ws4, whose address the flows know, but not a
+        // stranger.
+        let srv = &plans["srv"];
+        assert_eq!(
+            outcomes(
+                srv,
+                &[
+                    inb("10.0.0.9", "10.0.1.4", 445),
+                    inb("10.0.0.9", "10.0.1.99", 445)
+                ]
+            ),
+            [Outcome::Allowed, Outcome::Blocked]
+        );
+        let json = serde_json::to_value(srv).unwrap();
+        assert_eq!(
+            json["rules"][0]["basis"],
+            serde_json::json!({"kind": "group", "group": "workstations", "used_by": 3, "members": 5})
+        );
+    }
+
+    #[test]
+    fn a_service_too_few_members_used_stays_theirs() {
+        let (flows, groups) = office();
+        for (share, ws4_gets_it) in [(0.6, true), (0.61, false), (0.0, true), (1.0, false)] {
+            let planner = GroupPlanner {
+                min_share: share,
+                ..GroupPlanner::default()
+            };
+            let plans = planner.plan_fleet(&flows, &groups);
+            let got = outcomes(&plans["ws4"], &[out("10.0.1.4", "10.0.0.9", 445)]);
+            let want = if ws4_gets_it {
+                Outcome::Allowed
+            } else {
+                Outcome::Blocked
+            };
+            assert_eq!(got, [want], "share {share}");
+        }
+        // Any member is enough when the user says so: ws4's name server too.
+        let any = GroupPlanner {
+            min_share: 0.0,
+            ..GroupPlanner::default()
+        };
+        let plans = any.plan_fleet(&flows, &groups);
+        assert_eq!(
+            outcomes(&plans["ws1"], &[out("10.0.1.1", "10.0.0.53", 53)]),
+            [Outcome::Allowed]
+        );
+    }
+
+    #[test]
+    fn hosts_in_no_group_get_their_peers_subnets() {
+        let flows = [
+            inb("10.0.0.1", "10.0.5.5", 22),
+            inb("10.0.0.1", "10.0.5.7", 22),
+            inb("10.0.0.1", "10.0.9.9", 22),
+            inb("10.0.0.1", "fd00::5", 22),
+            inb("10.0.0.1", "fd00::1:6", 22),
+        ];
+        let fleet: FleetFlows = [("h".to_owned(), flows.to_vec())].into();
+        let plan = &GroupPlanner::default().plan_fleet(&fleet, &[])["h"];
+        let peers: Vec<String> = plan
+            .rules
+            .iter()
+            .flat_map(|r| r.peers.iter().flatten().map(ToString::to_string))
+            .collect();
+        assert_eq!(peers, ["10.0.5.4/30", "10.0.9.9", "fd00::/111"]);
+        assert_eq!(
+            plan.rules[0].basis,
+            Some(Basis::Subnet {
+                peers_seen: 2,
+                subnets: 1
+            })
+        );
+        assert_eq!(
+            outcomes(
+                plan,
+                &[
+                    inb("10.0.0.1", "10.0.5.6", 22),
+                    inb("10.0.0.1", "10.0.5.8", 22)
+                ]
+            ),
+            [Outcome::Allowed, Outcome::Blocked]
+        );
+    }
+
+    #[test]
+    fn a_groups_ruleset_lists_what_only_some_members_need() {
+        let (mut flows, groups) = office();
+        flows
+            .get_mut("ws2")
+            .unwrap()
+            .push(out("10.0.1.2", "192.0.2.80", 8080));
+        let plans = GroupPlanner::default().plan_fleet(&flows, &groups);
+        let plan = group_plan(&groups[0], &plans);
+        let exceptions: Vec<(&str, u16)> = plan
+            .exceptions
+            .iter()
+            .map(|e| (e.host.as_str(), e.rule.ports[0]))
+            .collect();
+        assert_eq!(exceptions, [("ws2", 8080), ("ws4", 53)]);
+        let text = render::nft(&plan);
+        assert!(
+            text.contains("#   ws2: outbound tcp peers 192.0.2.80 port(s) 8080\n"),
+            "{text}"
+        );
+        for member in &groups[0].hosts {
+            let own = flows.get(member).cloned().unwrap_or_default();
+            assert!(outcomes(&plan, &own).iter().all(|o| *o == Outcome::Allowed));
+        }
+    }
+
+    fn arb_flow(hosts: usize) -> impl Strategy<Value = (usize, ObservedFlow)> {
+        (
+            0..hosts,
+            any::<bool>(),
+            any::<bool>(),
+            0..hosts + 4,
+            prop::sample::select(vec![22u16, 53, 445, 8080]),
+            1..4u64,
+            any::<bool>(),
+        )
+            .prop_map(move |(h, inbound, tcp, peer, port, n, v6)| {
+                // Peers: other hosts, strangers, loopback and a lost peer.
+                let addr = |i: usize| -> IpAddr {
+                    match (i, v6) {
+                        (i, false) if i == hosts + 2 => "127.0.0.1".parse().unwrap(),
+                        (i, false) if i == hosts + 3 => "0.0.0.0".parse().unwrap(),
+                        (i, false) => format!("10.0.{}.{}", i % 3, i + 1).parse().unwrap(),
+                        (i, true) => format!("fd00::{:x}", i + 1).parse().unwrap(),
+                    }
+                };
+                let direction = if inbound { Inbound } else { Outbound };
+                let flow = FlowBuilder::new(direction, addr(h), addr(peer), port)
+                    .protocol(if tcp { Protocol::Tcp } else { Protocol::Udp })
+                    .connections(n)
+                    .build();
+                (h, flow)
+            })
+    }
+
+    proptest! {
+        /// For any fleet history and groups, no planner's plan blocks a flow
+        /// it was built from (as the checker reads the rendered ruleset).
+        #[test]
+        fn no_plan_blocks_its_own_history(
+            flows in prop::collection::vec(arb_flow(6), 0..40),
+            membership in prop::collection::vec(prop::collection::btree_set(0..7usize, 0..5), 0..3),
+            share in prop::sample::select(vec![0.0, 0.3, 0.5, 1.0]),
+        ) {
+            let mut fleet = FleetFlows::new();
+            for (h, flow) in flows {
+                fleet.entry(format!("h{h}")).or_default().push(flow);
+            }
+            let groups: Vec<GroupMembers> = membership
+                .iter()
+                .enumerate()
+                .map(|(i, m)| GroupMembers {
+                    name: format!("g{i}"),
+                    hosts: m.iter().map(|h| format!("h{h}")).collect(),
+                })
+                .collect();
+            let planners: [Box<dyn FleetPlanner>; 2] = [
+                Box::new(GroupPlanner { min_share: share, ..GroupPlanner::default() }),
+                Box::new(SubnetPlanner::default()),
+            ];
+            for planner in planners {
+                let plans = planner.plan_fleet(&fleet, &groups);
+                for (host, own) in &fleet {
+                    let got = outcomes(&plans[host], own);
+                    prop_assert!(got.iter().all(|o| *o == Outcome::Allowed), "{} {host}: {got:?}", planner.name());
+                }
+                for g in &groups {
+                    let plan = group_plan(g, &plans);
+                    for member in &g.hosts {
+                        let own = fleet.get(member).cloned().unwrap_or_default();
+                        let got = outcomes(&plan, &own);
+                        prop_assert!(got.iter().all(|o| *o == Outcome::Allowed), "group {} {member}: {got:?}", g.name);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -19,9 +19,9 @@
 pub mod check;
 pub mod diff;
 pub mod fleet;
-pub mod generalise;
 pub mod flow;
 pub mod from_store;
+pub mod generalise;
 pub mod listening;
 pub mod map_check;
 pub mod net;
@@ -35,6 +35,6 @@ pub mod test_support;
 pub use check::{check, FlowVerdict, Outcome};
 pub use diff::{diff, Diff};
 pub use fleet::{ExactPlanner, FleetFlows, FleetPlanner, GroupMembers};
-pub use generalise::{group_plan, GroupPlanner, SubnetPlanner};
 pub use flow::{FlowDirection, ObservedFlow};
+pub use generalise::{group_plan, GroupPlanner, SubnetPlanner};
 pub use plan::{plan, Basis, Generalize, Plan, PlanOptions};

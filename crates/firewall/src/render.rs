@@ -11,8 +11,8 @@ use std::fmt::Write as _;
 use connscope_event::{Protocol, Timestamp};
 
 use crate::flow::FlowDirection;
-use crate::plan::{Evidence, IpFamily, Plan, PlanRule};
 use crate::net::Prefix;
+use crate::plan::{Evidence, IpFamily, Plan, PlanRule};
 use crate::sanitize::{basename, clean, comment, NFT_COMMENT_MAX};
 
 /// Peer lists at least this long go into a named set, so the rule stays
@@ -60,7 +60,7 @@ pub fn evidence_text(evidence: &Evidence) -> String {
 /// members of workstations"), so a cut at the comment limit keeps the why.
 pub fn rule_text(rule: &PlanRule) -> String {
     match &rule.basis {
-        Some(basis) => format!("{basis}; {}", evidence_text(&rule.evidence)),
+        Some(basis) => format!("{basis}, {}", evidence_text(&rule.evidence)),
         None => evidence_text(&rule.evidence),
     }
 }
