@@ -189,15 +189,21 @@ struct KnownGroup<'a> {
     addresses: BTreeMap<IpAddr, BTreeSet<String>>,
     /// How many members must have used something for the group to get it.
     needed: usize,
+    /// What every member gets from the group, computed once.
+    profile: Vec<PlanRule>,
+}
+
+fn group_basis(group: &GroupMembers, used_by: usize) -> Basis {
+    Basis::Group {
+        group: group.name.clone(),
+        used_by,
+        members: group.hosts.len(),
+    }
 }
 
 impl KnownGroup<'_> {
     fn basis(&self, used_by: usize) -> Basis {
-        Basis::Group {
-            group: self.group.name.clone(),
-            used_by,
-            members: self.group.hosts.len(),
-        }
+        group_basis(self.group, used_by)
     }
 
     fn peers(&self, family: IpFamily) -> Vec<Prefix> {
@@ -227,11 +233,75 @@ impl GroupPlanner {
             }
         }
         let share = (self.min_share.clamp(0.0, 1.0) * group.hosts.len() as f64).ceil() as usize;
+        let needed = share.max(1);
         KnownGroup {
             group,
+            profile: self.profile(flows, group, &addresses, needed),
             addresses,
-            needed: share.max(1),
+            needed,
         }
+    }
+
+    /// The rules every member of `group` gets: the edges (to peers outside
+    /// the group) that at least `needed` members used.
+    fn profile(
+        &self,
+        flows: &FleetFlows,
+        group: &GroupMembers,
+        addresses: &BTreeMap<IpAddr, BTreeSet<String>>,
+        needed: usize,
+    ) -> Vec<PlanRule> {
+        let mut profile = Vec::new();
+        let mut edges: BTreeMap<(ServiceKey, Prefix), Usage> = BTreeMap::new();
+        for member in &group.hosts {
+            for flow in flows.get(member).into_iter().flatten() {
+                let Some(flow) = usable(flow, &self.options) else {
+                    continue;
+                };
+                // A peer inside the group is one member's address, not
+                // every member's: the group's address space is allowed
+                // per service instead (`group_rules`).
+                if addresses.contains_key(&flow.remote) {
+                    continue;
+                }
+                let key = (
+                    flow.direction,
+                    flow.protocol,
+                    family_of(flow.remote),
+                    flow.service_port,
+                );
+                edges
+                    .entry((key, Prefix::host(flow.remote)))
+                    .or_default()
+                    .add(member, &flow);
+            }
+        }
+        let mut per_service: BTreeMap<(ServiceKey, usize), (Vec<Prefix>, Evidence)> =
+            BTreeMap::new();
+        for ((key, peer), usage) in edges {
+            let used_by = usage.members.len();
+            let (Some(evidence), true) = (usage.evidence, used_by >= needed) else {
+                continue;
+            };
+            match per_service.get_mut(&(key, used_by)) {
+                Some((peers, merged)) => {
+                    peers.push(peer);
+                    merged.merge(&evidence);
+                }
+                None => {
+                    per_service.insert((key, used_by), (vec![peer], evidence));
+                }
+            }
+        }
+        for ((key, used_by), (peers, evidence)) in per_service {
+            profile.push(rule(
+                key,
+                Some(normalize(peers)),
+                evidence,
+                group_basis(group, used_by),
+            ));
+        }
+        merge_ports(profile)
     }
 
     /// The rules `host` gets from its groups: the services enough members of
@@ -240,56 +310,8 @@ impl GroupPlanner {
     fn group_rules(&self, host: &str, flows: &FleetFlows, groups: &[KnownGroup]) -> Vec<PlanRule> {
         let mut rules = Vec::new();
         for group in groups {
-            // What the members did, edge by edge.
             if group.group.hosts.contains(host) {
-                let mut edges: BTreeMap<(ServiceKey, Prefix), Usage> = BTreeMap::new();
-                for member in &group.group.hosts {
-                    for flow in flows.get(member).into_iter().flatten() {
-                        let Some(flow) = usable(flow, &self.options) else {
-                            continue;
-                        };
-                        // Peers inside the group are the group's address
-                        // space, below: a member's own address is not another's.
-                        if group.addresses.contains_key(&flow.remote) {
-                            continue;
-                        }
-                        let key = (
-                            flow.direction,
-                            flow.protocol,
-                            family_of(flow.remote),
-                            flow.service_port,
-                        );
-                        edges
-                            .entry((key, Prefix::host(flow.remote)))
-                            .or_default()
-                            .add(member, &flow);
-                    }
-                }
-                let mut per_service: BTreeMap<(ServiceKey, usize), (Vec<Prefix>, Evidence)> =
-                    BTreeMap::new();
-                for ((key, peer), usage) in edges {
-                    let used_by = usage.members.len();
-                    let (Some(evidence), true) = (usage.evidence, used_by >= group.needed) else {
-                        continue;
-                    };
-                    match per_service.get_mut(&(key, used_by)) {
-                        Some((peers, merged)) => {
-                            peers.push(peer);
-                            merged.merge(&evidence);
-                        }
-                        None => {
-                            per_service.insert((key, used_by), (vec![peer], evidence));
-                        }
-                    }
-                }
-                for ((key, used_by), (peers, evidence)) in per_service {
-                    rules.push(rule(
-                        key,
-                        Some(normalize(peers)),
-                        evidence,
-                        group.basis(used_by),
-                    ));
-                }
+                rules.extend(group.profile.iter().cloned());
             }
             // This host's services used by the group's members.
             let mut services: BTreeMap<ServiceKey, Usage> = BTreeMap::new();
