@@ -193,6 +193,17 @@ struct KnownGroup<'a> {
     profile: Vec<PlanRule>,
 }
 
+/// A group's addresses of one family, as peers of a rule.
+fn address_space(addresses: &BTreeMap<IpAddr, BTreeSet<String>>, family: IpFamily) -> Vec<Prefix> {
+    normalize(
+        addresses
+            .keys()
+            .filter(|a| family_of(**a) == family)
+            .map(|a| Prefix::host(*a))
+            .collect(),
+    )
+}
+
 fn group_basis(group: &GroupMembers, used_by: usize) -> Basis {
     Basis::Group {
         group: group.name.clone(),
@@ -207,13 +218,7 @@ impl KnownGroup<'_> {
     }
 
     fn peers(&self, family: IpFamily) -> Vec<Prefix> {
-        normalize(
-            self.addresses
-                .keys()
-                .filter(|a| family_of(**a) == family)
-                .map(|a| Prefix::host(*a))
-                .collect(),
-        )
+        address_space(&self.addresses, family)
     }
 }
 
@@ -253,23 +258,28 @@ impl GroupPlanner {
     ) -> Vec<PlanRule> {
         let mut profile = Vec::new();
         let mut edges: BTreeMap<(ServiceKey, Prefix), Usage> = BTreeMap::new();
+        let mut within: BTreeMap<(Protocol, IpFamily, u16), Usage> = BTreeMap::new();
         for member in &group.hosts {
             for flow in flows.get(member).into_iter().flatten() {
                 let Some(flow) = usable(flow, &self.options) else {
                     continue;
                 };
-                // A peer inside the group is one member's address, not
-                // every member's: the group's address space is allowed
-                // per service instead (`group_rules`).
-                if addresses.contains_key(&flow.remote) {
-                    continue;
-                }
                 let key = (
                     flow.direction,
                     flow.protocol,
                     family_of(flow.remote),
                     flow.service_port,
                 );
+                // A peer inside the group is one member's address, not
+                // every member's: members talking to members on a service
+                // (either end counts as using it) is evidence for the
+                // service within the whole group, both ways.
+                if let Some(peers) = addresses.get(&flow.remote) {
+                    let usage = within.entry((key.1, key.2, key.3)).or_default();
+                    usage.add(member, &flow);
+                    usage.members.extend(peers.iter().cloned());
+                    continue;
+                }
                 edges
                     .entry((key, Prefix::host(flow.remote)))
                     .or_default()
@@ -300,6 +310,20 @@ impl GroupPlanner {
                 evidence,
                 group_basis(group, used_by),
             ));
+        }
+        for ((protocol, family, port), usage) in within {
+            let used_by = usage.members.len();
+            let (Some(evidence), true) = (usage.evidence, used_by >= needed) else {
+                continue;
+            };
+            for direction in [FlowDirection::Inbound, FlowDirection::Outbound] {
+                profile.push(rule(
+                    (direction, protocol, family, port),
+                    Some(address_space(addresses, family)),
+                    evidence.clone(),
+                    group_basis(group, used_by),
+                ));
+            }
         }
         merge_ports(profile)
     }
@@ -594,6 +618,43 @@ mod tests {
         assert_eq!(
             outcomes(&plans["ws1"], &[out("10.0.1.1", "10.0.0.53", 53)]),
             [Outcome::Allowed]
+        );
+    }
+
+    #[test]
+    fn members_talking_to_members_open_the_service_within_the_group() {
+        // ws1 and ws2 each pulled from a colleague's port 7000; ws3 never did.
+        let flows: FleetFlows = [
+            ("ws1", vec![out("10.0.1.1", "10.0.1.2", 7000)]),
+            ("ws2", vec![out("10.0.1.2", "10.0.1.3", 7000)]),
+            ("ws3", vec![inb("10.0.1.3", "10.0.1.2", 7000)]),
+            ("x", vec![out("10.0.9.9", "10.0.1.3", 7000)]),
+        ]
+        .map(|(h, f)| (h.to_owned(), f))
+        .into();
+        let groups = [group("ws", &["ws1", "ws2", "ws3"])];
+        let plans = GroupPlanner::default().plan_fleet(&flows, &groups);
+        assert_eq!(
+            outcomes(
+                &plans["ws3"],
+                &[
+                    out("10.0.1.3", "10.0.1.1", 7000),
+                    out("10.0.1.3", "10.0.9.9", 7000)
+                ]
+            ),
+            [Outcome::Allowed, Outcome::Blocked]
+        );
+        // ws1 accepts its colleagues (all 3 used the service, at one end or
+        // the other) but not x.
+        assert_eq!(
+            outcomes(
+                &plans["ws1"],
+                &[
+                    inb("10.0.1.1", "10.0.1.3", 7000),
+                    inb("10.0.1.1", "10.0.9.9", 7000)
+                ]
+            ),
+            [Outcome::Allowed, Outcome::Blocked]
         );
     }
 
