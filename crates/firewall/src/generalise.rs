@@ -383,6 +383,20 @@ fn rule(key: ServiceKey, peers: Option<Vec<Prefix>>, evidence: Evidence, basis: 
     }
 }
 
+/// The rules by each service they allow, so a host's flows are matched
+/// against the few rules of their own port rather than all of them.
+fn by_service(rules: &[PlanRule]) -> BTreeMap<ServiceKey, Vec<&PlanRule>> {
+    let mut map: BTreeMap<ServiceKey, Vec<&PlanRule>> = BTreeMap::new();
+    for rule in rules {
+        for port in &rule.ports {
+            map.entry((rule.direction, rule.protocol, rule.family, *port))
+                .or_default()
+                .push(rule);
+        }
+    }
+    map
+}
+
 /// Rules equal but for their port become one rule with every port.
 fn merge_ports(rules: Vec<PlanRule>) -> Vec<PlanRule> {
     let mut merged: Vec<PlanRule> = Vec::new();
@@ -429,12 +443,16 @@ impl FleetPlanner for GroupPlanner {
                 let own = flows.get(host).map(Vec::as_slice).unwrap_or_default();
                 let generalised = self.group_rules(host, flows, &known);
                 // The host's own rules cover only what the group does not.
+                let by_service = by_service(&generalised);
+                let covered = |f: &ObservedFlow| {
+                    let key = (f.direction, f.protocol, family_of(f.remote), f.service_port);
+                    by_service
+                        .get(&key)
+                        .is_some_and(|rules| rules.iter().any(|r| r.allows(f)))
+                };
                 let rest: Vec<ObservedFlow> = own
                     .iter()
-                    .filter(|f| {
-                        usable(f, &self.options)
-                            .is_none_or(|f| !generalised.iter().any(|r| r.allows(&f)))
-                    })
+                    .filter(|f| usable(f, &self.options).is_none_or(|f| !covered(&f)))
                     .cloned()
                     .collect();
                 let mut plan = if groups.iter().any(|g| g.hosts.contains(host)) {
