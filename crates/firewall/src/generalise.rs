@@ -808,5 +808,45 @@ mod tests {
                 }
             }
         }
+
+        /// For any fleet history, an edge to a peer outside a group that
+        /// enough of its members used is allowed on every member, whether it
+        /// used the edge or not.
+        #[test]
+        fn every_member_gets_what_enough_members_did(
+            flows in prop::collection::vec(arb_flow(6), 0..40),
+            members in prop::collection::btree_set(0..7usize, 1..6),
+            share in prop::sample::select(vec![0.0, 0.3, 0.5, 1.0]),
+        ) {
+            let mut fleet = FleetFlows::new();
+            for (h, flow) in flows {
+                fleet.entry(format!("h{h}")).or_default().push(flow);
+            }
+            let g = GroupMembers {
+                name: "g".to_owned(),
+                hosts: members.iter().map(|h| format!("h{h}")).collect(),
+            };
+            let mine = |m: &String| fleet.get(m).into_iter().flatten()
+                .map(ObservedFlow::normalized)
+                .filter(|f| !f.is_loopback() && !f.remote.is_unspecified());
+            let space: BTreeSet<IpAddr> = g.hosts.iter().flat_map(|m| mine(m).map(|f| f.local)).collect();
+            let mut users: BTreeMap<(FlowDirection, Protocol, u16, IpAddr), BTreeSet<&String>> = BTreeMap::new();
+            for m in &g.hosts {
+                for f in mine(m).filter(|f| !space.contains(&f.remote)) {
+                    users.entry((f.direction, f.protocol, f.service_port, f.remote)).or_default().insert(m);
+                }
+            }
+            let needed = ((share * g.hosts.len() as f64).ceil() as usize).max(1);
+            let planner = GroupPlanner { min_share: share, ..GroupPlanner::default() };
+            let plans = planner.plan_fleet(&fleet, std::slice::from_ref(&g));
+            for ((direction, protocol, port, remote), used) in users {
+                let local: IpAddr = if remote.is_ipv4() { "10.9.9.9" } else { "fd09::9" }.parse().unwrap();
+                let edge = FlowBuilder::new(direction, local, remote, port).protocol(protocol).build();
+                for m in g.hosts.iter().filter(|m| used.len() >= needed || used.contains(m)) {
+                    let got = outcomes(&plans[m], std::slice::from_ref(&edge));
+                    prop_assert_eq!(got[0], Outcome::Allowed, "{} {:?} used by {:?}", m, edge, used);
+                }
+            }
+        }
     }
 }
