@@ -2,9 +2,10 @@
 //! connscope-firewall --bench planners`): how long `plan_fleet` takes for the
 //! exact, subnet and group planners on generated offices of growing size.
 //!
-//! Each office: hosts in four groups, ten servers (in no group) with ten
-//! services each; every workstation uses 20 of those services and 10
-//! addresses outside, each server logs the inbound side. Best of three runs.
+//! Each office: workstations in four groups, ten servers (in no group) with
+//! ten services each; every workstation uses up to 20 of those services (three
+//! that four in five use, the rest at random) and 10 addresses outside, each
+//! server logs the inbound side. Best of three runs.
 
 use std::collections::BTreeSet;
 use std::hint::black_box;
@@ -34,10 +35,21 @@ fn office(workstations: usize) -> (FleetFlows, Vec<GroupMembers>) {
     for i in 0..workstations {
         let local = ws_addr(i);
         let mut flows = Vec::new();
-        for _ in 0..20 {
-            let s = rng.random_range(0..SERVERS);
+        // Three services most of the office uses (file server, mail,
+        // intranet), each skipped by a fifth of the workstations, and 17
+        // picked at random among the rest.
+        let mut services: Vec<(usize, u16)> = (0..3)
+            .filter(|_| rng.random_range(0..5) != 0)
+            .map(|s| (s, 1000))
+            .collect();
+        for _ in 0..17 {
+            services.push((
+                rng.random_range(0..SERVERS),
+                1001 + rng.random_range(0..9u16),
+            ));
+        }
+        for (s, port) in services {
             let server: IpAddr = format!("10.0.0.{}", s + 1).parse().unwrap();
-            let port = 1000 + rng.random_range(0..10u16);
             flows.push(FlowBuilder::new(FlowDirection::Outbound, local, server, port).build());
             fleet
                 .entry(format!("srv{s}"))
