@@ -410,11 +410,13 @@ pub struct BacktestArgError {
 }
 
 /// The planners a backtest can compare, by name.
-pub const PLANNERS: &[&str] = &["exact"];
+pub const PLANNERS: &[&str] = &["exact", "subnet", "group"];
 
 fn planner_named(name: &str) -> Option<Box<dyn FleetPlanner + Send + Sync>> {
     match name {
         "exact" => Some(Box::new(crate::fleet::ExactPlanner::default())),
+        "subnet" => Some(Box::new(crate::generalise::SubnetPlanner::default())),
+        "group" => Some(Box::new(crate::generalise::GroupPlanner::default())),
         _ => None,
     }
 }

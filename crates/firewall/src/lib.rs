@@ -2,6 +2,8 @@
 //!
 //! - [`plan()`] turns one host's observed flows ([`ObservedFlow`]) into an
 //!   allowlist ([`Plan`]); [`render`] writes it as nftables or iptables-restore.
+//! - [`fleet`] and [`generalise`] plan many hosts at once, from their groups'
+//!   and subnets' evidence as well as their own.
 //! - [`nft`] reads a proposed or loaded ruleset (text or `nft -j` JSON) into a
 //!   model of the subset host firewalls use.
 //! - [`check()`] replays observed flows against such a ruleset and says, per
@@ -25,6 +27,7 @@ pub mod diff;
 pub mod fleet;
 pub mod flow;
 pub mod from_store;
+pub mod generalise;
 pub mod listening;
 pub mod map_check;
 pub mod net;
@@ -42,4 +45,5 @@ pub use check::{check, FlowVerdict, Outcome};
 pub use diff::{diff, Diff};
 pub use fleet::{ExactPlanner, FleetFlows, FleetPlanner, GroupMembers};
 pub use flow::{FlowDirection, ObservedFlow};
-pub use plan::{plan, Generalize, Plan, PlanOptions};
+pub use generalise::{group_plan, GroupPlanner, SubnetPlanner};
+pub use plan::{plan, Basis, Generalize, Plan, PlanOptions};

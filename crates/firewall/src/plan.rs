@@ -131,13 +131,48 @@ impl Evidence {
         }
     }
 
-    fn merge(&mut self, other: &Evidence) {
+    pub(crate) fn merge(&mut self, other: &Evidence) {
         self.flows += other.flows;
         self.connections += other.connections;
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
         self.processes.extend(other.processes.iter().cloned());
         self.users.extend(other.users.iter().cloned());
+    }
+}
+
+/// Why a rule allows more than the host itself was seen doing: the
+/// generalisation and the evidence that supports it. `None` on a rule means it
+/// allows exactly (up to `--generalize` widening) what the host did.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Basis {
+    /// Allowed for, or to, a whole group because enough of its members used it.
+    Group {
+        group: String,
+        used_by: usize,
+        members: usize,
+    },
+    /// Peers widened to the subnets the seen peers span.
+    Subnet { peers_seen: usize, subnets: usize },
+}
+
+impl fmt::Display for Basis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Basis::Group {
+                group,
+                used_by,
+                members,
+            } => write!(f, "used by {used_by} of {members} members of {group}"),
+            Basis::Subnet {
+                peers_seen,
+                subnets,
+            } => write!(
+                f,
+                "{peers_seen} peers seen, widened to the {subnets} subnet(s) they span"
+            ),
+        }
     }
 }
 
@@ -152,6 +187,36 @@ pub struct PlanRule {
     pub peers: Option<Vec<Prefix>>,
     pub ports: Vec<u16>,
     pub evidence: Evidence,
+    /// Why the rule reaches beyond the host's own flows, if it does.
+    pub basis: Option<Basis>,
+}
+
+impl PlanRule {
+    /// The rule lets the (normalised) flow through.
+    pub fn allows(&self, flow: &ObservedFlow) -> bool {
+        let (_, remote) = flow.packet_addresses();
+        let family = if remote.is_ipv4() {
+            IpFamily::Ipv4
+        } else {
+            IpFamily::Ipv6
+        };
+        self.direction == flow.direction
+            && self.protocol == flow.protocol
+            && self.family == family
+            && self.ports.contains(&flow.service_port)
+            && self
+                .peers
+                .as_ref()
+                .is_none_or(|peers| peers.iter().any(|p| p.contains(remote)))
+    }
+}
+
+/// A rule of a group's ruleset that only some members need: what one member
+/// did that the group as a whole does not explain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberException {
+    pub host: String,
+    pub rule: PlanRule,
 }
 
 /// A flow the plan does not allow, and why.
@@ -175,6 +240,9 @@ pub struct Plan {
     /// Their ports are open to any peer of the family: the connections were
     /// seen, and blocking them is what a plan must not do.
     pub lost_peer_flows: usize,
+    /// In a group's ruleset (`firewall plan --group`), the rules that only
+    /// some members need; they are among `rules` too, so no member is blocked.
+    pub exceptions: Vec<MemberException>,
 }
 
 /// A rule that no packet can match: an `ip6` rule on an IPv4-mapped address
@@ -294,6 +362,7 @@ pub fn plan(host: &str, flows: &[ObservedFlow], options: PlanOptions) -> Plan {
                 peers,
                 ports,
                 evidence,
+                basis: None,
             },
         )
         .collect();
@@ -304,6 +373,7 @@ pub fn plan(host: &str, flows: &[ObservedFlow], options: PlanOptions) -> Plan {
         review,
         loopback_flows,
         lost_peer_flows,
+        exceptions: Vec::new(),
     }
 }
 

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use connscope_event::{Protocol, Timestamp};
 
 use crate::flow::FlowDirection;
+use crate::net::Prefix;
 use crate::plan::{Evidence, IpFamily, Plan, PlanRule};
 use crate::sanitize::{basename, clean, comment, NFT_COMMENT_MAX};
 
@@ -53,6 +54,15 @@ pub fn evidence_text(evidence: &Evidence) -> String {
         let _ = write!(text, " user {}", users.join(","));
     }
     text
+}
+
+/// A rule's comment: its basis first when it generalises ("used by 17 of 24
+/// members of workstations"), so a cut at the comment limit keeps the why.
+pub fn rule_text(rule: &PlanRule) -> String {
+    match &rule.basis {
+        Some(basis) => format!("{basis}, {}", evidence_text(&rule.evidence)),
+        None => evidence_text(&rule.evidence),
+    }
 }
 
 fn proto(p: Protocol) -> &'static str {
@@ -166,7 +176,7 @@ pub fn nft(plan: &Plan) -> String {
                 "\t\t{peers}{} dport {} accept comment \"{}\"",
                 proto(rule.protocol),
                 braced(&rule.ports),
-                comment(&evidence_text(&rule.evidence), NFT_COMMENT_MAX)
+                comment(&rule_text(rule), NFT_COMMENT_MAX)
             );
         }
         if plan.options.reject {
@@ -189,6 +199,34 @@ fn write_review_comments(out: &mut String, plan: &Plan) {
             "# {} flow(s) with a peer address the log lost (64-bit tcpspy prints a dual-stack socket's IPv4 peers as ::): their ports are open to any IPv4 peer",
             plan.lost_peer_flows
         );
+    }
+    if !plan.exceptions.is_empty() {
+        let _ = writeln!(
+            out,
+            "# {} rule(s) only some members need (allowed below for the whole group):",
+            plan.exceptions.len()
+        );
+        for e in &plan.exceptions {
+            let r = &e.rule;
+            let peers = match &r.peers {
+                Some(peers) => peers
+                    .iter()
+                    .map(Prefix::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                None => "any".to_owned(),
+            };
+            let ports: Vec<String> = r.ports.iter().map(u16::to_string).collect();
+            let _ = writeln!(
+                out,
+                "#   {}: {} {} peers {} port(s) {}",
+                clean(&e.host),
+                r.direction.as_str(),
+                proto(r.protocol),
+                peers,
+                ports.join(",")
+            );
+        }
     }
     if plan.review.is_empty() {
         return;
@@ -267,7 +305,7 @@ pub fn iptables(plan: &Plan, family: IpFamily) -> String {
                 }
             };
             let p = proto(rule.protocol);
-            let note = comment(&evidence_text(&rule.evidence), NFT_COMMENT_MAX);
+            let note = comment(&rule_text(rule), NFT_COMMENT_MAX);
             // multiport takes at most 15 ports per rule.
             for ports in rule.ports.chunks(15) {
                 let ports_match = if ports.len() == 1 {

@@ -1,19 +1,23 @@
-//! `connscope firewall plan|check|diff` (and `backtest`, in its own file): allowlists from what one host was
-//! seen doing, and what-if checks of a ruleset against it. The logic lives in
+//! `connscope firewall plan|check|diff` (`backtest` is in its own file): allowlists from what a host (and,
+//! as evidence of what it will need, its groups and subnets) was seen doing,
+//! and what-if checks of a ruleset against it. The logic lives in
 //! `connscope-firewall`; this reads the store, prints and picks exit statuses.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use connscope_event::Timestamp;
 use connscope_firewall::check::{describe, FlowVerdict};
-use connscope_firewall::from_store::observed_flows;
+use connscope_firewall::from_store::{fleet_flows, fleet_groups, observed_flows};
 use connscope_firewall::nft::{self, Ruleset};
 use connscope_firewall::plan::{Evidence, IpFamily};
 use connscope_firewall::render::{self, evidence_text};
-use connscope_firewall::{check, diff, plan, Generalize, ObservedFlow, Outcome, PlanOptions};
+use connscope_firewall::{
+    check, diff, group_plan, plan, ExactPlanner, FleetFlows, FleetPlanner, Generalize,
+    GroupMembers, GroupPlanner, ObservedFlow, Outcome, PlanOptions, SubnetPlanner,
+};
 use connscope_query::TimeRangeArgs;
 use connscope_store::{SqliteStore, TimeRange};
 
@@ -60,10 +64,40 @@ enum Format {
     Json,
 }
 
+/// How far a plan reaches beyond what each host itself was seen doing.
+#[derive(Clone, Copy, ValueEnum)]
+enum Learn {
+    /// Only what the host itself did (peers widened by --generalize only).
+    Exact,
+    /// What the host's groups did, when enough members did it; hosts in no
+    /// group as `subnet`.
+    Group,
+    /// Each service's peers widened to the subnets they span (a /24, a /64 at most).
+    Subnet,
+}
+
 #[derive(Args)]
+#[command(after_help = "Without --from the range starts in 1970; without --to it ends now.")]
 pub struct PlanArgs {
+    /// The collector's SQLite store.
+    #[arg(long, value_name = "PATH")]
+    db: PathBuf,
+    /// The host to plan for, as it names itself in its events.
+    #[arg(long, required_unless_present = "group", conflicts_with = "group")]
+    host: Option<String>,
+    /// Plan one ruleset for every member of this group (`connscope groups`),
+    /// listing the rules only some members need.
+    #[arg(long, value_name = "NAME")]
+    group: Option<String>,
     #[command(flatten)]
-    source: Source,
+    range: TimeRangeArgs,
+    /// How far the plan generalises from the evidence.
+    #[arg(long, value_enum, default_value = "group")]
+    learn: Learn,
+    /// The share of a group's members (0 to 1) that must have used a service
+    /// before the whole group gets it, or `any` for any one member.
+    #[arg(long, default_value = "0.5", value_name = "SHARE|any", value_parser = parse_share)]
+    min_share: f64,
     #[arg(long, value_enum, default_value = "nft")]
     format: Format,
     /// How far IPv4 peers are widened: exact, a prefix length (e.g. 24), or any.
@@ -128,19 +162,24 @@ pub fn run(command: FirewallCommand) -> Result<ExitCode> {
     }
 }
 
-fn load_flows(source: &Source) -> Result<Vec<ObservedFlow>> {
+/// The store and the range its flows are read in (rollups round to hours, so
+/// without --from the range starts at the epoch rather than the dawn of i64).
+fn open_store(db: &Path, range: &TimeRangeArgs) -> Result<(SqliteStore, TimeRange)> {
     let now = Timestamp::now();
-    // From the epoch rather than the dawn of i64: rollups round to hours.
     let everything = TimeRange {
         from: Timestamp::from_nanos(0),
         to: now,
     };
-    let range = source.range.resolve(now, everything).map_err(flag_error)?;
-    if !source.db.exists() {
-        bail!("no store at {}", source.db.display());
+    let range = range.resolve(now, everything).map_err(flag_error)?;
+    if !db.exists() {
+        bail!("no store at {}", db.display());
     }
-    let store = SqliteStore::open(&source.db)
-        .with_context(|| format!("opening {}", source.db.display()))?;
+    let store = SqliteStore::open(db).with_context(|| format!("opening {}", db.display()))?;
+    Ok((store, range))
+}
+
+fn load_flows(source: &Source) -> Result<Vec<ObservedFlow>> {
+    let (store, range) = open_store(&source.db, &source.range)?;
     let stored = observed_flows(&store, &source.host, range)?;
     if stored.unknown_direction_edges > 0 {
         tracing::warn!(
@@ -154,15 +193,76 @@ fn load_flows(source: &Source) -> Result<Vec<ObservedFlow>> {
     Ok(stored.flows)
 }
 
+fn parse_share(s: &str) -> Result<f64, String> {
+    if s == "any" {
+        return Ok(0.0);
+    }
+    s.parse::<f64>()
+        .ok()
+        .filter(|share| (0.0..=1.0).contains(share))
+        .ok_or_else(|| format!("expected a share from 0 to 1 or `any`, not {s:?}"))
+}
+
+/// Every host's flows in the plan's range, and the store's host groups with
+/// their members in it (`connscope groups`; hosts in none are planned as
+/// `subnet` by the group planner).
+fn load_fleet(args: &PlanArgs) -> Result<(FleetFlows, Vec<GroupMembers>)> {
+    let (store, range) = open_store(&args.db, &args.range)?;
+    let groups = fleet_groups(&store, range)?;
+    let fleet = fleet_flows(&store, range)?;
+    let unknown: usize = fleet.values().map(|s| s.unknown_direction_edges).sum();
+    if unknown > 0 {
+        tracing::warn!(
+            edges = unknown,
+            "edges of unknown direction (e.g. imported tcpspy logs) are left out"
+        );
+    }
+    let fleet = fleet
+        .into_iter()
+        .map(|(host, stored)| (host, stored.flows))
+        .collect();
+    Ok((fleet, groups))
+}
+
 fn run_plan(args: PlanArgs) -> Result<ExitCode> {
-    let flows = load_flows(&args.source)?;
     let options = PlanOptions {
         generalize_v4: args.generalize,
         generalize_v6: args.generalize_v6,
         min_count: args.min_count,
         reject: args.reject,
     };
-    let plan = plan(&args.source.host, &flows, options);
+    let (fleet, groups) = load_fleet(&args)?;
+    let subnet = SubnetPlanner {
+        options,
+        ..SubnetPlanner::default()
+    };
+    let planner: Box<dyn FleetPlanner> = match args.learn {
+        Learn::Exact => Box::new(ExactPlanner { options }),
+        Learn::Subnet => Box::new(subnet),
+        Learn::Group => Box::new(GroupPlanner {
+            options,
+            min_share: args.min_share,
+            ungrouped: subnet,
+        }),
+    };
+    let mut plans = planner.plan_fleet(&fleet, &groups);
+    let plan = match (&args.host, &args.group) {
+        (Some(host), _) => {
+            if !fleet.contains_key(host) {
+                tracing::warn!(%host, "no connections stored for this host in the range");
+            }
+            plans
+                .remove(host)
+                .unwrap_or_else(|| plan(host, &[], options))
+        }
+        (None, Some(name)) => {
+            let Some(group) = groups.iter().find(|g| g.name == *name) else {
+                bail!("no group {name:?} in the store (see `connscope groups list`)");
+            };
+            group_plan(group, &plans)
+        }
+        (None, None) => bail!("--host or --group is required"),
+    };
     if !plan.review.is_empty() {
         tracing::warn!(
             flows = plan.review.len(),
