@@ -89,6 +89,8 @@ fn rolling_windows_print_a_stability_figure_and_bad_flags_are_named() {
         "7d",
         "--step",
         "1d",
+        "--planner",
+        "exact",
     ]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.matches("  learn ").count(), 9, "{text}");
