@@ -61,7 +61,8 @@ fn get_and_post_answer_the_same_backtest_to_readers_only() {
     );
     assert_eq!(exact["hosts"].as_array().unwrap().len(), 26);
 
-    let body = serde_json::json!({ "learn_to": learn_to, "until": until }).to_string();
+    let body =
+        serde_json::json!({ "learn_to": learn_to, "until": until, "planner": "exact" }).to_string();
     let (status, post_body) = curl(
         &collector,
         "/api/v1/firewall/backtest",
