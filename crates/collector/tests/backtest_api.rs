@@ -14,23 +14,7 @@ const READER: &str = "reader-token-0123456789";
 const AGENT: &str = "token-of-agent-web1";
 
 fn curl(collector: &Running, path: &str, token: &str, extra: &[&str]) -> (u16, String) {
-    let out = std::process::Command::new("curl")
-        .args(extra)
-        .args(["--silent", "--show-error", "--max-time", "60", "--cacert"])
-        .arg(&collector.cert)
-        .args(["--write-out", "\n%{http_code}"])
-        .arg(format!("{}{path}", collector.url()))
-        .args(["--header", &format!("Authorization: Bearer {token}")])
-        .output()
-        .expect("curl is installed");
-    assert!(
-        out.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let (body, status) = text.rsplit_once('\n').unwrap();
-    (status.trim().parse().unwrap(), body.to_owned())
+    collector.curl(path, Some(token), extra)
 }
 
 #[test]

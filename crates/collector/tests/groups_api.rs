@@ -37,39 +37,16 @@ fn call(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, String) {
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args([
-        "--silent",
-        "--show-error",
-        "--max-time",
-        "30",
-        "--request",
-        method,
-    ])
-    .arg("--cacert")
-    .arg(&collector.cert)
-    .args(["--write-out", "\n%{http_code}"])
-    .arg(format!("{}{path}", collector.url()));
-    if let Some(token) = token {
-        cmd.args(["--header", &format!("Authorization: Bearer {token}")]);
-    }
+    let mut extra = vec!["--request", method];
     if let Some(body) = body {
-        cmd.args([
+        extra.extend([
             "--header",
             "Content-Type: application/json",
             "--data-binary",
             body,
         ]);
     }
-    let out = cmd.output().expect("curl is installed");
-    assert!(
-        out.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let (body, status) = text.rsplit_once('\n').unwrap();
-    (status.trim().parse().unwrap(), body.to_owned())
+    collector.curl(path, token, &extra)
 }
 
 #[test]

@@ -299,7 +299,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 /// GETs an API path with curl (a real, independent client), verifying the
 /// collector's certificate; returns (status, body).
 fn curl(collector: &Running, path: &str, token: Option<&str>) -> (u16, String) {
-    curl_with(collector, path, token, &[])
+    collector.curl(path, token, &[])
 }
 
 /// As [`curl`], with more curl arguments (a method, a body).
@@ -309,24 +309,7 @@ fn curl_with(
     token: Option<&str>,
     extra: &[&str],
 ) -> (u16, String) {
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args(extra);
-    cmd.args(["--silent", "--show-error", "--max-time", "30", "--cacert"])
-        .arg(&collector.cert)
-        .args(["--write-out", "\n%{http_code}"])
-        .arg(format!("{}{path}", collector.url()));
-    if let Some(token) = token {
-        cmd.args(["--header", &format!("Authorization: Bearer {token}")]);
-    }
-    let out = cmd.output().expect("curl is installed");
-    assert!(
-        out.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let (body, status) = text.rsplit_once('\n').unwrap();
-    (status.trim().parse().unwrap(), body.to_owned())
+    collector.curl(path, token, extra)
 }
 
 #[test]

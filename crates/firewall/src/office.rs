@@ -16,10 +16,11 @@
 //! so a test can count what a plan should block without asking the planner.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 
 use connscope_event::{ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp};
-use connscope_store::{AgentId, Store, StoreError, TimeRange};
+use connscope_store::{AgentId, SqliteStore, Store, StoreError, TimeRange};
 
 use crate::fleet::GroupMembers;
 
@@ -400,6 +401,15 @@ impl Office {
                 c.count * ends as u64
             })
             .sum()
+    }
+
+    /// The tests' office (seed 16, scale 1) written into a new SQLite store
+    /// at `path`.
+    pub fn in_store(path: &Path) -> Result<(Office, SqliteStore), StoreError> {
+        let office = Office::generate(16, 1);
+        let store = SqliteStore::open(path)?;
+        office.write(&store)?;
+        Ok((office, store))
     }
 
     /// Writes every logging host's events into `store`, numbered per host in

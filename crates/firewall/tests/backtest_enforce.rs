@@ -146,10 +146,8 @@ fn prove(
 
 #[test]
 fn backtested_verdicts_hold_in_the_kernel_and_full_history_plans_pass_everything() {
-    let office = Office::generate(16, 1);
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("office.db")).unwrap();
-    office.write(&store).unwrap();
+    let (office, store) = Office::in_store(&dir.path().join("office.db")).unwrap();
     let learn = fleet(&store, 1, 12);
     let test = fleet(&store, 13, 16);
     // The file server refuses the workstations it never saw; ws-05 loses
@@ -181,10 +179,8 @@ const MONTHLY_PORT: u16 = 5986;
 /// keep every connection of days 13-16 but the monthly job's, never seen.
 #[test]
 fn default_group_plans_keep_tomorrows_work_in_the_kernel() {
-    let office = Office::generate(16, 1);
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("office.db")).unwrap();
-    office.write(&store).unwrap();
+    let (office, store) = Office::in_store(&dir.path().join("office.db")).unwrap();
     let learn = fleet(&store, 1, 12);
     let test = fleet(&store, 13, 16);
     for name in ["fs", "ws-05", "ws-16"] {
@@ -205,10 +201,8 @@ fn default_group_plans_keep_tomorrows_work_in_the_kernel() {
 /// 1-12 and on all 16) is one `nft -f` loads; add planners here as they land.
 #[test]
 fn every_backtested_office_plan_loads_with_nft() {
-    let office = Office::generate(16, 1);
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("office.db")).unwrap();
-    office.write(&store).unwrap();
+    let (office, store) = Office::in_store(&dir.path().join("office.db")).unwrap();
     let (exact, subnet, group) = (
         ExactPlanner::default(),
         SubnetPlanner::default(),

@@ -15,10 +15,7 @@ use connscope_store::SqliteStore;
 type Edge = (String, FlowDirection, IpAddr, u16, Protocol);
 
 fn office_store(dir: &tempfile::TempDir) -> (Office, SqliteStore) {
-    let office = Office::generate(16, 1);
-    let store = SqliteStore::open(dir.path().join("office.db")).unwrap();
-    office.write(&store).unwrap();
-    (office, store)
+    Office::in_store(&dir.path().join("office.db")).unwrap()
 }
 
 /// Each logging end's edges of the connections of `days`, with their counts.

@@ -62,6 +62,30 @@ impl Running {
         }
     }
 
+    /// `curl` against this collector, trusting its certificate: (status,
+    /// body) of `path` with `token` as the bearer, `extra` curl arguments (a
+    /// method, a body) first.
+    pub fn curl(&self, path: &str, token: Option<&str>, extra: &[&str]) -> (u16, String) {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(extra)
+            .args(["--silent", "--show-error", "--max-time", "60", "--cacert"])
+            .arg(&self.cert)
+            .args(["--write-out", "\n%{http_code}"])
+            .arg(format!("{}{path}", self.url()));
+        if let Some(token) = token {
+            cmd.args(["--header", &format!("Authorization: Bearer {token}")]);
+        }
+        let out = cmd.output().expect("curl is installed");
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (body, status) = text.rsplit_once('\n').unwrap();
+        (status.trim().parse().unwrap(), body.to_owned())
+    }
+
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.addr.port())
     }
