@@ -57,26 +57,18 @@ fn post(
 ) -> (u16, String) {
     let file = dir.join(format!("body-{}", std::process::id()));
     std::fs::write(&file, body).unwrap();
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args(["--silent", "--show-error", "--max-time", "60", "--cacert"])
-        .arg(&collector.cert)
-        .args(["--write-out", "\n%{http_code}"])
-        .args(["--header", "Content-Type: application/x-ndjson"])
-        .arg("--data-binary")
-        .arg(format!("@{}", file.display()))
-        .arg(format!("{}{path}", collector.url()));
-    if let Some(value) = authorization {
-        cmd.args(["--header", &format!("Authorization: {value}")]);
+    let data = format!("@{}", file.display());
+    let authorization = authorization.map(|value| format!("Authorization: {value}"));
+    let mut extra = vec![
+        "--header",
+        "Content-Type: application/x-ndjson",
+        "--data-binary",
+        &data,
+    ];
+    if let Some(header) = &authorization {
+        extra.extend(["--header", header.as_str()]);
     }
-    let out = cmd.output().expect("curl is installed");
-    assert!(
-        out.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let (body, status) = text.rsplit_once('\n').unwrap();
-    (status.trim().parse().unwrap(), body.to_owned())
+    collector.curl(path, None, &extra)
 }
 
 fn ingest(collector: &Running, dir: &std::path::Path, token: &str, body: &[u8]) -> (u16, String) {
@@ -90,16 +82,7 @@ fn ingest(collector: &Running, dir: &std::path::Path, token: &str, body: &[u8]) 
 }
 
 fn get(collector: &Running, path: &str) -> (u16, String) {
-    let out = std::process::Command::new("curl")
-        .args(["--silent", "--show-error", "--max-time", "60", "--cacert"])
-        .arg(&collector.cert)
-        .args(["--write-out", "\n%{http_code}"])
-        .arg(format!("{}{path}", collector.url()))
-        .output()
-        .expect("curl is installed");
-    let text = String::from_utf8(out.stdout).unwrap();
-    let (body, status) = text.rsplit_once('\n').unwrap();
-    (status.trim().parse().unwrap(), body.to_owned())
+    collector.curl(path, None, &[])
 }
 
 fn stored_events(store: &SqliteStore) -> u64 {
