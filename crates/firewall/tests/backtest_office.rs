@@ -18,6 +18,22 @@ fn office_store(dir: &tempfile::TempDir) -> (Office, SqliteStore) {
     Office::in_store(&dir.path().join("office.db")).unwrap()
 }
 
+/// The office's backtest as the issue runs it: `planner` learns on days 1-12
+/// (the holiday) and days 13-16 are replayed.
+fn holiday_backtest(planner: &dyn FleetPlanner) -> (Office, Backtest) {
+    let dir = tempfile::tempdir().unwrap();
+    let (office, store) = office_store(&dir);
+    let result = backtest_store(
+        &store,
+        &[planner],
+        Office::days(1, 12),
+        Office::days(13, 16),
+        &office.groups(),
+    )
+    .unwrap();
+    (office, result)
+}
+
 /// Each logging end's edges of the connections of `days`, with their counts.
 fn truth_edges(office: &Office, days: std::ops::RangeInclusive<u32>) -> BTreeMap<Edge, u64> {
     let mut edges = BTreeMap::new();
@@ -67,18 +83,7 @@ fn reported(result: &Backtest, planner: &str) -> BTreeMap<Edge, u64> {
 
 #[test]
 fn exact_plans_learned_on_days_1_to_12_block_what_the_ground_truth_says_by_host_and_edge() {
-    let dir = tempfile::tempdir().unwrap();
-    let (office, store) = office_store(&dir);
-    let exact = ExactPlanner::default();
-    let planners: [&dyn FleetPlanner; 1] = [&exact];
-    let result = backtest_store(
-        &store,
-        &planners,
-        Office::days(1, 12),
-        Office::days(13, 16),
-        &office.groups(),
-    )
-    .unwrap();
+    let (office, result) = holiday_backtest(&ExactPlanner::default());
 
     let learned: BTreeSet<(String, FlowDirection, IpAddr, u16, Protocol)> =
         truth_edges(&office, 1..=12).into_keys().collect();
@@ -119,18 +124,7 @@ fn exact_plans_learned_on_days_1_to_12_block_what_the_ground_truth_says_by_host_
 
 #[test]
 fn the_monthly_job_is_what_was_not_seen_in_the_learning_window() {
-    let dir = tempfile::tempdir().unwrap();
-    let (office, store) = office_store(&dir);
-    let exact = ExactPlanner::default();
-    let planners: [&dyn FleetPlanner; 1] = [&exact];
-    let result = backtest_store(
-        &store,
-        &planners,
-        Office::days(1, 12),
-        Office::days(13, 16),
-        &office.groups(),
-    )
-    .unwrap();
+    let (office, result) = holiday_backtest(&ExactPlanner::default());
     let not_seen: BTreeSet<(String, u16)> = result.planners[0]
         .hosts
         .iter()
@@ -199,18 +193,7 @@ fn rolling_windows_give_a_stability_figure() {
 /// planner, `firewall plan`'s default, must.
 #[test]
 fn the_default_plans_block_nothing_but_the_unseen_monthly_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let (office, store) = office_store(&dir);
-    let planner = GroupPlanner::default();
-    let planners: [&dyn FleetPlanner; 1] = [&planner];
-    let result = backtest_store(
-        &store,
-        &planners,
-        Office::days(1, 12),
-        Office::days(13, 16),
-        &office.groups(),
-    )
-    .unwrap();
+    let (_, result) = holiday_backtest(&GroupPlanner::default());
     let r = &result.planners[0];
     assert_eq!(r.blocked_connections, r.not_seen_connections, "{r:#?}");
     assert!(r.surface.ports > 0);
