@@ -492,6 +492,7 @@ impl Wire<'_> {
             close,
             failure,
             preexisting: self.connscope.preexisting,
+            remote_name: None,
         };
         // The declared family is that of the addresses as written, before an
         // older agent's IPv4-mapped pair is read as the IPv4 it is.
@@ -542,6 +543,7 @@ mod tests {
             }),
             failure: None,
             preexisting: false,
+            remote_name: None,
         }
     }
 

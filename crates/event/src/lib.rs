@@ -103,6 +103,28 @@ pub struct CloseStats {
     pub packets_received: Option<u64>,
 }
 
+/// How an agent learned the name of a connection's remote end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NameSource {
+    /// A DNS answer delivered to a process of the host named this address.
+    Dns,
+    /// The server name (SNI) of the TLS ClientHello sent on the connection.
+    Sni,
+}
+
+/// The name of a connection's remote end, as the host itself learned it.
+///
+/// Names come from the network: `name` is kept exactly as received (it may
+/// hold any bytes a DNS label can, shown escaped downstream), never resolved
+/// by connscope.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RemoteName {
+    /// The name the process asked for (the first name of the CNAME chain
+    /// that ended at the address, or the SNI).
+    pub name: String,
+    pub source: NameSource,
+}
+
 /// One observed connection event.
 ///
 /// Invariants (checked by [`ConnectionEvent::validate`], and by the JSON reader):
@@ -137,6 +159,9 @@ pub struct ConnectionEvent {
     /// The connection was already open when the agent started: its `timestamp`
     /// is when the agent first saw it, not when it was opened.
     pub preexisting: bool,
+    /// What the remote end is called, when the host saw a DNS answer or a
+    /// TLS server name for it.
+    pub remote_name: Option<RemoteName>,
 }
 
 /// An event whose fields contradict each other.
@@ -182,6 +207,7 @@ impl ConnectionEvent {
             close: (kind == EventKind::Disconnect).then(CloseStats::default),
             failure: (kind == EventKind::ConnectFailed).then_some(ConnectFailure::Other),
             preexisting: false,
+            remote_name: None,
         }
     }
 

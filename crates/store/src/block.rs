@@ -249,6 +249,7 @@ pub fn decode(data: &[u8], host: &str) -> Result<Vec<ConnectionEvent>, BlockErro
             close,
             failure,
             preexisting: flags.has(Flags::PREEXISTING),
+            remote_name: None,
         });
     }
     if r.at != data.len() {
