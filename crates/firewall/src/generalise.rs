@@ -673,7 +673,7 @@ mod tests {
         let unseen_elsewhere = inb("10.0.0.9", "10.0.7.20", 445);
         let plans = GroupPlanner::default().plan_fleet(&flows, &groups);
         assert_eq!(
-            outcomes(&plans["srv"], &[unseen_elsewhere.clone()]),
+            outcomes(&plans["srv"], std::slice::from_ref(&unseen_elsewhere)),
             [Outcome::Blocked]
         );
         groups[0].declared = vec!["10.0.0.0/21".parse().unwrap()];
