@@ -8,6 +8,7 @@ pub mod firewall_backtest;
 pub mod groups;
 pub mod import;
 pub mod map;
+pub mod policy;
 pub mod report;
 pub mod rules;
 pub mod ship;
