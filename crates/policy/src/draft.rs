@@ -151,8 +151,15 @@ pub fn draft(
         .filter_map(|m| fleet.get(m))
         .flatten()
         .map(|f| (f.first_seen, f.last_seen));
-    let from = seen.clone().map(|s| s.0).min().map_or(range.from, |f| f.max(range.from));
-    let to = seen.map(|s| s.1).max().map_or(range.to, |t| t.min(range.to));
+    let from = seen
+        .clone()
+        .map(|s| s.0)
+        .min()
+        .map_or(range.from, |f| f.max(range.from));
+    let to = seen
+        .map(|s| s.1)
+        .max()
+        .map_or(range.to, |t| t.min(range.to));
     let mut policy = Policy {
         format: FORMAT,
         name: group_name.map_or_else(|| members[0].clone(), str::to_owned),
