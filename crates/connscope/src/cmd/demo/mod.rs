@@ -15,7 +15,7 @@ mod office;
 mod services;
 mod traffic;
 
-use std::fs::{File, TryLockError};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,8 @@ use clap::Args;
 use connscope_query::join::load_edges;
 use connscope_query::report::{edges_report, Format};
 use connscope_store::{SqliteStore, TimeRange};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 use office::{Office, HIDDEN_V4, UPDATES_NAME, UPDATES_V4, UPDATES_V6, ZONE};
 
@@ -66,6 +68,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         }
         .context("installing the signal handler")?;
     }
+    check_programs()?;
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
     let _dir_lock = lock_dir(&args.dir)?;
@@ -138,6 +141,34 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The programs the office runs, with the Debian package of each.
+const PROGRAMS: [(&str, &str); 7] = [
+    ("ip", "iproute2"),
+    ("dnsmasq", "dnsmasq-base"),
+    ("python3", "python3"),
+    ("openssl", "openssl"),
+    ("curl", "curl"),
+    ("tar", "tar"),
+    ("timeout", "coreutils"),
+];
+
+/// Names every missing program at once, before anything is built.
+fn check_programs() -> Result<()> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let missing: Vec<String> = PROGRAMS
+        .iter()
+        .filter(|(program, _)| !std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+        .map(|(program, package)| format!("{program} (Debian package {package})"))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the demo's office needs {} in PATH: scripts/dev-setup installs them",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
 fn sleep_unless_stopped(duration: Duration) {
     let until = Instant::now() + duration;
     while Instant::now() < until && !STOP.load(Ordering::Relaxed) {
@@ -147,18 +178,18 @@ fn sleep_unless_stopped(duration: Duration) {
 
 /// Takes `DIR/demo.lock` (holding our pid) for as long as the demo runs: two
 /// demos on one store and one set of agent state directories would collide.
-fn lock_dir(dir: &Path) -> Result<File> {
+fn lock_dir(dir: &Path) -> Result<Flock<File>> {
     let path = dir.join("demo.lock");
-    let mut file = File::options()
+    let file = File::options()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
+    let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => locked,
+        Err((mut file, Errno::EWOULDBLOCK)) => {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
             bail!(
@@ -167,10 +198,8 @@ fn lock_dir(dir: &Path) -> Result<File> {
                 dir.display()
             );
         }
-        Err(TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("locking {}", path.display()))
-        }
-    }
+        Err((_, e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+    };
     file.set_len(0)
         .and_then(|()| file.rewind())
         .and_then(|()| writeln!(file, "{}", std::process::id()))
@@ -183,7 +212,7 @@ fn print_office(office: &Office) {
         "== The office: namespaces {}*, bridge br0 in {} (10.17.0.0/24, fd00:17::/64), DNS zone {ZONE}",
         office.prefix, office.router_netns
     );
-    println!("   {:<9} {:<15} {:<14} {}", "host", "IPv4", "IPv6", "runs");
+    println!("   {:<9} {:<15} {:<14} runs", "host", "IPv4", "IPv6");
     for host in &office.hosts {
         let runs = match host.role {
             office::Role::Workstation => "workstation (curl, bash)".to_owned(),

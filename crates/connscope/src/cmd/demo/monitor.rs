@@ -19,7 +19,7 @@ use connscope_query::groups::check_group;
 use connscope_store::{GroupKind, HostGroup, SqliteStore, Store};
 
 use super::child::Child;
-use super::office::{Office, Role};
+use super::office::{Host, Office, Role};
 
 /// The collector as started: its address and certificate fingerprint; it
 /// stops when this is dropped.
@@ -30,10 +30,9 @@ pub struct Collector {
 }
 
 /// The groups of the office, as `connscope groups add` would define them.
-pub fn groups(office: &Office) -> Vec<HostGroup> {
+pub fn groups(hosts: &[Host]) -> Vec<HostGroup> {
     let names = |role: Role| -> Vec<String> {
-        office
-            .hosts
+        hosts
             .iter()
             .filter(|h| h.role == role)
             .map(|h| h.name.to_owned())
@@ -69,7 +68,7 @@ pub fn groups(office: &Office) -> Vec<HostGroup> {
 /// name, so a second run finds them as it left them).
 pub fn write_groups(db: &Path, office: &Office) -> Result<Vec<HostGroup>> {
     let store = SqliteStore::open(db).with_context(|| format!("opening {}", db.display()))?;
-    let groups = groups(office);
+    let groups = groups(&office.hosts);
     for group in &groups {
         check_group(group).with_context(|| format!("the demo's group {}", group.name))?;
         store
@@ -169,4 +168,29 @@ pub fn random_tokens(count: usize) -> Result<Vec<String>> {
         .chunks(16)
         .map(|chunk| chunk.iter().map(|b| format!("{b:02x}")).collect())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::demo::office::plan;
+    use connscope_query::groups::resolve;
+
+    #[test]
+    fn every_host_of_the_office_is_in_exactly_one_valid_group() {
+        let hosts = plan("csdemo-1-");
+        let seen = hosts
+            .iter()
+            .map(|h| (h.name.to_owned(), [std::net::IpAddr::V4(h.v4)].into()))
+            .collect();
+        let mut members = Vec::new();
+        for group in groups(&hosts) {
+            check_group(&group).unwrap();
+            members.extend(resolve(&group, &seen).unwrap().hosts);
+        }
+        members.sort();
+        let mut names: Vec<_> = hosts.iter().map(|h| h.name.to_owned()).collect();
+        names.sort();
+        assert_eq!(members, names);
+    }
 }

@@ -12,12 +12,14 @@
 //! tells a running demo's namespaces from a dead one's leftovers (a demo
 //! killed with SIGKILL) and removes only the latter.
 
-use std::fs::{File, TryLockError};
+use std::fs::File;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 /// Every name the demo gives a namespace starts with this.
 pub const PREFIX: &str = "csdemo-";
@@ -75,6 +77,19 @@ const PLAN: [(&str, Role, u8); 8] = [
     ("printer", Role::Printer, 30),
 ];
 
+/// The office's hosts, their namespaces named with `prefix`.
+pub fn plan(prefix: &str) -> Vec<Host> {
+    PLAN.iter()
+        .map(|&(name, role, last)| Host {
+            name,
+            role,
+            v4: office_v4(last),
+            v6: office_v6(last),
+            netns: format!("{prefix}{name}"),
+        })
+        .collect()
+}
+
 pub fn office_v4(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 17, 0, last)
 }
@@ -94,7 +109,7 @@ pub struct Office {
     pub internet_netns: String,
     made: Vec<String>,
     lock_path: PathBuf,
-    _lock: File,
+    _lock: Flock<File>,
 }
 
 impl Office {
@@ -105,19 +120,11 @@ impl Office {
         let lock_path = Path::new(LOCK_DIR).join(format!("{pid}.lock"));
         let lock = File::create(&lock_path)
             .with_context(|| format!("creating {}", lock_path.display()))?;
-        lock.lock()
+        let lock = Flock::lock(lock, FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
             .with_context(|| format!("locking {}", lock_path.display()))?;
         let prefix = format!("{PREFIX}{pid}-");
-        let hosts = PLAN
-            .iter()
-            .map(|&(name, role, last)| Host {
-                name,
-                role,
-                v4: office_v4(last),
-                v6: office_v6(last),
-                netns: format!("{prefix}{name}"),
-            })
-            .collect();
+        let hosts = plan(&prefix);
         let mut office = Office {
             router_netns: format!("{prefix}router"),
             internet_netns: format!("{prefix}internet"),
@@ -140,17 +147,11 @@ impl Office {
     }
 
     pub fn with_role(&self, role: Role) -> &Host {
-        self.hosts
-            .iter()
-            .find(|h| h.role == role)
-            .expect("the plan has every role")
+        with_role(&self.hosts, role)
     }
 
     pub fn workstations(&self) -> Vec<&Host> {
-        self.hosts
-            .iter()
-            .filter(|h| h.role == Role::Workstation)
-            .collect()
+        workstations(&self.hosts)
     }
 
     fn add_netns(&mut self, name: &str) -> Result<()> {
@@ -342,6 +343,21 @@ impl Office {
     }
 }
 
+/// The first host of `role` (the plan has every role).
+pub fn with_role(hosts: &[Host], role: Role) -> &Host {
+    hosts
+        .iter()
+        .find(|h| h.role == role)
+        .expect("the plan has every role")
+}
+
+pub fn workstations(hosts: &[Host]) -> Vec<&Host> {
+    hosts
+        .iter()
+        .filter(|h| h.role == Role::Workstation)
+        .collect()
+}
+
 impl Drop for Office {
     fn drop(&mut self) {
         for ns in self.made.iter().rev() {
@@ -423,12 +439,10 @@ fn is_running(pid: u32) -> Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
     };
-    match file.try_lock_shared() {
-        Ok(()) => Ok(false),
-        Err(TryLockError::WouldBlock) => Ok(true),
-        Err(TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("checking the lock {}", path.display()))
-        }
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_) => Ok(false),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(true),
+        Err((_, e)) => Err(e).with_context(|| format!("checking the lock {}", path.display())),
     }
 }
 
@@ -447,4 +461,35 @@ fn run(command: &mut Command) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_has_every_role_unique_names_and_addresses_in_the_office_networks() {
+        let hosts = plan("csdemo-1-");
+        for role in [
+            Role::FileServer,
+            Role::WebServer,
+            Role::DnsServer,
+            Role::Printer,
+        ] {
+            assert_eq!(with_role(&hosts, role).role, role);
+        }
+        assert_eq!(workstations(&hosts).len(), 4);
+        let names: std::collections::BTreeSet<_> = hosts.iter().map(|h| h.name).collect();
+        let v4: std::collections::BTreeSet<_> = hosts.iter().map(|h| h.v4).collect();
+        assert_eq!((names.len(), v4.len()), (hosts.len(), hosts.len()));
+        let ws1 = &hosts[0];
+        assert_eq!(
+            (ws1.netns.as_str(), ws1.v4.to_string(), ws1.v6.to_string()),
+            ("csdemo-1-ws-1", "10.17.0.101".into(), "fd00:17::101".into())
+        );
+        for host in &hosts {
+            assert!(host.v4.octets()[..3] == [10, 17, 0] && host.v4 != office_v4(1));
+            assert_eq!(host.v6.segments()[..4], [0xfd00, 0x17, 0, 0]);
+        }
+    }
 }
