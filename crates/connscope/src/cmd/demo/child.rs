@@ -48,6 +48,10 @@ impl Child {
         self.child.stdout.take()
     }
 
+    pub fn stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.stderr.take()
+    }
+
     /// Whether it is still running (reaps it when it has ended).
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -88,7 +88,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     println!("== Collector: {}, store {}", collector.url, db.display());
     let mut agents = monitor::start_agents(&exe, &args.dir, &office, &collector, &tokens)?;
     println!(
-        "== Agents: one per host (eBPF, --netns of its namespace), state in {}",
+        "== Agents: one per host (eBPF, --netns of its namespace), all capturing; state in {}",
         args.dir.join("agents").display()
     );
     println!(
@@ -99,8 +99,6 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
             .collect::<Vec<_>>()
             .join("; ")
     );
-    // The agents attach their programs before they capture; give them that moment.
-    sleep_unless_stopped(Duration::from_secs(3));
 
     println!("== The office's day, on a schedule:");
     for line in traffic::describe() {
@@ -167,13 +165,6 @@ fn check_programs() -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn sleep_unless_stopped(duration: Duration) {
-    let until = Instant::now() + duration;
-    while Instant::now() < until && !STOP.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Takes `DIR/demo.lock` (holding our pid) for as long as the demo runs: two

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use connscope_query::groups::check_group;
@@ -124,7 +125,14 @@ pub fn start_collector(
     bail!("the collector stopped before it was listening on {listen} (is the port in use?)")
 }
 
-/// Starts one agent per office host, each reporting its host's namespace.
+/// What an agent logs once its capture runs.
+const AGENT_READY: &str = "monitoring connections";
+/// How long the agents may take to load their eBPF programs.
+const AGENT_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Starts one agent per office host, each reporting its host's namespace,
+/// and waits until every one captures (so no scheduled flow is missed).
+/// Their logs pass through to the demo's standard error.
 pub fn start_agents(
     exe: &Path,
     dir: &Path,
@@ -133,6 +141,7 @@ pub fn start_agents(
     tokens: &[String],
 ) -> Result<Vec<Child>> {
     let mut agents = Vec::new();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     for (host, token) in office.hosts.iter().zip(tokens) {
         let netns_file = Path::new("/run/netns").join(&host.netns);
         let inode = std::fs::metadata(&netns_file)
@@ -148,14 +157,48 @@ pub fn start_agents(
             .args(["--collector", &collector.url])
             .args(["--collector-token", token])
             .args(["--collector-fingerprint", &collector.fingerprint])
+            .env("CONNSCOPE_LOG", agent_log_filter())
             .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        agents.push(Child::spawn(
-            command,
-            format!("the agent of {}", host.name),
-        )?);
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut agent = Child::spawn(command, format!("the agent of {}", host.name))?;
+        let stderr = agent.stderr().expect("stderr is piped");
+        let ready = ready_tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                if line.contains(AGENT_READY) {
+                    let _ = ready.send(());
+                }
+            }
+        });
+        agents.push(agent);
+    }
+    let deadline = Instant::now() + AGENT_START_TIMEOUT;
+    for _ in 0..agents.len() {
+        loop {
+            if ready_rx.recv_timeout(Duration::from_millis(200)).is_ok() {
+                break;
+            }
+            if let Some(dead) = agents
+                .iter_mut()
+                .find_map(|a| (!a.running()).then(|| a.what().to_owned()))
+            {
+                bail!("{dead} stopped at start (see its messages above)");
+            }
+            if Instant::now() >= deadline {
+                bail!("the agents did not all start capturing in {AGENT_START_TIMEOUT:?}");
+            }
+        }
     }
     Ok(agents)
+}
+
+/// The agents' log filter: the demo's own (`CONNSCOPE_LOG`, else info), with
+/// the agent's start-up line always shown, since the demo waits for it.
+fn agent_log_filter() -> String {
+    let own = std::env::var("CONNSCOPE_LOG").unwrap_or_else(|_| "info".to_owned());
+    format!("{own},connscope_agent=info")
 }
 
 /// A fresh random token per host.
