@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,7 @@ impl Demo {
             .arg(dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("CONNSCOPE_LOG", "warn")
+            .process_group(0)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -69,9 +71,10 @@ impl Demo {
         });
     }
 
-    /// Ctrl-C, as a terminal sends it; the demo must end well within a minute.
+    /// Ctrl-C, as a terminal sends it (to the foreground process group, which
+    /// the demo leads here); the demo must end well within a minute.
     fn interrupt(&mut self) -> std::process::ExitStatus {
-        signal(self.child.id(), libc::SIGINT);
+        signal(-(self.child.id() as i32), libc::SIGINT);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -95,9 +98,9 @@ impl Drop for Demo {
     }
 }
 
-fn signal(pid: u32, signal: libc::c_int) {
-    // SAFETY: kill(2) with a pid this test started.
-    unsafe { libc::kill(pid as i32, signal) };
+fn signal(pid: i32, signal: libc::c_int) {
+    // SAFETY: kill(2) of a process (group) this test started.
+    unsafe { libc::kill(pid, signal) };
 }
 
 fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
@@ -395,18 +398,45 @@ fn two_demos_never_collide_and_a_dead_demos_leftovers_are_removed() {
     assert_eq!(namespaces_with(&first.prefix()).len(), 10);
 
     // Another directory and port: a second office beside the first, under
-    // its own names; stopping it leaves the first running.
+    // its own names.
     let other_dir = tempfile::tempdir().unwrap();
     let mut second = Demo::start(other_dir.path(), free_port());
     second.wait_for_line("== Agents:", Duration::from_secs(120));
     assert_ne!(first.prefix(), second.prefix());
     assert_eq!(namespaces_with(&second.prefix()).len(), 10);
+
+    // Killed outright, the second demo runs no clean-up, but its children
+    // die with it; its namespaces stay until the next demo starts.
     let second_processes = processes_of(&second);
-    assert!(second.interrupt().success());
+    signal(second.child.id() as i32, libc::SIGKILL);
+    second.child.wait().unwrap();
+    wait_for(
+        "the killed demo's processes to end",
+        Duration::from_secs(30),
+        || second_processes.iter().all(|p| !alive(*p)),
+    );
+    assert_eq!(namespaces_with(&second.prefix()).len(), 10);
+
+    // The next demo (in the killed one's directory, whose lock died with it)
+    // removes them, and leaves the first demo's alone.
+    let mut third = Demo::start(other_dir.path(), free_port());
+    third.wait_for_line("== Agents:", Duration::from_secs(120));
+    assert!(third.printed(&format!(
+        "Removed the leftovers of demos that no longer run (pids [{}])",
+        second.child.id()
+    )));
     assert_nothing_left(
         &second.prefix(),
         second.child.id(),
         &second_processes,
+        Path::new("/nonexistent"),
+    );
+    let third_processes = processes_of(&third);
+    assert!(third.interrupt().success());
+    assert_nothing_left(
+        &third.prefix(),
+        third.child.id(),
+        &third_processes,
         other_dir.path(),
     );
     assert_eq!(namespaces_with(&first.prefix()).len(), 10);

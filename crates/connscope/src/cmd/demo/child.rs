@@ -6,9 +6,14 @@
 //! with SIGKILL runs no destructor, so every child is also started with the
 //! kernel's parent-death signal: the kernel sends it SIGTERM when the demo
 //! dies. `ip netns exec` keeps that setting when it executes its program.
+//!
+//! Children run in process groups of their own, so a Ctrl-C in the terminal
+//! reaches the demo alone, which then stops them in order: the agents must
+//! flush to a collector that still runs.
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -17,6 +22,29 @@ use nix::unistd::Pid;
 
 /// How long a child may take to stop on SIGTERM before it is killed.
 const GRACE: Duration = Duration::from_secs(10);
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: nix::libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// From now on SIGINT and SIGTERM ask the demo to stop ([`stop_requested`]).
+pub fn stop_on_signals() -> Result<()> {
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::Handler(request_stop))
+        }
+        .context("installing the signal handler")?;
+    }
+    Ok(())
+}
+
+/// Whether SIGINT or SIGTERM has come.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
 
 /// A running child process, stopped when dropped.
 pub struct Child {
@@ -29,6 +57,7 @@ impl Child {
     pub fn spawn(mut command: Command, what: impl Into<String>) -> Result<Child> {
         let what = what.into();
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        command.process_group(0);
         unsafe {
             command.pre_exec(|| {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)

@@ -20,7 +20,6 @@ use std::io::{Read, Seek, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -47,27 +46,12 @@ pub struct DemoArgs {
     duration: u64,
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn request_stop(_: nix::libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
 pub fn run(args: DemoArgs) -> Result<ExitCode> {
     anyhow::ensure!(
         nix::unistd::geteuid().is_root(),
         "the demo makes network namespaces and its agents load eBPF programs: run it as root"
     );
-    for signal in [
-        nix::sys::signal::Signal::SIGINT,
-        nix::sys::signal::Signal::SIGTERM,
-    ] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::Handler(request_stop))
-        }
-        .context("installing the signal handler")?;
-    }
+    child::stop_on_signals()?;
     check_programs()?;
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
@@ -108,7 +92,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let mut next_tick = Instant::now();
     let mut printed = false;
-    while !STOP.load(Ordering::Relaxed)
+    while !child::stop_requested()
         && (args.duration == 0 || started.elapsed() < Duration::from_secs(args.duration))
     {
         if Instant::now() >= next_tick {
@@ -120,7 +104,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
             printed = true;
         }
         for child in servers.iter_mut().chain(agents.iter_mut()) {
-            if !child.running() {
+            if !child.running() && !child::stop_requested() {
                 bail!("{} stopped (see its messages above)", child.what());
             }
         }

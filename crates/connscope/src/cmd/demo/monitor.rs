@@ -180,6 +180,9 @@ pub fn start_agents(
             if ready_rx.recv_timeout(Duration::from_millis(200)).is_ok() {
                 break;
             }
+            if super::child::stop_requested() {
+                bail!("stopped by a signal while the agents were starting");
+            }
             if let Some(dead) = agents
                 .iter_mut()
                 .find_map(|a| (!a.running()).then(|| a.what().to_owned()))

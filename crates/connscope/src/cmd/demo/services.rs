@@ -256,6 +256,9 @@ fn wait_until_listening(netns: &str, addr: SocketAddr, children: &mut [Child]) -
         if ok {
             return Ok(());
         }
+        if super::child::stop_requested() {
+            anyhow::bail!("stopped by a signal while the servers were starting");
+        }
         if let Some(dead) = children
             .iter_mut()
             .find_map(|c| (!c.running()).then(|| c.what().to_owned()))
