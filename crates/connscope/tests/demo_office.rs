@@ -75,12 +75,22 @@ impl Demo {
     /// the demo leads here); the demo must end well within a minute.
     fn interrupt(&mut self) -> std::process::ExitStatus {
         signal(-(self.child.id() as i32), libc::SIGINT);
+        self.wait_stopped("SIGINT")
+    }
+
+    /// SIGTERM to the demo alone, as a service manager stops it.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        signal(self.child.id() as i32, libc::SIGTERM);
+        self.wait_stopped("SIGTERM")
+    }
+
+    fn wait_stopped(&mut self, on: &str) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "the demo did not stop on SIGINT");
+            assert!(Instant::now() < deadline, "the demo did not stop on {on}");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -418,7 +428,7 @@ fn two_demos_never_collide_and_a_dead_demos_leftovers_are_removed() {
     assert_eq!(namespaces_with(&second.prefix()).len(), 10);
 
     // The next demo (in the killed one's directory, whose lock died with it)
-    // removes them, and leaves the first demo's alone.
+    // removes them, and leaves the first demo's alone; SIGTERM stops it cleanly.
     let mut third = Demo::start(other_dir.path(), free_port());
     third.wait_for_line("== Agents:", Duration::from_secs(120));
     assert!(third.printed(&format!(
@@ -432,7 +442,7 @@ fn two_demos_never_collide_and_a_dead_demos_leftovers_are_removed() {
         Path::new("/nonexistent"),
     );
     let third_processes = processes_of(&third);
-    assert!(third.interrupt().success());
+    assert!(third.terminate().success());
     assert_nothing_left(
         &third.prefix(),
         third.child.id(),
