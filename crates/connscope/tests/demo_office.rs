@@ -258,8 +258,8 @@ fn the_demo_office_reaches_the_store_host_by_host_and_ctrl_c_leaves_nothing() {
     );
     let processes = processes_of(&demo);
     assert!(
-        processes.len() >= 8 + 1 + 8,
-        "agents, collector, servers: {processes:?}"
+        processes.len() >= 8 + 1 + 7,
+        "8 agents, the collector, 7 servers (and clients now and then): {processes:?}"
     );
 
     let status = demo.interrupt();
