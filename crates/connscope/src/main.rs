@@ -41,7 +41,8 @@ enum Command {
     Report(cmd::report::ReportCommand),
     /// Import tcpspy syslog files (plain, rotated, gzip) into a store.
     Import(cmd::import::ImportArgs),
-    /// Everything on one machine: collector, local agent, real traffic, the map.
+    /// A small office in network namespaces, one agent per host, a collector,
+    /// traffic on a schedule, the map; Ctrl-C removes it.
     Demo(cmd::demo::DemoArgs),
 }
 
