@@ -33,6 +33,8 @@ struct Verdict {
 pub(crate) struct StoreTokens {
     store: Arc<dyn Store>,
     cache: Mutex<HashMap<[u8; 32], Verdict>>,
+    /// When [`Self::any_live`] last asked the store, and its answer.
+    live: Mutex<Option<(Instant, bool)>>,
 }
 
 impl StoreTokens {
@@ -40,6 +42,7 @@ impl StoreTokens {
         StoreTokens {
             store,
             cache: Mutex::default(),
+            live: Mutex::default(),
         }
     }
 
@@ -49,16 +52,39 @@ impl StoreTokens {
     pub fn agent_for(&self, token: &str) -> Result<Result<AgentId, TokenRefusal>, StoreError> {
         let digest = digest_of(token);
         let now = Instant::now();
-        let mut touched = None;
-        {
-            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(verdict) = cache.get(&digest) {
-                if now.duration_since(verdict.checked) < CACHE_FOR {
-                    return Ok(verdict.agent.clone());
-                }
-                touched = verdict.touched;
-            }
+        let touched = match self.cached_verdict(&digest, now) {
+            Ok(agent) => return Ok(agent),
+            Err(touched) => touched,
+        };
+        self.look_up(digest, now, touched)
+    }
+
+    /// The cached verdict on a token when it is fresh: no store read, so an
+    /// async caller can take it without a blocking task.
+    pub fn cached(&self, token: &str) -> Option<Result<AgentId, TokenRefusal>> {
+        self.cached_verdict(&digest_of(token), Instant::now()).ok()
+    }
+
+    /// A fresh verdict, or when the token's last use was written (if ever).
+    fn cached_verdict(
+        &self,
+        digest: &[u8; 32],
+        now: Instant,
+    ) -> Result<Result<AgentId, TokenRefusal>, Option<Instant>> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.get(digest) {
+            Some(v) if now.duration_since(v.checked) < CACHE_FOR => Ok(v.agent.clone()),
+            Some(v) => Err(v.touched),
+            None => Err(None),
         }
+    }
+
+    fn look_up(
+        &self,
+        digest: [u8; 32],
+        now: Instant,
+        mut touched: Option<Instant>,
+    ) -> Result<Result<AgentId, TokenRefusal>, StoreError> {
         let at = Timestamp::now();
         let agent = match self.store.token_by_digest(&digest)? {
             Some(record) if record.kind == TokenKind::Agent => {
@@ -87,14 +113,24 @@ impl StoreTokens {
         Ok(agent)
     }
 
-    /// Whether the store holds any agent token that may be used now.
+    /// Whether the store holds any agent token that may be used now (the
+    /// answer reused for [`CACHE_FOR`], so unknown tokens cost no scan each).
     pub fn any_live(&self) -> Result<bool, StoreError> {
-        let now = Timestamp::now();
-        Ok(self
+        let now = Instant::now();
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((checked, any)) = *live {
+            if now.duration_since(checked) < CACHE_FOR {
+                return Ok(any);
+            }
+        }
+        let at = Timestamp::now();
+        let any = self
             .store
             .tokens()?
             .iter()
-            .any(|t| t.kind == TokenKind::Agent && t.valid_at(now).is_ok()))
+            .any(|t| t.kind == TokenKind::Agent && t.valid_at(at).is_ok());
+        *live = Some((now, any));
+        Ok(any)
     }
 }
 

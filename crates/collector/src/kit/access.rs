@@ -30,6 +30,30 @@ pub(crate) async fn authenticate(
     if let Some(agent) = state.tokens.agent_for(token) {
         return Ok(agent.clone());
     }
+    let verdict = match state.stored_tokens.cached(token) {
+        Some(Ok(agent)) => return Ok(agent),
+        Some(Err(refusal)) if refusal != TokenRefusal::Unknown => {
+            return Err(unauthorized(state, refusal))
+        }
+        _ => stored_verdict(state, token).await?,
+    };
+    match verdict {
+        (Ok(agent), _) => Ok(agent),
+        (Err(TokenRefusal::Unknown), false) if state.tokens.is_empty() => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "HTTPS ingest is off: no agent tokens configured on this collector",
+        )),
+        (Err(TokenRefusal::Unknown), _) => Err(unauthorized(state, "unknown bearer token")),
+        (Err(refusal), _) => Err(unauthorized(state, refusal)),
+    }
+}
+
+/// The store's verdict on `token` (off the reactor), and whether any agent
+/// token is live there.
+async fn stored_verdict(
+    state: &AppState,
+    token: &str,
+) -> Result<(Result<AgentId, TokenRefusal>, bool), ApiError> {
     let (stored, token) = (state.stored_tokens.clone(), token.to_owned());
     let verdict = tokio::task::spawn_blocking(move || {
         let verdict = stored.agent_for(&token)?;
@@ -42,15 +66,7 @@ pub(crate) async fn authenticate(
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))??;
-    match verdict {
-        (Ok(agent), _) => Ok(agent),
-        (Err(TokenRefusal::Unknown), false) if state.tokens.is_empty() => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "HTTPS ingest is off: no agent tokens configured on this collector",
-        )),
-        (Err(TokenRefusal::Unknown), _) => Err(unauthorized(state, "unknown bearer token")),
-        (Err(refusal), _) => Err(unauthorized(state, refusal)),
-    }
+    Ok(verdict)
 }
 
 fn unauthorized(state: &AppState, why: impl ToString) -> ApiError {

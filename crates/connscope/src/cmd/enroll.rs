@@ -280,7 +280,7 @@ pub fn agent_enroll(args: AgentEnrollArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(connscope_names::host_name_or_localhost);
     let enrolled = CollectorClient::new(&args.url, &token.secret, &trust)
         .and_then(|mut client| client.enroll(&host))
-        .with_context(|| format!("enrolling {host} at {}", args.url))?;
+        .with_context(|| format!("enrolling at {}", args.url))?;
     write_private(&args.token_file, &enrolled.token)?;
     set_agent_settings(&args.config, &args.url, &args.token_file, token.fingerprint)?;
     let checked = CollectorClient::new(&args.url, &enrolled.token, &trust)
