@@ -198,7 +198,10 @@ fn enrolled_agent_ships_and_both_metrics_match_the_store() {
         .trim()
         .to_owned();
     let enroll_secret = line.rsplit('.').next().unwrap().to_owned();
-    assert_eq!(curl(&ns, &[&format!("https://{COLLECTOR}/readyz")]).0, 200);
+    // Whether ingest is on is cached for 2 s, like a token's verdict.
+    wait_for_or("/readyz", Duration::from_secs(5), String::new, || {
+        curl(&ns, &[&format!("https://{COLLECTOR}/readyz")]).0 == 200
+    });
 
     // 2. Tokens that must not work, each with its reason.
     refused_because(
