@@ -10,7 +10,7 @@
 //!   tokens (never their secrets: the store has only digests).
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -61,8 +61,20 @@ impl StoreArgs {
         Ok((file, db))
     }
 
+    /// Opens the collector's existing store as its owner: root running this
+    /// beside a collector of the `connscope` user must not leave files of
+    /// root's (a write-ahead log, say) that the collector cannot write.
     fn open(&self) -> anyhow::Result<(ConfigFile, PathBuf, SqliteStore)> {
         let (file, db) = self.settings()?;
+        let meta = std::fs::metadata(&db).with_context(|| {
+            format!("no store at {}: start the collector once first", db.display())
+        })?;
+        if nix::unistd::geteuid().is_root() && meta.uid() != 0 {
+            use nix::unistd::{setgid, setuid, Gid, Uid};
+            setgid(Gid::from_raw(meta.gid()))
+                .and_then(|()| setuid(Uid::from_raw(meta.uid())))
+                .with_context(|| format!("becoming the owner of {}", db.display()))?;
+        }
         let store = SqliteStore::open(&db)
             .with_context(|| format!("opening the store {}", db.display()))?;
         Ok((file, db, store))
