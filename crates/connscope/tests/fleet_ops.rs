@@ -357,6 +357,34 @@ fn enrolled_agent_ships_and_both_metrics_match_the_store() {
         String::new,
         || whoami(&agent_token) == (401, r#"{"error":"the token was revoked"}"#.to_owned()),
     );
+    let listed: serde_json::Value = serde_json::from_str(&ok(connscope()
+        .args(["collector", "tokens", "list", "--format", "json", "--db"])
+        .arg(&db)))
+    .unwrap();
+    let states: Vec<(String, String, String)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let text = |k: &str| t[k].as_str().unwrap().to_owned();
+            (text("kind"), text("agent"), text("state"))
+        })
+        .collect();
+    let row = |kind: &str, agent: &str, state: &str| (kind.into(), agent.into(), state.into());
+    assert_eq!(
+        states,
+        [
+            row("enrollment", "ws-fo", "used"),
+            row("agent", "ws-fo", "revoked"),
+            row("enrollment", "ws-late", "expired"),
+            row("enrollment", "ws-gone", "revoked"),
+        ],
+        "{listed}"
+    );
+    assert!(
+        !listed.to_string().contains(&agent_token),
+        "a listing shows no secret"
+    );
     collector.child.kill().unwrap();
     collector.child.wait().unwrap();
 

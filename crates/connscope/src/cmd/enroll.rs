@@ -67,7 +67,10 @@ impl StoreArgs {
     fn open(&self) -> anyhow::Result<(ConfigFile, PathBuf, SqliteStore)> {
         let (file, db) = self.settings()?;
         let meta = std::fs::metadata(&db).with_context(|| {
-            format!("no store at {}: start the collector once first", db.display())
+            format!(
+                "no store at {}: start the collector once first",
+                db.display()
+            )
         })?;
         if nix::unistd::geteuid().is_root() && meta.uid() != 0 {
             use nix::unistd::{setgid, setuid, Gid, Uid};
@@ -106,6 +109,9 @@ pub struct CollectorEnrollArgs {
 pub enum TokensCommand {
     /// Every stored token: id, kind, agent, created, last used, expiry, state.
     List {
+        /// table (aligned, for people) or json (for scripts).
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -116,6 +122,12 @@ pub enum TokensCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
 }
 
 #[derive(Args, Debug)]
@@ -235,10 +247,32 @@ fn state(token: &TokenRecord, now: Timestamp) -> &'static str {
 
 pub fn tokens(command: TokensCommand) -> anyhow::Result<ExitCode> {
     match command {
-        TokensCommand::List { store } => {
+        TokensCommand::List { format, store } => {
             let (_, _, store) = store.open()?;
             let now = Timestamp::now();
             let mut out = std::io::stdout().lock();
+            if let ListFormat::Json = format {
+                let rows: Vec<serde_json::Value> = store
+                    .tokens()?
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "id": t.id,
+                            "kind": t.kind.as_str(),
+                            "agent": t.agent,
+                            "reusable": t.reusable,
+                            "uses": t.uses,
+                            "created": show_time(Some(t.created)),
+                            "last_used": t.last_used.map(|t| show_time(Some(t))),
+                            "expires": t.expires.map(|t| show_time(Some(t))),
+                            "revoked": t.revoked.map(|t| show_time(Some(t))),
+                            "state": state(t, now),
+                        })
+                    })
+                    .collect();
+                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             writeln!(
                 out,
                 "{:<12}  {:<10}  {:<24}  {:<20}  {:<20}  {:<20}  STATE",
