@@ -315,3 +315,52 @@ impl Collector for Live {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connscope_event::Timestamp;
+    use connscope_store::{AgentId, SequenceRanges};
+
+    fn status(
+        agent: &str,
+        stored: &[(u64, u64)],
+        dropped: &[(u64, u64)],
+        seen: i64,
+    ) -> AgentStatus {
+        let sequences = SequenceRanges::from_ranges(stored.iter().copied());
+        AgentStatus {
+            agent: AgentId(agent.into()),
+            instance: format!("{agent}-{seen}"),
+            lost_state: false,
+            boots: 1,
+            reused: 0,
+            conflicts: 0,
+            first_sequence: 1,
+            host: agent.into(),
+            events: sequences.count(),
+            first_seen: Timestamp::from_nanos(0),
+            last_seen: Timestamp::from_nanos(seen * 1_000_000_000),
+            sequences,
+            dropped: SequenceRanges::from_ranges(dropped.iter().copied()),
+            dropped_by_reason: Vec::new(),
+            downtime: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_agent_sums_its_instances_and_keeps_its_newest_time() {
+        let statuses = [
+            // 1-10 stored but 4-5 (dropped, explained) and 8 (unexplained).
+            status("ws1", &[(1, 3), (6, 7), (9, 10)], &[(4, 5)], 100),
+            status("ws1", &[(1, 4)], &[], 50),
+            status("ws2", &[(1, 1)], &[], 70),
+        ];
+        let agents = per_agent(&statuses);
+        let figures: Vec<(&str, u64, u64, u64, f64)> = agents
+            .iter()
+            .map(|(a, f)| (a.as_str(), f.events, f.missing, f.unexplained, f.last_seen))
+            .collect();
+        assert_eq!(figures, [("ws1", 11, 3, 1, 100.0), ("ws2", 1, 0, 0, 70.0)]);
+    }
+}
