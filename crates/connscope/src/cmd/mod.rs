@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
 pub mod agent;
+pub mod agent_metrics;
 pub mod collector;
 pub mod demo;
+pub mod enroll;
 pub mod firewall;
 pub mod firewall_backtest;
 pub mod groups;
