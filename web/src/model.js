@@ -350,6 +350,12 @@ export function buildView(graph, state, range = { from: null, to: null, clientSi
     const target = shown(e.target);
     addNode(source);
     addNode(target);
+    // Inside a closed group: counted on the group, not drawn as a loop.
+    if (source === target) {
+      const g = nodes.get(source);
+      g.inside = (g.inside ?? 0) + e.count;
+      continue;
+    }
     const id = source === e.source && target === e.target ? e.id : `${source}->${target}`;
     const m = merged.get(id);
     if (!m) merged.set(id, { ...e, id, source, target, parts: [e.id], services: new Set([e.service || `${e.port}/${e.protocol}`]) });

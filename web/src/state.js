@@ -29,7 +29,7 @@ export function parseState(hash) {
 export function formatState(state) {
   const params = new URLSearchParams();
   for (const key of KEYS) {
-    const value = key === 'open' ? state.open.map(encodeURIComponent).join(',') : state[key];
+    const value = key === 'open' ? state.open.map((id) => id.replace(/%/g, '%25').replace(/,/g, '%2C')).join(',') : state[key];
     if (value) params.set(key, value);
   }
   return '#' + params.toString();
