@@ -288,7 +288,8 @@ function rebuild(relayout, first = false) {
     const simNodes = app.layout.run(app.view.nodes, links, () => map.refreshStyle(), (ms) => {
       window.connscope.settled = true;
       window.connscope.layoutMs = ms;
-      if (first && !startView && !map.userMoved) map.fit();
+      // Until the user pans or zooms, the map follows what it shows (a group opened, new nodes).
+      if (!startView && !map.userMoved) map.fit();
     });
     app.scene = { nodes: simNodes, edges: app.view.edges, members: app.view.members };
     map.setScene(app.scene);

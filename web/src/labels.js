@@ -87,7 +87,9 @@ export function placeLabels(scene, transform, width, height, { nodeText, edgeTex
     weight.set(e.source, (weight.get(e.source) ?? 0) + e.count);
     weight.set(e.target, (weight.get(e.target) ?? 0) + e.count);
   }
+  // A host in focus brings its services: their edges are its connections.
   const focus = new Set([look.selected, look.hovered].filter(Boolean));
+  for (const n of scene.nodes) if (n.host && focus.has(n.host)) focus.add(n.id);
   const rank = (n) => (focus.has(n.id) ? 3 : look.matches?.has(n.id) ? 2 : n.kind === 'group' || n.kind === 'host' ? 1 : 0);
   const onScreen = (x, y) => x >= 0 && x <= width && y >= 0 && y <= height;
   const nodes = scene.nodes.filter((n) => onScreen(sx(n.x), sy(n.y)))

@@ -201,7 +201,7 @@ export function hostGrouper(graph, groups, mode) {
 export const labelKeys = (groups) => [...new Set((groups?.host_labels ?? []).map((l) => l.key))].sort();
 
 /** Above this many outside nodes (after folding by domain and network), the outside is one "internet" node. */
-export const INTERNET_ABOVE = 12;
+export const INTERNET_ABOVE = 20;
 export const INTERNET = 'group:internet';
 
 function expandIpv6(address) {

@@ -16,11 +16,10 @@
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:https';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { launch, watchedPage } from './browser.mjs';
+import { freePort, launch, watchedPage } from './browser.mjs';
 
 const arg = (name, fallback) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -60,15 +59,6 @@ function check(name, ok, detail = '') {
   }
 }
 const same = (name, actual, expected) => check(name, JSON.stringify(actual) === JSON.stringify(expected), `\n  expected ${JSON.stringify(expected)}\n  actual   ${JSON.stringify(actual)}`);
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    }).on('error', rej);
-  });
-}
 
 function https(port, method, path, { body, token, type } = {}) {
   return new Promise((res, rej) => {
