@@ -223,7 +223,8 @@ try {
   check('reloaded, the group is still open', (await drawn(page)).nodes.includes('web1'));
   // An empty range says why and offers everything.
   await navigate(page, `${base}#from=2024-01-01T00:00:00Z&to=2024-01-02T00:00:00Z&host=web1`);
-  await page.waitForSelector('#empty:not([hidden])', { timeout: 10e3 });
+  const shown = await page.waitForSelector('#empty:not([hidden])', { timeout: 30e3 }).then(() => true, () => false);
+  if (!shown) throw new Error(`no empty-map notice: ${await page.evaluate(() => JSON.stringify({ status: document.getElementById('status').textContent, nodes: document.body.dataset.nodes, errors: window.connscope.errors, hash: location.hash }))}`);
   const emptyWhy = await page.textContent('#empty-why');
   check('an empty map says why: the filters and the range', emptyWhy.includes('host web1') && emptyWhy.includes('Jan 1') && emptyWhy.includes('data spans Mar 1 - Mar 5'), emptyWhy);
   await page.click('#empty-widest');

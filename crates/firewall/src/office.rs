@@ -26,9 +26,7 @@ use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
 use connscope_event::{ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp};
-use connscope_store::{
-    AgentId, GroupKind, HostGroup, SqliteStore, Store, StoreError, TimeRange,
-};
+use connscope_store::{AgentId, GroupKind, HostGroup, SqliteStore, Store, StoreError, TimeRange};
 
 use crate::fleet::GroupMembers;
 
@@ -395,13 +393,18 @@ impl Office {
         );
         let mut rng = Rng(seed ^ 0x6d61_70);
         let browsers: Vec<usize> = (0..office.hosts.len())
-            .filter(|&h| office.hosts[h].logs && matches!(office.hosts[h].group, "workstations" | "admins"))
+            .filter(|&h| {
+                office.hosts[h].logs && matches!(office.hosts[h].group, "workstations" | "admins")
+            })
             .collect();
         let mut added = Vec::new();
         for day in 1..=DAYS {
             for &h in &browsers {
                 // Each browser has its own favourites: 28 of the 72 servers.
-                let at_work = office.connections.iter().any(|c| c.day == day && c.client == Some(h));
+                let at_work = office
+                    .connections
+                    .iter()
+                    .any(|c| c.day == day && c.client == Some(h));
                 if !at_work {
                     continue;
                 }
@@ -410,7 +413,10 @@ impl Office {
                     if rng.below(3) == 0 {
                         continue;
                     }
-                    let (net, host) = (server / u64::from(WEB_PER_NETWORK), server % u64::from(WEB_PER_NETWORK));
+                    let (net, host) = (
+                        server / u64::from(WEB_PER_NETWORK),
+                        server % u64::from(WEB_PER_NETWORK),
+                    );
                     added.push(Connection {
                         day,
                         client: Some(h),
