@@ -391,7 +391,7 @@ impl Office {
             admin.name,
             "very-long-host-name-label".repeat(12)
         );
-        let mut rng = Rng(seed ^ 0x6d61_70);
+        let mut rng = Rng(seed ^ 0x006d_6170); // "map"
         let browsers: Vec<usize> = (0..office.hosts.len())
             .filter(|&h| {
                 office.hosts[h].logs && matches!(office.hosts[h].group, "workstations" | "admins")
