@@ -234,23 +234,19 @@ async function load() {
 }
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
-/** `Jan 7` or `Jan 7 23:59`, in UTC like the rest of connscope's times. */
-const DAY_FORMAT = false;
-const MINUTE_FORMAT = true;
-function fmt(ms, minutes) {
-  const d = new Date(ms);
-  const day = `${MONTHS[d.getUTCMonth()]} ${d.getUTCDate()}`;
-  return minutes ? `${day} ${String(d.getUTCHours()).padStart(2, '0')}:${String(d.getUTCMinutes()).padStart(2, '0')}` : day;
-}
+/** `Jan 7`, in UTC like the rest of connscope's times. */
+const day = (ms) => `${MONTHS[new Date(ms).getUTCMonth()]} ${new Date(ms).getUTCDate()}`;
+/** `Jan 7 23:59` (UTC). */
+const minute = (ms) => `${day(ms)} ${new Date(ms).toISOString().slice(11, 16)}`;
 
 /** What the status line says of the range: which, and why when the map picked it. */
 function rangeText(r) {
-  const spans = app.span ? `data spans ${fmt(app.span.first, DAY_FORMAT)} - ${fmt(app.span.last, DAY_FORMAT)} (UTC)` : 'no data yet';
-  if (r.auto && !r.relative) return `showing ${fmt(r.from, MINUTE_FORMAT)} - ${fmt(r.to, MINUTE_FORMAT)}, the last day with data; ${spans}`;
+  const spans = app.span ? `data spans ${day(app.span.first)} - ${day(app.span.last)} (UTC)` : 'no data yet';
+  if (r.auto && !r.relative) return `showing ${minute(r.from)} - ${minute(r.to)}, the last day with data; ${spans}`;
   if (r.auto) return `showing the last 24 hours; ${spans}`;
   if (r.from === null && r.to === null) return `showing all data; ${spans}`;
-  const end = r.to === null ? 'now' : fmt(r.to, MINUTE_FORMAT);
-  return `showing ${r.from === null ? 'the start' : fmt(r.from, MINUTE_FORMAT)} - ${end}; ${spans}`;
+  const end = r.to === null ? 'now' : minute(r.to);
+  return `showing ${r.from === null ? 'the start' : minute(r.from)} - ${end}; ${spans}`;
 }
 
 /** An empty map says why (range, filters) and offers the widest view. */

@@ -123,10 +123,10 @@ async function measure(context, url, { frames = false, shot = null } = {}) {
   return { ...info, labels, frameStats };
 }
 
-/** The d3-force peer: its defaults, every node in the simulation, ticked flat out, in a page of `file`. */
-async function peerLayout(context, file) {
+/** The d3-force peer: its defaults, every node in the simulation, ticked flat out, in the page at `url`. */
+async function peerLayout(context, url) {
   const { page } = await watchedPage(context);
-  await page.goto(pathToFileURL(file).href);
+  await page.goto(url);
   const baseline = await build({
     stdin: {
       contents: `import { forceSimulation, forceLink, forceManyBody, forceCenter } from 'd3';
@@ -181,8 +181,9 @@ try {
   for (let r = 0; r < runs; r++) {
     for (const [i, c] of cases.entries()) results[i].push(await measure(context, c.url, { frames: c.frames, shot: r === runs - 1 ? c.shot : null }));
   }
-  const peerOffice = await peerLayout(context, new URL(pages.office).pathname);
-  const peerBig = await peerLayout(context, new URL(pages.big).pathname);
+  // In the pages without a CSP (the assembled ones), which inline the same data.
+  const peerOffice = await peerLayout(context, pages.officeOld);
+  const peerBig = await peerLayout(context, pages.bigOld);
   console.log(`Runs: ${runs}; medians (all runs: layout / load to settled in ms).`);
   console.log('| case | nodes | edges | renderer | layout settled | page load to settled | labels (overlapping) | frames | mean frame | p95 | fps |');
   console.log('|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|');
