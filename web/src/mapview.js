@@ -44,11 +44,14 @@ export class MapView {
         if (event.sourceEvent) this.userMoved = true;
         if (this.mode === 'svg') {
           this.svgRoot.attr('transform', this.transform);
-          this.scheduleLabels();
+          // During a gesture the labels move with the map; placed anew at its end.
+          if (event.sourceEvent) this.followLabels();
+          else this.scheduleLabels();
         } else this.schedule();
         this.handlers.onViewChange?.(this.transform);
       })
       .on('end', () => {
+        if (this.mode === 'svg') this.scheduleLabels();
         if (!this.snapshot) return;
         this.snapshot = null;
         this.schedule();
@@ -205,6 +208,7 @@ export class MapView {
     const { width, height } = this.size;
     this.labels = placeLabels(this.scene, this.transform, width, height, { nodeText: nodeLabel, edgeText, radius, edgeWidth },
       { selected: this.look.selected, hovered: this.hovered, matches: this.look.matches });
+    this.labelsAt = this.transform;
     this.labelLayer.attr('transform', null);
     drawLabelsSvg(this.labelLayer, this.labels, { classes: this.scene.classes });
   }
@@ -230,7 +234,15 @@ export class MapView {
     ctx.setTransform(dpr * ratio, 0, 0, dpr * ratio, dpr * (t1.x - t0.x * ratio), dpr * (t1.y - t0.y * ratio));
     ctx.drawImage(image, 0, 0, width, height);
     // The labels move with the picture until the gesture ends.
-    this.labelLayer.attr('transform', `translate(${t1.x - t0.x * ratio},${t1.y - t0.y * ratio}) scale(${ratio})`);
+    this.followLabels();
+  }
+
+  /** Moves the placed labels as the map moved since they were placed. */
+  followLabels() {
+    const t0 = this.labelsAt ?? this.transform;
+    const t1 = this.transform;
+    const ratio = t1.k / t0.k;
+    this.labelLayer?.attr('transform', `translate(${t1.x - t0.x * ratio},${t1.y - t0.y * ratio}) scale(${ratio})`);
   }
 
   draw() {

@@ -81,11 +81,11 @@ const UPDATES: [[u8; 4]; 3] = [[203, 0, 113, 10], [203, 0, 113, 11], [203, 0, 11
 const WEB_NETWORKS: u8 = 12;
 const WEB_PER_NETWORK: u8 = 6;
 /// A process name with markup in it, as a hostile host could report it.
-pub const HOSTILE_JOB: &str = "browser<img src=x onerror=\"window.__pwned=1;alert(1)\">";
+const HOSTILE_JOB: &str = "browser<img src=x onerror=\"window.__pwned=1;alert(1)\">";
 /// A 2 kB executable path (`/usr/bin/opt/deep/deep/…`).
 static LONG_JOB: LazyLock<String> = LazyLock::new(|| format!("opt/{}", "deep/".repeat(400)));
 /// The admin host renamed by [`Office::for_map`].
-pub const HOSTILE_HOST_INDEX: usize = 29;
+const HOSTILE_HOST_INDEX: usize = 29;
 
 /// splitmix64: tiny, seeded, good enough to vary counts.
 struct Rng(u64);
