@@ -84,6 +84,8 @@ async function measure(context, url, { frames = false, shot = null } = {}) {
     renderer: document.getElementById('map').dataset.renderer,
   }));
   const labels = await labelStats(page);
+  // The view as loaded, before any gesture.
+  if (shot) await page.screenshot({ path: join(shots, shot) });
   let frameStats = null;
   if (frames) {
     await page.evaluate(() => {
@@ -112,11 +114,6 @@ async function measure(context, url, { frames = false, shot = null } = {}) {
     const sorted = [...times].sort((a, b) => a - b);
     const mean = times.reduce((s, x) => s + x, 0) / times.length;
     frameStats = { frames: times.length, mean: mean.toFixed(1), p95: sorted[Math.floor(0.95 * sorted.length)].toFixed(1), fps: (1000 / mean).toFixed(0) };
-  }
-  if (shot) {
-    await page.goto(url);
-    await settled(page);
-    await page.screenshot({ path: join(shots, shot) });
   }
   if (problems.length) throw new Error(`${url}: ${problems.join('; ')}`);
   await page.close();
