@@ -21,8 +21,20 @@ export function nodeLabel(n) {
   return n.label;
 }
 
-/** Line geometry of an edge: from the source's rim to the arrow's base, and the arrow. */
-export function edgeGeometry(s, t, width) {
+/**
+ * Line geometry of an edge: from the source's rim to the arrow's base, and
+ * the arrow. `twoWay` (the ends talk both ways) moves it aside by its width,
+ * so the two directions lie side by side instead of on top of each other.
+ */
+export function edgeGeometry(s, t, width, twoWay = false) {
+  if (twoWay) {
+    const side = width / 2 + 1.5;
+    const len0 = Math.hypot(t.x - s.x, t.y - s.y) || 1;
+    const nx = (-(t.y - s.y) / len0) * side;
+    const ny = ((t.x - s.x) / len0) * side;
+    s = { ...s, x: s.x + nx, y: s.y + ny };
+    t = { ...t, x: t.x + nx, y: t.y + ny };
+  }
   const dx = t.x - s.x;
   const dy = t.y - s.y;
   const len = Math.hypot(dx, dy) || 1;
@@ -110,7 +122,7 @@ export function drawSvg(group, scene, look) {
     .attr('fill-opacity', (e) => edgeOpacity(edgeClass.get(e.id)))
     .attr('stroke-width', edgeWidth)
     .attr('d', (e) => {
-      const g = edgeGeometry(byId.get(e.source), byId.get(e.target), edgeWidth(e));
+      const g = edgeGeometry(byId.get(e.source), byId.get(e.target), edgeWidth(e), e.twoWay);
       return `M${g.x1},${g.y1}L${g.x2},${g.y2}M${g.tip}L${g.left}L${g.right}Z`;
     });
 
@@ -205,7 +217,7 @@ export function paintCanvas(ctx, scene, look, transform, width, height, dpr = 1)
     const key = `${cls}|${w}`;
     let batch = batches.get(key);
     if (!batch) batches.set(key, (batch = { cls, w, lines: new Path2D(), heads: new Path2D() }));
-    const g = edgeGeometry(s, t, w);
+    const g = edgeGeometry(s, t, w, e.twoWay);
     batch.lines.moveTo(g.x1, g.y1);
     batch.lines.lineTo(g.x2, g.y2);
     if (arrows) {

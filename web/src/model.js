@@ -372,6 +372,9 @@ export function buildView(graph, state, range = { from: null, to: null, clientSi
       m.parts.push(e.id);
     }
   }
+  // Ends that talk both ways: drawn side by side (draw.js).
+  const pairs = new Set([...merged.values()].map((e) => `${e.source}\n${e.target}`));
+  for (const e of merged.values()) e.twoWay = pairs.has(`${e.target}\n${e.source}`);
   const members = [];
   for (const n of nodes.values()) if (n.kind === 'service' && n.host && nodes.has(n.host)) members.push({ id: `member:${n.id}`, source: n.host, target: n.id, member: true });
   return { nodes: [...nodes.values()], edges: [...merged.values()], members, groups };
