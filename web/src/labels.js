@@ -17,6 +17,8 @@ const HEIGHT = 13;
 const GAP = 2;
 /** An edge at least this wide on screen is labelled without being pointed at. */
 const WIDE_EDGE = 5;
+/** The widest an edge is drawn, in map units (draw.js `edgeWidth`). */
+const MAX_EDGE_WIDTH = 8;
 
 let measurer = null;
 const widths = new Map();
@@ -50,22 +52,33 @@ export function fitText(text, max) {
 class Occupancy {
   constructor(cell = 64) {
     this.cell = cell;
+    /** Cell key (column * 65536 + row, screen coordinates are small) -> boxes. */
     this.cells = new Map();
-  }
-
-  *keys(b) {
-    const c = this.cell;
-    for (let i = Math.floor(b.x0 / c); i <= Math.floor(b.x1 / c); i++) for (let j = Math.floor(b.y0 / c); j <= Math.floor(b.y1 / c); j++) yield `${i},${j}`;
   }
 
   /** Whether `b` overlaps no box but those of node `own` (a label may touch its own node). */
   free(b, own) {
-    for (const k of this.keys(b)) for (const o of this.cells.get(k) ?? []) if (o.node !== own && b.x0 < o.x1 && o.x0 < b.x1 && b.y0 < o.y1 && o.y0 < b.y1) return false;
+    const c = this.cell;
+    for (let i = Math.floor(b.x0 / c); i <= Math.floor(b.x1 / c); i++) {
+      for (let j = Math.floor(b.y0 / c); j <= Math.floor(b.y1 / c); j++) {
+        const boxes = this.cells.get(i * 65536 + j);
+        if (!boxes) continue;
+        for (const o of boxes) if (o.node !== own && b.x0 < o.x1 && o.x0 < b.x1 && b.y0 < o.y1 && o.y0 < b.y1) return false;
+      }
+    }
     return true;
   }
 
   add(b) {
-    for (const k of this.keys(b)) (this.cells.get(k) ?? this.cells.set(k, []).get(k)).push(b);
+    const c = this.cell;
+    for (let i = Math.floor(b.x0 / c); i <= Math.floor(b.x1 / c); i++) {
+      for (let j = Math.floor(b.y0 / c); j <= Math.floor(b.y1 / c); j++) {
+        const key = i * 65536 + j;
+        const boxes = this.cells.get(key);
+        if (boxes) boxes.push(b);
+        else this.cells.set(key, [b]);
+      }
+    }
   }
 }
 
@@ -117,7 +130,9 @@ export function placeLabels(scene, transform, width, height, { nodeText, edgeTex
 
   // Emphasised edges' labels come before the other nodes', the rest after.
   const edgeItems = [];
-  for (const e of scene.edges) {
+  // Zoomed out, no edge is wide enough: only the focused nodes' edges can be labelled.
+  const anyWide = MAX_EDGE_WIDTH * k >= WIDE_EDGE;
+  for (const e of anyWide || focus.size ? scene.edges : []) {
     const s = byId.get(e.source);
     const t = byId.get(e.target);
     if (!s || !t) continue;
