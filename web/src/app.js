@@ -1,7 +1,8 @@
 // The connection map's entry point: wires the URL state, the data source (the
 // collector's API, or the data inlined in a static export), the layout, the
 // renderers, the timeline, the details panel, exports, live updates and the
-// firewall mode.
+// firewall mode. With no range picked it shows the last day that has data
+// (the graph says when the store's data starts and ends) and says so.
 
 import { zoomIdentity } from 'd3';
 import { Unauthorized, followEvents, getJson, setToken } from './api.js';
@@ -9,7 +10,7 @@ import { downloadJson, downloadPng, downloadSvg } from './exports.js';
 import { FirewallMode } from './firewall.js';
 import { Layout } from './layout.js';
 import { MapView } from './mapview.js';
-import { buildView, normalizeGraph, searchNodes } from './model.js';
+import { GROUPINGS, buildView, labelKeys, normalizeGraph, searchNodes } from './model.js';
 import { renderDetails } from './panel.js';
 import { formatState, parseState, timeRange } from './state.js';
 import { Timeline } from './timeline.js';
@@ -23,11 +24,16 @@ const app = {
   scene: null,
   layout: new Layout(),
   exported: Boolean(inlined),
+  /** The store's host groups and labels (`GET /api/v1/groups`, or inlined in an export); null if none. */
+  groups: null,
+  /** When the data starts and ends (ms), once known. */
+  span: null,
 };
-// An export shows its whole graph unless its link says otherwise.
-if (app.exported && !location.hash) app.state.range = 'all';
 // Tests and benchmarks read progress here; nothing in it is ever executed.
 window.connscope = { app, settled: false, layoutMs: null, loads: 0, errors: [] };
+
+/** The time range shown: the state's, with `last` resolved against the newest data. */
+const currentRange = () => timeRange(app.state, Date.now(), app.span?.last ?? null);
 
 const status = (text, cls = '') => {
   $('status').textContent = text;
@@ -61,7 +67,7 @@ const firewall = new FirewallMode({
   onChange: () => rebuild(false),
   // As the graph is asked for: an open start means all of history.
   range: () => {
-    const r = timeRange(app.state);
+    const r = currentRange();
     return { from: isoOrNull(r.from) ?? '1970-01-01T00:00:00Z', to: isoOrNull(r.to) };
   },
 });
@@ -98,7 +104,7 @@ function syncControls() {
     const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60e3);
     return d.toISOString().slice(0, 19);
   };
-  const r = timeRange(s);
+  const r = currentRange();
   $('from').value = r.from !== null ? local(new Date(r.from).toISOString()) : '';
   $('to').value = r.to !== null ? local(new Date(r.to).toISOString()) : '';
   for (const b of document.querySelectorAll('#presets button')) b.setAttribute('aria-pressed', String(b.dataset.range === s.range));
@@ -108,8 +114,25 @@ function syncControls() {
   $('f-user').value = s.user;
   $('f-dir').value = s.dir;
   $('f-scope').value = s.scope;
+  syncGroupings();
   $('search').value = s.q;
   $('since').value = s.since ? local(s.since) : '';
+}
+
+/** The grouping switch: the fixed choices plus one per host label key of the store. */
+function syncGroupings() {
+  const select = $('grouping');
+  const wanted = [...GROUPINGS, ...labelKeys(app.groups).map((k) => `label:${k}`)];
+  if ([...select.options].map((o) => o.value).join('\n') !== wanted.join('\n')) {
+    const names = { auto: 'groups: auto', store: 'store groups', name: 'name pattern', subnet: 'subnet', none: 'no grouping' };
+    select.replaceChildren(...wanted.map((v) => {
+      const o = document.createElement('option');
+      o.value = v;
+      o.textContent = names[v] ?? `label ${v.slice(6)}`;
+      return o;
+    }));
+  }
+  select.value = app.state.group || 'auto';
 }
 
 function bindControls() {
@@ -121,10 +144,13 @@ function bindControls() {
   text('search', 'q');
   $('f-dir').addEventListener('change', (e) => update({ dir: e.target.value }));
   $('f-scope').addEventListener('change', (e) => update({ scope: e.target.value }));
+  // Another grouping folds other nodes: what was open is closed again.
+  $('grouping').addEventListener('change', (e) => update({ group: e.target.value === 'auto' ? '' : e.target.value, open: [], sel: '' }));
+  $('empty-widest').addEventListener('click', () => update({ range: 'all', from: '', to: '', host: '', port: '', exe: '', user: '', dir: '', scope: '' }, true));
   const when = (v) => (v ? new Date(v).toISOString() : '');
   $('from').addEventListener('change', (e) => update({ range: '', from: when(e.target.value), to: app.state.to || (app.state.range ? '' : app.state.to) }, true));
   $('to').addEventListener('change', (e) => {
-    const r = timeRange(app.state);
+    const r = currentRange();
     update({ range: '', from: r.from !== null ? new Date(r.from).toISOString() : '', to: when(e.target.value) }, true);
   });
   $('since').addEventListener('change', (e) => update({ since: when(e.target.value) }));
@@ -146,28 +172,52 @@ function bindControls() {
     load().then(() => live.mode === 'login' && startLive());
   });
   window.addEventListener('hashchange', () => {
-    const before = JSON.stringify(timeRange(app.state));
+    const before = JSON.stringify(currentRange());
     app.state = parseState(location.hash);
     syncControls();
-    if (JSON.stringify(timeRange(app.state)) !== before) load();
+    if (JSON.stringify(currentRange()) !== before) load();
     else rebuild(false);
   });
 }
 
-/** Fetches the graph for the state's time range (or reads the inlined one). */
+/** The span of an export's data: its edges' first and last times. */
+function spanOfEdges(graph) {
+  const first = Math.min(...graph.edges.map((e) => e.firstSeen ?? Infinity));
+  const last = Math.max(...graph.edges.map((e) => e.lastSeen ?? -Infinity));
+  return Number.isFinite(first) && Number.isFinite(last) ? { first, last } : null;
+}
+
+/** Fetches the graph for the state's time range (or reads the inlined one), and the store's groups. */
 async function load() {
-  const r = timeRange(app.state);
   try {
     let doc;
-    if (app.exported) doc = JSON.parse(inlined.textContent);
-    else {
+    if (app.exported) {
+      doc = JSON.parse(inlined.textContent);
+      app.groups = doc.groups ?? null;
+      app.graph = normalizeGraph(doc);
+      app.span = spanOfEdges(app.graph);
+    } else {
       status('loading…');
-      // An open start means all of history; the API's default would be the last day.
-      doc = await getJson('api/v1/graph', { from: isoOrNull(r.from) ?? '1970-01-01T00:00:00Z', to: isoOrNull(r.to) });
+      const fetchGraph = () => {
+        const r = currentRange();
+        // An open start means all of history; the API's default would be the last day.
+        return getJson('api/v1/graph', { from: isoOrNull(r.from) ?? '1970-01-01T00:00:00Z', to: isoOrNull(r.to) });
+      };
+      // A collector from before groups: the map groups by itself. (Without a
+      // token the graph's request says so.)
+      const groups = getJson('api/v1/groups').catch(() => null);
+      const before = JSON.stringify(currentRange());
+      doc = await fetchGraph();
+      const span = doc.data_span ? { first: Date.parse(doc.data_span.first), last: Date.parse(doc.data_span.last) } : null;
+      app.span = span && Number.isFinite(span.first) && Number.isFinite(span.last) ? span : null;
+      // The last day with data is older than the clock's: ask for that day.
+      if (JSON.stringify(currentRange()) !== before) doc = await fetchGraph();
+      app.groups = await groups;
+      app.graph = normalizeGraph(doc);
     }
-    const fresh = !app.graph;
-    app.graph = normalizeGraph(doc);
+    const fresh = !window.connscope.loads;
     window.connscope.loads++;
+    syncControls();
     rebuild(true, fresh);
     // New edges or another range: the shown verdicts must cover them too.
     if (firewall.result) firewall.refresh();
@@ -183,11 +233,43 @@ async function load() {
   }
 }
 
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+/** `Jan 7`, in UTC like the rest of connscope's times. */
+const day = (ms) => `${MONTHS[new Date(ms).getUTCMonth()]} ${new Date(ms).getUTCDate()}`;
+/** `Jan 7 23:59` (UTC). */
+const minute = (ms) => `${day(ms)} ${new Date(ms).toISOString().slice(11, 16)}`;
+
+/** What the status line says of the range: which, and why when the map picked it. */
+function rangeText(r) {
+  const spans = app.span ? `data spans ${day(app.span.first)} - ${day(app.span.last)} (UTC)` : 'no data yet';
+  if (r.auto && !r.relative) return `showing ${minute(r.from)} - ${minute(r.to)}, the last day with data; ${spans}`;
+  if (r.auto) return `showing the last 24 hours; ${spans}`;
+  if (r.from === null && r.to === null) return `showing all data; ${spans}`;
+  const end = r.to === null ? 'now' : minute(r.to);
+  return `showing ${r.from === null ? 'the start' : minute(r.from)} - ${end}; ${spans}`;
+}
+
+/** An empty map says why (range, filters) and offers the widest view. */
+function showEmpty(r, empty) {
+  $('empty').hidden = !empty;
+  if (!empty) return;
+  const s = app.state;
+  const filters = ['host', 'port', 'exe', 'user', 'dir', 'scope'].filter((k) => s[k]).map((k) => `${k} ${s[k]}`);
+  const why = [];
+  if (!app.span) why.push('the store holds no connections yet');
+  else {
+    if (filters.length) why.push(`the filters (${filters.join(', ')}) match nothing`);
+    why.push(`the range ${rangeText(r).replace(/^showing /, '')}`);
+  }
+  $('empty-why').textContent = `Nothing to show: ${why.join('; ')}.`;
+  $('empty-widest').hidden = !app.span;
+}
+
 /** Rebuilds the view from the loaded graph; `relayout` runs the layout again. */
 function rebuild(relayout, first = false) {
   if (!app.graph) return;
-  const r = timeRange(app.state);
-  app.view = buildView(app.graph, app.state, { from: r.from, to: r.to, clientSide: app.exported });
+  const r = currentRange();
+  app.view = buildView(app.graph, app.state, { from: r.from, to: r.to, clientSide: app.exported }, app.groups);
   const ids = new Set(app.view.nodes.map((n) => n.id));
   const sameNodes = app.scene && app.scene.nodes.length === ids.size && app.scene.nodes.every((n) => ids.has(n.id));
   const since = app.state.since ? Date.parse(app.state.since) : null;
@@ -202,7 +284,8 @@ function rebuild(relayout, first = false) {
     const simNodes = app.layout.run(app.view.nodes, links, () => map.refreshStyle(), (ms) => {
       window.connscope.settled = true;
       window.connscope.layoutMs = ms;
-      if (first && !startView && !map.userMoved) map.fit();
+      // Until the user pans or zooms, the map follows what it shows (a group opened, new nodes).
+      if (!startView && !map.userMoved) map.fit();
     });
     app.scene = { nodes: simNodes, edges: app.view.edges, members: app.view.members };
     map.setScene(app.scene);
@@ -216,7 +299,8 @@ function rebuild(relayout, first = false) {
   renderDetails($('details'), app.view, app.graph, app.state.sel, r, { select: (id) => update({ sel: id ?? '' }), toggleGroup, firewall: firewall.result });
   timeline.render(app.graph.timeline, r.from, r.to, app.graph.timelineOf);
   const e = app.view.edges.length;
-  status(`${app.view.nodes.length} nodes, ${e} edges${app.exported ? ' (export)' : ''}`, live.mode === 'sse' ? 'live' : '');
+  status(`${rangeText(r)} · ${app.view.nodes.length} nodes, ${e} edges${app.exported ? ' (export)' : ''}`, live.mode === 'sse' ? 'live' : '');
+  showEmpty(r, app.view.nodes.length === 0);
   document.body.dataset.nodes = String(app.view.nodes.length);
   document.body.dataset.edges = String(e);
 }
@@ -243,7 +327,7 @@ function startLive() {
   const refresh = () => {
     clearTimeout(live.timer);
     live.timer = setTimeout(() => {
-      if (timeRange(app.state).relative) load();
+      if (currentRange().relative || app.state.range === 'last') load();
     }, DEBOUNCE_MS);
   };
   const onEvent = (event) => {
@@ -270,7 +354,7 @@ function startLive() {
       if (live.mode === 'sse') return retry();
       setLive('poll');
       clearInterval(live.poller);
-      live.poller = setInterval(() => timeRange(app.state).relative && load(), POLL_MS);
+      live.poller = setInterval(() => (currentRange().relative || app.state.range === 'last') && load(), POLL_MS);
     });
 }
 

@@ -7,12 +7,13 @@
 // since a date, search matches, the selection.
 
 import { select } from 'd3';
+import { LABEL_FONT } from './labels.js';
 import { radius } from './layout.js';
 
-export const COLORS = { host: '#2f6db5', service: '#3a9a5b', external: '#d9822b', group: '#b5552f', edge: '#8a96a3', fresh: '#e0245e', member: '#c9d1da', selected: '#111111', blocked: '#d62728', maybe: '#e8a317' };
+export const COLORS = { host: '#2f6db5', service: '#3a9a5b', external: '#d9822b', group: '#b5552f', hostGroup: '#5477a8', edge: '#8a96a3', fresh: '#e0245e', member: '#c9d1da', selected: '#111111', blocked: '#d62728', maybe: '#e8a317' };
 
 export const edgeWidth = (e) => Math.min(8, 0.8 + 1.6 * Math.log10(e.count + 1));
-const nodeColor = (n) => (n.kind === 'service' && !n.internal ? COLORS.external : COLORS[n.kind] ?? COLORS.external);
+const nodeColor = (n) => (n.kind === 'service' && !n.internal ? COLORS.external : n.kind === 'group' && n.internal ? COLORS.hostGroup : COLORS[n.kind] ?? COLORS.external);
 
 /** Short label of a node, as drawn beside it. */
 export function nodeLabel(n) {
@@ -20,8 +21,20 @@ export function nodeLabel(n) {
   return n.label;
 }
 
-/** Line geometry of an edge: from the source's rim to the arrow's base, and the arrow. */
-export function edgeGeometry(s, t, width) {
+/**
+ * Line geometry of an edge: from the source's rim to the arrow's base, and
+ * the arrow. `twoWay` (the ends talk both ways) moves it aside by its width,
+ * so the two directions lie side by side instead of on top of each other.
+ */
+export function edgeGeometry(s, t, width, twoWay = false) {
+  if (twoWay) {
+    const side = width / 2 + 1.5;
+    const len0 = Math.hypot(t.x - s.x, t.y - s.y) || 1;
+    const nx = (-(t.y - s.y) / len0) * side;
+    const ny = ((t.x - s.x) / len0) * side;
+    s = { ...s, x: s.x + nx, y: s.y + ny };
+    t = { ...t, x: t.x + nx, y: t.y + ny };
+  }
   const dx = t.x - s.x;
   const dy = t.y - s.y;
   const len = Math.hypot(dx, dy) || 1;
@@ -90,10 +103,10 @@ const edgeOpacity = (cls) => (cls.includes('dim') ? 0.08 : cls.startsWith('old')
  * presentation attributes are used, so the markup stands alone as an export
  * and no inline style is needed under the page's CSP.
  */
-export function drawSvg(group, scene, look, { edgeLabels = true } = {}) {
+export function drawSvg(group, scene, look) {
   const byId = new Map(scene.nodes.map((n) => [n.id, n]));
   const { edgeClass, nodeClass } = classify(scene, look);
-  group.selectAll('g.layer').data(['members', 'edges', 'edge-labels', 'nodes']).join('g').attr('class', (d) => `layer ${d}`);
+  group.selectAll('g.layer').data(['members', 'edges', 'nodes']).join('g').attr('class', (d) => `layer ${d}`);
 
   group.select('g.members').selectAll('line').data(scene.members, (m) => m.id).join('line')
     .attr('class', 'member').attr('stroke', COLORS.member).attr('stroke-dasharray', '2 3')
@@ -109,22 +122,15 @@ export function drawSvg(group, scene, look, { edgeLabels = true } = {}) {
     .attr('fill-opacity', (e) => edgeOpacity(edgeClass.get(e.id)))
     .attr('stroke-width', edgeWidth)
     .attr('d', (e) => {
-      const g = edgeGeometry(byId.get(e.source), byId.get(e.target), edgeWidth(e));
+      const g = edgeGeometry(byId.get(e.source), byId.get(e.target), edgeWidth(e), e.twoWay);
       return `M${g.x1},${g.y1}L${g.x2},${g.y2}M${g.tip}L${g.left}L${g.right}Z`;
     });
-
-  const labelled = edgeLabels ? scene.edges.filter((e) => e.service) : [];
-  group.select('g.edge-labels').selectAll('text').data(labelled, (e) => e.id).join('text')
-    .attr('class', 'edge-label').attr('font-size', 9).attr('fill', '#4a5561').attr('text-anchor', 'middle')
-    .attr('x', (e) => (byId.get(e.source).x + byId.get(e.target).x) / 2)
-    .attr('y', (e) => (byId.get(e.source).y + byId.get(e.target).y) / 2 - 3)
-    .attr('opacity', (e) => (edgeClass.get(e.id).includes('dim') ? 0.15 : 1))
-    .text((e) => e.service);
 
   const node = group.select('g.nodes').selectAll('g.node').data(scene.nodes, (n) => n.id).join((enter) => {
     const g = enter.append('g');
     g.append('circle');
-    g.append('text').attr('font-size', 10).attr('fill', '#1d232a').attr('dy', '0.32em');
+    // The full name as the tooltip; the drawn label (labels.js) may be cut.
+    g.append('title');
     return g;
   });
   node.attr('class', (n) => `node ${n.kind} ${nodeClass.get(n.id)}${n.pinned ? ' pinned' : ''}`)
@@ -135,13 +141,48 @@ export function drawSvg(group, scene, look, { edgeLabels = true } = {}) {
     .attr('stroke', (n) => (nodeClass.get(n.id) === 'selected' || n.pinned ? '#111' : '#fff'))
     .attr('stroke-width', (n) => (n.kind === 'group' ? 2.5 : 1.5))
     .attr('stroke-dasharray', (n) => (n.kind === 'group' ? '3 2' : null));
-  node.select('text').attr('x', (n) => radius(n) + 3).text(nodeLabel);
+  node.select('title').text(nodeLabel);
+}
+
+/**
+ * Draws placed labels (labels.js: screen pixels) into an SVG group, as text
+ * with a halo in the background colour. Presentation attributes only, so the
+ * SVG export carries them as drawn.
+ */
+export function drawLabelsSvg(group, labels, look) {
+  const { nodeClass } = look.classes ?? { nodeClass: new Map() };
+  group.selectAll('text').data(labels, (d) => d.id).join('text')
+    .attr('class', (d) => `label ${d.kind}`)
+    .attr('data-id', (d) => d.id)
+    .attr('x', (d) => d.x).attr('y', (d) => d.y).attr('dy', '0.32em')
+    .attr('text-anchor', (d) => d.anchor)
+    .attr('font-size', 10).attr('font-family', 'system-ui, sans-serif')
+    .attr('fill', (d) => (d.kind === 'edge' ? '#4a5561' : '#1d232a'))
+    .attr('stroke', '#fbfbfc').attr('stroke-width', 3).attr('paint-order', 'stroke')
+    .attr('opacity', (d) => (nodeClass.get(d.id) === 'dim' ? 0.35 : 1))
+    .text((d) => d.text);
+}
+
+/** Paints placed labels (screen pixels) on a canvas, for the PNG export. */
+export function paintLabels(ctx, labels, dpr = 1) {
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.font = LABEL_FONT;
+  ctx.textBaseline = 'middle';
+  ctx.lineWidth = 3;
+  ctx.strokeStyle = '#fbfbfc';
+  for (const l of labels) {
+    ctx.textAlign = l.anchor === 'middle' ? 'center' : l.anchor === 'end' ? 'right' : 'left';
+    ctx.fillStyle = l.kind === 'edge' ? '#4a5561' : '#1d232a';
+    ctx.strokeText(l.text, l.x, l.y);
+    ctx.fillText(l.text, l.x, l.y);
+  }
+  ctx.textAlign = 'left';
 }
 
 /**
  * Paints the scene on a 2D canvas context under a d3-zoom transform. Edges
  * are batched by colour and width into a few paths; whatever lies outside
- * the viewport is skipped; labels appear once zoomed in far enough to read.
+ * the viewport is skipped. Labels are placed and drawn apart (labels.js).
  */
 export function paintCanvas(ctx, scene, look, transform, width, height, dpr = 1) {
   const byId = scene.byId ?? new Map(scene.nodes.map((n) => [n.id, n]));
@@ -176,7 +217,7 @@ export function paintCanvas(ctx, scene, look, transform, width, height, dpr = 1)
     const key = `${cls}|${w}`;
     let batch = batches.get(key);
     if (!batch) batches.set(key, (batch = { cls, w, lines: new Path2D(), heads: new Path2D() }));
-    const g = edgeGeometry(s, t, w);
+    const g = edgeGeometry(s, t, w, e.twoWay);
     batch.lines.moveTo(g.x1, g.y1);
     batch.lines.lineTo(g.x2, g.y2);
     if (arrows) {
@@ -224,33 +265,12 @@ export function paintCanvas(ctx, scene, look, transform, width, height, dpr = 1)
       ctx.stroke();
     }
   }
-
-  // Labels at a constant 10px on screen, once zoomed in far enough to tell
-  // nodes apart; hosts and groups first, a bounded number per frame.
-  const few = visible.length < 150;
-  if (k >= 0.9 || few) {
-    const labelled = visible.filter((n) => k >= 1.8 || few || n.kind === 'host' || n.kind === 'group')
-      .sort((a, b) => (a.kind === 'host' ? 0 : 1) - (b.kind === 'host' ? 0 : 1)).slice(0, 250);
-    ctx.font = `${10 / k}px system-ui, sans-serif`;
-    ctx.textBaseline = 'middle';
-    ctx.lineWidth = 3 / k;
-    ctx.strokeStyle = '#fbfbfc';
-    ctx.fillStyle = '#1d232a';
-    const halo = labelled.length <= 80;
-    for (const n of labelled) {
-      const text = nodeLabel(n);
-      ctx.globalAlpha = nodeClass.get(n.id) === 'dim' ? 0.25 : 1;
-      if (halo) ctx.strokeText(text, n.x + radius(n) + 3 / k, n.y);
-      ctx.fillText(text, n.x + radius(n) + 3 / k, n.y);
-    }
-    ctx.globalAlpha = 1;
-  }
 }
 
 const rank = (cls) => (cls.includes('dim') ? 0 : cls.startsWith('old') ? 1 : cls === '' ? 2 : cls.startsWith('fresh') ? 3 : 4);
 
-/** Standalone SVG markup of the scene as seen through `transform`. */
-export function svgMarkup(scene, look, transform, width, height) {
+/** Standalone SVG markup of the scene as seen through `transform`, with its placed labels. */
+export function svgMarkup(scene, look, transform, width, height, labels = []) {
   const svg = select(document.createElementNS('http://www.w3.org/2000/svg', 'svg'))
     .attr('xmlns', 'http://www.w3.org/2000/svg')
     .attr('width', width).attr('height', height).attr('viewBox', `0 0 ${width} ${height}`)
@@ -258,6 +278,7 @@ export function svgMarkup(scene, look, transform, width, height) {
   svg.append('rect').attr('width', width).attr('height', height).attr('fill', '#fbfbfc');
   const g = svg.append('g').attr('transform', transform.toString());
   drawSvg(g, scene, look);
+  drawLabelsSvg(svg.append('g'), labels, { classes: classify(scene, look) });
   return new XMLSerializer().serializeToString(svg.node());
 }
 

@@ -1,7 +1,7 @@
 // Exports of the current view: SVG and PNG as drawn (whatever the renderer),
 // and the JSON of the graph shown.
 
-import { paintCanvas, svgMarkup } from './draw.js';
+import { paintCanvas, paintLabels, svgMarkup } from './draw.js';
 
 function download(blob, name) {
   const a = document.createElement('a');
@@ -15,7 +15,7 @@ function download(blob, name) {
 
 export function downloadSvg(map, name) {
   const { width, height } = map.size;
-  download(new Blob([svgMarkup(map.scene, map.look, map.transform, width, height)], { type: 'image/svg+xml' }), name);
+  download(new Blob([svgMarkup(map.scene, map.look, map.transform, width, height, map.labels)], { type: 'image/svg+xml' }), name);
 }
 
 export function downloadPng(map, name) {
@@ -23,7 +23,9 @@ export function downloadPng(map, name) {
   const canvas = document.createElement('canvas');
   canvas.width = width * 2;
   canvas.height = height * 2;
-  paintCanvas(canvas.getContext('2d'), map.scene, map.look, map.transform, width, height, 2);
+  const ctx = canvas.getContext('2d');
+  paintCanvas(ctx, map.scene, map.look, map.transform, width, height, 2);
+  paintLabels(ctx, map.labels, 2);
   canvas.toBlob((blob) => download(blob, name), 'image/png');
 }
 

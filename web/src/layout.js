@@ -11,7 +11,8 @@ import { forceLink, forceManyBody, forceSimulation, forceX, forceY, forceCollide
 /** Above this many nodes, services ride on their hosts during layout. */
 export const LARGE = 600;
 
-const radius = (n) => (n.kind === 'host' ? 9 : n.kind === 'group' ? 8 : n.kind === 'service' ? 5 : 5);
+/** A group grows with its members, so its weight shows before it is opened. */
+const radius = (n) => (n.kind === 'host' ? 9 : n.kind === 'group' ? Math.min(22, 7 + 2 * Math.sqrt(n.members?.length ?? 1)) : 5);
 export { radius };
 
 export class Layout {
@@ -53,6 +54,18 @@ export class Layout {
         }
       }
     }
+    // Where a node starts and which column pulls it (see columnOf).
+    const column = columnOf(simNodes, simLinks, byId);
+    const width = 120 + 25 * Math.sqrt(simNodes.length);
+    const columnX = (n) => column.get(n.id) * width;
+    for (const n of simNodes) {
+      if (n.x !== undefined) continue;
+      const from = n.kind === 'group' ? (n.members ?? []).map((id) => this.memory.get(id)).filter(Boolean) : [this.memory.get(n.group)].filter(Boolean);
+      if (!from.length) continue;
+      const a = simNodes.indexOf(n) * 2.399963;
+      n.x = from.reduce((sum, m) => sum + m.x, 0) / from.length + (n.kind === 'group' ? 0 : 25 * Math.cos(a));
+      n.y = from.reduce((sum, m) => sum + m.y, 0) / from.length + (n.kind === 'group' ? 0 : 25 * Math.sin(a));
+    }
     const unplaced = simNodes.filter((n) => n.x === undefined);
     // Known nodes hold still while the new ones find their places, so an
     // update never moves what the user has already seen.
@@ -77,7 +90,7 @@ export class Layout {
       } else {
         const a = i * 2.399963;
         const r = spread * Math.sqrt((i + 0.5) / simNodes.length);
-        n.x = r * Math.cos(a);
+        n.x = columnX(n) + 0.4 * r * Math.cos(a);
         n.y = r * Math.sin(a);
       }
     }
@@ -116,8 +129,9 @@ export class Layout {
         .distance((l) => (l.member ? 22 : large ? 55 : 80))
         .strength((l) => (l.member ? 0.9 : 0.6 / Math.min(degree.get(l.source.id ?? l.source), degree.get(l.target.id ?? l.target)))))
       .force('charge', forceManyBody().strength(large ? -60 : -90).theta(large ? 1.1 : 0.9).distanceMax(large ? 400 : 500))
-      .force('x', forceX(0).strength(0.04))
-      .force('y', forceY(0).strength(0.04));
+      .force('x', forceX(columnX).strength(0.12))
+      .force('y', forceY(0).strength(0.04))
+      .force('together', together(skeleton));
     if (!large) sim.force('collide', forceCollide((n) => radius(n) + 3));
     this.simulation = sim;
 
@@ -188,4 +202,42 @@ export class Layout {
     if (this.frame) cancelAnimationFrame(this.frame);
     this.frame = 0;
   }
+}
+
+/**
+ * Each node's column: -1 inside clients (more connections out than in),
+ * 0 inside servers (a host's services count as its own), 1 the outside.
+ */
+function columnOf(nodes, links, byId) {
+  const flow = new Map(nodes.map((n) => [n.id, 0]));
+  const owner = (id) => {
+    const n = byId.get(id);
+    return n.kind === 'service' && n.host && byId.has(n.host) ? n.host : id;
+  };
+  for (const l of links) {
+    if (l.member) continue;
+    flow.set(owner(l.source), flow.get(owner(l.source)) - (l.count ?? 1));
+    flow.set(owner(l.target), flow.get(owner(l.target)) + (l.count ?? 1));
+  }
+  return new Map(nodes.map((n) => [n.id, !n.internal ? 1 : n.kind === 'service' || flow.get(owner(n.id)) > 0 ? 0 : -1]));
+}
+
+/** A force that pulls the members of each opened group towards their centre. */
+function together(nodes) {
+  return (alpha) => {
+    const centres = new Map();
+    for (const n of nodes) {
+      if (!n.group) continue;
+      const c = centres.get(n.group) ?? centres.set(n.group, { x: 0, y: 0, n: 0 }).get(n.group);
+      c.x += n.x;
+      c.y += n.y;
+      c.n++;
+    }
+    for (const n of nodes) {
+      const c = n.group && centres.get(n.group);
+      if (!c || c.n < 2) continue;
+      n.vx += (c.x / c.n - n.x) * 0.2 * alpha;
+      n.vy += (c.y / c.n - n.y) * 0.2 * alpha;
+    }
+  };
 }

@@ -1,13 +1,18 @@
 // The interactive map: picks SVG or canvas by size, and handles pan, zoom,
 // drag (which pins), double-click (unpin, or open/close a group) and click
-// (select a node or an edge). Hit testing is done on the scene, not the DOM,
-// so both renderers behave the same.
+// (select a node or an edge), and hover (the full name as a tooltip, the
+// node's and its edges' labels first). Hit testing is done on the scene, not
+// the DOM, so both renderers behave the same. Labels are placed in screen
+// space (labels.js) and drawn in an SVG layer over either renderer, after
+// every redraw and zoom step, so they never overlap at any scale.
 
 import { select, pointer } from 'd3';
 import { zoom, zoomIdentity } from 'd3';
 import { drag } from 'd3';
-import { classify, drawSvg, edgeGeometry, edgeWidth, paintCanvas, segmentDistance } from './draw.js';
+import { classify, drawLabelsSvg, drawSvg, edgeGeometry, edgeWidth, nodeLabel, paintCanvas, segmentDistance } from './draw.js';
+import { placeLabels } from './labels.js';
 import { radius } from './layout.js';
+import { edgeText } from './model.js';
 
 /** Above these sizes the map is drawn on a canvas. */
 export const CANVAS_NODES = 600;
@@ -24,6 +29,10 @@ export class MapView {
     this.transform = zoomIdentity;
     this.mode = null;
     this.pending = 0;
+    this.labelsPending = 0;
+    /** The labels drawn now, in screen pixels (tests and the exports read them). */
+    this.labels = [];
+    this.hovered = null;
     this.zoom = zoom().scaleExtent([0.03, 12])
       .on('start', (event) => {
         // When a full redraw costs more than a frame's share, a pan or zoom
@@ -33,11 +42,16 @@ export class MapView {
       .on('zoom', (event) => {
         this.transform = event.transform;
         if (event.sourceEvent) this.userMoved = true;
-        if (this.mode === 'svg') this.svgRoot.attr('transform', this.transform);
-        else this.schedule();
+        if (this.mode === 'svg') {
+          this.svgRoot.attr('transform', this.transform);
+          // During a gesture the labels move with the map; placed anew at its end.
+          if (event.sourceEvent) this.followLabels();
+          else this.scheduleLabels();
+        } else this.schedule();
         this.handlers.onViewChange?.(this.transform);
       })
       .on('end', () => {
+        if (this.mode === 'svg') this.scheduleLabels();
         if (!this.snapshot) return;
         this.snapshot = null;
         this.schedule();
@@ -84,10 +98,11 @@ export class MapView {
       this.svgRoot = null;
     }
     this.surface = surface;
+    this.labelLayer = select(this.container).append('svg').attr('class', 'labels').attr('aria-hidden', 'true').append('g');
     this.container.dataset.renderer = mode;
     const legend = document.createElement('div');
     legend.className = 'legend';
-    for (const [cls, text] of [['host', 'host'], ['service', 'service'], ['external', 'external'], ['group', 'group (double-click opens)'], ['fresh', 'new since']]) {
+    for (const [cls, text] of [['host', 'host'], ['service', 'service'], ['external', 'outside'], ['host-group', 'host group'], ['group', 'outside group (double-click opens)'], ['fresh', 'new since']]) {
       const item = document.createElement('span');
       item.className = cls;
       item.textContent = text;
@@ -118,8 +133,19 @@ export class MapView {
     surface.on('dblclick', (event) => {
       const n = this.nodeAt(...this.transform.invert(pointer(event, surface.node())));
       if (!n) return;
-      if (n.kind === 'group' || (n.kind === 'external' && n.group)) this.handlers.onToggleGroup?.(n);
+      if (n.kind === 'group' || (n.group && !n.pinned)) this.handlers.onToggleGroup?.(n);
       else if (n.pinned) this.handlers.onPin?.(n, false);
+    });
+    surface.on('mousemove', (event) => {
+      if (event.buttons) return;
+      const [x, y] = this.transform.invert(pointer(event, surface.node()));
+      const node = this.nodeAt(x, y);
+      const hit = node ?? (this.mode === 'svg' ? this.edgeAt(x, y) : null);
+      const id = hit?.id ?? null;
+      if (id === this.hovered) return;
+      this.hovered = id;
+      this.container.title = !hit ? '' : node ? nodeLabel(node) : `${nodeLabel(this.scene.byId.get(hit.source))} → ${nodeLabel(this.scene.byId.get(hit.target))}: ${edgeText(hit)}`;
+      this.scheduleLabels();
     });
     if (!this.resizeObserver) {
       this.resizeObserver = new ResizeObserver(() => {
@@ -152,7 +178,7 @@ export class MapView {
     let best = null;
     let bestD = Infinity;
     for (const e of this.scene.edges) {
-      const g = edgeGeometry(byId.get(e.source), byId.get(e.target), edgeWidth(e));
+      const g = edgeGeometry(byId.get(e.source), byId.get(e.target), edgeWidth(e), e.twoWay);
       const d = segmentDistance(x, y, g.x1, g.y1, g.tip[0], g.tip[1]);
       if (d <= edgeWidth(e) / 2 + 4 / this.transform.k && d < bestD) { best = e; bestD = d; }
     }
@@ -166,6 +192,25 @@ export class MapView {
       this.pending = 0;
       this.draw();
     });
+  }
+
+  /** Places and draws the labels on the next animation frame. */
+  scheduleLabels() {
+    if (this.labelsPending || this.pending) return;
+    this.labelsPending = requestAnimationFrame(() => {
+      this.labelsPending = 0;
+      this.drawLabels();
+    });
+  }
+
+  drawLabels() {
+    if (!this.labelLayer) return;
+    const { width, height } = this.size;
+    this.labels = placeLabels(this.scene, this.transform, width, height, { nodeText: nodeLabel, edgeText, radius, edgeWidth },
+      { selected: this.look.selected, hovered: this.hovered, matches: this.look.matches });
+    this.labelsAt = this.transform;
+    this.labelLayer.attr('transform', null);
+    drawLabelsSvg(this.labelLayer, this.labels, { classes: this.scene.classes });
   }
 
   takeSnapshot() {
@@ -188,6 +233,16 @@ export class MapView {
     ctx.fillRect(0, 0, width, height);
     ctx.setTransform(dpr * ratio, 0, 0, dpr * ratio, dpr * (t1.x - t0.x * ratio), dpr * (t1.y - t0.y * ratio));
     ctx.drawImage(image, 0, 0, width, height);
+    // The labels move with the picture until the gesture ends.
+    this.followLabels();
+  }
+
+  /** Moves the placed labels as the map moved since they were placed. */
+  followLabels() {
+    const t0 = this.labelsAt ?? this.transform;
+    const t1 = this.transform;
+    const ratio = t1.k / t0.k;
+    this.labelLayer?.attr('transform', `translate(${t1.x - t0.x * ratio},${t1.y - t0.y * ratio}) scale(${ratio})`);
   }
 
   draw() {
@@ -201,6 +256,9 @@ export class MapView {
       const { width, height } = this.size;
       paintCanvas(this.canvas.getContext('2d'), this.scene, this.look, this.transform, width, height, window.devicePixelRatio || 1);
     }
+    if (this.labelsPending) cancelAnimationFrame(this.labelsPending);
+    this.labelsPending = 0;
+    this.drawLabels();
     this.lastDrawMs = performance.now() - started;
   }
 

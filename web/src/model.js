@@ -94,12 +94,14 @@ export function normalizeGraph(doc) {
   return { from: ms(doc.from), to: ms(doc.to), nodes, edges, timeline, timelineOf };
 }
 
-/** The group an external address falls in: its DNS domain if known, else its subnet. */
+/**
+ * The group an outside address falls in: its registered domain if known (the
+ * node's `domain`, else the last two labels of its `name`), else its network
+ * (/24 of IPv4, /48 of IPv6).
+ */
 export function groupKey(node) {
-  if (node.name) {
-    const labels = node.name.replace(/\.$/, '').split('.');
-    if (labels.length >= 2) return { id: `group:name:${labels.slice(-2).join('.')}`, label: `*.${labels.slice(-2).join('.')}` };
-  }
+  const domain = node.domain ?? (node.name ? node.name.replace(/\.$/, '').split('.').slice(-2).join('.') : '');
+  if (domain.includes('.')) return { id: `group:name:${domain}`, label: `*.${domain}` };
   const address = node.address ?? node.label;
   if (/^\d+\.\d+\.\d+\.\d+$/.test(address)) {
     const p = address.split('.');
@@ -111,6 +113,96 @@ export function groupKey(node) {
   }
   return null;
 }
+
+/** `ws-01` -> `ws-*`, `web2` -> `web*`: a name ending in a number, with that number as a wildcard; else null. */
+export function namePattern(name) {
+  const m = /^(.*[A-Za-z][^0-9]*?)\d+$/.exec(String(name));
+  return m ? `${m[1]}*` : null;
+}
+
+/** The subnet an inside address is in: /24 of IPv4, /64 of IPv6. */
+export function subnetOf(address) {
+  if (!address) return null;
+  if (/^\d+\.\d+\.\d+\.\d+$/.test(address)) return `${address.split('.').slice(0, 3).join('.')}.0/24`;
+  const groups = expandIpv6(address);
+  return groups ? `${groups.slice(0, 4).join(':')}::/64` : null;
+}
+
+/** Whether `address` lies in `cidr` (IPv4 or IPv6 `a/n`, or a bare address). */
+export function inCidr(address, cidr) {
+  const [net, bits] = String(cidr).split('/');
+  const a = addressBits(address);
+  const b = addressBits(net);
+  if (a === null || b === null || a.length !== b.length) return false;
+  const n = bits === undefined ? a.length : Number(bits);
+  return Number.isInteger(n) && a.slice(0, n) === b.slice(0, n);
+}
+
+function addressBits(address) {
+  if (!address) return null;
+  if (/^\d+\.\d+\.\d+\.\d+$/.test(address)) return address.split('.').map((o) => Number(o).toString(2).padStart(8, '0')).join('');
+  const groups = expandIpv6(address);
+  return groups ? groups.map((g) => parseInt(g || '0', 16).toString(2).padStart(16, '0')).join('') : null;
+}
+
+/**
+ * How inside hosts are grouped: `store` (the store's host groups), `name`
+ * (name patterns like `ws-*`), `subnet`, `label:KEY` (a host label's value),
+ * `none`, or `auto` (the store's groups when it has any, else a name pattern
+ * two or more hosts share, else the subnet).
+ */
+export const GROUPINGS = ['auto', 'store', 'name', 'subnet', 'none'];
+
+/**
+ * The grouping function for inside nodes (hosts, and unmonitored inside
+ * addresses): node -> {id, label} or null. `groups` is `GET /api/v1/groups`'s
+ * answer (`{groups: [{name, kind, patterns, hosts}], host_labels: [...]}`).
+ */
+export function hostGrouper(graph, groups, mode) {
+  const stored = groups?.groups ?? [];
+  const pick = !mode || mode === 'auto' ? (stored.length ? 'store' : 'auto') : mode;
+  const address = (n) => n.address ?? (n.kind === 'external' ? n.label : undefined);
+  if (pick === 'none') return () => null;
+  if (pick === 'store') {
+    const byHost = new Map();
+    for (const g of stored) for (const h of g.hosts ?? []) if (!byHost.has(h)) byHost.set(h, g.name);
+    return (n) => {
+      let name = n.kind === 'host' ? byHost.get(n.label) : undefined;
+      // Address groups also catch inside addresses no agent reports (printers).
+      if (name === undefined) name = stored.find((g) => g.kind === 'addresses' && (n.kind === 'host' ? n.addresses : [address(n)]).some((a) => g.patterns.some((p) => inCidr(a, p))))?.name;
+      return name === undefined ? null : { id: `hgroup:store:${name}`, label: name };
+    };
+  }
+  if (pick.startsWith('label:')) {
+    const key = pick.slice(6);
+    const value = new Map((groups?.host_labels ?? []).filter((l) => l.key === key).map((l) => [l.host, l.value]));
+    return (n) => (n.kind === 'host' && value.has(n.label) ? { id: `hgroup:label:${key}=${value.get(n.label)}`, label: `${key}=${value.get(n.label)}` } : null);
+  }
+  const byName = (n) => (n.kind === 'host' && namePattern(n.label) ? { id: `hgroup:name:${namePattern(n.label)}`, label: namePattern(n.label) } : null);
+  const bySubnet = (n) => {
+    const net = subnetOf(address(n));
+    return net ? { id: `hgroup:subnet:${net}`, label: net } : null;
+  };
+  if (pick === 'name') return byName;
+  if (pick === 'subnet') return bySubnet;
+  // auto: a name pattern two or more hosts share, else the subnet.
+  const shared = new Map();
+  for (const n of graph.nodes.values()) {
+    const g = byName(n);
+    if (g) shared.set(g.id, (shared.get(g.id) ?? 0) + 1);
+  }
+  return (n) => {
+    const g = byName(n);
+    return g && shared.get(g.id) >= 2 ? g : bySubnet(n);
+  };
+}
+
+/** The label keys of the store's host labels, for the grouping switch. */
+export const labelKeys = (groups) => [...new Set((groups?.host_labels ?? []).map((l) => l.key))].sort();
+
+/** Above this many outside nodes (after folding by domain and network), the outside is one "internet" node. */
+export const INTERNET_ABOVE = 20;
+export const INTERNET = 'group:internet';
 
 function expandIpv6(address) {
   const bare = address.replace(/^\[|\](:\d+)?$/g, '');
@@ -171,50 +263,82 @@ function mergeTallies(a, b) {
 }
 
 /**
- * Builds what to draw: filtered edges, the nodes they touch, external
- * addresses folded into their groups (unless the group is open), parallel
- * edges merged. Returns `{nodes, edges, members, groups}` where `members` are
- * the thin host-service links that keep a host's services around it.
+ * Builds what to draw: filtered edges, the nodes they touch, folded into
+ * groups unless opened (`state.open`): inside hosts (with their services)
+ * into host groups (`state.group` picks how, see `hostGrouper`), outside
+ * addresses into domains or networks, and those into one "internet" node when
+ * there are many; then parallel edges merged, counting connections. Returns
+ * `{nodes, edges, members, groups}` where `members` are the thin host-service
+ * links that keep a host's services around it. `groups` is the store's
+ * (`GET /api/v1/groups`), if any.
  */
-export function buildView(graph, state, range = { from: null, to: null, clientSide: false }) {
+export function buildView(graph, state, range = { from: null, to: null, clientSide: false }, storeGroups = null) {
   const keep = edgeFilter(graph, state);
   const filtering = Boolean(state.host || state.port || state.exe || state.user || state.dir || state.scope);
   const edges = graph.edges.filter((e) => (!range.clientSide || inRange(e, range.from, range.to)) && keep(e));
 
-  // External addresses are folded into groups of two or more, counting only
-  // the addresses this view shows.
+  // Groups count only the nodes this view shows.
   const shownIds = new Set();
   if (!filtering && !range.clientSide) for (const id of graph.nodes.keys()) shownIds.add(id);
   for (const e of edges) {
-    shownIds.add(e.source);
-    shownIds.add(e.target);
-  }
-  const groupOf = new Map();
-  const groups = new Map();
-  for (const n of graph.nodes.values()) {
-    if (n.internal || !shownIds.has(n.id)) continue;
-    const g = groupKey(n);
-    if (!g) continue;
-    if (!groups.has(g.id)) groups.set(g.id, { ...g, members: [] });
-    groups.get(g.id).members.push(n.id);
+    for (const id of [e.source, e.target]) {
+      shownIds.add(id);
+      const n = graph.nodes.get(id);
+      if (n.kind === 'service' && n.host) shownIds.add(n.host);
+    }
   }
   const open = new Set(state.open);
-  const openGroupOf = new Map();
-  for (const g of groups.values()) {
-    if (g.members.length < 2) continue;
-    for (const m of g.members) (open.has(g.id) ? openGroupOf : groupOf).set(m, g.id);
+  const groups = new Map();
+  const join = (g, id, extra) => {
+    if (!groups.has(g.id)) groups.set(g.id, { ...g, members: [], ...extra });
+    groups.get(g.id).members.push(id);
+  };
+  const insideGroup = hostGrouper(graph, storeGroups, state.group);
+  for (const n of graph.nodes.values()) {
+    if (!shownIds.has(n.id) || n.kind === 'service') continue;
+    const g = n.internal ? insideGroup(n) : groupKey(n);
+    if (g) join(g, n.id, { internal: n.internal });
   }
-  const shown = (id) => groupOf.get(id) ?? id;
+  for (const [id, g] of groups) if (g.members.length < 2) groups.delete(id);
+  const groupOf = new Map();
+  for (const g of groups.values()) for (const m of g.members) groupOf.set(m, g.id);
+  // Many outside nodes: one "internet" node first.
+  const outside = new Set();
+  for (const id of shownIds) {
+    const n = graph.nodes.get(id);
+    if (n.kind !== 'service' && !n.internal) outside.add(groupOf.get(id) ?? id);
+  }
+  if (outside.size > INTERNET_ABOVE) groups.set(INTERNET, { id: INTERNET, label: 'internet', internal: false, members: [...outside] });
+
+  // The groups holding a node, innermost first.
+  const ancestors = (id) => {
+    const n = graph.nodes.get(id) ?? groups.get(id);
+    const chain = groupOf.has(id) ? [groupOf.get(id)] : [];
+    if (n && !n.internal && id !== INTERNET && groups.has(INTERNET)) chain.push(INTERNET);
+    return chain;
+  };
+  // Where a graph node is drawn: the outermost closed group holding it (a
+  // service goes where its host goes).
+  const shown = (id) => {
+    const n = graph.nodes.get(id);
+    if (n?.kind === 'service' && n.host && graph.nodes.has(n.host)) {
+      const host = shown(n.host);
+      return host === n.host ? id : host;
+    }
+    for (const g of ancestors(id).reverse()) if (!open.has(g)) return g;
+    return id;
+  };
 
   const nodes = new Map();
   const addNode = (id) => {
     if (nodes.has(id)) return;
     if (groups.has(id)) {
       const g = groups.get(id);
-      nodes.set(id, { id, kind: 'group', label: `${g.label} (${g.members.length})`, internal: false, members: g.members });
+      nodes.set(id, { id, kind: 'group', label: `${g.label} (${g.members.length})`, name: g.label, internal: g.internal, members: g.members, group: ancestors(id)[0] });
     } else {
       const n = graph.nodes.get(id);
-      nodes.set(id, openGroupOf.has(id) ? { ...n, group: openGroupOf.get(id) } : n);
+      const group = n.kind === 'service' ? undefined : ancestors(id)[0];
+      nodes.set(id, group ? { ...n, group } : n);
       if (n.kind === 'service' && n.host && graph.nodes.has(n.host)) addNode(n.host);
     }
   };
@@ -226,9 +350,15 @@ export function buildView(graph, state, range = { from: null, to: null, clientSi
     const target = shown(e.target);
     addNode(source);
     addNode(target);
+    // Inside a closed group: counted on the group, not drawn as a loop.
+    if (source === target) {
+      const g = nodes.get(source);
+      g.inside = (g.inside ?? 0) + e.count;
+      continue;
+    }
     const id = source === e.source && target === e.target ? e.id : `${source}->${target}`;
     const m = merged.get(id);
-    if (!m) merged.set(id, { ...e, id, source, target, parts: [e.id] });
+    if (!m) merged.set(id, { ...e, id, source, target, parts: [e.id], services: new Set([e.service || `${e.port}/${e.protocol}`]) });
     else {
       m.count += e.count;
       m.bytes += e.bytes;
@@ -238,13 +368,20 @@ export function buildView(graph, state, range = { from: null, to: null, clientSi
       m.executables = [...m.executables, ...e.executables];
       m.users = mergeTallies(m.users, e.users);
       if (m.service !== e.service) m.service = '';
+      m.services.add(e.service || `${e.port}/${e.protocol}`);
       m.parts.push(e.id);
     }
   }
+  // Ends that talk both ways: drawn side by side (draw.js).
+  const pairs = new Set([...merged.values()].map((e) => `${e.source}\n${e.target}`));
+  for (const e of merged.values()) e.twoWay = pairs.has(`${e.target}\n${e.source}`);
   const members = [];
   for (const n of nodes.values()) if (n.kind === 'service' && n.host && nodes.has(n.host)) members.push({ id: `member:${n.id}`, source: n.host, target: n.id, member: true });
   return { nodes: [...nodes.values()], edges: [...merged.values()], members, groups };
 }
+
+/** What an edge's label says: its service, or how many services a merged edge holds. */
+export const edgeText = (e) => (e.service ? e.service : e.services?.size > 1 ? `${e.services.size} services` : String(e.port ?? ''));
 
 /** Ids of nodes that match a search text (label, address, DNS name, service). */
 export function searchNodes(view, text) {

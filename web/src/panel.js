@@ -108,7 +108,7 @@ export function renderDetails(aside, view, graph, id, range, actions) {
   const close = el('button', '×', { class: 'close', type: 'button', 'aria-label': 'close' });
   close.addEventListener('click', () => actions.select(null));
   aside.append(close);
-  const label = (nid) => view.nodes.find((n) => n.id === nid)?.label ?? graph.nodes.get(nid)?.label ?? nid;
+  const label = (nid) => view.nodes.find((n) => n.id === nid)?.label ?? graph.nodes.get(nid)?.label ?? view.groups?.get(nid)?.label ?? nid;
 
   if (node) {
     // A host's panel counts the connections to its services too.
@@ -125,13 +125,19 @@ export function renderDetails(aside, view, graph, id, range, actions) {
     const first = Math.min(...edges.map((e) => e.firstSeen ?? Infinity));
     const last = Math.max(...edges.map((e) => e.lastSeen ?? -Infinity));
     facts.push(['first seen', fmtTime(Number.isFinite(first) ? first : null)], ['last seen', fmtTime(Number.isFinite(last) ? last : null)]);
+    if (node.inside) facts.push(['connections inside', fmtCount(node.inside)]);
     aside.append(table(facts));
     if (node.kind === 'group') {
       const open = el('button', 'Expand group', { type: 'button', class: 'expand' });
       open.addEventListener('click', () => actions.toggleGroup(node));
       aside.append(open);
-      aside.append(el('h3', `${node.members.length} addresses`));
+      aside.append(el('h3', `${node.members.length} ${node.internal ? 'hosts' : 'members'}`));
       aside.append(table(node.members.slice(0, 100).map((m) => [label(m)])));
+    }
+    if (node.group) {
+      const close = el('button', `Close into ${label(node.group)}`, { type: 'button', class: 'collapse' });
+      close.addEventListener('click', () => actions.toggleGroup(node));
+      aside.append(close);
     }
     aside.append(el('h3', 'Connections'));
     const rows = edges.sort((a, b) => b.count - a.count).slice(0, 100)

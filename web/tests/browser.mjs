@@ -2,6 +2,7 @@
 // Chromium driven by playwright-core, with a fresh profile each time and no
 // network chatter of its own.
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -92,4 +93,64 @@ export function syntheticGraph({ nodes = 2000, edges = 10000, seed = 1 } = {}) {
       client_processes: [{ host: `h${h}.lan`, executable: '/usr/bin/curl', user: 'root', connections }], server_processes: [], users: ['root'] });
   }
   return out;
+}
+
+/**
+ * What a reader sees of the map's text: every text element in the map that
+ * is visible (rendered, not transparent, inside the map's box), with its
+ * bounding box from Chromium, the pairs of them that overlap, and the widest.
+ */
+export async function labelStats(page) {
+  return page.evaluate(() => {
+    const area = document.getElementById('map').getBoundingClientRect();
+    const boxes = [];
+    for (const t of document.querySelectorAll('#map text')) {
+      const r = t.getBoundingClientRect();
+      const style = getComputedStyle(t);
+      let opacity = 1;
+      for (let e = t; e && e !== document.body; e = e.parentElement) opacity *= Number(getComputedStyle(e).opacity);
+      if (!r.width || !r.height || style.display === 'none' || style.visibility === 'hidden' || opacity === 0) continue;
+      if (r.right <= area.left || r.left >= area.right || r.bottom <= area.top || r.top >= area.bottom) continue;
+      boxes.push({ text: t.textContent, x0: r.left, y0: r.top, x1: r.right, y1: r.bottom });
+    }
+    const overlaps = [];
+    for (let i = 0; i < boxes.length; i++) {
+      for (let j = i + 1; j < boxes.length; j++) {
+        const a = boxes[i], b = boxes[j];
+        if (a.x0 < b.x1 && b.x0 < a.x1 && a.y0 < b.y1 && b.y0 < a.y1) overlaps.push([a.text, b.text]);
+      }
+    }
+    const widest = boxes.reduce((w, b) => Math.max(w, b.x1 - b.x0), 0);
+    return { visible: boxes.length, overlaps: overlaps.length, examples: overlaps.slice(0, 3), widest: Math.round(widest * 10) / 10 };
+  });
+}
+
+/** A free TCP port on 127.0.0.1 (the collector then binds it). */
+export function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    }).on('error', rej);
+  });
+}
+
+/**
+ * The export page of `html` (a `connscope map export` file) with another
+ * graph document inlined in place of its own, escaped as the export escapes
+ * it. The data block is not a script, so the export's CSP hashes still hold.
+ */
+export function withGraph(html, doc) {
+  const data = JSON.stringify(doc).replace(/</g, '\\u003c').replace(/>/g, '\\u003e').replace(/&/g, '\\u0026');
+  const open = '<script type="application/json" id="connscope-data">';
+  const start = html.indexOf(open) + open.length;
+  const end = html.indexOf('</script>', start);
+  if (start < open.length || end < 0) throw new Error('not an export page: no inlined graph');
+  return html.slice(0, start) + data + html.slice(end);
+}
+
+/** Resolves once the map has loaded `loads` times and its layout has settled, and two frames have drawn. */
+export async function settled(page, loads = 1) {
+  await page.waitForFunction((n) => window.connscope && window.connscope.loads >= n && window.connscope.settled, loads, { timeout: 60e3, polling: 50 });
+  await page.evaluate(() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done))));
 }

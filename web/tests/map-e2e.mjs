@@ -16,11 +16,10 @@
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:https';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { launch, watchedPage } from './browser.mjs';
+import { freePort, launch, watchedPage } from './browser.mjs';
 
 const arg = (name, fallback) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -60,15 +59,6 @@ function check(name, ok, detail = '') {
   }
 }
 const same = (name, actual, expected) => check(name, JSON.stringify(actual) === JSON.stringify(expected), `\n  expected ${JSON.stringify(expected)}\n  actual   ${JSON.stringify(actual)}`);
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    }).on('error', rej);
-  });
-}
 
 function https(port, method, path, { body, token, type } = {}) {
   return new Promise((res, rej) => {
@@ -126,7 +116,7 @@ async function drawn(page) {
   await page.evaluate(() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done))));
   return page.evaluate(() => ({
     renderer: document.getElementById('map').dataset.renderer,
-    nodes: [...document.querySelectorAll('#map g.node')].map((g) => g.querySelector('text').textContent).sort(),
+    nodes: [...document.querySelectorAll('#map g.node')].map((g) => g.querySelector('title').textContent).sort(),
     edges: [...document.querySelectorAll('#map path.edge')].map((p) => p.dataset.id).sort(),
   }));
 }
@@ -183,7 +173,7 @@ try {
   browser = await launch({ ignoreHTTPSErrors: true });
   const { page, alarms, problems } = await watchedPage(browser.context);
   const base = `https://127.0.0.1:${port}/`;
-  await page.goto(`${base}#range=all`);
+  await page.goto(`${base}#range=all&group=none`);
   check('without a token the API refuses the graph', (await https(port, 'GET', '/api/v1/graph')).status === 401);
   await page.waitForSelector('#login:not([hidden])', { timeout: 15e3 });
   await page.fill('#login-token', 'wrong-token-0123456789');
@@ -210,6 +200,38 @@ try {
   check('the timeline is the collector\'s histogram of connections per hour, adding up to the edges',
     timeline.caption.startsWith('connections per hour') && timeline.of === 'connections' && timeline.bars > 1 && timeline.total === timeline.edges,
     JSON.stringify(timeline));
+
+  // First sight: no range in the link. The data (1-5 March 2025) is older than
+  // the clock's last day, so the map shows the day up to the newest connection and says so.
+  await navigate(page, base);
+  const first = await drawn(page);
+  const firstStatus = await page.textContent('#status');
+  same('first sight: the last day with data (the 5 March connection)', first.edges, ['host:web1->external:93.184.216.34:443/tcp']);
+  check('first sight: the status line says which day and why, and the data\'s span',
+    firstStatus.startsWith('showing Mar 4 12:00 - Mar 5 12:00, the last day with data; data spans Mar 1 - Mar 5'), firstStatus);
+  check('the firewall panel is closed until asked for', !(await page.isVisible('#firewall')) && (await page.getAttribute('#fw-toggle', 'aria-expanded')) === 'false');
+  // Hosts group by themselves: web1 and db1 share a subnet and no name pattern.
+  await navigate(page, `${base}#range=all`);
+  const grouped = await drawn(page);
+  check('hosts fold into their subnet\'s group by default, with its edges merged', grouped.nodes.includes('10.77.0.0/24 (2)') && !grouped.nodes.includes('web1')
+    && grouped.edges.includes('hgroup:subnet:10.77.0.0/24->group:net:93.184.216.0/24'), JSON.stringify(grouped));
+  await page.locator('#map g.node[data-id="hgroup:subnet:10.77.0.0/24"] circle').dblclick();
+  await page.waitForFunction(() => document.querySelector('#map g.node[data-id="host:web1"]'), null, { timeout: 10e3 });
+  check('one double-click opens a group, and the link keeps it open', page.url().includes(`open=${encodeURIComponent('hgroup:subnet:10.77.0.0/24')}`), page.url());
+  await page.reload();
+  await settled(page);
+  check('reloaded, the group is still open', (await drawn(page)).nodes.includes('web1'));
+  // An empty range says why and offers everything.
+  await navigate(page, `${base}#from=2024-01-01T00:00:00Z&to=2024-01-02T00:00:00Z&host=web1`);
+  const shown = await page.waitForSelector('#empty:not([hidden])', { timeout: 30e3 }).then(() => true, () => false);
+  if (!shown) throw new Error(`no empty-map notice: ${await page.evaluate(() => JSON.stringify({ status: document.getElementById('status').textContent, nodes: document.body.dataset.nodes, errors: window.connscope.errors, hash: location.hash }))}`);
+  const emptyWhy = await page.textContent('#empty-why');
+  check('an empty map says why: the filters and the range', emptyWhy.includes('host web1') && emptyWhy.includes('Jan 1') && emptyWhy.includes('data spans Mar 1 - Mar 5'), emptyWhy);
+  await page.click('#empty-widest');
+  await page.waitForFunction(() => Number(document.body.dataset.edges) > 0 && document.getElementById('empty').hidden, null, { timeout: 10e3 });
+  check('one click shows all data without filters', page.url().includes('range=all') && !page.url().includes('host='), page.url());
+  await navigate(page, `${base}#range=all&group=none`);
+  await drawn(page);
 
   // Live: a new connection shows up without a reload, and nothing known moves.
   const liveMode = await page.waitForFunction(() => window.connscope.live.mode === 'sse', null, { timeout: 15e3, polling: 50 }).then(() => 'sse', () => page.evaluate(() => window.connscope.live.mode));
@@ -257,13 +279,13 @@ try {
   await page.fill('#f-exe', '');
 
   // A time range (asked of the server): only the 5 March connection.
-  await navigate(page, `${base}#from=2025-03-05T00:00:00Z&to=2025-03-06T00:00:00Z`);
+  await navigate(page, `${base}#from=2025-03-05T00:00:00Z&to=2025-03-06T00:00:00Z&group=none`);
   const ranged = await drawn(page);
   same('time range 5 March: nodes', ranged.nodes, ['93.184.216.34', 'web1']);
   same('time range 5 March: edges', ranged.edges, ['host:web1->external:93.184.216.34:443/tcp']);
 
   // Details of web1, with the hostile executable and user name as plain text.
-  await navigate(page, `${base}#range=all&since=2025-03-03T00:00:00Z`);
+  await navigate(page, `${base}#range=all&group=none&since=2025-03-03T00:00:00Z`);
   await drawn(page); // waits for the last draw
   const fresh = await page.evaluate(() => [...document.querySelectorAll('#map path.edge.fresh')].map((p) => p.dataset.id));
   same('"new since" highlights the edges first seen after the date', fresh, ['host:web1->group:net:93.184.216.0/24']);
@@ -342,16 +364,16 @@ try {
   const html = join(dir, 'map.html');
   execFileSync(bin, ['map', 'export', '--db', db, '-o', html], { stdio: 'inherit' });
   const exported = await watchedPage(browser.context);
-  await exported.page.goto(pathToFileURL(html).href);
+  await exported.page.goto(pathToFileURL(html).href + '#range=all&group=none');
   await settled(exported.page);
   const fromFile = await drawn(exported.page);
-  await exported.page.goto(`${base}#range=all`);
+  await exported.page.goto(`${base}#range=all&group=none`);
   await login(exported.page);
   await settled(exported.page);
   const served = await drawn(exported.page);
   same('the file:// export draws the same nodes as the served map', fromFile.nodes, served.nodes);
   same('the file:// export draws the same edges as the served map', fromFile.edges, served.edges);
-  await exported.page.goto(pathToFileURL(html).href + '#range=all');
+  await exported.page.goto(pathToFileURL(html).href + '#range=all&group=none');
   await settled(exported.page);
   await openDetails(exported.page, 'host:web1');
   check('export: the hostile executable shows literally', (await exported.page.textContent('#details')).includes(HOSTILE_EXE));

@@ -11,16 +11,22 @@
 //! server, mail and the intranet, print, and fetch updates from a few
 //! external addresses; admins also log in to the servers.
 //!
+//! [`Office::for_map`] is the same office as the map sees it in its browser
+//! test and bench (issue 17): workstations and admins also browse a few dozen
+//! outside web servers each, so the graph of the 16 days has about 800 edges, and the names are
+//! what a map must survive: an admin host named with markup and hundreds of
+//! characters, a 2 kB executable path, markup in another one.
+//!
 //! Seeded and deterministic: the same seed writes the same events, and
 //! [`Office::connections`] keeps every generated connection as ground truth,
 //! so a test can count what a plan should block without asking the planner.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use connscope_event::{ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol, Timestamp};
-use connscope_store::{AgentId, SqliteStore, Store, StoreError, TimeRange};
+use connscope_store::{AgentId, GroupKind, HostGroup, SqliteStore, Store, StoreError, TimeRange};
 
 use crate::fleet::GroupMembers;
 
@@ -70,6 +76,16 @@ pub struct Office {
 const DNS_UPSTREAM: [u8; 4] = [198, 51, 100, 53];
 const MAIL_RELAY: [u8; 4] = [198, 51, 100, 25];
 const UPDATES: [[u8; 4]; 3] = [[203, 0, 113, 10], [203, 0, 113, 11], [203, 0, 113, 12]];
+
+/// Outside web servers the map's office browses: 12 networks of 6.
+const WEB_NETWORKS: u8 = 12;
+const WEB_PER_NETWORK: u8 = 6;
+/// A process name with markup in it, as a hostile host could report it.
+const HOSTILE_JOB: &str = "browser<img src=x onerror=\"window.__pwned=1;alert(1)\">";
+/// A 2 kB executable path (`/usr/bin/opt/deep/deep/…`).
+static LONG_JOB: LazyLock<String> = LazyLock::new(|| format!("opt/{}", "deep/".repeat(400)));
+/// The admin host renamed by [`Office::for_map`].
+const HOSTILE_HOST_INDEX: usize = 29;
 
 /// splitmix64: tiny, seeded, good enough to vary counts.
 struct Rng(u64);
@@ -364,6 +380,65 @@ impl Office {
         Office { hosts, connections }
     }
 
+    /// The office of [`Office::generate`] with web browsing and hostile names
+    /// added, for the map (see the module docs). The backtests' office is
+    /// unchanged.
+    pub fn for_map(seed: u64) -> Office {
+        let mut office = Office::generate(seed, 1);
+        let admin = &mut office.hosts[HOSTILE_HOST_INDEX];
+        admin.name = format!(
+            "{}.<script>alert(2)</script>.{}",
+            admin.name,
+            "very-long-host-name-label".repeat(12)
+        );
+        let mut rng = Rng(seed ^ 0x006d_6170); // "map"
+        let browsers: Vec<usize> = (0..office.hosts.len())
+            .filter(|&h| {
+                office.hosts[h].logs && matches!(office.hosts[h].group, "workstations" | "admins")
+            })
+            .collect();
+        let mut added = Vec::new();
+        for day in 1..=DAYS {
+            for &h in &browsers {
+                // Each browser has its own favourites: 28 of the 72 servers.
+                let at_work = office
+                    .connections
+                    .iter()
+                    .any(|c| c.day == day && c.client == Some(h));
+                if !at_work {
+                    continue;
+                }
+                for k in 0..28u64 {
+                    let server = (h as u64 * 7 + k * 2) % u64::from(WEB_NETWORKS * WEB_PER_NETWORK);
+                    if rng.below(3) == 0 {
+                        continue;
+                    }
+                    let (net, host) = (
+                        server / u64::from(WEB_PER_NETWORK),
+                        server % u64::from(WEB_PER_NETWORK),
+                    );
+                    added.push(Connection {
+                        day,
+                        client: Some(h),
+                        server: None,
+                        client_ip: office.hosts[h].ip,
+                        server_ip: ip([192, 0, 2 + net as u8 * 8, 10 + host as u8]),
+                        port: 443,
+                        protocol: Protocol::Tcp,
+                        count: 1 + rng.below(6),
+                        job: match k % 9 {
+                            0 => HOSTILE_JOB,
+                            1 => LONG_JOB.as_str(),
+                            _ => "firefox-esr",
+                        },
+                    });
+                }
+            }
+        }
+        office.connections.extend(added);
+        office
+    }
+
     /// The groups as planners see them.
     pub fn groups(&self) -> Vec<GroupMembers> {
         let mut groups: Vec<GroupMembers> = Vec::new();
@@ -410,6 +485,41 @@ impl Office {
         let office = Office::generate(16, 1);
         let store = SqliteStore::open(path)?;
         office.write(&store)?;
+        Ok((office, store))
+    }
+
+    /// The map's office ([`Office::for_map`], seed 16) written into a new
+    /// SQLite store at `path`, with its four groups stored as an
+    /// administrator would define them (name patterns, a host list, an
+    /// address range) and a `floor` label on every logging host.
+    pub fn map_store(path: &Path) -> Result<(Office, SqliteStore), StoreError> {
+        let office = Office::for_map(16);
+        let store = SqliteStore::open(path)?;
+        office.write(&store)?;
+        let group = |name: &str, kind, patterns: &[&str]| HostGroup {
+            name: name.into(),
+            kind,
+            patterns: patterns.iter().map(|p| p.to_string()).collect(),
+            labels: Vec::new(),
+        };
+        let servers: Vec<&str> = office
+            .hosts
+            .iter()
+            .filter(|h| h.group == "servers")
+            .map(|h| h.name.as_str())
+            .collect();
+        for g in [
+            group("workstations", GroupKind::Names, &["ws-*"]),
+            group("servers", GroupKind::Hosts, &servers),
+            group("devices", GroupKind::Addresses, &["10.16.3.0/24"]),
+            group("admins", GroupKind::Names, &["adm-*"]),
+        ] {
+            store.put_group(&g)?;
+        }
+        for (i, h) in office.hosts.iter().enumerate().filter(|(_, h)| h.logs) {
+            let floor = if i % 2 == 0 { "1" } else { "2" };
+            store.set_host_label(&h.name, "floor", Some(floor))?;
+        }
         Ok((office, store))
     }
 

@@ -300,6 +300,41 @@ pub struct Graph {
     /// Connections over time, for the map's histogram: the edges shown,
     /// counted per bucket (an hour, or several where the range is long).
     pub timeline: Vec<TimelineBucket>,
+    /// When the store's data starts and ends, whatever the range: the map
+    /// opens on the last day that has data and says so. `None` for an
+    /// empty store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_span: Option<DataSpan>,
+}
+
+/// The oldest and newest event the store holds (from its senders' first
+/// and last events; retention does not move the first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DataSpan {
+    #[serde(serialize_with = "crate::report::serialize_time")]
+    pub first: Timestamp,
+    #[serde(serialize_with = "crate::report::serialize_time")]
+    pub last: Timestamp,
+}
+
+/// The span of the store's data; `None` when nothing is stored.
+pub fn data_span(store: &dyn Store) -> Result<Option<DataSpan>, StoreError> {
+    Ok(store
+        .agents()?
+        .into_iter()
+        .filter(|a| a.events > 0)
+        .fold(None, |span, a| {
+            Some(match span {
+                None => DataSpan {
+                    first: a.first_seen,
+                    last: a.last_seen,
+                },
+                Some(s) => DataSpan {
+                    first: s.first.min(a.first_seen),
+                    last: s.last.max(a.last_seen),
+                },
+            })
+        }))
 }
 
 /// Connections whose rollup hour falls in `[start, start + width)`.
@@ -326,6 +361,7 @@ pub fn build_graph(
     let shown: Vec<&JoinedEdge> = edges.iter().filter(|e| filter.matches(e, &hosts)).collect();
     let mut graph = graph_of(shown.iter().copied(), &hosts, range);
     graph.timeline = timeline(range, &shown);
+    graph.data_span = data_span(store)?;
     Ok(graph)
 }
 
@@ -514,6 +550,7 @@ fn graph_of<'a>(
         nodes: nodes.into_values().collect(),
         edges,
         timeline: Vec::new(),
+        data_span: None,
     }
 }
 

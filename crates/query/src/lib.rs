@@ -25,5 +25,8 @@ pub mod suggest;
 mod test_fixtures;
 
 pub use args::{ArgError, GraphFilterArgs, TimeRangeArgs};
-pub use graph::{build_graph, logged_edge, EdgeEnds, EdgeId, Graph, GraphFilter, NodeId, Scope};
+pub use graph::{
+    build_graph, data_span, logged_edge, DataSpan, EdgeEnds, EdgeId, Graph, GraphFilter, NodeId,
+    Scope,
+};
 pub use join::{join_edges, load_edges, CountRule, JoinedEdge, ProcessUse};

@@ -3,7 +3,7 @@
 // crates/map/tests/web_units.rs under cargo test).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { buildView, groupKey, normalizeGraph, searchNodes } from '../../src/model.js';
+import { INTERNET, buildView, edgeText, groupKey, hostGrouper, namePattern, normalizeGraph, searchNodes } from '../../src/model.js';
 import { reportCommand, shellQuote } from '../../src/panel.js';
 import { formatState, parseState, timeRange } from '../../src/state.js';
 
@@ -33,7 +33,8 @@ const doc = {
   ],
 };
 const graph = normalizeGraph(doc);
-const state = (patch = {}) => ({ ...parseState('#range=all'), ...patch });
+// Host grouping has its own tests below; these see hosts one by one.
+const state = (patch = {}) => ({ ...parseState('#range=all&group=none'), ...patch });
 const ids = (list) => list.map((x) => x.id).sort();
 
 test('the API graph is read with its processes and users', () => {
@@ -107,7 +108,7 @@ test('the view state survives the URL', () => {
   assert.equal(s.host, 'web 1');
   assert.deepEqual(s.open, ['g1', 'g2']);
   assert.deepEqual(parseState(formatState(s)), s);
-  assert.equal(parseState('').range, '24h');
+  assert.equal(parseState('').range, 'last');
   const now = Date.parse('2025-03-10T00:00:00Z');
   assert.deepEqual(timeRange(parseState('#range=7d'), now), { from: now - 7 * 86400e3, to: null, relative: true });
   assert.deepEqual(timeRange(parseState('#from=nonsense'), now), { from: null, to: null, relative: false });
@@ -118,4 +119,78 @@ test('the report command line quotes what the shell would read', () => {
   assert.equal(shellQuote("it's <x>"), `'it'\\''s <x>'`);
   assert.equal(reportCommand({ host: 'web1', port: 22, from: Date.parse('2025-03-01T00:00:00Z'), to: null }),
     'connscope report edges --db DB --host web1 --port 22 --from 2025-03-01T00:00:00Z');
+});
+
+test('with no range picked the map shows the last day with data', () => {
+  const now = Date.parse('2025-03-10T00:00:00Z');
+  const last = Date.parse('2025-03-05T12:00:00Z');
+  assert.deepEqual(timeRange(parseState(''), now, last), { from: last + 1000 - 86400e3, to: last + 1000, relative: false, auto: true });
+  assert.deepEqual(timeRange(parseState(''), now, now - 60e3), { from: now - 86400e3, to: null, relative: true, auto: true }, 'recent data: the last 24 hours, live');
+  assert.deepEqual(timeRange(parseState(''), now, null), { from: now - 86400e3, to: null, relative: true, auto: true }, 'span unknown yet');
+  const open = { ...parseState(''), open: ['hgroup:store:a,b', 'group:internet'] };
+  assert.deepEqual(parseState(formatState(open)).open, open.open, 'a group name with a comma survives the URL');
+});
+
+// ws-1..3 (10.1.0.0/24), srv (10.2.0.5) with two services, 30 outside addresses in 25 networks, one with a domain.
+const office = (() => {
+  const nodes = [];
+  const edges = [];
+  const edge = (source, target, port, connections, service) => edges.push({ id: `${source}->${target}:${port}/tcp`, source, target, port, protocol: 'tcp', connections, service,
+    first_seen: '2025-03-01T10:00:00Z', last_seen: '2025-03-01T11:00:00Z', client_processes: [], server_processes: [], users: [] });
+  nodes.push({ kind: 'host', id: 'host:srv', label: 'srv', addresses: ['10.2.0.5'] });
+  nodes.push({ kind: 'service', id: 'service:srv:445/tcp', label: 'srv:445', host: 'host:srv', port: 445, protocol: 'tcp' });
+  nodes.push({ kind: 'service', id: 'service:srv:22/tcp', label: 'srv:22', host: 'host:srv', port: 22, protocol: 'tcp' });
+  for (let i = 1; i <= 3; i++) {
+    nodes.push({ kind: 'host', id: `host:ws-${i}`, label: `ws-${i}`, addresses: [`10.1.0.${i}`] });
+    edge(`host:ws-${i}`, 'service:srv:445/tcp', 445, 10 * i, 'microsoft-ds');
+    edge(`host:ws-${i}`, 'service:srv:22/tcp', 22, 1, 'ssh');
+  }
+  for (let i = 0; i < 30; i++) {
+    const ip = `198.51.${i % 25}.${i}`;
+    nodes.push({ kind: 'external', id: `external:${ip}`, label: ip, ip, internal: false, ...(i === 0 ? { name: 'www.example.com', domain: 'example.com' } : {}) });
+    edge('host:ws-1', `external:${ip}`, 443, 1, 'https');
+  }
+  return normalizeGraph({ nodes, edges });
+})();
+
+test('hosts fold into groups: the store\'s, name patterns, subnets, labels', () => {
+  assert.equal(namePattern('ws-01'), 'ws-*');
+  assert.equal(namePattern('fs'), null);
+  const stored = { groups: [{ name: 'workstations', kind: 'names', patterns: ['ws-*'], hosts: ['ws-1', 'ws-2', 'ws-3'] }, { name: 'servers', kind: 'addresses', patterns: ['10.2.0.0/24'], hosts: [] }],
+    host_labels: [{ host: 'ws-1', key: 'floor', value: '1' }, { host: 'ws-2', key: 'floor', value: '1' }] };
+  const group = (mode, id, groups = stored) => hostGrouper(office, groups, mode)(office.nodes.get(id))?.id ?? null;
+  assert.equal(group('auto', 'host:ws-2'), 'hgroup:store:workstations', 'the store\'s groups first');
+  assert.equal(group('auto', 'host:srv'), 'hgroup:store:servers', 'an address group holds hosts by address');
+  assert.equal(group('auto', 'host:ws-2', null), 'hgroup:name:ws-*', 'without store groups: a shared name pattern');
+  assert.equal(group('auto', 'host:srv', null), 'hgroup:subnet:10.2.0.0/24', 'else the subnet');
+  assert.equal(group('label:floor', 'host:ws-1'), 'hgroup:label:floor=1');
+  assert.equal(group('label:floor', 'host:ws-3'), null);
+  assert.equal(group('none', 'host:ws-1'), null);
+
+  const view = buildView(office, { ...parseState('#range=all'), group: 'name' }, undefined, stored);
+  assert.deepEqual(ids(view.nodes), ['group:internet', 'hgroup:name:ws-*', 'host:srv', 'service:srv:22/tcp', 'service:srv:445/tcp']);
+  const toFiles = view.edges.find((e) => e.id === 'hgroup:name:ws-*->service:srv:445/tcp');
+  assert.equal(toFiles.count, 60, 'a collapsed group\'s edges add up its members\'');
+  assert.equal(edgeText(toFiles), 'microsoft-ds');
+  assert.equal(edgeText(view.edges.find((e) => e.id === 'hgroup:name:ws-*->group:internet')), 'https');
+  const open = buildView(office, { ...parseState('#range=all'), group: 'name', open: ['hgroup:name:ws-*'] }, undefined, stored);
+  assert.ok(open.nodes.some((n) => n.id === 'host:ws-2' && n.group === 'hgroup:name:ws-*'), 'opened: its hosts, each knowing its group');
+  assert.equal(open.edges.filter((e) => e.target === 'service:srv:445/tcp').length, 3);
+  const grouped = buildView(office, { ...parseState('#range=all'), group: 'none', open: [] }, undefined, stored);
+  assert.equal(grouped.nodes.find((n) => n.id === 'host:srv').group, undefined);
+});
+
+test('the outside folds by domain and network, and into "internet" when there are many', () => {
+  const s = { ...parseState('#range=all'), group: 'none' };
+  const closed = buildView(office, s);
+  assert.ok(closed.nodes.some((n) => n.id === INTERNET && n.members.length === 26), '24 networks and 2 lone addresses: one internet node');
+  assert.ok(!closed.nodes.some((n) => n.kind === 'external'));
+  const open = buildView(office, { ...s, open: [INTERNET] });
+  const outside = open.nodes.filter((n) => !n.internal);
+  assert.equal(outside.length, 26);
+  assert.ok(outside.some((n) => n.id === 'group:net:198.51.1.0/24' && n.group === INTERNET && n.members.length === 2));
+  assert.ok(outside.some((n) => n.id === 'external:198.51.0.25' && n.group === INTERNET), 'an address alone in its network stays itself');
+  const deeper = buildView(office, { ...s, open: [INTERNET, 'group:net:198.51.1.0/24'] });
+  assert.ok(deeper.nodes.some((n) => n.id === 'external:198.51.1.1' && n.group === 'group:net:198.51.1.0/24'));
+  assert.equal(groupKey(office.nodes.get('external:198.51.0.0')).id, 'group:name:example.com', 'the domain the naming gives wins');
 });

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use connscope_event::Timestamp;
+use connscope_query::groups::{members, GroupView};
 use connscope_query::{build_graph, GraphFilterArgs, TimeRangeArgs};
-use connscope_store::{SqliteStore, TimeRange};
+use connscope_store::{SqliteStore, Store, TimeRange};
 
 use super::flag_error;
 
@@ -49,9 +50,31 @@ fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let store =
         SqliteStore::open(&args.db).with_context(|| format!("opening {}", args.db.display()))?;
     let graph = build_graph(&store, range, &filter).context("reading the graph")?;
-    let html = connscope_map::export_html(&graph)?;
+    let mut doc = serde_json::to_value(&graph).context("writing the graph as JSON")?;
+    doc["groups"] = groups_document(&store, range)?;
+    let html = connscope_map::export_html(&doc)?;
     std::fs::write(&args.output, html)
         .with_context(|| format!("writing {}", args.output.display()))?;
     tracing::info!(nodes = graph.nodes.len(), edges = graph.edges.len(), file = %args.output.display(), "map exported");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The store's host groups and labels as `GET /api/v1/groups` answers them
+/// (members among the hosts seen in the exported range), so the export folds
+/// hosts into the same groups as the served map.
+fn groups_document(store: &dyn Store, range: TimeRange) -> anyhow::Result<serde_json::Value> {
+    let groups = store.groups().context("reading the host groups")?;
+    let memberships = members(store, range).context("resolving the host groups")?;
+    let groups: Vec<GroupView> = groups
+        .into_iter()
+        .zip(memberships)
+        .map(|(g, m)| GroupView::new(g, m))
+        .collect();
+    let labels: Vec<serde_json::Value> = store
+        .host_labels()
+        .context("reading the host labels")?
+        .into_iter()
+        .map(|l| serde_json::json!({"host": l.host, "key": l.key, "value": l.value}))
+        .collect();
+    Ok(serde_json::json!({"groups": groups, "host_labels": labels}))
 }
