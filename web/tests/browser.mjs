@@ -1,7 +1,10 @@
 // Shared by the browser tests and the benchmark: a real headless Debian
 // Chromium driven by playwright-core, with a fresh profile each time and no
 // network chatter of its own.
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { request } from 'node:https';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -45,7 +48,8 @@ export async function watchedPage(context) {
     // A malformed ruleset is refused with 400: the firewall panel shows why.
     const url = msg.location()?.url ?? '';
     const expected = url.endsWith('/api/v1/events/stream') || (url.includes('/api/v1/') && msg.text().includes('status of 401'))
-      || (url.includes('/api/v1/firewall/check') && msg.text().includes('status of 400'));
+      || (url.includes('/api/v1/firewall/check') && msg.text().includes('status of 400'))
+      || (url.includes('/api/v1/firewall/backtest') && msg.text().includes('status of 400'));
     if (msg.type() === 'error' && !expected) problems.push(`console: ${msg.text()} (${url})`);
   });
   page.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
@@ -92,4 +96,76 @@ export function syntheticGraph({ nodes = 2000, edges = 10000, seed = 1 } = {}) {
       client_processes: [{ host: `h${h}.lan`, executable: '/usr/bin/curl', user: 'root', connections }], server_processes: [], users: ['root'] });
   }
   return out;
+}
+
+/**
+ * The checks of a test script: `check(name, ok, detail)` prints `ok - NAME`
+ * or `FAILED - NAME DETAIL`, `same(name, actual, expected)` compares as
+ * JSON, `summary()` prints `N passed, N failed` (the line the cargo test
+ * reads) and sets the exit code.
+ */
+export function checks() {
+  let passed = 0;
+  let failed = 0;
+  const check = (name, ok, detail = '') => {
+    if (ok) passed++;
+    else failed++;
+    console.log(ok ? `ok - ${name}` : `FAILED - ${name} ${detail}`);
+  };
+  const same = (name, actual, expected) => check(name, JSON.stringify(actual) === JSON.stringify(expected),
+    `\n  expected ${JSON.stringify(expected)}\n  actual   ${JSON.stringify(actual)}`);
+  const summary = () => {
+    console.log(`${passed} passed, ${failed} failed`);
+    process.exitCode = failed ? 1 : 0;
+  };
+  return { check, same, summary };
+}
+
+/** A free TCP port on 127.0.0.1 (ephemeral: tests run side by side). */
+export function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    }).on('error', rej);
+  });
+}
+
+/** One HTTPS request to the collector on 127.0.0.1 (its certificate is self-signed). */
+export function https(port, method, path, { body, token, type } = {}) {
+  return new Promise((res, rej) => {
+    const req = request({ host: '127.0.0.1', port, method, path, rejectUnauthorized: false, timeout: 60e3,
+      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(type ? { 'content-type': type } : {}) } }, (r) => {
+      let text = '';
+      r.on('data', (c) => (text += c));
+      r.on('end', () => res({ status: r.statusCode, text, headers: r.headers }));
+    });
+    req.on('error', rej);
+    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: timeout`)));
+    if (body) req.write(body);
+    req.end();
+  });
+}
+
+/**
+ * Starts `BIN collector --db DB` on a free loopback port with `args` and
+ * waits (bounded) until /api/v1/health answers. Returns `{port, process}`;
+ * the caller kills the process.
+ */
+export async function startCollector(bin, db, args = []) {
+  const port = await freePort();
+  const child = spawn(bin, ['collector', '--db', db, '--listen', `127.0.0.1:${port}`, ...args], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const deadline = Date.now() + 30e3;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`the collector exited with ${child.exitCode}`);
+    try {
+      if ((await https(port, 'GET', '/api/v1/health')).status === 200) return { port, process: child };
+    } catch (err) {
+      if (Date.now() > deadline) {
+        child.kill('SIGTERM');
+        throw err;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
