@@ -44,7 +44,8 @@ export function buildMatrix(graph, edges, { rows = 'groups', side = 'client', gr
   return { rows: [...rowMap.values()], cols: [...colMap.values()], cells, total };
 }
 
-const byName = (a, b) => a.key.localeCompare(b.key, 'en', { numeric: true });
+const NAME_ORDER = new Intl.Collator('en', { numeric: true });
+const byName = (a, b) => NAME_ORDER.compare(a.key, b.key);
 
 /**
  * Orders a matrix's rows and columns by `msort` = `ROWS,COLUMNS`: rows by

@@ -20,14 +20,17 @@ export const VIEWS = ['map', 'matrix', 'table'];
 
 const $ = (id) => document.getElementById(id);
 
-/** State keys only the views read: changing them redraws the view, not the map. */
-const OWN_KEYS = new Set(['mrows', 'mside', 'msort', 'tsort', 'tq']);
+/**
+ * State keys only the views read: changing them redraws the view, not the
+ * map. The map stays drawn (and current) under the views, so switching back
+ * to it needs nothing either.
+ */
+const OWN_KEYS = new Set(['show', 'mrows', 'mside', 'msort', 'tsort', 'tq']);
 
 /**
  * The view switch and the two views. `update(patch)` changes the shared
- * state as the map's controls do (the switch itself goes through it, so the
- * map learns which view shows); `exported` says there is no API (groups are
- * then automatic).
+ * state as the map's controls do; `exported` says there is no API (groups
+ * are then automatic).
  */
 export class Views {
   constructor({ update, exported }) {
@@ -43,8 +46,8 @@ export class Views {
     };
     this.matrix = new Matrix($('matrix-view'), { update: own });
     this.table = new EdgeTable($('table-view'), { update: own });
-    for (const b of document.querySelectorAll('#view-switch button')) {
-      b.addEventListener('click', () => update({ show: b.dataset.show === 'map' ? '' : b.dataset.show }));
+    for (const b of document.querySelectorAll('#view-switch button[data-show]')) {
+      b.addEventListener('click', () => own({ show: b.dataset.show === 'map' ? '' : b.dataset.show }));
     }
   }
 
@@ -65,7 +68,7 @@ export class Views {
   render(app, range, blocked) {
     this.last = [app, range, blocked];
     const show = VIEWS.includes(app.state.show) ? app.state.show : 'map';
-    for (const b of document.querySelectorAll('#view-switch button')) b.setAttribute('aria-pressed', String(b.dataset.show === show));
+    for (const b of document.querySelectorAll('#view-switch button[data-show]')) b.setAttribute('aria-pressed', String(b.dataset.show === show));
     $('matrix-view').hidden = show !== 'matrix';
     $('table-view').hidden = show !== 'table';
     document.body.dataset.show = show;

@@ -2,7 +2,7 @@
 // Chromium driven by playwright-core, with a fresh profile each time and no
 // network chatter of its own.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -168,4 +168,18 @@ export async function startCollector(bin, db, args = []) {
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/**
+ * The static-export form of the page for `graph` (same code, data inlined,
+ * escaped as `connscope map export` does), assembled from a web build in
+ * `dist` (`node web/build.mjs DIR`), for benchmarks on synthetic graphs.
+ */
+export function exportPage(graph, dist) {
+  const html = readFileSync(join(dist, 'index.html'), 'utf8');
+  const data = JSON.stringify(graph).replace(/</g, '\\u003c').replace(/>/g, '\\u003e').replace(/&/g, '\\u0026');
+  return html
+    .replace(/<meta http-equiv="Content-Security-Policy"[^>]*>/, '')
+    .replace('<link rel="stylesheet" href="app.css">', () => `<style>${readFileSync(join(dist, 'app.css'), 'utf8')}</style>`)
+    .replace('<script src="app.js"></script>', () => `<script type="application/json" id="connscope-data">${data}</script><script>${readFileSync(join(dist, 'app.js'), 'utf8')}</script>`);
 }
