@@ -13,16 +13,10 @@
 
 import { getJson } from './api.js';
 import { fmtCount } from './panel.js';
+import { el } from './viewdom.js';
 
 const $ = (id) => document.getElementById(id);
 const DAY = 86400e3;
-
-function el(tag, text, attrs = {}) {
-  const e = document.createElement(tag);
-  if (text !== undefined && text !== null) e.textContent = String(text);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-  return e;
-}
 
 /** A datetime-local field's value for an instant (local time, as the map's range fields). */
 function localField(ms) {

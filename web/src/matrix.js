@@ -8,6 +8,11 @@
 
 import { fmtCount, fmtTime, shellQuote } from './panel.js';
 import { endLabel } from './viewdata.js';
+import { el, onScroll, rowWindow, spacerRow } from './viewdom.js';
+
+/** Pixels of the row names' column and of each service's (see views.css). */
+const NAME_WIDTH = 200;
+const COLUMN_WIDTH = 76;
 
 /** The default sort: rows and columns by their totals, largest first. */
 const DEFAULT_SORT = 'total,total';
@@ -85,13 +90,6 @@ export function cellCommand({ rows, side, row, external, col, state, range }) {
   return words.map(shellQuote).join(' ');
 }
 
-function el(tag, text, attrs = {}) {
-  const e = document.createElement(tag);
-  if (text !== undefined && text !== null) e.textContent = String(text);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-  return e;
-}
-
 function select(label, value, options, onChange) {
   const s = el('select', null, { 'aria-label': label });
   for (const [v, text] of options) s.append(el('option', text, { value: v }));
@@ -100,13 +98,29 @@ function select(label, value, options, onChange) {
   return el('label', `${label} `).appendChild(s).parentNode;
 }
 
-/** The matrix in its section; `update(patch)` changes the shared state. */
+/**
+ * The matrix in its section; `update(patch)` changes the shared state. A
+ * fleet's matrix has hundreds of rows and services, so only the rows in
+ * sight are in the page (as in the table), and the scroll position stays
+ * when a cell is picked.
+ */
 export class Matrix {
   constructor(section, { update }) {
     this.section = section;
     this.update = update;
     /** The cell shown beside the matrix: `{row, col}` keys. */
     this.picked = null;
+    this.scroller = el('div', null, { class: 'matrix-scroll' });
+    this.tbody = el('tbody');
+    onScroll(this.scroller, () => this.paintRows());
+    // One listener for all cells.
+    this.tbody.addEventListener('click', (event) => {
+      const td = event.target.closest('td.cell');
+      if (!td || !this.drawn) return;
+      this.picked = { row: td.parentNode.dataset.row, col: td.dataset.col };
+      const { graph, edges, state, range, groups } = this.drawn;
+      this.render(graph, edges, state, range, groups);
+    });
   }
 
   render(graph, edges, state, range, groups) {
@@ -125,13 +139,12 @@ export class Matrix {
       select('sort rows', rowSort.startsWith('c:') ? 'total' : rowSort, [['total', 'by total'], ['name', 'by name']], (v) => sort(v, null)),
       select('sort columns', colSort, [['total', 'by total'], ['port', 'by port']], (v) => sort(null, v)),
     );
-    const summary = el('span', `${fmtCount(matrix.total)} connections on ${fmtCount(edges.length)} edges: ${matrix.rows.length} rows × ${matrix.cols.length} services`, { class: 'view-summary', role: 'status' });
-    bar.append(summary);
+    bar.append(el('span', `${fmtCount(matrix.total)} connections on ${fmtCount(edges.length)} edges: ${matrix.rows.length} rows × ${matrix.cols.length} services`, { class: 'view-summary', role: 'status' }));
     if (rows === 'groups') bar.append(el('span', groups.source === 'store' ? 'groups: the store\'s (connscope groups)' : 'groups: automatic (name pattern, else /24)', { class: 'hint' }));
 
     const table = el('table', null, { class: 'matrix' });
     const head = el('tr');
-    head.append(el('th', side === 'server' ? 'server \\ service' : 'client \\ service', { class: 'corner' }));
+    head.append(el('th', side === 'server' ? 'server \\ service' : 'client \\ service', { class: 'corner row' }));
     for (const c of order.cols) {
       const th = el('th', null, { class: 'col', 'data-col': c.key, title: `sort rows by ${c.key}` });
       th.append(el('span', c.key, { class: 'port' }), el('span', c.service, { class: 'service' }));
@@ -142,9 +155,42 @@ export class Matrix {
     head.append(el('th', 'total', { class: 'total' }));
     const thead = el('thead');
     thead.append(head);
-    const tbody = el('tbody');
-    const max = Math.max(1, ...matrix.rows.map((r) => Math.max(...[...matrix.cells.get(r.key).values()].map((c) => c.count))));
-    for (const r of order.rows) {
+    const foot = el('tr', null, { class: 'totals' });
+    foot.append(el('th', 'total', { class: 'row' }));
+    for (const c of order.cols) foot.append(el('td', fmtCount(c.total), { class: 'total', 'data-count': String(c.total), 'data-col': c.key }));
+    foot.append(el('td', fmtCount(matrix.total), { class: 'total grand', 'data-count': String(matrix.total) }));
+    const tfoot = el('tfoot');
+    tfoot.append(foot);
+    table.append(thead, this.tbody, tfoot);
+    // Fixed column widths: the browser lays out the rows in sight without measuring every cell.
+    table.style.width = `${NAME_WIDTH + COLUMN_WIDTH * (order.cols.length + 1)}px`;
+
+    let max = 1;
+    for (const line of matrix.cells.values()) for (const c of line.values()) max = Math.max(max, c.count);
+    const top = this.scroller.scrollTop;
+    this.drawn = { graph, edges, state, range, groups, matrix, order, max };
+    this.scroller.replaceChildren(edges.length ? table : el('p', 'No edges in this range with these filters.', { class: 'hint' }));
+    const body = el('div', null, { class: 'view-body' });
+    body.append(this.scroller, this.cellPanel(graph, matrix, { rows, side, state, range }));
+    this.section.replaceChildren(bar, body);
+    this.scroller.scrollTop = top;
+    this.section.dataset.groups = rows === 'groups' ? groups.source : '';
+    this.painted = null;
+    this.paintRows();
+    this.renderMs = performance.now() - t0;
+  }
+
+  /** Puts the rows in sight (and some around them) in the page. */
+  paintRows() {
+    const { matrix, order, max } = this.drawn;
+    const total = order.rows.length;
+    const range = rowWindow(this.scroller, total, this.painted, 2);
+    if (!range) return;
+    const [first, last] = range;
+    this.painted = range;
+    const columns = order.cols.length + 2;
+    const out = [spacerRow(columns, first)];
+    for (const r of order.rows.slice(first, last)) {
       const tr = el('tr', null, { 'data-row': r.key });
       tr.append(el('th', r.key, { class: 'row', title: r.key }));
       const line = matrix.cells.get(r.key);
@@ -154,34 +200,17 @@ export class Matrix {
           tr.append(el('td'));
           continue;
         }
-        const td = el('td', fmtCount(cell.count), { class: 'cell', 'data-count': String(cell.count), 'data-col': c.key });
-        // Shade by the cell's share of the largest, on a log scale: one connection still shows.
-        td.style.setProperty('--shade', (0.08 + 0.62 * Math.log1p(cell.count) / Math.log1p(max)).toFixed(3));
-        if (this.picked?.row === r.key && this.picked?.col === c.key) td.classList.add('picked');
-        td.addEventListener('click', () => {
-          this.picked = { row: r.key, col: c.key };
-          this.render(graph, edges, state, range, groups);
-        });
-        tr.append(td);
+        const picked = this.picked?.row === r.key && this.picked?.col === c.key ? ' picked' : '';
+        // Shaded in 8 steps by the cell's share of the largest, on a log
+        // scale (one connection still shows); a class, not a style per cell.
+        const shade = Math.round(7 * Math.log1p(cell.count) / Math.log1p(max));
+        tr.append(el('td', fmtCount(cell.count), { class: `cell s${shade}${picked}`, 'data-count': String(cell.count), 'data-col': c.key }));
       }
       tr.append(el('td', fmtCount(r.total), { class: 'total', 'data-count': String(r.total) }));
-      tbody.append(tr);
+      out.push(tr);
     }
-    const foot = el('tr', null, { class: 'totals' });
-    foot.append(el('th', 'total', { class: 'row' }));
-    for (const c of order.cols) foot.append(el('td', fmtCount(c.total), { class: 'total', 'data-count': String(c.total), 'data-col': c.key }));
-    foot.append(el('td', fmtCount(matrix.total), { class: 'total grand', 'data-count': String(matrix.total) }));
-    const tfoot = el('tfoot');
-    tfoot.append(foot);
-    table.append(thead, tbody, tfoot);
-
-    const scroller = el('div', null, { class: 'matrix-scroll' });
-    scroller.append(edges.length ? table : el('p', 'No edges in this range with these filters.', { class: 'hint' }));
-    const body = el('div', null, { class: 'view-body' });
-    body.append(scroller, this.cellPanel(graph, matrix, { rows, side, state, range }));
-    this.section.replaceChildren(bar, body);
-    this.section.dataset.groups = rows === 'groups' ? groups.source : '';
-    this.renderMs = performance.now() - t0;
+    out.push(spacerRow(columns, total - last));
+    this.tbody.replaceChildren(...out);
   }
 
   /** The edges behind the picked cell and their report line; empty when none is picked. */

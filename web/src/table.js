@@ -14,11 +14,7 @@
 import { download } from './exports.js';
 import { fmtBytes, fmtCount } from './panel.js';
 import { endLabel } from './viewdata.js';
-
-/** Pixels per row: fixed, so the window of rows in the DOM follows from the scroll offset. */
-export const ROW_HEIGHT = 22;
-/** Rows drawn above and below the window, so a short scroll shows no gap. */
-const OVERSCAN = 20;
+import { el, onScroll, rowWindow, spacerRow } from './viewdom.js';
 
 /** The columns: `value` is what sorts, filters and goes into the CSV; `show` formats it for the screen. */
 export const COLUMNS = [
@@ -108,13 +104,6 @@ export function toCsv(rows, columns = COLUMNS) {
   return `${lines.join('\r\n')}\r\n`;
 }
 
-function el(tag, text, attrs = {}) {
-  const e = document.createElement(tag);
-  if (text !== undefined && text !== null) e.textContent = String(text);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-  return e;
-}
-
 /** The table in its section; `update(patch)` changes the shared state. */
 export class EdgeTable {
   constructor(section, { update }) {
@@ -136,13 +125,7 @@ export class EdgeTable {
     this.tbody = el('tbody');
     this.table.append(this.thead, this.tbody);
     this.scroller.append(this.table);
-    this.scroller.addEventListener('scroll', () => {
-      if (this.frame) return;
-      this.frame = requestAnimationFrame(() => {
-        this.frame = 0;
-        this.paint();
-      });
-    });
+    onScroll(this.scroller, () => this.paint());
     section.replaceChildren(bar, this.scroller);
   }
 
@@ -191,21 +174,11 @@ export class EdgeTable {
   /** Puts the rows of the scroll window (and some around it) in the DOM. */
   paint() {
     const total = this.shown.length;
-    const height = this.scroller.clientHeight || 600;
-    // Fewer rows than before: the old offset may lie past the end until the page catches up.
-    const top = Math.min(this.scroller.scrollTop, Math.max(0, total * ROW_HEIGHT - height));
-    const first = Math.max(0, Math.floor(top / ROW_HEIGHT) - OVERSCAN);
-    const last = Math.min(total, Math.ceil((top + height) / ROW_HEIGHT) + OVERSCAN);
-    if (this.painted && this.painted[0] === first && this.painted[1] === last) return;
-    this.painted = [first, last];
-    const spacer = (rows) => {
-      const tr = el('tr', null, { class: 'spacer', 'aria-hidden': 'true' });
-      const td = el('td', null, { colspan: String(this.columns.length) });
-      td.style.height = `${rows * ROW_HEIGHT}px`;
-      tr.append(td);
-      return tr;
-    };
-    const out = [spacer(first)];
+    const range = rowWindow(this.scroller, total, this.painted, 1);
+    if (!range) return;
+    const [first, last] = range;
+    this.painted = range;
+    const out = [spacerRow(this.columns.length, first)];
     for (let i = first; i < last; i++) {
       const r = this.shown[i];
       const tr = el('tr', null, { 'data-id': r.id, 'data-index': String(i) });
@@ -216,7 +189,7 @@ export class EdgeTable {
       }
       out.push(tr);
     }
-    out.push(spacer(total - last));
+    out.push(spacerRow(this.columns.length, total - last));
     this.tbody.replaceChildren(...out);
   }
 

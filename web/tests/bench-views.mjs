@@ -5,7 +5,7 @@
 // scroll frames and CSV download, and, as the peer in the same page and run,
 // the plain way: every row of the table in the DOM at once. Prints a table.
 //
-//   node web/tests/bench-views.mjs [--nodes N] [--edges M] [--out DIR]
+//   node web/tests/bench-views.mjs [--nodes N] [--edges M] [--services S] [--out DIR]
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -24,7 +24,14 @@ mkdirSync(out, { recursive: true });
 const dist = join(out, 'dist');
 execFileSync('node', [join(here, '../build.mjs'), dist], { stdio: 'inherit' });
 const file = join(out, `views-${nodes}-${edges}.html`);
-writeFileSync(file, exportPage(syntheticGraph({ nodes, edges }), dist));
+// A fleet offers many services: spread the synthetic services over `--services`
+// ports (ids are opaque, so only ports and names change), for a wide matrix.
+const services = Number(arg('services', 150));
+const graph = syntheticGraph({ nodes, edges });
+const portOf = new Map();
+for (const n of graph.nodes) if (n.kind === 'service') portOf.set(n.id, (n.port = 1000 + (portOf.size % services)));
+for (const e of graph.edges) if (portOf.has(e.target)) e.port = portOf.get(e.target);
+writeFileSync(file, exportPage(graph, dist));
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const { context, close } = await launch();
@@ -56,7 +63,7 @@ try {
   const info = await page.evaluate(() => ({ rows: window.connscope.views.table.shown.length, dom: document.querySelectorAll('#table-view tbody tr[data-id]').length }));
   const sort = await runs(5, (i) => timed(() => page.click(`#table-view th[data-key="${['client', 'bytes', 'server', 'last_seen', 'connections'][i]}"]`), tableMs));
   const filter = await runs(5, (i) => timed(() => page.fill('#table-view input.table-filter', ['h1', 'h12', '443', 'curl', ''][i]), tableMs));
-  // Scroll frames: the table scrolled by script in steps, one per frame.
+  // Scroll frames: the table scrolled by script, 120 px (a wheel notch) a frame.
   const scroll = await page.evaluate(() => new Promise((done) => {
     const box = document.querySelector('#table-view .table-scroll');
     const times = [];
@@ -65,7 +72,7 @@ try {
     const step = (t) => {
       if (last) times.push(t - last);
       last = t;
-      box.scrollTop = i * 397;
+      box.scrollTop = i * 120; // about one mouse wheel notch a frame
       if (++i < 200) requestAnimationFrame(step);
       else done(times);
     };
@@ -114,17 +121,17 @@ try {
   });
   await page.click('#view-switch button[data-show="matrix"]');
   await frame();
-  const groupsSize = await page.evaluate(() => [document.querySelectorAll('#matrix-view tbody tr').length, document.querySelectorAll('#matrix-view thead th.col').length]);
+  const groupsSize = await page.evaluate(() => [window.connscope.views.matrix.drawn.order.rows.length, document.querySelectorAll('#matrix-view thead th.col').length, document.querySelectorAll('#matrix-view tbody tr[data-row]').length]);
   const hosts = await runs(5, (i) => timed(() => page.selectOption('#matrix-view select[aria-label="rows"]', i % 2 ? 'groups' : 'hosts'), matrixMs));
   await page.selectOption('#matrix-view select[aria-label="rows"]', 'hosts');
   await frame();
-  const hostsSize = await page.evaluate(() => [document.querySelectorAll('#matrix-view tbody tr').length, document.querySelectorAll('#matrix-view thead th.col').length]);
+  const hostsSize = await page.evaluate(() => [window.connscope.views.matrix.drawn.order.rows.length, document.querySelectorAll('#matrix-view thead th.col').length, document.querySelectorAll('#matrix-view tbody tr[data-row]').length]);
   await page.screenshot({ path: join(out, `matrix-${nodes}-${edges}.png`) });
   const hostRuns = hosts.filter((_, i) => i % 2 === 0);
 
   const ms = (x) => x.toFixed(1);
   const line = (what, list) => console.log(`| ${what} | ${ms(median(list.map((r) => r.render)))} | ${ms(median(list.map((r) => r.wall)))} |`);
-  console.log(`${nodes} nodes, ${edges} edges: table of ${info.rows} rows (${info.dom} in the DOM); matrix ${groupsSize.join(' x ')} (groups), ${hostsSize.join(' x ')} (hosts)`);
+  console.log(`${nodes} nodes, ${edges} edges: table of ${info.rows} rows (${info.dom} in the DOM); matrix ${groupsSize[0]} x ${groupsSize[1]} (groups), ${hostsSize[0]} x ${hostsSize[1]} (hosts, ${hostsSize[2]} rows in the DOM)`);
   console.log('| what (median of runs) | view render (ms) | click to drawn (ms) |');
   console.log('|---|---:|---:|');
   line('table: switch to it', tableOpen);

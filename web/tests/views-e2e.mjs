@@ -79,7 +79,7 @@ try {
   check('the active view is in the URL', page.url().includes('show=matrix'), page.url());
   const matrix = () => page.evaluate(() => {
     const num = (e) => Number(e.dataset.count);
-    const rows = [...document.querySelectorAll('#matrix-view tbody tr')];
+    const rows = [...document.querySelectorAll('#matrix-view tbody tr[data-row]')];
     return {
       rows: rows.map((r) => r.dataset.row),
       rowTotals: rows.map((r) => num(r.querySelector('td.total'))),
@@ -102,7 +102,7 @@ try {
   const byName = await matrix();
   same('matrix: rows sorted by name on request', byName.rows, [...m.rows].sort((a, b) => a.localeCompare(b, 'en', { numeric: true })));
   await page.click('#matrix-view th.col[data-col="445/tcp"]');
-  const byCol = await page.evaluate(() => [...document.querySelectorAll('#matrix-view tbody tr')].map((r) => Number(r.querySelector('td[data-col="445/tcp"]')?.dataset.count ?? 0)));
+  const byCol = await page.evaluate(() => [...document.querySelectorAll('#matrix-view tbody tr[data-row]')].map((r) => Number(r.querySelector('td[data-col="445/tcp"]')?.dataset.count ?? 0)));
   check('matrix: a column header sorts the rows by that service', byCol.every((n, i) => i === 0 || byCol[i - 1] >= n) && byCol[0] > 0, JSON.stringify(byCol));
   await page.click('#matrix-view tr[data-row="workstations"] td.cell[data-col="445/tcp"]');
   await page.waitForSelector('#matrix-view .cell-panel:not([hidden])', { timeout: 5e3 });
@@ -125,7 +125,7 @@ try {
 
   // Filters and range are shared: a filter set on the matrix holds on the map and the table.
   await page.fill('#f-host', 'ws-0');
-  await page.waitForFunction(() => document.querySelectorAll('#matrix-view tbody tr').length > 0 && window.connscope.app.state.host === 'ws-0');
+  await page.waitForFunction(() => document.querySelectorAll('#matrix-view tbody tr[data-row]').length > 0 && window.connscope.app.state.host === 'ws-0');
   const filtered = await matrix();
   check('matrix: a filter narrows it like the map', filtered.grand === filtered.view && filtered.grand < graphConnections && filtered.grand > 0, JSON.stringify({ grand: filtered.grand, map: filtered.view }));
   await page.click('#view-switch button[data-show="table"]');
