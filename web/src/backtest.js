@@ -102,6 +102,7 @@ export class BacktestPanel {
         learn_to: learnTo,
         until: fieldIso($('bt-until').value),
         planner: planners.join(','),
+        window: $('bt-window').value.trim(),
       });
       if (ticket !== this.pending) return;
       this.report = report;
@@ -139,7 +140,10 @@ export class BacktestPanel {
   renderTotals() {
     const t = el('table', null, { class: 'bt-totals' });
     const head = el('tr');
-    for (const h of ['planner', 'tested', 'blocked', 'blocked edges', 'not seen while learning', 'rules', 'ports', 'peer networks', 'addresses allowed']) head.append(el('th', h));
+    const rolling = new Map(this.report.rolling.map((r) => [r.planner, r]));
+    const titles = ['planner', 'tested', 'blocked', 'blocked edges', 'not seen while learning', 'rules', 'ports', 'peer networks', 'addresses allowed'];
+    if (rolling.size) titles.push('settled: new edges a week');
+    for (const h of titles) head.append(el('th', h));
     t.append(head);
     for (const p of this.report.planners) {
       const tr = el('tr', null, { 'data-planner': p.planner });
@@ -154,6 +158,9 @@ export class BacktestPanel {
         ['peers', p.surface.peers],
         ['address_space', p.surface.address_space],
       ];
+      // The rolling windows' stability figure (none without windows, or with too few).
+      const settled = rolling.get(p.planner)?.new_edges_per_week;
+      if (rolling.size) cells.push(['new_edges_per_week', settled === null || settled === undefined ? '—' : settled.toFixed(1)]);
       for (const [key, v] of cells) tr.append(el('td', typeof v === 'number' ? fmtCount(v) : v, { 'data-key': key, 'data-value': String(typeof v === 'number' ? v : v), class: typeof v === 'number' ? 'num' : '' }));
       t.append(tr);
     }

@@ -199,7 +199,7 @@ try {
   await page.screenshot({ path: join(out, 'table.png') });
 
   // The backtest panel against the CLI on the same store.
-  const cli = spawnSync(bin, ['firewall', 'backtest', '--db', db, '--learn-from', DAY1, '--learn-to', LEARN_TO, '--until', UNTIL, '--format', 'json'], { encoding: 'utf8' });
+  const cli = spawnSync(bin, ['firewall', 'backtest', '--db', db, '--learn-from', DAY1, '--learn-to', LEARN_TO, '--until', UNTIL, '--window', '7d', '--format', 'json'], { encoding: 'utf8' });
   const report = JSON.parse(cli.stdout);
   await page.click('#view-switch button[data-show="map"]');
   check('the backtest panel is closed until asked for', await page.evaluate(() => document.getElementById('backtest').hidden && getComputedStyle(document.getElementById('backtest')).display === 'none'));
@@ -211,13 +211,15 @@ try {
     document.getElementById('bt-learn-to').value = local(to);
     document.getElementById('bt-until').value = local(until);
   }, [DAY1, LEARN_TO, UNTIL]);
+  await page.fill('#bt-window', '7d');
   await page.click('#bt-run');
   await page.waitForSelector('#bt-totals tr[data-planner]', { timeout: 120e3 });
   const panel = await page.evaluate(() => [...document.querySelectorAll('#bt-totals tr[data-planner]')].map((tr) => Object.fromEntries([...tr.querySelectorAll('td')].map((td) => [td.dataset.key, td.dataset.value]))));
-  same('backtest: per planner, the panel\'s totals are the CLI\'s (connscope firewall backtest --format json)', panel, report.planners.map((p) => ({
+  same('backtest: per planner, the panel\'s totals and rolling windows\' stability figure are the CLI\'s (connscope firewall backtest --window 7d --format json)', panel, report.planners.map((p) => ({
     planner: p.planner, tested_connections: String(p.tested_connections), blocked_connections: String(p.blocked_connections), blocked_edges: String(p.blocked_edges),
     not_seen: `${p.not_seen_connections.toLocaleString('en-US')} on ${p.not_seen_edges.toLocaleString('en-US')} edges`,
     rules: String(p.surface.rules), ports: String(p.surface.ports), peers: String(p.surface.peers), address_space: String(p.surface.address_space),
+    new_edges_per_week: report.rolling.find((r) => r.planner === p.planner).new_edges_per_week.toFixed(1),
   })));
   await page.selectOption('#bt-planner', 'exact');
   const exact = report.planners.find((p) => p.planner === 'exact');
