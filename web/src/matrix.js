@@ -105,9 +105,10 @@ function select(label, value, options, onChange) {
  * when a cell is picked.
  */
 export class Matrix {
-  constructor(section, { update }) {
+  constructor(section, { update, showOnMap }) {
     this.section = section;
     this.update = update;
+    this.showOnMap = showOnMap;
     /** The cell shown beside the matrix: `{row, col}` keys. */
     this.picked = null;
     this.scroller = el('div', null, { class: 'matrix-scroll' });
@@ -234,7 +235,8 @@ export class Matrix {
     list.append(el('tr'));
     for (const h of ['client', 'server', 'connections', 'last seen']) list.firstChild.append(el('th', h));
     for (const e of [...cell.edges].sort((a, b) => b.count - a.count).slice(0, 200)) {
-      const tr = el('tr', null, { 'data-edge': e.id });
+      const tr = el('tr', null, { 'data-edge': e.id, class: 'link', title: 'show on the map' });
+      tr.addEventListener('click', () => this.showOnMap(e.id));
       tr.append(el('td', endLabel(graph, e.source)), el('td', endLabel(graph, e.target)), el('td', fmtCount(e.count), { class: 'num' }), el('td', fmtTime(e.lastSeen)));
       list.append(tr);
     }

@@ -106,7 +106,7 @@ export function toCsv(rows, columns = COLUMNS) {
 
 /** The table in its section; `update(patch)` changes the shared state. */
 export class EdgeTable {
-  constructor(section, { update }) {
+  constructor(section, { update, showOnMap }) {
     this.section = section;
     this.update = update;
     /** The rows shown, filtered and sorted (tests and the CSV read them). */
@@ -126,6 +126,11 @@ export class EdgeTable {
     this.table.append(this.thead, this.tbody);
     this.scroller.append(this.table);
     onScroll(this.scroller, () => this.paint());
+    // A double-click shows the row's edge on the map, its details open.
+    this.tbody.addEventListener('dblclick', (event) => {
+      const id = event.target.closest('tr[data-id]')?.dataset.id;
+      if (id) showOnMap(id);
+    });
     section.replaceChildren(bar, this.scroller);
   }
 
@@ -181,7 +186,7 @@ export class EdgeTable {
     const out = [spacerRow(this.columns.length, first)];
     for (let i = first; i < last; i++) {
       const r = this.shown[i];
-      const tr = el('tr', null, { 'data-id': r.id, 'data-index': String(i) });
+      const tr = el('tr', null, { 'data-id': r.id, 'data-index': String(i), title: 'double-click: show on the map' });
       if (r.backtest) tr.className = r.backtest === 'blocked' ? 'blocked' : 'maybe';
       for (const c of this.columns) {
         const text = c.show ? c.show(r[c.key]) : String(r[c.key]);

@@ -44,8 +44,13 @@ export class Views {
       history.replaceState(null, '', formatState(this.last[0].state));
       this.render(...this.last);
     };
-    this.matrix = new Matrix($('matrix-view'), { update: own });
-    this.table = new EdgeTable($('table-view'), { update: own });
+    // An edge shown on the map: selected (its details open), or the folded edge it is part of.
+    const showOnMap = (id) => {
+      const edge = this.last?.[0].view?.edges.find((e) => (e.parts ?? [e.id]).includes(id));
+      update({ show: '', sel: edge ? edge.id : '' });
+    };
+    this.matrix = new Matrix($('matrix-view'), { update: own, showOnMap });
+    this.table = new EdgeTable($('table-view'), { update: own, showOnMap });
     for (const b of document.querySelectorAll('#view-switch button[data-show]')) {
       b.addEventListener('click', () => own({ show: b.dataset.show === 'map' ? '' : b.dataset.show }));
     }

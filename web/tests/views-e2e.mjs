@@ -191,6 +191,14 @@ try {
   check('CSV: each hostile name is one cell, intact behind the defusing quote, and no cell starts like a formula',
     csv.slice(1).every((row) => row.length === 12) && cells.every((c) => !/^[=+\-@]/.test(c))
     && hostile.every((h) => cells.includes(`'${h}`) || cells.includes(h)) && cells.some((c) => c.includes(',"\n=1+1')), JSON.stringify(csv.slice(1)));
+  await page.dblclick('#table-view tbody tr[data-id]');
+  await page.waitForSelector('#details:not([hidden])', { timeout: 10e3 });
+  const onMap = await page.evaluate(() => ({ show: document.body.dataset.show, title: document.querySelector('#details h2').textContent, sel: window.connscope.app.state.sel }));
+  check('table: a double-click shows the row\'s edge on the map with its details', onMap.show === 'map' && onMap.title.startsWith('kiosk-01 → ') && t.shown.some((r) => r.id === onMap.sel), JSON.stringify(onMap));
+  // A selected edge is drawn as selected, whatever else it is: let it go.
+  await page.click('#details button.close');
+  await page.click('#view-switch button[data-show="table"]');
+  await page.waitForSelector('#table-view:not([hidden])');
   await page.fill('#table-view input.table-filter', '');
   await page.waitForFunction((n) => window.connscope.views.table.shown.length === n, graphDoc.edges.length);
   t = await table();
