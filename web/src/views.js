@@ -34,7 +34,6 @@ const OWN_KEYS = new Set(['show', 'mrows', 'mside', 'msort', 'tsort', 'tq']);
  */
 export class Views {
   constructor({ update, exported }) {
-    this.exported = exported;
     /** The store's groups once fetched (null before; [] when there are none or no API). */
     this.groups = exported ? [] : null;
     const own = (patch) => {
