@@ -13,6 +13,8 @@ import { el, onScroll, rowWindow, spacerRow } from './viewdom.js';
 /** Pixels of the row names' column and of each service's (see views.css). */
 const NAME_WIDTH = 200;
 const COLUMN_WIDTH = 76;
+/** Services drawn left and right of the window. */
+const COLUMN_OVERSCAN = 6;
 
 /** The default sort: rows and columns by their totals, largest first. */
 const DEFAULT_SORT = 'total,total';
@@ -100,9 +102,9 @@ function select(label, value, options, onChange) {
 
 /**
  * The matrix in its section; `update(patch)` changes the shared state. A
- * fleet's matrix has hundreds of rows and services, so only the rows in
- * sight are in the page (as in the table), and the scroll position stays
- * when a cell is picked.
+ * fleet's matrix has hundreds of rows and services, so only the cells in
+ * sight are in the page (rows as in the table, and columns), and the scroll
+ * position stays when a cell is picked.
  */
 export class Matrix {
   constructor(section, { update, showOnMap }) {
@@ -168,34 +170,50 @@ export class Matrix {
 
     let max = 1;
     for (const line of matrix.cells.values()) for (const c of line.values()) max = Math.max(max, c.count);
-    const top = this.scroller.scrollTop;
+    const [top, left] = [this.scroller.scrollTop, this.scroller.scrollLeft];
     this.drawn = { graph, edges, state, range, groups, matrix, order, max };
     this.scroller.replaceChildren(edges.length ? table : el('p', 'No edges in this range with these filters.', { class: 'hint' }));
     const body = el('div', null, { class: 'view-body' });
     body.append(this.scroller, this.cellPanel(graph, matrix, { rows, side, state, range }));
     this.section.replaceChildren(bar, body);
     this.scroller.scrollTop = top;
+    this.scroller.scrollLeft = left;
     this.section.dataset.groups = rows === 'groups' ? groups.source : '';
     this.painted = null;
+    this.paintedCols = null;
     this.paintRows();
     this.renderMs = performance.now() - t0;
   }
 
-  /** Puts the rows in sight (and some around them) in the page. */
+  /**
+   * Puts the cells in sight (and some rows and columns around them) in the
+   * page; the services beside the window are one spanning cell each side,
+   * which the fixed layout sizes from the header.
+   */
   paintRows() {
     const { matrix, order, max } = this.drawn;
     const total = order.rows.length;
-    const range = rowWindow(this.scroller, total, this.painted, 2);
-    if (!range) return;
-    const [first, last] = range;
-    this.painted = range;
+    const rows = rowWindow(this.scroller, total, this.painted, 2) ?? this.painted;
+    const left = Math.max(0, this.scroller.scrollLeft - NAME_WIDTH);
+    const width = this.scroller.clientWidth || 1400;
+    const cols = [
+      Math.max(0, Math.floor(left / COLUMN_WIDTH) - COLUMN_OVERSCAN),
+      Math.min(order.cols.length, Math.ceil((left + width) / COLUMN_WIDTH) + COLUMN_OVERSCAN),
+    ];
+    if (rows === this.painted && this.paintedCols && this.paintedCols[0] <= cols[0] + COLUMN_OVERSCAN / 2 && this.paintedCols[1] >= cols[1] - COLUMN_OVERSCAN / 2) return;
+    const [first, last] = rows;
+    this.painted = rows;
+    this.paintedCols = cols;
+    const [firstCol, lastCol] = cols;
+    const span = (n) => el('td', null, { colspan: String(n), class: 'beside' });
     const columns = order.cols.length + 2;
     const out = [spacerRow(columns, first)];
     for (const r of order.rows.slice(first, last)) {
       const tr = el('tr', null, { 'data-row': r.key });
       tr.append(el('th', r.key, { class: 'row', title: r.key }));
+      if (firstCol > 0) tr.append(span(firstCol));
       const line = matrix.cells.get(r.key);
-      for (const c of order.cols) {
+      for (const c of order.cols.slice(firstCol, lastCol)) {
         const cell = line.get(c.key);
         if (!cell) {
           tr.append(el('td'));
@@ -207,6 +225,7 @@ export class Matrix {
         const shade = Math.round(7 * Math.log1p(cell.count) / Math.log1p(max));
         tr.append(el('td', fmtCount(cell.count), { class: `cell s${shade}${picked}`, 'data-count': String(cell.count), 'data-col': c.key }));
       }
+      if (lastCol < order.cols.length) tr.append(span(order.cols.length - lastCol));
       tr.append(el('td', fmtCount(r.total), { class: 'total', 'data-count': String(r.total) }));
       out.push(tr);
     }
