@@ -36,9 +36,12 @@ export const BACKTEST_COLUMN = { key: 'backtest', title: 'backtest' };
 
 const iso = (ms) => (ms === null || ms === undefined ? '' : new Date(ms).toISOString().replace('.000Z', 'Z'));
 
+/** The backtest's verdict on an edge as the table shows it: blocked or maybe, and whether no plan could have known it. */
+const backtestText = (verdict) => (verdict ? `${verdict.outcome}${verdict.notSeen ? ' (not seen while learning)' : ''}` : '');
+
 /**
  * One row per graph edge. `blocked` (optional) maps graph edge ids to the
- * backtest's verdict on them (`{outcome}`).
+ * backtest's verdict on them (`{outcome, notSeen}`).
  */
 export function tableRows(graph, edges, blocked = null) {
   return edges.map((e) => ({
@@ -55,7 +58,7 @@ export function tableRows(graph, edges, blocked = null) {
     last_seen: iso(e.lastSeen),
     processes: e.processes.map((p) => p.name).join('; '),
     users: e.users.map((u) => u.name).join('; '),
-    backtest: blocked?.get(e.id)?.outcome ?? '',
+    backtest: backtestText(blocked?.get(e.id)),
   }));
 }
 
@@ -187,7 +190,7 @@ export class EdgeTable {
     for (let i = first; i < last; i++) {
       const r = this.shown[i];
       const tr = el('tr', null, { 'data-id': r.id, 'data-index': String(i), title: 'double-click: show on the map' });
-      if (r.backtest) tr.className = r.backtest === 'blocked' ? 'blocked' : 'maybe';
+      if (r.backtest) tr.className = r.backtest.startsWith('blocked') ? 'blocked' : 'maybe';
       for (const c of this.columns) {
         const text = c.show ? c.show(r[c.key]) : String(r[c.key]);
         tr.append(el('td', text, { class: c.numeric ? 'num' : '', title: String(r[c.key]) }));

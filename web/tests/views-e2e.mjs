@@ -253,8 +253,9 @@ try {
   await page.screenshot({ path: join(out, 'backtest.png') });
   await page.click('#view-switch button[data-show="table"]');
   await page.waitForFunction(() => window.connscope.views.table.columns.some((c) => c.key === 'backtest'));
-  const marked = await page.evaluate(() => window.connscope.views.table.rows.filter((r) => r.backtest).map((r) => r.id).sort());
-  same('backtest: the table has a backtest column marking the same edges', marked, [...blockedIds].sort());
+  const marked = await page.evaluate(() => window.connscope.views.table.rows.filter((r) => r.backtest).map((r) => [r.id, r.backtest.endsWith('(not seen while learning)')]).sort());
+  const notSeenIds = new Set(exact.hosts.flatMap((h) => h.blocked.filter((b) => b.not_seen_in_learning).map((b) => b.edge)));
+  same('backtest: the table has a backtest column marking the same edges, and those not seen while learning', marked, [...blockedIds].sort().map((id) => [id, notSeenIds.has(id)]));
   check('backtest: blocked rows are coloured in the table', (await page.evaluate(() => document.querySelectorAll('#table-view tbody tr.blocked, #table-view tbody tr.maybe').length)) > 0);
   await page.fill('#bt-learn-to', '');
   await page.click('#bt-run');

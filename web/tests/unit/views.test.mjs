@@ -9,6 +9,7 @@ import { buildMatrix, cellCommand, sortMatrix } from '../../src/matrix.js';
 import { normalizeGraph } from '../../src/model.js';
 import { COLUMNS, csvField, filterRows, sortRows, tableRows, toCsv } from '../../src/table.js';
 import { grouping, shownEdges } from '../../src/viewdata.js';
+import { ROW_HEIGHT, rowWindow } from '../../src/viewdom.js';
 
 const HOSTILE = '=HYPERLINK("http://x.invalid","a"),\n"b"';
 const graph = normalizeGraph({
@@ -64,11 +65,13 @@ test('a cell\'s report line names the host and direction, or the groups', () => 
 });
 
 test('table rows: the report\'s columns, filtered and sorted', () => {
-  const rows = tableRows(graph, graph.edges, new Map([['c', { outcome: 'blocked' }]]));
+  const rows = tableRows(graph, graph.edges, new Map([['c', { outcome: 'blocked', notSeen: false }], ['b', { outcome: 'maybe-blocked', notSeen: true }]]));
   const a = rows.find((r) => r.id === 'a');
   assert.deepEqual([a.client, a.server, a.port, a.service, a.connections, a.bytes, a.users], ['ws-01', 'fs', 445, 'microsoft-ds', 5, 15, '@me']);
   assert.equal(a.processes, `${HOSTILE} @ ws-01`);
   assert.equal(rows.find((r) => r.id === 'c').backtest, 'blocked');
+  assert.equal(rows.find((r) => r.id === 'b').backtest, 'maybe-blocked (not seen while learning)');
+  assert.equal(rows.find((r) => r.id === 'a').backtest, '');
   assert.deepEqual(sortRows(rows, '').map((r) => r.id), ['c', 'a', 'b']);
   assert.deepEqual(sortRows(rows, 'client').map((r) => r.id), ['a', 'c', 'b']);
   assert.deepEqual(sortRows(rows, '-server').map((r) => r.id), ['a', 'b', 'c']);
@@ -97,4 +100,15 @@ test('the backtest\'s blocked edges by graph id: both ends\' reports make one ed
   ] };
   const byEdge = blockedEdges(planner);
   assert.deepEqual([...byEdge], [['a', { outcome: 'maybe-blocked', connections: 5, notSeen: false }]]);
+});
+
+test('a windowed table draws the rows in sight and 20 either side, and nothing while they still cover it', () => {
+  const scroller = { scrollTop: 0, clientHeight: 10 * ROW_HEIGHT };
+  assert.deepEqual(rowWindow(scroller, 1000, null), [0, 30]);
+  scroller.scrollTop = 5 * ROW_HEIGHT;
+  assert.equal(rowWindow(scroller, 1000, [0, 30]), null);
+  scroller.scrollTop = 500 * ROW_HEIGHT;
+  assert.deepEqual(rowWindow(scroller, 1000, [0, 30]), [480, 530]);
+  // Filtered down to 3 rows while scrolled far: the window is the start again.
+  assert.deepEqual(rowWindow(scroller, 3, null), [0, 3]);
 });
