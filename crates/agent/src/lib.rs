@@ -46,7 +46,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use connscope_capture::{CaptureBackend, CaptureConfig, CaptureError};
-use connscope_event::ConnectionEvent;
+use connscope_event::{ConnectionEvent, EventKind};
 use connscope_names::UserNames;
 use connscope_rules::RuleSet;
 
@@ -100,6 +100,8 @@ pub enum AgentError {
     Signals(std::io::Error),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    #[error("{0}")]
+    Observer(std::io::Error),
 }
 
 /// Counters the agent keeps; logged on SIGUSR1 and at exit.
@@ -117,8 +119,21 @@ pub struct Statistics {
     pub rule_dropped: u64,
     /// Events numbered and handed to the outputs.
     pub emitted: u64,
+    /// `emitted` by kind.
+    pub emitted_by_kind: KindCounts,
     pub outputs: Vec<OutputStatistics>,
 }
+
+/// A count per [`EventKind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KindCounts {
+    pub connect: u64,
+    pub disconnect: u64,
+    pub connect_failed: u64,
+}
+
+/// Reads the running agent's [`Statistics`] from any thread.
+pub type StatisticsReader = Arc<dyn Fn() -> Statistics + Send + Sync>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OutputStatistics {
@@ -163,7 +178,17 @@ struct Counters {
     unrecorded: AtomicU64,
     rule_dropped: AtomicU64,
     emitted: AtomicU64,
+    /// Connect, disconnect, connect-failed.
+    emitted_by_kind: [AtomicU64; 3],
     outputs: Vec<OutputCounters>,
+}
+
+fn kind_index(kind: EventKind) -> usize {
+    match kind {
+        EventKind::Connect => 0,
+        EventKind::Disconnect => 1,
+        EventKind::ConnectFailed => 2,
+    }
 }
 
 #[derive(Default)]
@@ -184,6 +209,11 @@ impl Counters {
             unrecorded: get(&self.unrecorded),
             rule_dropped: get(&self.rule_dropped),
             emitted: get(&self.emitted),
+            emitted_by_kind: KindCounts {
+                connect: get(&self.emitted_by_kind[0]),
+                disconnect: get(&self.emitted_by_kind[1]),
+                connect_failed: get(&self.emitted_by_kind[2]),
+            },
             outputs: self
                 .outputs
                 .iter()
@@ -214,7 +244,19 @@ const SIGNALS: [libc::c_int; 4] = [libc::SIGHUP, libc::SIGUSR1, libc::SIGTERM, l
 ///
 /// Must be called before the process starts any thread, so that every thread
 /// inherits the blocked signals.
-pub fn run(config: AgentConfig, mut outputs: Vec<Box<dyn Sink>>) -> Result<Summary, AgentError> {
+pub fn run(config: AgentConfig, outputs: Vec<Box<dyn Sink>>) -> Result<Summary, AgentError> {
+    run_observed(config, outputs, |_| Ok(()))
+}
+
+/// [`run`], handing `observe` a reader of the agent's statistics once they
+/// exist and the signals are blocked, so a thread it starts (a metrics
+/// listener) inherits the blocked signals like the agent's own. An error
+/// of `observe` stops the agent before capture starts.
+pub fn run_observed(
+    config: AgentConfig,
+    mut outputs: Vec<Box<dyn Sink>>,
+    observe: impl FnOnce(StatisticsReader) -> std::io::Result<()>,
+) -> Result<Summary, AgentError> {
     let signals = block_signals().map_err(AgentError::Signals)?;
     let backend = backend::open_backend(config.backend, &config.capture)?;
     let sequence = SequenceFile::open(&config.state_dir)?;
@@ -238,6 +280,8 @@ pub fn run(config: AgentConfig, mut outputs: Vec<Box<dyn Sink>>) -> Result<Summa
             .collect(),
         ..Counters::default()
     });
+    let reader = counters.clone();
+    observe(Arc::new(move || reader.snapshot())).map_err(AgentError::Observer)?;
     let stop = Arc::new(AtomicBool::new(false));
     let reopen = Arc::new(AtomicBool::new(false));
     let (sender, receiver) = mpsc::sync_channel(config.queue_batches.max(1));
@@ -503,6 +547,9 @@ impl OutputStage {
         counters
             .emitted
             .fetch_add(events.len() as u64, Ordering::Relaxed);
+        for event in &events {
+            counters.emitted_by_kind[kind_index(event.kind)].fetch_add(1, Ordering::Relaxed);
+        }
         for (out, count) in self.outputs.iter_mut().zip(&counters.outputs) {
             match out.write_batch(&events) {
                 Ok(skipped) => {

@@ -44,6 +44,27 @@ pub fn check_host_name(host: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `agent` may be an agent id: ids are what `report hosts` shows,
+/// so they are limited to a tame character set, and `syslog@` is taken.
+pub fn check_agent_id(agent: &str) -> Result<(), String> {
+    if agent.is_empty()
+        || agent.len() > MAX_HOST_NAME
+        || !agent
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+    {
+        return Err(format!(
+            "agent id {agent:.60?}: use 1 to {MAX_HOST_NAME} letters, digits and - _ . @ only"
+        ));
+    }
+    if agent.starts_with("syslog@") {
+        return Err(format!(
+            "agent id {agent:?}: the syslog@ prefix is reserved for syslog senders"
+        ));
+    }
+    Ok(())
+}
+
 impl Tokens {
     pub fn len(&self) -> usize {
         self.by_digest.len()
@@ -56,20 +77,7 @@ impl Tokens {
     /// Adds one agent's token. Agent ids are what `report hosts` shows, so
     /// they are limited to a tame character set; a token used twice is refused.
     pub fn insert(&mut self, agent: &str, token: &str) -> Result<(), String> {
-        if agent.is_empty()
-            || !agent
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
-        {
-            return Err(format!(
-                "agent id {agent:?}: use letters, digits and - _ . @ only"
-            ));
-        }
-        if agent.starts_with("syslog@") {
-            return Err(format!(
-                "agent id {agent:?}: the syslog@ prefix is reserved for syslog senders"
-            ));
-        }
+        check_agent_id(agent)?;
         if token.len() < 16 || token.chars().any(char::is_whitespace) {
             return Err(format!(
                 "token of agent {agent:?}: use at least 16 characters and no white space"

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Default)]
 pub struct Counters {
     pub batches: AtomicU64,
+    /// Bytes of ingest bodies read, as sent (compressed).
+    pub ingest_bytes: AtomicU64,
     pub events_stored: AtomicU64,
     pub events_duplicate: AtomicU64,
     pub batches_refused: AtomicU64,
@@ -43,6 +45,20 @@ impl Counters {
             .unwrap_or_else(|e| e.into_inner())
             .entry((agent.0.clone(), reason))
             .or_default() += 1;
+    }
+
+    /// Refused batches by reason, all agents together.
+    pub(crate) fn refusals_by_reason(&self) -> BTreeMap<&'static str, u64> {
+        let mut by_reason = BTreeMap::new();
+        for ((_, reason), n) in self
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            *by_reason.entry(*reason).or_default() += n;
+        }
+        by_reason
     }
 
     /// The counters as `/api/v1/stats` answers them.

@@ -9,26 +9,31 @@
 //! configuration error shows here) and [`Collector::run`], so a caller can
 //! print the address and the certificate fingerprint before serving.
 //!
-//! A collector without agent tokens still starts: it serves the map and the
-//! queries of its store (an imported one, say) and receives syslog, and
-//! refuses ingest requests with `403` until tokens are configured.
+//! Agent tokens come from the settings (flags, a tokens file) or from the
+//! store, where enrollment puts them as digests ([`enrolled`]). A collector
+//! without any still starts: it serves the map and the queries of its store
+//! (an imported one, say) and receives syslog, and refuses ingest requests
+//! with `403` until tokens are configured or an agent enrolls.
 //!
 //! One job per file: this file starts and stops the parts. HTTPS is
 //! `accept` (the TLS accept loop) -> `router` -> `handlers` (ingest, read,
 //! firewall, map) -> `kit` (state, errors, access, body reading); `syslog`
 //! is the listener (pure framing and envelope parsing below its serving);
-//! `counters`, `retention` and `open_files` are the collector's own upkeep.
+//! `counters` (shown by `metrics`), `retention` and `open_files` are the
+//! collector's own upkeep.
 
 mod accept;
 pub mod auth;
 mod binding;
 pub mod config;
 mod counters;
+pub mod enrolled;
 mod error;
 mod handlers;
 pub mod ingest;
 mod kit;
 pub mod live;
+mod metrics;
 mod open_files;
 mod retention;
 mod router;
@@ -65,8 +70,8 @@ impl Collector {
         store: Arc<dyn Store>,
     ) -> Result<Collector, CollectorError> {
         if config.tokens.is_empty() {
-            tracing::warn!(
-                "HTTPS ingest is off until agent tokens are configured (--token, --tokens-file)"
+            tracing::info!(
+                "no agent tokens in the settings: only agents enrolled in the store may send"
             );
         }
         let open_files = open_files::raise_open_file_limit();
@@ -135,9 +140,16 @@ impl Collector {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let notices = live::Notices::default();
+        let metrics = Arc::new(metrics::Metrics::new(
+            self.counters.clone(),
+            self.store.clone(),
+            self.config.db.clone(),
+        ));
         let state = kit::AppState {
             store: self.store.clone(),
             tokens: Arc::new(self.config.tokens.clone()),
+            stored_tokens: Arc::new(enrolled::StoreTokens::new(self.store.clone())),
+            metrics,
             readers: Arc::new(self.config.read_tokens.clone()),
             open_reads: self.config.read_tokens.is_empty() && self.config.listen.ip().is_loopback(),
             body_limit: usize::try_from(self.config.body_limit).unwrap_or(usize::MAX),

@@ -87,6 +87,32 @@ pub fn load_or_generate(settings: &TlsSettings, db: &Path) -> Result<TlsIdentity
     })
 }
 
+/// The served certificate's path and fingerprint, as a collector with these
+/// settings would serve it; never makes one (`collector enroll` runs beside
+/// a collector that already started, and must not leave a pair it cannot read).
+pub fn served_fingerprint(
+    settings: &TlsSettings,
+    db: &Path,
+) -> Result<(PathBuf, Fingerprint), CollectorError> {
+    let cert_path = match &settings.cert {
+        Some(cert) => cert.clone(),
+        None => db
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join(GENERATED_CERT),
+    };
+    if !cert_path.exists() {
+        return Err(tls_err(
+            &cert_path,
+            "no certificate yet: start the collector once (it makes one), or configure tls.cert",
+        ));
+    }
+    let certs = load_certs(&cert_path).map_err(|e| tls_err(&cert_path, e))?;
+    let fingerprint = Fingerprint::of(&certs[0]);
+    Ok((cert_path, fingerprint))
+}
+
 fn generate(
     cert_path: &Path,
     key_path: &Path,

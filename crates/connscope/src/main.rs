@@ -33,12 +33,16 @@ enum Command {
     /// Host groups and labels: add, list, show, remove, label, suggest.
     #[command(subcommand)]
     Groups(cmd::groups::GroupsCommand),
+    /// Firewall policies per group or host: draft, show, edit-check, diff, check, render.
+    #[command(subcommand)]
+    Policy(cmd::policy::PolicyCommand),
     /// Reports from a store: edges, hosts (with sequence gaps), ports.
     #[command(subcommand)]
     Report(cmd::report::ReportCommand),
     /// Import tcpspy syslog files (plain, rotated, gzip) into a store.
     Import(cmd::import::ImportArgs),
-    /// Everything on one machine: collector, local agent, real traffic, the map.
+    /// A small office in network namespaces, one agent per host, a collector,
+    /// traffic on a schedule, the map; Ctrl-C removes it.
     Demo(cmd::demo::DemoArgs),
 }
 
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Command::Map(command) => cmd::map::run(command),
         Command::Firewall(command) => cmd::firewall::run(command),
         Command::Groups(command) => cmd::groups::run(command),
+        Command::Policy(command) => cmd::policy::run(command),
         Command::Report(command) => cmd::report::run(command),
         Command::Import(args) => cmd::import::run(args),
         Command::Demo(args) => cmd::demo::run(args),

@@ -102,7 +102,7 @@ fn rolling_windows_print_a_stability_figure_and_bad_flags_are_named() {
         "7d",
         "--step",
         "1d",
-        "--planner",
+        "--generalize",
         "exact",
     ]);
     let text = String::from_utf8(out.stdout).unwrap();
@@ -121,5 +121,5 @@ fn rolling_windows_print_a_stability_figure_and_bad_flags_are_named() {
     ]);
     assert_eq!(bad.status.code(), Some(1), "{bad:?}");
     let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(stderr.contains("--planner: \"magic\""), "{stderr}");
+    assert!(stderr.contains("--generalize: \"magic\""), "{stderr}");
 }

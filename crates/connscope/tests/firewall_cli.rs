@@ -117,15 +117,7 @@ fn plan_passes_nft_check_and_check_lists_exactly_the_blocked_service() {
     let db = store(dir.path());
 
     let plan = connscope(&[
-        "firewall",
-        "plan",
-        "--db",
-        &db,
-        "--host",
-        "web1",
-        "--generalize",
-        "24",
-        "--reject",
+        "firewall", "plan", "--db", &db, "--host", "web1", "--widen", "24", "--reject",
     ]);
     assert!(
         plan.status.success(),

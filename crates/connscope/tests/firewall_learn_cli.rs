@@ -1,4 +1,4 @@
-//! `connscope firewall plan --learn`: the group and subnet planners through
+//! `connscope firewall plan --generalize`: the group and subnet planners through
 //! the real binary and a real SQLite store. Four workstations, three of which
 //! used the file server; the fourth only resolved names.
 
@@ -102,7 +102,7 @@ fn learn_group_gives_a_quiet_member_what_its_group_used() {
         "{srv}"
     );
     // Strictest: exactly what ws4 did.
-    let exact = stdout(plan(&db, &["--host", "ws4", "--learn", "exact"]));
+    let exact = stdout(plan(&db, &["--host", "ws4", "--generalize", "exact"]));
     assert!(!exact.contains("10.0.0.9"), "{exact}");
     // A higher bar than the evidence clears: ws4 keeps only its own.
     let strict = stdout(plan(&db, &["--host", "ws4", "--min-share", "1"]));
@@ -112,6 +112,20 @@ fn learn_group_gives_a_quiet_member_what_its_group_used() {
     let srv = stdout(plan(&db, &["--host", "srv"]));
     assert!(
         srv.contains("\t\tip saddr 10.0.1.0/30 tcp dport 445 accept comment \"3 peers seen, widened to the 1 subnet(s) they span, "),
+        "{srv}"
+    );
+}
+
+#[test]
+fn an_address_group_lets_the_server_accept_its_whole_declared_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store(dir.path());
+    // A member the history never showed may sit anywhere in 10.0.0.0/22,
+    // not only beside its colleagues at 10.0.1.1-4.
+    groups(&db, &["add", "office", "--addresses", "10.0.0.0/22"]);
+    let srv = stdout(plan(&db, &["--host", "srv"]));
+    assert!(
+        srv.contains("\t\tip saddr 10.0.0.0/22 tcp dport 445 accept comment \"used by 3 of 5 members of office, "),
         "{srv}"
     );
 }

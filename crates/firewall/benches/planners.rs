@@ -75,6 +75,7 @@ fn office(workstations: usize) -> (FleetFlows, Vec<GroupMembers>) {
                 .filter(|i| i % GROUPS == g)
                 .map(|i| format!("ws{i}"))
                 .collect::<BTreeSet<_>>(),
+            ..Default::default()
         })
         .collect();
     (fleet, groups)

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::flow::ObservedFlow;
+use crate::net::Prefix;
 use crate::plan::{plan, Plan, PlanOptions};
 
 /// Every host's observed flows, by host name.
@@ -22,6 +23,10 @@ pub type FleetFlows = BTreeMap<String, Vec<ObservedFlow>>;
 pub struct GroupMembers {
     pub name: String,
     pub hosts: BTreeSet<String>,
+    /// Address ranges the user declared as the group's (an address group's
+    /// CIDRs): its address space whether or not a member was seen there, so
+    /// a member the history never showed is still one of the group.
+    pub declared: Vec<Prefix>,
 }
 
 /// Learns one plan per host from the fleet's history.

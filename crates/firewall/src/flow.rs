@@ -5,10 +5,10 @@
 use std::net::{IpAddr, SocketAddr};
 
 use connscope_event::{normalize_endpoints, Protocol, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Which way a connection was opened, seen from the planned host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FlowDirection {
     /// A peer connected to a service on this host (hook `input`).

@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use connscope_event::{Direction, Protocol};
-use connscope_query::groups::{members, MembersError};
-use connscope_store::{RollupQuery, Store, StoreError, TimeRange};
+use connscope_query::groups::{members, Cidr, MembersError};
+use connscope_store::{GroupKind, RollupQuery, Store, StoreError, TimeRange};
 
 use crate::fleet::GroupMembers;
 use crate::flow::{FlowDirection, ObservedFlow};
+use crate::net::Prefix;
 
 /// What the store holds for a host, ready for planning and checking.
 #[derive(Debug, Clone, Default)]
@@ -44,14 +45,32 @@ pub fn fleet_flows(
 }
 
 /// The store's host groups with their members among the hosts seen in
-/// `range`, as fleet planners take them.
+/// `range`, and an address group's ranges as its declared address space, as
+/// fleet planners take them.
 pub fn fleet_groups(
     store: &dyn Store,
     range: TimeRange,
 ) -> Result<Vec<GroupMembers>, MembersError> {
+    let mut declared: BTreeMap<String, Vec<Prefix>> = BTreeMap::new();
+    for group in store.groups()? {
+        if group.kind != GroupKind::Addresses {
+            continue;
+        }
+        let mut ranges = Vec::new();
+        for pattern in &group.patterns {
+            let cidr = Cidr::parse(pattern).map_err(|source| MembersError::Group {
+                name: group.name.clone(),
+                source,
+            })?;
+            ranges
+                .push(Prefix::new(cidr.network, cidr.prefix).expect("a checked range is a prefix"));
+        }
+        declared.insert(group.name, ranges);
+    }
     Ok(members(store, range)?
         .into_iter()
         .map(|group| GroupMembers {
+            declared: declared.remove(&group.name).unwrap_or_default(),
             name: group.name,
             hosts: group.hosts.into_iter().collect(),
         })

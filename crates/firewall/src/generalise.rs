@@ -221,9 +221,11 @@ struct KnownGroup<'a> {
 /// A group's addresses of one family, as peers of a rule: the networks its
 /// members' addresses span (within the widest network `widen` allows), so a
 /// member not seen while learning, addressed among its peers, is not shut
-/// out of what its group uses.
+/// out of what its group uses; and the ranges declared as the group's, for
+/// a member addressed anywhere in them.
 fn address_space(
     addresses: &BTreeMap<IpAddr, BTreeSet<String>>,
+    declared: &[Prefix],
     family: IpFamily,
     widen: &SubnetPlanner,
 ) -> Vec<Prefix> {
@@ -232,7 +234,13 @@ fn address_space(
         .filter(|a| family_of(**a) == family)
         .map(|a| Prefix::host(*a))
         .collect();
-    widen_peers(&hosts, widen.max_len(family)).peers
+    let mut space = widen_peers(&hosts, widen.max_len(family)).peers;
+    space.extend(
+        declared
+            .iter()
+            .filter(|p| p.is_ipv4() == (family == IpFamily::Ipv4)),
+    );
+    normalize(space)
 }
 
 fn group_basis(group: &GroupMembers, used_by: usize) -> Basis {
@@ -249,7 +257,7 @@ impl KnownGroup<'_> {
     }
 
     fn peers(&self, family: IpFamily) -> Vec<Prefix> {
-        address_space(&self.addresses, family, &self.widen)
+        address_space(&self.addresses, &self.group.declared, family, &self.widen)
     }
 }
 
@@ -362,7 +370,12 @@ impl GroupPlanner {
             for direction in [FlowDirection::Inbound, FlowDirection::Outbound] {
                 profile.push(rule(
                     (direction, protocol, family, port),
-                    Some(address_space(addresses, family, &self.ungrouped)),
+                    Some(address_space(
+                        addresses,
+                        &group.declared,
+                        family,
+                        &self.ungrouped,
+                    )),
                     evidence.clone(),
                     group_basis(group, used_by),
                 ));
@@ -578,6 +591,7 @@ mod tests {
         GroupMembers {
             name: name.to_owned(),
             hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+            ..Default::default()
         }
     }
 
@@ -650,6 +664,26 @@ mod tests {
         assert_eq!(
             json["rules"][0]["basis"],
             serde_json::json!({"kind": "group", "group": "workstations", "used_by": 3, "members": 5})
+        );
+    }
+
+    #[test]
+    fn a_declared_range_lets_in_a_member_addressed_away_from_its_colleagues() {
+        let (flows, mut groups) = office();
+        let unseen_elsewhere = inb("10.0.0.9", "10.0.7.20", 445);
+        let plans = GroupPlanner::default().plan_fleet(&flows, &groups);
+        assert_eq!(
+            outcomes(&plans["srv"], std::slice::from_ref(&unseen_elsewhere)),
+            [Outcome::Blocked]
+        );
+        groups[0].declared = vec!["10.0.0.0/21".parse().unwrap()];
+        let plans = GroupPlanner::default().plan_fleet(&flows, &groups);
+        assert_eq!(
+            outcomes(
+                &plans["srv"],
+                &[unseen_elsewhere, inb("10.0.0.9", "10.0.8.20", 445)]
+            ),
+            [Outcome::Allowed, Outcome::Blocked]
         );
     }
 
@@ -829,6 +863,7 @@ mod tests {
                 .map(|(i, m)| GroupMembers {
                     name: format!("g{i}"),
                     hosts: m.iter().map(|h| format!("h{h}")).collect(),
+                    ..Default::default()
                 })
                 .collect();
             let planners: [Box<dyn FleetPlanner>; 2] = [
@@ -868,6 +903,7 @@ mod tests {
             let g = GroupMembers {
                 name: "g".to_owned(),
                 hosts: members.iter().map(|h| format!("h{h}")).collect(),
+                ..Default::default()
             };
             let mine = |m: &String| fleet.get(m).into_iter().flatten()
                 .map(ObservedFlow::normalized)

@@ -375,6 +375,7 @@ impl Office {
                 None => groups.push(GroupMembers {
                     name: host.group.to_owned(),
                     hosts: [host.name.clone()].into(),
+                    ..Default::default()
                 }),
             }
         }

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use connscope_event::{Protocol, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::flow::{as_display, FlowDirection, ObservedFlow};
 use crate::net::{normalize, Prefix};
@@ -98,7 +98,7 @@ impl Default for PlanOptions {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IpFamily {
     Ipv4,
@@ -144,7 +144,7 @@ impl Evidence {
 /// Why a rule allows more than the host itself was seen doing: the
 /// generalisation and the evidence that supports it. `None` on a rule means it
 /// allows exactly (up to `--generalize` widening) what the host did.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Basis {
     /// Allowed for, or to, a whole group because enough of its members used it.

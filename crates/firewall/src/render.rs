@@ -93,9 +93,39 @@ fn set_name(rule: &PlanRule, index: usize) -> String {
     format!("{dir}_{}_{fam}_{index}", proto(rule.protocol))
 }
 
+/// What a chain does with a packet no rule allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainEnd {
+    /// Dropped silently by the chain's policy, or rejected (TCP reset,
+    /// ICMP admin-prohibited) when `reject`.
+    Drop { reject: bool },
+    /// Logged to NFLOG group `log_group` and let through: audit mode, in which
+    /// a host reports what the rules would block without blocking it.
+    Audit { log_group: u16 },
+    /// Logged to NFLOG group `log_group`, then dropped (or rejected), so the
+    /// host can report what it blocked.
+    Enforce { log_group: u16, reject: bool },
+}
+
+/// The NFLOG prefix of a packet an audit-mode chain would have dropped.
+pub const WOULD_BLOCK_PREFIX: &str = "connscope would-block";
+/// The NFLOG prefix of a packet an enforcing chain dropped.
+pub const BLOCKED_PREFIX: &str = "connscope blocked";
+
 /// The plan as an nftables script for `nft -f`. It replaces only its own table
 /// (`inet connscope`), leaving other tables of the host alone.
 pub fn nft(plan: &Plan) -> String {
+    nft_ending(
+        plan,
+        ChainEnd::Drop {
+            reject: plan.options.reject,
+        },
+    )
+}
+
+/// [`nft`] with the chains ending as `end` says instead of as the plan's
+/// options do.
+pub fn nft_ending(plan: &Plan, end: ChainEnd) -> String {
     let mut out = String::new();
     out.push_str("#!/usr/sbin/nft -f\n");
     let _ = writeln!(
@@ -146,9 +176,13 @@ pub fn nft(plan: &Plan) -> String {
             FlowDirection::Inbound => ("input", "input", "iif", ICMP_IN, ICMPV6_IN, "saddr"),
             FlowDirection::Outbound => ("output", "output", "oif", ICMP_OUT, ICMPV6_OUT, "daddr"),
         };
+        let policy = match end {
+            ChainEnd::Audit { .. } => "accept",
+            ChainEnd::Drop { .. } | ChainEnd::Enforce { .. } => "drop",
+        };
         let _ = writeln!(
             out,
-            "\tchain {chain} {{\n\t\ttype filter hook {hook} priority filter; policy drop;\n"
+            "\tchain {chain} {{\n\t\ttype filter hook {hook} priority filter; policy {policy};\n"
         );
         out.push_str("\t\tct state established,related accept\n");
         let _ = writeln!(out, "\t\t{iface} \"lo\" accept");
@@ -179,7 +213,18 @@ pub fn nft(plan: &Plan) -> String {
                 comment(&rule_text(rule), NFT_COMMENT_MAX)
             );
         }
-        if plan.options.reject {
+        let (log, reject) = match end {
+            ChainEnd::Drop { reject } => (None, reject),
+            ChainEnd::Audit { log_group } => (Some((WOULD_BLOCK_PREFIX, log_group)), false),
+            ChainEnd::Enforce { log_group, reject } => (Some((BLOCKED_PREFIX, log_group)), reject),
+        };
+        if let Some((prefix, group)) = log {
+            let _ = writeln!(
+                out,
+                "\n\t\tcounter log prefix \"{prefix} {chain}: \" group {group}"
+            );
+        }
+        if reject {
             out.push_str("\n\t\tmeta l4proto tcp reject with tcp reset\n");
             out.push_str("\t\treject with icmpx type admin-prohibited\n");
         }

@@ -76,6 +76,7 @@ fn a_group_plan_lets_a_member_reach_what_its_peers_used_and_no_stranger() {
     let groups = [GroupMembers {
         name: "office".to_owned(),
         hosts: ["ws1", "ws2"].map(str::to_owned).into(),
+        ..Default::default()
     }];
     let plans = GroupPlanner::default().plan_fleet(&fleet, &groups);
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@
 
 pub mod batch;
 mod dropped;
+pub mod enroll;
 pub mod tls;
 
 use serde::{Deserialize, Serialize};

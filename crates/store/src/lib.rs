@@ -19,7 +19,9 @@
 //!   edge whose remote end is a monitored host can be joined with that host's
 //!   own record;
 //! - **host groups and labels** ([`HostGroup`], [`HostLabel`]): the user's
-//!   definitions only; membership is resolved by `connscope-query`.
+//!   definitions only; membership is resolved by `connscope-query`;
+//! - **access tokens** ([`TokenRecord`]): digests of agent and enrollment
+//!   tokens, so collectors sharing a store share who may send.
 //!
 //! The logic that is not SQL (which rollup an event belongs to, range-set
 //! arithmetic, content keys) lives in plain Rust modules here, so every backend
@@ -32,6 +34,7 @@ mod key;
 mod rollup;
 mod sequence;
 mod sqlite;
+mod token;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -43,6 +46,7 @@ pub use key::EventKey;
 pub use rollup::{hour_start, is_host_address, rollup_user, EdgeCounts, EdgeKey, RollupBatch};
 pub use sequence::SequenceRanges;
 pub use sqlite::SqliteStore;
+pub use token::{TokenKind, TokenRecord, TokenRefusal};
 
 /// The identity of a sender of events (from its token). Sequence numbers are
 /// unique per agent *state* ([`Origin`]), so deduplication and gap detection
@@ -491,6 +495,39 @@ pub trait Store: Send + Sync {
 
     /// Every host label, ordered by host and key.
     fn host_labels(&self) -> Result<Vec<HostLabel>, StoreError>;
+
+    /// Keeps a new token (its digest); an id or digest already kept is an error.
+    fn add_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+
+    /// The token with this digest, revoked and expired ones included.
+    fn token_by_digest(&self, digest: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Every token, oldest first.
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Revokes the token `id` at `at`; false when there is no such token
+    /// (revoking a revoked token again keeps the first time).
+    fn revoke_token(&self, id: &str, at: Timestamp) -> Result<bool, StoreError>;
+
+    /// Records that the token with this digest was presented at `at`.
+    fn touch_token(&self, digest: &[u8; 32], at: Timestamp) -> Result<(), StoreError>;
+
+    /// Exchanges the enrollment token `enrollment` (a digest) for `agent_token`
+    /// in one transaction: the enrollment token must be valid at `at` and,
+    /// unless reusable, unused; its use is counted; the agent token's agent is
+    /// the enrollment token's host (or, for a reusable token without one,
+    /// `agent_token.agent` as given); earlier agent tokens of that agent are
+    /// revoked, so a host has one live token. Returns the stored agent token.
+    fn redeem_enrollment(
+        &self,
+        enrollment: &[u8; 32],
+        agent_token: &TokenRecord,
+        at: Timestamp,
+    ) -> Result<Result<TokenRecord, TokenRefusal>, StoreError>;
+
+    /// Writes a small record (the time of this check) and commits it: the
+    /// store takes writes now (`/readyz`).
+    fn probe_write(&self, at: Timestamp) -> Result<(), StoreError>;
 }
 
 /// The checks every backend makes before storing anything of a batch.

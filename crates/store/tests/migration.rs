@@ -114,5 +114,95 @@ fn a_version_6_store_is_migrated_and_keeps_groups() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "7");
+    assert_eq!(version, "8");
+}
+
+/// `fixtures/v7-dual-stack.db.gz`, written at schema version 7 (see the
+/// fixtures' README): it opens at version 8 with its hosts and its group,
+/// keeps access tokens as digests from then on, and revokes them.
+#[test]
+fn a_version_7_store_is_migrated_and_keeps_tokens() {
+    use connscope_store::{TokenKind, TokenRecord, TokenRefusal};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v7.db");
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(&include_bytes!("fixtures/v7-dual-stack.db.gz")[..])
+        .read_to_end(&mut bytes)
+        .unwrap();
+    std::fs::write(&path, bytes).unwrap();
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.host_addresses().unwrap().len(), 2);
+    let groups: Vec<String> = store
+        .groups()
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(groups, ["servers"]);
+    assert!(store.tokens().unwrap().is_empty());
+
+    let at = |secs: i64| Timestamp::from_nanos(secs * 1_000_000_000);
+    let enrollment = TokenRecord {
+        id: "e1".into(),
+        kind: TokenKind::Enrollment,
+        digest: [1; 32],
+        agent: "ws1".into(),
+        created: at(100),
+        expires: Some(at(200)),
+        reusable: false,
+        uses: 0,
+        last_used: None,
+        revoked: None,
+    };
+    store.add_token(&enrollment).unwrap();
+    assert!(store.add_token(&enrollment).is_err(), "an id is kept once");
+    let agent_token = TokenRecord {
+        id: "a1".into(),
+        kind: TokenKind::Agent,
+        digest: [2; 32],
+        agent: "ignored".into(),
+        expires: None,
+        ..enrollment.clone()
+    };
+    let stored = store
+        .redeem_enrollment(&[1; 32], &agent_token, at(150))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stored.kind, stored.agent.as_str()),
+        (TokenKind::Agent, "ws1")
+    );
+    let again = TokenRecord {
+        id: "a2".into(),
+        digest: [3; 32],
+        ..agent_token.clone()
+    };
+    assert_eq!(
+        store.redeem_enrollment(&[1; 32], &again, at(160)).unwrap(),
+        Err(TokenRefusal::Used)
+    );
+    assert_eq!(
+        store.redeem_enrollment(&[9; 32], &again, at(160)).unwrap(),
+        Err(TokenRefusal::Unknown)
+    );
+    store.touch_token(&[2; 32], at(170)).unwrap();
+    drop(store);
+
+    let store = SqliteStore::open(&path).unwrap();
+    let ws1 = store.token_by_digest(&[2; 32]).unwrap().unwrap();
+    assert_eq!(ws1.last_used, Some(at(170)));
+    assert!(ws1.valid_at(at(1000)).is_ok(), "agent tokens do not expire");
+    assert!(store.revoke_token("a1", at(180)).unwrap());
+    assert!(!store.revoke_token("nope", at(180)).unwrap());
+    let ws1 = store.token_by_digest(&[2; 32]).unwrap().unwrap();
+    assert_eq!(ws1.valid_at(at(181)), Err(TokenRefusal::Revoked));
+    let used = store.token_by_digest(&[1; 32]).unwrap().unwrap();
+    assert_eq!(
+        (used.uses, used.valid_at(at(250))),
+        (1, Err(TokenRefusal::Expired))
+    );
+    assert_eq!(store.tokens().unwrap().len(), 2);
+    store.probe_write(at(300)).unwrap();
 }

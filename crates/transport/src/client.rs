@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::tls::{client_config, CollectorTrust};
+use connscope_protocol::enroll::{EnrollRequest, EnrollResponse, WhoAmI, ENROLL_PATH, WHOAMI_PATH};
 use connscope_protocol::tls::TlsError;
 use connscope_protocol::{
     BatchOrigin, DroppedReport, ErrorResponse, IngestResponse, BODY_ENCODING, BOOT_HEADER,
@@ -180,6 +181,24 @@ impl CollectorClient {
         let body = serde_json::to_vec(report).expect("a report always serialises");
         self.post(DROPPED_PATH, "application/json", None, &[], body)?;
         Ok(())
+    }
+
+    /// Exchanges this client's token (an enrollment secret) for the agent
+    /// token of `host` (`connscope_protocol::enroll`).
+    pub fn enroll(&mut self, host: &str) -> Result<EnrollResponse, ClientError> {
+        let body = serde_json::to_vec(&EnrollRequest {
+            host: host.to_owned(),
+        })
+        .expect("a request always serialises");
+        let answer = self.post(ENROLL_PATH, "application/json", None, &[], body)?;
+        serde_json::from_slice(&answer).map_err(|e| ClientError::BadAnswer(e.to_string()))
+    }
+
+    /// Asks the collector whom this client's token speaks for: an
+    /// authenticated request that sends no events.
+    pub fn whoami(&mut self) -> Result<WhoAmI, ClientError> {
+        let answer = self.post(WHOAMI_PATH, "application/json", None, &[], Vec::new())?;
+        serde_json::from_slice(&answer).map_err(|e| ClientError::BadAnswer(e.to_string()))
     }
 
     fn post(

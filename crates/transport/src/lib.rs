@@ -87,6 +87,47 @@ pub struct ShippingStats {
     pub events_dropped: u64,
 }
 
+/// What the agent's `/metrics` reads of a running shipping output, from
+/// another thread.
+#[derive(Clone)]
+pub struct ShippingMonitor {
+    spool: Arc<Spool>,
+    shipper: Arc<ShipperCounters>,
+}
+
+/// A reading of a [`ShippingMonitor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShippingHealth {
+    pub spool: SpoolStats,
+    /// When the oldest batch still waiting was written.
+    pub oldest_waiting: Option<SystemTime>,
+    /// When the collector last took a batch.
+    pub last_success: Option<SystemTime>,
+    pub batches_sent: u64,
+    pub events_stored: u64,
+    /// Sends that failed and will be retried (collector down, network).
+    pub failures: u64,
+    /// Batches the collector refused for good (set aside, reported dropped).
+    pub batches_rejected: u64,
+}
+
+impl ShippingMonitor {
+    pub fn read(&self) -> ShippingHealth {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.shipper;
+        let last = c.last_success_unix_nanos.load(Relaxed);
+        ShippingHealth {
+            spool: self.spool.stats(),
+            oldest_waiting: self.spool.oldest_batch_written(),
+            last_success: (last > 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_nanos(last)),
+            batches_sent: c.batches_sent.load(Relaxed),
+            events_stored: c.events_stored.load(Relaxed),
+            failures: c.failures.load(Relaxed),
+            batches_rejected: c.batches_rejected.load(Relaxed),
+        }
+    }
+}
+
 /// The agent's shipping output: durable spool in front, shipper thread behind.
 pub struct ShippingOutput {
     /// `collector URL`, for the agent's statistics and logs.
@@ -173,6 +214,18 @@ impl ShippingOutput {
                 self.events_dropped = self.events_dropped.saturating_add(events.len() as u64);
                 Err(e.into())
             }
+        }
+    }
+
+    /// A handle for reading the spool and the shipper from another thread;
+    /// it keeps reading the last counts once shipping stops.
+    pub fn monitor(&self) -> ShippingMonitor {
+        ShippingMonitor {
+            spool: self.spool.clone(),
+            shipper: self
+                .shipper
+                .as_ref()
+                .map_or_else(Arc::default, Shipper::shared_counters),
         }
     }
 

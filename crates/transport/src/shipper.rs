@@ -27,6 +27,8 @@ pub struct ShipperCounters {
     pub events_duplicate: AtomicU64,
     pub failures: AtomicU64,
     pub batches_rejected: AtomicU64,
+    /// When the collector last took a batch (Unix nanoseconds; 0: not yet).
+    pub last_success_unix_nanos: AtomicU64,
 }
 
 /// Exponential backoff with full jitter between `MIN_BACKOFF` and `MAX_BACKOFF`.
@@ -127,6 +129,11 @@ impl Shipper {
         &self.counters
     }
 
+    /// The counters, to read from another thread (the agent's `/metrics`).
+    pub fn shared_counters(&self) -> Arc<ShipperCounters> {
+        self.counters.clone()
+    }
+
     /// Stops the thread after trying for at most `flush_for` to send what is
     /// spooled; whatever is left stays on disk for the next start.
     pub fn stop(mut self, flush_for: Duration) {
@@ -182,6 +189,12 @@ fn run(spool: &Spool, mut client: CollectorClient, control: &Control, counters: 
                 }
                 backoff.reset();
                 counters.batches_sent.fetch_add(1, Ordering::Relaxed);
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+                counters
+                    .last_success_unix_nanos
+                    .store(now, Ordering::Relaxed);
                 counters
                     .events_stored
                     .fetch_add(answer.stored, Ordering::Relaxed);

@@ -601,6 +601,14 @@ impl Spool {
         }
     }
 
+    /// When the oldest batch waiting was written (its file's modification
+    /// time, so batches recovered after a restart keep their age); `None`
+    /// when the spool is empty.
+    pub fn oldest_batch_written(&self) -> Option<std::time::SystemTime> {
+        let id = self.lock().batches.front()?.id;
+        fs::metadata(self.batch_path(id)).ok()?.modified().ok()
+    }
+
     /// Wakes a shipper waiting in [`Spool::next_batch`] so it can stop.
     pub fn close(&self) {
         self.lock().closed = true;

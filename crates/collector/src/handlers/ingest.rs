@@ -22,7 +22,7 @@ pub(crate) async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestResponse>, ApiError> {
-    let agent = authenticate(&state, &headers)?.clone();
+    let agent = authenticate(&state, &headers).await?;
     match store_batch(&state, &agent, &headers, body).await {
         Ok(report) => Ok(Json(report)),
         Err(Refusal { reason, error }) => {
@@ -118,6 +118,10 @@ async fn store_batch(
             },
             error,
         })?;
+    state
+        .counters
+        .ingest_bytes
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("(not text)").to_owned());
@@ -171,7 +175,7 @@ pub(crate) async fn dropped(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let agent = authenticate(&state, &headers)?.clone();
+    let agent = authenticate(&state, &headers).await?;
     let body = read_body(body, state.body_limit).await?;
     let report: DroppedReport = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(

@@ -6,7 +6,7 @@ mod body;
 mod error;
 mod state;
 
-pub(crate) use access::{authenticate, authorize_change, authorize_read};
+pub(crate) use access::{authenticate, authorize_change, authorize_read, bearer};
 pub(crate) use body::read_body;
 pub(crate) use error::{cut_echo, ApiError};
 pub(crate) use state::AppState;

@@ -1,5 +1,5 @@
 //! What every handler is given: the store, the tokens, the limits, the
-//! counters and the live notices.
+//! counters and metrics, and the live notices.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +9,17 @@ use connscope_store::Store;
 use crate::auth::Tokens;
 use crate::binding::HostBindings;
 use crate::counters::Counters;
+use crate::enrolled::StoreTokens;
 use crate::live::Notices;
+use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub store: Arc<dyn Store>,
+    /// Agent tokens of the settings (flags, tokens file).
     pub tokens: Arc<Tokens>,
+    /// Agent tokens of the store (enrolled agents).
+    pub stored_tokens: Arc<StoreTokens>,
     /// Tokens that may use the query endpoints.
     pub readers: Arc<Tokens>,
     /// Queries need no token (loopback listener without reader tokens).
@@ -29,6 +34,8 @@ pub(crate) struct AppState {
     /// How long one request may take, body included.
     pub request_deadline: Duration,
     pub counters: Arc<Counters>,
+    /// What `/metrics` shows; request latencies are recorded into it.
+    pub metrics: Arc<Metrics>,
     /// Told after every stored batch; followed by `/api/v1/events/stream`.
     pub notices: Notices,
     /// Becomes true when the collector stops (ends the event streams).

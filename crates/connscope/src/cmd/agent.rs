@@ -1,23 +1,28 @@
 //! `connscope agent`: the tcpspy drop-in. tcpspy's flags keep tcpspy's
 //! meaning; everything else is a long option.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use connscope_agent::output::{Destination, Facility, JsonLines, SyslogOutput, TcpspyLines};
 use connscope_agent::{AgentConfig, BackendChoice, RunAs, Sink};
 use connscope_capture::{CaptureConfig, NetnsFilter};
 use connscope_rules::{ExeComparisons, RuleSet};
 use connscope_tcpspy_log::LineStyle;
+use connscope_transport::ShippingMonitor;
 
 /// tcpspy's init script adds this rule file whenever it exists.
 const DEFAULT_RULES_FILE: &str = "/etc/tcpspy.rules";
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AgentArgs {
+    #[command(subcommand)]
+    action: Option<AgentAction>,
     /// Foreground output: tcpspy lines on standard output instead of syslog
     /// (the agent never forks, with or without -d).
     #[arg(short = 'd')]
@@ -87,8 +92,20 @@ pub struct AgentArgs {
     #[arg(long, value_name = "N", default_value_t = CaptureConfig::default().max_tcp_connections,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_tcp_connections: u32,
+    /// Serve /metrics (Prometheus) and /healthz over plain HTTP on this
+    /// address, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     ship: super::ship::ShipArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentAction {
+    /// Enroll this host with a collector: exchange the token `connscope
+    /// collector enroll` printed for this agent's own, write it and the
+    /// collector's URL and fingerprint to the settings, check the connection.
+    Enroll(super::enroll::AgentEnrollArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -99,10 +116,13 @@ enum Format {
     Json,
 }
 
-pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
+    if let Some(AgentAction::Enroll(enroll)) = args.action.take() {
+        return super::enroll::agent_enroll(enroll);
+    }
     let rules = read_rules(&args)?;
     let run_as = RunAs::resolve(args.user.as_deref(), args.group.as_deref())?;
-    let outputs = open_outputs(&args)?;
+    let (outputs, shipping) = open_outputs(&args)?;
 
     let mut config = AgentConfig::new(rules);
     config.capture.netns = args.netns;
@@ -115,7 +135,12 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     if let Some(name) = args.host_name {
         config.host_name = name;
     }
-    let summary = connscope_agent::run(config, outputs)?;
+    let metrics_listen = args.metrics_listen;
+    let summary =
+        connscope_agent::run_observed(config, outputs, |statistics| match metrics_listen {
+            Some(addr) => super::agent_metrics::serve(addr, statistics, shipping),
+            None => Ok(()),
+        })?;
     Ok(match summary.capture_error {
         Some(_) => ExitCode::FAILURE,
         None => ExitCode::SUCCESS,
@@ -149,7 +174,10 @@ fn read_rules(args: &AgentArgs) -> anyhow::Result<RuleSet> {
     Ok(rules)
 }
 
-fn open_outputs(args: &AgentArgs) -> anyhow::Result<Vec<Box<dyn Sink>>> {
+/// The outputs, and a monitor of the shipping output when there is one.
+type Outputs = (Vec<Box<dyn Sink>>, Option<ShippingMonitor>);
+
+fn open_outputs(args: &AgentArgs) -> anyhow::Result<Outputs> {
     let style = LineStyle {
         show_exe: args.executables,
         numeric_ports: args.numeric_ports,
@@ -159,12 +187,12 @@ fn open_outputs(args: &AgentArgs) -> anyhow::Result<Vec<Box<dyn Sink>>> {
         (None, true, _) | (None, _, Format::Json) => Some(Destination::Stdout),
         (None, false, Format::Tcpspy) => None,
     };
-    let shipping = super::ship::open(&args.ship, &args.state_dir)?;
+    let (shipping, monitor) = super::ship::open(&args.ship, &args.state_dir)?.unzip();
     let output: Box<dyn Sink> = match (destination, args.format) {
         (Some(dest), Format::Tcpspy) => Box::new(TcpspyLines::open(dest, style)?),
         (Some(dest), Format::Json) => Box::new(JsonLines::open(dest)?),
         // Shipping replaces the default syslog output; -d or --output add one.
-        (None, _) if shipping.is_some() => return Ok(shipping.into_iter().collect()),
+        (None, _) if shipping.is_some() => return Ok((shipping.into_iter().collect(), monitor)),
         (None, _) => Box::new(
             SyslogOutput::open(
                 args.syslog_socket.clone(),
@@ -175,5 +203,5 @@ fn open_outputs(args: &AgentArgs) -> anyhow::Result<Vec<Box<dyn Sink>>> {
             .context("syslog output (use -d or --output to log elsewhere)")?,
         ),
     };
-    Ok(std::iter::once(output).chain(shipping).collect())
+    Ok((std::iter::once(output).chain(shipping).collect(), monitor))
 }

@@ -7,12 +7,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, Subcommand};
 use connscope_collector::{Collector, CollectorConfig, ConfigFile, TlsSettings};
 use connscope_store::SqliteStore;
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct CollectorArgs {
+    #[command(subcommand)]
+    action: Option<CollectorAction>,
     /// Settings file (TOML, see docs/API.md); flags override its values.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -74,6 +77,16 @@ pub struct CollectorArgs {
     retention_days: Option<u32>,
 }
 
+#[derive(Subcommand)]
+enum CollectorAction {
+    /// Print the one command that enrolls HOST (run on the collector host,
+    /// against its store).
+    Enroll(super::enroll::CollectorEnrollArgs),
+    /// The agent and enrollment tokens in the store: list, revoke.
+    #[command(subcommand)]
+    Tokens(super::enroll::TokensCommand),
+}
+
 impl CollectorArgs {
     /// The settings file (if given) with the flags on top.
     fn into_config(self) -> anyhow::Result<CollectorConfig> {
@@ -123,7 +136,12 @@ fn pairs(flag: &str, form: &str, values: &[String]) -> anyhow::Result<Vec<(Strin
         .collect()
 }
 
-pub fn run(args: CollectorArgs) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: CollectorArgs) -> anyhow::Result<ExitCode> {
+    match args.action.take() {
+        Some(CollectorAction::Enroll(enroll)) => return super::enroll::collector_enroll(enroll),
+        Some(CollectorAction::Tokens(command)) => return super::enroll::tokens(command),
+        None => {}
+    }
     let config = args.into_config()?;
     let store = SqliteStore::open(&config.db)
         .with_context(|| format!("opening the store {}", config.db.display()))?;
@@ -147,7 +165,7 @@ pub fn run(args: CollectorArgs) -> anyhow::Result<ExitCode> {
         );
         println!("fingerprint: SHA256:{}", collector.fingerprint());
         if ingest_off {
-            println!("ingest: off until agent tokens are configured");
+            println!("ingest: only agents enrolled in the store (no tokens in the settings)");
         }
         let counters = collector.counters();
         collector.run(shutdown_signal()).await;

@@ -67,7 +67,7 @@ enum Format {
 /// How far a plan reaches beyond what each host itself was seen doing.
 #[derive(Clone, Copy, ValueEnum)]
 enum Learn {
-    /// Only what the host itself did (peers widened by --generalize only).
+    /// Only what the host itself did (peers widened by --widen only).
     Exact,
     /// What the host's groups did, when enough members did it; hosts in no
     /// group as `subnet`.
@@ -91,9 +91,10 @@ pub struct PlanArgs {
     group: Option<String>,
     #[command(flatten)]
     range: TimeRangeArgs,
-    /// How far the plan generalises from the evidence.
-    #[arg(long, value_enum, default_value = "group")]
-    learn: Learn,
+    /// How far the plan generalises from the evidence (`--learn` is the
+    /// same flag).
+    #[arg(long, value_enum, default_value = "group", alias = "learn")]
+    generalize: Learn,
     /// The share of a group's members (0 to 1) that must have used a service
     /// before the whole group gets it, or `any` for any one member.
     #[arg(long, default_value = "0.5", value_name = "SHARE|any", value_parser = parse_share)]
@@ -102,10 +103,10 @@ pub struct PlanArgs {
     format: Format,
     /// How far IPv4 peers are widened: exact, a prefix length (e.g. 24), or any.
     #[arg(long, default_value = "exact", value_name = "exact|LEN|any")]
-    generalize: Generalize,
+    widen: Generalize,
     /// How far IPv6 peers are widened: exact, a prefix length (e.g. 64), or any.
     #[arg(long, default_value = "exact", value_name = "exact|LEN|any")]
-    generalize_v6: Generalize,
+    widen_v6: Generalize,
     /// Flows seen fewer times than this are listed for review instead of allowed.
     #[arg(long, default_value_t = 1, value_name = "N")]
     min_count: u64,
@@ -226,8 +227,8 @@ fn load_fleet(args: &PlanArgs) -> Result<(FleetFlows, Vec<GroupMembers>)> {
 
 fn run_plan(args: PlanArgs) -> Result<ExitCode> {
     let options = PlanOptions {
-        generalize_v4: args.generalize,
-        generalize_v6: args.generalize_v6,
+        generalize_v4: args.widen,
+        generalize_v6: args.widen_v6,
         min_count: args.min_count,
         reject: args.reject,
     };
@@ -236,7 +237,7 @@ fn run_plan(args: PlanArgs) -> Result<ExitCode> {
         options,
         ..SubnetPlanner::default()
     };
-    let planner: Box<dyn FleetPlanner> = match args.learn {
+    let planner: Box<dyn FleetPlanner> = match args.generalize {
         Learn::Exact => Box::new(ExactPlanner { options }),
         Learn::Subnet => Box::new(subnet),
         Learn::Group => Box::new(GroupPlanner {

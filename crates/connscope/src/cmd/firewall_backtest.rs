@@ -40,9 +40,10 @@ pub struct BacktestCmd {
     /// Test up to this time (default: now).
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     until: Option<String>,
-    /// The planners to compare, comma-separated (default: all).
-    #[arg(long, value_name = "NAME,...")]
-    planner: Option<String>,
+    /// The generalisations (planners) to compare, comma-separated: exact,
+    /// subnet, group (default: all; `--planner` is the same flag).
+    #[arg(long, value_name = "NAME,...", alias = "planner")]
+    generalize: Option<String>,
     /// Also run rolling windows: learn this long, test the next --step, slide.
     #[arg(long, value_name = "SPAN")]
     window: Option<String>,
@@ -58,13 +59,17 @@ pub fn run(cmd: BacktestCmd) -> Result<ExitCode> {
         learn_from: cmd.learn_from,
         learn_to: cmd.learn_to,
         until: cmd.until,
-        planner: cmd.planner,
+        planner: cmd.generalize,
         window: cmd.window,
         step: cmd.step,
     };
-    let request = args
-        .resolve(Timestamp::now())
-        .map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let request = args.resolve(Timestamp::now()).map_err(|mut e| {
+        // The API's `planner` is this command's --generalize.
+        if e.name == "planner" {
+            e.name = "generalize";
+        }
+        anyhow::anyhow!("--{e}")
+    })?;
     if !cmd.db.exists() {
         bail!("no store at {}", cmd.db.display());
     }

@@ -1,13 +1,16 @@
 //! One module per subcommand.
 
 pub mod agent;
+pub mod agent_metrics;
 pub mod collector;
 pub mod demo;
+pub mod enroll;
 pub mod firewall;
 pub mod firewall_backtest;
 pub mod groups;
 pub mod import;
 pub mod map;
+pub mod policy;
 pub mod report;
 pub mod rules;
 pub mod ship;

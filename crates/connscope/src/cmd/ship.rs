@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use connscope_agent::Sink;
 use connscope_transport::{
-    read_token_file, CollectorTrust, Fingerprint, ShippingConfig, ShippingOutput,
+    read_token_file, CollectorTrust, Fingerprint, ShippingConfig, ShippingMonitor, ShippingOutput,
     DEFAULT_SPOOL_MAX_BYTES,
 };
 
@@ -47,8 +47,12 @@ pub struct ShipArgs {
     spool_max_bytes: u64,
 }
 
-/// The shipping output, when `--collector` is given.
-pub fn open(args: &ShipArgs, state_dir: &Path) -> anyhow::Result<Option<Box<dyn Sink>>> {
+/// The shipping output, when `--collector` is given, and a monitor of it
+/// for the agent's `/metrics`.
+pub fn open(
+    args: &ShipArgs,
+    state_dir: &Path,
+) -> anyhow::Result<Option<(Box<dyn Sink>, ShippingMonitor)>> {
     let Some(url) = &args.collector else {
         return Ok(None);
     };
@@ -77,5 +81,6 @@ pub fn open(args: &ShipArgs, state_dir: &Path) -> anyhow::Result<Option<Box<dyn 
         spool_max_bytes: args.spool_max_bytes,
     };
     let output = ShippingOutput::start(&config).with_context(|| format!("shipping to {url}"))?;
-    Ok(Some(Box::new(output)))
+    let monitor = output.monitor();
+    Ok(Some((Box::new(output), monitor)))
 }

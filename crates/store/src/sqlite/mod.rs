@@ -21,7 +21,7 @@
 //! [`dedup`] (what is already stored), [`read`] (rollups, addresses, raw
 //! events), [`spaces`] (agent and sequence-space ids, range sets),
 //! [`agents`] (drops, downtime, refusals, statuses), [`groups`] (host
-//! groups and labels), [`names`] (the
+//! groups and labels), [`tokens`] (access token digests), [`names`] (the
 //! dictionary of the rollups' text), [`retention`], and [`column`] (values
 //! in and out of columns).
 
@@ -36,6 +36,7 @@ mod read;
 mod retention;
 mod schema;
 mod spaces;
+mod tokens;
 mod write;
 
 use std::path::Path;
@@ -47,7 +48,7 @@ use rusqlite::Connection;
 use crate::{
     AgentId, AgentStatus, ConnectionQuery, ConnectionRecord, EdgeTotal, EventQuery, HostAddress,
     HostGroup, HostLabel, HourlyEdgeTotal, IngestReport, KeyedEvent, Origin, RefusalCount,
-    Retention, RetentionReport, RollupQuery, Store, StoreError,
+    Retention, RetentionReport, RollupQuery, Store, StoreError, TokenRecord, TokenRefusal,
 };
 use batch::Batch;
 use connection::{configure, Reader, Writer};
@@ -191,5 +192,38 @@ impl Store for SqliteStore {
 
     fn host_labels(&self) -> Result<Vec<HostLabel>, StoreError> {
         groups::host_labels(&self.reader)
+    }
+
+    fn add_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        tokens::add(&self.writer, token)
+    }
+
+    fn token_by_digest(&self, digest: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
+        tokens::find(&self.reader, digest)
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        tokens::all(&self.reader)
+    }
+
+    fn revoke_token(&self, id: &str, at: Timestamp) -> Result<bool, StoreError> {
+        tokens::revoke(&self.writer, id, at)
+    }
+
+    fn touch_token(&self, digest: &[u8; 32], at: Timestamp) -> Result<(), StoreError> {
+        tokens::touch(&self.writer, digest, at)
+    }
+
+    fn redeem_enrollment(
+        &self,
+        enrollment: &[u8; 32],
+        agent_token: &TokenRecord,
+        at: Timestamp,
+    ) -> Result<Result<TokenRecord, TokenRefusal>, StoreError> {
+        tokens::redeem(&self.writer, enrollment, agent_token, at)
+    }
+
+    fn probe_write(&self, at: Timestamp) -> Result<(), StoreError> {
+        tokens::probe_write(&self.writer, at)
     }
 }

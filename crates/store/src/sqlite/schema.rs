@@ -10,6 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::groups::GROUP_TABLES;
 use super::names::NameIds;
+use super::tokens::TOKEN_TABLES;
 use super::write::{UPSERT_ADDRESS, UPSERT_ROLLUP};
 
 /// The layout this build writes: [`BASE_VERSION`] moved on by every step of
@@ -31,6 +32,7 @@ const MIGRATIONS: &[Migration] = &[
     normalized_addresses,
     sequence_spaces_per_instance,
     host_groups,
+    access_tokens,
 ];
 
 /// Why a store's file cannot be brought to this build's layout.
@@ -374,4 +376,10 @@ fn sequence_spaces_per_instance(tx: &rusqlite::Transaction<'_>) -> rusqlite::Res
 /// ([`crate::HostGroup`], [`crate::HostLabel`]); nothing older changes.
 fn host_groups(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(GROUP_TABLES)
+}
+
+/// Version 8: access tokens kept as digests ([`crate::TokenRecord`]), shared
+/// by every collector of the store; nothing older changes.
+fn access_tokens(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(TOKEN_TABLES)
 }

@@ -1,0 +1,317 @@
+//! `connscope policy draft|show|edit-check|diff|check|render`: policies as
+//! files a person reviews (docs/POLICY.md). `draft` and `check` read the
+//! store; the others work on files alone, so a policy can be reviewed and
+//! edited away from the collector.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use connscope_event::Timestamp;
+use connscope_firewall::PlanOptions;
+use connscope_policy::{
+    check, describe, diff, draft, render, DraftOptions, Generalization, Mode, Policy, Target,
+};
+use connscope_query::TimeRangeArgs;
+use connscope_store::{SqliteStore, TimeRange};
+
+use super::flag_error;
+
+/// The NFLOG group a policy's would-block and blocked packets are logged to,
+/// unless told otherwise.
+const DEFAULT_LOG_GROUP: u16 = 6464;
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Propose a policy for a group or host from its history.
+    Draft(DraftArgs),
+    /// A policy's rules, review list and provenance, in plain words.
+    Show(FileArgs),
+    /// Check a policy file; every mistake is named by its line or rule.
+    EditCheck(FileArgs),
+    /// What changed between two versions (exit status 1 when anything did).
+    Diff(DiffArgs),
+    /// Replay the history of the policy's hosts against it (exit status 1
+    /// when it would have blocked a connection).
+    Check(CheckArgs),
+    /// One host's ruleset of the policy, for `nft -f`.
+    Render(RenderArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GeneralizeArg {
+    Exact,
+    Subnet,
+    Group,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("target").required(true)))]
+pub struct DraftArgs {
+    /// The collector's SQLite store.
+    #[arg(long, value_name = "PATH")]
+    db: PathBuf,
+    /// Draft for every member of this group (`connscope groups`).
+    #[arg(long, value_name = "NAME", group = "target")]
+    group: Option<String>,
+    /// Draft for this host alone.
+    #[arg(long, value_name = "NAME", group = "target")]
+    host: Option<String>,
+    #[command(flatten)]
+    range: TimeRangeArgs,
+    /// How far the draft generalises (as `firewall plan --generalize`).
+    #[arg(long, value_enum, default_value = "group")]
+    generalize: GeneralizeArg,
+    /// The share of members that must have used a service for the group to get it.
+    #[arg(long, default_value_t = 0.5, value_name = "SHARE")]
+    min_share: f64,
+    /// Flows seen fewer times are held back for review instead of allowed.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    min_count: u64,
+    /// A member's own rule seen fewer times is allowed but listed for review.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    rare_below: u64,
+    /// The previous version: the rules a person approved in it are kept.
+    #[arg(long, value_name = "FILE")]
+    previous: Option<PathBuf>,
+    /// Write the draft here instead of to standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct FileArgs {
+    /// The policy file (TOML).
+    policy: PathBuf,
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    /// The older version.
+    old: PathBuf,
+    /// The newer version.
+    new: PathBuf,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The policy file (TOML).
+    policy: PathBuf,
+    /// The collector's SQLite store.
+    #[arg(long, value_name = "PATH")]
+    db: PathBuf,
+    #[command(flatten)]
+    range: TimeRangeArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// What the policy would drop is logged and let through.
+    Audit,
+    /// What the policy does not allow is logged and dropped.
+    Enforce,
+}
+
+#[derive(Args)]
+pub struct RenderArgs {
+    /// The policy file (TOML).
+    policy: PathBuf,
+    /// The host whose ruleset to write (a member of the policy's group).
+    #[arg(long, value_name = "NAME")]
+    host: String,
+    #[arg(long, value_enum, default_value = "audit")]
+    mode: ModeArg,
+    /// The NFLOG group would-block and blocked packets are logged to.
+    #[arg(long, default_value_t = DEFAULT_LOG_GROUP, value_name = "N")]
+    log_group: u16,
+}
+
+pub fn run(command: PolicyCommand) -> Result<ExitCode> {
+    match command {
+        PolicyCommand::Draft(args) => run_draft(args),
+        PolicyCommand::Show(args) => show(&read(&args.policy)?),
+        PolicyCommand::EditCheck(args) => {
+            let policy = read(&args.policy)?;
+            let rules = policy.inbound.len() + policy.outbound.len();
+            println!("{}: {rules} rules, no mistakes", args.policy.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Diff(args) => {
+            let changes = diff(&read(&args.old)?, &read(&args.new)?);
+            print!("{changes}");
+            Ok(if changes.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        PolicyCommand::Check(args) => run_check(args),
+        PolicyCommand::Render(args) => {
+            let policy = read(&args.policy)?;
+            let mode = match args.mode {
+                ModeArg::Audit => Mode::Audit {
+                    log_group: args.log_group,
+                },
+                ModeArg::Enforce => Mode::Enforce {
+                    log_group: args.log_group,
+                },
+            };
+            print!("{}", render(&policy, &args.host, mode));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A policy file, read and checked; its path leads every error.
+fn read(path: &Path) -> Result<Policy> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Policy::parse(&text).with_context(|| format!("{}", path.display()))
+}
+
+fn open(db: &Path, range: &TimeRangeArgs) -> Result<(SqliteStore, TimeRange)> {
+    let range = range
+        .resolve(Timestamp::now(), TimeRange::ALL)
+        .map_err(flag_error)?;
+    if !db.is_file() {
+        bail!("{}: no such store", db.display());
+    }
+    let store = SqliteStore::open(db).with_context(|| format!("opening {}", db.display()))?;
+    Ok((store, range))
+}
+
+fn run_draft(args: DraftArgs) -> Result<ExitCode> {
+    let (store, range) = open(&args.db, &args.range)?;
+    let target = match (args.group, args.host) {
+        (Some(group), _) => Target::Group(group),
+        (None, Some(host)) => Target::Host(host),
+        (None, None) => bail!("--group or --host is required"),
+    };
+    let options = DraftOptions {
+        generalize: match args.generalize {
+            GeneralizeArg::Exact => Generalization::Exact,
+            GeneralizeArg::Subnet => Generalization::Subnet,
+            GeneralizeArg::Group => Generalization::Group,
+        },
+        min_share: args.min_share,
+        plan: PlanOptions {
+            min_count: args.min_count,
+            ..PlanOptions::default()
+        },
+        rare_below: args.rare_below,
+        previous: args.previous.as_deref().map(read).transpose()?,
+    };
+    let policy = draft(&store, &target, range, &options)?;
+    let text = policy.to_toml();
+    match &args.output {
+        Some(path) => {
+            fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => print!("{text}"),
+    }
+    if !policy.review.is_empty() {
+        tracing::warn!(
+            flows = policy.review.len(),
+            "flows are listed for review (see `review` in the policy)"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(policy: &Policy) -> Result<ExitCode> {
+    println!("policy {} for {}", policy.name, policy.target);
+    if let Some(d) = &policy.drafted {
+        println!(
+            "drafted from {} .. {} ({}, min share {}, min count {}){}",
+            d.from,
+            d.to,
+            d.generalize,
+            d.min_share,
+            d.min_count,
+            if d.members.is_empty() {
+                String::new()
+            } else {
+                format!("; members then: {}", d.members.join(", "))
+            }
+        );
+    }
+    for (direction, rules) in policy.sections() {
+        for rule in rules {
+            let why = rule
+                .basis
+                .as_ref()
+                .map(|b| format!("; {b}"))
+                .unwrap_or_default();
+            println!(
+                "{} {}  [{} conn{why}]",
+                if rule.approved {
+                    "approved"
+                } else {
+                    "        "
+                },
+                describe(direction, rule),
+                rule.evidence.connections,
+            );
+        }
+    }
+    for item in &policy.review {
+        println!(
+            "review: {} {} {} port {} peer {}: {}",
+            item.host,
+            item.direction.as_str(),
+            item.protocol,
+            item.port,
+            item.peer,
+            item.reason
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_check(args: CheckArgs) -> Result<ExitCode> {
+    let policy = read(&args.policy)?;
+    let (store, range) = open(&args.db, &args.range)?;
+    let result = check(&store, &policy, range)?;
+    println!(
+        "{:<24} {:>10} {:>10} {:>8}",
+        "host", "tested", "blocked", "edges"
+    );
+    for host in &result.hosts {
+        println!(
+            "{:<24} {:>10} {:>10} {:>8}",
+            host.host,
+            host.tested_connections,
+            host.blocked_connections,
+            host.blocked.len()
+        );
+    }
+    println!(
+        "{:<24} {:>10} {:>10} {:>8}",
+        "total", result.tested_connections, result.blocked_connections, result.blocked_edges
+    );
+    for host in &result.hosts {
+        for edge in &host.blocked {
+            println!(
+                "  {}: {} {} port {} ({} -> {}): {} connection(s){}",
+                host.host,
+                edge.direction.as_str(),
+                edge.protocol,
+                edge.service_port,
+                edge.local,
+                edge.remote,
+                edge.connections,
+                if edge.not_seen_in_learning {
+                    ", not seen when the policy was drafted"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(if result.blocked_connections == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
