@@ -6,6 +6,7 @@
 
 import { zoomIdentity } from 'd3';
 import { Unauthorized, followEvents, getJson, setToken } from './api.js';
+import { BacktestPanel } from './backtest.js';
 import { downloadJson, downloadPng, downloadSvg } from './exports.js';
 import { FirewallMode } from './firewall.js';
 import { Layout } from './layout.js';
@@ -14,6 +15,7 @@ import { GROUPINGS, buildView, labelKeys, normalizeGraph, searchNodes } from './
 import { renderDetails } from './panel.js';
 import { formatState, parseState, timeRange } from './state.js';
 import { Timeline } from './timeline.js';
+import { Views } from './views.js';
 
 const $ = (id) => document.getElementById(id);
 const inlined = $('connscope-data');
@@ -74,6 +76,15 @@ const firewall = new FirewallMode({
 window.connscope.firewall = firewall;
 // A static export has no collector to check rulesets with.
 if (app.exported) $('fw-toggle').hidden = true;
+// The matrix and the table (views.js), and backtests (backtest.js): their colours win over the firewall check's.
+const views = new Views({ update: (patch) => update(patch), exported: app.exported });
+const backtest = new BacktestPanel({
+  exported: app.exported,
+  onChange: () => rebuild(false),
+  showRange: (from, to) => update({ range: '', from, to }, true),
+  setHost: (host) => update({ host, show: '' }),
+});
+Object.assign(window.connscope, { views, backtest });
 
 function writeUrl() {
   history.replaceState(null, '', formatState(app.state));
@@ -295,9 +306,11 @@ function rebuild(relayout, first = false) {
     } else if (first) map.fit();
   }
   if (!app.exported) firewall.setHosts([...app.graph.nodes.values()].filter((n) => n.kind === 'host').map((n) => n.label).sort());
-  map.setLook({ since: Number.isNaN(since) ? null : since, matches: searchNodes(app.view, app.state.q), selected: app.state.sel || null, firewall: firewall.colours(app.view.edges) });
+  map.setLook({ since: Number.isNaN(since) ? null : since, matches: searchNodes(app.view, app.state.q), selected: app.state.sel || null, firewall: backtest.colours(app.view.edges) ?? firewall.colours(app.view.edges) });
   renderDetails($('details'), app.view, app.graph, app.state.sel, r, { select: (id) => update({ sel: id ?? '' }), toggleGroup, firewall: firewall.result });
   timeline.render(app.graph.timeline, r.from, r.to, app.graph.timelineOf);
+  views.render(app, r, backtest.blocked());
+  backtest.suggest(app.graph);
   const e = app.view.edges.length;
   status(`${rangeText(r)} · ${app.view.nodes.length} nodes, ${e} edges${app.exported ? ' (export)' : ''}`, live.mode === 'sse' ? 'live' : '');
   showEmpty(r, app.view.nodes.length === 0);

@@ -3,7 +3,8 @@
 
 import { paintCanvas, paintLabels, svgMarkup } from './draw.js';
 
-function download(blob, name) {
+/** Saves `blob` as a file called `name` (the browser's download). */
+export function download(blob, name) {
   const a = document.createElement('a');
   a.href = URL.createObjectURL(blob);
   a.download = name;

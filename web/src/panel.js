@@ -4,9 +4,9 @@
 
 import { verdictsOf, viewVerdict } from './firewall.js';
 
-const fmtTime = (ms) => (ms === null || ms === undefined ? '—' : new Date(ms).toISOString().replace('.000Z', 'Z'));
-const fmtCount = (n) => Number(n).toLocaleString('en-US');
-function fmtBytes(n) {
+export const fmtTime = (ms) => (ms === null || ms === undefined ? '—' : new Date(ms).toISOString().replace('.000Z', 'Z'));
+export const fmtCount = (n) => Number(n).toLocaleString('en-US');
+export function fmtBytes(n) {
   if (!n) return '0 B';
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   const i = Math.min(units.length - 1, Math.floor(Math.log2(n) / 10));

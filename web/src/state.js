@@ -2,7 +2,9 @@
 // the address. The fragment (not the query string) works the same for the page
 // served by the collector and for a static export opened from file://.
 
-const KEYS = ['range', 'from', 'to', 'host', 'port', 'exe', 'user', 'dir', 'scope', 'group', 'q', 'since', 'sel', 'open', 'view'];
+const KEYS = ['range', 'from', 'to', 'host', 'port', 'exe', 'user', 'dir', 'scope', 'group', 'q', 'since', 'sel', 'open', 'view',
+  // The other views (views.js): which one shows, the matrix's rows and sort, the table's sort and filter.
+  'show', 'mrows', 'mside', 'msort', 'tsort', 'tq'];
 
 /**
  * With no range picked the map shows the last day that has data (`last`):

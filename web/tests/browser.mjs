@@ -1,7 +1,9 @@
 // Shared by the browser tests and the benchmark: a real headless Debian
 // Chromium driven by playwright-core, with a fresh profile each time and no
 // network chatter of its own.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -46,7 +48,8 @@ export async function watchedPage(context) {
     // A malformed ruleset is refused with 400: the firewall panel shows why.
     const url = msg.location()?.url ?? '';
     const expected = url.endsWith('/api/v1/events/stream') || (url.includes('/api/v1/') && msg.text().includes('status of 401'))
-      || (url.includes('/api/v1/firewall/check') && msg.text().includes('status of 400'));
+      || (url.includes('/api/v1/firewall/check') && msg.text().includes('status of 400'))
+      || (url.includes('/api/v1/firewall/backtest') && msg.text().includes('status of 400'));
     if (msg.type() === 'error' && !expected) problems.push(`console: ${msg.text()} (${url})`);
   });
   page.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
@@ -125,7 +128,30 @@ export async function labelStats(page) {
   });
 }
 
-/** A free TCP port on 127.0.0.1 (the collector then binds it). */
+/**
+ * The checks of a test script: `check(name, ok, detail)` prints `ok - NAME`
+ * or `FAILED - NAME DETAIL`, `same(name, actual, expected)` compares as
+ * JSON, `summary()` prints `N passed, N failed` (the line the cargo test
+ * reads) and sets the exit code.
+ */
+export function checks() {
+  let passed = 0;
+  let failed = 0;
+  const check = (name, ok, detail = '') => {
+    if (ok) passed++;
+    else failed++;
+    console.log(ok ? `ok - ${name}` : `FAILED - ${name} ${detail}`);
+  };
+  const same = (name, actual, expected) => check(name, JSON.stringify(actual) === JSON.stringify(expected),
+    `\n  expected ${JSON.stringify(expected)}\n  actual   ${JSON.stringify(actual)}`);
+  const summary = () => {
+    console.log(`${passed} passed, ${failed} failed`);
+    process.exitCode = failed ? 1 : 0;
+  };
+  return { check, same, summary };
+}
+
+/** A free TCP port on 127.0.0.1 (ephemeral: tests run side by side). */
 export function freePort() {
   return new Promise((res, rej) => {
     const s = createServer().listen(0, '127.0.0.1', () => {
@@ -153,4 +179,57 @@ export function withGraph(html, doc) {
 export async function settled(page, loads = 1) {
   await page.waitForFunction((n) => window.connscope && window.connscope.loads >= n && window.connscope.settled, loads, { timeout: 60e3, polling: 50 });
   await page.evaluate(() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done))));
+}
+
+/** One HTTPS request to the collector on 127.0.0.1 (its certificate is self-signed). */
+export function https(port, method, path, { body, token, type } = {}) {
+  return new Promise((res, rej) => {
+    const req = request({ host: '127.0.0.1', port, method, path, rejectUnauthorized: false, timeout: 60e3,
+      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(type ? { 'content-type': type } : {}) } }, (r) => {
+      let text = '';
+      r.on('data', (c) => (text += c));
+      r.on('end', () => res({ status: r.statusCode, text, headers: r.headers }));
+    });
+    req.on('error', rej);
+    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: timeout`)));
+    if (body) req.write(body);
+    req.end();
+  });
+}
+
+/**
+ * Starts `BIN collector --db DB` on a free loopback port with `args` and
+ * waits (bounded) until /api/v1/health answers. Returns `{port, process}`;
+ * the caller kills the process.
+ */
+export async function startCollector(bin, db, args = []) {
+  const port = await freePort();
+  const child = spawn(bin, ['collector', '--db', db, '--listen', `127.0.0.1:${port}`, ...args], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const deadline = Date.now() + 30e3;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`the collector exited with ${child.exitCode}`);
+    try {
+      if ((await https(port, 'GET', '/api/v1/health')).status === 200) return { port, process: child };
+    } catch (err) {
+      if (Date.now() > deadline) {
+        child.kill('SIGTERM');
+        throw err;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * The static-export form of the page for `graph` (same code, data inlined,
+ * escaped as `connscope map export` does), assembled from a web build in
+ * `dist` (`node web/build.mjs DIR`), for benchmarks on synthetic graphs.
+ */
+export function exportPage(graph, dist) {
+  const html = readFileSync(join(dist, 'index.html'), 'utf8');
+  const data = JSON.stringify(graph).replace(/</g, '\\u003c').replace(/>/g, '\\u003e').replace(/&/g, '\\u0026');
+  return html
+    .replace(/<meta http-equiv="Content-Security-Policy"[^>]*>/, '')
+    .replace('<link rel="stylesheet" href="app.css">', () => `<style>${readFileSync(join(dist, 'app.css'), 'utf8')}</style>`)
+    .replace('<script src="app.js"></script>', () => `<script type="application/json" id="connscope-data">${data}</script><script>${readFileSync(join(dist, 'app.js'), 'utf8')}</script>`);
 }

@@ -58,6 +58,19 @@ fn the_json_report_agrees_with_the_table_and_names_the_blocked_edges() {
     let ws16 = hosts.iter().find(|h| h["host"] == "ws-16").unwrap();
     assert_eq!(ws16["no_history"], true);
     assert_eq!(ws16["blocked_connections"], ws16["tested_connections"]);
+    // Each blocked edge names its graph edge: the client's record and the
+    // server's of the same connections name the same one.
+    let file_share = "host:ws-16->service:fs:445/tcp:445/tcp";
+    let named = |host: &serde_json::Value| {
+        host["blocked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["edge"] == file_share)
+            .count()
+    };
+    let fs = hosts.iter().find(|h| h["host"] == "fs").unwrap();
+    assert_eq!((named(ws16), named(fs)), (1, 1), "{ws16}\n{fs}");
 
     let table = backtest(&common);
     assert_eq!(table.status.code(), Some(1));

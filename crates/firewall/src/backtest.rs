@@ -26,8 +26,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use connscope_event::{Protocol, Timestamp};
+use connscope_event::{Direction, Protocol, Timestamp};
 use connscope_query::groups::MembersError;
+use connscope_query::join::HostDirectory;
+use connscope_query::{logged_edge, EdgeId};
 use connscope_store::{Store, StoreError, TimeRange};
 use serde::Serialize;
 
@@ -130,6 +132,11 @@ pub struct BlockedEdge {
     pub outcome: Outcome,
     /// No host used this service in the learning window.
     pub not_seen_in_learning: bool,
+    /// The graph edge it falls on (`connscope_query::EdgeId`, as in
+    /// `/api/v1/graph`), so the map colours it without rebuilding ids;
+    /// named by [`BacktestRequest::run`], absent before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge: Option<EdgeId>,
 }
 
 fn outcome_name<S: serde::Serializer>(o: &Outcome, s: S) -> Result<S::Ok, S::Error> {
@@ -251,6 +258,7 @@ fn judge_host(
             connections: normal.connections,
             outcome: verdict.outcome,
             not_seen_in_learning: !learned_services.contains(&service_of(&normal)),
+            edge: None,
         });
     }
     Ok(HostResult {
@@ -299,6 +307,33 @@ pub fn backtest_store(
     let learn = flows_only(fleet_flows(store, learn)?);
     let test = flows_only(fleet_flows(store, test)?);
     backtest(planners, &learn, &test, groups)
+}
+
+/// Names every blocked edge with the graph edge it falls on, as the map's
+/// firewall check does (`connscope_query::logged_edge`): a flow logged by
+/// the client and one logged by the server fall on the same edge.
+fn name_graph_edges(store: &dyn Store, backtest: &mut Backtest) -> Result<(), StoreError> {
+    let hosts = HostDirectory::new(&store.host_addresses()?);
+    for planner in &mut backtest.planners {
+        for host in &mut planner.hosts {
+            for blocked in &mut host.blocked {
+                let direction = match blocked.direction {
+                    FlowDirection::Inbound => Direction::Incoming,
+                    FlowDirection::Outbound => Direction::Outgoing,
+                };
+                blocked.edge = logged_edge(
+                    &host.host,
+                    direction,
+                    blocked.remote,
+                    blocked.service_port,
+                    blocked.protocol,
+                    &hosts,
+                )
+                .map(|ends| ends.id);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One window of a rolling backtest, one planner.
@@ -549,7 +584,8 @@ impl BacktestRequest {
             .iter()
             .map(|p| p.as_ref() as &dyn FleetPlanner)
             .collect();
-        let backtest = backtest_store(store, &planners, self.learn, self.test, groups)?;
+        let mut backtest = backtest_store(store, &planners, self.learn, self.test, groups)?;
+        name_graph_edges(store, &mut backtest)?;
         let rolling = match self.rolling {
             None => Vec::new(),
             Some((window, step)) => rolling(
