@@ -77,7 +77,7 @@ window.connscope.firewall = firewall;
 // A static export has no collector to check rulesets with.
 if (app.exported) $('fw-toggle').hidden = true;
 // The matrix and the table (views.js), and backtests (backtest.js): their colours win over the firewall check's.
-const views = new Views({ update: (patch) => update(patch), exported: app.exported });
+const views = new Views({ update: (patch) => update(patch) });
 const backtest = new BacktestPanel({
   exported: app.exported,
   onChange: () => rebuild(false),

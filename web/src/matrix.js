@@ -143,7 +143,8 @@ export class Matrix {
       select('sort columns', colSort, [['total', 'by total'], ['port', 'by port']], (v) => sort(null, v)),
     );
     bar.append(el('span', `${fmtCount(matrix.total)} connections on ${fmtCount(edges.length)} edges: ${matrix.rows.length} rows × ${matrix.cols.length} services`, { class: 'view-summary', role: 'status' }));
-    if (rows === 'groups') bar.append(el('span', groups.source === 'store' ? 'groups: the store\'s (connscope groups)' : 'groups: automatic (name pattern, else /24)', { class: 'hint' }));
+    const describe = { store: 'groups: the store\'s (connscope groups)', automatic: 'groups: automatic (name pattern, else subnet)' };
+    if (rows === 'groups') bar.append(el('span', describe[groups.source] ?? `groups: by ${groups.source} (the map's grouping)`, { class: 'hint' }));
 
     const table = el('table', null, { class: 'matrix' });
     const head = el('tr');

@@ -2,7 +2,7 @@
 // filters let through, what an end is called, and which group it is in.
 // Shared by the matrix, the table and their tests.
 
-import { edgeFilter, groupKey, inRange } from './model.js';
+import { edgeFilter, groupKey, hostGrouper, inRange } from './model.js';
 
 /** The graph edges the state's filters let through; `clientSide` also filters by time (an export). */
 export function shownEdges(graph, state, range) {
@@ -28,38 +28,24 @@ export function endLabel(graph, id) {
 }
 
 /**
- * The group of every end the views show. `defined` are the store's groups
- * (`GET /api/v1/groups`, in the order they were added: a host in several
- * counts in the first, as `report edges --by group` does); without them,
- * hosts are grouped automatically, by name pattern (`ws-*` when two or more
- * names differ only in a trailing number), else by /24. Addresses without an
- * agent are "internal (no agent)" or, outside, their domain or network.
+ * The group of every end the views show, by the map's grouping (`mode`, the
+ * state's `group`: the store's groups when it has any, else a name pattern
+ * two or more hosts share, else the subnet; or the one the toolbar picked).
+ * `groups` is the store's groups and labels as the map has them. A host the
+ * grouping leaves out is "(no group)"; addresses without an agent are
+ * "internal (no agent)" or, outside, their domain or network.
  */
-export function grouping(graph, defined) {
-  const byHost = new Map();
-  if (defined?.length) {
-    for (const g of defined) for (const h of g.hosts ?? []) if (!byHost.has(h)) byHost.set(h, g.name);
-  } else {
-    const hosts = [...graph.nodes.values()].filter((n) => n.kind === 'host');
-    const stem = (name) => name.replace(/\d+$/, '');
-    const stems = new Map();
-    for (const h of hosts) if (/\d$/.test(h.label)) stems.set(stem(h.label), (stems.get(stem(h.label)) ?? 0) + 1);
-    for (const h of hosts) {
-      if (/\d$/.test(h.label) && stems.get(stem(h.label)) >= 2) byHost.set(h.label, `${stem(h.label)}*`);
-      else {
-        const a = /^(\d+\.\d+\.\d+)\.\d+$/.exec(h.addresses?.[0] ?? '');
-        byHost.set(h.label, a ? `${a[1]}.0/24` : h.label);
-      }
-    }
-  }
+export function grouping(graph, groups, mode) {
+  const group = hostGrouper(graph, groups, mode);
+  const stored = (groups?.groups ?? []).length > 0;
+  const picked = !mode || mode === 'auto' ? (stored ? 'store' : 'automatic') : mode;
   return {
-    source: defined?.length ? 'store' : 'automatic',
+    source: picked,
     of(id) {
       const host = hostOf(graph, id);
-      if (host) return byHost.get(host.label) ?? '(no group)';
-      const n = graph.nodes.get(id);
+      const n = host ?? graph.nodes.get(id);
       if (!n) return '(unknown)';
-      if (n.internal) return 'internal (no agent)';
+      if (host || n.internal) return group(n)?.label ?? (host ? '(no group)' : 'internal (no agent)');
       return groupKey(n)?.label ?? 'outside';
     },
   };

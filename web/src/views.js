@@ -29,13 +29,11 @@ const OWN_KEYS = new Set(['show', 'mrows', 'mside', 'msort', 'tsort', 'tq']);
 
 /**
  * The view switch and the two views. `update(patch)` changes the shared
- * state as the map's controls do; `exported` says there is no API (groups
- * are then automatic).
+ * state as the map's controls do. Groups are the map's: the store's groups
+ * it fetched (or the export inlined) under the grouping its toolbar picked.
  */
 export class Views {
-  constructor({ update, exported }) {
-    /** The store's groups once fetched (null before; [] when there are none or no API). */
-    this.groups = exported ? [] : null;
+  constructor({ update }) {
     const own = (patch) => {
       if (!this.last || !Object.keys(patch).every((k) => OWN_KEYS.has(k))) return update(patch);
       // The views' own settings: into the link, and a redraw of the view alone.
@@ -53,15 +51,6 @@ export class Views {
     for (const b of document.querySelectorAll('#view-switch button[data-show]')) {
       b.addEventListener('click', () => own({ show: b.dataset.show === 'map' ? '' : b.dataset.show }));
     }
-  }
-
-  /** The groups of the store, fetched once; `redraw` runs when they arrive. */
-  fetchGroups(redraw) {
-    if (this.groups !== null || this.fetching) return;
-    this.fetching = getJson('api/v1/groups')
-      .then((doc) => (this.groups = doc.groups ?? []))
-      .catch(() => (this.groups = []))
-      .then(redraw);
   }
 
   /**
@@ -84,8 +73,7 @@ export class Views {
     }
     const edges = this.edgesFor.edges;
     if (show === 'matrix') {
-      if (app.state.mrows !== 'hosts') this.fetchGroups(() => this.render(...this.last));
-      this.matrix.render(app.graph, edges, app.state, range, grouping(app.graph, this.groups));
+      this.matrix.render(app.graph, edges, app.state, range, grouping(app.graph, app.groups, app.state.group));
     } else this.table.render(app.graph, edges, app.state, blocked);
   }
 }

@@ -29,12 +29,14 @@ const graph = normalizeGraph({
 });
 
 test('automatic groups: a name pattern shared by two hosts, else the /24; outside by network', () => {
-  const g = grouping(graph, []);
+  const g = grouping(graph, null);
   assert.equal(g.source, 'automatic');
   assert.equal(g.of('host:ws-01'), 'ws-*');
   assert.equal(g.of('service:fs:445/tcp'), '10.0.2.0/24');
   assert.equal(g.of('external:192.0.2.7'), '192.0.2.0/24');
-  const stored = grouping(graph, [{ name: 'clients', hosts: ['ws-01'] }, { name: 'also', hosts: ['ws-01', 'ws-02'] }]);
+  const stored = grouping(graph, { groups: [{ name: 'clients', hosts: ['ws-01'] }, { name: 'also', hosts: ['ws-01', 'ws-02'] }] });
+  assert.equal(stored.source, 'store');
+  assert.equal(grouping(graph, null, 'subnet').of('host:ws-01'), '10.0.1.0/24', 'the map\'s grouping switch holds here too');
   assert.equal(stored.of('host:ws-01'), 'clients', 'a host counts in the first group that has it');
   assert.equal(stored.of('host:ws-02'), 'also');
   assert.equal(stored.of('host:fs'), '(no group)');
@@ -42,7 +44,7 @@ test('automatic groups: a name pattern shared by two hosts, else the /24; outsid
 
 test('the matrix puts every edge in one cell: totals are the edges\' connections', () => {
   const edges = shownEdges(graph, { host: '', port: '', exe: '', user: '', dir: '', scope: '' }, { from: null, to: null });
-  const m = buildMatrix(graph, edges, { rows: 'groups', side: 'client', groups: grouping(graph, []) });
+  const m = buildMatrix(graph, edges, { rows: 'groups', side: 'client', groups: grouping(graph, null) });
   assert.equal(m.total, 15);
   assert.deepEqual(m.rows.map((r) => [r.key, r.total]), [['ws-*', 15]]);
   assert.deepEqual(m.cells.get('ws-*').get('445/tcp').count, 8);
