@@ -46,8 +46,8 @@ use rusqlite::Connection;
 
 use crate::{
     AgentId, AgentStatus, ConnectionQuery, ConnectionRecord, EdgeTotal, EventQuery, HostAddress,
-    HostGroup, HostLabel, HourlyEdgeTotal, IngestReport, KeyedEvent, Origin, RefusalCount,
-    Retention, RetentionReport, RollupQuery, Store, StoreError,
+    HostGroup, HostLabel, HourlyEdgeTotal, IngestReport, KeyedEvent, NameSighting, Origin,
+    RefusalCount, Retention, RetentionReport, RollupQuery, Store, StoreError,
 };
 use batch::Batch;
 use connection::{configure, Reader, Writer};
@@ -191,5 +191,9 @@ impl Store for SqliteStore {
 
     fn host_labels(&self) -> Result<Vec<HostLabel>, StoreError> {
         groups::host_labels(&self.reader)
+    }
+
+    fn remote_names(&self, query: &RollupQuery) -> Result<Vec<NameSighting>, StoreError> {
+        read::remote_names(&self.reader, query)
     }
 }
