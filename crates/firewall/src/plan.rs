@@ -11,6 +11,7 @@ use std::str::FromStr;
 use connscope_event::{Protocol, Timestamp};
 use serde::Serialize;
 
+use crate::by_name::NameRule;
 use crate::flow::{as_display, FlowDirection, ObservedFlow};
 use crate::net::{normalize, Prefix};
 
@@ -243,6 +244,10 @@ pub struct Plan {
     /// In a group's ruleset (`firewall plan --group`), the rules that only
     /// some members need; they are among `rules` too, so no member is blocked.
     pub exceptions: Vec<MemberException>,
+    /// Outbound rules by name (`--outbound by-name`, [`crate::by_name`]):
+    /// the flows they allow are not among `rules`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub named_rules: Vec<NameRule>,
 }
 
 /// A rule that no packet can match: an `ip6` rule on an IPv4-mapped address
@@ -374,6 +379,7 @@ pub fn plan(host: &str, flows: &[ObservedFlow], options: PlanOptions) -> Plan {
         loopback_flows,
         lost_peer_flows,
         exceptions: Vec::new(),
+        named_rules: Vec::new(),
     }
 }
 
