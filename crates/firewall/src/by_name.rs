@@ -69,8 +69,9 @@ pub fn split_by_name(
     options: PlanOptions,
 ) -> (Vec<ObservedFlow>, Vec<NameRule>) {
     let mut literal = Vec::new();
-    let mut by_name: BTreeMap<(String, Protocol), (BTreeSet<u16>, BTreeSet<IpAddr>, Evidence)> =
-        BTreeMap::new();
+    // (name, protocol) -> (ports, addresses, evidence)
+    type Seen = (BTreeSet<u16>, BTreeSet<IpAddr>, Evidence);
+    let mut by_name: BTreeMap<(String, Protocol), Seen> = BTreeMap::new();
     for flow in flows {
         let normal = flow.normalized();
         let named = (normal.direction == FlowDirection::Outbound
@@ -392,5 +393,112 @@ mod tests {
         assert_eq!(members.of(&flow(443)), [(set.clone(), Held::Always)]);
         assert_eq!(members.of(&flow(80)), [(set, Held::Partly)]);
         assert!(members.of(&flow(8443)).is_empty());
+    }
+
+    #[test]
+    fn a_rendered_by_name_plan_reads_back_with_empty_timeout_sets_and_checks_by_the_store() {
+        use crate::fleet::ExactPlanner;
+        use crate::generalise::{GroupPlanner, SubnetPlanner};
+        use crate::Outcome;
+
+        let hostile = "<img src=x onerror=alert(1)>\"; flush ruleset;\n.example";
+        let at = Timestamp::from_nanos(100 * H + 60_000_000_000);
+        let sighting = |name: &str, ip: &str| NameSighting {
+            hour: Timestamp::from_nanos(100 * H),
+            host: "ws1".into(),
+            remote_ip: ip.parse().unwrap(),
+            name: name.into(),
+            source: NameSource::Dns,
+            connections: 1,
+            first_seen: at,
+            last_seen: at,
+        };
+        let names = RemoteNames::from_sightings(&[
+            sighting(hostile, "203.0.113.7"),
+            sighting("www.example.org", "2001:db8::7"),
+        ]);
+        let flow = |remote: &str| {
+            FlowBuilder::new(
+                FlowDirection::Outbound,
+                if remote.contains(':') {
+                    "2001:db8::1"
+                } else {
+                    "10.0.0.1"
+                },
+                remote,
+                443,
+            )
+            .seen(at, at)
+            .build()
+        };
+        let flows = vec![flow("203.0.113.7"), flow("2001:db8::7"), flow("192.0.2.9")];
+        let fleet: FleetFlows = [("ws1".to_owned(), flows.clone())].into();
+        let options = PlanOptions::default();
+        let subnet = SubnetPlanner {
+            options,
+            ..SubnetPlanner::default()
+        };
+        let planners: [&dyn FleetPlanner; 3] = [
+            &ExactPlanner { options },
+            &subnet,
+            &GroupPlanner {
+                options,
+                min_share: 0.5,
+                ungrouped: subnet,
+            },
+        ];
+        for planner in planners {
+            let plans = plan_fleet_by_name(planner, &fleet, &[], &names, options);
+            let plan = &plans["ws1"];
+            assert_eq!(plan.named_rules.len(), 2, "{}", planner.name());
+            let text = crate::render::nft(plan);
+            assert!(!text.contains("flush ruleset;"), "{text}");
+            let ruleset = crate::nft::read_ruleset("plan.nft", &text).unwrap();
+            assert!(ruleset.unsupported.is_empty(), "{:?}", ruleset.unsupported);
+            let sets: Vec<_> = ruleset.tables[0]
+                .sets
+                .iter()
+                .filter(|s| s.name.starts_with("name"))
+                .collect();
+            assert_eq!(sets.len(), 4, "two names, two families each");
+            assert!(sets.iter().all(|s| s.elements.as_deref() == Some(&[][..])));
+            let outcomes = |verdicts: Vec<FlowVerdict>| -> Vec<Outcome> {
+                verdicts.into_iter().map(|v| v.outcome).collect()
+            };
+            assert_eq!(
+                outcomes(crate::check(&ruleset, &flows)),
+                [Outcome::Blocked, Outcome::Blocked, Outcome::Allowed],
+                "{}: empty sets",
+                planner.name()
+            );
+            let hours = [(Timestamp::from_nanos(100 * H), 1)];
+            let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+            let members = NameSetMembers::new(
+                "ws1",
+                [
+                    (
+                        ip("10.0.0.1"),
+                        ip("203.0.113.7"),
+                        443,
+                        Protocol::Tcp,
+                        &hours[..],
+                    ),
+                    (
+                        ip("2001:db8::1"),
+                        ip("2001:db8::7"),
+                        443,
+                        Protocol::Tcp,
+                        &hours[..],
+                    ),
+                ],
+                &names,
+            );
+            assert_eq!(
+                outcomes(check_with_name_sets(&ruleset, &flows, &members)),
+                [Outcome::Allowed, Outcome::Allowed, Outcome::Allowed],
+                "{}: sets as the store says",
+                planner.name()
+            );
+        }
     }
 }
