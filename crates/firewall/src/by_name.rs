@@ -25,37 +25,13 @@ use std::net::IpAddr;
 use connscope_event::{Family, Protocol, Timestamp};
 use connscope_names::name_set;
 use connscope_query::naming::RemoteNames;
-use serde::Serialize;
 
 use crate::check::{check_flow, FlowVerdict};
 use crate::fleet::{FleetFlows, FleetPlanner, GroupMembers};
-use crate::flow::{as_display, FlowDirection, ObservedFlow};
+use crate::flow::{FlowDirection, ObservedFlow};
 use crate::net::Prefix;
 use crate::nft::{Ruleset, Value};
-use crate::plan::{plan, Evidence, Plan, PlanOptions};
-
-/// An outbound allow rule for the addresses of one DNS name: `ip daddr
-/// @name4_... tcp dport 443 accept` and the IPv6 twin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NameRule {
-    /// The name as the host learned it, byte for byte (cleaned wherever
-    /// it is written into a ruleset).
-    pub name: String,
-    #[serde(serialize_with = "as_display")]
-    pub protocol: Protocol,
-    pub ports: Vec<u16>,
-    /// The addresses it was seen at, which the rule does not name: the set
-    /// is filled as the host resolves the name.
-    pub addresses_seen: Vec<IpAddr>,
-    pub evidence: Evidence,
-}
-
-impl NameRule {
-    /// The set of this name's `family` addresses.
-    pub fn set(&self, family: Family) -> String {
-        name_set(&self.name, family)
-    }
-}
+use crate::plan::{plan, Evidence, NameRule, Plan, PlanOptions};
 
 /// Splits `host`'s flows into those allowed by name and the rest: an
 /// outbound flow seen at least `options.min_count` times, to an address
@@ -145,29 +121,6 @@ pub fn plan_fleet_by_name(
             .named_rules = rules;
     }
     plans
-}
-
-/// The rules by name of several plans as one list: a rule per name and
-/// protocol, their ports and evidence merged (a group's ruleset).
-pub fn merge_name_rules<'a>(rules: impl IntoIterator<Item = &'a NameRule>) -> Vec<NameRule> {
-    let mut merged: BTreeMap<(String, Protocol), NameRule> = BTreeMap::new();
-    for rule in rules {
-        match merged.get_mut(&(rule.name.clone(), rule.protocol)) {
-            Some(m) => {
-                m.ports.extend(&rule.ports);
-                m.ports.sort_unstable();
-                m.ports.dedup();
-                m.addresses_seen.extend(&rule.addresses_seen);
-                m.addresses_seen.sort_unstable();
-                m.addresses_seen.dedup();
-                m.evidence.merge(&rule.evidence);
-            }
-            None => {
-                merged.insert((rule.name.clone(), rule.protocol), rule.clone());
-            }
-        }
-    }
-    merged.into_values().collect()
 }
 
 /// Whether a name's set held a flow's remote address.

@@ -548,7 +548,7 @@ pub fn group_plan(group: &GroupMembers, plans: &BTreeMap<String, Plan>) -> Plan 
         .rules
         .extend(exceptions.iter().map(|e| e.rule.clone()));
     result.exceptions = exceptions;
-    result.named_rules = crate::by_name::merge_name_rules(
+    result.named_rules = crate::plan::merge_name_rules(
         group
             .hosts
             .iter()

@@ -10,10 +10,9 @@ use std::fmt::Write as _;
 
 use connscope_event::{Family, Protocol, Timestamp};
 
-use crate::by_name::NameRule;
 use crate::flow::FlowDirection;
 use crate::net::Prefix;
-use crate::plan::{Evidence, IpFamily, Plan, PlanRule};
+use crate::plan::{Evidence, IpFamily, NameRule, Plan, PlanRule};
 use crate::sanitize::{basename, clean, comment, NFT_COMMENT_MAX};
 
 /// Peer lists at least this long go into a named set, so the rule stays
