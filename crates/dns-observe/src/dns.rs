@@ -84,14 +84,21 @@ pub fn parse_response(bytes: &[u8]) -> Result<Option<Answer>, DnsError> {
             Some((address, record.ttl.min(chain_ttl)))
         })
         .collect();
-    if addresses.is_empty() {
+    let asked = display_name(&question.name);
+    if addresses.is_empty() || !keepable(&asked) {
         return Ok(None);
     }
     Ok(Some(Answer {
-        asked: display_name(&question.name),
+        asked,
         chain,
         addresses,
     }))
+}
+
+/// Whether an event can carry `name`: a longer one is refused, never cut (a
+/// cut name is another name).
+pub(crate) fn keepable(name: &str) -> bool {
+    !name.is_empty() && name.len() <= connscope_event::MAX_REMOTE_NAME_LEN
 }
 
 /// A name as received: its labels' bytes joined by dots, without the root's

@@ -17,7 +17,8 @@ pub fn server_name(record: &[u8]) -> Option<String> {
                 TlsExtension::SNI(names) => names
                     .iter()
                     .find(|(kind, _)| *kind == SNIType::HostName)
-                    .map(|(_, name)| String::from_utf8_lossy(name).into_owned()),
+                    .map(|(_, name)| String::from_utf8_lossy(name).into_owned())
+                    .filter(|name| crate::dns::keepable(name)),
                 _ => None,
             })
         }
@@ -73,5 +74,6 @@ pub(crate) mod tests {
         assert_eq!(server_name(&hello[..hello.len() - 3]), None);
         assert_eq!(server_name(b"\x16\x03\x01\x00\x01\x02"), None);
         assert_eq!(server_name(b"GET / HTTP/1.1\r\n"), None);
+        assert_eq!(server_name(&client_hello(&[b'a'; 300])), None, "refused, not cut");
     }
 }
