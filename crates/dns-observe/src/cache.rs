@@ -34,8 +34,11 @@ pub struct NameCache {
     addresses_per_netns: usize,
     grace: Duration,
     dns: HashMap<u64, LruCache<IpAddr, CachedName>>,
-    sni: HashMap<u64, LruCache<(SocketAddr, SocketAddr), (Arc<str>, Instant)>>,
+    sni: HashMap<u64, LruCache<(SocketAddr, SocketAddr), SeenHello>>,
 }
+
+/// A ClientHello's server name and when it was seen.
+type SeenHello = (Arc<str>, Instant);
 
 /// How long a ClientHello's server name waits for its connection's event.
 const SNI_KEPT: Duration = Duration::from_secs(30);

@@ -74,6 +74,10 @@ pub(crate) mod tests {
         assert_eq!(server_name(&hello[..hello.len() - 3]), None);
         assert_eq!(server_name(b"\x16\x03\x01\x00\x01\x02"), None);
         assert_eq!(server_name(b"GET / HTTP/1.1\r\n"), None);
-        assert_eq!(server_name(&client_hello(&[b'a'; 300])), None, "refused, not cut");
+        assert_eq!(
+            server_name(&client_hello(&[b'a'; 300])),
+            None,
+            "refused, not cut"
+        );
     }
 }

@@ -418,8 +418,14 @@ impl<'a> From<&'a ConnectionEvent> for Wire<'a> {
                 port: ev.remote.port(),
                 bytes: close.map(|c| c.bytes_received),
                 packets: close.and_then(|c| c.packets_received),
-                domain: ev.remote_name.as_ref().map(|n| Cow::Borrowed(n.name.as_str())),
-                domain_source: ev.remote_name.as_ref().map(|n| Cow::Borrowed(n.source.as_str())),
+                domain: ev
+                    .remote_name
+                    .as_ref()
+                    .map(|n| Cow::Borrowed(n.name.as_str())),
+                domain_source: ev
+                    .remote_name
+                    .as_ref()
+                    .map(|n| Cow::Borrowed(n.source.as_str())),
             },
             process: ev.process.as_ref().map(|p| WireProcess {
                 pid: p.pid,
@@ -657,12 +663,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("field remote.domain_source: missing"));
-        let odd = line.replace(r#""bytes":4096}"#, r#""bytes":4096,"domain":"a.example","domain_source":"guess"}"#);
+        let odd = line.replace(
+            r#""bytes":4096}"#,
+            r#""bytes":4096,"domain":"a.example","domain_source":"guess"}"#,
+        );
         assert!(from_json_line(&odd)
             .unwrap_err()
             .to_string()
             .starts_with("field remote.domain_source: unknown name source"));
-        let local = line.replace(r#""bytes":120}"#, r#""bytes":120,"domain":"me.example","domain_source":"dns"}"#);
+        let local = line.replace(
+            r#""bytes":120}"#,
+            r#""bytes":120,"domain":"me.example","domain_source":"dns"}"#,
+        );
         assert_eq!(
             from_json_line(&local).unwrap_err().to_string(),
             "field local.domain: only the remote end is named"
