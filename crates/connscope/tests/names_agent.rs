@@ -489,3 +489,131 @@ fn name_sets_kept_by_the_agent_follow_a_moving_name_and_keep_unknown_names_out()
         agent.log()
     );
 }
+
+/// Issue 18's acceptance end to end: the agent names what the client did,
+/// the store keeps it, `firewall plan --outbound by-name` plans from the
+/// store, the plan is loaded with `nft -f` in the client's namespace, and
+/// the agent keeping its sets lets the client follow the name to its new
+/// address while an unknown name stays blocked; `firewall check` of the
+/// plan agrees with the kernel on the connections made under it.
+#[test]
+fn a_by_name_plan_from_the_store_follows_a_moving_name_with_the_agents_sets() {
+    use connscope_firewall::by_name::{check_with_name_sets, plan_fleet_by_name};
+    use connscope_firewall::from_store::{fleet_flows, name_set_members};
+    use connscope_firewall::test_support::FlowBuilder;
+    use connscope_firewall::{nft, render, ExactPlanner, FlowDirection, Outcome, PlanOptions};
+    use connscope_query::naming::RemoteNames;
+    use connscope_store::{AgentId, SqliteStore, Store, TimeRange};
+
+    let lab = Lab::new(DNS);
+    let mut records = vec![
+        "--no-resolv".to_owned(),
+        "--host-record=moving.test,192.0.2.10".to_owned(),
+        "--host-record=blocked.test,192.0.2.14".to_owned(),
+    ];
+    let server = lab.dnsmasq(&lab.server, DNS, &records_of(&records));
+    let store = SqliteStore::open(lab.dir.path().join("store.db")).unwrap();
+    // The agent sees every namespace: only the client's events are its history.
+    let inode = std::fs::metadata(format!("/run/netns/{}", lab.client.0))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
+    let ingest = |events: Vec<ConnectionEvent>| {
+        let client: Vec<ConnectionEvent> =
+            events.into_iter().filter(|e| e.netns == inode).collect();
+        let host = client[0].host.clone();
+        store.ingest(&AgentId(host), &client).unwrap();
+    };
+
+    // Learning: the agent names what the client does, without a firewall.
+    let host = {
+        let agent = lab.agent(&[]);
+        lab.getent("moving.test");
+        lab.curl("http://moving.test:8080/", &[]).unwrap();
+        lab.curl("http://192.0.2.16:8080/", &[]).unwrap();
+        assert_eq!(agent.name_of_connect("192.0.2.10:8080"), dns("moving.test"));
+        assert_eq!(agent.name_of_connect("192.0.2.16:8080"), None);
+        let events = agent.events();
+        let host = events[0].host.clone();
+        ingest(events);
+        host
+    };
+
+    let fleet = fleet_flows(&store, TimeRange::ALL)
+        .unwrap()
+        .into_iter()
+        .map(|(h, s)| (h, s.flows))
+        .collect();
+    let names = RemoteNames::load(&store, TimeRange::ALL).unwrap();
+    let options = PlanOptions::default();
+    let plans = plan_fleet_by_name(&ExactPlanner { options }, &fleet, &[], &names, options);
+    let plan = &plans[&host];
+    let named: Vec<&str> = plan.named_rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(named, ["moving.test"], "{plan:#?}");
+    let text = render::nft(plan);
+    let file = lab.dir.path().join("plan.nft");
+    std::fs::write(&file, &text).unwrap();
+    run(lab.client.command("nft").arg("-f").arg(&file));
+    // The agent records no flow of getent's and curl's DNS queries to the
+    // lab's server (so the plan has none): allowed by hand, as an admin
+    // would review it, or nothing resolves under the plan.
+    run(lab.client.command("nft").args([
+        "add",
+        "rule",
+        "inet",
+        "connscope",
+        "output",
+        "ip",
+        "daddr",
+        DNS,
+        "udp",
+        "dport",
+        "53",
+        "accept",
+    ]));
+
+    // Enforcing: the name moves; the agent keeps the sets.
+    server.stop();
+    records[1] = "--host-record=moving.test,192.0.2.11".to_owned();
+    let _server = lab.dnsmasq(&lab.server, DNS, &records_of(&records));
+    let agent = lab.agent(&["--nft-name-sets"]);
+    wait_for_or("the new record", WAIT, String::new, || {
+        lab.getent("moving.test").contains("192.0.2.11")
+    });
+    lab.curl("http://moving.test:8080/", &[])
+        .unwrap_or_else(|e| {
+            panic!(
+                "the moved name must be reachable: {e}\n{text}\n{}",
+                agent.log()
+            )
+        });
+    lab.curl("http://192.0.2.16:8080/", &[])
+        .expect("the literal address stays allowed");
+    let unknown = lab.curl("http://blocked.test:8080/", &[]);
+    assert!(unknown.is_err(), "an unknown name is blocked: {unknown:?}");
+    assert_eq!(agent.name_of_connect("192.0.2.11:8080"), dns("moving.test"));
+    ingest(agent.events());
+
+    // The check of the plan as written, its name sets filled from the
+    // store, agrees with what the kernel did.
+    let written = nft::read_ruleset("plan.nft", &text).unwrap();
+    let members = name_set_members(&store, &host, TimeRange::ALL).unwrap();
+    let local: std::net::IpAddr = "192.0.2.2".parse().unwrap();
+    let flow = |remote: &str| {
+        FlowBuilder::new(FlowDirection::Outbound, local, remote, 8080)
+            .seen(
+                connscope_event::Timestamp::now(),
+                connscope_event::Timestamp::now(),
+            )
+            .build()
+    };
+    let flows = [flow("192.0.2.11"), flow("192.0.2.16"), flow("192.0.2.14")];
+    let outcomes: Vec<Outcome> = check_with_name_sets(&written, &flows, &members)
+        .into_iter()
+        .map(|v| v.outcome)
+        .collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::Allowed, Outcome::Allowed, Outcome::Blocked],
+        "check agrees with the kernel"
+    );
+}
