@@ -123,6 +123,28 @@ pub fn plan_fleet_by_name(
     plans
 }
 
+/// A planner whose plans allow named outbound destinations by name: what a
+/// backtest runs as `exact+by-name` (`subnet+by-name`, ...). Its own
+/// `plan_fleet` plans as `inner`; the names are added by whoever holds
+/// them, through [`plan_fleet_by_name`].
+pub struct ByName {
+    pub inner: Box<dyn FleetPlanner + Send + Sync>,
+}
+
+impl FleetPlanner for ByName {
+    fn name(&self) -> String {
+        format!("{}+by-name", self.inner.name())
+    }
+
+    fn plan_fleet(&self, flows: &FleetFlows, groups: &[GroupMembers]) -> BTreeMap<String, Plan> {
+        self.inner.plan_fleet(flows, groups)
+    }
+
+    fn by_name(&self) -> bool {
+        true
+    }
+}
+
 /// Whether a name's set held a flow's remote address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Held {

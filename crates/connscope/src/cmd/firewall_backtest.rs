@@ -40,7 +40,8 @@ pub struct BacktestCmd {
     /// Test up to this time (default: now).
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     until: Option<String>,
-    /// The planners to compare, comma-separated (default: all).
+    /// The planners to compare, comma-separated: exact, subnet, group, each also as
+    /// NAME+by-name (named outbound destinations by name); default: the three.
     #[arg(long, value_name = "NAME,...")]
     planner: Option<String>,
     /// Also run rolling windows: learn this long, test the next --step, slide.
