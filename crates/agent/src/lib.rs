@@ -34,6 +34,7 @@
 //! output instead of syslog — and the agent runs in the foreground either way.
 
 mod backend;
+mod naming;
 pub mod output;
 mod privileges;
 mod sequence;
@@ -45,13 +46,15 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use connscope_capture::{CaptureBackend, CaptureConfig, CaptureError};
+use connscope_capture::{CaptureBackend, CaptureConfig, CaptureError, NetnsFilter};
+use connscope_dns_observe::{NameSetKeeper, Namespaces, Observer, ObserverConfig, ObserverError};
 use connscope_event::{ConnectionEvent, EventKind};
 use connscope_names::UserNames;
 use connscope_rules::RuleSet;
 
 pub use backend::BackendChoice;
 pub use connscope_sink::{LossCause, OutputError, RunStart, Sink};
+pub use naming::NamingConfig;
 pub use privileges::{PrivilegeError, RunAs};
 pub use sequence::{SequenceError, SequenceFile};
 
@@ -70,6 +73,8 @@ pub struct AgentConfig {
     pub run_as: Option<RunAs>,
     /// How many batches may wait for the outputs before capture drops them.
     pub queue_batches: usize,
+    /// Name remote ends from DNS answers and ClientHellos (`None`: `--no-names`).
+    pub naming: Option<NamingConfig>,
 }
 
 impl AgentConfig {
@@ -83,6 +88,7 @@ impl AgentConfig {
             state_dir: PathBuf::from("/var/lib/connscope"),
             run_as: None,
             queue_batches: 4096,
+            naming: Some(NamingConfig::default()),
         }
     }
 }
@@ -102,6 +108,8 @@ pub enum AgentError {
     Thread(std::io::Error),
     #[error("{0}")]
     Observer(std::io::Error),
+    #[error("names: {0}")]
+    Names(#[from] ObserverError),
 }
 
 /// Counters the agent keeps; logged on SIGUSR1 and at exit.
@@ -260,6 +268,7 @@ pub fn run_observed(
     let signals = block_signals().map_err(AgentError::Signals)?;
     let backend = backend::open_backend(config.backend, &config.capture)?;
     let sequence = SequenceFile::open(&config.state_dir)?;
+    let names = start_naming(config.naming.as_ref(), config.capture.netns)?;
     if let Some(run_as) = config.run_as {
         hand_state_to(&sequence, run_as)?;
         run_as.switch()?;
@@ -309,6 +318,7 @@ pub fn run_observed(
             sequence,
             outputs,
             losses_numbered: NumberedLosses::default(),
+            naming: names.as_ref().map(|names| names.naming()),
         };
         thread::Builder::new()
             .name("output".into())
@@ -331,6 +341,9 @@ pub fn run_observed(
     stop.store(true, Ordering::Relaxed);
     let capture_error = capture.join().expect("the capture thread does not panic");
     output.join().expect("the output thread does not panic");
+    if let Some(names) = names {
+        names.stop();
+    }
     let statistics = counters.snapshot();
     tracing::info!("statistics at exit: {statistics}");
     if let Some(err) = &capture_error {
@@ -340,6 +353,97 @@ pub fn run_observed(
         statistics,
         capture_error,
     })
+}
+
+/// The observer and, with `--nft-name-sets`, the set keeper.
+struct Names {
+    observer: Observer,
+    keeper: Option<(NameSetKeeper, Arc<AtomicBool>)>,
+    own_netns: u64,
+    sni_wait: Duration,
+}
+
+impl Names {
+    fn naming(&self) -> naming::Naming {
+        naming::Naming::new(self.observer.names(), self.own_netns, self.sni_wait)
+    }
+
+    fn stop(self) {
+        let stats = self.observer.stats();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        tracing::info!(
+            "names: {} packets, {} answers, {} hellos, {} malformed, {} dropped by the kernel",
+            get(&stats.packets),
+            get(&stats.answers),
+            get(&stats.hellos),
+            get(&stats.malformed),
+            get(&stats.kernel_dropped)
+        );
+        drop(self.observer);
+        if let Some((keeper, stop)) = self.keeper {
+            stop.store(true, Ordering::Relaxed);
+            let stats = keeper.stats();
+            tracing::info!(
+                "nft name sets: {} elements in {} batches, {} failed",
+                get(&stats.elements),
+                get(&stats.batches),
+                get(&stats.failures)
+            );
+        }
+    }
+}
+
+/// Starts naming. Without the privilege for packet sockets the agent runs
+/// on unnamed (and says so), unless it was asked to keep nft sets.
+fn start_naming(
+    config: Option<&NamingConfig>,
+    netns: NetnsFilter,
+) -> Result<Option<Names>, AgentError> {
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let observer_config = ObserverConfig {
+        namespaces: match netns {
+            NetnsFilter::Own => Namespaces::Own,
+            NetnsFilter::All => Namespaces::All,
+            NetnsFilter::Inode(inode) => Namespaces::Inode(inode),
+        },
+        addresses_per_netns: config.addresses_per_netns,
+        grace: config.grace,
+    };
+    let (sender, receiver) = if config.nft_name_sets {
+        let (sender, receiver) = mpsc::sync_channel(16_384);
+        (Some(sender), Some(receiver))
+    } else {
+        (None, None)
+    };
+    let observer = match Observer::start(&observer_config, sender) {
+        Ok(observer) => observer,
+        Err(err) if !config.nft_name_sets => {
+            tracing::warn!("names: {err}; connections are not named");
+            return Ok(None);
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let keeper = match receiver {
+        Some(receiver) => {
+            let stop = Arc::new(AtomicBool::new(false));
+            let keeper = NameSetKeeper::start(receiver, config.grace, stop.clone())
+                .map_err(AgentError::Thread)?;
+            Some((keeper, stop))
+        }
+        None => None,
+    };
+    tracing::info!(
+        nft_name_sets = config.nft_name_sets,
+        "names: from DNS answers and TLS ClientHellos"
+    );
+    Ok(Some(Names {
+        observer,
+        keeper,
+        own_netns: connscope_dns_observe::observer::own_netns().unwrap_or(0),
+        sni_wait: config.sni_wait,
+    }))
 }
 
 fn hand_state_to(sequence: &SequenceFile, run_as: RunAs) -> Result<(), AgentError> {
@@ -463,6 +567,7 @@ struct OutputStage {
     sequence: SequenceFile,
     outputs: Vec<Box<dyn Sink>>,
     losses_numbered: NumberedLosses,
+    naming: Option<naming::Naming>,
 }
 
 /// How many of the losses counted so far already have numbers, per cause.
@@ -488,9 +593,16 @@ impl OutputStage {
                 self.each_output(counters, |out| out.reopen());
             }
             self.number_losses(counters);
-            let mut events = match queue.recv_timeout(Duration::from_millis(200)) {
+            let mut wait = Duration::from_millis(200);
+            if let Some(due) = self.naming.as_ref().and_then(|n| n.next_due()) {
+                wait = wait.min(due.saturating_duration_since(Instant::now()));
+            }
+            let mut events = match queue.recv_timeout(wait) {
                 Ok(events) => events,
-                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.deliver_due(counters, false);
+                    continue;
+                }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut drained = false;
@@ -500,17 +612,34 @@ impl OutputStage {
                     Err(_) => drained = true,
                 }
             }
+            if let Some(naming) = &mut self.naming {
+                events = naming.take(events, Instant::now());
+            }
             self.deliver(events, counters);
+            self.deliver_due(counters, false);
             if drained {
                 self.each_output(counters, |out| out.flush());
             }
         }
         // The capture thread is gone: its last counts are final.
+        self.deliver_due(counters, true);
         self.number_losses(counters);
         self.each_output(counters, |out| out.close());
         if let Err(err) = self.sequence.close() {
             // Only a gap at the next start: the numbers stay reserved.
             tracing::error!("cannot give back the unused sequence numbers: {err}");
+        }
+    }
+
+    /// Delivers the connects whose wait for a name is over.
+    fn deliver_due(&mut self, counters: &Counters, everything: bool) {
+        let Some(naming) = &mut self.naming else {
+            return;
+        };
+        let due = naming.due(Instant::now(), everything);
+        if !due.is_empty() {
+            self.deliver(due, counters);
+            self.each_output(counters, |out| out.flush());
         }
     }
 
@@ -717,6 +846,7 @@ mod tests {
             sequence: SequenceFile::open(state.path()).unwrap(),
             outputs: vec![Box::new(Recording(seen.clone()))],
             losses_numbered: NumberedLosses::default(),
+            naming: None,
         };
         (stage, counters)
     }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::{
     CloseStats, ConnectFailure, ConnectionEvent, Direction, EventKind, Family, InvalidEvent,
-    ProcessInfo, Protocol, Timestamp, SCHEMA_VERSION,
+    NameSource, ProcessInfo, Protocol, RemoteName, Timestamp, SCHEMA_VERSION,
 };
 
 /// A JSON line that is not a valid connscope event.
@@ -91,6 +91,15 @@ fn write_json_object(out: &mut Vec<u8>, ev: &ConnectionEvent) {
         close.map(|c| c.bytes_received),
         close.and_then(|c| c.packets_received),
     );
+    if let Some(named) = &ev.remote_name {
+        // Inside the `remote` object: step back over its closing brace.
+        out.pop();
+        out.extend_from_slice(b",\"domain\":");
+        json_str(out, &named.name);
+        out.extend_from_slice(b",\"domain_source\":");
+        json_name(out, named.source.as_str());
+        out.push(b'}');
+    }
     if let Some(p) = &ev.process {
         out.extend_from_slice(b",\"process\":{\"pid\":");
         json_u64(out, p.pid.into());
@@ -271,8 +280,8 @@ struct Wire<'a> {
     event: WireEvent<'a>,
     host: WireHost<'a>,
     network: WireNetwork<'a>,
-    local: WireEndpoint,
-    remote: WireEndpoint,
+    local: WireEndpoint<'a>,
+    remote: WireEndpoint<'a>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     process: Option<WireProcess<'a>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -311,13 +320,18 @@ struct WireNetwork<'a> {
 
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
-struct WireEndpoint {
+struct WireEndpoint<'a> {
     ip: IpAddr,
     port: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     packets: Option<u64>,
+    /// Schema 1.1: the name the host learned for this end (remote only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    domain: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    domain_source: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -396,12 +410,22 @@ impl<'a> From<&'a ConnectionEvent> for Wire<'a> {
                 port: ev.local.port(),
                 bytes: close.map(|c| c.bytes_sent),
                 packets: close.and_then(|c| c.packets_sent),
+                domain: None,
+                domain_source: None,
             },
             remote: WireEndpoint {
                 ip: ev.remote.ip(),
                 port: ev.remote.port(),
                 bytes: close.map(|c| c.bytes_received),
                 packets: close.and_then(|c| c.packets_received),
+                domain: ev
+                    .remote_name
+                    .as_ref()
+                    .map(|n| Cow::Borrowed(n.name.as_str())),
+                domain_source: ev
+                    .remote_name
+                    .as_ref()
+                    .map(|n| Cow::Borrowed(n.source.as_str())),
             },
             process: ev.process.as_ref().map(|p| WireProcess {
                 pid: p.pid,
@@ -468,6 +492,31 @@ impl Wire<'_> {
             }
             (_, None) => None,
         };
+        if self.local.domain.is_some() || self.local.domain_source.is_some() {
+            return Err(JsonError::Field {
+                field: "local.domain",
+                reason: "only the remote end is named".into(),
+            });
+        }
+        let remote_name = match (self.remote.domain, self.remote.domain_source) {
+            (Some(name), Some(source)) => Some(RemoteName {
+                name: name.into_owned(),
+                source: field::<NameSource>("remote.domain_source", &source)?,
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(JsonError::Field {
+                    field: "remote.domain_source",
+                    reason: "missing: a name says how it was learned (dns or sni)".into(),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(JsonError::Field {
+                    field: "remote.domain_source",
+                    reason: "a source without a remote.domain".into(),
+                })
+            }
+        };
         let mut event = ConnectionEvent {
             kind,
             timestamp: field::<Timestamp>("@timestamp", &self.timestamp)?,
@@ -492,7 +541,7 @@ impl Wire<'_> {
             close,
             failure,
             preexisting: self.connscope.preexisting,
-            remote_name: None,
+            remote_name,
         };
         // The declared family is that of the addresses as written, before an
         // older agent's IPv4-mapped pair is read as the IPv4 it is.
@@ -555,6 +604,81 @@ mod tests {
             r#"{"@timestamp":"2026-11-24T19:22:17.000123456Z","event":{"action":"disconnect","sequence":42,"duration":1500000},"host":{"name":"ws1","netns":4026531840},"network":{"transport":"tcp","type":"ipv6","direction":"outgoing"},"local":{"ip":"2001:db8::1","port":40000,"bytes":120},"remote":{"ip":"2001:db8::2","port":443,"bytes":4096},"process":{"pid":1234,"executable":"/usr/bin/curl","name":"curl","command_line":"curl https://example.org","cgroup":"/user.slice"},"user":{"id":1000,"name":"joe"},"connscope":{"version":1}}"#
         );
         assert_eq!(from_json_line(&line).unwrap(), full_disconnect());
+    }
+
+    #[test]
+    fn a_named_remote_end_is_written_in_remote_and_read_back() {
+        let mut ev = full_disconnect();
+        ev.remote_name = Some(RemoteName {
+            name: "www.example.org".into(),
+            source: NameSource::Dns,
+        });
+        let line = to_json_line(&ev);
+        assert!(
+            line.contains(r#""remote":{"ip":"2001:db8::2","port":443,"bytes":4096,"domain":"www.example.org","domain_source":"dns"}"#),
+            "{line}"
+        );
+        assert_eq!(from_json_line(&line).unwrap(), ev);
+        // A version 1.0 line (no name) still reads, as unnamed.
+        let old = to_json_line(&full_disconnect());
+        assert!(!old.contains("domain"));
+        assert_eq!(from_json_line(&old).unwrap().remote_name, None);
+    }
+
+    #[test]
+    fn hostile_names_survive_byte_for_byte_and_long_ones_are_refused() {
+        for hostile in [
+            "<img src=x onerror=alert(1)>.example",
+            "a\"; flush ruleset; \".example",
+            "bücher.example",
+            "\u{7}\n\u{0}.example",
+            &"x".repeat(253),
+        ] {
+            let mut ev = full_disconnect();
+            ev.remote_name = Some(RemoteName {
+                name: hostile.into(),
+                source: NameSource::Sni,
+            });
+            let line = to_json_line(&ev);
+            assert!(!line.contains('\n'));
+            assert_eq!(from_json_line(&line).unwrap(), ev, "{hostile:?}");
+        }
+        let mut ev = full_disconnect();
+        ev.remote_name = Some(RemoteName {
+            name: "y".repeat(254),
+            source: NameSource::Sni,
+        });
+        let err = from_json_line(&to_json_line(&ev)).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "the remote name is 254 bytes long; at most 253 are kept"
+        );
+    }
+
+    #[test]
+    fn a_name_without_its_source_or_on_the_local_end_is_refused() {
+        let line = to_json_line(&full_disconnect());
+        let unsourced = line.replace(r#""bytes":4096}"#, r#""bytes":4096,"domain":"a.example"}"#);
+        assert!(from_json_line(&unsourced)
+            .unwrap_err()
+            .to_string()
+            .starts_with("field remote.domain_source: missing"));
+        let odd = line.replace(
+            r#""bytes":4096}"#,
+            r#""bytes":4096,"domain":"a.example","domain_source":"guess"}"#,
+        );
+        assert!(from_json_line(&odd)
+            .unwrap_err()
+            .to_string()
+            .starts_with("field remote.domain_source: unknown name source"));
+        let local = line.replace(
+            r#""bytes":120}"#,
+            r#""bytes":120,"domain":"me.example","domain_source":"dns"}"#,
+        );
+        assert_eq!(
+            from_json_line(&local).unwrap_err().to_string(),
+            "field local.domain: only the remote end is named"
+        );
     }
 
     #[test]
@@ -685,8 +809,10 @@ mod tests {
             netns: u64,
             kind in prop::sample::select(EventKind::ALL),
             packets: (Option<u64>, Option<u64>),
+            remote_name in prop::option::of(("(\\PC|[\u{0}-\u{1f}\u{7f}\"\\\\]){1,16}", prop::sample::select(NameSource::ALL))),
         ) {
             let mut ev = full_disconnect();
+            ev.remote_name = remote_name.map(|(name, source)| RemoteName { name, source });
             ev.kind = kind;
             ev.host = host;
             ev.netns = netns;

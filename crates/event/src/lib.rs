@@ -112,11 +112,17 @@ pub enum NameSource {
     Sni,
 }
 
+/// The longest name kept, in bytes: the longest DNS name in text form
+/// (RFC 1035's 255 wire bytes, less the length bytes). A longer "name" (an
+/// SNI can claim 64 KiB) is refused, never cut: a cut name is another name.
+pub const MAX_REMOTE_NAME_LEN: usize = 253;
+
 /// The name of a connection's remote end, as the host itself learned it.
 ///
 /// Names come from the network: `name` is kept exactly as received (it may
 /// hold any bytes a DNS label can, shown escaped downstream), never resolved
-/// by connscope.
+/// by connscope. At most [`MAX_REMOTE_NAME_LEN`] bytes and not empty
+/// ([`ConnectionEvent::validate`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RemoteName {
     /// The name the process asked for (the first name of the CNAME chain
@@ -178,6 +184,10 @@ pub enum InvalidEvent {
     CloseStatsMismatch(EventKind),
     #[error("a {0} event must carry a failure reason exactly when it is a failed connect")]
     FailureMismatch(EventKind),
+    #[error("the remote name is {0} bytes long; at most {MAX_REMOTE_NAME_LEN} are kept")]
+    NameTooLong(usize),
+    #[error("the remote name is empty")]
+    EmptyName,
 }
 
 impl ConnectionEvent {
@@ -261,6 +271,14 @@ impl ConnectionEvent {
         if self.failure.is_some() != (self.kind == EventKind::ConnectFailed) {
             return Err(InvalidEvent::FailureMismatch(self.kind));
         }
+        if let Some(named) = &self.remote_name {
+            if named.name.len() > MAX_REMOTE_NAME_LEN {
+                return Err(InvalidEvent::NameTooLong(named.name.len()));
+            }
+            if named.name.is_empty() {
+                return Err(InvalidEvent::EmptyName);
+            }
+        }
         Ok(())
     }
 }
@@ -321,6 +339,7 @@ named_enum!(Direction, "direction", {
     Incoming => "incoming",
     Unknown => "unknown",
 });
+named_enum!(NameSource, "name source", { Dns => "dns", Sni => "sni" });
 named_enum!(ConnectFailure, "failure reason", {
     Refused => "refused",
     Timeout => "timeout",
@@ -374,6 +393,26 @@ mod tests {
             ev.validate(),
             Err(InvalidEvent::FailureMismatch(EventKind::ConnectFailed))
         );
+    }
+
+    #[test]
+    fn a_remote_name_is_kept_up_to_253_bytes_and_refused_beyond() {
+        let mut ev = sample();
+        let named = |name: String| {
+            Some(RemoteName {
+                name,
+                source: NameSource::Sni,
+            })
+        };
+        ev.remote_name = named("x".repeat(MAX_REMOTE_NAME_LEN));
+        assert_eq!(ev.validate(), Ok(()));
+        ev.remote_name = named("x".repeat(255));
+        assert_eq!(
+            ev.validate().unwrap_err().to_string(),
+            "the remote name is 255 bytes long; at most 253 are kept"
+        );
+        ev.remote_name = named(String::new());
+        assert_eq!(ev.validate(), Err(InvalidEvent::EmptyName));
     }
 
     #[test]

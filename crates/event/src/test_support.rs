@@ -16,8 +16,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::{
-    CloseStats, ConnectFailure, ConnectionEvent, Direction, EventKind, ProcessInfo, Protocol,
-    Timestamp,
+    CloseStats, ConnectFailure, ConnectionEvent, Direction, EventKind, NameSource, ProcessInfo,
+    Protocol, RemoteName, Timestamp,
 };
 
 /// What a test may give as one end of a connection.
@@ -147,6 +147,19 @@ impl EventBuilder {
     pub fn comm(mut self, comm: impl Into<String>) -> EventBuilder {
         let process = self.event.process.get_or_insert_with(Arc::default);
         Arc::make_mut(process).comm = Some(comm.into());
+        self
+    }
+
+    /// The remote end named `name`, learned from a DNS answer.
+    pub fn named(self, name: impl Into<String>) -> EventBuilder {
+        self.named_by(name, NameSource::Dns)
+    }
+
+    pub fn named_by(mut self, name: impl Into<String>, source: NameSource) -> EventBuilder {
+        self.event.remote_name = Some(RemoteName {
+            name: name.into(),
+            source,
+        });
         self
     }
 

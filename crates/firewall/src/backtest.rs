@@ -29,16 +29,18 @@ use std::net::IpAddr;
 use connscope_event::{Direction, Protocol, Timestamp};
 use connscope_query::groups::MembersError;
 use connscope_query::join::HostDirectory;
+use connscope_query::naming::RemoteNames;
 use connscope_query::{logged_edge, EdgeId};
 use connscope_store::{Store, StoreError, TimeRange};
 use serde::Serialize;
 
+use crate::by_name::{check_with_name_sets, plan_fleet_by_name, NameSetMembers};
 use crate::check::{check, Outcome};
 use crate::fleet::{FleetFlows, FleetPlanner, GroupMembers};
 use crate::flow::{as_display, FlowDirection, ObservedFlow};
-use crate::from_store::{fleet_flows, fleet_groups};
+use crate::from_store::{fleet_flows, fleet_groups, name_set_members};
 use crate::nft::{read_ruleset, RulesetError};
-use crate::plan::{plan, Plan};
+use crate::plan::{plan, Plan, PlanOptions};
 use crate::render;
 
 /// Why a backtest could not run.
@@ -203,11 +205,33 @@ pub fn backtest(
     test: &FleetFlows,
     groups: &[GroupMembers],
 ) -> Result<Backtest, BacktestError> {
+    backtest_named(planners, learn, test, groups, &BacktestNames::default())
+}
+
+/// [`backtest`], by-name planners planning with `names.learned` and every
+/// plan judged with the name sets of `names.tested`.
+pub fn backtest_named(
+    planners: &[&dyn FleetPlanner],
+    learn: &FleetFlows,
+    test: &FleetFlows,
+    groups: &[GroupMembers],
+    names: &BacktestNames,
+) -> Result<Backtest, BacktestError> {
     let learned_services: BTreeSet<Service> = learn.values().flatten().map(service_of).collect();
     let planners = planners
         .iter()
         .map(|planner| {
-            let plans = planner.plan_fleet(learn, groups);
+            let plans = if planner.by_name() {
+                plan_fleet_by_name(
+                    *planner,
+                    learn,
+                    groups,
+                    &names.learned,
+                    PlanOptions::default(),
+                )
+            } else {
+                planner.plan_fleet(learn, groups)
+            };
             let hosts = test
                 .iter()
                 .map(|(host, flows)| {
@@ -220,7 +244,15 @@ pub fn backtest(
                             &fallback
                         }
                     };
-                    judge_host(host, host_plan, learned.is_none(), flows, &learned_services)
+                    let members = names.tested.get(host);
+                    judge_host(
+                        host,
+                        host_plan,
+                        learned.is_none(),
+                        flows,
+                        &learned_services,
+                        members,
+                    )
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(summarise(planner.name(), hosts))
@@ -235,6 +267,7 @@ fn judge_host(
     no_history: bool,
     flows: &[ObservedFlow],
     learned_services: &BTreeSet<Service>,
+    name_sets: Option<&NameSetMembers>,
 ) -> Result<HostResult, BacktestError> {
     let text = render::nft(plan);
     let ruleset =
@@ -242,7 +275,10 @@ fn judge_host(
             host: host.to_owned(),
             source,
         })?;
-    let verdicts = check(&ruleset, flows);
+    let verdicts = match name_sets {
+        Some(members) => check_with_name_sets(&ruleset, flows, members),
+        None => check(&ruleset, flows),
+    };
     let mut blocked = Vec::new();
     for (flow, verdict) in flows.iter().zip(verdicts) {
         if verdict.outcome == Outcome::Allowed {
@@ -296,7 +332,17 @@ fn flows_only(stored: BTreeMap<String, crate::from_store::StoredFlows>) -> Fleet
     stored.into_iter().map(|(h, s)| (h, s.flows)).collect()
 }
 
-/// [`backtest`] on the store: learn on `learn`, replay `test`.
+/// What by-name planners ([`crate::by_name::ByName`]) need: the names the
+/// hosts learned in the learning window, and per host, the name sets the
+/// test window's named connections filled (as `firewall check` fills them).
+#[derive(Debug, Clone, Default)]
+pub struct BacktestNames {
+    pub learned: RemoteNames,
+    pub tested: BTreeMap<String, NameSetMembers>,
+}
+
+/// [`backtest`] on the store: learn on `learn`, replay `test`; with the
+/// store's names when a planner plans by name.
 pub fn backtest_store(
     store: &dyn Store,
     planners: &[&dyn FleetPlanner],
@@ -304,9 +350,18 @@ pub fn backtest_store(
     test: TimeRange,
     groups: &[GroupMembers],
 ) -> Result<Backtest, BacktestError> {
-    let learn = flows_only(fleet_flows(store, learn)?);
-    let test = flows_only(fleet_flows(store, test)?);
-    backtest(planners, &learn, &test, groups)
+    let learn_flows = flows_only(fleet_flows(store, learn)?);
+    let test_flows = flows_only(fleet_flows(store, test)?);
+    let mut names = BacktestNames::default();
+    if planners.iter().any(|p| p.by_name()) {
+        names.learned = RemoteNames::load(store, learn)?;
+        for host in test_flows.keys() {
+            names
+                .tested
+                .insert(host.clone(), name_set_members(store, host, test)?);
+        }
+    }
+    backtest_named(planners, &learn_flows, &test_flows, groups, &names)
 }
 
 /// Names every blocked edge with the graph edge it falls on, as the map's
@@ -448,6 +503,11 @@ pub struct BacktestArgError {
 pub const PLANNERS: &[&str] = &["exact", "subnet", "group"];
 
 fn planner_named(name: &str) -> Option<Box<dyn FleetPlanner + Send + Sync>> {
+    if let Some(inner) = name.strip_suffix("+by-name") {
+        return planner_named(inner).map(|inner| {
+            Box::new(crate::by_name::ByName { inner }) as Box<dyn FleetPlanner + Send + Sync>
+        });
+    }
     match name {
         "exact" => Some(Box::new(crate::fleet::ExactPlanner::default())),
         "subnet" => Some(Box::new(crate::generalise::SubnetPlanner::default())),
@@ -529,7 +589,10 @@ impl BacktestArgs {
             .map(|name| {
                 planner_named(name).ok_or_else(|| BacktestArgError {
                     name: "planner",
-                    reason: format!("{name:?}: expected one of {}", PLANNERS.join(", ")),
+                    reason: format!(
+                        "{name:?}: expected one of {} (each also as NAME+by-name)",
+                        PLANNERS.join(", ")
+                    ),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -638,6 +638,11 @@ fn eval_match(table: &Table, m: &Match, packet: &Packet, site: Site) -> Result<b
         Values::List(list) => list,
         Values::Set(name) => match table.sets.iter().find(|s| &s.name == name) {
             None => return Err(format!("no set @{name} in table {}", table.name)),
+            Some(set) if matches!(actual, Actual::Ip(ip) if set.partly.contains(&ip)) => {
+                return Err(format!(
+                    "@{name} held the address during only part of the flow's connections"
+                ))
+            }
             Some(set) => match &set.elements {
                 Some(list) => list,
                 None => {

@@ -36,6 +36,13 @@ pub trait FleetPlanner {
 
     /// A plan for every host of `flows`.
     fn plan_fleet(&self, flows: &FleetFlows, groups: &[GroupMembers]) -> BTreeMap<String, Plan>;
+
+    /// Whether outbound destinations the hosts learned names for are to be
+    /// allowed by name (the `by_name` wrapper); whoever holds the names
+    /// plans so, as a backtest does.
+    fn by_name(&self) -> bool {
+        false
+    }
 }
 
 /// Each host allowed exactly what it was seen doing: the strictest plans.

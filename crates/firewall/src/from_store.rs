@@ -6,10 +6,12 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use connscope_event::{Direction, Protocol};
+use connscope_event::{Direction, Protocol, Timestamp};
 use connscope_query::groups::{members, Cidr, MembersError};
+use connscope_query::naming::RemoteNames;
 use connscope_store::{GroupKind, RollupQuery, Store, StoreError, TimeRange};
 
+use crate::by_name::NameSetMembers;
 use crate::fleet::GroupMembers;
 use crate::flow::{FlowDirection, ObservedFlow};
 use crate::net::Prefix;
@@ -75,6 +77,47 @@ pub fn fleet_groups(
             hosts: group.hosts.into_iter().collect(),
         })
         .collect())
+}
+
+/// Which name sets held the remote address of each of `host`'s outbound
+/// flows in `range`, hour by hour, as the store's named connections say
+/// ([`crate::by_name`]): what `firewall check` fills a ruleset's name sets
+/// with.
+pub fn name_set_members(
+    store: &dyn Store,
+    host: &str,
+    range: TimeRange,
+) -> Result<NameSetMembers, StoreError> {
+    let names = RemoteNames::load(store, range)?;
+    let totals = store.edge_totals_by_hour(&RollupQuery {
+        range,
+        host: Some(host.to_owned()),
+    })?;
+    type Key = (IpAddr, IpAddr, u16, Protocol);
+    let mut hours: BTreeMap<Key, BTreeMap<Timestamp, u64>> = BTreeMap::new();
+    for hourly in totals {
+        let t = &hourly.total;
+        if t.host != host || t.direction != Direction::Outgoing {
+            continue;
+        }
+        let edge = hours
+            .entry((t.local_ip, t.remote_ip, t.service_port, t.protocol))
+            .or_default();
+        for (hour, connections) in hourly.hours {
+            *edge.entry(hour).or_default() += connections;
+        }
+    }
+    let hours: Vec<(Key, Vec<(Timestamp, u64)>)> = hours
+        .into_iter()
+        .map(|(key, by_hour)| (key, by_hour.into_iter().collect()))
+        .collect();
+    Ok(NameSetMembers::new(
+        host,
+        hours.iter().map(|((local, remote, port, protocol), h)| {
+            (*local, *remote, *port, *protocol, &h[..])
+        }),
+        &names,
+    ))
 }
 
 /// One host's flows, or every host's: summed per edge, per host.

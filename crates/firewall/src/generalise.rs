@@ -561,6 +561,13 @@ pub fn group_plan(group: &GroupMembers, plans: &BTreeMap<String, Plan>) -> Plan 
         .rules
         .extend(exceptions.iter().map(|e| e.rule.clone()));
     result.exceptions = exceptions;
+    result.named_rules = crate::plan::merge_name_rules(
+        group
+            .hosts
+            .iter()
+            .filter_map(|member| plans.get(member))
+            .flat_map(|plan| &plan.named_rules),
+    );
     result
 }
 

@@ -2,6 +2,8 @@
 //!
 //! - [`plan()`] turns one host's observed flows ([`ObservedFlow`]) into an
 //!   allowlist ([`Plan`]); [`render`] writes it as nftables or iptables-restore.
+//! - [`by_name`] allows outbound destinations by the DNS name the host
+//!   learned for them (nft sets the agent fills) instead of their addresses.
 //! - [`fleet`] and [`generalise`] plan many hosts at once, from their groups'
 //!   and subnets' evidence as well as their own.
 //! - [`nft`] reads a proposed or loaded ruleset (text or `nft -j` JSON) into a
@@ -22,6 +24,7 @@
 //! lives in the `connscope` binary, so tests feed flows directly.
 
 pub mod backtest;
+pub mod by_name;
 pub mod check;
 pub mod diff;
 pub mod fleet;

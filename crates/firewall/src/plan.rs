@@ -8,7 +8,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use connscope_event::{Protocol, Timestamp};
+use connscope_event::{Family, Protocol, Timestamp};
+use connscope_names::name_set;
 use serde::{Deserialize, Serialize};
 
 use crate::flow::{as_display, FlowDirection, ObservedFlow};
@@ -219,6 +220,52 @@ pub struct MemberException {
     pub rule: PlanRule,
 }
 
+/// An outbound allow rule for the addresses of one DNS name: `ip daddr
+/// @name4_... tcp dport 443 accept` and the IPv6 twin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NameRule {
+    /// The name as the host learned it, byte for byte (cleaned wherever
+    /// it is written into a ruleset).
+    pub name: String,
+    #[serde(serialize_with = "as_display")]
+    pub protocol: Protocol,
+    pub ports: Vec<u16>,
+    /// The addresses it was seen at, which the rule does not name: the set
+    /// is filled as the host resolves the name.
+    pub addresses_seen: Vec<IpAddr>,
+    pub evidence: Evidence,
+}
+
+impl NameRule {
+    /// The set of this name's `family` addresses.
+    pub fn set(&self, family: Family) -> String {
+        name_set(&self.name, family)
+    }
+}
+
+/// The rules by name of several plans as one list: a rule per name and
+/// protocol, their ports and evidence merged (a group's ruleset).
+pub fn merge_name_rules<'a>(rules: impl IntoIterator<Item = &'a NameRule>) -> Vec<NameRule> {
+    let mut merged: BTreeMap<(String, Protocol), NameRule> = BTreeMap::new();
+    for rule in rules {
+        match merged.get_mut(&(rule.name.clone(), rule.protocol)) {
+            Some(m) => {
+                m.ports.extend(&rule.ports);
+                m.ports.sort_unstable();
+                m.ports.dedup();
+                m.addresses_seen.extend(&rule.addresses_seen);
+                m.addresses_seen.sort_unstable();
+                m.addresses_seen.dedup();
+                m.evidence.merge(&rule.evidence);
+            }
+            None => {
+                merged.insert((rule.name.clone(), rule.protocol), rule.clone());
+            }
+        }
+    }
+    merged.into_values().collect()
+}
+
 /// A flow the plan does not allow, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReviewItem {
@@ -243,6 +290,10 @@ pub struct Plan {
     /// In a group's ruleset (`firewall plan --group`), the rules that only
     /// some members need; they are among `rules` too, so no member is blocked.
     pub exceptions: Vec<MemberException>,
+    /// Outbound rules by name (`--outbound by-name`, `crate::by_name`):
+    /// the flows they allow are not among `rules`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub named_rules: Vec<NameRule>,
 }
 
 /// A rule that no packet can match: an `ip6` rule on an IPv4-mapped address
@@ -374,6 +425,7 @@ pub fn plan(host: &str, flows: &[ObservedFlow], options: PlanOptions) -> Plan {
         loopback_flows,
         lost_peer_flows,
         exceptions: Vec::new(),
+        named_rules: Vec::new(),
     }
 }
 

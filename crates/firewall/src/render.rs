@@ -8,11 +8,11 @@
 
 use std::fmt::Write as _;
 
-use connscope_event::{Protocol, Timestamp};
+use connscope_event::{Family, Protocol, Timestamp};
 
 use crate::flow::FlowDirection;
 use crate::net::Prefix;
-use crate::plan::{Evidence, IpFamily, Plan, PlanRule};
+use crate::plan::{Evidence, IpFamily, NameRule, Plan, PlanRule};
 use crate::sanitize::{basename, clean, comment, NFT_COMMENT_MAX};
 
 /// Peer lists at least this long go into a named set, so the rule stays
@@ -170,6 +170,7 @@ pub fn nft_ending(plan: &Plan, end: ChainEnd) -> String {
         out.push_str("\t\t}\n\t}\n\n");
         set_names[index] = Some(name);
     }
+    write_name_sets(&mut out, plan);
 
     for direction in [FlowDirection::Inbound, FlowDirection::Outbound] {
         let (chain, hook, iface, icmp, icmpv6, peer_dir) = match direction {
@@ -213,6 +214,9 @@ pub fn nft_ending(plan: &Plan, end: ChainEnd) -> String {
                 comment(&rule_text(rule), NFT_COMMENT_MAX)
             );
         }
+        if direction == FlowDirection::Outbound {
+            write_name_rules(&mut out, plan);
+        }
         let (log, reject) = match end {
             ChainEnd::Drop { reject } => (None, reject),
             ChainEnd::Audit { log_group } => (Some((WOULD_BLOCK_PREFIX, log_group)), false),
@@ -235,6 +239,51 @@ pub fn nft_ending(plan: &Plan, end: ChainEnd) -> String {
     }
     out.push_str("}\n");
     out
+}
+
+/// The sets of the names the plan allows, one per name and family, empty:
+/// the agent on the host fills them from the DNS answers it sees
+/// (`connscope agent --nft-name-sets`), each address with its answer's TTL.
+fn write_name_sets(out: &mut String, plan: &Plan) {
+    let mut declared = std::collections::BTreeSet::new();
+    for rule in &plan.named_rules {
+        for (family, ty) in [(Family::Ipv4, "ipv4_addr"), (Family::Ipv6, "ipv6_addr")] {
+            let set = rule.set(family);
+            if declared.insert(set.clone()) {
+                let _ = writeln!(
+                    out,
+                    "\tset {set} {{\n\t\ttype {ty}\n\t\tflags timeout\n\t\tcomment \"{}\"\n\t}}\n",
+                    comment(&format!("name {}", rule.name), NFT_COMMENT_MAX)
+                );
+            }
+        }
+    }
+}
+
+/// The comment of a rule by name: the name first (cleaned: a hostile name
+/// cannot break the comment), then the evidence.
+pub fn name_rule_text(rule: &NameRule) -> String {
+    format!("name {}, {}", rule.name, evidence_text(&rule.evidence))
+}
+
+/// `ip daddr @name4_... tcp dport 443 accept` and its IPv6 twin per rule.
+fn write_name_rules(out: &mut String, plan: &Plan) {
+    if plan.named_rules.is_empty() {
+        return;
+    }
+    out.push_str("\n\t\t# by name: the sets hold the addresses the host resolved\n");
+    for rule in &plan.named_rules {
+        for (family, ipkw) in [(Family::Ipv4, "ip"), (Family::Ipv6, "ip6")] {
+            let _ = writeln!(
+                out,
+                "\t\t{ipkw} daddr @{} {} dport {} accept comment \"{}\"",
+                rule.set(family),
+                proto(rule.protocol),
+                braced(&rule.ports),
+                comment(&name_rule_text(rule), NFT_COMMENT_MAX)
+            );
+        }
+    }
 }
 
 fn write_review_comments(out: &mut String, plan: &Plan) {

@@ -7,7 +7,8 @@
 //! - `service:NAME:PORT/PROTO`, a service on a monitored host (its `host` field
 //!   names the host node it belongs to);
 //! - `external:IP`, an address that is no monitored host (it may still be
-//!   internal, see [`crate::scope`]).
+//!   internal, see [`crate::scope`]); with the `name` hosts knew it by and
+//!   its registered `domain` when one is known ([`crate::naming`]).
 //!
 //! An edge goes from the client's node (host or external) to the server's
 //! node (service or external) and sums the joined edges between them; its
@@ -28,6 +29,7 @@ use serde::Serialize;
 use crate::join::{
     add_processes, load_joined, users_of, CountRule, HostDirectory, JoinedEdge, ProcessUse,
 };
+use crate::naming::{domain_of, shown as shown_name, RemoteNames};
 use crate::report::rfc3339;
 use crate::scope::is_internal;
 
@@ -248,9 +250,17 @@ pub enum Node {
     },
     External {
         id: NodeId,
+        /// The name when one is known, else the address.
         label: String,
         ip: IpAddr,
         internal: bool,
+        /// The name hosts knew the address by (the one they used most, see
+        /// [`crate::naming`]), byte for byte; the map escapes it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// The registered domain of `name`: the map folds external nodes by it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        domain: Option<String>,
     },
 }
 
@@ -358,8 +368,9 @@ pub fn build_graph(
     filter: &GraphFilter,
 ) -> Result<Graph, StoreError> {
     let (edges, hosts) = load_joined(store, range)?;
+    let names = RemoteNames::load(store, range)?;
     let shown: Vec<&JoinedEdge> = edges.iter().filter(|e| filter.matches(e, &hosts)).collect();
-    let mut graph = graph_of(shown.iter().copied(), &hosts, range);
+    let mut graph = graph_of(shown.iter().copied(), &hosts, &names, range);
     graph.timeline = timeline(range, &shown);
     graph.data_span = data_span(store)?;
     Ok(graph)
@@ -447,6 +458,7 @@ impl TimelineGrid {
 fn graph_of<'a>(
     edges: impl Iterator<Item = &'a JoinedEdge>,
     hosts: &HostDirectory,
+    names: &RemoteNames,
     range: TimeRange,
 ) -> Graph {
     let mut nodes: BTreeMap<NodeId, Node> = BTreeMap::new();
@@ -459,11 +471,16 @@ fn graph_of<'a>(
                     host_addrs.entry(host.clone()).or_default().insert(ip);
                 }
                 None => {
-                    nodes.entry(node.clone()).or_insert_with(|| Node::External {
-                        id: node.clone(),
-                        label: ip.to_string(),
-                        ip,
-                        internal: is_internal(ip, hosts),
+                    nodes.entry(node.clone()).or_insert_with(|| {
+                        let name = names.name_of_address(ip);
+                        Node::External {
+                            id: node.clone(),
+                            label: name.map_or_else(|| ip.to_string(), shown_name),
+                            ip,
+                            internal: is_internal(ip, hosts),
+                            name: name.map(str::to_owned),
+                            domain: name.map(domain_of),
+                        }
                     });
                 }
             }
@@ -599,7 +616,12 @@ mod tests {
     #[test]
     fn nodes_and_edges() {
         let (edges, hosts) = setup();
-        let g = graph_of(edges.iter(), &hosts, TimeRange::ALL);
+        let g = graph_of(
+            edges.iter(),
+            &hosts,
+            &RemoteNames::default(),
+            TimeRange::ALL,
+        );
         let ids: Vec<&str> = g.nodes.iter().map(|n| n.id().as_str()).collect();
         assert_eq!(
             ids,
@@ -694,7 +716,12 @@ mod tests {
     #[test]
     fn both_ends_records_land_on_the_edge_the_graph_draws() {
         let (edges, hosts) = setup();
-        let g = graph_of(edges.iter(), &hosts, TimeRange::ALL);
+        let g = graph_of(
+            edges.iter(),
+            &hosts,
+            &RemoteNames::default(),
+            TimeRange::ALL,
+        );
         let ssh = g.edges.iter().find(|e| e.port == 22).unwrap();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let by_client = logged_edge(

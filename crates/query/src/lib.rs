@@ -18,6 +18,7 @@ pub mod args;
 pub mod graph;
 pub mod groups;
 pub mod join;
+pub mod naming;
 pub mod report;
 pub mod scope;
 pub mod suggest;

@@ -14,6 +14,7 @@ use connscope_store::{AgentStatus, RefusalCount};
 use serde::Serialize;
 
 use crate::join::{CountRule, JoinedEdge, ProcessUse};
+use crate::naming::{domain_of, shown, RemoteNames};
 
 /// How a report is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +153,14 @@ pub struct EdgeRecord {
     /// How `connections` was counted: `joined`, `client_only`,
     /// `server_only` or `max_rule`.
     pub count_rule: CountRule,
+    /// The name the client host knew an external server by (its DNS answer
+    /// or TLS server name, see [`crate::naming`]), byte for byte; absent
+    /// when none is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// The registered domain of `server_name` (Public Suffix List).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_domain: Option<String>,
 }
 
 fn process_list(processes: &[ProcessUse]) -> String {
@@ -167,12 +176,30 @@ fn process_list(processes: &[ProcessUse]) -> String {
     names.into_iter().collect::<Vec<_>>().join(" ")
 }
 
+/// The name an edge's external server end is known by: the one its
+/// monitored client host learned (see [`crate::naming`]).
+fn server_name<'a>(e: &JoinedEdge, names: &'a RemoteNames) -> Option<&'a str> {
+    match (&e.client_host, &e.server_host) {
+        (Some(client), None) => names.name_during(client, e.server_ip, &e.hours),
+        _ => None,
+    }
+}
+
 /// `report edges`: one row per joined edge (client address, server address,
 /// port, protocol).
 pub fn edges_report(edges: &[JoinedEdge]) -> Report {
+    edges_report_named(edges, &RemoteNames::default())
+}
+
+/// [`edges_report`] with external servers named from `names`: a
+/// `server_name` column when any is named, `server_name` and
+/// `server_domain` fields in JSON.
+pub fn edges_report_named(edges: &[JoinedEdge], names: &RemoteNames) -> Report {
     let records: Vec<EdgeRecord> = edges
         .iter()
         .map(|e| EdgeRecord {
+            server_name: server_name(e, names).map(str::to_owned),
+            server_domain: server_name(e, names).map(domain_of),
             client_ip: e.client_ip.to_string(),
             client_host: e.client_host.clone(),
             server_ip: e.server_ip.to_string(),
@@ -214,7 +241,7 @@ pub fn edges_report(edges: &[JoinedEdge]) -> Report {
             ]
         })
         .collect();
-    Report {
+    let mut report = Report {
         columns: vec![
             "client_host",
             "client_ip",
@@ -233,7 +260,132 @@ pub fn edges_report(edges: &[JoinedEdge]) -> Report {
             false, false, false, false, true, false, true, true, false, false, false, false,
         ],
         rows,
-        json: serde_json::to_value(records).expect("edge records serialise"),
+        json: serde_json::to_value(&records).expect("edge records serialise"),
+    };
+    if records.iter().any(|r| r.server_name.is_some()) {
+        report.columns.insert(4, "server_name");
+        report.numeric.insert(4, false);
+        for (row, record) in report.rows.iter_mut().zip(&records) {
+            row.insert(
+                4,
+                record.server_name.as_deref().map(shown).unwrap_or_default(),
+            );
+        }
+    }
+    report
+}
+
+#[derive(Serialize)]
+struct NameEdgeRecord {
+    /// `None`: an address no host learned a name for (one row per address).
+    server_name: Option<String>,
+    server_domain: Option<String>,
+    server_port: u16,
+    #[serde(serialize_with = "serialize_protocol")]
+    protocol: Protocol,
+    /// The server addresses the name stood for, sorted.
+    addresses: Vec<String>,
+    /// The monitored client hosts, sorted.
+    clients: Vec<String>,
+    edges: u64,
+    connections: u64,
+    failures: u64,
+    first_seen: String,
+    last_seen: String,
+}
+
+/// `report edges --by name`: the edges of monitored hosts to external
+/// servers, summed per server name (as the client host knew it), port and
+/// protocol; an address without a name is a row of its own. Edges to
+/// monitored hosts are left out: they have host names (`report edges`).
+pub fn name_edges_report(edges: &[JoinedEdge], names: &RemoteNames) -> Report {
+    struct Acc {
+        addresses: BTreeSet<String>,
+        clients: BTreeSet<String>,
+        edges: u64,
+        connections: u64,
+        failures: u64,
+        first: Timestamp,
+        last: Timestamp,
+    }
+    // Keyed by (named?, name or address, port, protocol): named rows first.
+    let mut sums: BTreeMap<(bool, String, u16, Protocol), Acc> = BTreeMap::new();
+    for e in edges {
+        let (Some(client), None) = (&e.client_host, &e.server_host) else {
+            continue;
+        };
+        let key = match names.name_during(client, e.server_ip, &e.hours) {
+            Some(name) => (false, name.to_owned(), e.server_port, e.protocol),
+            None => (true, e.server_ip.to_string(), e.server_port, e.protocol),
+        };
+        let acc = sums.entry(key).or_insert(Acc {
+            addresses: BTreeSet::new(),
+            clients: BTreeSet::new(),
+            edges: 0,
+            connections: 0,
+            failures: 0,
+            first: e.first_seen,
+            last: e.last_seen,
+        });
+        acc.addresses.insert(e.server_ip.to_string());
+        acc.clients.insert(client.clone());
+        acc.edges += 1;
+        acc.connections += e.connections;
+        acc.failures += e.failures;
+        acc.first = acc.first.min(e.first_seen);
+        acc.last = acc.last.max(e.last_seen);
+    }
+    let records: Vec<NameEdgeRecord> = sums
+        .into_iter()
+        .map(|((unnamed, name, port, protocol), acc)| NameEdgeRecord {
+            server_domain: (!unnamed).then(|| domain_of(&name)),
+            server_name: (!unnamed).then_some(name),
+            server_port: port,
+            protocol,
+            addresses: acc.addresses.into_iter().collect(),
+            clients: acc.clients.into_iter().collect(),
+            edges: acc.edges,
+            connections: acc.connections,
+            failures: acc.failures,
+            first_seen: rfc3339(acc.first),
+            last_seen: rfc3339(acc.last),
+        })
+        .collect();
+    let rows = records
+        .iter()
+        .map(|r| {
+            vec![
+                r.server_name.as_deref().map(shown).unwrap_or_default(),
+                r.server_domain.as_deref().map(shown).unwrap_or_default(),
+                r.server_port.to_string(),
+                r.protocol.to_string(),
+                r.addresses.join(" "),
+                r.clients.join(" "),
+                r.connections.to_string(),
+                r.failures.to_string(),
+                r.first_seen.clone(),
+                r.last_seen.clone(),
+            ]
+        })
+        .collect();
+    Report {
+        columns: vec![
+            "server_name",
+            "domain",
+            "server_port",
+            "protocol",
+            "addresses",
+            "clients",
+            "connections",
+            "failures",
+            "first_seen",
+            "last_seen",
+        ],
+        numeric: vec![
+            false, false, true, false, false, false, true, true, false, false,
+        ],
+        rows,
+        json: serde_json::to_value(records).expect("name edge records serialise"),
     }
 }
 

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use connscope_event::{
     normalize_endpoints, CloseStats, ConnectFailure, ConnectionEvent, Direction, EventKind,
-    ProcessInfo, Protocol, Timestamp,
+    NameSource, ProcessInfo, Protocol, RemoteName, Timestamp,
 };
 
 use crate::{ConnectionRecord, TimeRange};
@@ -122,6 +122,10 @@ impl<'a> BlockEncoder<'a> {
             for n in [c.packets_sent, c.packets_received].into_iter().flatten() {
                 put(&mut self.body, n);
             }
+        }
+        if let Some(named) = &event.remote_name {
+            let name = self.reference(Some(&named.name));
+            put(&mut self.body, name);
         }
     }
 
@@ -233,6 +237,22 @@ pub fn decode(data: &[u8], host: &str) -> Result<Vec<ConnectionEvent>, BlockErro
         } else {
             None
         };
+        let remote_name = if flags.has(Flags::NAMED) {
+            let at = r.at;
+            let name = r
+                .string(&strings)?
+                .ok_or_else(|| r.error(at, "a named event without its name"))?;
+            Some(RemoteName {
+                name: name.to_owned(),
+                source: if flags.has(Flags::NAMED_BY_SNI) {
+                    NameSource::Sni
+                } else {
+                    NameSource::Dns
+                },
+            })
+        } else {
+            None
+        };
         events.push(ConnectionEvent {
             kind,
             timestamp: Timestamp::from_nanos(ts),
@@ -249,7 +269,7 @@ pub fn decode(data: &[u8], host: &str) -> Result<Vec<ConnectionEvent>, BlockErro
             close,
             failure,
             preexisting: flags.has(Flags::PREEXISTING),
-            remote_name: None,
+            remote_name,
         });
     }
     if r.at != data.len() {
@@ -297,6 +317,9 @@ pub fn connects(
             for _ in 0..3 + packets {
                 r.varint()?;
             }
+        }
+        if flags.has(Flags::NAMED) {
+            r.string(&strings)?;
         }
         let timestamp = Timestamp::from_nanos(ts);
         if kind == EventKind::Connect && range.contains(timestamp) {
@@ -365,6 +388,8 @@ impl Flags {
     const PACKETS_SENT: u8 = 1 << 3;
     const PACKETS_RECEIVED: u8 = 1 << 4;
     const PREEXISTING: u8 = 1 << 5;
+    const NAMED: u8 = 1 << 6;
+    const NAMED_BY_SNI: u8 = 1 << 7;
 
     fn of(e: &ConnectionEvent) -> Flags {
         let kind = match e.kind {
@@ -401,6 +426,13 @@ impl Flags {
                 Self::PACKETS_RECEIVED,
             ),
             (e.preexisting, Self::PREEXISTING),
+            (e.remote_name.is_some(), Self::NAMED),
+            (
+                e.remote_name
+                    .as_ref()
+                    .is_some_and(|n| n.source == NameSource::Sni),
+                Self::NAMED_BY_SNI,
+            ),
         ]
         .iter()
         .filter(|(set, _)| *set)
@@ -441,8 +473,8 @@ impl Flags {
             3 => Some(ConnectFailure::Other),
             _ => return Err("unknown failure"),
         };
-        if self.0[1] >> 6 != 0 {
-            return Err("unknown flags");
+        if self.0[1] & (Self::NAMED | Self::NAMED_BY_SNI) == Self::NAMED_BY_SNI {
+            return Err("a name source without a name");
         }
         Ok((kind, protocol, direction, failure))
     }
@@ -630,6 +662,48 @@ mod tests {
     }
 
     #[test]
+    fn hostile_names_come_back_byte_for_byte() {
+        let mut events = sample();
+        let hostile = [
+            ("<img src=x onerror=alert(1)>.example", NameSource::Dns),
+            ("a\"; flush ruleset; \"\u{7}\n.example", NameSource::Sni),
+            ("bücher.example", NameSource::Dns),
+        ];
+        for (event, (name, source)) in events.iter_mut().zip(hostile) {
+            event.remote_name = Some(RemoteName {
+                name: name.into(),
+                source,
+            });
+        }
+        assert_eq!(decode(&encode(&events), "ws1").unwrap(), events);
+        // A name shared by events is stored once, like every string.
+        events[1].remote_name = events[0].remote_name.clone();
+        let shared = encode(&events);
+        events[1].remote_name = Some(RemoteName {
+            name: "<img src=x onerror=alert(2)>.example".into(),
+            source: NameSource::Dns,
+        });
+        assert!(shared.len() + 30 < encode(&events).len());
+    }
+
+    #[test]
+    fn a_block_written_before_names_reads_as_unnamed() {
+        // One connect (ssh, uid 1000, joe) as the build before names wrote it.
+        let old: &[u8] = &[
+            1, 3, 12, 47, 117, 115, 114, 47, 98, 105, 110, 47, 115, 115, 104, 3, 115, 115, 104, 3,
+            106, 111, 101, 2, 4, 10, 0, 0, 1, 4, 10, 0, 0, 2, 1, 0, 3, 128, 128, 160, 187, 210,
+            157, 241, 250, 49, 14, 0, 0, 192, 184, 2, 1, 22, 146, 33, 1, 2, 0, 0, 232, 7, 3,
+        ];
+        let mut want = sample()[0].clone();
+        Arc::make_mut(want.process.as_mut().unwrap()).command_line = None;
+        want.netns = 0;
+        let events = decode(old, "ws1").unwrap();
+        assert_eq!(events, vec![want.clone()]);
+        assert_eq!(events[0].remote_name, None);
+        assert_eq!(encode(&events), old, "unnamed events are written as before");
+    }
+
+    #[test]
     fn strings_and_addresses_are_stored_once() {
         let one = encode(&sample()[..1]);
         let mut many = sample()[..1].to_vec();
@@ -697,7 +771,11 @@ mod tests {
                 proptest::option::of(any::<u64>()),
                 proptest::option::of(any::<u64>()),
             ),
-            (0u8..3, any::<bool>()),
+            (
+                0u8..3,
+                any::<bool>(),
+                proptest::option::of(("\\PC{1,20}", any::<bool>())),
+            ),
         )
             .prop_map(|(basics, ends, process, user, close, rest)| {
                 let (kind, udp, direction, ts, sequence, netns) = basics;
@@ -749,7 +827,15 @@ mod tests {
                         packets_received,
                     });
                 }
-                let (failure, preexisting) = rest;
+                let (failure, preexisting, named) = rest;
+                e.remote_name = named.map(|(name, sni)| RemoteName {
+                    name,
+                    source: if sni {
+                        NameSource::Sni
+                    } else {
+                        NameSource::Dns
+                    },
+                });
                 if kind == EventKind::ConnectFailed {
                     e.failure = Some(
                         [

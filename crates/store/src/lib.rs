@@ -18,6 +18,9 @@
 //! - **host addresses**: the local addresses each host was seen with, so an
 //!   edge whose remote end is a monitored host can be joined with that host's
 //!   own record;
+//! - **remote names** ([`NameSighting`]): per hour, the names each host
+//!   learned for the remote addresses it connected to (DNS answers, TLS
+//!   server names), kept as long as the rollups they name;
 //! - **host groups and labels** ([`HostGroup`], [`HostLabel`]): the user's
 //!   definitions only; membership is resolved by `connscope-query`;
 //! - **access tokens** ([`TokenRecord`]): digests of agent and enrollment
@@ -39,7 +42,7 @@ mod token;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use connscope_event::{ConnectionEvent, Direction, Protocol, Timestamp};
+use connscope_event::{ConnectionEvent, Direction, NameSource, Protocol, Timestamp};
 
 pub use group::{GroupKind, HostGroup, HostLabel};
 pub use key::EventKey;
@@ -300,6 +303,25 @@ impl AgentStatus {
     }
 }
 
+/// A name `host` learned for `remote_ip` within one hour: the named events
+/// of that hour (see [`connscope_event::RemoteName`]). Rollups carry no
+/// names; readers name their remote ends from these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameSighting {
+    /// The start of the hour.
+    pub hour: Timestamp,
+    pub host: String,
+    pub remote_ip: IpAddr,
+    /// Byte for byte as the host received it.
+    pub name: String,
+    pub source: NameSource,
+    /// Connect events so named in the hour.
+    pub connections: u64,
+    /// The first and last named event of the hour (any kind).
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+}
+
 /// An address a host was seen with as the local end of its own events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostAddress {
@@ -528,6 +550,11 @@ pub trait Store: Send + Sync {
     /// Writes a small record (the time of this check) and commits it: the
     /// store takes writes now (`/readyz`).
     fn probe_write(&self, at: Timestamp) -> Result<(), StoreError>;
+
+    /// The names hosts learned for remote addresses in the hours of `query`
+    /// (widened to whole hours like rollups), one per (hour, host, address,
+    /// name, source), ordered by host, address, name, source and hour.
+    fn remote_names(&self, query: &RollupQuery) -> Result<Vec<NameSighting>, StoreError>;
 }
 
 /// The checks every backend makes before storing anything of a batch.

@@ -114,11 +114,11 @@ fn a_version_6_store_is_migrated_and_keeps_groups() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "8");
+    assert_eq!(version, "9");
 }
 
 /// `fixtures/v7-dual-stack.db.gz`, written at schema version 7 (see the
-/// fixtures' README): it opens at version 8 with its hosts and its group,
+/// fixtures' README): it opens at version 9 with its hosts and its group,
 /// keeps access tokens as digests from then on, and revokes them.
 #[test]
 fn a_version_7_store_is_migrated_and_keeps_tokens() {
@@ -205,4 +205,71 @@ fn a_version_7_store_is_migrated_and_keeps_tokens() {
     );
     assert_eq!(store.tokens().unwrap().len(), 2);
     store.probe_write(at(300)).unwrap();
+}
+
+/// `fixtures/v7-names.db.gz`, written at schema version 7 (see the
+/// fixtures' README): it opens at version 9, its blocks read as unnamed
+/// events, and named events are stored and named from then on.
+#[test]
+fn a_version_7_store_is_migrated_and_keeps_names() {
+    use connscope_event::test_support::EventBuilder;
+    use connscope_store::{EventQuery, RollupQuery, TimeRange};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v7.db");
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(&include_bytes!("fixtures/v7-names.db.gz")[..])
+        .read_to_end(&mut bytes)
+        .unwrap();
+    std::fs::write(&path, bytes).unwrap();
+
+    let store = SqliteStore::open(&path).unwrap();
+    let all = EventQuery {
+        range: TimeRange::ALL,
+        host: None,
+        limit: usize::MAX,
+    };
+    let old = store.events(&all).unwrap();
+    assert_eq!(old.len(), 10);
+    assert!(old.iter().all(|e| e.remote_name.is_none()));
+    let everything = RollupQuery {
+        range: TimeRange::ALL,
+        host: None,
+    };
+    assert!(store.remote_names(&everything).unwrap().is_empty());
+
+    let named = EventBuilder::connect("192.0.2.20:41000", "198.51.100.7:443")
+        .host("ws1")
+        .sequence(1)
+        .at_nanos(1_800_000_000_000_000_000)
+        .named("<b>www</b>.example.org")
+        .build();
+    store
+        .ingest(&AgentId("ws1".into()), std::slice::from_ref(&named))
+        .unwrap();
+    drop(store);
+
+    let store = SqliteStore::open(&path).unwrap();
+    let events = store.events(&all).unwrap();
+    assert_eq!(events.len(), 11);
+    assert!(events.contains(&named));
+    let names = store.remote_names(&everything).unwrap();
+    assert_eq!(names.len(), 1);
+    assert_eq!(
+        (
+            names[0].host.as_str(),
+            names[0].name.as_str(),
+            names[0].connections
+        ),
+        ("ws1", "<b>www</b>.example.org", 1)
+    );
+    let version: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM meta WHERE name = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, "9");
 }

@@ -986,7 +986,7 @@ fn a_version_3_store_is_migrated() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "8");
+    assert_eq!(version, "9");
 }
 
 #[test]
@@ -1133,4 +1133,94 @@ fn groups_are_replaced_in_place_removed_and_labels_set_and_cleared() {
     );
     store.set_host_label("h0", "location", None).unwrap();
     assert_eq!(store.host_labels().unwrap(), [label("h1", "role", "web")]);
+}
+
+#[test]
+fn named_events_round_trip_and_names_are_kept_per_hour_and_address() {
+    use connscope_event::NameSource;
+
+    let (_dir, store) = open();
+    let hostile = [
+        "<img src=x onerror=alert(1)>.example",
+        "a\"; flush ruleset; \"\u{7}\n.example",
+        "bücher.example",
+    ];
+    let mut events = Vec::new();
+    for (i, name) in hostile.iter().enumerate() {
+        let mut e = event(
+            i as u64 + 1,
+            i as i64,
+            "ws1",
+            "10.0.0.1:40000",
+            "203.0.113.7:443",
+        );
+        e.remote_name = Some(connscope_event::RemoteName {
+            name: (*name).into(),
+            source: NameSource::Dns,
+        });
+        events.push(e);
+    }
+    // The same address and name an hour later, learned from the SNI.
+    let mut later = event(4, 3600, "ws1", "10.0.0.1:40001", "203.0.113.7:443");
+    later.remote_name = Some(connscope_event::RemoteName {
+        name: hostile[0].into(),
+        source: NameSource::Sni,
+    });
+    events.push(later);
+    events.push(event(5, 3601, "ws1", "10.0.0.1:40002", "203.0.113.8:443"));
+    store.ingest(&AgentId("ws1".into()), &events).unwrap();
+    assert_eq!(all_events(&store), events);
+
+    let everything = RollupQuery {
+        range: TimeRange::ALL,
+        host: None,
+    };
+    let names = store.remote_names(&everything).unwrap();
+    let got: Vec<(i64, &str, &str, NameSource, u64)> = names
+        .iter()
+        .map(|n| {
+            (
+                (n.hour.as_nanos() - 1_800_000_000 * SEC) / SEC,
+                n.remote_ip.to_string().leak() as &str,
+                n.name.as_str(),
+                n.source,
+                n.connections,
+            )
+        })
+        .collect();
+    // Ordered by host, address, name (bytes: '<' before 'a'), source, hour.
+    assert_eq!(
+        got,
+        [
+            (0, "203.0.113.7", hostile[0], NameSource::Dns, 1),
+            (3600, "203.0.113.7", hostile[0], NameSource::Sni, 1),
+            (0, "203.0.113.7", hostile[1], NameSource::Dns, 1),
+            (0, "203.0.113.7", hostile[2], NameSource::Dns, 1),
+        ]
+    );
+    // A name beyond 253 bytes is refused with the batch.
+    let mut long = event(6, 5, "ws1", "10.0.0.1:40003", "203.0.113.9:443");
+    long.remote_name = Some(connscope_event::RemoteName {
+        name: "x".repeat(300),
+        source: NameSource::Sni,
+    });
+    let err = store
+        .ingest(&AgentId("ws1".into()), &[long])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "event 0 of the batch is invalid (nothing stored): the remote name is 300 bytes long; at most 253 are kept"
+    );
+    // Names go with their rollups.
+    store
+        .apply_retention(
+            &Retention {
+                raw_events: Duration::from_secs(1),
+                rollups: Some(Duration::from_secs(3600)),
+            },
+            Timestamp::from_nanos(1_800_000_000 * SEC + 3 * 3600 * SEC),
+        )
+        .unwrap();
+    assert!(store.remote_names(&everything).unwrap().is_empty());
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use connscope_agent::output::{Destination, Facility, JsonLines, SyslogOutput, TcpspyLines};
-use connscope_agent::{AgentConfig, BackendChoice, RunAs, Sink};
+use connscope_agent::{AgentConfig, BackendChoice, NamingConfig, RunAs, Sink};
 use connscope_capture::{CaptureConfig, NetnsFilter};
 use connscope_rules::{ExeComparisons, RuleSet};
 use connscope_tcpspy_log::LineStyle;
@@ -96,6 +96,21 @@ pub struct AgentArgs {
     /// address, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Do not name remote ends (naming reads DNS answers and TLS
+    /// ClientHellos with a packet socket; see docs/CAPTURE.md, Names).
+    #[arg(long, conflicts_with = "nft_name_sets")]
+    no_names: bool,
+    /// Keep the name sets of a loaded connscope plan (table inet connscope)
+    /// filled with the addresses of the DNS answers the host receives.
+    #[arg(long)]
+    nft_name_sets: bool,
+    /// Seconds a name (and a set element) outlives its answer's TTL.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    name_grace: u64,
+    /// Milliseconds an outgoing TCP connect without a DNS name waits for its
+    /// TLS ClientHello before it is logged.
+    #[arg(long, value_name = "MS", default_value_t = 250)]
+    sni_wait_ms: u64,
     #[command(flatten)]
     ship: super::ship::ShipArgs,
 }
@@ -132,6 +147,12 @@ pub fn run(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
     config.backend = args.backend;
     config.state_dir = args.state_dir;
     config.run_as = run_as;
+    config.naming = (!args.no_names).then(|| NamingConfig {
+        sni_wait: Duration::from_millis(args.sni_wait_ms),
+        grace: Duration::from_secs(args.name_grace),
+        nft_name_sets: args.nft_name_sets,
+        ..NamingConfig::default()
+    });
     if let Some(name) = args.host_name {
         config.host_name = name;
     }

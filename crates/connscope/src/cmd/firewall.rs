@@ -9,15 +9,17 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use connscope_event::Timestamp;
+use connscope_firewall::by_name::{check_with_name_sets, plan_fleet_by_name};
 use connscope_firewall::check::{describe, FlowVerdict};
-use connscope_firewall::from_store::{fleet_flows, fleet_groups, observed_flows};
+use connscope_firewall::from_store::{fleet_flows, fleet_groups, name_set_members, observed_flows};
 use connscope_firewall::nft::{self, Ruleset};
 use connscope_firewall::plan::{Evidence, IpFamily};
 use connscope_firewall::render::{self, evidence_text};
 use connscope_firewall::{
-    check, diff, group_plan, plan, ExactPlanner, FleetFlows, FleetPlanner, Generalize,
-    GroupMembers, GroupPlanner, ObservedFlow, Outcome, PlanOptions, SubnetPlanner,
+    diff, group_plan, plan, ExactPlanner, FleetFlows, FleetPlanner, Generalize, GroupMembers,
+    GroupPlanner, ObservedFlow, Outcome, PlanOptions, SubnetPlanner,
 };
+use connscope_query::naming::RemoteNames;
 use connscope_query::TimeRangeArgs;
 use connscope_store::{SqliteStore, TimeRange};
 
@@ -62,6 +64,17 @@ enum Format {
     Ip6tables,
     /// The plan as data, with full evidence.
     Json,
+}
+
+/// How outbound destinations are allowed.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Outbound {
+    /// By address (widened as --learn and --generalize say).
+    Address,
+    /// By the DNS name (or TLS server name) the host learned for the
+    /// address, where it learned one: an nft set per name, which
+    /// `connscope agent --nft-name-sets` fills; other addresses as `address`.
+    ByName,
 }
 
 /// How far a plan reaches beyond what each host itself was seen doing.
@@ -113,6 +126,9 @@ pub struct PlanArgs {
     /// End chains with a reject (TCP reset, ICMP admin-prohibited) instead of a silent drop.
     #[arg(long)]
     reject: bool,
+    /// How outbound destinations are allowed: `address`, or `by-name` (nft only).
+    #[arg(long, value_enum, default_value = "address")]
+    outbound: Outbound,
 }
 
 #[derive(Args)]
@@ -246,7 +262,14 @@ fn run_plan(args: PlanArgs) -> Result<ExitCode> {
             ungrouped: subnet,
         }),
     };
-    let mut plans = planner.plan_fleet(&fleet, &groups);
+    let mut plans = match args.outbound {
+        Outbound::Address => planner.plan_fleet(&fleet, &groups),
+        Outbound::ByName => {
+            let (store, range) = open_store(&args.db, &args.range)?;
+            let names = RemoteNames::load(&store, range)?;
+            plan_fleet_by_name(planner.as_ref(), &fleet, &groups, &names, options)
+        }
+    };
     let plan = match (&args.host, &args.group) {
         (Some(host), _) => {
             if !fleet.contains_key(host) {
@@ -271,6 +294,12 @@ fn run_plan(args: PlanArgs) -> Result<ExitCode> {
         );
     }
     plan.check_matchable()?;
+    if !plan.named_rules.is_empty() && matches!(args.format, Format::Iptables | Format::Ip6tables) {
+        bail!(
+            "--outbound by-name needs nftables sets ({} rule(s) by name); use --format nft or json",
+            plan.named_rules.len()
+        );
+    }
     let text = match args.format {
         Format::Nft => render::nft(&plan),
         Format::Iptables => render::iptables(&plan, IpFamily::Ipv4),
@@ -339,7 +368,11 @@ fn print_unsupported(ruleset: &Ruleset) {
 fn run_check(args: CheckArgs) -> Result<ExitCode> {
     let ruleset = nft::read_ruleset_file_with_include_path(&args.ruleset, &args.include_path.dirs)?;
     let flows = load_flows(&args.source)?;
-    let verdicts = check(&ruleset, &flows);
+    // Name sets (`--outbound by-name`) hold what the host's named
+    // connections say they held.
+    let (store, range) = open_store(&args.source.db, &args.source.range)?;
+    let members = name_set_members(&store, &args.source.host, range)?;
+    let verdicts = check_with_name_sets(&ruleset, &flows, &members);
     let mut order: Vec<usize> = (0..flows.len())
         .filter(|&i| verdicts[i].outcome != Outcome::Allowed)
         .collect();

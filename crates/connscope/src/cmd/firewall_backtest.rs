@@ -41,7 +41,8 @@ pub struct BacktestCmd {
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     until: Option<String>,
     /// The generalisations (planners) to compare, comma-separated: exact,
-    /// subnet, group (default: all; `--planner` is the same flag).
+    /// subnet, group, each also as NAME+by-name (named outbound destinations
+    /// by name); default: the three (`--planner` is the same flag).
     #[arg(long, value_name = "NAME,...", alias = "planner")]
     generalize: Option<String>,
     /// Also run rolling windows: learn this long, test the next --step, slide.

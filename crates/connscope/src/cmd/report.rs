@@ -11,9 +11,10 @@ use clap::{Args, Subcommand};
 use connscope_event::Timestamp;
 use connscope_query::groups::{groups_by_host, members};
 use connscope_query::join::{load_edges, HostDirectory};
+use connscope_query::naming::RemoteNames;
 use connscope_query::report::{
-    edges_report, group_edges_report, hosts_report_with_groups, ports_report, refusals_report,
-    Format,
+    edges_report_named, group_edges_report, hosts_report_with_groups, name_edges_report,
+    ports_report, refusals_report, Format,
 };
 use connscope_query::{GraphFilterArgs, TimeRangeArgs};
 use connscope_store::{SqliteStore, Store, TimeRange};
@@ -47,7 +48,9 @@ pub struct ReportArgs {
     #[command(flatten)]
     filter: GraphFilterArgs,
     /// `edges` only: `group` sums edges between host groups (`connscope groups`);
-    /// a host in several groups counts in the one added first.
+    /// a host in several groups counts in the one added first. `name` sums
+    /// the edges to external servers per name the client host knew them by
+    /// (DNS answer or TLS server name), with its registered domain.
     #[arg(long, value_name = "WHAT")]
     by: Option<By>,
 }
@@ -55,6 +58,7 @@ pub struct ReportArgs {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum By {
     Group,
+    Name,
 }
 
 pub fn run(command: ReportCommand) -> Result<ExitCode> {
@@ -87,12 +91,13 @@ pub fn run(command: ReportCommand) -> Result<ExitCode> {
             .into_iter()
             .filter(|e| filter.matches(e, &hosts))
             .collect();
-        if let Some(By::Group) = args.by {
-            group_edges_report(&edges, &groups_by_host(&members(&store, range)?))
-        } else if kind == "edges" {
-            edges_report(&edges)
-        } else {
-            ports_report(&edges)
+        match (args.by, kind) {
+            (Some(By::Group), _) => {
+                group_edges_report(&edges, &groups_by_host(&members(&store, range)?))
+            }
+            (Some(By::Name), _) => name_edges_report(&edges, &RemoteNames::load(&store, range)?),
+            (None, "edges") => edges_report_named(&edges, &RemoteNames::load(&store, range)?),
+            _ => ports_report(&edges),
         }
     };
     let mut out = std::io::stdout().lock();

@@ -111,7 +111,11 @@ pub fn parse_json(text: &str) -> Result<Ruleset, JsonRulesetError> {
                             .collect::<Option<Vec<_>>>()
                     }
                 };
-                table.sets.push(NamedSet { name, elements });
+                table.sets.push(NamedSet {
+                    name,
+                    elements,
+                    partly: Vec::new(),
+                });
             }
             "rule" => {
                 let handle = body.get("handle").and_then(Json::as_u64).unwrap_or(0);

@@ -131,6 +131,10 @@ pub struct Chain {
 pub struct NamedSet {
     pub name: String,
     pub elements: Option<Vec<Value>>,
+    /// Addresses the set held during only part of what is checked (a name
+    /// set filled from DNS answers, see [`crate::by_name`]): a lookup of one
+    /// is unknown. Empty for a ruleset as read.
+    pub partly: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

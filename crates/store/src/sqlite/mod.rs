@@ -47,8 +47,9 @@ use rusqlite::Connection;
 
 use crate::{
     AgentId, AgentStatus, ConnectionQuery, ConnectionRecord, EdgeTotal, EventQuery, HostAddress,
-    HostGroup, HostLabel, HourlyEdgeTotal, IngestReport, KeyedEvent, Origin, RefusalCount,
-    Retention, RetentionReport, RollupQuery, Store, StoreError, TokenRecord, TokenRefusal,
+    HostGroup, HostLabel, HourlyEdgeTotal, IngestReport, KeyedEvent, NameSighting, Origin,
+    RefusalCount, Retention, RetentionReport, RollupQuery, Store, StoreError, TokenRecord,
+    TokenRefusal,
 };
 use batch::Batch;
 use connection::{configure, Reader, Writer};
@@ -225,5 +226,9 @@ impl Store for SqliteStore {
 
     fn probe_write(&self, at: Timestamp) -> Result<(), StoreError> {
         tokens::probe_write(&self.writer, at)
+    }
+
+    fn remote_names(&self, query: &RollupQuery) -> Result<Vec<NameSighting>, StoreError> {
+        read::remote_names(&self.reader, query)
     }
 }

@@ -13,7 +13,7 @@ use crate::block;
 use crate::hash::FastHash;
 use crate::{
     hour_start, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeTotal, EventQuery, HostAddress,
-    HourlyEdgeTotal, RollupQuery, StoreError,
+    HourlyEdgeTotal, NameSighting, RollupQuery, StoreError,
 };
 
 /// Sums the rollups of `query` per edge, keeping each edge's connections
@@ -164,6 +164,55 @@ pub(super) fn host_addresses(reader: &Mutex<Reader>) -> Result<Vec<HostAddress>,
         out.push(HostAddress {
             host,
             ip: parse_column("ip", &ip)?,
+            first_seen: Timestamp::from_nanos(first),
+            last_seen: Timestamp::from_nanos(last),
+        });
+    }
+    Ok(out)
+}
+
+/// The `remote_names` rows of the query's hours, ordered by host, address,
+/// name and hour.
+pub(super) fn remote_names(
+    reader: &Mutex<Reader>,
+    query: &RollupQuery,
+) -> Result<Vec<NameSighting>, StoreError> {
+    let guard = lock(reader);
+    let mut stmt = guard.conn.prepare_cached(
+        "SELECT hour, host, remote_ip, name, source, connections, first_seen, last_seen
+         FROM remote_names
+         WHERE hour >= ?1 AND hour < ?2 AND (?3 IS NULL OR host = ?3)
+         ORDER BY host, remote_ip, name, source, hour",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            hour_start(query.range.from).as_nanos(),
+            query.range.to.as_nanos(),
+            query.host
+        ],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, i64>(7)?,
+            ))
+        },
+    )?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (hour, host, ip, name, source, connections, first, last) = row?;
+        out.push(NameSighting {
+            hour: Timestamp::from_nanos(hour),
+            host,
+            remote_ip: parse_column("remote_names.remote_ip", &ip)?,
+            name,
+            source: parse_column("remote_names.source", &source)?,
+            connections: connections.max(0) as u64,
             first_seen: Timestamp::from_nanos(first),
             last_seen: Timestamp::from_nanos(last),
         });

@@ -38,6 +38,8 @@ pub(super) fn apply(
             let cutoff = hour_start(before(age)).as_nanos();
             report.rollups_deleted =
                 tx.execute("DELETE FROM edge_rollups WHERE hour < ?1", [cutoff])? as u64;
+            // Names go with the rollups they name.
+            tx.execute("DELETE FROM remote_names WHERE hour < ?1", [cutoff])?;
             // A key's hour may be its event's wall-clock hour, up to 14
             // hours off the rollup's: keys go a day after their rollups.
             tx.execute(

@@ -33,6 +33,7 @@ const MIGRATIONS: &[Migration] = &[
     sequence_spaces_per_instance,
     host_groups,
     access_tokens,
+    remote_names,
 ];
 
 /// Why a store's file cannot be brought to this build's layout.
@@ -382,4 +383,25 @@ fn host_groups(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
 /// by every collector of the store; nothing older changes.
 fn access_tokens(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(TOKEN_TABLES)
+}
+
+/// Version 9: the names hosts learned for remote addresses, per hour
+/// ([`crate::NameSighting`]): what names the rollups' addresses at read time.
+/// Plain text columns, not `names` ids: names come from the network, are
+/// few per address, and are kept byte for byte. Older stores have none.
+fn remote_names(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE remote_names (
+            hour INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            remote_ip TEXT NOT NULL,
+            name TEXT NOT NULL,
+            source TEXT NOT NULL,
+            connections INTEGER NOT NULL,
+            first_seen INTEGER NOT NULL,
+            last_seen INTEGER NOT NULL,
+            PRIMARY KEY (hour, host, remote_ip, name, source)
+        ) WITHOUT ROWID;
+        CREATE INDEX remote_names_by_ip ON remote_names (remote_ip, hour);",
+    )
 }

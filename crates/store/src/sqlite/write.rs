@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use connscope_event::Timestamp;
+use connscope_event::{EventKind, NameSource, Timestamp};
 use rusqlite::{params, Connection};
 
 use super::batch::Batch;
@@ -17,8 +17,8 @@ use super::spaces::{agent_id, check_origin, load_ranges, space_id, store_ranges,
 use crate::block::BlockEncoder;
 use crate::hash::FastHash;
 use crate::{
-    check_event, is_host_address, AgentId, IngestReport, Origin, RollupBatch, SequenceRanges,
-    StoreError,
+    check_event, hour_start, is_host_address, AgentId, IngestReport, Origin, RollupBatch,
+    SequenceRanges, StoreError,
 };
 
 pub(super) const UPSERT_ROLLUP: &str = "INSERT INTO edge_rollups VALUES
@@ -29,6 +29,12 @@ pub(super) const UPSERT_ROLLUP: &str = "INSERT INTO edge_rollups VALUES
         failures = failures + excluded.failures,
         bytes_sent = bytes_sent + excluded.bytes_sent,
         bytes_received = bytes_received + excluded.bytes_received,
+        first_seen = min(first_seen, excluded.first_seen),
+        last_seen = max(last_seen, excluded.last_seen)";
+
+const UPSERT_REMOTE_NAME: &str = "INSERT INTO remote_names VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+    ON CONFLICT (hour, host, remote_ip, name, source) DO UPDATE SET
+        connections = connections + excluded.connections,
         first_seen = min(first_seen, excluded.first_seen),
         last_seen = max(last_seen, excluded.last_seen)";
 
@@ -92,6 +98,8 @@ fn write_batch(
     let mut rollups = RollupBatch::new();
     let mut addresses: HashMap<(&str, IpAddr), (Timestamp, Timestamp), FastHash> =
         HashMap::default();
+    let mut remote_names: HashMap<RemoteNameKey<'_>, (u64, Timestamp, Timestamp), FastHash> =
+        HashMap::default();
     let mut span: Option<(Timestamp, Timestamp)> = None;
     let mut last_host = None;
     // One block per host (an agent's batch names one host, but nothing
@@ -123,6 +131,21 @@ fn write_batch(
                 .or_insert((event.timestamp, event.timestamp));
             seen.0 = seen.0.min(event.timestamp);
             seen.1 = seen.1.max(event.timestamp);
+        }
+        if let Some(named) = &event.remote_name {
+            let key = (
+                hour_start(event.timestamp),
+                event.host.as_str(),
+                event.remote.ip(),
+                named.name.as_str(),
+                named.source,
+            );
+            let seen = remote_names
+                .entry(key)
+                .or_insert((0, event.timestamp, event.timestamp));
+            seen.0 += u64::from(event.kind == EventKind::Connect);
+            seen.1 = seen.1.min(event.timestamp);
+            seen.2 = seen.2.max(event.timestamp);
         }
         span = Some(match span {
             None => (event.timestamp, event.timestamp),
@@ -169,6 +192,19 @@ fn write_batch(
                 last.as_nanos()
             ])?;
         }
+        let mut upsert = tx.prepare_cached(UPSERT_REMOTE_NAME)?;
+        for ((hour, host, ip, name, source), (connections, first, last)) in &remote_names {
+            upsert.execute(params![
+                hour.as_nanos(),
+                host,
+                ip.to_string(),
+                name,
+                source.as_str(),
+                clamp(*connections),
+                first.as_nanos(),
+                last.as_nanos()
+            ])?;
+        }
     }
     if let (Some((first, last)), Some(host)) = (span, last_host) {
         // The state's space owns the totals: an agent's are summed from its
@@ -190,6 +226,9 @@ fn write_batch(
     }
     Ok(report)
 }
+
+/// (hour, host, remote address, name, source): one `remote_names` row.
+type RemoteNameKey<'a> = (Timestamp, &'a str, IpAddr, &'a str, NameSource);
 
 /// A block holds at most this many events, so reading a short time range
 /// never decodes a huge one.

@@ -69,6 +69,7 @@ pub(super) fn read_set(input: &mut TokenStream, name: &str) -> PResult<NamedSet>
     Ok(NamedSet {
         name: name.to_owned(),
         elements,
+        partly: Vec::new(),
     })
 }
 

@@ -1,0 +1,619 @@
+#![cfg(feature = "system-tests")] // root: the eBPF agent and its packet sockets, network namespaces, dnsmasq, nft
+//! The agent names remote ends from what the client namespace's processes
+//! were told: real dnsmasq servers (a CNAME, a local stub on 127.0.0.53, a
+//! record that changes), real `getent` and `curl`, a real TLS server reached
+//! by address only, and the by-name nft sets filled by `--nft-name-sets` and
+//! enforced by the kernel.
+
+mod namespaces;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use connscope_event::json::from_json_line;
+use connscope_event::{ConnectionEvent, EventKind, Family, NameSource, RemoteName};
+use hickory_proto::op::{Message, MessageType, Query};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use namespaces::{run, unique_suffix, wait_for_or, Netns, Proc};
+
+const WAIT: Duration = Duration::from_secs(30);
+const DNS: &str = "192.0.2.1";
+
+/// A server namespace (DNS at 192.0.2.1, a web server on every address at
+/// port 8080) and a client namespace (192.0.2.2) on one veth pair.
+struct Lab {
+    server: Netns,
+    client: Netns,
+    etc: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new(nameserver: &str) -> Lab {
+        let suffix = unique_suffix();
+        let server = Netns::new(format!("nas{suffix}"));
+        let client = Netns::new(format!("nac{suffix}"));
+        let ipn = |ns: &Netns, args: &[&str]| {
+            run(Command::new("ip").args(["-n", &ns.0]).args(args));
+        };
+        ipn(
+            &server,
+            &[
+                "link", "add", "s0", "type", "veth", "peer", "name", "c0", "netns", &client.0,
+            ],
+        );
+        for address in [DNS, "192.0.2.3"] {
+            ipn(
+                &server,
+                &["addr", "add", &format!("{address}/24"), "dev", "s0"],
+            );
+        }
+        for last in 10..40 {
+            ipn(
+                &server,
+                &["addr", "add", &format!("192.0.2.{last}/32"), "dev", "s0"],
+            );
+        }
+        ipn(&server, &["link", "set", "s0", "up"]);
+        ipn(&client, &["addr", "add", "192.0.2.2/24", "dev", "c0"]);
+        ipn(&client, &["link", "set", "c0", "up"]);
+        // `ip netns exec` mounts this over /etc/resolv.conf.
+        let etc = PathBuf::from(format!("/etc/netns/{}", client.0));
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("resolv.conf"),
+            format!("nameserver {nameserver}\n"),
+        )
+        .unwrap();
+        let lab = Lab {
+            server,
+            client,
+            etc,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let listener = in_netns(&lab.server, || TcpListener::bind("0.0.0.0:8080")).unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request);
+                let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            }
+        });
+        lab
+    }
+
+    /// dnsmasq serving `records` (dnsmasq options) on `listen` in `ns`.
+    fn dnsmasq(&self, ns: &Netns, listen: &str, records: &[&str]) -> Proc {
+        let mut command = ns.command("dnsmasq");
+        command
+            .args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--no-hosts",
+                "--pid-file=",
+            ])
+            .args(["--bind-interfaces", &format!("--listen-address={listen}")])
+            .args(records)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Proc::spawn(command, "dnsmasq")
+    }
+
+    /// Resolves `name` in the client with getent, waiting for the server.
+    fn getent(&self, name: &str) -> String {
+        let mut answer = String::new();
+        wait_for_or(&format!("getent ahosts {name}"), WAIT, String::new, || {
+            let out = self
+                .client
+                .command("getent")
+                .args(["ahosts", name])
+                .output()
+                .unwrap();
+            answer = String::from_utf8_lossy(&out.stdout).into_owned();
+            out.status.success()
+        });
+        answer
+    }
+
+    /// `curl URL ARGS` in the client: connect time in seconds, or the failure.
+    fn curl(&self, url: &str, args: &[&str]) -> Result<f64, String> {
+        let out = self
+            .client
+            .command("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "--connect-timeout",
+                "3",
+                "-w",
+                "%{time_connect}",
+            ])
+            .args(args)
+            .arg(url)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        match out.status.success() {
+            true => Ok(text.trim().parse().unwrap()),
+            false => Err(format!("curl {url}: exit {:?}", out.status.code())),
+        }
+    }
+
+    fn agent(&self, args: &[&str]) -> Agent {
+        let output = self.dir.path().join("events.jsonl");
+        let stderr = self.dir.path().join("agent.stderr");
+        let mut command = self.client.command(env!("CARGO_BIN_EXE_connscope"));
+        command
+            .args([
+                "agent",
+                "--no-default-rules",
+                "--backend",
+                "ebpf",
+                "--format",
+                "json",
+            ])
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .arg("--output")
+            .arg(&output)
+            .args(args)
+            .env("CONNSCOPE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(File::create(&stderr).unwrap());
+        let agent = Agent {
+            proc: Some(Proc::spawn(command, "agent")),
+            output,
+            stderr,
+        };
+        wait_for_or(
+            "the agent",
+            WAIT,
+            || agent.log(),
+            || agent.log().contains("monitoring connections"),
+        );
+        agent
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.etc);
+    }
+}
+
+/// Runs `f` on a thread inside `ns` (sockets made there stay in it).
+fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
+    let file = File::open(format!("/run/netns/{}", ns.0)).unwrap();
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: a namespace fd; setns changes this thread only.
+                assert_eq!(
+                    unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+                    0
+                );
+                f()
+            })
+            .join()
+            .unwrap()
+    })
+}
+
+struct Agent {
+    proc: Option<Proc>,
+    output: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Agent {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn events(&self) -> Vec<ConnectionEvent> {
+        std::fs::read_to_string(&self.output)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| from_json_line(line).ok())
+            .collect()
+    }
+
+    /// The name the agent gave the first outgoing connect to `remote`.
+    fn name_of_connect(&self, remote: &str) -> Option<RemoteName> {
+        let remote: SocketAddr = remote.parse().unwrap();
+        let mut found = None;
+        wait_for_or(
+            &format!("the connect to {remote}"),
+            WAIT,
+            || format!("{:#?}\n{}", self.events(), self.log()),
+            || {
+                found = self
+                    .events()
+                    .into_iter()
+                    .find(|e| e.kind == EventKind::Connect && e.remote == remote);
+                found.is_some()
+            },
+        );
+        found.unwrap().remote_name
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(proc) = self.proc.take() {
+            proc.stop();
+        }
+    }
+}
+
+fn dns(name: &str) -> Option<RemoteName> {
+    Some(RemoteName {
+        name: name.into(),
+        source: NameSource::Dns,
+    })
+}
+
+#[test]
+fn connections_are_named_after_the_name_asked_through_cname_chains() {
+    let lab = Lab::new(DNS);
+    let _dns = lab.dnsmasq(
+        &lab.server,
+        DNS,
+        &[
+            "--no-resolv",
+            "--host-record=web.test,192.0.2.10",
+            "--cname=www.test,web.test",
+        ],
+    );
+    let agent = lab.agent(&[]);
+    assert!(lab.getent("www.test").contains("192.0.2.10"));
+    lab.curl("http://www.test:8080/", &[]).unwrap();
+    assert_eq!(agent.name_of_connect("192.0.2.10:8080"), dns("www.test"));
+    // An address asked for by no name stays unnamed (after its SNI wait).
+    lab.curl("http://192.0.2.11:8080/", &[]).unwrap();
+    assert_eq!(agent.name_of_connect("192.0.2.11:8080"), None);
+}
+
+#[test]
+fn answers_relayed_by_a_local_stub_name_connections() {
+    let lab = Lab::new("127.0.0.53");
+    let _dns = lab.dnsmasq(
+        &lab.server,
+        DNS,
+        &["--no-resolv", "--host-record=stub.test,192.0.2.12"],
+    );
+    let _stub = lab.dnsmasq(
+        &lab.client,
+        "127.0.0.53",
+        &["--no-resolv", &format!("--server={DNS}")],
+    );
+    let agent = lab.agent(&[]);
+    lab.getent("stub.test");
+    lab.curl("http://stub.test:8080/", &[]).unwrap();
+    assert_eq!(agent.name_of_connect("192.0.2.12:8080"), dns("stub.test"));
+}
+
+#[test]
+fn a_tls_server_reached_by_address_is_named_from_the_client_hello() {
+    let lab = Lab::new(DNS);
+    let (key, cert) = (
+        lab.dir.path().join("key.pem"),
+        lab.dir.path().join("cert.pem"),
+    );
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=tls.test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    let mut server = lab.server.command("openssl");
+    server
+        .args([
+            "s_server",
+            "-quiet",
+            "-www",
+            "-accept",
+            "192.0.2.13:8443",
+            "-key",
+        ])
+        .arg(&key)
+        .arg("-cert")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _server = Proc::spawn(server, "openssl s_server");
+    let agent = lab.agent(&[]);
+    let url = "https://tls.test:8443/";
+    wait_for_or("the TLS server", WAIT, String::new, || {
+        lab.curl(url, &["-k", "--resolve", "tls.test:8443:192.0.2.13"])
+            .is_ok()
+    });
+    assert_eq!(
+        agent.name_of_connect("192.0.2.13:8443"),
+        Some(RemoteName {
+            name: "tls.test".into(),
+            source: NameSource::Sni
+        })
+    );
+}
+
+fn records_of(records: &[String]) -> Vec<&str> {
+    records.iter().map(String::as_str).collect()
+}
+
+/// A hostile name: markup, a 63-byte label, non-ASCII and control bytes.
+fn hostile_name() -> Name {
+    let labels: [&[u8]; 4] = [
+        b"<img src=x onerror=alert(1)>",
+        &[b'x'; 63],
+        "b\u{fc}cher\u{7}\n".as_bytes(),
+        b"example",
+    ];
+    Name::from_labels(labels).unwrap()
+}
+
+/// Answers every query on 192.0.2.3:53 with `address` for the hostile name.
+fn hostile_server(lab: &Lab, address: Ipv4Addr) {
+    let socket = in_netns(&lab.server, || UdpSocket::bind("192.0.2.3:53")).unwrap();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 512];
+        while let Ok((_, from)) = socket.recv_from(&mut buffer) {
+            let mut answer = Message::query();
+            answer.metadata.message_type = MessageType::Response;
+            answer.add_query(Query::query(hostile_name(), RecordType::A));
+            answer.add_answer(Record::from_rdata(hostile_name(), 30, RData::A(A(address))));
+            let _ = socket.send_to(&answer.to_vec().unwrap(), from);
+        }
+    });
+}
+
+#[test]
+fn name_sets_kept_by_the_agent_follow_a_moving_name_and_keep_unknown_names_out() {
+    let lab = Lab::new(DNS);
+    let racing: Vec<String> = (0..8).map(|i| format!("race{i}.test")).collect();
+    let hostile_text = {
+        let labels: Vec<String> = hostile_name()
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        labels.join(".")
+    };
+    let allowed: Vec<String> = ["moving.test", hostile_text.as_str()]
+        .into_iter()
+        .chain(racing.iter().map(String::as_str))
+        .map(|name| connscope_names::name_set(name, Family::Ipv4))
+        .collect();
+    let mut ruleset = String::from("table inet connscope {\n");
+    for set in &allowed {
+        ruleset += &format!("  set {set} {{ type ipv4_addr; flags timeout; }}\n");
+    }
+    ruleset += "  chain output {\n    type filter hook output priority 0; policy drop;\n";
+    ruleset +=
+        "    oif \"lo\" accept\n    udp dport 53 accept\n    ct state established,related accept\n";
+    for set in &allowed {
+        ruleset += &format!("    ip daddr @{set} tcp dport 8080 accept\n");
+    }
+    ruleset += "  }\n}\n";
+    let mut nft = lab.client.command("nft");
+    nft.args(["-f", "-"]).stdin(Stdio::piped());
+    let mut child = nft.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ruleset.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{ruleset}");
+
+    let mut records = vec![
+        "--no-resolv".to_owned(),
+        "--host-record=moving.test,192.0.2.10".to_owned(),
+        "--host-record=blocked.test,192.0.2.14".to_owned(),
+    ];
+    records.extend(
+        racing
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("--host-record={name},192.0.2.{}", 20 + i)),
+    );
+    let server = lab.dnsmasq(&lab.server, DNS, &records_of(&records));
+    let agent = lab.agent(&["--nft-name-sets"]);
+    lab.getent("moving.test");
+
+    // Resolved then connected at once by curl: every time, with the delay
+    // of a first SYN lost to the race measured.
+    let mut connect_times = Vec::new();
+    for (i, name) in racing.iter().enumerate() {
+        let seconds = lab
+            .curl(&format!("http://{name}:8080/"), &[])
+            .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+        connect_times.push(seconds);
+        assert_eq!(
+            agent.name_of_connect(&format!("192.0.2.{}:8080", 20 + i)),
+            dns(name)
+        );
+    }
+    eprintln!("resolve-then-connect times (s): {connect_times:?}");
+
+    lab.curl("http://moving.test:8080/", &[]).unwrap();
+    server.stop();
+    records[1] = "--host-record=moving.test,192.0.2.11".to_owned();
+    let _server = lab.dnsmasq(&lab.server, DNS, &records_of(&records));
+    wait_for_or("the new record", WAIT, String::new, || {
+        lab.getent("moving.test").contains("192.0.2.11")
+    });
+    lab.curl("http://moving.test:8080/", &[]).unwrap();
+    assert_eq!(agent.name_of_connect("192.0.2.11:8080"), dns("moving.test"));
+    let unknown = lab.curl("http://blocked.test:8080/", &[]);
+    assert!(unknown.is_err(), "an unknown name is blocked: {unknown:?}");
+
+    // A hostile name fills its set through the same path, and is reported as
+    // received.
+    hostile_server(&lab, Ipv4Addr::new(192, 0, 2, 15));
+    let connected = in_netns(&lab.client, || {
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        socket.connect("192.0.2.3:53").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut query = Message::query();
+        query.add_query(Query::query(hostile_name(), RecordType::A));
+        socket.send(&query.to_vec().unwrap()).unwrap();
+        socket.recv(&mut [0u8; 512]).unwrap();
+        let start = Instant::now();
+        TcpStream::connect_timeout(&"192.0.2.15:8080".parse().unwrap(), Duration::from_secs(5))
+            .map(|_| start.elapsed())
+    });
+    let elapsed =
+        connected.unwrap_or_else(|e| panic!("the hostile name's set: {e}\n{}", agent.log()));
+    eprintln!("hostile name: connected after {elapsed:?}");
+    assert_eq!(agent.name_of_connect("192.0.2.15:8080"), dns(&hostile_text));
+    assert!(
+        !agent.log().contains("nft name sets: nft"),
+        "{}",
+        agent.log()
+    );
+}
+
+/// Issue 18's acceptance end to end: the agent names what the client did,
+/// the store keeps it, `firewall plan --outbound by-name` plans from the
+/// store, the plan is loaded with `nft -f` in the client's namespace, and
+/// the agent keeping its sets lets the client follow the name to its new
+/// address while an unknown name stays blocked; `firewall check` of the
+/// plan agrees with the kernel on the connections made under it.
+#[test]
+fn a_by_name_plan_from_the_store_follows_a_moving_name_with_the_agents_sets() {
+    use connscope_firewall::by_name::{check_with_name_sets, plan_fleet_by_name};
+    use connscope_firewall::from_store::{fleet_flows, name_set_members};
+    use connscope_firewall::test_support::FlowBuilder;
+    use connscope_firewall::{nft, render, ExactPlanner, FlowDirection, Outcome, PlanOptions};
+    use connscope_query::naming::RemoteNames;
+    use connscope_store::{AgentId, SqliteStore, Store, TimeRange};
+
+    let lab = Lab::new(DNS);
+    let mut records = vec![
+        "--no-resolv".to_owned(),
+        "--host-record=moving.test,192.0.2.10".to_owned(),
+        "--host-record=blocked.test,192.0.2.14".to_owned(),
+    ];
+    let server = lab.dnsmasq(&lab.server, DNS, &records_of(&records));
+    let store = SqliteStore::open(lab.dir.path().join("store.db")).unwrap();
+    // The agent sees every namespace: only the client's events are its history.
+    let inode = std::fs::metadata(format!("/run/netns/{}", lab.client.0))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
+    let ingest = |events: Vec<ConnectionEvent>| {
+        let client: Vec<ConnectionEvent> =
+            events.into_iter().filter(|e| e.netns == inode).collect();
+        let host = client[0].host.clone();
+        store.ingest(&AgentId(host), &client).unwrap();
+    };
+
+    // Learning: the agent names what the client does, without a firewall.
+    let host = {
+        let agent = lab.agent(&[]);
+        lab.getent("moving.test");
+        lab.curl("http://moving.test:8080/", &[]).unwrap();
+        lab.curl("http://192.0.2.16:8080/", &[]).unwrap();
+        assert_eq!(agent.name_of_connect("192.0.2.10:8080"), dns("moving.test"));
+        assert_eq!(agent.name_of_connect("192.0.2.16:8080"), None);
+        let events = agent.events();
+        let host = events[0].host.clone();
+        ingest(events);
+        host
+    };
+
+    let fleet = fleet_flows(&store, TimeRange::ALL)
+        .unwrap()
+        .into_iter()
+        .map(|(h, s)| (h, s.flows))
+        .collect();
+    let names = RemoteNames::load(&store, TimeRange::ALL).unwrap();
+    let options = PlanOptions::default();
+    let plans = plan_fleet_by_name(&ExactPlanner { options }, &fleet, &[], &names, options);
+    let plan = &plans[&host];
+    let named: Vec<&str> = plan.named_rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(named, ["moving.test"], "{plan:#?}");
+    let text = render::nft(plan);
+    let file = lab.dir.path().join("plan.nft");
+    std::fs::write(&file, &text).unwrap();
+    run(lab.client.command("nft").arg("-f").arg(&file));
+    // The agent records no flow of getent's and curl's DNS queries to the
+    // lab's server (so the plan has none): allowed by hand, as an admin
+    // would review it, or nothing resolves under the plan.
+    run(lab.client.command("nft").args([
+        "add",
+        "rule",
+        "inet",
+        "connscope",
+        "output",
+        "ip",
+        "daddr",
+        DNS,
+        "udp",
+        "dport",
+        "53",
+        "accept",
+    ]));
+
+    // Enforcing: the name moves; the agent keeps the sets.
+    server.stop();
+    records[1] = "--host-record=moving.test,192.0.2.11".to_owned();
+    let _server = lab.dnsmasq(&lab.server, DNS, &records_of(&records));
+    let agent = lab.agent(&["--nft-name-sets"]);
+    wait_for_or("the new record", WAIT, String::new, || {
+        lab.getent("moving.test").contains("192.0.2.11")
+    });
+    lab.curl("http://moving.test:8080/", &[])
+        .unwrap_or_else(|e| {
+            panic!(
+                "the moved name must be reachable: {e}\n{text}\n{}",
+                agent.log()
+            )
+        });
+    lab.curl("http://192.0.2.16:8080/", &[])
+        .expect("the literal address stays allowed");
+    let unknown = lab.curl("http://blocked.test:8080/", &[]);
+    assert!(unknown.is_err(), "an unknown name is blocked: {unknown:?}");
+    assert_eq!(agent.name_of_connect("192.0.2.11:8080"), dns("moving.test"));
+    ingest(agent.events());
+
+    // The check of the plan as written, its name sets filled from the
+    // store, agrees with what the kernel did.
+    let written = nft::read_ruleset("plan.nft", &text).unwrap();
+    let members = name_set_members(&store, &host, TimeRange::ALL).unwrap();
+    let local: std::net::IpAddr = "192.0.2.2".parse().unwrap();
+    let flow = |remote: &str| {
+        FlowBuilder::new(FlowDirection::Outbound, local, remote, 8080)
+            .seen(
+                connscope_event::Timestamp::now(),
+                connscope_event::Timestamp::now(),
+            )
+            .build()
+    };
+    let flows = [flow("192.0.2.11"), flow("192.0.2.16"), flow("192.0.2.14")];
+    let outcomes: Vec<Outcome> = check_with_name_sets(&written, &flows, &members)
+        .into_iter()
+        .map(|v| v.outcome)
+        .collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::Allowed, Outcome::Allowed, Outcome::Blocked],
+        "check agrees with the kernel"
+    );
+}

@@ -1,0 +1,478 @@
+//! The observer thread: reads the packet sockets of the watched namespaces,
+//! learns names into the shared [`NameCache`], and hands every DNS answer to
+//! whoever keeps nft sets from them.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+
+use crate::cache::NameCache;
+use crate::dns::{parse_response, Answer};
+use crate::sni::server_name;
+use crate::socket::{PacketSocket, Way};
+
+/// Which network namespaces to watch (the agent's `--netns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Namespaces {
+    /// The one the agent runs in.
+    Own,
+    /// One namespace by inode, found under /run/netns or /proc/*/ns/net.
+    Inode(u64),
+    /// Every namespace, looked for again every few seconds.
+    All,
+}
+
+/// How the observer runs.
+#[derive(Debug, Clone)]
+pub struct ObserverConfig {
+    pub namespaces: Namespaces,
+    /// Addresses remembered per namespace (least recently answered go first).
+    pub addresses_per_netns: usize,
+    /// How long a name outlives its answer's TTL.
+    pub grace: Duration,
+}
+
+impl Default for ObserverConfig {
+    fn default() -> Self {
+        ObserverConfig {
+            namespaces: Namespaces::Own,
+            addresses_per_netns: 65_536,
+            grace: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One DNS answer seen in one namespace, for the nft set keeper.
+#[derive(Debug, Clone)]
+pub struct ObservedAnswer {
+    pub netns: u64,
+    /// The namespace to run nft in; `None` for the agent's own.
+    pub netns_file: Option<Arc<File>>,
+    pub answer: Answer,
+    pub at: Instant,
+}
+
+/// Why the observer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserverError {
+    #[error(
+        "cannot open a packet socket in network namespace {netns}: {source} (needs CAP_NET_RAW)"
+    )]
+    Socket { netns: u64, source: io::Error },
+    #[error("network namespace {0} not found under /run/netns or /proc/*/ns/net")]
+    NamespaceNotFound(u64),
+    #[error("cannot read network namespace {path}: {source}")]
+    Namespace { path: PathBuf, source: io::Error },
+    #[error("cannot start the observer thread: {0}")]
+    Thread(io::Error),
+}
+
+/// Counters of the observer.
+#[derive(Debug, Default)]
+pub struct ObserverStats {
+    /// Packets the filter let through.
+    pub packets: AtomicU64,
+    /// DNS responses with addresses learned.
+    pub answers: AtomicU64,
+    /// ClientHellos with a server name learned.
+    pub hellos: AtomicU64,
+    /// Packets from port 53 that were not a DNS response.
+    pub malformed: AtomicU64,
+    /// Packets the kernel dropped because the observer was behind.
+    pub kernel_dropped: AtomicU64,
+    /// Answers not handed to the nft set keeper because it was behind.
+    pub keeper_dropped: AtomicU64,
+}
+
+/// The running observer; stops its thread when dropped.
+pub struct Observer {
+    names: Arc<Mutex<NameCache>>,
+    stats: Arc<ObserverStats>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Observer {
+    /// Opens the packet sockets (so that a missing privilege fails here) and
+    /// starts the thread. Answers go to `answers` too when given.
+    pub fn start(
+        config: &ObserverConfig,
+        answers: Option<SyncSender<ObservedAnswer>>,
+    ) -> Result<Observer, ObserverError> {
+        let names = Arc::new(Mutex::new(NameCache::new(
+            config.addresses_per_netns,
+            config.grace,
+        )));
+        let stats = Arc::new(ObserverStats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut reader = Reader {
+            namespaces: config.namespaces,
+            watched: Vec::new(),
+            names: names.clone(),
+            stats: stats.clone(),
+            answers,
+            next_scan: Instant::now(),
+        };
+        reader.scan()?;
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("names".into())
+                .spawn(move || reader.run(&stop))
+                .map_err(ObserverError::Thread)?
+        };
+        Ok(Observer {
+            names,
+            stats,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// What was learned so far; the agent looks names up here.
+    pub fn names(&self) -> Arc<Mutex<NameCache>> {
+        self.names.clone()
+    }
+
+    pub fn stats(&self) -> &ObserverStats {
+        &self.stats
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The inode of this process's network namespace.
+pub fn own_netns() -> io::Result<u64> {
+    Ok(std::fs::metadata("/proc/self/ns/net")?.ino())
+}
+
+struct Watched {
+    netns: u64,
+    file: Option<Arc<File>>,
+    socket: PacketSocket,
+}
+
+struct Reader {
+    namespaces: Namespaces,
+    watched: Vec<Watched>,
+    names: Arc<Mutex<NameCache>>,
+    stats: Arc<ObserverStats>,
+    answers: Option<SyncSender<ObservedAnswer>>,
+    next_scan: Instant,
+}
+
+/// How often `--netns all` looks for new namespaces.
+const SCAN_INTERVAL: Duration = Duration::from_secs(5);
+
+impl Reader {
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut buffer = vec![0u8; 65_536];
+        while !stop.load(Ordering::Relaxed) {
+            if self.namespaces == Namespaces::All && Instant::now() >= self.next_scan {
+                if let Err(err) = self.scan() {
+                    tracing::warn!("names: {err}");
+                }
+            }
+            let mut polled: Vec<libc::pollfd> = self
+                .watched
+                .iter()
+                .map(|w| libc::pollfd {
+                    fd: w.socket.as_fd().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            // SAFETY: valid pollfd array of the given length.
+            let ready = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as _, 100) };
+            if ready <= 0 {
+                continue;
+            }
+            for (index, pollfd) in polled.iter().enumerate() {
+                if pollfd.revents & libc::POLLIN != 0 {
+                    self.drain(index, &mut buffer);
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self, index: usize, buffer: &mut [u8]) {
+        let watched = &self.watched[index];
+        let mut answers = Vec::new();
+        let mut hellos = Vec::new();
+        // Bounded, so one flooded namespace does not starve the others.
+        for _ in 0..1024 {
+            match watched.socket.receive(buffer) {
+                Ok(Some((way, packet))) => {
+                    self.stats.packets.fetch_add(1, Ordering::Relaxed);
+                    match classify(way, packet) {
+                        Some(Seen::Dns(payloads)) => {
+                            for payload in payloads {
+                                match parse_response(payload) {
+                                    Ok(Some(answer)) => answers.push(answer),
+                                    Ok(None) => {}
+                                    Err(err) => {
+                                        self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                                        tracing::trace!("names: {err}");
+                                    }
+                                }
+                            }
+                        }
+                        Some(Seen::Hello {
+                            local,
+                            remote,
+                            name,
+                        }) => hellos.push((local, remote, name)),
+                        None => {}
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    tracing::warn!(netns = watched.netns, "names: reading packets: {err}");
+                    break;
+                }
+            }
+        }
+        let dropped = watched.socket.take_drops();
+        if dropped > 0 {
+            self.stats
+                .kernel_dropped
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
+        if answers.is_empty() && hellos.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        {
+            let mut names = self.names.lock().expect("the name cache is not poisoned");
+            for answer in &answers {
+                names.learn_answer(watched.netns, answer, now);
+            }
+            for (local, remote, name) in hellos.drain(..) {
+                names.learn_sni(watched.netns, local, remote, name, now);
+                self.stats.hellos.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.stats
+            .answers
+            .fetch_add(answers.len() as u64, Ordering::Relaxed);
+        if let Some(sender) = &self.answers {
+            for answer in answers {
+                let observed = ObservedAnswer {
+                    netns: watched.netns,
+                    netns_file: watched.file.clone(),
+                    answer,
+                    at: now,
+                };
+                match sender.try_send(observed) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        self.stats.keeper_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(TrySendError::Disconnected(_)) => break,
+                }
+            }
+        }
+    }
+
+    /// Opens a socket in each namespace asked for that has none yet, and
+    /// closes those of namespaces that are gone (a socket would keep its
+    /// namespace alive).
+    fn scan(&mut self) -> Result<(), ObserverError> {
+        self.next_scan = Instant::now() + SCAN_INTERVAL;
+        let own = own_netns().map_err(|source| ObserverError::Namespace {
+            path: "/proc/self/ns/net".into(),
+            source,
+        })?;
+        let wanted: Vec<(u64, Option<File>)> = match self.namespaces {
+            Namespaces::Own => vec![(own, None)],
+            Namespaces::Inode(inode) if inode == own => vec![(own, None)],
+            Namespaces::Inode(inode) => {
+                let mut found = find_namespaces(|candidate| candidate == inode);
+                let file = found
+                    .remove(&inode)
+                    .ok_or(ObserverError::NamespaceNotFound(inode))?;
+                vec![(inode, Some(file))]
+            }
+            Namespaces::All => {
+                let mut found = find_namespaces(|candidate| candidate != own);
+                self.watched
+                    .retain(|w| w.netns == own || found.contains_key(&w.netns));
+                let mut wanted = vec![(own, None)];
+                wanted.extend(found.drain().map(|(inode, file)| (inode, Some(file))));
+                wanted
+            }
+        };
+        for (netns, file) in wanted {
+            if self.watched.iter().any(|w| w.netns == netns) {
+                continue;
+            }
+            match PacketSocket::open(file.as_ref()) {
+                Ok(socket) => self.watched.push(Watched {
+                    netns,
+                    file: file.map(Arc::new),
+                    socket,
+                }),
+                // A namespace that vanished between the scan and the open.
+                Err(source) if self.namespaces == Namespaces::All && netns != own => {
+                    tracing::debug!(netns, "names: {source}");
+                }
+                Err(source) => return Err(ObserverError::Socket { netns, source }),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Namespaces named under /run/netns or held by a process, by inode, for
+/// those `wanted` says yes to.
+fn find_namespaces(wanted: impl Fn(u64) -> bool) -> HashMap<u64, File> {
+    let mut found = HashMap::new();
+    let mut consider = |path: &Path| {
+        if let Ok(meta) = std::fs::metadata(path) {
+            let inode = meta.ino();
+            if wanted(inode) && !found.contains_key(&inode) {
+                if let Ok(file) = File::open(path) {
+                    found.insert(inode, file);
+                }
+            }
+        }
+    };
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        for entry in entries.flatten() {
+            consider(&entry.path());
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            {
+                consider(&entry.path().join("ns/net"));
+            }
+        }
+    }
+    found
+}
+
+/// What one captured packet holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen<'p> {
+    /// DNS messages from port 53 (one for UDP; each whole length-prefixed
+    /// message of a TCP segment).
+    Dns(Vec<&'p [u8]>),
+    /// A ClientHello sent from `local` to `remote`.
+    Hello {
+        local: SocketAddr,
+        remote: SocketAddr,
+        name: String,
+    },
+}
+
+fn classify(way: Way, packet: &[u8]) -> Option<Seen<'_>> {
+    let sliced = SlicedPacket::from_ip(packet).ok()?;
+    let (source, destination): (IpAddr, IpAddr) = match sliced.net? {
+        NetSlice::Ipv4(ip) => (
+            ip.header().source_addr().into(),
+            ip.header().destination_addr().into(),
+        ),
+        NetSlice::Ipv6(ip) => (
+            ip.header().source_addr().into(),
+            ip.header().destination_addr().into(),
+        ),
+        NetSlice::Arp(_) => return None,
+    };
+    match (way, sliced.transport?) {
+        (Way::In, TransportSlice::Udp(udp)) if udp.source_port() == 53 => {
+            Some(Seen::Dns(vec![udp.payload()]))
+        }
+        (Way::In, TransportSlice::Tcp(tcp)) if tcp.source_port() == 53 => {
+            let mut messages = Vec::new();
+            let mut rest = tcp.payload();
+            while let [high, low, tail @ ..] = rest {
+                let length = usize::from(u16::from_be_bytes([*high, *low]));
+                if tail.len() < length {
+                    break; // continued in the next segment: not reassembled
+                }
+                messages.push(&tail[..length]);
+                rest = &tail[length..];
+            }
+            Some(Seen::Dns(messages))
+        }
+        (Way::Out, TransportSlice::Tcp(tcp)) => Some(Seen::Hello {
+            local: SocketAddr::new(source, tcp.source_port()),
+            remote: SocketAddr::new(destination, tcp.destination_port()),
+            name: server_name(tcp.payload())?,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use etherparse::PacketBuilder;
+
+    use super::*;
+    use crate::sni::tests::client_hello;
+
+    #[test]
+    fn answers_over_udp_and_tcp_and_hellos_are_told_apart() {
+        let dns = b"\x00\x07dnsmsg";
+        let mut udp = Vec::new();
+        PacketBuilder::ipv4([192, 0, 2, 53], [192, 0, 2, 1], 64)
+            .udp(53, 40000)
+            .write(&mut udp, dns)
+            .unwrap();
+        assert_eq!(classify(Way::In, &udp), Some(Seen::Dns(vec![&dns[..]])));
+        assert_eq!(classify(Way::Out, &udp), None);
+
+        let mut stream = Vec::new();
+        for message in [&b"first"[..], b"second"] {
+            stream.extend_from_slice(&(message.len() as u16).to_be_bytes());
+            stream.extend_from_slice(message);
+        }
+        stream.extend_from_slice(b"\x00\x10cut"); // the rest comes later
+        let mut tcp = Vec::new();
+        PacketBuilder::ipv6([1; 16], [2; 16], 64)
+            .tcp(53, 40000, 1, 1000)
+            .write(&mut tcp, &stream)
+            .unwrap();
+        assert_eq!(
+            classify(Way::In, &tcp),
+            Some(Seen::Dns(vec![&b"first"[..], b"second"]))
+        );
+
+        let mut hello = Vec::new();
+        PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(40000, 443, 1, 1000)
+            .write(&mut hello, &client_hello(b"tls.example"))
+            .unwrap();
+        assert_eq!(
+            classify(Way::Out, &hello),
+            Some(Seen::Hello {
+                local: "10.0.0.1:40000".parse().unwrap(),
+                remote: "10.0.0.2:443".parse().unwrap(),
+                name: "tls.example".into()
+            })
+        );
+    }
+}
