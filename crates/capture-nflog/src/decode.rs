@@ -152,6 +152,102 @@ fn tuple(payload: &[u8]) -> Result<(Protocol, SocketAddr, SocketAddr), Skipped> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use etherparse::PacketBuilder;
+    use netlink_packet_netfilter::NetfilterHeader;
+    use std::ffi::CString;
+
+    /// A datagram as the kernel sends it: one NFLOG packet message per
+    /// (prefix, packet bytes).
+    fn datagram(records: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (prefix, payload) in records {
+            let mut message = NetlinkMessage::from(NetfilterMessage::new(
+                NetfilterHeader::new(netlink_packet_netfilter::NetfilterProtoFamily::IPv4, 0, 7),
+                ULogMessage::Packet(vec![
+                    PacketNla::Prefix(CString::new(*prefix).unwrap()),
+                    PacketNla::Payload(payload.clone()),
+                ]),
+            ));
+            message.finalize();
+            let mut bytes = vec![0; message.buffer_len()];
+            message.serialize(&mut bytes);
+            bytes.resize((bytes.len() + 3) & !3, 0);
+            out.extend(bytes);
+        }
+        out
+    }
+
+    fn tcp_syn(source: [u8; 4], destination: [u8; 4], ports: (u16, u16)) -> Vec<u8> {
+        let builder = PacketBuilder::ipv4(source, destination, 64)
+            .tcp(ports.0, ports.1, 1, 64240)
+            .syn();
+        let mut bytes = Vec::with_capacity(builder.size(0));
+        builder.write(&mut bytes, &[]).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn records_give_their_packets_and_foreign_ones_are_skipped() {
+        let v6 = PacketBuilder::ipv6([0xfd; 16], [0xfe; 16], 64).udp(5353, 53);
+        let mut udp6 = Vec::new();
+        v6.write(&mut udp6, b"query").unwrap();
+        let icmp = {
+            let b = PacketBuilder::ipv4([10, 0, 0, 2], [10, 0, 0, 1], 64).icmpv4_echo_request(1, 1);
+            let mut bytes = Vec::new();
+            b.write(&mut bytes, &[]).unwrap();
+            bytes
+        };
+        // The copy range cuts a packet short after its headers.
+        let mut cut = tcp_syn([10, 0, 0, 2], [10, 0, 0, 1], (40000, 5432));
+        cut.extend([0; 200]);
+        cut.truncate(40);
+        let decoded = packets(&datagram(&[
+            ("connscope would-block output: ", cut),
+            ("connscope blocked input: ", udp6),
+            ("sshguard: ", tcp_syn([1, 1, 1, 1], [2, 2, 2, 2], (1, 2))),
+            ("connscope blocked output: ", icmp),
+        ]));
+        assert_eq!(decoded.len(), 4);
+        assert_eq!(
+            decoded[0],
+            Ok(LoggedPacket {
+                kind: HitKind::WouldBlock,
+                chain: Chain::Output,
+                protocol: Protocol::Tcp,
+                source: "10.0.0.2:40000".parse().unwrap(),
+                destination: "10.0.0.1:5432".parse().unwrap(),
+            })
+        );
+        let udp = decoded[1].as_ref().unwrap();
+        assert_eq!(
+            (udp.kind, udp.chain, udp.protocol),
+            (HitKind::Blocked, Chain::Input, Protocol::Udp)
+        );
+        assert_eq!(
+            udp.destination,
+            "[fefe:fefe:fefe:fefe:fefe:fefe:fefe:fefe]:53"
+                .parse()
+                .unwrap()
+        );
+        assert_eq!(decoded[2], Err(Skipped::ForeignPrefix("sshguard: ".into())));
+        assert!(matches!(decoded[3], Err(Skipped::NotTcpOrUdp(_))));
+    }
+
+    #[test]
+    fn a_damaged_datagram_is_an_error_naming_where() {
+        let mut bytes = datagram(&[(
+            "connscope blocked input: ",
+            tcp_syn([10, 0, 0, 9], [10, 0, 0, 2], (5, 22)),
+        )]);
+        let good = bytes.len();
+        bytes.extend([0xff; 12]);
+        let decoded = packets(&bytes);
+        assert!(decoded[0].is_ok());
+        assert!(
+            matches!(&decoded[1], Err(Skipped::Netlink { offset, .. }) if *offset == good),
+            "{decoded:?}"
+        );
+    }
 
     #[test]
     fn prefixes_name_kind_and_chain_and_others_are_foreign() {
