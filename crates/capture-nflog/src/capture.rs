@@ -252,10 +252,10 @@ impl Reader {
             reports.extend(self.processor.expire(Instant::now()));
             for report in reports {
                 if self.hits.try_send(report).is_err() {
-                    self.processor.stats.dropped += 1;
+                    self.processor.queue_full += 1;
                 }
             }
-            *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = self.processor.stats;
+            *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = self.processor.stats();
         }
         Ok(())
     }
@@ -268,6 +268,8 @@ pub struct Processor {
     owners: Owners,
     netns: u64,
     stats: NflogStats,
+    /// Reports the reader could not hand on (its queue was full).
+    queue_full: u64,
 }
 
 impl Processor {
@@ -278,12 +280,13 @@ impl Processor {
             owners: Owners::new(),
             netns,
             stats: NflogStats::default(),
+            queue_full: 0,
         }
     }
 
     pub fn stats(&self) -> NflogStats {
         NflogStats {
-            dropped: self.stats.dropped + self.attempts.dropped(),
+            dropped: self.queue_full + self.attempts.dropped(),
             ..self.stats
         }
     }
@@ -309,7 +312,6 @@ impl Processor {
                 }
             }
         }
-        self.stats.dropped = self.attempts.dropped();
     }
 
     fn packet(&mut self, packet: LoggedPacket, now: Instant) -> Option<FirewallHit> {
@@ -429,5 +431,71 @@ fn subscribe(group: u16) -> Result<Socket, NflogError> {
             group,
             reason: format!("expected an acknowledgement, got {other:?}"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hit::HitKind;
+    use crate::records::{datagram, tcp_syn};
+
+    fn netns() -> u64 {
+        std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino()
+    }
+
+    #[test]
+    fn a_datagram_gives_attributed_hits_repeats_are_counted_floods_dropped() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let limits = AttemptLimits {
+            quiet: Duration::from_secs(5),
+            max_new_per_second: 3,
+            max_open: 100,
+        };
+        let mut processor = Processor::new(limits, netns());
+        let inbound = |source: u16| {
+            (
+                "connscope would-block input: ",
+                tcp_syn([127, 0, 0, 1], [127, 0, 0, 1], (source, port)),
+            )
+        };
+        let t0 = Instant::now();
+        let mut reports = Vec::new();
+        processor.datagram(
+            &datagram(&[
+                inbound(50000),
+                inbound(50000),
+                (
+                    "another tool: ",
+                    tcp_syn([1, 1, 1, 1], [2, 2, 2, 2], (1, 2)),
+                ),
+                inbound(50001),
+                inbound(50002),
+                inbound(50003),
+            ]),
+            t0,
+            &mut reports,
+        );
+        assert_eq!(reports.len(), 3, "{reports:?}");
+        let HitReport::Hit(hit) = &reports[0] else {
+            panic!("{reports:?}")
+        };
+        assert_eq!((hit.kind, hit.chain), (HitKind::WouldBlock, Chain::Input));
+        assert_eq!(hit.local, listener.local_addr().unwrap());
+        assert_eq!(hit.remote, "127.0.0.1:50000".parse().unwrap());
+        assert_eq!(hit.process.as_ref().unwrap().pid, std::process::id());
+        let stats = processor.stats();
+        assert_eq!(
+            (stats.packets, stats.hits, stats.foreign, stats.dropped),
+            (5, 3, 1, 1),
+            "{stats:?}"
+        );
+        assert_eq!(stats.attributed_process, 3);
+
+        let ended: Vec<_> = processor.expire(t0 + Duration::from_secs(6)).collect();
+        assert_eq!(ended.len(), 1, "only the repeated attempt: {ended:?}");
+        assert_eq!(ended[0].hit().packets, 2);
+        assert_eq!(ended[0].hit().remote, "127.0.0.1:50000".parse().unwrap());
     }
 }

@@ -24,6 +24,8 @@ pub mod capture;
 pub mod decode;
 pub mod hit;
 pub mod owner;
+#[cfg(test)]
+mod records;
 
 pub use attempts::{AttemptLimits, Attempts};
 pub use capture::{NflogCapture, NflogConfig, NflogError, NflogStats};
