@@ -153,6 +153,24 @@ impl Lab {
         host.exec(&["ip", "link", "set", &a, "up"]);
         server.exec(&["ip", "addr", "add", &format!("10.{net}.0.1/24"), "dev", &b]);
         server.exec(&["ip", "link", "set", &b, "up"]);
+        host.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("fd00:{net}::2/64"),
+            "dev",
+            &a,
+            "nodad",
+        ]);
+        server.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("fd00:{net}::1/64"),
+            "dev",
+            &b,
+            "nodad",
+        ]);
         Lab {
             host,
             server,
@@ -167,6 +185,14 @@ impl Lab {
 
     fn server_ip(&self) -> String {
         format!("10.{}.0.1", self.net)
+    }
+
+    fn host_ip6(&self) -> String {
+        format!("fd00:{}::2", self.net)
+    }
+
+    fn server_ip6(&self) -> String {
+        format!("fd00:{}::1", self.net)
     }
 
     /// The host may reach the server's 445 and offer 22; nothing else.
@@ -188,8 +214,9 @@ impl Lab {
 
     /// A python3 server in `ns` on `ip:port`, accepting until killed.
     fn serve(ns: &Netns, ip: &str, port: u16) -> Process {
+        let family = family(ip);
         let mut server = ns.python(&format!(
-            "import socket\ns=socket.create_server(('{ip}',{port}))\nprint('ready',flush=True)\n\
+            "import socket\ns=socket.create_server(('{ip}',{port}),family={family})\nprint('ready',flush=True)\n\
              while True:\n    c,_=s.accept()\n    c.close()"
         ));
         assert_eq!(server.line(), "ready");
@@ -199,8 +226,10 @@ impl Lab {
     /// A python3 client in `ns` connecting to `to`: prints its local port
     /// when connected (then holds the connection 3 s) or `failed PORT`.
     fn connect(ns: &Netns, to: &str, port: u16, timeout: u32) -> Process {
+        let family = family(to);
+        let any = if to.contains(':') { "::" } else { "0.0.0.0" };
         ns.python(&format!(
-            "import socket,time\ns=socket.socket()\ns.settimeout({timeout})\ns.bind(('0.0.0.0',0))\n\
+            "import socket,time\ns=socket.socket({family})\ns.settimeout({timeout})\ns.bind(('{any}',0))\n\
              p=s.getsockname()[1]\ntry:\n    s.connect(('{to}',{port}))\n    print('connected',p,flush=True)\n    time.sleep(3)\n\
              except OSError:\n    print('failed',p,flush=True)"
         ))
@@ -214,6 +243,15 @@ impl Lab {
             ..AttemptLimits::default()
         };
         NflogCapture::start(config).unwrap()
+    }
+}
+
+/// Python's address family constant for `ip`.
+fn family(ip: &str) -> &'static str {
+    if ip.contains(':') {
+        "socket.AF_INET6"
+    } else {
+        "socket.AF_INET"
     }
 }
 
@@ -237,7 +275,7 @@ fn first_hit(capture: &NflogCapture, within: Duration) -> FirewallHit {
 }
 
 fn addr(ip: &str, port: u16) -> SocketAddr {
-    format!("{ip}:{port}").parse().unwrap()
+    SocketAddr::new(ip.parse().unwrap(), port)
 }
 
 fn assert_process(hit: &FirewallHit, pid: u32) {
@@ -312,10 +350,27 @@ fn audit_reports_the_missed_flows_once_with_their_processes_and_lets_them_throug
     );
     assert_process(&hit, listener.pid());
 
+    // The same over IPv6.
+    let _backup6 = Lab::serve(&lab.server, &lab.server_ip6(), 5432);
+    let mut backup6 = Lab::connect(&lab.host, &lab.server_ip6(), 5432, 3);
+    let line = backup6.line();
+    let port: u16 = line
+        .strip_prefix("connected ")
+        .expect(&line)
+        .parse()
+        .unwrap();
+    let hit = first_hit(&capture, Duration::from_secs(5));
+    assert_eq!((hit.kind, hit.chain), (HitKind::WouldBlock, Chain::Output));
+    assert_eq!(
+        (hit.local, hit.remote),
+        (addr(&lab.host_ip6(), port), addr(&lab.server_ip6(), 5432))
+    );
+    assert_process(&hit, backup6.pid());
+
     let rest = collect(&capture, Duration::from_secs(1));
     assert!(rest.is_empty(), "one hit per attempt, got more: {rest:?}");
     let stats = capture.stats();
-    assert_eq!((stats.hits, stats.attributed_process), (2, 2), "{stats:?}");
+    assert_eq!((stats.hits, stats.attributed_process), (3, 3), "{stats:?}");
 }
 
 #[test]
