@@ -52,6 +52,7 @@ fn unlimited() -> AttemptLimits {
         quiet: Duration::from_secs(3600),
         max_new_per_second: u32::MAX,
         max_open: usize::MAX,
+        max_attributed_per_second: u32::MAX,
     }
 }
 

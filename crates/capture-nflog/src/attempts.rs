@@ -31,6 +31,10 @@ pub struct AttemptLimits {
     pub max_new_per_second: u32,
     /// Attempts tracked at once at most.
     pub max_open: usize,
+    /// New attempts attributed per second at most; those beyond are reported
+    /// without a process. A lookup reads the namespace's `/proc/net` tables,
+    /// which costs milliseconds on a busy host (docs/BENCHMARKS.md).
+    pub max_attributed_per_second: u32,
 }
 
 impl Default for AttemptLimits {
@@ -39,6 +43,7 @@ impl Default for AttemptLimits {
             quiet: Duration::from_secs(70),
             max_new_per_second: 200,
             max_open: 16_384,
+            max_attributed_per_second: 50,
         }
     }
 }
@@ -56,6 +61,8 @@ pub struct Attempts {
     open: HashMap<Key, Open>,
     second: Instant,
     new_this_second: u32,
+    attributed_second: Instant,
+    attributed_this_second: u32,
     dropped: u64,
 }
 
@@ -77,6 +84,8 @@ impl Attempts {
             open: HashMap::new(),
             second: now,
             new_this_second: 0,
+            attributed_second: now,
+            attributed_this_second: 0,
             dropped: 0,
         }
     }
@@ -109,6 +118,20 @@ impl Attempts {
         }
         self.new_this_second += 1;
         Seen::New
+    }
+
+    /// Whether a new attempt seen at `now` may still be attributed this
+    /// second (and counts it if so).
+    pub fn may_attribute(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.attributed_second) >= Duration::from_secs(1) {
+            self.attributed_second = now;
+            self.attributed_this_second = 0;
+        }
+        if self.attributed_this_second >= self.limits.max_attributed_per_second {
+            return false;
+        }
+        self.attributed_this_second += 1;
+        true
     }
 
     /// Starts tracking the attempt of a [`Seen::New`] packet.
@@ -207,6 +230,7 @@ mod tests {
             quiet: Duration::from_secs(70),
             max_new_per_second: 10,
             max_open: 15,
+            max_attributed_per_second: 10,
         };
         let mut attempts = Attempts::new(limits, t0);
         let mut new = 0;

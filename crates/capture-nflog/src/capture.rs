@@ -84,6 +84,8 @@ pub struct NflogStats {
     /// Hits whose socket was found, and those whose process was named.
     pub attributed_socket: u64,
     pub attributed_process: u64,
+    /// Hits reported without a lookup: beyond `max_attributed_per_second`.
+    pub over_attribution_budget: u64,
     /// New attempts dropped by the flood limits or a full queue.
     pub dropped: u64,
     /// Records another rule logged to the group (another prefix).
@@ -331,7 +333,12 @@ impl Processor {
         if seen != Seen::New {
             return None;
         }
-        let owner = self.owners.find(packet.protocol, local, remote);
+        let owner = if self.attempts.may_attribute(now) {
+            self.owners.find(packet.protocol, local, remote)
+        } else {
+            self.stats.over_attribution_budget += 1;
+            None
+        };
         self.stats.hits += 1;
         self.stats.attributed_socket += u64::from(owner.is_some());
         let (uid, process) = owner.map_or((None, None), |o| (o.uid, o.process));
@@ -452,6 +459,7 @@ mod tests {
             quiet: Duration::from_secs(5),
             max_new_per_second: 3,
             max_open: 100,
+            max_attributed_per_second: 2,
         };
         let mut processor = Processor::new(limits, netns());
         let inbound = |source: u16| {
@@ -491,7 +499,15 @@ mod tests {
             (5, 3, 1, 1),
             "{stats:?}"
         );
-        assert_eq!(stats.attributed_process, 3);
+        assert_eq!(
+            (stats.attributed_process, stats.over_attribution_budget),
+            (2, 1),
+            "the third new attempt is over the lookup budget"
+        );
+        let HitReport::Hit(third) = &reports[2] else {
+            panic!("{reports:?}")
+        };
+        assert_eq!(third.process, None);
 
         let ended: Vec<_> = processor.expire(t0 + Duration::from_secs(6)).collect();
         assert_eq!(ended.len(), 1, "only the repeated attempt: {ended:?}");

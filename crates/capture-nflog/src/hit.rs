@@ -57,6 +57,7 @@ pub enum HitReport {
 }
 
 impl HitReport {
+    /// The attempt, whichever report it is.
     pub fn hit(&self) -> &FirewallHit {
         match self {
             HitReport::Hit(hit) | HitReport::Repeated(hit) => hit,
