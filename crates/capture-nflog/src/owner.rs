@@ -43,13 +43,8 @@ pub struct Owners {
 impl Owners {
     /// Reads the tables of the calling thread's network namespace.
     pub fn new() -> Owners {
-        Owners::reading("/proc/thread-self/net")
-    }
-
-    /// Reads the tables in `proc_net` (a `/proc/PID/net` directory).
-    pub fn reading(proc_net: impl Into<PathBuf>) -> Owners {
         Owners {
-            proc_net: proc_net.into(),
+            proc_net: PathBuf::from("/proc/thread-self/net"),
             owners: SocketOwners::new(),
             processes: ProcessCache::new(1024, false),
             walked_this_batch: false,
