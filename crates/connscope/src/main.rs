@@ -6,7 +6,7 @@ mod cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "connscope", version, about, long_about = None)]
@@ -40,6 +40,11 @@ enum Command {
     Import(cmd::import::ImportArgs),
     /// Everything on one machine: collector, local agent, real traffic, the map.
     Demo(cmd::demo::DemoArgs),
+    /// Check this host can run the agent: kernel, BTF, capabilities, collector, spool.
+    Doctor(cmd::doctor::DoctorArgs),
+    /// Man pages and shell completions for the package.
+    #[command(hide = true)]
+    Generate(cmd::generate::GenerateArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +68,8 @@ fn main() -> ExitCode {
         Command::Report(command) => cmd::report::run(command),
         Command::Import(args) => cmd::import::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Doctor(args) => cmd::doctor::run(args),
+        Command::Generate(args) => cmd::generate::run(Cli::command(), args),
     };
     match result {
         Ok(code) => code,

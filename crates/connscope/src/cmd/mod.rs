@@ -1,10 +1,13 @@
 //! One module per subcommand.
 
 pub mod agent;
+pub mod agent_config;
 pub mod collector;
 pub mod demo;
+pub mod doctor;
 pub mod firewall;
 pub mod firewall_backtest;
+pub mod generate;
 pub mod groups;
 pub mod import;
 pub mod map;
