@@ -59,7 +59,7 @@ fn main() -> ExitCode {
 
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Agent(args) => cmd::agent::run(args),
+        Command::Agent(args) => cmd::agent_config::merged(args).and_then(cmd::agent::run),
         Command::Rules(command) => cmd::rules::run(command),
         Command::Collector(args) => cmd::collector::run(args),
         Command::Map(command) => cmd::map::run(command),

@@ -1,7 +1,8 @@
 //! `connscope agent`: the tcpspy drop-in. tcpspy's flags keep tcpspy's
 //! meaning; everything else is a long option. A service reads the same
-//! settings from `--config FILE` (see `agent_config`), flags on top, so the
-//! options with a default are `Option`s here and get it after the merge.
+//! settings from `--config FILE` (`agent_config` puts the file under these
+//! flags before [`run`]), so the options with a default are `Option`s here and
+//! get it after the merge.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -123,10 +124,8 @@ pub(crate) enum Format {
     Json,
 }
 
-pub fn run(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
-    if let Some(path) = args.config.clone() {
-        super::agent_config::AgentFile::load(&path)?.apply_under(&mut args)?;
-    }
+/// Runs the agent with `args` as merged with the settings file (`agent_config`).
+pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let rules = read_rules(&args)?;
     let run_as = RunAs::resolve(args.user.as_deref(), args.group.as_deref())?;
     let outputs = open_outputs(&args)?;

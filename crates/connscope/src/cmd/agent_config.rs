@@ -107,6 +107,14 @@ pub struct Loaded {
     pub file: AgentFile,
 }
 
+/// The flags with the settings file of `--config` (if given) under them.
+pub fn merged(mut args: AgentArgs) -> anyhow::Result<AgentArgs> {
+    if let Some(path) = args.config.clone() {
+        AgentFile::load(&path)?.apply_under(&mut args)?;
+    }
+    Ok(args)
+}
+
 impl Loaded {
     /// Puts the file's values under the flags: a flag given wins.
     pub fn apply_under(self, args: &mut AgentArgs) -> anyhow::Result<()> {
