@@ -17,7 +17,7 @@ use connscope_rules::{ExeComparisons, RuleSet};
 use connscope_tcpspy_log::LineStyle;
 
 /// tcpspy's init script adds this rule file whenever it exists.
-pub const DEFAULT_RULES_FILE: &str = "/etc/tcpspy.rules";
+const DEFAULT_RULES_FILE: &str = "/etc/tcpspy.rules";
 /// Where the agent keeps its state when neither flag nor file says.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/connscope";
 const DEFAULT_INTERVAL_MS: u64 = 1000;
