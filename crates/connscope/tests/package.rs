@@ -29,18 +29,17 @@ fn repo() -> PathBuf {
 
 /// The two packages the tests install: the version and its successor.
 struct Debs {
-    _dir: tempfile::TempDir,
     first: PathBuf,
     second: PathBuf,
 }
 
+/// Built once per run into cargo's scratch directory for tests, where the
+/// next run overwrites them (a static's temporary directory is never dropped).
 fn debs() -> &'static Debs {
     static DEBS: OnceLock<Debs> = OnceLock::new();
     DEBS.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("cs-debs-{}-", std::process::id()))
-            .tempdir()
-            .unwrap();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("packages");
+        std::fs::create_dir_all(&dir).unwrap();
         let build = |version: &str| {
             let out = Command::new(repo().join("scripts/package"))
                 .args([
@@ -52,7 +51,7 @@ fn debs() -> &'static Debs {
                     "gzip",
                     "--out",
                 ])
-                .arg(dir.path())
+                .arg(&dir)
                 .output()
                 .unwrap();
             assert!(
@@ -65,7 +64,6 @@ fn debs() -> &'static Debs {
         Debs {
             first: build("0.1.0-1"),
             second: build("0.1.0-2"),
-            _dir: dir,
         }
     })
 }
@@ -559,6 +557,7 @@ fn the_ansible_playbook_passes_syntax_and_check_mode_on_localhost() {
             ))
             .args(extra)
             .env("ANSIBLE_NOCOLOR", "1")
+            .env("ANSIBLE_HOME", dir.path().join("ansible-home"))
             .env("ANSIBLE_LOCAL_TEMP", dir.path().join("ansible-local"))
             .env("ANSIBLE_REMOTE_TEMP", dir.path().join("ansible-remote"))
             .output()
