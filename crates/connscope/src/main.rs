@@ -6,7 +6,7 @@ mod cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "connscope", version, about, long_about = None)]
@@ -44,6 +44,11 @@ enum Command {
     /// A small office in network namespaces, one agent per host, a collector,
     /// traffic on a schedule, the map; Ctrl-C removes it.
     Demo(cmd::demo::DemoArgs),
+    /// Check this host can run the agent: kernel, BTF, capabilities, collector, spool.
+    Doctor(cmd::doctor::DoctorArgs),
+    /// Man pages and shell completions for the package.
+    #[command(hide = true)]
+    Generate(cmd::generate::GenerateArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,7 +63,7 @@ fn main() -> ExitCode {
 
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Agent(args) => cmd::agent::run(args),
+        Command::Agent(args) => cmd::agent_config::merged(args).and_then(cmd::agent::run),
         Command::Rules(command) => cmd::rules::run(command),
         Command::Collector(args) => cmd::collector::run(args),
         Command::Map(command) => cmd::map::run(command),
@@ -68,6 +73,8 @@ fn main() -> ExitCode {
         Command::Report(command) => cmd::report::run(command),
         Command::Import(args) => cmd::import::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Doctor(args) => cmd::doctor::run(args),
+        Command::Generate(args) => cmd::generate::run(Cli::command(), args),
     };
     match result {
         Ok(code) => code,

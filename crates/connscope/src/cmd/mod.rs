@@ -1,12 +1,15 @@
 //! One module per subcommand.
 
 pub mod agent;
+pub mod agent_config;
 pub mod agent_metrics;
 pub mod collector;
 pub mod demo;
+pub mod doctor;
 pub mod enroll;
 pub mod firewall;
 pub mod firewall_backtest;
+pub mod generate;
 pub mod groups;
 pub mod import;
 pub mod map;

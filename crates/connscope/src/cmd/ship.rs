@@ -16,35 +16,30 @@ use connscope_transport::{
 #[derive(Args, Debug)]
 pub struct ShipArgs {
     /// Ship events to the collector at this URL (https://HOST:PORT).
-    #[arg(
-        long,
-        value_name = "URL",
-        requires = "collector_token_source",
-        requires = "collector_trust"
-    )]
-    collector: Option<String>,
+    #[arg(long, value_name = "URL")]
+    pub(crate) collector: Option<String>,
     /// This agent's token for the collector (visible in `ps`: prefer
     /// --collector-token-file).
     #[arg(long, value_name = "TOKEN", group = "collector_token_source")]
-    collector_token: Option<String>,
+    pub(crate) collector_token: Option<String>,
     /// File holding this agent's token.
     #[arg(long, value_name = "FILE", group = "collector_token_source")]
-    collector_token_file: Option<PathBuf>,
+    pub(crate) collector_token_file: Option<PathBuf>,
     /// Trust the collector's certificate if it chains to a certificate in this
     /// PEM file (a CA, or the collector's own certificate).
     #[arg(long, value_name = "FILE", group = "collector_trust")]
-    collector_ca: Option<PathBuf>,
+    pub(crate) collector_ca: Option<PathBuf>,
     /// Trust the collector's certificate by its SHA-256 fingerprint, as the
     /// collector prints it at start.
     #[arg(long, value_name = "SHA256", group = "collector_trust")]
-    collector_fingerprint: Option<Fingerprint>,
+    pub(crate) collector_fingerprint: Option<Fingerprint>,
     /// Where batches wait until the collector has them (default: STATE-DIR/spool).
     #[arg(long, value_name = "DIR")]
-    spool_dir: Option<PathBuf>,
+    pub(crate) spool_dir: Option<PathBuf>,
     /// Largest size of the spool; when full, the oldest batches are deleted
-    /// (counted and reported to the collector).
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_SPOOL_MAX_BYTES)]
-    spool_max_bytes: u64,
+    /// (counted and reported to the collector) [default: 268435456].
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) spool_max_bytes: Option<u64>,
 }
 
 /// The shipping output, when `--collector` is given, and a monitor of it
@@ -60,14 +55,14 @@ pub fn open(
         (Some(token), _) => token.clone(),
         (None, Some(file)) => read_token_file(file)?,
         (None, None) => {
-            anyhow::bail!("--collector needs --collector-token or --collector-token-file")
+            anyhow::bail!("--collector needs --collector-token or --collector-token-file (or collector_token_file in the config file)")
         }
     };
     let trust = match (&args.collector_ca, args.collector_fingerprint) {
         (Some(ca), _) => CollectorTrust::CaFile(ca.clone()),
         (None, Some(fingerprint)) => CollectorTrust::Fingerprint(fingerprint),
         (None, None) => {
-            anyhow::bail!("--collector needs --collector-ca or --collector-fingerprint")
+            anyhow::bail!("--collector needs --collector-ca or --collector-fingerprint (or collector_ca or collector_fingerprint in the config file)")
         }
     };
     let config = ShippingConfig {
@@ -78,7 +73,7 @@ pub fn open(
             .spool_dir
             .clone()
             .unwrap_or_else(|| state_dir.join("spool")),
-        spool_max_bytes: args.spool_max_bytes,
+        spool_max_bytes: args.spool_max_bytes.unwrap_or(DEFAULT_SPOOL_MAX_BYTES),
     };
     let output = ShippingOutput::start(&config).with_context(|| format!("shipping to {url}"))?;
     let monitor = output.monitor();
