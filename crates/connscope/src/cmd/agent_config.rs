@@ -165,9 +165,9 @@ impl Loaded {
         args.host_name = args.host_name.take().or(file.host_name);
         args.state_dir = args.state_dir.take().or(file.state_dir);
         args.max_tcp_connections = args.max_tcp_connections.or(file.max_tcp_connections);
-        args.metrics_listen = args
-            .metrics_listen
-            .or(parse(path, "metrics_listen", file.metrics_listen)?);
+        args.metrics_listen =
+            args.metrics_listen
+                .or(parse(path, "metrics_listen", file.metrics_listen)?);
         args.name_grace = args.name_grace.or(file.name_grace);
         args.sni_wait_ms = args.sni_wait_ms.or(file.sni_wait_ms);
 
