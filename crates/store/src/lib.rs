@@ -26,18 +26,21 @@
 //! computes the same thing.
 
 mod block;
+mod clickhouse;
 mod group;
 mod hash;
 mod key;
 mod rollup;
 mod sequence;
 mod sqlite;
+mod status;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use connscope_event::{ConnectionEvent, Direction, Protocol, Timestamp};
 
+pub use clickhouse::{ClickHouseLocation, ClickHouseStore};
 pub use group::{GroupKind, HostGroup, HostLabel};
 pub use key::EventKey;
 pub use rollup::{hour_start, is_host_address, rollup_user, EdgeCounts, EdgeKey, RollupBatch};
