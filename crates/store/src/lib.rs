@@ -1,10 +1,12 @@
 //! The store: where the collector puts connection events and where reports,
 //! the map and the firewall planner read them back.
 //!
-//! Storage sits behind the [`Store`] trait. SQLite, embedded, is the one
-//! backend today; the trait speaks in the shared event model and in small
-//! query/result types, never in SQL, so a ClickHouse backend for large fleets
-//! can follow without changing its callers.
+//! Storage sits behind the [`Store`] trait, with two backends: SQLite,
+//! embedded, for a home network or an office ([`SqliteStore`]), and
+//! ClickHouse for fleets written by several stateless collectors
+//! ([`ClickHouseStore`]). The trait speaks in the shared event model and in
+//! small query/result types, never in SQL; [`open`] opens either from a
+//! [`StoreLocation`], so no caller names a backend. docs/STORE.md has both.
 //!
 //! What a backend keeps:
 //! - **raw events**, deleted by [`Store::apply_retention`] after a while;
@@ -30,6 +32,7 @@ mod clickhouse;
 mod group;
 mod hash;
 mod key;
+mod location;
 mod rollup;
 mod sequence;
 mod sqlite;
@@ -43,6 +46,7 @@ use connscope_event::{ConnectionEvent, Direction, Protocol, Timestamp};
 pub use clickhouse::{ClickHouseLocation, ClickHouseStore};
 pub use group::{GroupKind, HostGroup, HostLabel};
 pub use key::EventKey;
+pub use location::{open, StoreLocation};
 pub use rollup::{hour_start, is_host_address, rollup_user, EdgeCounts, EdgeKey, RollupBatch};
 pub use sequence::SequenceRanges;
 pub use sqlite::SqliteStore;

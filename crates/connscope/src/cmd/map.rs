@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use connscope_event::Timestamp;
 use connscope_query::{build_graph, GraphFilterArgs, TimeRangeArgs};
-use connscope_store::{SqliteStore, TimeRange};
+use connscope_store::TimeRange;
 
 use super::flag_error;
 
@@ -21,9 +21,8 @@ pub enum MapCommand {
 #[derive(Args)]
 #[command(after_help = "Without --from or --to the range is everything stored.")]
 pub struct ExportArgs {
-    /// SQLite database of the collector.
-    #[arg(long, value_name = "PATH")]
-    db: PathBuf,
+    #[command(flatten)]
+    store: super::store_args::StoreArgs,
     /// The HTML file to write.
     #[arg(short = 'o', long = "output", value_name = "FILE.html")]
     output: PathBuf,
@@ -45,10 +44,8 @@ fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         .resolve(Timestamp::now(), TimeRange::ALL)
         .map_err(flag_error)?;
     let filter = args.filter.resolve().map_err(flag_error)?;
-    anyhow::ensure!(args.db.is_file(), "{}: no such database", args.db.display());
-    let store =
-        SqliteStore::open(&args.db).with_context(|| format!("opening {}", args.db.display()))?;
-    let graph = build_graph(&store, range, &filter).context("reading the graph")?;
+    let store = args.store.open_existing()?;
+    let graph = build_graph(&*store, range, &filter).context("reading the graph")?;
     let html = connscope_map::export_html(&graph)?;
     std::fs::write(&args.output, html)
         .with_context(|| format!("writing {}", args.output.display()))?;
