@@ -4,8 +4,8 @@
 //! `connscope-firewall`; this reads the store, prints and picks exit statuses.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::process::{Command, ExitCode};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};

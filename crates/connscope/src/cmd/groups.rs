@@ -4,8 +4,8 @@
 //! hosts seen in --from/--to (default: everything stored), so they are
 //! always today's. `suggest` only prints unless told `--apply NAME`.
 
-use std::sync::Arc;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
