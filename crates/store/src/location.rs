@@ -34,6 +34,13 @@ impl FromStr for StoreLocation {
     }
 }
 
+impl From<PathBuf> for StoreLocation {
+    /// A SQLite file.
+    fn from(path: PathBuf) -> StoreLocation {
+        StoreLocation::Sqlite(path)
+    }
+}
+
 impl fmt::Display for StoreLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
