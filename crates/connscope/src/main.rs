@@ -38,6 +38,9 @@ enum Command {
     Report(cmd::report::ReportCommand),
     /// Import tcpspy syslog files (plain, rotated, gzip) into a store.
     Import(cmd::import::ImportArgs),
+    /// Stores themselves: migrate one into another (SQLite to ClickHouse).
+    #[command(subcommand)]
+    Store(cmd::store::StoreCommand),
     /// Everything on one machine: collector, local agent, real traffic, the map.
     Demo(cmd::demo::DemoArgs),
 }
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Groups(command) => cmd::groups::run(command),
         Command::Report(command) => cmd::report::run(command),
         Command::Import(args) => cmd::import::run(args),
+        Command::Store(command) => cmd::store::run(command),
         Command::Demo(args) => cmd::demo::run(args),
     };
     match result {

@@ -498,6 +498,15 @@ pub trait Store: Send + Sync {
 
     /// Every host label, ordered by host and key.
     fn host_labels(&self) -> Result<Vec<HostLabel>, StoreError>;
+
+    /// Gives `each` every raw event still kept, in batches, with the agent
+    /// and sequence space ([`Origin`]) it was stored under: what copies a
+    /// store to another backend with its sequence spaces (`connscope store
+    /// migrate`). Stops at the first error `each` returns.
+    fn export_events(
+        &self,
+        each: &mut dyn FnMut(&AgentId, &Origin, &[ConnectionEvent]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
 }
 
 /// The checks every backend makes before storing anything of a batch.

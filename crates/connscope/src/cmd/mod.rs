@@ -11,6 +11,7 @@ pub mod map;
 pub mod report;
 pub mod rules;
 pub mod ship;
+pub mod store;
 pub mod store_args;
 
 /// A flag that cannot be used, named as it was typed: `--from: invalid time ...`.

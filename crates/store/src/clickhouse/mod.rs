@@ -269,4 +269,23 @@ impl Store for ClickHouseStore {
         let client = self.client.clone();
         self.run(async move { groups::host_labels(&client).await })
     }
+
+    fn export_events(
+        &self,
+        each: &mut dyn FnMut(&AgentId, &Origin, &[ConnectionEvent]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let client = self.client.clone();
+        let (batches, received) = mpsc::sync_channel(4);
+        let runtime = self.runtime.as_ref().expect("runtime lives until drop");
+        runtime.spawn(async move {
+            if let Err(e) = read::export(&client, &batches).await {
+                let _ = batches.send(Err(e));
+            }
+        });
+        for batch in received {
+            let (agent, origin, events) = batch?;
+            each(&agent, &origin, &events)?;
+        }
+        Ok(())
+    }
 }

@@ -16,8 +16,8 @@ use connscope_event::{
 
 use super::rows;
 use crate::{
-    hour_start, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeTotal, EventQuery, HostAddress,
-    HourlyEdgeTotal, RollupQuery, StoreError,
+    hour_start, AgentId, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeTotal, EventQuery,
+    HostAddress, HourlyEdgeTotal, Origin, RollupQuery, StoreError,
 };
 
 /// A value read back that does not parse: the store holds something this
@@ -268,6 +268,74 @@ fn event_of(
 
 fn socket(column: &str, ip: &str, port: u16) -> Result<SocketAddr, StoreError> {
     Ok(SocketAddr::new(parse(column, ip)?, port))
+}
+
+/// One batch of [`export`]: the agent, its space, and events of it.
+pub(super) type Exported = (AgentId, Origin, Vec<ConnectionEvent>);
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct SpaceStart {
+    agent: String,
+    instance: String,
+    boot: String,
+    first_sequence: u64,
+}
+
+/// Sends every raw event to `batches`, grouped by agent and space.
+pub(super) async fn export(
+    client: &Client,
+    batches: &SyncSender<Result<Exported, StoreError>>,
+) -> Result<(), StoreError> {
+    let starts: HashMap<(String, String, String), u64> = client
+        .query(
+            "SELECT agent, instance, boot, any(first_sequence) AS first_sequence
+             FROM spaces GROUP BY agent, instance, boot",
+        )
+        .fetch_all::<SpaceStart>()
+        .await?
+        .into_iter()
+        .map(|s| ((s.agent, s.instance, s.boot), s.first_sequence))
+        .collect();
+    let mut cursor = client
+        .query(
+            "SELECT ?fields FROM events FINAL
+             ORDER BY agent, instance, boot, sequence, ts, content_key",
+        )
+        .fetch::<rows::Event>()?;
+    let mut processes = HashMap::new();
+    let mut current: Option<Exported> = None;
+    while let Some(row) = cursor.next().await? {
+        let space = (row.agent.clone(), row.instance.clone(), row.boot.clone());
+        let same = current.as_ref().is_some_and(|(agent, origin, events)| {
+            agent.0 == space.0
+                && origin.instance == space.1
+                && origin.boot == space.2
+                && events.len() < CHUNK
+        });
+        if !same {
+            if let Some(done) = current.take() {
+                if batches.send(Ok(done)).is_err() {
+                    return Ok(());
+                }
+            }
+            let first_sequence = starts.get(&space).copied().unwrap_or(1);
+            current = Some((
+                AgentId(space.0),
+                Origin {
+                    instance: space.1,
+                    boot: space.2,
+                    first_sequence,
+                },
+                Vec::with_capacity(CHUNK),
+            ));
+        }
+        let event = event_of(row, &mut processes)?;
+        current.as_mut().expect("begun above").2.push(event);
+    }
+    if let Some(done) = current {
+        let _ = batches.send(Ok(done));
+    }
+    Ok(())
 }
 
 /// How many connections go to the caller at a time.

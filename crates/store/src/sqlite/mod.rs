@@ -193,4 +193,11 @@ impl Store for SqliteStore {
     fn host_labels(&self) -> Result<Vec<HostLabel>, StoreError> {
         groups::host_labels(&self.reader)
     }
+
+    fn export_events(
+        &self,
+        each: &mut dyn FnMut(&AgentId, &Origin, &[ConnectionEvent]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        read::export(&self.reader, each)
+    }
 }
