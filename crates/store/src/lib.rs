@@ -374,6 +374,11 @@ pub struct RetentionReport {
     pub rollups_deleted: u64,
 }
 
+/// What [`Store::export_events`] gives each batch to: the agent, the
+/// sequence space, the events.
+pub type ExportSink<'a> =
+    dyn FnMut(&AgentId, &Origin, &[ConnectionEvent]) -> Result<(), StoreError> + 'a;
+
 /// A place connection events are kept.
 pub trait Store: Send + Sync {
     /// Stores a batch atomically: all of it or, on error, none of it. Events whose
@@ -503,10 +508,7 @@ pub trait Store: Send + Sync {
     /// and sequence space ([`Origin`]) it was stored under: what copies a
     /// store to another backend with its sequence spaces (`connscope store
     /// migrate`). Stops at the first error `each` returns.
-    fn export_events(
-        &self,
-        each: &mut dyn FnMut(&AgentId, &Origin, &[ConnectionEvent]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError>;
+    fn export_events(&self, each: &mut ExportSink<'_>) -> Result<(), StoreError>;
 }
 
 /// The checks every backend makes before storing anything of a batch.

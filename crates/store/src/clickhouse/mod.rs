@@ -43,9 +43,9 @@ use std::sync::mpsc;
 use connscope_event::{ConnectionEvent, Timestamp};
 
 use crate::{
-    AgentId, AgentStatus, ConnectionQuery, ConnectionRecord, EdgeTotal, EventQuery, HostAddress,
-    HostGroup, HostLabel, HourlyEdgeTotal, IngestReport, KeyedEvent, Origin, RefusalCount,
-    Retention, RetentionReport, RollupQuery, Store, StoreError,
+    AgentId, AgentStatus, ConnectionQuery, ConnectionRecord, EdgeTotal, EventQuery, ExportSink,
+    HostAddress, HostGroup, HostLabel, HourlyEdgeTotal, IngestReport, KeyedEvent, Origin,
+    RefusalCount, Retention, RetentionReport, RollupQuery, Store, StoreError,
 };
 pub use location::ClickHouseLocation;
 
@@ -270,10 +270,7 @@ impl Store for ClickHouseStore {
         self.run(async move { groups::host_labels(&client).await })
     }
 
-    fn export_events(
-        &self,
-        each: &mut dyn FnMut(&AgentId, &Origin, &[ConnectionEvent]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn export_events(&self, each: &mut ExportSink<'_>) -> Result<(), StoreError> {
         let client = self.client.clone();
         let (batches, received) = mpsc::sync_channel(4);
         let runtime = self.runtime.as_ref().expect("runtime lives until drop");

@@ -45,9 +45,9 @@ use connscope_event::{ConnectionEvent, Timestamp};
 use rusqlite::Connection;
 
 use crate::{
-    AgentId, AgentStatus, ConnectionQuery, ConnectionRecord, EdgeTotal, EventQuery, HostAddress,
-    HostGroup, HostLabel, HourlyEdgeTotal, IngestReport, KeyedEvent, Origin, RefusalCount,
-    Retention, RetentionReport, RollupQuery, Store, StoreError,
+    AgentId, AgentStatus, ConnectionQuery, ConnectionRecord, EdgeTotal, EventQuery, ExportSink,
+    HostAddress, HostGroup, HostLabel, HourlyEdgeTotal, IngestReport, KeyedEvent, Origin,
+    RefusalCount, Retention, RetentionReport, RollupQuery, Store, StoreError,
 };
 use batch::Batch;
 use connection::{configure, Reader, Writer};
@@ -194,10 +194,7 @@ impl Store for SqliteStore {
         groups::host_labels(&self.reader)
     }
 
-    fn export_events(
-        &self,
-        each: &mut dyn FnMut(&AgentId, &Origin, &[ConnectionEvent]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn export_events(&self, each: &mut ExportSink<'_>) -> Result<(), StoreError> {
         read::export(&self.reader, each)
     }
 }

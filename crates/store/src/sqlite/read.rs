@@ -13,7 +13,7 @@ use crate::block;
 use crate::hash::FastHash;
 use crate::{
     hour_start, AgentId, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeTotal, EventQuery,
-    HostAddress, HourlyEdgeTotal, Origin, RollupQuery, StoreError,
+    ExportSink, HostAddress, HourlyEdgeTotal, Origin, RollupQuery, StoreError,
 };
 
 /// Sums the rollups of `query` per edge, keeping each edge's connections
@@ -231,10 +231,7 @@ pub(super) fn events(
 
 /// Each block's events with the agent and space they were stored under
 /// (blocks from before sequence spaces are the agent's legacy space's).
-pub(super) fn export(
-    reader: &Mutex<Reader>,
-    each: &mut dyn FnMut(&AgentId, &Origin, &[ConnectionEvent]) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
+pub(super) fn export(reader: &Mutex<Reader>, each: &mut ExportSink<'_>) -> Result<(), StoreError> {
     let guard = lock(reader);
     let mut stmt = guard.conn.prepare_cached(
         "SELECT b.block_id, b.host, b.data, a.name, coalesce(s.instance, ''),
