@@ -152,3 +152,91 @@ fn two_collectors_racing_on_the_same_batches_store_them_once() {
         (2000, 2000, 2000, vec![(1, 2000)])
     );
 }
+
+/// Two servers as two shards, and a `Distributed` table per table on the
+/// first (the shards' stores in database `shard`, the fleet's in `fleet`).
+struct ShardedBackend {
+    first: ClickHouseServer,
+    second: ClickHouseServer,
+}
+
+impl Backend for ShardedBackend {
+    fn store(&self) -> Box<dyn Store> {
+        let location = ClickHouseLocation::parse(&self.first.location("fleet")).unwrap();
+        Box::new(ClickHouseStore::open(&location).unwrap())
+    }
+}
+
+fn sharded() -> ShardedBackend {
+    let second = ClickHouseServer::start();
+    let (http, tcp) = (free_port(), free_port());
+    let shard = |port: u16| {
+        format!("<shard><replica><host>127.0.0.1</host><port>{port}</port></replica></shard>")
+    };
+    let clusters = format!("<cs>{}{}</cs>", shard(tcp), shard(second.tcp_port));
+    let first = ClickHouseServer::start_on(http, tcp, &clusters);
+    for server in [&first, &second] {
+        ClickHouseStore::open(&ClickHouseLocation::parse(&server.location("shard")).unwrap())
+            .unwrap();
+    }
+    let fleet = ClickHouseLocation::parse(&first.location("fleet")).unwrap();
+    ClickHouseStore::create_distributed(&fleet, "cs", "shard").unwrap();
+    ShardedBackend { first, second }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The suite's tests that hold on a sharded store as they are (retention
+/// is a mutation, which a `Distributed` table does not take).
+mod on_shards {
+    use super::{sharded, suite};
+    use crate::store_suite;
+
+    store_suite!(@each sharded;
+        resent_batches_are_stored_once_and_gaps_show,
+        sequences_are_per_agent,
+        unnumbered_events_are_identified_by_key,
+        connections_are_the_connect_events_of_the_hosts_asked_for,
+        rollups_agree_with_raw_events,
+        a_new_instance_is_a_new_sequence_space,
+        drops_by_reason_and_the_unexplained_rest,
+        groups_are_replaced_in_place_removed_and_labels_set_and_cleared,
+    );
+}
+
+/// Agents spread over both shards; a batch re-sent through another store
+/// (collector) meets its copy on its shard and counts once.
+#[test]
+fn a_sharded_store_spreads_agents_and_stores_each_event_once() {
+    let backend = sharded();
+    let (one, other) = (backend.store(), backend.store());
+    for a in 0..8 {
+        let agent = AgentId(format!("agent-{a}"));
+        one.ingest(&agent, &numbered(1..=100)).unwrap();
+        let r = other.ingest(&agent, &numbered(51..=150)).unwrap();
+        assert_eq!((r.stored, r.duplicates), (50, 50));
+    }
+    let local = |server: &ClickHouseServer| -> u64 {
+        server
+            .query("SELECT count() FROM shard.events FINAL")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (first, second) = (local(&backend.first), local(&backend.second));
+    assert!(first > 0 && second > 0, "{first} + {second}: not spread");
+    assert_eq!(first + second, 8 * 150);
+    let agents = one.agents().unwrap();
+    assert_eq!(agents.len(), 8);
+    assert!(agents
+        .iter()
+        .all(|a| a.events == 150 && a.sequences.ranges() == [(1, 150)]));
+    assert_eq!(counted(&*one).1, 8 * 150);
+}

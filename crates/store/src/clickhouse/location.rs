@@ -70,7 +70,10 @@ impl ClickHouseLocation {
         let mut client = clickhouse::Client::default()
             .with_url(format!("http://{}:{}", self.url_host(), self.port))
             .with_database(&self.database)
-            .with_validation(false);
+            .with_validation(false)
+            // A sharded store's inserts reach the shards before they return,
+            // so the next batch sees them (no effect on plain tables).
+            .with_setting("insert_distributed_sync", "1");
         if let Some(user) = &self.user {
             client = client.with_user(user);
         }

@@ -83,6 +83,32 @@ impl ClickHouseStore {
         Ok(store)
     }
 
+    /// Makes `location`'s database a store sharded over `cluster` (see
+    /// docs/STORE.md, "Sharding"): a `Distributed` table per table, over the
+    /// stores in `shard_database` on each shard, sharded so that every copy
+    /// of a row meets on one shard. Opening `location` afterwards uses it.
+    pub fn create_distributed(
+        location: &ClickHouseLocation,
+        cluster: &str,
+        shard_database: &str,
+    ) -> Result<(), StoreError> {
+        let store = ClickHouseStore {
+            client: location.client(),
+            runtime: Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| StoreError::Backend(Box::new(e)))?,
+            ),
+        };
+        let (client, database) = (store.client.clone(), location.database.clone());
+        let (cluster, shard_database) = (cluster.to_owned(), shard_database.to_owned());
+        store.run(async move {
+            schema::create_distributed(&client, &database, &cluster, &shard_database).await
+        })
+    }
+
     /// Runs `work` on the backend's runtime and waits for its result.
     fn run<T, F>(&self, work: F) -> T
     where

@@ -91,6 +91,58 @@ const MIGRATIONS: &[&[&str]] = &[&[
     ORDER BY (host, key)",
 ]];
 
+/// Each table and the sharding key that sends every copy of one of its
+/// rows to the same shard (where `FINAL` collapses them).
+pub(super) const SHARDING: &[(&str, &str)] = &[
+    ("events", "cityHash64(agent)"),
+    ("event_keys", "cityHash64(agent)"),
+    ("edge_rollups", "batch_key"),
+    ("spaces", "cityHash64(agent)"),
+    ("sequence_ranges", "cityHash64(agent)"),
+    ("dropped_ranges", "cityHash64(agent)"),
+    ("downtime", "cityHash64(agent)"),
+    ("refusals", "cityHash64(agent)"),
+    ("host_addresses", "cityHash64(host)"),
+    ("host_groups", "cityHash64(name)"),
+    ("host_labels", "cityHash64(host, key)"),
+];
+
+/// Makes `database` a sharded store: each table a `Distributed` table
+/// over `cluster` (the server's `remote_servers`), whose shards each hold
+/// a store in `shard_database` (made by opening it there). The store is
+/// then opened on `database`.
+pub(super) async fn create_distributed(
+    client: &Client,
+    database: &str,
+    cluster: &str,
+    shard_database: &str,
+) -> Result<(), StoreError> {
+    for name in [database, cluster, shard_database] {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(StoreError::Open {
+                path: database.to_owned(),
+                reason: format!("{name:?}: names are letters, digits and '_'"),
+            });
+        }
+    }
+    client
+        .clone()
+        .with_database("system")
+        .query(&format!("CREATE DATABASE IF NOT EXISTS `{database}`"))
+        .execute()
+        .await?;
+    for (table, key) in SHARDING {
+        client
+            .query(&format!(
+                "CREATE TABLE IF NOT EXISTS `{database}`.`{table}` AS `{shard_database}`.`{table}`
+                 ENGINE = Distributed(`{cluster}`, `{shard_database}`, `{table}`, {key})"
+            ))
+            .execute()
+            .await?;
+    }
+    Ok(())
+}
+
 #[derive(Row, Serialize, Deserialize)]
 struct Applied {
     version: u32,
