@@ -240,16 +240,22 @@ pub(super) async fn ingest(client: &Client, batch: Batch) -> Result<IngestReport
 /// hour. Of equal events within the batch, the first is new.
 async fn new_events(client: &Client, batch: &Batch) -> Result<Vec<bool>, StoreError> {
     let mut fresh = vec![false; batch.events.len()];
-    let numbered = batch.events.iter().any(|e| e.sequence != 0);
-    let mut stored = if numbered {
+    let numbers = batch.events.iter().map(|e| e.sequence).filter(|&n| n != 0);
+    let (low, high) = numbers.fold((u64::MAX, 0), |(l, h), n| (l.min(n), h.max(n)));
+    let mut stored = if high > 0 {
+        // Only the ranges the batch's numbers fall in: a space has a row
+        // per batch, and a batch must not cost more as its agent ages.
         let rows = client
             .query(
                 "SELECT ?fields FROM sequence_ranges
-                 WHERE agent = ? AND instance = ? AND boot = ?",
+                 WHERE agent = ? AND instance = ? AND boot = ?
+                   AND last_seq >= ? AND first_seq <= ?",
             )
             .bind(&batch.agent)
             .bind(&batch.origin.instance)
             .bind(&batch.origin.boot)
+            .bind(low)
+            .bind(high)
             .fetch_all::<rows::Range>()
             .await?;
         SequenceRanges::from_ranges(rows.into_iter().map(|r| (r.first_seq, r.last_seq)))
