@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use connscope_store::StoreLocation;
 use serde::Deserialize;
 
 use crate::auth::Tokens;
@@ -54,7 +55,10 @@ pub struct SyslogLimits {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ConfigFile {
     pub listen: Option<SocketAddr>,
+    /// The SQLite store file (short for `store = "sqlite:PATH"`).
     pub db: Option<PathBuf>,
+    /// The store: `sqlite:PATH` or `clickhouse://[user[:password]@]host:port/database`.
+    pub store: Option<String>,
     pub syslog_listen: Option<SocketAddr>,
     /// Agent id -> token, in the order given (a flag may repeat an agent).
     #[serde(default, deserialize_with = "table")]
@@ -143,7 +147,7 @@ impl ConfigFile {
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
     pub listen: SocketAddr,
-    pub db: PathBuf,
+    pub store: StoreLocation,
     pub syslog_listen: Option<SocketAddr>,
     pub tokens: Tokens,
     pub read_tokens: Tokens,
@@ -158,10 +162,10 @@ pub struct CollectorConfig {
 
 impl CollectorConfig {
     /// Settings with defaults for everything but where to listen and store.
-    pub fn new(listen: SocketAddr, db: PathBuf) -> CollectorConfig {
+    pub fn new(listen: SocketAddr, store: impl Into<StoreLocation>) -> CollectorConfig {
         CollectorConfig {
             listen,
-            db,
+            store: store.into(),
             syslog_listen: None,
             tokens: Tokens::default(),
             read_tokens: Tokens::default(),
@@ -195,12 +199,14 @@ impl CollectorConfig {
             .listen
             .or(file.listen)
             .ok_or_else(|| missing("listen"))?;
-        let db = flags
-            .db
-            .take()
-            .or(file.db.take())
-            .ok_or_else(|| missing("db"))?;
-        let mut config = CollectorConfig::new(listen, db);
+        let store = match Self::store_of(&mut flags, &Layer::Flags)? {
+            Some(store) => store,
+            None => {
+                let layer = file_path.map_or(Layer::Flags, Layer::File);
+                Self::store_of(&mut file, &layer)?.ok_or_else(|| missing("db"))?
+            }
+        };
+        let mut config = CollectorConfig::new(listen, store);
         if let Some(path) = file_path {
             config.apply(file, &Layer::File(path))?;
         }
@@ -208,7 +214,27 @@ impl CollectorConfig {
         Ok(config)
     }
 
-    /// Sets what `layer` sets (`listen` and `db` are [`Self::merge`]'s).
+    /// The store a layer names with `db` or `store` (not both).
+    fn store_of(
+        layer: &mut ConfigFile,
+        source: &Layer<'_>,
+    ) -> Result<Option<StoreLocation>, CollectorError> {
+        match (layer.db.take(), layer.store.take()) {
+            (Some(_), Some(_)) => Err(source.error("store", "give db or store, not both".into())),
+            (Some(db), None) => Ok(Some(StoreLocation::Sqlite(db))),
+            (None, Some(store)) => {
+                store
+                    .parse()
+                    .map(Some)
+                    .map_err(|e: connscope_store::StoreError| {
+                        source.error("store", format!("store: {e}"))
+                    })
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Sets what `layer` sets (`listen` and the store are [`Self::merge`]'s).
     fn apply(&mut self, layer: ConfigFile, source: &Layer<'_>) -> Result<(), CollectorError> {
         if layer.syslog_listen.is_some() {
             self.syslog_listen = layer.syslog_listen;
@@ -313,7 +339,10 @@ names = ["collector.test"]
         };
         let config = CollectorConfig::merge(Some((&path, file)), flags).unwrap();
         assert_eq!(config.listen.port(), 9000);
-        assert_eq!(config.db, PathBuf::from("/var/lib/connscope/db.sqlite"));
+        assert_eq!(
+            config.store,
+            StoreLocation::Sqlite("/var/lib/connscope/db.sqlite".into())
+        );
         assert_eq!(config.syslog_listen.unwrap().port(), 5514);
         assert_eq!(config.tokens.len(), 3);
         assert_eq!(
@@ -389,7 +418,7 @@ names = ["collector.test"]
         };
         let config = CollectorConfig::merge(Some((&path, file)), flags).unwrap();
         assert_eq!(config.listen.port(), 1);
-        assert_eq!(config.db, PathBuf::from("/flag.sqlite"));
+        assert_eq!(config.store, StoreLocation::Sqlite("/flag.sqlite".into()));
         assert_eq!(config.tokens.len(), 3);
         let web1 = config.tokens.agent_for("tok-web1-0123456789").unwrap();
         assert_eq!(config.tokens.hosts_of(web1).unwrap().len(), 1);
@@ -414,5 +443,48 @@ names = ["collector.test"]
         assert!(err.to_string().starts_with("--token: "), "{err}");
         let err = CollectorConfig::merge(None, ConfigFile::default()).unwrap_err();
         assert!(err.to_string().contains("give --listen and --db"), "{err}");
+    }
+
+    #[test]
+    fn the_store_key_names_either_backend_and_db_is_its_sqlite_shorthand() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("collector.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\nstore = \"clickhouse://cs@127.0.0.1:8123/connscope\"\n",
+        )
+        .unwrap();
+        let file = ConfigFile::load(&path).unwrap();
+        let config = CollectorConfig::merge(Some((&path, file)), ConfigFile::default()).unwrap();
+        assert_eq!(
+            config.store.to_string(),
+            "clickhouse://cs@127.0.0.1:8123/connscope"
+        );
+        // A flag's store wins over the file's.
+        let file = ConfigFile::load(&path).unwrap();
+        let flags = ConfigFile {
+            db: Some("/flag.sqlite".into()),
+            ..ConfigFile::default()
+        };
+        let config = CollectorConfig::merge(Some((&path, file)), flags).unwrap();
+        assert_eq!(config.store, StoreLocation::Sqlite("/flag.sqlite".into()));
+        // Both in one layer, or a bad address, is an error naming the file.
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\ndb = \"/a\"\nstore = \"sqlite:/b\"\n",
+        )
+        .unwrap();
+        let file = ConfigFile::load(&path).unwrap();
+        let err = CollectorConfig::merge(Some((&path, file)), ConfigFile::default()).unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\nstore = \"clickhouse://h:1/\"\n",
+        )
+        .unwrap();
+        let file = ConfigFile::load(&path).unwrap();
+        let err = CollectorConfig::merge(Some((&path, file)), ConfigFile::default()).unwrap_err();
+        assert!(err.to_string().contains("collector.toml"), "{err}");
+        assert!(err.to_string().contains("database name"), "{err}");
     }
 }

@@ -41,9 +41,10 @@ pub mod syslog;
 pub mod tls;
 
 use connscope_protocol::Fingerprint;
-use connscope_store::Store;
+use connscope_store::{Store, StoreLocation};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -75,7 +76,20 @@ impl Collector {
             );
         }
         let open_files = open_files::raise_open_file_limit();
-        let identity = tls::load_or_generate(&config.tls, &config.db)?;
+        let identity = match &config.store {
+            StoreLocation::Sqlite(db) => tls::load_or_generate(&config.tls, db)?,
+            // Collectors on a shared store are interchangeable: they serve
+            // one certificate the agents trust, never one generated each.
+            StoreLocation::ClickHouse(_) if config.tls.cert.is_none() => {
+                return Err(CollectorError::Tls {
+                    path: config.store.to_string().into(),
+                    reason: "a collector on a ClickHouse store needs --tls-cert and --tls-key \
+                             (the certificate every collector of the store serves)"
+                        .into(),
+                })
+            }
+            StoreLocation::ClickHouse(_) => tls::load_or_generate(&config.tls, Path::new("."))?,
+        };
         let listen_err = |addr| move |source| CollectorError::Listen { addr, source };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -143,7 +157,10 @@ impl Collector {
         let metrics = Arc::new(metrics::Metrics::new(
             self.counters.clone(),
             self.store.clone(),
-            self.config.db.clone(),
+            match &self.config.store {
+                StoreLocation::Sqlite(path) => Some(path.clone()),
+                StoreLocation::ClickHouse(_) => None,
+            },
         ));
         let state = kit::AppState {
             store: self.store.clone(),

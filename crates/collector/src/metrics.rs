@@ -41,7 +41,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    pub fn new(counters: Arc<Counters>, store: Arc<dyn Store>, db: PathBuf) -> Metrics {
+    pub fn new(counters: Arc<Counters>, store: Arc<dyn Store>, db: Option<PathBuf>) -> Metrics {
         let mut registry = Registry::default();
         // 1 ms to about 33 s, doubling: a cached count and a year's graph alike.
         let latencies = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
@@ -83,7 +83,9 @@ impl Metrics {
 struct Live {
     counters: Arc<Counters>,
     store: Arc<dyn Store>,
-    db: PathBuf,
+    /// The SQLite store's file, whose size is reported; a ClickHouse
+    /// store's size is the server's to report.
+    db: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Live {
@@ -238,20 +240,22 @@ impl Collector for Live {
             load(&c.syslog_connections_timed_out),
         )?;
 
-        let size = ["", "-wal"]
-            .iter()
-            .filter_map(|suffix| {
-                let mut path = self.db.clone().into_os_string();
-                path.push(suffix);
-                std::fs::metadata(path).ok().map(|m| m.len())
-            })
-            .sum::<u64>();
-        gauge(
-            e,
-            "connscope_collector_store_size_bytes",
-            "Size of the SQLite store on disk, write-ahead log included",
-            size as f64,
-        )?;
+        if let Some(db) = &self.db {
+            let size = ["", "-wal"]
+                .iter()
+                .filter_map(|suffix| {
+                    let mut path = db.clone().into_os_string();
+                    path.push(suffix);
+                    std::fs::metadata(path).ok().map(|m| m.len())
+                })
+                .sum::<u64>();
+            gauge(
+                e,
+                "connscope_collector_store_size_bytes",
+                "Size of the SQLite store on disk, write-ahead log included",
+                size as f64,
+            )?;
+        }
 
         let statuses = match self.store.agents() {
             Ok(statuses) => statuses,

@@ -41,6 +41,9 @@ enum Command {
     Report(cmd::report::ReportCommand),
     /// Import tcpspy syslog files (plain, rotated, gzip) into a store.
     Import(cmd::import::ImportArgs),
+    /// Stores themselves: migrate one into another (SQLite to ClickHouse).
+    #[command(subcommand)]
+    Store(cmd::store::StoreCommand),
     /// A small office in network namespaces, one agent per host, a collector,
     /// traffic on a schedule, the map; Ctrl-C removes it.
     Demo(cmd::demo::DemoArgs),
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Policy(command) => cmd::policy::run(command),
         Command::Report(command) => cmd::report::run(command),
         Command::Import(args) => cmd::import::run(args),
+        Command::Store(command) => cmd::store::run(command),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),
         Command::Generate(args) => cmd::generate::run(Cli::command(), args),

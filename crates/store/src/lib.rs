@@ -1,10 +1,12 @@
 //! The store: where the collector puts connection events and where reports,
 //! the map and the firewall planner read them back.
 //!
-//! Storage sits behind the [`Store`] trait. SQLite, embedded, is the one
-//! backend today; the trait speaks in the shared event model and in small
-//! query/result types, never in SQL, so a ClickHouse backend for large fleets
-//! can follow without changing its callers.
+//! Storage sits behind the [`Store`] trait, with two backends: SQLite,
+//! embedded, for a home network or an office ([`SqliteStore`]), and
+//! ClickHouse for fleets written by several stateless collectors
+//! ([`ClickHouseStore`]). The trait speaks in the shared event model and in
+//! small query/result types, never in SQL; [`open`] opens either from a
+//! [`StoreLocation`], so no caller names a backend. docs/STORE.md has both.
 //!
 //! What a backend keeps:
 //! - **raw events**, deleted by [`Store::apply_retention`] after a while;
@@ -31,12 +33,15 @@
 //! computes the same thing.
 
 mod block;
+mod clickhouse;
 mod group;
 mod hash;
 mod key;
+mod location;
 mod rollup;
 mod sequence;
 mod sqlite;
+mod status;
 mod token;
 
 use std::net::{IpAddr, SocketAddr};
@@ -44,8 +49,10 @@ use std::time::Duration;
 
 use connscope_event::{ConnectionEvent, Direction, NameSource, Protocol, Timestamp};
 
+pub use clickhouse::{ClickHouseLocation, ClickHouseStore};
 pub use group::{GroupKind, HostGroup, HostLabel};
 pub use key::EventKey;
+pub use location::{open, StoreLocation};
 pub use rollup::{hour_start, is_host_address, rollup_user, EdgeCounts, EdgeKey, RollupBatch};
 pub use sequence::SequenceRanges;
 pub use sqlite::SqliteStore;
@@ -393,6 +400,11 @@ pub struct RetentionReport {
     pub rollups_deleted: u64,
 }
 
+/// What [`Store::export_events`] gives each batch to: the agent, the
+/// sequence space, the events.
+pub type ExportSink<'a> =
+    dyn FnMut(&AgentId, &Origin, &[ConnectionEvent]) -> Result<(), StoreError> + 'a;
+
 /// A place connection events are kept.
 pub trait Store: Send + Sync {
     /// Stores a batch atomically: all of it or, on error, none of it. Events whose
@@ -555,6 +567,12 @@ pub trait Store: Send + Sync {
     /// (widened to whole hours like rollups), one per (hour, host, address,
     /// name, source), ordered by host, address, name, source and hour.
     fn remote_names(&self, query: &RollupQuery) -> Result<Vec<NameSighting>, StoreError>;
+
+    /// Gives `each` every raw event still kept, in batches, with the agent
+    /// and sequence space ([`Origin`]) it was stored under: what copies a
+    /// store to another backend with its sequence spaces (`connscope store
+    /// migrate`). Stops at the first error `each` returns.
+    fn export_events(&self, each: &mut ExportSink<'_>) -> Result<(), StoreError>;
 }
 
 /// The checks every backend makes before storing anything of a batch.

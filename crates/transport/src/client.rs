@@ -4,7 +4,13 @@
 //! agent's capture loop never shares an executor with the network.
 //!
 //! hyper is used directly (not a full client with pools and redirects) because
-//! there is exactly one server and one request at a time.
+//! there is one server at a time and one request at a time.
+//!
+//! Several collectors may share one store (ClickHouse): the client is then
+//! given their URLs, comma-separated, and stays with one until it cannot be
+//! reached (or answers 5xx), then tries the next in the list, each once per
+//! request. A batch a collector died on is simply sent again to the next:
+//! the store recognises what of it was stored (see docs/STORE.md).
 
 use std::io;
 use std::time::Duration;
@@ -110,10 +116,13 @@ impl Endpoint {
     }
 }
 
-/// One collector, one token, one connection at a time.
+/// One or several collectors, one token, one connection at a time.
 pub struct CollectorClient {
     runtime: tokio::runtime::Runtime,
-    endpoint: Endpoint,
+    /// The collectors, in the order given; never empty.
+    endpoints: Vec<Endpoint>,
+    /// The one requests go to until it fails.
+    current: usize,
     authorization: HeaderValue,
     tls: TlsConnector,
     connection: Option<SendRequest<Full<Bytes>>>,
@@ -125,7 +134,10 @@ impl CollectorClient {
         token: &str,
         trust: &CollectorTrust,
     ) -> Result<CollectorClient, ClientError> {
-        let endpoint = Endpoint::parse(url)?;
+        let endpoints = url
+            .split(',')
+            .map(|u| Endpoint::parse(u.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
         let authorization = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
             ClientError::BadAnswer("the token has characters not allowed in a header".into())
         })?;
@@ -133,12 +145,13 @@ impl CollectorClient {
             .enable_all()
             .build()
             .map_err(|source| ClientError::Connect {
-                addr: endpoint.authority(),
+                addr: endpoints[0].authority(),
                 source,
             })?;
         Ok(CollectorClient {
             runtime,
-            endpoint,
+            endpoints,
+            current: 0,
             authorization,
             tls: TlsConnector::from(client_config(trust)?),
             connection: None,
@@ -201,6 +214,9 @@ impl CollectorClient {
         serde_json::from_slice(&answer).map_err(|e| ClientError::BadAnswer(e.to_string()))
     }
 
+    /// Posts to the current collector and, if it cannot be reached or
+    /// answers 5xx, to each other one in turn (staying with the first that
+    /// answers).
     fn post(
         &mut self,
         path: &str,
@@ -209,8 +225,42 @@ impl CollectorClient {
         extra_headers: &[(&'static str, String)],
         body: Vec<u8>,
     ) -> Result<Bytes, ClientError> {
-        let mut request = Request::post(format!("{}{path}", self.endpoint.base_path))
-            .header(HOST, self.endpoint.authority())
+        let body = Bytes::from(body);
+        let mut tried = 0;
+        loop {
+            let result = self.post_once(path, content_type, encoding, extra_headers, body.clone());
+            let unavailable = match &result {
+                Err(ClientError::Status { status, .. }) => status.is_server_error(),
+                Err(ClientError::BadAnswer(_)) | Ok(_) => false,
+                Err(_) => true,
+            };
+            tried += 1;
+            if !unavailable || tried >= self.endpoints.len() {
+                return result;
+            }
+            let failed = self.endpoints[self.current].authority();
+            self.current = (self.current + 1) % self.endpoints.len();
+            self.connection = None;
+            tracing::warn!(
+                failed = %failed,
+                next = %self.endpoints[self.current].authority(),
+                error = %result.expect_err("failed above"),
+                "collector unavailable; trying the next"
+            );
+        }
+    }
+
+    fn post_once(
+        &mut self,
+        path: &str,
+        content_type: &'static str,
+        encoding: Option<&'static str>,
+        extra_headers: &[(&'static str, String)],
+        body: Bytes,
+    ) -> Result<Bytes, ClientError> {
+        let endpoint = &self.endpoints[self.current];
+        let mut request = Request::post(format!("{}{path}", endpoint.base_path))
+            .header(HOST, endpoint.authority())
             .header(AUTHORIZATION, self.authorization.clone())
             .header(
                 USER_AGENT,
@@ -224,7 +274,7 @@ impl CollectorClient {
             request = request.header(*name, value.as_str());
         }
         let request = request
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .expect("the request parts are valid");
         let result = self.runtime.block_on(async {
             let reusable = match self.connection.as_mut() {
@@ -232,7 +282,8 @@ impl CollectorClient {
                 None => false,
             };
             if !reusable {
-                self.connection = Some(connect(&self.endpoint, &self.tls).await?);
+                let endpoint = &self.endpoints[self.current];
+                self.connection = Some(connect(endpoint, &self.tls).await?);
             }
             let sender = self.connection.as_mut().expect("connected above");
             let response = tokio::time::timeout(REQUEST_TIMEOUT, async {

@@ -38,7 +38,8 @@ const FLUSH_ON_EXIT: Duration = Duration::from_secs(5);
 /// Everything the shipping output needs, as the agent's flags give it.
 #[derive(Debug, Clone)]
 pub struct ShippingConfig {
-    /// `https://HOST:PORT` of the collector.
+    /// `https://HOST:PORT` of the collector, or several comma-separated
+    /// (collectors sharing one store, tried in turn; see [`CollectorClient`]).
     pub url: String,
     /// This agent's bearer token; the collector maps it to the agent's id.
     pub token: String,

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::agent::{AgentArgs, Format};
 
 /// A value that may be written as one item or as a list of them.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum OneOrMany<T> {
     One(T),
@@ -26,7 +26,7 @@ pub enum OneOrMany<T> {
 }
 
 impl<T> OneOrMany<T> {
-    fn into_vec(self) -> Vec<T> {
+    pub(crate) fn into_vec(self) -> Vec<T> {
         match self {
             OneOrMany::One(item) => vec![item],
             OneOrMany::Many(items) => items,
@@ -58,7 +58,7 @@ pub struct AgentFile {
     pub state_dir: Option<PathBuf>,
     pub udp: Option<bool>,
     pub max_tcp_connections: Option<u32>,
-    pub collector: Option<String>,
+    pub collector: Option<OneOrMany<String>>,
     pub collector_token_file: Option<PathBuf>,
     pub collector_ca: Option<PathBuf>,
     pub collector_fingerprint: Option<String>,
@@ -172,7 +172,9 @@ impl Loaded {
         args.sni_wait_ms = args.sni_wait_ms.or(file.sni_wait_ms);
 
         let ship = &mut args.ship;
-        ship.collector = ship.collector.take().or(file.collector);
+        if ship.collector.is_empty() {
+            ship.collector = file.collector.map(OneOrMany::into_vec).unwrap_or_default();
+        }
         // The token and the trust are each one choice: a flag replaces the file's.
         if ship.collector_token.is_none() && ship.collector_token_file.is_none() {
             ship.collector_token_file = file.collector_token_file;
@@ -227,7 +229,7 @@ mod tests {
             .flat_map(|line| [line, "\n"])
             .collect();
         let args = merged(&uncommented, &[]).unwrap();
-        assert!(args.ship.collector.is_some());
+        assert!(!args.ship.collector.is_empty());
         assert!(args.ship.collector_token_file.is_some());
         assert!(args.metrics_listen.is_some());
     }
@@ -273,10 +275,7 @@ udp = true
         assert_eq!(args.interval_ms, Some(200));
         assert_eq!(args.format, Some(Format::Json));
         assert!(args.udp);
-        assert_eq!(
-            args.ship.collector.as_deref(),
-            Some("https://collector.lan:8443")
-        );
+        assert_eq!(args.ship.collector, ["https://collector.lan:8443"]);
         assert_eq!(args.ship.spool_max_bytes, Some(1000));
         // The flag's trust replaces the file's: not both.
         assert_eq!(args.ship.collector_ca, Some(PathBuf::from("/etc/ca.pem")));

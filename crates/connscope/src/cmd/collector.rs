@@ -1,15 +1,13 @@
 //! `connscope collector`: run the collector (HTTPS ingest and query API,
-//! optional syslog listener) on a SQLite store.
+//! optional syslog listener) on a SQLite or ClickHouse store.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use connscope_collector::{Collector, CollectorConfig, ConfigFile, TlsSettings};
-use connscope_store::SqliteStore;
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -19,9 +17,13 @@ pub struct CollectorArgs {
     /// Settings file (TOML, see docs/API.md); flags override its values.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// SQLite database (created if missing).
-    #[arg(long, value_name = "PATH")]
+    /// SQLite database (created if missing); short for --store sqlite:PATH.
+    #[arg(long, value_name = "PATH", conflicts_with = "store")]
     db: Option<PathBuf>,
+    /// The store: sqlite:PATH or clickhouse://[user[:password]@]host:port/database
+    /// (several collectors may share a ClickHouse store).
+    #[arg(long, value_name = "LOCATION")]
+    store: Option<String>,
     /// Address for the HTTPS API, e.g. 0.0.0.0:8443.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
@@ -97,6 +99,7 @@ impl CollectorArgs {
         let flags = ConfigFile {
             listen: self.listen,
             db: self.db,
+            store: self.store,
             syslog_listen: self.syslog_listen,
             tokens: pairs("token", "AGENT-ID=TOKEN", &self.tokens)?,
             tokens_file: self.tokens_file,
@@ -143,12 +146,12 @@ pub fn run(mut args: CollectorArgs) -> anyhow::Result<ExitCode> {
         None => {}
     }
     let config = args.into_config()?;
-    let store = SqliteStore::open(&config.db)
-        .with_context(|| format!("opening the store {}", config.db.display()))?;
+    let store = connscope_store::open(&config.store)
+        .with_context(|| format!("opening the store {}", config.store))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let ingest_off = config.tokens.is_empty();
     runtime.block_on(async move {
-        let collector = Collector::bind(config, Arc::new(store)).await?;
+        let collector = Collector::bind(config, store).await?;
         // On stdout, one fact per line, so scripts (and the tests) can read them.
         println!("listening: https://{}", collector.local_addr());
         if let Some(addr) = collector.syslog_addr() {

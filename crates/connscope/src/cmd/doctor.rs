@@ -18,7 +18,7 @@ use connscope_transport::tls::client_config;
 use connscope_transport::{read_token_file, CollectorTrust, DEFAULT_SPOOL_MAX_BYTES};
 
 use super::agent::DEFAULT_STATE_DIR;
-use super::agent_config::{AgentFile, Loaded};
+use super::agent_config::{AgentFile, Loaded, OneOrMany};
 
 /// Where the package installs the agent's settings.
 pub const DEFAULT_AGENT_CONFIG: &str = "/etc/connscope/agent.toml";
@@ -372,13 +372,18 @@ fn from_config(loaded: &Loaded, timeout: Duration) -> Vec<Finding> {
         .clone()
         .unwrap_or_else(|| state_dir.join("spool"));
     let mut findings = Vec::new();
-    let Some(url) = &file.collector else {
+    let urls = file
+        .collector
+        .clone()
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default();
+    if urls.is_empty() {
         findings.push(Finding::ok(
             "collector",
             "none configured: the agent logs to syslog, as tcpspy",
         ));
         return findings;
-    };
+    }
     findings.push(match &file.collector_token_file {
         Some(path) => match read_token_file(path) {
             Ok(_) => Finding::ok("token", format!("{} holds a token", path.display())),
@@ -399,14 +404,15 @@ fn from_config(loaded: &Loaded, timeout: Duration) -> Vec<Finding> {
         (None, Some(text)) => text.parse().ok().map(CollectorTrust::Fingerprint),
         (None, None) => None,
     };
-    findings.push(match trust {
-        Some(trust) => collector(url, &trust, timeout),
-        None => Finding::fail(
+    // Every collector the agent may fail over to must answer.
+    match trust {
+        Some(trust) => findings.extend(urls.iter().map(|url| collector(url, &trust, timeout))),
+        None => findings.push(Finding::fail(
             "collector",
             "neither collector_fingerprint nor collector_ca is set (or the fingerprint does not parse)",
             "run `connscope agent enroll URL TOKEN`, or set collector_fingerprint to what the collector prints at start",
-        ),
-    });
+        )),
+    }
     findings.push(spool(
         &spool_dir,
         file.spool_max_bytes.unwrap_or(DEFAULT_SPOOL_MAX_BYTES),

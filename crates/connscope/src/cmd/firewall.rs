@@ -3,8 +3,9 @@
 //! and what-if checks of a ruleset against it. The logic lives in
 //! `connscope-firewall`; this reads the store, prints and picks exit statuses.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
@@ -21,7 +22,7 @@ use connscope_firewall::{
 };
 use connscope_query::naming::RemoteNames;
 use connscope_query::TimeRangeArgs;
-use connscope_store::{SqliteStore, TimeRange};
+use connscope_store::{Store, TimeRange};
 
 use super::flag_error;
 
@@ -44,9 +45,8 @@ pub enum FirewallCommand {
 #[derive(Args)]
 #[command(after_help = "Without --from the range starts in 1970; without --to it ends now.")]
 pub struct Source {
-    /// The collector's SQLite store.
-    #[arg(long, value_name = "PATH")]
-    db: PathBuf,
+    #[command(flatten)]
+    store: super::store_args::StoreArgs,
     /// The host to plan for, as it names itself in its events.
     #[arg(long)]
     host: String,
@@ -92,9 +92,8 @@ enum Learn {
 #[derive(Args)]
 #[command(after_help = "Without --from the range starts in 1970; without --to it ends now.")]
 pub struct PlanArgs {
-    /// The collector's SQLite store.
-    #[arg(long, value_name = "PATH")]
-    db: PathBuf,
+    #[command(flatten)]
+    store: super::store_args::StoreArgs,
     /// The host to plan for, as it names itself in its events.
     #[arg(long, required_unless_present = "group", conflicts_with = "group")]
     host: Option<String>,
@@ -181,23 +180,22 @@ pub fn run(command: FirewallCommand) -> Result<ExitCode> {
 
 /// The store and the range its flows are read in (rollups round to hours, so
 /// without --from the range starts at the epoch rather than the dawn of i64).
-fn open_store(db: &Path, range: &TimeRangeArgs) -> Result<(SqliteStore, TimeRange)> {
+fn open_store(
+    store: &super::store_args::StoreArgs,
+    range: &TimeRangeArgs,
+) -> Result<(Arc<dyn Store>, TimeRange)> {
     let now = Timestamp::now();
     let everything = TimeRange {
         from: Timestamp::from_nanos(0),
         to: now,
     };
     let range = range.resolve(now, everything).map_err(flag_error)?;
-    if !db.exists() {
-        bail!("no store at {}", db.display());
-    }
-    let store = SqliteStore::open(db).with_context(|| format!("opening {}", db.display()))?;
-    Ok((store, range))
+    Ok((store.open_existing()?, range))
 }
 
 fn load_flows(source: &Source) -> Result<Vec<ObservedFlow>> {
-    let (store, range) = open_store(&source.db, &source.range)?;
-    let stored = observed_flows(&store, &source.host, range)?;
+    let (store, range) = open_store(&source.store, &source.range)?;
+    let stored = observed_flows(&*store, &source.host, range)?;
     if stored.unknown_direction_edges > 0 {
         tracing::warn!(
             edges = stored.unknown_direction_edges,
@@ -224,9 +222,9 @@ fn parse_share(s: &str) -> Result<f64, String> {
 /// their members in it (`connscope groups`; hosts in none are planned as
 /// `subnet` by the group planner).
 fn load_fleet(args: &PlanArgs) -> Result<(FleetFlows, Vec<GroupMembers>)> {
-    let (store, range) = open_store(&args.db, &args.range)?;
-    let groups = fleet_groups(&store, range)?;
-    let fleet = fleet_flows(&store, range)?;
+    let (store, range) = open_store(&args.store, &args.range)?;
+    let groups = fleet_groups(&*store, range)?;
+    let fleet = fleet_flows(&*store, range)?;
     let unknown: usize = fleet.values().map(|s| s.unknown_direction_edges).sum();
     if unknown > 0 {
         tracing::warn!(
@@ -265,8 +263,8 @@ fn run_plan(args: PlanArgs) -> Result<ExitCode> {
     let mut plans = match args.outbound {
         Outbound::Address => planner.plan_fleet(&fleet, &groups),
         Outbound::ByName => {
-            let (store, range) = open_store(&args.db, &args.range)?;
-            let names = RemoteNames::load(&store, range)?;
+            let (store, range) = open_store(&args.store, &args.range)?;
+            let names = RemoteNames::load(&*store, range)?;
             plan_fleet_by_name(planner.as_ref(), &fleet, &groups, &names, options)
         }
     };
@@ -370,8 +368,8 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
     let flows = load_flows(&args.source)?;
     // Name sets (`--outbound by-name`) hold what the host's named
     // connections say they held.
-    let (store, range) = open_store(&args.source.db, &args.source.range)?;
-    let members = name_set_members(&store, &args.source.host, range)?;
+    let (store, range) = open_store(&args.source.store, &args.source.range)?;
+    let members = name_set_members(&*store, &args.source.host, range)?;
     let verdicts = check_with_name_sets(&ruleset, &flows, &members);
     let mut order: Vec<usize> = (0..flows.len())
         .filter(|&i| verdicts[i].outcome != Outcome::Allowed)

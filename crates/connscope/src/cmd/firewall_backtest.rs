@@ -4,15 +4,13 @@
 //! from one pass over the store; the work is `connscope_firewall::backtest`.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use connscope_event::Timestamp;
 use connscope_firewall::backtest::{BacktestArgs, BacktestReport, Surface};
 use connscope_firewall::FlowDirection;
-use connscope_store::SqliteStore;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
@@ -28,9 +26,8 @@ enum Format {
 Exit status 1 when any planner would have blocked a connection."
 )]
 pub struct BacktestCmd {
-    /// The collector's SQLite store.
-    #[arg(long, value_name = "PATH")]
-    db: PathBuf,
+    #[command(flatten)]
+    store: super::store_args::StoreArgs,
     /// Learn on the history before this time, test on the history after it.
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     learn_to: String,
@@ -71,12 +68,8 @@ pub fn run(cmd: BacktestCmd) -> Result<ExitCode> {
         }
         anyhow::anyhow!("--{e}")
     })?;
-    if !cmd.db.exists() {
-        bail!("no store at {}", cmd.db.display());
-    }
-    let store =
-        SqliteStore::open(&cmd.db).with_context(|| format!("opening {}", cmd.db.display()))?;
-    let report = request.run(&store)?;
+    let store = cmd.store.open_existing()?;
+    let report = request.run(&*store)?;
     match cmd.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => print!("{}", table(&report)),

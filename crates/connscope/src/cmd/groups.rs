@@ -4,10 +4,10 @@
 //! hosts seen in --from/--to (default: everything stored), so they are
 //! always today's. `suggest` only prints unless told `--apply NAME`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use connscope_event::Timestamp;
 use connscope_query::groups::{
@@ -15,7 +15,7 @@ use connscope_query::groups::{
 };
 use connscope_query::suggest::suggest;
 use connscope_query::TimeRangeArgs;
-use connscope_store::{GroupKind, HostGroup, SqliteStore, Store, TimeRange};
+use connscope_store::{GroupKind, HostGroup, Store, TimeRange};
 
 use super::flag_error;
 
@@ -37,9 +37,8 @@ pub enum GroupsCommand {
 
 #[derive(Args)]
 pub struct Db {
-    /// The store.
-    #[arg(long, value_name = "PATH")]
-    db: PathBuf,
+    #[command(flatten)]
+    store: super::store_args::StoreArgs,
 }
 
 #[derive(Args)]
@@ -142,9 +141,8 @@ pub fn run(command: GroupsCommand) -> Result<ExitCode> {
     }
 }
 
-fn open(db: &Db) -> Result<SqliteStore> {
-    anyhow::ensure!(db.db.is_file(), "{}: no such store", db.db.display());
-    SqliteStore::open(&db.db).with_context(|| format!("opening {}", db.db.display()))
+fn open(db: &Db) -> Result<Arc<dyn Store>> {
+    db.store.open_existing()
 }
 
 fn range(args: &ReadArgs) -> Result<TimeRange> {
@@ -185,7 +183,7 @@ fn add(args: AddArgs) -> Result<ExitCode> {
         );
     }
     store.put_group(&group)?;
-    let members = resolve(&group, &hosts_seen(&store, TimeRange::ALL)?)?;
+    let members = resolve(&group, &hosts_seen(&*store, TimeRange::ALL)?)?;
     println!(
         "added group {} ({} {}): {} member(s) now",
         group.name,
@@ -204,7 +202,7 @@ fn labels_text(labels: &[(String, String)]) -> String {
 fn list(args: &ReadArgs) -> Result<ExitCode> {
     let store = open(&args.db)?;
     let groups = store.groups()?;
-    let memberships = members(&store, range(args)?)?;
+    let memberships = members(&*store, range(args)?)?;
     if args.format == Output::Json {
         let views: Vec<GroupView> = groups
             .into_iter()
@@ -234,7 +232,7 @@ fn show(args: &ShowArgs) -> Result<ExitCode> {
     let Some(group) = store.groups()?.into_iter().find(|g| g.name == args.name) else {
         bail!("no group {:?}", args.name);
     };
-    let members = resolve(&group, &hosts_seen(&store, range(&args.read)?)?)?;
+    let members = resolve(&group, &hosts_seen(&*store, range(&args.read)?)?)?;
     if args.read.format == Output::Json {
         return print_json(serde_json::to_value(GroupView::new(group, members))?);
     }
@@ -284,7 +282,7 @@ fn label(args: &LabelArgs) -> Result<ExitCode> {
 
 fn suggest_groups(args: &SuggestArgs) -> Result<ExitCode> {
     let store = open(&args.read.db)?;
-    let suggestions = suggest(&store, range(&args.read)?)?;
+    let suggestions = suggest(&*store, range(&args.read)?)?;
     for name in &args.apply {
         let Some(s) = suggestions.iter().find(|s| &s.name == name) else {
             bail!("no suggestion {name:?} (run `groups suggest` to see them)");

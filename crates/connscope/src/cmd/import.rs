@@ -8,14 +8,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 use connscope_import::{import_files, ImportOptions};
-use connscope_store::SqliteStore;
 use jiff::tz::TimeZone;
 
 #[derive(Args)]
 pub struct ImportArgs {
-    /// The store to import into; created if missing.
-    #[arg(long, value_name = "PATH")]
-    db: PathBuf,
+    #[command(flatten)]
+    store: super::store_args::StoreArgs,
     /// Time zone of classic syslog timestamps (IANA name, e.g. Europe/Berlin). Default: this machine's.
     #[arg(long, value_name = "ZONE")]
     tz: Option<String>,
@@ -31,14 +29,13 @@ pub fn run(args: ImportArgs) -> Result<ExitCode> {
         Some(name) => Some(TimeZone::get(name).with_context(|| format!("--tz {name}"))?),
         None => None,
     };
-    let store =
-        SqliteStore::open(&args.db).with_context(|| format!("opening {}", args.db.display()))?;
+    let store = args.store.open()?;
     let options = ImportOptions {
         time_zone,
         progress: std::io::stderr().is_terminal(),
         ..ImportOptions::default()
     };
-    let summary = import_files(&store, &args.files, &options, &mut |e| eprintln!("{e}"))?;
+    let summary = import_files(&*store, &args.files, &options, &mut |e| eprintln!("{e}"))?;
     eprintln!(
         "{} files, {} lines: {} events imported, {} already in the store, {} lines skipped (other programs, status lines), {} errors",
         summary.files, summary.lines, summary.imported, summary.duplicates, summary.skipped, summary.errors

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use connscope_event::Timestamp;
 use connscope_query::groups::{members, GroupView};
 use connscope_query::{build_graph, GraphFilterArgs, TimeRangeArgs};
-use connscope_store::{SqliteStore, Store, TimeRange};
+use connscope_store::{Store, TimeRange};
 
 use super::flag_error;
 
@@ -22,9 +22,8 @@ pub enum MapCommand {
 #[derive(Args)]
 #[command(after_help = "Without --from or --to the range is everything stored.")]
 pub struct ExportArgs {
-    /// SQLite database of the collector.
-    #[arg(long, value_name = "PATH")]
-    db: PathBuf,
+    #[command(flatten)]
+    store: super::store_args::StoreArgs,
     /// The HTML file to write.
     #[arg(short = 'o', long = "output", value_name = "FILE.html")]
     output: PathBuf,
@@ -46,12 +45,10 @@ fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         .resolve(Timestamp::now(), TimeRange::ALL)
         .map_err(flag_error)?;
     let filter = args.filter.resolve().map_err(flag_error)?;
-    anyhow::ensure!(args.db.is_file(), "{}: no such database", args.db.display());
-    let store =
-        SqliteStore::open(&args.db).with_context(|| format!("opening {}", args.db.display()))?;
-    let graph = build_graph(&store, range, &filter).context("reading the graph")?;
+    let store = args.store.open_existing()?;
+    let graph = build_graph(&*store, range, &filter).context("reading the graph")?;
     let mut doc = serde_json::to_value(&graph).context("writing the graph as JSON")?;
-    doc["groups"] = groups_document(&store, range)?;
+    doc["groups"] = groups_document(&*store, range)?;
     let html = connscope_map::export_html(&doc)?;
     std::fs::write(&args.output, html)
         .with_context(|| format!("writing {}", args.output.display()))?;

@@ -17,6 +17,8 @@ pub mod policy;
 pub mod report;
 pub mod rules;
 pub mod ship;
+pub mod store;
+pub mod store_args;
 
 /// A flag that cannot be used, named as it was typed: `--from: invalid time ...`.
 pub(crate) fn flag_error(e: connscope_query::ArgError) -> anyhow::Error {

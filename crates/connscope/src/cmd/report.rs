@@ -3,10 +3,9 @@
 //! the stable interface documented in docs/API.md).
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use connscope_event::Timestamp;
 use connscope_query::groups::{groups_by_host, members};
@@ -17,7 +16,7 @@ use connscope_query::report::{
     ports_report, refusals_report, Format,
 };
 use connscope_query::{GraphFilterArgs, TimeRangeArgs};
-use connscope_store::{SqliteStore, Store, TimeRange};
+use connscope_store::TimeRange;
 
 use super::flag_error;
 
@@ -36,9 +35,8 @@ pub enum ReportCommand {
 #[derive(Args)]
 #[command(after_help = "Without --from or --to the range is everything stored.")]
 pub struct ReportArgs {
-    /// The store to read.
-    #[arg(long, value_name = "PATH")]
-    db: PathBuf,
+    #[command(flatten)]
+    store: super::store_args::StoreArgs,
     #[command(flatten)]
     range: TimeRangeArgs,
     /// table (aligned, for people), json or csv.
@@ -68,9 +66,7 @@ pub fn run(command: ReportCommand) -> Result<ExitCode> {
         ReportCommand::Ports(a) => (a, "ports"),
         ReportCommand::Refusals(a) => (a, "refusals"),
     };
-    anyhow::ensure!(args.db.is_file(), "{}: no such store", args.db.display());
-    let store =
-        SqliteStore::open(&args.db).with_context(|| format!("opening {}", args.db.display()))?;
+    let store = args.store.open_existing()?;
     anyhow::ensure!(
         args.by.is_none() || kind == "edges",
         "--by is for `report edges` only"
@@ -80,23 +76,23 @@ pub fn run(command: ReportCommand) -> Result<ExitCode> {
         .resolve(Timestamp::now(), TimeRange::ALL)
         .map_err(flag_error)?;
     let report = if kind == "hosts" {
-        let groups = groups_by_host(&members(&store, range)?);
+        let groups = groups_by_host(&members(&*store, range)?);
         hosts_report_with_groups(&store.agents()?, &groups)
     } else if kind == "refusals" {
         refusals_report(&store.refusals()?)
     } else {
         let filter = args.filter.resolve().map_err(flag_error)?;
         let hosts = HostDirectory::new(&store.host_addresses()?);
-        let edges: Vec<_> = load_edges(&store, range)?
+        let edges: Vec<_> = load_edges(&*store, range)?
             .into_iter()
             .filter(|e| filter.matches(e, &hosts))
             .collect();
         match (args.by, kind) {
             (Some(By::Group), _) => {
-                group_edges_report(&edges, &groups_by_host(&members(&store, range)?))
+                group_edges_report(&edges, &groups_by_host(&members(&*store, range)?))
             }
-            (Some(By::Name), _) => name_edges_report(&edges, &RemoteNames::load(&store, range)?),
-            (None, "edges") => edges_report_named(&edges, &RemoteNames::load(&store, range)?),
+            (Some(By::Name), _) => name_edges_report(&edges, &RemoteNames::load(&*store, range)?),
+            (None, "edges") => edges_report_named(&edges, &RemoteNames::load(&*store, range)?),
             _ => ports_report(&edges),
         }
     };

@@ -15,9 +15,11 @@ use connscope_transport::{
 
 #[derive(Args, Debug)]
 pub struct ShipArgs {
-    /// Ship events to the collector at this URL (https://HOST:PORT).
+    /// Ship events to the collector at this URL (https://HOST:PORT). Repeat it
+    /// (or give a comma-separated list) for collectors sharing one store: the
+    /// agent stays with one and fails over to the next when it cannot reach it.
     #[arg(long, value_name = "URL")]
-    pub(crate) collector: Option<String>,
+    pub(crate) collector: Vec<String>,
     /// This agent's token for the collector (visible in `ps`: prefer
     /// --collector-token-file).
     #[arg(long, value_name = "TOKEN", group = "collector_token_source")]
@@ -48,9 +50,10 @@ pub fn open(
     args: &ShipArgs,
     state_dir: &Path,
 ) -> anyhow::Result<Option<(Box<dyn Sink>, ShippingMonitor)>> {
-    let Some(url) = &args.collector else {
+    if args.collector.is_empty() {
         return Ok(None);
-    };
+    }
+    let url = &args.collector.join(",");
     let token = match (&args.collector_token, &args.collector_token_file) {
         (Some(token), _) => token.clone(),
         (None, Some(file)) => read_token_file(file)?,

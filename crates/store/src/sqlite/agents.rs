@@ -2,7 +2,7 @@
 //! were down, the batches the collector refused, and the status of each
 //! agent state read back from its sequence spaces and all of that.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use connscope_event::Timestamp;
@@ -10,6 +10,7 @@ use rusqlite::params;
 
 use super::connection::{lock, Reader, Writer};
 use super::spaces::{agent_id, check_label, load_ranges, store_ranges, RangeSet};
+use crate::status::Statuses;
 use crate::{AgentId, AgentStatus, RefusalCount, SequenceRanges, StoreError};
 
 /// Adds `ranges` to what `agent`'s state `instance` reported dropped for `reason`.
@@ -183,11 +184,11 @@ pub(super) fn statuses(reader: &Mutex<Reader>) -> Result<Vec<AgentStatus>, Store
     })?;
     let mut statuses = Statuses::default();
     for row in rows {
-        let (space, agent_id, name, instance, first_seq, host, events, first, last, conflicts) =
+        let (space, _agent_id, name, instance, first_seq, host, events, first, last, conflicts) =
             row?;
         let (first, last) = (Timestamp::from_nanos(first), Timestamp::from_nanos(last));
         let boot = SequenceRanges::from_ranges(stored.remove(&space).unwrap_or_default());
-        let status = statuses.of(agent_id, &name, &instance, first_seq as u64, (first, last));
+        let status = statuses.of(&name, &instance, first_seq as u64, (first, last));
         status.boots += 1;
         // Numbers an earlier run of this state already used: the state
         // was restored from a snapshot.
@@ -204,6 +205,10 @@ pub(super) fn statuses(reader: &Mutex<Reader>) -> Result<Vec<AgentStatus>, Store
         status.first_seen = status.first_seen.min(first);
         status.last_seen = status.last_seen.max(last);
     }
+    let names: HashMap<i64, String> = conn
+        .prepare_cached("SELECT agent_id, name FROM agents")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
     let mut stmt = conn.prepare_cached(
         "SELECT agent_id, instance, down_from, down_to FROM agent_downtime
              ORDER BY down_from",
@@ -217,7 +222,8 @@ pub(super) fn statuses(reader: &Mutex<Reader>) -> Result<Vec<AgentStatus>, Store
         ))
     })? {
         let (agent_id, instance, from, to) = row?;
-        if let Some(status) = statuses.get(agent_id, instance) {
+        let name = names.get(&agent_id).map_or("", String::as_str);
+        if let Some(status) = statuses.get(name, &instance) {
             status
                 .downtime
                 .push((Timestamp::from_nanos(from), Timestamp::from_nanos(to)));
@@ -225,10 +231,6 @@ pub(super) fn statuses(reader: &Mutex<Reader>) -> Result<Vec<AgentStatus>, Store
     }
     // Instances with drops and nothing stored (every batch refused) are
     // listed too, after the others.
-    let names: HashMap<i64, String> = conn
-        .prepare_cached("SELECT agent_id, name FROM agents")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
     let mut dropped: Vec<_> = dropped.into_iter().collect();
     dropped.sort_by_key(|((agent_id, instance), _)| (names.get(agent_id), instance.clone()));
     for ((agent_id, instance), reasons) in dropped {
@@ -240,7 +242,7 @@ pub(super) fn statuses(reader: &Mutex<Reader>) -> Result<Vec<AgentStatus>, Store
             .min()
             .unwrap_or(1);
         let never = Timestamp::from_nanos(0);
-        let status = statuses.of(agent_id, name, &instance, first, (never, never));
+        let status = statuses.of(name, &instance, first, (never, never));
         for (reason, ranges) in reasons {
             for &(f, l) in &ranges {
                 status.dropped.insert_range(f, l);
@@ -251,63 +253,4 @@ pub(super) fn statuses(reader: &Mutex<Reader>) -> Result<Vec<AgentStatus>, Store
         }
     }
     Ok(statuses.list)
-}
-
-/// The statuses being put together, one per agent state, in the order
-/// they are first met.
-#[derive(Default)]
-struct Statuses {
-    list: Vec<AgentStatus>,
-    /// Where each (agent id, instance) is in `list`.
-    index: HashMap<(i64, String), usize>,
-    /// The agents with a state in `list`.
-    agents: HashSet<i64>,
-}
-
-impl Statuses {
-    /// The status of `agent_id`'s state `instance`, begun if it is the first
-    /// met: numbering from `first_sequence`, seen from and to `seen`. A new
-    /// state of an agent met before that numbers from 1 lost its state.
-    fn of(
-        &mut self,
-        agent_id: i64,
-        name: &str,
-        instance: &str,
-        first_sequence: u64,
-        seen: (Timestamp, Timestamp),
-    ) -> &mut AgentStatus {
-        let key = (agent_id, instance.to_owned());
-        let at = match self.index.get(&key) {
-            Some(&at) => at,
-            None => {
-                let earlier = !self.agents.insert(agent_id);
-                self.list.push(AgentStatus {
-                    agent: AgentId(name.to_owned()),
-                    instance: key.1.clone(),
-                    lost_state: earlier && first_sequence == 1,
-                    boots: 0,
-                    reused: 0,
-                    conflicts: 0,
-                    first_sequence,
-                    host: String::new(),
-                    events: 0,
-                    first_seen: seen.0,
-                    last_seen: seen.1,
-                    sequences: SequenceRanges::new(),
-                    dropped: SequenceRanges::new(),
-                    dropped_by_reason: Vec::new(),
-                    downtime: Vec::new(),
-                });
-                self.index.insert(key, self.list.len() - 1);
-                self.list.len() - 1
-            }
-        };
-        &mut self.list[at]
-    }
-
-    /// The status of `agent_id`'s state `instance`, if it was begun.
-    fn get(&mut self, agent_id: i64, instance: String) -> Option<&mut AgentStatus> {
-        let at = *self.index.get(&(agent_id, instance))?;
-        Some(&mut self.list[at])
-    }
 }

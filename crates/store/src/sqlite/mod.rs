@@ -46,13 +46,14 @@ use connscope_event::{ConnectionEvent, Timestamp};
 use rusqlite::Connection;
 
 use crate::{
-    AgentId, AgentStatus, ConnectionQuery, ConnectionRecord, EdgeTotal, EventQuery, HostAddress,
-    HostGroup, HostLabel, HourlyEdgeTotal, IngestReport, KeyedEvent, NameSighting, Origin,
-    RefusalCount, Retention, RetentionReport, RollupQuery, Store, StoreError, TokenRecord,
+    AgentId, AgentStatus, ConnectionQuery, ConnectionRecord, EdgeTotal, EventQuery, ExportSink,
+    HostAddress, HostGroup, HostLabel, HourlyEdgeTotal, IngestReport, KeyedEvent, NameSighting,
+    Origin, RefusalCount, Retention, RetentionReport, RollupQuery, Store, StoreError, TokenRecord,
     TokenRefusal,
 };
 use batch::Batch;
 use connection::{configure, Reader, Writer};
+pub(crate) use spaces::{check_label, check_origin};
 
 /// A store in one SQLite file.
 pub struct SqliteStore {
@@ -230,5 +231,9 @@ impl Store for SqliteStore {
 
     fn remote_names(&self, query: &RollupQuery) -> Result<Vec<NameSighting>, StoreError> {
         read::remote_names(&self.reader, query)
+    }
+
+    fn export_events(&self, each: &mut ExportSink<'_>) -> Result<(), StoreError> {
+        read::export(&self.reader, each)
     }
 }

@@ -12,8 +12,8 @@ use super::connection::{lock, Reader};
 use crate::block;
 use crate::hash::FastHash;
 use crate::{
-    hour_start, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeTotal, EventQuery, HostAddress,
-    HourlyEdgeTotal, NameSighting, RollupQuery, StoreError,
+    hour_start, AgentId, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeTotal, EventQuery,
+    ExportSink, HostAddress, HourlyEdgeTotal, NameSighting, Origin, RollupQuery, StoreError,
 };
 
 /// Sums the rollups of `query` per edge, keeping each edge's connections
@@ -276,6 +276,38 @@ pub(super) fn events(
     }
     oldest_first(&mut found);
     Ok(found.into_iter().map(|(_, e)| e).collect())
+}
+
+/// Each block's events with the agent and space they were stored under
+/// (blocks from before sequence spaces are the agent's legacy space's).
+pub(super) fn export(reader: &Mutex<Reader>, each: &mut ExportSink<'_>) -> Result<(), StoreError> {
+    let guard = lock(reader);
+    let mut stmt = guard.conn.prepare_cached(
+        "SELECT b.block_id, b.host, b.data, a.name, coalesce(s.instance, ''),
+                coalesce(s.boot, ''), coalesce(s.first_seq, 1)
+         FROM event_blocks b JOIN agents a ON a.agent_id = b.agent_id
+         LEFT JOIN sequence_spaces s ON s.space_id = b.space_id
+         ORDER BY b.block_id",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let (id, host): (i64, String) = (row.get(0)?, row.get(1)?);
+        let data = row.get_ref(2)?.as_blob().map_err(|_| Corrupt {
+            column: "event_blocks.data",
+            value: format!("block {id} is no blob"),
+        })?;
+        let events = block::decode(data, &host).map_err(|e| Corrupt {
+            column: "event_blocks.data",
+            value: format!("block {id}: {e}"),
+        })?;
+        let origin = Origin {
+            instance: row.get(4)?,
+            boot: row.get(5)?,
+            first_sequence: row.get::<_, i64>(6)? as u64,
+        };
+        each(&AgentId(row.get(3)?), &origin, &events)?;
+    }
+    Ok(())
 }
 
 /// Each connection of `query`'s hosts in its range, read from the blocks.

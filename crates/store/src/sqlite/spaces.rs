@@ -90,7 +90,7 @@ pub(super) fn space_id(
 /// Longest instance id, boot id or drop reason kept: they are labels, not data.
 const MAX_LABEL: usize = 64;
 
-pub(super) fn check_label(what: &str, label: &str) -> Result<(), StoreError> {
+pub(crate) fn check_label(what: &str, label: &str) -> Result<(), StoreError> {
     let fine = label.len() <= MAX_LABEL
         && label
             .bytes()
@@ -104,7 +104,7 @@ pub(super) fn check_label(what: &str, label: &str) -> Result<(), StoreError> {
     )))
 }
 
-pub(super) fn check_origin(origin: &Origin) -> Result<(), StoreError> {
+pub(crate) fn check_origin(origin: &Origin) -> Result<(), StoreError> {
     check_label("instance", &origin.instance)?;
     check_label("boot", &origin.boot)?;
     if origin.first_sequence == 0 || origin.first_sequence > i64::MAX as u64 {

@@ -1,0 +1,364 @@
+//! The backend for fleets: ClickHouse over its HTTP interface, written by
+//! any number of stateless collectors at once.
+//!
+//! ClickHouse has no transactions and no unique keys, so exactly-once cannot
+//! come from "check, then insert" as in SQLite: two collectors may store the
+//! same batch at the same time, and a collector may die between two inserts
+//! of one batch. Instead every row carries a deterministic identity and
+//! every table that must not double count is a `ReplacingMergeTree` on that
+//! identity, read with `FINAL` (see docs/STORE.md, "Exactly once"):
+//! - a raw event is identified by (agent, state, run, sequence number) or by
+//!   its content key and hour, so a re-sent event replaces its copy;
+//! - a batch's rollup rows and its space row carry a key derived from the
+//!   identities of the events they count, so a batch re-sent after a
+//!   partial insert writes the same rows again instead of adding to them;
+//! - the sequence ranges, written last, are what makes a batch "stored" for
+//!   the duplicate count the collector answers with; a batch whose ranges
+//!   never arrived is stored again, which replaces whatever got in.
+//!
+//! The [`Store`] trait is synchronous (SQLite is) and the collector runs
+//! tokio; the client is async. The backend owns a small runtime of its own
+//! and each call is spawned on it and waited for on a channel: a blocking
+//! wait works from plain threads, from `spawn_blocking` and from the CLI
+//! alike, where a `block_on` would panic inside another runtime.
+//!
+//! Where each part is: [`location`] (the `clickhouse://` address),
+//! [`schema`] (tables and the migration list), [`rows`] (the typed rows),
+//! [`write`] (an ingest), [`read`] (rollups, addresses, raw events),
+//! [`agents`] (sequence spaces, drops, downtime, refusals, statuses),
+//! [`groups`] (host groups and labels), [`tokens`] (access tokens),
+//! [`names`] (remote names, from the raw events), [`retention`].
+
+mod agents;
+mod groups;
+mod location;
+mod names;
+mod read;
+mod retention;
+mod rows;
+mod schema;
+mod tokens;
+mod write;
+
+use std::future::Future;
+use std::sync::mpsc;
+
+use connscope_event::{ConnectionEvent, Timestamp};
+
+use crate::{
+    AgentId, AgentStatus, ConnectionQuery, ConnectionRecord, EdgeTotal, EventQuery, ExportSink,
+    HostAddress, HostGroup, HostLabel, HourlyEdgeTotal, IngestReport, KeyedEvent, NameSighting,
+    Origin, RefusalCount, Retention, RetentionReport, RollupQuery, Store, StoreError, TokenRecord,
+    TokenRefusal,
+};
+pub use location::ClickHouseLocation;
+
+/// A store in a ClickHouse database.
+pub struct ClickHouseStore {
+    client: clickhouse::Client,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl ClickHouseStore {
+    /// Connects to the database at `location`, creating the database's
+    /// tables (or bringing them up to date) on first use.
+    pub fn open(location: &ClickHouseLocation) -> Result<ClickHouseStore, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("connscope-clickhouse")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Open {
+                path: location.to_string(),
+                reason: format!("cannot start the client's runtime: {e}"),
+            })?;
+        let store = ClickHouseStore {
+            client: location.client(),
+            runtime: Some(runtime),
+        };
+        let client = store.client.clone();
+        let database = location.database.clone();
+        store
+            .run(async move { schema::bring_up_to_date(&client, &database).await })
+            .map_err(|e| StoreError::Open {
+                path: location.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(store)
+    }
+
+    /// Makes `location`'s database a store sharded over `cluster` (see
+    /// docs/STORE.md, "Sharding"): a `Distributed` table per table, over the
+    /// stores in `shard_database` on each shard, sharded so that every copy
+    /// of a row meets on one shard. Opening `location` afterwards uses it.
+    pub fn create_distributed(
+        location: &ClickHouseLocation,
+        cluster: &str,
+        shard_database: &str,
+    ) -> Result<(), StoreError> {
+        let store = ClickHouseStore {
+            client: location.client(),
+            runtime: Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| StoreError::Backend(Box::new(e)))?,
+            ),
+        };
+        let (client, database) = (store.client.clone(), location.database.clone());
+        let (cluster, shard_database) = (cluster.to_owned(), shard_database.to_owned());
+        store.run(async move {
+            schema::create_distributed(&client, &database, &cluster, &shard_database).await
+        })
+    }
+
+    /// Runs `work` on the backend's runtime and waits for its result.
+    fn run<T, F>(&self, work: F) -> T
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+    {
+        let (done, result) = mpsc::sync_channel(1);
+        let runtime = self.runtime.as_ref().expect("runtime lives until drop");
+        runtime.spawn(async move {
+            // The receiver waits below; it is gone only if the caller panicked.
+            let _ = done.send(work.await);
+        });
+        result
+            .recv()
+            .expect("a ClickHouse call panicked on the backend's runtime")
+    }
+}
+
+impl Drop for ClickHouseStore {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics inside another runtime.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl From<clickhouse::error::Error> for StoreError {
+    fn from(e: clickhouse::error::Error) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+impl Store for ClickHouseStore {
+    fn ingest_from(
+        &self,
+        agent: &AgentId,
+        origin: &Origin,
+        events: &[ConnectionEvent],
+    ) -> Result<IngestReport, StoreError> {
+        let batch = write::Batch::plain(agent, origin, events)?;
+        let client = self.client.clone();
+        self.run(async move { write::ingest(&client, batch).await })
+    }
+
+    fn ingest_keyed(
+        &self,
+        agent: &AgentId,
+        events: &[KeyedEvent],
+    ) -> Result<IngestReport, StoreError> {
+        let batch = write::Batch::keyed(agent, events)?;
+        let client = self.client.clone();
+        self.run(async move { write::ingest(&client, batch).await })
+    }
+
+    fn edge_totals(&self, query: &RollupQuery) -> Result<Vec<EdgeTotal>, StoreError> {
+        let (client, query) = (self.client.clone(), query.clone());
+        let hourly = self.run(async move { read::rollups(&client, &query, false).await })?;
+        Ok(hourly.into_iter().map(|h| h.total).collect())
+    }
+
+    fn edge_totals_by_hour(&self, query: &RollupQuery) -> Result<Vec<HourlyEdgeTotal>, StoreError> {
+        let (client, query) = (self.client.clone(), query.clone());
+        self.run(async move { read::rollups(&client, &query, true).await })
+    }
+
+    fn record_dropped_from(
+        &self,
+        agent: &AgentId,
+        instance: &str,
+        reason: &str,
+        ranges: &[(u64, u64)],
+    ) -> Result<(), StoreError> {
+        let rows = agents::dropped_rows(agent, instance, reason, ranges)?;
+        let client = self.client.clone();
+        self.run(async move { agents::record_dropped(&client, rows).await })
+    }
+
+    fn record_downtime(
+        &self,
+        agent: &AgentId,
+        instance: &str,
+        windows: &[(Timestamp, Timestamp)],
+    ) -> Result<(), StoreError> {
+        let rows = agents::downtime_rows(agent, instance, windows)?;
+        let client = self.client.clone();
+        self.run(async move { agents::record_downtime(&client, rows).await })
+    }
+
+    fn record_refusal(
+        &self,
+        agent: &AgentId,
+        reason: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let row = rows::Refusal {
+            agent: agent.0.clone(),
+            reason: reason.to_owned(),
+            at: at.as_nanos(),
+        };
+        let client = self.client.clone();
+        self.run(async move { agents::record_refusal(&client, row).await })
+    }
+
+    fn refusals(&self) -> Result<Vec<RefusalCount>, StoreError> {
+        let client = self.client.clone();
+        self.run(async move { agents::refusals(&client).await })
+    }
+
+    fn agents(&self) -> Result<Vec<AgentStatus>, StoreError> {
+        let client = self.client.clone();
+        self.run(async move { agents::statuses(&client).await })
+    }
+
+    fn host_addresses(&self) -> Result<Vec<HostAddress>, StoreError> {
+        let client = self.client.clone();
+        self.run(async move { read::host_addresses(&client).await })
+    }
+
+    fn events(&self, query: &EventQuery) -> Result<Vec<ConnectionEvent>, StoreError> {
+        let (client, query) = (self.client.clone(), query.clone());
+        self.run(async move { read::events(&client, &query).await })
+    }
+
+    fn connections(
+        &self,
+        query: &ConnectionQuery,
+        each: &mut dyn FnMut(&str, &ConnectionRecord),
+    ) -> Result<(), StoreError> {
+        let (client, query) = (self.client.clone(), query.clone());
+        // Streamed in chunks: a day can hold millions of connections.
+        let (chunks, received) = mpsc::sync_channel(4);
+        let runtime = self.runtime.as_ref().expect("runtime lives until drop");
+        runtime.spawn(async move {
+            if let Err(e) = read::connections(&client, &query, &chunks).await {
+                let _ = chunks.send(Err(e));
+            }
+        });
+        for chunk in received {
+            for (host, record) in &chunk? {
+                each(host, record);
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_retention(
+        &self,
+        retention: &Retention,
+        now: Timestamp,
+    ) -> Result<RetentionReport, StoreError> {
+        let (client, retention) = (self.client.clone(), *retention);
+        self.run(async move { retention::apply(&client, &retention, now).await })
+    }
+
+    fn put_group(&self, group: &HostGroup) -> Result<(), StoreError> {
+        let (client, group) = (self.client.clone(), group.clone());
+        self.run(async move { groups::put(&client, &group).await })
+    }
+
+    fn groups(&self) -> Result<Vec<HostGroup>, StoreError> {
+        let client = self.client.clone();
+        self.run(async move { groups::all(&client).await })
+    }
+
+    fn remove_group(&self, name: &str) -> Result<bool, StoreError> {
+        let (client, name) = (self.client.clone(), name.to_owned());
+        self.run(async move { groups::remove(&client, &name).await })
+    }
+
+    fn set_host_label(&self, host: &str, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let row = rows::Label {
+            host: host.to_owned(),
+            key: key.to_owned(),
+            value: value.unwrap_or("").to_owned(),
+            removed: u8::from(value.is_none()),
+            version: groups::version_now(),
+        };
+        let client = self.client.clone();
+        self.run(async move { groups::set_host_label(&client, row).await })
+    }
+
+    fn host_labels(&self) -> Result<Vec<HostLabel>, StoreError> {
+        let client = self.client.clone();
+        self.run(async move { groups::host_labels(&client).await })
+    }
+
+    fn add_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        let (client, token) = (self.client.clone(), token.clone());
+        self.run(async move { tokens::add(&client, &token).await })
+    }
+
+    fn token_by_digest(&self, digest: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
+        let (client, digest) = (self.client.clone(), *digest);
+        self.run(async move { tokens::by_digest(&client, &digest).await })
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let client = self.client.clone();
+        self.run(async move { tokens::all(&client).await })
+    }
+
+    fn revoke_token(&self, id: &str, at: Timestamp) -> Result<bool, StoreError> {
+        let (client, id) = (self.client.clone(), id.to_owned());
+        self.run(async move { tokens::revoke(&client, &id, at).await })
+    }
+
+    fn touch_token(&self, digest: &[u8; 32], at: Timestamp) -> Result<(), StoreError> {
+        let (client, digest) = (self.client.clone(), *digest);
+        self.run(async move { tokens::touch(&client, &digest, at).await })
+    }
+
+    fn redeem_enrollment(
+        &self,
+        enrollment: &[u8; 32],
+        agent_token: &TokenRecord,
+        at: Timestamp,
+    ) -> Result<Result<TokenRecord, TokenRefusal>, StoreError> {
+        let (client, enrollment, agent_token) =
+            (self.client.clone(), *enrollment, agent_token.clone());
+        self.run(async move { tokens::redeem(&client, &enrollment, &agent_token, at).await })
+    }
+
+    fn probe_write(&self, at: Timestamp) -> Result<(), StoreError> {
+        let client = self.client.clone();
+        self.run(async move { tokens::probe_write(&client, at).await })
+    }
+
+    fn remote_names(&self, query: &RollupQuery) -> Result<Vec<NameSighting>, StoreError> {
+        let (client, query) = (self.client.clone(), query.clone());
+        self.run(async move { names::remote_names(&client, &query).await })
+    }
+
+    fn export_events(&self, each: &mut ExportSink<'_>) -> Result<(), StoreError> {
+        let client = self.client.clone();
+        let (batches, received) = mpsc::sync_channel(4);
+        let runtime = self.runtime.as_ref().expect("runtime lives until drop");
+        runtime.spawn(async move {
+            if let Err(e) = read::export(&client, &batches).await {
+                let _ = batches.send(Err(e));
+            }
+        });
+        for batch in received {
+            let (agent, origin, events) = batch?;
+            each(&agent, &origin, &events)?;
+        }
+        Ok(())
+    }
+}

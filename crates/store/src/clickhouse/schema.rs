@@ -1,0 +1,211 @@
+//! The tables, and the list of steps that creates and migrates them.
+//!
+//! Every statement is idempotent (`IF NOT EXISTS`), so collectors starting
+//! together may all run a step; the step's version is recorded after it.
+//! The SQL keeps to what ClickHouse 18.16 (Debian 12) and current releases
+//! both take (see docs/STORE.md): no column codecs and no `TTL` (19.x),
+//! no `LowCardinality` (experimental in 18.16); compression is the server's
+//! (LZ4, or ZSTD by its `<compression>` setting) and retention is
+//! [`super::retention`]'s.
+
+use clickhouse::{Client, Row};
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+
+/// The schema version this build writes.
+pub(super) const VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Step `i` takes the database from version `i` to `i + 1`.
+const MIGRATIONS: &[&[&str]] = &[
+    &[
+        // Raw events: one row each, partitioned by day, sorted for one host's
+        // time range; the sort key ends in the event's identity, so a re-sent
+        // event is the same row to the ReplacingMergeTree.
+        "CREATE TABLE IF NOT EXISTS events (
+        day Date, hour Int64, host String, ts Int64,
+        agent String, instance String, boot String, sequence UInt64, content_key UInt64,
+        kind String, protocol String, direction String, netns UInt64,
+        local_ip String, local_port UInt16, remote_ip String, remote_port UInt16,
+        pid Nullable(UInt32), executable Nullable(String), comm Nullable(String),
+        command_line Nullable(String), cgroup Nullable(String),
+        uid Nullable(UInt32), user_name Nullable(String),
+        closed UInt8, duration_ns UInt64, bytes_sent UInt64, bytes_received UInt64,
+        packets_sent Nullable(UInt64), packets_received Nullable(UInt64),
+        failure Nullable(String), preexisting UInt8,
+        remote_name Nullable(String), remote_name_source Nullable(String)
+    ) ENGINE = ReplacingMergeTree()
+    PARTITION BY day
+    ORDER BY (host, hour, agent, instance, boot, sequence, content_key)",
+        "CREATE TABLE IF NOT EXISTS event_keys (
+        agent String, hour Int64, content_key UInt64
+    ) ENGINE = ReplacingMergeTree()
+    PARTITION BY toYYYYMM(toDate(intDiv(hour, 1000000000)))
+    ORDER BY (agent, hour, content_key)",
+        // Hourly edge rollups, one row per edge, hour and batch that counted
+        // in it; read summed over batches.
+        "CREATE TABLE IF NOT EXISTS edge_rollups (
+        day Date, hour Int64, host String, direction String, local_ip String,
+        remote_ip String, service_port UInt16, protocol String, executable String,
+        user_name String, batch_key UInt64,
+        connections UInt64, failures UInt64, bytes_sent UInt64, bytes_received UInt64,
+        first_seen Int64, last_seen Int64
+    ) ENGINE = ReplacingMergeTree()
+    PARTITION BY toYYYYMM(day)
+    ORDER BY (hour, host, direction, local_ip, remote_ip, service_port, protocol,
+              executable, user_name, batch_key)",
+        "CREATE TABLE IF NOT EXISTS spaces (
+        agent String, instance String, boot String, batch_key UInt64,
+        first_sequence UInt64, host String, events UInt64,
+        first_ts Int64, last_ts Int64, stored_at Int64
+    ) ENGINE = ReplacingMergeTree()
+    ORDER BY (agent, instance, boot, batch_key)",
+        "CREATE TABLE IF NOT EXISTS sequence_ranges (
+        agent String, instance String, boot String, first_seq UInt64, last_seq UInt64
+    ) ENGINE = ReplacingMergeTree()
+    ORDER BY (agent, instance, boot, first_seq, last_seq)",
+        "CREATE TABLE IF NOT EXISTS dropped_ranges (
+        agent String, instance String, boot String, first_seq UInt64, last_seq UInt64
+    ) ENGINE = ReplacingMergeTree()
+    ORDER BY (agent, instance, boot, first_seq, last_seq)",
+        "CREATE TABLE IF NOT EXISTS downtime (
+        agent String, instance String, down_from Int64, down_to Int64
+    ) ENGINE = ReplacingMergeTree()
+    ORDER BY (agent, instance, down_from, down_to)",
+        "CREATE TABLE IF NOT EXISTS refusals (
+        agent String, reason String, at Int64
+    ) ENGINE = MergeTree()
+    ORDER BY (agent, reason, at)",
+        "CREATE TABLE IF NOT EXISTS host_addresses (
+        host String, ip String, first_seen Int64, last_seen Int64
+    ) ENGINE = ReplacingMergeTree()
+    ORDER BY (host, ip, first_seen, last_seen)",
+        "CREATE TABLE IF NOT EXISTS host_groups (
+        name String, kind String, patterns Array(String),
+        label_keys Array(String), label_values Array(String),
+        added Int64, removed UInt8, version UInt64
+    ) ENGINE = ReplacingMergeTree(version)
+    ORDER BY name",
+        "CREATE TABLE IF NOT EXISTS host_labels (
+        host String, key String, value String, removed UInt8, version UInt64
+    ) ENGINE = ReplacingMergeTree(version)
+    ORDER BY (host, key)",
+    ],
+    &[
+        // Version 2: access tokens as digests (`super::tokens`), and the row a
+        // collector writes to show the store takes writes (`/readyz`).
+        "CREATE TABLE IF NOT EXISTS access_tokens (
+        id String, kind String, digest String, agent String, created Int64,
+        expires Nullable(Int64), reusable UInt8, uses UInt64,
+        last_used Nullable(Int64), revoked Nullable(Int64), version UInt64
+    ) ENGINE = ReplacingMergeTree(version)
+    ORDER BY id",
+        "CREATE TABLE IF NOT EXISTS write_probes (id UInt8, at Int64)
+    ENGINE = ReplacingMergeTree(at)
+    ORDER BY id",
+    ],
+];
+
+/// Each table and the sharding key that sends every copy of one of its
+/// rows to the same shard (where `FINAL` collapses them).
+pub(super) const SHARDING: &[(&str, &str)] = &[
+    ("events", "cityHash64(agent)"),
+    ("event_keys", "cityHash64(agent)"),
+    ("edge_rollups", "batch_key"),
+    ("spaces", "cityHash64(agent)"),
+    ("sequence_ranges", "cityHash64(agent)"),
+    ("dropped_ranges", "cityHash64(agent)"),
+    ("downtime", "cityHash64(agent)"),
+    ("refusals", "cityHash64(agent)"),
+    ("host_addresses", "cityHash64(host)"),
+    ("host_groups", "cityHash64(name)"),
+    ("host_labels", "cityHash64(host, key)"),
+    ("access_tokens", "cityHash64(id)"),
+    ("write_probes", "id"),
+];
+
+/// Makes `database` a sharded store: each table a `Distributed` table
+/// over `cluster` (the server's `remote_servers`), whose shards each hold
+/// a store in `shard_database` (made by opening it there). The store is
+/// then opened on `database`.
+pub(super) async fn create_distributed(
+    client: &Client,
+    database: &str,
+    cluster: &str,
+    shard_database: &str,
+) -> Result<(), StoreError> {
+    for name in [database, cluster, shard_database] {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(StoreError::Open {
+                path: database.to_owned(),
+                reason: format!("{name:?}: names are letters, digits and '_'"),
+            });
+        }
+    }
+    client
+        .clone()
+        .with_database("system")
+        .query(&format!("CREATE DATABASE IF NOT EXISTS `{database}`"))
+        .execute()
+        .await?;
+    for (table, key) in SHARDING {
+        client
+            .query(&format!(
+                "CREATE TABLE IF NOT EXISTS `{database}`.`{table}` AS `{shard_database}`.`{table}`
+                 ENGINE = Distributed(`{cluster}`, `{shard_database}`, `{table}`, {key})"
+            ))
+            .execute()
+            .await?;
+    }
+    Ok(())
+}
+
+#[derive(Row, Serialize, Deserialize)]
+struct Applied {
+    version: u32,
+}
+
+/// Creates `database` and brings its tables to [`VERSION`].
+pub(super) async fn bring_up_to_date(client: &Client, database: &str) -> Result<(), StoreError> {
+    // The name was checked to be letters, digits and '_' (see `location`).
+    client
+        .clone()
+        .with_database("system")
+        .query(&format!("CREATE DATABASE IF NOT EXISTS `{database}`"))
+        .execute()
+        .await?;
+    client
+        .query(
+            "CREATE TABLE IF NOT EXISTS schema_versions (version UInt32)
+             ENGINE = ReplacingMergeTree() ORDER BY version",
+        )
+        .execute()
+        .await?;
+    let current = client
+        .query("SELECT max(version) AS version FROM schema_versions")
+        .fetch_one::<Applied>()
+        .await?
+        .version;
+    if current > VERSION {
+        return Err(StoreError::Open {
+            path: database.to_owned(),
+            reason: format!(
+                "the database has schema version {current}, newer than this build's {VERSION}"
+            ),
+        });
+    }
+    for (step, statements) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        for statement in *statements {
+            client.query(statement).execute().await?;
+        }
+        let mut insert = client.insert::<Applied>("schema_versions").await?;
+        insert
+            .write(&Applied {
+                version: step as u32 + 1,
+            })
+            .await?;
+        insert.end().await?;
+        tracing::info!(version = step + 1, "ClickHouse store schema migrated");
+    }
+    Ok(())
+}

@@ -1,0 +1,881 @@
+//! The store suite: what every backend must do alike (exactly-once ingest,
+//! gaps and drops, rollups that agree with the raw events, retention,
+//! groups), written once against the `Store` trait and run by each
+//! backend's test file on its own store (`store_suite!`).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use connscope_event::test_support::EventBuilder;
+use connscope_event::{CloseStats, ConnectionEvent, Direction, EventKind, Timestamp};
+use connscope_protocol::drop_reason;
+use connscope_store::{
+    AgentId, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeKey, EventKey, EventQuery,
+    KeyedEvent, Origin, Retention, RollupBatch, RollupQuery, Store, StoreError, TimeRange,
+};
+
+/// A backend under test: opens its one store, again and again (a reopen
+/// is another process's view of the same data).
+pub trait Backend {
+    fn store(&self) -> Box<dyn Store>;
+}
+
+/// `#[test]` functions that run each suite test on the store of `$backend()`.
+#[macro_export]
+macro_rules! store_suite {
+    ($backend:path) => {
+        $crate::store_suite!(@each $backend;
+            resent_batches_are_stored_once_and_gaps_show,
+            sequences_are_per_agent,
+            a_batch_with_one_invalid_event_stores_nothing,
+            edge_totals_come_in_text_order_and_see_names_added_later,
+            hourly_totals_are_the_totals_split_by_hour,
+            events_read_back_as_written,
+            unnumbered_events_are_identified_by_key,
+            dropped_ranges_explain_gaps_and_bad_ones_are_refused,
+            events_come_oldest_first_across_blocks_and_limits,
+            connections_are_the_connect_events_of_the_hosts_asked_for,
+            rollups_agree_with_raw_events,
+            host_addresses_are_the_local_ends_without_loopback,
+            retention_drops_old_raw_events_but_keeps_rollups_and_dedup,
+            a_new_instance_is_a_new_sequence_space,
+            a_restored_snapshot_reuses_numbers_and_says_so,
+            drops_by_reason_and_the_unexplained_rest,
+            bad_origins_are_refused_whole,
+            an_agent_with_only_refusals_is_listed,
+            downtime_windows_are_kept,
+            groups_are_replaced_in_place_removed_and_labels_set_and_cleared,
+        );
+    };
+    (@each $backend:path; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let backend = $backend();
+                suite::$name(&backend);
+            }
+        )*
+    };
+}
+
+pub const SEC: i64 = 1_000_000_000;
+
+pub fn event(seq: u64, secs: i64, host: &str, local: &str, remote: &str) -> ConnectionEvent {
+    EventBuilder::connect(local, remote)
+        .at_nanos(1_800_000_000 * SEC + secs * SEC)
+        .sequence(seq)
+        .host(host)
+        .uid(1000)
+        .user("joe")
+        .process(42, "/usr/bin/ssh")
+        .comm("ssh")
+        .build()
+}
+
+pub fn numbered(range: std::ops::RangeInclusive<u64>) -> Vec<ConnectionEvent> {
+    range
+        .map(|n| {
+            event(
+                n,
+                n as i64,
+                "ws1",
+                &format!("10.0.0.1:{}", 40000 + n),
+                "10.0.0.2:22",
+            )
+        })
+        .collect()
+}
+
+pub fn all_events(store: &dyn Store) -> Vec<ConnectionEvent> {
+    store
+        .events(&EventQuery {
+            range: TimeRange::ALL,
+            host: None,
+            limit: usize::MAX,
+        })
+        .unwrap()
+}
+
+pub fn origin(instance: &str, boot: &str, first_sequence: u64) -> Origin {
+    Origin {
+        instance: instance.into(),
+        boot: boot.into(),
+        first_sequence,
+    }
+}
+
+pub fn resent_batches_are_stored_once_and_gaps_show(backend: &dyn Backend) {
+    let store = backend.store();
+    let agent = AgentId("ws1".into());
+    let r = store.ingest(&agent, &numbered(1..=10)).unwrap();
+    assert_eq!((r.stored, r.duplicates), (10, 0));
+    // A retry overlapping what is stored, plus new numbers after a gap.
+    let mut retry = numbered(5..=12);
+    retry.extend(numbered(20..=25));
+    let r = store.ingest(&agent, &retry).unwrap();
+    assert_eq!((r.stored, r.duplicates), (8, 6));
+    assert_eq!(all_events(&*store).len(), 18);
+
+    let agents = store.agents().unwrap();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0].host, "ws1");
+    assert_eq!(agents[0].events, 18);
+    assert_eq!(agents[0].sequences.ranges(), &[(1, 12), (20, 25)]);
+    assert_eq!(agents[0].sequences.gaps(), vec![(13, 19)]);
+
+    // The gap closes when the missing batch arrives, even in another process
+    // (a new connection to the same file).
+    drop(store);
+    let store = backend.store();
+    let r = store.ingest(&agent, &numbered(13..=19)).unwrap();
+    assert_eq!((r.stored, r.duplicates), (7, 0));
+    assert_eq!(store.agents().unwrap()[0].sequences.ranges(), &[(1, 25)]);
+    // Duplicates inside one batch count once.
+    let r = store
+        .ingest(&agent, &[numbered(26..=26), numbered(26..=26)].concat())
+        .unwrap();
+    assert_eq!((r.stored, r.duplicates), (1, 1));
+}
+
+pub fn sequences_are_per_agent(backend: &dyn Backend) {
+    let store = backend.store();
+    store
+        .ingest(&AgentId("a".into()), &numbered(1..=3))
+        .unwrap();
+    let r = store
+        .ingest(&AgentId("b".into()), &numbered(1..=3))
+        .unwrap();
+    assert_eq!(r.stored, 3);
+}
+
+pub fn a_batch_with_one_invalid_event_stores_nothing(backend: &dyn Backend) {
+    let store = backend.store();
+    let agent = AgentId("ws1".into());
+    let mut batch = numbered(1..=5);
+    batch[3].close = Some(CloseStats::default()); // a connect with close stats
+    let err = store.ingest(&agent, &batch).unwrap_err();
+    assert!(
+        matches!(err, StoreError::InvalidEvent { index: 3, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("close statistics"), "{err}");
+    assert!(all_events(&*store).is_empty());
+    assert!(store.agents().unwrap().is_empty());
+    assert!(store
+        .edge_totals(&RollupQuery {
+            range: TimeRange::ALL,
+            host: None
+        })
+        .unwrap()
+        .is_empty());
+    // The same numbers are still free: nothing of the failed batch was recorded.
+    assert_eq!(store.ingest(&agent, &numbered(1..=5)).unwrap().stored, 5);
+}
+
+pub fn edge_totals_come_in_text_order_and_see_names_added_later(backend: &dyn Backend) {
+    let store = backend.store();
+    let read = |host: Option<&str>| {
+        store
+            .edge_totals(&RollupQuery {
+                range: TimeRange::ALL,
+                host: host.map(str::to_owned),
+            })
+            .unwrap()
+    };
+    assert!(read(Some("nobody")).is_empty());
+    store
+        .ingest(
+            &AgentId("b".into()),
+            &[
+                event(1, 1, "b", "10.0.0.2:40000", "10.0.0.9:22"),
+                event(2, 2, "b", "10.0.0.2:40001", "10.0.0.10:22"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(read(None).len(), 2);
+    // New names after the reader cached the first ones.
+    store
+        .ingest(
+            &AgentId("a".into()),
+            &[event(1, 3, "a", "10.0.0.1:40000", "10.0.0.2:22")],
+        )
+        .unwrap();
+    let order: Vec<String> = read(None)
+        .iter()
+        .map(|t| format!("{} {} {}", t.host, t.local_ip, t.remote_ip))
+        .collect();
+    // As text: "10.0.0.10" sorts before "10.0.0.9".
+    assert_eq!(
+        order,
+        [
+            "a 10.0.0.1 10.0.0.2",
+            "b 10.0.0.2 10.0.0.10",
+            "b 10.0.0.2 10.0.0.9"
+        ]
+    );
+    assert_eq!(read(Some("a")).len(), 1);
+}
+
+pub fn hourly_totals_are_the_totals_split_by_hour(backend: &dyn Backend) {
+    let store = backend.store();
+    let hour = 3_600;
+    // Two connections in the first hour, one two hours later, and a failed
+    // attempt in between that counts no connection.
+    let mut failed = event(3, hour + 5, "ws1", "10.0.0.1:40002", "10.0.0.2:22");
+    failed.kind = EventKind::ConnectFailed;
+    failed.failure = Some(connscope_event::ConnectFailure::Refused);
+    let batch = [
+        event(1, 1, "ws1", "10.0.0.1:40000", "10.0.0.2:22"),
+        event(2, 2, "ws1", "10.0.0.1:40001", "10.0.0.2:22"),
+        failed,
+        event(4, 2 * hour + 7, "ws1", "10.0.0.1:40003", "10.0.0.2:22"),
+    ];
+    store.ingest(&AgentId("ws1".into()), &batch).unwrap();
+    let query = RollupQuery {
+        range: TimeRange::ALL,
+        host: None,
+    };
+    let hourly = store.edge_totals_by_hour(&query).unwrap();
+    let totals = store.edge_totals(&query).unwrap();
+    assert_eq!(hourly.len(), 1);
+    assert_eq!(hourly[0].total, totals[0]);
+    assert_eq!(hourly[0].total.counts.connections, 3);
+    assert_eq!(hourly[0].total.counts.failures, 1);
+    let first_hour = batch[0].timestamp.as_nanos() / (hour * SEC) * (hour * SEC);
+    let hours: Vec<(i64, u64)> = hourly[0]
+        .hours
+        .iter()
+        .map(|&(t, n)| ((t.as_nanos() - first_hour) / (hour * SEC), n))
+        .collect();
+    assert_eq!(
+        hours,
+        [(0, 2), (2, 1)],
+        "the failure's hour has no connection"
+    );
+}
+
+pub fn events_read_back_as_written(backend: &dyn Backend) {
+    let store = backend.store();
+    let mut close = event(2, 5, "ws1", "[2001:db8::1]:40000", "[2001:db8::2]:443");
+    close.kind = EventKind::Disconnect;
+    close.close = Some(CloseStats {
+        duration_ns: 5,
+        bytes_sent: 100,
+        bytes_received: 2000,
+        packets_sent: None,
+        packets_received: Some(3),
+    });
+    close.netns = 4026531840;
+    close.preexisting = true;
+    let mut failed = event(3, 6, "ws1", "10.0.0.1:40001", "10.0.0.9:25");
+    failed.kind = EventKind::ConnectFailed;
+    failed.failure = Some(connscope_event::ConnectFailure::Refused);
+    failed.process = None;
+    failed.user_name = None;
+    let batch = vec![
+        event(1, 1, "ws1", "10.0.0.1:40000", "10.0.0.2:22"),
+        close,
+        failed,
+    ];
+    store.ingest(&AgentId("ws1".into()), &batch).unwrap();
+    assert_eq!(all_events(&*store), batch);
+}
+
+/// The benchmarks' peer writes a row per event, with every field.
+pub fn unnumbered_events_are_identified_by_key(backend: &dyn Backend) {
+    let store = backend.store();
+    let agent = AgentId("import:ws1".into());
+    let keyed: Vec<KeyedEvent> = (0..4)
+        .map(|n| {
+            let event = event(0, n, "ws1", "10.0.0.1:40000", "10.0.0.2:22");
+            KeyedEvent {
+                key: EventKey::of_bytes(&[format!("line {n}").as_bytes()]),
+                key_time: event.timestamp,
+                event,
+            }
+        })
+        .collect();
+    assert_eq!(store.ingest_keyed(&agent, &keyed).unwrap().stored, 4);
+    let r = store.ingest_keyed(&agent, &keyed[1..]).unwrap();
+    assert_eq!((r.stored, r.duplicates), (0, 3));
+    // Without keys, the content is the identity.
+    let plain = vec![event(0, 100, "ws1", "10.0.0.1:1", "10.0.0.2:22")];
+    assert_eq!(store.ingest(&agent, &plain).unwrap().stored, 1);
+    assert_eq!(store.ingest(&agent, &plain).unwrap().duplicates, 1);
+    let agents = store.agents().unwrap();
+    assert!(agents[0].sequences.is_empty());
+    assert_eq!(agents[0].events, 5);
+
+    // Keys are filed by their key time, not the event's: an event whose time
+    // moved (a log line read with another --tz) is still the same event.
+    let moved = |hours: i64, n: usize| KeyedEvent {
+        event: event(
+            0,
+            hours * 3600 + n as i64,
+            "ws1",
+            "10.0.0.1:40000",
+            "10.0.0.2:22",
+        ),
+        ..keyed[n].clone()
+    };
+    let r = store
+        .ingest_keyed(&agent, &[moved(14, 0), moved(-12, 1), moved(26, 2)])
+        .unwrap();
+    assert_eq!((r.stored, r.duplicates), (0, 3));
+    // The same key in another hour is another event.
+    let elsewhere = KeyedEvent {
+        key_time: Timestamp::from_nanos(keyed[0].key_time.as_nanos() + 3_600 * SEC),
+        ..keyed[0].clone()
+    };
+    assert_eq!(store.ingest_keyed(&agent, &[elsewhere]).unwrap().stored, 1);
+    // Equal keys in one batch: the first is new, the rest repeat.
+    let fresh = KeyedEvent {
+        key: EventKey::of_bytes(&[b"line 9"]),
+        ..keyed[0].clone()
+    };
+    let r = store
+        .ingest_keyed(&agent, &[fresh.clone(), fresh.clone(), fresh])
+        .unwrap();
+    assert_eq!((r.stored, r.duplicates), (1, 2));
+}
+
+pub fn dropped_ranges_explain_gaps_and_bad_ones_are_refused(backend: &dyn Backend) {
+    let store = backend.store();
+    let agent = AgentId("ws1".into());
+    store.ingest(&agent, &numbered(1..=3)).unwrap();
+    store.ingest(&agent, &numbered(11..=12)).unwrap();
+    // The agent deleted 4-8 from its full spool; 9-10 are simply missing.
+    store.record_dropped(&agent, &[(4, 6), (7, 8)]).unwrap();
+    store.record_dropped(&agent, &[(5, 8)]).unwrap();
+    let err = store
+        .record_dropped(&agent, &[(20, 21), (9, 2)])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "sequence range 1 is invalid (nothing stored): 9-2: the first number is above the last"
+    );
+    assert!(store.record_dropped(&agent, &[(0, 1)]).is_err());
+    let agents = store.agents().unwrap();
+    let a = &agents[0];
+    assert_eq!(
+        a.dropped.ranges(),
+        &[(4, 8)],
+        "nothing of the refused calls"
+    );
+    let gaps = a.gaps();
+    assert_eq!(gaps.ranges, [(4, 10)]);
+    assert_eq!((gaps.missing, gaps.dropped), (7, 5));
+}
+
+pub fn events_come_oldest_first_across_blocks_and_limits(backend: &dyn Backend) {
+    let store = backend.store();
+    // Two agents whose batches overlap in time, in several blocks each.
+    for (agent, offset) in [("a", 0), ("b", 1)] {
+        for chunk in 0..3u64 {
+            let batch: Vec<ConnectionEvent> = (1..=10u64)
+                .map(|i| {
+                    let n = chunk * 10 + i;
+                    event(n, 2 * n as i64 + offset, agent, "10.0.0.1:1", "10.0.0.2:22")
+                })
+                .collect();
+            store.ingest(&AgentId(agent.into()), &batch).unwrap();
+        }
+    }
+    let read = |from: i64, limit: usize, host: Option<&str>| -> Vec<String> {
+        store
+            .events(&EventQuery {
+                range: TimeRange {
+                    from: Timestamp::from_nanos(1_800_000_000 * SEC + from * SEC),
+                    to: Timestamp::from_nanos(i64::MAX),
+                },
+                host: host.map(str::to_owned),
+                limit,
+            })
+            .unwrap()
+            .iter()
+            .map(|e| format!("{}{}", e.host, e.sequence))
+            .collect()
+    };
+    assert_eq!(read(0, 5, None), ["a1", "b1", "a2", "b2", "a3"]);
+    assert_eq!(read(41, 4, None), ["b20", "a21", "b21", "a22"]);
+    assert_eq!(read(41, 3, Some("b")), ["b20", "b21", "b22"]);
+    assert_eq!(read(0, usize::MAX, None).len(), 60);
+    assert!(read(0, 0, None).is_empty());
+}
+
+pub fn connections_are_the_connect_events_of_the_hosts_asked_for(backend: &dyn Backend) {
+    let store = backend.store();
+    let mut ws1 = numbered(1..=4);
+    ws1[1].kind = EventKind::Disconnect;
+    ws1[1].close = Some(CloseStats::default());
+    store.ingest(&AgentId("ws1".into()), &ws1).unwrap();
+    let mut srv = event(1, 3, "srv", "10.0.0.2:22", "10.0.0.1:40003");
+    srv.direction = Direction::Incoming;
+    store
+        .ingest(&AgentId("srv".into()), &[srv.clone()])
+        .unwrap();
+    store
+        .ingest(
+            &AgentId("other".into()),
+            &[event(1, 3, "other", "10.0.0.9:1", "10.0.0.2:22")],
+        )
+        .unwrap();
+
+    let at = |secs: i64| Timestamp::from_nanos(1_800_000_000 * SEC + secs * SEC);
+    let mut got = Vec::new();
+    store
+        .connections(
+            &ConnectionQuery {
+                range: TimeRange {
+                    from: at(2),
+                    to: at(4),
+                },
+                hosts: vec!["srv".into(), "ws1".into(), "absent".into()],
+            },
+            &mut |host, c| got.push((host.to_owned(), *c)),
+        )
+        .unwrap();
+    got.sort_by_key(|(host, _)| host.clone());
+    let record = |e: &ConnectionEvent| ConnectionRecord {
+        timestamp: e.timestamp,
+        direction: e.direction,
+        protocol: e.protocol,
+        local: e.local,
+        remote: e.remote,
+    };
+    // ws1's 2 is a disconnect, its 1 and 4 are outside the range; "other"
+    // was not asked for.
+    assert_eq!(
+        got,
+        [
+            ("srv".into(), record(&srv)),
+            ("ws1".into(), record(&ws1[2]))
+        ]
+    );
+    assert_eq!(record(&srv).service_port(), 22);
+    assert_eq!(record(&ws1[2]).service_port(), 22);
+}
+
+/// A mixed workload: several hosts, directions, processes, users, hours,
+/// disconnects with bytes, failures, duplicates.
+fn workload() -> Vec<(AgentId, Vec<ConnectionEvent>)> {
+    let mut out = Vec::new();
+    for (h, host) in ["a", "b", "c"].iter().enumerate() {
+        let mut events = Vec::new();
+        for n in 1..=600u64 {
+            let secs = (n as i64) * 37 + h as i64;
+            let port = [22, 443, 5432][(n % 3) as usize];
+            let mut ev = event(
+                n,
+                secs,
+                host,
+                &format!("10.0.0.{}:{}", h + 1, 30000 + n),
+                &format!("10.0.1.{}:{port}", n % 4),
+            );
+            match n % 5 {
+                0 => {
+                    ev.kind = EventKind::Disconnect;
+                    ev.close = Some(CloseStats {
+                        duration_ns: 1,
+                        bytes_sent: n,
+                        bytes_received: 2 * n,
+                        ..CloseStats::default()
+                    });
+                }
+                1 => {
+                    ev.kind = EventKind::ConnectFailed;
+                    ev.failure = Some(connscope_event::ConnectFailure::Timeout);
+                }
+                2 => {
+                    ev.direction = Direction::Incoming;
+                    ev.local = format!("10.0.0.{}:{port}", h + 1).parse().unwrap();
+                    ev.remote = format!("10.0.1.{}:{}", n % 4, 30000 + n).parse().unwrap();
+                }
+                _ => {}
+            }
+            if n % 7 == 0 {
+                ev.process = None;
+                ev.user_name = None;
+            }
+            events.push(ev);
+        }
+        out.push((AgentId(host.to_string()), events));
+    }
+    out
+}
+
+/// host, direction, local, remote, service port, executable, user
+type TotalKey = (String, String, String, String, u16, String, String);
+
+pub fn rollups_agree_with_raw_events(backend: &dyn Backend) {
+    let store = backend.store();
+    for (agent, events) in workload() {
+        for chunk in events.chunks(97) {
+            store.ingest(&agent, chunk).unwrap();
+        }
+        // A full re-send changes nothing.
+        assert_eq!(store.ingest(&agent, &events).unwrap().stored, 0);
+    }
+    // Recompute from the raw events read back, summed over all hours.
+    let mut expected: BTreeMap<TotalKey, EdgeCounts> = BTreeMap::new();
+    let mut batch = RollupBatch::new();
+    for ev in all_events(&*store) {
+        batch.add(&ev);
+    }
+    for (key, counts) in batch.rows() {
+        let EdgeKey {
+            host,
+            direction,
+            local_ip,
+            remote_ip,
+            service_port,
+            executable,
+            user,
+            ..
+        } = key.clone();
+        expected
+            .entry((
+                host,
+                direction.to_string(),
+                local_ip.to_string(),
+                remote_ip.to_string(),
+                service_port,
+                executable,
+                user,
+            ))
+            .and_modify(|c| c.merge(counts))
+            .or_insert(*counts);
+    }
+    let stored = store
+        .edge_totals(&RollupQuery {
+            range: TimeRange::ALL,
+            host: None,
+        })
+        .unwrap();
+    assert_eq!(stored.len(), expected.len());
+    for t in &stored {
+        let key = (
+            t.host.clone(),
+            t.direction.to_string(),
+            t.local_ip.to_string(),
+            t.remote_ip.to_string(),
+            t.service_port,
+            t.executable.clone(),
+            t.user.clone(),
+        );
+        assert_eq!(expected.get(&key), Some(&t.counts), "{key:?}");
+    }
+    let connections: u64 = stored.iter().map(|t| t.counts.connections).sum();
+    assert_eq!(
+        connections,
+        3 * 600 * 3 / 5,
+        "connects and incoming accepts"
+    );
+    // A host filter and a time range narrow the rollups.
+    let only_b = store
+        .edge_totals(&RollupQuery {
+            range: TimeRange::ALL,
+            host: Some("b".into()),
+        })
+        .unwrap();
+    assert!(!only_b.is_empty() && only_b.iter().all(|t| t.host == "b"));
+    let first_hour = TimeRange {
+        from: Timestamp::from_nanos(1_800_000_000 * SEC),
+        to: Timestamp::from_nanos(1_800_000_000 * SEC + 1),
+    };
+    let early = store
+        .edge_totals(&RollupQuery {
+            range: first_hour,
+            host: None,
+        })
+        .unwrap();
+    assert!(early
+        .iter()
+        .all(|t| t.counts.first_seen.as_nanos() < 1_800_000_000 * SEC + 3600 * SEC));
+    assert!(early.len() < stored.len());
+}
+
+pub fn host_addresses_are_the_local_ends_without_loopback(backend: &dyn Backend) {
+    let store = backend.store();
+    store
+        .ingest(
+            &AgentId("a".into()),
+            &[
+                event(1, 1, "a", "10.0.0.1:40000", "10.0.0.2:22"),
+                event(2, 2, "a", "127.0.0.1:40000", "127.0.0.1:22"),
+                event(3, 3, "a", "[2001:db8::1]:40000", "[2001:db8::2]:22"),
+            ],
+        )
+        .unwrap();
+    let ips: Vec<String> = store
+        .host_addresses()
+        .unwrap()
+        .iter()
+        .map(|a| format!("{}={}", a.host, a.ip))
+        .collect();
+    assert_eq!(ips, ["a=10.0.0.1", "a=2001:db8::1"]);
+}
+
+pub fn retention_drops_old_raw_events_but_keeps_rollups_and_dedup(backend: &dyn Backend) {
+    let store = backend.store();
+    let agent = AgentId("ws1".into());
+    store.ingest(&agent, &numbered(1..=100)).unwrap();
+    let before = store
+        .edge_totals(&RollupQuery {
+            range: TimeRange::ALL,
+            host: None,
+        })
+        .unwrap();
+    // Keep the last 50 seconds of raw events (numbers 51..=100).
+    let now = Timestamp::from_nanos(1_800_000_000 * SEC + 101 * SEC);
+    let report = store
+        .apply_retention(
+            &Retention {
+                raw_events: Duration::from_secs(50),
+                rollups: None,
+            },
+            now,
+        )
+        .unwrap();
+    assert_eq!(report.events_deleted, 50);
+    assert_eq!(all_events(&*store).len(), 50);
+    assert_eq!(
+        store
+            .edge_totals(&RollupQuery {
+                range: TimeRange::ALL,
+                host: None
+            })
+            .unwrap(),
+        before
+    );
+    // A re-sent old batch is still recognised after its raw events are gone.
+    assert_eq!(
+        store.ingest(&agent, &numbered(1..=10)).unwrap().duplicates,
+        10
+    );
+    assert_eq!(all_events(&*store).len(), 50);
+    // Rollup retention removes whole hours older than the cutoff.
+    let much_later = Timestamp::from_nanos(now.as_nanos() + 3 * 3600 * SEC);
+    let report = store
+        .apply_retention(
+            &Retention {
+                raw_events: Duration::from_secs(1),
+                rollups: Some(Duration::from_secs(3600)),
+            },
+            much_later,
+        )
+        .unwrap();
+    assert_eq!(report.events_deleted, 50);
+    assert_eq!(report.rollups_deleted, before.len() as u64);
+}
+
+pub fn a_new_instance_is_a_new_sequence_space(backend: &dyn Backend) {
+    let store = backend.store();
+    let agent = AgentId("ws1".into());
+    let first = origin("aaaa", "b1", 1);
+    let r = store
+        .ingest_from(&agent, &first, &numbered(1..=10))
+        .unwrap();
+    assert_eq!((r.stored, r.duplicates), (10, 0));
+    let wiped = origin("bbbb", "b1", 1);
+    let r = store
+        .ingest_from(&agent, &wiped, &numbered(1..=10))
+        .unwrap();
+    assert_eq!((r.stored, r.duplicates), (10, 0), "a new state is no retry");
+    // A retry within each instance is still a duplicate.
+    let r = store
+        .ingest_from(&agent, &wiped, &numbered(5..=12))
+        .unwrap();
+    assert_eq!((r.stored, r.duplicates), (2, 6));
+    assert_eq!(all_events(&*store).len(), 22);
+
+    let agents = store.agents().unwrap();
+    assert_eq!(agents.len(), 2, "{agents:#?}");
+    assert_eq!(
+        (agents[0].instance.as_str(), agents[0].lost_state),
+        ("aaaa", false)
+    );
+    assert_eq!(
+        (agents[1].instance.as_str(), agents[1].lost_state),
+        ("bbbb", true)
+    );
+    assert_eq!(agents[0].sequences.ranges(), &[(1, 10)]);
+    assert_eq!(agents[1].sequences.ranges(), &[(1, 12)]);
+    assert_eq!((agents[0].events, agents[1].events), (10, 12));
+}
+
+/// A state restored from a snapshot: the same instance, a new run, numbers
+/// going backwards. Nothing is skipped as a duplicate; the reuse is counted.
+pub fn a_restored_snapshot_reuses_numbers_and_says_so(backend: &dyn Backend) {
+    let store = backend.store();
+    let agent = AgentId("ws1".into());
+    store
+        .ingest_from(&agent, &origin("aaaa", "boot1", 1), &numbered(1..=20))
+        .unwrap();
+    // The snapshot was taken when the state said 11.
+    let restored = origin("aaaa", "boot2", 11);
+    let r = store
+        .ingest_from(&agent, &restored, &numbered(11..=25))
+        .unwrap();
+    assert_eq!((r.stored, r.duplicates), (15, 0));
+    let r = store
+        .ingest_from(&agent, &restored, &numbered(25..=25))
+        .unwrap();
+    assert_eq!(
+        (r.stored, r.duplicates),
+        (0, 1),
+        "retries of one run still dedup"
+    );
+    let agents = store.agents().unwrap();
+    assert_eq!(agents.len(), 1);
+    let a = &agents[0];
+    assert_eq!((a.boots, a.reused, a.lost_state), (2, 10, false));
+    assert_eq!(a.sequences.ranges(), &[(1, 25)]);
+    assert_eq!(a.events, 35);
+}
+
+/// Drops carry a reason, per instance; the gap report tells each reason
+/// apart from what is unexplained, counting from where the instance started.
+pub fn drops_by_reason_and_the_unexplained_rest(backend: &dyn Backend) {
+    let store = backend.store();
+    let agent = AgentId("ws1".into());
+    // An agent state from before instance ids had reached 100.
+    let upgraded = origin("cccc", "b1", 100);
+    store
+        .ingest_from(&agent, &upgraded, &numbered(100..=102))
+        .unwrap();
+    store
+        .ingest_from(&agent, &upgraded, &numbered(120..=121))
+        .unwrap();
+    store
+        .record_dropped_from(&agent, "cccc", drop_reason::CRASH, &[(103, 110)])
+        .unwrap();
+    store
+        .record_dropped_from(&agent, "cccc", drop_reason::REFUSED, &[(111, 115)])
+        .unwrap();
+    // Another instance's drops do not explain this one's gaps.
+    store
+        .record_dropped_from(&agent, "dddd", drop_reason::REFUSED, &[(116, 119)])
+        .unwrap();
+    let err = store
+        .record_dropped_from(&agent, "cccc", "no such\nreason", &[(1, 1)])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("reason \"no such\\nreason\""), "{err}");
+    let agents = store.agents().unwrap();
+    let a = agents.iter().find(|a| a.instance == "cccc").unwrap();
+    assert!(!a.lost_state, "an upgraded state continues its numbers");
+    let gaps = a.gaps();
+    assert_eq!(gaps.ranges, [(103, 119)]);
+    assert_eq!((gaps.missing, gaps.dropped, gaps.unexplained), (17, 13, 4));
+    assert_eq!(
+        gaps.dropped_by_reason,
+        [("crash".to_owned(), 8), ("refused".to_owned(), 5)]
+    );
+}
+
+pub fn bad_origins_are_refused_whole(backend: &dyn Backend) {
+    let store = backend.store();
+    let agent = AgentId("ws1".into());
+    for bad in [
+        origin("a b", "x", 1),
+        origin("a", &"x".repeat(65), 1),
+        origin("a", "x", 0),
+    ] {
+        let err = store
+            .ingest_from(&agent, &bad, &numbered(1..=2))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidOrigin(_)), "{err}");
+    }
+    assert!(all_events(&*store).is_empty());
+}
+
+/// A store written by version 3 (today's main) opens, migrated: its agents'
+/// ranges and drops are the space without an instance, and agents that send
+/// an instance id from now on get their own.
+pub fn an_agent_with_only_refusals_is_listed(backend: &dyn Backend) {
+    let store = backend.store();
+    let agent = AgentId("ws9".into());
+    store
+        .record_dropped_from(&agent, "eeee", drop_reason::REFUSED, &[(1, 40)])
+        .unwrap();
+    let agents = store.agents().unwrap();
+    assert_eq!(agents.len(), 1, "{agents:#?}");
+    assert_eq!((agents[0].agent.0.as_str(), agents[0].events), ("ws9", 0));
+    let gaps = agents[0].gaps();
+    assert_eq!((gaps.missing, gaps.dropped, gaps.unexplained), (40, 40, 0));
+}
+
+/// 14.1: a "duplicate" whose content differs is reported, never a silent skip.
+/// 14.7: the windows an agent was not running are kept with its state.
+pub fn downtime_windows_are_kept(backend: &dyn Backend) {
+    let store = backend.store();
+    let agent = AgentId("ws1".into());
+    store
+        .ingest_from(&agent, &origin("aaaa", "b1", 1), &numbered(1..=3))
+        .unwrap();
+    let t = |s: i64| Timestamp::from_nanos(1_800_000_000 * SEC + s * SEC);
+    store
+        .record_downtime(&agent, "aaaa", &[(t(10), t(20))])
+        .unwrap();
+    store
+        .record_downtime(&agent, "aaaa", &[(t(10), t(20)), (t(30), t(31))])
+        .unwrap();
+    let err = store
+        .record_downtime(&agent, "aaaa", &[(t(5), t(4))])
+        .unwrap_err();
+    assert!(err.to_string().contains("ends before it starts"), "{err}");
+    assert_eq!(
+        store.agents().unwrap()[0].downtime,
+        [(t(10), t(20)), (t(30), t(31))]
+    );
+}
+
+pub fn groups_are_replaced_in_place_removed_and_labels_set_and_cleared(backend: &dyn Backend) {
+    use connscope_store::{GroupKind, HostGroup, HostLabel};
+
+    let store = backend.store();
+    let group = |name: &str, kind, patterns: &[&str], labels: &[(&str, &str)]| HostGroup {
+        name: name.into(),
+        kind,
+        patterns: patterns.iter().map(|p| p.to_string()).collect(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let a = group("a", GroupKind::Hosts, &["h2", "h1"], &[("role", "db")]);
+    let b = group("b", GroupKind::Names, &["ws-*"], &[]);
+    store.put_group(&a).unwrap();
+    store.put_group(&b).unwrap();
+    // Replacing `a` keeps its place (first added) and drops its old rows.
+    let a2 = group(
+        "a",
+        GroupKind::Addresses,
+        &["10.0.0.0/8"],
+        &[("location", "hq"), ("role", "web")],
+    );
+    store.put_group(&a2).unwrap();
+    assert_eq!(store.groups().unwrap(), [a2.clone(), b.clone()]);
+    assert!(store.remove_group("a").unwrap());
+    assert!(!store.remove_group("a").unwrap());
+    assert_eq!(store.groups().unwrap(), [b]);
+
+    store.set_host_label("h1", "role", Some("db")).unwrap();
+    store.set_host_label("h1", "role", Some("web")).unwrap();
+    store.set_host_label("h0", "location", Some("hq")).unwrap();
+    let label = |host: &str, key: &str, value: &str| HostLabel {
+        host: host.into(),
+        key: key.into(),
+        value: value.into(),
+    };
+    assert_eq!(
+        store.host_labels().unwrap(),
+        [label("h0", "location", "hq"), label("h1", "role", "web")]
+    );
+    store.set_host_label("h0", "location", None).unwrap();
+    assert_eq!(store.host_labels().unwrap(), [label("h1", "role", "web")]);
+}
