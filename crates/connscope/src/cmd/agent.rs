@@ -100,7 +100,7 @@ pub struct AgentArgs {
     name_grace: u64,
     /// Milliseconds an outgoing TCP connect without a DNS name waits for its
     /// TLS ClientHello before it is logged.
-    #[arg(long, value_name = "MS", default_value_t = 250)]
+    #[arg(long, value_name = "MS", default_value_t = 500)]
     sni_wait_ms: u64,
     #[command(flatten)]
     ship: super::ship::ShipArgs,
