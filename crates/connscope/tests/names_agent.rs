@@ -36,6 +36,10 @@ struct Lab {
 
 impl Lab {
     fn new(nameserver: &str) -> Lab {
+        Lab::with_resolv_conf(&format!("nameserver {nameserver}\n"))
+    }
+
+    fn with_resolv_conf(resolv_conf: &str) -> Lab {
         let suffix = unique_suffix();
         let server = Netns::new(format!("nas{suffix}"));
         let client = Netns::new(format!("nac{suffix}"));
@@ -66,11 +70,7 @@ impl Lab {
         // `ip netns exec` mounts this over /etc/resolv.conf.
         let etc = PathBuf::from(format!("/etc/netns/{}", client.0));
         std::fs::create_dir_all(&etc).unwrap();
-        std::fs::write(
-            etc.join("resolv.conf"),
-            format!("nameserver {nameserver}\n"),
-        )
-        .unwrap();
+        std::fs::write(etc.join("resolv.conf"), resolv_conf).unwrap();
         let lab = Lab {
             server,
             client,
@@ -320,6 +320,25 @@ fn connections_are_named_after_the_name_asked_through_cname_chains() {
     // An address asked for by no name stays unnamed (after its SNI wait).
     lab.curl("http://192.0.2.11:8080/", &[]).unwrap();
     assert_eq!(agent.name_of_connect("192.0.2.11:8080"), None);
+}
+
+#[test]
+fn answers_over_tcp_name_connections() {
+    // glibc asks over TCP with `options use-vc`.
+    let lab = Lab::with_resolv_conf(&format!("nameserver {DNS}\noptions use-vc\n"));
+    let _dns = lab.dnsmasq(
+        &lab.server,
+        DNS,
+        &["--no-resolv", "--host-record=tcp.test,192.0.2.17"],
+    );
+    // No UDP to port 53 at all: the answer can only come over TCP.
+    let mut nft = lab.client.command("nft");
+    nft.args(["add table inet no_udp_dns; add chain inet no_udp_dns out { type filter hook output priority 0; udp dport 53 drop; }"]);
+    run(&mut nft);
+    let agent = lab.agent(&[]);
+    lab.getent("tcp.test");
+    lab.curl("http://tcp.test:8080/", &[]).unwrap();
+    assert_eq!(agent.name_of_connect("192.0.2.17:8080"), dns("tcp.test"));
 }
 
 #[test]
