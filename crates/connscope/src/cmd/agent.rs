@@ -92,8 +92,9 @@ pub struct AgentArgs {
     #[arg(long, conflicts_with = "nft_name_sets")]
     no_names: bool,
     /// Keep the name sets of a loaded connscope plan (table inet connscope)
-    /// filled with the addresses of the DNS answers the host receives.
-    #[arg(long)]
+    /// filled with the addresses of the DNS answers the host receives (runs
+    /// nft, so the agent keeps root: not with -U).
+    #[arg(long, conflicts_with = "user")]
     nft_name_sets: bool,
     /// Seconds a name (and a set element) outlives its answer's TTL.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
