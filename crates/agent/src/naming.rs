@@ -37,7 +37,7 @@ pub struct NamingConfig {
 impl Default for NamingConfig {
     fn default() -> Self {
         NamingConfig {
-            sni_wait: Duration::from_millis(250),
+            sni_wait: Duration::from_millis(500),
             grace: Duration::from_secs(300),
             addresses_per_netns: 65_536,
             nft_name_sets: false,

@@ -36,6 +36,10 @@ struct Lab {
 
 impl Lab {
     fn new(nameserver: &str) -> Lab {
+        Lab::with_resolv_conf(&format!("nameserver {nameserver}\n"))
+    }
+
+    fn with_resolv_conf(resolv_conf: &str) -> Lab {
         let suffix = unique_suffix();
         let server = Netns::new(format!("nas{suffix}"));
         let client = Netns::new(format!("nac{suffix}"));
@@ -66,11 +70,7 @@ impl Lab {
         // `ip netns exec` mounts this over /etc/resolv.conf.
         let etc = PathBuf::from(format!("/etc/netns/{}", client.0));
         std::fs::create_dir_all(&etc).unwrap();
-        std::fs::write(
-            etc.join("resolv.conf"),
-            format!("nameserver {nameserver}\n"),
-        )
-        .unwrap();
+        std::fs::write(etc.join("resolv.conf"), resolv_conf).unwrap();
         let lab = Lab {
             server,
             client,
@@ -183,6 +183,46 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// A by-name plan in the client: default-drop output, DNS and loopback
+    /// allowed, port 8080 only to the addresses in the name sets `sets`.
+    /// Loaded again, it replaces the table (new, empty sets).
+    fn load_plan(&self, sets: &[String]) {
+        let mut ruleset = String::from("table inet connscope {}\ndelete table inet connscope\n");
+        ruleset += "table inet connscope {\n";
+        for set in sets {
+            ruleset += &format!("  set {set} {{ type ipv4_addr; flags timeout; }}\n");
+        }
+        ruleset += "  chain output {\n    type filter hook output priority 0; policy drop;\n";
+        ruleset += "    oif \"lo\" accept\n    udp dport 53 accept\n    ct state established,related accept\n";
+        for set in sets {
+            ruleset += &format!("    ip daddr @{set} tcp dport 8080 accept\n");
+        }
+        ruleset += "  }\n}\n";
+        let mut nft = self.client.command("nft");
+        nft.args(["-f", "-"]).stdin(Stdio::piped());
+        let mut child = nft.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(ruleset.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "{ruleset}");
+    }
+
+    /// The elements of a name set in the client.
+    fn set_elements(&self, set: &str) -> String {
+        let out = self
+            .client
+            .command("nft")
+            .args(["list", "set", "inet", "connscope", set])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.etc);
@@ -280,6 +320,25 @@ fn connections_are_named_after_the_name_asked_through_cname_chains() {
     // An address asked for by no name stays unnamed (after its SNI wait).
     lab.curl("http://192.0.2.11:8080/", &[]).unwrap();
     assert_eq!(agent.name_of_connect("192.0.2.11:8080"), None);
+}
+
+#[test]
+fn answers_over_tcp_name_connections() {
+    // glibc asks over TCP with `options use-vc`.
+    let lab = Lab::with_resolv_conf(&format!("nameserver {DNS}\noptions use-vc\n"));
+    let _dns = lab.dnsmasq(
+        &lab.server,
+        DNS,
+        &["--no-resolv", "--host-record=tcp.test,192.0.2.17"],
+    );
+    // No UDP to port 53 at all: the answer can only come over TCP.
+    let mut nft = lab.client.command("nft");
+    nft.args(["add table inet no_udp_dns; add chain inet no_udp_dns out { type filter hook output priority 0; udp dport 53 drop; }"]);
+    run(&mut nft);
+    let agent = lab.agent(&[]);
+    lab.getent("tcp.test");
+    lab.curl("http://tcp.test:8080/", &[]).unwrap();
+    assert_eq!(agent.name_of_connect("192.0.2.17:8080"), dns("tcp.test"));
 }
 
 #[test]
@@ -398,27 +457,7 @@ fn name_sets_kept_by_the_agent_follow_a_moving_name_and_keep_unknown_names_out()
         .chain(racing.iter().map(String::as_str))
         .map(|name| connscope_names::name_set(name, Family::Ipv4))
         .collect();
-    let mut ruleset = String::from("table inet connscope {\n");
-    for set in &allowed {
-        ruleset += &format!("  set {set} {{ type ipv4_addr; flags timeout; }}\n");
-    }
-    ruleset += "  chain output {\n    type filter hook output priority 0; policy drop;\n";
-    ruleset +=
-        "    oif \"lo\" accept\n    udp dport 53 accept\n    ct state established,related accept\n";
-    for set in &allowed {
-        ruleset += &format!("    ip daddr @{set} tcp dport 8080 accept\n");
-    }
-    ruleset += "  }\n}\n";
-    let mut nft = lab.client.command("nft");
-    nft.args(["-f", "-"]).stdin(Stdio::piped());
-    let mut child = nft.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(ruleset.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "{ruleset}");
+    lab.load_plan(&allowed);
 
     let mut records = vec![
         "--no-resolv".to_owned(),
@@ -616,4 +655,31 @@ fn a_by_name_plan_from_the_store_follows_a_moving_name_with_the_agents_sets() {
         [Outcome::Allowed, Outcome::Allowed, Outcome::Blocked],
         "check agrees with the kernel"
     );
+}
+
+#[test]
+fn a_plan_loaded_after_the_answers_gets_its_sets_filled_and_again_when_reloaded() {
+    let lab = Lab::new(DNS);
+    let _dns = lab.dnsmasq(
+        &lab.server,
+        DNS,
+        &["--no-resolv", "--host-record=late.test,192.0.2.16"],
+    );
+    let agent = lab.agent(&["--nft-name-sets"]);
+    // The application resolves before any plan is loaded ...
+    lab.getent("late.test");
+    let sets = [connscope_names::name_set("late.test", Family::Ipv4)];
+    for load in ["loaded", "reloaded"] {
+        // ... so the set is filled from the answer remembered, and the first
+        // connect passes without waiting for a retransmission.
+        lab.load_plan(&sets);
+        wait_for_or(
+            &format!("the {load} plan's set filled"),
+            WAIT,
+            || format!("{}\n{}", lab.set_elements(&sets[0]), agent.log()),
+            || lab.set_elements(&sets[0]).contains("192.0.2.16"),
+        );
+        let seconds = lab.curl("http://192.0.2.16:8080/", &[]).unwrap();
+        assert!(seconds < 0.5, "{load}: connected after {seconds} s");
+    }
 }

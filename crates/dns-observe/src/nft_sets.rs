@@ -10,11 +10,14 @@
 //! nft command.
 //!
 //! Updates go through `nft -f -` (run in the answer's namespace), one batch
-//! for whatever answers queued while the previous batch ran. The answer
+//! for whatever answers queued while the previous batch ran. The sets are
+//! read again every 2 s; a set that appears (a plan loaded after the answers)
+//! is filled at once from the answers still within their TTL + grace, since
+//! the applications still use them. The answer
 //! reaches the application before the set has the address; a SYN sent in that
 //! window is dropped and retransmitted (docs/CAPTURE.md measures the delay).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
@@ -42,6 +45,10 @@ const SETS_FRESH: Duration = Duration::from_secs(2);
 const REFRESH_SLACK: Duration = Duration::from_secs(30);
 /// Elements remembered as written (to skip rewrites).
 const WRITTEN_CAP: usize = 65_536;
+/// Sets whose recent answers are remembered, to fill a set that appears.
+const RECENT_CAP: usize = 16_384;
+/// Addresses remembered per set.
+const RECENT_ADDRESSES: usize = 64;
 
 /// Counters of the keeper.
 #[derive(Debug, Default)]
@@ -72,6 +79,8 @@ impl NameSetKeeper {
             grace,
             sets: HashMap::new(),
             written: LruCache::new(WRITTEN_CAP),
+            recent: LruCache::new(RECENT_CAP),
+            namespaces: HashMap::new(),
             stats: stats.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -96,9 +105,12 @@ impl Drop for NameSetKeeper {
     }
 }
 
-/// The sets of one namespace's table, as last read.
+/// The sets of one namespace's table, as last read: each with its handle,
+/// and the table's handle, so a plan loaded again (sets made anew, empty,
+/// under the same names) is told from the one before.
 struct KnownSets {
-    names: HashSet<String>,
+    table: Option<u64>,
+    names: HashMap<String, u64>,
     read: Instant,
 }
 
@@ -106,6 +118,10 @@ struct Keeper {
     grace: Duration,
     sets: HashMap<u64, KnownSets>,
     written: LruCache<(u64, String, IpAddr), Instant>,
+    /// (namespace, set) -> addresses answered with their expiry (TTL + grace).
+    recent: LruCache<(u64, String), Vec<(IpAddr, Instant)>>,
+    /// Namespaces answers came from, with where to run nft.
+    namespaces: HashMap<u64, Option<Arc<File>>>,
     stats: Arc<NameSetStats>,
 }
 
@@ -114,7 +130,10 @@ impl Keeper {
         while !stop.load(Ordering::Relaxed) {
             let first = match answers.recv_timeout(Duration::from_millis(200)) {
                 Ok(answer) => answer,
-                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.refresh_stale();
+                    continue;
+                }
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             let mut batch = vec![first];
@@ -133,30 +152,116 @@ impl Keeper {
                 .push(answer);
         }
         for (netns, (file, answers)) in by_netns {
+            self.namespaces.insert(netns, file.clone());
+            self.remember(netns, &answers);
             let fresh = self
                 .sets
                 .get(&netns)
                 .is_some_and(|known| known.read.elapsed() < SETS_FRESH);
             if !fresh {
-                self.read_sets(netns, file.as_deref());
+                self.refresh(netns, file.as_deref());
             }
             let commands = self.commands(netns, &answers);
-            if commands.is_empty() {
-                continue;
+            self.write(netns, file.as_deref(), &commands);
+        }
+    }
+
+    /// Remembers each answered address under each set it would go to.
+    fn remember(&mut self, netns: u64, answers: &[ObservedAnswer]) {
+        for observed in answers {
+            for name in observed.answer.names() {
+                for &(address, ttl) in &observed.answer.addresses {
+                    let set = name_set(name, family_of(address));
+                    let expires = observed.at + Duration::from_secs(ttl.into()) + self.grace;
+                    let key = (netns, set);
+                    let mut addresses = self.recent.remove(&key).unwrap_or_default();
+                    addresses.retain(|&(known, _)| known != address);
+                    addresses.push((address, expires));
+                    if addresses.len() > RECENT_ADDRESSES {
+                        addresses.remove(0);
+                    }
+                    self.recent.insert(key, addresses);
+                }
             }
-            self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            match run_nft(file.as_deref(), &["-f", "-"], Some(&commands)) {
-                Ok(_) => {
-                    let count = commands.lines().count() as u64;
-                    self.stats.elements.fetch_add(count, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads again the sets of namespaces last read more than 2 s ago.
+    fn refresh_stale(&mut self) {
+        let stale: Vec<(u64, Option<Arc<File>>)> = self
+            .namespaces
+            .iter()
+            .filter(|(netns, _)| {
+                self.sets
+                    .get(netns)
+                    .is_none_or(|known| known.read.elapsed() >= SETS_FRESH)
+            })
+            .map(|(netns, file)| (*netns, file.clone()))
+            .collect();
+        for (netns, file) in stale {
+            self.refresh(netns, file.as_deref());
+        }
+    }
+
+    /// Reads the namespace's sets; fills the ones that appeared since the
+    /// last read from the answers remembered for them.
+    fn refresh(&mut self, netns: u64, file: Option<&File>) {
+        let before = self.sets.remove(&netns);
+        self.read_sets(netns, file);
+        let known = &self.sets[&netns];
+        let same_table = before.as_ref().is_some_and(|old| old.table == known.table);
+        if !same_table {
+            self.written.clear();
+        }
+        let appeared: Vec<String> = known
+            .names
+            .iter()
+            .filter(|(set, handle)| {
+                !same_table
+                    || before
+                        .as_ref()
+                        .is_none_or(|old| old.names.get(*set) != Some(*handle))
+            })
+            .map(|(set, _)| set.clone())
+            .collect();
+        let now = Instant::now();
+        let mut commands = String::new();
+        for set in appeared {
+            let Some(addresses) = self.recent.peek(&(netns, set.clone())) else {
+                continue;
+            };
+            for &(address, expires) in addresses {
+                let left = expires.saturating_duration_since(now);
+                if left.is_zero() {
+                    continue;
                 }
-                Err(err) => {
-                    // A set deleted since it was read: read them again next time.
-                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                    self.sets.remove(&netns);
-                    self.written.clear();
-                    tracing::warn!(netns, "nft name sets: {err}");
-                }
+                let _ = writeln!(
+                    commands,
+                    "add element inet {TABLE} {set} {{ {address} timeout {}s }}",
+                    left.as_secs().max(1)
+                );
+                self.written.insert((netns, set.clone(), address), expires);
+            }
+        }
+        self.write(netns, file, &commands);
+    }
+
+    fn write(&mut self, netns: u64, file: Option<&File>, commands: &str) {
+        if commands.is_empty() {
+            return;
+        }
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        match run_nft(file, &["-f", "-"], Some(commands)) {
+            Ok(_) => {
+                let count = commands.lines().count() as u64;
+                self.stats.elements.fetch_add(count, Ordering::Relaxed);
+            }
+            Err(err) => {
+                // A set deleted since it was read: read them again next time.
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                self.sets.remove(&netns);
+                self.written.clear();
+                tracing::warn!(netns, "nft name sets: {err}");
             }
         }
     }
@@ -170,12 +275,8 @@ impl Keeper {
         for observed in answers {
             for name in observed.answer.names() {
                 for &(address, ttl) in &observed.answer.addresses {
-                    let family = match address {
-                        IpAddr::V4(_) => Family::Ipv4,
-                        IpAddr::V6(_) => Family::Ipv6,
-                    };
-                    let set = name_set(name, family);
-                    if !known.names.contains(&set) {
+                    let set = name_set(name, family_of(address));
+                    if !known.names.contains_key(&set) {
                         continue;
                     }
                     let lifetime = Duration::from_secs(ttl.into()) + self.grace;
@@ -202,16 +303,19 @@ impl Keeper {
     }
 
     fn read_sets(&mut self, netns: u64, file: Option<&File>) {
-        let names = match run_nft(file, &["-t", "-j", "list", "sets", "inet"], None) {
-            Ok(json) => sets_of_table(&json),
-            Err(err) => {
-                tracing::debug!(netns, "nft name sets: listing sets: {err}");
-                HashSet::new()
-            }
-        };
+        let (table, names) =
+            match run_nft(file, &["-t", "-j", "list", "table", "inet", TABLE], None) {
+                Ok(json) => sets_of_table(&json),
+                // No plan loaded (yet): no table.
+                Err(err) => {
+                    tracing::debug!(netns, "nft name sets: {err}");
+                    (None, HashMap::new())
+                }
+            };
         self.sets.insert(
             netns,
             KnownSets {
+                table,
                 names,
                 read: Instant::now(),
             },
@@ -219,19 +323,36 @@ impl Keeper {
     }
 }
 
-/// The names of the sets of table `inet connscope` in `nft -j list sets`.
-fn sets_of_table(json: &str) -> HashSet<String> {
+fn family_of(address: IpAddr) -> Family {
+    match address {
+        IpAddr::V4(_) => Family::Ipv4,
+        IpAddr::V6(_) => Family::Ipv6,
+    }
+}
+
+/// The handle of table `inet connscope` and its sets' names and handles,
+/// from `nft -t -j list table inet connscope`.
+fn sets_of_table(json: &str) -> (Option<u64>, HashMap<String, u64>) {
     let Ok(value) = serde_json::from_str::<serde_json::Value>(json) else {
-        return HashSet::new();
+        return (None, HashMap::new());
     };
-    value["nftables"]
+    let items = value["nftables"]
         .as_array()
-        .into_iter()
-        .flatten()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let ours = |object: &serde_json::Value| object["family"] == "inet" && object["table"] == TABLE;
+    let table = items
+        .iter()
+        .filter_map(|item| item.get("table"))
+        .find(|table| table["family"] == "inet" && table["name"] == TABLE)
+        .and_then(|table| table["handle"].as_u64());
+    let sets = items
+        .iter()
         .filter_map(|item| item.get("set"))
-        .filter(|set| set["family"] == "inet" && set["table"] == TABLE)
-        .filter_map(|set| set["name"].as_str().map(str::to_owned))
-        .collect()
+        .filter(|set| ours(set))
+        .filter_map(|set| Some((set["name"].as_str()?.to_owned(), set["handle"].as_u64()?)))
+        .collect();
+    (table, sets)
 }
 
 /// Runs nft (in `netns` when given) and returns its standard output.
@@ -288,11 +409,15 @@ mod tests {
     #[test]
     fn only_the_plan_tables_sets_are_taken() {
         let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
-            {"set": {"family": "inet", "name": "name4_a", "table": "connscope"}},
-            {"set": {"family": "inet", "name": "other", "table": "filter"}},
-            {"set": {"family": "ip", "name": "name4_b", "table": "connscope"}}]}"#;
-        assert_eq!(sets_of_table(json), HashSet::from(["name4_a".to_owned()]));
-        assert!(sets_of_table("not json").is_empty());
+            {"table": {"family": "inet", "name": "connscope", "handle": 3}},
+            {"set": {"family": "inet", "name": "name4_a", "table": "connscope", "handle": 2}},
+            {"set": {"family": "inet", "name": "other", "table": "filter", "handle": 2}},
+            {"set": {"family": "ip", "name": "name4_b", "table": "connscope", "handle": 4}}]}"#;
+        assert_eq!(
+            sets_of_table(json),
+            (Some(3), HashMap::from([("name4_a".to_owned(), 2)]))
+        );
+        assert_eq!(sets_of_table("not json"), (None, HashMap::new()));
     }
 
     #[test]
@@ -304,11 +429,14 @@ mod tests {
             sets: HashMap::from([(
                 1,
                 KnownSets {
-                    names: HashSet::from([set.clone()]),
+                    table: Some(1),
+                    names: HashMap::from([(set.clone(), 1)]),
                     read: Instant::now(),
                 },
             )]),
             written: LruCache::new(16),
+            recent: LruCache::new(16),
+            namespaces: HashMap::new(),
             stats: Arc::default(),
         };
         let at = Instant::now();

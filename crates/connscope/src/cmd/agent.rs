@@ -24,7 +24,7 @@ const DEFAULT_RULES_FILE: &str = "/etc/tcpspy.rules";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/connscope";
 const DEFAULT_INTERVAL_MS: u64 = 1000;
 const DEFAULT_NAME_GRACE_SECS: u64 = 300;
-const DEFAULT_SNI_WAIT_MS: u64 = 250;
+const DEFAULT_SNI_WAIT_MS: u64 = 500;
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -116,15 +116,16 @@ pub struct AgentArgs {
     #[arg(long, conflicts_with = "nft_name_sets")]
     pub(crate) no_names: bool,
     /// Keep the name sets of a loaded connscope plan (table inet connscope)
-    /// filled with the addresses of the DNS answers the host receives.
-    #[arg(long)]
+    /// filled with the addresses of the DNS answers the host receives (runs
+    /// nft, so the agent keeps root: not with -U).
+    #[arg(long, conflicts_with = "user")]
     pub(crate) nft_name_sets: bool,
     /// Seconds a name (and a set element) outlives its answer's TTL
     /// [default: 300].
     #[arg(long, value_name = "SECONDS")]
     pub(crate) name_grace: Option<u64>,
     /// Milliseconds an outgoing TCP connect without a DNS name waits for its
-    /// TLS ClientHello before it is logged [default: 250].
+    /// TLS ClientHello before it is logged [default: 500].
     #[arg(long, value_name = "MS")]
     pub(crate) sni_wait_ms: Option<u64>,
     #[command(flatten)]
