@@ -47,6 +47,8 @@ macro_rules! store_suite {
             an_agent_with_only_refusals_is_listed,
             downtime_windows_are_kept,
             groups_are_replaced_in_place_removed_and_labels_set_and_cleared,
+            tokens_are_kept_as_digests_redeemed_once_and_revoked,
+            remote_names_are_per_hour_host_address_and_name,
         );
     };
     (@each $backend:path; $($name:ident),* $(,)?) => {
@@ -878,4 +880,145 @@ pub fn groups_are_replaced_in_place_removed_and_labels_set_and_cleared(backend: 
     );
     store.set_host_label("h0", "location", None).unwrap();
     assert_eq!(store.host_labels().unwrap(), [label("h1", "role", "web")]);
+}
+
+pub fn tokens_are_kept_as_digests_redeemed_once_and_revoked(backend: &dyn Backend) {
+    use connscope_store::{TokenKind, TokenRecord, TokenRefusal};
+    let store = backend.store();
+    let at =
+        |secs: i64| Timestamp::from_nanos(1_800_000_000 * 1_000_000_000 + secs * 1_000_000_000);
+    let enrollment = TokenRecord {
+        id: "e1".into(),
+        kind: TokenKind::Enrollment,
+        digest: [1; 32],
+        agent: "ws1".into(),
+        created: at(0),
+        expires: Some(at(100)),
+        reusable: false,
+        uses: 0,
+        last_used: None,
+        revoked: None,
+    };
+    store.add_token(&enrollment).unwrap();
+    assert!(store.add_token(&enrollment).is_err(), "an id is kept once");
+    let old = TokenRecord {
+        id: "a0".into(),
+        kind: TokenKind::Agent,
+        digest: [7; 32],
+        expires: None,
+        ..enrollment.clone()
+    };
+    store.add_token(&old).unwrap();
+    let fresh = TokenRecord {
+        id: "a1".into(),
+        digest: [2; 32],
+        agent: "ignored".into(),
+        ..old.clone()
+    };
+    let stored = store
+        .redeem_enrollment(&[1; 32], &fresh, at(10))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stored.kind, stored.agent.as_str()),
+        (TokenKind::Agent, "ws1")
+    );
+    let again = TokenRecord {
+        id: "a2".into(),
+        digest: [3; 32],
+        ..fresh.clone()
+    };
+    assert_eq!(
+        store.redeem_enrollment(&[1; 32], &again, at(11)).unwrap(),
+        Err(TokenRefusal::Used)
+    );
+    assert_eq!(
+        store.redeem_enrollment(&[9; 32], &again, at(11)).unwrap(),
+        Err(TokenRefusal::Unknown)
+    );
+
+    let store = backend.store();
+    assert_eq!(
+        store
+            .token_by_digest(&[7; 32])
+            .unwrap()
+            .unwrap()
+            .valid_at(at(12)),
+        Err(TokenRefusal::Revoked),
+        "the host's earlier token is revoked by its new one"
+    );
+    store.touch_token(&[2; 32], at(20)).unwrap();
+    store.touch_token(&[2; 32], at(15)).unwrap();
+    let ws1 = store.token_by_digest(&[2; 32]).unwrap().unwrap();
+    assert_eq!(
+        (ws1.last_used, ws1.valid_at(at(1000))),
+        (Some(at(20)), Ok(()))
+    );
+    assert!(store.revoke_token("a1", at(30)).unwrap());
+    assert!(store.revoke_token("a1", at(40)).unwrap());
+    assert!(!store.revoke_token("nope", at(30)).unwrap());
+    assert_eq!(
+        store.token_by_digest(&[2; 32]).unwrap().unwrap().revoked,
+        Some(at(30))
+    );
+    let used = store.token_by_digest(&[1; 32]).unwrap().unwrap();
+    assert_eq!(
+        (used.uses, used.valid_at(at(200))),
+        (1, Err(TokenRefusal::Expired))
+    );
+    let ids: Vec<String> = store.tokens().unwrap().into_iter().map(|t| t.id).collect();
+    assert_eq!(ids.len(), 3);
+    store.probe_write(at(50)).unwrap();
+}
+
+pub fn remote_names_are_per_hour_host_address_and_name(backend: &dyn Backend) {
+    let store = backend.store();
+    let named = |seq: u64, secs: i64, name: &str| {
+        let mut e = event(seq, secs, "ws1", "10.0.0.1:40000", "192.0.2.9:443");
+        e.remote_name = Some(connscope_event::RemoteName {
+            name: name.into(),
+            source: connscope_event::NameSource::Dns,
+        });
+        e
+    };
+    let events = vec![
+        named(1, 0, "<b>www</b>.example.org"),
+        named(2, 10, "<b>www</b>.example.org"),
+        named(3, 3_700, "<b>www</b>.example.org"),
+        event(4, 20, "ws1", "10.0.0.1:40001", "192.0.2.10:443"),
+    ];
+    store.ingest(&AgentId("ws1".into()), &events).unwrap();
+    let names = store
+        .remote_names(&RollupQuery {
+            range: TimeRange::ALL,
+            host: Some("ws1".into()),
+        })
+        .unwrap();
+    let got: Vec<(String, String, u64)> = names
+        .iter()
+        .map(|n| (n.remote_ip.to_string(), n.name.clone(), n.connections))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "192.0.2.9".to_owned(),
+                "<b>www</b>.example.org".to_owned(),
+                2
+            ),
+            (
+                "192.0.2.9".to_owned(),
+                "<b>www</b>.example.org".to_owned(),
+                1
+            ),
+        ]
+    );
+    assert!(names[0].hour < names[1].hour);
+    assert!(store
+        .remote_names(&RollupQuery {
+            range: TimeRange::ALL,
+            host: Some("ws2".into())
+        })
+        .unwrap()
+        .is_empty());
 }
