@@ -18,9 +18,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Subcommand)]
 pub enum StoreCommand {
-    /// Copy a store (events with their agents' sequence spaces, drops,
-    /// downtime, refusals, groups, labels) into another; run it again to
-    /// resume.
+    /// Copy a store (events with their agents' sequence spaces and names,
+    /// drops, downtime, refusals, groups, labels, access tokens) into
+    /// another; run it again to resume.
     Migrate(MigrateArgs),
 }
 
@@ -53,6 +53,12 @@ fn migrate(args: &MigrateArgs) -> Result<ExitCode> {
     }
     for label in from.host_labels()? {
         to.set_host_label(&label.host, &label.key, Some(&label.value))?;
+    }
+    // The agents' tokens (digests only), so enrolled agents keep shipping.
+    for token in from.tokens()? {
+        if to.token_by_digest(&token.digest)?.is_none() {
+            to.add_token(&token)?;
+        }
     }
 
     let agents = from.agents()?;
