@@ -33,6 +33,7 @@
 //! computes the same thing.
 
 mod block;
+mod checks;
 mod clickhouse;
 mod group;
 mod hash;

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::rows;
 use super::write::insert_rows;
-use crate::sqlite::check_label;
+use crate::checks::{check_dropped, check_label};
 use crate::status::Statuses;
 use crate::{AgentId, AgentStatus, RefusalCount, SequenceRanges, StoreError};
 
@@ -22,23 +22,7 @@ pub(super) fn dropped_rows(
     reason: &str,
     ranges: &[(u64, u64)],
 ) -> Result<Vec<rows::Range>, StoreError> {
-    check_label("instance", instance)?;
-    check_label("reason", reason)?;
-    for (index, &(first, last)) in ranges.iter().enumerate() {
-        let problem = if first == 0 {
-            "sequence numbers start at 1"
-        } else if first > last {
-            "the first number is above the last"
-        } else if last > i64::MAX as u64 {
-            "beyond 2^63-1"
-        } else {
-            continue;
-        };
-        return Err(StoreError::InvalidRange {
-            index,
-            reason: format!("{first}-{last}: {problem}"),
-        });
-    }
+    check_dropped(instance, reason, ranges)?;
     Ok(ranges
         .iter()
         .map(|&(first, last)| rows::Range {

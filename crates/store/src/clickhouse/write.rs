@@ -15,7 +15,7 @@ use connscope_event::{ConnectionEvent, Timestamp};
 use serde::Serialize;
 
 use super::rows;
-use crate::sqlite::check_origin;
+use crate::checks::check_origin;
 use crate::{
     check_event, hour_start, is_host_address, AgentId, EventKey, IngestReport, KeyedEvent, Origin,
     RollupBatch, SequenceRanges, StoreError,

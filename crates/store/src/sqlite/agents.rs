@@ -9,7 +9,8 @@ use connscope_event::Timestamp;
 use rusqlite::params;
 
 use super::connection::{lock, Reader, Writer};
-use super::spaces::{agent_id, check_label, load_ranges, store_ranges, RangeSet};
+use super::spaces::{agent_id, load_ranges, store_ranges, RangeSet};
+use crate::checks::{check_dropped, check_label};
 use crate::status::Statuses;
 use crate::{AgentId, AgentStatus, RefusalCount, SequenceRanges, StoreError};
 
@@ -21,23 +22,7 @@ pub(super) fn record_dropped_from(
     reason: &str,
     ranges: &[(u64, u64)],
 ) -> Result<(), StoreError> {
-    check_label("instance", instance)?;
-    check_label("reason", reason)?;
-    for (index, &(first, last)) in ranges.iter().enumerate() {
-        let reason = if first == 0 {
-            "sequence numbers start at 1"
-        } else if first > last {
-            "the first number is above the last"
-        } else if last > i64::MAX as u64 {
-            "beyond 2^63-1"
-        } else {
-            continue;
-        };
-        return Err(StoreError::InvalidRange {
-            index,
-            reason: format!("{first}-{last}: {reason}"),
-        });
-    }
+    check_dropped(instance, reason, ranges)?;
     lock(writer).transaction(|tx, ids| {
         let set = RangeSet::Dropped {
             agent: agent_id(tx, &mut ids.agents, agent)?,

@@ -53,7 +53,6 @@ use crate::{
 };
 use batch::Batch;
 use connection::{configure, Reader, Writer};
-pub(crate) use spaces::{check_label, check_origin};
 
 /// A store in one SQLite file.
 pub struct SqliteStore {

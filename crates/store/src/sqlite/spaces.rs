@@ -87,35 +87,6 @@ pub(super) fn space_id(
     Ok(id)
 }
 
-/// Longest instance id, boot id or drop reason kept: they are labels, not data.
-const MAX_LABEL: usize = 64;
-
-pub(crate) fn check_label(what: &str, label: &str) -> Result<(), StoreError> {
-    let fine = label.len() <= MAX_LABEL
-        && label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if fine {
-        return Ok(());
-    }
-    let shown: String = label.chars().take(MAX_LABEL).collect();
-    Err(StoreError::InvalidOrigin(format!(
-        "{what} {shown:?}: at most {MAX_LABEL} letters, digits, '-' or '_'"
-    )))
-}
-
-pub(crate) fn check_origin(origin: &Origin) -> Result<(), StoreError> {
-    check_label("instance", &origin.instance)?;
-    check_label("boot", &origin.boot)?;
-    if origin.first_sequence == 0 || origin.first_sequence > i64::MAX as u64 {
-        return Err(StoreError::InvalidOrigin(format!(
-            "first sequence {} is not within 1 to 2^63-1",
-            origin.first_sequence
-        )));
-    }
-    Ok(())
-}
-
 /// The number of `agent`, given on first sight.
 pub(super) fn agent_id(
     conn: &Connection,

@@ -13,8 +13,9 @@ use super::batch::Batch;
 use super::column::clamp;
 use super::connection::{lock, Ids, Writer};
 use super::dedup::{conflicting_repeats, new_events};
-use super::spaces::{agent_id, check_origin, load_ranges, space_id, store_ranges, RangeSet};
+use super::spaces::{agent_id, load_ranges, space_id, store_ranges, RangeSet};
 use crate::block::BlockEncoder;
+use crate::checks::check_origin;
 use crate::hash::FastHash;
 use crate::{
     check_event, hour_start, is_host_address, AgentId, IngestReport, Origin, RollupBatch,
