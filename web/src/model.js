@@ -36,6 +36,7 @@ export function normalizeGraph(doc) {
       protocol: n.protocol ?? undefined,
       service: n.service ?? undefined,
       name: n.name ?? undefined,
+      domain: n.domain ?? undefined,
     });
   }
   const edges = [];

@@ -395,6 +395,34 @@ try {
     refused = err.stderr.toString();
   }
   check('export of a missing database fails and says which', refused.includes('missing.db'), refused);
+  // Names (issue 18): ends a host learned names for, by DNS, are folded by their
+  // registered domain and shown by name, hostile markup as text.
+  const HOSTILE_NAME = '<b>cdn</b>.static.example.co.uk';
+  const named = (seq, minute, ip, name) => JSON.stringify({
+    '@timestamp': `2025-03-07T12:${minute}:00Z`,
+    event: { action: 'connect', sequence: seq },
+    host: { name: 'web1', netns: 4026531840 },
+    network: { transport: 'tcp', type: 'ipv4', direction: 'outgoing' },
+    local: { ip: '10.77.0.1', port: 40500 + seq },
+    remote: { ip, port: 443, domain: name, domain_source: 'dns' },
+    process: { pid: 2000 + seq, executable: '/usr/bin/curl', name: 'curl' },
+    user: { id: 33, name: 'www-data' },
+    connscope: { version: 1 },
+  });
+  const namedBody = [named(5, '00', '198.51.100.7', HOSTILE_NAME), named(6, '01', '198.51.100.8', 'img.example.co.uk')].join('\n') + '\n';
+  const namedPost = await https(port, 'POST', '/api/v1/ingest', { body: namedBody, token: TOKENS.web1, type: 'application/x-ndjson' });
+  check('named events are accepted', namedPost.status === 200, `HTTP ${namedPost.status}: ${namedPost.text}`);
+  await navigate(page, `${base}#from=2025-03-07T00:00:00Z&to=2025-03-08T00:00:00Z&group=none`);
+  const byDomain = await drawn(page);
+  check('names: two named ends fold into their registered domain (public suffix list: example.co.uk)',
+    byDomain.nodes.some((n) => n.startsWith('*.example.co.uk')), JSON.stringify(byDomain.nodes));
+  await page.locator('#map g.node[data-id="group:name:example.co.uk"] circle').dblclick();
+  await page.waitForFunction(() => document.querySelector('#map g.node[data-id="external:198.51.100.7"]'), null, { timeout: 10e3 });
+  const namedEnds = await drawn(page);
+  check('names: the opened domain shows each end by its name, markup as text',
+    namedEnds.nodes.some((n) => n.includes(HOSTILE_NAME)) && namedEnds.nodes.some((n) => n.includes('img.example.co.uk'))
+    && (await page.evaluate(() => document.querySelectorAll('#map b, #details b').length)) === 0, JSON.stringify(namedEnds.nodes));
+
   check('export: no dialog opened, no injected code ran, no errors', exported.alarms.length === 0 && exported.problems.length === 0 && (await exported.page.evaluate(() => window.__pwned)) === undefined,
     [...exported.alarms, ...exported.problems].join('; '));
 } catch (err) {

@@ -194,3 +194,11 @@ test('the outside folds by domain and network, and into "internet" when there ar
   assert.ok(deeper.nodes.some((n) => n.id === 'external:198.51.1.1' && n.group === 'group:net:198.51.1.0/24'));
   assert.equal(groupKey(office.nodes.get('external:198.51.0.0')).id, 'group:name:example.com', 'the domain the naming gives wins');
 });
+
+test('the outside folds by the registered domain the collector names (public suffix list), not the last two labels', () => {
+  const graph = normalizeGraph({
+    nodes: [{ id: 'external:198.51.100.7', kind: 'external', label: 'cdn.static.example.co.uk', ip: '198.51.100.7', internal: false, name: 'cdn.static.example.co.uk', domain: 'example.co.uk' }],
+    edges: [],
+  });
+  assert.equal(groupKey(graph.nodes.get('external:198.51.100.7')).id, 'group:name:example.co.uk');
+});
