@@ -75,7 +75,7 @@ function https(port, method, path, { body, token, type } = {}) {
   });
 }
 
-function event({ host, seq, time, direction, local, remote, exe, user, uid }) {
+function event({ host, seq, time, direction, local, remote, exe, user, uid, domain }) {
   const [lip, lport] = local.split(':');
   const [rip, rport] = remote.split(':');
   return JSON.stringify({
@@ -84,7 +84,7 @@ function event({ host, seq, time, direction, local, remote, exe, user, uid }) {
     host: { name: host, netns: 4026531840 },
     network: { transport: 'tcp', type: 'ipv4', direction },
     local: { ip: lip, port: Number(lport) },
-    remote: { ip: rip, port: Number(rport) },
+    remote: { ip: rip, port: Number(rport), ...(domain ? { domain, domain_source: 'dns' } : {}) },
     process: { pid: 1000 + seq, executable: exe, name: exe.split('/').pop().slice(0, 15) },
     user: { id: uid, name: user },
     connscope: { version: 1 },
@@ -398,20 +398,9 @@ try {
   // Names (issue 18): ends a host learned names for, by DNS, are folded by their
   // registered domain and shown by name, hostile markup as text.
   const HOSTILE_NAME = '<b>cdn</b>.static.example.co.uk';
-  const named = (seq, minute, ip, name) => JSON.stringify({
-    '@timestamp': `2025-03-07T12:${minute}:00Z`,
-    event: { action: 'connect', sequence: seq },
-    host: { name: 'web1', netns: 4026531840 },
-    network: { transport: 'tcp', type: 'ipv4', direction: 'outgoing' },
-    local: { ip: '10.77.0.1', port: 40500 + seq },
-    remote: { ip, port: 443, domain: name, domain_source: 'dns' },
-    process: { pid: 2000 + seq, executable: '/usr/bin/curl', name: 'curl' },
-    user: { id: 33, name: 'www-data' },
-    connscope: { version: 1 },
-  });
-  const namedBody = [named(5, '00', '198.51.100.7', HOSTILE_NAME), named(6, '01', '198.51.100.8', 'img.example.co.uk')].join('\n') + '\n';
-  const namedPost = await https(port, 'POST', '/api/v1/ingest', { body: namedBody, token: TOKENS.web1, type: 'application/x-ndjson' });
-  check('named events are accepted', namedPost.status === 200, `HTTP ${namedPost.status}: ${namedPost.text}`);
+  const named = (seq, minute, ip, domain) => ({ seq, time: `2025-03-07T12:${minute}:00Z`, direction: 'outgoing',
+    local: `10.77.0.1:${40500 + seq}`, remote: `${ip}:443`, exe: '/usr/bin/curl', user: 'www-data', uid: 33, domain });
+  await ingest(port, 'web1', [named(5, '00', '198.51.100.7', HOSTILE_NAME), named(6, '01', '198.51.100.8', 'img.example.co.uk')]);
   await navigate(page, `${base}#from=2025-03-07T00:00:00Z&to=2025-03-08T00:00:00Z&group=none`);
   const byDomain = await drawn(page);
   check('names: two named ends fold into their registered domain (public suffix list: example.co.uk)',

@@ -7,15 +7,22 @@ use std::io::Read;
 use connscope_event::Timestamp;
 use connscope_store::{AgentId, RefusalCount, SqliteStore, Store};
 
-#[test]
-fn a_version_3_store_is_migrated_and_counts_refusals() {
+/// A gzipped fixture store written out to a temporary directory, to be
+/// opened (and migrated) there; the directory lives as long as the first value.
+fn unpacked(gzipped: &[u8], name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v3.db");
+    let path = dir.path().join(name);
     let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(&include_bytes!("fixtures/schema-v3.db.gz")[..])
+    flate2::read::GzDecoder::new(gzipped)
         .read_to_end(&mut bytes)
         .unwrap();
     std::fs::write(&path, bytes).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn a_version_3_store_is_migrated_and_counts_refusals() {
+    let (_dir, path) = unpacked(include_bytes!("fixtures/schema-v3.db.gz"), "v3.db");
 
     let store = SqliteStore::open(&path).unwrap();
     let agents = store.agents().unwrap();
@@ -55,13 +62,7 @@ fn a_version_3_store_is_migrated_and_counts_refusals() {
 fn a_version_6_store_is_migrated_and_keeps_groups() {
     use connscope_store::{GroupKind, HostGroup, HostLabel};
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v6.db");
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(&include_bytes!("fixtures/v6-dual-stack.db.gz")[..])
-        .read_to_end(&mut bytes)
-        .unwrap();
-    std::fs::write(&path, bytes).unwrap();
+    let (_dir, path) = unpacked(include_bytes!("fixtures/v6-dual-stack.db.gz"), "v6.db");
 
     let store = SqliteStore::open(&path).unwrap();
     let hosts: Vec<(String, String)> = store
@@ -124,13 +125,7 @@ fn a_version_6_store_is_migrated_and_keeps_groups() {
 fn a_version_7_store_is_migrated_and_keeps_tokens() {
     use connscope_store::{TokenKind, TokenRecord, TokenRefusal};
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v7.db");
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(&include_bytes!("fixtures/v7-dual-stack.db.gz")[..])
-        .read_to_end(&mut bytes)
-        .unwrap();
-    std::fs::write(&path, bytes).unwrap();
+    let (_dir, path) = unpacked(include_bytes!("fixtures/v7-dual-stack.db.gz"), "v7.db");
 
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.host_addresses().unwrap().len(), 2);
@@ -215,13 +210,7 @@ fn a_version_7_store_is_migrated_and_keeps_names() {
     use connscope_event::test_support::EventBuilder;
     use connscope_store::{EventQuery, RollupQuery, TimeRange};
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v7.db");
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(&include_bytes!("fixtures/v7-names.db.gz")[..])
-        .read_to_end(&mut bytes)
-        .unwrap();
-    std::fs::write(&path, bytes).unwrap();
+    let (_dir, path) = unpacked(include_bytes!("fixtures/v7-names.db.gz"), "v7.db");
 
     let store = SqliteStore::open(&path).unwrap();
     let all = EventQuery {
