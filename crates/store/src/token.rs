@@ -71,6 +71,30 @@ impl TokenRecord {
     }
 }
 
+impl TokenRecord {
+    /// The agent this enrollment token may give an agent token to at `at`
+    /// (its host, or for a reusable token without one the name `asked`):
+    /// every backend's rule for [`crate::Store::redeem_enrollment`].
+    pub fn enrolls_agent(&self, asked: &str, at: Timestamp) -> Result<String, TokenRefusal> {
+        if self.kind != TokenKind::Enrollment {
+            return Err(TokenRefusal::Unknown);
+        }
+        self.valid_at(at)?;
+        if !self.reusable && self.uses > 0 {
+            return Err(TokenRefusal::Used);
+        }
+        let agent = if self.agent.is_empty() {
+            asked
+        } else {
+            &self.agent
+        };
+        if agent.is_empty() {
+            return Err(TokenRefusal::NoHost);
+        }
+        Ok(agent.to_owned())
+    }
+}
+
 /// Why a token was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenRefusal {

@@ -170,23 +170,10 @@ pub(super) async fn redeem(
     let Some((mut enroll, version)) = find(client, "digest", &hex(enrollment)).await? else {
         return Ok(Err(TokenRefusal::Unknown));
     };
-    if enroll.kind != TokenKind::Enrollment {
-        return Ok(Err(TokenRefusal::Unknown));
-    }
-    if let Err(refusal) = enroll.valid_at(at) {
-        return Ok(Err(refusal));
-    }
-    if !enroll.reusable && enroll.uses > 0 {
-        return Ok(Err(TokenRefusal::Used));
-    }
-    let agent = if enroll.agent.is_empty() {
-        agent_token.agent.clone()
-    } else {
-        enroll.agent.clone()
+    let agent = match enroll.enrolls_agent(&agent_token.agent, at) {
+        Ok(agent) => agent,
+        Err(refusal) => return Ok(Err(refusal)),
     };
-    if agent.is_empty() {
-        return Ok(Err(TokenRefusal::NoHost));
-    }
     enroll.uses += 1;
     enroll.last_used = Some(at);
     write(client, &enroll, version).await?;

@@ -151,23 +151,10 @@ pub(super) fn redeem(
         let Some(enroll) = by_digest(tx, enrollment)? else {
             return Ok(Err(TokenRefusal::Unknown));
         };
-        if enroll.kind != TokenKind::Enrollment {
-            return Ok(Err(TokenRefusal::Unknown));
-        }
-        if let Err(refusal) = enroll.valid_at(at) {
-            return Ok(Err(refusal));
-        }
-        if !enroll.reusable && enroll.uses > 0 {
-            return Ok(Err(TokenRefusal::Used));
-        }
-        let agent = if enroll.agent.is_empty() {
-            agent_token.agent.clone()
-        } else {
-            enroll.agent.clone()
+        let agent = match enroll.enrolls_agent(&agent_token.agent, at) {
+            Ok(agent) => agent,
+            Err(refusal) => return Ok(Err(refusal)),
         };
-        if agent.is_empty() {
-            return Ok(Err(TokenRefusal::NoHost));
-        }
         tx.execute(
             "UPDATE access_tokens SET uses = uses + 1, last_used = ?2 WHERE id = ?1",
             params![enroll.id, at.as_nanos()],
