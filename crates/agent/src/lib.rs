@@ -138,6 +138,8 @@ pub struct KindCounts {
     pub connect: u64,
     pub disconnect: u64,
     pub connect_failed: u64,
+    pub would_block: u64,
+    pub blocked: u64,
 }
 
 /// Reads the running agent's [`Statistics`] from any thread.
@@ -186,8 +188,8 @@ struct Counters {
     unrecorded: AtomicU64,
     rule_dropped: AtomicU64,
     emitted: AtomicU64,
-    /// Connect, disconnect, connect-failed.
-    emitted_by_kind: [AtomicU64; 3],
+    /// Connect, disconnect, connect-failed, would-block, blocked.
+    emitted_by_kind: [AtomicU64; 5],
     outputs: Vec<OutputCounters>,
 }
 
@@ -196,6 +198,8 @@ fn kind_index(kind: EventKind) -> usize {
         EventKind::Connect => 0,
         EventKind::Disconnect => 1,
         EventKind::ConnectFailed => 2,
+        EventKind::WouldBlock => 3,
+        EventKind::Blocked => 4,
     }
 }
 
@@ -221,6 +225,8 @@ impl Counters {
                 connect: get(&self.emitted_by_kind[0]),
                 disconnect: get(&self.emitted_by_kind[1]),
                 connect_failed: get(&self.emitted_by_kind[2]),
+                would_block: get(&self.emitted_by_kind[3]),
+                blocked: get(&self.emitted_by_kind[4]),
             },
             outputs: self
                 .outputs

@@ -101,7 +101,10 @@ impl Naming {
                 self.release(|waiting| waiting == &flow, now, &mut ready);
             }
             match event.kind {
-                EventKind::Connect | EventKind::ConnectFailed => {
+                EventKind::Connect
+                | EventKind::ConnectFailed
+                | EventKind::WouldBlock
+                | EventKind::Blocked => {
                     let dns = self.dns_name(&flow, now);
                     let waits = dns.is_none()
                         && event.kind == EventKind::Connect

@@ -84,7 +84,8 @@ impl Decoder {
                 });
             }
             EventKind::ConnectFailed => event.failure = Some(failure(raw.error)),
-            EventKind::Connect => {}
+            // The kernel program reports connections, never firewall hits.
+            EventKind::Connect | EventKind::WouldBlock | EventKind::Blocked => {}
         }
         event
     }

@@ -489,7 +489,9 @@ fn burst_of_short_connections_is_complete_or_counted() {
             let seen = match event.kind {
                 EventKind::Connect => &mut connects,
                 EventKind::Disconnect => &mut disconnects,
-                EventKind::ConnectFailed => panic!("{event:#?}"),
+                EventKind::ConnectFailed | EventKind::WouldBlock | EventKind::Blocked => {
+                    panic!("{event:#?}")
+                }
             };
             *seen.entry(event.local).or_default() += 1;
         }

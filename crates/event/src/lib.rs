@@ -36,6 +36,11 @@ pub enum EventKind {
     Disconnect,
     /// An outgoing connection attempt failed; carries a [`ConnectFailure`].
     ConnectFailed,
+    /// A connection attempt the host's connscope policy, in audit mode, would
+    /// have dropped and let through (its first packet, logged to NFLOG).
+    WouldBlock,
+    /// A connection attempt the host's connscope policy, in enforce mode, dropped.
+    Blocked,
 }
 
 /// Transport protocol of the connection.
@@ -331,6 +336,8 @@ named_enum!(EventKind, "event kind", {
     Connect => "connect",
     Disconnect => "disconnect",
     ConnectFailed => "connect-failed",
+    WouldBlock => "would-block",
+    Blocked => "blocked",
 });
 named_enum!(Protocol, "protocol", { Tcp => "tcp", Udp => "udp" });
 named_enum!(Family, "address family", { Ipv4 => "ipv4", Ipv6 => "ipv6" });

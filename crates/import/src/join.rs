@@ -51,7 +51,7 @@ impl OpenConnections {
                 }
                 None => false,
             },
-            EventKind::ConnectFailed => false,
+            EventKind::ConnectFailed | EventKind::WouldBlock | EventKind::Blocked => false,
         }
     }
 }

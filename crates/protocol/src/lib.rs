@@ -7,6 +7,7 @@
 pub mod batch;
 mod dropped;
 pub mod enroll;
+pub mod policy;
 pub mod tls;
 
 use serde::{Deserialize, Serialize};

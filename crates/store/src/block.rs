@@ -376,7 +376,8 @@ fn header<'a>(r: &mut Reader<'a>) -> Result<(Vec<&'a str>, Vec<IpAddr>), BlockEr
 type Decoded = (EventKind, Protocol, Direction, Option<ConnectFailure>);
 
 /// The two flag bytes of an event: its enums and which optional parts follow.
-/// First byte: kind (bits 0–1), protocol (2), direction (3–4), failure (5–7).
+/// First byte: kind (bits 0–1, and 7 for a blocked hit), protocol (2), direction (3–4),
+/// failure (5–6).
 /// Second byte: the presence bits below.
 #[derive(Clone, Copy)]
 struct Flags([u8; 2]);
@@ -390,12 +391,17 @@ impl Flags {
     const PREEXISTING: u8 = 1 << 5;
     const NAMED: u8 = 1 << 6;
     const NAMED_BY_SNI: u8 = 1 << 7;
+    /// First byte: a firewall hit (kind 3) that was dropped, not only logged.
+    /// Failures use bits 5–6 only, so the bit was never set before.
+    const BLOCKED: u8 = 1 << 7;
 
     fn of(e: &ConnectionEvent) -> Flags {
         let kind = match e.kind {
             EventKind::Connect => 0,
             EventKind::Disconnect => 1,
             EventKind::ConnectFailed => 2,
+            EventKind::WouldBlock => 3,
+            EventKind::Blocked => 3 | Self::BLOCKED,
         };
         let protocol = match e.protocol {
             Protocol::Tcp => 0,
@@ -449,10 +455,12 @@ impl Flags {
 
     fn decode(self) -> Result<Decoded, &'static str> {
         let b = self.0[0];
-        let kind = match b & 3 {
-            0 => EventKind::Connect,
-            1 => EventKind::Disconnect,
-            2 => EventKind::ConnectFailed,
+        let kind = match (b & 3, b & Self::BLOCKED != 0) {
+            (0, false) => EventKind::Connect,
+            (1, false) => EventKind::Disconnect,
+            (2, false) => EventKind::ConnectFailed,
+            (3, false) => EventKind::WouldBlock,
+            (3, true) => EventKind::Blocked,
             _ => return Err("unknown event kind"),
         };
         let protocol = if b & 4 == 0 {
@@ -466,7 +474,7 @@ impl Flags {
             2 => Direction::Unknown,
             _ => return Err("unknown direction"),
         };
-        let failure = match b >> 5 {
+        let failure = match (b >> 5) & 3 {
             0 => None,
             1 => Some(ConnectFailure::Refused),
             2 => Some(ConnectFailure::Timeout),
@@ -772,7 +780,7 @@ mod tests {
                 proptest::option::of(any::<u64>()),
             ),
             (
-                0u8..3,
+                0u8..5,
                 any::<bool>(),
                 proptest::option::of(("\\PC{1,20}", any::<bool>())),
             ),
@@ -783,6 +791,8 @@ mod tests {
                     EventKind::Connect,
                     EventKind::Disconnect,
                     EventKind::ConnectFailed,
+                    EventKind::WouldBlock,
+                    EventKind::Blocked,
                 ][kind as usize];
                 let (v6, bytes, lport, rport) = ends;
                 let ip = |salt: u8| -> IpAddr {

@@ -30,6 +30,8 @@ pub enum Unwritable {
     Udp,
     #[error("tcpspy logs only established connections; this connect failed")]
     ConnectFailed,
+    #[error("tcpspy logs only established connections; this is a firewall policy hit")]
+    FirewallHit,
 }
 
 /// Appends the tcpspy message for `event` (no newline), e.g.
@@ -51,6 +53,7 @@ pub fn write_body(
         EventKind::Connect => "connect: ",
         EventKind::Disconnect => "disconnect: ",
         EventKind::ConnectFailed => return Err(Unwritable::ConnectFailed),
+        EventKind::WouldBlock | EventKind::Blocked => return Err(Unwritable::FirewallHit),
     });
     if style.show_exe {
         out.push_str("proc ");

@@ -698,7 +698,7 @@ fn score(truth: &Truth, seen: &Seen) -> (f64, f64, f64) {
         let (left, found) = match kind {
             EventKind::Connect => (&mut connects_left, &mut connects),
             EventKind::Disconnect => (&mut disconnects_left, &mut disconnects),
-            EventKind::ConnectFailed => continue,
+            EventKind::ConnectFailed | EventKind::WouldBlock | EventKind::Blocked => continue,
         };
         let Some(left) = left.get_mut(&key).filter(|left| **left > 0) else {
             continue;

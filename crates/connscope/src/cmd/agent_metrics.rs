@@ -73,6 +73,8 @@ impl Collector for AgentMetrics {
             ("connect", s.emitted_by_kind.connect),
             ("disconnect", s.emitted_by_kind.disconnect),
             ("connect-failed", s.emitted_by_kind.connect_failed),
+            ("would-block", s.emitted_by_kind.would_block),
+            ("blocked", s.emitted_by_kind.blocked),
         ];
         labelled(
             e,
