@@ -154,7 +154,12 @@ impl RollupBatch {
         RollupBatch::default()
     }
 
+    /// Counts `event` in its edge's row. Firewall hits (would-block, blocked)
+    /// are not connections of the graph: they are read from the raw events.
     pub fn add(&mut self, event: &ConnectionEvent) {
+        if matches!(event.kind, EventKind::WouldBlock | EventKind::Blocked) {
+            return;
+        }
         let hash = self.hash_of(event);
         let counts = EdgeCounts::of_event(event);
         let slots = self.index.entry(hash).or_default();
