@@ -15,6 +15,7 @@
 //! waits for a slow receiver.
 
 mod alerts;
+mod config;
 mod gate;
 mod message;
 mod queue;
@@ -22,6 +23,7 @@ mod syslog;
 mod webhook;
 
 pub use alerts::{AlertSettings, Alerts, DEFAULT_DEDUP_WINDOW, DEFAULT_RATE_PER_MINUTE};
+pub use config::AlertConfig;
 pub use message::{Alert, MoreDrift};
 pub use syslog::{SyslogChannel, SyslogTarget};
 pub use webhook::{WebhookChannel, WebhookRetry};
@@ -45,6 +47,8 @@ pub enum AlertError {
         #[source]
         source: std::io::Error,
     },
+    #[error("alert setting {key}: {reason}")]
+    Setting { key: &'static str, reason: String },
     #[error("cannot start the alert thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -114,6 +118,13 @@ impl DriftAlert {
 /// a sink queues and delivers on its own thread.
 pub trait AlertSink: Send + Sync {
     fn send(&self, alert: &DriftAlert);
+}
+
+/// So settings holding a sink can be printed (the collector's are).
+impl std::fmt::Debug for dyn AlertSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AlertSink")
+    }
 }
 
 /// One way of delivering alerts that [`Alerts`] already decided to tell.
