@@ -23,6 +23,7 @@ use std::net::IpAddr;
 use connscope_event::Timestamp;
 use connscope_firewall::from_store::fleet_flows;
 use connscope_firewall::net::Prefix;
+use connscope_firewall::plan::IpFamily;
 use connscope_firewall::{FlowDirection, ObservedFlow};
 use connscope_protocol::policy::{FirewallReport, FirewallState};
 use connscope_store::{RuleCount, RuleHits, Store, StoreError, TimeRange};
@@ -260,13 +261,7 @@ fn matches(rule: &Rule, host: &str, flow: &ObservedFlow) -> bool {
         && rule.ports.contains(&flow.service_port)
         && match &rule.peers {
             Some(peers) => peers.iter().any(|p| p.contains(flow.remote)),
-            None => {
-                flow.remote.is_ipv4()
-                    == matches!(
-                        rule.resolved_family(),
-                        connscope_firewall::plan::IpFamily::Ipv4
-                    )
-            }
+            None => flow.remote.is_ipv4() == matches!(rule.resolved_family(), IpFamily::Ipv4),
         }
 }
 
@@ -325,8 +320,8 @@ fn describe_rule(direction: FlowDirection, rule: &Rule) -> String {
             .collect::<Vec<_>>()
             .join(", "),
         None => match rule.resolved_family() {
-            connscope_firewall::plan::IpFamily::Ipv4 => "any ipv4".into(),
-            connscope_firewall::plan::IpFamily::Ipv6 => "any ipv6".into(),
+            IpFamily::Ipv4 => "any ipv4".into(),
+            IpFamily::Ipv6 => "any ipv6".into(),
         },
     };
     let hosts = if rule.hosts.is_empty() {
@@ -360,7 +355,7 @@ impl fmt::Display for Finding {
                 write!(f, "unused: last hit {}", at.to_jiff())
             }
             Finding::TooNew { since } => {
-                write!(f, "too new to judge: counted since {}", since.to_jiff())
+                write!(f, "too new to judge: counted since {:.0}", since.to_jiff())
             }
             Finding::NoCounters => write!(f, "no counters: no host reported this rule"),
             Finding::AnyPeer { seen } => write!(
