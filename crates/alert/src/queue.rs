@@ -44,7 +44,10 @@ impl<T: Send + 'static> Queue<T> {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(channel = %self.name, dropped, "alert queue full: alert dropped");
+                // 1, 2, 4, 8...: a long outage is a few lines, not one per alert.
+                if dropped.is_power_of_two() {
+                    tracing::warn!(channel = %self.name, dropped, "alert queue full: alerts dropped");
+                }
             }
             Err(TrySendError::Disconnected(_)) => {
                 tracing::error!(channel = %self.name, "alert thread gone: alert dropped");

@@ -458,3 +458,108 @@ fn bad_settings_fail_with_the_reason() {
         .to_string();
     assert!(err.contains("/nonexistent/log"), "{err}");
 }
+
+#[test]
+fn syslog_over_udp_and_tcp_is_one_message_each() {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let alerts = Alerts::new(
+        AlertSettings::default(),
+        vec![
+            Box::new(SyslogChannel::new(SyslogTarget::Udp(udp.local_addr().unwrap())).unwrap()),
+            Box::new(SyslogChannel::new(SyslogTarget::Tcp(tcp.local_addr().unwrap())).unwrap()),
+        ],
+    )
+    .unwrap();
+    alerts.send(&drift(8080, "10.9.0.7", HOSTILE_EXE));
+    alerts.send(&drift(8081, "10.9.0.7", "/usr/bin/nc"));
+
+    let mut buf = vec![0u8; 65536];
+    let mut datagrams = Vec::new();
+    for _ in 0..2 {
+        let n = udp.recv(&mut buf).unwrap();
+        datagrams.push(String::from_utf8(buf[..n].to_vec()).unwrap());
+    }
+    let (stream, _) = tcp.accept().unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stream));
+    let framed: Vec<String> = (0..2).map(|_| lines.next().unwrap().unwrap()).collect();
+    for messages in [&datagrams, &framed] {
+        for (message, port) in messages.iter().zip(["8080", "8081"]) {
+            let message = message.trim_end_matches('\r');
+            assert!(!message.contains('\n') && !message.contains('\r'));
+            let parsed = syslog_loose::parse_message(message, syslog_loose::Variant::RFC5424);
+            assert_eq!(parsed.appname, Some("connscope"));
+            assert_eq!(parsed.msgid, Some("drift"));
+            assert!(
+                parsed.msg.contains(&format!("port=\"{port}\"")),
+                "{message}"
+            );
+        }
+    }
+}
+
+#[test]
+fn send_does_not_wait_for_a_receiver_that_never_answers() {
+    // Accepts connections and never answers: every try waits for its timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept() {
+            open.push(stream);
+            if open.len() == 2 {
+                break;
+            }
+        }
+        open
+    });
+    let alerts = Alerts::new(
+        AlertSettings {
+            rate: u32::MAX,
+            ..AlertSettings::default()
+        },
+        vec![webhook(&format!("http://{addr}/"), None)],
+    )
+    .unwrap();
+    let started = Instant::now();
+    // More than the queue holds: the rest are dropped, never waited for.
+    for i in 0..3000u32 {
+        let remote = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+        alerts.send(&drift(9000, &remote, "/usr/bin/nc"));
+    }
+    // Waiting would take at least the 5 s timeout per alert.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(30), "send waited: {took:?}");
+    drop(alerts);
+    // Unblock the accept loop if only one connection came.
+    let _ = std::net::TcpStream::connect(addr);
+    drop(held.join().unwrap());
+}
+
+#[test]
+fn the_summary_waiting_at_shutdown_is_told() {
+    let receiver = Receiver::start(vec![], None);
+    let alerts = Alerts::new(
+        AlertSettings {
+            rate: 1,
+            ..AlertSettings::default()
+        },
+        vec![webhook(&format!("http://{}/", receiver.addr), None)],
+    )
+    .unwrap();
+    for port in [1, 2, 3] {
+        alerts.send(&drift(port, "10.9.0.7", "/usr/bin/nc"));
+    }
+    drop(alerts);
+    let requests = receiver.wait_for(2);
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let summary = requests
+        .iter()
+        .find(|r| r.body["kind"] == "more-drift")
+        .unwrap();
+    assert_eq!(summary.body["count"], 2);
+}
