@@ -169,6 +169,54 @@ fn unused_and_over_broad_rules_are_named_and_approved_ones_kept() {
     );
     assert!(shown.contains("2 rule(s) to remove or narrow"), "{shown}");
 
+    let out = connscope(&[
+        "policy",
+        "hygiene",
+        "ws",
+        "--document",
+        doc,
+        "--store",
+        &format!("sqlite:{db}"),
+        "--version",
+        "2",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (json["policy"].as_str(), json["version"].as_u64()),
+        (Some("ws"), Some(2))
+    );
+    let rules = json["rules"].as_array().unwrap();
+    let kinds: Vec<(&str, Vec<&str>, Option<&str>)> = rules
+        .iter()
+        .map(|r| {
+            (
+                r["rule"].as_str().unwrap(),
+                r["findings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f["kind"].as_str().unwrap())
+                    .collect(),
+                r["suggestion"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("inbound[0]", vec!["wide-network"], Some("narrow")),
+            ("outbound[0]", vec![], None),
+            ("outbound[1]", vec!["unused"], Some("remove")),
+            ("outbound[2]", vec!["unused"], Some("keep (approved)")),
+        ]
+    );
+    assert_eq!(rules[0]["counters"]["packets"], 400);
+    assert!(rules[1]["counters"]["last_hit"].is_string());
+    assert!(rules[2]["counters"]["last_hit"].is_null());
+
     // Thirty days back, version 2 has not been counted long enough.
     let out = connscope(&[
         "policy",

@@ -347,6 +347,21 @@ fn list(ips: &[IpAddr]) -> String {
     }
 }
 
+impl Finding {
+    /// A short name for scripts: `unused`, `too-new`, `no-counters`,
+    /// `any-peer`, `wide-network`, `unused-ports`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Finding::Unused { .. } => "unused",
+            Finding::TooNew { .. } => "too-new",
+            Finding::NoCounters => "no-counters",
+            Finding::AnyPeer { .. } => "any-peer",
+            Finding::WideNetwork { .. } => "wide-network",
+            Finding::UnusedPorts { .. } => "unused-ports",
+        }
+    }
+}
+
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -13,10 +13,10 @@ use connscope_event::Timestamp;
 use connscope_firewall::PlanOptions;
 use connscope_policy::{
     check, describe, diff, draft, hygiene, render, DraftOptions, Generalization, HygieneOptions,
-    Mode, Policy, Target,
+    HygieneReport, Mode, Policy, Target,
 };
 use connscope_query::TimeRangeArgs;
-use connscope_store::{SqliteStore, Store, TimeRange};
+use connscope_store::{SqliteStore, TimeRange};
 
 use super::flag_error;
 
@@ -140,15 +140,24 @@ pub struct HygieneArgs {
     /// The policy document of that version (TOML).
     #[arg(long, value_name = "FILE")]
     document: PathBuf,
-    /// The collector's SQLite store.
-    #[arg(long, value_name = "PATH")]
-    db: PathBuf,
+    #[command(flatten)]
+    store: super::store_args::StoreArgs,
     /// The version to judge (default: the newest one hosts reported counters of).
     #[arg(long, value_name = "N")]
     version: Option<u32>,
     /// A rule no host counted a packet on for this many days is unused.
     #[arg(long, default_value_t = 14, value_name = "DAYS")]
     unused_days: u32,
+    #[arg(long, value_enum, default_value = "text")]
+    format: HygieneFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum HygieneFormat {
+    /// A rule a line, its findings and the suggestion under it.
+    Text,
+    /// The report as one JSON document (docs/POLICY.md "Rule hygiene").
+    Json,
 }
 
 pub fn run(command: PolicyCommand) -> Result<ExitCode> {
@@ -356,7 +365,7 @@ fn run_hygiene(args: HygieneArgs) -> Result<ExitCode> {
     if args.unused_days == 0 {
         bail!("--unused-days 0: give at least one day");
     }
-    let store = open_store(&args.db)?;
+    let store = args.store.open_existing()?;
     let version = match args.version {
         Some(version) => version,
         None => store
@@ -372,7 +381,7 @@ fn run_hygiene(args: HygieneArgs) -> Result<ExitCode> {
             })?,
     };
     let report = hygiene(
-        &store,
+        store.as_ref(),
         &policy,
         version,
         &HygieneOptions {
@@ -380,6 +389,24 @@ fn run_hygiene(args: HygieneArgs) -> Result<ExitCode> {
             now: Timestamp::now(),
         },
     )?;
+    let suggested = report
+        .rules
+        .iter()
+        .filter(|r| r.suggestion().is_some_and(|s| s != "keep (approved)"))
+        .count();
+    match args.format {
+        HygieneFormat::Text => print_hygiene(&report, suggested),
+        HygieneFormat::Json => println!("{}", hygiene_json(&report)),
+    }
+
+    Ok(if suggested == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn print_hygiene(report: &HygieneReport, suggested: usize) {
     println!(
         "policy {} version {}: {} rules; hits over the last {} days ({:.0} .. {:.0})",
         report.policy,
@@ -389,7 +416,6 @@ fn run_hygiene(args: HygieneArgs) -> Result<ExitCode> {
         report.window.from.to_jiff(),
         report.window.to.to_jiff()
     );
-    let mut suggested = 0;
     for rule in &report.rules {
         let counted = match &rule.hits {
             Some(h) => format!("{} packets on {} host(s)", h.packets, h.hosts),
@@ -406,15 +432,45 @@ fn run_hygiene(args: HygieneArgs) -> Result<ExitCode> {
         }
         if let Some(suggestion) = rule.suggestion() {
             println!("    -> {suggestion}");
-            if suggestion != "keep (approved)" {
-                suggested += 1;
-            }
         }
     }
     println!("{suggested} rule(s) to remove or narrow");
-    Ok(if suggested == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+}
+
+/// The report as data: every rule with its counters, findings (`kind` and
+/// the sentence) and suggestion.
+fn hygiene_json(report: &HygieneReport) -> serde_json::Value {
+    let time = |t: Timestamp| format!("{:.0}", t.to_jiff());
+    let rules: Vec<serde_json::Value> = report
+        .rules
+        .iter()
+        .map(|rule| {
+            serde_json::json!({
+                "rule": rule.place,
+                "summary": rule.summary,
+                "approved": rule.approved,
+                "counters": rule.hits.as_ref().map(|h| serde_json::json!({
+                    "hosts": h.hosts,
+                    "packets": h.packets,
+                    "bytes": h.bytes,
+                    "first_reported": time(h.first_reported),
+                    "last_reported": time(h.last_reported),
+                    "last_hit": h.last_hit.map(time),
+                })),
+                "findings": rule.findings.iter().map(|f| serde_json::json!({
+                    "kind": f.kind(),
+                    "text": f.to_string(),
+                })).collect::<Vec<_>>(),
+                "suggestion": rule.suggestion(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "policy": report.policy,
+        "version": report.version,
+        "unused_days": report.unused_days,
+        "from": time(report.window.from),
+        "to": time(report.window.to),
+        "rules": rules,
     })
 }
