@@ -2,6 +2,9 @@
 //! (docs/POLICY.md "Alerts") to a URL, over HTTPS with the system's CA
 //! store or a pinned CA file, or plain HTTP (a receiver on the same host).
 //!
+//! A URL's user and password (`https://user:secret@host/path`) are sent as
+//! HTTP basic authentication and never logged.
+//!
 //! A receiver that is down, slow or answers 5xx (or 429) gets the same body
 //! again after a doubling pause; a 4xx other than 429 means the receiver
 //! refuses the body for good, so it is logged and not retried. One
@@ -12,16 +15,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, USER_AGENT};
-use hyper::{Request, StatusCode, Uri};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
+use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use percent_encoding::percent_decode_str;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use url::Url;
 
 use crate::queue::Queue;
 use crate::{Alert, AlertError, Channel};
@@ -56,10 +63,16 @@ pub struct WebhookChannel {
 
 /// Where the webhook is, checked once.
 struct Target {
-    url: String,
-    uri: Uri,
+    /// The URL without its password, for logs.
+    shown: String,
     host: String,
     port: u16,
+    /// The Host header: host and the port when the URL names one.
+    authority: HeaderValue,
+    /// Path and query.
+    path: String,
+    /// Basic authentication from the URL's user and password.
+    authorization: Option<HeaderValue>,
     tls: Option<TlsConnector>,
 }
 
@@ -83,7 +96,7 @@ impl WebhookChannel {
             .enable_all()
             .build()
             .map_err(AlertError::Thread)?;
-        let queue = Queue::spawn(format!("webhook {url}"), move |alert: Alert| {
+        let queue = Queue::spawn(format!("webhook {}", target.shown), move |alert: Alert| {
             runtime.block_on(deliver(&target, &retry, &alert));
         })?;
         Ok(WebhookChannel { queue })
@@ -110,20 +123,20 @@ async fn deliver(target: &Target, retry: &WebhookRetry, alert: &Alert) {
             });
         match outcome {
             Ok(()) => {
-                tracing::debug!(url = %target.url, kind = alert.kind(), attempt, "alert delivered");
+                tracing::debug!(url = %target.shown, kind = alert.kind(), attempt, "alert delivered");
                 return;
             }
             Err(Failure::Refused(status)) => {
-                tracing::error!(url = %target.url, %status, "webhook refused the alert; not retried");
+                tracing::error!(url = %target.shown, %status, "webhook refused the alert; not retried");
                 return;
             }
             Err(Failure::Transient(reason)) if attempt < retry.attempts => {
-                tracing::warn!(url = %target.url, attempt, %reason, retry_in = ?pause, "webhook failed");
+                tracing::warn!(url = %target.shown, attempt, %reason, retry_in = ?pause, "webhook failed");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(retry.max_backoff);
             }
             Err(Failure::Transient(reason)) => {
-                tracing::error!(url = %target.url, attempts = attempt, %reason, "webhook failed; alert given up");
+                tracing::error!(url = %target.shown, attempts = attempt, %reason, "webhook failed; alert given up");
             }
         }
     }
@@ -159,21 +172,17 @@ where
         .await
         .map_err(|e| transient("HTTP", &e))?;
     tokio::spawn(connection);
-    let path = target
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let authority = target.uri.authority().map(|a| a.as_str()).unwrap_or("");
-    let request = Request::post(path)
-        .header(
-            HOST,
-            HeaderValue::from_str(authority).map_err(|e| transient("Host", &e))?,
-        )
+    let mut request = Request::post(target.path.as_str())
+        .header(HOST, target.authority.clone())
         .header(CONTENT_TYPE, "application/json")
         .header(USER_AGENT, concat!("connscope/", env!("CARGO_PKG_VERSION")))
         .body(Full::new(body))
         .map_err(|e| transient("request", &e))?;
+    if let Some(authorization) = &target.authorization {
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, authorization.clone());
+    }
     let response = sender
         .send_request(request)
         .await
@@ -191,41 +200,72 @@ where
 }
 
 impl Target {
-    fn parse(url: &str, ca_file: Option<&Path>) -> Result<Target, AlertError> {
+    fn parse(text: &str, ca_file: Option<&Path>) -> Result<Target, AlertError> {
         let bad = |reason: &str| AlertError::WebhookUrl {
-            url: url.to_owned(),
+            url: redacted(text),
             reason: reason.to_owned(),
         };
-        let uri: Uri = url
-            .parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
-        let https = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
+        let url = Url::parse(text).map_err(|e| bad(&e.to_string()))?;
+        let https = match url.scheme() {
+            "https" => true,
+            "http" => false,
             _ => return Err(bad("expected an http:// or https:// URL")),
         };
         if ca_file.is_some() && !https {
             return Err(bad("a CA file is given but the URL is not https://"));
         }
-        let host = uri
-            .host()
-            .ok_or_else(|| bad("no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let host = url.host_str().ok_or_else(|| bad("no host"))?;
+        let port = url.port_or_known_default().ok_or_else(|| bad("no port"))?;
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let authorization = if url.username().is_empty() && url.password().is_none() {
+            None
+        } else {
+            let decode = |part: &str| percent_decode_str(part).decode_utf8_lossy().into_owned();
+            let credentials = format!(
+                "{}:{}",
+                decode(url.username()),
+                decode(url.password().unwrap_or(""))
+            );
+            let value = format!("Basic {}", BASE64.encode(credentials));
+            Some(HeaderValue::from_str(&value).map_err(|e| bad(&e.to_string()))?)
+        };
+        let path = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        };
         let tls = if https {
             Some(TlsConnector::from(client_config(ca_file)?))
         } else {
             None
         };
         Ok(Target {
-            url: url.to_owned(),
-            uri,
-            host,
+            shown: redacted(text),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port,
+            authority: HeaderValue::from_str(&authority).map_err(|e| bad(&e.to_string()))?,
+            path,
+            authorization,
             tls,
         })
+    }
+}
+
+/// `url` with its user and password (if any) replaced by `***`, for logs
+/// and errors.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
     }
 }
 

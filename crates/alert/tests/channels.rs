@@ -35,6 +35,7 @@ struct Receiver {
 struct Recorded {
     status: StatusCode,
     content_type: Option<String>,
+    authorization: Option<String>,
     body: serde_json::Value,
 }
 
@@ -67,12 +68,17 @@ impl Receiver {
                                 .headers()
                                 .get(hyper::header::CONTENT_TYPE)
                                 .map(|v| v.to_str().unwrap().to_owned());
+                            let authorization = req
+                                .headers()
+                                .get(hyper::header::AUTHORIZATION)
+                                .map(|v| v.to_str().unwrap().to_owned());
                             let body = req.into_body().collect().await?.to_bytes();
                             let status =
                                 script.lock().unwrap().pop_front().unwrap_or(StatusCode::OK);
                             recorded.lock().unwrap().push(Recorded {
                                 status,
                                 content_type,
+                                authorization,
                                 body: serde_json::from_slice(&body).expect("a JSON body"),
                             });
                             let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
@@ -562,4 +568,26 @@ fn the_summary_waiting_at_shutdown_is_told() {
         .find(|r| r.body["kind"] == "more-drift")
         .unwrap();
     assert_eq!(summary.body["count"], 2);
+}
+
+#[test]
+fn a_user_and_password_in_the_url_are_basic_authentication_and_never_shown() {
+    let receiver = Receiver::start(vec![], None);
+    let url = format!("http://ops:s%3Acret@{}/hook", receiver.addr);
+    let alerts = Alerts::new(AlertSettings::default(), vec![webhook(&url, None)]).unwrap();
+    alerts.send(&drift(22, "10.9.0.7", "/usr/sbin/sshd"));
+    let requests = receiver.wait_for(1);
+    // "ops:s:cret" in base64.
+    assert_eq!(
+        requests[0].authorization.as_deref(),
+        Some("Basic b3BzOnM6Y3JldA==")
+    );
+    let err = WebhookChannel::new("ftp://ops:s3cret@hooks.invalid/", None, quick_retry())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        !err.contains("s3cret") && err.contains("ftp://***@hooks.invalid/"),
+        "{err}"
+    );
 }
