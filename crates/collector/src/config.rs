@@ -84,6 +84,9 @@ pub struct ConfigFile {
     pub syslog_idle_timeout_seconds: Option<u64>,
     /// Events older than this many days are deleted (0 or absent: keep all).
     pub retention_days: Option<u32>,
+    /// Where drift alerts go (built by the command line into
+    /// [`CollectorConfig::alerts`]).
+    pub alerts: Option<connscope_alert::AlertConfig>,
 }
 
 /// Where the collector's certificate and key are. Both absent: a self-signed
@@ -158,6 +161,8 @@ pub struct CollectorConfig {
     pub request_deadline: Duration,
     pub syslog_limits: SyslogLimits,
     pub retention_days: Option<u32>,
+    /// Told each new drift edge (docs/POLICY.md "Alerts"); none: not told.
+    pub alerts: Option<std::sync::Arc<dyn connscope_alert::AlertSink>>,
 }
 
 impl CollectorConfig {
@@ -176,6 +181,7 @@ impl CollectorConfig {
             request_deadline: DEFAULT_REQUEST_DEADLINE,
             syslog_limits: DEFAULT_SYSLOG_LIMITS,
             retention_days: None,
+            alerts: None,
         }
     }
 

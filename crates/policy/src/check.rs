@@ -43,14 +43,13 @@ impl FleetPlanner for PolicyPlanner<'_> {
     }
 }
 
-/// Replays what the policy's hosts did in `range` against it: per host and
-/// in total, the connections and edges it would block beside what it allows.
-pub fn check(
+/// The hosts the policy is for: its host, or its group's members seen in `range`.
+pub(crate) fn target_hosts(
     store: &dyn Store,
     policy: &Policy,
     range: TimeRange,
-) -> Result<PlannerResult, CheckError> {
-    let hosts: Vec<String> = match &policy.target {
+) -> Result<Vec<String>, CheckError> {
+    Ok(match &policy.target {
         Target::Host(host) => vec![host.clone()],
         Target::Group(name) => fleet_groups(store, range)
             .map_err(BacktestError::from)?
@@ -60,7 +59,17 @@ pub fn check(
             .hosts
             .into_iter()
             .collect(),
-    };
+    })
+}
+
+/// Replays what the policy's hosts did in `range` against it: per host and
+/// in total, the connections and edges it would block beside what it allows.
+pub fn check(
+    store: &dyn Store,
+    policy: &Policy,
+    range: TimeRange,
+) -> Result<PlannerResult, CheckError> {
+    let hosts = target_hosts(store, policy, range)?;
     let flows_of = |range| -> Result<FleetFlows, BacktestError> {
         Ok(fleet_flows(store, range)?
             .into_iter()

@@ -9,16 +9,23 @@
 //! ([`Policy::parse`]), compared version to version ([`diff`]), replayed
 //! against history with the what-if checker ([`check`]), and turned back into
 //! a host's plan and nftables text ([`Policy::plan_for`], [`render`]) in audit
-//! mode (would-be drops logged and let through) or enforce mode.
+//! mode (would-be drops logged and let through) or enforce mode. Once it
+//! runs, [`hygiene`] finds the rules its hosts' firewalls never count and the
+//! rules much wider than the traffic they carry.
 
 mod check;
 mod diff;
 mod document;
 mod draft;
+mod hygiene;
 mod render;
 
 pub use check::{check, CheckError};
 pub use diff::{describe, diff, Change, PolicyDiff};
 pub use document::{Drafted, Policy, PolicyError, ReviewEntry, Rule, RuleEvidence, Target, FORMAT};
 pub use draft::{draft, DraftError, DraftOptions, Generalization};
+pub use hygiene::{
+    analyse, hygiene, record_counters, Finding, HygieneError, HygieneOptions, HygieneReport,
+    RuleHygiene, FEW_PEERS, WIDE_FACTOR,
+};
 pub use render::{render, Mode};

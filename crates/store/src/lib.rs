@@ -26,7 +26,10 @@
 //! - **host groups and labels** ([`HostGroup`], [`HostLabel`]): the user's
 //!   definitions only; membership is resolved by `connscope-query`;
 //! - **access tokens** ([`TokenRecord`]): digests of agent and enrollment
-//!   tokens, so collectors sharing a store share who may send.
+//!   tokens, so collectors sharing a store share who may send;
+//! - **rule hit counters** ([`RuleHits`]): per host, policy version and rule,
+//!   the packets its firewall rule matched and when it last matched, from
+//!   the counters agents report (`connscope policy hygiene` reads them).
 //!
 //! The logic that is not SQL (which rollup an event belongs to, range-set
 //! arithmetic, content keys) lives in plain Rust modules here, so every backend
@@ -37,6 +40,7 @@ mod checks;
 mod clickhouse;
 mod group;
 mod hash;
+mod hits;
 mod key;
 mod location;
 mod rollup;
@@ -52,6 +56,7 @@ use connscope_event::{ConnectionEvent, Direction, NameSource, Protocol, Timestam
 
 pub use clickhouse::{ClickHouseLocation, ClickHouseStore};
 pub use group::{GroupKind, HostGroup, HostLabel};
+pub use hits::{rule_hits_of, HostRuleCounter, RuleCount, RuleHits};
 pub use key::EventKey;
 pub use location::{open, StoreLocation};
 pub use rollup::{hour_start, is_host_address, rollup_user, EdgeCounts, EdgeKey, RollupBatch};
@@ -574,6 +579,26 @@ pub trait Store: Send + Sync {
     /// store to another backend with its sequence spaces (`connscope store
     /// migrate`). Stops at the first error `each` returns.
     fn export_events(&self, each: &mut ExportSink<'_>) -> Result<(), StoreError>;
+
+    /// Keeps the rule counters `host` read at `at` from its loaded table of
+    /// `policy` `version` (assignment `revision`): each rule's counter since
+    /// the table was loaded, turned into packets over all loads and the time
+    /// the counter last went up ([`HostRuleCounter::after`]). A reading
+    /// older than the last kept for a rule is ignored.
+    fn record_rule_counters(
+        &self,
+        host: &str,
+        policy: &str,
+        version: u32,
+        revision: u64,
+        at: Timestamp,
+        counters: &[RuleCount],
+    ) -> Result<(), StoreError>;
+
+    /// Per version (only `version`, when given) and rule of `policy`, over
+    /// every host that reported it: packets and the last time a counter
+    /// went up, ordered by version and rule.
+    fn rule_hits(&self, policy: &str, version: Option<u32>) -> Result<Vec<RuleHits>, StoreError>;
 }
 
 /// The checks every backend makes before storing anything of a batch.

@@ -115,7 +115,7 @@ fn a_version_6_store_is_migrated_and_keeps_groups() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "9");
+    assert_eq!(version, "10");
 }
 
 /// `fixtures/v7-dual-stack.db.gz`, written at schema version 7 (see the
@@ -260,5 +260,42 @@ fn a_version_7_store_is_migrated_and_keeps_names() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "9");
+    assert_eq!(version, "10");
+}
+
+/// `fixtures/v9-dual-stack.db.gz`, written at schema version 9 (see the
+/// fixtures' README): it opens at version 10 with its hosts and group, has
+/// no rule counters, and keeps the ones recorded from then on.
+#[test]
+fn a_version_9_store_is_migrated_and_keeps_rule_counters() {
+    use connscope_store::RuleCount;
+
+    let (_dir, path) = unpacked(include_bytes!("fixtures/v9-dual-stack.db.gz"), "v9.db");
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.host_addresses().unwrap().len(), 2);
+    let groups: Vec<String> = store
+        .groups()
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(groups, ["servers"]);
+    assert!(store.rule_hits("servers", None).unwrap().is_empty());
+    let at = |secs: i64| Timestamp::from_nanos(secs * 1_000_000_000);
+    let count = |packets| RuleCount {
+        rule: "inbound[0]".into(),
+        packets,
+        bytes: packets * 100,
+    };
+    store
+        .record_rule_counters("app1", "servers", 1, 1, at(100), &[count(2)])
+        .unwrap();
+    store
+        .record_rule_counters("app1", "servers", 1, 1, at(200), &[count(5)])
+        .unwrap();
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    let hits = store.rule_hits("servers", Some(1)).unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!((hits[0].packets, hits[0].last_hit), (5, Some(at(200))));
 }

@@ -4,9 +4,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use connscope_alert::{AlertConfig, AlertSink};
 use connscope_collector::{Collector, CollectorConfig, ConfigFile, TlsSettings};
 
 #[derive(Args)]
@@ -77,6 +79,23 @@ pub struct CollectorArgs {
     /// Delete raw events older than this many days (checked hourly).
     #[arg(long, value_name = "DAYS")]
     retention_days: Option<u32>,
+    /// POST each drift alert (JSON) to this URL (repeatable; http or https).
+    #[arg(long = "alert-webhook", value_name = "URL")]
+    alert_webhooks: Vec<String>,
+    /// CA (PEM) that HTTPS webhooks must chain to, instead of the system's CA store.
+    #[arg(long, value_name = "FILE")]
+    alert_webhook_ca: Option<PathBuf>,
+    /// Send drift alerts to syslog: the local daemon (/dev/log) without a
+    /// value, or udp://IP:PORT, tcp://IP:PORT, unix:PATH.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "local")]
+    alert_syslog: Option<String>,
+    /// Tell an edge again only after this long (default 24h; e.g. 30m, 7d).
+    #[arg(long, value_name = "DURATION")]
+    alert_dedup_window: Option<String>,
+    /// At most this many drift alerts per minute; the rest become one
+    /// "N more drift edges" alert (default 10).
+    #[arg(long, value_name = "N")]
+    alert_rate: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -92,10 +111,25 @@ enum CollectorAction {
 impl CollectorArgs {
     /// The settings file (if given) with the flags on top.
     fn into_config(self) -> anyhow::Result<CollectorConfig> {
-        let file = match &self.config {
+        let mut file = match &self.config {
             Some(path) => Some((path.as_path(), ConfigFile::load(path)?)),
             None => None,
         };
+        let alert_flags = AlertConfig {
+            webhooks: self.alert_webhooks,
+            webhook_ca: self.alert_webhook_ca,
+            syslog: self.alert_syslog,
+            dedup_window: self.alert_dedup_window,
+            rate: self.alert_rate,
+        };
+        let alert_file = file
+            .as_mut()
+            .and_then(|(_, file)| file.alerts.take())
+            .unwrap_or_default();
+        let alerts = alert_file
+            .overlay(alert_flags)
+            .build()
+            .context("setting up drift alerts")?;
         let flags = ConfigFile {
             listen: self.listen,
             db: self.db,
@@ -121,8 +155,11 @@ impl CollectorArgs {
             syslog_max_per_source: self.syslog_max_per_source,
             syslog_idle_timeout_seconds: self.syslog_idle_timeout_seconds,
             retention_days: self.retention_days,
+            alerts: None,
         };
-        Ok(CollectorConfig::merge(file, flags)?)
+        let mut config = CollectorConfig::merge(file, flags)?;
+        config.alerts = alerts.map(|a| Arc::new(a) as Arc<dyn AlertSink>);
+        Ok(config)
     }
 }
 
@@ -150,12 +187,16 @@ pub fn run(mut args: CollectorArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("opening the store {}", config.store))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let ingest_off = config.tokens.is_empty();
+    let alerts_line = config.alerts.as_ref().map(|_| "on (drift)");
     runtime.block_on(async move {
         let collector = Collector::bind(config, store).await?;
         // On stdout, one fact per line, so scripts (and the tests) can read them.
         println!("listening: https://{}", collector.local_addr());
         if let Some(addr) = collector.syslog_addr() {
             println!("syslog: {addr} (udp, tcp)");
+        }
+        if let Some(alerts) = alerts_line {
+            println!("alerts: {alerts}");
         }
         println!(
             "certificate: {}{}",

@@ -12,7 +12,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use connscope_event::Timestamp;
 use connscope_firewall::PlanOptions;
 use connscope_policy::{
-    check, describe, diff, draft, render, DraftOptions, Generalization, Mode, Policy, Target,
+    check, describe, diff, draft, hygiene, render, DraftOptions, Generalization, HygieneOptions,
+    HygieneReport, Mode, Policy, Target,
 };
 use connscope_query::TimeRangeArgs;
 use connscope_store::{SqliteStore, TimeRange};
@@ -38,6 +39,10 @@ pub enum PolicyCommand {
     Check(CheckArgs),
     /// One host's ruleset of the policy, for `nft -f`.
     Render(RenderArgs),
+    /// Rules no host's firewall counted in N days, and rules much wider than
+    /// the traffic they carried (exit status 1 when one should be removed or
+    /// narrowed).
+    Hygiene(HygieneArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -128,6 +133,33 @@ pub struct RenderArgs {
     log_group: u16,
 }
 
+#[derive(Args)]
+pub struct HygieneArgs {
+    /// The policy's name, as its hosts report it.
+    name: String,
+    /// The policy document of that version (TOML).
+    #[arg(long, value_name = "FILE")]
+    document: PathBuf,
+    #[command(flatten)]
+    store: super::store_args::StoreArgs,
+    /// The version to judge (default: the newest one hosts reported counters of).
+    #[arg(long, value_name = "N")]
+    version: Option<u32>,
+    /// A rule no host counted a packet on for this many days is unused.
+    #[arg(long, default_value_t = 14, value_name = "DAYS")]
+    unused_days: u32,
+    #[arg(long, value_enum, default_value = "text")]
+    format: HygieneFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum HygieneFormat {
+    /// A rule a line, its findings and the suggestion under it.
+    Text,
+    /// The report as one JSON document (docs/POLICY.md "Rule hygiene").
+    Json,
+}
+
 pub fn run(command: PolicyCommand) -> Result<ExitCode> {
     match command {
         PolicyCommand::Draft(args) => run_draft(args),
@@ -148,6 +180,7 @@ pub fn run(command: PolicyCommand) -> Result<ExitCode> {
             })
         }
         PolicyCommand::Check(args) => run_check(args),
+        PolicyCommand::Hygiene(args) => run_hygiene(args),
         PolicyCommand::Render(args) => {
             let policy = read(&args.policy)?;
             let mode = match args.mode {
@@ -174,11 +207,14 @@ fn open(db: &Path, range: &TimeRangeArgs) -> Result<(SqliteStore, TimeRange)> {
     let range = range
         .resolve(Timestamp::now(), TimeRange::ALL)
         .map_err(flag_error)?;
+    Ok((open_store(db)?, range))
+}
+
+fn open_store(db: &Path) -> Result<SqliteStore> {
     if !db.is_file() {
         bail!("{}: no such store", db.display());
     }
-    let store = SqliteStore::open(db).with_context(|| format!("opening {}", db.display()))?;
-    Ok((store, range))
+    SqliteStore::open(db).with_context(|| format!("opening {}", db.display()))
 }
 
 fn run_draft(args: DraftArgs) -> Result<ExitCode> {
@@ -313,5 +349,128 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+fn run_hygiene(args: HygieneArgs) -> Result<ExitCode> {
+    let policy = read(&args.document)?;
+    if policy.name != args.name {
+        bail!(
+            "{}: the document is policy {:?}, not {:?}",
+            args.document.display(),
+            policy.name,
+            args.name
+        );
+    }
+    if args.unused_days == 0 {
+        bail!("--unused-days 0: give at least one day");
+    }
+    let store = args.store.open_existing()?;
+    let version = match args.version {
+        Some(version) => version,
+        None => store
+            .rule_hits(&args.name, None)?
+            .iter()
+            .map(|h| h.version)
+            .max()
+            .with_context(|| {
+                format!(
+                    "no host reported rule counters of policy {:?}: pass --version",
+                    args.name
+                )
+            })?,
+    };
+    let report = hygiene(
+        store.as_ref(),
+        &policy,
+        version,
+        &HygieneOptions {
+            unused_days: args.unused_days,
+            now: Timestamp::now(),
+        },
+    )?;
+    let suggested = report
+        .rules
+        .iter()
+        .filter(|r| r.suggestion().is_some_and(|s| s != "keep (approved)"))
+        .count();
+    match args.format {
+        HygieneFormat::Text => print_hygiene(&report, suggested),
+        HygieneFormat::Json => println!("{}", hygiene_json(&report)),
+    }
+
+    Ok(if suggested == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn print_hygiene(report: &HygieneReport, suggested: usize) {
+    println!(
+        "policy {} version {}: {} rules; hits over the last {} days ({:.0} .. {:.0})",
+        report.policy,
+        report.version,
+        report.rules.len(),
+        report.unused_days,
+        report.window.from.to_jiff(),
+        report.window.to.to_jiff()
+    );
+    for rule in &report.rules {
+        let counted = match &rule.hits {
+            Some(h) => format!("{} packets on {} host(s)", h.packets, h.hosts),
+            None => "not counted".to_owned(),
+        };
+        println!(
+            "{:<14} {}{}  [{counted}]",
+            rule.place,
+            rule.summary,
+            if rule.approved { "  (approved)" } else { "" }
+        );
+        for finding in &rule.findings {
+            println!("    {finding}");
+        }
+        if let Some(suggestion) = rule.suggestion() {
+            println!("    -> {suggestion}");
+        }
+    }
+    println!("{suggested} rule(s) to remove or narrow");
+}
+
+/// The report as data: every rule with its counters, findings (`kind` and
+/// the sentence) and suggestion.
+fn hygiene_json(report: &HygieneReport) -> serde_json::Value {
+    let time = |t: Timestamp| format!("{:.0}", t.to_jiff());
+    let rules: Vec<serde_json::Value> = report
+        .rules
+        .iter()
+        .map(|rule| {
+            serde_json::json!({
+                "rule": rule.place,
+                "summary": rule.summary,
+                "approved": rule.approved,
+                "counters": rule.hits.as_ref().map(|h| serde_json::json!({
+                    "hosts": h.hosts,
+                    "packets": h.packets,
+                    "bytes": h.bytes,
+                    "first_reported": time(h.first_reported),
+                    "last_reported": time(h.last_reported),
+                    "last_hit": h.last_hit.map(time),
+                })),
+                "findings": rule.findings.iter().map(|f| serde_json::json!({
+                    "kind": f.kind(),
+                    "text": f.to_string(),
+                })).collect::<Vec<_>>(),
+                "suggestion": rule.suggestion(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "policy": report.policy,
+        "version": report.version,
+        "unused_days": report.unused_days,
+        "from": time(report.window.from),
+        "to": time(report.window.to),
+        "rules": rules,
     })
 }

@@ -36,6 +36,7 @@ mod names;
 mod read;
 mod retention;
 mod rows;
+mod rule_hits;
 mod schema;
 mod tokens;
 mod write;
@@ -48,8 +49,8 @@ use connscope_event::{ConnectionEvent, Timestamp};
 use crate::{
     AgentId, AgentStatus, ConnectionQuery, ConnectionRecord, EdgeTotal, EventQuery, ExportSink,
     HostAddress, HostGroup, HostLabel, HourlyEdgeTotal, IngestReport, KeyedEvent, NameSighting,
-    Origin, RefusalCount, Retention, RetentionReport, RollupQuery, Store, StoreError, TokenRecord,
-    TokenRefusal,
+    Origin, RefusalCount, Retention, RetentionReport, RollupQuery, RuleCount, RuleHits, Store,
+    StoreError, TokenRecord, TokenRefusal,
 };
 pub use location::ClickHouseLocation;
 
@@ -360,5 +361,30 @@ impl Store for ClickHouseStore {
             each(&agent, &origin, &events)?;
         }
         Ok(())
+    }
+
+    fn record_rule_counters(
+        &self,
+        host: &str,
+        policy: &str,
+        version: u32,
+        revision: u64,
+        at: Timestamp,
+        counters: &[RuleCount],
+    ) -> Result<(), StoreError> {
+        let (client, host, policy, counters) = (
+            self.client.clone(),
+            host.to_owned(),
+            policy.to_owned(),
+            counters.to_vec(),
+        );
+        self.run(async move {
+            rule_hits::record(&client, &host, &policy, version, revision, at, &counters).await
+        })
+    }
+
+    fn rule_hits(&self, policy: &str, version: Option<u32>) -> Result<Vec<RuleHits>, StoreError> {
+        let (client, policy) = (self.client.clone(), policy.to_owned());
+        self.run(async move { rule_hits::read(&client, &policy, version).await })
     }
 }

@@ -104,6 +104,19 @@ const MIGRATIONS: &[&[&str]] = &[
     ENGINE = ReplacingMergeTree(at)
     ORDER BY id",
     ],
+    &[
+        // Version 3: firewall rule hit counters (`super::rule_hits`), the
+        // newest reading of a rule on a host winning (`reading`: its time;
+        // 18.16 takes only an unsigned version column).
+        "CREATE TABLE IF NOT EXISTS rule_counters (
+        policy String, policy_version UInt32, rule String, host String,
+        revision UInt64, read_packets UInt64, read_bytes UInt64,
+        packets UInt64, bytes UInt64,
+        first_reported Int64, last_reported Int64, last_hit Nullable(Int64),
+        reading UInt64
+    ) ENGINE = ReplacingMergeTree(reading)
+    ORDER BY (policy, policy_version, rule, host)",
+    ],
 ];
 
 /// Each table and the sharding key that sends every copy of one of its
@@ -122,6 +135,7 @@ pub(super) const SHARDING: &[(&str, &str)] = &[
     ("host_labels", "cityHash64(host, key)"),
     ("access_tokens", "cityHash64(id)"),
     ("write_probes", "id"),
+    ("rule_counters", "cityHash64(policy, host)"),
 ];
 
 /// Makes `database` a sharded store: each table a `Distributed` table

@@ -21,7 +21,8 @@
 //! [`dedup`] (what is already stored), [`read`] (rollups, addresses, raw
 //! events), [`spaces`] (agent and sequence-space ids, range sets),
 //! [`agents`] (drops, downtime, refusals, statuses), [`groups`] (host
-//! groups and labels), [`tokens`] (access token digests), [`names`] (the
+//! groups and labels), [`tokens`] (access token digests), [`rule_hits`]
+//! (firewall rule counters), [`names`] (the
 //! dictionary of the rollups' text), [`retention`], and [`column`] (values
 //! in and out of columns).
 
@@ -34,6 +35,7 @@ mod groups;
 mod names;
 mod read;
 mod retention;
+mod rule_hits;
 mod schema;
 mod spaces;
 mod tokens;
@@ -48,8 +50,8 @@ use rusqlite::Connection;
 use crate::{
     AgentId, AgentStatus, ConnectionQuery, ConnectionRecord, EdgeTotal, EventQuery, ExportSink,
     HostAddress, HostGroup, HostLabel, HourlyEdgeTotal, IngestReport, KeyedEvent, NameSighting,
-    Origin, RefusalCount, Retention, RetentionReport, RollupQuery, Store, StoreError, TokenRecord,
-    TokenRefusal,
+    Origin, RefusalCount, Retention, RetentionReport, RollupQuery, RuleCount, RuleHits, Store,
+    StoreError, TokenRecord, TokenRefusal,
 };
 use batch::Batch;
 use connection::{configure, Reader, Writer};
@@ -234,5 +236,21 @@ impl Store for SqliteStore {
 
     fn export_events(&self, each: &mut ExportSink<'_>) -> Result<(), StoreError> {
         read::export(&self.reader, each)
+    }
+
+    fn record_rule_counters(
+        &self,
+        host: &str,
+        policy: &str,
+        version: u32,
+        revision: u64,
+        at: Timestamp,
+        counters: &[RuleCount],
+    ) -> Result<(), StoreError> {
+        rule_hits::record(&self.writer, host, policy, version, revision, at, counters)
+    }
+
+    fn rule_hits(&self, policy: &str, version: Option<u32>) -> Result<Vec<RuleHits>, StoreError> {
+        rule_hits::read(&self.reader, policy, version)
     }
 }

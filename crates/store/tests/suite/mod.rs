@@ -13,7 +13,8 @@ use connscope_event::{CloseStats, ConnectionEvent, Direction, EventKind, Timesta
 use connscope_protocol::drop_reason;
 use connscope_store::{
     AgentId, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeKey, EventKey, EventQuery,
-    KeyedEvent, Origin, Retention, RollupBatch, RollupQuery, Store, StoreError, TimeRange,
+    KeyedEvent, Origin, Retention, RollupBatch, RollupQuery, RuleCount, RuleHits, Store,
+    StoreError, TimeRange,
 };
 
 /// A backend under test: opens its one store, again and again (a reopen
@@ -49,6 +50,7 @@ macro_rules! store_suite {
             groups_are_replaced_in_place_removed_and_labels_set_and_cleared,
             tokens_are_kept_as_digests_redeemed_once_and_revoked,
             remote_names_are_per_hour_host_address_and_name,
+            rule_counters_become_packets_and_last_hits_per_rule,
         );
     };
     (@each $backend:path; $($name:ident),* $(,)?) => {
@@ -1021,4 +1023,74 @@ pub fn remote_names_are_per_hour_host_address_and_name(backend: &dyn Backend) {
         })
         .unwrap()
         .is_empty());
+}
+
+/// Readings of two hosts running one policy (since load, restarting at each
+/// load): packets add up over loads and hosts, the last hit is the last
+/// reading that went up, a late reading changes nothing, and versions and
+/// policies stay apart.
+pub fn rule_counters_become_packets_and_last_hits_per_rule(backend: &dyn Backend) {
+    let store = backend.store();
+    let at = |secs: i64| Timestamp::from_nanos(1_795_000_000_000_000_000 + secs * SEC);
+    let counts = |inbound: u64, outbound: u64| {
+        vec![
+            RuleCount {
+                rule: "inbound[0]".into(),
+                packets: inbound,
+                bytes: inbound * 60,
+            },
+            RuleCount {
+                rule: "outbound[0]".into(),
+                packets: outbound,
+                bytes: outbound * 60,
+            },
+        ]
+    };
+    let record = |host: &str, version: u32, revision: u64, secs: i64, counters: Vec<RuleCount>| {
+        store
+            .record_rule_counters(host, "ws", version, revision, at(secs), &counters)
+            .unwrap()
+    };
+    record("ws1", 1, 1, 0, counts(0, 3));
+    record("ws1", 1, 1, 60, counts(0, 3));
+    record("ws1", 1, 1, 120, counts(0, 7));
+    // Reloaded (tamper restore): counts from zero again.
+    record("ws1", 1, 1, 180, counts(0, 2));
+    // A reading from before the last one, come late: ignored.
+    record("ws1", 1, 1, 150, counts(50, 50));
+    record("ws2", 1, 1, 30, counts(0, 1));
+    record("ws2", 1, 1, 90, counts(0, 1));
+    record("ws1", 2, 2, 240, counts(4, 0));
+    store
+        .record_rule_counters("db1", "servers", 1, 1, at(0), &counts(9, 9))
+        .unwrap();
+
+    let hits = store.rule_hits("ws", Some(1)).unwrap();
+    let expected = |rule: &str, hosts, packets, last_hit: Option<i64>| RuleHits {
+        policy: "ws".into(),
+        version: 1,
+        rule: rule.into(),
+        hosts,
+        packets,
+        bytes: packets * 60,
+        first_reported: at(0),
+        last_reported: at(180),
+        last_hit: last_hit.map(at),
+    };
+    assert_eq!(
+        hits,
+        [
+            expected("inbound[0]", 2, 0, None),
+            expected("outbound[0]", 2, 3 + 4 + 2 + 1, Some(180)),
+        ]
+    );
+    let all = backend.store().rule_hits("ws", None).unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[2].version, 2);
+    assert_eq!(
+        (all[2].rule.as_str(), all[2].packets, all[2].last_hit),
+        ("inbound[0]", 4, Some(at(240)))
+    );
+    assert!(store.rule_hits("nobody", None).unwrap().is_empty());
+    assert_eq!(store.rule_hits("servers", None).unwrap().len(), 2);
 }
