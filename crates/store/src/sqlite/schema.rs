@@ -10,6 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::groups::GROUP_TABLES;
 use super::names::NameIds;
+use super::policies::POLICY_TABLES;
 use super::tokens::TOKEN_TABLES;
 use super::write::{UPSERT_ADDRESS, UPSERT_ROLLUP};
 
@@ -34,6 +35,7 @@ const MIGRATIONS: &[Migration] = &[
     host_groups,
     access_tokens,
     remote_names,
+    policy_loop,
 ];
 
 /// Why a store's file cannot be brought to this build's layout.
@@ -404,4 +406,11 @@ fn remote_names(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
         ) WITHOUT ROWID;
         CREATE INDEX remote_names_by_ip ON remote_names (remote_ip, hour);",
     )
+}
+
+/// Version 10: the policy loop (docs/POLICY.md): policy versions,
+/// assignments with their history, hosts' firewall reports and notices,
+/// drift edges ([`crate::PolicyVersion`] and the rest); nothing older changes.
+fn policy_loop(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(POLICY_TABLES)
 }
