@@ -11,14 +11,18 @@
 //! a host's plan and nftables text ([`Policy::plan_for`], [`render`]) in audit
 //! mode (would-be drops logged and let through) or enforce mode.
 
+mod assign;
 mod check;
 mod diff;
 mod document;
 mod draft;
+mod drift;
 mod render;
 
+pub use assign::{AssignError, Assignments, HostAssignment, MEMBERSHIP_WINDOW};
 pub use check::{check, CheckError};
 pub use diff::{describe, diff, Change, PolicyDiff};
 pub use document::{Drafted, Policy, PolicyError, ReviewEntry, Rule, RuleEvidence, Target, FORMAT};
 pub use draft::{draft, DraftError, DraftOptions, Generalization};
+pub use drift::{host_ruleset, DriftDetector, DriftError, HOST_REFRESH, REVISION_POLL};
 pub use render::{render, Mode};
