@@ -10,6 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use connscope_alert::AlertSink;
 use connscope_store::StoreLocation;
 use serde::Deserialize;
 
@@ -158,6 +161,20 @@ pub struct CollectorConfig {
     pub request_deadline: Duration,
     pub syslog_limits: SyslogLimits,
     pub retention_days: Option<u32>,
+    /// Where a new drift edge is told as it is found (none: drift is only
+    /// recorded, for `report drift` and the map).
+    pub alert_sink: Option<DriftAlertSink>,
+}
+
+/// The sink drift alerts go to ([`connscope_alert::AlertSink`]), in a
+/// wrapper the settings can print.
+#[derive(Clone)]
+pub struct DriftAlertSink(pub Arc<dyn AlertSink>);
+
+impl std::fmt::Debug for DriftAlertSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DriftAlertSink(..)")
+    }
 }
 
 impl CollectorConfig {
@@ -176,6 +193,7 @@ impl CollectorConfig {
             request_deadline: DEFAULT_REQUEST_DEADLINE,
             syslog_limits: DEFAULT_SYSLOG_LIMITS,
             retention_days: None,
+            alert_sink: None,
         }
     }
 

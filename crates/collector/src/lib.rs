@@ -20,13 +20,15 @@
 //! firewall, map) -> `kit` (state, errors, access, body reading); `syslog`
 //! is the listener (pure framing and envelope parsing below its serving);
 //! `counters` (shown by `metrics`), `retention` and `open_files` are the
-//! collector's own upkeep.
+//! collector's own upkeep; `drift` checks stored batches against the hosts'
+//! policies and alerts on new drift edges.
 
 mod accept;
 pub mod auth;
 mod binding;
 pub mod config;
 mod counters;
+mod drift;
 pub mod enrolled;
 mod error;
 mod handlers;
@@ -49,7 +51,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-pub use config::{CollectorConfig, ConfigFile, SyslogLimits, TlsSettings};
+pub use config::{CollectorConfig, ConfigFile, DriftAlertSink, SyslogLimits, TlsSettings};
 pub use counters::Counters;
 pub use error::CollectorError;
 
@@ -179,6 +181,8 @@ impl Collector {
             counters: self.counters.clone(),
             notices: notices.clone(),
             stop: stop_rx.clone(),
+            drift: Arc::default(),
+            alert_sink: self.config.alert_sink.as_ref().map(|sink| sink.0.clone()),
         };
         let https = tokio::spawn(accept::serve(
             self.listener,

@@ -18,6 +18,7 @@ mod document;
 mod draft;
 mod drift;
 mod render;
+mod status;
 
 pub use assign::{AssignError, Assignments, HostAssignment, MEMBERSHIP_WINDOW};
 pub use check::{check, CheckError};
@@ -26,3 +27,4 @@ pub use document::{Drafted, Policy, PolicyError, ReviewEntry, Rule, RuleEvidence
 pub use draft::{draft, DraftError, DraftOptions, Generalization};
 pub use drift::{host_ruleset, DriftDetector, DriftError, HOST_REFRESH, REVISION_POLL};
 pub use render::{render, Mode};
+pub use status::{policy_status, DriftEntry, DriftList, HostPolicyStatus, PolicyStatus};
