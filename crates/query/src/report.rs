@@ -65,6 +65,23 @@ pub struct Report {
 }
 
 impl Report {
+    /// A report of `rows` under `columns` (`numeric` ones right-aligned in
+    /// tables), and `json` for `--format json`: for reports whose rows are
+    /// built elsewhere (`report drift`).
+    pub fn new(
+        columns: Vec<&'static str>,
+        numeric: Vec<bool>,
+        rows: Vec<Vec<String>>,
+        json: serde_json::Value,
+    ) -> Report {
+        Report {
+            columns,
+            numeric,
+            rows,
+            json,
+        }
+    }
+
     pub fn render(&self, format: Format) -> String {
         match format {
             Format::Table => self.table(),
