@@ -153,7 +153,7 @@ pub(super) const SHARDING: &[(&str, &str)] = &[
     ("access_tokens", "cityHash64(id)"),
     ("write_probes", "id"),
     ("policy_versions", "cityHash64(name)"),
-    ("policy_assignments", "revision"),
+    ("policy_assignments", "cityHash64(target_kind, target)"),
     ("host_firewalls", "cityHash64(host)"),
     ("firewall_notices", "cityHash64(host)"),
     ("drift_sightings", "cityHash64(host)"),
