@@ -1,8 +1,8 @@
 //! The collector's side of the policy loop through the real binary and a
 //! real SQLite store: versions pushed and compared, a group staged,
 //! enforced port by port with the backtest figure shown first (and refused
-//! while it is not 0), rolled back exactly, the status table, and `report
-//! drift`.
+//! while it is not 0), rolled back exactly, the status table, `report hosts`
+//! with each host's policy, and `report drift`.
 
 use std::path::Path;
 use std::process::{Command, Output};

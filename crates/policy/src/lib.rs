@@ -27,4 +27,7 @@ pub use document::{Drafted, Policy, PolicyError, ReviewEntry, Rule, RuleEvidence
 pub use draft::{draft, DraftError, DraftOptions, Generalization};
 pub use drift::{host_ruleset, DriftDetector, DriftError, HOST_REFRESH, REVISION_POLL};
 pub use render::{render, Mode};
-pub use status::{policy_status, DriftEntry, DriftList, HostPolicyStatus, PolicyStatus};
+pub use status::{
+    host_briefs, mode_text, policy_status, staging_text, DriftEntry, DriftList, HostPolicyStatus,
+    PolicyStatus,
+};

@@ -3,7 +3,10 @@
 //! say the same (docs/API.md has the JSON).
 
 use connscope_event::Timestamp;
-use connscope_protocol::policy::{FirewallState, StageMode, Staging};
+use std::collections::BTreeMap;
+
+use connscope_protocol::policy::{DirectionStage, FirewallState, StageMode, Staging};
+use connscope_query::report::HostPolicyBrief;
 use connscope_store::{DriftRecord, Store};
 use serde::Serialize;
 
@@ -139,4 +142,69 @@ impl From<DriftRecord> for DriftEntry {
 #[derive(Debug, Clone, Serialize)]
 pub struct DriftList {
     pub drift: Vec<DriftEntry>,
+}
+
+fn mode_name(mode: StageMode) -> &'static str {
+    match mode {
+        StageMode::Audit => "audit",
+        StageMode::Enforce => "enforce",
+    }
+}
+
+/// `in audit, out enforce (audit tcp/22)`: each direction's mode and the
+/// ports that run in the other one.
+pub fn staging_text(staging: &Staging) -> String {
+    let side = |name: &str, stage: &DirectionStage| {
+        let mut text = format!("{name} {}", mode_name(stage.mode));
+        if !stage.except_ports.is_empty() {
+            let ports: Vec<String> = stage
+                .except_ports
+                .iter()
+                .map(|p| format!("{}/{}", p.protocol, p.port))
+                .collect();
+            let other = match stage.mode {
+                StageMode::Audit => StageMode::Enforce,
+                StageMode::Enforce => StageMode::Audit,
+            };
+            text.push_str(&format!(" ({} {})", mode_name(other), ports.join(" ")));
+        }
+        text
+    };
+    format!(
+        "{}, {}",
+        side("in", &staging.inbound),
+        side("out", &staging.outbound)
+    )
+}
+
+/// `audit` or `enforce` when the whole policy runs so, else [`staging_text`].
+pub fn mode_text(staging: &Staging) -> String {
+    let (i, o) = (&staging.inbound, &staging.outbound);
+    if i.mode == o.mode && i.except_ports.is_empty() && o.except_ports.is_empty() {
+        mode_name(i.mode).to_owned()
+    } else {
+        staging_text(staging)
+    }
+}
+
+/// What `report hosts` shows per host: the hosts with a policy assigned or
+/// a firewall report.
+pub fn host_briefs(status: &PolicyStatus) -> BTreeMap<String, HostPolicyBrief> {
+    status
+        .hosts
+        .iter()
+        .filter(|h| h.policy.is_some() || h.state != "unknown")
+        .map(|h| {
+            let brief = HostPolicyBrief {
+                policy: h
+                    .policy
+                    .as_ref()
+                    .zip(h.version)
+                    .map(|(p, v)| format!("{p}@{v}")),
+                mode: h.staging.as_ref().map(mode_text),
+                state: h.state.to_owned(),
+            };
+            (h.host.clone(), brief)
+        })
+        .collect()
 }

@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args, ValueEnum};
 use connscope_event::{Protocol, Timestamp};
 use connscope_firewall::FlowDirection;
-use connscope_policy::{check, policy_status, Policy, Target};
+use connscope_policy::{check, policy_status, staging_text, Policy, Target};
 use connscope_protocol::policy::{DirectionStage, StageMode, StagedPort, Staging};
 use connscope_query::TimeRangeArgs;
 use connscope_store::{
@@ -378,35 +378,6 @@ fn describe_change(what: &str, stored: &PolicyAssignment) {
             stored.target, stored.revision
         ),
     }
-}
-
-/// `in audit, out enforce except tcp/22`.
-pub fn staging_text(staging: &Staging) -> String {
-    let side = |name: &str, stage: &DirectionStage| {
-        let mode = |m: StageMode| match m {
-            StageMode::Audit => "audit",
-            StageMode::Enforce => "enforce",
-        };
-        let mut text = format!("{name} {}", mode(stage.mode));
-        if !stage.except_ports.is_empty() {
-            let ports: Vec<String> = stage
-                .except_ports
-                .iter()
-                .map(|p| format!("{}/{}", p.protocol, p.port))
-                .collect();
-            let other = match stage.mode {
-                StageMode::Audit => StageMode::Enforce,
-                StageMode::Enforce => StageMode::Audit,
-            };
-            text.push_str(&format!(" ({} {})", mode(other), ports.join(" ")));
-        }
-        text
-    };
-    format!(
-        "{}, {}",
-        side("in", &staging.inbound),
-        side("out", &staging.outbound)
-    )
 }
 
 /// Replays the target's history against the assigned version and prints

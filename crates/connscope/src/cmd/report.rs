@@ -8,13 +8,13 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use connscope_event::Timestamp;
-use connscope_policy::{DriftEntry, DriftList};
+use connscope_policy::{host_briefs, policy_status, DriftEntry, DriftList};
 use connscope_protocol::policy::StageMode;
 use connscope_query::groups::{groups_by_host, members};
 use connscope_query::join::{load_edges, HostDirectory};
 use connscope_query::naming::RemoteNames;
 use connscope_query::report::{
-    edges_report_named, group_edges_report, hosts_report_with_groups, name_edges_report,
+    edges_report_named, group_edges_report, hosts_report_with_policies, name_edges_report,
     ports_report, refusals_report, Format, Report,
 };
 use connscope_query::{GraphFilterArgs, TimeRangeArgs};
@@ -95,7 +95,8 @@ pub fn run(command: ReportCommand) -> Result<ExitCode> {
         .map_err(flag_error)?;
     let report = if kind == "hosts" {
         let groups = groups_by_host(&members(&*store, range)?);
-        hosts_report_with_groups(&store.agents()?, &groups)
+        let policies = host_briefs(&policy_status(&*store, Timestamp::now())?);
+        hosts_report_with_policies(&store.agents()?, &groups, &policies)
     } else if kind == "refusals" {
         refusals_report(&store.refusals()?)
     } else {

@@ -216,17 +216,22 @@ pub(super) async fn assignments(
                 .fetch_all::<Assignment>()
                 .await?
         }
+        // Every change, the latest of each target kept here: an IN over a
+        // subquery is refused on a sharded store, and changes are few.
         None => {
-            client
-                .query(
-                    "SELECT ?fields FROM policy_assignments FINAL
-                     WHERE (target_kind, target, revision) IN
-                         (SELECT target_kind, target, max(revision) FROM policy_assignments
-                          GROUP BY target_kind, target)
-                       AND assigned = 1",
-                )
+            let mut latest: std::collections::BTreeMap<(String, String), Assignment> =
+                Default::default();
+            for row in client
+                .query("SELECT ?fields FROM policy_assignments FINAL ORDER BY revision")
                 .fetch_all::<Assignment>()
                 .await?
+            {
+                latest.insert((row.target_kind.clone(), row.target.clone()), row);
+            }
+            latest
+                .into_values()
+                .filter(|row| row.assigned == 1)
+                .collect()
         }
     };
     let mut all = rows
