@@ -251,3 +251,31 @@ fn agents_fetch_their_hosts_policy_and_report_their_firewall() {
     assert_eq!(json["hosts"][0]["revision"], newer);
     assert_eq!(json["hosts"][0]["loaded_revision"], revision);
 }
+
+#[test]
+fn two_collectors_on_one_store_alert_a_new_edge_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink_a, sink_b) = (Arc::new(Kept::default()), Arc::new(Kept::default()));
+    let (a, store) = collector(dir.path(), Some(sink_a.clone()));
+    assign(&store, Staging::default());
+    // A second collector process's view: its own connection to the file.
+    let second = Arc::new(SqliteStore::open(dir.path().join("connscope.db")).unwrap());
+    let mut config = CollectorConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().join("connscope.db"),
+    );
+    config.tokens.insert("ws-01", WS_TOKEN).unwrap();
+    config.alert_sink = Some(DriftAlertSink(sink_b.clone() as Arc<dyn AlertSink>));
+    let b = Running::start(config, second);
+
+    // The agent fails over between them with new connections on one edge.
+    for (seq, collector) in [(1, &a), (2, &b), (3, &a), (4, &b)] {
+        let body = batch(&[connect(seq, &format!("10.1.0.5:4100{seq}"), "10.7.0.2:873")]);
+        assert_eq!(post(collector, INGEST_PATH, WS_TOKEN, &body).0, 200);
+    }
+    let alerts = sink_a.0.lock().unwrap().len() + sink_b.0.lock().unwrap().len();
+    assert_eq!(alerts, 1);
+    let drift = store.drift(TimeRange::ALL).unwrap();
+    assert_eq!(drift.len(), 1);
+    assert_eq!(drift[0].connections, 4);
+}

@@ -222,6 +222,29 @@ fn versions_are_pushed_staged_enforced_by_port_and_rolled_back() {
     );
     assert_eq!(staging(&db), (2, port_enforced));
 
+    // One host goes ahead of its group from where it is: its own
+    // assignment, the group's version and staging with outbound enforced.
+    let out = ok(&[
+        "policy",
+        "enforce",
+        "--host",
+        "ws1",
+        "--direction",
+        "outbound",
+        "--db",
+        &db,
+    ]);
+    assert!(
+        out.contains("enforced: host ws1 runs ws version 2 (in audit, out enforce)"),
+        "{out}"
+    );
+    assert_eq!(
+        staging(&db).1.outbound.mode,
+        StageMode::Audit,
+        "the group is unchanged"
+    );
+    ok(&["policy", "rollback", "--host", "ws1", "--db", &db]);
+
     // A host pinned to version 1 beats its group; the status says so.
     ok(&[
         "policy",

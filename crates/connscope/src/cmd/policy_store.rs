@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args, ValueEnum};
 use connscope_event::{Protocol, Timestamp};
 use connscope_firewall::FlowDirection;
-use connscope_policy::{check, policy_status, staging_text, Policy, Target};
+use connscope_policy::{check, policy_status, staging_text, Assignments, Policy, Target};
 use connscope_protocol::policy::{DirectionStage, StageMode, StagedPort, Staging};
 use connscope_query::TimeRangeArgs;
 use connscope_store::{
@@ -240,12 +240,16 @@ pub fn stored_document(store: &dyn Store, spec: &str) -> Result<Option<(String, 
     Ok(Some((spec.to_owned(), stored.document)))
 }
 
-/// The target's current assignment (its latest change, unless withdrawn).
+/// The target's current assignment (its latest change, unless withdrawn);
+/// for a host without one of its own, the one it runs through its group,
+/// so one host can go ahead of its group (a canary) from where it is.
 fn current(store: &dyn Store, target: &AssignmentTarget) -> Result<Option<AssignedVersion>> {
-    Ok(store
-        .assignment_history(target)?
-        .pop()
-        .and_then(|a| a.assigned))
+    let own = store.assignment_history(target)?.pop();
+    if let (None, AssignmentTarget::Host(host)) = (&own, target) {
+        let effective = Assignments::load(store, Timestamp::now())?.for_host(store, host)?;
+        return Ok(effective.and_then(|a| a.assignment.assigned));
+    }
+    Ok(own.and_then(|a| a.assigned))
 }
 
 /// Moves `scope` of `staging` to `mode`: everything, a direction, or ports.
