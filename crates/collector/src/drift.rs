@@ -9,16 +9,37 @@
 //! check that fails is logged and the batch acknowledged, or the agent
 //! would send it again and again.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use connscope_alert::{AlertSink, DriftAlert};
 use connscope_event::ConnectionEvent;
 use connscope_policy::DriftDetector;
 use connscope_store::{DriftRecord, Store};
 
-/// Checks `events` (stored just now) for drift, records it, and alerts on
-/// each new edge. Returns how many new edges there were.
-pub(crate) fn check_batch(
+/// The collector's drift check, shared by the HTTPS ingest and the syslog
+/// listener: one detector (its caches) and the optional alert sink.
+#[derive(Clone, Default)]
+pub(crate) struct DriftCheck {
+    detector: Arc<Mutex<DriftDetector>>,
+    sink: Option<Arc<dyn AlertSink>>,
+}
+
+impl DriftCheck {
+    pub(crate) fn new(sink: Option<Arc<dyn AlertSink>>) -> DriftCheck {
+        DriftCheck {
+            detector: Arc::default(),
+            sink,
+        }
+    }
+
+    /// Checks `events` (stored just now) for drift, records it, and alerts
+    /// on each new edge. Returns how many new edges there were.
+    pub(crate) fn check_batch(&self, store: &dyn Store, events: &[ConnectionEvent]) -> usize {
+        check_batch(&self.detector, self.sink.as_deref(), store, events)
+    }
+}
+
+fn check_batch(
     detector: &Mutex<DriftDetector>,
     sink: Option<&dyn AlertSink>,
     store: &dyn Store,

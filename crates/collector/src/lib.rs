@@ -164,6 +164,8 @@ impl Collector {
                 StoreLocation::ClickHouse(_) => None,
             },
         ));
+        let drift =
+            drift::DriftCheck::new(self.config.alert_sink.as_ref().map(|sink| sink.0.clone()));
         let state = kit::AppState {
             store: self.store.clone(),
             tokens: Arc::new(self.config.tokens.clone()),
@@ -181,8 +183,7 @@ impl Collector {
             counters: self.counters.clone(),
             notices: notices.clone(),
             stop: stop_rx.clone(),
-            drift: Arc::default(),
-            alert_sink: self.config.alert_sink.as_ref().map(|sink| sink.0.clone()),
+            drift: drift.clone(),
         };
         let https = tokio::spawn(accept::serve(
             self.listener,
@@ -196,6 +197,7 @@ impl Collector {
                 self.store.clone(),
                 self.counters.clone(),
                 notices.clone(),
+                drift,
                 stop_rx.clone(),
             ))
         });

@@ -279,3 +279,53 @@ fn two_collectors_on_one_store_alert_a_new_edge_once() {
     assert_eq!(drift.len(), 1);
     assert_eq!(drift[0].connections, 4);
 }
+
+#[test]
+fn tcpspy_hosts_streaming_syslog_are_checked_for_drift_too() {
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(Kept::default());
+    let store = Arc::new(SqliteStore::open(dir.path().join("connscope.db")).unwrap());
+    store
+        .put_group(&HostGroup {
+            name: "workstations".into(),
+            kind: GroupKind::Names,
+            patterns: vec!["ws-*".into()],
+            labels: vec![],
+        })
+        .unwrap();
+    assign(&store, Staging::default());
+    let mut config = CollectorConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().join("connscope.db"),
+    );
+    config.syslog_listen = Some("127.0.0.1:0".parse().unwrap());
+    config
+        .tokens
+        .insert("unused", "token-nobody-uses-here")
+        .unwrap();
+    config.alert_sink = Some(DriftAlertSink(sink.clone() as Arc<dyn AlertSink>));
+    let c = Running::start(config, store.clone());
+    let mut tcp = std::net::TcpStream::connect(c.syslog.unwrap()).unwrap();
+    for (second, port) in [(0, 51000), (1, 51001)] {
+        writeln!(
+            tcp,
+            "<86>2026-12-04T09:00:0{second}+00:00 ws-01 tcpspy[100]: connect: proc /usr/bin/rsync, \
+             user backup, local 10.1.0.5:{port}, remote 10.7.0.2:873"
+        )
+        .unwrap();
+    }
+    drop(tcp);
+    common::wait_for("the drift edge", || {
+        store
+            .drift(TimeRange::ALL)
+            .unwrap()
+            .first()
+            .is_some_and(|d| d.connections == 2)
+    });
+    let alerts = sink.0.lock().unwrap().clone();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!((alerts[0].host.as_str(), alerts[0].port), ("ws-01", 873));
+    assert_eq!(alerts[0].user.as_deref(), Some("backup"));
+}

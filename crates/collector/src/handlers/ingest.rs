@@ -138,7 +138,7 @@ async fn store_batch(
     );
     let limit = state.decompressed_limit;
     let agent_id = agent.clone();
-    let (drift, sink) = (state.drift.clone(), state.alert_sink.clone());
+    let drift = state.drift.clone();
     // Decompressing, parsing and SQLite are CPU and disk work: off the reactor.
     let (report, notice) = tokio::task::spawn_blocking(move || {
         let _permit = permit;
@@ -148,7 +148,7 @@ async fn store_batch(
         let notice = IngestNotice::of("agent", &agent_id.0, &events, &report);
         // A batch stored before (a retry) was checked then.
         if report.stored > 0 {
-            crate::drift::check_batch(&drift, sink.as_deref(), store.as_ref(), &events);
+            drift.check_batch(store.as_ref(), &events);
         }
         Ok::<_, Refusal>((report, notice))
     })

@@ -4,13 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use connscope_alert::AlertSink;
-use connscope_policy::DriftDetector;
 use connscope_store::Store;
 
 use crate::auth::Tokens;
 use crate::binding::HostBindings;
 use crate::counters::Counters;
+use crate::drift::DriftCheck;
 use crate::enrolled::StoreTokens;
 use crate::live::Notices;
 use crate::metrics::Metrics;
@@ -42,9 +41,7 @@ pub(crate) struct AppState {
     pub notices: Notices,
     /// Becomes true when the collector stops (ends the event streams).
     pub stop: tokio::sync::watch::Receiver<bool>,
-    /// Checks every stored batch for drift (one per collector: it caches
-    /// the hosts' rendered policies).
-    pub drift: Arc<std::sync::Mutex<DriftDetector>>,
-    /// Where a new drift edge is told, if anywhere.
-    pub alert_sink: Option<Arc<dyn AlertSink>>,
+    /// Checks every stored batch for drift and alerts on new edges (one
+    /// per collector: it caches the hosts' rendered policies).
+    pub drift: DriftCheck,
 }
