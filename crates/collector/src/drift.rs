@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use connscope_alert::{AlertSink, DriftAlert};
 use connscope_event::ConnectionEvent;
 use connscope_policy::DriftDetector;
+use connscope_protocol::policy::StageMode;
 use connscope_store::{DriftRecord, Store};
 
 /// The collector's drift check, shared by the HTTPS ingest and the syslog
@@ -33,54 +34,43 @@ impl DriftCheck {
     }
 
     /// Checks `events` (stored just now) for drift, records it, and alerts
-    /// on each new edge. Returns how many new edges there were.
-    pub(crate) fn check_batch(&self, store: &dyn Store, events: &[ConnectionEvent]) -> usize {
-        check_batch(&self.detector, self.sink.as_deref(), store, events)
-    }
-}
-
-fn check_batch(
-    detector: &Mutex<DriftDetector>,
-    sink: Option<&dyn AlertSink>,
-    store: &dyn Store,
-    events: &[ConnectionEvent],
-) -> usize {
-    let found = detector
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .check(store, events);
-    let drift = match found {
-        Ok(drift) => drift,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot check a batch for drift");
-            return 0;
-        }
-    };
-    let mut new = 0;
-    for record in drift {
-        match store.record_drift(&record) {
-            Ok(true) => {
-                new += 1;
-                tracing::warn!(
-                    host = %record.host,
-                    direction = record.direction.as_str(),
-                    protocol = record.protocol.as_str(),
-                    port = record.port,
-                    remote = %record.remote,
-                    executable = record.executable.as_deref().unwrap_or(""),
-                    policy = %record.policy,
-                    version = record.version,
-                    "drift: a new edge the host's policy does not allow"
-                );
-                if let Some(sink) = sink {
-                    sink.send(&alert_of(&record, events));
-                }
+    /// on each new edge.
+    pub(crate) fn check_batch(&self, store: &dyn Store, events: &[ConnectionEvent]) {
+        let found = self
+            .detector
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .check(store, events);
+        let drift = match found {
+            Ok(drift) => drift,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot check a batch for drift");
+                return;
             }
-            Ok(false) => {}
-            Err(e) => tracing::error!(error = %e, host = %record.host, "cannot record drift"),
+        };
+        for record in drift {
+            match store.record_drift(&record) {
+                Ok(true) => {
+                    tracing::warn!(
+                        host = %record.host,
+                        direction = record.direction.as_str(),
+                        protocol = record.protocol.as_str(),
+                        port = record.port,
+                        remote = %record.remote,
+                        executable = record.executable.as_deref().unwrap_or(""),
+                        policy = %record.policy,
+                        version = record.version,
+                        "drift: a new edge the host's policy does not allow"
+                    );
+                    if let Some(sink) = &self.sink {
+                        sink.send(&alert_of(&record, events));
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, host = %record.host, "cannot record drift"),
+            }
         }
     }
-    new
 }
 
 /// The alert of a new drift edge, with the pid and uid of the first
@@ -108,8 +98,8 @@ fn alert_of(record: &DriftRecord, events: &[ConnectionEvent]) -> DriftAlert {
         policy: record.policy.clone(),
         version: record.version,
         mode: match record.mode {
-            connscope_protocol::policy::StageMode::Audit => "audit",
-            connscope_protocol::policy::StageMode::Enforce => "enforce",
+            StageMode::Audit => "audit",
+            StageMode::Enforce => "enforce",
         }
         .to_owned(),
         at: record.first_seen,

@@ -65,11 +65,6 @@ impl Assignments {
         })
     }
 
-    /// True when nothing is assigned to anything.
-    pub fn is_empty(&self) -> bool {
-        self.assignments.is_empty()
-    }
-
     /// `host`'s assignment, its addresses read from the store.
     pub fn for_host(
         &self,

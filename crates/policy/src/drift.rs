@@ -249,7 +249,7 @@ impl DriftDetector {
 }
 
 /// `host`'s plan of the stored policy version, rendered and read back.
-pub fn host_ruleset(
+fn host_ruleset(
     store: &dyn Store,
     name: &str,
     version: u32,

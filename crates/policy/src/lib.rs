@@ -25,7 +25,7 @@ pub use check::{check, CheckError};
 pub use diff::{describe, diff, Change, PolicyDiff};
 pub use document::{Drafted, Policy, PolicyError, ReviewEntry, Rule, RuleEvidence, Target, FORMAT};
 pub use draft::{draft, DraftError, DraftOptions, Generalization};
-pub use drift::{host_ruleset, DriftDetector, DriftError, HOST_REFRESH, REVISION_POLL};
+pub use drift::{DriftDetector, DriftError, HOST_REFRESH, REVISION_POLL};
 pub use render::{render, Mode};
 pub use status::{
     host_briefs, mode_text, policy_status, staging_text, DriftEntry, DriftList, HostPolicyStatus,
