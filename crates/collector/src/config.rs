@@ -10,6 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use connscope_alert::AlertSink;
 use connscope_store::StoreLocation;
 use serde::Deserialize;
 
@@ -161,8 +164,9 @@ pub struct CollectorConfig {
     pub request_deadline: Duration,
     pub syslog_limits: SyslogLimits,
     pub retention_days: Option<u32>,
-    /// Told each new drift edge (docs/POLICY.md "Alerts"); none: not told.
-    pub alerts: Option<std::sync::Arc<dyn connscope_alert::AlertSink>>,
+    /// Where a new drift edge is told as it is found (docs/POLICY.md
+    /// "Alerts"); none: drift is only recorded, for `report drift` and the map.
+    pub alerts: Option<Arc<dyn AlertSink>>,
 }
 
 impl CollectorConfig {

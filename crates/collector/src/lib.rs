@@ -20,13 +20,15 @@
 //! firewall, map) -> `kit` (state, errors, access, body reading); `syslog`
 //! is the listener (pure framing and envelope parsing below its serving);
 //! `counters` (shown by `metrics`), `retention` and `open_files` are the
-//! collector's own upkeep.
+//! collector's own upkeep; `drift` checks stored batches against the hosts'
+//! policies and alerts on new drift edges.
 
 mod accept;
 pub mod auth;
 mod binding;
 pub mod config;
 mod counters;
+mod drift;
 pub mod enrolled;
 mod error;
 mod handlers;
@@ -162,6 +164,7 @@ impl Collector {
                 StoreLocation::ClickHouse(_) => None,
             },
         ));
+        let drift = drift::DriftCheck::new(self.config.alerts.clone());
         let state = kit::AppState {
             store: self.store.clone(),
             tokens: Arc::new(self.config.tokens.clone()),
@@ -179,6 +182,7 @@ impl Collector {
             counters: self.counters.clone(),
             notices: notices.clone(),
             stop: stop_rx.clone(),
+            drift: drift.clone(),
         };
         let https = tokio::spawn(accept::serve(
             self.listener,
@@ -192,6 +196,7 @@ impl Collector {
                 self.store.clone(),
                 self.counters.clone(),
                 notices.clone(),
+                drift,
                 stop_rx.clone(),
             ))
         });

@@ -10,9 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use connscope_protocol::enroll::{ENROLL_PATH, WHOAMI_PATH};
+use connscope_protocol::policy::{AGENT_FIREWALL_PATH, AGENT_POLICY_PATH};
 use connscope_protocol::{DROPPED_PATH, INGEST_PATH};
 
-use crate::handlers::{backtest, enroll, firewall, groups, ingest, map, ops, read};
+use crate::handlers::{backtest, enroll, firewall, groups, ingest, map, ops, policy, read};
 use crate::kit::{ApiError, AppState};
 use crate::metrics::Metrics;
 
@@ -24,6 +25,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(DROPPED_PATH, post(ingest::dropped))
         .route(ENROLL_PATH, post(enroll::enroll))
         .route(WHOAMI_PATH, post(enroll::whoami))
+        .route(AGENT_POLICY_PATH, get(policy::assigned))
+        .route(AGENT_FIREWALL_PATH, post(policy::report))
+        .route("/api/v1/policies/status", get(policy::status))
+        .route("/api/v1/drift", get(policy::drift))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -13,19 +13,28 @@
 //! runs, [`hygiene`] finds the rules its hosts' firewalls never count and the
 //! rules much wider than the traffic they carry.
 
+mod assign;
 mod check;
 mod diff;
 mod document;
 mod draft;
+mod drift;
 mod hygiene;
 mod render;
+mod status;
 
+pub use assign::{AssignError, Assignments, HostAssignment, MEMBERSHIP_WINDOW};
 pub use check::{check, CheckError};
 pub use diff::{describe, diff, Change, PolicyDiff};
 pub use document::{Drafted, Policy, PolicyError, ReviewEntry, Rule, RuleEvidence, Target, FORMAT};
 pub use draft::{draft, DraftError, DraftOptions, Generalization};
+pub use drift::{DriftDetector, DriftError, HOST_REFRESH, REVISION_POLL};
 pub use hygiene::{
     analyse, hygiene, record_counters, Finding, HygieneError, HygieneOptions, HygieneReport,
     RuleHygiene, FEW_PEERS, WIDE_FACTOR,
 };
 pub use render::{render, Mode};
+pub use status::{
+    host_briefs, mode_text, policy_status, staging_text, DriftEntry, DriftList, HostPolicyStatus,
+    PolicyStatus,
+};

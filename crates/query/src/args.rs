@@ -33,7 +33,12 @@ pub struct TimeRangeArgs {
     /// `now`, or back from now (-90s, -30m, -24h, -7d, -2w).
     #[cfg_attr(
         feature = "cli",
-        arg(long, value_name = "TIME", allow_hyphen_values = true)
+        arg(
+            long,
+            value_name = "TIME",
+            allow_hyphen_values = true,
+            visible_alias = "since"
+        )
     )]
     pub from: Option<String>,
     /// End of the time range (exclusive), same forms as --from.

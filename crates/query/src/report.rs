@@ -65,6 +65,23 @@ pub struct Report {
 }
 
 impl Report {
+    /// A report of `rows` under `columns` (`numeric` ones right-aligned in
+    /// tables), and `json` for `--format json`: for reports whose rows are
+    /// built elsewhere (`report drift`).
+    pub fn new(
+        columns: Vec<&'static str>,
+        numeric: Vec<bool>,
+        rows: Vec<Vec<String>>,
+        json: serde_json::Value,
+    ) -> Report {
+        Report {
+            columns,
+            numeric,
+            rows,
+            json,
+        }
+    }
+
     pub fn render(&self, format: Format) -> String {
         match format {
             Format::Table => self.table(),
@@ -424,6 +441,32 @@ struct HostRecord {
     /// When the agent was not running (from, to): it saw no connections.
     downtime: Vec<(String, String)>,
     gaps: Vec<(u64, u64)>,
+    /// The host's policy, when it has one assigned or its agent reported
+    /// its firewall (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<HostPolicyBrief>,
+}
+
+/// A host's policy as `report hosts` shows it (`connscope-policy` fills it
+/// from the store's assignments and the host's last firewall report).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostPolicyBrief {
+    /// `name@version`, or none when nothing is assigned.
+    pub policy: Option<String>,
+    /// `audit`, `enforce`, or the staging per direction and port when mixed.
+    pub mode: Option<String>,
+    /// What its agent last reported: `loaded`, `none`, `broken-glass`,
+    /// `failed`, or `unknown` (never reported).
+    pub state: String,
+}
+
+impl HostPolicyBrief {
+    fn text(&self) -> String {
+        match (&self.policy, &self.mode) {
+            (Some(policy), Some(mode)) => format!("{policy} {mode}, {}", self.state),
+            _ => format!("none, {}", self.state),
+        }
+    }
 }
 
 impl HostRecord {
@@ -480,11 +523,22 @@ pub fn hosts_report_with_groups(
     agents: &[AgentStatus],
     groups: &BTreeMap<String, Vec<String>>,
 ) -> Report {
+    hosts_report_with_policies(agents, groups, &BTreeMap::new())
+}
+
+/// [`hosts_report_with_groups`] with each host's policy: a `policy` column
+/// (and field) when any host has one.
+pub fn hosts_report_with_policies(
+    agents: &[AgentStatus],
+    groups: &BTreeMap<String, Vec<String>>,
+    policies: &BTreeMap<String, HostPolicyBrief>,
+) -> Report {
     let records: Vec<HostRecord> = agents
         .iter()
         .map(|a| {
             let gaps = a.gaps();
             HostRecord {
+                policy: policies.get(&a.host).cloned(),
                 groups: groups.get(&a.host).cloned().unwrap_or_default(),
                 host: a.host.clone(),
                 agent: a.agent.0.clone(),
@@ -545,6 +599,18 @@ pub fn hosts_report_with_groups(
         report.numeric.insert(1, false);
         for (row, record) in report.rows.iter_mut().zip(&records) {
             row.insert(1, record.groups.join(","));
+        }
+    }
+    if records.iter().any(|r| r.policy.is_some()) {
+        report.columns.push("policy");
+        report.numeric.push(false);
+        for (row, record) in report.rows.iter_mut().zip(&records) {
+            row.push(
+                record
+                    .policy
+                    .as_ref()
+                    .map_or_else(String::new, HostPolicyBrief::text),
+            );
         }
     }
     report

@@ -30,6 +30,10 @@
 //! - **rule hit counters** ([`RuleHits`]): per host, policy version and rule,
 //!   the packets its firewall rule matched and when it last matched, from
 //!   the counters agents report (`connscope policy hygiene` reads them).
+//! - **the policy loop** ([`PolicyVersion`], [`PolicyAssignment`],
+//!   [`HostFirewall`], [`DriftRecord`]): policy documents by version, their
+//!   assignments to groups and hosts with every change, what each host's
+//!   firewall last reported, and drift edges.
 //!
 //! The logic that is not SQL (which rollup an event belongs to, range-set
 //! arithmetic, content keys) lives in plain Rust modules here, so every backend
@@ -43,6 +47,7 @@ mod hash;
 mod hits;
 mod key;
 mod location;
+mod policy;
 mod rollup;
 mod sequence;
 mod sqlite;
@@ -53,12 +58,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use connscope_event::{ConnectionEvent, Direction, NameSource, Protocol, Timestamp};
+use connscope_protocol::policy::{FirewallNotice, FirewallState};
 
 pub use clickhouse::{ClickHouseLocation, ClickHouseStore};
 pub use group::{GroupKind, HostGroup, HostLabel};
 pub use hits::{rule_hits_of, HostRuleCounter, RuleCount, RuleHits};
 pub use key::EventKey;
 pub use location::{open, StoreLocation};
+pub use policy::{
+    AssignedVersion, AssignmentChange, AssignmentTarget, DriftRecord, HostFirewall, HostNotice,
+    PolicyAssignment, PolicyVersion,
+};
 pub use rollup::{hour_start, is_host_address, rollup_user, EdgeCounts, EdgeKey, RollupBatch};
 pub use sequence::SequenceRanges;
 pub use sqlite::SqliteStore;
@@ -599,6 +609,69 @@ pub trait Store: Send + Sync {
     /// every host that reported it: packets and the last time a counter
     /// went up, ordered by version and rule.
     fn rule_hits(&self, policy: &str, version: Option<u32>) -> Result<Vec<RuleHits>, StoreError>;
+    /// Keeps `document` as the next version of policy `name` and returns
+    /// it; a document identical to the latest version is not kept again:
+    /// that version is returned. Callers check the document.
+    fn put_policy(
+        &self,
+        name: &str,
+        document: &str,
+        author: &str,
+        comment: &str,
+        at: Timestamp,
+    ) -> Result<PolicyVersion, StoreError>;
+
+    /// Every version of policy `name`, oldest first (none: empty).
+    fn policy_versions(&self, name: &str) -> Result<Vec<PolicyVersion>, StoreError>;
+
+    /// One version of policy `name`.
+    fn policy_version(&self, name: &str, version: u32)
+        -> Result<Option<PolicyVersion>, StoreError>;
+
+    /// Records a change of a target's assignment, numbered with the next
+    /// revision, and returns it as stored.
+    fn assign_policy(&self, change: &AssignmentChange) -> Result<PolicyAssignment, StoreError>;
+
+    /// The current assignment of every target that has one (withdrawn ones
+    /// left out), ordered by target.
+    fn policy_assignments(&self) -> Result<Vec<PolicyAssignment>, StoreError>;
+
+    /// Every change of `target`'s assignment, oldest first.
+    fn assignment_history(
+        &self,
+        target: &AssignmentTarget,
+    ) -> Result<Vec<PolicyAssignment>, StoreError>;
+
+    /// The highest revision given out (0 before the first assignment): a
+    /// reader that cached assignments compares it to know they changed.
+    fn assignment_revision(&self) -> Result<u64, StoreError>;
+
+    /// Keeps `report` as `host`'s last firewall state, replacing an older
+    /// one, and adds its notices (a notice reported again is kept once).
+    fn put_firewall_report(
+        &self,
+        host: &str,
+        state: &FirewallState,
+        reported_at: Timestamp,
+        notices: &[FirewallNotice],
+    ) -> Result<(), StoreError>;
+
+    /// The last firewall report of every host that sent one, ordered by host.
+    fn firewall_states(&self) -> Result<Vec<HostFirewall>, StoreError>;
+
+    /// The notices hosts reported (only `host`'s when given), ordered by
+    /// host and then by the time the host gave them.
+    fn firewall_notices(&self, host: Option<&str>) -> Result<Vec<HostNotice>, StoreError>;
+
+    /// Adds `sighting` (one or more connections of one edge) to the drift
+    /// records: true when it made the edge's record, which happens once per
+    /// edge however many collectors see it (the caller alerts then); false
+    /// when the edge had one, whose last time and count grow.
+    fn record_drift(&self, sighting: &DriftRecord) -> Result<bool, StoreError>;
+
+    /// The drift edges seen in `range` (last seen at or after its start,
+    /// first seen before its end), ordered by host, first time and edge.
+    fn drift(&self, range: TimeRange) -> Result<Vec<DriftRecord>, StoreError>;
 }
 
 /// The checks every backend makes before storing anything of a batch.

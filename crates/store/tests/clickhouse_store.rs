@@ -207,6 +207,10 @@ mod on_shards {
         a_new_instance_is_a_new_sequence_space,
         drops_by_reason_and_the_unexplained_rest,
         groups_are_replaced_in_place_removed_and_labels_set_and_cleared,
+        policy_versions_count_up_and_an_identical_push_is_the_latest,
+        assignments_keep_their_history_under_one_rising_revision,
+        firewall_reports_keep_the_newest_state_and_every_notice_once,
+        a_drift_edge_is_recorded_once_and_grows,
     );
 }
 

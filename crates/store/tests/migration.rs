@@ -115,11 +115,11 @@ fn a_version_6_store_is_migrated_and_keeps_groups() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "10");
+    assert_eq!(version, "11");
 }
 
 /// `fixtures/v7-dual-stack.db.gz`, written at schema version 7 (see the
-/// fixtures' README): it opens at version 9 with its hosts and its group,
+/// fixtures' README): it opens at version 10 with its hosts and its group,
 /// keeps access tokens as digests from then on, and revokes them.
 #[test]
 fn a_version_7_store_is_migrated_and_keeps_tokens() {
@@ -203,7 +203,7 @@ fn a_version_7_store_is_migrated_and_keeps_tokens() {
 }
 
 /// `fixtures/v7-names.db.gz`, written at schema version 7 (see the
-/// fixtures' README): it opens at version 9, its blocks read as unnamed
+/// fixtures' README): it opens at version 10, its blocks read as unnamed
 /// events, and named events are stored and named from then on.
 #[test]
 fn a_version_7_store_is_migrated_and_keeps_names() {
@@ -260,11 +260,63 @@ fn a_version_7_store_is_migrated_and_keeps_names() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "10");
+    assert_eq!(version, "11");
+}
+
+/// `fixtures/v9-names.db.gz`, written at schema version 9 (see the
+/// fixtures' README): it opens at version 11 with its events and group,
+/// and keeps policy versions and assignments from then on.
+#[test]
+fn a_version_9_store_is_migrated_and_keeps_policies() {
+    use connscope_store::{
+        AssignedVersion, AssignmentChange, AssignmentTarget, EventQuery, TimeRange,
+    };
+
+    let (_dir, path) = unpacked(include_bytes!("fixtures/v9-names.db.gz"), "v9.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let all = EventQuery {
+        range: TimeRange::ALL,
+        host: None,
+        limit: usize::MAX,
+    };
+    assert_eq!(store.events(&all).unwrap().len(), 11);
+    assert_eq!(store.groups().unwrap()[0].name, "servers");
+    assert_eq!(store.assignment_revision().unwrap(), 0);
+    assert!(store.firewall_states().unwrap().is_empty());
+    let at = Timestamp::from_nanos(1_800_000_000_000_000_000);
+    let v1 = store
+        .put_policy("servers", "format = 1\n", "ann", "", at)
+        .unwrap();
+    let assigned = store
+        .assign_policy(&AssignmentChange {
+            target: AssignmentTarget::Group("servers".into()),
+            assigned: Some(AssignedVersion {
+                policy: v1.name.clone(),
+                version: v1.version,
+                staging: Default::default(),
+            }),
+            at,
+            by: "ann".into(),
+        })
+        .unwrap();
+    drop(store);
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.policy_versions("servers").unwrap(), [v1]);
+    assert_eq!(store.policy_assignments().unwrap(), [assigned]);
+    let version: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM meta WHERE name = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, "11");
 }
 
 /// `fixtures/v9-dual-stack.db.gz`, written at schema version 9 (see the
-/// fixtures' README): it opens at version 10 with its hosts and group, has
+/// fixtures' README): it opens at version 11 with its hosts and group, has
 /// no rule counters, and keeps the ones recorded from then on.
 #[test]
 fn a_version_9_store_is_migrated_and_keeps_rule_counters() {

@@ -247,7 +247,7 @@ fn a_version_3_store_is_migrated() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "10");
+    assert_eq!(version, "11");
 }
 
 #[test]

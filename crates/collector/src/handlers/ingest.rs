@@ -138,6 +138,7 @@ async fn store_batch(
     );
     let limit = state.decompressed_limit;
     let agent_id = agent.clone();
+    let drift = state.drift.clone();
     // Decompressing, parsing and SQLite are CPU and disk work: off the reactor.
     let (report, notice) = tokio::task::spawn_blocking(move || {
         let _permit = permit;
@@ -145,6 +146,10 @@ async fn store_batch(
         bindings.check(&tokens, store.as_ref(), &agent_id, &events)?;
         let report = store.ingest_from(&agent_id, &origin, &events)?;
         let notice = IngestNotice::of("agent", &agent_id.0, &events, &report);
+        // A batch stored before (a retry) was checked then.
+        if report.stored > 0 {
+            drift.check_batch(store.as_ref(), &events);
+        }
         Ok::<_, Refusal>((report, notice))
     })
     .await

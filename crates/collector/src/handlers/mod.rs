@@ -2,7 +2,8 @@
 //! readers' queries (`read`, over `queries`' store reads), the firewall
 //! check (`firewall`), the backtest (`backtest`), host groups (`groups`) and
 //! the map's web assets (`map`), enrollment (`enroll`) and what monitoring
-//! asks (`ops`: metrics and health). They use the kit and know nothing of the
+//! asks (`ops`: metrics and health), and the policy loop (`policy`: agents'
+//! policy and firewall reports, the status and drift reads). They use the kit and know nothing of the
 //! router or the accept loop above them.
 
 pub(crate) mod backtest;
@@ -12,5 +13,6 @@ pub(crate) mod groups;
 pub(crate) mod ingest;
 pub(crate) mod map;
 pub(crate) mod ops;
+pub(crate) mod policy;
 pub(crate) mod queries;
 pub(crate) mod read;

@@ -9,6 +9,7 @@ use connscope_store::Store;
 use crate::auth::Tokens;
 use crate::binding::HostBindings;
 use crate::counters::Counters;
+use crate::drift::DriftCheck;
 use crate::enrolled::StoreTokens;
 use crate::live::Notices;
 use crate::metrics::Metrics;
@@ -40,4 +41,7 @@ pub(crate) struct AppState {
     pub notices: Notices,
     /// Becomes true when the collector stops (ends the event streams).
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// Checks every stored batch for drift and alerts on new edges (one
+    /// per collector: it caches the hosts' rendered policies).
+    pub drift: DriftCheck,
 }

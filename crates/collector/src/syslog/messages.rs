@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use super::direction::{add_learned, learn_directions, Directions};
 use super::envelope::{parse_envelope, resolve_classic, EnvelopeTime};
 use crate::counters::Counters;
+use crate::drift::DriftCheck;
 use crate::kit::cut_echo;
 use crate::live::{IngestNotice, Notices};
 
@@ -97,6 +98,7 @@ pub(super) async fn write_events(
     store: Arc<dyn Store>,
     counters: Arc<Counters>,
     notices: Notices,
+    drift: DriftCheck,
 ) {
     let mut parser = Parser::default();
     let (mut directions, mut learning) = learn_directions(&store).await;
@@ -109,7 +111,7 @@ pub(super) async fn write_events(
             match tokio::time::timeout(BATCH_DELAY, rx.recv()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    flush(&mut pending, &store, &counters, &notices).await;
+                    flush(&mut pending, &store, &counters, &notices, &drift).await;
                     pending_count = 0;
                     continue;
                 }
@@ -133,11 +135,11 @@ pub(super) async fn write_events(
             }
         }
         if pending_count >= BATCH_EVENTS {
-            flush(&mut pending, &store, &counters, &notices).await;
+            flush(&mut pending, &store, &counters, &notices, &drift).await;
             pending_count = 0;
         }
     }
-    flush(&mut pending, &store, &counters, &notices).await;
+    flush(&mut pending, &store, &counters, &notices, &drift).await;
 }
 
 async fn flush(
@@ -145,14 +147,18 @@ async fn flush(
     store: &Arc<dyn Store>,
     counters: &Counters,
     notices: &Notices,
+    drift: &DriftCheck,
 ) {
     for (host, events) in std::mem::take(pending) {
         let agent = AgentId(format!("syslog@{host}"));
-        let store = store.clone();
+        let (store, drift) = (store.clone(), drift.clone());
         let result = tokio::task::spawn_blocking(move || {
             let report = store.ingest_keyed(&agent, &events)?;
             let events: Vec<ConnectionEvent> = events.into_iter().map(|k| k.event).collect();
             let notice = IngestNotice::of("syslog", &agent.0, &events, &report);
+            if report.stored > 0 {
+                drift.check_batch(store.as_ref(), &events);
+            }
             Ok::<_, StoreError>((report, notice))
         })
         .await;

@@ -59,6 +59,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::SyslogLimits;
 use crate::counters::Counters;
+use crate::drift::DriftCheck;
 use crate::live::Notices;
 use connections::{accept_tcp, receive_udp};
 use messages::{write_events, Received};
@@ -90,10 +91,11 @@ pub(crate) async fn serve(
     store: Arc<dyn Store>,
     counters: Arc<Counters>,
     notices: Notices,
+    drift: DriftCheck,
     shutdown: watch::Receiver<bool>,
 ) {
     let (tx, rx) = mpsc::channel::<Received>(10_000);
-    let writer = tokio::spawn(write_events(rx, store, counters.clone(), notices));
+    let writer = tokio::spawn(write_events(rx, store, counters.clone(), notices, drift));
     let udp = tokio::spawn(receive_udp(sockets.udp, tx.clone(), shutdown.clone()));
     let tcp = tokio::spawn(accept_tcp(
         sockets.tcp,

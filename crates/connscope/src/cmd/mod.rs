@@ -14,6 +14,7 @@ pub mod groups;
 pub mod import;
 pub mod map;
 pub mod policy;
+pub mod policy_store;
 pub mod report;
 pub mod rules;
 pub mod ship;

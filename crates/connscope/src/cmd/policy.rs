@@ -1,7 +1,9 @@
 //! `connscope policy draft|show|edit-check|diff|check|render`: policies as
 //! files a person reviews (docs/POLICY.md). `draft` and `check` read the
-//! store; the others work on files alone, so a policy can be reviewed and
-//! edited away from the collector.
+//! store; the others work on files alone (or on versions kept in the store:
+//! `diff ws@3 ws@4`), so a policy can be reviewed and edited away from the
+//! collector. The versions and assignments the collector keeps are
+//! [`super::policy_store`]'s.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,9 +18,10 @@ use connscope_policy::{
     HygieneReport, Mode, Policy, Target,
 };
 use connscope_query::TimeRangeArgs;
-use connscope_store::{SqliteStore, TimeRange};
+use connscope_store::{SqliteStore, StoreLocation, TimeRange};
 
 use super::flag_error;
+use super::policy_store;
 
 /// The NFLOG group a policy's would-block and blocked packets are logged to,
 /// unless told otherwise.
@@ -43,6 +46,20 @@ pub enum PolicyCommand {
     /// the traffic they carried (exit status 1 when one should be removed or
     /// narrowed).
     Hygiene(HygieneArgs),
+    /// Keep a policy file as the next version of its policy in the store.
+    Push(policy_store::PushArgs),
+    /// The versions of a policy kept in the store.
+    Versions(policy_store::VersionsArgs),
+    /// Assign a policy version to a group or host in audit mode (all of it,
+    /// a direction, or ports), after showing its backtest figure.
+    Stage(policy_store::StageArgs),
+    /// Enforce a group's or host's policy (all of it, a direction, or ports);
+    /// refused while the backtest shows connections it would block.
+    Enforce(policy_store::EnforceArgs),
+    /// Back to the assignment before the last change (version and staging).
+    Rollback(policy_store::RollbackArgs),
+    /// Every host's policy, mode and what its agent last reported.
+    Status(policy_store::StatusArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -94,10 +111,16 @@ pub struct FileArgs {
 
 #[derive(Args)]
 pub struct DiffArgs {
-    /// The older version.
-    old: PathBuf,
-    /// The newer version.
-    new: PathBuf,
+    /// The older version: a file, or NAME@N for a version kept in the store.
+    old: String,
+    /// The newer version: a file, or NAME@N.
+    new: String,
+    /// The SQLite store NAME@N versions are read from.
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// The store NAME@N versions are read from (sqlite:PATH or clickhouse://...).
+    #[arg(long, value_name = "LOCATION", conflicts_with = "db")]
+    store: Option<StoreLocation>,
 }
 
 #[derive(Args)]
@@ -171,7 +194,10 @@ pub fn run(command: PolicyCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Diff(args) => {
-            let changes = diff(&read(&args.old)?, &read(&args.new)?);
+            let changes = diff(
+                &read_version(&args, &args.old)?,
+                &read_version(&args, &args.new)?,
+            );
             print!("{changes}");
             Ok(if changes.is_empty() {
                 ExitCode::SUCCESS
@@ -181,6 +207,12 @@ pub fn run(command: PolicyCommand) -> Result<ExitCode> {
         }
         PolicyCommand::Check(args) => run_check(args),
         PolicyCommand::Hygiene(args) => run_hygiene(args),
+        PolicyCommand::Push(args) => policy_store::push(args),
+        PolicyCommand::Versions(args) => policy_store::versions(args),
+        PolicyCommand::Stage(args) => policy_store::stage(args),
+        PolicyCommand::Enforce(args) => policy_store::enforce(args),
+        PolicyCommand::Rollback(args) => policy_store::rollback(args),
+        PolicyCommand::Status(args) => policy_store::status(args),
         PolicyCommand::Render(args) => {
             let policy = read(&args.policy)?;
             let mode = match args.mode {
@@ -194,6 +226,28 @@ pub fn run(command: PolicyCommand) -> Result<ExitCode> {
             print!("{}", render(&policy, &args.host, mode));
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// One side of `diff`: a file, or `NAME@N` from the store when one is given
+/// and no file has that name.
+fn read_version(args: &DiffArgs, spec: &str) -> Result<Policy> {
+    let path = Path::new(spec);
+    let location = match (&args.store, &args.db) {
+        (Some(location), _) => Some(location.clone()),
+        (None, Some(db)) => Some(StoreLocation::Sqlite(db.clone())),
+        (None, None) => None,
+    };
+    match location {
+        Some(location) if !path.exists() => {
+            let store =
+                connscope_store::open(&location).with_context(|| format!("opening {location}"))?;
+            match policy_store::stored_document(&*store, spec)? {
+                Some((name, text)) => Policy::parse(&text).with_context(|| name),
+                None => read(path),
+            }
+        }
+        _ => read(path),
     }
 }
 

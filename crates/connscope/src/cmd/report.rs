@@ -1,4 +1,4 @@
-//! `connscope report edges|hosts|ports|refusals`: what the store holds, as aligned
+//! `connscope report edges|hosts|ports|refusals|drift`: what the store holds, as aligned
 //! tables for people or JSON/CSV for scripts (`report edges --format json` is
 //! the stable interface documented in docs/API.md).
 
@@ -8,12 +8,14 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use connscope_event::Timestamp;
+use connscope_policy::{host_briefs, policy_status, DriftEntry, DriftList};
+use connscope_protocol::policy::StageMode;
 use connscope_query::groups::{groups_by_host, members};
 use connscope_query::join::{load_edges, HostDirectory};
 use connscope_query::naming::RemoteNames;
 use connscope_query::report::{
-    edges_report_named, group_edges_report, hosts_report_with_groups, name_edges_report,
-    ports_report, refusals_report, Format,
+    edges_report_named, group_edges_report, hosts_report_with_policies, name_edges_report,
+    ports_report, refusals_report, Format, Report,
 };
 use connscope_query::{GraphFilterArgs, TimeRangeArgs};
 use connscope_store::TimeRange;
@@ -30,6 +32,21 @@ pub enum ReportCommand {
     Ports(ReportArgs),
     /// Batches the collector refused, per agent and reason (nothing of them is stored).
     Refusals(ReportArgs),
+    /// Drift: edges the policy assigned to their host does not allow, one row
+    /// per (host, direction, protocol, port, remote address).
+    Drift(DriftArgs),
+}
+
+#[derive(Args)]
+#[command(after_help = "Without --from (--since) or --to the range is everything stored.")]
+pub struct DriftArgs {
+    #[command(flatten)]
+    store: super::store_args::StoreArgs,
+    #[command(flatten)]
+    range: TimeRangeArgs,
+    /// table (aligned, for people), json (the body of GET /api/v1/drift) or csv.
+    #[arg(long, default_value = "table", value_name = "FORMAT")]
+    format: Format,
 }
 
 #[derive(Args)]
@@ -61,6 +78,7 @@ enum By {
 
 pub fn run(command: ReportCommand) -> Result<ExitCode> {
     let (args, kind) = match &command {
+        ReportCommand::Drift(args) => return drift(args),
         ReportCommand::Edges(a) => (a, "edges"),
         ReportCommand::Hosts(a) => (a, "hosts"),
         ReportCommand::Ports(a) => (a, "ports"),
@@ -77,7 +95,8 @@ pub fn run(command: ReportCommand) -> Result<ExitCode> {
         .map_err(flag_error)?;
     let report = if kind == "hosts" {
         let groups = groups_by_host(&members(&*store, range)?);
-        hosts_report_with_groups(&store.agents()?, &groups)
+        let policies = host_briefs(&policy_status(&*store, Timestamp::now())?);
+        hosts_report_with_policies(&store.agents()?, &groups, &policies)
     } else if kind == "refusals" {
         refusals_report(&store.refusals()?)
     } else {
@@ -96,6 +115,67 @@ pub fn run(command: ReportCommand) -> Result<ExitCode> {
             _ => ports_report(&edges),
         }
     };
+    let mut out = std::io::stdout().lock();
+    out.write_all(report.render(args.format).as_bytes())?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `report drift`: the drift edges seen in the range, oldest first per host.
+fn drift(args: &DriftArgs) -> Result<ExitCode> {
+    let store = args.store.open_existing()?;
+    let range = args
+        .range
+        .resolve(Timestamp::now(), TimeRange::ALL)
+        .map_err(flag_error)?;
+    let entries: Vec<DriftEntry> = store.drift(range)?.into_iter().map(Into::into).collect();
+    let rows = entries
+        .iter()
+        .map(|d| {
+            vec![
+                d.host.clone(),
+                d.direction.to_owned(),
+                format!("{}/{}", d.protocol, d.port),
+                d.local.clone(),
+                match &d.remote_name {
+                    Some(name) => format!("{} ({name})", d.remote),
+                    None => d.remote.clone(),
+                },
+                d.executable.clone().unwrap_or_default(),
+                d.user.clone().unwrap_or_default(),
+                format!("{}@{}", d.policy, d.version),
+                match d.mode {
+                    StageMode::Audit => "audit".to_owned(),
+                    StageMode::Enforce => "enforce".to_owned(),
+                },
+                d.first_seen.clone(),
+                d.last_seen.clone(),
+                d.connections.to_string(),
+            ]
+        })
+        .collect();
+    let json = serde_json::to_value(DriftList { drift: entries })?;
+    let report = Report::new(
+        vec![
+            "host",
+            "direction",
+            "service",
+            "local",
+            "remote",
+            "executable",
+            "user",
+            "policy",
+            "mode",
+            "first_seen",
+            "last_seen",
+            "connections",
+        ],
+        vec![
+            false, false, false, false, false, false, false, false, false, false, false, true,
+        ],
+        rows,
+        json,
+    );
     let mut out = std::io::stdout().lock();
     out.write_all(report.render(args.format).as_bytes())?;
     out.flush()?;

@@ -27,12 +27,14 @@
 //! [`write`] (an ingest), [`read`] (rollups, addresses, raw events),
 //! [`agents`] (sequence spaces, drops, downtime, refusals, statuses),
 //! [`groups`] (host groups and labels), [`tokens`] (access tokens),
+//! [`policies`] (the policy loop's records),
 //! [`names`] (remote names, from the raw events), [`retention`].
 
 mod agents;
 mod groups;
 mod location;
 mod names;
+mod policies;
 mod read;
 mod retention;
 mod rows;
@@ -46,11 +48,14 @@ use std::sync::mpsc;
 
 use connscope_event::{ConnectionEvent, Timestamp};
 
+use connscope_protocol::policy::{FirewallNotice, FirewallState};
+
 use crate::{
-    AgentId, AgentStatus, ConnectionQuery, ConnectionRecord, EdgeTotal, EventQuery, ExportSink,
-    HostAddress, HostGroup, HostLabel, HourlyEdgeTotal, IngestReport, KeyedEvent, NameSighting,
-    Origin, RefusalCount, Retention, RetentionReport, RollupQuery, RuleCount, RuleHits, Store,
-    StoreError, TokenRecord, TokenRefusal,
+    AgentId, AgentStatus, AssignmentChange, AssignmentTarget, ConnectionQuery, ConnectionRecord,
+    DriftRecord, EdgeTotal, EventQuery, ExportSink, HostAddress, HostFirewall, HostGroup,
+    HostLabel, HostNotice, HourlyEdgeTotal, IngestReport, KeyedEvent, NameSighting, Origin,
+    PolicyAssignment, PolicyVersion, RefusalCount, Retention, RetentionReport, RollupQuery,
+    RuleCount, RuleHits, Store, StoreError, TimeRange, TokenRecord, TokenRefusal,
 };
 pub use location::ClickHouseLocation;
 
@@ -386,5 +391,94 @@ impl Store for ClickHouseStore {
     fn rule_hits(&self, policy: &str, version: Option<u32>) -> Result<Vec<RuleHits>, StoreError> {
         let (client, policy) = (self.client.clone(), policy.to_owned());
         self.run(async move { rule_hits::read(&client, &policy, version).await })
+    }
+
+    fn put_policy(
+        &self,
+        name: &str,
+        document: &str,
+        author: &str,
+        comment: &str,
+        at: Timestamp,
+    ) -> Result<PolicyVersion, StoreError> {
+        let client = self.client.clone();
+        let (name, document) = (name.to_owned(), document.to_owned());
+        let (author, comment) = (author.to_owned(), comment.to_owned());
+        self.run(async move {
+            policies::put_version(&client, name, document, author, comment, at).await
+        })
+    }
+
+    fn policy_versions(&self, name: &str) -> Result<Vec<PolicyVersion>, StoreError> {
+        let (client, name) = (self.client.clone(), name.to_owned());
+        self.run(async move { policies::versions(&client, name, None).await })
+    }
+
+    fn policy_version(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<Option<PolicyVersion>, StoreError> {
+        let (client, name) = (self.client.clone(), name.to_owned());
+        Ok(self
+            .run(async move { policies::versions(&client, name, Some(version)).await })?
+            .pop())
+    }
+
+    fn assign_policy(&self, change: &AssignmentChange) -> Result<PolicyAssignment, StoreError> {
+        let (client, change) = (self.client.clone(), change.clone());
+        self.run(async move { policies::assign(&client, change).await })
+    }
+
+    fn policy_assignments(&self) -> Result<Vec<PolicyAssignment>, StoreError> {
+        let client = self.client.clone();
+        self.run(async move { policies::assignments(&client, None).await })
+    }
+
+    fn assignment_history(
+        &self,
+        target: &AssignmentTarget,
+    ) -> Result<Vec<PolicyAssignment>, StoreError> {
+        let (client, target) = (self.client.clone(), target.clone());
+        self.run(async move { policies::assignments(&client, Some(target)).await })
+    }
+
+    fn assignment_revision(&self) -> Result<u64, StoreError> {
+        let client = self.client.clone();
+        self.run(async move { policies::revision(&client).await })
+    }
+
+    fn put_firewall_report(
+        &self,
+        host: &str,
+        state: &FirewallState,
+        reported_at: Timestamp,
+        notices: &[FirewallNotice],
+    ) -> Result<(), StoreError> {
+        let client = self.client.clone();
+        let (host, state, notices) = (host.to_owned(), state.clone(), notices.to_vec());
+        self.run(
+            async move { policies::put_report(&client, host, state, reported_at, notices).await },
+        )
+    }
+
+    fn firewall_states(&self) -> Result<Vec<HostFirewall>, StoreError> {
+        let client = self.client.clone();
+        self.run(async move { policies::states(&client).await })
+    }
+
+    fn firewall_notices(&self, host: Option<&str>) -> Result<Vec<HostNotice>, StoreError> {
+        let (client, host) = (self.client.clone(), host.map(str::to_owned));
+        self.run(async move { policies::notices(&client, host).await })
+    }
+
+    fn record_drift(&self, sighting: &DriftRecord) -> Result<bool, StoreError> {
+        let (client, sighting) = (self.client.clone(), sighting.clone());
+        self.run(async move { policies::record_drift(&client, sighting).await })
+    }
+
+    fn drift(&self, range: TimeRange) -> Result<Vec<DriftRecord>, StoreError> {
+        let client = self.client.clone();
+        self.run(async move { policies::drift(&client, range).await })
     }
 }

@@ -105,7 +105,37 @@ const MIGRATIONS: &[&[&str]] = &[
     ORDER BY id",
     ],
     &[
-        // Version 3: firewall rule hit counters (`super::rule_hits`), the
+        // Version 3: the policy loop (`super::policies`): policy versions,
+        // assignments with their history, hosts' firewall reports and
+        // notices, drift sightings.
+        "CREATE TABLE IF NOT EXISTS policy_versions (
+        name String, version UInt32, document String, created Int64,
+        author String, comment String
+    ) ENGINE = ReplacingMergeTree()
+    ORDER BY (name, version)",
+        "CREATE TABLE IF NOT EXISTS policy_assignments (
+        revision UInt64, target_kind String, target String, assigned UInt8,
+        policy String, version UInt32, staging String, at Int64, by String
+    ) ENGINE = ReplacingMergeTree()
+    ORDER BY (revision, target_kind, target)",
+        "CREATE TABLE IF NOT EXISTS host_firewalls (
+        host String, state String, reported_at Int64, version UInt64
+    ) ENGINE = ReplacingMergeTree(version)
+    ORDER BY host",
+        "CREATE TABLE IF NOT EXISTS firewall_notices (
+        host String, at String, kind String, detail String
+    ) ENGINE = ReplacingMergeTree()
+    ORDER BY (host, at, kind, detail)",
+        "CREATE TABLE IF NOT EXISTS drift_sightings (
+        host String, direction String, protocol String, port UInt16, remote String,
+        local String, remote_name String, executable String, user_name String,
+        policy String, version UInt32, mode String,
+        first_seen Int64, last_seen Int64, connections UInt64
+    ) ENGINE = MergeTree()
+    ORDER BY (host, direction, protocol, port, remote, first_seen)",
+    ],
+    &[
+        // Version 4: firewall rule hit counters (`super::rule_hits`), the
         // newest reading of a rule on a host winning (`reading`: its time;
         // 18.16 takes only an unsigned version column).
         "CREATE TABLE IF NOT EXISTS rule_counters (
@@ -135,6 +165,11 @@ pub(super) const SHARDING: &[(&str, &str)] = &[
     ("host_labels", "cityHash64(host, key)"),
     ("access_tokens", "cityHash64(id)"),
     ("write_probes", "id"),
+    ("policy_versions", "cityHash64(name)"),
+    ("policy_assignments", "cityHash64(target_kind, target)"),
+    ("host_firewalls", "cityHash64(host)"),
+    ("firewall_notices", "cityHash64(host)"),
+    ("drift_sightings", "cityHash64(host)"),
     ("rule_counters", "cityHash64(policy, host)"),
 ];
 

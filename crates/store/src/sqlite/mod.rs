@@ -23,6 +23,7 @@
 //! [`agents`] (drops, downtime, refusals, statuses), [`groups`] (host
 //! groups and labels), [`tokens`] (access token digests), [`rule_hits`]
 //! (firewall rule counters), [`names`] (the
+//! groups and labels), [`policies`] (the policy loop's records), [`tokens`] (access token digests), [`names`] (the
 //! dictionary of the rollups' text), [`retention`], and [`column`] (values
 //! in and out of columns).
 
@@ -33,6 +34,7 @@ mod connection;
 mod dedup;
 mod groups;
 mod names;
+mod policies;
 mod read;
 mod retention;
 mod rule_hits;
@@ -47,11 +49,14 @@ use std::sync::Mutex;
 use connscope_event::{ConnectionEvent, Timestamp};
 use rusqlite::Connection;
 
+use connscope_protocol::policy::{FirewallNotice, FirewallState};
+
 use crate::{
-    AgentId, AgentStatus, ConnectionQuery, ConnectionRecord, EdgeTotal, EventQuery, ExportSink,
-    HostAddress, HostGroup, HostLabel, HourlyEdgeTotal, IngestReport, KeyedEvent, NameSighting,
-    Origin, RefusalCount, Retention, RetentionReport, RollupQuery, RuleCount, RuleHits, Store,
-    StoreError, TokenRecord, TokenRefusal,
+    AgentId, AgentStatus, AssignmentChange, AssignmentTarget, ConnectionQuery, ConnectionRecord,
+    DriftRecord, EdgeTotal, EventQuery, ExportSink, HostAddress, HostFirewall, HostGroup,
+    HostLabel, HostNotice, HourlyEdgeTotal, IngestReport, KeyedEvent, NameSighting, Origin,
+    PolicyAssignment, PolicyVersion, RefusalCount, Retention, RetentionReport, RollupQuery,
+    RuleCount, RuleHits, Store, StoreError, TimeRange, TokenRecord, TokenRefusal,
 };
 use batch::Batch;
 use connection::{configure, Reader, Writer};
@@ -252,5 +257,73 @@ impl Store for SqliteStore {
 
     fn rule_hits(&self, policy: &str, version: Option<u32>) -> Result<Vec<RuleHits>, StoreError> {
         rule_hits::read(&self.reader, policy, version)
+    }
+
+    fn put_policy(
+        &self,
+        name: &str,
+        document: &str,
+        author: &str,
+        comment: &str,
+        at: Timestamp,
+    ) -> Result<PolicyVersion, StoreError> {
+        policies::put_version(&self.writer, name, document, author, comment, at)
+    }
+
+    fn policy_versions(&self, name: &str) -> Result<Vec<PolicyVersion>, StoreError> {
+        policies::versions(&self.reader, name, None)
+    }
+
+    fn policy_version(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<Option<PolicyVersion>, StoreError> {
+        Ok(policies::versions(&self.reader, name, Some(version))?.pop())
+    }
+
+    fn assign_policy(&self, change: &AssignmentChange) -> Result<PolicyAssignment, StoreError> {
+        policies::assign(&self.writer, change)
+    }
+
+    fn policy_assignments(&self) -> Result<Vec<PolicyAssignment>, StoreError> {
+        policies::assignments(&self.reader, None)
+    }
+
+    fn assignment_history(
+        &self,
+        target: &AssignmentTarget,
+    ) -> Result<Vec<PolicyAssignment>, StoreError> {
+        policies::assignments(&self.reader, Some(target))
+    }
+
+    fn assignment_revision(&self) -> Result<u64, StoreError> {
+        policies::revision(&self.reader)
+    }
+
+    fn put_firewall_report(
+        &self,
+        host: &str,
+        state: &FirewallState,
+        reported_at: Timestamp,
+        notices: &[FirewallNotice],
+    ) -> Result<(), StoreError> {
+        policies::put_report(&self.writer, host, state, reported_at, notices)
+    }
+
+    fn firewall_states(&self) -> Result<Vec<HostFirewall>, StoreError> {
+        policies::states(&self.reader)
+    }
+
+    fn firewall_notices(&self, host: Option<&str>) -> Result<Vec<HostNotice>, StoreError> {
+        policies::notices(&self.reader, host)
+    }
+
+    fn record_drift(&self, sighting: &DriftRecord) -> Result<bool, StoreError> {
+        policies::record_drift(&self.writer, sighting)
+    }
+
+    fn drift(&self, range: TimeRange) -> Result<Vec<DriftRecord>, StoreError> {
+        policies::drift(&self.reader, range)
     }
 }

@@ -10,6 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::groups::GROUP_TABLES;
 use super::names::NameIds;
+use super::policies::POLICY_TABLES;
 use super::rule_hits::RULE_HIT_TABLES;
 use super::tokens::TOKEN_TABLES;
 use super::write::{UPSERT_ADDRESS, UPSERT_ROLLUP};
@@ -35,6 +36,7 @@ const MIGRATIONS: &[Migration] = &[
     host_groups,
     access_tokens,
     remote_names,
+    policy_loop,
     rule_hit_counters,
 ];
 
@@ -408,7 +410,14 @@ fn remote_names(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     )
 }
 
-/// Version 10: firewall rule hit counters per policy version, rule and host
+/// Version 10: the policy loop (docs/POLICY.md): policy versions,
+/// assignments with their history, hosts' firewall reports and notices,
+/// drift edges ([`crate::PolicyVersion`] and the rest); nothing older changes.
+fn policy_loop(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(POLICY_TABLES)
+}
+
+/// Version 11: firewall rule hit counters per policy version, rule and host
 /// ([`crate::RuleHits`]), from the agents' firewall reports; nothing older
 /// changes.
 fn rule_hit_counters(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {

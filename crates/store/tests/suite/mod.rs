@@ -51,6 +51,10 @@ macro_rules! store_suite {
             tokens_are_kept_as_digests_redeemed_once_and_revoked,
             remote_names_are_per_hour_host_address_and_name,
             rule_counters_become_packets_and_last_hits_per_rule,
+            policy_versions_count_up_and_an_identical_push_is_the_latest,
+            assignments_keep_their_history_under_one_rising_revision,
+            firewall_reports_keep_the_newest_state_and_every_notice_once,
+            a_drift_edge_is_recorded_once_and_grows,
         );
     };
     (@each $backend:path; $($name:ident),* $(,)?) => {
@@ -1093,4 +1097,210 @@ pub fn rule_counters_become_packets_and_last_hits_per_rule(backend: &dyn Backend
     );
     assert!(store.rule_hits("nobody", None).unwrap().is_empty());
     assert_eq!(store.rule_hits("servers", None).unwrap().len(), 2);
+}
+
+pub fn policy_versions_count_up_and_an_identical_push_is_the_latest(backend: &dyn Backend) {
+    let store = backend.store();
+    let at = |s: i64| Timestamp::from_nanos(1_800_000_000 * SEC + s * SEC);
+    assert!(store.policy_versions("ws").unwrap().is_empty());
+    let v1 = store
+        .put_policy("ws", "format = 1\n", "ann", "first", at(1))
+        .unwrap();
+    assert_eq!((v1.version, v1.author.as_str()), (1, "ann"));
+    let again = store
+        .put_policy("ws", "format = 1\n", "bob", "same", at(2))
+        .unwrap();
+    assert_eq!(again, v1, "an identical document is the latest version");
+    let v2 = store
+        .put_policy("ws", "format = 1\n# more\n", "bob", "", at(3))
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    store
+        .put_policy("db", "format = 1\n", "ann", "", at(4))
+        .unwrap();
+    // Back to the first text is a new version, not version 1 again.
+    let v3 = store
+        .put_policy("ws", "format = 1\n", "ann", "undo", at(5))
+        .unwrap();
+    assert_eq!(v3.version, 3);
+    let versions = backend.store().policy_versions("ws").unwrap();
+    assert_eq!(versions, [v1.clone(), v2.clone(), v3]);
+    assert_eq!(store.policy_version("ws", 2).unwrap(), Some(v2));
+    assert_eq!(store.policy_version("ws", 9).unwrap(), None);
+    assert_eq!(store.policy_versions("db").unwrap().len(), 1);
+}
+
+pub fn assignments_keep_their_history_under_one_rising_revision(backend: &dyn Backend) {
+    use connscope_protocol::policy::{DirectionStage, StageMode, StagedPort, Staging};
+    use connscope_store::{AssignedVersion, AssignmentChange, AssignmentTarget};
+
+    let store = backend.store();
+    assert_eq!(store.assignment_revision().unwrap(), 0);
+    let group = AssignmentTarget::Group("workstations".into());
+    let host = AssignmentTarget::Host("ws-01".into());
+    let change =
+        |target: &AssignmentTarget, assigned: Option<(u32, Staging)>, s: i64| AssignmentChange {
+            target: target.clone(),
+            assigned: assigned.map(|(version, staging)| AssignedVersion {
+                policy: "ws".into(),
+                version,
+                staging,
+            }),
+            at: Timestamp::from_nanos(1_800_000_000 * SEC + s * SEC),
+            by: "ann".into(),
+        };
+    let ssh_enforced = Staging {
+        inbound: DirectionStage::default(),
+        outbound: DirectionStage {
+            mode: StageMode::Audit,
+            except_ports: vec![StagedPort {
+                protocol: connscope_event::Protocol::Tcp,
+                port: 22,
+            }],
+        },
+    };
+    let first = store
+        .assign_policy(&change(&group, Some((1, Staging::default())), 1))
+        .unwrap();
+    let second = store
+        .assign_policy(&change(&group, Some((2, ssh_enforced.clone())), 2))
+        .unwrap();
+    let pinned = store
+        .assign_policy(&change(&host, Some((1, Staging::default())), 3))
+        .unwrap();
+    let withdrawn = store.assign_policy(&change(&host, None, 4)).unwrap();
+    assert!(first.revision < second.revision);
+    assert!(second.revision < pinned.revision && pinned.revision < withdrawn.revision);
+    let reopened = backend.store();
+    assert_eq!(reopened.assignment_revision().unwrap(), withdrawn.revision);
+    assert_eq!(
+        reopened.assignment_history(&group).unwrap(),
+        [first, second.clone()]
+    );
+    assert_eq!(
+        reopened.assignment_history(&host).unwrap(),
+        [pinned, withdrawn]
+    );
+    // The current ones: the group's latest; the host's was withdrawn.
+    assert_eq!(reopened.policy_assignments().unwrap(), [second]);
+    assert!(reopened
+        .assignment_history(&AssignmentTarget::Host("workstations".into()))
+        .unwrap()
+        .is_empty());
+}
+
+pub fn firewall_reports_keep_the_newest_state_and_every_notice_once(backend: &dyn Backend) {
+    use connscope_protocol::policy::{FirewallNotice, FirewallState, Staging};
+
+    let store = backend.store();
+    let at = |s: i64| Timestamp::from_nanos(1_800_000_000 * SEC + s * SEC);
+    let notice = |kind: &str, s: &str| FirewallNotice {
+        at: s.into(),
+        kind: kind.into(),
+        detail: format!("{kind} detail"),
+    };
+    let loaded = FirewallState::Loaded {
+        name: "ws".into(),
+        version: 2,
+        revision: 5,
+        staging: Staging::default(),
+    };
+    let tampered = notice("tampered", "2027-01-15T08:00:01Z");
+    let loaded_notice = notice("loaded", "2027-01-15T08:00:00Z");
+    store
+        .put_firewall_report(
+            "ws-01",
+            &loaded,
+            at(10),
+            &[loaded_notice.clone(), tampered.clone()],
+        )
+        .unwrap();
+    // Re-sent (the answer was lost): nothing doubles.
+    store
+        .put_firewall_report("ws-01", &loaded, at(10), std::slice::from_ref(&tampered))
+        .unwrap();
+    store
+        .put_firewall_report("ws-02", &FirewallState::BrokenGlass, at(11), &[])
+        .unwrap();
+    let failed = FirewallState::Failed {
+        reason: "nft: syntax error".into(),
+    };
+    store
+        .put_firewall_report("ws-01", &failed, at(12), &[])
+        .unwrap();
+    let reopened = backend.store();
+    let states: Vec<_> = reopened
+        .firewall_states()
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.host, s.state, s.reported_at))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("ws-01".to_string(), failed, at(12)),
+            ("ws-02".to_string(), FirewallState::BrokenGlass, at(11)),
+        ]
+    );
+    let notices: Vec<_> = reopened
+        .firewall_notices(Some("ws-01"))
+        .unwrap()
+        .into_iter()
+        .map(|n| n.notice)
+        .collect();
+    assert_eq!(notices, [loaded_notice, tampered]);
+    assert!(reopened.firewall_notices(Some("ws-02")).unwrap().is_empty());
+    assert_eq!(reopened.firewall_notices(None).unwrap().len(), 2);
+}
+
+pub fn a_drift_edge_is_recorded_once_and_grows(backend: &dyn Backend) {
+    use connscope_event::Protocol;
+    use connscope_protocol::policy::StageMode;
+    use connscope_store::{DriftRecord, TimeRange};
+
+    let store = backend.store();
+    let at = |s: i64| Timestamp::from_nanos(1_800_000_000 * SEC + s * SEC);
+    let sighting = |remote: &str, first: i64, last: i64, n: u64, exe: &str| DriftRecord {
+        host: "srv".into(),
+        direction: Direction::Incoming,
+        protocol: Protocol::Tcp,
+        port: 8080,
+        remote: remote.parse().unwrap(),
+        local: "10.0.0.5".parse().unwrap(),
+        remote_name: None,
+        executable: Some(exe.into()),
+        user: Some("www-data".into()),
+        policy: "servers".into(),
+        version: 2,
+        mode: StageMode::Audit,
+        first_seen: at(first),
+        last_seen: at(last),
+        connections: n,
+    };
+    let first = sighting("10.0.0.7", 10, 12, 3, "/usr/bin/python3");
+    assert!(store.record_drift(&first).unwrap(), "a new edge is new");
+    // Seen again, by another process and from another collector: the same edge.
+    assert!(!backend
+        .store()
+        .record_drift(&sighting("10.0.0.7", 20, 25, 2, "/usr/bin/other"))
+        .unwrap());
+    let other = sighting("10.0.0.8", 30, 30, 1, "/usr/bin/python3");
+    assert!(store.record_drift(&other).unwrap());
+    let all = store.drift(TimeRange::ALL).unwrap();
+    let grown = DriftRecord {
+        last_seen: at(25),
+        connections: 5,
+        ..first
+    };
+    assert_eq!(all, [grown.clone(), other.clone()]);
+    let late = TimeRange {
+        from: at(26),
+        to: at(100),
+    };
+    assert_eq!(store.drift(late).unwrap(), [other]);
+    let early = TimeRange {
+        from: at(0),
+        to: at(10),
+    };
+    assert!(store.drift(early).unwrap().is_empty());
 }
