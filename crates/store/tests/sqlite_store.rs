@@ -263,7 +263,7 @@ fn a_newer_store_is_refused_untouched() {
         .unwrap();
     let err = SqliteStore::open(&path).err().unwrap().to_string();
     assert!(
-        err.contains("schema version 99, this build reads version 3 and later ones up to 10"),
+        err.contains("schema version 99, this build reads version 3 and later ones up to 11"),
         "{err}"
     );
 }
