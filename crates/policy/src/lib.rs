@@ -21,4 +21,4 @@ pub use check::{check, CheckError};
 pub use diff::{describe, diff, Change, PolicyDiff};
 pub use document::{Drafted, Policy, PolicyError, ReviewEntry, Rule, RuleEvidence, Target, FORMAT};
 pub use draft::{draft, DraftError, DraftOptions, Generalization};
-pub use render::{render, Mode};
+pub use render::{render, render_staged, rule_name, GoldenRules, Mode, RULE_COMMENT_PREFIX};
