@@ -75,6 +75,10 @@ pub struct AgentConfig {
     pub queue_batches: usize,
     /// Name remote ends from DNS answers and ClientHellos (`None`: `--no-names`).
     pub naming: Option<NamingConfig>,
+    /// Events from another source of the host (the firewall's would-block
+    /// and blocked hits) that take the captured events' path: named,
+    /// filtered by the rules, numbered and written to every output.
+    pub injected: Option<Receiver<ConnectionEvent>>,
 }
 
 impl AgentConfig {
@@ -89,6 +93,7 @@ impl AgentConfig {
             run_as: None,
             queue_batches: 4096,
             naming: Some(NamingConfig::default()),
+            injected: None,
         }
     }
 }
@@ -267,7 +272,7 @@ pub fn run(config: AgentConfig, outputs: Vec<Box<dyn Sink>>) -> Result<Summary, 
 /// listener) inherits the blocked signals like the agent's own. An error
 /// of `observe` stops the agent before capture starts.
 pub fn run_observed(
-    config: AgentConfig,
+    mut config: AgentConfig,
     mut outputs: Vec<Box<dyn Sink>>,
     observe: impl FnOnce(StatisticsReader) -> std::io::Result<()>,
 ) -> Result<Summary, AgentError> {
@@ -301,6 +306,18 @@ pub fn run_observed(
     let reopen = Arc::new(AtomicBool::new(false));
     let (sender, receiver) = mpsc::sync_channel(config.queue_batches.max(1));
 
+    let injector = match config.injected.take() {
+        Some(events) => {
+            let (queue, stop) = (sender.clone(), stop.clone());
+            Some(
+                thread::Builder::new()
+                    .name("injected".into())
+                    .spawn(move || inject_loop(&events, &queue, &stop))
+                    .map_err(AgentError::Thread)?,
+            )
+        }
+        None => None,
+    };
     let capture = {
         let (counters, stop) = (counters.clone(), stop.clone());
         thread::Builder::new()
@@ -346,6 +363,11 @@ pub fn run_observed(
     }
     stop.store(true, Ordering::Relaxed);
     let capture_error = capture.join().expect("the capture thread does not panic");
+    if let Some(injector) = injector {
+        injector
+            .join()
+            .expect("the injecting thread does not panic");
+    }
     output.join().expect("the output thread does not panic");
     if let Some(names) = names {
         names.stop();
@@ -492,6 +514,27 @@ fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<libc::c_int> {
     // SAFETY: valid set and timespec; no siginfo wanted.
     let signal = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &timeout) };
     (signal > 0).then_some(signal)
+}
+
+/// Hands injected events to the output stage one by one until told to stop
+/// or their source is gone. It waits for room rather than dropping: the
+/// source (the NFLOG capture) has its own bounded queue and counts its drops.
+fn inject_loop(
+    events: &Receiver<ConnectionEvent>,
+    queue: &SyncSender<Vec<ConnectionEvent>>,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        match events.recv_timeout(Duration::from_millis(100)) {
+            Ok(event) => {
+                if queue.send(vec![event]).is_err() {
+                    return;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
 }
 
 /// How often the capture thread reads the backend's statistics.

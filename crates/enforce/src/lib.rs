@@ -10,16 +10,19 @@
 //! counters are read back by the rule names the render put in comments; the
 //! last assignment is kept on disk so a restart keeps enforcing it; and an
 //! administrator's break-glass ([`break_glass`]) removes the table at once
-//! and keeps the agent from loading until it is lifted.
+//! and keeps the agent from loading until it is lifted. The NFLOG hits of
+//! the loaded policy become events ([`hit_event`]) for the agent's pipeline.
 
 mod enforcer;
 mod error;
+mod hits;
 pub mod nft;
 mod preflight;
 mod state;
 
 pub use enforcer::{break_glass, glass_restored, EnforceConfig, Enforcer};
 pub use error::EnforceError;
+pub use hits::hit_event;
 pub use nft::Nft;
 pub use preflight::{collectors_pass, conflicts, preflight, Conflict, Preflight};
 pub use state::{Saved, StateDir};
