@@ -34,6 +34,7 @@
 //! output instead of syslog — and the agent runs in the foreground either way.
 
 mod backend;
+mod hit_owners;
 mod naming;
 pub mod output;
 mod privileges;
@@ -342,6 +343,7 @@ pub fn run_observed(
             outputs,
             losses_numbered: NumberedLosses::default(),
             naming: names.as_ref().map(|names| names.naming()),
+            hit_owners: hit_owners::HitOwners::new(),
         };
         thread::Builder::new()
             .name("output".into())
@@ -617,6 +619,7 @@ struct OutputStage {
     outputs: Vec<Box<dyn Sink>>,
     losses_numbered: NumberedLosses,
     naming: Option<naming::Naming>,
+    hit_owners: hit_owners::HitOwners,
 }
 
 /// How many of the losses counted so far already have numbers, per cause.
@@ -643,7 +646,11 @@ impl OutputStage {
             }
             self.number_losses(counters);
             let mut wait = Duration::from_millis(200);
-            if let Some(due) = self.naming.as_ref().and_then(|n| n.next_due()) {
+            let next_due = [
+                self.naming.as_ref().and_then(|n| n.next_due()),
+                self.hit_owners.next_due(),
+            ];
+            if let Some(due) = next_due.into_iter().flatten().min() {
                 wait = wait.min(due.saturating_duration_since(Instant::now()));
             }
             let mut events = match queue.recv_timeout(wait) {
@@ -661,6 +668,7 @@ impl OutputStage {
                     Err(_) => drained = true,
                 }
             }
+            events = self.hit_owners.take(events, Instant::now());
             if let Some(naming) = &mut self.naming {
                 events = naming.take(events, Instant::now());
             }
@@ -680,8 +688,14 @@ impl OutputStage {
         }
     }
 
-    /// Delivers the connects whose wait for a name is over.
+    /// Delivers the firewall hits whose wait for their process is over and
+    /// the connects whose wait for a name is over.
     fn deliver_due(&mut self, counters: &Counters, everything: bool) {
+        let hits = self.hit_owners.due(Instant::now(), everything);
+        if !hits.is_empty() {
+            self.deliver(hits, counters);
+            self.each_output(counters, |out| out.flush());
+        }
         let Some(naming) = &mut self.naming else {
             return;
         };
@@ -896,6 +910,7 @@ mod tests {
             outputs: vec![Box::new(Recording(seen.clone()))],
             losses_numbered: NumberedLosses::default(),
             naming: None,
+            hit_owners: hit_owners::HitOwners::new(),
         };
         (stage, counters)
     }
