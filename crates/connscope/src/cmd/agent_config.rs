@@ -276,6 +276,12 @@ mod tests {
         assert!(!args.ship.collector.is_empty());
         assert!(args.ship.collector_token_file.is_some());
         assert!(args.metrics_listen.is_some());
+        assert!(args.firewall.manage_firewall);
+        assert_eq!(args.firewall.admin_networks.len(), 1);
+        assert_eq!(
+            args.firewall.staging,
+            Some(super::super::agent_firewall::StagingArg::Audit)
+        );
     }
 
     fn is_setting(line: &str) -> bool {
@@ -344,6 +350,10 @@ udp = true
         );
         let err = merged("format = \"xml\"\n", &[]).unwrap_err().to_string();
         assert!(err.contains("format = \"xml\""), "{err}");
+        let err = merged("admin_network = [\"10.0.0.0/33\"]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("admin_network = \"10.0.0.0/33\""), "{err}");
         let err = merged("interval_ms = 0\n", &[]).unwrap_err().to_string();
         assert!(err.contains("interval_ms must be at least 1"), "{err}");
     }

@@ -28,7 +28,8 @@ use connscope_policy::{GoldenRules, Policy};
 use connscope_protocol::policy::{
     AssignedPolicy, DirectionStage, FirewallReport, StageMode, Staging,
 };
-use connscope_transport::{collector_addresses, CollectorClient, CollectorTrust};
+use connscope_transport::{collector_addresses, ClientError, CollectorClient, CollectorTrust};
+use hyper::StatusCode;
 use tracing::{error, info, warn};
 
 /// The NFLOG group of the policy's log rules (as `connscope policy render`).
@@ -321,6 +322,7 @@ fn manage(setup: FirewallSetup, stop: &AtomicBool) {
         Err(e) => error!("firewall: the kept policy did not load: {e}"),
     }
     let mut lost_since: Option<String> = None;
+    let mut serves_no_policies = false;
     let mut next_poll = Instant::now();
     let mut next_watch = Instant::now() + TAMPER_CHECK;
     while !stop.load(Ordering::Relaxed) {
@@ -335,9 +337,13 @@ fn manage(setup: FirewallSetup, stop: &AtomicBool) {
             next_poll = now + poll;
             match &mut source {
                 Source::File { path, staging } => apply_file(&mut enforcer, path, staging),
-                Source::Collector(client) => {
-                    fetch_and_report(&mut enforcer, client, &host, &mut lost_since)
-                }
+                Source::Collector(client) => fetch_and_report(
+                    &mut enforcer,
+                    client,
+                    &host,
+                    &mut lost_since,
+                    &mut serves_no_policies,
+                ),
             }
             if matches!(source, Source::File { .. }) {
                 for notice in enforcer.take_notices() {
@@ -380,9 +386,11 @@ fn fetch_and_report(
     client: &mut CollectorClient,
     host: &str,
     lost_since: &mut Option<String>,
+    serves_no_policies: &mut bool,
 ) {
     match client.policy() {
         Ok(assigned) => {
+            *serves_no_policies = false;
             if let Some(since) = lost_since.take() {
                 let kept = match enforcer.loaded() {
                     Some(l) => format!("policy {} v{} revision {}", l.name, l.version, l.revision),
@@ -401,6 +409,14 @@ fn fetch_and_report(
                     error!("firewall: {e}");
                 }
             }
+        }
+        Err(ClientError::Status { status, .. }) if status == StatusCode::NOT_FOUND => {
+            // A collector from before the policy loop: nothing to fetch or
+            // report to, and nothing lost.
+            if !std::mem::replace(serves_no_policies, true) {
+                warn!("firewall: the collector serves no policies (404); the loaded table stays as it is");
+            }
+            return;
         }
         Err(e) => {
             if lost_since.is_none() {
