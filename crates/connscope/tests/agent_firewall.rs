@@ -6,6 +6,10 @@
 //! enforce mode it fails and arrives as blocked. Tampering is undone, the
 //! break-glass command removes the table at once and keeps it away until
 //! lifted, and the host's own table survives every step byte for byte.
+//! Shipping to a real collector, an enforced policy that allows nothing of
+//! the collector's still lets the agent reach it (the golden rule), the
+//! blocked events reach its store, and while the collector is down nothing
+//! changes on the host and the events wait in the spool.
 
 mod namespaces;
 
@@ -19,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use connscope_event::json::from_json_line;
 use connscope_event::{ConnectionEvent, EventKind};
-use namespaces::{run, unique_suffix, wait_for_or, Netns, Proc};
+use connscope_store::{EventQuery, SqliteStore, Store, TimeRange};
+use namespaces::{first_line, run, unique_suffix, wait_for_or, Netns, Proc};
 
 const WAIT: Duration = Duration::from_secs(30);
 const HIT_WAIT: Duration = Duration::from_secs(5);
@@ -41,9 +46,12 @@ const SITE: &str = "table inet site {\n\tchain input {\n\t\ttype filter hook inp
 
 struct Lab {
     ws: Netns,
-    _srv: Netns,
+    srv: Netns,
     dir: tempfile::TempDir,
 }
+
+const COLLECTOR: &str = "10.79.0.1:8443";
+const TOKEN: &str = "agent-firewall-test-token";
 
 /// Runs `f` on a thread inside `ns` (sockets made there stay in it).
 fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
@@ -99,7 +107,7 @@ impl Lab {
         }
         let lab = Lab {
             ws,
-            _srv: srv,
+            srv,
             dir: tempfile::tempdir().unwrap(),
         };
         std::fs::write(lab.path("policy.toml"), POLICY).unwrap();
@@ -144,7 +152,47 @@ impl Lab {
         command
     }
 
+    /// The collector in the server namespace; its certificate's fingerprint.
+    fn collector(&self) -> (Proc, String) {
+        let mut command = self.srv.command(env!("CARGO_BIN_EXE_connscope"));
+        command
+            .args(["collector", "--db"])
+            .arg(self.path("collector.db"))
+            .args(["--listen", COLLECTOR, "--token", &format!("ws={TOKEN}")])
+            .stdout(Stdio::piped())
+            .env("CONNSCOPE_LOG", "warn");
+        let mut proc = Proc::spawn(command, "collector");
+        let fingerprint = first_line(
+            proc.child.stdout.take().unwrap(),
+            "the collector's fingerprint",
+            |line| line.strip_prefix("fingerprint: ").map(str::to_owned),
+        );
+        (proc, fingerprint)
+    }
+
+    fn stored(&self, kind: EventKind, remote: &str) -> usize {
+        let Ok(store) = SqliteStore::open(self.path("collector.db")) else {
+            return 0;
+        };
+        let query = EventQuery {
+            range: TimeRange::ALL,
+            host: Some("ws".into()),
+            limit: 100_000,
+        };
+        let remote: SocketAddr = remote.parse().unwrap();
+        store
+            .events(&query)
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| e.kind == kind && e.remote == remote)
+            .count()
+    }
+
     fn agent(&self, staging: &str) -> Agent {
+        self.agent_with(staging, &[])
+    }
+
+    fn agent_with(&self, staging: &str, more: &[&str]) -> Agent {
         let output = self.path("events.jsonl");
         let stderr = self.path(&format!("agent-{staging}.stderr"));
         let mut command = self.connscope(&[
@@ -172,6 +220,7 @@ impl Lab {
             .arg(self.path("state"))
             .arg("--output")
             .arg(&output)
+            .args(more)
             .env("CONNSCOPE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(File::create(&stderr).unwrap());
@@ -350,4 +399,61 @@ fn missed_flows_are_reported_in_audit_and_blocked_in_enforce_and_the_table_is_ke
     );
     agent.stop();
     assert_eq!(lab.site(), site);
+}
+
+#[test]
+fn blocked_events_reach_the_collector_through_the_golden_rule_and_wait_out_its_outage() {
+    let lab = Lab::new();
+    // Nothing of the collector's port is in the policy: only 445 is allowed.
+    let (collector, fingerprint) = lab.collector();
+    let url = format!("https://{COLLECTOR}");
+    let agent = lab.agent_with(
+        "enforce",
+        &[
+            "--collector",
+            &url,
+            "--collector-token",
+            TOKEN,
+            "--collector-fingerprint",
+            &fingerprint,
+        ],
+    );
+    wait_for_or(
+        "the enforcing table",
+        WAIT,
+        || agent.log(),
+        || lab.ours().is_some_and(|t| t.contains("policy drop")),
+    );
+    let loaded = lab.ours().unwrap();
+    assert!(loaded.contains("golden:collector"), "{loaded}");
+    assert!(!lab.curl(BACKUP), "the missed flow is refused");
+    wait_for_or(
+        "the blocked event in the collector's store",
+        WAIT,
+        || agent.log(),
+        || lab.stored(EventKind::Blocked, BACKUP) >= 1,
+    );
+
+    // The collector goes away: nothing changes on the host; the next
+    // blocked attempt waits in the spool and arrives when it is back.
+    collector.stop();
+    assert!(!lab.curl(BACKUP));
+    agent.hit(EventKind::Blocked, BACKUP);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        lab.ours().as_deref(),
+        Some(loaded.as_str()),
+        "the table is kept"
+    );
+    assert!(lab.curl(SHARE), "and the allowed flow still works");
+    let before = lab.stored(EventKind::Blocked, BACKUP);
+    let (_collector, _) = lab.collector();
+    wait_for_or(
+        "the spooled blocked event delivered",
+        WAIT,
+        || agent.log(),
+        || lab.stored(EventKind::Blocked, BACKUP) > before,
+    );
+    assert_eq!(lab.stored(EventKind::Blocked, BACKUP), 2);
+    agent.stop();
 }

@@ -177,6 +177,13 @@ impl FirewallSetup {
             admin_networks: flags.admin_networks.clone(),
             ssh_ports: flags.admin_ssh_ports.clone(),
         };
+        // The golden rule keeps the shipping open whichever way the policy
+        // comes, a file included.
+        if let Some((url, _, _)) = &collector {
+            golden.collectors = collector_addresses(url).with_context(|| {
+                format!("the collectors' addresses for the golden rule ({url})")
+            })?;
+        }
         let source = match (&flags.policy_file, collector) {
             (Some(path), _) => {
                 let mode = match flags.staging.unwrap_or(StagingArg::Audit) {
@@ -197,9 +204,6 @@ impl FirewallSetup {
                 }
             }
             (None, Some((url, token, trust))) => {
-                golden.collectors = collector_addresses(&url).with_context(|| {
-                    format!("the collectors' addresses for the golden rule ({url})")
-                })?;
                 Source::Collector(Box::new(CollectorClient::new(&url, &token, &trust)?))
             }
             (None, None) => {
