@@ -43,8 +43,9 @@ pub struct Enforcer {
     config: EnforceConfig,
     state: StateDir,
     loaded: Option<Loaded>,
-    /// Why the last assignment was not loaded.
-    failed: Option<String>,
+    /// The last assignment that was not loaded, and why: not tried again
+    /// until another one comes (each try would repeat the notice).
+    failed: Option<(AssignedPolicy, String)>,
     broken_glass: bool,
     notices: Vec<FirewallNotice>,
 }
@@ -114,7 +115,7 @@ impl Enforcer {
         if self.broken_glass {
             return FirewallState::BrokenGlass;
         }
-        if let Some(reason) = &self.failed {
+        if let Some((_, reason)) = &self.failed {
             return FirewallState::Failed {
                 reason: reason.clone(),
             };
@@ -151,14 +152,16 @@ impl Enforcer {
         Ok(Some(saved.assigned))
     }
 
-    /// Renders, checks and loads `assigned` (unless it is what is loaded),
-    /// then keeps it on disk. On failure the previous table stays and the
-    /// state says why.
+    /// Renders, checks and loads `assigned` (unless it is what is loaded, or
+    /// what failed last), then keeps it on disk. On failure the previous
+    /// table stays and the state says why.
     pub fn apply(&mut self, assigned: &AssignedPolicy) -> Result<Option<Preflight>, EnforceError> {
         if self.check_glass()? {
             return Err(EnforceError::BrokenGlass);
         }
-        if self.loaded().is_some_and(|l| l == assigned) {
+        if self.loaded().is_some_and(|l| l == assigned)
+            || self.failed.as_ref().is_some_and(|(f, _)| f == assigned)
+        {
             return Ok(None);
         }
         let prepared = self.prepare(assigned);
@@ -176,7 +179,7 @@ impl Enforcer {
             }
             Err((kind, e)) => {
                 warn!(error = %e, "policy not loaded");
-                self.failed = Some(e.to_string());
+                self.failed = Some((assigned.clone(), e.to_string()));
                 self.notice(
                     kind,
                     format!(

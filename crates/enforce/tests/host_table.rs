@@ -200,7 +200,9 @@ fn the_host_table_survives_every_step_and_tampering_is_restored() {
         Err(EnforceError::Policy { .. })
     ));
     assert!(matches!(fw.state(), FirewallState::Failed { .. }));
-    kinds(&mut fw);
+    assert_eq!(kinds(&mut fw), ["conflict", "loaded", "preflight-failed"]);
+    assert_eq!(fw.apply(&broken).unwrap(), None, "not tried again");
+    assert!(fw.take_notices().is_empty(), "nor reported again");
     assert_eq!(ns.ours().as_deref(), Some(loaded.as_str()));
 
     assert!(!fw.watch().unwrap(), "untouched");
