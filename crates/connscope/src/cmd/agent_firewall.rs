@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use connscope_capture_nflog::{HitReport, NflogCapture, NflogConfig};
-use connscope_enforce::{break_glass, glass_restored, hit_event, EnforceConfig, Enforcer, Nft};
+use connscope_enforce::{
+    break_glass, glass_restored, hit_event, EnforceConfig, EnforceError, Enforcer, Nft,
+};
 use connscope_event::ConnectionEvent;
 use connscope_firewall::net::Prefix;
 use connscope_policy::{GoldenRules, Policy};
@@ -30,7 +32,7 @@ use connscope_protocol::policy::{
 };
 use connscope_transport::{collector_addresses, ClientError, CollectorClient, CollectorTrust};
 use hyper::StatusCode;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// The NFLOG group of the policy's log rules (as `connscope policy render`).
 pub const DEFAULT_LOG_GROUP: u16 = 6464;
@@ -381,7 +383,16 @@ fn apply_file(enforcer: &mut Enforcer, path: &Path, staging: &Staging) {
         revision: loaded.map_or(1, |l| l.revision + 1),
     };
     if let Err(e) = enforcer.apply(&assigned) {
-        error!("firewall: {}: {e}", path.display());
+        not_applied(&e, &path.display().to_string());
+    }
+}
+
+/// Logs why an assignment was not applied; break-glass was reported once
+/// when it began, not at every poll while it lasts.
+fn not_applied(e: &EnforceError, what: &str) {
+    match e {
+        EnforceError::BrokenGlass => debug!("firewall: {what} not loaded: {e}"),
+        _ => error!("firewall: {what}: {e}"),
     }
 }
 
@@ -410,7 +421,7 @@ fn fetch_and_report(
             }
             if let Some(assigned) = assigned {
                 if let Err(e) = enforcer.apply(&assigned) {
-                    error!("firewall: {e}");
+                    not_applied(&e, "the assigned policy");
                 }
             }
         }
