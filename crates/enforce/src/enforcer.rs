@@ -99,6 +99,11 @@ impl Enforcer {
         std::mem::take(&mut self.notices)
     }
 
+    /// Whether notices wait for a report.
+    pub fn has_notices(&self) -> bool {
+        !self.notices.is_empty()
+    }
+
     /// Gives back notices a report could not deliver, oldest first.
     pub fn return_notices(&mut self, mut notices: Vec<FirewallNotice>) {
         notices.append(&mut self.notices);

@@ -28,7 +28,7 @@ use connscope_event::ConnectionEvent;
 use connscope_firewall::net::Prefix;
 use connscope_policy::{GoldenRules, Policy};
 use connscope_protocol::policy::{
-    AssignedPolicy, DirectionStage, FirewallReport, StageMode, Staging,
+    AssignedPolicy, DirectionStage, FirewallReport, FirewallState, StageMode, Staging,
 };
 use connscope_transport::{collector_addresses, ClientError, CollectorClient, CollectorTrust};
 use hyper::StatusCode;
@@ -39,6 +39,8 @@ pub const DEFAULT_LOG_GROUP: u16 = 6464;
 const DEFAULT_POLICY_POLL_SECS: u64 = 5;
 /// How often the loaded table is compared with what was loaded.
 const TAMPER_CHECK: Duration = Duration::from_secs(2);
+/// How often an unchanged firewall is reported (its counters).
+const REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// The flags of the firewall the agent manages (flattened into the agent's).
 #[derive(Args, Debug)]
@@ -327,8 +329,7 @@ fn manage(setup: FirewallSetup, stop: &AtomicBool) {
         Ok(None) => {}
         Err(e) => error!("firewall: the kept policy did not load: {e}"),
     }
-    let mut lost_since: Option<String> = None;
-    let mut serves_no_policies = false;
+    let mut contact = Contact::default();
     let mut next_poll = Instant::now();
     let mut next_watch = Instant::now() + TAMPER_CHECK;
     while !stop.load(Ordering::Relaxed) {
@@ -343,13 +344,9 @@ fn manage(setup: FirewallSetup, stop: &AtomicBool) {
             next_poll = now + poll;
             match &mut source {
                 Source::File { path, staging } => apply_file(&mut enforcer, path, staging),
-                Source::Collector(client) => fetch_and_report(
-                    &mut enforcer,
-                    client,
-                    &host,
-                    &mut lost_since,
-                    &mut serves_no_policies,
-                ),
+                Source::Collector(client) => {
+                    fetch_and_report(&mut enforcer, client, &host, &mut contact)
+                }
             }
             if matches!(source, Source::File { .. }) {
                 for notice in enforcer.take_notices() {
@@ -396,13 +393,28 @@ fn not_applied(e: &EnforceError, what: &str) {
     }
 }
 
+/// What the manager remembers between fetches from a collector.
+#[derive(Default)]
+struct Contact {
+    /// Since when the collector has not answered (RFC 3339).
+    lost_since: Option<String>,
+    /// It answered 404: a collector from before the policy loop.
+    serves_no_policies: bool,
+    /// The state of the last delivered report, and when it was delivered.
+    reported: Option<(FirewallState, Instant)>,
+}
+
 fn fetch_and_report(
     enforcer: &mut Enforcer,
     client: &mut CollectorClient,
     host: &str,
-    lost_since: &mut Option<String>,
-    serves_no_policies: &mut bool,
+    contact: &mut Contact,
 ) {
+    let Contact {
+        lost_since,
+        serves_no_policies,
+        reported,
+    } = contact;
     match client.policy() {
         Ok(assigned) => {
             *serves_no_policies = false;
@@ -441,6 +453,15 @@ fn fetch_and_report(
             return;
         }
     }
+    // A report when something changed, else once per REPORT_EVERY for the
+    // counters: a fleet's agents do not post every few seconds for nothing.
+    let state = enforcer.state();
+    let quiet = reported
+        .as_ref()
+        .is_some_and(|(last, at)| *last == state && at.elapsed() < REPORT_EVERY);
+    if quiet && !enforcer.has_notices() {
+        return;
+    }
     let counters = enforcer.counters().unwrap_or_else(|e| {
         warn!("firewall: counters: {e}");
         Vec::new()
@@ -449,12 +470,15 @@ fn fetch_and_report(
     let report = FirewallReport {
         host: host.to_owned(),
         at: jiff::Timestamp::now().to_string(),
-        state: enforcer.state(),
+        state: state.clone(),
         notices,
         counters,
     };
-    if let Err(e) = client.post_firewall(&report) {
-        warn!("firewall: report not delivered ({e}); its notices go with the next");
-        enforcer.return_notices(report.notices);
+    match client.post_firewall(&report) {
+        Ok(()) => *reported = Some((state, Instant::now())),
+        Err(e) => {
+            warn!("firewall: report not delivered ({e}); its notices go with the next");
+            enforcer.return_notices(report.notices);
+        }
     }
 }
