@@ -343,7 +343,7 @@ pub fn run_observed(
             outputs,
             losses_numbered: NumberedLosses::default(),
             naming: names.as_ref().map(|names| names.naming()),
-            hit_owners: hit_owners::HitOwners::new(),
+            hit_owners: injector.is_some().then(hit_owners::HitOwners::new),
         };
         thread::Builder::new()
             .name("output".into())
@@ -619,7 +619,9 @@ struct OutputStage {
     outputs: Vec<Box<dyn Sink>>,
     losses_numbered: NumberedLosses,
     naming: Option<naming::Naming>,
-    hit_owners: hit_owners::HitOwners,
+    /// Only while firewall hits are injected: it remembers every
+    /// connection's process, a cost the agent does not pay otherwise.
+    hit_owners: Option<hit_owners::HitOwners>,
 }
 
 /// How many of the losses counted so far already have numbers, per cause.
@@ -648,7 +650,7 @@ impl OutputStage {
             let mut wait = Duration::from_millis(200);
             let next_due = [
                 self.naming.as_ref().and_then(|n| n.next_due()),
-                self.hit_owners.next_due(),
+                self.hit_owners.as_ref().and_then(|h| h.next_due()),
             ];
             if let Some(due) = next_due.into_iter().flatten().min() {
                 wait = wait.min(due.saturating_duration_since(Instant::now()));
@@ -668,7 +670,9 @@ impl OutputStage {
                     Err(_) => drained = true,
                 }
             }
-            events = self.hit_owners.take(events, Instant::now());
+            if let Some(hit_owners) = &mut self.hit_owners {
+                events = hit_owners.take(events, Instant::now());
+            }
             if let Some(naming) = &mut self.naming {
                 events = naming.take(events, Instant::now());
             }
@@ -691,7 +695,10 @@ impl OutputStage {
     /// Delivers the firewall hits whose wait for their process is over and
     /// the connects whose wait for a name is over.
     fn deliver_due(&mut self, counters: &Counters, everything: bool) {
-        let hits = self.hit_owners.due(Instant::now(), everything);
+        let hits = match &mut self.hit_owners {
+            Some(hit_owners) => hit_owners.due(Instant::now(), everything),
+            None => Vec::new(),
+        };
         if !hits.is_empty() {
             self.deliver(hits, counters);
             self.each_output(counters, |out| out.flush());
@@ -910,7 +917,7 @@ mod tests {
             outputs: vec![Box::new(Recording(seen.clone()))],
             losses_numbered: NumberedLosses::default(),
             naming: None,
-            hit_owners: hit_owners::HitOwners::new(),
+            hit_owners: None,
         };
         (stage, counters)
     }
