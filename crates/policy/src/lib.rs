@@ -9,7 +9,8 @@
 //! ([`Policy::parse`]), compared version to version ([`diff`]), replayed
 //! against history with the what-if checker ([`check`]), and turned back into
 //! a host's plan and nftables text ([`Policy::plan_for`], [`render`]) in audit
-//! mode (would-be drops logged and let through) or enforce mode.
+//! mode (would-be drops logged and let through) or enforce mode, or staged
+//! per direction and port with the agent's golden rules ([`render_staged`]).
 
 mod check;
 mod diff;
