@@ -457,3 +457,80 @@ fn blocked_events_reach_the_collector_through_the_golden_rule_and_wait_out_its_o
     assert_eq!(lab.stored(EventKind::Blocked, BACKUP), 2);
     agent.stop();
 }
+
+#[test]
+fn a_restart_without_a_collector_keeps_enforcing_the_kept_policy_and_says_so() {
+    let lab = Lab::new();
+    let agent = lab.agent("enforce");
+    wait_for_or(
+        "the enforcing table",
+        WAIT,
+        || agent.log(),
+        || lab.ours().is_some_and(|t| t.contains("policy drop")),
+    );
+    let loaded = lab.ours().unwrap();
+    agent.stop();
+    // As after a reboot: the kernel's table is gone, the state directory is not.
+    lab.nft(&["delete", "table", "inet", "connscope"]).unwrap();
+
+    // Now managed by a collector that does not answer (none is running).
+    let mut command = lab.connscope(&[
+        "agent",
+        "--no-default-rules",
+        "--backend",
+        "ebpf",
+        "--format",
+        "json",
+        "--host-name",
+        "ws",
+        "--manage-firewall",
+        "--admin-network",
+        "10.79.0.0/24",
+        "--collector",
+        &format!("https://{COLLECTOR}"),
+        "--collector-token",
+        TOKEN,
+        "--collector-fingerprint",
+        &"ab".repeat(32),
+    ]);
+    let stderr = lab.path("agent-restart.stderr");
+    command
+        .arg("--state-dir")
+        .arg(lab.path("state"))
+        .arg("--output")
+        .arg(lab.path("restart.jsonl"))
+        .env("CONNSCOPE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(File::create(&stderr).unwrap());
+    let agent = Agent {
+        proc: Some(Proc::spawn(command, "agent")),
+        output: lab.path("restart.jsonl"),
+        stderr,
+    };
+    wait_for_or(
+        "the kept policy loaded again",
+        WAIT,
+        || agent.log(),
+        || lab.ours().is_some(),
+    );
+    let restored = lab.ours().unwrap();
+    // The same policy, now with the collector's golden rule.
+    let without_golden: String = restored
+        .lines()
+        .filter(|l| !l.contains("golden:collector"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(without_golden, loaded);
+    assert!(
+        restored.contains("ip daddr 10.79.0.1 tcp dport 8443"),
+        "{restored}"
+    );
+    wait_for_or(
+        "the agent saying so",
+        WAIT,
+        || agent.log(),
+        || agent.log().contains("kept from disk"),
+    );
+    assert!(!lab.curl(BACKUP), "still enforced");
+    agent.stop();
+}
