@@ -34,6 +34,7 @@
 //! output instead of syslog — and the agent runs in the foreground either way.
 
 mod backend;
+mod hit_owners;
 mod naming;
 pub mod output;
 mod privileges;
@@ -75,6 +76,10 @@ pub struct AgentConfig {
     pub queue_batches: usize,
     /// Name remote ends from DNS answers and ClientHellos (`None`: `--no-names`).
     pub naming: Option<NamingConfig>,
+    /// Events from another source of the host (the firewall's would-block
+    /// and blocked hits) that take the captured events' path: named,
+    /// filtered by the rules, numbered and written to every output.
+    pub injected: Option<Receiver<ConnectionEvent>>,
 }
 
 impl AgentConfig {
@@ -89,6 +94,7 @@ impl AgentConfig {
             run_as: None,
             queue_batches: 4096,
             naming: Some(NamingConfig::default()),
+            injected: None,
         }
     }
 }
@@ -267,7 +273,7 @@ pub fn run(config: AgentConfig, outputs: Vec<Box<dyn Sink>>) -> Result<Summary, 
 /// listener) inherits the blocked signals like the agent's own. An error
 /// of `observe` stops the agent before capture starts.
 pub fn run_observed(
-    config: AgentConfig,
+    mut config: AgentConfig,
     mut outputs: Vec<Box<dyn Sink>>,
     observe: impl FnOnce(StatisticsReader) -> std::io::Result<()>,
 ) -> Result<Summary, AgentError> {
@@ -301,6 +307,18 @@ pub fn run_observed(
     let reopen = Arc::new(AtomicBool::new(false));
     let (sender, receiver) = mpsc::sync_channel(config.queue_batches.max(1));
 
+    let injector = match config.injected.take() {
+        Some(events) => {
+            let (queue, stop) = (sender.clone(), stop.clone());
+            Some(
+                thread::Builder::new()
+                    .name("injected".into())
+                    .spawn(move || inject_loop(&events, &queue, &stop))
+                    .map_err(AgentError::Thread)?,
+            )
+        }
+        None => None,
+    };
     let capture = {
         let (counters, stop) = (counters.clone(), stop.clone());
         thread::Builder::new()
@@ -325,6 +343,7 @@ pub fn run_observed(
             outputs,
             losses_numbered: NumberedLosses::default(),
             naming: names.as_ref().map(|names| names.naming()),
+            hit_owners: injector.is_some().then(hit_owners::HitOwners::new),
         };
         thread::Builder::new()
             .name("output".into())
@@ -346,6 +365,11 @@ pub fn run_observed(
     }
     stop.store(true, Ordering::Relaxed);
     let capture_error = capture.join().expect("the capture thread does not panic");
+    if let Some(injector) = injector {
+        injector
+            .join()
+            .expect("the injecting thread does not panic");
+    }
     output.join().expect("the output thread does not panic");
     if let Some(names) = names {
         names.stop();
@@ -494,6 +518,27 @@ fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<libc::c_int> {
     (signal > 0).then_some(signal)
 }
 
+/// Hands injected events to the output stage one by one until told to stop
+/// or their source is gone. It waits for room rather than dropping: the
+/// source (the NFLOG capture) has its own bounded queue and counts its drops.
+fn inject_loop(
+    events: &Receiver<ConnectionEvent>,
+    queue: &SyncSender<Vec<ConnectionEvent>>,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        match events.recv_timeout(Duration::from_millis(100)) {
+            Ok(event) => {
+                if queue.send(vec![event]).is_err() {
+                    return;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
 /// How often the capture thread reads the backend's statistics.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -574,6 +619,9 @@ struct OutputStage {
     outputs: Vec<Box<dyn Sink>>,
     losses_numbered: NumberedLosses,
     naming: Option<naming::Naming>,
+    /// Only while firewall hits are injected: it remembers every
+    /// connection's process, a cost the agent does not pay otherwise.
+    hit_owners: Option<hit_owners::HitOwners>,
 }
 
 /// How many of the losses counted so far already have numbers, per cause.
@@ -600,7 +648,11 @@ impl OutputStage {
             }
             self.number_losses(counters);
             let mut wait = Duration::from_millis(200);
-            if let Some(due) = self.naming.as_ref().and_then(|n| n.next_due()) {
+            let next_due = [
+                self.naming.as_ref().and_then(|n| n.next_due()),
+                self.hit_owners.as_ref().and_then(|h| h.next_due()),
+            ];
+            if let Some(due) = next_due.into_iter().flatten().min() {
                 wait = wait.min(due.saturating_duration_since(Instant::now()));
             }
             let mut events = match queue.recv_timeout(wait) {
@@ -617,6 +669,9 @@ impl OutputStage {
                     Ok(more) => events.extend(more),
                     Err(_) => drained = true,
                 }
+            }
+            if let Some(hit_owners) = &mut self.hit_owners {
+                events = hit_owners.take(events, Instant::now());
             }
             if let Some(naming) = &mut self.naming {
                 events = naming.take(events, Instant::now());
@@ -637,8 +692,17 @@ impl OutputStage {
         }
     }
 
-    /// Delivers the connects whose wait for a name is over.
+    /// Delivers the firewall hits whose wait for their process is over and
+    /// the connects whose wait for a name is over.
     fn deliver_due(&mut self, counters: &Counters, everything: bool) {
+        let hits = match &mut self.hit_owners {
+            Some(hit_owners) => hit_owners.due(Instant::now(), everything),
+            None => Vec::new(),
+        };
+        if !hits.is_empty() {
+            self.deliver(hits, counters);
+            self.each_output(counters, |out| out.flush());
+        }
         let Some(naming) = &mut self.naming else {
             return;
         };
@@ -853,6 +917,7 @@ mod tests {
             outputs: vec![Box::new(Recording(seen.clone()))],
             losses_numbered: NumberedLosses::default(),
             naming: None,
+            hit_owners: None,
         };
         (stage, counters)
     }

@@ -9,9 +9,10 @@
 //! ([`Policy::parse`]), compared version to version ([`diff`]), replayed
 //! against history with the what-if checker ([`check`]), and turned back into
 //! a host's plan and nftables text ([`Policy::plan_for`], [`render`]) in audit
-//! mode (would-be drops logged and let through) or enforce mode. Once it
-//! runs, [`hygiene`] finds the rules its hosts' firewalls never count and the
-//! rules much wider than the traffic they carry.
+//! mode (would-be drops logged and let through) or enforce mode, or staged
+//! per direction and port with the agent's golden rules ([`render_staged`]).
+//! Once it runs, [`hygiene`] finds the rules its hosts' firewalls never
+//! count and the rules much wider than the traffic they carry.
 
 mod assign;
 mod check;
@@ -33,7 +34,7 @@ pub use hygiene::{
     analyse, hygiene, record_counters, Finding, HygieneError, HygieneOptions, HygieneReport,
     RuleHygiene, FEW_PEERS, WIDE_FACTOR,
 };
-pub use render::{render, Mode};
+pub use render::{render, render_staged, rule_name, GoldenRules, Mode, RULE_COMMENT_PREFIX};
 pub use status::{
     host_briefs, mode_text, policy_status, staging_text, DriftEntry, DriftList, HostPolicyStatus,
     PolicyStatus,

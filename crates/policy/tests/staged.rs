@@ -4,7 +4,9 @@
 //! network namespace: in audit mode the flow the policy misses still works and
 //! is logged as a would-block; in enforce mode it is blocked and logged; the
 //! flows it was drafted from work in both; another table of the host's
-//! ruleset is never touched.
+//! ruleset is never touched. Staged per port, an enforced port is refused
+//! while the rest of its direction only logs; the golden collector rule
+//! keeps the agent's own connection open under a policy allowing nothing.
 
 #[path = "../../firewall/tests/common/mod.rs"]
 mod lab;
@@ -14,7 +16,11 @@ use std::process::Command;
 
 use connscope_event::test_support::EventBuilder;
 use connscope_event::Direction;
-use connscope_policy::{draft, render, DraftOptions, Mode, Policy, Target};
+use connscope_event::Protocol;
+use connscope_policy::{
+    draft, render, render_staged, DraftOptions, GoldenRules, Mode, Policy, Target,
+};
+use connscope_protocol::policy::{DirectionStage, StageMode, StagedPort, Staging};
 use connscope_store::{AgentId, SqliteStore, Store, TimeRange};
 use lab::{listen, ok, try_connect, Netns};
 
@@ -129,4 +135,122 @@ fn audit_logs_the_missed_flow_and_lets_it_through_enforce_blocks_it() {
     assert!(!reach(backup), "the missed flow is blocked when enforced");
     assert!(logged_packets(&ws, "output") >= 1, "the block is logged");
     assert_eq!(site(), site_before);
+}
+
+/// A workstation and a server joined by a veth pair, 10.78.0.2 -> 10.78.0.1.
+fn pair(tag: &str) -> (Netns, Netns) {
+    let ws = Netns::new(&format!("{tag}-ws"));
+    let srv = Netns::new(&format!("{tag}-srv"));
+    let (a, b) = (
+        format!("{tag}w{}", std::process::id()),
+        format!("{tag}s{}", std::process::id()),
+    );
+    ok(Command::new("ip").args([
+        "link", "add", &a, "netns", &ws.name, "type", "veth", "peer", "name", &b, "netns",
+        &srv.name,
+    ]));
+    ws.exec(&["ip", "addr", "add", "10.78.0.2/24", "dev", &a]);
+    ws.exec(&["ip", "link", "set", &a, "up"]);
+    srv.exec(&["ip", "addr", "add", "10.78.0.1/24", "dev", &b]);
+    srv.exec(&["ip", "link", "set", &b, "up"]);
+    (ws, srv)
+}
+
+/// The packets counted by the rule commented `comment`.
+fn counted(ns: &Netns, comment: &str) -> u64 {
+    let json = ns.exec(&["nft", "-j", "list", "table", "inet", "connscope"]);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|item| item.get("rule"))
+        .filter(|rule| rule["comment"].as_str() == Some(comment))
+        .flat_map(|rule| rule["expr"].as_array().unwrap().clone())
+        .filter_map(|e| e.get("counter").map(|c| c["packets"].as_u64().unwrap()))
+        .sum()
+}
+
+const SHARE_ONLY: &str = r#"
+format = 1
+name = "ws"
+target = { host = "ws3" }
+
+[[outbound]]
+protocol = "tcp"
+ports = [445]
+peers = ["10.78.0.1"]
+"#;
+
+#[test]
+fn a_port_enforced_ahead_of_its_direction_is_refused_while_the_rest_only_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ws, srv) = pair("pp");
+    let share = listen(&srv, "10.78.0.1:445");
+    let backup = listen(&srv, "10.78.0.1:5432");
+    let web = listen(&srv, "10.78.0.1:8080");
+    let policy = Policy::parse(SHARE_ONLY).unwrap();
+    let staging = Staging {
+        inbound: DirectionStage::default(),
+        outbound: DirectionStage {
+            mode: StageMode::Audit,
+            except_ports: vec![StagedPort {
+                protocol: Protocol::Tcp,
+                port: 5432,
+            }],
+        },
+    };
+    let text = render_staged(&policy, "ws3", &staging, &GoldenRules::default(), 6465);
+    load(&ws, dir.path(), "staged.nft", &text);
+
+    assert!(try_connect(&ws, share).is_ok(), "the allowed flow works");
+    assert!(
+        counted(&ws, "connscope rule outbound[0]") >= 1,
+        "and is counted"
+    );
+    assert!(try_connect(&ws, web).is_ok(), "an audited port still works");
+    assert!(counted(&ws, "connscope end:output") >= 1, "and is logged");
+    assert!(
+        try_connect(&ws, backup).is_err(),
+        "the port enforced ahead of its direction is refused"
+    );
+    assert!(
+        counted(&ws, "connscope end:output:tcp/5432") >= 1,
+        "and is logged"
+    );
+}
+
+#[test]
+fn the_golden_collector_rule_passes_a_policy_that_allows_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ws, srv) = pair("gc");
+    let collector = listen(&srv, "10.78.0.1:7443");
+    let other = listen(&srv, "10.78.0.1:7444");
+    let nothing =
+        Policy::parse("format = 1\nname = \"none\"\ntarget = { host = \"ws3\" }\n").unwrap();
+    let enforce = DirectionStage {
+        mode: StageMode::Enforce,
+        except_ports: vec![],
+    };
+    let staging = Staging {
+        inbound: enforce.clone(),
+        outbound: enforce,
+    };
+    let golden = GoldenRules {
+        collectors: vec![collector],
+        ..GoldenRules::default()
+    };
+    load(
+        &ws,
+        dir.path(),
+        "enforce.nft",
+        &render_staged(&nothing, "ws3", &staging, &golden, 6466),
+    );
+    assert!(
+        try_connect(&ws, collector).is_ok(),
+        "the collector is reachable"
+    );
+    assert!(counted(&ws, "connscope golden:collector") >= 1);
+    assert!(try_connect(&ws, other).is_err(), "nothing else is");
+    assert!(counted(&ws, "connscope end:output") >= 1);
 }

@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HOST, USER_AGENT};
-use hyper::{Request, StatusCode, Uri};
+use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -27,6 +27,9 @@ use tokio_rustls::TlsConnector;
 
 use crate::tls::{client_config, CollectorTrust};
 use connscope_protocol::enroll::{EnrollRequest, EnrollResponse, WhoAmI, ENROLL_PATH, WHOAMI_PATH};
+use connscope_protocol::policy::{
+    AssignedPolicy, FirewallReport, AGENT_FIREWALL_PATH, AGENT_POLICY_PATH,
+};
 use connscope_protocol::tls::TlsError;
 use connscope_protocol::{
     BatchOrigin, DroppedReport, ErrorResponse, IngestResponse, BODY_ENCODING, BOOT_HEADER,
@@ -214,6 +217,32 @@ impl CollectorClient {
         serde_json::from_slice(&answer).map_err(|e| ClientError::BadAnswer(e.to_string()))
     }
 
+    /// The policy the collector assigns to this agent's host, `None` when it
+    /// assigns none (204).
+    pub fn policy(&mut self) -> Result<Option<AssignedPolicy>, ClientError> {
+        let answer = self.request(
+            Method::GET,
+            AGENT_POLICY_PATH,
+            "application/json",
+            None,
+            &[],
+            Bytes::new(),
+        )?;
+        if answer.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_slice(&answer)
+            .map(Some)
+            .map_err(|e| ClientError::BadAnswer(e.to_string()))
+    }
+
+    /// Reports the host's firewall state, notices and counters.
+    pub fn post_firewall(&mut self, report: &FirewallReport) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(report).expect("a report always serialises");
+        self.post(AGENT_FIREWALL_PATH, "application/json", None, &[], body)?;
+        Ok(())
+    }
+
     /// Posts to the current collector and, if it cannot be reached or
     /// answers 5xx, to each other one in turn (staying with the first that
     /// answers).
@@ -225,10 +254,36 @@ impl CollectorClient {
         extra_headers: &[(&'static str, String)],
         body: Vec<u8>,
     ) -> Result<Bytes, ClientError> {
-        let body = Bytes::from(body);
+        self.request(
+            Method::POST,
+            path,
+            content_type,
+            encoding,
+            extra_headers,
+            Bytes::from(body),
+        )
+    }
+
+    /// [`Self::post`] with any method.
+    fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        content_type: &'static str,
+        encoding: Option<&'static str>,
+        extra_headers: &[(&'static str, String)],
+        body: Bytes,
+    ) -> Result<Bytes, ClientError> {
         let mut tried = 0;
         loop {
-            let result = self.post_once(path, content_type, encoding, extra_headers, body.clone());
+            let result = self.send_once(
+                method.clone(),
+                path,
+                content_type,
+                encoding,
+                extra_headers,
+                body.clone(),
+            );
             let unavailable = match &result {
                 Err(ClientError::Status { status, .. }) => status.is_server_error(),
                 Err(ClientError::BadAnswer(_)) | Ok(_) => false,
@@ -250,8 +305,9 @@ impl CollectorClient {
         }
     }
 
-    fn post_once(
+    fn send_once(
         &mut self,
+        method: Method,
         path: &str,
         content_type: &'static str,
         encoding: Option<&'static str>,
@@ -259,7 +315,9 @@ impl CollectorClient {
         body: Bytes,
     ) -> Result<Bytes, ClientError> {
         let endpoint = &self.endpoints[self.current];
-        let mut request = Request::post(format!("{}{path}", endpoint.base_path))
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", endpoint.base_path))
             .header(HOST, endpoint.authority())
             .header(AUTHORIZATION, self.authorization.clone())
             .header(
@@ -318,6 +376,27 @@ impl CollectorClient {
     }
 }
 
+/// The addresses of the collectors in `url` (comma-separated, as
+/// [`CollectorClient::new`] takes them), resolved now: what the agent's
+/// firewall must always let it reach.
+pub fn collector_addresses(url: &str) -> Result<Vec<std::net::SocketAddr>, ClientError> {
+    use std::net::ToSocketAddrs;
+    let mut addresses = Vec::new();
+    for part in url.split(',') {
+        let endpoint = Endpoint::parse(part.trim())?;
+        let resolved = (endpoint.host.as_str(), endpoint.port)
+            .to_socket_addrs()
+            .map_err(|source| ClientError::Connect {
+                addr: endpoint.authority(),
+                source,
+            })?;
+        addresses.extend(resolved);
+    }
+    addresses.sort();
+    addresses.dedup();
+    Ok(addresses)
+}
+
 async fn connect(
     endpoint: &Endpoint,
     tls: &TlsConnector,
@@ -367,6 +446,13 @@ mod tests {
         assert_eq!(
             (e.host.as_str(), e.port, e.authority()),
             ("::1", 443, "[::1]:443".to_owned())
+        );
+        assert_eq!(
+            collector_addresses("https://10.0.0.1:8443, https://[::1]:8443").unwrap(),
+            [
+                "10.0.0.1:8443".parse::<std::net::SocketAddr>().unwrap(),
+                "[::1]:8443".parse().unwrap()
+            ]
         );
         let err = Endpoint::parse("http://10.0.0.1:80")
             .unwrap_err()

@@ -22,7 +22,7 @@ use connscope_event::{ConnectionEvent, Timestamp};
 use connscope_protocol::{drop_reason, BatchOrigin};
 use connscope_sink::{LossCause, OutputError, RunStart, Sink};
 
-pub use client::{ClientError, CollectorClient};
+pub use client::{collector_addresses, ClientError, CollectorClient};
 pub use connscope_protocol::tls::{Fingerprint, TlsError};
 pub use shipper::{Shipper, ShipperCounters};
 pub use spool::{PushOutcome, Spool, SpoolError, SpoolStats};

@@ -5,7 +5,7 @@
 //! get it after the merge.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -17,6 +17,8 @@ use connscope_capture::NetnsFilter;
 use connscope_rules::{ExeComparisons, RuleSet};
 use connscope_tcpspy_log::LineStyle;
 use connscope_transport::ShippingMonitor;
+
+use super::agent_firewall::FirewallSetup;
 
 /// tcpspy's init script adds this rule file whenever it exists.
 const DEFAULT_RULES_FILE: &str = "/etc/tcpspy.rules";
@@ -130,6 +132,8 @@ pub struct AgentArgs {
     pub(crate) sni_wait_ms: Option<u64>,
     #[command(flatten)]
     pub(crate) ship: super::ship::ShipArgs,
+    #[command(flatten)]
+    pub(crate) firewall: super::agent_firewall::FirewallFlags,
 }
 
 #[derive(Subcommand, Debug)]
@@ -138,10 +142,21 @@ enum AgentAction {
     /// collector enroll` printed for this agent's own, write it and the
     /// collector's URL and fingerprint to the settings, check the connection.
     Enroll(super::enroll::AgentEnrollArgs),
+    /// Break-glass on this host: `off` removes connscope's firewall table
+    /// at once and keeps the agent from loading one until `on`.
+    Firewall(super::agent_firewall::FirewallCommand),
 }
 
 impl AgentArgs {
-    fn state_dir(&self) -> PathBuf {
+    /// `connscope agent firewall off|on`, when that is the command.
+    pub(crate) fn glass_command(&mut self) -> Option<&mut super::agent_firewall::FirewallCommand> {
+        match &mut self.action {
+            Some(AgentAction::Firewall(command)) => Some(command),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn state_dir(&self) -> PathBuf {
         self.state_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
@@ -162,8 +177,12 @@ pub(crate) enum Format {
 
 /// Runs the agent with `args` as merged with the settings file (`agent_config`).
 pub fn run(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
-    if let Some(AgentAction::Enroll(enroll)) = args.action.take() {
-        return super::enroll::agent_enroll(enroll);
+    match args.action.take() {
+        Some(AgentAction::Enroll(enroll)) => return super::enroll::agent_enroll(enroll),
+        Some(AgentAction::Firewall(command)) => {
+            return super::agent_firewall::glass(command, Path::new(DEFAULT_STATE_DIR))
+        }
+        None => {}
     }
     let rules = read_rules(&args)?;
     let run_as = RunAs::resolve(args.user.as_deref(), args.group.as_deref())?;
@@ -186,15 +205,37 @@ pub fn run(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
         ..NamingConfig::default()
     });
     config.run_as = run_as;
-    if let Some(name) = args.host_name {
+    if let Some(name) = args.host_name.clone() {
         config.host_name = name;
     }
+    let collector = super::ship::collector_access(&args.ship)?;
+    let mut firewall = match FirewallSetup::from_flags(
+        &args.firewall,
+        args.user.is_some(),
+        args.state_dir(),
+        &config.host_name,
+        collector,
+    )? {
+        Some((setup, hits)) => {
+            config.injected = Some(hits);
+            Some(setup)
+        }
+        None => None,
+    };
+    let mut managing = None;
     let metrics_listen = args.metrics_listen;
-    let summary =
-        connscope_agent::run_observed(config, outputs, |statistics| match metrics_listen {
-            Some(addr) => super::agent_metrics::serve(addr, statistics, shipping),
-            None => Ok(()),
-        })?;
+    let summary = connscope_agent::run_observed(config, outputs, |statistics| {
+        if let Some(addr) = metrics_listen {
+            super::agent_metrics::serve(addr, statistics, shipping)?;
+        }
+        if let Some(setup) = firewall.take() {
+            managing = Some(setup.start()?);
+        }
+        Ok(())
+    })?;
+    if let Some(running) = managing {
+        running.stop();
+    }
     Ok(match summary.capture_error {
         Some(_) => ExitCode::FAILURE,
         None => ExitCode::SUCCESS,

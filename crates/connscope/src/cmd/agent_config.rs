@@ -69,6 +69,13 @@ pub struct AgentFile {
     pub nft_name_sets: Option<bool>,
     pub name_grace: Option<u64>,
     pub sni_wait_ms: Option<u64>,
+    pub manage_firewall: Option<bool>,
+    pub admin_network: Option<OneOrMany<String>>,
+    pub admin_ssh_port: Option<OneOrMany<u16>>,
+    pub firewall_log_group: Option<u16>,
+    pub policy_poll: Option<u64>,
+    pub policy_file: Option<PathBuf>,
+    pub staging: Option<String>,
 }
 
 /// A file's value that did not parse, named by file and key.
@@ -116,6 +123,12 @@ pub struct Loaded {
 pub fn merged(mut args: AgentArgs) -> anyhow::Result<AgentArgs> {
     if let Some(path) = args.config.clone() {
         AgentFile::load(&path)?.apply_under(&mut args)?;
+    }
+    // `agent firewall off` finds the agent's state directory in its file.
+    if let Some(command) = args.glass_command() {
+        if command.state_dir.is_none() && command.config.exists() {
+            command.state_dir = AgentFile::load(&command.config)?.file.state_dir;
+        }
     }
     Ok(args)
 }
@@ -170,6 +183,37 @@ impl Loaded {
                 .or(parse(path, "metrics_listen", file.metrics_listen)?);
         args.name_grace = args.name_grace.or(file.name_grace);
         args.sni_wait_ms = args.sni_wait_ms.or(file.sni_wait_ms);
+
+        let firewall = &mut args.firewall;
+        firewall.manage_firewall |= file.manage_firewall.unwrap_or(false);
+        if firewall.admin_networks.is_empty() {
+            for network in file
+                .admin_network
+                .map(OneOrMany::into_vec)
+                .unwrap_or_default()
+            {
+                firewall
+                    .admin_networks
+                    .extend(parse::<connscope_firewall::net::Prefix>(
+                        path,
+                        "admin_network",
+                        Some(network),
+                    )?);
+            }
+        }
+        if firewall.admin_ssh_ports.is_empty() {
+            firewall.admin_ssh_ports = file
+                .admin_ssh_port
+                .map(OneOrMany::into_vec)
+                .unwrap_or_default();
+        }
+        if file.policy_poll == Some(0) {
+            anyhow::bail!("{}: policy_poll must be at least 1", path.display());
+        }
+        firewall.firewall_log_group = firewall.firewall_log_group.or(file.firewall_log_group);
+        firewall.policy_poll = firewall.policy_poll.or(file.policy_poll);
+        firewall.policy_file = firewall.policy_file.take().or(file.policy_file);
+        firewall.staging = firewall.staging.or(parse(path, "staging", file.staging)?);
 
         let ship = &mut args.ship;
         if ship.collector.is_empty() {
@@ -232,6 +276,12 @@ mod tests {
         assert!(!args.ship.collector.is_empty());
         assert!(args.ship.collector_token_file.is_some());
         assert!(args.metrics_listen.is_some());
+        assert!(args.firewall.manage_firewall);
+        assert_eq!(args.firewall.admin_networks.len(), 1);
+        assert_eq!(
+            args.firewall.staging,
+            Some(super::super::agent_firewall::StagingArg::Audit)
+        );
     }
 
     fn is_setting(line: &str) -> bool {
@@ -300,6 +350,10 @@ udp = true
         );
         let err = merged("format = \"xml\"\n", &[]).unwrap_err().to_string();
         assert!(err.contains("format = \"xml\""), "{err}");
+        let err = merged("admin_network = [\"10.0.0.0/33\"]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("admin_network = \"10.0.0.0/33\""), "{err}");
         let err = merged("interval_ms = 0\n", &[]).unwrap_err().to_string();
         assert!(err.contains("interval_ms must be at least 1"), "{err}");
     }

@@ -27,7 +27,7 @@ use connscope_transport::{CollectorTrust, Fingerprint};
 /// The collector's settings file the package installs.
 const COLLECTOR_CONFIG: &str = "/etc/connscope/collector.toml";
 /// The agent's settings file and token file the package uses.
-const AGENT_CONFIG: &str = "/etc/connscope/agent.toml";
+pub(crate) const AGENT_CONFIG: &str = "/etc/connscope/agent.toml";
 const AGENT_TOKEN_FILE: &str = "/etc/connscope/agent.token";
 
 /// Which store a collector-side command works on.

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod agent_config;
+pub mod agent_firewall;
 pub mod agent_metrics;
 pub mod collector;
 pub mod demo;

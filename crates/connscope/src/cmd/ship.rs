@@ -44,16 +44,16 @@ pub struct ShipArgs {
     pub(crate) spool_max_bytes: Option<u64>,
 }
 
-/// The shipping output, when `--collector` is given, and a monitor of it
-/// for the agent's `/metrics`.
-pub fn open(
+/// The collectors' URL (comma-separated), the agent's token and how the
+/// collector's certificate is trusted, when `--collector` is given: what
+/// every client of the agent's (shipping, the firewall's fetches) uses.
+pub fn collector_access(
     args: &ShipArgs,
-    state_dir: &Path,
-) -> anyhow::Result<Option<(Box<dyn Sink>, ShippingMonitor)>> {
+) -> anyhow::Result<Option<(String, String, CollectorTrust)>> {
     if args.collector.is_empty() {
         return Ok(None);
     }
-    let url = &args.collector.join(",");
+    let url = args.collector.join(",");
     let token = match (&args.collector_token, &args.collector_token_file) {
         (Some(token), _) => token.clone(),
         (None, Some(file)) => read_token_file(file)?,
@@ -68,6 +68,19 @@ pub fn open(
             anyhow::bail!("--collector needs --collector-ca or --collector-fingerprint (or collector_ca or collector_fingerprint in the config file)")
         }
     };
+    Ok(Some((url, token, trust)))
+}
+
+/// The shipping output, when `--collector` is given, and a monitor of it
+/// for the agent's `/metrics`.
+pub fn open(
+    args: &ShipArgs,
+    state_dir: &Path,
+) -> anyhow::Result<Option<(Box<dyn Sink>, ShippingMonitor)>> {
+    let Some((url, token, trust)) = collector_access(args)? else {
+        return Ok(None);
+    };
+    let url = &url;
     let config = ShippingConfig {
         url: url.clone(),
         token,
