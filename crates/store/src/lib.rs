@@ -28,6 +28,9 @@
 //! - **access tokens** ([`TokenRecord`]): digests of agent and enrollment
 //!   tokens, so collectors sharing a store share who may send.
 //!
+//! Firewall hits (`would-block` and `blocked` events, [`FirewallHitTotal`])
+//! are raw events like any other and read from them.
+//!
 //! The logic that is not SQL (which rollup an event belongs to, range-set
 //! arithmetic, content keys) lives in plain Rust modules here, so every backend
 //! computes the same thing.
@@ -37,6 +40,7 @@ mod checks;
 mod clickhouse;
 mod group;
 mod hash;
+mod hits;
 mod key;
 mod location;
 mod rollup;
@@ -52,6 +56,7 @@ use connscope_event::{ConnectionEvent, Direction, NameSource, Protocol, Timestam
 
 pub use clickhouse::{ClickHouseLocation, ClickHouseStore};
 pub use group::{GroupKind, HostGroup, HostLabel};
+pub use hits::{is_firewall_hit, FirewallHitQuery, FirewallHitTotal};
 pub use key::EventKey;
 pub use location::{open, StoreLocation};
 pub use rollup::{hour_start, is_host_address, rollup_user, EdgeCounts, EdgeKey, RollupBatch};
@@ -574,6 +579,12 @@ pub trait Store: Send + Sync {
     /// store to another backend with its sequence spaces (`connscope store
     /// migrate`). Stops at the first error `each` returns.
     fn export_events(&self, each: &mut ExportSink<'_>) -> Result<(), StoreError>;
+
+    /// The `would-block` and `blocked` events of `query` still kept as raw
+    /// events, summed per (host, kind, direction, protocol, service port,
+    /// remote address, executable, user), ordered so (see
+    /// [`FirewallHitTotal`]).
+    fn firewall_hits(&self, query: &FirewallHitQuery) -> Result<Vec<FirewallHitTotal>, StoreError>;
 }
 
 /// The checks every backend makes before storing anything of a batch.

@@ -27,10 +27,12 @@
 //! [`write`] (an ingest), [`read`] (rollups, addresses, raw events),
 //! [`agents`] (sequence spaces, drops, downtime, refusals, statuses),
 //! [`groups`] (host groups and labels), [`tokens`] (access tokens),
-//! [`names`] (remote names, from the raw events), [`retention`].
+//! [`names`] (remote names, from the raw events), [`hits`] (firewall
+//! hits, from the raw events), [`retention`].
 
 mod agents;
 mod groups;
+mod hits;
 mod location;
 mod names;
 mod read;
@@ -47,9 +49,9 @@ use connscope_event::{ConnectionEvent, Timestamp};
 
 use crate::{
     AgentId, AgentStatus, ConnectionQuery, ConnectionRecord, EdgeTotal, EventQuery, ExportSink,
-    HostAddress, HostGroup, HostLabel, HourlyEdgeTotal, IngestReport, KeyedEvent, NameSighting,
-    Origin, RefusalCount, Retention, RetentionReport, RollupQuery, Store, StoreError, TokenRecord,
-    TokenRefusal,
+    FirewallHitQuery, FirewallHitTotal, HostAddress, HostGroup, HostLabel, HourlyEdgeTotal,
+    IngestReport, KeyedEvent, NameSighting, Origin, RefusalCount, Retention, RetentionReport,
+    RollupQuery, Store, StoreError, TokenRecord, TokenRefusal,
 };
 pub use location::ClickHouseLocation;
 
@@ -360,5 +362,10 @@ impl Store for ClickHouseStore {
             each(&agent, &origin, &events)?;
         }
         Ok(())
+    }
+
+    fn firewall_hits(&self, query: &FirewallHitQuery) -> Result<Vec<FirewallHitTotal>, StoreError> {
+        let (client, query) = (self.client.clone(), query.clone());
+        self.run(async move { hits::firewall_hits(&client, &query).await })
     }
 }

@@ -21,7 +21,8 @@
 //! [`dedup`] (what is already stored), [`read`] (rollups, addresses, raw
 //! events), [`spaces`] (agent and sequence-space ids, range sets),
 //! [`agents`] (drops, downtime, refusals, statuses), [`groups`] (host
-//! groups and labels), [`tokens`] (access token digests), [`names`] (the
+//! groups and labels), [`tokens`] (access token digests), [`hits`] (firewall hits, from the
+//! blocks), [`names`] (the
 //! dictionary of the rollups' text), [`retention`], and [`column`] (values
 //! in and out of columns).
 
@@ -31,6 +32,7 @@ mod column;
 mod connection;
 mod dedup;
 mod groups;
+mod hits;
 mod names;
 mod read;
 mod retention;
@@ -47,9 +49,9 @@ use rusqlite::Connection;
 
 use crate::{
     AgentId, AgentStatus, ConnectionQuery, ConnectionRecord, EdgeTotal, EventQuery, ExportSink,
-    HostAddress, HostGroup, HostLabel, HourlyEdgeTotal, IngestReport, KeyedEvent, NameSighting,
-    Origin, RefusalCount, Retention, RetentionReport, RollupQuery, Store, StoreError, TokenRecord,
-    TokenRefusal,
+    FirewallHitQuery, FirewallHitTotal, HostAddress, HostGroup, HostLabel, HourlyEdgeTotal,
+    IngestReport, KeyedEvent, NameSighting, Origin, RefusalCount, Retention, RetentionReport,
+    RollupQuery, Store, StoreError, TokenRecord, TokenRefusal,
 };
 use batch::Batch;
 use connection::{configure, Reader, Writer};
@@ -234,5 +236,9 @@ impl Store for SqliteStore {
 
     fn export_events(&self, each: &mut ExportSink<'_>) -> Result<(), StoreError> {
         read::export(&self.reader, each)
+    }
+
+    fn firewall_hits(&self, query: &FirewallHitQuery) -> Result<Vec<FirewallHitTotal>, StoreError> {
+        hits::firewall_hits(&self.reader, query)
     }
 }
