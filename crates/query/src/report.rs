@@ -65,6 +65,20 @@ pub struct Report {
 }
 
 impl Report {
+    pub(crate) fn new(
+        columns: Vec<&'static str>,
+        numeric: Vec<bool>,
+        rows: Vec<Vec<String>>,
+        json: serde_json::Value,
+    ) -> Report {
+        Report {
+            columns,
+            numeric,
+            rows,
+            json,
+        }
+    }
+
     pub fn render(&self, format: Format) -> String {
         match format {
             Format::Table => self.table(),

@@ -1,4 +1,4 @@
-//! `connscope report edges|hosts|ports|refusals`: what the store holds, as aligned
+//! `connscope report edges|hosts|ports|refusals|hits`: what the store holds, as aligned
 //! tables for people or JSON/CSV for scripts (`report edges --format json` is
 //! the stable interface documented in docs/API.md).
 
@@ -9,6 +9,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use connscope_event::Timestamp;
 use connscope_query::groups::{groups_by_host, members};
+use connscope_query::hits::{firewall_hits, hits_report};
 use connscope_query::join::{load_edges, HostDirectory};
 use connscope_query::naming::RemoteNames;
 use connscope_query::report::{
@@ -30,6 +31,29 @@ pub enum ReportCommand {
     Ports(ReportArgs),
     /// Batches the collector refused, per agent and reason (nothing of them is stored).
     Refusals(ReportArgs),
+    /// Firewall hits: what the hosts' policies would have dropped (audit) or
+    /// dropped (enforce), per host, remote end, program and user.
+    Hits(HitsArgs),
+}
+
+#[derive(Args)]
+#[command(after_help = "Without --since the range is everything stored.")]
+pub struct HitsArgs {
+    #[command(flatten)]
+    store: super::store_args::StoreArgs,
+    /// Start of the range: RFC 3339 with an offset, `now`, or back from now
+    /// (-30m, -24h, -7d).
+    #[arg(long, alias = "from", value_name = "TIME", allow_hyphen_values = true)]
+    since: Option<String>,
+    /// End of the range (exclusive), same forms as --since.
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    to: Option<String>,
+    /// Only the hits this host logged.
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+    /// table (aligned, for people), json (the API's body) or csv.
+    #[arg(long, default_value = "table", value_name = "FORMAT")]
+    format: Format,
 }
 
 #[derive(Args)]
@@ -61,6 +85,7 @@ enum By {
 
 pub fn run(command: ReportCommand) -> Result<ExitCode> {
     let (args, kind) = match &command {
+        ReportCommand::Hits(a) => return hits(a),
         ReportCommand::Edges(a) => (a, "edges"),
         ReportCommand::Hosts(a) => (a, "hosts"),
         ReportCommand::Ports(a) => (a, "ports"),
@@ -96,6 +121,27 @@ pub fn run(command: ReportCommand) -> Result<ExitCode> {
             _ => ports_report(&edges),
         }
     };
+    let mut out = std::io::stdout().lock();
+    out.write_all(report.render(args.format).as_bytes())?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hits(args: &HitsArgs) -> Result<ExitCode> {
+    let store = args.store.open_existing()?;
+    let range = TimeRangeArgs {
+        from: args.since.clone(),
+        to: args.to.clone(),
+    }
+    .resolve(Timestamp::now(), TimeRange::ALL)
+    .map_err(|e| {
+        let e = match e.name {
+            "from" => connscope_query::ArgError { name: "since", ..e },
+            _ => e,
+        };
+        flag_error(e)
+    })?;
+    let report = hits_report(&firewall_hits(&*store, range, args.host.as_deref())?);
     let mut out = std::io::stdout().lock();
     out.write_all(report.render(args.format).as_bytes())?;
     out.flush()?;
