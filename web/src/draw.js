@@ -152,7 +152,8 @@ export function drawSvg(group, scene, look) {
     g.append('circle');
     // The full name as the tooltip; the drawn label (labels.js) may be cut.
     g.append('title');
-    g.append('circle').attr('class', 'ring').attr('fill', 'none');
+    // A path, not a circle: a node's one circle is what is clicked and looked up.
+    g.append('path').attr('class', 'ring').attr('fill', 'none').attr('pointer-events', 'none');
     return g;
   });
   node.attr('class', (n) => `node ${n.kind} ${nodeClass.get(n.id)}${n.pinned ? ' pinned' : ''}`)
@@ -164,7 +165,8 @@ export function drawSvg(group, scene, look) {
     .attr('stroke-width', (n) => (n.kind === 'group' ? 2.5 : 1.5))
     .attr('stroke-dasharray', (n) => (n.kind === 'group' ? '3 2' : null));
   node.select('title').text(nodeLabel);
-  node.select('circle.ring').attr('r', (n) => radius(n) + 3.5)
+  const ring = (r) => `M${r},0A${r},${r} 0 1 0 ${-r},0A${r},${r} 0 1 0 ${r},0Z`;
+  node.select('path.ring').attr('d', (n) => (BADGE_RING[n.badge] ? ring(radius(n) + 3.5) : null))
     .attr('data-badge', (n) => n.badge ?? null)
     .attr('stroke', (n) => BADGE_RING[n.badge]?.color ?? 'none')
     .attr('stroke-width', (n) => BADGE_RING[n.badge]?.width ?? 0)

@@ -83,7 +83,7 @@ function policySection(entry) {
   return frag;
 }
 
-/** The hits and drift among `edges`: kind, peer, service, process, user, count, last seen. */
+/** The hits and drift among `edges`: kind, peer, processes with their users, count. */
 function loopSection(edges, label, own) {
   const frag = document.createDocumentFragment();
   const loops = edges.filter((e) => e.loop);
@@ -91,14 +91,11 @@ function loopSection(edges, label, own) {
   frag.append(el('h3', 'Firewall hits and drift'));
   const rows = loops.sort((a, b) => b.count - a.count).slice(0, 100).map((e) => [
     e.loop,
-    own.has(e.source) ? `→ ${label(e.target)}` : `← ${label(e.source)}`,
-    e.service || `${e.port}/${e.protocol}`,
-    e.processes.map((p) => p.name).join(', '),
-    e.users.map((u) => u.name).join(', ') || '—',
+    `${own.has(e.source) ? `→ ${label(e.target)}` : `← ${label(e.source)}`} ${e.port}/${e.protocol}`,
+    `${e.processes.map((p) => p.name).join(', ')} (${e.users.map((u) => u.name).join(', ') || 'user unknown'})`,
     e.count,
-    fmtTime(e.lastSeen),
   ]);
-  frag.append(table(rows, ['kind', 'peer', 'service', 'process', 'user', 'count', 'last seen']));
+  frag.append(table(rows, ['kind', 'peer', 'process (user)', 'count']));
   return frag;
 }
 
