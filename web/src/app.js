@@ -222,12 +222,12 @@ async function load() {
       const groups = getJson('api/v1/groups').catch(() => null);
       const before = JSON.stringify(currentRange());
       doc = await fetchGraph();
-      // After the graph: its data span may have moved the range.
-      const r = currentRange();
-      const looped = loop.load({ from: isoOrNull(r.from) ?? '1970-01-01T00:00:00Z', to: isoOrNull(r.to) });
       const span = doc.data_span ? { first: Date.parse(doc.data_span.first), last: Date.parse(doc.data_span.last) } : null;
       app.span = span && Number.isFinite(span.first) && Number.isFinite(span.last) ? span : null;
       // The last day with data is older than the clock's: ask for that day.
+      // Hits and drift of the range shown, which the data span may have moved.
+      const r = currentRange();
+      const looped = loop.load({ from: isoOrNull(r.from) ?? '1970-01-01T00:00:00Z', to: isoOrNull(r.to) });
       if (JSON.stringify(currentRange()) !== before) doc = await fetchGraph();
       app.groups = await groups;
       await looped;
