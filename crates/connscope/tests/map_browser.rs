@@ -67,13 +67,16 @@ fn add_firewall_hits(office: &Office, store: &dyn Store) {
     let (workstations, servers) = (hosts("workstations"), hosts("servers"));
     let server = servers[0];
     for (i, ws) in workstations.iter().take(3).enumerate() {
-        let mut events = vec![EventBuilder::connect(SocketAddr::new(ws.ip, 41_000), SocketAddr::new(server.ip, 873))
-            .kind(EventKind::WouldBlock)
-            .at(at(50 - i as i64))
-            .host(&ws.name)
-            .user("root")
-            .process(700 + i as u32, "/usr/bin/rsync")
-            .build()];
+        let mut events = vec![EventBuilder::connect(
+            SocketAddr::new(ws.ip, 41_000),
+            SocketAddr::new(server.ip, 873),
+        )
+        .kind(EventKind::WouldBlock)
+        .at(at(50 - i as i64))
+        .host(&ws.name)
+        .user("root")
+        .process(700 + i as u32, "/usr/bin/rsync")
+        .build()];
         if i == 0 {
             events.push(
                 EventBuilder::connect(SocketAddr::new(ws.ip, 41_001), "198.51.100.200:8022")
@@ -87,12 +90,15 @@ fn add_firewall_hits(office: &Office, store: &dyn Store) {
         }
         store.ingest(&AgentId(ws.name.clone()), &events).unwrap();
     }
-    let refused = EventBuilder::connect(SocketAddr::new(server.ip, 5432), SocketAddr::new(workstations[3].ip, 52_000))
-        .kind(EventKind::Blocked)
-        .direction(Direction::Incoming)
-        .at(at(30))
-        .host(&server.name)
-        .build();
+    let refused = EventBuilder::connect(
+        SocketAddr::new(server.ip, 5432),
+        SocketAddr::new(workstations[3].ip, 52_000),
+    )
+    .kind(EventKind::Blocked)
+    .direction(Direction::Incoming)
+    .at(at(30))
+    .host(&server.name)
+    .build();
     store
         .ingest(&AgentId(server.name.clone()), &[refused])
         .unwrap();
