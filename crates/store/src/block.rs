@@ -758,7 +758,7 @@ mod tests {
         let text = proptest::option::of("[a-z/ ]{0,12}");
         (
             (
-                0u8..3,
+                0u8..5,
                 any::<bool>(),
                 0u8..3,
                 any::<i64>(),
@@ -780,7 +780,7 @@ mod tests {
                 proptest::option::of(any::<u64>()),
             ),
             (
-                0u8..5,
+                0u8..3,
                 any::<bool>(),
                 proptest::option::of(("\\PC{1,20}", any::<bool>())),
             ),
