@@ -1,6 +1,8 @@
-//! Firewall hits, summed from the blocks that overlap the range: blocks
-//! keep no index by kind, so a read decodes every block of its range and
-//! keeps the hits (docs/STORE.md, "Firewall hits").
+//! Firewall hits, summed from the blocks of the range that hold any: each
+//! block counts its hits (`firewall_hits`, schema version 10; unknown for
+//! older blocks, which are decoded too) and a partial index holds the
+//! blocks whose count is not 0, so a read skips the blocks of connections
+//! (docs/STORE.md, "Firewall hits").
 
 use std::sync::Mutex;
 
@@ -19,7 +21,8 @@ pub(super) fn firewall_hits(
     let guard = lock(reader);
     let mut stmt = guard.conn.prepare_cached(
         "SELECT block_id, host, data FROM event_blocks
-         WHERE first_ts < ?2 AND last_ts >= ?1 AND (?3 IS NULL OR host = ?3)",
+         WHERE firewall_hits IS NOT 0 AND first_ts < ?2 AND last_ts >= ?1
+           AND (?3 IS NULL OR host = ?3)",
     )?;
     let mut rows = stmt.query(params![
         query.range.from.as_nanos(),

@@ -34,6 +34,7 @@ const MIGRATIONS: &[Migration] = &[
     host_groups,
     access_tokens,
     remote_names,
+    firewall_hit_counts,
 ];
 
 /// Why a store's file cannot be brought to this build's layout.
@@ -403,5 +404,19 @@ fn remote_names(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
             PRIMARY KEY (hour, host, remote_ip, name, source)
         ) WITHOUT ROWID;
         CREATE INDEX remote_names_by_ip ON remote_names (remote_ip, hour);",
+    )
+}
+
+/// Version 10: each block's count of firewall hits (`would-block` and
+/// `blocked` events), and an index of the blocks that may hold any, so
+/// reading hits (`Store::firewall_hits`, which the map asks on every
+/// refresh, a week back for its ready-to-enforce view) decodes only those
+/// instead of every block of the range. Blocks of older versions have no
+/// count (NULL) and are decoded as before.
+fn firewall_hit_counts(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE event_blocks ADD COLUMN firewall_hits INTEGER;
+        CREATE INDEX event_blocks_with_hits ON event_blocks (first_ts)
+            WHERE firewall_hits IS NOT 0;",
     )
 }
