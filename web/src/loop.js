@@ -20,15 +20,21 @@ const ms = (t) => {
   return Number.isFinite(v) ? v : null;
 };
 
-/** Private, unique-local and link-local addresses: inside ones. */
+/**
+ * Whether an address not routed on the internet is inside, as the graph's
+ * `internal` flag says (connscope-query's `scope`, docs/API.md): IPv4
+ * 10/8, 172.16/12, 192.168/16, 100.64/10, 169.254/16, 127/8; IPv6
+ * fc00::/7, fe80::/10, ::1, and IPv4-mapped forms of these.
+ */
 export function isInsideAddress(ip) {
-  const s = String(ip);
+  const s = String(ip).toLowerCase().replace(/^::ffff:(?=\d+\.)/, '');
   const v4 = /^(\d+)\.(\d+)\.\d+\.\d+$/.exec(s);
   if (v4) {
     const [a, b] = [Number(v4[1]), Number(v4[2])];
-    return a === 10 || (a === 172 && b >= 16 && b < 32) || (a === 192 && b === 168) || (a === 169 && b === 254);
+    return a === 10 || a === 127 || (a === 172 && b >= 16 && b < 32) || (a === 192 && b === 168)
+      || (a === 100 && b >= 64 && b < 128) || (a === 169 && b === 254);
   }
-  return /^f[cd][0-9a-f]{0,2}:/i.test(s) || /^fe[89ab][0-9a-f]?:/i.test(s);
+  return s === '::1' || /^f[cd][0-9a-f]{0,2}:/.test(s) || /^fe[89ab][0-9a-f]?:/.test(s);
 }
 
 /**

@@ -56,8 +56,8 @@ test('hits and drift become edges of their own kind on the graph\'s nodes', () =
   assert.equal(drawn.nodes.get('loop:external:10.20.0.12').internal, true);
   assert.equal(drawn.nodes.get('loop:external:198.51.100.7').internal, false);
   assert.deepEqual(driftEdge.policy, { policy: 'workstations', version: 3, mode: 'audit' });
-  assert.equal(isInsideAddress('fd00:17::5'), true);
-  assert.equal(isInsideAddress('2001:db8::1'), false);
+  for (const inside of ['fd00:17::5', 'fe80::1', '::1', '100.64.0.1', '127.0.0.1', '172.31.0.1', '::ffff:192.168.1.2']) assert.equal(isInsideAddress(inside), true, inside);
+  for (const outside of ['2001:db8::1', '100.128.0.1', '172.32.0.1', '8.8.8.8', '::ffff:8.8.8.8']) assert.equal(isInsideAddress(outside), false, outside);
 });
 
 test('a hit never merges with connections: its own lane, colour and counts', () => {
