@@ -11,7 +11,10 @@
 // draws the same graph. The policy loop: would-block and blocked events
 // (ingested like connections) are edges of their own colours with their
 // process in the panel, a new hit arrives live within 5 s, and a collector
-// without the policy endpoints leaves the policy panel saying so.
+// without the policy endpoints leaves the policy panel saying so; with the
+// documented sample answers of those endpoints (docs/API.md, served to the
+// page in their place until the collector has them) the badges, the host's
+// policy, a drift edge and the ready-to-enforce view are drawn.
 // Screenshots go to --out.
 //
 //   node web/tests/map-e2e.mjs --bin target/debug/connscope --out target/map-e2e
@@ -472,6 +475,43 @@ try {
   const arrived = await page.waitForFunction((id) => document.querySelector(`#map path.edge.policyblocked[data-id="${CSS.escape(id)}"]`), NEW_BLOCK, { timeout: 5e3, polling: 50 }).then(() => Date.now() - stored, () => null);
   check('loop: a new blocked hit appears on the map within 5 s (by the event stream)', arrived !== null, `not drawn 5 s after it was stored`);
   console.log(`# the new hit was drawn ${arrived} ms after its batch was stored`);
+  // The policy side's answers as docs/API.md documents them, for this map's hosts.
+  const api = readFileSync(new URL('../../docs/API.md', import.meta.url), 'utf8');
+  const sample = (name) => new RegExp(`<!-- sample: ${name} -->\\n\`\`\`json\\n([\\s\\S]*?)\\n\`\`\``).exec(api)[1]
+    .replaceAll('"ws-01"', '"web1"').replaceAll('"srv-01"', '"db1"');
+  const isStatus = (url) => url.pathname === '/api/v1/policies/status';
+  const isDrift = (url) => url.pathname === '/api/v1/drift';
+  await page.route(isStatus, (route) => route.fulfill({ status: 200, contentType: 'application/json', body: sample('policies-status') }));
+  await page.route(isDrift, (route) => route.fulfill({ status: 200, contentType: 'application/json', body: sample('drift') }));
+  await navigate(page, `${base}#from=2025-03-09T00:00:00Z&to=2025-03-10T00:00:00Z&group=none`);
+  await drawn(page);
+  const badges = await page.evaluate(() => Object.fromEntries([...document.querySelectorAll('#map g.node')].filter((g) => g.querySelector('path.ring')?.getAttribute('d'))
+    .map((g) => [g.querySelector('title').textContent, [g.querySelector('path.ring').dataset.badge, g.querySelector('path.ring').getAttribute('stroke')]])));
+  same('policies: web1 audits (amber ring), db1 enforces (green ring), nothing else wears one', badges, { db1: ['enforce', '#2e7d32'], web1: ['audit', '#e6a100'] });
+  const driftEdge = await page.evaluate(() => [...document.querySelectorAll('#map path.edge.drift')].map((p) => [p.dataset.id, p.getAttribute('stroke')]));
+  same('policies: the drift entry is a teal edge of its own', driftEdge, [['loop:drift:web1:outgoing:tcp:8022:198.51.100.7:/usr/bin/tar:alice', '#00838f']]);
+  await openDetails(page, await page.evaluate(() => window.connscope.app.view.nodes.find((n) => n.kind === 'host' && n.label === 'web1').id));
+  const policyText = await page.evaluate(() => ({ badge: document.querySelector('#details .badge')?.textContent, text: document.getElementById('details').textContent }));
+  check('policies: the host\'s panel names its policy, version, modes, state and revision',
+    policyText.badge === 'audit' && ['workstations v3', 'inbound', 'outbound', 'loaded', 'revision7'].every((w) => policyText.text.includes(w)), JSON.stringify(policyText).slice(0, 500));
+  await page.click('#loop-toggle');
+  await page.check('#loop-ready-show');
+  await page.waitForFunction(() => location.hash.includes('ready=1'), null, { timeout: 5e3 });
+  await drawn(page);
+  const ready = await page.evaluate(() => ({
+    list: [...document.querySelectorAll('#loop-ready li')].map((li) => li.textContent),
+    dim: Object.fromEntries([...document.querySelectorAll('#map g.node')].map((g) => [g.querySelector('title').textContent, g.getAttribute('class').includes('dim')])),
+    legend: [...document.querySelectorAll('#loop-legend span')].map((s) => s.textContent),
+  }));
+  same('ready to enforce: the auditing hosts without would-block hits in 7 days, listed', ready.list, ['web1 workstations v3, auditing inbound and outbound', 'ws-02 workstations v3, auditing outbound']);
+  check('ready to enforce: highlighted on the map (web1 lit, db1 dimmed)', ready.dim.web1 === false && ready.dim.db1 === true, JSON.stringify(ready.dim));
+  same('the legend lists the edge kinds and badges shown', ready.legend, ['would-block 1', 'blocked by policy 1', 'drift 1', 'audit', 'enforce']);
+  await page.screenshot({ path: join(out, 'loop-policies.png') });
+  await page.uncheck('#loop-ready-show');
+  await page.click('#loop-toggle');
+  await page.unroute(isStatus);
+  await page.unroute(isDrift);
+
   check('loop: no dialog opened, no injected code ran, no errors', alarms.length === 0 && problems.length === 0 && (await page.evaluate(() => window.__pwned)) === undefined, [...alarms, ...problems].join('; '));
 
   check('export: no dialog opened, no injected code ran, no errors', exported.alarms.length === 0 && exported.problems.length === 0 && (await exported.page.evaluate(() => window.__pwned)) === undefined,
