@@ -84,14 +84,15 @@ function policySection(entry) {
 }
 
 /** The hits and drift among `edges`: kind, peer, processes with their users, count. */
-function loopSection(edges, label, own) {
+function loopSection(edges, label, own, kindOf) {
   const frag = document.createDocumentFragment();
   const loops = edges.filter((e) => e.loop);
   if (!loops.length) return frag;
   frag.append(el('h3', 'Firewall hits and drift'));
   const rows = loops.sort((a, b) => b.count - a.count).slice(0, 100).map((e) => [
     e.loop,
-    `${own.has(e.source) ? `→ ${label(e.target)}` : `← ${label(e.source)}`} ${e.port}/${e.protocol}`,
+    // A service's label names its port already.
+    `${own.has(e.source) ? `→ ${label(e.target)}` : `← ${label(e.source)}`}${kindOf(e.target) === 'service' ? `/${e.protocol}` : ` ${e.port}/${e.protocol}`}`,
     `${e.processes.map((p) => p.name).join(', ')} (${e.users.map((u) => u.name).join(', ') || 'user unknown'})`,
     e.count,
   ]);
@@ -169,7 +170,7 @@ export function renderDetails(aside, view, graph, id, range, actions) {
         return [label(m), entry ? `${entry.badge}${entry.policy ? ` (${entry.policy} v${entry.version ?? '?'})` : ''}` : 'no policy data'];
       }), ['host', 'policy']));
     }
-    aside.append(loopSection(touching, label, own));
+    aside.append(loopSection(touching, label, own, (nid) => view.nodes.find((n) => n.id === nid)?.kind));
     if (node.kind === 'group') {
       const open = el('button', 'Expand group', { type: 'button', class: 'expand' });
       open.addEventListener('click', () => actions.toggleGroup(node));
