@@ -1,7 +1,7 @@
 // The connection map's entry point: wires the URL state, the data source (the
 // collector's API, or the data inlined in a static export), the layout, the
 // renderers, the timeline, the details panel, exports, live updates and the
-// firewall mode. With no range picked it shows the last day that has data
+// firewall mode, and the policy loop (hits, drift, the hosts' policies). With no range picked it shows the last day that has data
 // (the graph says when the store's data starts and ends) and says so.
 
 import { zoomIdentity } from 'd3';
@@ -10,6 +10,7 @@ import { BacktestPanel } from './backtest.js';
 import { downloadJson, downloadPng, downloadSvg } from './exports.js';
 import { FirewallMode } from './firewall.js';
 import { Layout } from './layout.js';
+import { LoopPanel } from './looppanel.js';
 import { MapView } from './mapview.js';
 import { GROUPINGS, buildView, labelKeys, normalizeGraph, searchNodes } from './model.js';
 import { renderDetails } from './panel.js';
@@ -84,7 +85,9 @@ const backtest = new BacktestPanel({
   showRange: (from, to) => update({ range: '', from, to }, true),
   setHost: (host) => update({ host, show: '' }),
 });
-Object.assign(window.connscope, { views, backtest });
+// Firewall hits, drift and the hosts' policies (looppanel.js, loop.js).
+const loop = new LoopPanel({ exported: app.exported, state: () => app.state, update: (patch, reload) => update(patch, reload) });
+Object.assign(window.connscope, { views, backtest, loop });
 
 function writeUrl() {
   history.replaceState(null, '', formatState(app.state));
@@ -222,8 +225,12 @@ async function load() {
       const span = doc.data_span ? { first: Date.parse(doc.data_span.first), last: Date.parse(doc.data_span.last) } : null;
       app.span = span && Number.isFinite(span.first) && Number.isFinite(span.last) ? span : null;
       // The last day with data is older than the clock's: ask for that day.
+      // Hits and drift of the range shown, which the data span may have moved.
+      const r = currentRange();
+      const looped = loop.load({ from: isoOrNull(r.from) ?? '1970-01-01T00:00:00Z', to: isoOrNull(r.to) });
       if (JSON.stringify(currentRange()) !== before) doc = await fetchGraph();
       app.groups = await groups;
+      await looped;
       app.graph = normalizeGraph(doc);
     }
     const fresh = !window.connscope.loads;
@@ -280,7 +287,10 @@ function showEmpty(r, empty) {
 function rebuild(relayout, first = false) {
   if (!app.graph) return;
   const r = currentRange();
-  app.view = buildView(app.graph, app.state, { from: r.from, to: r.to, clientSide: app.exported }, app.groups);
+  // The map draws the loop's edges beside the connections; the matrix and the table read `app.graph` alone.
+  const drawn = loop.graphWith(app.graph);
+  app.view = buildView(drawn, app.state, { from: r.from, to: r.to, clientSide: app.exported }, app.groups);
+  loop.decorate(app.view, drawn);
   const ids = new Set(app.view.nodes.map((n) => n.id));
   const sameNodes = app.scene && app.scene.nodes.length === ids.size && app.scene.nodes.every((n) => ids.has(n.id));
   const since = app.state.since ? Date.parse(app.state.since) : null;
@@ -306,8 +316,12 @@ function rebuild(relayout, first = false) {
     } else if (first) map.fit();
   }
   if (!app.exported) firewall.setHosts([...app.graph.nodes.values()].filter((n) => n.kind === 'host').map((n) => n.label).sort());
-  map.setLook({ since: Number.isNaN(since) ? null : since, matches: searchNodes(app.view, app.state.q), selected: app.state.sel || null, firewall: backtest.colours(app.view.edges) ?? firewall.colours(app.view.edges) });
-  renderDetails($('details'), app.view, app.graph, app.state.sel, r, { select: (id) => update({ sel: id ?? '' }), toggleGroup, firewall: firewall.result });
+  const searched = searchNodes(app.view, app.state.q);
+  const ready = loop.highlighted(app.view, drawn);
+  const matches = ready && searched ? new Set([...ready, ...searched]) : ready ?? searched;
+  map.setLook({ since: Number.isNaN(since) ? null : since, matches, selected: app.state.sel || null, firewall: backtest.colours(app.view.edges) ?? firewall.colours(app.view.edges) });
+  renderDetails($('details'), app.view, drawn, app.state.sel, r, { select: (id) => update({ sel: id ?? '' }), toggleGroup, firewall: firewall.result, policy: (host) => loop.entry(host) });
+  loop.render(app.view, { select: (host) => update({ host, show: '' }) });
   timeline.render(app.graph.timeline, r.from, r.to, app.graph.timelineOf);
   views.render(app, r, backtest.blocked());
   backtest.suggest(app.graph);

@@ -10,9 +10,25 @@ import { select } from 'd3';
 import { LABEL_FONT } from './labels.js';
 import { radius } from './layout.js';
 
-export const COLORS = { host: '#2f6db5', service: '#3a9a5b', external: '#d9822b', group: '#b5552f', hostGroup: '#5477a8', edge: '#8a96a3', fresh: '#e0245e', member: '#c9d1da', selected: '#111111', blocked: '#d62728', maybe: '#e8a317' };
+export const COLORS = { host: '#2f6db5', service: '#3a9a5b', external: '#d9822b', group: '#b5552f', hostGroup: '#5477a8', edge: '#8a96a3', fresh: '#e0245e', member: '#c9d1da', selected: '#111111', blocked: '#d62728', maybe: '#e8a317', wouldBlock: '#9c27b0', policyBlocked: '#3f1d7a', drift: '#00838f' };
 
-export const edgeWidth = (e) => Math.min(8, 0.8 + 1.6 * Math.log10(e.count + 1));
+/** The policy loop's edge classes (loop.js kinds) and how they are drawn: their own colours, would-block dashed. */
+const LOOP_CLASS = { 'would-block': 'wouldblock', blocked: 'policyblocked', drift: 'drift' };
+const LOOP_COLOR = { wouldblock: COLORS.wouldBlock, policyblocked: COLORS.policyBlocked, drift: COLORS.drift };
+const LOOP_DASH = { wouldblock: [5, 3] };
+const loopClassOf = (cls) => Object.keys(LOOP_COLOR).find((c) => cls.startsWith(c));
+
+/** A host's (or group's) policy badge (loop.js `policyBadge`) as a ring around its node. */
+export const BADGE_RING = {
+  audit: { color: '#e6a100', dash: [3, 2], width: 2 },
+  enforce: { color: '#2e7d32', dash: null, width: 2 },
+  mixed: { color: '#7e57c2', dash: [6, 2, 1, 2], width: 2 },
+  'broken-glass': { color: '#c62828', dash: null, width: 3.5 },
+  failed: { color: '#c62828', dash: [2, 2], width: 2 },
+};
+
+/** Hits and drift stay thin (4 px at most), so their labels show on hover and selection only. */
+export const edgeWidth = (e) => Math.min(e.loop ? 4 : 8, 0.8 + 1.6 * Math.log10(e.count + 1));
 const nodeColor = (n) => (n.kind === 'service' && !n.internal ? COLORS.external : n.kind === 'group' && n.internal ? COLORS.hostGroup : COLORS[n.kind] ?? COLORS.external);
 
 /** Short label of a node, as drawn beside it. */
@@ -26,9 +42,10 @@ export function nodeLabel(n) {
  * the arrow. `twoWay` (the ends talk both ways) moves it aside by its width,
  * so the two directions lie side by side instead of on top of each other.
  */
-export function edgeGeometry(s, t, width, twoWay = false) {
-  if (twoWay) {
-    const side = width / 2 + 1.5;
+export function edgeGeometry(s, t, width, twoWay = false, lane = 0) {
+  if (twoWay || lane) {
+    // A lane (hits, drift) lies beside the connections between the same ends.
+    const side = (twoWay ? width / 2 + 1.5 : 0) + lane * 4.5;
     const len0 = Math.hypot(t.x - s.x, t.y - s.y) || 1;
     const nx = (-(t.y - s.y) / len0) * side;
     const ny = ((t.x - s.x) / len0) * side;
@@ -57,7 +74,9 @@ export function edgeGeometry(s, t, width, twoWay = false) {
 /**
  * What each edge and node looks like under `look`: 'fresh', 'old', 'dim',
  * 'selected', or in firewall mode 'blocked' and 'maybe' (`look.firewall`: view
- * edge id -> 'blocked' | 'maybe-blocked' | 'allowed'), or ''.
+ * edge id -> 'blocked' | 'maybe-blocked' | 'allowed'), or ''. The loop's
+ * edges (`e.loop`) are 'wouldblock', 'policyblocked' or 'drift' whatever
+ * else is shown: the firewall check and "new since" colour connections.
  */
 export function classify(scene, look) {
   const edgeClass = new Map();
@@ -65,7 +84,7 @@ export function classify(scene, look) {
   const focus = look.matches ?? (look.selected ? neighbourhood(scene, look.selected) : null);
   for (const e of scene.edges) {
     const verdict = look.firewall?.get(e.id);
-    let c = verdict === 'blocked' ? 'blocked' : verdict === 'maybe-blocked' ? 'maybe'
+    let c = e.loop ? LOOP_CLASS[e.loop] : verdict === 'blocked' ? 'blocked' : verdict === 'maybe-blocked' ? 'maybe'
       : look.since === null ? '' : e.firstSeen !== null && e.firstSeen >= look.since ? 'fresh' : 'old';
     const inFocus = !focus || (look.matches ? focus.has(e.source) || focus.has(e.target) : focus.has(e.source) && focus.has(e.target));
     if (e.id === look.selected) c = 'selected';
@@ -91,12 +110,13 @@ function neighbourhood(scene, id) {
 
 function edgeColor(cls) {
   if (cls.startsWith('selected')) return COLORS.selected;
+  if (loopClassOf(cls)) return LOOP_COLOR[loopClassOf(cls)];
   if (cls.startsWith('fresh')) return COLORS.fresh;
   if (cls.startsWith('blocked')) return COLORS.blocked;
   if (cls.startsWith('maybe')) return COLORS.maybe;
   return COLORS.edge;
 }
-const edgeOpacity = (cls) => (cls.includes('dim') ? 0.08 : cls.startsWith('old') ? 0.3 : /^(fresh|selected|blocked|maybe)/.test(cls) ? 0.95 : 0.6);
+const edgeOpacity = (cls) => (cls.includes('dim') ? 0.08 : cls.startsWith('old') ? 0.3 : /^(fresh|selected|blocked|maybe|wouldblock|policyblocked|drift)/.test(cls) ? 0.95 : 0.6);
 
 /**
  * Draws (or updates) the scene into an SVG group with D3 joins. Only
@@ -121,8 +141,9 @@ export function drawSvg(group, scene, look) {
     .attr('stroke-opacity', (e) => edgeOpacity(edgeClass.get(e.id)))
     .attr('fill-opacity', (e) => edgeOpacity(edgeClass.get(e.id)))
     .attr('stroke-width', edgeWidth)
+    .attr('stroke-dasharray', (e) => LOOP_DASH[loopClassOf(edgeClass.get(e.id))]?.join(' ') ?? null)
     .attr('d', (e) => {
-      const g = edgeGeometry(byId.get(e.source), byId.get(e.target), edgeWidth(e), e.twoWay);
+      const g = edgeGeometry(byId.get(e.source), byId.get(e.target), edgeWidth(e), e.twoWay, e.lane);
       return `M${g.x1},${g.y1}L${g.x2},${g.y2}M${g.tip}L${g.left}L${g.right}Z`;
     });
 
@@ -131,6 +152,8 @@ export function drawSvg(group, scene, look) {
     g.append('circle');
     // The full name as the tooltip; the drawn label (labels.js) may be cut.
     g.append('title');
+    // A path, not a circle: a node's one circle is what is clicked and looked up.
+    g.append('path').attr('class', 'ring').attr('fill', 'none').attr('pointer-events', 'none');
     return g;
   });
   node.attr('class', (n) => `node ${n.kind} ${nodeClass.get(n.id)}${n.pinned ? ' pinned' : ''}`)
@@ -142,6 +165,12 @@ export function drawSvg(group, scene, look) {
     .attr('stroke-width', (n) => (n.kind === 'group' ? 2.5 : 1.5))
     .attr('stroke-dasharray', (n) => (n.kind === 'group' ? '3 2' : null));
   node.select('title').text(nodeLabel);
+  const ring = (r) => `M${r},0A${r},${r} 0 1 0 ${-r},0A${r},${r} 0 1 0 ${r},0Z`;
+  node.select('path.ring').attr('d', (n) => (BADGE_RING[n.badge] ? ring(radius(n) + 3.5) : null))
+    .attr('data-badge', (n) => n.badge ?? null)
+    .attr('stroke', (n) => BADGE_RING[n.badge]?.color ?? 'none')
+    .attr('stroke-width', (n) => BADGE_RING[n.badge]?.width ?? 0)
+    .attr('stroke-dasharray', (n) => BADGE_RING[n.badge]?.dash?.join(' ') ?? null);
 }
 
 /**
@@ -217,7 +246,7 @@ export function paintCanvas(ctx, scene, look, transform, width, height, dpr = 1)
     const key = `${cls}|${w}`;
     let batch = batches.get(key);
     if (!batch) batches.set(key, (batch = { cls, w, lines: new Path2D(), heads: new Path2D() }));
-    const g = edgeGeometry(s, t, w, e.twoWay);
+    const g = edgeGeometry(s, t, w, e.twoWay, e.lane);
     batch.lines.moveTo(g.x1, g.y1);
     batch.lines.lineTo(g.x2, g.y2);
     if (arrows) {
@@ -233,7 +262,9 @@ export function paintCanvas(ctx, scene, look, transform, width, height, dpr = 1)
     ctx.globalAlpha = edgeOpacity(b.cls);
     ctx.strokeStyle = ctx.fillStyle = edgeColor(b.cls);
     ctx.lineWidth = b.w;
+    ctx.setLineDash(LOOP_DASH[loopClassOf(b.cls)] ?? []);
     ctx.stroke(b.lines);
+    ctx.setLineDash([]);
     if (arrows) ctx.fill(b.heads);
   }
   ctx.globalAlpha = 1;
@@ -265,9 +296,20 @@ export function paintCanvas(ctx, scene, look, transform, width, height, dpr = 1)
       ctx.stroke();
     }
   }
+  for (const n of visible) {
+    const ring = BADGE_RING[n.badge];
+    if (!ring) continue;
+    ctx.strokeStyle = ring.color;
+    ctx.lineWidth = ring.width;
+    ctx.setLineDash(ring.dash ?? []);
+    ctx.beginPath();
+    ctx.arc(n.x, n.y, radius(n) + 3.5, 0, 2 * Math.PI);
+    ctx.stroke();
+  }
+  ctx.setLineDash([]);
 }
 
-const rank = (cls) => (cls.includes('dim') ? 0 : cls.startsWith('old') ? 1 : cls === '' ? 2 : cls.startsWith('fresh') ? 3 : 4);
+const rank = (cls) => (cls.includes('dim') ? 0 : cls.startsWith('old') ? 1 : cls === '' ? 2 : cls.startsWith('fresh') ? 3 : loopClassOf(cls) ? 5 : 4);
 
 /** Standalone SVG markup of the scene as seen through `transform`, with its placed labels. */
 export function svgMarkup(scene, look, transform, width, height, labels = []) {

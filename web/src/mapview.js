@@ -178,7 +178,7 @@ export class MapView {
     let best = null;
     let bestD = Infinity;
     for (const e of this.scene.edges) {
-      const g = edgeGeometry(byId.get(e.source), byId.get(e.target), edgeWidth(e), e.twoWay);
+      const g = edgeGeometry(byId.get(e.source), byId.get(e.target), edgeWidth(e), e.twoWay, e.lane);
       const d = segmentDistance(x, y, g.x1, g.y1, g.tip[0], g.tip[1]);
       if (d <= edgeWidth(e) / 2 + 4 / this.transform.k && d < bestD) { best = e; bestD = d; }
     }

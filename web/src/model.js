@@ -351,13 +351,16 @@ export function buildView(graph, state, range = { from: null, to: null, clientSi
     const target = shown(e.target);
     addNode(source);
     addNode(target);
-    // Inside a closed group: counted on the group, not drawn as a loop.
+    // Inside a closed group: counted on the group, not drawn as a loop
+    // (firewall hits and drift apart from connections, see loop.js).
     if (source === target) {
       const g = nodes.get(source);
-      g.inside = (g.inside ?? 0) + e.count;
+      if (e.loop) g.insideLoop = { ...g.insideLoop, [e.loop]: (g.insideLoop?.[e.loop] ?? 0) + e.count };
+      else g.inside = (g.inside ?? 0) + e.count;
       continue;
     }
-    const id = source === e.source && target === e.target ? e.id : `${source}->${target}`;
+    // Hits and drift merge only with their own kind: they keep their colour.
+    const id = source === e.source && target === e.target ? e.id : `${source}->${target}${e.loop ? `#${e.loop}` : ''}`;
     const m = merged.get(id);
     if (!m) merged.set(id, { ...e, id, source, target, parts: [e.id], services: new Set([e.service || `${e.port}/${e.protocol}`]) });
     else {
@@ -374,8 +377,10 @@ export function buildView(graph, state, range = { from: null, to: null, clientSi
     }
   }
   // Ends that talk both ways: drawn side by side (draw.js).
-  const pairs = new Set([...merged.values()].map((e) => `${e.source}\n${e.target}`));
+  const pairs = new Set([...merged.values()].filter((e) => !e.loop).map((e) => `${e.source}\n${e.target}`));
   for (const e of merged.values()) e.twoWay = pairs.has(`${e.target}\n${e.source}`);
+  // Hits and drift beside the connections between the same ends, each kind in a lane of its own.
+  for (const e of merged.values()) if (e.loop) e.lane = 1 + ['would-block', 'blocked', 'drift'].indexOf(e.loop);
   const members = [];
   for (const n of nodes.values()) if (n.kind === 'service' && n.host && nodes.has(n.host)) members.push({ id: `member:${n.id}`, source: n.host, target: n.id, member: true });
   return { nodes: [...nodes.values()], edges: [...merged.values()], members, groups };

@@ -3,6 +3,7 @@
 // the monitored machines and are shown as text, never parsed as markup.
 
 import { verdictsOf, viewVerdict } from './firewall.js';
+import { policyFacts } from './loop.js';
 
 export const fmtTime = (ms) => (ms === null || ms === undefined ? '—' : new Date(ms).toISOString().replace('.000Z', 'Z'));
 export const fmtCount = (n) => Number(n).toLocaleString('en-US');
@@ -54,10 +55,10 @@ export function reportCommand({ host, port, from, to }) {
   return words.map(shellQuote).join(' ');
 }
 
-function tallyTable(title, tallies) {
+function tallyTable(title, tallies, unit = 'connections') {
   const frag = document.createDocumentFragment();
   frag.append(el('h3', title));
-  frag.append(tallies.length ? table(tallies.slice(0, 50).map((t) => [t.name, t.count]), ['name', 'connections']) : el('p', 'none recorded'));
+  frag.append(tallies.length ? table(tallies.slice(0, 50).map((t) => [t.name, t.count]), ['name', unit]) : el('p', 'none recorded'));
   return frag;
 }
 
@@ -65,6 +66,38 @@ function merge(lists) {
   const m = new Map();
   for (const list of lists) for (const t of list) m.set(t.name, (m.get(t.name) ?? 0) + t.count);
   return [...m].map(([name, count]) => ({ name, count })).sort((a, b) => b.count - a.count);
+}
+
+const LOOP_TEXT = { 'would-block': 'WOULD BLOCK (policy in audit mode)', blocked: 'BLOCKED (policy in enforce mode)', drift: 'DRIFT (no policy allows it)' };
+
+/** A host's policy: its badge and status (loop.js `policyFacts`). */
+function policySection(entry) {
+  const frag = document.createDocumentFragment();
+  frag.append(el('h3', 'Policy'));
+  if (!entry) {
+    frag.append(el('p', 'no policy data for this host', { class: 'hint' }));
+    return frag;
+  }
+  frag.append(el('p', entry.badge, { class: `badge ${entry.badge}`, 'data-badge': entry.badge }));
+  frag.append(table(policyFacts(entry)));
+  return frag;
+}
+
+/** The hits and drift among `edges`: kind, peer, processes with their users, count. */
+function loopSection(edges, label, own, kindOf) {
+  const frag = document.createDocumentFragment();
+  const loops = edges.filter((e) => e.loop);
+  if (!loops.length) return frag;
+  frag.append(el('h3', 'Firewall hits and drift'));
+  const rows = loops.sort((a, b) => b.count - a.count).slice(0, 100).map((e) => [
+    e.loop,
+    // A service's label names its port already.
+    `${own.has(e.source) ? `→ ${label(e.target)}` : `← ${label(e.source)}`}${kindOf(e.target) === 'service' ? `/${e.protocol}` : ` ${e.port}/${e.protocol}`}`,
+    `${e.processes.map((p) => p.name).join(', ')} (${e.users.map((u) => u.name).join(', ') || 'user unknown'})`,
+    e.count,
+  ]);
+  frag.append(table(rows, ['kind', 'peer', 'process (user)', 'count']));
+  return frag;
 }
 
 const VERDICT_TEXT = { blocked: 'BLOCKED', 'maybe-blocked': 'MAYBE BLOCKED', allowed: 'allowed' };
@@ -111,9 +144,10 @@ export function renderDetails(aside, view, graph, id, range, actions) {
   const label = (nid) => view.nodes.find((n) => n.id === nid)?.label ?? graph.nodes.get(nid)?.label ?? view.groups?.get(nid)?.label ?? nid;
 
   if (node) {
-    // A host's panel counts the connections to its services too.
+    // A host's panel counts the connections to its services too; hits and drift apart.
     const own = new Set([id, ...view.nodes.filter((n) => n.kind === 'service' && n.host === id).map((n) => n.id)]);
-    const edges = view.edges.filter((e) => own.has(e.source) || own.has(e.target));
+    const touching = view.edges.filter((e) => own.has(e.source) || own.has(e.target));
+    const edges = touching.filter((e) => !e.loop);
     aside.append(el('h2', node.label));
     const facts = [['kind', node.internal ? `${node.kind} (internal)` : `${node.kind} (external)`]];
     if (node.address) facts.push(['address', node.address]);
@@ -126,7 +160,17 @@ export function renderDetails(aside, view, graph, id, range, actions) {
     const last = Math.max(...edges.map((e) => e.lastSeen ?? -Infinity));
     facts.push(['first seen', fmtTime(Number.isFinite(first) ? first : null)], ['last seen', fmtTime(Number.isFinite(last) ? last : null)]);
     if (node.inside) facts.push(['connections inside', fmtCount(node.inside)]);
+    for (const [kind, n] of Object.entries(node.insideLoop ?? {})) facts.push([`${kind} inside`, fmtCount(n)]);
     aside.append(table(facts));
+    if (node.kind === 'host' && actions.policy) aside.append(policySection(actions.policy(node.label)));
+    if (node.kind === 'group' && node.internal && actions.policy) {
+      aside.append(el('h3', 'Policies'));
+      aside.append(table(node.members.slice(0, 100).map((m) => {
+        const entry = actions.policy(label(m));
+        return [label(m), entry ? `${entry.badge}${entry.policy ? ` (${entry.policy} v${entry.version ?? '?'})` : ''}` : 'no policy data'];
+      }), ['host', 'policy']));
+    }
+    aside.append(loopSection(touching, label, own, (nid) => view.nodes.find((n) => n.id === nid)?.kind));
     if (node.kind === 'group') {
       const open = el('button', 'Expand group', { type: 'button', class: 'expand' });
       open.addEventListener('click', () => actions.toggleGroup(node));
@@ -149,6 +193,26 @@ export function renderDetails(aside, view, graph, id, range, actions) {
     aside.append(el('h3', 'Same data in a terminal'));
     aside.append(el('pre', reportCommand({ host, port: node.kind === 'service' ? node.port : undefined, from: range.from, to: range.to }), { class: 'command' }));
     aside.append(el('p', 'DB: the collector\'s database file (--db).', { class: 'hint' }));
+  } else if (edge.loop) {
+    aside.append(el('h2', `${label(edge.source)} → ${label(edge.target)}`));
+    aside.append(el('p', LOOP_TEXT[edge.loop], { class: `loop-kind ${edge.loop}` }));
+    const facts = [
+      ['service', edge.service || `${edge.port}/${edge.protocol}`],
+      [edge.loop === 'drift' ? 'connections' : 'hits', fmtCount(edge.count)],
+      ['first seen', fmtTime(edge.firstSeen)],
+      ['last seen', fmtTime(edge.lastSeen)],
+    ];
+    if (edge.policy) facts.push(['policy', `${edge.policy.policy ?? '?'} v${edge.policy.version ?? '?'} (${edge.policy.mode ?? '?'})`]);
+    aside.append(table(facts));
+    const unit = edge.loop === 'drift' ? 'connections' : 'hits';
+    aside.append(tallyTable('Processes', edge.processes, unit));
+    aside.append(tallyTable('Users', edge.users, unit));
+    const s = graph.nodes.get(edge.source);
+    const host = s?.kind === 'host' ? s.label : label(graph.nodes.get(edge.target)?.host ?? edge.target);
+    aside.append(el('h3', 'Same data in a terminal'));
+    const since = range.from !== null && range.from !== undefined ? ['--since', fmtTime(range.from)] : [];
+    const words = ['connscope', 'report', edge.loop === 'drift' ? 'drift' : 'hits', '--db', 'DB', ...(edge.loop === 'drift' ? [] : ['--host', host]), ...since];
+    aside.append(el('pre', words.map(shellQuote).join(' '), { class: 'command' }));
   } else {
     aside.append(el('h2', `${label(edge.source)} → ${label(edge.target)}`));
     aside.append(table([

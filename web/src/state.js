@@ -4,7 +4,9 @@
 
 const KEYS = ['range', 'from', 'to', 'host', 'port', 'exe', 'user', 'dir', 'scope', 'group', 'q', 'since', 'sel', 'open', 'view',
   // The other views (views.js): which one shows, the matrix's rows and sort, the table's sort and filter.
-  'show', 'mrows', 'mside', 'msort', 'tsort', 'tq'];
+  'show', 'mrows', 'mside', 'msort', 'tsort', 'tq',
+  // The policy loop (looppanel.js): the ready-to-enforce view highlighted, and its days.
+  'ready', 'rdays'];
 
 /**
  * With no range picked the map shows the last day that has data (`last`):

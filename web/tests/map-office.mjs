@@ -7,7 +7,9 @@
 // overlap (bounding boxes of every visible text element, from Chromium); no
 // label is wider than 320 px. The same once every group is opened, and in
 // the export page with a 2,000-node / 10,000-edge graph, grouped and fully
-// open. Screenshots go to --out.
+// open. The store holds firewall hits of its last hour (map_browser.rs):
+// they fold per group like connections, in their own colours, and the views
+// stay as legible with them. Screenshots go to --out.
 //
 //   node web/tests/map-office.mjs --bin target/debug/connscope --db office.db --out DIR
 //
@@ -132,6 +134,12 @@ try {
   const groups = await page.evaluate(() => window.connscope.app.view.nodes.filter((n) => n.kind === 'group' && n.internal).map((n) => n.label).sort());
   check('first sight: the store\'s groups are the first level', ['admins (3)', 'servers (5)', 'workstations (18)'].every((g) => groups.includes(g)) && groups.some((g) => g.startsWith('devices (')), JSON.stringify(groups));
   await readable(page, 'office, first sight', 'office-first.png');
+  const loops = await page.evaluate(() => window.connscope.app.view.edges.filter((e) => e.loop).map((e) => ({ kind: e.loop, source: e.source, target: e.target, count: e.count,
+    drawn: document.querySelector(`#map path.edge[data-id="${CSS.escape(e.id)}"]`)?.getAttribute('stroke') ?? null })));
+  const backup = loops.find((l) => l.kind === 'would-block' && l.source === 'hgroup:store:workstations' && l.target === 'hgroup:store:servers');
+  check('first sight: the workstations\' would-block hits to a server fold into one group edge, drawn violet', backup && backup.count === 3 && backup.drawn === '#9c27b0', JSON.stringify(loops));
+  const refused = loops.find((l) => l.kind === 'blocked');
+  check('first sight: the server\'s refused client is a blocked edge between the groups, drawn indigo', refused && refused.source === 'hgroup:store:workstations' && refused.target === 'hgroup:store:servers' && refused.drawn === '#3f1d7a', JSON.stringify(loops));
 
   // Every group opened: hosts, services, outside addresses.
   await openEverything(page);

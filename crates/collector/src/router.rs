@@ -13,7 +13,7 @@ use connscope_protocol::enroll::{ENROLL_PATH, WHOAMI_PATH};
 use connscope_protocol::policy::{AGENT_FIREWALL_PATH, AGENT_POLICY_PATH};
 use connscope_protocol::{DROPPED_PATH, INGEST_PATH};
 
-use crate::handlers::{backtest, enroll, firewall, groups, ingest, map, ops, policy, read};
+use crate::handlers::{backtest, enroll, firewall, groups, hits, ingest, map, ops, policy, read};
 use crate::kit::{ApiError, AppState};
 use crate::metrics::Metrics;
 
@@ -35,6 +35,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/hosts", get(read::hosts))
         .route("/api/v1/graph", get(read::graph))
         .route("/api/v1/firewall/check", post(firewall::check_handler))
+        .route("/api/v1/firewall/hits", get(hits::hits))
         .route("/api/v1/groups", get(groups::list))
         .route(
             "/api/v1/groups/{name}",

@@ -17,6 +17,7 @@
 pub mod args;
 pub mod graph;
 pub mod groups;
+pub mod hits;
 pub mod join;
 pub mod naming;
 pub mod report;

@@ -62,11 +62,17 @@ pub struct BlockEncoder<'a> {
     previous_netns: u64,
     first_ts: i64,
     last_ts: i64,
+    firewall_hits: u64,
 }
 
 impl<'a> BlockEncoder<'a> {
     pub fn len(&self) -> u64 {
         self.count
+    }
+
+    /// How many of the events added are firewall hits.
+    pub fn firewall_hits(&self) -> u64 {
+        self.firewall_hits
     }
 
     /// The earliest and latest timestamps added, in nanoseconds.
@@ -84,6 +90,7 @@ impl<'a> BlockEncoder<'a> {
             self.last_ts = self.last_ts.max(ts);
         }
         self.count += 1;
+        self.firewall_hits += u64::from(crate::is_firewall_hit(event.kind));
         let flags = Flags::of(event);
         self.body.extend_from_slice(&flags.0);
         put_signed(&mut self.body, ts.wrapping_sub(self.previous_ts));

@@ -1,201 +1,159 @@
-//! Rule hit counters: what the store keeps of the counters agents read from
-//! their loaded firewall table (docs/POLICY.md "Rule hygiene").
-//!
-//! An agent reports each rule's counter *since its table was loaded*; the
-//! counter restarts at every load (a new revision, a tamper restore). The
-//! store turns those readings into what hygiene needs and a reading alone
-//! cannot tell: the packets a rule matched over all loads, and when its
-//! counter last went up. This module is that arithmetic, so both backends
-//! compute it alike; they only keep one [`HostRuleCounter`] per host,
-//! policy, version and rule.
+//! Firewall hits: the `would-block` and `blocked` events a policy's NFLOG
+//! records became, summed per what an administrator decides on (host,
+//! kind, direction, protocol, service port, remote address, program,
+//! user). Not rolled up (rollups skip hits, see [`crate::rollup`]): hits
+//! are few next to connections, and the loop wants each one's program and
+//! user as the host logged them, so both backends read them from the raw
+//! events. The summing here is SQLite's; ClickHouse groups in SQL and must
+//! give the same rows.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::net::IpAddr;
 
-use connscope_event::Timestamp;
+use connscope_event::{ConnectionEvent, Direction, EventKind, Protocol, Timestamp};
 
-/// One rule's counter as an agent read it from its loaded table.
+use crate::{rollup, TimeRange};
+
+/// Which firewall hits to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleCount {
-    /// The rule's place in the policy document (`inbound[2]`), or
-    /// `end:input`, `golden:...` for the rules the agent adds.
-    pub rule: String,
-    pub packets: u64,
-    pub bytes: u64,
+pub struct FirewallHitQuery {
+    pub range: TimeRange,
+    /// Only hits logged by this host.
+    pub host: Option<String>,
 }
 
-/// What the store keeps per host, policy, version and rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HostRuleCounter {
-    /// The assignment revision of the last reading.
-    pub revision: u64,
-    /// The last reading as reported (since the table's load).
-    pub read_packets: u64,
-    pub read_bytes: u64,
-    /// Added up over every load.
-    pub packets: u64,
-    pub bytes: u64,
-    pub first_reported: Timestamp,
-    pub last_reported: Timestamp,
-    /// When a reading first showed the counter higher than the one before.
-    pub last_hit: Option<Timestamp>,
-}
-
-impl HostRuleCounter {
-    /// The state after a reading at `at` of assignment `revision`, from the
-    /// state before it (`None`: the first reading). A reading older than
-    /// the last one kept changes nothing (`None` back): reports may arrive
-    /// out of order through several collectors.
-    pub fn after(
-        before: Option<&HostRuleCounter>,
-        revision: u64,
-        at: Timestamp,
-        count: &RuleCount,
-    ) -> Option<HostRuleCounter> {
-        let Some(before) = before else {
-            return Some(HostRuleCounter {
-                revision,
-                read_packets: count.packets,
-                read_bytes: count.bytes,
-                packets: count.packets,
-                bytes: count.bytes,
-                first_reported: at,
-                last_reported: at,
-                last_hit: (count.packets > 0).then_some(at),
-            });
-        };
-        if at <= before.last_reported {
-            return None;
-        }
-        // A new revision was loaded afresh, and a counter that went down was
-        // reloaded (tamper restore): either way it counts from zero again.
-        let restarted = revision != before.revision || count.packets < before.read_packets;
-        let (new_packets, new_bytes) = if restarted {
-            (count.packets, count.bytes)
-        } else {
-            (
-                count.packets - before.read_packets,
-                count.bytes.saturating_sub(before.read_bytes),
-            )
-        };
-        Some(HostRuleCounter {
-            revision,
-            read_packets: count.packets,
-            read_bytes: count.bytes,
-            packets: before.packets.saturating_add(new_packets),
-            bytes: before.bytes.saturating_add(new_bytes),
-            first_reported: before.first_reported,
-            last_reported: at,
-            last_hit: if new_packets > 0 {
-                Some(at)
-            } else {
-                before.last_hit
-            },
-        })
-    }
-}
-
-/// One rule of one policy version, over every host that reported it.
+/// The hits of one (host, kind, direction, protocol, service port, remote
+/// address, executable, user) in a [`FirewallHitQuery`]'s range.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleHits {
-    pub policy: String,
-    pub version: u32,
-    pub rule: String,
-    /// Hosts that reported the rule's counter.
-    pub hosts: u32,
-    pub packets: u64,
-    pub bytes: u64,
-    /// The first and the last reading of any host.
-    pub first_reported: Timestamp,
-    pub last_reported: Timestamp,
-    /// When any host's counter last went up; `None`: never.
-    pub last_hit: Option<Timestamp>,
+pub struct FirewallHitTotal {
+    pub host: String,
+    /// [`EventKind::WouldBlock`] or [`EventKind::Blocked`].
+    pub kind: EventKind,
+    pub direction: Direction,
+    pub protocol: Protocol,
+    /// The server side's port, as rollups count it.
+    pub service_port: u16,
+    /// The host's own address of the latest hit (a host with several
+    /// addresses is one row per remote end, not one per local address).
+    pub local_ip: IpAddr,
+    pub remote_ip: IpAddr,
+    /// The latest name the host had for the remote address on these hits.
+    pub remote_name: Option<String>,
+    pub executable: Option<String>,
+    /// The user name, else the uid in decimal.
+    pub user: Option<String>,
+    pub count: u64,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
 }
 
-/// Folds per-host rows into one [`RuleHits`] per policy, version and rule,
-/// ordered by policy, version and rule.
-pub fn rule_hits_of(
-    rows: impl IntoIterator<Item = (String, u32, String, HostRuleCounter)>,
-) -> Vec<RuleHits> {
-    let mut by_rule: BTreeMap<(String, u32, String), RuleHits> = BTreeMap::new();
-    for (policy, version, rule, counter) in rows {
-        let entry = by_rule
-            .entry((policy.clone(), version, rule.clone()))
-            .or_insert_with(|| RuleHits {
-                policy,
-                version,
-                rule,
-                hosts: 0,
-                packets: 0,
-                bytes: 0,
-                first_reported: counter.first_reported,
-                last_reported: counter.last_reported,
-                last_hit: None,
-            });
-        entry.hosts += 1;
-        entry.packets = entry.packets.saturating_add(counter.packets);
-        entry.bytes = entry.bytes.saturating_add(counter.bytes);
-        entry.first_reported = entry.first_reported.min(counter.first_reported);
-        entry.last_reported = entry.last_reported.max(counter.last_reported);
-        entry.last_hit = entry.last_hit.max(counter.last_hit);
-    }
-    by_rule.into_values().collect()
+/// Whether `kind` is a firewall hit.
+pub fn is_firewall_hit(kind: EventKind) -> bool {
+    matches!(kind, EventKind::WouldBlock | EventKind::Blocked)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(secs: i64) -> Timestamp {
-        Timestamp::from_nanos(secs * 1_000_000_000)
+/// The user of a hit: the name, else the uid in decimal.
+fn hit_user(event: &ConnectionEvent) -> Option<String> {
+    match (&event.user_name, event.uid) {
+        (Some(name), _) => Some(name.clone()),
+        (None, Some(uid)) => Some(uid.to_string()),
+        (None, None) => None,
     }
+}
 
-    fn count(packets: u64) -> RuleCount {
-        RuleCount {
-            rule: "inbound[0]".into(),
-            packets,
-            bytes: packets * 100,
+type HitKey = (
+    String,
+    &'static str,
+    &'static str,
+    &'static str,
+    u16,
+    IpAddr,
+    Option<String>,
+    Option<String>,
+);
+
+/// Sums hit events per key.
+#[derive(Default)]
+pub(crate) struct HitSums {
+    /// Each key's total, with the time of its latest named hit.
+    sums: HashMap<HitKey, (FirewallHitTotal, Option<Timestamp>)>,
+}
+
+impl HitSums {
+    /// Counts `event` when it is a hit of `query`.
+    pub(crate) fn add(&mut self, query: &FirewallHitQuery, event: &ConnectionEvent) {
+        if !is_firewall_hit(event.kind)
+            || !query.range.contains(event.timestamp)
+            || query.host.as_ref().is_some_and(|h| *h != event.host)
+        {
+            return;
         }
-    }
-
-    #[test]
-    fn increases_are_hits_and_reloads_count_from_zero() {
-        let first = HostRuleCounter::after(None, 1, at(10), &count(0)).unwrap();
-        assert_eq!(first.last_hit, None);
-        let same = HostRuleCounter::after(Some(&first), 1, at(20), &count(0)).unwrap();
-        assert_eq!((same.packets, same.last_hit), (0, None));
-        let hit = HostRuleCounter::after(Some(&same), 1, at(30), &count(5)).unwrap();
-        assert_eq!((hit.packets, hit.last_hit), (5, Some(at(30))));
-        let quiet = HostRuleCounter::after(Some(&hit), 1, at(40), &count(5)).unwrap();
-        assert_eq!((quiet.packets, quiet.last_hit), (5, Some(at(30))));
-        // Reloaded by a tamper restore: 3 is three new packets.
-        let restored = HostRuleCounter::after(Some(&quiet), 1, at(50), &count(3)).unwrap();
-        assert_eq!((restored.packets, restored.last_hit), (8, Some(at(50))));
-        // A new revision: loaded afresh, 4 is four new packets.
-        let revised = HostRuleCounter::after(Some(&restored), 2, at(60), &count(4)).unwrap();
-        assert_eq!((revised.packets, revised.bytes), (12, 1200));
-        assert_eq!(revised.first_reported, at(10));
-        // An older report arriving late changes nothing.
-        assert_eq!(
-            HostRuleCounter::after(Some(&revised), 1, at(55), &count(9)),
-            None
+        let port =
+            rollup::service_port_of(event.direction, event.local.port(), event.remote.port());
+        let key = (
+            event.host.clone(),
+            event.kind.as_str(),
+            event.direction.as_str(),
+            event.protocol.as_str(),
+            port,
+            event.remote.ip(),
+            event.executable().map(str::to_owned),
+            hit_user(event),
         );
+        let t = event.timestamp;
+        let (total, named_at) = self.sums.entry(key).or_insert_with_key(|k| {
+            let total = FirewallHitTotal {
+                host: k.0.clone(),
+                kind: event.kind,
+                direction: event.direction,
+                protocol: event.protocol,
+                service_port: port,
+                local_ip: event.local.ip(),
+                remote_ip: event.remote.ip(),
+                remote_name: None,
+                executable: k.6.clone(),
+                user: k.7.clone(),
+                count: 0,
+                first_seen: t,
+                last_seen: t,
+            };
+            (total, None)
+        });
+        total.count += 1;
+        total.first_seen = total.first_seen.min(t);
+        if t >= total.last_seen {
+            total.last_seen = t;
+            total.local_ip = event.local.ip();
+        }
+        if let Some(name) = &event.remote_name {
+            if named_at.is_none_or(|at| t >= at) {
+                *named_at = Some(t);
+                total.remote_name = Some(name.name.clone());
+            }
+        }
     }
 
-    #[test]
-    fn hosts_fold_into_one_row_per_rule() {
-        let a = HostRuleCounter::after(None, 1, at(10), &count(2)).unwrap();
-        let b = HostRuleCounter::after(None, 1, at(20), &count(0)).unwrap();
-        let rows = rule_hits_of([
-            ("ws".to_owned(), 1, "inbound[0]".to_owned(), a),
-            ("ws".to_owned(), 1, "inbound[0]".to_owned(), b),
-            ("ws".to_owned(), 1, "end:input".to_owned(), b),
-        ]);
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].rule, "end:input");
-        let inbound = &rows[1];
-        assert_eq!((inbound.hosts, inbound.packets), (2, 2));
-        assert_eq!(inbound.first_reported, at(10));
-        assert_eq!(inbound.last_reported, at(20));
-        assert_eq!(inbound.last_hit, Some(at(10)));
+    pub(crate) fn finish(self) -> Vec<FirewallHitTotal> {
+        let mut totals: Vec<_> = self.sums.into_values().map(|(total, _)| total).collect();
+        sort_hits(&mut totals);
+        totals
     }
+}
+
+/// The order [`crate::Store::firewall_hits`] promises: by host, kind,
+/// direction, protocol, port, then the remote address, executable and user
+/// as text (none first).
+pub(crate) fn sort_hits(hits: &mut [FirewallHitTotal]) {
+    hits.sort_by_cached_key(|h| {
+        (
+            h.host.clone(),
+            h.kind.as_str(),
+            h.direction.as_str(),
+            h.protocol.as_str(),
+            h.service_port,
+            h.remote_ip.to_string(),
+            h.executable.clone(),
+            h.user.clone(),
+        )
+    });
 }

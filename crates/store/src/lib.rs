@@ -35,6 +35,9 @@
 //!   assignments to groups and hosts with every change, what each host's
 //!   firewall last reported, and drift edges.
 //!
+//! Firewall hits (`would-block` and `blocked` events, [`FirewallHitTotal`])
+//! are raw events like any other and read from them.
+//!
 //! The logic that is not SQL (which rollup an event belongs to, range-set
 //! arithmetic, content keys) lives in plain Rust modules here, so every backend
 //! computes the same thing.
@@ -49,6 +52,7 @@ mod key;
 mod location;
 mod policy;
 mod rollup;
+mod rule_hits;
 mod sequence;
 mod sqlite;
 mod status;
@@ -62,7 +66,7 @@ use connscope_protocol::policy::{FirewallNotice, FirewallState};
 
 pub use clickhouse::{ClickHouseLocation, ClickHouseStore};
 pub use group::{GroupKind, HostGroup, HostLabel};
-pub use hits::{rule_hits_of, HostRuleCounter, RuleCount, RuleHits};
+pub use hits::{is_firewall_hit, FirewallHitQuery, FirewallHitTotal};
 pub use key::EventKey;
 pub use location::{open, StoreLocation};
 pub use policy::{
@@ -70,6 +74,7 @@ pub use policy::{
     PolicyAssignment, PolicyVersion,
 };
 pub use rollup::{hour_start, is_host_address, rollup_user, EdgeCounts, EdgeKey, RollupBatch};
+pub use rule_hits::{rule_hits_of, HostRuleCounter, RuleCount, RuleHits};
 pub use sequence::SequenceRanges;
 pub use sqlite::SqliteStore;
 pub use token::{TokenKind, TokenRecord, TokenRefusal};
@@ -609,6 +614,7 @@ pub trait Store: Send + Sync {
     /// every host that reported it: packets and the last time a counter
     /// went up, ordered by version and rule.
     fn rule_hits(&self, policy: &str, version: Option<u32>) -> Result<Vec<RuleHits>, StoreError>;
+
     /// Keeps `document` as the next version of policy `name` and returns
     /// it; a document identical to the latest version is not kept again:
     /// that version is returned. Callers check the document.
@@ -672,6 +678,12 @@ pub trait Store: Send + Sync {
     /// The drift edges seen in `range` (last seen at or after its start,
     /// first seen before its end), ordered by host, first time and edge.
     fn drift(&self, range: TimeRange) -> Result<Vec<DriftRecord>, StoreError>;
+
+    /// The `would-block` and `blocked` events of `query` still kept as raw
+    /// events, summed per (host, kind, direction, protocol, service port,
+    /// remote address, executable, user), ordered so (see
+    /// [`FirewallHitTotal`]).
+    fn firewall_hits(&self, query: &FirewallHitQuery) -> Result<Vec<FirewallHitTotal>, StoreError>;
 }
 
 /// The checks every backend makes before storing anything of a batch.

@@ -115,7 +115,7 @@ fn a_version_6_store_is_migrated_and_keeps_groups() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "11");
+    assert_eq!(version, "12");
 }
 
 /// `fixtures/v7-dual-stack.db.gz`, written at schema version 7 (see the
@@ -260,11 +260,11 @@ fn a_version_7_store_is_migrated_and_keeps_names() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "11");
+    assert_eq!(version, "12");
 }
 
 /// `fixtures/v9-names.db.gz`, written at schema version 9 (see the
-/// fixtures' README): it opens at version 11 with its events and group,
+/// fixtures' README): it opens at version 12 with its events and group,
 /// and keeps policy versions and assignments from then on.
 #[test]
 fn a_version_9_store_is_migrated_and_keeps_policies() {
@@ -312,11 +312,92 @@ fn a_version_9_store_is_migrated_and_keeps_policies() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "11");
+    assert_eq!(version, "12");
+}
+
+/// `fixtures/v9-hits.db.gz`, written at schema version 9 (see the
+/// fixtures' README) with would-block and blocked events among
+/// connections: it opens at version 12; its blocks, which have no hit
+/// count, are still read for hits; blocks stored from then on count theirs,
+/// and reading hits goes through the index of blocks that may hold any.
+#[test]
+fn a_version_9_store_is_migrated_and_keeps_its_firewall_hits() {
+    use connscope_event::test_support::EventBuilder;
+    use connscope_event::EventKind;
+    use connscope_store::{FirewallHitQuery, TimeRange};
+
+    let (_dir, path) = unpacked(include_bytes!("fixtures/v9-hits.db.gz"), "v9.db");
+    let all = FirewallHitQuery {
+        range: TimeRange::ALL,
+        host: None,
+    };
+    let store = SqliteStore::open(&path).unwrap();
+    let old: Vec<(String, EventKind, u16, u64)> = store
+        .firewall_hits(&all)
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.host, h.kind, h.service_port, h.count))
+        .collect();
+    assert_eq!(
+        old,
+        [
+            ("srv-01".to_owned(), EventKind::Blocked, 5432, 1),
+            ("ws-01".to_owned(), EventKind::WouldBlock, 873, 2),
+        ]
+    );
+
+    let at = 1_796_000_100_000_000_000;
+    let event = |seq: u64, kind: EventKind| {
+        EventBuilder::connect("10.20.0.11:41000", "10.20.0.5:873")
+            .kind(kind)
+            .host("ws-01")
+            .user("root")
+            .process(106, "/usr/bin/rsync")
+            .sequence(seq)
+            .at_nanos(at + seq as i64)
+            .build()
+    };
+    let ws = AgentId("ws-01".into());
+    store
+        .ingest(&ws, &[event(6, EventKind::WouldBlock)])
+        .unwrap();
+    store.ingest(&ws, &[event(7, EventKind::Connect)]).unwrap();
+    drop(store);
+
+    let store = SqliteStore::open(&path).unwrap();
+    let hits = store.firewall_hits(&all).unwrap();
+    assert_eq!(hits.len(), 2);
+    assert_eq!((hits[1].kind, hits[1].count), (EventKind::WouldBlock, 3));
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let counts: Vec<Option<i64>> = conn
+        .prepare("SELECT firewall_hits FROM event_blocks ORDER BY block_id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(counts, [None, None, None, Some(1), Some(0)]);
+    let plan: String = conn
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT block_id FROM event_blocks
+             WHERE firewall_hits IS NOT 0 AND first_ts < 1 AND last_ts >= 0",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("event_blocks_with_hits"), "{plan}");
+    let version: String = conn
+        .query_row(
+            "SELECT value FROM meta WHERE name = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, "12");
 }
 
 /// `fixtures/v9-dual-stack.db.gz`, written at schema version 9 (see the
-/// fixtures' README): it opens at version 11 with its hosts and group, has
+/// fixtures' README): it opens at version 12 with its hosts and group, has
 /// no rule counters, and keeps the ones recorded from then on.
 #[test]
 fn a_version_9_store_is_migrated_and_keeps_rule_counters() {

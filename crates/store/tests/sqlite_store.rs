@@ -247,7 +247,7 @@ fn a_version_3_store_is_migrated() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "11");
+    assert_eq!(version, "12");
 }
 
 #[test]
@@ -263,7 +263,7 @@ fn a_newer_store_is_refused_untouched() {
         .unwrap();
     let err = SqliteStore::open(&path).err().unwrap().to_string();
     assert!(
-        err.contains("schema version 99, this build reads version 3 and later ones up to 11"),
+        err.contains("schema version 99, this build reads version 3 and later ones up to 12"),
         "{err}"
     );
 }

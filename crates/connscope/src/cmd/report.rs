@@ -1,4 +1,4 @@
-//! `connscope report edges|hosts|ports|refusals|drift`: what the store holds, as aligned
+//! `connscope report edges|hosts|ports|refusals|drift|hits`: what the store holds, as aligned
 //! tables for people or JSON/CSV for scripts (`report edges --format json` is
 //! the stable interface documented in docs/API.md).
 
@@ -11,6 +11,7 @@ use connscope_event::Timestamp;
 use connscope_policy::{host_briefs, policy_status, DriftEntry, DriftList};
 use connscope_protocol::policy::StageMode;
 use connscope_query::groups::{groups_by_host, members};
+use connscope_query::hits::{firewall_hits, hits_report};
 use connscope_query::join::{load_edges, HostDirectory};
 use connscope_query::naming::RemoteNames;
 use connscope_query::report::{
@@ -35,6 +36,24 @@ pub enum ReportCommand {
     /// Drift: edges the policy assigned to their host does not allow, one row
     /// per (host, direction, protocol, port, remote address).
     Drift(DriftArgs),
+    /// Firewall hits: what the hosts' policies would have dropped (audit) or
+    /// dropped (enforce), per host, remote end, program and user.
+    Hits(HitsArgs),
+}
+
+#[derive(Args)]
+#[command(after_help = "Without --from (--since) or --to the range is everything stored.")]
+pub struct HitsArgs {
+    #[command(flatten)]
+    store: super::store_args::StoreArgs,
+    #[command(flatten)]
+    range: TimeRangeArgs,
+    /// Only the hits this host logged.
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+    /// table (aligned, for people), json (the body of GET /api/v1/firewall/hits) or csv.
+    #[arg(long, default_value = "table", value_name = "FORMAT")]
+    format: Format,
 }
 
 #[derive(Args)]
@@ -79,6 +98,7 @@ enum By {
 pub fn run(command: ReportCommand) -> Result<ExitCode> {
     let (args, kind) = match &command {
         ReportCommand::Drift(args) => return drift(args),
+        ReportCommand::Hits(args) => return hits(args),
         ReportCommand::Edges(a) => (a, "edges"),
         ReportCommand::Hosts(a) => (a, "hosts"),
         ReportCommand::Ports(a) => (a, "ports"),
@@ -176,6 +196,19 @@ fn drift(args: &DriftArgs) -> Result<ExitCode> {
         rows,
         json,
     );
+    let mut out = std::io::stdout().lock();
+    out.write_all(report.render(args.format).as_bytes())?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hits(args: &HitsArgs) -> Result<ExitCode> {
+    let store = args.store.open_existing()?;
+    let range = args
+        .range
+        .resolve(Timestamp::now(), TimeRange::ALL)
+        .map_err(flag_error)?;
+    let report = hits_report(&firewall_hits(&*store, range, args.host.as_deref())?);
     let mut out = std::io::stdout().lock();
     out.write_all(report.render(args.format).as_bytes())?;
     out.flush()?;

@@ -29,9 +29,12 @@
 //! [`groups`] (host groups and labels), [`tokens`] (access tokens),
 //! [`policies`] (the policy loop's records),
 //! [`names`] (remote names, from the raw events), [`retention`].
+//! [`names`] (remote names, from the raw events), [`hits`] (firewall
+//! hits, from the raw events), [`retention`].
 
 mod agents;
 mod groups;
+mod hits;
 mod location;
 mod names;
 mod policies;
@@ -52,10 +55,11 @@ use connscope_protocol::policy::{FirewallNotice, FirewallState};
 
 use crate::{
     AgentId, AgentStatus, AssignmentChange, AssignmentTarget, ConnectionQuery, ConnectionRecord,
-    DriftRecord, EdgeTotal, EventQuery, ExportSink, HostAddress, HostFirewall, HostGroup,
-    HostLabel, HostNotice, HourlyEdgeTotal, IngestReport, KeyedEvent, NameSighting, Origin,
-    PolicyAssignment, PolicyVersion, RefusalCount, Retention, RetentionReport, RollupQuery,
-    RuleCount, RuleHits, Store, StoreError, TimeRange, TokenRecord, TokenRefusal,
+    DriftRecord, EdgeTotal, EventQuery, ExportSink, FirewallHitQuery, FirewallHitTotal,
+    HostAddress, HostFirewall, HostGroup, HostLabel, HostNotice, HourlyEdgeTotal, IngestReport,
+    KeyedEvent, NameSighting, Origin, PolicyAssignment, PolicyVersion, RefusalCount, Retention,
+    RetentionReport, RollupQuery, RuleCount, RuleHits, Store, StoreError, TimeRange, TokenRecord,
+    TokenRefusal,
 };
 pub use location::ClickHouseLocation;
 
@@ -480,5 +484,10 @@ impl Store for ClickHouseStore {
     fn drift(&self, range: TimeRange) -> Result<Vec<DriftRecord>, StoreError> {
         let client = self.client.clone();
         self.run(async move { policies::drift(&client, range).await })
+    }
+
+    fn firewall_hits(&self, query: &FirewallHitQuery) -> Result<Vec<FirewallHitTotal>, StoreError> {
+        let (client, query) = (self.client.clone(), query.clone());
+        self.run(async move { hits::firewall_hits(&client, &query).await })
     }
 }

@@ -24,6 +24,8 @@
 //! groups and labels), [`tokens`] (access token digests), [`rule_hits`]
 //! (firewall rule counters), [`names`] (the
 //! groups and labels), [`policies`] (the policy loop's records), [`tokens`] (access token digests), [`names`] (the
+//! groups and labels), [`tokens`] (access token digests), [`hits`] (firewall hits, from the
+//! blocks), [`names`] (the
 //! dictionary of the rollups' text), [`retention`], and [`column`] (values
 //! in and out of columns).
 
@@ -33,6 +35,7 @@ mod column;
 mod connection;
 mod dedup;
 mod groups;
+mod hits;
 mod names;
 mod policies;
 mod read;
@@ -53,10 +56,11 @@ use connscope_protocol::policy::{FirewallNotice, FirewallState};
 
 use crate::{
     AgentId, AgentStatus, AssignmentChange, AssignmentTarget, ConnectionQuery, ConnectionRecord,
-    DriftRecord, EdgeTotal, EventQuery, ExportSink, HostAddress, HostFirewall, HostGroup,
-    HostLabel, HostNotice, HourlyEdgeTotal, IngestReport, KeyedEvent, NameSighting, Origin,
-    PolicyAssignment, PolicyVersion, RefusalCount, Retention, RetentionReport, RollupQuery,
-    RuleCount, RuleHits, Store, StoreError, TimeRange, TokenRecord, TokenRefusal,
+    DriftRecord, EdgeTotal, EventQuery, ExportSink, FirewallHitQuery, FirewallHitTotal,
+    HostAddress, HostFirewall, HostGroup, HostLabel, HostNotice, HourlyEdgeTotal, IngestReport,
+    KeyedEvent, NameSighting, Origin, PolicyAssignment, PolicyVersion, RefusalCount, Retention,
+    RetentionReport, RollupQuery, RuleCount, RuleHits, Store, StoreError, TimeRange, TokenRecord,
+    TokenRefusal,
 };
 use batch::Batch;
 use connection::{configure, Reader, Writer};
@@ -325,5 +329,9 @@ impl Store for SqliteStore {
 
     fn drift(&self, range: TimeRange) -> Result<Vec<DriftRecord>, StoreError> {
         policies::drift(&self.reader, range)
+    }
+
+    fn firewall_hits(&self, query: &FirewallHitQuery) -> Result<Vec<FirewallHitTotal>, StoreError> {
+        hits::firewall_hits(&self.reader, query)
     }
 }

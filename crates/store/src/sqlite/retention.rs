@@ -79,11 +79,20 @@ fn trim_blocks(conn: &Connection, cutoff: i64) -> Result<u64, StoreError> {
         }
         removed += (before as u64).saturating_sub(kept.len());
         let (first, last) = kept.span();
+        let hits = clamp(kept.firewall_hits());
         conn.prepare_cached(
-            "UPDATE event_blocks SET first_ts = ?2, last_ts = ?3, events = ?4, data = ?5
+            "UPDATE event_blocks SET first_ts = ?2, last_ts = ?3, events = ?4, data = ?5,
+                firewall_hits = ?6
              WHERE block_id = ?1",
         )?
-        .execute(params![id, first, last, clamp(kept.len()), kept.finish()])?;
+        .execute(params![
+            id,
+            first,
+            last,
+            clamp(kept.len()),
+            kept.finish(),
+            hits
+        ])?;
     }
     Ok(removed)
 }

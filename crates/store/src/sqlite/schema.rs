@@ -38,6 +38,7 @@ const MIGRATIONS: &[Migration] = &[
     remote_names,
     policy_loop,
     rule_hit_counters,
+    firewall_hit_counts,
 ];
 
 /// Why a store's file cannot be brought to this build's layout.
@@ -422,4 +423,18 @@ fn policy_loop(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
 /// changes.
 fn rule_hit_counters(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(RULE_HIT_TABLES)
+}
+
+/// Version 12: each block's count of firewall hits (`would-block` and
+/// `blocked` events), and an index of the blocks that may hold any, so
+/// reading hits (`Store::firewall_hits`, which the map asks on every
+/// refresh, a week back for its ready-to-enforce view) decodes only those
+/// instead of every block of the range. Blocks of older versions have no
+/// count (NULL) and are decoded as before.
+fn firewall_hit_counts(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE event_blocks ADD COLUMN firewall_hits INTEGER;
+        CREATE INDEX event_blocks_with_hits ON event_blocks (first_ts)
+            WHERE firewall_hits IS NOT 0;",
+    )
 }

@@ -259,11 +259,13 @@ fn insert_block(
 ) -> rusqlite::Result<()> {
     let (first, last) = block.span();
     let events = block.len();
+    let hits = block.firewall_hits();
     let (first_seq, last_seq) = numbers.0.map(|(f, l)| (clamp(f), clamp(l))).unzip();
     conn.prepare_cached(
         "INSERT INTO event_blocks
-            (agent_id, space_id, host, first_ts, last_ts, events, data, first_seq, last_seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            (agent_id, space_id, host, first_ts, last_ts, events, data, first_seq, last_seq,
+             firewall_hits)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         agent_id,
@@ -274,7 +276,8 @@ fn insert_block(
         clamp(events),
         block.finish(),
         first_seq,
-        last_seq
+        last_seq,
+        clamp(hits)
     ])?;
     Ok(())
 }

@@ -13,8 +13,8 @@ use connscope_event::{CloseStats, ConnectionEvent, Direction, EventKind, Timesta
 use connscope_protocol::drop_reason;
 use connscope_store::{
     AgentId, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeKey, EventKey, EventQuery,
-    KeyedEvent, Origin, Retention, RollupBatch, RollupQuery, RuleCount, RuleHits, Store,
-    StoreError, TimeRange,
+    FirewallHitQuery, FirewallHitTotal, KeyedEvent, Origin, Retention, RollupBatch, RollupQuery,
+    RuleCount, RuleHits, Store, StoreError, TimeRange,
 };
 
 /// A backend under test: opens its one store, again and again (a reopen
@@ -55,6 +55,7 @@ macro_rules! store_suite {
             assignments_keep_their_history_under_one_rising_revision,
             firewall_reports_keep_the_newest_state_and_every_notice_once,
             a_drift_edge_is_recorded_once_and_grows,
+            firewall_hits_are_summed_per_host_kind_port_remote_program_and_user,
         );
     };
     (@each $backend:path; $($name:ident),* $(,)?) => {
@@ -1303,4 +1304,180 @@ pub fn a_drift_edge_is_recorded_once_and_grows(backend: &dyn Backend) {
         to: at(10),
     };
     assert!(store.drift(early).unwrap().is_empty());
+}
+
+pub fn firewall_hits_are_summed_per_host_kind_port_remote_program_and_user(backend: &dyn Backend) {
+    let store = backend.store();
+    let t0 = 1_800_000_000 * SEC;
+    let hit = |seq: u64, secs: i64, kind: EventKind, local: &str, remote: &str| {
+        EventBuilder::connect(local, remote)
+            .kind(kind)
+            .at_nanos(t0 + secs * SEC)
+            .sequence(seq)
+            .host("ws1")
+            .uid(1000)
+            .user("joe")
+            .process(42, "/usr/bin/rsync")
+    };
+    let hostile = "/tmp/<img src=x onerror=alert(1)>";
+    let events = vec![
+        // Two would-block hits of one edge, the second named and from the
+        // host's other address: one row, the latest local end and name.
+        hit(
+            1,
+            0,
+            EventKind::WouldBlock,
+            "10.0.0.1:40000",
+            "192.0.2.9:873",
+        )
+        .build(),
+        hit(
+            2,
+            30,
+            EventKind::WouldBlock,
+            "10.0.0.5:40001",
+            "192.0.2.9:873",
+        )
+        .named("backup.example.org")
+        .build(),
+        // Blocked is its own row.
+        hit(3, 40, EventKind::Blocked, "10.0.0.1:40002", "192.0.2.9:873").build(),
+        // An incoming hit: the service port is the local one.
+        hit(
+            4,
+            50,
+            EventKind::WouldBlock,
+            "10.0.0.1:22",
+            "198.51.100.7:51000",
+        )
+        .direction(Direction::Incoming)
+        .process(7, hostile)
+        .build(),
+        // A hit without a process or user name: the uid stands in.
+        {
+            let mut e = hit(
+                5,
+                60,
+                EventKind::WouldBlock,
+                "10.0.0.1:40003",
+                "192.0.2.9:873",
+            )
+            .build();
+            e.process = None;
+            e.user_name = None;
+            e
+        },
+        // Connections are no hits; nor is a hit outside the range.
+        event(6, 70, "ws1", "10.0.0.1:40004", "192.0.2.9:873"),
+        hit(
+            7,
+            4_000,
+            EventKind::Blocked,
+            "10.0.0.1:40005",
+            "192.0.2.9:873",
+        )
+        .build(),
+    ];
+    store.ingest(&AgentId("ws1".into()), &events).unwrap();
+    let other = vec![
+        hit(1, 10, EventKind::Blocked, "10.0.0.2:40000", "192.0.2.9:873")
+            .host("ws2")
+            .build(),
+    ];
+    store.ingest(&AgentId("ws2".into()), &other).unwrap();
+
+    let range = TimeRange {
+        from: Timestamp::from_nanos(t0),
+        to: Timestamp::from_nanos(t0 + 3_600 * SEC),
+    };
+    let hits = store
+        .firewall_hits(&FirewallHitQuery {
+            range,
+            host: Some("ws1".into()),
+        })
+        .unwrap();
+    let at = |secs: i64| Timestamp::from_nanos(t0 + secs * SEC);
+    let row = |kind, direction, port, local: &str, remote: &str| FirewallHitTotal {
+        host: "ws1".into(),
+        kind,
+        direction,
+        protocol: connscope_event::Protocol::Tcp,
+        service_port: port,
+        local_ip: local.parse().unwrap(),
+        remote_ip: remote.parse().unwrap(),
+        remote_name: None,
+        executable: Some("/usr/bin/rsync".into()),
+        user: Some("joe".into()),
+        count: 1,
+        first_seen: at(0),
+        last_seen: at(0),
+    };
+    let expected = vec![
+        FirewallHitTotal {
+            first_seen: at(40),
+            last_seen: at(40),
+            ..row(
+                EventKind::Blocked,
+                Direction::Outgoing,
+                873,
+                "10.0.0.1",
+                "192.0.2.9",
+            )
+        },
+        FirewallHitTotal {
+            executable: Some(hostile.into()),
+            first_seen: at(50),
+            last_seen: at(50),
+            ..row(
+                EventKind::WouldBlock,
+                Direction::Incoming,
+                22,
+                "10.0.0.1",
+                "198.51.100.7",
+            )
+        },
+        FirewallHitTotal {
+            executable: None,
+            user: Some("1000".into()),
+            first_seen: at(60),
+            last_seen: at(60),
+            ..row(
+                EventKind::WouldBlock,
+                Direction::Outgoing,
+                873,
+                "10.0.0.1",
+                "192.0.2.9",
+            )
+        },
+        FirewallHitTotal {
+            local_ip: "10.0.0.5".parse().unwrap(),
+            remote_name: Some("backup.example.org".into()),
+            count: 2,
+            last_seen: at(30),
+            ..row(
+                EventKind::WouldBlock,
+                Direction::Outgoing,
+                873,
+                "10.0.0.1",
+                "192.0.2.9",
+            )
+        },
+    ];
+    assert_eq!(hits, expected);
+
+    let all = store
+        .firewall_hits(&FirewallHitQuery { range, host: None })
+        .unwrap();
+    assert_eq!(all.len(), 5, "{all:?}");
+    assert_eq!(all[4].host, "ws2");
+    assert_eq!(all[4].kind, EventKind::Blocked);
+    // Hits are no connections: the rollups do not count them.
+    let edges = store
+        .edge_totals(&RollupQuery {
+            range,
+            host: Some("ws1".into()),
+        })
+        .unwrap();
+    let connections: u64 = edges.iter().map(|e| e.counts.connections).sum();
+    assert_eq!(connections, 1);
 }
