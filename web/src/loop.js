@@ -171,6 +171,7 @@ export function policyFacts(entry) {
     const other = stage.mode === 'audit' ? 'enforce' : 'audit';
     facts.push([dir, ports ? `${stage.mode} (${other}: ${ports})` : stage.mode]);
   }
+  if (entry.staged_since) facts.push(['staged since', entry.staged_since]);
   facts.push(['state', entry.state ?? 'unknown']);
   if (entry.revision !== null && entry.revision !== undefined) {
     const loaded = entry.loaded_revision;
@@ -184,10 +185,14 @@ export function policyFacts(entry) {
 
 /**
  * The hosts ready to enforce: a loaded policy with at least one direction
- * still auditing, and no would-block hit in `recentHits` (the hits of the
- * last N days). Each with the directions still in audit; by host name.
+ * still auditing since (`staged_since`, when the current version and
+ * staging were put in place) at least `days` days before `now` (ms), and
+ * no would-block hit in `recentHits` (the hits of those last `days` days).
+ * A host whose status has no `staged_since` (an older collector) is never
+ * ready: how long it audited is unknown. Each with the directions still in
+ * audit and since when; by host name.
  */
-export function readyToEnforce(status, recentHits) {
+export function readyToEnforce(status, recentHits, { days = 7, now = Date.now() } = {}) {
   const noisy = new Set((recentHits?.hits ?? []).filter((h) => h.kind === 'would-block').map((h) => String(h.host)));
   const ready = [];
   for (const [host, entry] of policyByHost(status)) {
@@ -196,8 +201,9 @@ export function readyToEnforce(status, recentHits) {
       const stage = entry.staging[d];
       return stage && (stage.mode === 'audit' || (stage.except_ports ?? []).length > 0);
     });
-    if (!auditing.length || noisy.has(host)) continue;
-    ready.push({ host, policy: entry.policy, version: entry.version, auditing });
+    const since = ms(entry.staged_since);
+    if (!auditing.length || noisy.has(host) || since === null || since > now - days * 86400e3) continue;
+    ready.push({ host, policy: entry.policy, version: entry.version, auditing, since: entry.staged_since });
   }
   return ready.sort((a, b) => (a.host < b.host ? -1 : a.host > b.host ? 1 : 0));
 }

@@ -1,7 +1,7 @@
 // The policy loop's controls (loop.js has the data side): fetches the
 // firewall hits and drift of the map's range and the hosts' policy status,
 // keeps the legend of their colours and badges, and the "ready to enforce"
-// view (hosts auditing with no would-block hit for N days, listed and
+// view (hosts auditing for N days or more with no would-block hit in them, listed and
 // highlighted on the map). The policy endpoints may be missing (an older
 // collector: 404): the map then draws what it has and the panel says which
 // data is missing. Everything from the network is shown with textContent.
@@ -98,7 +98,7 @@ export class LoopPanel {
 
   /** The hosts ready to enforce (loop.js `readyToEnforce`). */
   ready() {
-    return this.recent ? readyToEnforce(this.status, this.recent) : [];
+    return this.recent ? readyToEnforce(this.status, this.recent, { days: this.days() }) : [];
   }
 
   /** The shown nodes holding a ready host (its node, or the closed group it is in), when the view is on. */
@@ -155,7 +155,7 @@ export class LoopPanel {
       return;
     }
     const ready = this.ready();
-    if (!ready.length) list.append(Object.assign(document.createElement('li'), { textContent: `no host is auditing without would-block hits for ${this.days()} days` }));
+    if (!ready.length) list.append(Object.assign(document.createElement('li'), { textContent: `no host has audited for ${this.days()} days without would-block hits` }));
     for (const r of ready) {
       const li = document.createElement('li');
       const host = document.createElement('button');
@@ -163,7 +163,7 @@ export class LoopPanel {
       host.className = 'ready-host';
       host.textContent = r.host;
       host.addEventListener('click', () => select(r.host));
-      li.append(host, document.createTextNode(` ${r.policy} v${r.version ?? '?'}, auditing ${r.auditing.join(' and ')}`));
+      li.append(host, document.createTextNode(` ${r.policy} v${r.version ?? '?'}, auditing ${r.auditing.join(' and ')} since ${r.since.slice(0, 10)}`));
       list.append(li);
     }
   }

@@ -19,12 +19,18 @@ use std::path::Path;
 use connscope_event::test_support::EventBuilder;
 use connscope_event::{Direction, EventKind, Timestamp};
 use connscope_firewall::office::Office;
-use connscope_store::{AgentId, Store};
+use connscope_protocol::policy::Staging;
+use connscope_store::{
+    AgentId, AssignedVersion, AssignmentChange, AssignmentTarget, SqliteStore, Store,
+};
 
 #[test]
 fn the_map_draws_filters_and_exports_in_chromium() {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("map-e2e");
-    browser::run_browser_script("map-e2e.mjs", &out, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store.db");
+    seed_aged_audit(&db);
+    browser::run_browser_script("map-e2e.mjs", &out, &["--db".as_ref(), db.as_os_str()]);
     for shot in ["served-details.png", "export.png"] {
         assert!(out.join(shot).is_file(), "no screenshot {shot}");
     }
@@ -42,6 +48,33 @@ fn the_office_map_is_readable_at_first_sight_and_fully_open() {
     for shot in ["office-first.png", "office-open.png", "big-open.png"] {
         assert!(out.join(shot).is_file(), "no screenshot {shot}");
     }
+}
+
+/// Host `lab1` has audited policy `labs` for ten days: the one part of the
+/// loop the script cannot write through the CLI, which stamps assignments
+/// with the present. The store is the real one the script's collector then
+/// serves; everything else of the loop is written by the script through
+/// the CLI and the collector's API.
+fn seed_aged_audit(db: &Path) {
+    let store = SqliteStore::open(db).unwrap();
+    let document = "format = 1\nname = \"labs\"\ntarget = { host = \"lab1\" }\n\n\
+        [[inbound]]\nprotocol = \"tcp\"\nports = [22]\npeers = [\"10.77.0.0/24\"]\n";
+    let ten_days_ago = Timestamp::from_nanos(Timestamp::now().as_nanos() - 10 * 86_400_000_000_000);
+    let version = store
+        .put_policy("labs", document, "ann", "lab hosts", ten_days_ago)
+        .unwrap();
+    store
+        .assign_policy(&AssignmentChange {
+            target: AssignmentTarget::Host("lab1".into()),
+            assigned: Some(AssignedVersion {
+                policy: "labs".into(),
+                version: version.version,
+                staging: Staging::default(),
+            }),
+            at: ten_days_ago,
+            by: "ann".into(),
+        })
+        .unwrap();
 }
 
 /// The policy loop's hits in the office's last hour of data: three

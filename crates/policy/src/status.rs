@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use connscope_protocol::policy::{DirectionStage, FirewallState, StageMode, Staging};
 use connscope_query::report::HostPolicyBrief;
-use connscope_store::{DriftRecord, Store};
+use connscope_store::{AssignmentTarget, DriftRecord, PolicyAssignment, Store};
 use serde::Serialize;
 
 use crate::assign::{AssignError, Assignments};
@@ -21,6 +21,9 @@ pub struct HostPolicyStatus {
     /// The assignment's revision (the agent loads it when its own is lower).
     pub revision: Option<u64>,
     pub staging: Option<Staging>,
+    /// RFC 3339: when the host's current policy version and staging were put
+    /// in place (see [`staged_since`]); how long it has audited.
+    pub staged_since: Option<String>,
     /// Where the assignment comes from: `group NAME` or `host NAME`.
     pub assigned_by: Option<String>,
     /// Assigned groups the host is also in, which lose to `assigned_by`.
@@ -49,6 +52,7 @@ pub fn policy_status(store: &dyn Store, now: Timestamp) -> Result<PolicyStatus, 
         .into_iter()
         .map(|s| (s.host.clone(), s))
         .collect();
+    let mut histories = BTreeMap::new();
     let hosts = assignments
         .all_hosts(store)?
         .into_iter()
@@ -61,23 +65,33 @@ pub fn policy_status(store: &dyn Store, now: Timestamp) -> Result<PolicyStatus, 
                 Some(FirewallState::BrokenGlass) => ("broken-glass", None, None),
                 Some(FirewallState::Failed { reason }) => ("failed", Some(reason.clone()), None),
             };
-            let current = assigned.as_ref().and_then(|a| {
-                a.assignment
-                    .assigned
-                    .clone()
-                    .map(|v| (v, a.assignment.revision, a.assignment.target.to_string()))
-            });
-            let (policy, version, revision, staging, assigned_by) = match current {
-                Some((v, revision, by)) => (
+            let current = match assigned.as_ref() {
+                Some(a) => match &a.assignment.assigned {
+                    Some(v) => {
+                        let since = staged_since(store, &mut histories, &a.assignment)?;
+                        Some((
+                            v.clone(),
+                            a.assignment.revision,
+                            a.assignment.target.to_string(),
+                            since,
+                        ))
+                    }
+                    None => None,
+                },
+                None => None,
+            };
+            let (policy, version, revision, staging, staged_since, assigned_by) = match current {
+                Some((v, revision, by, since)) => (
                     Some(v.policy),
                     Some(v.version),
                     Some(revision),
                     Some(v.staging),
+                    Some(since.to_string()),
                     Some(by),
                 ),
-                None => (None, None, None, None, None),
+                None => (None, None, None, None, None, None),
             };
-            HostPolicyStatus {
+            Ok(HostPolicyStatus {
                 policy,
                 version,
                 revision,
@@ -89,10 +103,40 @@ pub fn policy_status(store: &dyn Store, now: Timestamp) -> Result<PolicyStatus, 
                 reported_at: report.map(|r| r.reported_at.to_string()),
                 loaded_revision,
                 host,
-            }
+                staged_since,
+            })
         })
-        .collect();
+        .collect::<Result<_, AssignError>>()?;
     Ok(PolicyStatus { hosts })
+}
+
+/// When `current` (a target's latest change) was put in place as it is:
+/// the time of the earliest change in the unbroken run of the target's
+/// latest changes that assign the same policy, version and staging. A new
+/// mode restarts the audit period, and so does a new version (its rules
+/// were never audited); re-assigning the same thing does not. Each
+/// target's history is read once per status (`histories`).
+fn staged_since(
+    store: &dyn Store,
+    histories: &mut BTreeMap<AssignmentTarget, Vec<PolicyAssignment>>,
+    current: &PolicyAssignment,
+) -> Result<Timestamp, AssignError> {
+    if !histories.contains_key(&current.target) {
+        let history = store.assignment_history(&current.target)?;
+        histories.insert(current.target.clone(), history);
+    }
+    Ok(run_start(&histories[&current.target], current))
+}
+
+/// The start of `current`'s run in `history` (oldest first).
+fn run_start(history: &[PolicyAssignment], current: &PolicyAssignment) -> Timestamp {
+    history
+        .iter()
+        .filter(|c| c.revision <= current.revision)
+        .rev()
+        .take_while(|c| c.assigned == current.assigned)
+        .last()
+        .map_or(current.at, |c| c.at)
 }
 
 /// One drift edge as the API and `report drift --format json` show it.
@@ -207,4 +251,69 @@ pub fn host_briefs(status: &PolicyStatus) -> BTreeMap<String, HostPolicyBrief> {
             (h.host.clone(), brief)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connscope_store::AssignedVersion;
+
+    fn change(revision: u64, day: i64, version: u32, audit_out: bool) -> PolicyAssignment {
+        let mut staging = Staging::default();
+        staging.inbound.mode = StageMode::Enforce;
+        staging.outbound.mode = if audit_out {
+            StageMode::Audit
+        } else {
+            StageMode::Enforce
+        };
+        PolicyAssignment {
+            target: AssignmentTarget::Group("workstations".into()),
+            assigned: Some(AssignedVersion {
+                policy: "workstations".into(),
+                version,
+                staging,
+            }),
+            revision,
+            at: Timestamp::from_nanos(day * 86_400_000_000_000),
+            by: "admin".into(),
+        }
+    }
+
+    #[test]
+    fn the_staging_starts_at_the_change_that_put_mode_and_version_in_place() {
+        let history = vec![
+            change(1, 1, 1, true),
+            change(2, 3, 2, true),
+            change(4, 5, 2, false),
+            change(6, 8, 2, true),
+            change(9, 9, 2, true),
+        ];
+        let start =
+            |i: usize| run_start(&history[..=i], &history[i]).as_nanos() / 86_400_000_000_000;
+        assert_eq!(start(0), 1, "the first assignment");
+        assert_eq!(start(1), 3, "a new version restarts the audit");
+        assert_eq!(
+            start(2),
+            5,
+            "enforcing the outbound direction is a new mode"
+        );
+        assert_eq!(start(3), 8, "back to audit: audited again from then");
+        assert_eq!(start(4), 8, "the same assignment again changes nothing");
+        let withdrawn = PolicyAssignment {
+            assigned: None,
+            ..change(10, 10, 2, true)
+        };
+        let after = change(11, 11, 2, true);
+        let history = [history, vec![withdrawn, after.clone()]].concat();
+        assert_eq!(
+            run_start(&history, &after).as_nanos() / 86_400_000_000_000,
+            11,
+            "a withdrawal breaks the run"
+        );
+        assert_eq!(
+            run_start(&[], &after),
+            after.at,
+            "no history: the change itself"
+        );
+    }
 }

@@ -106,6 +106,7 @@ test('each host\'s badge and panel facts from the status sample', () => {
   assert.equal(facts.inbound, 'enforce');
   assert.equal(facts.outbound, 'audit (enforce: 22/tcp)');
   assert.equal(facts.revision, '7 (host runs 6: not applied yet)');
+  assert.equal(facts['staged since'], '2026-11-25T16:30:00+00:00');
   const glass = Object.fromEntries(policyFacts(byHost.get('ws-03')));
   assert.equal(glass.state, 'broken-glass');
   assert.equal(glass.reason, 'connscope agent firewall off by <b>root</b>', 'kept as text');
@@ -113,13 +114,24 @@ test('each host\'s badge and panel facts from the status sample', () => {
   assert.deepEqual(policyFacts(undefined), [['policy', 'no status for this host']]);
 });
 
-test('ready to enforce: auditing hosts without would-block hits in the period', () => {
-  // ws-01 had would-block hits: not ready; ws-02 audits outbound and had none.
-  assert.deepEqual(readyToEnforce(status, hits), [{ host: 'ws-02', policy: 'workstations', version: 3, auditing: ['outbound'] }]);
+test('ready to enforce: hosts auditing for N days without would-block hits in them', () => {
+  const now = Date.parse('2026-12-04T21:00:00Z');
+  const week = { days: 7, now };
+  // ws-01 had would-block hits: not ready; ws-02 audits outbound (since 25 Nov) and had none.
+  assert.deepEqual(readyToEnforce(status, hits, week),
+    [{ host: 'ws-02', policy: 'workstations', version: 3, auditing: ['outbound'], since: '2026-11-25T16:30:00+00:00' }]);
   // Without hits both are; enforcing, broken-glass, failed and unassigned hosts never are.
-  assert.deepEqual(readyToEnforce(status, { hits: [] }).map((r) => r.host), ['ws-01', 'ws-02']);
+  assert.deepEqual(readyToEnforce(status, { hits: [] }, week).map((r) => r.host), ['ws-01', 'ws-02']);
+  // Ten days: ws-02 has audited only nine; ws-01 fourteen.
+  assert.deepEqual(readyToEnforce(status, { hits: [] }, { days: 10, now }).map((r) => r.host), ['ws-01']);
+  assert.deepEqual(readyToEnforce(status, { hits: [] }, { days: 15, now }), []);
+  // Exactly N days counts.
+  assert.deepEqual(readyToEnforce(status, { hits: [] }, { days: 14, now: Date.parse('2026-12-04T09:00:00Z') }).map((r) => r.host), ['ws-01']);
+  // A status without staged_since (an older collector): how long is unknown, never ready.
+  const older = { hosts: status.hosts.map(({ staged_since: _, ...h }) => h) };
+  assert.deepEqual(readyToEnforce(older, { hits: [] }, week), []);
   // Blocked hits do not count against readiness; would-block ones of another host neither.
   const blockedOnly = { hits: [{ ...hits.hits[0], kind: 'blocked' }, { ...hits.hits[0], host: 'srv-01' }] };
-  assert.deepEqual(readyToEnforce(status, blockedOnly).map((r) => r.host), ['ws-01', 'ws-02']);
-  assert.deepEqual(readyToEnforce(null, { hits: [] }), []);
+  assert.deepEqual(readyToEnforce(status, blockedOnly, week).map((r) => r.host), ['ws-01', 'ws-02']);
+  assert.deepEqual(readyToEnforce(null, { hits: [] }, week), []);
 });
