@@ -419,6 +419,13 @@ impl Default for Retention {
 pub struct RetentionReport {
     pub events_deleted: u64,
     pub rollups_deleted: u64,
+    /// Drift edges last seen before the raw-event cutoff.
+    pub drift_deleted: u64,
+    /// Firewall notices the hosts dated before the raw-event cutoff.
+    pub notices_deleted: u64,
+    /// Rule counters (one per policy version, rule and host) of versions
+    /// assigned nowhere and last reported before the raw-event cutoff.
+    pub rule_counters_deleted: u64,
 }
 
 /// What [`Store::export_events`] gives each batch to: the agent, the
@@ -527,7 +534,11 @@ pub trait Store: Send + Sync {
         each: &mut dyn FnMut(&str, &ConnectionRecord),
     ) -> Result<(), StoreError>;
 
-    /// Deletes what is older than `retention` allows, measured back from `now`.
+    /// Deletes what is older than `retention` allows, measured back from `now`:
+    /// raw events, rollups, and the policy loop's records that age with the
+    /// raw events (drift edges, firewall notices, rule counters of versions
+    /// no longer assigned). Policy versions and assignment history are the
+    /// audit trail and are never deleted.
     fn apply_retention(
         &self,
         retention: &Retention,

@@ -141,6 +141,13 @@ pub struct DriftRecord {
     pub connections: u64,
 }
 
+/// Whether retention removes a notice dated `at` (the host's RFC 3339
+/// time) given the raw-event `cutoff`. A notice whose date does not parse
+/// is kept: nothing says it is old.
+pub(crate) fn notice_expired(at: &str, cutoff: Timestamp) -> bool {
+    at.parse::<Timestamp>().is_ok_and(|at| at < cutoff)
+}
+
 /// A store's spelling of a [`StageMode`].
 pub(crate) fn mode_name(mode: StageMode) -> &'static str {
     match mode {

@@ -158,14 +158,16 @@ pub struct RenderArgs {
 
 #[derive(Args)]
 pub struct HygieneArgs {
-    /// The policy's name, as its hosts report it.
+    /// The policy's name, as pushed and as its hosts report it.
     name: String,
-    /// The policy document of that version (TOML).
+    /// Judge this document (TOML) instead of a version kept in the store:
+    /// a file not pushed yet.
     #[arg(long, value_name = "FILE")]
-    document: PathBuf,
+    document: Option<PathBuf>,
     #[command(flatten)]
     store: super::store_args::StoreArgs,
-    /// The version to judge (default: the newest one hosts reported counters of).
+    /// The version to judge (default: the one assigned now; with
+    /// --document, the newest one hosts reported counters of).
     #[arg(long, value_name = "N")]
     version: Option<u32>,
     /// A rule no host counted a packet on for this many days is unused.
@@ -407,32 +409,47 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
 }
 
 fn run_hygiene(args: HygieneArgs) -> Result<ExitCode> {
-    let policy = read(&args.document)?;
-    if policy.name != args.name {
-        bail!(
-            "{}: the document is policy {:?}, not {:?}",
-            args.document.display(),
-            policy.name,
-            args.name
-        );
-    }
     if args.unused_days == 0 {
         bail!("--unused-days 0: give at least one day");
     }
     let store = args.store.open_existing()?;
-    let version = match args.version {
-        Some(version) => version,
-        None => store
-            .rule_hits(&args.name, None)?
-            .iter()
-            .map(|h| h.version)
-            .max()
-            .with_context(|| {
-                format!(
-                    "no host reported rule counters of policy {:?}: pass --version",
+    let (policy, version) = match &args.document {
+        Some(document) => {
+            let policy = read(document)?;
+            if policy.name != args.name {
+                bail!(
+                    "{}: the document is policy {:?}, not {:?}",
+                    document.display(),
+                    policy.name,
                     args.name
-                )
-            })?,
+                );
+            }
+            let version = match args.version {
+                Some(version) => version,
+                None => store
+                    .rule_hits(&args.name, None)?
+                    .iter()
+                    .map(|h| h.version)
+                    .max()
+                    .with_context(|| {
+                        format!(
+                            "no host reported rule counters of policy {:?}: pass --version",
+                            args.name
+                        )
+                    })?,
+            };
+            (policy, version)
+        }
+        None => {
+            let version = match args.version {
+                Some(version) => version,
+                None => policy_store::assigned_version(store.as_ref(), &args.name)?,
+            };
+            (
+                policy_store::stored_policy(store.as_ref(), &args.name, version)?,
+                version,
+            )
+        }
     };
     let report = hygiene(
         store.as_ref(),

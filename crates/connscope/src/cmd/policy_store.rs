@@ -240,6 +240,63 @@ pub fn stored_document(store: &dyn Store, spec: &str) -> Result<Option<(String, 
     Ok(Some((spec.to_owned(), stored.document)))
 }
 
+/// Version `version` of policy `name` from the store, parsed; a name or
+/// version the store lacks is an error that says what it has.
+pub fn stored_policy(store: &dyn Store, name: &str, version: u32) -> Result<Policy> {
+    let Some(stored) = store.policy_version(name, version)? else {
+        let kept: Vec<String> = store
+            .policy_versions(name)?
+            .iter()
+            .map(|v| v.version.to_string())
+            .collect();
+        if kept.is_empty() {
+            bail!(
+                "no policy {name:?} in the store: push it (`connscope policy push FILE`) \
+                 or pass --document FILE"
+            );
+        }
+        bail!(
+            "policy {name:?} has no version {version} in the store (it has {})",
+            kept.join(", ")
+        );
+    };
+    Policy::parse(&stored.document).with_context(|| format!("policy {name:?} version {version}"))
+}
+
+/// The version of policy `name` that groups and hosts are assigned now;
+/// none, or several different ones, is an error asking for `--version`.
+pub fn assigned_version(store: &dyn Store, name: &str) -> Result<u32> {
+    let mut versions: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+    for assignment in store.policy_assignments()? {
+        if let Some(assigned) = assignment.assigned.filter(|a| a.policy == name) {
+            versions
+                .entry(assigned.version)
+                .or_default()
+                .push(assignment.target.to_string());
+        }
+    }
+    let mut running = versions.iter();
+    match (running.next(), running.next()) {
+        (Some((version, _)), None) => Ok(*version),
+        (None, _) if store.policy_versions(name)?.is_empty() => bail!(
+            "no policy {name:?} in the store: push it (`connscope policy push FILE`) \
+             or pass --document FILE"
+        ),
+        (None, _) => bail!(
+            "policy {name:?} is assigned to no group or host now: pass --version N \
+             (`connscope policy versions {name}` lists them)"
+        ),
+        _ => bail!(
+            "policy {name:?} runs in several versions now ({}): pass --version N",
+            versions
+                .iter()
+                .map(|(version, targets)| format!("{version} on {}", targets.join(", ")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    }
+}
+
 /// The target's current assignment (its latest change, unless withdrawn);
 /// for a host without one of its own, the one it runs through its group,
 /// so one host can go ahead of its group (a canary) from where it is.

@@ -1,5 +1,8 @@
 //! Retention: raw events go after a while, rollups (optionally) much later;
 //! blocks that straddle the cutoff are rewritten without their older events.
+//! The policy loop's records that describe what happened (drift edges,
+//! firewall notices, counters of versions no longer assigned) age with the
+//! raw events; policy versions and assignments are the audit trail and stay.
 
 use std::sync::Mutex;
 
@@ -9,6 +12,7 @@ use rusqlite::{params, Connection};
 use super::column::{clamp, Corrupt};
 use super::connection::{lock, Writer};
 use crate::block::{self, BlockEncoder};
+use crate::policy::notice_expired;
 use crate::{hour_start, Retention, RetentionReport, StoreError};
 
 /// Deletes raw events older than `retention.raw_events` (and rollups and
@@ -31,7 +35,7 @@ pub(super) fn apply(
         tx.execute("DELETE FROM event_blocks WHERE last_ts < ?1", [cutoff])?;
         let mut report = RetentionReport {
             events_deleted: whole as u64 + trim_blocks(tx, cutoff)?,
-            rollups_deleted: 0,
+            ..policy_loop(tx, cutoff)?
         };
         if let Some(age) = retention.rollups {
             // Only whole hours that ended before the cutoff go.
@@ -48,6 +52,43 @@ pub(super) fn apply(
             )?;
         }
         Ok(report)
+    })
+}
+
+/// Deletes the policy loop's records older than the raw-event `cutoff`
+/// (nanoseconds); the report counts them.
+fn policy_loop(conn: &Connection, cutoff: i64) -> Result<RetentionReport, StoreError> {
+    let drift_deleted = conn.execute("DELETE FROM drift_edges WHERE last_seen < ?1", [cutoff])?;
+    let mut stmt = conn.prepare_cached("SELECT DISTINCT at FROM firewall_notices")?;
+    let dates = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut notices_deleted = 0;
+    for at in dates {
+        if notice_expired(&at, Timestamp::from_nanos(cutoff)) {
+            notices_deleted += conn
+                .prepare_cached("DELETE FROM firewall_notices WHERE at = ?1")?
+                .execute([at])?;
+        }
+    }
+    // A version is assigned while some target's newest assignment names it.
+    let rule_counters_deleted = conn.execute(
+        "DELETE FROM rule_counters
+         WHERE (policy, version) IN (
+             SELECT policy, version FROM rule_counters
+             GROUP BY policy, version HAVING max(last_reported) < ?1)
+           AND (policy, version) NOT IN (
+             SELECT policy, version FROM policy_assignments a
+             WHERE policy IS NOT NULL AND revision = (
+                 SELECT max(revision) FROM policy_assignments b
+                 WHERE b.target_kind = a.target_kind AND b.target = a.target))",
+        [cutoff],
+    )?;
+    Ok(RetentionReport {
+        drift_deleted: drift_deleted as u64,
+        notices_deleted: notices_deleted as u64,
+        rule_counters_deleted: rule_counters_deleted as u64,
+        ..RetentionReport::default()
     })
 }
 

@@ -55,6 +55,7 @@ macro_rules! store_suite {
             assignments_keep_their_history_under_one_rising_revision,
             firewall_reports_keep_the_newest_state_and_every_notice_once,
             a_drift_edge_is_recorded_once_and_grows,
+            retention_ages_the_policy_loop_but_keeps_its_audit_trail,
             firewall_hits_are_summed_per_host_kind_port_remote_program_and_user,
         );
     };
@@ -1480,4 +1481,151 @@ pub fn firewall_hits_are_summed_per_host_kind_port_remote_program_and_user(backe
         .unwrap();
     let connections: u64 = edges.iter().map(|e| e.counts.connections).sum();
     assert_eq!(connections, 1);
+}
+
+pub fn retention_ages_the_policy_loop_but_keeps_its_audit_trail(backend: &dyn Backend) {
+    use connscope_event::Protocol;
+    use connscope_protocol::policy::{FirewallNotice, FirewallState, StageMode, Staging};
+    use connscope_store::{AssignedVersion, AssignmentChange, AssignmentTarget, DriftRecord};
+
+    const DAY: i64 = 86_400;
+    let store = backend.store();
+    // Day 0 is 2027-01-15T08:00:00Z; retention runs on day 40 and keeps 30 days.
+    let at = |s: i64| Timestamp::from_nanos(1_800_000_000 * SEC + s * SEC);
+    let group = AssignmentTarget::Group("workstations".into());
+    for (version, s) in [(1, 0), (2, DAY)] {
+        store
+            .put_policy("ws", &format!("# version {version}"), "ann", "", at(s))
+            .unwrap();
+        store
+            .assign_policy(&AssignmentChange {
+                target: group.clone(),
+                assigned: Some(AssignedVersion {
+                    policy: "ws".into(),
+                    version,
+                    staging: Staging::default(),
+                }),
+                at: at(s),
+                by: "ann".into(),
+            })
+            .unwrap();
+    }
+    let counts = [
+        RuleCount {
+            rule: "inbound[0]".into(),
+            packets: 4,
+            bytes: 240,
+        },
+        RuleCount {
+            rule: "outbound[0]".into(),
+            packets: 1,
+            bytes: 60,
+        },
+    ];
+    let record = |policy: &str, version: u32, s: i64| {
+        store
+            .record_rule_counters("ws-01", policy, version, 1, at(s), &counts)
+            .unwrap()
+    };
+    // Old and no longer assigned: goes. Old but assigned: stays. Never
+    // assigned but reported lately (a host-local test load): stays.
+    record("ws", 1, 0);
+    record("ws", 2, DAY);
+    record("lab", 1, 39 * DAY);
+
+    let edge = |remote: &str, first: i64, last: i64| DriftRecord {
+        host: "srv".into(),
+        direction: Direction::Incoming,
+        protocol: Protocol::Tcp,
+        port: 8080,
+        remote: remote.parse().unwrap(),
+        local: "10.0.0.5".parse().unwrap(),
+        remote_name: None,
+        executable: Some("/usr/bin/python3".into()),
+        user: Some("www-data".into()),
+        policy: "ws".into(),
+        version: 2,
+        mode: StageMode::Audit,
+        first_seen: at(first),
+        last_seen: at(last),
+        connections: 1,
+    };
+    store.record_drift(&edge("10.0.0.7", 0, DAY)).unwrap();
+    store.record_drift(&edge("10.0.0.8", 0, DAY)).unwrap();
+    // Seen again lately: the whole edge stays, its first sighting with it.
+    store
+        .record_drift(&edge("10.0.0.8", 39 * DAY, 39 * DAY))
+        .unwrap();
+
+    let notice = |at: &str| FirewallNotice {
+        at: at.into(),
+        kind: "tampered".into(),
+        detail: format!("restored ({at})"),
+    };
+    let notices = [
+        notice("2027-01-15T08:00:00Z"),
+        notice("2027-02-23T08:00:00+01:00"),
+        notice("not a time"),
+    ];
+    store
+        .put_firewall_report("ws-01", &FirewallState::BrokenGlass, at(39 * DAY), &notices)
+        .unwrap();
+
+    let retention = Retention {
+        raw_events: Duration::from_secs(30 * DAY as u64),
+        rollups: None,
+    };
+    let report = store.apply_retention(&retention, at(40 * DAY)).unwrap();
+    assert_eq!(
+        (
+            report.drift_deleted,
+            report.notices_deleted,
+            report.rule_counters_deleted
+        ),
+        (1, 1, 2)
+    );
+
+    let reopened = backend.store();
+    let kept_counters: Vec<_> = ["ws", "lab"]
+        .iter()
+        .flat_map(|p| reopened.rule_hits(p, None).unwrap())
+        .map(|h| (h.policy, h.version, h.rule))
+        .collect();
+    assert_eq!(
+        kept_counters,
+        [
+            ("ws".to_string(), 2, "inbound[0]".to_string()),
+            ("ws".to_string(), 2, "outbound[0]".to_string()),
+            ("lab".to_string(), 1, "inbound[0]".to_string()),
+            ("lab".to_string(), 1, "outbound[0]".to_string()),
+        ]
+    );
+    let drift = reopened.drift(TimeRange::ALL).unwrap();
+    assert_eq!(
+        drift
+            .iter()
+            .map(|d| (d.remote.to_string(), d.first_seen, d.connections))
+            .collect::<Vec<_>>(),
+        [("10.0.0.8".to_string(), at(0), 2)]
+    );
+    let kept_notices: Vec<_> = reopened
+        .firewall_notices(None)
+        .unwrap()
+        .into_iter()
+        .map(|n| n.notice)
+        .collect();
+    assert_eq!(kept_notices, notices[1..]);
+    // The audit trail stays whole.
+    assert_eq!(reopened.policy_versions("ws").unwrap().len(), 2);
+    assert_eq!(reopened.assignment_history(&group).unwrap().len(), 2);
+    // Applied again: nothing more to delete.
+    let again = reopened.apply_retention(&retention, at(40 * DAY)).unwrap();
+    assert_eq!(
+        (
+            again.drift_deleted,
+            again.notices_deleted,
+            again.rule_counters_deleted
+        ),
+        (0, 0, 0)
+    );
 }
