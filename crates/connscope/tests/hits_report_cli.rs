@@ -79,5 +79,5 @@ fn report_hits_lists_what_the_policies_stopped() {
 
     let (code, _, stderr) = connscope(&["report", "hits", "--db", db, "--since", "-1x"]);
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("--since: invalid time \"-1x\""), "{stderr}");
+    assert!(stderr.contains("--from: invalid time \"-1x\""), "{stderr}");
 }

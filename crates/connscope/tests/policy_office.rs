@@ -371,7 +371,7 @@ fn the_office_drafts_stages_enforces_and_rolls_back_a_policy_and_hears_of_drift(
 
     let tokens: Vec<(&str, String)> = ["ws-1", "ws-2", "srv"]
         .iter()
-        .map(|h| (*h, format!("{h}-token-{suffix}")))
+        .map(|h| (*h, format!("{h}-agent-token-{suffix}")))
         .collect();
     let (collector, fingerprint) = start_collector(&office, &db, &tokens);
 

@@ -125,7 +125,8 @@ fn observed_connection(spy: &Tcpspy, ip: &str, printed_ip: &str) -> (SocketAddr,
 }
 
 /// A connection from a process running as uid 4242, which has no user name.
-fn connection_from_nameless_uid(spy: &Tcpspy) -> u16 {
+/// The ports of uid 4242's end and of ours.
+fn connection_from_nameless_uid(spy: &Tcpspy) -> (u16, u16) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut bash = Command::new("setpriv")
@@ -161,7 +162,7 @@ fn connection_from_nameless_uid(spy: &Tcpspy) -> u16 {
         ),
         "tcpspy did not report uid 4242's disconnect"
     );
-    peer.port()
+    (peer.port(), port)
 }
 
 /// Every line tcpspy printed parses, and writing the parsed event back gives
@@ -213,13 +214,19 @@ fn assert_every_line_round_trips(
 
 fn find<'a, 'b>(
     conns: &'a [(String, Connection<'b>)],
-    local_port: u16,
+    (local_port, remote_port): (u16, u16),
     kind: EventKind,
 ) -> &'a Connection<'b> {
+    // Both ports: tcpspy logs the whole host, and another program's
+    // connection may have the same local port meanwhile.
     &conns
         .iter()
-        .find(|(_, c)| c.kind == kind && c.local.addr.port() == local_port)
-        .unwrap_or_else(|| panic!("no {kind} line for local port {local_port}"))
+        .find(|(_, c)| {
+            c.kind == kind
+                && c.local.addr.port() == local_port
+                && c.remote.addr.port() == remote_port
+        })
+        .unwrap_or_else(|| panic!("no {kind} line for ports {local_port} -> {remote_port}"))
         .1
 }
 
@@ -239,7 +246,7 @@ fn tcpspy_with_proc_round_trips() {
     let spy = Tcpspy::start(true);
     let (v4_client, v4_server) = observed_connection(&spy, "127.0.0.1", "127.0.0.1");
     let (v6_client, v6_server) = observed_connection(&spy, "::1", "::");
-    let uid_port = connection_from_nameless_uid(&spy);
+    let uid_ports = connection_from_nameless_uid(&spy);
     let lines = spy.lines();
     drop(spy);
     let conns = assert_every_line_round_trips(&lines, true);
@@ -251,7 +258,11 @@ fn tcpspy_with_proc_round_trips() {
         .unwrap()
         .to_owned();
     assert!(exe.len() > TCPSPY_EXE_CUT, "{exe}");
-    let c = find(&conns, v4_client.port(), EventKind::Connect);
+    let c = find(
+        &conns,
+        (v4_client.port(), v4_server.port()),
+        EventKind::Connect,
+    );
     assert_eq!(
         c.exe,
         Some(Exe::Path {
@@ -274,7 +285,11 @@ fn tcpspy_with_proc_round_trips() {
     );
 
     // ::1 was printed as ::, read back as :: with the loss flagged.
-    let c = find(&conns, v6_client.port(), EventKind::Disconnect);
+    let c = find(
+        &conns,
+        (v6_client.port(), v6_server.port()),
+        EventKind::Disconnect,
+    );
     assert_eq!(
         c.local.addr,
         SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), v6_client.port())
@@ -292,7 +307,7 @@ fn tcpspy_with_proc_round_trips() {
         )
     );
 
-    let c = find(&conns, uid_port, EventKind::Connect);
+    let c = find(&conns, uid_ports, EventKind::Connect);
     assert_eq!(c.user, User::Uid(4242));
     assert!(matches!(&c.exe, Some(Exe::Path { .. } | Exe::Unknown)));
 }
@@ -301,17 +316,25 @@ fn tcpspy_with_proc_round_trips() {
 fn tcpspy_without_proc_round_trips() {
     let spy = Tcpspy::start(false);
     let (v4_client, v4_server) = observed_connection(&spy, "127.0.0.1", "127.0.0.1");
-    let (v6_client, _) = observed_connection(&spy, "::1", "::");
-    let uid_port = connection_from_nameless_uid(&spy);
+    let (v6_client, v6_server) = observed_connection(&spy, "::1", "::");
+    let uid_ports = connection_from_nameless_uid(&spy);
     let lines = spy.lines();
     drop(spy);
     let conns = assert_every_line_round_trips(&lines, false);
-    let c = find(&conns, v4_server.port(), EventKind::Connect);
+    let c = find(
+        &conns,
+        (v4_server.port(), v4_client.port()),
+        EventKind::Connect,
+    );
     assert_eq!((c.exe.clone(), c.remote.addr), (None, v4_client));
-    let c = find(&conns, v6_client.port(), EventKind::Connect);
+    let c = find(
+        &conns,
+        (v6_client.port(), v6_server.port()),
+        EventKind::Connect,
+    );
     assert_eq!(c.remote.precision, Precision::Upper64Bits);
     assert_eq!(
-        find(&conns, uid_port, EventKind::Disconnect).user,
+        find(&conns, uid_ports, EventKind::Disconnect).user,
         User::Uid(4242)
     );
 }
