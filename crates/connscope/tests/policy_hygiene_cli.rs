@@ -305,7 +305,7 @@ fn wrong_names_and_unknown_versions_are_refused_with_the_reason() {
 struct Collector {
     child: Child,
     url: String,
-    trust: CollectorTrust,
+    trust: Option<CollectorTrust>,
 }
 
 fn agent_token(host: &str) -> String {
@@ -323,27 +323,30 @@ impl Collector {
         for (host, _) in HOSTS {
             cmd.args(["--token", &format!("{host}={}", agent_token(host))]);
         }
-        let mut child = cmd.spawn().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut url = None;
+        // Dropped, it is killed and waited for, also when an assert fails.
+        let mut collector = Collector {
+            child: cmd.spawn().unwrap(),
+            url: String::new(),
+            trust: None,
+        };
+        let mut lines = BufReader::new(collector.child.stdout.take().unwrap()).lines();
         for line in lines.by_ref() {
             let line = line.unwrap();
             if let Some(listening) = line.strip_prefix("listening: ") {
-                url = Some(listening.to_owned());
+                collector.url = listening.to_owned();
             }
             if let Some(fingerprint) = line.strip_prefix("fingerprint: ") {
-                let trust = CollectorTrust::Fingerprint(fingerprint.parse().unwrap());
-                // Whatever it prints later must not meet a closed pipe.
-                std::thread::spawn(move || lines.for_each(drop));
-                return Collector {
-                    child,
-                    url: url.expect("the collector says where it listens first"),
-                    trust,
-                };
+                collector.trust = Some(CollectorTrust::Fingerprint(fingerprint.parse().unwrap()));
+                break;
             }
         }
-        let _ = child.kill();
-        panic!("the collector stopped before printing its fingerprint");
+        assert!(
+            collector.trust.is_some() && !collector.url.is_empty(),
+            "the collector stopped before printing where it listens and its fingerprint"
+        );
+        // Whatever it prints later must not meet a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        collector
     }
 }
 
@@ -404,15 +407,23 @@ fn the_assigned_version_is_judged_from_the_store_with_counters_the_agents_posted
 
     let collector = Collector::start(&db);
     for (host, _) in HOSTS {
-        let mut agent =
-            CollectorClient::new(&collector.url, &agent_token(host), &collector.trust).unwrap();
+        let mut agent = CollectorClient::new(
+            &collector.url,
+            &agent_token(host),
+            collector.trust.as_ref().unwrap(),
+        )
+        .unwrap();
         for report in reports(host, revision) {
             agent.post_firewall(&report).unwrap();
         }
     }
     // Another host's report under this token is refused, not counted.
-    let mut agent =
-        CollectorClient::new(&collector.url, &agent_token("ws1"), &collector.trust).unwrap();
+    let mut agent = CollectorClient::new(
+        &collector.url,
+        &agent_token("ws1"),
+        collector.trust.as_ref().unwrap(),
+    )
+    .unwrap();
     assert!(agent.post_firewall(&reports("ws2", revision)[0]).is_err());
 
     let out = hygiene(&[]);
