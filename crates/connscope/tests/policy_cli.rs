@@ -1,50 +1,9 @@
 //! `connscope policy` through the real binary and a real SQLite store: a
 //! draft for a group, checked, shown, edited, compared and replayed.
 
-use std::path::Path;
+mod workstations;
+
 use std::process::{Command, Output};
-
-use connscope_event::test_support::EventBuilder;
-use connscope_event::Direction;
-use connscope_store::{AgentId, GroupKind, HostGroup, SqliteStore, Store};
-
-/// ws1-ws3 use the file server five times each; ws3 once reaches a database.
-fn store(dir: &Path) -> String {
-    let path = dir.join("store.db");
-    let store = SqliteStore::open(&path).unwrap();
-    let mut seq = 0;
-    let mut ingest = |host: &str, local: &str, remote: &str| {
-        seq += 1;
-        let event = EventBuilder::connect(local, remote)
-            .at_nanos(1_795_548_137_000_000_000 + seq * 1_000_000_000)
-            .direction(Direction::Outgoing)
-            .sequence(seq as u64)
-            .host(host)
-            .process(7, "/usr/bin/smbclient")
-            .user("alice")
-            .build();
-        store.ingest(&AgentId(host.into()), &[event]).unwrap();
-    };
-    for i in 1..=3 {
-        for _ in 0..5 {
-            ingest(
-                &format!("ws{i}"),
-                &format!("10.0.1.{i}:4000{i}"),
-                "10.0.0.9:445",
-            );
-        }
-    }
-    ingest("ws3", "10.0.1.3:40100", "10.0.0.20:5432");
-    store
-        .put_group(&HostGroup {
-            name: "ws".into(),
-            kind: GroupKind::Names,
-            patterns: vec!["ws*".into()],
-            labels: Vec::new(),
-        })
-        .unwrap();
-    path.display().to_string()
-}
 
 fn connscope(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_connscope"))
@@ -60,7 +19,7 @@ fn text(out: &Output) -> String {
 #[test]
 fn a_drafted_policy_is_checked_edited_compared_and_replayed() {
     let dir = tempfile::tempdir().unwrap();
-    let db = store(dir.path());
+    let db = workstations::store(dir.path(), 1_795_548_137_000_000_000, 1_000_000_000);
     let v1 = dir.path().join("ws-v1.toml");
     let v1s = v1.to_str().unwrap();
     let out = connscope(&["policy", "draft", "--db", &db, "--group", "ws", "-o", v1s]);

@@ -4,57 +4,15 @@
 //! while it is not 0), rolled back exactly, the status table, `report hosts`
 //! with each host's policy, and `report drift`.
 
-use std::path::Path;
+mod workstations;
+
 use std::process::{Command, Output};
 
-use connscope_event::test_support::EventBuilder;
 use connscope_event::{Direction, Protocol, Timestamp};
 use connscope_protocol::policy::{DirectionStage, StageMode, StagedPort, Staging};
-use connscope_store::{
-    AgentId, AssignmentTarget, DriftRecord, GroupKind, HostGroup, SqliteStore, Store,
-};
+use connscope_store::{AssignmentTarget, DriftRecord, SqliteStore, Store};
 
 const HOUR: i64 = 3_600_000_000_000;
-
-/// ws1-ws3 used the file server five times each in the last day; ws3 once
-/// reached a database.
-fn store(dir: &Path) -> String {
-    let path = dir.join("store.db");
-    let store = SqliteStore::open(&path).unwrap();
-    let start = Timestamp::now().as_nanos() - 24 * HOUR;
-    let mut seq = 0;
-    let mut ingest = |host: &str, local: &str, remote: &str| {
-        seq += 1;
-        let event = EventBuilder::connect(local, remote)
-            .at_nanos(start + seq * HOUR / 2)
-            .direction(Direction::Outgoing)
-            .sequence(seq as u64)
-            .host(host)
-            .process(7, "/usr/bin/smbclient")
-            .user("alice")
-            .build();
-        store.ingest(&AgentId(host.into()), &[event]).unwrap();
-    };
-    for i in 1..=3 {
-        for _ in 0..5 {
-            ingest(
-                &format!("ws{i}"),
-                &format!("10.0.1.{i}:4000{i}"),
-                "10.0.0.9:445",
-            );
-        }
-    }
-    ingest("ws3", "10.0.1.3:40100", "10.0.0.20:5432");
-    store
-        .put_group(&HostGroup {
-            name: "ws".into(),
-            kind: GroupKind::Names,
-            patterns: vec!["ws*".into()],
-            labels: Vec::new(),
-        })
-        .unwrap();
-    path.display().to_string()
-}
 
 fn connscope(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_connscope"))
@@ -102,7 +60,11 @@ fn backtest_total(output: &str) -> Vec<u64> {
 #[test]
 fn versions_are_pushed_staged_enforced_by_port_and_rolled_back() {
     let dir = tempfile::tempdir().unwrap();
-    let db = store(dir.path());
+    let db = workstations::store(
+        dir.path(),
+        Timestamp::now().as_nanos() - 24 * HOUR,
+        HOUR / 2,
+    );
     let v1 = dir.path().join("ws-v1.toml");
     let v1s = v1.to_str().unwrap();
     ok(&["policy", "draft", "--db", &db, "--group", "ws", "-o", v1s]);
