@@ -10,7 +10,7 @@ use connscope_event::Timestamp;
 use connscope_protocol::enroll::{EnrollRequest, EnrollResponse, WhoAmI};
 
 use crate::enrolled::{digest_of, new_agent_token};
-use crate::kit::{authenticate, bearer, read_body, ApiError, AppState};
+use crate::kit::{authenticate, bearer, read_json, ApiError, AppState};
 
 /// An enrollment request is a host name: a few bytes.
 const ENROLL_BODY_LIMIT: usize = 4096;
@@ -33,13 +33,8 @@ pub(crate) async fn enroll(
         ));
     };
     let enrollment = digest_of(secret);
-    let body = read_body(body, ENROLL_BODY_LIMIT).await?;
-    let request: EnrollRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("not an enrollment request: {e}"),
-        )
-    })?;
+    let request: EnrollRequest =
+        read_json(body, ENROLL_BODY_LIMIT, "an enrollment request").await?;
     crate::auth::check_agent_id(&request.host)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("host: {e}")))?;
     let (record, token) = new_agent_token(&request.host);

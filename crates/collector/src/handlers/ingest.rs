@@ -14,7 +14,7 @@ use connscope_store::{AgentId, Origin, StoreError};
 
 use crate::binding::BindingError;
 use crate::ingest::{decode_batch, BatchError};
-use crate::kit::{authenticate, read_body, ApiError, AppState};
+use crate::kit::{authenticate, read_body, read_json, ApiError, AppState};
 use crate::live::IngestNotice;
 
 pub(crate) async fn ingest(
@@ -181,13 +181,7 @@ pub(crate) async fn dropped(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let agent = authenticate(&state, &headers).await?;
-    let body = read_body(body, state.body_limit).await?;
-    let report: DroppedReport = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("not a dropped report: {e}"),
-        )
-    })?;
+    let report: DroppedReport = read_json(body, state.body_limit, "a dropped report").await?;
     tracing::warn!(
         agent = %agent,
         instance = %report.instance,

@@ -18,7 +18,7 @@ use connscope_query::args::last_day;
 use connscope_query::TimeRangeArgs;
 use connscope_store::Store;
 
-use crate::kit::{authenticate, authorize_read, read_body, ApiError, AppState};
+use crate::kit::{authenticate, authorize_read, read_json, ApiError, AppState};
 
 /// `GET AGENT_POLICY_PATH`: the asking host's assigned policy, or 204.
 pub(crate) async fn assigned(
@@ -75,13 +75,7 @@ pub(crate) async fn report(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let agent = authenticate(&state, &headers).await?;
-    let body = read_body(body, state.body_limit).await?;
-    let report: FirewallReport = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("not a firewall report: {e}"),
-        )
-    })?;
+    let report: FirewallReport = read_json(body, state.body_limit, "a firewall report").await?;
     if report.host != agent.0 {
         tracing::warn!(%agent, host = %report.host, "a firewall report for another host refused");
         return Err(ApiError::new(

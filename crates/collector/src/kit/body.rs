@@ -20,3 +20,15 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiEr
         )),
     }
 }
+
+/// Reads the whole body as JSON of type `T`; a body that is not is refused
+/// with serde's reason, as "not a `what`".
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    body: Body,
+    limit: usize,
+    what: &str,
+) -> Result<T, ApiError> {
+    let body = read_body(body, limit).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("not {what}: {e}")))
+}

@@ -7,6 +7,6 @@ mod error;
 mod state;
 
 pub(crate) use access::{authenticate, authorize_change, authorize_read, bearer};
-pub(crate) use body::read_body;
+pub(crate) use body::{read_body, read_json};
 pub(crate) use error::{cut_echo, ApiError};
 pub(crate) use state::AppState;
