@@ -20,6 +20,25 @@ fn unpacked(gzipped: &[u8], name: &str) -> (tempfile::TempDir, std::path::PathBu
     (dir, path)
 }
 
+/// The schema version the store's `meta` table records.
+fn schema_version(conn: &rusqlite::Connection) -> String {
+    conn.query_row(
+        "SELECT value FROM meta WHERE name = 'schema_version'",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+fn group_names(store: &SqliteStore) -> Vec<String> {
+    store
+        .groups()
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect()
+}
+
 #[test]
 fn a_version_3_store_is_migrated_and_counts_refusals() {
     let (_dir, path) = unpacked(include_bytes!("fixtures/schema-v3.db.gz"), "v3.db");
@@ -107,15 +126,10 @@ fn a_version_6_store_is_migrated_and_keeps_groups() {
             value: "hq".into()
         }]
     );
-    let version: String = rusqlite::Connection::open(&path)
-        .unwrap()
-        .query_row(
-            "SELECT value FROM meta WHERE name = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(version, "12");
+    assert_eq!(
+        schema_version(&rusqlite::Connection::open(&path).unwrap()),
+        "12"
+    );
 }
 
 /// `fixtures/v7-dual-stack.db.gz`, written at schema version 7 (see the
@@ -129,13 +143,7 @@ fn a_version_7_store_is_migrated_and_keeps_tokens() {
 
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.host_addresses().unwrap().len(), 2);
-    let groups: Vec<String> = store
-        .groups()
-        .unwrap()
-        .into_iter()
-        .map(|g| g.name)
-        .collect();
-    assert_eq!(groups, ["servers"]);
+    assert_eq!(group_names(&store), ["servers"]);
     assert!(store.tokens().unwrap().is_empty());
 
     let at = |secs: i64| Timestamp::from_nanos(secs * 1_000_000_000);
@@ -252,15 +260,10 @@ fn a_version_7_store_is_migrated_and_keeps_names() {
         ),
         ("ws1", "<b>www</b>.example.org", 1)
     );
-    let version: String = rusqlite::Connection::open(&path)
-        .unwrap()
-        .query_row(
-            "SELECT value FROM meta WHERE name = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(version, "12");
+    assert_eq!(
+        schema_version(&rusqlite::Connection::open(&path).unwrap()),
+        "12"
+    );
 }
 
 /// `fixtures/v9-names.db.gz`, written at schema version 9 (see the
@@ -304,15 +307,10 @@ fn a_version_9_store_is_migrated_and_keeps_policies() {
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.policy_versions("servers").unwrap(), [v1]);
     assert_eq!(store.policy_assignments().unwrap(), [assigned]);
-    let version: String = rusqlite::Connection::open(&path)
-        .unwrap()
-        .query_row(
-            "SELECT value FROM meta WHERE name = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(version, "12");
+    assert_eq!(
+        schema_version(&rusqlite::Connection::open(&path).unwrap()),
+        "12"
+    );
 }
 
 /// `fixtures/v9-hits.db.gz`, written at schema version 9 (see the
@@ -386,14 +384,7 @@ fn a_version_9_store_is_migrated_and_keeps_its_firewall_hits() {
         )
         .unwrap();
     assert!(plan.contains("event_blocks_with_hits"), "{plan}");
-    let version: String = conn
-        .query_row(
-            "SELECT value FROM meta WHERE name = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(version, "12");
+    assert_eq!(schema_version(&conn), "12");
 }
 
 /// `fixtures/v9-dual-stack.db.gz`, written at schema version 9 (see the
@@ -406,13 +397,7 @@ fn a_version_9_store_is_migrated_and_keeps_rule_counters() {
     let (_dir, path) = unpacked(include_bytes!("fixtures/v9-dual-stack.db.gz"), "v9.db");
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.host_addresses().unwrap().len(), 2);
-    let groups: Vec<String> = store
-        .groups()
-        .unwrap()
-        .into_iter()
-        .map(|g| g.name)
-        .collect();
-    assert_eq!(groups, ["servers"]);
+    assert_eq!(group_names(&store), ["servers"]);
     assert!(store.rule_hits("servers", None).unwrap().is_empty());
     let at = |secs: i64| Timestamp::from_nanos(secs * 1_000_000_000);
     let count = |packets| RuleCount {
