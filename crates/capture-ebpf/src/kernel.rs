@@ -333,15 +333,53 @@ fn load_skeleton(
 /// Where the cgroup v2 hierarchy is mounted: `/sys/fs/cgroup` on unified
 /// systems, `/sys/fs/cgroup/unified` on hybrid ones. Hooks on its root see
 /// every socket.
+///
+/// `ip netns exec` runs the agent in a mount namespace of its own with a
+/// fresh sysfs, where `/sys/fs/cgroup` is an empty directory: the hierarchy
+/// is then mounted there, in that namespace only (as tracefs is), rather
+/// than UDP capture failing in exactly the labs it is used in.
 fn cgroup2_root() -> Result<String, String> {
-    let mounts = fs::read_to_string("/proc/self/mounts")
-        .map_err(|e| format!("reading /proc/self/mounts: {e}"))?;
-    cgroup2_mount_point(&mounts).ok_or_else(|| {
-        "no cgroup v2 hierarchy is mounted (UDP capture hooks the root cgroup; \
-         mount cgroup2 or turn UDP capture off)"
-            .to_owned()
-    })
+    static MOUNT: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = MOUNT.lock().unwrap_or_else(|e| e.into_inner());
+    let mounts = || {
+        fs::read_to_string("/proc/self/mounts")
+            .map_err(|e| format!("reading /proc/self/mounts: {e}"))
+    };
+    if let Some(root) = cgroup2_mount_point(&mounts()?) {
+        return Ok(root);
+    }
+    let unmounted_and_empty = fs::read_dir(CGROUP2)
+        .map(|mut entries| entries.next().is_none())
+        .unwrap_or(false);
+    if !unmounted_and_empty {
+        return Err(
+            "no cgroup v2 hierarchy is mounted (UDP capture hooks the root cgroup; \
+             mount cgroup2 or turn UDP capture off)"
+                .to_owned(),
+        );
+    }
+    tracing::info!("mounting cgroup2 on {CGROUP2} for the UDP hooks");
+    // SAFETY: plain C strings, no data argument.
+    let rc = unsafe {
+        libc::mount(
+            c"cgroup2".as_ptr(),
+            c"/sys/fs/cgroup".as_ptr(),
+            c"cgroup2".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "no cgroup v2 hierarchy is mounted and mounting it on {CGROUP2} failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(CGROUP2.to_owned())
 }
+
+/// Where a unified system mounts the cgroup v2 hierarchy.
+const CGROUP2: &str = "/sys/fs/cgroup";
 
 fn cgroup2_mount_point(mounts: &str) -> Option<String> {
     mounts.lines().find_map(|line| {

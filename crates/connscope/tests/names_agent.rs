@@ -16,7 +16,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use connscope_event::json::from_json_line;
-use connscope_event::{ConnectionEvent, EventKind, Family, NameSource, RemoteName};
+use connscope_event::{
+    ConnectionEvent, Direction, EventKind, Family, NameSource, Protocol, RemoteName,
+};
 use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -320,6 +322,40 @@ fn connections_are_named_after_the_name_asked_through_cname_chains() {
     // An address asked for by no name stays unnamed (after its SNI wait).
     lab.curl("http://192.0.2.11:8080/", &[]).unwrap();
     assert_eq!(agent.name_of_connect("192.0.2.11:8080"), None);
+}
+
+/// The query getent sends to the lab's dnsmasq is a UDP flow like any other
+/// (with `--udp`): under `ip netns exec`, whose fresh sysfs has no cgroup2
+/// mounted, the agent mounts it for its UDP hooks rather than refusing to
+/// start, and records the flow with its owner (its disconnect comes after the
+/// flow's 60 s idle timeout).
+#[test]
+fn the_dns_query_itself_is_recorded_as_a_udp_flow() {
+    let lab = Lab::new(DNS);
+    let _dns = lab.dnsmasq(
+        &lab.server,
+        DNS,
+        &["--no-resolv", "--host-record=flow.test,192.0.2.18"],
+    );
+    let agent = lab.agent(&["--udp"]);
+    assert!(lab.getent("flow.test").contains("192.0.2.18"));
+    let server: SocketAddr = format!("{DNS}:53").parse().unwrap();
+    let mut connect = None;
+    wait_for_or(
+        "the DNS query's UDP flow",
+        WAIT,
+        || format!("{:#?}\n{}", agent.events(), agent.log()),
+        || {
+            connect = agent.events().into_iter().find(|e| {
+                e.kind == EventKind::Connect && e.protocol == Protocol::Udp && e.remote == server
+            });
+            connect.is_some()
+        },
+    );
+    let connect = connect.unwrap();
+    assert_eq!(connect.direction, Direction::Outgoing);
+    let comm = connect.process.as_ref().and_then(|p| p.comm.clone());
+    assert_eq!(comm.as_deref(), Some("getent"), "{connect:#?}");
 }
 
 #[test]
