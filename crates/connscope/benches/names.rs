@@ -1,29 +1,59 @@
-//! What naming costs the agent: its CPU time per 10,000 DNS answers and per
-//! 10,000 connections, with naming on (the default) and off (`--no-names`),
-//! and the slowdown of a connection workload beside no agent at all. Each
-//! run is a fresh network namespace with the real agent (eBPF) writing JSON
-//! to /dev/null; runs alternate on and off, medians are printed as a table
-//! for docs/BENCHMARKS.md. Needs root.
+//! What naming costs: the agent's own CPU per 10,000 DNS answers and per
+//! 10,000 connections with naming on (the default) and off (`--no-names`),
+//! and what it costs the *workload* beside no agent at all.
+//!
+//! Wall time of a loopback burst was the first measure and its run-to-run
+//! noise (about 6 %) swamped the effect, so the workload is now steady and
+//! measured where naming could hurt it:
+//!
+//! - a **resolve-then-connect client at a fixed rate**: each operation asks
+//!   the namespace's DNS server (a responder on 127.0.0.1:53) for a fresh
+//!   name, connects to the answered address, does one request/response and
+//!   closes; the cost is the CPU time of the workload's threads (client,
+//!   server, DNS responder: user and kernel, where the packet filter and the
+//!   copies to the agent's packet socket land) per operation, and the
+//!   latency of each operation (p50, p99);
+//! - the same operations **at saturation** for a fixed time: operations per
+//!   second.
+//!
+//! Each sample is a fresh network namespace and, but for the peer, a fresh
+//! agent (eBPF, JSON to /dev/null). Rounds run no agent, names off and names
+//! on in a rotating order, so drift of a shared machine falls on all three;
+//! each round's slowdown of names on and off is taken beside that round's
+//! no-agent run, and the table gives medians with their min-max spread.
+//! Needs root; writes the table for docs/BENCHMARKS.md.
 
 use std::fs::File;
-use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+/// DNS answers and connections for the agent's CPU per 10,000.
 const COUNT: usize = 10_000;
-const PAIRS: usize = 5;
+/// The fixed-rate workload: operations and their rate.
+const STEADY_OPS: usize = 4_000;
+const STEADY_RATE: f64 = 1_000.0;
+/// How long the saturation phase runs.
+const SATURATION: Duration = Duration::from_secs(3);
+/// The bytes of the request and of the response.
+const MESSAGE: usize = 64;
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Agent {
     None,
     NamesOff,
     NamesOn,
 }
+
+const AGENTS: [Agent; 3] = [Agent::None, Agent::NamesOff, Agent::NamesOn];
 
 struct Netns(String);
 
@@ -36,13 +66,16 @@ impl Netns {
             .unwrap()
             .success());
         let ns = Netns(name);
-        Command::new("ip")
+        assert!(Command::new("ip")
             .args(["-n", &ns.0, "link", "set", "lo", "up"])
             .status()
-            .unwrap();
+            .unwrap()
+            .success());
         ns
     }
 
+    /// Runs `f` on a thread inside the namespace; threads it starts and
+    /// sockets it makes are in it too.
     fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let file = File::open(format!("/run/netns/{}", self.0)).unwrap();
         std::thread::scope(|scope| {
@@ -113,16 +146,8 @@ impl Running {
         }
     }
 
-    /// CPU seconds of all the agent's threads so far (schedstat: nanoseconds,
-    /// where /proc/PID/stat counts 10 ms ticks).
     fn cpu(&self) -> f64 {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id())).unwrap();
-        let nanos: u64 = tasks
-            .flatten()
-            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-            .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
-            .sum();
-        nanos as f64 / 1e9
+        process_cpu(self.child.id())
     }
 }
 
@@ -134,67 +159,266 @@ impl Drop for Running {
     }
 }
 
+/// CPU seconds of all threads of a process so far (schedstat: nanoseconds,
+/// where /proc/PID/stat counts 10 ms ticks). The agent runs under `ip netns
+/// exec`, which execs it: the child's pid is the agent's.
+fn process_cpu(pid: u32) -> f64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .flatten()
+        .map(|task| thread_cpu(&task.path().join("schedstat")))
+        .sum()
+}
+
+fn thread_cpu(schedstat: &std::path::Path) -> f64 {
+    std::fs::read_to_string(schedstat)
+        .ok()
+        .and_then(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0.0, |nanos| nanos as f64 / 1e9)
+}
+
+/// CPU seconds of the calling thread (user and kernel).
+fn this_thread_cpu() -> f64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec out-parameter.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) },
+        0
+    );
+    now.tv_sec as f64 + now.tv_nsec as f64 / 1e9
+}
+
+/// The address the DNS responder gives name number `i`: a fresh loopback
+/// address per name, so every operation teaches the agent a new one.
+fn address_of(i: usize) -> Ipv4Addr {
+    let [_, a, b, c] = (i as u32).to_be_bytes();
+    Ipv4Addr::new(127, 1 + a, b, c)
+}
+
+fn answer(query: &Message, address: Ipv4Addr) -> Vec<u8> {
+    let mut response = Message::query();
+    response.metadata.id = query.metadata.id;
+    response.metadata.message_type = MessageType::Response;
+    let name = query.queries[0].name.clone();
+    response.add_query(Query::query(name.clone(), RecordType::A));
+    response.add_answer(Record::from_rdata(name, 60, RData::A(A(address))));
+    response.to_vec().unwrap()
+}
+
+/// The workload's servers in one namespace: DNS on 127.0.0.1:53 (name
+/// `hN.bench.test` is `address_of(N)`) and a request/response server on
+/// every loopback address. Their threads report their own CPU time.
+struct Servers {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<f64>>,
+}
+
+impl Servers {
+    /// Call inside the namespace.
+    fn start() -> Servers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let dns = UdpSocket::bind("127.0.0.1:53").unwrap();
+        let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dns_thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let start = this_thread_cpu();
+                let mut buffer = [0u8; 512];
+                while !stop.load(Ordering::Relaxed) {
+                    let (n, from) = dns.recv_from(&mut buffer).unwrap();
+                    let Ok(query) = Message::from_vec(&buffer[..n]) else {
+                        continue; // the wake-up of finish()
+                    };
+                    let label = query.queries[0].name.iter().next().unwrap();
+                    let i: usize = std::str::from_utf8(&label[1..]).unwrap().parse().unwrap();
+                    dns.send_to(&answer(&query, address_of(i)), from).unwrap();
+                }
+                this_thread_cpu() - start
+            })
+        };
+        let tcp_thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let start = this_thread_cpu();
+                let mut buffer = [0u8; MESSAGE];
+                while !stop.load(Ordering::Relaxed) {
+                    let (mut stream, _) = listener.accept().unwrap();
+                    if stream.read_exact(&mut buffer).is_ok() {
+                        let _ = stream.write_all(&buffer);
+                        let _ = stream.read(&mut buffer); // the client's close
+                    }
+                }
+                this_thread_cpu() - start
+            })
+        };
+        Servers {
+            port,
+            stop,
+            threads: vec![dns_thread, tcp_thread],
+        }
+    }
+
+    /// Stops the servers (call inside the namespace, it wakes them with a
+    /// datagram and a connection); their CPU seconds since they started.
+    fn finish(self) -> f64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let waker = UdpSocket::bind("127.0.0.1:0").unwrap();
+        waker.send_to(b"", "127.0.0.1:53").unwrap();
+        // Refused when the server saw the flag on its own first.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        self.threads.into_iter().map(|t| t.join().unwrap()).sum()
+    }
+}
+
+/// One resolve-then-connect operation: a DNS query for name `i`, a connect
+/// to the answer, a request and its response, the close. Returns its time.
+fn operation(resolver: &UdpSocket, port: u16, i: usize) -> Duration {
+    let start = Instant::now();
+    let mut query = Message::query();
+    query.metadata.id = i as u16;
+    query.add_query(Query::query(
+        Name::from_ascii(format!("h{i}.bench.test.")).unwrap(),
+        RecordType::A,
+    ));
+    resolver.send(&query.to_vec().unwrap()).unwrap();
+    let mut buffer = [0u8; 512];
+    let n = resolver.recv(&mut buffer).unwrap();
+    let response = Message::from_vec(&buffer[..n]).unwrap();
+    let RData::A(A(address)) = response.answers[0].data else {
+        panic!("not an A record")
+    };
+    let mut stream = TcpStream::connect(SocketAddr::new(IpAddr::V4(address), port)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut message = [7u8; MESSAGE];
+    stream.write_all(&message).unwrap();
+    stream.read_exact(&mut message).unwrap();
+    drop(stream);
+    start.elapsed()
+}
+
+struct Workload {
+    /// Workload CPU seconds per operation at the fixed rate.
+    cpu_per_op: f64,
+    p50: Duration,
+    p99: Duration,
+    /// Operations per second at saturation.
+    saturated: f64,
+}
+
+/// The fixed-rate phase and the saturation phase, inside the namespace.
+fn workload(first_name: usize) -> Workload {
+    let servers = Servers::start();
+    let resolver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    resolver.connect("127.0.0.1:53").unwrap();
+    let client_start = this_thread_cpu();
+    let mut latencies = Vec::with_capacity(STEADY_OPS);
+    let start = Instant::now();
+    for n in 0..STEADY_OPS {
+        let due = start + Duration::from_secs_f64(n as f64 / STEADY_RATE);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        latencies.push(operation(&resolver, servers.port, first_name + n));
+    }
+    let cpu = this_thread_cpu() - client_start + servers.finish();
+    latencies.sort();
+
+    let servers = Servers::start();
+    let start = Instant::now();
+    let mut done = 0;
+    while start.elapsed() < SATURATION {
+        operation(&resolver, servers.port, first_name + STEADY_OPS + done);
+        done += 1;
+    }
+    let saturated = done as f64 / start.elapsed().as_secs_f64();
+    servers.finish();
+    Workload {
+        cpu_per_op: cpu / STEADY_OPS as f64,
+        p50: latencies[latencies.len() / 2],
+        p99: latencies[latencies.len() * 99 / 100],
+        saturated,
+    }
+}
+
 /// COUNT DNS answers from 127.0.0.1:53, each read by a local process.
 fn answers() {
     let server = UdpSocket::bind("127.0.0.1:53").unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut buffer = [0u8; 512];
     for i in 0..COUNT {
-        let name = Name::from_ascii(format!("host{i}.bench.test.")).unwrap();
-        let mut answer = Message::query();
-        answer.metadata.message_type = MessageType::Response;
-        answer.add_query(Query::query(name.clone(), RecordType::A));
-        let [_, a, b, c] = (i as u32).to_be_bytes();
-        answer.add_answer(Record::from_rdata(
-            name,
-            60,
-            RData::A(A(Ipv4Addr::new(10, a, b, c))),
+        let mut query = Message::query();
+        query.add_query(Query::query(
+            Name::from_ascii(format!("host{i}.bench.test.")).unwrap(),
+            RecordType::A,
         ));
         server
-            .send_to(&answer.to_vec().unwrap(), client.local_addr().unwrap())
+            .send_to(&answer(&query, address_of(i)), client.local_addr().unwrap())
             .unwrap();
         client.recv(&mut buffer).unwrap();
     }
 }
 
-/// COUNT loopback connections, connected and closed one after the other.
-fn connections() -> Duration {
+/// COUNT loopback connections to addresses no answer named, at 2,000 a
+/// second, each with a request and its response.
+fn connections() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     let server = std::thread::spawn(move || {
+        let mut buffer = [0u8; MESSAGE];
         for _ in 0..COUNT {
-            drop(listener.accept().unwrap());
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.read_exact(&mut buffer).unwrap();
+            stream.write_all(&buffer).unwrap();
         }
     });
     let start = Instant::now();
-    for _ in 0..COUNT {
-        drop(TcpStream::connect(address).unwrap());
+    for n in 0..COUNT {
+        let due = start + Duration::from_secs_f64(n as f64 / 2_000.0);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let mut stream = TcpStream::connect(address).unwrap();
+        let mut message = [7u8; MESSAGE];
+        stream.write_all(&message).unwrap();
+        stream.read_exact(&mut message).unwrap();
     }
     server.join().unwrap();
-    start.elapsed()
 }
+
+/// One measure of a sample, where more is worse.
+type Cost = dyn Fn(&Sample) -> f64;
 
 struct Sample {
     cpu_answers: f64,
     cpu_connections: f64,
-    workload: f64,
+    workload: Workload,
 }
 
-fn sample(agent: Agent, pair: usize) -> Sample {
-    let ns = Netns::new(&format!("p{pair}{}", agent as u8));
+fn sample(agent: Agent, round: usize) -> Sample {
+    let ns = Netns::new(&format!("r{round}{}", agent as u8));
     let running = (agent != Agent::None).then(|| Running::start(&ns, agent == Agent::NamesOn));
     let cpu = || running.as_ref().map_or(0.0, Running::cpu);
+    // The agent's last records wait up to 50 ms in the ring buffer and an
+    // unnamed connect up to 500 ms for its ClientHello.
     let settle = || std::thread::sleep(Duration::from_millis(700));
+    settle();
     let before = cpu();
     ns.run(answers);
     settle();
     let after_answers = cpu();
-    let workload = ns.run(connections);
+    ns.run(connections);
     settle();
+    let after_connections = cpu();
+    let workload = ns.run(|| workload(COUNT));
     Sample {
         cpu_answers: after_answers - before,
-        cpu_connections: cpu() - after_answers,
-        workload: workload.as_secs_f64(),
+        cpu_connections: after_connections - after_answers,
+        workload,
     }
 }
 
@@ -203,41 +427,109 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// "median [min, max]" of `values`, each formatted by `show`.
+fn spread(values: Vec<f64>, show: impl Fn(f64) -> String) -> String {
+    let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{} [{}, {}]", show(median(values)), show(low), show(high))
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let mut runs: Vec<(Agent, Sample)> = Vec::new();
-    for pair in 0..PAIRS {
-        for agent in [Agent::None, Agent::NamesOff, Agent::NamesOn] {
-            runs.push((agent, sample(agent, pair)));
+    let rounds: usize = std::env::var("NAMES_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(7);
+    let mut runs: Vec<[Sample; 3]> = Vec::new();
+    for round in 0..rounds {
+        let mut samples: [Option<Sample>; 3] = [None, None, None];
+        for k in 0..3 {
+            let agent = AGENTS[(round + k) % 3];
+            eprintln!("round {round}: {agent:?}");
+            samples[agent as usize] = Some(sample(agent, round));
         }
+        runs.push(samples.map(Option::unwrap));
     }
-    let pick = |agent: Agent, f: fn(&Sample) -> f64| {
-        median(
-            runs.iter()
-                .filter(|(a, _)| *a == agent)
-                .map(|(_, s)| f(s))
-                .collect(),
-        )
+
+    let of = |agent: Agent, f: &Cost| -> Vec<f64> {
+        runs.iter().map(|r| f(&r[agent as usize])).collect()
     };
-    let base = pick(Agent::None, |s| s.workload);
-    println!("medians of {PAIRS} runs each, {COUNT} answers and {COUNT} loopback connections");
+    // Each round's cost beside that round's no-agent run, in percent.
+    let slowdown = |agent: Agent, cost: &Cost| -> Vec<f64> {
+        runs.iter()
+            .map(|r| (cost(&r[agent as usize]) / cost(&r[Agent::None as usize]) - 1.0) * 100.0)
+            .collect()
+    };
+    let points = |cost: &Cost| -> Vec<f64> {
+        slowdown(Agent::NamesOn, cost)
+            .into_iter()
+            .zip(slowdown(Agent::NamesOff, cost))
+            .map(|(on, off)| on - off)
+            .collect()
+    };
+    let secs = |v: f64| format!("{v:.4}");
+    let micros = |v: f64| format!("{:.1}", v * 1e6);
+    let percent = |v: f64| format!("{v:+.1}");
+    let whole = |v: f64| format!("{v:.0}");
+    let costs: [(&str, &Cost); 4] = [
+        ("workload CPU µs / op", &|s| s.workload.cpu_per_op),
+        ("p50 µs / op", &|s| s.workload.p50.as_secs_f64()),
+        ("p99 µs / op", &|s| s.workload.p99.as_secs_f64()),
+        ("1 / saturated ops/s", &|s| 1.0 / s.workload.saturated),
+    ];
+
     println!(
-        "| agent | CPU s / 10k DNS answers | CPU s / 10k connections | workload s | slowdown |"
+        "{rounds} rounds (no agent, --no-names, names on; rotating order); median [min, max] of the rounds"
     );
-    println!("|---|---:|---:|---:|---:|");
-    println!("| none | - | - | {base:.3} | - |");
+    println!("\nThe agent's own CPU:\n");
+    println!("| agent | CPU s / 10k DNS answers | CPU s / 10k connections |");
+    println!("|---|---:|---:|");
     for (label, agent) in [
         ("--no-names", Agent::NamesOff),
-        ("names on (default)", Agent::NamesOn),
+        ("names on", Agent::NamesOn),
     ] {
-        let workload = pick(agent, |s| s.workload);
         println!(
-            "| {label} | {:.4} | {:.4} | {workload:.3} | {:+.1}% |",
-            pick(agent, |s| s.cpu_answers) * 10_000.0 / COUNT as f64,
-            pick(agent, |s| s.cpu_connections) * 10_000.0 / COUNT as f64,
-            (workload / base - 1.0) * 100.0
+            "| {label} | {} | {} |",
+            spread(
+                of(agent, &|s| s.cpu_answers * 10_000.0 / COUNT as f64),
+                secs
+            ),
+            spread(
+                of(agent, &|s| s.cpu_connections * 10_000.0 / COUNT as f64),
+                secs
+            ),
+        );
+    }
+    println!(
+        "\nThe workload ({STEADY_OPS} resolve-connect-request-close operations at {STEADY_RATE} a second, then {} s at saturation):\n",
+        SATURATION.as_secs()
+    );
+    println!("| agent | workload CPU µs / op | p50 µs | p99 µs | saturated ops/s |");
+    println!("|---|---:|---:|---:|---:|");
+    for (label, agent) in [
+        ("none (peer)", Agent::None),
+        ("--no-names", Agent::NamesOff),
+        ("names on", Agent::NamesOn),
+    ] {
+        println!(
+            "| {label} | {} | {} | {} | {} |",
+            spread(of(agent, &|s| s.workload.cpu_per_op), micros),
+            spread(of(agent, &|s| s.workload.p50.as_secs_f64()), micros),
+            spread(of(agent, &|s| s.workload.p99.as_secs_f64()), micros),
+            spread(of(agent, &|s| s.workload.saturated), whole),
+        );
+    }
+    println!("\nSlowdown beside no agent, % (per round, then median [min, max]); names on minus off in points:\n");
+    println!("| cost | --no-names | names on | on - off, points |");
+    println!("|---|---:|---:|---:|");
+    for (label, cost) in costs {
+        println!(
+            "| {label} | {} | {} | {} |",
+            spread(slowdown(Agent::NamesOff, cost), percent),
+            spread(slowdown(Agent::NamesOn, cost), percent),
+            spread(points(cost), percent),
         );
     }
 }
