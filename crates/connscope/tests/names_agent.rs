@@ -377,6 +377,44 @@ fn answers_over_tcp_name_connections() {
     assert_eq!(agent.name_of_connect("192.0.2.17:8080"), dns("tcp.test"));
 }
 
+/// A TCP answer from dnsmasq cut into segments of 36 bytes: the client
+/// advertises an MSS of 48 and the server's link sends each segment as a
+/// packet of its own (no GSO super-packet, which a packet socket would see
+/// whole). The answer's CNAME and address reach the agent only reassembled.
+#[test]
+fn answers_split_across_tcp_segments_name_connections() {
+    let lab = Lab::with_resolv_conf(&format!("nameserver {DNS}\noptions use-vc\n"));
+    run(lab.client.command("ip").args([
+        "route",
+        "replace",
+        "192.0.2.0/24",
+        "dev",
+        "c0",
+        "advmss",
+        "48",
+    ]));
+    run(lab
+        .server
+        .command("ip")
+        .args(["link", "set", "s0", "gso_max_segs", "1"]));
+    let _dns = lab.dnsmasq(
+        &lab.server,
+        DNS,
+        &[
+            "--no-resolv",
+            "--host-record=split.test,192.0.2.19",
+            "--cname=www.split.test,split.test",
+        ],
+    );
+    let agent = lab.agent(&[]);
+    assert!(lab.getent("www.split.test").contains("192.0.2.19"));
+    lab.curl("http://www.split.test:8080/", &[]).unwrap();
+    assert_eq!(
+        agent.name_of_connect("192.0.2.19:8080"),
+        dns("www.split.test")
+    );
+}
+
 #[test]
 fn answers_relayed_by_a_local_stub_name_connections() {
     let lab = Lab::new("127.0.0.53");

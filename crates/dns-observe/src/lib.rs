@@ -7,6 +7,7 @@
 //! - [`socket`]: a packet socket per namespace with a classic BPF filter that
 //!   lets through only answers from port 53 and outgoing ClientHellos.
 //! - [`dns`] and [`sni`]: the parsing, by hickory-proto and tls-parser.
+//! - [`reassembly`]: DNS messages cut out of TCP streams, across segments.
 //! - [`cache`]: address -> name and connection -> SNI, bounded per namespace.
 //! - [`observer`]: the thread that reads the sockets and fills the cache.
 //! - [`nft_sets`]: keeps the name sets of a loaded connscope plan filled.
@@ -18,6 +19,7 @@ pub mod cache;
 pub mod dns;
 pub mod nft_sets;
 pub mod observer;
+pub mod reassembly;
 pub mod sni;
 pub mod socket;
 

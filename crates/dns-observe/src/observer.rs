@@ -19,6 +19,7 @@ use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
 use crate::cache::NameCache;
 use crate::dns::{parse_response, Answer};
+use crate::reassembly::{DnsStreams, Segment};
 use crate::sni::server_name;
 use crate::socket::{PacketSocket, Way};
 
@@ -123,6 +124,7 @@ impl Observer {
             stats: stats.clone(),
             answers,
             next_scan: Instant::now(),
+            streams: DnsStreams::default(),
         };
         reader.scan()?;
         let thread = {
@@ -177,6 +179,7 @@ struct Reader {
     stats: Arc<ObserverStats>,
     answers: Option<SyncSender<ObservedAnswer>>,
     next_scan: Instant,
+    streams: DnsStreams,
 }
 
 /// How often `--netns all` looks for new namespaces.
@@ -217,22 +220,29 @@ impl Reader {
         let watched = &self.watched[index];
         let mut answers = Vec::new();
         let mut hellos = Vec::new();
+        let learn = |payload: &[u8], answers: &mut Vec<Answer>| match parse_response(payload) {
+            Ok(Some(answer)) => answers.push(answer),
+            Ok(None) => {}
+            Err(err) => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!("names: {err}");
+            }
+        };
         // Bounded, so one flooded namespace does not starve the others.
         for _ in 0..1024 {
             match watched.socket.receive(buffer) {
                 Ok(Some((way, packet))) => {
                     self.stats.packets.fetch_add(1, Ordering::Relaxed);
                     match classify(way, packet) {
-                        Some(Seen::Dns(payloads)) => {
-                            for payload in payloads {
-                                match parse_response(payload) {
-                                    Ok(Some(answer)) => answers.push(answer),
-                                    Ok(None) => {}
-                                    Err(err) => {
-                                        self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                                        tracing::trace!("names: {err}");
-                                    }
-                                }
+                        Some(Seen::Dns(payload)) => learn(payload, &mut answers),
+                        Some(Seen::DnsSegment {
+                            server,
+                            client,
+                            segment,
+                        }) => {
+                            let flow = (watched.netns, server, client);
+                            for message in self.streams.segment(flow, segment, Instant::now()) {
+                                learn(&message, &mut answers);
                             }
                         }
                         Some(Seen::Hello {
@@ -375,11 +385,16 @@ fn find_namespaces(wanted: impl Fn(u64) -> bool) -> HashMap<u64, File> {
 }
 
 /// What one captured packet holds.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Seen<'p> {
-    /// DNS messages from port 53 (one for UDP; each whole length-prefixed
-    /// message of a TCP segment).
-    Dns(Vec<&'p [u8]>),
+    /// A DNS message in a UDP datagram from port 53.
+    Dns(&'p [u8]),
+    /// A TCP segment from port 53: a piece of a stream of DNS messages.
+    DnsSegment {
+        server: SocketAddr,
+        client: SocketAddr,
+        segment: Segment<'p>,
+    },
     /// A ClientHello sent from `local` to `remote`.
     Hello {
         local: SocketAddr,
@@ -403,21 +418,18 @@ fn classify(way: Way, packet: &[u8]) -> Option<Seen<'_>> {
     };
     match (way, sliced.transport?) {
         (Way::In, TransportSlice::Udp(udp)) if udp.source_port() == 53 => {
-            Some(Seen::Dns(vec![udp.payload()]))
+            Some(Seen::Dns(udp.payload()))
         }
-        (Way::In, TransportSlice::Tcp(tcp)) if tcp.source_port() == 53 => {
-            let mut messages = Vec::new();
-            let mut rest = tcp.payload();
-            while let [high, low, tail @ ..] = rest {
-                let length = usize::from(u16::from_be_bytes([*high, *low]));
-                if tail.len() < length {
-                    break; // continued in the next segment: not reassembled
-                }
-                messages.push(&tail[..length]);
-                rest = &tail[length..];
-            }
-            Some(Seen::Dns(messages))
-        }
+        (Way::In, TransportSlice::Tcp(tcp)) if tcp.source_port() == 53 => Some(Seen::DnsSegment {
+            server: SocketAddr::new(source, tcp.source_port()),
+            client: SocketAddr::new(destination, tcp.destination_port()),
+            segment: Segment {
+                sequence: tcp.sequence_number(),
+                syn: tcp.syn(),
+                ends: tcp.fin() || tcp.rst(),
+                payload: tcp.payload(),
+            },
+        }),
         (Way::Out, TransportSlice::Tcp(tcp)) => Some(Seen::Hello {
             local: SocketAddr::new(source, tcp.source_port()),
             remote: SocketAddr::new(destination, tcp.destination_port()),
@@ -442,23 +454,34 @@ mod tests {
             .udp(53, 40000)
             .write(&mut udp, dns)
             .unwrap();
-        assert_eq!(classify(Way::In, &udp), Some(Seen::Dns(vec![&dns[..]])));
-        assert_eq!(classify(Way::Out, &udp), None);
+        assert!(matches!(classify(Way::In, &udp), Some(Seen::Dns(d)) if d == dns));
+        assert!(classify(Way::Out, &udp).is_none());
 
-        let mut stream = Vec::new();
-        for message in [&b"first"[..], b"second"] {
-            stream.extend_from_slice(&(message.len() as u16).to_be_bytes());
-            stream.extend_from_slice(message);
-        }
-        stream.extend_from_slice(b"\x00\x10cut"); // the rest comes later
         let mut tcp = Vec::new();
         PacketBuilder::ipv6([1; 16], [2; 16], 64)
-            .tcp(53, 40000, 1, 1000)
-            .write(&mut tcp, &stream)
+            .tcp(53, 40000, 77, 1000)
+            .fin()
+            .write(&mut tcp, b"\x00\x10cut")
             .unwrap();
+        let Some(Seen::DnsSegment {
+            server,
+            client,
+            segment,
+        }) = classify(Way::In, &tcp)
+        else {
+            panic!("a TCP segment from port 53")
+        };
         assert_eq!(
-            classify(Way::In, &tcp),
-            Some(Seen::Dns(vec![&b"first"[..], b"second"]))
+            server,
+            "[101:101:101:101:101:101:101:101]:53".parse().unwrap()
+        );
+        assert_eq!(
+            client,
+            "[202:202:202:202:202:202:202:202]:40000".parse().unwrap()
+        );
+        assert_eq!(
+            (segment.sequence, segment.syn, segment.ends, segment.payload),
+            (77, false, true, &b"\x00\x10cut"[..])
         );
 
         let mut hello = Vec::new();
@@ -466,13 +489,16 @@ mod tests {
             .tcp(40000, 443, 1, 1000)
             .write(&mut hello, &client_hello(b"tls.example"))
             .unwrap();
-        assert_eq!(
-            classify(Way::Out, &hello),
-            Some(Seen::Hello {
-                local: "10.0.0.1:40000".parse().unwrap(),
-                remote: "10.0.0.2:443".parse().unwrap(),
-                name: "tls.example".into()
-            })
-        );
+        let Some(Seen::Hello {
+            local,
+            remote,
+            name,
+        }) = classify(Way::Out, &hello)
+        else {
+            panic!("a ClientHello")
+        };
+        assert_eq!(local, "10.0.0.1:40000".parse().unwrap());
+        assert_eq!(remote, "10.0.0.2:443".parse().unwrap());
+        assert_eq!(name, "tls.example");
     }
 }
