@@ -666,9 +666,9 @@ fn a_by_name_plan_from_the_store_follows_a_moving_name_with_the_agents_sets() {
     let file = lab.dir.path().join("plan.nft");
     std::fs::write(&file, &text).unwrap();
     run(lab.client.command("nft").arg("-f").arg(&file));
-    // The agent records no flow of getent's and curl's DNS queries to the
-    // lab's server (so the plan has none): allowed by hand, as an admin
-    // would review it, or nothing resolves under the plan.
+    // The agent ran without `--udp`, so it recorded no flow of getent's and
+    // curl's DNS queries to the lab's server (the plan has none): allowed by
+    // hand, as an admin would review it, or nothing resolves under the plan.
     run(lab.client.command("nft").args([
         "add",
         "rule",
