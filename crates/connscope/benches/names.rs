@@ -11,8 +11,11 @@
 //!   name, connects to the answered address, does one request/response and
 //!   closes; the cost is the CPU time of the workload's threads (client,
 //!   server, DNS responder: user and kernel, where the packet filter and the
-//!   copies to the agent's packet socket land) per operation, and the
-//!   latency of each operation (p50, p99);
+//!   copies to the agent's packet socket land) per operation, as a mean
+//!   and as the sum of the medians per client operation, DNS query and
+//!   connection served (a median is immune to the interrupts and
+//!   preemptions other work on a shared machine adds to a few operations),
+//!   and the latency of each operation (p50, p99);
 //! - the same operations **at saturation** for a fixed time: operations per
 //!   second.
 //!
@@ -210,11 +213,12 @@ fn answer(query: &Message, address: Ipv4Addr) -> Vec<u8> {
 
 /// The workload's servers in one namespace: DNS on 127.0.0.1:53 (name
 /// `hN.bench.test` is `address_of(N)`) and a request/response server on
-/// every loopback address. Their threads report their own CPU time.
+/// every loopback address. Their threads report the CPU time of each query
+/// and each connection they served.
 struct Servers {
     port: u16,
     stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<f64>>,
+    threads: Vec<std::thread::JoinHandle<Vec<f64>>>,
 }
 
 impl Servers {
@@ -227,9 +231,10 @@ impl Servers {
         let dns_thread = {
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let start = this_thread_cpu();
+                let mut served = Vec::new();
                 let mut buffer = [0u8; 512];
                 while !stop.load(Ordering::Relaxed) {
+                    let start = this_thread_cpu();
                     let (n, from) = dns.recv_from(&mut buffer).unwrap();
                     let Ok(query) = Message::from_vec(&buffer[..n]) else {
                         continue; // the wake-up of finish()
@@ -237,23 +242,27 @@ impl Servers {
                     let label = query.queries[0].name.iter().next().unwrap();
                     let i: usize = std::str::from_utf8(&label[1..]).unwrap().parse().unwrap();
                     dns.send_to(&answer(&query, address_of(i)), from).unwrap();
+                    served.push(this_thread_cpu() - start);
                 }
-                this_thread_cpu() - start
+                served
             })
         };
         let tcp_thread = {
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let start = this_thread_cpu();
+                let mut served = Vec::new();
                 let mut buffer = [0u8; MESSAGE];
                 while !stop.load(Ordering::Relaxed) {
+                    let start = this_thread_cpu();
                     let (mut stream, _) = listener.accept().unwrap();
                     if stream.read_exact(&mut buffer).is_ok() {
                         let _ = stream.write_all(&buffer);
                         let _ = stream.read(&mut buffer); // the client's close
+                        drop(stream);
+                        served.push(this_thread_cpu() - start);
                     }
                 }
-                this_thread_cpu() - start
+                served
             })
         };
         Servers {
@@ -264,21 +273,25 @@ impl Servers {
     }
 
     /// Stops the servers (call inside the namespace, it wakes them with a
-    /// datagram and a connection); their CPU seconds since they started.
-    fn finish(self) -> f64 {
+    /// datagram and a connection); the CPU seconds of each query and each
+    /// connection served.
+    fn finish(self) -> [Vec<f64>; 2] {
         self.stop.store(true, Ordering::Relaxed);
         let waker = UdpSocket::bind("127.0.0.1:0").unwrap();
         waker.send_to(b"", "127.0.0.1:53").unwrap();
         // Refused when the server saw the flag on its own first.
         let _ = TcpStream::connect(("127.0.0.1", self.port));
-        self.threads.into_iter().map(|t| t.join().unwrap()).sum()
+        let mut served = self.threads.into_iter().map(|t| t.join().unwrap());
+        [served.next().unwrap(), served.next().unwrap()]
     }
 }
 
 /// One resolve-then-connect operation: a DNS query for name `i`, a connect
-/// to the answer, a request and its response, the close. Returns its time.
-fn operation(resolver: &UdpSocket, port: u16, i: usize) -> Duration {
+/// to the answer, a request and its response, the close. Returns its time
+/// and the client's CPU seconds for it.
+fn operation(resolver: &UdpSocket, port: u16, i: usize) -> (Duration, f64) {
     let start = Instant::now();
+    let cpu = this_thread_cpu();
     let mut query = Message::query();
     query.metadata.id = i as u16;
     query.add_query(Query::query(
@@ -298,12 +311,16 @@ fn operation(resolver: &UdpSocket, port: u16, i: usize) -> Duration {
     stream.write_all(&message).unwrap();
     stream.read_exact(&mut message).unwrap();
     drop(stream);
-    start.elapsed()
+    (start.elapsed(), this_thread_cpu() - cpu)
 }
 
 struct Workload {
-    /// Workload CPU seconds per operation at the fixed rate.
+    /// Workload CPU seconds per operation at the fixed rate: the mean, and
+    /// the sum of the medians of the client's operations, the DNS server's
+    /// queries and the web server's connections (robust against the
+    /// interrupts and preemptions of a shared machine).
     cpu_per_op: f64,
+    median_cpu_per_op: f64,
     p50: Duration,
     p99: Duration,
     /// Operations per second at saturation.
@@ -315,17 +332,24 @@ fn workload(first_name: usize) -> Workload {
     let servers = Servers::start();
     let resolver = UdpSocket::bind("127.0.0.1:0").unwrap();
     resolver.connect("127.0.0.1:53").unwrap();
-    let client_start = this_thread_cpu();
     let mut latencies = Vec::with_capacity(STEADY_OPS);
+    let mut client = Vec::with_capacity(STEADY_OPS);
     let start = Instant::now();
     for n in 0..STEADY_OPS {
         let due = start + Duration::from_secs_f64(n as f64 / STEADY_RATE);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        latencies.push(operation(&resolver, servers.port, first_name + n));
+        let (latency, cpu) = operation(&resolver, servers.port, first_name + n);
+        latencies.push(latency);
+        client.push(cpu);
     }
-    let cpu = this_thread_cpu() - client_start + servers.finish();
+    let [dns, web] = servers.finish();
+    let cpu: f64 = [&client, &dns, &web]
+        .iter()
+        .map(|v| v.iter().sum::<f64>())
+        .sum();
+    let median_cpu = [client, dns, web].into_iter().map(median).sum();
     latencies.sort();
 
     let servers = Servers::start();
@@ -339,6 +363,7 @@ fn workload(first_name: usize) -> Workload {
     servers.finish();
     Workload {
         cpu_per_op: cpu / STEADY_OPS as f64,
+        median_cpu_per_op: median_cpu,
         p50: latencies[latencies.len() / 2],
         p99: latencies[latencies.len() * 99 / 100],
         saturated,
@@ -441,7 +466,7 @@ fn main() {
     let rounds: usize = std::env::var("NAMES_BENCH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(7);
+        .unwrap_or(9);
     let mut runs: Vec<[Sample; 3]> = Vec::new();
     for round in 0..rounds {
         let mut samples: [Option<Sample>; 3] = [None, None, None];
@@ -473,10 +498,13 @@ fn main() {
     let micros = |v: f64| format!("{:.1}", v * 1e6);
     let percent = |v: f64| format!("{v:+.1}");
     let whole = |v: f64| format!("{v:.0}");
-    let costs: [(&str, &Cost); 4] = [
-        ("workload CPU µs / op", &|s| s.workload.cpu_per_op),
-        ("p50 µs / op", &|s| s.workload.p50.as_secs_f64()),
-        ("p99 µs / op", &|s| s.workload.p99.as_secs_f64()),
+    let costs: [(&str, &Cost); 5] = [
+        ("workload CPU / op, median op", &|s| {
+            s.workload.median_cpu_per_op
+        }),
+        ("workload CPU / op, mean", &|s| s.workload.cpu_per_op),
+        ("latency p50", &|s| s.workload.p50.as_secs_f64()),
+        ("latency p99", &|s| s.workload.p99.as_secs_f64()),
         ("1 / saturated ops/s", &|s| 1.0 / s.workload.saturated),
     ];
 
@@ -506,15 +534,16 @@ fn main() {
         "\nThe workload ({STEADY_OPS} resolve-connect-request-close operations at {STEADY_RATE} a second, then {} s at saturation):\n",
         SATURATION.as_secs()
     );
-    println!("| agent | workload CPU µs / op | p50 µs | p99 µs | saturated ops/s |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| agent | CPU µs / op, median op | CPU µs / op, mean | p50 µs | p99 µs | saturated ops/s |");
+    println!("|---|---:|---:|---:|---:|---:|");
     for (label, agent) in [
         ("none (peer)", Agent::None),
         ("--no-names", Agent::NamesOff),
         ("names on", Agent::NamesOn),
     ] {
         println!(
-            "| {label} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} |",
+            spread(of(agent, &|s| s.workload.median_cpu_per_op), micros),
             spread(of(agent, &|s| s.workload.cpu_per_op), micros),
             spread(of(agent, &|s| s.workload.p50.as_secs_f64()), micros),
             spread(of(agent, &|s| s.workload.p99.as_secs_f64()), micros),
