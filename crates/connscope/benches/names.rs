@@ -1,30 +1,29 @@
 //! What naming costs: the agent's own CPU per 10,000 DNS answers and per
 //! 10,000 connections with naming on (the default) and off (`--no-names`),
-//! and what it costs the *workload* beside no agent at all.
+//! and what it costs the *workload*, in points of the same workload with no
+//! agent at all.
 //!
-//! Wall time of a loopback burst was the first measure and its run-to-run
-//! noise (about 6 %) swamped the effect, so the workload is now steady and
-//! measured where naming could hurt it:
+//! Wall time of a loopback burst, the first measure, moved by 6 % from run
+//! to run on a shared VM; so does the CPU time of a whole run (the host
+//! slows the vCPUs unevenly). So the two sides are measured at the same
+//! moment: each round makes two network namespaces and one client thread
+//! alternates between them, one operation here, one there, at a fixed rate.
+//! An operation resolves a fresh name at the namespace's DNS server (a
+//! responder on 127.0.0.1:53), connects to the answered address, sends a
+//! request, reads the response and closes: what naming watches. Its cost
+//! is the CPU time of the workload's threads (client, DNS server, web
+//! server; user and kernel, where the packet filter and the copies to the
+//! agent's packet socket land), as the mean and as the sum of the medians
+//! per operation, query and connection (a median ignores the interrupts and
+//! preemptions other work adds to a few operations), and its latency.
 //!
-//! - a **resolve-then-connect client at a fixed rate**: each operation asks
-//!   the namespace's DNS server (a responder on 127.0.0.1:53) for a fresh
-//!   name, connects to the answered address, does one request/response and
-//!   closes; the cost is the CPU time of the workload's threads (client,
-//!   server, DNS responder: user and kernel, where the packet filter and the
-//!   copies to the agent's packet socket land) per operation, as a mean
-//!   and as the sum of the medians per client operation, DNS query and
-//!   connection served (a median is immune to the interrupts and
-//!   preemptions other work on a shared machine adds to a few operations),
-//!   and the latency of each operation (p50, p99);
-//! - the same operations **at saturation** for a fixed time: operations per
-//!   second.
-//!
-//! Each sample is a fresh network namespace and, but for the peer, a fresh
-//! agent (eBPF, JSON to /dev/null). Rounds run no agent, names off and names
-//! on in a rotating order, so drift of a shared machine falls on all three;
-//! each round's slowdown of names on and off is taken beside that round's
-//! no-agent run, and the table gives medians with their min-max spread.
-//! Needs root; writes the table for docs/BENCHMARKS.md.
+//! A round runs the workload first with no agent (the peer; the difference
+//! between its two namespaces is the method's noise), then with the agent
+//! (eBPF, JSON to /dev/null) in each namespace, names on in one and
+//! `--no-names` in the other, which one alternating by round. Each agent's
+//! CPU per 10,000 answers and connections is read from its threads'
+//! schedstat while only its namespace is busy. Needs root; prints the
+//! tables for docs/BENCHMARKS.md.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -42,21 +41,10 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 /// DNS answers and connections for the agent's CPU per 10,000.
 const COUNT: usize = 10_000;
 /// The fixed-rate workload: operations and their rate.
-const STEADY_OPS: usize = 4_000;
+const STEADY_OPS: usize = 6_000;
 const STEADY_RATE: f64 = 1_000.0;
-/// How long the saturation phase runs.
-const SATURATION: Duration = Duration::from_secs(3);
 /// The bytes of the request and of the response.
 const MESSAGE: usize = 64;
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Agent {
-    None,
-    NamesOff,
-    NamesOn,
-}
-
-const AGENTS: [Agent; 3] = [Agent::None, Agent::NamesOff, Agent::NamesOn];
 
 struct Netns(String);
 
@@ -314,60 +302,85 @@ fn operation(resolver: &UdpSocket, port: u16, i: usize) -> (Duration, f64) {
     (start.elapsed(), this_thread_cpu() - cpu)
 }
 
-struct Workload {
-    /// Workload CPU seconds per operation at the fixed rate: the mean, and
-    /// the sum of the medians of the client's operations, the DNS server's
-    /// queries and the web server's connections (robust against the
-    /// interrupts and preemptions of a shared machine).
+/// One measure of a side, where more is worse.
+type Measure = dyn Fn(&Side) -> f64;
+
+/// What one side of the alternating workload cost.
+struct Side {
+    /// Workload CPU seconds per operation: the mean, and the sum of the
+    /// medians of the client's operations, the DNS server's queries and the
+    /// web server's connections (immune to the interrupts and preemptions a
+    /// shared machine adds to a few operations).
     cpu_per_op: f64,
     median_cpu_per_op: f64,
-    p50: Duration,
-    p99: Duration,
-    /// Operations per second at saturation.
-    saturated: f64,
+    p50: f64,
+    p99: f64,
 }
 
-/// The fixed-rate phase and the saturation phase, inside the namespace.
-fn workload(first_name: usize) -> Workload {
-    let servers = Servers::start();
-    let resolver = UdpSocket::bind("127.0.0.1:0").unwrap();
-    resolver.connect("127.0.0.1:53").unwrap();
-    let mut latencies = Vec::with_capacity(STEADY_OPS);
-    let mut client = Vec::with_capacity(STEADY_OPS);
-    let start = Instant::now();
-    for n in 0..STEADY_OPS {
-        let due = start + Duration::from_secs_f64(n as f64 / STEADY_RATE);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
+/// STEADY_OPS resolve-then-connect operations at STEADY_RATE, alternating
+/// between the two namespaces one operation at a time (the client thread
+/// enters each in turn), so both sides see the same moment of the machine.
+fn alternating(sides: [&Netns; 2], first_name: usize) -> [Side; 2] {
+    let servers = sides.map(|ns| ns.run(Servers::start));
+    let files = sides.map(|ns| File::open(format!("/run/netns/{}", ns.0)).unwrap());
+    let enter = |side: usize| {
+        // SAFETY: a namespace fd; this thread only.
+        assert_eq!(
+            unsafe { libc::setns(files[side].as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+    };
+    let ports = [servers[0].port, servers[1].port];
+    let measured = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let resolvers = [0, 1].map(|side| {
+                    enter(side);
+                    let resolver = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    resolver.connect("127.0.0.1:53").unwrap();
+                    resolver
+                });
+                let mut measured: [Vec<(Duration, f64)>; 2] = Default::default();
+                let start = Instant::now();
+                for n in 0..STEADY_OPS {
+                    let due = start + Duration::from_secs_f64(n as f64 / STEADY_RATE);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let side = n % 2;
+                    enter(side);
+                    measured[side].push(operation(&resolvers[side], ports[side], first_name + n));
+                }
+                measured
+            })
+            .join()
+            .unwrap()
+    });
+    let mut served = sides
+        .into_iter()
+        .zip(servers)
+        .map(|(ns, s)| ns.run(|| s.finish()));
+    let served = [served.next().unwrap(), served.next().unwrap()];
+    let side = |index: usize| {
+        let (mut latencies, client): (Vec<Duration>, Vec<f64>) =
+            measured[index].iter().copied().unzip();
+        let [dns, web] = &served[index];
+        let total: f64 = [&client, dns, web]
+            .iter()
+            .map(|v| v.iter().sum::<f64>())
+            .sum();
+        latencies.sort();
+        Side {
+            cpu_per_op: total / client.len() as f64,
+            median_cpu_per_op: [client, dns.clone(), web.clone()]
+                .into_iter()
+                .map(median)
+                .sum(),
+            p50: latencies[latencies.len() / 2].as_secs_f64(),
+            p99: latencies[latencies.len() * 99 / 100].as_secs_f64(),
         }
-        let (latency, cpu) = operation(&resolver, servers.port, first_name + n);
-        latencies.push(latency);
-        client.push(cpu);
-    }
-    let [dns, web] = servers.finish();
-    let cpu: f64 = [&client, &dns, &web]
-        .iter()
-        .map(|v| v.iter().sum::<f64>())
-        .sum();
-    let median_cpu = [client, dns, web].into_iter().map(median).sum();
-    latencies.sort();
-
-    let servers = Servers::start();
-    let start = Instant::now();
-    let mut done = 0;
-    while start.elapsed() < SATURATION {
-        operation(&resolver, servers.port, first_name + STEADY_OPS + done);
-        done += 1;
-    }
-    let saturated = done as f64 / start.elapsed().as_secs_f64();
-    servers.finish();
-    Workload {
-        cpu_per_op: cpu / STEADY_OPS as f64,
-        median_cpu_per_op: median_cpu,
-        p50: latencies[latencies.len() / 2],
-        p99: latencies[latencies.len() * 99 / 100],
-        saturated,
-    }
+    };
+    [side(0), side(1)]
 }
 
 /// COUNT DNS answers from 127.0.0.1:53, each read by a local process.
@@ -415,35 +428,60 @@ fn connections() {
     server.join().unwrap();
 }
 
-/// One measure of a sample, where more is worse.
-type Cost = dyn Fn(&Sample) -> f64;
-
-struct Sample {
-    cpu_answers: f64,
-    cpu_connections: f64,
-    workload: Workload,
+/// The agent's own CPU seconds for COUNT answers and COUNT connections.
+struct AgentCpu {
+    answers: f64,
+    connections: f64,
 }
 
-fn sample(agent: Agent, round: usize) -> Sample {
-    let ns = Netns::new(&format!("r{round}{}", agent as u8));
-    let running = (agent != Agent::None).then(|| Running::start(&ns, agent == Agent::NamesOn));
-    let cpu = || running.as_ref().map_or(0.0, Running::cpu);
+fn agent_cpu(ns: &Netns, agent: &Running) -> AgentCpu {
     // The agent's last records wait up to 50 ms in the ring buffer and an
     // unnamed connect up to 500 ms for its ClientHello.
     let settle = || std::thread::sleep(Duration::from_millis(700));
     settle();
-    let before = cpu();
+    let before = agent.cpu();
     ns.run(answers);
     settle();
-    let after_answers = cpu();
+    let after_answers = agent.cpu();
     ns.run(connections);
     settle();
-    let after_connections = cpu();
-    let workload = ns.run(|| workload(COUNT));
-    Sample {
-        cpu_answers: after_answers - before,
-        cpu_connections: after_connections - after_answers,
-        workload,
+    AgentCpu {
+        answers: after_answers - before,
+        connections: agent.cpu() - after_answers,
+    }
+}
+
+/// One round: the alternating workload with no agent (two namespaces, a
+/// control of the method: their difference is its noise), then with names
+/// on in one namespace and `--no-names` in the other (which one alternates
+/// by round).
+struct Round {
+    none: [Side; 2],
+    off: Side,
+    on: Side,
+    off_cpu: AgentCpu,
+    on_cpu: AgentCpu,
+}
+
+fn round(index: usize) -> Round {
+    let sides = [
+        Netns::new(&format!("r{index}a")),
+        Netns::new(&format!("r{index}b")),
+    ];
+    let none = alternating([&sides[0], &sides[1]], 0);
+    let on_side = index % 2;
+    let on_agent = Running::start(&sides[on_side], true);
+    let off_agent = Running::start(&sides[1 - on_side], false);
+    let on_cpu = agent_cpu(&sides[on_side], &on_agent);
+    let off_cpu = agent_cpu(&sides[1 - on_side], &off_agent);
+    let [a, b] = alternating([&sides[0], &sides[1]], COUNT);
+    let (on, off) = if on_side == 0 { (a, b) } else { (b, a) };
+    Round {
+        none,
+        off,
+        on,
+        off_cpu,
+        on_cpu,
     }
 }
 
@@ -463,102 +501,75 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let rounds: usize = std::env::var("NAMES_BENCH_ROUNDS")
+    let count: usize = std::env::var("NAMES_BENCH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(9);
-    let mut runs: Vec<[Sample; 3]> = Vec::new();
-    for round in 0..rounds {
-        let mut samples: [Option<Sample>; 3] = [None, None, None];
-        for k in 0..3 {
-            let agent = AGENTS[(round + k) % 3];
-            eprintln!("round {round}: {agent:?}");
-            samples[agent as usize] = Some(sample(agent, round));
-        }
-        runs.push(samples.map(Option::unwrap));
-    }
+        .unwrap_or(7);
+    let rounds: Vec<Round> = (0..count)
+        .map(|index| {
+            eprintln!("round {index}");
+            round(index)
+        })
+        .collect();
 
-    let of = |agent: Agent, f: &Cost| -> Vec<f64> {
-        runs.iter().map(|r| f(&r[agent as usize])).collect()
-    };
-    // Each round's cost beside that round's no-agent run, in percent.
-    let slowdown = |agent: Agent, cost: &Cost| -> Vec<f64> {
-        runs.iter()
-            .map(|r| (cost(&r[agent as usize]) / cost(&r[Agent::None as usize]) - 1.0) * 100.0)
-            .collect()
-    };
-    let points = |cost: &Cost| -> Vec<f64> {
-        slowdown(Agent::NamesOn, cost)
-            .into_iter()
-            .zip(slowdown(Agent::NamesOff, cost))
-            .map(|(on, off)| on - off)
-            .collect()
-    };
+    let of = |f: &dyn Fn(&Round) -> f64| -> Vec<f64> { rounds.iter().map(f).collect() };
     let secs = |v: f64| format!("{v:.4}");
     let micros = |v: f64| format!("{:.1}", v * 1e6);
-    let percent = |v: f64| format!("{v:+.1}");
-    let whole = |v: f64| format!("{v:.0}");
-    let costs: [(&str, &Cost); 5] = [
-        ("workload CPU / op, median op", &|s| {
-            s.workload.median_cpu_per_op
-        }),
-        ("workload CPU / op, mean", &|s| s.workload.cpu_per_op),
-        ("latency p50", &|s| s.workload.p50.as_secs_f64()),
-        ("latency p99", &|s| s.workload.p99.as_secs_f64()),
-        ("1 / saturated ops/s", &|s| 1.0 / s.workload.saturated),
+    let points = |v: f64| format!("{v:+.1}");
+    let measures: [(&str, &Measure); 4] = [
+        ("CPU / op, sum of medians", &|s| s.median_cpu_per_op),
+        ("CPU / op, mean", &|s| s.cpu_per_op),
+        ("latency p50", &|s| s.p50),
+        ("latency p99", &|s| s.p99),
     ];
 
-    println!(
-        "{rounds} rounds (no agent, --no-names, names on; rotating order); median [min, max] of the rounds"
-    );
-    println!("\nThe agent's own CPU:\n");
+    println!("{count} rounds; median [min, max] of the rounds");
+    println!("\nThe agent's own CPU ({COUNT} answers, {COUNT} connections at 2,000/s):\n");
     println!("| agent | CPU s / 10k DNS answers | CPU s / 10k connections |");
     println!("|---|---:|---:|");
-    for (label, agent) in [
-        ("--no-names", Agent::NamesOff),
-        ("names on", Agent::NamesOn),
-    ] {
-        println!(
-            "| {label} | {} | {} |",
-            spread(
-                of(agent, &|s| s.cpu_answers * 10_000.0 / COUNT as f64),
-                secs
-            ),
-            spread(
-                of(agent, &|s| s.cpu_connections * 10_000.0 / COUNT as f64),
-                secs
-            ),
-        );
-    }
+    let scale = 10_000.0 / COUNT as f64;
     println!(
-        "\nThe workload ({STEADY_OPS} resolve-connect-request-close operations at {STEADY_RATE} a second, then {} s at saturation):\n",
-        SATURATION.as_secs()
+        "| --no-names | {} | {} |",
+        spread(of(&|r| r.off_cpu.answers * scale), secs),
+        spread(of(&|r| r.off_cpu.connections * scale), secs)
     );
-    println!("| agent | CPU µs / op, median op | CPU µs / op, mean | p50 µs | p99 µs | saturated ops/s |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for (label, agent) in [
-        ("none (peer)", Agent::None),
-        ("--no-names", Agent::NamesOff),
-        ("names on", Agent::NamesOn),
-    ] {
+    println!(
+        "| names on | {} | {} |",
+        spread(of(&|r| r.on_cpu.answers * scale), secs),
+        spread(of(&|r| r.on_cpu.connections * scale), secs)
+    );
+    println!(
+        "\nThe workload, µs per resolve-connect-request-close operation ({STEADY_OPS} at {STEADY_RATE}/s, alternating between two namespaces):\n"
+    );
+    println!(
+        "| agent | {} |",
+        measures.map(|(label, _)| label).join(" | ")
+    );
+    println!("|---|---:|---:|---:|---:|");
+    let row = |label: &str, side: &dyn Fn(&Round) -> &Side| {
+        let cells: Vec<String> = measures
+            .iter()
+            .map(|(_, measure)| spread(of(&|r| measure(side(r))), micros))
+            .collect();
+        println!("| {label} | {} |", cells.join(" | "));
+    };
+    row("none (peer), namespace a", &|r| &r.none[0]);
+    row("none (peer), namespace b", &|r| &r.none[1]);
+    row("--no-names", &|r| &r.off);
+    row("names on", &|r| &r.on);
+
+    println!("\nSlowdown in points of the no-agent cost (per round, then median [min, max]):\n");
+    println!("| measure | no agent: a - b (noise) | --no-names | names on | names on - off |");
+    println!("|---|---:|---:|---:|---:|");
+    for (label, measure) in measures {
+        let base = |r: &Round| (measure(&r.none[0]) + measure(&r.none[1])) / 2.0;
+        let pts = |f: &dyn Fn(&Round) -> f64| of(&|r| f(r) / base(r) * 100.0);
         println!(
-            "| {label} | {} | {} | {} | {} | {} |",
-            spread(of(agent, &|s| s.workload.median_cpu_per_op), micros),
-            spread(of(agent, &|s| s.workload.cpu_per_op), micros),
-            spread(of(agent, &|s| s.workload.p50.as_secs_f64()), micros),
-            spread(of(agent, &|s| s.workload.p99.as_secs_f64()), micros),
-            spread(of(agent, &|s| s.workload.saturated), whole),
-        );
-    }
-    println!("\nSlowdown beside no agent, % (per round, then median [min, max]); names on minus off in points:\n");
-    println!("| cost | --no-names | names on | on - off, points |");
-    println!("|---|---:|---:|---:|");
-    for (label, cost) in costs {
-        println!(
-            "| {label} | {} | {} | {} |",
-            spread(slowdown(Agent::NamesOff, cost), percent),
-            spread(slowdown(Agent::NamesOn, cost), percent),
-            spread(points(cost), percent),
+            "| {label} | {} | {} | {} | {} |",
+            spread(pts(&|r| measure(&r.none[0]) - measure(&r.none[1])), points),
+            spread(pts(&|r| measure(&r.off) - base(r)), points),
+            spread(pts(&|r| measure(&r.on) - base(r)), points),
+            spread(pts(&|r| measure(&r.on) - measure(&r.off)), points),
         );
     }
 }
