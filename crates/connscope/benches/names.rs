@@ -43,6 +43,8 @@ const COUNT: usize = 10_000;
 /// The fixed-rate workload: operations and their rate.
 const STEADY_OPS: usize = 6_000;
 const STEADY_RATE: f64 = 1_000.0;
+/// The core the workload's threads share (the agents may run on any).
+const WORKLOAD_CPU: usize = 1;
 /// The bytes of the request and of the response.
 const MESSAGE: usize = 64;
 
@@ -168,6 +170,23 @@ fn thread_cpu(schedstat: &std::path::Path) -> f64 {
         .map_or(0.0, |nanos| nanos as f64 / 1e9)
 }
 
+/// Puts the calling thread on the workload's CPU: every thread of both
+/// sides shares one core, so a core slower or busier than the other (a
+/// shared VM's host decides) cannot fall on one side only.
+fn pin() {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET writes inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(WORKLOAD_CPU, &mut set) };
+    // SAFETY: the set is valid for its size; 0 is the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    assert_eq!(
+        rc,
+        0,
+        "sched_setaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 /// CPU seconds of the calling thread (user and kernel).
 fn this_thread_cpu() -> f64 {
     let mut now = libc::timespec {
@@ -219,6 +238,7 @@ impl Servers {
         let dns_thread = {
             let stop = stop.clone();
             std::thread::spawn(move || {
+                pin();
                 let mut served = Vec::new();
                 let mut buffer = [0u8; 512];
                 while !stop.load(Ordering::Relaxed) {
@@ -238,6 +258,7 @@ impl Servers {
         let tcp_thread = {
             let stop = stop.clone();
             std::thread::spawn(move || {
+                pin();
                 let mut served = Vec::new();
                 let mut buffer = [0u8; MESSAGE];
                 while !stop.load(Ordering::Relaxed) {
@@ -334,6 +355,7 @@ fn alternating(sides: [&Netns; 2], first_name: usize) -> [Side; 2] {
     let measured = std::thread::scope(|scope| {
         scope
             .spawn(|| {
+                pin();
                 let resolvers = [0, 1].map(|side| {
                     enter(side);
                     let resolver = UdpSocket::bind("127.0.0.1:0").unwrap();
