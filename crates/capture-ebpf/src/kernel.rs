@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
+use connscope_capture::ClientHello;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Iter, MapCore, MapFlags, OpenObject, PrintLevel, RingBuffer, RingBufferBuilder};
 
@@ -16,6 +17,7 @@ use crate::skel::{types, ConnscopeSkel, ConnscopeSkelBuilder};
 pub(crate) type RawEvent = types::event;
 pub(crate) type UdpKey = types::udp_key;
 pub(crate) type UdpFlow = types::udp_flow;
+type RawHello = types::hello;
 
 /// Size of the ring buffer (the BPF side declares the same).
 const RING_BYTES: u64 = 4 << 20;
@@ -40,6 +42,8 @@ pub(crate) struct Settings {
     /// 0: every namespace.
     pub netns_filter: u64,
     pub udp: bool,
+    /// Copy outgoing ClientHellos into the hello ring.
+    pub hellos: bool,
     pub max_tcp_connections: u32,
 }
 
@@ -50,6 +54,8 @@ pub(crate) struct Kernel {
     skel: ManuallyDrop<ConnscopeSkel<'static>>,
     storage: *mut MaybeUninit<OpenObject>,
     received: Arc<Mutex<Vec<RawEvent>>>,
+    hellos: Arc<Mutex<Vec<ClientHello>>>,
+    hellos_lost: u64,
 }
 
 // SAFETY: the raw pointers inside the skeleton and `storage` point into this
@@ -66,11 +72,13 @@ impl Kernel {
         // SAFETY: `storage` stays allocated until `Kernel::drop` (or just
         // below on failure), after everything borrowing it is gone.
         match load_skeleton(unsafe { &mut *storage }, settings) {
-            Ok((skel, ring, received)) => Ok(Kernel {
+            Ok((skel, ring, received, hellos)) => Ok(Kernel {
                 ring: ManuallyDrop::new(ring),
                 skel: ManuallyDrop::new(skel),
                 storage,
                 received,
+                hellos,
+                hellos_lost: 0,
             }),
             Err(reason) => {
                 // SAFETY: the failed load dropped every borrow of it.
@@ -114,6 +122,17 @@ impl Kernel {
         Ok(())
     }
 
+    /// Moves the ClientHellos taken from the hello ring by the last
+    /// [`Kernel::take_events`] into `into`; returns how many the kernel could
+    /// not write (ring full) since the last call.
+    pub fn take_hellos(&mut self, into: &mut Vec<ClientHello>) -> u64 {
+        into.append(&mut self.hellos.lock().unwrap_or_else(|e| e.into_inner()));
+        let lost = self.loss_counter(types::loss_counter::LOST_HELLO.0);
+        let new = lost.saturating_sub(self.hellos_lost);
+        self.hellos_lost = lost;
+        new
+    }
+
     /// Events the kernel side had to drop, summed over CPUs and causes, plus
     /// the runs of our event-making programs that the kernel skipped.
     ///
@@ -137,16 +156,27 @@ impl Kernel {
             + self.table_losses()
     }
 
+    /// The counters of lost events (a lost ClientHello is no lost event).
     fn table_losses(&self) -> u64 {
-        (0..types::loss_counter::LOSS_COUNTERS.0)
-            .filter_map(|i| {
-                self.skel
-                    .maps
-                    .losses
-                    .lookup_percpu(&i.to_ne_bytes(), MapFlags::ANY)
-                    .ok()
-                    .flatten()
-            })
+        use types::loss_counter as counter;
+        [
+            counter::LOST_RINGBUF,
+            counter::LOST_CONN_TABLE,
+            counter::LOST_UDP_TABLE,
+        ]
+        .into_iter()
+        .map(|c| self.loss_counter(c.0))
+        .sum()
+    }
+
+    fn loss_counter(&self, index: u32) -> u64 {
+        self.skel
+            .maps
+            .losses
+            .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .into_iter()
             .flatten()
             .map(|per_cpu| u64::from_ne_bytes(per_cpu[..8].try_into().unwrap_or_default()))
             .sum()
@@ -218,7 +248,7 @@ impl Kernel {
             &progs.accept_exit,
             &progs.process_exec,
             &progs.udp_socket_created,
-            &progs.udp_egress,
+            &progs.packet_egress,
             &progs.udp_ingress,
         ]
         .into_iter()
@@ -256,7 +286,12 @@ type Loaded = (
     ConnscopeSkel<'static>,
     RingBuffer<'static>,
     Arc<Mutex<Vec<RawEvent>>>,
+    Arc<Mutex<Vec<ClientHello>>>,
 );
+
+/// The smallest ring buffer the kernel takes (a page): the hello ring's
+/// size when no ClientHellos are copied.
+const UNUSED_RING_BYTES: u32 = 4096;
 
 fn load_skeleton(
     storage: &'static mut MaybeUninit<OpenObject>,
@@ -272,17 +307,28 @@ fn load_skeleton(
         .ok_or("the BPF object has no read-only data section")?;
     rodata.netns_filter = settings.netns_filter;
     rodata.wakeup_bytes = WAKEUP_BYTES;
+    rodata.capture_udp = settings.udp;
+    rodata.capture_hellos = settings.hellos;
+    if !settings.hellos {
+        open.maps
+            .hellos
+            .set_max_entries(UNUSED_RING_BYTES)
+            .map_err(|e| format!("sizing the hello ring: {e}"))?;
+    }
     open.maps
         .conns
         .set_max_entries(settings.max_tcp_connections)
         .map_err(|e| format!("sizing the connection table: {e}"))?;
     for prog in [
         &mut open.progs.udp_socket_created,
-        &mut open.progs.udp_egress,
         &mut open.progs.udp_ingress,
     ] {
         prog.set_autoload(settings.udp);
     }
+    // The egress hook serves both: UDP flows and ClientHellos.
+    open.progs
+        .packet_egress
+        .set_autoload(settings.udp || settings.hellos);
     let mut skel = open.load().map_err(|e| {
         format!(
             "loading the BPF programs (needs root, a kernel with BTF and BPF ring buffers): {e}"
@@ -300,7 +346,7 @@ fn load_skeleton(
     ensure_tracefs()?;
     links.accept4_exit = Some(attach(&progs.accept4_exit)?);
     links.accept_exit = Some(attach(&progs.accept_exit)?);
-    if settings.udp {
+    if settings.udp || settings.hellos {
         let root = cgroup2_root()?;
         let cgroup =
             fs::File::open(&root).map_err(|e| format!("opening the root cgroup {root}: {e}"))?;
@@ -308,9 +354,11 @@ fn load_skeleton(
             prog.attach_cgroup(cgroup.as_raw_fd())
                 .map_err(|e| format!("attaching {} to {root}: {e}", prog.name().to_string_lossy()))
         };
-        links.udp_socket_created = Some(attach_cgroup(&progs.udp_socket_created)?);
-        links.udp_egress = Some(attach_cgroup(&progs.udp_egress)?);
-        links.udp_ingress = Some(attach_cgroup(&progs.udp_ingress)?);
+        links.packet_egress = Some(attach_cgroup(&progs.packet_egress)?);
+        if settings.udp {
+            links.udp_socket_created = Some(attach_cgroup(&progs.udp_socket_created)?);
+            links.udp_ingress = Some(attach_cgroup(&progs.udp_ingress)?);
+        }
     }
 
     let received = Arc::new(Mutex::new(Vec::with_capacity(4096)));
@@ -324,10 +372,56 @@ fn load_skeleton(
             0
         })
         .map_err(|e| format!("opening the ring buffer: {e}"))?;
+    let hellos = Arc::new(Mutex::new(Vec::new()));
+    if settings.hellos {
+        let sink = Arc::clone(&hellos);
+        builder
+            .add(&skel.maps.hellos, move |data: &[u8]| {
+                if let Some(hello) = read_hello(data) {
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(hello);
+                }
+                0
+            })
+            .map_err(|e| format!("opening the hello ring: {e}"))?;
+    }
     let ring = builder
         .build()
         .map_err(|e| format!("opening the ring buffer: {e}"))?;
-    Ok((skel, ring, received))
+    Ok((skel, ring, received, hellos))
+}
+
+/// A hello record: its header, then `len` bytes of the hello (the kernel
+/// writes no more than that, so the record is shorter than the struct).
+fn read_hello(data: &[u8]) -> Option<ClientHello> {
+    let header_len = std::mem::offset_of!(RawHello, data);
+    let mut header = RawHello::default();
+    let copied = data.len().min(size_of::<RawHello>());
+    if copied < header_len {
+        return None;
+    }
+    // SAFETY: RawHello is a plain C struct (integers and byte arrays), valid
+    // for any bit pattern; `copied` bytes fit in both.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            data.as_ptr(),
+            (&mut header as *mut RawHello).cast::<u8>(),
+            copied,
+        );
+    }
+    let record = data.get(header_len..header_len + usize::from(header.len))?;
+    let (local, remote) = crate::decode::socket_addrs(
+        header.family,
+        &header.laddr,
+        header.lport,
+        &header.raddr,
+        header.rport,
+    );
+    Some(ClientHello {
+        netns: header.netns,
+        local,
+        remote,
+        record: record.to_vec(),
+    })
 }
 
 /// Where the cgroup v2 hierarchy is mounted: `/sys/fs/cgroup` on unified

@@ -483,6 +483,13 @@ fn a_tls_server_reached_by_address_is_named_from_the_client_hello() {
             source: NameSource::Sni
         })
     );
+    // Through the veth from the eBPF egress hook, not a transmit tap.
+    assert!(
+        agent.log().contains("client_hellos_from")
+            && agent.log().contains("\"the capture backend\""),
+        "{}",
+        agent.log()
+    );
 }
 
 fn records_of(records: &[String]) -> Vec<&str> {

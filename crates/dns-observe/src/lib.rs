@@ -5,7 +5,8 @@
 //! that network namespace.
 //!
 //! - [`socket`]: a packet socket per namespace with a classic BPF filter that
-//!   lets through only answers from port 53 and outgoing ClientHellos.
+//!   lets through only answers from port 53 and (unless ClientHellos come
+//!   from the eBPF backend) outgoing ClientHellos.
 //! - [`dns`] and [`sni`]: the parsing, by hickory-proto and tls-parser.
 //! - [`reassembly`]: DNS messages cut out of TCP streams, across segments.
 //! - [`cache`]: address -> name and connection -> SNI, bounded per namespace.
@@ -26,4 +27,7 @@ pub mod socket;
 pub use cache::{CachedName, NameCache};
 pub use dns::Answer;
 pub use nft_sets::{NameSetKeeper, NameSetStats};
-pub use observer::{Namespaces, ObservedAnswer, Observer, ObserverConfig, ObserverError};
+pub use observer::{
+    HelloLearner, Namespaces, ObservedAnswer, Observer, ObserverConfig, ObserverError,
+};
+pub use socket::Taps;

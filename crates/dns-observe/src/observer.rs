@@ -1,6 +1,8 @@
 //! The observer thread: reads the packet sockets of the watched namespaces,
 //! learns names into the shared [`NameCache`], and hands every DNS answer to
-//! whoever keeps nft sets from them.
+//! whoever keeps nft sets from them. ClientHellos come from its sockets too,
+//! or, when the sockets only tap received packets, from whoever copies them
+//! elsewhere (the eBPF capture backend) through a [`HelloLearner`].
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -20,7 +22,7 @@ use crate::cache::NameCache;
 use crate::dns::{parse_response, Answer};
 use crate::reassembly::{DnsStreams, Segment};
 use crate::sni::server_name;
-use crate::socket::{PacketSocket, Way};
+use crate::socket::{PacketSocket, Taps, Way};
 
 /// Which network namespaces to watch (the agent's `--netns`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +43,9 @@ pub struct ObserverConfig {
     pub addresses_per_netns: usize,
     /// How long a name outlives its answer's TTL.
     pub grace: Duration,
+    /// [`Taps::Received`] when ClientHellos are handed in through a
+    /// [`HelloLearner`]; else the sockets tap sent packets for them too.
+    pub taps: Taps,
 }
 
 impl Default for ObserverConfig {
@@ -49,6 +54,7 @@ impl Default for ObserverConfig {
             namespaces: Namespaces::Own,
             addresses_per_netns: 65_536,
             grace: Duration::from_secs(300),
+            taps: Taps::ReceivedAndSent,
         }
     }
 }
@@ -91,6 +97,8 @@ pub struct ObserverStats {
     pub malformed: AtomicU64,
     /// Packets the kernel dropped because the observer was behind.
     pub kernel_dropped: AtomicU64,
+    /// ClientHellos the capture backend could not hand over.
+    pub hellos_dropped: AtomicU64,
     /// Answers not handed to the nft set keeper because it was behind.
     pub keeper_dropped: AtomicU64,
 }
@@ -118,6 +126,7 @@ impl Observer {
         let stop = Arc::new(AtomicBool::new(false));
         let mut reader = Reader {
             namespaces: config.namespaces,
+            taps: config.taps,
             watched: Vec::new(),
             names: names.clone(),
             stats: stats.clone(),
@@ -149,6 +158,44 @@ impl Observer {
     pub fn stats(&self) -> &ObserverStats {
         &self.stats
     }
+
+    /// Where ClientHellos seen elsewhere are handed in.
+    pub fn hello_learner(&self) -> HelloLearner {
+        HelloLearner {
+            names: self.names.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+/// Learns the server names of ClientHellos that the packet sockets do not
+/// see ([`Taps::Received`]): same parser, same cache, same counters.
+#[derive(Clone)]
+pub struct HelloLearner {
+    names: Arc<Mutex<NameCache>>,
+    stats: Arc<ObserverStats>,
+}
+
+impl HelloLearner {
+    /// `record` is a connection's first payload, from the TLS record on;
+    /// a cut or split record gives no name, as from a packet socket.
+    pub fn learn(&self, netns: u64, local: SocketAddr, remote: SocketAddr, record: &[u8]) {
+        let Some(name) = server_name(record) else {
+            return;
+        };
+        self.names
+            .lock()
+            .expect("the name cache is not poisoned")
+            .learn_sni(netns, local, remote, name, Instant::now());
+        self.stats.hellos.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts ClientHellos lost before they reached here.
+    pub fn dropped(&self, count: u64) {
+        self.stats
+            .hellos_dropped
+            .fetch_add(count, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Observer {
@@ -173,6 +220,7 @@ struct Watched {
 
 struct Reader {
     namespaces: Namespaces,
+    taps: Taps,
     watched: Vec<Watched>,
     names: Arc<Mutex<NameCache>>,
     stats: Arc<ObserverStats>,
@@ -327,7 +375,7 @@ impl Reader {
             if self.watched.iter().any(|w| w.netns == netns) {
                 continue;
             }
-            match PacketSocket::open(file.as_ref()) {
+            match PacketSocket::open(file.as_ref(), self.taps) {
                 Ok(socket) => self.watched.push(Watched {
                     netns,
                     file: file.map(Arc::new),
