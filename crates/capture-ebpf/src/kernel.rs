@@ -38,6 +38,7 @@ pub struct ProgramStats {
 }
 
 /// What to load.
+#[derive(Clone, Copy)]
 pub(crate) struct Settings {
     /// 0: every namespace.
     pub netns_filter: u64,
@@ -56,6 +57,7 @@ pub(crate) struct Kernel {
     received: Arc<Mutex<Vec<RawEvent>>>,
     hellos: Arc<Mutex<Vec<ClientHello>>>,
     hellos_lost: u64,
+    copies_hellos: bool,
 }
 
 // SAFETY: the raw pointers inside the skeleton and `storage` point into this
@@ -68,6 +70,16 @@ impl Kernel {
     /// `CaptureError::Unavailable`.
     pub fn load(settings: &Settings) -> Result<Kernel, String> {
         route_libbpf_logs();
+        // Copying hellos is an optimisation of naming, not worth losing the
+        // backend over: without cgroup2 the packet sockets take them instead.
+        let mut settings = *settings;
+        if settings.hellos && !settings.udp {
+            if let Err(reason) = cgroup2_root() {
+                tracing::warn!("ClientHellos are not copied by the egress hook: {reason}");
+                settings.hellos = false;
+            }
+        }
+        let settings = &settings;
         let storage = Box::into_raw(Box::new(MaybeUninit::<OpenObject>::uninit()));
         // SAFETY: `storage` stays allocated until `Kernel::drop` (or just
         // below on failure), after everything borrowing it is gone.
@@ -79,6 +91,7 @@ impl Kernel {
                 received,
                 hellos,
                 hellos_lost: 0,
+                copies_hellos: settings.hellos,
             }),
             Err(reason) => {
                 // SAFETY: the failed load dropped every borrow of it.
@@ -120,6 +133,11 @@ impl Kernel {
         let mut received = self.received.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::swap(&mut *received, into);
         Ok(())
+    }
+
+    /// Whether the egress hook copies ClientHellos.
+    pub fn copies_hellos(&self) -> bool {
+        self.copies_hellos
     }
 
     /// Moves the ClientHellos taken from the hello ring by the last
@@ -447,12 +465,12 @@ fn cgroup2_root() -> Result<String, String> {
         .unwrap_or(false);
     if !unmounted_and_empty {
         return Err(
-            "no cgroup v2 hierarchy is mounted (UDP capture hooks the root cgroup; \
-             mount cgroup2 or turn UDP capture off)"
+            "no cgroup v2 hierarchy is mounted (UDP capture and ClientHello copies hook \
+             the root cgroup; mount cgroup2 or turn UDP capture off)"
                 .to_owned(),
         );
     }
-    tracing::info!("mounting cgroup2 on {CGROUP2} for the UDP hooks");
+    tracing::info!("mounting cgroup2 on {CGROUP2} for the packet hooks");
     // SAFETY: plain C strings, no data argument.
     let rc = unsafe {
         libc::mount(

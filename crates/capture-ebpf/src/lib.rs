@@ -101,7 +101,6 @@ pub struct EbpfBackend {
     udp_idle_timeout: Option<Duration>,
     next_udp_scan: Instant,
     events: u64,
-    client_hellos: bool,
 }
 
 impl EbpfBackend {
@@ -151,7 +150,6 @@ impl EbpfBackend {
             udp_idle_timeout: config.udp.then_some(config.udp_idle_timeout),
             next_udp_scan: Instant::now(),
             events: 0,
-            client_hellos: config.client_hellos,
         };
         // The iterator's reports are in the ring buffer now; their owners are
         // found by socket inode (the oldest holder, as every backend names
@@ -250,7 +248,7 @@ impl CaptureBackend for EbpfBackend {
     }
 
     fn sees_client_hellos(&self) -> bool {
-        self.client_hellos
+        self.kernel.copies_hellos()
     }
 
     fn take_client_hellos(&mut self, out: &mut Vec<ClientHello>) -> u64 {
