@@ -17,8 +17,10 @@
 //! path before the clone. It is chosen over sockets bound to
 //! `ETH_P_IP`/`ETH_P_IPV6` (which only the receive path visits) because one
 //! socket per namespace keeps one filter and one read loop, and on receive
-//! the two cost the same: one filter run per packet. Loopback answers are
-//! still seen once, as they arrive on `lo`.
+//! the kernel does the same for both, one filter run per packet (read in
+//! `__netif_receive_skb_core`, not measured apart; what is measured is the
+//! whole change, in docs/BENCHMARKS.md). Loopback answers are still seen
+//! once, as they arrive on `lo`.
 //!
 //! The socket is `SOCK_DGRAM`: the kernel strips the link header, so the
 //! filter and the parser both start at the IP header, on Ethernet, loopback
