@@ -737,12 +737,17 @@ static __always_inline void tls_hello(struct __sk_buff *skb, struct sk_buff *ksk
 				      const struct sock *sk)
 {
 	const struct tcp_sock *tp = bpf_core_cast(sk, struct tcp_sock);
-	__u64 sent = tp->bytes_sent;
+	__u64 sent;
 	__u32 zero = 0, ip_len, tcp_len, len;
 	struct hello *h;
 	__u8 head[6];
 	__u8 doff;
 
+	/* Only a full socket has TCP's counters; the packets of request and
+	 * time-wait sockets (SYN-ACKs, late ACKs) carry no hello anyway. */
+	if (sk->__sk_common.skc_state != TCP_ESTABLISHED)
+		return;
+	sent = tp->bytes_sent;
 	/* A record is at most 16 KiB and its 5-byte header. */
 	if (sent < sizeof(head) || sent > 16384 + 5)
 		return;
