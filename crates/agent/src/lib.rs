@@ -48,7 +48,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use connscope_capture::{CaptureBackend, CaptureConfig, CaptureError, NetnsFilter};
-use connscope_dns_observe::{NameSetKeeper, Namespaces, Observer, ObserverConfig, ObserverError};
+use connscope_dns_observe::{
+    HelloLearner, NameSetKeeper, Namespaces, Observer, ObserverConfig, ObserverError, Taps,
+};
 use connscope_event::{ConnectionEvent, EventKind};
 use connscope_names::UserNames;
 use connscope_rules::RuleSet;
@@ -278,9 +280,21 @@ pub fn run_observed(
     observe: impl FnOnce(StatisticsReader) -> std::io::Result<()>,
 ) -> Result<Summary, AgentError> {
     let signals = block_signals().map_err(AgentError::Signals)?;
+    config.capture.client_hellos = config.naming.is_some();
     let backend = backend::open_backend(config.backend, &config.capture)?;
     let sequence = SequenceFile::open(&config.state_dir)?;
-    let names = start_naming(config.naming.as_ref(), config.capture.netns)?;
+    // A backend that hands over ClientHellos spares the packet sockets the
+    // transmit path (see connscope_dns_observe::socket).
+    let taps = if backend.sees_client_hellos() {
+        Taps::Received
+    } else {
+        Taps::ReceivedAndSent
+    };
+    let names = start_naming(config.naming.as_ref(), config.capture.netns, taps)?;
+    let hellos = names
+        .as_ref()
+        .filter(|_| taps == Taps::Received)
+        .map(|names| names.observer.hello_learner());
     if let Some(run_as) = config.run_as {
         hand_state_to(&sequence, run_as)?;
         run_as.switch()?;
@@ -323,7 +337,7 @@ pub fn run_observed(
         let (counters, stop) = (counters.clone(), stop.clone());
         thread::Builder::new()
             .name("capture".into())
-            .spawn(move || capture_loop(backend, sender, &counters, &stop))
+            .spawn(move || capture_loop(backend, sender, hellos, &counters, &stop))
             .map_err(AgentError::Thread)?
     };
     let output = {
@@ -402,12 +416,14 @@ impl Names {
         let stats = self.observer.stats();
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         tracing::info!(
-            "names: {} packets, {} answers, {} hellos, {} malformed, {} dropped by the kernel",
+            "names: {} packets, {} answers, {} hellos, {} malformed, {} dropped by the kernel, \
+             {} hellos dropped by the kernel",
             get(&stats.packets),
             get(&stats.answers),
             get(&stats.hellos),
             get(&stats.malformed),
-            get(&stats.kernel_dropped)
+            get(&stats.kernel_dropped),
+            get(&stats.hellos_dropped)
         );
         drop(self.observer);
         if let Some((keeper, stop)) = self.keeper {
@@ -428,6 +444,7 @@ impl Names {
 fn start_naming(
     config: Option<&NamingConfig>,
     netns: NetnsFilter,
+    taps: Taps,
 ) -> Result<Option<Names>, AgentError> {
     let Some(config) = config else {
         return Ok(None);
@@ -440,6 +457,7 @@ fn start_naming(
         },
         addresses_per_netns: config.addresses_per_netns,
         grace: config.grace,
+        taps,
     };
     let (sender, receiver) = if config.nft_name_sets {
         let (sender, receiver) = mpsc::sync_channel(16_384);
@@ -466,6 +484,11 @@ fn start_naming(
     };
     tracing::info!(
         nft_name_sets = config.nft_name_sets,
+        client_hellos_from = if taps == Taps::Received {
+            "the capture backend"
+        } else {
+            "the packet sockets"
+        },
         "names: from DNS answers and TLS ClientHellos"
     );
     Ok(Some(Names {
@@ -543,13 +566,17 @@ fn inject_loop(
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Reads the backend until told to stop; never blocks on the outputs.
+/// ClientHellos the backend copied are learned before the events of the same
+/// read go to the output thread, where connects wait for them.
 fn capture_loop(
     mut backend: Box<dyn CaptureBackend>,
     queue: SyncSender<Vec<ConnectionEvent>>,
+    hellos: Option<HelloLearner>,
     counters: &Counters,
     stop: &AtomicBool,
 ) -> Option<CaptureError> {
     let mut batch = Vec::with_capacity(1024);
+    let mut hello_batch = Vec::new();
     let mut last_drop_warning: Option<Instant> = None;
     let mut kernel_lost = 0;
     let mut next_stats = Instant::now();
@@ -564,6 +591,15 @@ fn capture_loop(
         };
         if let Err(err) = backend.poll(&mut batch, timeout) {
             return Some(err);
+        }
+        if let Some(learner) = &hellos {
+            let lost = backend.take_client_hellos(&mut hello_batch);
+            for hello in hello_batch.drain(..) {
+                learner.learn(hello.netns, hello.local, hello.remote, &hello.record);
+            }
+            if lost > 0 {
+                learner.dropped(lost);
+            }
         }
         // Statistics cost the eBPF backend a few syscalls (loss counters,
         // program fdinfo): once a second is enough, plus once at the end.
@@ -957,7 +993,7 @@ mod tests {
         let stop = Arc::new(AtomicBool::new(false));
         let capture = {
             let (counters, stop) = (counters.clone(), stop.clone());
-            thread::spawn(move || capture_loop(backend, sender, &counters, &stop))
+            thread::spawn(move || capture_loop(backend, sender, None, &counters, &stop))
         };
         while given.load(Ordering::Relaxed) < 20 {
             thread::sleep(Duration::from_millis(1));

@@ -181,7 +181,7 @@ fn failure(error: i32) -> ConnectFailure {
 
 /// Both ends of a socket; a dual-stack socket talking IPv4 (`::ffff:a.b.c.d`
 /// on both ends) is reported as the IPv4 connection it is.
-fn socket_addrs(
+pub(crate) fn socket_addrs(
     family: u8,
     laddr: &[u8; 16],
     lport: u16,

@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
+use connscope_capture::ClientHello;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Iter, MapCore, MapFlags, OpenObject, PrintLevel, RingBuffer, RingBufferBuilder};
 
@@ -16,6 +17,7 @@ use crate::skel::{types, ConnscopeSkel, ConnscopeSkelBuilder};
 pub(crate) type RawEvent = types::event;
 pub(crate) type UdpKey = types::udp_key;
 pub(crate) type UdpFlow = types::udp_flow;
+type RawHello = types::hello;
 
 /// Size of the ring buffer (the BPF side declares the same).
 const RING_BYTES: u64 = 4 << 20;
@@ -36,10 +38,13 @@ pub struct ProgramStats {
 }
 
 /// What to load.
+#[derive(Clone, Copy)]
 pub(crate) struct Settings {
     /// 0: every namespace.
     pub netns_filter: u64,
     pub udp: bool,
+    /// Copy outgoing ClientHellos into the hello ring.
+    pub hellos: bool,
     pub max_tcp_connections: u32,
 }
 
@@ -50,6 +55,9 @@ pub(crate) struct Kernel {
     skel: ManuallyDrop<ConnscopeSkel<'static>>,
     storage: *mut MaybeUninit<OpenObject>,
     received: Arc<Mutex<Vec<RawEvent>>>,
+    hellos: Arc<Mutex<Vec<ClientHello>>>,
+    hellos_lost: u64,
+    copies_hellos: bool,
 }
 
 // SAFETY: the raw pointers inside the skeleton and `storage` point into this
@@ -62,15 +70,28 @@ impl Kernel {
     /// `CaptureError::Unavailable`.
     pub fn load(settings: &Settings) -> Result<Kernel, String> {
         route_libbpf_logs();
+        // Copying hellos is an optimisation of naming, not worth losing the
+        // backend over: without cgroup2 the packet sockets take them instead.
+        let mut settings = *settings;
+        if settings.hellos && !settings.udp {
+            if let Err(reason) = cgroup2_root() {
+                tracing::warn!("ClientHellos are not copied by the egress hook: {reason}");
+                settings.hellos = false;
+            }
+        }
+        let settings = &settings;
         let storage = Box::into_raw(Box::new(MaybeUninit::<OpenObject>::uninit()));
         // SAFETY: `storage` stays allocated until `Kernel::drop` (or just
         // below on failure), after everything borrowing it is gone.
         match load_skeleton(unsafe { &mut *storage }, settings) {
-            Ok((skel, ring, received)) => Ok(Kernel {
+            Ok((skel, ring, received, hellos)) => Ok(Kernel {
                 ring: ManuallyDrop::new(ring),
                 skel: ManuallyDrop::new(skel),
                 storage,
                 received,
+                hellos,
+                hellos_lost: 0,
+                copies_hellos: settings.hellos,
             }),
             Err(reason) => {
                 // SAFETY: the failed load dropped every borrow of it.
@@ -114,6 +135,22 @@ impl Kernel {
         Ok(())
     }
 
+    /// Whether the egress hook copies ClientHellos.
+    pub fn copies_hellos(&self) -> bool {
+        self.copies_hellos
+    }
+
+    /// Moves the ClientHellos taken from the hello ring by the last
+    /// [`Kernel::take_events`] into `into`; returns how many the kernel could
+    /// not write (ring full) since the last call.
+    pub fn take_hellos(&mut self, into: &mut Vec<ClientHello>) -> u64 {
+        into.append(&mut self.hellos.lock().unwrap_or_else(|e| e.into_inner()));
+        let lost = self.loss_counter(types::loss_counter::LOST_HELLO.0);
+        let new = lost.saturating_sub(self.hellos_lost);
+        self.hellos_lost = lost;
+        new
+    }
+
     /// Events the kernel side had to drop, summed over CPUs and causes, plus
     /// the runs of our event-making programs that the kernel skipped.
     ///
@@ -137,16 +174,27 @@ impl Kernel {
             + self.table_losses()
     }
 
+    /// The counters of lost events (a lost ClientHello is no lost event).
     fn table_losses(&self) -> u64 {
-        (0..types::loss_counter::LOSS_COUNTERS.0)
-            .filter_map(|i| {
-                self.skel
-                    .maps
-                    .losses
-                    .lookup_percpu(&i.to_ne_bytes(), MapFlags::ANY)
-                    .ok()
-                    .flatten()
-            })
+        use types::loss_counter as counter;
+        [
+            counter::LOST_RINGBUF,
+            counter::LOST_CONN_TABLE,
+            counter::LOST_UDP_TABLE,
+        ]
+        .into_iter()
+        .map(|c| self.loss_counter(c.0))
+        .sum()
+    }
+
+    fn loss_counter(&self, index: u32) -> u64 {
+        self.skel
+            .maps
+            .losses
+            .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .into_iter()
             .flatten()
             .map(|per_cpu| u64::from_ne_bytes(per_cpu[..8].try_into().unwrap_or_default()))
             .sum()
@@ -218,7 +266,7 @@ impl Kernel {
             &progs.accept_exit,
             &progs.process_exec,
             &progs.udp_socket_created,
-            &progs.udp_egress,
+            &progs.packet_egress,
             &progs.udp_ingress,
         ]
         .into_iter()
@@ -256,7 +304,12 @@ type Loaded = (
     ConnscopeSkel<'static>,
     RingBuffer<'static>,
     Arc<Mutex<Vec<RawEvent>>>,
+    Arc<Mutex<Vec<ClientHello>>>,
 );
+
+/// The smallest ring buffer the kernel takes (a page): the hello ring's
+/// size when no ClientHellos are copied.
+const UNUSED_RING_BYTES: u32 = 4096;
 
 fn load_skeleton(
     storage: &'static mut MaybeUninit<OpenObject>,
@@ -272,17 +325,28 @@ fn load_skeleton(
         .ok_or("the BPF object has no read-only data section")?;
     rodata.netns_filter = settings.netns_filter;
     rodata.wakeup_bytes = WAKEUP_BYTES;
+    rodata.capture_udp = settings.udp;
+    rodata.capture_hellos = settings.hellos;
+    if !settings.hellos {
+        open.maps
+            .hellos
+            .set_max_entries(UNUSED_RING_BYTES)
+            .map_err(|e| format!("sizing the hello ring: {e}"))?;
+    }
     open.maps
         .conns
         .set_max_entries(settings.max_tcp_connections)
         .map_err(|e| format!("sizing the connection table: {e}"))?;
     for prog in [
         &mut open.progs.udp_socket_created,
-        &mut open.progs.udp_egress,
         &mut open.progs.udp_ingress,
     ] {
         prog.set_autoload(settings.udp);
     }
+    // The egress hook serves both: UDP flows and ClientHellos.
+    open.progs
+        .packet_egress
+        .set_autoload(settings.udp || settings.hellos);
     let mut skel = open.load().map_err(|e| {
         format!(
             "loading the BPF programs (needs root, a kernel with BTF and BPF ring buffers): {e}"
@@ -300,7 +364,7 @@ fn load_skeleton(
     ensure_tracefs()?;
     links.accept4_exit = Some(attach(&progs.accept4_exit)?);
     links.accept_exit = Some(attach(&progs.accept_exit)?);
-    if settings.udp {
+    if settings.udp || settings.hellos {
         let root = cgroup2_root()?;
         let cgroup =
             fs::File::open(&root).map_err(|e| format!("opening the root cgroup {root}: {e}"))?;
@@ -308,9 +372,11 @@ fn load_skeleton(
             prog.attach_cgroup(cgroup.as_raw_fd())
                 .map_err(|e| format!("attaching {} to {root}: {e}", prog.name().to_string_lossy()))
         };
-        links.udp_socket_created = Some(attach_cgroup(&progs.udp_socket_created)?);
-        links.udp_egress = Some(attach_cgroup(&progs.udp_egress)?);
-        links.udp_ingress = Some(attach_cgroup(&progs.udp_ingress)?);
+        links.packet_egress = Some(attach_cgroup(&progs.packet_egress)?);
+        if settings.udp {
+            links.udp_socket_created = Some(attach_cgroup(&progs.udp_socket_created)?);
+            links.udp_ingress = Some(attach_cgroup(&progs.udp_ingress)?);
+        }
     }
 
     let received = Arc::new(Mutex::new(Vec::with_capacity(4096)));
@@ -324,24 +390,108 @@ fn load_skeleton(
             0
         })
         .map_err(|e| format!("opening the ring buffer: {e}"))?;
+    let hellos = Arc::new(Mutex::new(Vec::new()));
+    if settings.hellos {
+        let sink = Arc::clone(&hellos);
+        builder
+            .add(&skel.maps.hellos, move |data: &[u8]| {
+                if let Some(hello) = read_hello(data) {
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(hello);
+                }
+                0
+            })
+            .map_err(|e| format!("opening the hello ring: {e}"))?;
+    }
     let ring = builder
         .build()
         .map_err(|e| format!("opening the ring buffer: {e}"))?;
-    Ok((skel, ring, received))
+    Ok((skel, ring, received, hellos))
+}
+
+/// A hello record: its header, then `len` bytes of the hello (the kernel
+/// writes no more than that, so the record is shorter than the struct).
+fn read_hello(data: &[u8]) -> Option<ClientHello> {
+    let header_len = std::mem::offset_of!(RawHello, data);
+    let mut header = RawHello::default();
+    let copied = data.len().min(size_of::<RawHello>());
+    if copied < header_len {
+        return None;
+    }
+    // SAFETY: RawHello is a plain C struct (integers and byte arrays), valid
+    // for any bit pattern; `copied` bytes fit in both.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            data.as_ptr(),
+            (&mut header as *mut RawHello).cast::<u8>(),
+            copied,
+        );
+    }
+    let record = data.get(header_len..header_len + usize::from(header.len))?;
+    let (local, remote) = crate::decode::socket_addrs(
+        header.family,
+        &header.laddr,
+        header.lport,
+        &header.raddr,
+        header.rport,
+    );
+    Some(ClientHello {
+        netns: header.netns,
+        local,
+        remote,
+        record: record.to_vec(),
+    })
 }
 
 /// Where the cgroup v2 hierarchy is mounted: `/sys/fs/cgroup` on unified
 /// systems, `/sys/fs/cgroup/unified` on hybrid ones. Hooks on its root see
 /// every socket.
+///
+/// `ip netns exec` runs the agent in a mount namespace of its own with a
+/// fresh sysfs, where `/sys/fs/cgroup` is an empty directory: the hierarchy
+/// is then mounted there, in that namespace only (as tracefs is), rather
+/// than UDP capture failing in exactly the labs it is used in.
 fn cgroup2_root() -> Result<String, String> {
-    let mounts = fs::read_to_string("/proc/self/mounts")
-        .map_err(|e| format!("reading /proc/self/mounts: {e}"))?;
-    cgroup2_mount_point(&mounts).ok_or_else(|| {
-        "no cgroup v2 hierarchy is mounted (UDP capture hooks the root cgroup; \
-         mount cgroup2 or turn UDP capture off)"
-            .to_owned()
-    })
+    static MOUNT: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = MOUNT.lock().unwrap_or_else(|e| e.into_inner());
+    let mounts = || {
+        fs::read_to_string("/proc/self/mounts")
+            .map_err(|e| format!("reading /proc/self/mounts: {e}"))
+    };
+    if let Some(root) = cgroup2_mount_point(&mounts()?) {
+        return Ok(root);
+    }
+    let unmounted_and_empty = fs::read_dir(CGROUP2)
+        .map(|mut entries| entries.next().is_none())
+        .unwrap_or(false);
+    if !unmounted_and_empty {
+        return Err(
+            "no cgroup v2 hierarchy is mounted (UDP capture and ClientHello copies hook \
+             the root cgroup; mount cgroup2 or turn UDP capture off)"
+                .to_owned(),
+        );
+    }
+    tracing::info!("mounting cgroup2 on {CGROUP2} for the packet hooks");
+    // SAFETY: plain C strings, no data argument.
+    let rc = unsafe {
+        libc::mount(
+            c"cgroup2".as_ptr(),
+            c"/sys/fs/cgroup".as_ptr(),
+            c"cgroup2".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "no cgroup v2 hierarchy is mounted and mounting it on {CGROUP2} failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(CGROUP2.to_owned())
 }
+
+/// Where a unified system mounts the cgroup v2 hierarchy.
+const CGROUP2: &str = "/sys/fs/cgroup";
 
 fn cgroup2_mount_point(mounts: &str) -> Option<String> {
     mounts.lines().find_map(|line| {

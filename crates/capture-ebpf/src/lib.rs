@@ -14,6 +14,7 @@
 //! | `iter/tcp` (run once at start) | connections open before we started | the agent |
 //! | `cgroup/sock_create` on the root cgroup | UDP socket creation | the creating process |
 //! | `cgroup_skb/{egress,ingress}` on the root cgroup | every UDP datagram with its socket | sender / softirq |
+//! | `cgroup_skb/egress` (the same program) | a TCP connection's first payload, if a TLS ClientHello | sender |
 //!
 //! * **Outgoing TCP**: CLOSE→SYN_SENT runs inside connect(), so the current
 //!   task is the owner; it is stored by socket address and the connect event is
@@ -33,6 +34,14 @@
 //!   event (owner: the sender for outgoing; the socket's creator for flows whose
 //!   first datagram arrives). Userspace expires idle flows (delete returns the
 //!   final counters) and reports them as disconnects with packets and bytes.
+//! * **ClientHellos** (for naming, [`CaptureConfig::client_hellos`]): the
+//!   egress program copies the first payload of a TCP connection, when it
+//!   starts like a ClientHello, up to 4 KiB, into a ring of its own (records
+//!   vary in length; none wakes the reader). The first payload is the packet
+//!   whose payload equals the socket's `bytes_sent`, so every other packet
+//!   costs a header read. Without it the agent's packet sockets would tap
+//!   the transmit path, which clones every packet sent
+//!   (connscope-dns-observe's `socket` module).
 //! * **Namespaces**: every socket carries its network namespace inode; the
 //!   filter is a read-only global set before load, so other namespaces cost one
 //!   comparison and no event.
@@ -69,7 +78,7 @@ use std::time::{Duration, Instant};
 
 use connscope_capture::sockets::socket_owners;
 use connscope_capture::{
-    netns, CaptureBackend, CaptureConfig, CaptureError, CaptureStats, NetnsFilter,
+    netns, CaptureBackend, CaptureConfig, CaptureError, CaptureStats, ClientHello, NetnsFilter,
 };
 use connscope_event::ConnectionEvent;
 
@@ -126,6 +135,7 @@ impl EbpfBackend {
         let kernel = Kernel::load(&Settings {
             netns_filter,
             udp: config.udp,
+            hellos: config.client_hellos,
             max_tcp_connections: config.max_tcp_connections,
         })
         .map_err(unavailable)?;
@@ -235,6 +245,14 @@ impl CaptureBackend for EbpfBackend {
             events: self.events,
             kernel_lost: self.kernel.losses(),
         }
+    }
+
+    fn sees_client_hellos(&self) -> bool {
+        self.kernel.copies_hellos()
+    }
+
+    fn take_client_hellos(&mut self, out: &mut Vec<ClientHello>) -> u64 {
+        self.kernel.take_hellos(out)
     }
 }
 

@@ -621,7 +621,7 @@ fn program_stats_name_every_attached_program() {
         "tcp_state_change",
         "accept4_exit",
         "process_exec",
-        "udp_egress",
+        "packet_egress",
     ] {
         assert!(names.iter().any(|n| n == expected), "{names:?}");
     }
@@ -635,5 +635,102 @@ fn program_stats_name_every_attached_program() {
         .into_iter()
         .map(|p| p.name)
         .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("udp") || n == "packet_egress"),
+        "{names:?}"
+    );
+    let hellos_only = Watch::new(CaptureConfig {
+        udp: false,
+        client_hellos: true,
+        ..CaptureConfig::default()
+    });
+    let names: Vec<String> = hellos_only
+        .backend
+        .program_stats()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert!(names.iter().any(|n| n == "packet_egress"), "{names:?}");
     assert!(!names.iter().any(|n| n.starts_with("udp")), "{names:?}");
+}
+
+/// A TLS handshake record holding a ClientHello's header, `len` bytes in
+/// all: the kernel side looks at its first six bytes and the length.
+fn hello_record(len: usize) -> Vec<u8> {
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&((len - 5) as u16).to_be_bytes());
+    record.push(0x01);
+    record.resize(len, 0xab);
+    record
+}
+
+/// Connects to `server` and writes each of `writes` (no Nagle: one write,
+/// one packet at least); returns the connection's (local, remote).
+fn send_writes(listener: &TcpListener, writes: &[&[u8]]) -> (SocketAddr, SocketAddr) {
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    client.set_nodelay(true).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    let total: usize = writes.iter().map(|w| w.len()).sum();
+    for write in writes {
+        client.write_all(write).unwrap();
+        // Each write leaves before the next is made.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.read_exact(&mut vec![0; total]).unwrap();
+    (client.local_addr().unwrap(), client.peer_addr().unwrap())
+}
+
+#[test]
+fn client_hellos_are_copied_from_a_connections_first_payload_only() {
+    let mut watch = Watch::new(CaptureConfig {
+        client_hellos: true,
+        udp: false,
+        ..CaptureConfig::default()
+    });
+    assert!(watch.backend.sees_client_hellos());
+    let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let v6 = TcpListener::bind("[::1]:0").unwrap();
+    let whole = hello_record(600);
+    let long = hello_record(5000);
+    let copied = send_writes(&v4, &[&whole, b"after the hello"]);
+    let cut = send_writes(&v6, &[&long]);
+    let second = send_writes(&v4, &[b"GET / HTTP/1.1\r\n\r\n", &whole]);
+    let split = send_writes(&v4, &[&whole[..3], &whole[3..]]);
+    let plain = send_writes(&v4, &[&b"\x16\x03\x01\x00\x10\x02 a server hello"[..]]);
+
+    let mut hellos = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while hellos.len() < 2 {
+        assert!(Instant::now() < deadline, "{hellos:#?}");
+        watch
+            .backend
+            .poll(&mut watch.seen, Duration::from_millis(100))
+            .unwrap();
+        assert_eq!(
+            watch.backend.take_client_hellos(&mut hellos),
+            0,
+            "none lost"
+        );
+        hellos.retain(|h| [copied, cut, second, split, plain].contains(&(h.local, h.remote)));
+    }
+    watch.drain(&[]);
+    watch.backend.take_client_hellos(&mut hellos);
+    hellos.retain(|h| [copied, cut, second, split, plain].contains(&(h.local, h.remote)));
+    let own = netns::current_inode().unwrap();
+    assert_eq!(hellos.len(), 2, "{hellos:#?}");
+    assert_eq!((hellos[0].local, hellos[0].remote), copied);
+    assert_eq!(hellos[0].record, whole, "the first payload, whole");
+    assert_eq!((hellos[1].local, hellos[1].remote), cut);
+    assert_eq!(hellos[1].record, long[..4096], "cut at 4 KiB");
+    assert!(hellos.iter().all(|h| h.netns == own));
+
+    let mut off = Watch::default();
+    assert!(!off.backend.sees_client_hellos());
+    let unseen = send_writes(&v4, &[&whole]);
+    off.drain(&[unseen.0.port()]);
+    let mut none = Vec::new();
+    off.backend.take_client_hellos(&mut none);
+    assert!(none.is_empty(), "{none:#?}");
 }

@@ -16,6 +16,7 @@ pub mod process;
 pub mod sockets;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -76,6 +77,9 @@ pub struct CaptureConfig {
     /// frees every entry through RCU: about 5 points of a max-rate FIN
     /// burst's rate). Connections past it are counted as lost.
     pub max_tcp_connections: u32,
+    /// Hand over the first bytes of outgoing TLS ClientHellos, for naming
+    /// ([`CaptureBackend::take_client_hellos`]); backends that cannot ignore it.
+    pub client_hellos: bool,
 }
 
 impl Default for CaptureConfig {
@@ -87,6 +91,7 @@ impl Default for CaptureConfig {
             udp_idle_timeout: Duration::from_secs(60),
             command_lines: true,
             max_tcp_connections: 65_536,
+            client_hellos: false,
         }
     }
 }
@@ -138,6 +143,30 @@ pub trait CaptureBackend: Send {
 
     /// Counters since the backend started.
     fn stats(&self) -> CaptureStats;
+
+    /// Whether this backend hands over ClientHellos (asked for with
+    /// [`CaptureConfig::client_hellos`]); if not, whoever names connections
+    /// must find them another way.
+    fn sees_client_hellos(&self) -> bool {
+        false
+    }
+
+    /// Moves the ClientHellos seen since the last call into `out`; returns
+    /// how many the kernel side could not hand over meanwhile.
+    fn take_client_hellos(&mut self, _out: &mut Vec<ClientHello>) -> u64 {
+        0
+    }
+}
+
+/// The start of an outgoing TLS ClientHello: a connection's first TCP
+/// payload, from the TLS record header on, possibly cut short.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientHello {
+    /// The connection's network namespace inode.
+    pub netns: u64,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub record: Vec<u8>,
 }
 
 #[cfg(test)]

@@ -1,29 +1,52 @@
-//! What naming costs the agent: its CPU time per 10,000 DNS answers and per
-//! 10,000 connections, with naming on (the default) and off (`--no-names`),
-//! and the slowdown of a connection workload beside no agent at all. Each
-//! run is a fresh network namespace with the real agent (eBPF) writing JSON
-//! to /dev/null; runs alternate on and off, medians are printed as a table
-//! for docs/BENCHMARKS.md. Needs root.
+//! What naming costs: the agent's own CPU per 10,000 DNS answers and per
+//! 10,000 connections with naming on (the default) and off (`--no-names`),
+//! and what it costs the *workload*, in points of the same workload with no
+//! agent at all.
+//!
+//! Wall time of a loopback burst, the first measure, moved by 6 % from run
+//! to run on a shared VM; so does the CPU time of a whole run (the host
+//! slows the vCPUs unevenly). So the two sides are measured at the same
+//! moment: each round makes two network namespaces and one client thread
+//! alternates between them, one operation here, one there, at a fixed rate.
+//! An operation resolves a fresh name at the namespace's DNS server (a
+//! responder on 127.0.0.1:53), connects to the answered address, sends a
+//! request, reads the response and closes: what naming watches. Its cost
+//! is the CPU time of the workload's threads (client, DNS server, web
+//! server; user and kernel, where the packet filter and the copies to the
+//! agent's packet socket land), as the mean and as the sum of the medians
+//! per operation, query and connection (a median ignores the interrupts and
+//! preemptions other work adds to a few operations), and its latency.
+//!
+//! A round runs the workload first with no agent (the peer; the difference
+//! between its two namespaces is the method's noise), then with the agent
+//! (eBPF, JSON to /dev/null) in each namespace, names on in one and
+//! `--no-names` in the other, which one alternating by round. Each agent's
+//! CPU per 10,000 answers and connections is read from its threads'
+//! schedstat while only its namespace is busy. Needs root; prints the
+//! tables for docs/BENCHMARKS.md.
 
 use std::fs::File;
-use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+/// DNS answers and connections for the agent's CPU per 10,000.
 const COUNT: usize = 10_000;
-const PAIRS: usize = 5;
-
-#[derive(Clone, Copy, PartialEq)]
-enum Agent {
-    None,
-    NamesOff,
-    NamesOn,
-}
+/// The fixed-rate workload: operations and their rate.
+const STEADY_OPS: usize = 6_000;
+const STEADY_RATE: f64 = 1_000.0;
+/// The core the workload's threads share (the agents may run on any).
+const WORKLOAD_CPU: usize = 1;
+/// The bytes of the request and of the response.
+const MESSAGE: usize = 64;
 
 struct Netns(String);
 
@@ -36,13 +59,16 @@ impl Netns {
             .unwrap()
             .success());
         let ns = Netns(name);
-        Command::new("ip")
+        assert!(Command::new("ip")
             .args(["-n", &ns.0, "link", "set", "lo", "up"])
             .status()
-            .unwrap();
+            .unwrap()
+            .success());
         ns
     }
 
+    /// Runs `f` on a thread inside the namespace; threads it starts and
+    /// sockets it makes are in it too.
     fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let file = File::open(format!("/run/netns/{}", self.0)).unwrap();
         std::thread::scope(|scope| {
@@ -113,16 +139,8 @@ impl Running {
         }
     }
 
-    /// CPU seconds of all the agent's threads so far (schedstat: nanoseconds,
-    /// where /proc/PID/stat counts 10 ms ticks).
     fn cpu(&self) -> f64 {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id())).unwrap();
-        let nanos: u64 = tasks
-            .flatten()
-            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-            .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
-            .sum();
-        nanos as f64 / 1e9
+        process_cpu(self.child.id())
     }
 }
 
@@ -134,67 +152,358 @@ impl Drop for Running {
     }
 }
 
+/// CPU seconds of all threads of a process so far (schedstat: nanoseconds,
+/// where /proc/PID/stat counts 10 ms ticks). The agent runs under `ip netns
+/// exec`, which execs it: the child's pid is the agent's.
+fn process_cpu(pid: u32) -> f64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .flatten()
+        .map(|task| thread_cpu(&task.path().join("schedstat")))
+        .sum()
+}
+
+fn thread_cpu(schedstat: &std::path::Path) -> f64 {
+    std::fs::read_to_string(schedstat)
+        .ok()
+        .and_then(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0.0, |nanos| nanos as f64 / 1e9)
+}
+
+/// Puts the calling thread on the workload's CPU: every thread of both
+/// sides shares one core, so a core slower or busier than the other (a
+/// shared VM's host decides) cannot fall on one side only.
+fn pin() {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET writes inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(WORKLOAD_CPU, &mut set) };
+    // SAFETY: the set is valid for its size; 0 is the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    assert_eq!(
+        rc,
+        0,
+        "sched_setaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// CPU seconds of the calling thread (user and kernel).
+fn this_thread_cpu() -> f64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec out-parameter.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) },
+        0
+    );
+    now.tv_sec as f64 + now.tv_nsec as f64 / 1e9
+}
+
+/// The address the DNS responder gives name number `i`: a fresh loopback
+/// address per name, so every operation teaches the agent a new one.
+fn address_of(i: usize) -> Ipv4Addr {
+    let [_, a, b, c] = (i as u32).to_be_bytes();
+    Ipv4Addr::new(127, 1 + a, b, c)
+}
+
+fn answer(query: &Message, address: Ipv4Addr) -> Vec<u8> {
+    let mut response = Message::query();
+    response.metadata.id = query.metadata.id;
+    response.metadata.message_type = MessageType::Response;
+    let name = query.queries[0].name.clone();
+    response.add_query(Query::query(name.clone(), RecordType::A));
+    response.add_answer(Record::from_rdata(name, 60, RData::A(A(address))));
+    response.to_vec().unwrap()
+}
+
+/// The workload's servers in one namespace: DNS on 127.0.0.1:53 (name
+/// `hN.bench.test` is `address_of(N)`) and a request/response server on
+/// every loopback address. Their threads report the CPU time of each query
+/// and each connection they served.
+struct Servers {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Vec<f64>>>,
+}
+
+impl Servers {
+    /// Call inside the namespace.
+    fn start() -> Servers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let dns = UdpSocket::bind("127.0.0.1:53").unwrap();
+        let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dns_thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                pin();
+                let mut served = Vec::new();
+                let mut buffer = [0u8; 512];
+                while !stop.load(Ordering::Relaxed) {
+                    let start = this_thread_cpu();
+                    let (n, from) = dns.recv_from(&mut buffer).unwrap();
+                    let Ok(query) = Message::from_vec(&buffer[..n]) else {
+                        continue; // the wake-up of finish()
+                    };
+                    let label = query.queries[0].name.iter().next().unwrap();
+                    let i: usize = std::str::from_utf8(&label[1..]).unwrap().parse().unwrap();
+                    dns.send_to(&answer(&query, address_of(i)), from).unwrap();
+                    served.push(this_thread_cpu() - start);
+                }
+                served
+            })
+        };
+        let tcp_thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                pin();
+                let mut served = Vec::new();
+                let mut buffer = [0u8; MESSAGE];
+                while !stop.load(Ordering::Relaxed) {
+                    let start = this_thread_cpu();
+                    let (mut stream, _) = listener.accept().unwrap();
+                    if stream.read_exact(&mut buffer).is_ok() {
+                        let _ = stream.write_all(&buffer);
+                        let _ = stream.read(&mut buffer); // the client's close
+                        drop(stream);
+                        served.push(this_thread_cpu() - start);
+                    }
+                }
+                served
+            })
+        };
+        Servers {
+            port,
+            stop,
+            threads: vec![dns_thread, tcp_thread],
+        }
+    }
+
+    /// Stops the servers (call inside the namespace, it wakes them with a
+    /// datagram and a connection); the CPU seconds of each query and each
+    /// connection served.
+    fn finish(self) -> [Vec<f64>; 2] {
+        self.stop.store(true, Ordering::Relaxed);
+        let waker = UdpSocket::bind("127.0.0.1:0").unwrap();
+        waker.send_to(b"", "127.0.0.1:53").unwrap();
+        // Refused when the server saw the flag on its own first.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        let mut served = self.threads.into_iter().map(|t| t.join().unwrap());
+        [served.next().unwrap(), served.next().unwrap()]
+    }
+}
+
+/// One resolve-then-connect operation: a DNS query for name `i`, a connect
+/// to the answer, a request and its response, the close. Returns its time
+/// and the client's CPU seconds for it.
+fn operation(resolver: &UdpSocket, port: u16, i: usize) -> (Duration, f64) {
+    let start = Instant::now();
+    let cpu = this_thread_cpu();
+    let mut query = Message::query();
+    query.metadata.id = i as u16;
+    query.add_query(Query::query(
+        Name::from_ascii(format!("h{i}.bench.test.")).unwrap(),
+        RecordType::A,
+    ));
+    resolver.send(&query.to_vec().unwrap()).unwrap();
+    let mut buffer = [0u8; 512];
+    let n = resolver.recv(&mut buffer).unwrap();
+    let response = Message::from_vec(&buffer[..n]).unwrap();
+    let RData::A(A(address)) = response.answers[0].data else {
+        panic!("not an A record")
+    };
+    let mut stream = TcpStream::connect(SocketAddr::new(IpAddr::V4(address), port)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut message = [7u8; MESSAGE];
+    stream.write_all(&message).unwrap();
+    stream.read_exact(&mut message).unwrap();
+    drop(stream);
+    (start.elapsed(), this_thread_cpu() - cpu)
+}
+
+/// One measure of a side, where more is worse.
+type Measure = dyn Fn(&Side) -> f64;
+
+/// What one side of the alternating workload cost.
+struct Side {
+    /// Workload CPU seconds per operation: the mean, and the sum of the
+    /// medians of the client's operations, the DNS server's queries and the
+    /// web server's connections (immune to the interrupts and preemptions a
+    /// shared machine adds to a few operations).
+    cpu_per_op: f64,
+    median_cpu_per_op: f64,
+    p50: f64,
+    p99: f64,
+}
+
+/// STEADY_OPS resolve-then-connect operations at STEADY_RATE, alternating
+/// between the two namespaces one operation at a time (the client thread
+/// enters each in turn), so both sides see the same moment of the machine.
+fn alternating(sides: [&Netns; 2], first_name: usize) -> [Side; 2] {
+    let servers = sides.map(|ns| ns.run(Servers::start));
+    let files = sides.map(|ns| File::open(format!("/run/netns/{}", ns.0)).unwrap());
+    let enter = |side: usize| {
+        // SAFETY: a namespace fd; this thread only.
+        assert_eq!(
+            unsafe { libc::setns(files[side].as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+    };
+    let ports = [servers[0].port, servers[1].port];
+    let measured = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                pin();
+                let resolvers = [0, 1].map(|side| {
+                    enter(side);
+                    let resolver = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    resolver.connect("127.0.0.1:53").unwrap();
+                    resolver
+                });
+                let mut measured: [Vec<(Duration, f64)>; 2] = Default::default();
+                let start = Instant::now();
+                for n in 0..STEADY_OPS {
+                    let due = start + Duration::from_secs_f64(n as f64 / STEADY_RATE);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let side = n % 2;
+                    enter(side);
+                    measured[side].push(operation(&resolvers[side], ports[side], first_name + n));
+                }
+                measured
+            })
+            .join()
+            .unwrap()
+    });
+    let mut served = sides
+        .into_iter()
+        .zip(servers)
+        .map(|(ns, s)| ns.run(|| s.finish()));
+    let served = [served.next().unwrap(), served.next().unwrap()];
+    let side = |index: usize| {
+        let (mut latencies, client): (Vec<Duration>, Vec<f64>) =
+            measured[index].iter().copied().unzip();
+        let [dns, web] = &served[index];
+        let total: f64 = [&client, dns, web]
+            .iter()
+            .map(|v| v.iter().sum::<f64>())
+            .sum();
+        latencies.sort();
+        Side {
+            cpu_per_op: total / client.len() as f64,
+            median_cpu_per_op: [client, dns.clone(), web.clone()]
+                .into_iter()
+                .map(median)
+                .sum(),
+            p50: latencies[latencies.len() / 2].as_secs_f64(),
+            p99: latencies[latencies.len() * 99 / 100].as_secs_f64(),
+        }
+    };
+    [side(0), side(1)]
+}
+
 /// COUNT DNS answers from 127.0.0.1:53, each read by a local process.
 fn answers() {
     let server = UdpSocket::bind("127.0.0.1:53").unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut buffer = [0u8; 512];
     for i in 0..COUNT {
-        let name = Name::from_ascii(format!("host{i}.bench.test.")).unwrap();
-        let mut answer = Message::query();
-        answer.metadata.message_type = MessageType::Response;
-        answer.add_query(Query::query(name.clone(), RecordType::A));
-        let [_, a, b, c] = (i as u32).to_be_bytes();
-        answer.add_answer(Record::from_rdata(
-            name,
-            60,
-            RData::A(A(Ipv4Addr::new(10, a, b, c))),
+        let mut query = Message::query();
+        query.add_query(Query::query(
+            Name::from_ascii(format!("host{i}.bench.test.")).unwrap(),
+            RecordType::A,
         ));
         server
-            .send_to(&answer.to_vec().unwrap(), client.local_addr().unwrap())
+            .send_to(&answer(&query, address_of(i)), client.local_addr().unwrap())
             .unwrap();
         client.recv(&mut buffer).unwrap();
     }
 }
 
-/// COUNT loopback connections, connected and closed one after the other.
-fn connections() -> Duration {
+/// COUNT loopback connections to addresses no answer named, at 2,000 a
+/// second, each with a request and its response.
+fn connections() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     let server = std::thread::spawn(move || {
+        let mut buffer = [0u8; MESSAGE];
         for _ in 0..COUNT {
-            drop(listener.accept().unwrap());
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.read_exact(&mut buffer).unwrap();
+            stream.write_all(&buffer).unwrap();
         }
     });
     let start = Instant::now();
-    for _ in 0..COUNT {
-        drop(TcpStream::connect(address).unwrap());
+    for n in 0..COUNT {
+        let due = start + Duration::from_secs_f64(n as f64 / 2_000.0);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let mut stream = TcpStream::connect(address).unwrap();
+        let mut message = [7u8; MESSAGE];
+        stream.write_all(&message).unwrap();
+        stream.read_exact(&mut message).unwrap();
     }
     server.join().unwrap();
-    start.elapsed()
 }
 
-struct Sample {
-    cpu_answers: f64,
-    cpu_connections: f64,
-    workload: f64,
+/// The agent's own CPU seconds for COUNT answers and COUNT connections.
+struct AgentCpu {
+    answers: f64,
+    connections: f64,
 }
 
-fn sample(agent: Agent, pair: usize) -> Sample {
-    let ns = Netns::new(&format!("p{pair}{}", agent as u8));
-    let running = (agent != Agent::None).then(|| Running::start(&ns, agent == Agent::NamesOn));
-    let cpu = || running.as_ref().map_or(0.0, Running::cpu);
+fn agent_cpu(ns: &Netns, agent: &Running) -> AgentCpu {
+    // The agent's last records wait up to 50 ms in the ring buffer and an
+    // unnamed connect up to 500 ms for its ClientHello.
     let settle = || std::thread::sleep(Duration::from_millis(700));
-    let before = cpu();
+    settle();
+    let before = agent.cpu();
     ns.run(answers);
     settle();
-    let after_answers = cpu();
-    let workload = ns.run(connections);
+    let after_answers = agent.cpu();
+    ns.run(connections);
     settle();
-    Sample {
-        cpu_answers: after_answers - before,
-        cpu_connections: cpu() - after_answers,
-        workload: workload.as_secs_f64(),
+    AgentCpu {
+        answers: after_answers - before,
+        connections: agent.cpu() - after_answers,
+    }
+}
+
+/// One round: the alternating workload with no agent (two namespaces, a
+/// control of the method: their difference is its noise), then with names
+/// on in one namespace and `--no-names` in the other (which one alternates
+/// by round).
+struct Round {
+    none: [Side; 2],
+    off: Side,
+    on: Side,
+    off_cpu: AgentCpu,
+    on_cpu: AgentCpu,
+}
+
+fn round(index: usize) -> Round {
+    let sides = [
+        Netns::new(&format!("r{index}a")),
+        Netns::new(&format!("r{index}b")),
+    ];
+    let none = alternating([&sides[0], &sides[1]], 0);
+    let on_side = index % 2;
+    let on_agent = Running::start(&sides[on_side], true);
+    let off_agent = Running::start(&sides[1 - on_side], false);
+    let on_cpu = agent_cpu(&sides[on_side], &on_agent);
+    let off_cpu = agent_cpu(&sides[1 - on_side], &off_agent);
+    let [a, b] = alternating([&sides[0], &sides[1]], COUNT);
+    let (on, off) = if on_side == 0 { (a, b) } else { (b, a) };
+    Round {
+        none,
+        off,
+        on,
+        off_cpu,
+        on_cpu,
     }
 }
 
@@ -203,41 +512,86 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// "median [min, max]" of `values`, each formatted by `show`.
+fn spread(values: Vec<f64>, show: impl Fn(f64) -> String) -> String {
+    let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{} [{}, {}]", show(median(values)), show(low), show(high))
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let mut runs: Vec<(Agent, Sample)> = Vec::new();
-    for pair in 0..PAIRS {
-        for agent in [Agent::None, Agent::NamesOff, Agent::NamesOn] {
-            runs.push((agent, sample(agent, pair)));
-        }
-    }
-    let pick = |agent: Agent, f: fn(&Sample) -> f64| {
-        median(
-            runs.iter()
-                .filter(|(a, _)| *a == agent)
-                .map(|(_, s)| f(s))
-                .collect(),
-        )
-    };
-    let base = pick(Agent::None, |s| s.workload);
-    println!("medians of {PAIRS} runs each, {COUNT} answers and {COUNT} loopback connections");
+    let count: usize = std::env::var("NAMES_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(7);
+    let rounds: Vec<Round> = (0..count)
+        .map(|index| {
+            eprintln!("round {index}");
+            round(index)
+        })
+        .collect();
+
+    let of = |f: &dyn Fn(&Round) -> f64| -> Vec<f64> { rounds.iter().map(f).collect() };
+    let secs = |v: f64| format!("{v:.4}");
+    let micros = |v: f64| format!("{:.1}", v * 1e6);
+    let points = |v: f64| format!("{v:+.1}");
+    let measures: [(&str, &Measure); 4] = [
+        ("CPU / op, sum of medians", &|s| s.median_cpu_per_op),
+        ("CPU / op, mean", &|s| s.cpu_per_op),
+        ("latency p50", &|s| s.p50),
+        ("latency p99", &|s| s.p99),
+    ];
+
+    println!("{count} rounds; median [min, max] of the rounds");
+    println!("\nThe agent's own CPU ({COUNT} answers, {COUNT} connections at 2,000/s):\n");
+    println!("| agent | CPU s / 10k DNS answers | CPU s / 10k connections |");
+    println!("|---|---:|---:|");
+    let scale = 10_000.0 / COUNT as f64;
     println!(
-        "| agent | CPU s / 10k DNS answers | CPU s / 10k connections | workload s | slowdown |"
+        "| --no-names | {} | {} |",
+        spread(of(&|r| r.off_cpu.answers * scale), secs),
+        spread(of(&|r| r.off_cpu.connections * scale), secs)
+    );
+    println!(
+        "| names on | {} | {} |",
+        spread(of(&|r| r.on_cpu.answers * scale), secs),
+        spread(of(&|r| r.on_cpu.connections * scale), secs)
+    );
+    println!(
+        "\nThe workload, µs per resolve-connect-request-close operation ({STEADY_OPS} at {STEADY_RATE}/s, alternating between two namespaces):\n"
+    );
+    println!(
+        "| agent | {} |",
+        measures.map(|(label, _)| label).join(" | ")
     );
     println!("|---|---:|---:|---:|---:|");
-    println!("| none | - | - | {base:.3} | - |");
-    for (label, agent) in [
-        ("--no-names", Agent::NamesOff),
-        ("names on (default)", Agent::NamesOn),
-    ] {
-        let workload = pick(agent, |s| s.workload);
+    let row = |label: &str, side: &dyn Fn(&Round) -> &Side| {
+        let cells: Vec<String> = measures
+            .iter()
+            .map(|(_, measure)| spread(of(&|r| measure(side(r))), micros))
+            .collect();
+        println!("| {label} | {} |", cells.join(" | "));
+    };
+    row("none (peer), namespace a", &|r| &r.none[0]);
+    row("none (peer), namespace b", &|r| &r.none[1]);
+    row("--no-names", &|r| &r.off);
+    row("names on", &|r| &r.on);
+
+    println!("\nSlowdown in points of the no-agent cost (per round, then median [min, max]):\n");
+    println!("| measure | no agent: a - b (noise) | --no-names | names on | names on - off |");
+    println!("|---|---:|---:|---:|---:|");
+    for (label, measure) in measures {
+        let base = |r: &Round| (measure(&r.none[0]) + measure(&r.none[1])) / 2.0;
+        let pts = |f: &dyn Fn(&Round) -> f64| of(&|r| f(r) / base(r) * 100.0);
         println!(
-            "| {label} | {:.4} | {:.4} | {workload:.3} | {:+.1}% |",
-            pick(agent, |s| s.cpu_answers) * 10_000.0 / COUNT as f64,
-            pick(agent, |s| s.cpu_connections) * 10_000.0 / COUNT as f64,
-            (workload / base - 1.0) * 100.0
+            "| {label} | {} | {} | {} | {} |",
+            spread(pts(&|r| measure(&r.none[0]) - measure(&r.none[1])), points),
+            spread(pts(&|r| measure(&r.off) - base(r)), points),
+            spread(pts(&|r| measure(&r.on) - base(r)), points),
+            spread(pts(&|r| measure(&r.on) - measure(&r.off)), points),
         );
     }
 }

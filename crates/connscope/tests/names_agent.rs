@@ -16,7 +16,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use connscope_event::json::from_json_line;
-use connscope_event::{ConnectionEvent, EventKind, Family, NameSource, RemoteName};
+use connscope_event::{
+    ConnectionEvent, Direction, EventKind, Family, NameSource, Protocol, RemoteName,
+};
 use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -322,6 +324,40 @@ fn connections_are_named_after_the_name_asked_through_cname_chains() {
     assert_eq!(agent.name_of_connect("192.0.2.11:8080"), None);
 }
 
+/// The query getent sends to the lab's dnsmasq is a UDP flow like any other
+/// (with `--udp`): under `ip netns exec`, whose fresh sysfs has no cgroup2
+/// mounted, the agent mounts it for its UDP hooks rather than refusing to
+/// start, and records the flow with its owner (its disconnect comes after the
+/// flow's 60 s idle timeout).
+#[test]
+fn the_dns_query_itself_is_recorded_as_a_udp_flow() {
+    let lab = Lab::new(DNS);
+    let _dns = lab.dnsmasq(
+        &lab.server,
+        DNS,
+        &["--no-resolv", "--host-record=flow.test,192.0.2.18"],
+    );
+    let agent = lab.agent(&["--udp"]);
+    assert!(lab.getent("flow.test").contains("192.0.2.18"));
+    let server: SocketAddr = format!("{DNS}:53").parse().unwrap();
+    let mut connect = None;
+    wait_for_or(
+        "the DNS query's UDP flow",
+        WAIT,
+        || format!("{:#?}\n{}", agent.events(), agent.log()),
+        || {
+            connect = agent.events().into_iter().find(|e| {
+                e.kind == EventKind::Connect && e.protocol == Protocol::Udp && e.remote == server
+            });
+            connect.is_some()
+        },
+    );
+    let connect = connect.unwrap();
+    assert_eq!(connect.direction, Direction::Outgoing);
+    let comm = connect.process.as_ref().and_then(|p| p.comm.clone());
+    assert_eq!(comm.as_deref(), Some("getent"), "{connect:#?}");
+}
+
 #[test]
 fn answers_over_tcp_name_connections() {
     // glibc asks over TCP with `options use-vc`.
@@ -339,6 +375,44 @@ fn answers_over_tcp_name_connections() {
     lab.getent("tcp.test");
     lab.curl("http://tcp.test:8080/", &[]).unwrap();
     assert_eq!(agent.name_of_connect("192.0.2.17:8080"), dns("tcp.test"));
+}
+
+/// A TCP answer from dnsmasq cut into segments of 36 bytes: the client
+/// advertises an MSS of 48 and the server's link sends each segment as a
+/// packet of its own (no GSO super-packet, which a packet socket would see
+/// whole). The answer's CNAME and address reach the agent only reassembled.
+#[test]
+fn answers_split_across_tcp_segments_name_connections() {
+    let lab = Lab::with_resolv_conf(&format!("nameserver {DNS}\noptions use-vc\n"));
+    run(lab.client.command("ip").args([
+        "route",
+        "replace",
+        "192.0.2.0/24",
+        "dev",
+        "c0",
+        "advmss",
+        "48",
+    ]));
+    run(lab
+        .server
+        .command("ip")
+        .args(["link", "set", "s0", "gso_max_segs", "1"]));
+    let _dns = lab.dnsmasq(
+        &lab.server,
+        DNS,
+        &[
+            "--no-resolv",
+            "--host-record=split.test,192.0.2.19",
+            "--cname=www.split.test,split.test",
+        ],
+    );
+    let agent = lab.agent(&[]);
+    assert!(lab.getent("www.split.test").contains("192.0.2.19"));
+    lab.curl("http://www.split.test:8080/", &[]).unwrap();
+    assert_eq!(
+        agent.name_of_connect("192.0.2.19:8080"),
+        dns("www.split.test")
+    );
 }
 
 #[test]
@@ -408,6 +482,13 @@ fn a_tls_server_reached_by_address_is_named_from_the_client_hello() {
             name: "tls.test".into(),
             source: NameSource::Sni
         })
+    );
+    // Through the veth from the eBPF egress hook, not a transmit tap.
+    assert!(
+        agent.log().contains("client_hellos_from")
+            && agent.log().contains("\"the capture backend\""),
+        "{}",
+        agent.log()
     );
 }
 
@@ -592,9 +673,9 @@ fn a_by_name_plan_from_the_store_follows_a_moving_name_with_the_agents_sets() {
     let file = lab.dir.path().join("plan.nft");
     std::fs::write(&file, &text).unwrap();
     run(lab.client.command("nft").arg("-f").arg(&file));
-    // The agent records no flow of getent's and curl's DNS queries to the
-    // lab's server (so the plan has none): allowed by hand, as an admin
-    // would review it, or nothing resolves under the plan.
+    // The agent ran without `--udp`, so it recorded no flow of getent's and
+    // curl's DNS queries to the lab's server (the plan has none): allowed by
+    // hand, as an admin would review it, or nothing resolves under the plan.
     run(lab.client.command("nft").args([
         "add",
         "rule",

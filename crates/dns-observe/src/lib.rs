@@ -5,8 +5,10 @@
 //! that network namespace.
 //!
 //! - [`socket`]: a packet socket per namespace with a classic BPF filter that
-//!   lets through only answers from port 53 and outgoing ClientHellos.
+//!   lets through only answers from port 53 and (unless ClientHellos come
+//!   from the eBPF backend) outgoing ClientHellos.
 //! - [`dns`] and [`sni`]: the parsing, by hickory-proto and tls-parser.
+//! - [`reassembly`]: DNS messages cut out of TCP streams, across segments.
 //! - [`cache`]: address -> name and connection -> SNI, bounded per namespace.
 //! - [`observer`]: the thread that reads the sockets and fills the cache.
 //! - [`nft_sets`]: keeps the name sets of a loaded connscope plan filled.
@@ -18,10 +20,14 @@ pub mod cache;
 pub mod dns;
 pub mod nft_sets;
 pub mod observer;
+pub mod reassembly;
 pub mod sni;
 pub mod socket;
 
 pub use cache::{CachedName, NameCache};
 pub use dns::Answer;
 pub use nft_sets::{NameSetKeeper, NameSetStats};
-pub use observer::{Namespaces, ObservedAnswer, Observer, ObserverConfig, ObserverError};
+pub use observer::{
+    HelloLearner, Namespaces, ObservedAnswer, Observer, ObserverConfig, ObserverError,
+};
+pub use socket::Taps;

@@ -1,12 +1,13 @@
 //! The observer thread: reads the packet sockets of the watched namespaces,
 //! learns names into the shared [`NameCache`], and hands every DNS answer to
-//! whoever keeps nft sets from them.
+//! whoever keeps nft sets from them. ClientHellos come from its sockets too,
+//! or, when the sockets only tap received packets, from whoever copies them
+//! elsewhere (the eBPF capture backend) through a [`HelloLearner`].
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,8 +20,9 @@ use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
 use crate::cache::NameCache;
 use crate::dns::{parse_response, Answer};
+use crate::reassembly::{DnsStreams, Segment};
 use crate::sni::server_name;
-use crate::socket::{PacketSocket, Way};
+use crate::socket::{PacketSocket, Taps, Way};
 
 /// Which network namespaces to watch (the agent's `--netns`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +43,9 @@ pub struct ObserverConfig {
     pub addresses_per_netns: usize,
     /// How long a name outlives its answer's TTL.
     pub grace: Duration,
+    /// [`Taps::Received`] when ClientHellos are handed in through a
+    /// [`HelloLearner`]; else the sockets tap sent packets for them too.
+    pub taps: Taps,
 }
 
 impl Default for ObserverConfig {
@@ -49,6 +54,7 @@ impl Default for ObserverConfig {
             namespaces: Namespaces::Own,
             addresses_per_netns: 65_536,
             grace: Duration::from_secs(300),
+            taps: Taps::ReceivedAndSent,
         }
     }
 }
@@ -91,6 +97,8 @@ pub struct ObserverStats {
     pub malformed: AtomicU64,
     /// Packets the kernel dropped because the observer was behind.
     pub kernel_dropped: AtomicU64,
+    /// ClientHellos the capture backend could not hand over.
+    pub hellos_dropped: AtomicU64,
     /// Answers not handed to the nft set keeper because it was behind.
     pub keeper_dropped: AtomicU64,
 }
@@ -118,11 +126,13 @@ impl Observer {
         let stop = Arc::new(AtomicBool::new(false));
         let mut reader = Reader {
             namespaces: config.namespaces,
+            taps: config.taps,
             watched: Vec::new(),
             names: names.clone(),
             stats: stats.clone(),
             answers,
             next_scan: Instant::now(),
+            streams: DnsStreams::default(),
         };
         reader.scan()?;
         let thread = {
@@ -148,6 +158,44 @@ impl Observer {
     pub fn stats(&self) -> &ObserverStats {
         &self.stats
     }
+
+    /// Where ClientHellos seen elsewhere are handed in.
+    pub fn hello_learner(&self) -> HelloLearner {
+        HelloLearner {
+            names: self.names.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+/// Learns the server names of ClientHellos that the packet sockets do not
+/// see ([`Taps::Received`]): same parser, same cache, same counters.
+#[derive(Clone)]
+pub struct HelloLearner {
+    names: Arc<Mutex<NameCache>>,
+    stats: Arc<ObserverStats>,
+}
+
+impl HelloLearner {
+    /// `record` is a connection's first payload, from the TLS record on;
+    /// a cut or split record gives no name, as from a packet socket.
+    pub fn learn(&self, netns: u64, local: SocketAddr, remote: SocketAddr, record: &[u8]) {
+        let Some(name) = server_name(record) else {
+            return;
+        };
+        self.names
+            .lock()
+            .expect("the name cache is not poisoned")
+            .learn_sni(netns, local, remote, name, Instant::now());
+        self.stats.hellos.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts ClientHellos lost before they reached here.
+    pub fn dropped(&self, count: u64) {
+        self.stats
+            .hellos_dropped
+            .fetch_add(count, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Observer {
@@ -172,17 +220,28 @@ struct Watched {
 
 struct Reader {
     namespaces: Namespaces,
+    taps: Taps,
     watched: Vec<Watched>,
     names: Arc<Mutex<NameCache>>,
     stats: Arc<ObserverStats>,
     answers: Option<SyncSender<ObservedAnswer>>,
     next_scan: Instant,
+    streams: DnsStreams,
 }
 
+/// How often the sockets are read: an answer is learned at most this late,
+/// far inside the ring buffer's 50 ms by which connect events arrive.
+const READ_INTERVAL: Duration = Duration::from_millis(20);
 /// How often `--netns all` looks for new namespaces.
 const SCAN_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Reader {
+    /// Reads every socket each [`READ_INTERVAL`] rather than sleeping in
+    /// poll(): a reader waiting on a socket makes every matching packet wake
+    /// it, and that wake-up is paid by the thread that sent or received the
+    /// packet (the workload: the DNS client, the resolver), measured as the
+    /// largest part of naming's cost to it (docs/BENCHMARKS.md, Names). With
+    /// nobody waiting the kernel only queues the packet.
     fn run(&mut self, stop: &AtomicBool) {
         let mut buffer = vec![0u8; 65_536];
         while !stop.load(Ordering::Relaxed) {
@@ -191,24 +250,9 @@ impl Reader {
                     tracing::warn!("names: {err}");
                 }
             }
-            let mut polled: Vec<libc::pollfd> = self
-                .watched
-                .iter()
-                .map(|w| libc::pollfd {
-                    fd: w.socket.as_fd().as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                })
-                .collect();
-            // SAFETY: valid pollfd array of the given length.
-            let ready = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as _, 100) };
-            if ready <= 0 {
-                continue;
-            }
-            for (index, pollfd) in polled.iter().enumerate() {
-                if pollfd.revents & libc::POLLIN != 0 {
-                    self.drain(index, &mut buffer);
-                }
+            std::thread::sleep(READ_INTERVAL);
+            for index in 0..self.watched.len() {
+                self.drain(index, &mut buffer);
             }
         }
     }
@@ -217,22 +261,29 @@ impl Reader {
         let watched = &self.watched[index];
         let mut answers = Vec::new();
         let mut hellos = Vec::new();
+        let learn = |payload: &[u8], answers: &mut Vec<Answer>| match parse_response(payload) {
+            Ok(Some(answer)) => answers.push(answer),
+            Ok(None) => {}
+            Err(err) => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!("names: {err}");
+            }
+        };
         // Bounded, so one flooded namespace does not starve the others.
         for _ in 0..1024 {
             match watched.socket.receive(buffer) {
                 Ok(Some((way, packet))) => {
                     self.stats.packets.fetch_add(1, Ordering::Relaxed);
                     match classify(way, packet) {
-                        Some(Seen::Dns(payloads)) => {
-                            for payload in payloads {
-                                match parse_response(payload) {
-                                    Ok(Some(answer)) => answers.push(answer),
-                                    Ok(None) => {}
-                                    Err(err) => {
-                                        self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                                        tracing::trace!("names: {err}");
-                                    }
-                                }
+                        Some(Seen::Dns(payload)) => learn(payload, &mut answers),
+                        Some(Seen::DnsSegment {
+                            server,
+                            client,
+                            segment,
+                        }) => {
+                            let flow = (watched.netns, server, client);
+                            for message in self.streams.segment(flow, segment, Instant::now()) {
+                                learn(&message, &mut answers);
                             }
                         }
                         Some(Seen::Hello {
@@ -324,7 +375,7 @@ impl Reader {
             if self.watched.iter().any(|w| w.netns == netns) {
                 continue;
             }
-            match PacketSocket::open(file.as_ref()) {
+            match PacketSocket::open(file.as_ref(), self.taps) {
                 Ok(socket) => self.watched.push(Watched {
                     netns,
                     file: file.map(Arc::new),
@@ -375,11 +426,16 @@ fn find_namespaces(wanted: impl Fn(u64) -> bool) -> HashMap<u64, File> {
 }
 
 /// What one captured packet holds.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Seen<'p> {
-    /// DNS messages from port 53 (one for UDP; each whole length-prefixed
-    /// message of a TCP segment).
-    Dns(Vec<&'p [u8]>),
+    /// A DNS message in a UDP datagram from port 53.
+    Dns(&'p [u8]),
+    /// A TCP segment from port 53: a piece of a stream of DNS messages.
+    DnsSegment {
+        server: SocketAddr,
+        client: SocketAddr,
+        segment: Segment<'p>,
+    },
     /// A ClientHello sent from `local` to `remote`.
     Hello {
         local: SocketAddr,
@@ -403,21 +459,18 @@ fn classify(way: Way, packet: &[u8]) -> Option<Seen<'_>> {
     };
     match (way, sliced.transport?) {
         (Way::In, TransportSlice::Udp(udp)) if udp.source_port() == 53 => {
-            Some(Seen::Dns(vec![udp.payload()]))
+            Some(Seen::Dns(udp.payload()))
         }
-        (Way::In, TransportSlice::Tcp(tcp)) if tcp.source_port() == 53 => {
-            let mut messages = Vec::new();
-            let mut rest = tcp.payload();
-            while let [high, low, tail @ ..] = rest {
-                let length = usize::from(u16::from_be_bytes([*high, *low]));
-                if tail.len() < length {
-                    break; // continued in the next segment: not reassembled
-                }
-                messages.push(&tail[..length]);
-                rest = &tail[length..];
-            }
-            Some(Seen::Dns(messages))
-        }
+        (Way::In, TransportSlice::Tcp(tcp)) if tcp.source_port() == 53 => Some(Seen::DnsSegment {
+            server: SocketAddr::new(source, tcp.source_port()),
+            client: SocketAddr::new(destination, tcp.destination_port()),
+            segment: Segment {
+                sequence: tcp.sequence_number(),
+                syn: tcp.syn(),
+                ends: tcp.fin() || tcp.rst(),
+                payload: tcp.payload(),
+            },
+        }),
         (Way::Out, TransportSlice::Tcp(tcp)) => Some(Seen::Hello {
             local: SocketAddr::new(source, tcp.source_port()),
             remote: SocketAddr::new(destination, tcp.destination_port()),
@@ -442,23 +495,34 @@ mod tests {
             .udp(53, 40000)
             .write(&mut udp, dns)
             .unwrap();
-        assert_eq!(classify(Way::In, &udp), Some(Seen::Dns(vec![&dns[..]])));
-        assert_eq!(classify(Way::Out, &udp), None);
+        assert!(matches!(classify(Way::In, &udp), Some(Seen::Dns(d)) if d == dns));
+        assert!(classify(Way::Out, &udp).is_none());
 
-        let mut stream = Vec::new();
-        for message in [&b"first"[..], b"second"] {
-            stream.extend_from_slice(&(message.len() as u16).to_be_bytes());
-            stream.extend_from_slice(message);
-        }
-        stream.extend_from_slice(b"\x00\x10cut"); // the rest comes later
         let mut tcp = Vec::new();
         PacketBuilder::ipv6([1; 16], [2; 16], 64)
-            .tcp(53, 40000, 1, 1000)
-            .write(&mut tcp, &stream)
+            .tcp(53, 40000, 77, 1000)
+            .fin()
+            .write(&mut tcp, b"\x00\x10cut")
             .unwrap();
+        let Some(Seen::DnsSegment {
+            server,
+            client,
+            segment,
+        }) = classify(Way::In, &tcp)
+        else {
+            panic!("a TCP segment from port 53")
+        };
         assert_eq!(
-            classify(Way::In, &tcp),
-            Some(Seen::Dns(vec![&b"first"[..], b"second"]))
+            server,
+            "[101:101:101:101:101:101:101:101]:53".parse().unwrap()
+        );
+        assert_eq!(
+            client,
+            "[202:202:202:202:202:202:202:202]:40000".parse().unwrap()
+        );
+        assert_eq!(
+            (segment.sequence, segment.syn, segment.ends, segment.payload),
+            (77, false, true, &b"\x00\x10cut"[..])
         );
 
         let mut hello = Vec::new();
@@ -466,13 +530,16 @@ mod tests {
             .tcp(40000, 443, 1, 1000)
             .write(&mut hello, &client_hello(b"tls.example"))
             .unwrap();
-        assert_eq!(
-            classify(Way::Out, &hello),
-            Some(Seen::Hello {
-                local: "10.0.0.1:40000".parse().unwrap(),
-                remote: "10.0.0.2:443".parse().unwrap(),
-                name: "tls.example".into()
-            })
-        );
+        let Some(Seen::Hello {
+            local,
+            remote,
+            name,
+        }) = classify(Way::Out, &hello)
+        else {
+            panic!("a ClientHello")
+        };
+        assert_eq!(local, "10.0.0.1:40000".parse().unwrap());
+        assert_eq!(remote, "10.0.0.2:443".parse().unwrap());
+        assert_eq!(name, "tls.example");
     }
 }

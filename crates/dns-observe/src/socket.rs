@@ -1,14 +1,25 @@
 //! A packet socket in one network namespace, filtered in the kernel to the
 //! two kinds of packets naming needs: DNS answers arriving (UDP or TCP from
-//! port 53) and TLS ClientHellos leaving (a TCP payload starting with a
-//! handshake record of type ClientHello).
+//! port 53) and, only when asked for, TLS ClientHellos leaving (a TCP payload
+//! starting with a handshake record of type ClientHello).
 //!
-//! Why a packet socket and a classic BPF filter rather than an eBPF skb hook:
-//! the filter runs on every packet of the namespace either way, and drops
-//! everything else before a copy is made; what passes is a few packets per
-//! name lookup. A packet socket also sees answers relayed over loopback by a
-//! local stub (127.0.0.53), which is where most hosts get them. The cost is
-//! measured in docs/BENCHMARKS.md.
+//! Why a packet socket and a classic BPF filter for the answers: the filter
+//! drops everything else before a copy is made, and a packet socket also sees
+//! answers relayed over loopback by a local stub (127.0.0.53), which is where
+//! most hosts get them.
+//!
+//! Why receive-only ([`Taps::Received`], the agent's mode with the eBPF
+//! backend, which copies ClientHellos from its cgroup egress hook instead):
+//! a socket that taps the transmit path makes the kernel clone every packet
+//! the namespace sends (`dev_queue_xmit_nit`, `skb_clone`) before the filter
+//! can drop it; that was about half of what naming cost a workload
+//! (docs/BENCHMARKS.md, Names). `PACKET_IGNORE_OUTGOING` skips the transmit
+//! path before the clone. It is chosen over sockets bound to
+//! `ETH_P_IP`/`ETH_P_IPV6` (which only the receive path visits) by
+//! measurement (`scripts/packet-tap-cost`, loopback UDP, CPU per packet
+//! beside no tap, three runs): both ways 373-472 ns, ignoring outgoing
+//! 145-196 ns, bound to `ETH_P_IP` 310-434 ns. Loopback answers are still
+//! seen once, as they arrive on `lo`.
 //!
 //! The socket is `SOCK_DGRAM`: the kernel strips the link header, so the
 //! filter and the parser both start at the IP header, on Ethernet, loopback
@@ -24,6 +35,18 @@ const PACKET_OUTGOING: u8 = 4;
 const SNAP_LEN: u32 = 65_535;
 /// Room for bursts of answers while the reader is busy.
 const RECEIVE_BUFFER: libc::c_int = 4 << 20;
+
+/// The kernel's `PACKET_IGNORE_OUTGOING` (Linux 4.20).
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+
+/// Which packets a socket is handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taps {
+    /// Packets the namespace receives: DNS answers.
+    Received,
+    /// Received and sent: DNS answers and outgoing ClientHellos.
+    ReceivedAndSent,
+}
 
 /// Which way a captured packet went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,9 +66,9 @@ pub struct PacketSocket {
 impl PacketSocket {
     /// Opens the socket in the namespace `netns` (an open `/proc/PID/ns/net`
     /// or `/run/netns/NAME`), or in this thread's namespace for `None`.
-    pub fn open(netns: Option<&File>) -> io::Result<PacketSocket> {
+    pub fn open(netns: Option<&File>, taps: Taps) -> io::Result<PacketSocket> {
         match netns {
-            None => Self::open_here(),
+            None => Self::open_here(taps),
             Some(file) => {
                 // setns() changes the calling thread only: a short-lived thread
                 // enters the namespace, opens the socket, and ends.
@@ -57,7 +80,7 @@ impl PacketSocket {
                             if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                                 return Err(io::Error::last_os_error());
                             }
-                            Self::open_here()
+                            Self::open_here(taps)
                         })
                         .join()
                         .expect("opening a packet socket does not panic")
@@ -66,7 +89,7 @@ impl PacketSocket {
         }
     }
 
-    fn open_here() -> io::Result<PacketSocket> {
+    fn open_here(taps: Taps) -> io::Result<PacketSocket> {
         let protocol = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
         // SAFETY: plain socket(2) call; the fd is owned right away.
         let fd = unsafe {
@@ -86,12 +109,16 @@ impl PacketSocket {
             len: program.len() as u16,
             filter: program.as_ptr() as *mut libc::sock_filter,
         };
-        set_option(&fd, libc::SO_ATTACH_FILTER, &fprog)?;
+        set_option(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)?;
+        if taps == Taps::Received {
+            let on: libc::c_int = 1;
+            set_option(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &on)?;
+        }
         // Packets queued between socket() and the filter were not filtered.
         drain(&fd);
         // Best effort: without CAP_NET_ADMIN only rmem_max applies.
-        let _ = set_option(&fd, libc::SO_RCVBUFFORCE, &RECEIVE_BUFFER)
-            .or_else(|_| set_option(&fd, libc::SO_RCVBUF, &RECEIVE_BUFFER));
+        let _ = set_option(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &RECEIVE_BUFFER)
+            .or_else(|_| set_option(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &RECEIVE_BUFFER));
         Ok(PacketSocket { fd })
     }
 
@@ -156,12 +183,17 @@ impl AsFd for PacketSocket {
     }
 }
 
-fn set_option<T>(fd: &OwnedFd, option: libc::c_int, value: &T) -> io::Result<()> {
+fn set_option<T>(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
     // SAFETY: value points to a T of the size given.
     let rc = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            libc::SOL_SOCKET,
+            level,
             option,
             (value as *const T).cast(),
             std::mem::size_of::<T>() as libc::socklen_t,

@@ -2,11 +2,11 @@
 //! The observer in a namespace of its own, fed real packets over loopback:
 //! the kernel filter passes only answers arriving from port 53 and
 //! ClientHellos leaving (counted packet by packet), on IPv4 and IPv6, and
-//! what passes becomes names.
+//! what passes becomes names; a receive-only socket passes the answers alone.
 
 use std::fs::File;
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::Ordering;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use connscope_dns_observe::observer::own_netns;
-use connscope_dns_observe::{Namespaces, Observer, ObserverConfig};
+use connscope_dns_observe::{NameCache, Namespaces, Observer, ObserverConfig, Taps};
 use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -22,8 +22,8 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 struct Netns(String);
 
 impl Netns {
-    fn new() -> Netns {
-        let name = format!("nao{}", std::process::id());
+    fn new(tag: &str) -> Netns {
+        let name = format!("nao{tag}{}", std::process::id());
         assert!(Command::new("ip")
             .args(["netns", "add", &name])
             .status()
@@ -91,17 +91,10 @@ fn client_hello(name: &str) -> Vec<u8> {
     hello
 }
 
-#[test]
-fn only_answers_and_client_hellos_pass_the_filter_and_become_names() {
-    let ns = Netns::new();
-    let config = ObserverConfig {
-        namespaces: Namespaces::Inode(ns.inode()),
-        ..ObserverConfig::default()
-    };
-    assert_ne!(ns.inode(), own_netns().unwrap());
-    let observer = Observer::start(&config, None).unwrap();
-
-    let connections = ns.run(|| {
+/// In `ns`, over loopback on IPv4 and IPv6: a query to port 53 and its
+/// answer, an HTTP request and a ClientHello. Returns the TLS connections.
+fn traffic(ns: &Netns) -> Vec<(SocketAddr, SocketAddr)> {
+    ns.run(|| {
         let mut connections = Vec::new();
         for (server, answer) in [
             (
@@ -139,16 +132,45 @@ fn only_answers_and_client_hellos_pass_the_filter_and_become_names() {
             connections.push((tls.local_addr().unwrap(), tls.peer_addr().unwrap()));
         }
         connections
-    });
+    })
+}
 
+/// Waits for the observer to count `answers` and `hellos`, then a little
+/// longer for anything else the filter might let through.
+fn wait_for(observer: &Observer, answers: u64, hellos: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while observer.stats().answers.load(Ordering::Relaxed) < 2
-        || observer.stats().hellos.load(Ordering::Relaxed) < 2
+    while observer.stats().answers.load(Ordering::Relaxed) < answers
+        || observer.stats().hellos.load(Ordering::Relaxed) < hellos
     {
         assert!(Instant::now() < deadline, "{:?}", observer.stats());
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
+}
+
+fn assert_answers_named(names: &mut NameCache, netns: u64) {
+    let now = Instant::now();
+    let four = names
+        .name_of(netns, IpAddr::from([192, 0, 2, 4]), now)
+        .unwrap();
+    assert_eq!(&*four.asked, "four.test");
+    let six: IpAddr = "2001:db8::6".parse().unwrap();
+    assert_eq!(&*names.name_of(netns, six, now).unwrap().asked, "six.test");
+    assert_eq!(names.name_of(own_netns().unwrap(), six, now), None);
+}
+
+#[test]
+fn only_answers_and_client_hellos_pass_the_filter_and_become_names() {
+    let ns = Netns::new("s");
+    let config = ObserverConfig {
+        namespaces: Namespaces::Inode(ns.inode()),
+        taps: Taps::ReceivedAndSent,
+        ..ObserverConfig::default()
+    };
+    assert_ne!(ns.inode(), own_netns().unwrap());
+    let observer = Observer::start(&config, None).unwrap();
+    let connections = traffic(&ns);
+    wait_for(&observer, 2, 2);
     assert_eq!(
         observer.stats().packets.load(Ordering::Relaxed),
         4,
@@ -157,15 +179,9 @@ fn only_answers_and_client_hellos_pass_the_filter_and_become_names() {
     );
     let names = observer.names();
     let mut names = names.lock().unwrap();
-    let now = Instant::now();
     let netns = ns.inode();
-    let four = names
-        .name_of(netns, IpAddr::from([192, 0, 2, 4]), now)
-        .unwrap();
-    assert_eq!(&*four.asked, "four.test");
-    let six: IpAddr = "2001:db8::6".parse().unwrap();
-    assert_eq!(&*names.name_of(netns, six, now).unwrap().asked, "six.test");
-    assert_eq!(names.name_of(own_netns().unwrap(), six, now), None);
+    assert_answers_named(&mut names, netns);
+    let now = Instant::now();
     let hellos: Vec<String> = connections
         .iter()
         .map(|(local, remote)| {
@@ -176,4 +192,49 @@ fn only_answers_and_client_hellos_pass_the_filter_and_become_names() {
         })
         .collect();
     assert_eq!(hellos, ["hello.127.0.0.1.test", "hello.xx1.test"]);
+}
+
+/// The agent's mode with the eBPF backend: the sockets skip the transmit
+/// path, and the ClientHellos (copied by the backend) come in through the
+/// learner.
+#[test]
+fn a_receive_only_socket_passes_the_answers_alone_and_hellos_come_through_the_learner() {
+    let ns = Netns::new("r");
+    let config = ObserverConfig {
+        namespaces: Namespaces::Inode(ns.inode()),
+        taps: Taps::Received,
+        ..ObserverConfig::default()
+    };
+    let observer = Observer::start(&config, None).unwrap();
+    let connections = traffic(&ns);
+    wait_for(&observer, 2, 0);
+    assert_eq!(
+        observer.stats().packets.load(Ordering::Relaxed),
+        2,
+        "the two answers (loopback: seen arriving, not leaving), no hello: {:?}",
+        observer.stats()
+    );
+    assert_eq!(observer.stats().hellos.load(Ordering::Relaxed), 0);
+    let netns = ns.inode();
+    assert_answers_named(&mut observer.names().lock().unwrap(), netns);
+
+    let learner = observer.hello_learner();
+    let (local, remote) = connections[0];
+    let hello = client_hello("learned.test");
+    learner.learn(netns, local, remote, &hello[..hello.len() - 1]);
+    assert_eq!(
+        observer.stats().hellos.load(Ordering::Relaxed),
+        0,
+        "a cut hello names nothing"
+    );
+    learner.learn(netns, local, remote, &hello);
+    assert_eq!(observer.stats().hellos.load(Ordering::Relaxed), 1);
+    let names = observer.names();
+    let mut names = names.lock().unwrap();
+    assert_eq!(
+        names
+            .sni_of(netns, local, remote, Instant::now())
+            .as_deref(),
+        Some("learned.test")
+    );
 }

@@ -17,6 +17,8 @@
 /* Set by userspace before load. */
 const volatile __u64 netns_filter = 0; /* 0: every namespace */
 const volatile __u64 wakeup_bytes = 1; /* wake the reader past this much unread data */
+const volatile bool capture_udp = false; /* UDP flows (--udp) */
+const volatile bool capture_hellos = false; /* ClientHellos, for naming (not --no-names) */
 
 struct conn {
 	__u64 established_ns;
@@ -38,6 +40,20 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 << 20);
 } events SEC(".maps");
+
+/* ClientHellos, apart from the events: their records vary in length, and
+ * they wake nobody (the reader takes them on its timer, with the events). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} hellos SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hello);
+} hello_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -103,6 +119,7 @@ extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 /* Never written: it puts struct event into the skeleton's generated types, so
  * userspace reads ring-buffer records with the compiler's own layout. */
 struct event event_layout = {};
+struct hello hello_layout = {};
 /* Never written either: they put the enums into the generated types, so
  * userspace decodes kinds, directions and loss counters by these names. */
 enum event_kind event_kind_values;
@@ -708,9 +725,82 @@ static __always_inline int udp_packet(struct __sk_buff *skb, bool egress)
 	return 1;
 }
 
-SEC("cgroup_skb/egress")
-int udp_egress(struct __sk_buff *skb)
+/* ---- TLS ClientHellos, for naming ---- */
+
+/* A ClientHello is the first data a TLS client sends. TCP counts the payload
+ * it has sent (bytes_sent, this packet's included: it is counted before the
+ * packet goes down to IP), so the one packet to look into is the one whose
+ * payload is all of it; every other packet of the connection leaves after a
+ * header read. The hook runs before segmentation, so a hello written at once
+ * is one packet here even when it spans several on the wire. */
+static __always_inline void tls_hello(struct __sk_buff *skb, struct sk_buff *kskb,
+				      const struct sock *sk)
 {
+	const struct tcp_sock *tp = bpf_core_cast(sk, struct tcp_sock);
+	__u64 sent;
+	__u32 zero = 0, ip_len, tcp_len, len;
+	struct hello *h;
+	__u8 head[6];
+	__u8 doff;
+
+	/* Only a full socket has TCP's counters; the packets of request and
+	 * time-wait sockets (SYN-ACKs, late ACKs) carry no hello anyway. */
+	if (sk->__sk_common.skc_state != TCP_ESTABLISHED)
+		return;
+	sent = tp->bytes_sent;
+	/* A record is at most 16 KiB and its 5-byte header. */
+	if (sent < sizeof(head) || sent > 16384 + 5)
+		return;
+	ip_len = kskb->transport_header - kskb->network_header;
+	if (ip_len > 255 || bpf_skb_load_bytes(skb, ip_len + 12, &doff, 1))
+		return;
+	tcp_len = (doff >> 4) * 4;
+	if (skb->len != ip_len + tcp_len + sent)
+		return;
+	if (bpf_skb_load_bytes(skb, ip_len + tcp_len, head, sizeof(head)) || head[0] != 0x16 ||
+	    head[1] != 0x03 || head[5] != 0x01)
+		return;
+	h = bpf_map_lookup_elem(&hello_scratch, &zero);
+	if (!h)
+		return;
+	len = sent < HELLO_MAX ? sent : HELLO_MAX;
+	/* Bounds the verifier can follow (the compiler may drop the ones above). */
+	asm volatile("%[len] &= 0x1fff" : [len] "+r"(len));
+	if (len < sizeof(head) || len > HELLO_MAX)
+		return;
+	if (bpf_skb_load_bytes(skb, ip_len + tcp_len, h->data, len))
+		return;
+	h->len = len;
+	h->netns = sock_netns(sk);
+	h->family = sk->__sk_common.skc_family;
+	h->lport = local_port(sk);
+	h->rport = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (h->family == AF_INET) {
+		__builtin_memset(h->laddr, 0, sizeof(h->laddr));
+		__builtin_memset(h->raddr, 0, sizeof(h->raddr));
+		*(__u32 *)h->laddr = sk->__sk_common.skc_rcv_saddr;
+		*(__u32 *)h->raddr = sk->__sk_common.skc_daddr;
+	} else {
+		copy_in6(h->laddr, &sk->__sk_common.skc_v6_rcv_saddr);
+		copy_in6(h->raddr, &sk->__sk_common.skc_v6_daddr);
+	}
+	if (bpf_ringbuf_output(&hellos, h, offsetof(struct hello, data) + len, BPF_RB_NO_WAKEUP))
+		count_loss(LOST_HELLO);
+}
+
+SEC("cgroup_skb/egress")
+int packet_egress(struct __sk_buff *skb)
+{
+	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
+	struct sock *sk = kskb->sk;
+
+	if (capture_hellos && sk && sk->sk_protocol == IPPROTO_TCP) {
+		if (netns_wanted(sock_netns(sk)))
+			tls_hello(skb, kskb, sk);
+		return 1;
+	}
+	if (!capture_udp)
+		return 1;
 	return udp_packet(skb, true);
 }
 

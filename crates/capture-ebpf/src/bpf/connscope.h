@@ -24,7 +24,8 @@ enum loss_counter {
 	LOST_RINGBUF = 0, /* ring buffer full: the event was dropped */
 	LOST_CONN_TABLE = 1, /* TCP connection table full: its events are lost */
 	LOST_UDP_TABLE = 2, /* UDP flow table full: the flow is not counted */
-	LOSS_COUNTERS = 3,
+	LOST_HELLO = 3, /* hello ring full: a ClientHello was not copied (no event lost) */
+	LOSS_COUNTERS = 4,
 };
 
 /* Who did it: the task in whose context a socket call ran. */
@@ -93,6 +94,23 @@ struct udp_flow {
 	__u8 has_owner;
 	__u8 has_uid;
 	__u8 pad;
+};
+
+/* The first bytes of an outgoing TLS ClientHello: the TCP payload of a
+ * connection's first data packet, from its record header on. Written to the
+ * `hellos` ring buffer cut to its length: only `HELLO_HEADER + len` bytes. */
+#define HELLO_MAX 4096
+
+struct hello {
+	__u64 netns;
+	__u8 laddr[16];
+	__u8 raddr[16];
+	__u16 lport;
+	__u16 rport;
+	__u16 len; /* bytes of data that follow */
+	__u8 family;
+	__u8 pad;
+	__u8 data[HELLO_MAX];
 };
 
 #endif
