@@ -40,3 +40,36 @@ pub(super) fn parse_column<T: std::str::FromStr>(
         value: value.to_owned(),
     })
 }
+
+/// Block `id`'s encoded events, column `index` of `row`.
+pub(super) fn block_data<'r>(
+    row: &'r rusqlite::Row<'_>,
+    id: i64,
+    index: usize,
+) -> Result<&'r [u8], StoreError> {
+    Ok(row.get_ref(index)?.as_blob().map_err(|_| Corrupt {
+        column: "event_blocks.data",
+        value: format!("block {id} is no blob"),
+    })?)
+}
+
+/// A block's decoding error, named by the block.
+pub(super) fn block_corrupt(id: i64, err: impl std::fmt::Display) -> Corrupt {
+    Corrupt {
+        column: "event_blocks.data",
+        value: format!("block {id}: {err}"),
+    }
+}
+
+/// Block `id` of `host` (its data in column `index` of `row`), decoded.
+pub(super) fn block_events(
+    row: &rusqlite::Row<'_>,
+    id: i64,
+    host: &str,
+    index: usize,
+) -> Result<Vec<connscope_event::ConnectionEvent>, StoreError> {
+    Ok(
+        crate::block::decode(block_data(row, id, index)?, host)
+            .map_err(|e| block_corrupt(id, e))?,
+    )
+}

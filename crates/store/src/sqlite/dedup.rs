@@ -8,7 +8,7 @@ use connscope_event::ConnectionEvent;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::batch::Batch;
-use super::column::{clamp, Corrupt};
+use super::column::{block_events, clamp, Corrupt};
 use crate::block::{self, BlockEncoder};
 use crate::hash::FastHash;
 use crate::{hour_start, SequenceRanges, StoreError};
@@ -55,14 +55,7 @@ pub(super) fn conflicting_repeats(
     let mut rows = stmt.query(params![space, clamp(low), clamp(high)])?;
     while let Some(row) = rows.next()? {
         let (id, host): (i64, String) = (row.get(0)?, row.get(1)?);
-        let data = row.get_ref(2)?.as_blob().map_err(|_| Corrupt {
-            column: "event_blocks.data",
-            value: format!("block {id} is no blob"),
-        })?;
-        let events = block::decode(data, &host).map_err(|e| Corrupt {
-            column: "event_blocks.data",
-            value: format!("block {id}: {e}"),
-        })?;
+        let events = block_events(row, id, &host, 2)?;
         for event in events {
             if wanted.contains(&event.sequence) && stored_before.contains(event.sequence) {
                 earlier.insert(event.sequence, event);

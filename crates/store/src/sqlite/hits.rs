@@ -8,9 +8,8 @@ use std::sync::Mutex;
 
 use rusqlite::params;
 
-use super::column::Corrupt;
+use super::column::block_events;
 use super::connection::{lock, Reader};
-use crate::block;
 use crate::hits::HitSums;
 use crate::{FirewallHitQuery, FirewallHitTotal, StoreError};
 
@@ -32,14 +31,7 @@ pub(super) fn firewall_hits(
     let mut sums = HitSums::default();
     while let Some(row) = rows.next()? {
         let (id, host): (i64, String) = (row.get(0)?, row.get(1)?);
-        let data = row.get_ref(2)?.as_blob().map_err(|_| Corrupt {
-            column: "event_blocks.data",
-            value: format!("block {id} is no blob"),
-        })?;
-        let events = block::decode(data, &host).map_err(|e| Corrupt {
-            column: "event_blocks.data",
-            value: format!("block {id}: {e}"),
-        })?;
+        let events = block_events(row, id, &host, 2)?;
         for event in &events {
             sums.add(query, event);
         }

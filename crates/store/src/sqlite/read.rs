@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use connscope_event::{ConnectionEvent, Timestamp};
 use rusqlite::{params, OptionalExtension};
 
-use super::column::{parse_column, Corrupt};
+use super::column::{block_corrupt, block_data, block_events, parse_column, Corrupt};
 use super::connection::{lock, Reader};
 use crate::block;
 use crate::hash::FastHash;
@@ -253,15 +253,7 @@ pub(super) fn events(
         if enough.is_some_and(|t| first_ts > t) {
             break;
         }
-        let data = row.get_ref(3)?;
-        let data = data.as_blob().map_err(|_| Corrupt {
-            column: "event_blocks.data",
-            value: format!("block {id} is no blob"),
-        })?;
-        let events = block::decode(data, &host).map_err(|e| Corrupt {
-            column: "event_blocks.data",
-            value: format!("block {id}: {e}"),
-        })?;
+        let events = block_events(row, id, &host, 3)?;
         found.extend(
             events
                 .into_iter()
@@ -292,14 +284,7 @@ pub(super) fn export(reader: &Mutex<Reader>, each: &mut ExportSink<'_>) -> Resul
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let (id, host): (i64, String) = (row.get(0)?, row.get(1)?);
-        let data = row.get_ref(2)?.as_blob().map_err(|_| Corrupt {
-            column: "event_blocks.data",
-            value: format!("block {id} is no blob"),
-        })?;
-        let events = block::decode(data, &host).map_err(|e| Corrupt {
-            column: "event_blocks.data",
-            value: format!("block {id}: {e}"),
-        })?;
+        let events = block_events(row, id, &host, 2)?;
         let origin = Origin {
             instance: row.get(4)?,
             boot: row.get(5)?,
@@ -336,14 +321,8 @@ pub(super) fn connections(
             continue;
         }
         let id: i64 = row.get(0)?;
-        let data = row.get_ref(2)?.as_blob().map_err(|_| Corrupt {
-            column: "event_blocks.data",
-            value: format!("block {id} is no blob"),
-        })?;
-        block::connects(data, query.range, &mut |c| each(host, c)).map_err(|e| Corrupt {
-            column: "event_blocks.data",
-            value: format!("block {id}: {e}"),
-        })?;
+        block::connects(block_data(row, id, 2)?, query.range, &mut |c| each(host, c))
+            .map_err(|e| block_corrupt(id, e))?;
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use connscope_event::Timestamp;
 use rusqlite::{params, Connection};
 
-use super::column::{clamp, Corrupt};
+use super::column::{block_corrupt, clamp};
 use super::connection::{lock, Writer};
 use crate::block::{self, BlockEncoder};
 use crate::policy::notice_expired;
@@ -109,10 +109,7 @@ fn trim_blocks(conn: &Connection, cutoff: i64) -> Result<u64, StoreError> {
         .collect::<Result<Vec<_>, _>>()?;
     let mut removed = 0;
     for (id, host, data) in straddling {
-        let events = block::decode(&data, &host).map_err(|e| Corrupt {
-            column: "event_blocks.data",
-            value: format!("block {id}: {e}"),
-        })?;
+        let events = block::decode(&data, &host).map_err(|e| block_corrupt(id, e))?;
         let before = events.len();
         let mut kept = BlockEncoder::default();
         for event in events.iter().filter(|e| e.timestamp.as_nanos() >= cutoff) {
