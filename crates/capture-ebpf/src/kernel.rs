@@ -427,7 +427,7 @@ fn read_hello(data: &[u8]) -> Option<ClientHello> {
         );
     }
     let record = data.get(header_len..header_len + usize::from(header.len))?;
-    let (local, remote) = crate::decode::socket_addrs(
+    let (local, remote) = crate::addrs::socket_addrs(
         header.family,
         &header.laddr,
         header.lport,

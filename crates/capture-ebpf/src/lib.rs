@@ -70,6 +70,7 @@
 //! dentry tree in the kernel, complete or not at all) and the kernel's comm are
 //! used.
 
+mod addrs;
 mod decode;
 mod kernel;
 mod skel;
