@@ -54,6 +54,18 @@ pub(super) const COVERED: &str = "SELECT hour, batch_key FROM fold_marks
     ) USING hour
     WHERE version <= current";
 
+/// [`COVERED`] for a read: only the marks of batch rows still there (most
+/// are deleted a while after their fold), of hours in `[?, ?)` (six bound
+/// values: the range, three times).
+pub(super) const COVERED_REMAINING: &str = "SELECT hour, batch_key FROM fold_marks
+    ANY INNER JOIN (
+        SELECT hour, max(version) AS current FROM folded_hours
+        WHERE hour >= ? AND hour < ? GROUP BY hour
+    ) USING hour
+    WHERE hour >= ? AND hour < ? AND version <= current
+      AND (hour, batch_key) IN (SELECT hour, batch_key FROM edge_rollups
+                                WHERE hour >= ? AND hour < ?)";
+
 /// An hour's (or a day's, by its start) current fold version.
 #[derive(clickhouse::Row, Deserialize)]
 pub(super) struct HourVersion {

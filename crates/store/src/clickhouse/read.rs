@@ -118,8 +118,12 @@ pub(super) async fn rollups(
                 .fetch_all::<rows::RollupSum>()
                 .await
         } else {
-            let covered = format!("AND (hour, batch_key) NOT IN ({})", fold::COVERED);
+            let covered = format!("AND (hour, batch_key) NOT IN ({})", fold::COVERED_REMAINING);
             bound(select("edge_rollups", &covered))
+                .bind(from)
+                .bind(to)
+                .bind(from)
+                .bind(to)
                 .bind(from)
                 .bind(to)
                 .fetch_all::<rows::RollupSum>()

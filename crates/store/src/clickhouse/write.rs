@@ -122,6 +122,9 @@ pub(super) struct Pending {
 /// At most this many events go into one group's inserts; more waits for
 /// the next group.
 const GROUP_EVENTS: usize = 200_000;
+/// A group's lookups of what its batches already have run this many at a
+/// time (the server limits concurrent queries).
+const LOOKUPS_AT_ONCE: usize = 8;
 
 /// The store's one writer: takes every batch queued since its last write
 /// (a group commit: no waiting when idle, larger groups under load) and
@@ -176,8 +179,11 @@ struct GroupSeen {
 /// was new. Every table gets one INSERT for the whole group, in the order
 /// that keeps a half-written group harmless (markers last).
 async fn ingest_group(client: &Client, batches: &[Batch]) -> Result<Vec<IngestReport>, StoreError> {
-    let lookups = batches.iter().map(|batch| stored_state(client, batch));
-    let states = futures_util::future::try_join_all(lookups).await?;
+    let mut states = Vec::with_capacity(batches.len());
+    for some in batches.chunks(LOOKUPS_AT_ONCE) {
+        let lookups = some.iter().map(|batch| stored_state(client, batch));
+        states.extend(futures_util::future::try_join_all(lookups).await?);
+    }
     let mut seen = GroupSeen::default();
     let mut rows = GroupRows::default();
     let mut reports = Vec::with_capacity(batches.len());
