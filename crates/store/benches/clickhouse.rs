@@ -205,8 +205,19 @@ fn multiply(server: &ClickHouseServer, database: &str, copies: u64, shift: u64) 
              FROM {database}.batch_hours {k}"
         ),
     ];
+    // Through clickhouse-client: a statement may take minutes.
     for sql in &statements {
-        server.query(sql).unwrap();
+        let status = Command::new("clickhouse-client")
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &server.tcp_port.to_string(),
+            ])
+            .args(["--query", sql])
+            .status()
+            .unwrap();
+        assert!(status.success(), "{sql}");
     }
 }
 
@@ -280,7 +291,9 @@ fn main() {
     };
     let mut table = Vec::new();
     let mut row = |measure: &str, ours: String, peer: String| {
-        table.push(format!("| {measure} | {ours} | {peer} |"));
+        let line = format!("| {measure} | {ours} | {peer} |");
+        eprintln!("{line}");
+        table.push(line);
     };
 
     // Ingest: one caller, then the collector's path.

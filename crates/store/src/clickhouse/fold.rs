@@ -348,7 +348,8 @@ async fn delete_folded_rows(client: &Client, now: Timestamp) -> Result<(), Store
              SELECT hour, batch_key FROM fold_marks ANY INNER JOIN (
                  SELECT hour, max(version) AS current FROM folded_hours GROUP BY hour
              ) USING hour
-             WHERE version <= current AND folded_at < ?",
+             WHERE version <= current AND folded_at < ?
+               AND (hour, batch_key) IN (SELECT hour, batch_key FROM edge_rollups)",
         )
         .bind(before)
         .execute()
