@@ -40,6 +40,22 @@ pub(super) fn filing_hours(from: Timestamp, to: Timestamp) -> (i64, i64) {
     )
 }
 
+/// The parts of `[from, to)` outside the days starting at `days` (sorted).
+fn outside_days(from: i64, to: i64, days: &[i64]) -> Vec<(i64, i64)> {
+    let mut rest = Vec::new();
+    let mut at = from;
+    for &day in days {
+        if day > at {
+            rest.push((at, day));
+        }
+        at = at.max(day.saturating_add(fold::DAY_NS));
+    }
+    if at < to {
+        rest.push((at, to));
+    }
+    rest
+}
+
 /// Sums the rollups of `query` per edge, keeping each edge's connections
 /// per hour when `hourly`: the whole days with a current day row (when not
 /// `hourly`), the other folded hours, and the batch rows no current fold
@@ -93,21 +109,22 @@ pub(super) async fn rollups(
             .fetch_all::<rows::RollupSum>()
             .await
     };
+    // The hours outside those days, as ranges of the sorting key: a filter
+    // on each row would have the server read and merge (`FINAL`) every
+    // folded hour of the range, a month's worth for nothing.
+    let rest = outside_days(from, to, &days);
     let folded_hours = async {
-        if versions.is_empty() {
+        if versions.is_empty() || rest.is_empty() {
             return Ok(Vec::new());
         }
-        if days.is_empty() {
-            // (18.16 takes no empty array literal in `has`.)
-            return bound(select("folded_hours", ""))
-                .fetch_all::<rows::RollupSum>()
-                .await;
-        }
+        let ranges: Vec<String> = rest
+            .iter()
+            .map(|(start, end)| format!("(hour >= {start} AND hour < {end})"))
+            .collect();
         bound(select(
             "folded_hours",
-            &format!("AND NOT has(?, hour - hour % {})", fold::DAY_NS),
+            &format!("AND ({})", ranges.join(" OR ")),
         ))
-        .bind(&days)
         .fetch_all::<rows::RollupSum>()
         .await
     };
@@ -447,4 +464,26 @@ pub(super) async fn connections(
         let _ = chunks.send(Ok(chunk));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::outside_days;
+    use crate::clickhouse::fold::DAY_NS;
+
+    #[test]
+    fn the_hours_outside_whole_days_are_the_gaps_and_both_ends() {
+        const H: i64 = DAY_NS / 24;
+        let (from, to) = (5 * H, 4 * DAY_NS + 3 * H);
+        assert_eq!(outside_days(from, to, &[]), vec![(from, to)]);
+        assert_eq!(
+            outside_days(from, to, &[DAY_NS, 3 * DAY_NS]),
+            vec![(from, DAY_NS), (2 * DAY_NS, 3 * DAY_NS), (4 * DAY_NS, to)]
+        );
+        // Days covering the range to its end leave nothing after them.
+        assert_eq!(
+            outside_days(DAY_NS, 3 * DAY_NS, &[DAY_NS, 2 * DAY_NS]),
+            vec![]
+        );
+    }
 }
