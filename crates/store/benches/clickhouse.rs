@@ -19,8 +19,8 @@
 //!   days, before folding (ingested size) and after (multiplied size),
 //!   against the SQLite store holding the same events at the ingested
 //!   size and at `CONNSCOPE_BENCH_SQLITE_COPIES` times it (default 5,
-//!   through `Store::ingest`; 100 million rows of SQLite do not fit the
-//!   disk this runs on);
+//!   through `Store::ingest`; its graph read does not grow with events
+//!   over the same edges and hours, so a tenth stands for the whole);
 //! - bytes on disk per event in each backend.
 
 #[path = "../tests/support/clickhouse_server.rs"]
