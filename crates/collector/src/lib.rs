@@ -207,9 +207,11 @@ impl Collector {
                 stop_rx.clone(),
             ))
         });
+        let fold = tokio::spawn(retention::fold_rollups(self.store.clone(), stop_rx.clone()));
         shutdown.await;
         let _ = stop_tx.send(true);
         let _ = https.await;
+        let _ = fold.await;
         if let Some(syslog) = syslog {
             let _ = syslog.await;
         }

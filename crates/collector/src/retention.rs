@@ -1,5 +1,9 @@
-//! Raw events past their age deleted hourly, when configured, so the store
-//! stays the size the retention allows while the collector runs.
+//! The store's upkeep while the collector runs: raw events past their age
+//! deleted hourly, when configured, so the store stays the size the
+//! retention allows; and closed hours' rollups folded every few minutes
+//! (`Store::fold_rollups`: on ClickHouse, a month's graph then reads one
+//! row per edge and day instead of one per edge, hour and batch). Folding
+//! is safe from every collector of a store at once, so each runs it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +13,32 @@ use connscope_store::{Retention, Store};
 
 /// How often retention runs, when configured.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// How often closed hours are folded.
+const FOLD_EVERY: Duration = Duration::from_secs(600);
+
+pub(crate) async fn fold_rollups(
+    store: Arc<dyn Store>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.fold_rollups(Timestamp::now())).await {
+            Ok(Ok(report)) if report.hours_folded > 0 => tracing::info!(
+                hours = report.hours_folded,
+                batches = report.batches_folded,
+                days = report.days_built,
+                "rollups folded"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "folding rollups failed"),
+            Err(e) => tracing::error!(error = %e, "folding task failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(FOLD_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
 
 pub(crate) async fn apply_retention(
     store: Arc<dyn Store>,

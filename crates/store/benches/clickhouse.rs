@@ -1,14 +1,26 @@
 //! ClickHouse store benchmark, printed as a table (run: `cargo bench -p
 //! connscope-store --features system-tests --bench clickhouse`; starts its
-//! own clickhouse-server). `CONNSCOPE_BENCH_EVENTS` (default 2,000,000)
-//! events of 50 hosts over 30 days:
+//! own clickhouse-server, Debian's 18.16). `CONNSCOPE_BENCH_EVENTS`
+//! (default 2,000,000) events of 50 hosts over `CONNSCOPE_BENCH_DAYS`
+//! (default 30) days:
 //!
-//! - ingest through `Store::ingest` (what each collector request does:
-//!   dedup lookup, raw events, rollups, addresses, markers) in batches of
-//!   5,000, against the peer: one `clickhouse-client` streaming the same
-//!   rows into a table of the same schema;
-//! - the map's read (`edge_totals`) for the last 24 hours and for the 30
-//!   days, against the SQLite store holding the same events;
+//! - ingest through `Store::ingest`, one caller, batches of 5,000; and the
+//!   collector's request path: 8 requests in flight (an agent each at a
+//!   time), each decoding its gzip JSON Lines body with the collector's
+//!   codec and storing it, as the collector's handler does, so the store's
+//!   writer groups them; against the peer, one `clickhouse-client`
+//!   streaming the same rows into a table of the same schema;
+//! - the data set multiplied server-side to `CONNSCOPE_BENCH_COPIES` times
+//!   (default 50: 100 million events) with `INSERT ... SELECT` into the
+//!   tables the store reads (events, rollups, ranges, spaces, batch hours):
+//!   each copy the same hosts, times and edges with its own sequence numbers
+//!   and batches, i.e. a fleet 50 times as busy; then the fold job over it;
+//! - the map's read (`edge_totals`) for the last 24 hours and for all the
+//!   days, before folding (ingested size) and after (multiplied size),
+//!   against the SQLite store holding the same events at the ingested
+//!   size and at `CONNSCOPE_BENCH_SQLITE_COPIES` times it (default 5,
+//!   through `Store::ingest`; its graph read does not grow with events
+//!   over the same edges and hours, so a tenth stands for the whole);
 //! - bytes on disk per event in each backend.
 
 #[path = "../tests/support/clickhouse_server.rs"]
@@ -23,17 +35,23 @@ use std::time::{Duration, Instant};
 
 use clickhouse_server::ClickHouseServer;
 use connscope_event::{ConnectionEvent, Timestamp};
+use connscope_protocol::batch::{decode_body, encode_body};
 use connscope_store::{
     AgentId, ClickHouseLocation, ClickHouseStore, RollupQuery, SqliteStore, Store, TimeRange,
 };
 use fleet::{events_for, BATCH, DAY_NS, START_NS};
 
 const HOSTS: usize = 50;
-const DAYS: i64 = 30;
+/// The days the events span (`CONNSCOPE_BENCH_DAYS`, default 30): fewer
+/// packs the same events closer, as a busier fleet's batches are (each
+/// batch then touches fewer of the tables' daily partitions).
+fn days() -> i64 {
+    env("CONNSCOPE_BENCH_DAYS", 30).max(1) as i64
+}
 
 fn batches(total: u64) -> Vec<(AgentId, Vec<ConnectionEvent>)> {
     let per_host = total / HOSTS as u64;
-    let per_day = per_host / DAYS as u64;
+    let per_day = per_host / days() as u64;
     let mut out = Vec::new();
     for host in 0..HOSTS {
         let mut seq = 1;
@@ -113,26 +131,204 @@ fn best_of(runs: usize, mut f: impl FnMut()) -> Duration {
         .unwrap()
 }
 
-fn main() {
-    let total: u64 = std::env::var("CONNSCOPE_BENCH_EVENTS")
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000_000);
+        .unwrap_or(default)
+}
+
+/// Requests in flight in the collector path.
+const SENDERS: usize = 8;
+
+/// The collector's request path: `SENDERS` threads, each posting whole
+/// agents' batches in order (an agent waits for each answer), each batch
+/// decoded from its gzip body with the collector's codec, then stored.
+fn ingest_as_collector(
+    store: &ClickHouseStore,
+    batches: &[(AgentId, Vec<ConnectionEvent>)],
+) -> Duration {
+    let bodies: Vec<(AgentId, Vec<u8>)> = batches
+        .iter()
+        .map(|(agent, events)| (agent.clone(), encode_body(events)))
+        .collect();
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for sender in 0..SENDERS {
+            let bodies = &bodies;
+            scope.spawn(move || {
+                for (agent, body) in bodies {
+                    let index: usize = agent.0.trim_start_matches("host-").parse().unwrap();
+                    if index % SENDERS != sender {
+                        continue;
+                    }
+                    let events = decode_body(body, Some("gzip"), 1 << 30, |_| Ok(())).unwrap();
+                    let report = store.ingest(agent, &events).unwrap();
+                    assert_eq!(report.stored, events.len() as u64);
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+/// The `events` columns, with `sequence` shifted by copy `k`.
+const EVENT_COLUMNS: &str = "day, hour, host, ts, agent, instance, boot, sequence + k * {shift},
+    content_key, kind, protocol, direction, netns, local_ip, local_port, remote_ip, remote_port,
+    pid, executable, comm, command_line, cgroup, uid, user_name, closed, duration_ns,
+    bytes_sent, bytes_received, packets_sent, packets_received, failure, preexisting,
+    remote_name, remote_name_source";
+
+/// Copies `database`'s data `copies - 1` more times server-side: the same
+/// hosts, times and edges; each copy its own sequence numbers (shifted by
+/// `shift`) and batch keys, in every table the store reads.
+fn multiply(server: &ClickHouseServer, database: &str, copies: u64, shift: u64) {
+    let k = format!(
+        "ARRAY JOIN arrayMap(x -> toUInt64(x + 1), range({})) AS k",
+        copies - 1
+    );
+    let statements = [
+        format!(
+            "INSERT INTO {database}.events SELECT {} FROM {database}.events {k}",
+            EVENT_COLUMNS.replace("{shift}", &shift.to_string())
+        ),
+        format!(
+            "INSERT INTO {database}.sequence_ranges SELECT agent, instance, boot,
+             first_seq + k * {shift}, last_seq + k * {shift} FROM {database}.sequence_ranges {k}"
+        ),
+        format!(
+            "INSERT INTO {database}.spaces SELECT agent, instance, boot, cityHash64(batch_key, k),
+             first_sequence, host, events, first_ts, last_ts, stored_at FROM {database}.spaces {k}"
+        ),
+        format!(
+            "INSERT INTO {database}.edge_rollups SELECT day, hour, host, direction, local_ip,
+             remote_ip, service_port, protocol, executable, user_name, cityHash64(batch_key, k),
+             connections, failures, bytes_sent, bytes_received, first_seen, last_seen
+             FROM {database}.edge_rollups {k}"
+        ),
+        format!(
+            "INSERT INTO {database}.batch_hours SELECT hour, cityHash64(batch_key, k)
+             FROM {database}.batch_hours {k}"
+        ),
+    ];
+    // Through clickhouse-client: a statement may take minutes.
+    for sql in &statements {
+        let status = Command::new("clickhouse-client")
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &server.tcp_port.to_string(),
+            ])
+            .args(["--query", sql])
+            .status()
+            .unwrap();
+        assert!(status.success(), "{sql}");
+    }
+}
+
+/// Waits until the server has merged no parts for a second: an ingest
+/// measured right after another would otherwise share the CPU with the
+/// merging of the other's parts.
+fn quiesce(server: &ClickHouseServer) {
+    let mut idle = 0;
+    while idle < 5 {
+        let merges = server.query("SELECT count() FROM system.merges").unwrap();
+        idle = if merges.trim() == "0" { idle + 1 } else { 0 };
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits for the server's mutations (the fold's deletions) to finish.
+fn settle(server: &ClickHouseServer) {
+    while server
+        .query("SELECT count() FROM system.mutations WHERE is_done = 0")
+        .unwrap()
+        .trim()
+        != "0"
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn scalar(server: &ClickHouseServer, sql: &str) -> u64 {
+    server.query(sql).unwrap().trim().parse().unwrap()
+}
+
+/// The map's read for the last 24 hours and for all the days, best of 5.
+fn reads(store: &dyn Store) -> [(usize, Duration); 2] {
+    let end = START_NS + days() * DAY_NS;
+    [end - DAY_NS, START_NS].map(|from| {
+        let q = RollupQuery {
+            range: TimeRange {
+                from: Timestamp::from_nanos(from),
+                to: Timestamp::from_nanos(end),
+            },
+            host: None,
+        };
+        let edges = store.edge_totals(&q).unwrap().len();
+        (edges, best_of(5, || drop(store.edge_totals(&q).unwrap())))
+    })
+}
+
+/// The connections of the 30 days, summed over edges (what every read
+/// must agree on).
+fn connections(store: &dyn Store) -> u64 {
+    store
+        .edge_totals(&RollupQuery {
+            range: TimeRange::ALL,
+            host: None,
+        })
+        .unwrap()
+        .iter()
+        .map(|t| t.counts.connections)
+        .sum()
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|f| f.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    let total = env("CONNSCOPE_BENCH_EVENTS", 2_000_000);
+    let copies = env("CONNSCOPE_BENCH_COPIES", 50).max(1);
+    let sqlite_copies = env("CONNSCOPE_BENCH_SQLITE_COPIES", 5).max(1);
     let batches = batches(total);
     let events: u64 = batches.iter().map(|(_, b)| b.len() as u64).sum();
+    let per_host = total / HOSTS as u64;
     let server = ClickHouseServer::start();
     let open = |db: &str| {
         ClickHouseStore::open(&ClickHouseLocation::parse(&server.location(db)).unwrap()).unwrap()
     };
-    let store = open("bench");
+    let mut table = Vec::new();
+    let mut row = |measure: &str, ours: String, peer: String| {
+        let line = format!("| {measure} | {ours} | {peer} |");
+        eprintln!("{line}");
+        table.push(line);
+    };
+
+    // Ingest: one caller, then the collector's path.
+    let serial = open("serial");
     let start = Instant::now();
     for (agent, batch) in &batches {
-        store.ingest(agent, batch).unwrap();
+        serial.ingest(agent, batch).unwrap();
     }
-    let ingest = start.elapsed();
+    let serial_time = start.elapsed();
+    drop(serial);
+    let store = open("bench");
+    quiesce(&server);
+    let collector_time = ingest_as_collector(&store, &batches);
 
     // The peer: the same rows, one clickhouse-client, one stream.
     drop(open("peer"));
+    quiesce(&server);
     let mut text = String::new();
     for (agent, batch) in &batches {
         for e in batch {
@@ -160,14 +356,28 @@ fn main() {
     assert!(client.wait().unwrap().success());
     let peer = start.elapsed();
     drop(text);
-    let peer_rows: u64 = server
-        .query("SELECT count() FROM peer.events")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert_eq!(peer_rows, events);
+    assert_eq!(scalar(&server, "SELECT count() FROM peer.events"), events);
+    let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
+    row(
+        "ingest, events/s",
+        format!(
+            "{:.0} (collector path, {SENDERS} in flight); {:.0} (`Store::ingest`, one caller)",
+            rate(events, collector_time),
+            rate(events, serial_time)
+        ),
+        format!("{:.0} (clickhouse-client, one stream)", rate(events, peer)),
+    );
+    row(
+        "ingest vs clickhouse-client",
+        format!(
+            "{:.2} (collector path); {:.2} (one caller)",
+            peer.as_secs_f64() / collector_time.as_secs_f64(),
+            peer.as_secs_f64() / serial_time.as_secs_f64()
+        ),
+        "1".into(),
+    );
 
+    // SQLite at the ingested size.
     let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
     let sqlite = SqliteStore::open(dir.path().join("bench.db")).unwrap();
     let start = Instant::now();
@@ -175,57 +385,154 @@ fn main() {
         sqlite.ingest(agent, batch).unwrap();
     }
     let sqlite_ingest = start.elapsed();
-
-    let end = START_NS + DAYS * DAY_NS;
-    let range = |from: i64| RollupQuery {
-        range: TimeRange {
-            from: Timestamp::from_nanos(from),
-            to: Timestamp::from_nanos(end),
-        },
-        host: None,
-    };
-    let mut rows = String::new();
-    for (name, from) in [("24 h", end - DAY_NS), ("30 days", START_NS)] {
-        let q = range(from);
-        let edges = store.edge_totals(&q).unwrap().len();
-        assert_eq!(edges, sqlite.edge_totals(&q).unwrap().len());
-        let ch = best_of(5, || drop(store.edge_totals(&q).unwrap()));
-        let sq = best_of(5, || drop(sqlite.edge_totals(&q).unwrap()));
-        let _ = writeln!(
-            rows,
-            "| graph read (edge_totals) {name}, {edges} edges | {:.1} ms | {:.1} ms |",
-            ch.as_secs_f64() * 1e3,
-            sq.as_secs_f64() * 1e3
+    drop(batches);
+    row(
+        "SQLite store ingest, events/s (one caller)",
+        "".into(),
+        format!("{:.0}", rate(events, sqlite_ingest)),
+    );
+    let expected = connections(&sqlite);
+    assert_eq!(connections(&store), expected);
+    let unfolded = reads(&store);
+    let sqlite_small = reads(&sqlite);
+    for (i, name) in ["24 h".to_owned(), format!("{} days", days())]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(unfolded[i].0, sqlite_small[i].0);
+        row(
+            &format!(
+                "graph read {name}, {events} events, {} edges, not folded",
+                sqlite_small[i].0
+            ),
+            ms(unfolded[i].1),
+            format!("{} (SQLite store)", ms(sqlite_small[i].1)),
         );
     }
-    let ch_bytes: u64 = server
-        .query("SELECT sum(bytes) FROM system.parts WHERE active AND database = 'bench'")
-        .unwrap()
-        .trim()
-        .parse()
+    let sqlite_bytes_small = dir_bytes(dir.path());
+    drop(sqlite);
+    drop(dir);
+
+    const CH_BYTES: &str =
+        "SELECT sum(bytes) FROM system.parts WHERE active AND database = 'bench'";
+    let ch_bytes_small = scalar(&server, CH_BYTES);
+
+    // The multiplied data set.
+    let start = Instant::now();
+    multiply(&server, "bench", copies, per_host);
+    let multiply_time = start.elapsed();
+    let big = events * copies;
+    assert_eq!(scalar(&server, "SELECT count() FROM bench.events"), big);
+    let start = Instant::now();
+    assert_eq!(connections(&store), expected * copies);
+    let unfolded_big = start.elapsed();
+    row(
+        &format!("graph read, whole range, {big} events, not folded (once)"),
+        ms(unfolded_big),
+        "".into(),
+    );
+    // As the collector's loop does: a run stopped by the fold's time limit
+    // keeps the hours it folded, and the next run goes on from there.
+    let start = Instant::now();
+    let now = Timestamp::from_nanos(START_NS + (days() + 2) * DAY_NS);
+    let mut runs = 1;
+    let report = loop {
+        match store.fold_rollups(now) {
+            Ok(report) => break report,
+            Err(e) => {
+                eprintln!("fold run {runs}: {e}");
+                runs += 1;
+            }
+        }
+    };
+    let fold_big = start.elapsed();
+    store
+        .fold_rollups(Timestamp::from_nanos(now.as_nanos() + 3_600_000_000_000))
         .unwrap();
-    let sqlite_bytes: u64 = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|f| f.unwrap().metadata().unwrap().len())
-        .sum();
-    let rate = |d: Duration| events as f64 / d.as_secs_f64();
-    println!("{events} events, {HOSTS} hosts, {DAYS} days, batches of {BATCH}");
+    settle(&server);
+    assert_eq!(connections(&store), expected * copies);
+    let folded_big = reads(&store);
+    row(
+        &format!("data set x{copies}: INSERT ... SELECT, then the fold job"),
+        format!(
+            "{:.1} s, then {:.1} s ({runs} runs; {} hours, {} days; the last run {} hours, {} batches)",
+            multiply_time.as_secs_f64(),
+            fold_big.as_secs_f64(),
+            scalar(&server, "SELECT uniqExact(hour) FROM bench.folded_hours"),
+            scalar(&server, "SELECT uniqExact(hour) FROM bench.folded_days"),
+            report.hours_folded,
+            report.batches_folded,
+        ),
+        "".into(),
+    );
+    let ch_bytes = scalar(&server, CH_BYTES);
+
+    // SQLite at its own multiple, through its ingest, generated as it goes.
+    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let sqlite = SqliteStore::open(dir.path().join("big.db")).unwrap();
+    let per_day = per_host / days() as u64;
+    let start = Instant::now();
+    for copy in 0..sqlite_copies {
+        for host in 0..HOSTS {
+            let agent = AgentId(format!("host-{host}"));
+            let mut seq = 1;
+            while seq <= per_host {
+                let count = BATCH.min((per_host - seq + 1) as usize);
+                let mut batch = events_for(host, seq, count, per_day);
+                for e in &mut batch {
+                    e.sequence += copy * per_host;
+                }
+                sqlite.ingest(&agent, &batch).unwrap();
+                seq += count as u64;
+            }
+        }
+    }
+    let sqlite_big_ingest = start.elapsed();
+    let sqlite_big = events * sqlite_copies;
+    assert_eq!(connections(&sqlite), expected * sqlite_copies);
+    let sqlite_big_reads = reads(&sqlite);
+    for (i, name) in ["24 h".to_owned(), format!("{} days", days())]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(folded_big[i].0, sqlite_big_reads[i].0);
+        row(
+            &format!("graph read {name}, {} edges", folded_big[i].0),
+            format!("{} ({big} events)", ms(folded_big[i].1)),
+            format!(
+                "{} (SQLite store, {sqlite_big} events)",
+                ms(sqlite_big_reads[i].1)
+            ),
+        );
+    }
+    row(
+        "bytes on disk per event (all tables)",
+        format!(
+            "{:.1} ({big} events); {:.1} ({events} events)",
+            ch_bytes as f64 / big as f64,
+            ch_bytes_small as f64 / events as f64
+        ),
+        format!(
+            "{:.1} (SQLite store, {sqlite_big} events); {:.1} ({events} events)",
+            dir_bytes(dir.path()) as f64 / sqlite_big as f64,
+            sqlite_bytes_small as f64 / events as f64
+        ),
+    );
+    row(
+        &format!("SQLite store ingest of {sqlite_big} events"),
+        "".into(),
+        format!("{:.0} events/s", rate(sqlite_big, sqlite_big_ingest)),
+    );
+    drop(sqlite);
+    drop(dir);
+
+    println!(
+        "{events} events ingested, {HOSTS} hosts, {} days, batches of {BATCH}",
+        days()
+    );
     println!("| measure | ClickHouse store | peer |");
     println!("|---|---|---|");
-    println!(
-        "| ingest, events/s | {:.0} (Store::ingest) | {:.0} (clickhouse-client, one stream); SQLite store {:.0} |",
-        rate(ingest),
-        rate(peer),
-        rate(sqlite_ingest)
-    );
-    println!(
-        "| ingest vs clickhouse-client | {:.2} | 1 |",
-        peer.as_secs_f64() / ingest.as_secs_f64()
-    );
-    print!("{}", rows.replace("ms |\n", "ms (SQLite store) |\n"));
-    println!(
-        "| bytes on disk per event (all tables) | {:.1} | {:.1} (SQLite store) |",
-        ch_bytes as f64 / events as f64,
-        sqlite_bytes as f64 / events as f64
-    );
+    for line in table {
+        println!("{line}");
+    }
 }

@@ -428,6 +428,17 @@ pub struct RetentionReport {
     pub rule_counters_deleted: u64,
 }
 
+/// What [`Store::fold_rollups`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FoldReport {
+    /// Hours whose rollups got a new fold.
+    pub hours_folded: u64,
+    /// Batches counted into those folds.
+    pub batches_folded: u64,
+    /// Days whose daily rollups were (re)built.
+    pub days_built: u64,
+}
+
 /// What [`Store::export_events`] gives each batch to: the agent, the
 /// sequence space, the events.
 pub type ExportSink<'a> =
@@ -695,6 +706,14 @@ pub trait Store: Send + Sync {
     /// remote address, executable, user), ordered so (see
     /// [`FirewallHitTotal`]).
     fn firewall_hits(&self, query: &FirewallHitQuery) -> Result<Vec<FirewallHitTotal>, StoreError>;
+
+    /// Compacts the rollups of hours closed by `now`, run by the
+    /// collector's maintenance loop; idempotent, safe to run from several
+    /// collectors at once, and no read answers differently for it. A
+    /// backend that keeps one row per edge and hour anyway (SQLite) has
+    /// nothing to do. ClickHouse sums an hour's per-batch rows into one row
+    /// per edge and builds daily rows for long ranges (see docs/STORE.md).
+    fn fold_rollups(&self, now: Timestamp) -> Result<FoldReport, StoreError>;
 }
 
 /// The checks every backend makes before storing anything of a batch.

@@ -127,6 +127,93 @@ fn a_batch_resent_after_a_half_finished_insert_is_stored_once() {
     }
 }
 
+/// Deletes the rows of `table` where `condition` holds behind the store's
+/// back, and waits for every mutation to finish.
+fn lose_where(server: &ClickHouseServer, table: &str, condition: &str) {
+    server
+        .query(&format!(
+            "ALTER TABLE connscope.{table} DELETE WHERE {condition}"
+        ))
+        .unwrap();
+    settle(server);
+}
+
+fn settle(server: &ClickHouseServer) {
+    for _ in 0..600 {
+        let left = server
+            .query("SELECT count() FROM system.mutations WHERE is_done = 0")
+            .unwrap();
+        if left.trim() == "0" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("mutations did not finish");
+}
+
+fn rows_in(server: &ClickHouseServer, table: &str) -> u64 {
+    let sql = format!("SELECT count() FROM connscope.{table} FINAL");
+    server.query(&sql).unwrap().trim().parse().unwrap()
+}
+
+/// The fold takes only batches stored whole: one a collector died on
+/// before its markers keeps its own rows, which its retry replaces, and the
+/// next fold takes it. Folded batch rows are deleted later; every read
+/// counts each event once throughout.
+#[test]
+fn folding_takes_only_finished_batches_and_a_retry_after_it_counts_once() {
+    let backend = clickhouse();
+    let store = backend.store();
+    let agent = AgentId("ws1".into());
+    let (done, half) = (numbered(1..=300), numbered(301..=600));
+    store.ingest(&agent, &done).unwrap();
+    store.ingest(&agent, &half).unwrap();
+    // The second batch's collector died before its markers.
+    lose_where(&backend.server, "sequence_ranges", "first_seq > 300");
+    lose_where(
+        &backend.server,
+        "batch_hours",
+        "batch_key IN (SELECT batch_key FROM connscope.spaces WHERE first_ts > 1800000300000000000)",
+    );
+    let all = (600, 600, 600, vec![(1, 600)]);
+    let at = |hours: i64| {
+        connscope_event::Timestamp::from_nanos(
+            (1_800_000_000 + 2 * 86_400 + hours * 3600) * 1_000_000_000,
+        )
+    };
+    let report = store.fold_rollups(at(0)).unwrap();
+    assert_eq!(
+        (
+            report.hours_folded,
+            report.batches_folded,
+            report.days_built
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(counted(&*store), (600, 600, 600, vec![(1, 300)]));
+
+    // The retry: not known as stored, so stored again over its own rows.
+    assert_eq!(store.ingest(&agent, &half).unwrap().stored, 300);
+    assert_eq!(counted(&*store), all);
+    let report = store.fold_rollups(at(1)).unwrap();
+    assert_eq!((report.hours_folded, report.batches_folded), (1, 1));
+    assert_eq!(counted(&*store), all);
+    // Late enough for both batches' rows to go.
+    store.fold_rollups(at(2)).unwrap();
+    settle(&backend.server);
+    assert_eq!(rows_in(&backend.server, "edge_rollups"), 0);
+    assert_eq!(rows_in(&backend.server, "folded_hours"), 1);
+    assert_eq!(rows_in(&backend.server, "folded_days"), 1);
+    assert_eq!(counted(&*store), all);
+    // Both re-sent once more: duplicates, nothing counted twice.
+    for batch in [&done, &half] {
+        assert_eq!(store.ingest(&agent, batch).unwrap().duplicates, 300);
+    }
+    let report = store.fold_rollups(at(3)).unwrap();
+    assert_eq!(report.hours_folded, 0);
+    assert_eq!(counted(&*store), all);
+}
+
 /// Two collectors given the same batches at the same time (an agent that
 /// timed out on one and re-sent to the other) store each event once.
 #[test]

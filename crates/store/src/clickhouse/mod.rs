@@ -24,7 +24,8 @@
 //!
 //! Where each part is: [`location`] (the `clickhouse://` address),
 //! [`schema`] (tables and the migration list), [`rows`] (the typed rows),
-//! [`write`] (an ingest), [`read`] (rollups, addresses, raw events),
+//! [`write`] (ingest, a group of batches at a time), [`fold`] (closed
+//! hours and days folded), [`read`] (rollups, addresses, raw events),
 //! [`agents`] (sequence spaces, drops, downtime, refusals, statuses),
 //! [`groups`] (host groups and labels), [`tokens`] (access tokens),
 //! [`policies`] (the policy loop's records),
@@ -33,6 +34,7 @@
 //! hits, from the raw events), [`retention`].
 
 mod agents;
+mod fold;
 mod groups;
 mod hits;
 mod location;
@@ -55,7 +57,7 @@ use connscope_protocol::policy::{FirewallNotice, FirewallState};
 
 use crate::{
     AgentId, AgentStatus, AssignmentChange, AssignmentTarget, ConnectionQuery, ConnectionRecord,
-    DriftRecord, EdgeTotal, EventQuery, ExportSink, FirewallHitQuery, FirewallHitTotal,
+    DriftRecord, EdgeTotal, EventQuery, ExportSink, FirewallHitQuery, FirewallHitTotal, FoldReport,
     HostAddress, HostFirewall, HostGroup, HostLabel, HostNotice, HourlyEdgeTotal, IngestReport,
     KeyedEvent, NameSighting, Origin, PolicyAssignment, PolicyVersion, RefusalCount, Retention,
     RetentionReport, RollupQuery, RuleCount, RuleHits, Store, StoreError, TimeRange, TokenRecord,
@@ -67,6 +69,8 @@ pub use location::ClickHouseLocation;
 pub struct ClickHouseStore {
     client: clickhouse::Client,
     runtime: Option<tokio::runtime::Runtime>,
+    /// To the store's writer (see [`write::writer`]).
+    writes: tokio::sync::mpsc::UnboundedSender<write::Pending>,
 }
 
 impl ClickHouseStore {
@@ -82,9 +86,13 @@ impl ClickHouseStore {
                 path: location.to_string(),
                 reason: format!("cannot start the client's runtime: {e}"),
             })?;
+        let client = location.client();
+        let (writes, queue) = tokio::sync::mpsc::unbounded_channel();
+        runtime.spawn(write::writer(client.clone(), queue));
         let store = ClickHouseStore {
-            client: location.client(),
+            client,
             runtime: Some(runtime),
+            writes,
         };
         let client = store.client.clone();
         let database = location.database.clone();
@@ -106,21 +114,36 @@ impl ClickHouseStore {
         cluster: &str,
         shard_database: &str,
     ) -> Result<(), StoreError> {
-        let store = ClickHouseStore {
-            client: location.client(),
-            runtime: Some(
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .enable_all()
-                    .build()
-                    .map_err(|e| StoreError::Backend(Box::new(e)))?,
-            ),
-        };
-        let (client, database) = (store.client.clone(), location.database.clone());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let (client, database) = (location.client(), location.database.clone());
         let (cluster, shard_database) = (cluster.to_owned(), shard_database.to_owned());
-        store.run(async move {
-            schema::create_distributed(&client, &database, &cluster, &shard_database).await
-        })
+        let (done, result) = mpsc::sync_channel(1);
+        runtime.spawn(async move {
+            let created =
+                schema::create_distributed(&client, &database, &cluster, &shard_database).await;
+            let _ = done.send(created);
+        });
+        let created = result
+            .recv()
+            .map_err(|_| StoreError::Backend("creating the tables panicked".into()));
+        // Dropping a runtime blocks, which panics inside another runtime.
+        runtime.shutdown_background();
+        created?
+    }
+
+    /// Hands `batch` to the store's writer and waits for its answer.
+    fn write(&self, batch: write::Batch) -> Result<IngestReport, StoreError> {
+        let (answer, report) = mpsc::sync_channel(1);
+        self.writes
+            .send(write::Pending { batch, answer })
+            .map_err(|_| StoreError::Backend("the ClickHouse writer has stopped".into()))?;
+        report
+            .recv()
+            .map_err(|_| StoreError::Backend("the ClickHouse writer has stopped".into()))?
     }
 
     /// Runs `work` on the backend's runtime and waits for its result.
@@ -163,9 +186,7 @@ impl Store for ClickHouseStore {
         origin: &Origin,
         events: &[ConnectionEvent],
     ) -> Result<IngestReport, StoreError> {
-        let batch = write::Batch::plain(agent, origin, events)?;
-        let client = self.client.clone();
-        self.run(async move { write::ingest(&client, batch).await })
+        self.write(write::Batch::plain(agent, origin, events)?)
     }
 
     fn ingest_keyed(
@@ -173,9 +194,7 @@ impl Store for ClickHouseStore {
         agent: &AgentId,
         events: &[KeyedEvent],
     ) -> Result<IngestReport, StoreError> {
-        let batch = write::Batch::keyed(agent, events)?;
-        let client = self.client.clone();
-        self.run(async move { write::ingest(&client, batch).await })
+        self.write(write::Batch::keyed(agent, events)?)
     }
 
     fn edge_totals(&self, query: &RollupQuery) -> Result<Vec<EdgeTotal>, StoreError> {
@@ -489,5 +508,10 @@ impl Store for ClickHouseStore {
     fn firewall_hits(&self, query: &FirewallHitQuery) -> Result<Vec<FirewallHitTotal>, StoreError> {
         let (client, query) = (self.client.clone(), query.clone());
         self.run(async move { hits::firewall_hits(&client, &query).await })
+    }
+
+    fn fold_rollups(&self, now: Timestamp) -> Result<FoldReport, StoreError> {
+        let client = self.client.clone();
+        self.run(async move { fold::fold(&client, now).await })
     }
 }

@@ -3,7 +3,7 @@
 //! whose rows may repeat uses `FINAL` (or aggregates that a repeat does not
 //! change: min, max, union).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::mpsc::SyncSender;
@@ -14,7 +14,7 @@ use connscope_event::{
     CloseStats, ConnectionEvent, NameSource, ProcessInfo, RemoteName, Timestamp,
 };
 
-use super::rows;
+use super::{fold, rows};
 use crate::{
     hour_start, AgentId, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeTotal, EventQuery,
     HostAddress, HourlyEdgeTotal, Origin, RollupQuery, StoreError,
@@ -40,39 +40,118 @@ pub(super) fn filing_hours(from: Timestamp, to: Timestamp) -> (i64, i64) {
     )
 }
 
+/// The parts of `[from, to)` outside the days starting at `days` (sorted).
+fn outside_days(from: i64, to: i64, days: &[i64]) -> Vec<(i64, i64)> {
+    let mut rest = Vec::new();
+    let mut at = from;
+    for &day in days {
+        if day > at {
+            rest.push((at, day));
+        }
+        at = at.max(day.saturating_add(fold::DAY_NS));
+    }
+    if at < to {
+        rest.push((at, to));
+    }
+    rest
+}
+
 /// Sums the rollups of `query` per edge, keeping each edge's connections
-/// per hour when `hourly`.
+/// per hour when `hourly`: the whole days with a current day row (when not
+/// `hourly`), the other folded hours, and the batch rows no current fold
+/// counts (see [`super::fold`]).
 pub(super) async fn rollups(
     client: &Client,
     query: &RollupQuery,
     hourly: bool,
 ) -> Result<Vec<HourlyEdgeTotal>, StoreError> {
-    let sql = format!(
-        "SELECT hour, host, direction, local_ip, remote_ip, service_port, protocol, executable,
-                user_name, sum(connections) AS connections, sum(failures) AS failures,
-                sum(bytes_sent) AS bytes_sent, sum(bytes_received) AS bytes_received,
-                min(first_seen) AS first_seen, max(last_seen) AS last_seen
-         FROM edge_rollups FINAL
-         WHERE hour >= ? AND hour < ? {}
-         GROUP BY hour, host, direction, local_ip, remote_ip, service_port, protocol,
-                  executable, user_name",
-        if query.host.is_some() {
-            "AND host = ?"
-        } else {
-            ""
-        }
+    let (from, to) = (
+        hour_start(query.range.from).as_nanos(),
+        query.range.to.as_nanos(),
     );
-    let mut select = client
-        .query(&sql)
-        .bind(hour_start(query.range.from).as_nanos())
-        .bind(query.range.to.as_nanos());
-    if let Some(host) = &query.host {
-        select = select.bind(host);
-    }
-    let mut cursor = select.fetch::<rows::RollupSum>()?;
+    let host = if query.host.is_some() {
+        "AND host = ?"
+    } else {
+        ""
+    };
+    let versions = fold::hour_versions(client, from, to).await?;
+    let days = if hourly || versions.is_empty() {
+        Vec::new()
+    } else {
+        fold::current_days(client, from, to, &versions).await?
+    };
+    let select = |table: &str, filter: &str| {
+        format!(
+            "SELECT hour, host, direction, local_ip, remote_ip, service_port, protocol,
+                    executable, user_name, sum(connections) AS connections,
+                    sum(failures) AS failures, sum(bytes_sent) AS bytes_sent,
+                    sum(bytes_received) AS bytes_received, min(first_seen) AS first_seen,
+                    max(last_seen) AS last_seen
+             FROM {table} FINAL
+             WHERE hour >= ? AND hour < ? {host} {filter}
+             GROUP BY hour, host, direction, local_ip, remote_ip, service_port, protocol,
+                      executable, user_name"
+        )
+    };
+    let bound = |sql: String| {
+        let mut q = client.query(&sql).bind(from).bind(to);
+        if let Some(host) = &query.host {
+            q = q.bind(host);
+        }
+        q
+    };
+    let whole_days = async {
+        if days.is_empty() {
+            return Ok(Vec::new());
+        }
+        bound(select("folded_days", "AND has(?, hour)"))
+            .bind(&days)
+            .fetch_all::<rows::RollupSum>()
+            .await
+    };
+    // The hours outside those days, as ranges of the sorting key: a filter
+    // on each row would have the server read and merge (`FINAL`) every
+    // folded hour of the range, a month's worth for nothing.
+    let rest = outside_days(from, to, &days);
+    let folded_hours = async {
+        if versions.is_empty() || rest.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ranges: Vec<String> = rest
+            .iter()
+            .map(|(start, end)| format!("(hour >= {start} AND hour < {end})"))
+            .collect();
+        bound(select(
+            "folded_hours",
+            &format!("AND ({})", ranges.join(" OR ")),
+        ))
+        .fetch_all::<rows::RollupSum>()
+        .await
+    };
+    let batch_rows = async {
+        if versions.is_empty() {
+            // Nothing folded here: no batch row to leave out.
+            bound(select("edge_rollups", ""))
+                .fetch_all::<rows::RollupSum>()
+                .await
+        } else {
+            let covered = format!("AND (hour, batch_key) NOT IN ({})", fold::COVERED_REMAINING);
+            bound(select("edge_rollups", &covered))
+                .bind(from)
+                .bind(to)
+                .bind(from)
+                .bind(to)
+                .bind(from)
+                .bind(to)
+                .fetch_all::<rows::RollupSum>()
+                .await
+        }
+    };
+    let (whole_days, folded_hours, batch_rows) =
+        futures_util::future::try_join3(whole_days, folded_hours, batch_rows).await?;
     type Key = (String, String, String, String, u16, String, String, String);
-    let mut sums: HashMap<Key, (EdgeCounts, Vec<(i64, u64)>)> = HashMap::new();
-    while let Some(r) = cursor.next().await? {
+    let mut sums: HashMap<Key, (EdgeCounts, BTreeMap<i64, u64>)> = HashMap::new();
+    for r in whole_days.into_iter().chain(folded_hours).chain(batch_rows) {
         let key = (
             r.host,
             r.direction,
@@ -93,7 +172,7 @@ pub(super) async fn rollups(
                     first_seen: Timestamp::from_nanos(i64::MAX),
                     last_seen: Timestamp::from_nanos(i64::MIN),
                 },
-                Vec::new(),
+                BTreeMap::new(),
             )
         });
         sum.connections = sum.connections.saturating_add(r.connections);
@@ -103,7 +182,7 @@ pub(super) async fn rollups(
         sum.first_seen = sum.first_seen.min(Timestamp::from_nanos(r.first_seen));
         sum.last_seen = sum.last_seen.max(Timestamp::from_nanos(r.last_seen));
         if hourly && r.connections > 0 {
-            hours.push((r.hour, r.connections));
+            *hours.entry(r.hour).or_default() += r.connections;
         }
     }
     let mut rows: Vec<_> = sums.into_iter().collect();
@@ -112,10 +191,9 @@ pub(super) async fn rollups(
     let mut totals = Vec::with_capacity(rows.len());
     for (
         (host, direction, local_ip, remote_ip, port, protocol, executable, user),
-        (counts, mut hours),
+        (counts, hours),
     ) in rows
     {
-        hours.sort_unstable();
         totals.push(HourlyEdgeTotal {
             total: EdgeTotal {
                 host,
@@ -386,4 +464,26 @@ pub(super) async fn connections(
         let _ = chunks.send(Ok(chunk));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::outside_days;
+    use crate::clickhouse::fold::DAY_NS;
+
+    #[test]
+    fn the_hours_outside_whole_days_are_the_gaps_and_both_ends() {
+        const H: i64 = DAY_NS / 24;
+        let (from, to) = (5 * H, 4 * DAY_NS + 3 * H);
+        assert_eq!(outside_days(from, to, &[]), vec![(from, to)]);
+        assert_eq!(
+            outside_days(from, to, &[DAY_NS, 3 * DAY_NS]),
+            vec![(from, DAY_NS), (2 * DAY_NS, 3 * DAY_NS), (4 * DAY_NS, to)]
+        );
+        // Days covering the range to its end leave nothing after them.
+        assert_eq!(
+            outside_days(DAY_NS, 3 * DAY_NS, &[DAY_NS, 2 * DAY_NS]),
+            vec![]
+        );
+    }
 }

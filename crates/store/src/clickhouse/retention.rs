@@ -74,21 +74,40 @@ pub(super) async fn apply(
         report.rollups_deleted = client
             .query(
                 "SELECT count() AS pending FROM (
-                    SELECT 1 FROM edge_rollups WHERE hour < ?
+                    SELECT 1 FROM (
+                        SELECT hour, host, direction, local_ip, remote_ip, service_port,
+                               protocol, executable, user_name
+                        FROM edge_rollups WHERE hour < ?
+                        UNION ALL
+                        SELECT hour, host, direction, local_ip, remote_ip, service_port,
+                               protocol, executable, user_name
+                        FROM folded_hours WHERE hour < ?)
                     GROUP BY hour, host, direction, local_ip, remote_ip, service_port,
                              protocol, executable, user_name)",
             )
+            .bind(cutoff)
             .bind(cutoff)
             .fetch_one::<Pending>()
             .await?
             .pending;
         if report.rollups_deleted > 0 {
-            client
-                .query("ALTER TABLE edge_rollups DELETE WHERE hour < ?")
-                .bind(cutoff)
-                .execute()
-                .await?;
-            settle(client, "edge_rollups").await?;
+            // The folded hours and days and the fold's bookkeeping go
+            // with the rollups they stand for (a day's row by its start).
+            for table in [
+                "edge_rollups",
+                "folded_hours",
+                "folded_days",
+                "fold_marks",
+                "fold_deletions",
+                "batch_hours",
+            ] {
+                client
+                    .query(&format!("ALTER TABLE {table} DELETE WHERE hour < ?"))
+                    .bind(cutoff)
+                    .execute()
+                    .await?;
+                settle(client, table).await?;
+            }
         }
         // A key's hour may be its event's wall-clock hour, up to 14 hours
         // off the rollup's: keys go a day after their rollups.

@@ -192,3 +192,47 @@ pub(super) struct Label {
     pub removed: u8,
     pub version: u64,
 }
+
+/// An hour a batch has rollup rows in, written once the batch is wholly
+/// stored (`batch_hours`): the fold job takes only such batches' rows.
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub(super) struct BatchHour {
+    pub hour: i64,
+    pub batch_key: u64,
+}
+
+/// A batch whose rollup rows of `hour` a fold counted (`fold_marks`):
+/// excluded from reads once the hour's folded rows are at `version` or
+/// later; their rows are deleted a while after `folded_at`.
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub(super) struct FoldMark {
+    pub hour: i64,
+    pub batch_key: u64,
+    pub version: u64,
+    pub folded_at: i64,
+}
+
+/// One edge's counts in one folded hour or day (`folded_hours`,
+/// `folded_days`; `hour` is the day's start in the latter), at the fold's
+/// `version` (the number of batches counted in it, per hour; the sum of
+/// its hours' versions, per day).
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub(super) struct Folded {
+    pub day: u16,
+    pub hour: i64,
+    pub host: String,
+    pub direction: String,
+    pub local_ip: String,
+    pub remote_ip: String,
+    pub service_port: u16,
+    pub protocol: String,
+    pub executable: String,
+    pub user_name: String,
+    pub connections: u64,
+    pub failures: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub version: u64,
+}

@@ -147,6 +147,45 @@ const MIGRATIONS: &[&[&str]] = &[
     ) ENGINE = ReplacingMergeTree(reading)
     ORDER BY (policy, policy_version, rule, host)",
     ],
+    &[
+        // Version 5: closed hours folded (`super::fold`). The hours each
+        // wholly stored batch has rollups in; the batches a fold counted;
+        // an edge's hour and day summed over its batches, the latest fold
+        // (highest version) replacing the earlier.
+        "CREATE TABLE IF NOT EXISTS batch_hours (hour Int64, batch_key UInt64)
+    ENGINE = ReplacingMergeTree()
+    PARTITION BY toYYYYMM(toDate(intDiv(hour, 1000000000)))
+    ORDER BY (hour, batch_key)",
+        "CREATE TABLE IF NOT EXISTS fold_marks (
+        hour Int64, batch_key UInt64, version UInt64, folded_at Int64
+    ) ENGINE = ReplacingMergeTree()
+    PARTITION BY toYYYYMM(toDate(intDiv(hour, 1000000000)))
+    ORDER BY (hour, batch_key, version)",
+        // Folded batch rows due for deletion (a mutation's subquery in
+        // 18.16 may not join, so the join's answer is kept here).
+        "CREATE TABLE IF NOT EXISTS fold_deletions (hour Int64, batch_key UInt64)
+    ENGINE = ReplacingMergeTree()
+    PARTITION BY toYYYYMM(toDate(intDiv(hour, 1000000000)))
+    ORDER BY (hour, batch_key)",
+        "CREATE TABLE IF NOT EXISTS folded_hours (
+        day Date, hour Int64, host String, direction String, local_ip String,
+        remote_ip String, service_port UInt16, protocol String, executable String,
+        user_name String, connections UInt64, failures UInt64, bytes_sent UInt64,
+        bytes_received UInt64, first_seen Int64, last_seen Int64, version UInt64
+    ) ENGINE = ReplacingMergeTree(version)
+    PARTITION BY toYYYYMM(day)
+    ORDER BY (hour, host, direction, local_ip, remote_ip, service_port, protocol,
+              executable, user_name)",
+        "CREATE TABLE IF NOT EXISTS folded_days (
+        day Date, hour Int64, host String, direction String, local_ip String,
+        remote_ip String, service_port UInt16, protocol String, executable String,
+        user_name String, connections UInt64, failures UInt64, bytes_sent UInt64,
+        bytes_received UInt64, first_seen Int64, last_seen Int64, version UInt64
+    ) ENGINE = ReplacingMergeTree(version)
+    PARTITION BY toYYYYMM(day)
+    ORDER BY (day, host, direction, local_ip, remote_ip, service_port, protocol,
+              executable, user_name)",
+    ],
 ];
 
 /// Each table and the sharding key that sends every copy of one of its
@@ -171,6 +210,12 @@ pub(super) const SHARDING: &[(&str, &str)] = &[
     ("firewall_notices", "cityHash64(host)"),
     ("drift_sightings", "cityHash64(host)"),
     ("rule_counters", "cityHash64(policy, host)"),
+    // The fold's tables, by the hour (or day) a fold works on.
+    ("batch_hours", "cityHash64(hour)"),
+    ("fold_marks", "cityHash64(hour)"),
+    ("fold_deletions", "cityHash64(hour)"),
+    ("folded_hours", "cityHash64(hour)"),
+    ("folded_days", "cityHash64(day)"),
 ];
 
 /// Makes `database` a sharded store: each table a `Distributed` table

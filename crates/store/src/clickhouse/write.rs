@@ -1,6 +1,13 @@
-//! One ingest: find what is new (the space's stored ranges, the agent's
+//! Ingest: find what is new (the space's stored ranges, the agent's
 //! content keys), then write the new events, their rollups, addresses and
-//! the space's row, and last the ranges and keys that mark them stored.
+//! the space's row, then the ranges and keys that mark them stored, and
+//! last the batch's hours (what the fold job may take, see [`super::fold`]).
+//!
+//! Batches go through one writer per store that writes every batch queued
+//! since its last write together (a group commit): one INSERT per table
+//! for many requests instead of seven each, each a new part on the server.
+//! A caller is answered only after its group's markers are stored, so an
+//! answered batch is stored and an unanswered one is re-sent and found.
 //!
 //! Every row written is keyed by what it counts, so a batch written twice
 //! (by two collectors, or again after a collector died half-way) replaces
@@ -25,7 +32,7 @@ const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 
 /// The events of one ingest call, owned (they go to the backend's runtime).
 pub(super) struct Batch {
-    agent: String,
+    pub(super) agent: String,
     origin: Origin,
     events: Vec<ConnectionEvent>,
     /// Per event: its content key (0 when numbered) and the hour it is filed under.
@@ -106,143 +113,253 @@ where
     Ok(())
 }
 
-/// Stores the new events of `batch`.
-pub(super) async fn ingest(client: &Client, batch: Batch) -> Result<IngestReport, StoreError> {
-    let fresh = new_events(client, &batch).await?;
-    let mut report = IngestReport {
-        stored: fresh.iter().filter(|&&f| f).count() as u64,
-        duplicates: fresh.iter().filter(|&&f| !f).count() as u64,
-        conflicts: 0,
-    };
-    if report.stored == 0 {
-        return Ok(report);
+/// A batch waiting for the writer, and where its answer goes.
+pub(super) struct Pending {
+    pub batch: Batch,
+    pub answer: std::sync::mpsc::SyncSender<Result<IngestReport, StoreError>>,
+}
+
+/// At most this many events go into one group's inserts; more waits for
+/// the next group.
+const GROUP_EVENTS: usize = 200_000;
+/// A group's lookups of what its batches already have run this many at a
+/// time (the server limits concurrent queries).
+const LOOKUPS_AT_ONCE: usize = 8;
+
+/// The store's one writer: takes every batch queued since its last write
+/// (a group commit: no waiting when idle, larger groups under load) and
+/// stores the group with one INSERT per table, then answers each batch.
+pub(super) async fn writer(
+    client: Client,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Pending>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut size = first.batch.events.len();
+        let mut group = vec![first];
+        while size < GROUP_EVENTS {
+            match queue.try_recv() {
+                Ok(next) => {
+                    size += next.batch.events.len();
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let (batches, answers): (Vec<Batch>, Vec<_>) =
+            group.into_iter().map(|p| (p.batch, p.answer)).unzip();
+        match ingest_group(&client, &batches).await {
+            Ok(reports) => {
+                for (answer, report) in answers.into_iter().zip(reports) {
+                    // Gone only if its caller panicked.
+                    let _ = answer.send(Ok(report));
+                }
+            }
+            Err(e) if answers.len() == 1 => {
+                let _ = answers[0].send(Err(e));
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for answer in answers {
+                    let _ = answer.send(Err(StoreError::Backend(message.clone().into())));
+                }
+            }
+        }
     }
-    let agent = &batch.agent;
-    let origin = &batch.origin;
-    // The batch's identity: who numbered it and which events it stores.
-    let mut identity: Vec<u8> = Vec::with_capacity(16 * batch.events.len());
-    let mut events = Vec::with_capacity(report.stored as usize);
-    let mut rollups = RollupBatch::new();
-    let mut addresses: HashMap<(&str, IpAddr), (i64, i64)> = HashMap::new();
-    let mut numbers = SequenceRanges::new();
-    let mut keys = Vec::new();
-    let mut span = (i64::MAX, i64::MIN);
-    let mut last_host = "";
-    for (i, event) in batch.events.iter().enumerate() {
-        if !fresh[i] {
-            continue;
+}
+
+/// What earlier batches of a group stored: the later ones must see it as
+/// stored although its markers are not written yet.
+#[derive(Default)]
+struct GroupSeen {
+    numbers: HashMap<(String, String, String), Vec<u64>>,
+    keys: HashMap<(String, i64), HashSet<u64>>,
+}
+
+/// Stores the new events of each batch of a group and tells each what
+/// was new. Every table gets one INSERT for the whole group, in the order
+/// that keeps a half-written group harmless (markers last).
+async fn ingest_group(client: &Client, batches: &[Batch]) -> Result<Vec<IngestReport>, StoreError> {
+    let mut states = Vec::with_capacity(batches.len());
+    for some in batches.chunks(LOOKUPS_AT_ONCE) {
+        let lookups = some.iter().map(|batch| stored_state(client, batch));
+        states.extend(futures_util::future::try_join_all(lookups).await?);
+    }
+    let mut seen = GroupSeen::default();
+    let mut rows = GroupRows::default();
+    let mut reports = Vec::with_capacity(batches.len());
+    for (batch, state) in batches.iter().zip(states) {
+        let fresh = fresh_events(batch, state, &mut seen);
+        let stored = fresh.iter().filter(|&&f| f).count() as u64;
+        let report = IngestReport {
+            stored,
+            duplicates: batch.events.len() as u64 - stored,
+            conflicts: 0,
+        };
+        if stored > 0 {
+            rows.add(batch, &fresh, stored);
         }
-        let (content_key, hour) = batch.keys[i];
-        identity.extend_from_slice(&event.sequence.to_le_bytes());
-        identity.extend_from_slice(&content_key.to_le_bytes());
-        identity.extend_from_slice(&hour.to_le_bytes());
-        events.push(event_row(agent, origin, event, content_key, hour));
-        rollups.add(event);
-        let ts = event.timestamp.as_nanos();
-        if is_host_address(event.local.ip()) {
-            let seen = addresses
-                .entry((event.host.as_str(), event.local.ip()))
-                .or_insert((ts, ts));
-            seen.0 = seen.0.min(ts);
-            seen.1 = seen.1.max(ts);
+        tracing::debug!(agent = %batch.agent, stored, duplicates = report.duplicates, "ingested");
+        reports.push(report);
+    }
+    rows.write(client).await?;
+    Ok(reports)
+}
+
+/// The rows a group writes, table by table.
+#[derive(Default)]
+struct GroupRows {
+    events: Vec<rows::Event>,
+    rollups: Vec<rows::Rollup>,
+    addresses: Vec<rows::Address>,
+    spaces: Vec<rows::Space>,
+    keys: Vec<rows::Key>,
+    ranges: Vec<rows::Range>,
+    done: Vec<rows::BatchHour>,
+}
+
+impl GroupRows {
+    /// Adds the rows of `batch`'s new events (`fresh`, `stored` of them).
+    fn add(&mut self, batch: &Batch, fresh: &[bool], stored: u64) {
+        let agent = &batch.agent;
+        let origin = &batch.origin;
+        // The batch's identity: who numbered it and which events it stores.
+        let mut identity: Vec<u8> = Vec::with_capacity(24 * batch.events.len());
+        let mut rollups = RollupBatch::new();
+        let mut addresses: HashMap<(&str, IpAddr), (i64, i64)> = HashMap::new();
+        let mut numbers = SequenceRanges::new();
+        let mut span = (i64::MAX, i64::MIN);
+        let mut last_host = "";
+        for (i, event) in batch.events.iter().enumerate() {
+            if !fresh[i] {
+                continue;
+            }
+            let (content_key, hour) = batch.keys[i];
+            identity.extend_from_slice(&event.sequence.to_le_bytes());
+            identity.extend_from_slice(&content_key.to_le_bytes());
+            identity.extend_from_slice(&hour.to_le_bytes());
+            self.events
+                .push(event_row(agent, origin, event, content_key, hour));
+            rollups.add(event);
+            let ts = event.timestamp.as_nanos();
+            if is_host_address(event.local.ip()) {
+                let seen = addresses
+                    .entry((event.host.as_str(), event.local.ip()))
+                    .or_insert((ts, ts));
+                seen.0 = seen.0.min(ts);
+                seen.1 = seen.1.max(ts);
+            }
+            if event.sequence != 0 {
+                numbers.insert(event.sequence);
+            } else {
+                self.keys.push(rows::Key {
+                    agent: agent.clone(),
+                    hour,
+                    content_key,
+                });
+            }
+            span = (span.0.min(ts), span.1.max(ts));
+            last_host = &event.host;
         }
-        if event.sequence != 0 {
-            numbers.insert(event.sequence);
-        } else {
-            keys.push(rows::Key {
-                agent: agent.clone(),
-                hour,
-                content_key,
+        let batch_key = EventKey::of_bytes(&[
+            agent.as_bytes(),
+            b"\0",
+            origin.instance.as_bytes(),
+            b"\0",
+            origin.boot.as_bytes(),
+            b"\0",
+            &identity,
+        ])
+        .0;
+        let mut hours = Vec::new();
+        for (key, counts) in rollups.rows() {
+            hours.push(key.hour.as_nanos());
+            self.rollups.push(rows::Rollup {
+                day: day_of(key.hour.as_nanos()),
+                hour: key.hour.as_nanos(),
+                host: key.host.clone(),
+                direction: key.direction.as_str().to_owned(),
+                local_ip: key.local_ip.to_string(),
+                remote_ip: key.remote_ip.to_string(),
+                service_port: key.service_port,
+                protocol: key.protocol.as_str().to_owned(),
+                executable: key.executable.clone(),
+                user_name: key.user.clone(),
+                batch_key,
+                connections: counts.connections,
+                failures: counts.failures,
+                bytes_sent: counts.bytes_sent,
+                bytes_received: counts.bytes_received,
+                first_seen: counts.first_seen.as_nanos(),
+                last_seen: counts.last_seen.as_nanos(),
             });
         }
-        span = (span.0.min(ts), span.1.max(ts));
-        last_host = &event.host;
-    }
-    let batch_key = EventKey::of_bytes(&[
-        agent.as_bytes(),
-        b"\0",
-        origin.instance.as_bytes(),
-        b"\0",
-        origin.boot.as_bytes(),
-        b"\0",
-        &identity,
-    ])
-    .0;
-    let rollups: Vec<rows::Rollup> = rollups
-        .rows()
-        .iter()
-        .map(|(key, counts)| rows::Rollup {
-            day: day_of(key.hour.as_nanos()),
-            hour: key.hour.as_nanos(),
-            host: key.host.clone(),
-            direction: key.direction.as_str().to_owned(),
-            local_ip: key.local_ip.to_string(),
-            remote_ip: key.remote_ip.to_string(),
-            service_port: key.service_port,
-            protocol: key.protocol.as_str().to_owned(),
-            executable: key.executable.clone(),
-            user_name: key.user.clone(),
-            batch_key,
-            connections: counts.connections,
-            failures: counts.failures,
-            bytes_sent: counts.bytes_sent,
-            bytes_received: counts.bytes_received,
-            first_seen: counts.first_seen.as_nanos(),
-            last_seen: counts.last_seen.as_nanos(),
-        })
-        .collect();
-    let addresses: Vec<rows::Address> = addresses
-        .into_iter()
-        .map(|((host, ip), (first, last))| rows::Address {
-            host: host.to_owned(),
-            ip: ip.to_string(),
-            first_seen: first,
-            last_seen: last,
-        })
-        .collect();
-    let space = rows::Space {
-        agent: agent.clone(),
-        instance: origin.instance.clone(),
-        boot: origin.boot.clone(),
-        batch_key,
-        first_sequence: origin.first_sequence,
-        host: last_host.to_owned(),
-        events: report.stored,
-        first_ts: span.0,
-        last_ts: span.1,
-        stored_at: Timestamp::now().as_nanos(),
-    };
-    let ranges: Vec<rows::Range> = numbers
-        .ranges()
-        .iter()
-        .map(|&(first, last)| rows::Range {
+        hours.sort_unstable();
+        hours.dedup();
+        self.done.extend(
+            hours
+                .into_iter()
+                .map(|hour| rows::BatchHour { hour, batch_key }),
+        );
+        self.addresses
+            .extend(
+                addresses
+                    .into_iter()
+                    .map(|((host, ip), (first, last))| rows::Address {
+                        host: host.to_owned(),
+                        ip: ip.to_string(),
+                        first_seen: first,
+                        last_seen: last,
+                    }),
+            );
+        self.spaces.push(rows::Space {
             agent: agent.clone(),
             instance: origin.instance.clone(),
             boot: origin.boot.clone(),
-            first_seq: first,
-            last_seq: last,
-        })
-        .collect();
-    insert_rows(client, "events", &events).await?;
-    insert_rows(client, "edge_rollups", &rollups).await?;
-    insert_rows(client, "host_addresses", &addresses).await?;
-    insert_rows(client, "spaces", &[space]).await?;
-    // The markers: from here on the batch counts as stored.
-    insert_rows(client, "event_keys", &keys).await?;
-    insert_rows(client, "sequence_ranges", &ranges).await?;
-    report.conflicts = 0;
-    tracing::debug!(agent = %agent, stored = report.stored, duplicates = report.duplicates, "ingested");
-    Ok(report)
+            batch_key,
+            first_sequence: origin.first_sequence,
+            host: last_host.to_owned(),
+            events: stored,
+            first_ts: span.0,
+            last_ts: span.1,
+            stored_at: Timestamp::now().as_nanos(),
+        });
+        self.ranges
+            .extend(numbers.ranges().iter().map(|&(first, last)| rows::Range {
+                agent: agent.clone(),
+                instance: origin.instance.clone(),
+                boot: origin.boot.clone(),
+                first_seq: first,
+                last_seq: last,
+            }));
+    }
+
+    async fn write(self, client: &Client) -> Result<(), StoreError> {
+        insert_rows(client, "events", &self.events).await?;
+        insert_rows(client, "edge_rollups", &self.rollups).await?;
+        insert_rows(client, "host_addresses", &self.addresses).await?;
+        insert_rows(client, "spaces", &self.spaces).await?;
+        // The markers: from here on the batches count as stored.
+        insert_rows(client, "event_keys", &self.keys).await?;
+        insert_rows(client, "sequence_ranges", &self.ranges).await?;
+        // Last, what lets the fold job take the batches' rollup rows: a
+        // batch with all its markers can never be written again.
+        insert_rows(client, "batch_hours", &self.done).await?;
+        Ok(())
+    }
 }
 
-/// Which events of `batch` are not stored yet: numbered ones by their
-/// space's stored ranges, the others by the agent's content keys of their
-/// hour. Of equal events within the batch, the first is new.
-async fn new_events(client: &Client, batch: &Batch) -> Result<Vec<bool>, StoreError> {
-    let mut fresh = vec![false; batch.events.len()];
+/// What the store holds of the numbers and keys a batch carries.
+struct StoredState {
+    numbers: SequenceRanges,
+    keys_by_hour: HashMap<i64, HashSet<u64>>,
+}
+
+/// Reads the space's stored ranges the batch's numbers fall in, and the
+/// agent's content keys of the hours of its unnumbered events.
+async fn stored_state(client: &Client, batch: &Batch) -> Result<StoredState, StoreError> {
     let numbers = batch.events.iter().map(|e| e.sequence).filter(|&n| n != 0);
     let (low, high) = numbers.fold((u64::MAX, 0), |(l, h), n| (l.min(n), h.max(n)));
-    let mut stored = if high > 0 {
+    let numbers = if high > 0 {
         // Only the ranges the batch's numbers fall in: a space has a row
         // per batch, and a batch must not cost more as its agent ages.
         let rows = client
@@ -262,15 +379,17 @@ async fn new_events(client: &Client, batch: &Batch) -> Result<Vec<bool>, StoreEr
     } else {
         SequenceRanges::new()
     };
-    let mut by_hour: HashMap<i64, Vec<usize>> = HashMap::new();
-    for (i, event) in batch.events.iter().enumerate() {
-        if event.sequence != 0 {
-            fresh[i] = stored.insert(event.sequence);
-        } else {
-            by_hour.entry(batch.keys[i].1).or_default().push(i);
-        }
-    }
-    for (hour, indexes) in by_hour {
+    let mut hours: Vec<i64> = batch
+        .events
+        .iter()
+        .zip(&batch.keys)
+        .filter(|(e, _)| e.sequence == 0)
+        .map(|(_, &(_, hour))| hour)
+        .collect();
+    hours.sort_unstable();
+    hours.dedup();
+    let mut keys_by_hour = HashMap::new();
+    for hour in hours {
         let known: HashSet<u64> = client
             .query("SELECT content_key FROM event_keys WHERE agent = ? AND hour = ?")
             .bind(&batch.agent)
@@ -279,13 +398,44 @@ async fn new_events(client: &Client, batch: &Batch) -> Result<Vec<bool>, StoreEr
             .await?
             .into_iter()
             .collect();
-        let mut seen = HashSet::new();
-        for i in indexes {
-            let key = batch.keys[i].0;
-            fresh[i] = !known.contains(&key) && seen.insert(key);
+        keys_by_hour.insert(hour, known);
+    }
+    Ok(StoredState {
+        numbers,
+        keys_by_hour,
+    })
+}
+
+/// Which events of `batch` are new: not in `state`, not stored by an
+/// earlier batch of the group (`seen`, which this extends). Of equal events
+/// within the batch, the first is new.
+fn fresh_events(batch: &Batch, state: StoredState, seen: &mut GroupSeen) -> Vec<bool> {
+    let mut fresh = vec![false; batch.events.len()];
+    let space = (
+        batch.agent.clone(),
+        batch.origin.instance.clone(),
+        batch.origin.boot.clone(),
+    );
+    let mut stored = state.numbers;
+    let earlier = seen.numbers.entry(space).or_default();
+    for &n in earlier.iter() {
+        stored.insert(n);
+    }
+    let mut keys_by_hour = state.keys_by_hour;
+    for (i, event) in batch.events.iter().enumerate() {
+        if event.sequence != 0 {
+            fresh[i] = stored.insert(event.sequence);
+            if fresh[i] {
+                earlier.push(event.sequence);
+            }
+        } else {
+            let (key, hour) = batch.keys[i];
+            let group_keys = seen.keys.entry((batch.agent.clone(), hour)).or_default();
+            let known = keys_by_hour.entry(hour).or_default();
+            fresh[i] = !known.contains(&key) && group_keys.insert(key);
         }
     }
-    Ok(fresh)
+    fresh
 }
 
 /// Days since the epoch of the time `nanos` (a `Date` column).

@@ -12,9 +12,9 @@ use connscope_event::test_support::EventBuilder;
 use connscope_event::{CloseStats, ConnectionEvent, Direction, EventKind, Timestamp};
 use connscope_protocol::drop_reason;
 use connscope_store::{
-    AgentId, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeKey, EventKey, EventQuery,
-    FirewallHitQuery, FirewallHitTotal, KeyedEvent, Origin, Retention, RollupBatch, RollupQuery,
-    RuleCount, RuleHits, Store, StoreError, TimeRange,
+    AgentId, ConnectionQuery, ConnectionRecord, EdgeCounts, EdgeKey, EdgeTotal, EventKey,
+    EventQuery, FirewallHitQuery, FirewallHitTotal, HourlyEdgeTotal, KeyedEvent, Origin, Retention,
+    RollupBatch, RollupQuery, RuleCount, RuleHits, Store, StoreError, TimeRange,
 };
 
 /// A backend under test: opens its one store, again and again (a reopen
@@ -57,6 +57,7 @@ macro_rules! store_suite {
             a_drift_edge_is_recorded_once_and_grows,
             retention_ages_the_policy_loop_but_keeps_its_audit_trail,
             firewall_hits_are_summed_per_host_kind_port_remote_program_and_user,
+            folding_closed_hours_changes_no_answer_and_resent_batches_stay_once,
         );
     };
     (@each $backend:path; $($name:ident),* $(,)?) => {
@@ -1628,4 +1629,141 @@ pub fn retention_ages_the_policy_loop_but_keeps_its_audit_trail(backend: &dyn Ba
         ),
         (0, 0, 0)
     );
+}
+
+/// Every rollup read the map and reports make: all time (whole days), the
+/// first hours (a part of a day), one host, and hour by hour.
+fn rollup_reads(
+    store: &dyn Store,
+) -> (
+    Vec<EdgeTotal>,
+    Vec<EdgeTotal>,
+    Vec<EdgeTotal>,
+    Vec<HourlyEdgeTotal>,
+) {
+    let query = |range, host: Option<&str>| RollupQuery {
+        range,
+        host: host.map(str::to_owned),
+    };
+    let first_hours = TimeRange {
+        from: Timestamp::from_nanos(1_800_000_000 * SEC),
+        to: Timestamp::from_nanos(1_800_000_000 * SEC + 3 * 3600 * SEC),
+    };
+    (
+        store.edge_totals(&query(TimeRange::ALL, None)).unwrap(),
+        store.edge_totals(&query(first_hours, None)).unwrap(),
+        store
+            .edge_totals(&query(TimeRange::ALL, Some("b")))
+            .unwrap(),
+        store
+            .edge_totals_by_hour(&query(TimeRange::ALL, None))
+            .unwrap(),
+    )
+}
+
+/// The rollups recomputed from the raw events read back, per edge.
+fn totals_of_raw_events(store: &dyn Store) -> BTreeMap<TotalKey, EdgeCounts> {
+    let mut batch = RollupBatch::new();
+    for ev in all_events(store) {
+        batch.add(&ev);
+    }
+    let mut totals: BTreeMap<TotalKey, EdgeCounts> = BTreeMap::new();
+    for (key, counts) in batch.rows() {
+        totals
+            .entry((
+                key.host.clone(),
+                key.direction.to_string(),
+                key.local_ip.to_string(),
+                key.remote_ip.to_string(),
+                key.service_port,
+                key.executable.clone(),
+                key.user.clone(),
+            ))
+            .and_modify(|c| c.merge(counts))
+            .or_insert(*counts);
+    }
+    totals
+}
+
+fn keyed_totals(totals: &[EdgeTotal]) -> BTreeMap<TotalKey, EdgeCounts> {
+    totals
+        .iter()
+        .map(|t| {
+            (
+                (
+                    t.host.clone(),
+                    t.direction.to_string(),
+                    t.local_ip.to_string(),
+                    t.remote_ip.to_string(),
+                    t.service_port,
+                    t.executable.clone(),
+                    t.user.clone(),
+                ),
+                t.counts,
+            )
+        })
+        .collect()
+}
+
+pub fn folding_closed_hours_changes_no_answer_and_resent_batches_stay_once(backend: &dyn Backend) {
+    let store = backend.store();
+    let work = workload();
+    for (agent, events) in &work {
+        for chunk in events.chunks(97) {
+            store.ingest(agent, chunk).unwrap();
+        }
+    }
+    let before = rollup_reads(&*store);
+    assert_eq!(keyed_totals(&before.0), totals_of_raw_events(&*store));
+    // Days after the workload's hours: all of them closed.
+    let later =
+        |hours: i64| Timestamp::from_nanos((1_800_000_000 + 3 * 86_400 + hours * 3600) * SEC);
+    store.fold_rollups(later(0)).unwrap();
+    assert_eq!(rollup_reads(&*store), before, "after folding");
+    // Again (nothing new), and late enough to drop the folded batch rows.
+    store.fold_rollups(later(0)).unwrap();
+    store.fold_rollups(later(1)).unwrap();
+    assert_eq!(rollup_reads(&*store), before, "after folding again");
+
+    // A batch re-sent after its hours were folded is stored once.
+    let (agent, events) = &work[0];
+    let again = store.ingest(agent, &events[..97]).unwrap();
+    assert_eq!((again.stored, again.duplicates), (0, 97));
+    store.fold_rollups(later(2)).unwrap();
+    assert_eq!(rollup_reads(&*store), before, "after a re-sent batch");
+
+    // A late batch for folded hours counts, before and after its own fold.
+    let late: Vec<ConnectionEvent> = (601..=650u64)
+        .map(|n| {
+            event(
+                n,
+                (n as i64 - 600) * 300,
+                "a",
+                "10.0.0.1:40000",
+                "10.0.1.9:443",
+            )
+        })
+        .collect();
+    assert_eq!(store.ingest(agent, &late).unwrap().stored, 50);
+    let with_late = rollup_reads(&*store);
+    assert_eq!(keyed_totals(&with_late.0), totals_of_raw_events(&*store));
+    assert_ne!(with_late.0, before.0);
+    store.fold_rollups(later(3)).unwrap();
+    store.fold_rollups(later(4)).unwrap();
+    assert_eq!(
+        rollup_reads(&*store),
+        with_late,
+        "after folding the late batch"
+    );
+    assert_eq!(store.ingest(agent, &late).unwrap().duplicates, 50);
+    assert_eq!(
+        rollup_reads(&*store),
+        with_late,
+        "after re-sending the late batch"
+    );
+    // Hour by hour adds up to the totals.
+    for hourly in &with_late.3 {
+        let sum: u64 = hourly.hours.iter().map(|(_, n)| n).sum();
+        assert_eq!(sum, hourly.total.counts.connections, "{:?}", hourly.total);
+    }
 }
