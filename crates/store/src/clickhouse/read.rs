@@ -117,16 +117,12 @@ pub(super) async fn rollups(
         if versions.is_empty() || rest.is_empty() {
             return Ok(Vec::new());
         }
-        let ranges: Vec<String> = rest
-            .iter()
-            .map(|(start, end)| format!("(hour >= {start} AND hour < {end})"))
-            .collect();
-        bound(select(
-            "folded_hours",
-            &format!("AND ({})", ranges.join(" OR ")),
-        ))
-        .fetch_all::<rows::RollupSum>()
-        .await
+        let ranges = vec!["(hour >= ? AND hour < ?)"; rest.len()].join(" OR ");
+        let mut q = bound(select("folded_hours", &format!("AND ({ranges})")));
+        for (start, end) in &rest {
+            q = q.bind(start).bind(end);
+        }
+        q.fetch_all::<rows::RollupSum>().await
     };
     let batch_rows = async {
         if versions.is_empty() {
