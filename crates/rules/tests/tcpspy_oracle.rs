@@ -41,7 +41,7 @@ impl Tcpspy {
     fn start(dir: &Path, n: usize, rule: &str, with_exe: bool) -> Tcpspy {
         let log = dir.join(format!("tcpspy-{n}.log"));
         let mut cmd = Command::new(TCPSPY);
-        cmd.args(["-d", "-I", "250"]);
+        cmd.args(["-d", "-I", &POLL.as_millis().to_string()]);
         if with_exe {
             cmd.arg("-p");
         }
@@ -150,6 +150,8 @@ fn compare(cases: impl FnOnce(u16, u16, &str) -> Vec<Vec<String>>, with_exe: boo
 }
 
 const ATTEMPTS: usize = 5;
+/// tcpspy's polling interval here.
+const POLL: Duration = Duration::from_millis(250);
 /// Far longer than a few polls take even on a loaded machine.
 const STALL: Duration = Duration::from_secs(15);
 
@@ -217,6 +219,10 @@ fn run_batch(
         keep.push(streams);
     }
     let ready = wait_for_control(groups, &warm, &spies, control_port, sockets[5].local.port());
+    // One scan of /proc/net/tcp* can miss a socket while the table changes
+    // under it (seen under load: the server end logged, the client end
+    // not); the connections stay open, so a few more polls log it.
+    std::thread::sleep(POLL * 4);
     let control_seen = |spy: &Tcpspy| logged(&spy.output(), control_port, sockets[5].local.port());
 
     let mode = if with_exe {
