@@ -432,6 +432,14 @@ fn answers_relayed_by_a_local_stub_name_connections() {
     lab.getent("stub.test");
     lab.curl("http://stub.test:8080/", &[]).unwrap();
     assert_eq!(agent.name_of_connect("192.0.2.12:8080"), dns("stub.test"));
+    // The stub's answer over loopback came from the eBPF ingress hook, with
+    // no packet socket open.
+    assert!(
+        agent.log().contains("name_packets_from")
+            && agent.log().contains("\"the capture backend\""),
+        "{}",
+        agent.log()
+    );
 }
 
 #[test]
@@ -483,9 +491,9 @@ fn a_tls_server_reached_by_address_is_named_from_the_client_hello() {
             source: NameSource::Sni
         })
     );
-    // Through the veth from the eBPF egress hook, not a transmit tap.
+    // Through the veth from the eBPF egress hook, not a packet socket.
     assert!(
-        agent.log().contains("client_hellos_from")
+        agent.log().contains("name_packets_from")
             && agent.log().contains("\"the capture backend\""),
         "{}",
         agent.log()
