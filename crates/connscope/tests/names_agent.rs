@@ -150,6 +150,10 @@ impl Lab {
     }
 
     fn agent(&self, args: &[&str]) -> Agent {
+        self.agent_on("ebpf", args)
+    }
+
+    fn agent_on(&self, backend: &str, args: &[&str]) -> Agent {
         let output = self.dir.path().join("events.jsonl");
         let stderr = self.dir.path().join("agent.stderr");
         let mut command = self.client.command(env!("CARGO_BIN_EXE_connscope"));
@@ -158,7 +162,7 @@ impl Lab {
                 "agent",
                 "--no-default-rules",
                 "--backend",
-                "ebpf",
+                backend,
                 "--format",
                 "json",
             ])
@@ -437,6 +441,40 @@ fn answers_relayed_by_a_local_stub_name_connections() {
     assert!(
         agent.log().contains("name_packets_from")
             && agent.log().contains("\"the capture backend\""),
+        "{}",
+        agent.log()
+    );
+}
+
+/// Where the eBPF hooks do not copy (here a polling backend), the packet
+/// sockets see the stub's answers.
+#[test]
+fn answers_relayed_by_a_local_stub_name_connections_of_a_polling_backend() {
+    let lab = Lab::new("127.0.0.53");
+    let _dns = lab.dnsmasq(
+        &lab.server,
+        DNS,
+        &["--no-resolv", "--host-record=polled.test,192.0.2.14"],
+    );
+    let _stub = lab.dnsmasq(
+        &lab.client,
+        "127.0.0.53",
+        &["--no-resolv", &format!("--server={DNS}")],
+    );
+    let agent = lab.agent_on("sockdiag", &["-I", "20"]);
+    lab.getent("polled.test");
+    // Held open for a second (the server waits for a request that never
+    // comes), so the poll sees it.
+    let _ = lab
+        .client
+        .command("curl")
+        .args(["-s", "--max-time", "1", "telnet://polled.test:8080"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(agent.name_of_connect("192.0.2.14:8080"), dns("polled.test"));
+    assert!(
+        agent.log().contains("name_packets_from") && agent.log().contains("\"the packet sockets\""),
         "{}",
         agent.log()
     );
