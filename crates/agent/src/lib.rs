@@ -49,7 +49,8 @@ use std::time::{Duration, Instant};
 
 use connscope_capture::{CaptureBackend, CaptureConfig, CaptureError, NetnsFilter};
 use connscope_dns_observe::{
-    HelloLearner, NameSetKeeper, Namespaces, Observer, ObserverConfig, ObserverError, Taps,
+    AnswerLearner, HelloLearner, NameSetKeeper, Namespaces, Observer, ObserverConfig,
+    ObserverError, Taps,
 };
 use connscope_event::{ConnectionEvent, EventKind};
 use connscope_names::UserNames;
@@ -280,21 +281,25 @@ pub fn run_observed(
     observe: impl FnOnce(StatisticsReader) -> std::io::Result<()>,
 ) -> Result<Summary, AgentError> {
     let signals = block_signals().map_err(AgentError::Signals)?;
-    config.capture.client_hellos = config.naming.is_some();
+    config.capture.name_packets = config.naming.is_some();
     let backend = backend::open_backend(config.backend, &config.capture)?;
     let sequence = SequenceFile::open(&config.state_dir)?;
-    // A backend that hands over ClientHellos spares the packet sockets the
-    // transmit path (see connscope_dns_observe::socket).
-    let taps = if backend.sees_client_hellos() {
-        Taps::Received
+    // A backend that hands over ClientHellos and DNS answers spares naming
+    // its packet sockets, which cost every packet of every watched namespace
+    // (see connscope_dns_observe::socket).
+    let taps = if backend.sees_name_packets() {
+        None
     } else {
-        Taps::ReceivedAndSent
+        Some(Taps::ReceivedAndSent)
     };
     let names = start_naming(config.naming.as_ref(), config.capture.netns, taps)?;
-    let hellos = names
+    let learners = names
         .as_ref()
-        .filter(|_| taps == Taps::Received)
-        .map(|names| names.observer.hello_learner());
+        .filter(|_| taps.is_none())
+        .map(|names| Learners {
+            hellos: names.observer.hello_learner(),
+            answers: names.observer.answer_learner(),
+        });
     if let Some(run_as) = config.run_as {
         hand_state_to(&sequence, run_as)?;
         run_as.switch()?;
@@ -337,7 +342,7 @@ pub fn run_observed(
         let (counters, stop) = (counters.clone(), stop.clone());
         thread::Builder::new()
             .name("capture".into())
-            .spawn(move || capture_loop(backend, sender, hellos, &counters, &stop))
+            .spawn(move || capture_loop(backend, sender, learners, &counters, &stop))
             .map_err(AgentError::Thread)?
     };
     let output = {
@@ -416,14 +421,16 @@ impl Names {
         let stats = self.observer.stats();
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         tracing::info!(
-            "names: {} packets, {} answers, {} hellos, {} malformed, {} dropped by the kernel, \
-             {} hellos dropped by the kernel",
+            "names: {} packets, {} answers, {} hellos, {} malformed, {} cut, \
+             {} dropped by the kernel, {} hellos and {} answers dropped by the kernel",
             get(&stats.packets),
             get(&stats.answers),
             get(&stats.hellos),
             get(&stats.malformed),
+            get(&stats.cut),
             get(&stats.kernel_dropped),
-            get(&stats.hellos_dropped)
+            get(&stats.hellos_dropped),
+            get(&stats.answers_dropped)
         );
         drop(self.observer);
         if let Some((keeper, stop)) = self.keeper {
@@ -444,7 +451,7 @@ impl Names {
 fn start_naming(
     config: Option<&NamingConfig>,
     netns: NetnsFilter,
-    taps: Taps,
+    taps: Option<Taps>,
 ) -> Result<Option<Names>, AgentError> {
     let Some(config) = config else {
         return Ok(None);
@@ -484,7 +491,7 @@ fn start_naming(
     };
     tracing::info!(
         nft_name_sets = config.nft_name_sets,
-        client_hellos_from = if taps == Taps::Received {
+        name_packets_from = if taps.is_none() {
             "the capture backend"
         } else {
             "the packet sockets"
@@ -565,18 +572,26 @@ fn inject_loop(
 /// How often the capture thread reads the backend's statistics.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Where the capture thread hands what the backend copied for naming.
+struct Learners {
+    hellos: HelloLearner,
+    answers: AnswerLearner,
+}
+
 /// Reads the backend until told to stop; never blocks on the outputs.
-/// ClientHellos the backend copied are learned before the events of the same
-/// read go to the output thread, where connects wait for them.
+/// DNS answers and ClientHellos the backend copied are learned before the
+/// events of the same read go to the output thread, where connects wait for
+/// them.
 fn capture_loop(
     mut backend: Box<dyn CaptureBackend>,
     queue: SyncSender<Vec<ConnectionEvent>>,
-    hellos: Option<HelloLearner>,
+    mut learners: Option<Learners>,
     counters: &Counters,
     stop: &AtomicBool,
 ) -> Option<CaptureError> {
     let mut batch = Vec::with_capacity(1024);
     let mut hello_batch = Vec::new();
+    let mut answer_batch = Vec::new();
     let mut last_drop_warning: Option<Instant> = None;
     let mut kernel_lost = 0;
     let mut next_stats = Instant::now();
@@ -592,13 +607,24 @@ fn capture_loop(
         if let Err(err) = backend.poll(&mut batch, timeout) {
             return Some(err);
         }
-        if let Some(learner) = &hellos {
-            let lost = backend.take_client_hellos(&mut hello_batch);
-            for hello in hello_batch.drain(..) {
-                learner.learn(hello.netns, hello.local, hello.remote, &hello.record);
+        if let Some(learners) = &mut learners {
+            let lost = backend.take_dns_answers(&mut answer_batch);
+            for answer in answer_batch.drain(..) {
+                learners
+                    .answers
+                    .learn(answer.netns, &answer.packet, answer.wire_len);
             }
             if lost > 0 {
-                learner.dropped(lost);
+                learners.answers.dropped(lost);
+            }
+            let lost = backend.take_client_hellos(&mut hello_batch);
+            for hello in hello_batch.drain(..) {
+                learners
+                    .hellos
+                    .learn(hello.netns, hello.local, hello.remote, &hello.record);
+            }
+            if lost > 0 {
+                learners.hellos.dropped(lost);
             }
         }
         // Statistics cost the eBPF backend a few syscalls (loss counters,

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
-use connscope_capture::ClientHello;
+use connscope_capture::{ClientHello, DnsPacket};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Iter, MapCore, MapFlags, OpenObject, PrintLevel, RingBuffer, RingBufferBuilder};
 
@@ -18,6 +18,7 @@ pub(crate) type RawEvent = types::event;
 pub(crate) type UdpKey = types::udp_key;
 pub(crate) type UdpFlow = types::udp_flow;
 type RawHello = types::hello;
+type RawAnswer = types::answer;
 
 /// Size of the ring buffer (the BPF side declares the same).
 const RING_BYTES: u64 = 4 << 20;
@@ -43,8 +44,8 @@ pub(crate) struct Settings {
     /// 0: every namespace.
     pub netns_filter: u64,
     pub udp: bool,
-    /// Copy outgoing ClientHellos into the hello ring.
-    pub hellos: bool,
+    /// Copy outgoing ClientHellos and received DNS answers into their rings.
+    pub names: bool,
     pub max_tcp_connections: u32,
 }
 
@@ -57,7 +58,9 @@ pub(crate) struct Kernel {
     received: Arc<Mutex<Vec<RawEvent>>>,
     hellos: Arc<Mutex<Vec<ClientHello>>>,
     hellos_lost: u64,
-    copies_hellos: bool,
+    answers: Arc<Mutex<Vec<DnsPacket>>>,
+    answers_lost: u64,
+    copies_names: bool,
 }
 
 // SAFETY: the raw pointers inside the skeleton and `storage` point into this
@@ -70,13 +73,16 @@ impl Kernel {
     /// `CaptureError::Unavailable`.
     pub fn load(settings: &Settings) -> Result<Kernel, String> {
         route_libbpf_logs();
-        // Copying hellos is an optimisation of naming, not worth losing the
-        // backend over: without cgroup2 the packet sockets take them instead.
+        // Copying hellos and answers is an optimisation of naming, not worth
+        // losing the backend over: without cgroup2 the packet sockets take
+        // them instead.
         let mut settings = *settings;
-        if settings.hellos && !settings.udp {
+        if settings.names && !settings.udp {
             if let Err(reason) = cgroup2_root() {
-                tracing::warn!("ClientHellos are not copied by the egress hook: {reason}");
-                settings.hellos = false;
+                tracing::warn!(
+                    "ClientHellos and DNS answers are not copied by the packet hooks: {reason}"
+                );
+                settings.names = false;
             }
         }
         let settings = &settings;
@@ -84,14 +90,16 @@ impl Kernel {
         // SAFETY: `storage` stays allocated until `Kernel::drop` (or just
         // below on failure), after everything borrowing it is gone.
         match load_skeleton(unsafe { &mut *storage }, settings) {
-            Ok((skel, ring, received, hellos)) => Ok(Kernel {
-                ring: ManuallyDrop::new(ring),
-                skel: ManuallyDrop::new(skel),
+            Ok(loaded) => Ok(Kernel {
+                ring: ManuallyDrop::new(loaded.ring),
+                skel: ManuallyDrop::new(loaded.skel),
                 storage,
-                received,
-                hellos,
+                received: loaded.received,
+                hellos: loaded.hellos,
                 hellos_lost: 0,
-                copies_hellos: settings.hellos,
+                answers: loaded.answers,
+                answers_lost: 0,
+                copies_names: settings.names,
             }),
             Err(reason) => {
                 // SAFETY: the failed load dropped every borrow of it.
@@ -135,9 +143,9 @@ impl Kernel {
         Ok(())
     }
 
-    /// Whether the egress hook copies ClientHellos.
-    pub fn copies_hellos(&self) -> bool {
-        self.copies_hellos
+    /// Whether the packet hooks copy ClientHellos and DNS answers.
+    pub fn copies_names(&self) -> bool {
+        self.copies_names
     }
 
     /// Moves the ClientHellos taken from the hello ring by the last
@@ -148,6 +156,17 @@ impl Kernel {
         let lost = self.loss_counter(types::loss_counter::LOST_HELLO.0);
         let new = lost.saturating_sub(self.hellos_lost);
         self.hellos_lost = lost;
+        new
+    }
+
+    /// Moves the DNS answers taken from the answer ring by the last
+    /// [`Kernel::take_events`] into `into`; returns how many the kernel could
+    /// not write (ring full) since the last call.
+    pub fn take_answers(&mut self, into: &mut Vec<DnsPacket>) -> u64 {
+        into.append(&mut self.answers.lock().unwrap_or_else(|e| e.into_inner()));
+        let lost = self.loss_counter(types::loss_counter::LOST_ANSWER.0);
+        let new = lost.saturating_sub(self.answers_lost);
+        self.answers_lost = lost;
         new
     }
 
@@ -174,7 +193,8 @@ impl Kernel {
             + self.table_losses()
     }
 
-    /// The counters of lost events (a lost ClientHello is no lost event).
+    /// The counters of lost events (a lost ClientHello or answer is no lost
+    /// event).
     fn table_losses(&self) -> u64 {
         use types::loss_counter as counter;
         [
@@ -267,7 +287,7 @@ impl Kernel {
             &progs.process_exec,
             &progs.udp_socket_created,
             &progs.packet_egress,
-            &progs.udp_ingress,
+            &progs.packet_ingress,
         ]
         .into_iter()
         .filter(|prog| prog.autoload())
@@ -300,15 +320,16 @@ fn whole_millis(timeout: Duration) -> Duration {
     Duration::from_millis(timeout.as_micros().div_ceil(1000) as u64)
 }
 
-type Loaded = (
-    ConnscopeSkel<'static>,
-    RingBuffer<'static>,
-    Arc<Mutex<Vec<RawEvent>>>,
-    Arc<Mutex<Vec<ClientHello>>>,
-);
+struct Loaded {
+    skel: ConnscopeSkel<'static>,
+    ring: RingBuffer<'static>,
+    received: Arc<Mutex<Vec<RawEvent>>>,
+    hellos: Arc<Mutex<Vec<ClientHello>>>,
+    answers: Arc<Mutex<Vec<DnsPacket>>>,
+}
 
-/// The smallest ring buffer the kernel takes (a page): the hello ring's
-/// size when no ClientHellos are copied.
+/// The smallest ring buffer the kernel takes (a page): the hello and answer
+/// rings' size when naming is off.
 const UNUSED_RING_BYTES: u32 = 4096;
 
 fn load_skeleton(
@@ -326,27 +347,26 @@ fn load_skeleton(
     rodata.netns_filter = settings.netns_filter;
     rodata.wakeup_bytes = WAKEUP_BYTES;
     rodata.capture_udp = settings.udp;
-    rodata.capture_hellos = settings.hellos;
-    if !settings.hellos {
-        open.maps
-            .hellos
-            .set_max_entries(UNUSED_RING_BYTES)
-            .map_err(|e| format!("sizing the hello ring: {e}"))?;
+    rodata.capture_names = settings.names;
+    if !settings.names {
+        for ring in [&mut open.maps.hellos, &mut open.maps.answers] {
+            ring.set_max_entries(UNUSED_RING_BYTES)
+                .map_err(|e| format!("sizing the naming rings: {e}"))?;
+        }
     }
     open.maps
         .conns
         .set_max_entries(settings.max_tcp_connections)
         .map_err(|e| format!("sizing the connection table: {e}"))?;
+    open.progs.udp_socket_created.set_autoload(settings.udp);
+    // The packet hooks serve both: UDP flows, and ClientHellos (egress) and
+    // DNS answers (ingress) for naming.
     for prog in [
-        &mut open.progs.udp_socket_created,
-        &mut open.progs.udp_ingress,
+        &mut open.progs.packet_egress,
+        &mut open.progs.packet_ingress,
     ] {
-        prog.set_autoload(settings.udp);
+        prog.set_autoload(settings.udp || settings.names);
     }
-    // The egress hook serves both: UDP flows and ClientHellos.
-    open.progs
-        .packet_egress
-        .set_autoload(settings.udp || settings.hellos);
     let mut skel = open.load().map_err(|e| {
         format!(
             "loading the BPF programs (needs root, a kernel with BTF and BPF ring buffers): {e}"
@@ -364,7 +384,7 @@ fn load_skeleton(
     ensure_tracefs()?;
     links.accept4_exit = Some(attach(&progs.accept4_exit)?);
     links.accept_exit = Some(attach(&progs.accept_exit)?);
-    if settings.udp || settings.hellos {
+    if settings.udp || settings.names {
         let root = cgroup2_root()?;
         let cgroup =
             fs::File::open(&root).map_err(|e| format!("opening the root cgroup {root}: {e}"))?;
@@ -373,9 +393,9 @@ fn load_skeleton(
                 .map_err(|e| format!("attaching {} to {root}: {e}", prog.name().to_string_lossy()))
         };
         links.packet_egress = Some(attach_cgroup(&progs.packet_egress)?);
+        links.packet_ingress = Some(attach_cgroup(&progs.packet_ingress)?);
         if settings.udp {
             links.udp_socket_created = Some(attach_cgroup(&progs.udp_socket_created)?);
-            links.udp_ingress = Some(attach_cgroup(&progs.udp_ingress)?);
         }
     }
 
@@ -391,7 +411,8 @@ fn load_skeleton(
         })
         .map_err(|e| format!("opening the ring buffer: {e}"))?;
     let hellos = Arc::new(Mutex::new(Vec::new()));
-    if settings.hellos {
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    if settings.names {
         let sink = Arc::clone(&hellos);
         builder
             .add(&skel.maps.hellos, move |data: &[u8]| {
@@ -401,32 +422,48 @@ fn load_skeleton(
                 0
             })
             .map_err(|e| format!("opening the hello ring: {e}"))?;
+        let sink = Arc::clone(&answers);
+        builder
+            .add(&skel.maps.answers, move |data: &[u8]| {
+                if let Some(answer) = read_answer(data) {
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(answer);
+                }
+                0
+            })
+            .map_err(|e| format!("opening the answer ring: {e}"))?;
     }
     let ring = builder
         .build()
         .map_err(|e| format!("opening the ring buffer: {e}"))?;
-    Ok((skel, ring, received, hellos))
+    Ok(Loaded {
+        skel,
+        ring,
+        received,
+        hellos,
+        answers,
+    })
 }
 
-/// A hello record: its header, then `len` bytes of the hello (the kernel
-/// writes no more than that, so the record is shorter than the struct).
-fn read_hello(data: &[u8]) -> Option<ClientHello> {
-    let header_len = std::mem::offset_of!(RawHello, data);
-    let mut header = RawHello::default();
-    let copied = data.len().min(size_of::<RawHello>());
-    if copied < header_len {
+/// The header of a record the kernel cut to its length (so shorter than its
+/// struct), and the record's bytes from `data_offset` on.
+fn read_cut_record<T: Copy + Default>(data: &[u8], data_offset: usize) -> Option<(T, &[u8])> {
+    if data.len() < data_offset {
         return None;
     }
-    // SAFETY: RawHello is a plain C struct (integers and byte arrays), valid
-    // for any bit pattern; `copied` bytes fit in both.
+    let mut header = T::default();
+    let copied = data.len().min(size_of::<T>());
+    // SAFETY: T is one of the skeleton's plain C structs (integers and byte
+    // arrays), valid for any bit pattern; `copied` bytes fit in both.
     unsafe {
-        std::ptr::copy_nonoverlapping(
-            data.as_ptr(),
-            (&mut header as *mut RawHello).cast::<u8>(),
-            copied,
-        );
+        std::ptr::copy_nonoverlapping(data.as_ptr(), (&mut header as *mut T).cast::<u8>(), copied);
     }
-    let record = data.get(header_len..header_len + usize::from(header.len))?;
+    Some((header, &data[data_offset..]))
+}
+
+/// A hello record: its header, then `len` bytes of the hello.
+fn read_hello(data: &[u8]) -> Option<ClientHello> {
+    let (header, rest) = read_cut_record::<RawHello>(data, std::mem::offset_of!(RawHello, data))?;
+    let record = rest.get(..usize::from(header.len))?;
     let (local, remote) = crate::addrs::socket_addrs(
         header.family,
         &header.laddr,
@@ -439,6 +476,16 @@ fn read_hello(data: &[u8]) -> Option<ClientHello> {
         local,
         remote,
         record: record.to_vec(),
+    })
+}
+
+/// An answer record: its header, then `len` bytes of the packet.
+fn read_answer(data: &[u8]) -> Option<DnsPacket> {
+    let (header, rest) = read_cut_record::<RawAnswer>(data, std::mem::offset_of!(RawAnswer, data))?;
+    Some(DnsPacket {
+        netns: header.netns,
+        packet: rest.get(..usize::from(header.len))?.to_vec(),
+        wire_len: header.wire_len as usize,
     })
 }
 

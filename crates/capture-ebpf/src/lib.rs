@@ -15,6 +15,7 @@
 //! | `cgroup/sock_create` on the root cgroup | UDP socket creation | the creating process |
 //! | `cgroup_skb/{egress,ingress}` on the root cgroup | every UDP datagram with its socket | sender / softirq |
 //! | `cgroup_skb/egress` (the same program) | a TCP connection's first payload, if a TLS ClientHello | sender |
+//! | `cgroup_skb/ingress` (the same program) | a packet from port 53 (DNS answer) | softirq / receiver |
 //!
 //! * **Outgoing TCP**: CLOSE→SYN_SENT runs inside connect(), so the current
 //!   task is the owner; it is stored by socket address and the connect event is
@@ -34,7 +35,7 @@
 //!   event (owner: the sender for outgoing; the socket's creator for flows whose
 //!   first datagram arrives). Userspace expires idle flows (delete returns the
 //!   final counters) and reports them as disconnects with packets and bytes.
-//! * **ClientHellos** (for naming, [`CaptureConfig::client_hellos`]): the
+//! * **ClientHellos** (for naming, [`CaptureConfig::name_packets`]): the
 //!   egress program copies the first payload of a TCP connection, when it
 //!   starts like a ClientHello, up to 4 KiB, into a ring of its own (records
 //!   vary in length; none wakes the reader). The first payload is the packet
@@ -42,6 +43,15 @@
 //!   costs a header read. Without it the agent's packet sockets would tap
 //!   the transmit path, which clones every packet sent
 //!   (connscope-dns-observe's `socket` module).
+//! * **DNS answers** (for naming, the same setting): the ingress program
+//!   copies every packet a socket receives from port 53 (UDP, and TCP
+//!   segments with payload, SYN, FIN or RST), from its IP header, up to
+//!   4,164 bytes (headers and a 4,096-byte EDNS answer), with the socket's
+//!   namespace, into a third ring. Other packets leave after a typed load and
+//!   one read of the source port. Hooked where the socket takes the packet,
+//!   it sees answers relayed over loopback by a local stub like others.
+//!   Without it the agent's packet sockets tap the receive path of every
+//!   namespace, which costs every packet received a filter run.
 //! * **Namespaces**: every socket carries its network namespace inode; the
 //!   filter is a read-only global set before load, so other namespaces cost one
 //!   comparison and no event.
@@ -79,7 +89,8 @@ use std::time::{Duration, Instant};
 
 use connscope_capture::sockets::socket_owners;
 use connscope_capture::{
-    netns, CaptureBackend, CaptureConfig, CaptureError, CaptureStats, ClientHello, NetnsFilter,
+    netns, CaptureBackend, CaptureConfig, CaptureError, CaptureStats, ClientHello, DnsPacket,
+    NetnsFilter,
 };
 use connscope_event::ConnectionEvent;
 
@@ -136,7 +147,7 @@ impl EbpfBackend {
         let kernel = Kernel::load(&Settings {
             netns_filter,
             udp: config.udp,
-            hellos: config.client_hellos,
+            names: config.name_packets,
             max_tcp_connections: config.max_tcp_connections,
         })
         .map_err(unavailable)?;
@@ -248,12 +259,16 @@ impl CaptureBackend for EbpfBackend {
         }
     }
 
-    fn sees_client_hellos(&self) -> bool {
-        self.kernel.copies_hellos()
+    fn sees_name_packets(&self) -> bool {
+        self.kernel.copies_names()
     }
 
     fn take_client_hellos(&mut self, out: &mut Vec<ClientHello>) -> u64 {
         self.kernel.take_hellos(out)
+    }
+
+    fn take_dns_answers(&mut self, out: &mut Vec<DnsPacket>) -> u64 {
+        self.kernel.take_answers(out)
     }
 }
 

@@ -622,6 +622,7 @@ fn program_stats_name_every_attached_program() {
         "accept4_exit",
         "process_exec",
         "packet_egress",
+        "packet_ingress",
     ] {
         assert!(names.iter().any(|n| n == expected), "{names:?}");
     }
@@ -638,21 +639,22 @@ fn program_stats_name_every_attached_program() {
     assert!(
         !names
             .iter()
-            .any(|n| n.starts_with("udp") || n == "packet_egress"),
+            .any(|n| n.starts_with("udp") || n.starts_with("packet_")),
         "{names:?}"
     );
-    let hellos_only = Watch::new(CaptureConfig {
+    let naming_only = Watch::new(CaptureConfig {
         udp: false,
-        client_hellos: true,
+        name_packets: true,
         ..CaptureConfig::default()
     });
-    let names: Vec<String> = hellos_only
+    let names: Vec<String> = naming_only
         .backend
         .program_stats()
         .into_iter()
         .map(|p| p.name)
         .collect();
     assert!(names.iter().any(|n| n == "packet_egress"), "{names:?}");
+    assert!(names.iter().any(|n| n == "packet_ingress"), "{names:?}");
     assert!(!names.iter().any(|n| n.starts_with("udp")), "{names:?}");
 }
 
@@ -685,11 +687,11 @@ fn send_writes(listener: &TcpListener, writes: &[&[u8]]) -> (SocketAddr, SocketA
 #[test]
 fn client_hellos_are_copied_from_a_connections_first_payload_only() {
     let mut watch = Watch::new(CaptureConfig {
-        client_hellos: true,
+        name_packets: true,
         udp: false,
         ..CaptureConfig::default()
     });
-    assert!(watch.backend.sees_client_hellos());
+    assert!(watch.backend.sees_name_packets());
     let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
     let v6 = TcpListener::bind("[::1]:0").unwrap();
     let whole = hello_record(600);
@@ -727,10 +729,126 @@ fn client_hellos_are_copied_from_a_connections_first_payload_only() {
     assert!(hellos.iter().all(|h| h.netns == own));
 
     let mut off = Watch::default();
-    assert!(!off.backend.sees_client_hellos());
+    assert!(!off.backend.sees_name_packets());
     let unseen = send_writes(&v4, &[&whole]);
     off.drain(&[unseen.0.port()]);
     let mut none = Vec::new();
     off.backend.take_client_hellos(&mut none);
+    assert!(none.is_empty(), "{none:#?}");
+}
+
+/// What the kernel test needs of a copied IPv4 packet: protocol, source and
+/// destination ports, TCP flags (0 for UDP) and payload length.
+fn ipv4_summary(packet: &[u8]) -> (u8, u16, u16, u8, usize) {
+    let ip_len = usize::from(packet[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+    let l4 = &packet[ip_len..];
+    let port = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
+    let (flags, header) = match packet[9] {
+        6 => (l4[13], usize::from(l4[12] >> 4) * 4),
+        _ => (0, 8),
+    };
+    (packet[9], port(0), port(2), flags, total - ip_len - header)
+}
+
+#[test]
+fn dns_answers_are_copied_by_the_ingress_hook_and_nothing_else() {
+    let ns = Namespace::new("answers");
+    let inode = ns.inode();
+    let mut watch = Watch::new(CaptureConfig {
+        netns: NetnsFilter::Inode(inode),
+        name_packets: true,
+        udp: false,
+        ..CaptureConfig::default()
+    });
+    assert!(watch.backend.sees_name_packets());
+    let mut off = Watch::new(CaptureConfig {
+        netns: NetnsFilter::Inode(inode),
+        ..CaptureConfig::default()
+    });
+    assert!(!off.backend.sees_name_packets());
+    let big = vec![0xab; 5000];
+    let (udp_client, tcp_client) = {
+        let big = big.clone();
+        ns.run(move || {
+            let server = UdpSocket::bind("127.0.0.1:53").unwrap();
+            let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let to = client.local_addr().unwrap();
+            server.send_to(b"\x12\x34an answer", to).unwrap();
+            other.send_to(b"\x12\x34not from 53", to).unwrap();
+            server.send_to(&big, to).unwrap();
+            let mut buffer = [0; 8192];
+            for _ in 0..3 {
+                client.recv(&mut buffer).unwrap();
+            }
+            // A query and its answer over TCP, then the server closes.
+            let listener = TcpListener::bind("127.0.0.1:53").unwrap();
+            let mut client_tcp = TcpStream::connect("127.0.0.1:53").unwrap();
+            let (mut conn, _) = listener.accept().unwrap();
+            client_tcp.write_all(b"\x00\x05query").unwrap();
+            conn.read_exact(&mut [0; 7]).unwrap();
+            conn.write_all(b"\x00\x06answer").unwrap();
+            client_tcp.read_exact(&mut [0; 8]).unwrap();
+            drop(conn);
+            assert_eq!(client_tcp.read(&mut buffer).unwrap(), 0);
+            (to, client_tcp.local_addr().unwrap())
+        })
+    };
+
+    let mut copied = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    // UDP: the answer and the cut one; TCP: SYN-ACK, the answer, the FIN.
+    while copied.len() < 5 {
+        assert!(Instant::now() < deadline, "{copied:#?}");
+        watch
+            .backend
+            .poll(&mut watch.seen, Duration::from_millis(100))
+            .unwrap();
+        assert_eq!(watch.backend.take_dns_answers(&mut copied), 0, "none lost");
+    }
+    watch.drain(&[]);
+    watch.backend.take_dns_answers(&mut copied);
+    assert!(copied.iter().all(|p| p.netns == inode), "{copied:#?}");
+    let summaries: Vec<_> = copied.iter().map(|p| ipv4_summary(&p.packet)).collect();
+    assert!(
+        summaries.iter().all(|&(_, sport, _, _, _)| sport == 53),
+        "only packets from port 53: {summaries:?}"
+    );
+    let udp: Vec<_> = copied
+        .iter()
+        .filter(|p| ipv4_summary(&p.packet).2 == udp_client.port() && p.packet[9] == 17)
+        .collect();
+    assert_eq!(udp.len(), 2, "{summaries:?}");
+    assert_eq!(
+        &udp[0].packet[28..],
+        b"\x12\x34an answer",
+        "headers and payload"
+    );
+    assert_eq!(udp[0].wire_len, udp[0].packet.len());
+    assert_eq!(udp[1].wire_len, 20 + 8 + big.len());
+    assert_eq!(
+        udp[1].packet.len(),
+        60 + 8 + 4096,
+        "cut past a 4 KiB answer"
+    );
+    let tcp: Vec<_> = summaries
+        .iter()
+        .filter(|&&(protocol, _, dport, _, _)| protocol == 6 && dport == tcp_client.port())
+        .collect();
+    let (fin, syn, ack) = (0x01, 0x02, 0x10);
+    // A bare ACK (of the query) is not copied; SYN, data and FIN are.
+    assert_eq!(
+        tcp.iter()
+            .map(|&&(_, _, _, flags, payload)| (flags & (fin | syn) != 0, payload))
+            .collect::<Vec<_>>(),
+        [(true, 0), (false, 8), (true, 0)],
+        "{tcp:?}"
+    );
+    assert!(tcp.iter().all(|t| t.3 & ack != 0));
+
+    let mut none = Vec::new();
+    off.drain(&[]);
+    off.backend.take_dns_answers(&mut none);
     assert!(none.is_empty(), "{none:#?}");
 }

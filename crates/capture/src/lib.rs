@@ -77,9 +77,11 @@ pub struct CaptureConfig {
     /// frees every entry through RCU: about 5 points of a max-rate FIN
     /// burst's rate). Connections past it are counted as lost.
     pub max_tcp_connections: u32,
-    /// Hand over the first bytes of outgoing TLS ClientHellos, for naming
-    /// ([`CaptureBackend::take_client_hellos`]); backends that cannot ignore it.
-    pub client_hellos: bool,
+    /// Hand over what naming needs: the first bytes of outgoing TLS
+    /// ClientHellos ([`CaptureBackend::take_client_hellos`]) and received DNS
+    /// answers ([`CaptureBackend::take_dns_answers`]); backends that cannot
+    /// ignore it.
+    pub name_packets: bool,
 }
 
 impl Default for CaptureConfig {
@@ -91,7 +93,7 @@ impl Default for CaptureConfig {
             udp_idle_timeout: Duration::from_secs(60),
             command_lines: true,
             max_tcp_connections: 65_536,
-            client_hellos: false,
+            name_packets: false,
         }
     }
 }
@@ -144,16 +146,22 @@ pub trait CaptureBackend: Send {
     /// Counters since the backend started.
     fn stats(&self) -> CaptureStats;
 
-    /// Whether this backend hands over ClientHellos (asked for with
-    /// [`CaptureConfig::client_hellos`]); if not, whoever names connections
-    /// must find them another way.
-    fn sees_client_hellos(&self) -> bool {
+    /// Whether this backend hands over ClientHellos and DNS answers (asked
+    /// for with [`CaptureConfig::name_packets`]); if not, whoever names
+    /// connections must find them another way.
+    fn sees_name_packets(&self) -> bool {
         false
     }
 
     /// Moves the ClientHellos seen since the last call into `out`; returns
     /// how many the kernel side could not hand over meanwhile.
     fn take_client_hellos(&mut self, _out: &mut Vec<ClientHello>) -> u64 {
+        0
+    }
+
+    /// Moves the DNS answers received since the last call into `out`;
+    /// returns how many the kernel side could not hand over meanwhile.
+    fn take_dns_answers(&mut self, _out: &mut Vec<DnsPacket>) -> u64 {
         0
     }
 }
@@ -167,6 +175,17 @@ pub struct ClientHello {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub record: Vec<u8>,
+}
+
+/// A packet a socket received from port 53 (a DNS answer over UDP, or a TCP
+/// segment of a stream of them), from its IP header on, possibly cut short.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsPacket {
+    /// The receiving socket's network namespace inode.
+    pub netns: u64,
+    pub packet: Vec<u8>,
+    /// The packet's whole length: more than `packet.len()` when it was cut.
+    pub wire_len: usize,
 }
 
 #[cfg(test)]

@@ -150,6 +150,10 @@ impl Lab {
     }
 
     fn agent(&self, args: &[&str]) -> Agent {
+        self.agent_on("ebpf", args)
+    }
+
+    fn agent_on(&self, backend: &str, args: &[&str]) -> Agent {
         let output = self.dir.path().join("events.jsonl");
         let stderr = self.dir.path().join("agent.stderr");
         let mut command = self.client.command(env!("CARGO_BIN_EXE_connscope"));
@@ -158,7 +162,7 @@ impl Lab {
                 "agent",
                 "--no-default-rules",
                 "--backend",
-                "ebpf",
+                backend,
                 "--format",
                 "json",
             ])
@@ -432,6 +436,48 @@ fn answers_relayed_by_a_local_stub_name_connections() {
     lab.getent("stub.test");
     lab.curl("http://stub.test:8080/", &[]).unwrap();
     assert_eq!(agent.name_of_connect("192.0.2.12:8080"), dns("stub.test"));
+    // The stub's answer over loopback came from the eBPF ingress hook, with
+    // no packet socket open.
+    assert!(
+        agent.log().contains("name_packets_from")
+            && agent.log().contains("\"the capture backend\""),
+        "{}",
+        agent.log()
+    );
+}
+
+/// Where the eBPF hooks do not copy (here a polling backend), the packet
+/// sockets see the stub's answers.
+#[test]
+fn answers_relayed_by_a_local_stub_name_connections_of_a_polling_backend() {
+    let lab = Lab::new("127.0.0.53");
+    let _dns = lab.dnsmasq(
+        &lab.server,
+        DNS,
+        &["--no-resolv", "--host-record=polled.test,192.0.2.14"],
+    );
+    let _stub = lab.dnsmasq(
+        &lab.client,
+        "127.0.0.53",
+        &["--no-resolv", &format!("--server={DNS}")],
+    );
+    let agent = lab.agent_on("sockdiag", &["-I", "20"]);
+    lab.getent("polled.test");
+    // Held open for a second (the server waits for a request that never
+    // comes), so the poll sees it.
+    let _ = lab
+        .client
+        .command("curl")
+        .args(["-s", "--max-time", "1", "telnet://polled.test:8080"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(agent.name_of_connect("192.0.2.14:8080"), dns("polled.test"));
+    assert!(
+        agent.log().contains("name_packets_from") && agent.log().contains("\"the packet sockets\""),
+        "{}",
+        agent.log()
+    );
 }
 
 #[test]
@@ -483,9 +529,9 @@ fn a_tls_server_reached_by_address_is_named_from_the_client_hello() {
             source: NameSource::Sni
         })
     );
-    // Through the veth from the eBPF egress hook, not a transmit tap.
+    // Through the veth from the eBPF egress hook, not a packet socket.
     assert!(
-        agent.log().contains("client_hellos_from")
+        agent.log().contains("name_packets_from")
             && agent.log().contains("\"the capture backend\""),
         "{}",
         agent.log()

@@ -6,11 +6,13 @@
 //!
 //! - [`socket`]: a packet socket per namespace with a classic BPF filter that
 //!   lets through only answers from port 53 and (unless ClientHellos come
-//!   from the eBPF backend) outgoing ClientHellos.
+//!   from the eBPF backend) outgoing ClientHellos; the fallback when the eBPF
+//!   backend's packet hooks do not copy both (polling backends, no cgroup v2).
 //! - [`dns`] and [`sni`]: the parsing, by hickory-proto and tls-parser.
 //! - [`reassembly`]: DNS messages cut out of TCP streams, across segments.
 //! - [`cache`]: address -> name and connection -> SNI, bounded per namespace.
-//! - [`observer`]: the thread that reads the sockets and fills the cache.
+//! - [`observer`]: the thread that reads the sockets and fills the cache, or
+//!   the learners that take what the eBPF backend copied.
 //! - [`nft_sets`]: keeps the name sets of a loaded connscope plan filled.
 //!
 //! The agent asks the cache for each outgoing connection's name; see
@@ -28,6 +30,7 @@ pub use cache::{CachedName, NameCache};
 pub use dns::Answer;
 pub use nft_sets::{NameSetKeeper, NameSetStats};
 pub use observer::{
-    HelloLearner, Namespaces, ObservedAnswer, Observer, ObserverConfig, ObserverError,
+    AnswerLearner, HelloLearner, Namespaces, ObservedAnswer, Observer, ObserverConfig,
+    ObserverError,
 };
 pub use socket::Taps;

@@ -2,7 +2,9 @@
 //! learns names into the shared [`NameCache`], and hands every DNS answer to
 //! whoever keeps nft sets from them. ClientHellos come from its sockets too,
 //! or, when the sockets only tap received packets, from whoever copies them
-//! elsewhere (the eBPF capture backend) through a [`HelloLearner`].
+//! elsewhere (the eBPF capture backend) through a [`HelloLearner`]. When that
+//! copies the DNS answers too, there are no sockets (nor thread): the answers
+//! are handed in through an [`AnswerLearner`], down the same path.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -45,7 +47,9 @@ pub struct ObserverConfig {
     pub grace: Duration,
     /// [`Taps::Received`] when ClientHellos are handed in through a
     /// [`HelloLearner`]; else the sockets tap sent packets for them too.
-    pub taps: Taps,
+    /// `None`: no packet sockets, answers are handed in through an
+    /// [`AnswerLearner`] too.
+    pub taps: Option<Taps>,
 }
 
 impl Default for ObserverConfig {
@@ -54,7 +58,7 @@ impl Default for ObserverConfig {
             namespaces: Namespaces::Own,
             addresses_per_netns: 65_536,
             grace: Duration::from_secs(300),
-            taps: Taps::ReceivedAndSent,
+            taps: Some(Taps::ReceivedAndSent),
         }
     }
 }
@@ -95,10 +99,14 @@ pub struct ObserverStats {
     pub hellos: AtomicU64,
     /// Packets from port 53 that were not a DNS response.
     pub malformed: AtomicU64,
+    /// Packets from port 53 handed in cut short (not parsed).
+    pub cut: AtomicU64,
     /// Packets the kernel dropped because the observer was behind.
     pub kernel_dropped: AtomicU64,
     /// ClientHellos the capture backend could not hand over.
     pub hellos_dropped: AtomicU64,
+    /// Packets from port 53 the capture backend could not hand over.
+    pub answers_dropped: AtomicU64,
     /// Answers not handed to the nft set keeper because it was behind.
     pub keeper_dropped: AtomicU64,
 }
@@ -107,6 +115,8 @@ pub struct ObserverStats {
 pub struct Observer {
     names: Arc<Mutex<NameCache>>,
     stats: Arc<ObserverStats>,
+    /// The keeper's channel, for an [`AnswerLearner`] when there are no sockets.
+    answers: Option<SyncSender<ObservedAnswer>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -124,9 +134,18 @@ impl Observer {
         )));
         let stats = Arc::new(ObserverStats::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let Some(taps) = config.taps else {
+            return Ok(Observer {
+                names,
+                stats,
+                answers,
+                stop,
+                thread: None,
+            });
+        };
         let mut reader = Reader {
             namespaces: config.namespaces,
-            taps: config.taps,
+            taps,
             watched: Vec::new(),
             names: names.clone(),
             stats: stats.clone(),
@@ -145,6 +164,7 @@ impl Observer {
         Ok(Observer {
             names,
             stats,
+            answers: None,
             stop,
             thread: Some(thread),
         })
@@ -165,6 +185,120 @@ impl Observer {
             names: self.names.clone(),
             stats: self.stats.clone(),
         }
+    }
+
+    /// Where DNS answers seen elsewhere are handed in; only one should be
+    /// (it follows TCP streams), and only without sockets
+    /// ([`ObserverConfig::taps`] `None`), which would see them again.
+    pub fn answer_learner(&self) -> AnswerLearner {
+        AnswerLearner {
+            names: self.names.clone(),
+            stats: self.stats.clone(),
+            answers: self.answers.clone(),
+            streams: DnsStreams::default(),
+            own: own_netns().ok(),
+            files: HashMap::new(),
+            next_sweep: Instant::now() + NAMESPACE_FILE_IDLE,
+        }
+    }
+}
+
+/// Learns the DNS answers that arrive as packets from elsewhere (the eBPF
+/// capture backend's ingress hook): the same classification, TCP reassembly,
+/// parser, cache and nft set keeper as the packet sockets' answers.
+pub struct AnswerLearner {
+    names: Arc<Mutex<NameCache>>,
+    stats: Arc<ObserverStats>,
+    answers: Option<SyncSender<ObservedAnswer>>,
+    streams: DnsStreams,
+    /// The agent's own namespace: the keeper runs nft there without a file.
+    own: Option<u64>,
+    /// Other namespaces' files for the keeper, by inode, with when last
+    /// used: a held file keeps its namespace alive, so idle ones are let go.
+    files: HashMap<u64, (Arc<File>, Instant)>,
+    next_sweep: Instant,
+}
+
+/// How long an [`AnswerLearner`] keeps a namespace file nobody answered in.
+const NAMESPACE_FILE_IDLE: Duration = Duration::from_secs(60);
+
+impl AnswerLearner {
+    /// `packet` is a packet received in namespace `netns` from port 53, from
+    /// its IP header on; `wire_len` its whole length (a cut packet is
+    /// counted, not parsed: its last message would be cut too).
+    pub fn learn(&mut self, netns: u64, packet: &[u8], wire_len: usize) {
+        self.stats.packets.fetch_add(1, Ordering::Relaxed);
+        if packet.len() < wire_len {
+            self.stats.cut.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut answers = Vec::new();
+        match classify(Way::In, packet) {
+            Some(Seen::Dns(payload)) => parse_into(&self.stats, payload, &mut answers),
+            Some(Seen::DnsSegment {
+                server,
+                client,
+                segment,
+            }) => {
+                for message in
+                    self.streams
+                        .segment((netns, server, client), segment, Instant::now())
+                {
+                    parse_into(&self.stats, &message, &mut answers);
+                }
+            }
+            Some(Seen::Hello { .. }) | None => {}
+        }
+        if answers.is_empty() {
+            return;
+        }
+        let file = if self.answers.is_some() && self.own != Some(netns) {
+            match self.namespace_file(netns) {
+                Some(file) => Some(file),
+                None => {
+                    // The keeper would run nft in the wrong namespace.
+                    tracing::debug!(netns, "names: namespace not found for the nft sets");
+                    self.stats
+                        .keeper_dropped
+                        .fetch_add(answers.len() as u64, Ordering::Relaxed);
+                    learn_answers(&self.names, &self.stats, None, netns, None, answers);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        learn_answers(
+            &self.names,
+            &self.stats,
+            self.answers.as_ref(),
+            netns,
+            file,
+            answers,
+        );
+    }
+
+    /// Counts packets lost before they reached here.
+    pub fn dropped(&self, count: u64) {
+        self.stats
+            .answers_dropped
+            .fetch_add(count, Ordering::Relaxed);
+    }
+
+    fn namespace_file(&mut self, netns: u64) -> Option<Arc<File>> {
+        let now = Instant::now();
+        if now >= self.next_sweep {
+            self.next_sweep = now + NAMESPACE_FILE_IDLE;
+            self.files
+                .retain(|_, (_, used)| now.duration_since(*used) < NAMESPACE_FILE_IDLE);
+        }
+        if let Some((file, used)) = self.files.get_mut(&netns) {
+            *used = now;
+            return Some(file.clone());
+        }
+        let file = Arc::new(find_namespaces(|candidate| candidate == netns).remove(&netns)?);
+        self.files.insert(netns, (file.clone(), now));
+        Some(file)
     }
 }
 
@@ -261,13 +395,8 @@ impl Reader {
         let watched = &self.watched[index];
         let mut answers = Vec::new();
         let mut hellos = Vec::new();
-        let learn = |payload: &[u8], answers: &mut Vec<Answer>| match parse_response(payload) {
-            Ok(Some(answer)) => answers.push(answer),
-            Ok(None) => {}
-            Err(err) => {
-                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                tracing::trace!("names: {err}");
-            }
+        let learn = |payload: &[u8], answers: &mut Vec<Answer>| {
+            parse_into(&self.stats, payload, answers);
         };
         // Bounded, so one flooded namespace does not starve the others.
         for _ in 0..1024 {
@@ -307,39 +436,23 @@ impl Reader {
                 .kernel_dropped
                 .fetch_add(dropped, Ordering::Relaxed);
         }
-        if answers.is_empty() && hellos.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        {
+        if !hellos.is_empty() {
+            let now = Instant::now();
             let mut names = self.names.lock().expect("the name cache is not poisoned");
-            for answer in &answers {
-                names.learn_answer(watched.netns, answer, now);
-            }
             for (local, remote, name) in hellos.drain(..) {
                 names.learn_sni(watched.netns, local, remote, name, now);
                 self.stats.hellos.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.stats
-            .answers
-            .fetch_add(answers.len() as u64, Ordering::Relaxed);
-        if let Some(sender) = &self.answers {
-            for answer in answers {
-                let observed = ObservedAnswer {
-                    netns: watched.netns,
-                    netns_file: watched.file.clone(),
-                    answer,
-                    at: now,
-                };
-                match sender.try_send(observed) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => {
-                        self.stats.keeper_dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(TrySendError::Disconnected(_)) => break,
-                }
-            }
+        if !answers.is_empty() {
+            learn_answers(
+                &self.names,
+                &self.stats,
+                self.answers.as_ref(),
+                watched.netns,
+                watched.file.clone(),
+                answers,
+            );
         }
     }
 
@@ -389,6 +502,59 @@ impl Reader {
             }
         }
         Ok(())
+    }
+}
+
+/// Parses one DNS message into `answers` (a response with addresses), or
+/// counts it malformed.
+fn parse_into(stats: &ObserverStats, payload: &[u8], answers: &mut Vec<Answer>) {
+    match parse_response(payload) {
+        Ok(Some(answer)) => answers.push(answer),
+        Ok(None) => {}
+        Err(err) => {
+            stats.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!("names: {err}");
+        }
+    }
+}
+
+/// Learns the answers seen in namespace `netns` into the cache, and hands
+/// them to the nft set keeper when there is one (`file`: where it runs nft,
+/// `None` for the agent's own namespace).
+fn learn_answers(
+    names: &Mutex<NameCache>,
+    stats: &ObserverStats,
+    keeper: Option<&SyncSender<ObservedAnswer>>,
+    netns: u64,
+    file: Option<Arc<File>>,
+    answers: Vec<Answer>,
+) {
+    let now = Instant::now();
+    {
+        let mut names = names.lock().expect("the name cache is not poisoned");
+        for answer in &answers {
+            names.learn_answer(netns, answer, now);
+        }
+    }
+    stats
+        .answers
+        .fetch_add(answers.len() as u64, Ordering::Relaxed);
+    if let Some(sender) = keeper {
+        for answer in answers {
+            let observed = ObservedAnswer {
+                netns,
+                netns_file: file.clone(),
+                answer,
+                at: now,
+            };
+            match sender.try_send(observed) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    stats.keeper_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(TrySendError::Disconnected(_)) => break,
+            }
+        }
     }
 }
 
@@ -482,10 +648,90 @@ fn classify(way: Way, packet: &[u8]) -> Option<Seen<'_>> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use etherparse::PacketBuilder;
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{Name, RData};
 
     use super::*;
+    use crate::dns::tests::{record, response};
     use crate::sni::tests::client_hello;
+
+    /// A response for `name` with one address, wire form.
+    fn answer(name: &str, address: [u8; 4]) -> Vec<u8> {
+        let name = Name::from_ascii(name).unwrap();
+        let address = RData::A(A(Ipv4Addr::from(address)));
+        response(&name, vec![record(&name, 60, address)])
+    }
+
+    #[test]
+    fn answers_handed_in_are_learned_over_udp_and_across_tcp_segments() {
+        let config = ObserverConfig {
+            taps: None,
+            ..ObserverConfig::default()
+        };
+        let observer = Observer::start(&config, None).unwrap();
+        let mut learner = observer.answer_learner();
+        let udp = |message: &[u8]| {
+            let mut packet = Vec::new();
+            PacketBuilder::ipv4([192, 0, 2, 53], [10, 0, 0, 1], 64)
+                .udp(53, 40000)
+                .write(&mut packet, message)
+                .unwrap();
+            packet
+        };
+        let whole = udp(&answer("udp.example.", [192, 0, 2, 1]));
+        learner.learn(7, &whole, whole.len());
+        // Cut short by the kernel: counted, not parsed.
+        let cut = udp(&answer("cut.example.", [192, 0, 2, 3]));
+        learner.learn(7, &cut[..cut.len() - 4], cut.len());
+
+        let message = answer("tcp.example.", [192, 0, 2, 2]);
+        let mut stream = (message.len() as u16).to_be_bytes().to_vec();
+        stream.extend_from_slice(&message);
+        let tcp = |sequence: u32, syn: bool, payload: &[u8]| {
+            let builder = PacketBuilder::ipv4([192, 0, 2, 53], [10, 0, 0, 1], 64)
+                .tcp(53, 40001, sequence, 1000);
+            let builder = if syn { builder.syn() } else { builder };
+            let mut packet = Vec::new();
+            builder.write(&mut packet, payload).unwrap();
+            packet
+        };
+        // SYN-ACK, then the second piece before the first.
+        for packet in [
+            tcp(1000, true, &[]),
+            tcp(1011, false, &stream[10..]),
+            tcp(1001, false, &stream[..10]),
+        ] {
+            learner.learn(7, &packet, packet.len());
+        }
+
+        let names = observer.names();
+        let mut names = names.lock().unwrap();
+        let now = Instant::now();
+        let name_of = |names: &mut NameCache, netns, address: [u8; 4]| {
+            names
+                .name_of(netns, Ipv4Addr::from(address).into(), now)
+                .map(|n| n.asked.to_string())
+        };
+        assert_eq!(
+            name_of(&mut names, 7, [192, 0, 2, 1]).as_deref(),
+            Some("udp.example")
+        );
+        assert_eq!(
+            name_of(&mut names, 7, [192, 0, 2, 2]).as_deref(),
+            Some("tcp.example")
+        );
+        assert_eq!(name_of(&mut names, 7, [192, 0, 2, 3]), None);
+        assert_eq!(name_of(&mut names, 8, [192, 0, 2, 1]), None);
+        let stats = observer.stats();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!(
+            (get(&stats.packets), get(&stats.answers), get(&stats.cut)),
+            (5, 2, 1)
+        );
+    }
 
     #[test]
     fn answers_over_udp_and_tcp_and_hellos_are_told_apart() {

@@ -3,13 +3,20 @@
 //! port 53) and, only when asked for, TLS ClientHellos leaving (a TCP payload
 //! starting with a handshake record of type ClientHello).
 //!
+//! These sockets are the fallback: with the eBPF backend the agent opens none
+//! (its cgroup hooks copy answers and ClientHellos, and the observer is handed
+//! them), because a packet socket costs every packet the namespace receives a
+//! filter run, about 150-200 ns (scripts/packet-tap-cost), where the ingress
+//! hook leaves a non-DNS packet after one header read. They remain for the
+//! polling backends and for hosts without cgroup v2.
+//!
 //! Why a packet socket and a classic BPF filter for the answers: the filter
 //! drops everything else before a copy is made, and a packet socket also sees
 //! answers relayed over loopback by a local stub (127.0.0.53), which is where
 //! most hosts get them.
 //!
-//! Why receive-only ([`Taps::Received`], the agent's mode with the eBPF
-//! backend, which copies ClientHellos from its cgroup egress hook instead):
+//! Why receive-only is offered ([`Taps::Received`], for when ClientHellos are
+//! copied elsewhere):
 //! a socket that taps the transmit path makes the kernel clone every packet
 //! the namespace sends (`dev_queue_xmit_nit`, `skb_clone`) before the filter
 //! can drop it; that was about half of what naming cost a workload

@@ -164,7 +164,7 @@ fn only_answers_and_client_hellos_pass_the_filter_and_become_names() {
     let ns = Netns::new("s");
     let config = ObserverConfig {
         namespaces: Namespaces::Inode(ns.inode()),
-        taps: Taps::ReceivedAndSent,
+        taps: Some(Taps::ReceivedAndSent),
         ..ObserverConfig::default()
     };
     assert_ne!(ns.inode(), own_netns().unwrap());
@@ -202,7 +202,7 @@ fn a_receive_only_socket_passes_the_answers_alone_and_hellos_come_through_the_le
     let ns = Netns::new("r");
     let config = ObserverConfig {
         namespaces: Namespaces::Inode(ns.inode()),
-        taps: Taps::Received,
+        taps: Some(Taps::Received),
         ..ObserverConfig::default()
     };
     let observer = Observer::start(&config, None).unwrap();

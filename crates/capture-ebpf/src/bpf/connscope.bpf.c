@@ -18,7 +18,9 @@
 const volatile __u64 netns_filter = 0; /* 0: every namespace */
 const volatile __u64 wakeup_bytes = 1; /* wake the reader past this much unread data */
 const volatile bool capture_udp = false; /* UDP flows (--udp) */
-const volatile bool capture_hellos = false; /* ClientHellos, for naming (not --no-names) */
+/* ClientHellos and DNS answers, for naming (off with --no-names: the verifier
+ * then drops the copying code) */
+const volatile bool capture_names = false;
 
 struct conn {
 	__u64 established_ns;
@@ -54,6 +56,19 @@ struct {
 	__type(key, __u32);
 	__type(value, struct hello);
 } hello_scratch SEC(".maps");
+
+/* Received packets from port 53, apart from the hellos for the same reason. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} answers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct answer);
+} answer_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -120,6 +135,7 @@ extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
  * userspace reads ring-buffer records with the compiler's own layout. */
 struct event event_layout = {};
 struct hello hello_layout = {};
+struct answer answer_layout = {};
 /* Never written either: they put the enums into the generated types, so
  * userspace decodes kinds, directions and loss counters by these names. */
 enum event_kind event_kind_values;
@@ -794,7 +810,7 @@ int packet_egress(struct __sk_buff *skb)
 	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
 	struct sock *sk = kskb->sk;
 
-	if (capture_hellos && sk && sk->sk_protocol == IPPROTO_TCP) {
+	if (capture_names && sk && sk->sk_protocol == IPPROTO_TCP) {
 		if (netns_wanted(sock_netns(sk)))
 			tls_hello(skb, kskb, sk);
 		return 1;
@@ -804,9 +820,68 @@ int packet_egress(struct __sk_buff *skb)
 	return udp_packet(skb, true);
 }
 
-SEC("cgroup_skb/ingress")
-int udp_ingress(struct __sk_buff *skb)
+/* ---- DNS answers, for naming ---- */
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+
+/* Copies a packet a socket receives from port 53: a UDP answer, or a TCP
+ * segment of a stream of them. Every packet every socket receives passes
+ * here, so the others leave after a typed load of the socket's protocol and
+ * one read of the source port. Hooked where the socket takes the packet, it
+ * sees answers relayed over loopback by a local stub (127.0.0.53) like any
+ * other, once, in the receiving socket's namespace. */
+static __always_inline void dns_answer(struct __sk_buff *skb, struct sk_buff *kskb,
+				       const struct sock *sk)
 {
+	__u8 protocol = sk->sk_protocol;
+	__u32 zero = 0, ip_len, len;
+	struct answer *a;
+	__u16 sport;
+	__u8 th[2];
+
+	if (protocol != IPPROTO_UDP && protocol != IPPROTO_TCP)
+		return;
+	ip_len = kskb->transport_header - kskb->network_header;
+	if (ip_len > 255 || bpf_skb_load_bytes(skb, ip_len, &sport, sizeof(sport)) ||
+	    sport != bpf_htons(53))
+		return;
+	if (!netns_wanted(sock_netns(sk)))
+		return;
+	/* TCP: bare ACKs carry nothing; SYN (where the stream starts), FIN and
+	 * RST (where it ends) matter to the reassembly even without payload. */
+	if (protocol == IPPROTO_TCP &&
+	    (bpf_skb_load_bytes(skb, ip_len + 12, th, sizeof(th)) ||
+	     (skb->len <= ip_len + (th[0] >> 4) * 4 && !(th[1] & (TCP_FIN | TCP_SYN | TCP_RST)))))
+		return;
+	a = bpf_map_lookup_elem(&answer_scratch, &zero);
+	if (!a)
+		return;
+	len = skb->len < ANSWER_MAX ? skb->len : ANSWER_MAX;
+	/* Bounds the verifier can follow (the compiler may drop the ones above). */
+	asm volatile("%[len] &= 0x1fff" : [len] "+r"(len));
+	if (len == 0 || len > ANSWER_MAX)
+		return;
+	if (bpf_skb_load_bytes(skb, 0, a->data, len))
+		return;
+	a->netns = sock_netns(sk);
+	a->wire_len = skb->len;
+	a->len = len;
+	if (bpf_ringbuf_output(&answers, a, offsetof(struct answer, data) + len, BPF_RB_NO_WAKEUP))
+		count_loss(LOST_ANSWER);
+}
+
+SEC("cgroup_skb/ingress")
+int packet_ingress(struct __sk_buff *skb)
+{
+	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
+	struct sock *sk = kskb->sk;
+
+	if (capture_names && sk)
+		dns_answer(skb, kskb, sk);
+	if (!capture_udp)
+		return 1;
 	return udp_packet(skb, false);
 }
 

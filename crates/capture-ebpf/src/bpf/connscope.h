@@ -25,7 +25,8 @@ enum loss_counter {
 	LOST_CONN_TABLE = 1, /* TCP connection table full: its events are lost */
 	LOST_UDP_TABLE = 2, /* UDP flow table full: the flow is not counted */
 	LOST_HELLO = 3, /* hello ring full: a ClientHello was not copied (no event lost) */
-	LOSS_COUNTERS = 4,
+	LOST_ANSWER = 4, /* answer ring full: a DNS answer was not copied (no event lost) */
+	LOSS_COUNTERS = 5,
 };
 
 /* Who did it: the task in whose context a socket call ran. */
@@ -111,6 +112,20 @@ struct hello {
 	__u8 family;
 	__u8 pad;
 	__u8 data[HELLO_MAX];
+};
+
+/* A received packet from port 53 (a DNS answer, or a piece of a TCP stream of
+ * them), from its IP header on, cut at ANSWER_MAX: enough for the headers and
+ * the largest UDP answer resolvers offer to take (an EDNS buffer of 4096).
+ * Written to the `answers` ring buffer cut to its length. */
+#define ANSWER_MAX (60 + 8 + 4096)
+
+struct answer {
+	__u64 netns;
+	__u32 wire_len; /* the packet's length; more than len when it was cut */
+	__u16 len; /* bytes of data that follow */
+	__u16 pad;
+	__u8 data[ANSWER_MAX];
 };
 
 #endif
