@@ -49,8 +49,7 @@ use std::time::{Duration, Instant};
 
 use connscope_capture::{CaptureBackend, CaptureConfig, CaptureError, NetnsFilter};
 use connscope_dns_observe::{
-    AnswerLearner, HelloLearner, NameSetKeeper, Namespaces, Observer, ObserverConfig,
-    ObserverError, Taps,
+    AnswerLearner, HelloLearner, NameSetKeeper, Namespaces, Observer, ObserverConfig, ObserverError,
 };
 use connscope_event::{ConnectionEvent, EventKind};
 use connscope_names::UserNames;
@@ -287,15 +286,11 @@ pub fn run_observed(
     // A backend that hands over ClientHellos and DNS answers spares naming
     // its packet sockets, which cost every packet of every watched namespace
     // (see connscope_dns_observe::socket).
-    let taps = if backend.sees_name_packets() {
-        None
-    } else {
-        Some(Taps::ReceivedAndSent)
-    };
-    let names = start_naming(config.naming.as_ref(), config.capture.netns, taps)?;
+    let packet_sockets = !backend.sees_name_packets();
+    let names = start_naming(config.naming.as_ref(), config.capture.netns, packet_sockets)?;
     let learners = names
         .as_ref()
-        .filter(|_| taps.is_none())
+        .filter(|_| !packet_sockets)
         .map(|names| Learners {
             hellos: names.observer.hello_learner(),
             answers: names.observer.answer_learner(),
@@ -451,7 +446,7 @@ impl Names {
 fn start_naming(
     config: Option<&NamingConfig>,
     netns: NetnsFilter,
-    taps: Option<Taps>,
+    packet_sockets: bool,
 ) -> Result<Option<Names>, AgentError> {
     let Some(config) = config else {
         return Ok(None);
@@ -464,7 +459,7 @@ fn start_naming(
         },
         addresses_per_netns: config.addresses_per_netns,
         grace: config.grace,
-        taps,
+        packet_sockets,
     };
     let (sender, receiver) = if config.nft_name_sets {
         let (sender, receiver) = mpsc::sync_channel(16_384);
@@ -491,10 +486,10 @@ fn start_naming(
     };
     tracing::info!(
         nft_name_sets = config.nft_name_sets,
-        name_packets_from = if taps.is_none() {
-            "the capture backend"
-        } else {
+        name_packets_from = if packet_sockets {
             "the packet sockets"
+        } else {
+            "the capture backend"
         },
         "names: from DNS answers and TLS ClientHellos"
     );

@@ -33,4 +33,3 @@ pub use observer::{
     AnswerLearner, HelloLearner, Namespaces, ObservedAnswer, Observer, ObserverConfig,
     ObserverError,
 };
-pub use socket::Taps;

@@ -24,7 +24,7 @@ use crate::cache::NameCache;
 use crate::dns::{parse_response, Answer};
 use crate::reassembly::{DnsStreams, Segment};
 use crate::sni::server_name;
-use crate::socket::{PacketSocket, Taps, Way};
+use crate::socket::{PacketSocket, Way};
 
 /// Which network namespaces to watch (the agent's `--netns`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,11 +45,10 @@ pub struct ObserverConfig {
     pub addresses_per_netns: usize,
     /// How long a name outlives its answer's TTL.
     pub grace: Duration,
-    /// [`Taps::Received`] when ClientHellos are handed in through a
-    /// [`HelloLearner`]; else the sockets tap sent packets for them too.
-    /// `None`: no packet sockets, answers are handed in through an
-    /// [`AnswerLearner`] too.
-    pub taps: Option<Taps>,
+    /// Packet sockets per namespace for answers and ClientHellos; without
+    /// them both are handed in, through an [`AnswerLearner`] and a
+    /// [`HelloLearner`] (the eBPF backend's hooks).
+    pub packet_sockets: bool,
 }
 
 impl Default for ObserverConfig {
@@ -58,7 +57,7 @@ impl Default for ObserverConfig {
             namespaces: Namespaces::Own,
             addresses_per_netns: 65_536,
             grace: Duration::from_secs(300),
-            taps: Some(Taps::ReceivedAndSent),
+            packet_sockets: true,
         }
     }
 }
@@ -134,7 +133,7 @@ impl Observer {
         )));
         let stats = Arc::new(ObserverStats::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let Some(taps) = config.taps else {
+        if !config.packet_sockets {
             return Ok(Observer {
                 names,
                 stats,
@@ -142,10 +141,9 @@ impl Observer {
                 stop,
                 thread: None,
             });
-        };
+        }
         let mut reader = Reader {
             namespaces: config.namespaces,
-            taps,
             watched: Vec::new(),
             names: names.clone(),
             stats: stats.clone(),
@@ -189,7 +187,7 @@ impl Observer {
 
     /// Where DNS answers seen elsewhere are handed in; only one should be
     /// (it follows TCP streams), and only without sockets
-    /// ([`ObserverConfig::taps`] `None`), which would see them again.
+    /// ([`ObserverConfig::packet_sockets`] off), which would see them again.
     pub fn answer_learner(&self) -> AnswerLearner {
         AnswerLearner {
             names: self.names.clone(),
@@ -302,8 +300,8 @@ impl AnswerLearner {
     }
 }
 
-/// Learns the server names of ClientHellos that the packet sockets do not
-/// see ([`Taps::Received`]): same parser, same cache, same counters.
+/// Learns the server names of ClientHellos seen elsewhere (without packet
+/// sockets): same parser, same cache, same counters.
 #[derive(Clone)]
 pub struct HelloLearner {
     names: Arc<Mutex<NameCache>>,
@@ -354,7 +352,6 @@ struct Watched {
 
 struct Reader {
     namespaces: Namespaces,
-    taps: Taps,
     watched: Vec<Watched>,
     names: Arc<Mutex<NameCache>>,
     stats: Arc<ObserverStats>,
@@ -488,7 +485,7 @@ impl Reader {
             if self.watched.iter().any(|w| w.netns == netns) {
                 continue;
             }
-            match PacketSocket::open(file.as_ref(), self.taps) {
+            match PacketSocket::open(file.as_ref()) {
                 Ok(socket) => self.watched.push(Watched {
                     netns,
                     file: file.map(Arc::new),
@@ -668,7 +665,7 @@ mod tests {
     #[test]
     fn answers_handed_in_are_learned_over_udp_and_across_tcp_segments() {
         let config = ObserverConfig {
-            taps: None,
+            packet_sockets: false,
             ..ObserverConfig::default()
         };
         let observer = Observer::start(&config, None).unwrap();

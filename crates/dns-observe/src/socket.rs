@@ -1,7 +1,7 @@
 //! A packet socket in one network namespace, filtered in the kernel to the
 //! two kinds of packets naming needs: DNS answers arriving (UDP or TCP from
-//! port 53) and, only when asked for, TLS ClientHellos leaving (a TCP payload
-//! starting with a handshake record of type ClientHello).
+//! port 53) and TLS ClientHellos leaving (a TCP payload starting with a
+//! handshake record of type ClientHello).
 //!
 //! These sockets are the fallback: with the eBPF backend the agent opens none
 //! (its cgroup hooks copy answers and ClientHellos, and the observer is handed
@@ -15,18 +15,10 @@
 //! answers relayed over loopback by a local stub (127.0.0.53), which is where
 //! most hosts get them.
 //!
-//! Why receive-only is offered ([`Taps::Received`], for when ClientHellos are
-//! copied elsewhere):
-//! a socket that taps the transmit path makes the kernel clone every packet
-//! the namespace sends (`dev_queue_xmit_nit`, `skb_clone`) before the filter
-//! can drop it; that was about half of what naming cost a workload
-//! (docs/BENCHMARKS.md, Names). `PACKET_IGNORE_OUTGOING` skips the transmit
-//! path before the clone. It is chosen over sockets bound to
-//! `ETH_P_IP`/`ETH_P_IPV6` (which only the receive path visits) by
-//! measurement (`scripts/packet-tap-cost`, loopback UDP, CPU per packet
-//! beside no tap, three runs): both ways 373-472 ns, ignoring outgoing
-//! 145-196 ns, bound to `ETH_P_IP` 310-434 ns. Loopback answers are still
-//! seen once, as they arrive on `lo`.
+//! The fallback taps the transmit path too (ClientHellos leave by it), which
+//! makes the kernel clone every packet the namespace sends before the filter
+//! can drop it (`dev_queue_xmit_nit`): the reason the eBPF hooks replace it
+//! where they can (docs/BENCHMARKS.md, Names; `scripts/packet-tap-cost`).
 //!
 //! The socket is `SOCK_DGRAM`: the kernel strips the link header, so the
 //! filter and the parser both start at the IP header, on Ethernet, loopback
@@ -42,18 +34,6 @@ const PACKET_OUTGOING: u8 = 4;
 const SNAP_LEN: u32 = 65_535;
 /// Room for bursts of answers while the reader is busy.
 const RECEIVE_BUFFER: libc::c_int = 4 << 20;
-
-/// The kernel's `PACKET_IGNORE_OUTGOING` (Linux 4.20).
-const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
-
-/// Which packets a socket is handed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Taps {
-    /// Packets the namespace receives: DNS answers.
-    Received,
-    /// Received and sent: DNS answers and outgoing ClientHellos.
-    ReceivedAndSent,
-}
 
 /// Which way a captured packet went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,9 +53,9 @@ pub struct PacketSocket {
 impl PacketSocket {
     /// Opens the socket in the namespace `netns` (an open `/proc/PID/ns/net`
     /// or `/run/netns/NAME`), or in this thread's namespace for `None`.
-    pub fn open(netns: Option<&File>, taps: Taps) -> io::Result<PacketSocket> {
+    pub fn open(netns: Option<&File>) -> io::Result<PacketSocket> {
         match netns {
-            None => Self::open_here(taps),
+            None => Self::open_here(),
             Some(file) => {
                 // setns() changes the calling thread only: a short-lived thread
                 // enters the namespace, opens the socket, and ends.
@@ -87,7 +67,7 @@ impl PacketSocket {
                             if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                                 return Err(io::Error::last_os_error());
                             }
-                            Self::open_here(taps)
+                            Self::open_here()
                         })
                         .join()
                         .expect("opening a packet socket does not panic")
@@ -96,7 +76,7 @@ impl PacketSocket {
         }
     }
 
-    fn open_here(taps: Taps) -> io::Result<PacketSocket> {
+    fn open_here() -> io::Result<PacketSocket> {
         let protocol = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
         // SAFETY: plain socket(2) call; the fd is owned right away.
         let fd = unsafe {
@@ -117,10 +97,6 @@ impl PacketSocket {
             filter: program.as_ptr() as *mut libc::sock_filter,
         };
         set_option(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)?;
-        if taps == Taps::Received {
-            let on: libc::c_int = 1;
-            set_option(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &on)?;
-        }
         // Packets queued between socket() and the filter were not filtered.
         drain(&fd);
         // Best effort: without CAP_NET_ADMIN only rmem_max applies.
