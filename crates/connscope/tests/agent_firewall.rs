@@ -17,14 +17,13 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use connscope_event::json::from_json_line;
 use connscope_event::{ConnectionEvent, EventKind};
 use connscope_store::{EventQuery, SqliteStore, Store, TimeRange};
-use namespaces::{first_line, run, unique_suffix, wait_for_or, Netns, Proc};
+use namespaces::{first_line, run, unique_suffix, wait_for_or, JsonAgent, Netns, Proc};
 
 const WAIT: Duration = Duration::from_secs(30);
 const HIT_WAIT: Duration = Duration::from_secs(5);
@@ -188,11 +187,11 @@ impl Lab {
             .count()
     }
 
-    fn agent(&self, staging: &str) -> Agent {
+    fn agent(&self, staging: &str) -> JsonAgent {
         self.agent_with(staging, &[])
     }
 
-    fn agent_with(&self, staging: &str, more: &[&str]) -> Agent {
+    fn agent_with(&self, staging: &str, more: &[&str]) -> JsonAgent {
         let output = self.path("events.jsonl");
         let stderr = self.path(&format!("agent-{staging}.stderr"));
         let mut command = self.connscope(&[
@@ -220,72 +219,20 @@ impl Lab {
             .arg(self.path("state"))
             .arg("--output")
             .arg(&output)
-            .args(more)
-            .env("CONNSCOPE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(File::create(&stderr).unwrap());
-        let agent = Agent {
-            proc: Some(Proc::spawn(command, "agent")),
-            output,
-            stderr,
-        };
-        wait_for_or(
-            "the agent",
-            WAIT,
-            || agent.log(),
-            || agent.log().contains("monitoring connections"),
-        );
-        agent
+            .args(more);
+        JsonAgent::start(command, output, stderr, WAIT)
     }
 }
 
-struct Agent {
-    proc: Option<Proc>,
-    output: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Agent {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn events(&self) -> Vec<ConnectionEvent> {
-        read_events(&self.output)
-    }
-
-    /// The first event of `kind` to `remote` within 5 seconds of now.
-    fn hit(&self, kind: EventKind, remote: &str) -> ConnectionEvent {
-        let remote: SocketAddr = remote.parse().unwrap();
-        let mut found = None;
-        let started = Instant::now();
-        wait_for_or(
-            &format!("a {kind:?} event to {remote}"),
-            HIT_WAIT,
-            || format!("{:#?}\n{}", self.events(), self.log()),
-            || {
-                found = self
-                    .events()
-                    .into_iter()
-                    .find(|e| e.kind == kind && e.remote == remote);
-                found.is_some()
-            },
-        );
-        assert!(started.elapsed() <= HIT_WAIT);
-        found.unwrap()
-    }
-
-    fn stop(mut self) {
-        self.proc.take().unwrap().stop();
-    }
-}
-
-fn read_events(path: &Path) -> Vec<ConnectionEvent> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| from_json_line(line).ok())
-        .collect()
+/// The first event of `kind` to `remote` within 5 seconds of now.
+fn first_hit(agent: &JsonAgent, kind: EventKind, remote: &str) -> ConnectionEvent {
+    let remote: SocketAddr = remote.parse().unwrap();
+    let started = Instant::now();
+    let found = agent.first(&format!("a {kind:?} event to {remote}"), HIT_WAIT, |e| {
+        e.kind == kind && e.remote == remote
+    });
+    assert!(started.elapsed() <= HIT_WAIT);
+    found
 }
 
 fn executable(event: &ConnectionEvent) -> Option<&str> {
@@ -307,7 +254,7 @@ fn missed_flows_are_reported_in_audit_and_blocked_in_enforce_and_the_table_is_ke
     );
     assert!(lab.curl(SHARE), "the allowed flow works");
     assert!(lab.curl(BACKUP), "the missed flow works in audit mode");
-    let hit = agent.hit(EventKind::WouldBlock, BACKUP);
+    let hit = first_hit(&agent, EventKind::WouldBlock, BACKUP);
     assert!(
         executable(&hit).is_some_and(|e| e.ends_with("/curl")),
         "{hit:?}"
@@ -338,7 +285,7 @@ fn missed_flows_are_reported_in_audit_and_blocked_in_enforce_and_the_table_is_ke
     );
     assert!(lab.curl(SHARE), "the allowed flow works when enforced");
     assert!(!lab.curl(BACKUP), "the missed flow is refused");
-    let hit = agent.hit(EventKind::Blocked, BACKUP);
+    let hit = first_hit(&agent, EventKind::Blocked, BACKUP);
     assert!(
         executable(&hit).is_some_and(|e| e.ends_with("/curl")),
         "{hit:?}"
@@ -438,7 +385,7 @@ fn blocked_events_reach_the_collector_through_the_golden_rule_and_wait_out_its_o
     // blocked attempt waits in the spool and arrives when it is back.
     collector.stop();
     assert!(!lab.curl(BACKUP));
-    agent.hit(EventKind::Blocked, BACKUP);
+    first_hit(&agent, EventKind::Blocked, BACKUP);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         lab.ours().as_deref(),
@@ -498,15 +445,8 @@ fn a_restart_without_a_collector_keeps_enforcing_the_kept_policy_and_says_so() {
         .arg("--state-dir")
         .arg(lab.path("state"))
         .arg("--output")
-        .arg(lab.path("restart.jsonl"))
-        .env("CONNSCOPE_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(File::create(&stderr).unwrap());
-    let agent = Agent {
-        proc: Some(Proc::spawn(command, "agent")),
-        output: lab.path("restart.jsonl"),
-        stderr,
-    };
+        .arg(lab.path("restart.jsonl"));
+    let agent = JsonAgent::spawn(command, lab.path("restart.jsonl"), stderr);
     wait_for_or(
         "the kept policy loaded again",
         WAIT,

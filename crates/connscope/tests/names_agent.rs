@@ -15,14 +15,13 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use connscope_event::json::from_json_line;
 use connscope_event::{
     ConnectionEvent, Direction, EventKind, Family, NameSource, Protocol, RemoteName,
 };
 use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use namespaces::{run, unique_suffix, wait_for_or, Netns, Proc};
+use namespaces::{run, unique_suffix, wait_for_or, JsonAgent, Netns, Proc};
 
 const WAIT: Duration = Duration::from_secs(30);
 const DNS: &str = "192.0.2.1";
@@ -149,11 +148,11 @@ impl Lab {
         }
     }
 
-    fn agent(&self, args: &[&str]) -> Agent {
+    fn agent(&self, args: &[&str]) -> JsonAgent {
         self.agent_on("ebpf", args)
     }
 
-    fn agent_on(&self, backend: &str, args: &[&str]) -> Agent {
+    fn agent_on(&self, backend: &str, args: &[&str]) -> JsonAgent {
         let output = self.dir.path().join("events.jsonl");
         let stderr = self.dir.path().join("agent.stderr");
         let mut command = self.client.command(env!("CARGO_BIN_EXE_connscope"));
@@ -170,22 +169,8 @@ impl Lab {
             .arg(self.dir.path().join("state"))
             .arg("--output")
             .arg(&output)
-            .args(args)
-            .env("CONNSCOPE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(File::create(&stderr).unwrap());
-        let agent = Agent {
-            proc: Some(Proc::spawn(command, "agent")),
-            output,
-            stderr,
-        };
-        wait_for_or(
-            "the agent",
-            WAIT,
-            || agent.log(),
-            || agent.log().contains("monitoring connections"),
-        );
-        agent
+            .args(args);
+        JsonAgent::start(command, output, stderr, WAIT)
     }
 }
 
@@ -253,51 +238,14 @@ fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-struct Agent {
-    proc: Option<Proc>,
-    output: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Agent {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn events(&self) -> Vec<ConnectionEvent> {
-        std::fs::read_to_string(&self.output)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| from_json_line(line).ok())
-            .collect()
-    }
-
-    /// The name the agent gave the first outgoing connect to `remote`.
-    fn name_of_connect(&self, remote: &str) -> Option<RemoteName> {
-        let remote: SocketAddr = remote.parse().unwrap();
-        let mut found = None;
-        wait_for_or(
-            &format!("the connect to {remote}"),
-            WAIT,
-            || format!("{:#?}\n{}", self.events(), self.log()),
-            || {
-                found = self
-                    .events()
-                    .into_iter()
-                    .find(|e| e.kind == EventKind::Connect && e.remote == remote);
-                found.is_some()
-            },
-        );
-        found.unwrap().remote_name
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(proc) = self.proc.take() {
-            proc.stop();
-        }
-    }
+/// The name the agent gave the first outgoing connect to `remote`.
+fn name_of_connect(agent: &JsonAgent, remote: &str) -> Option<RemoteName> {
+    let remote: SocketAddr = remote.parse().unwrap();
+    agent
+        .first(&format!("the connect to {remote}"), WAIT, |e| {
+            e.kind == EventKind::Connect && e.remote == remote
+        })
+        .remote_name
 }
 
 fn dns(name: &str) -> Option<RemoteName> {
@@ -322,10 +270,10 @@ fn connections_are_named_after_the_name_asked_through_cname_chains() {
     let agent = lab.agent(&[]);
     assert!(lab.getent("www.test").contains("192.0.2.10"));
     lab.curl("http://www.test:8080/", &[]).unwrap();
-    assert_eq!(agent.name_of_connect("192.0.2.10:8080"), dns("www.test"));
+    assert_eq!(name_of_connect(&agent, "192.0.2.10:8080"), dns("www.test"));
     // An address asked for by no name stays unnamed (after its SNI wait).
     lab.curl("http://192.0.2.11:8080/", &[]).unwrap();
-    assert_eq!(agent.name_of_connect("192.0.2.11:8080"), None);
+    assert_eq!(name_of_connect(&agent, "192.0.2.11:8080"), None);
 }
 
 /// The query getent sends to the lab's dnsmasq is a UDP flow like any other
@@ -378,7 +326,7 @@ fn answers_over_tcp_name_connections() {
     let agent = lab.agent(&[]);
     lab.getent("tcp.test");
     lab.curl("http://tcp.test:8080/", &[]).unwrap();
-    assert_eq!(agent.name_of_connect("192.0.2.17:8080"), dns("tcp.test"));
+    assert_eq!(name_of_connect(&agent, "192.0.2.17:8080"), dns("tcp.test"));
 }
 
 /// A TCP answer from dnsmasq cut into segments of 36 bytes: the client
@@ -414,7 +362,7 @@ fn answers_split_across_tcp_segments_name_connections() {
     assert!(lab.getent("www.split.test").contains("192.0.2.19"));
     lab.curl("http://www.split.test:8080/", &[]).unwrap();
     assert_eq!(
-        agent.name_of_connect("192.0.2.19:8080"),
+        name_of_connect(&agent, "192.0.2.19:8080"),
         dns("www.split.test")
     );
 }
@@ -435,7 +383,7 @@ fn answers_relayed_by_a_local_stub_name_connections() {
     let agent = lab.agent(&[]);
     lab.getent("stub.test");
     lab.curl("http://stub.test:8080/", &[]).unwrap();
-    assert_eq!(agent.name_of_connect("192.0.2.12:8080"), dns("stub.test"));
+    assert_eq!(name_of_connect(&agent, "192.0.2.12:8080"), dns("stub.test"));
     // The stub's answer over loopback came from the eBPF ingress hook, with
     // no packet socket open.
     assert!(
@@ -472,7 +420,10 @@ fn answers_relayed_by_a_local_stub_name_connections_of_a_polling_backend() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(agent.name_of_connect("192.0.2.14:8080"), dns("polled.test"));
+    assert_eq!(
+        name_of_connect(&agent, "192.0.2.14:8080"),
+        dns("polled.test")
+    );
     assert!(
         agent.log().contains("name_packets_from") && agent.log().contains("\"the packet sockets\""),
         "{}",
@@ -523,7 +474,7 @@ fn a_tls_server_reached_by_address_is_named_from_the_client_hello() {
             .is_ok()
     });
     assert_eq!(
-        agent.name_of_connect("192.0.2.13:8443"),
+        name_of_connect(&agent, "192.0.2.13:8443"),
         Some(RemoteName {
             name: "tls.test".into(),
             source: NameSource::Sni
@@ -610,7 +561,7 @@ fn name_sets_kept_by_the_agent_follow_a_moving_name_and_keep_unknown_names_out()
             .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
         connect_times.push(seconds);
         assert_eq!(
-            agent.name_of_connect(&format!("192.0.2.{}:8080", 20 + i)),
+            name_of_connect(&agent, &format!("192.0.2.{}:8080", 20 + i)),
             dns(name)
         );
     }
@@ -624,7 +575,10 @@ fn name_sets_kept_by_the_agent_follow_a_moving_name_and_keep_unknown_names_out()
         lab.getent("moving.test").contains("192.0.2.11")
     });
     lab.curl("http://moving.test:8080/", &[]).unwrap();
-    assert_eq!(agent.name_of_connect("192.0.2.11:8080"), dns("moving.test"));
+    assert_eq!(
+        name_of_connect(&agent, "192.0.2.11:8080"),
+        dns("moving.test")
+    );
     let unknown = lab.curl("http://blocked.test:8080/", &[]);
     assert!(unknown.is_err(), "an unknown name is blocked: {unknown:?}");
 
@@ -648,7 +602,10 @@ fn name_sets_kept_by_the_agent_follow_a_moving_name_and_keep_unknown_names_out()
     let elapsed =
         connected.unwrap_or_else(|e| panic!("the hostile name's set: {e}\n{}", agent.log()));
     eprintln!("hostile name: connected after {elapsed:?}");
-    assert_eq!(agent.name_of_connect("192.0.2.15:8080"), dns(&hostile_text));
+    assert_eq!(
+        name_of_connect(&agent, "192.0.2.15:8080"),
+        dns(&hostile_text)
+    );
     assert!(
         !agent.log().contains("nft name sets: nft"),
         "{}",
@@ -696,8 +653,11 @@ fn a_by_name_plan_from_the_store_follows_a_moving_name_with_the_agents_sets() {
         lab.getent("moving.test");
         lab.curl("http://moving.test:8080/", &[]).unwrap();
         lab.curl("http://192.0.2.16:8080/", &[]).unwrap();
-        assert_eq!(agent.name_of_connect("192.0.2.10:8080"), dns("moving.test"));
-        assert_eq!(agent.name_of_connect("192.0.2.16:8080"), None);
+        assert_eq!(
+            name_of_connect(&agent, "192.0.2.10:8080"),
+            dns("moving.test")
+        );
+        assert_eq!(name_of_connect(&agent, "192.0.2.16:8080"), None);
         let events = agent.events();
         let host = events[0].host.clone();
         ingest(events);
@@ -756,7 +716,10 @@ fn a_by_name_plan_from_the_store_follows_a_moving_name_with_the_agents_sets() {
         .expect("the literal address stays allowed");
     let unknown = lab.curl("http://blocked.test:8080/", &[]);
     assert!(unknown.is_err(), "an unknown name is blocked: {unknown:?}");
-    assert_eq!(agent.name_of_connect("192.0.2.11:8080"), dns("moving.test"));
+    assert_eq!(
+        name_of_connect(&agent, "192.0.2.11:8080"),
+        dns("moving.test")
+    );
     ingest(agent.events());
 
     // The check of the plan as written, its name sets filled from the

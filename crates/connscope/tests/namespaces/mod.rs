@@ -155,3 +155,92 @@ pub fn first_line<T: Send + 'static>(
     rx.recv_timeout(Duration::from_secs(60))
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
+
+/// A `connscope agent` writing its events as JSON lines to `output` and its
+/// log to `stderr`; stopped when dropped.
+pub struct JsonAgent {
+    proc: Option<Proc>,
+    output: std::path::PathBuf,
+    stderr: std::path::PathBuf,
+}
+
+impl JsonAgent {
+    /// Runs `command` (an agent told `--output output`), its log (at
+    /// `info`) in `stderr`.
+    pub fn spawn(
+        mut command: Command,
+        output: std::path::PathBuf,
+        stderr: std::path::PathBuf,
+    ) -> JsonAgent {
+        command
+            .env("CONNSCOPE_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        JsonAgent {
+            proc: Some(Proc::spawn(command, "agent")),
+            output,
+            stderr,
+        }
+    }
+
+    /// [`JsonAgent::spawn`], then waits until the agent monitors connections.
+    pub fn start(
+        command: Command,
+        output: std::path::PathBuf,
+        stderr: std::path::PathBuf,
+        timeout: Duration,
+    ) -> JsonAgent {
+        let agent = JsonAgent::spawn(command, output, stderr);
+        wait_for_or(
+            "the agent",
+            timeout,
+            || agent.log(),
+            || agent.log().contains("monitoring connections"),
+        );
+        agent
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn events(&self) -> Vec<connscope_event::ConnectionEvent> {
+        std::fs::read_to_string(&self.output)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| connscope_event::json::from_json_line(line).ok())
+            .collect()
+    }
+
+    /// The first event `which` picks, waited for up to `timeout`.
+    pub fn first(
+        &self,
+        what: &str,
+        timeout: Duration,
+        which: impl Fn(&connscope_event::ConnectionEvent) -> bool,
+    ) -> connscope_event::ConnectionEvent {
+        let mut found = None;
+        wait_for_or(
+            what,
+            timeout,
+            || format!("{:#?}\n{}", self.events(), self.log()),
+            || {
+                found = self.events().into_iter().find(&which);
+                found.is_some()
+            },
+        );
+        found.unwrap()
+    }
+
+    pub fn stop(mut self) {
+        self.proc.take().unwrap().stop();
+    }
+}
+
+impl Drop for JsonAgent {
+    fn drop(&mut self) {
+        if let Some(proc) = self.proc.take() {
+            proc.stop();
+        }
+    }
+}
