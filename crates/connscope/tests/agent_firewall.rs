@@ -13,10 +13,8 @@
 
 mod namespaces;
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,24 +50,6 @@ struct Lab {
 const COLLECTOR: &str = "10.79.0.1:8443";
 const TOKEN: &str = "agent-firewall-test-token";
 
-/// Runs `f` on a thread inside `ns` (sockets made there stay in it).
-fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
-    let file = File::open(format!("/run/netns/{}", ns.0)).unwrap();
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // SAFETY: a namespace fd; setns changes this thread only.
-                assert_eq!(
-                    unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-                    0
-                );
-                f()
-            })
-            .join()
-            .unwrap()
-    })
-}
-
 /// Answers every connection with an empty HTTP 200.
 fn http_server(listener: TcpListener) {
     std::thread::spawn(move || {
@@ -102,7 +82,7 @@ impl Lab {
         ipn(&ws, &["link", "set", "w0", "up"]);
         for addr in [SHARE, BACKUP] {
             let addr: SocketAddr = addr.parse().unwrap();
-            http_server(in_netns(&srv, || TcpListener::bind(addr)).unwrap());
+            http_server(srv.within(|| TcpListener::bind(addr)).unwrap());
         }
         let lab = Lab {
             ws,

@@ -7,10 +7,8 @@
 
 mod namespaces;
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -78,7 +76,10 @@ impl Lab {
             etc,
             dir: tempfile::tempdir().unwrap(),
         };
-        let listener = in_netns(&lab.server, || TcpListener::bind("0.0.0.0:8080")).unwrap();
+        let listener = lab
+            .server
+            .within(|| TcpListener::bind("0.0.0.0:8080"))
+            .unwrap();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
@@ -218,24 +219,6 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.etc);
     }
-}
-
-/// Runs `f` on a thread inside `ns` (sockets made there stay in it).
-fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
-    let file = File::open(format!("/run/netns/{}", ns.0)).unwrap();
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // SAFETY: a namespace fd; setns changes this thread only.
-                assert_eq!(
-                    unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-                    0
-                );
-                f()
-            })
-            .join()
-            .unwrap()
-    })
 }
 
 /// The name the agent gave the first outgoing connect to `remote`.
@@ -506,7 +489,10 @@ fn hostile_name() -> Name {
 
 /// Answers every query on 192.0.2.3:53 with `address` for the hostile name.
 fn hostile_server(lab: &Lab, address: Ipv4Addr) {
-    let socket = in_netns(&lab.server, || UdpSocket::bind("192.0.2.3:53")).unwrap();
+    let socket = lab
+        .server
+        .within(|| UdpSocket::bind("192.0.2.3:53"))
+        .unwrap();
     std::thread::spawn(move || {
         let mut buffer = [0u8; 512];
         while let Ok((_, from)) = socket.recv_from(&mut buffer) {
@@ -585,7 +571,7 @@ fn name_sets_kept_by_the_agent_follow_a_moving_name_and_keep_unknown_names_out()
     // A hostile name fills its set through the same path, and is reported as
     // received.
     hostile_server(&lab, Ipv4Addr::new(192, 0, 2, 15));
-    let connected = in_netns(&lab.client, || {
+    let connected = lab.client.within(|| {
         let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
         socket.connect("192.0.2.3:53").unwrap();
         socket

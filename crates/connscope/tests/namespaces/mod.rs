@@ -49,6 +49,26 @@ impl Netns {
         cmd.args(["netns", "exec", &self.0]).arg(program);
         cmd
     }
+
+    /// Runs `f` on a thread inside the namespace (sockets made there stay
+    /// in it).
+    pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(format!("/run/netns/{}", self.0)).unwrap();
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // SAFETY: a namespace fd; setns changes this thread only.
+                    assert_eq!(
+                        unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+                        0
+                    );
+                    f()
+                })
+                .join()
+                .unwrap()
+        })
+    }
 }
 
 impl Drop for Netns {
