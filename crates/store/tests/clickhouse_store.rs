@@ -256,12 +256,12 @@ impl Backend for ShardedBackend {
 
 fn sharded() -> ShardedBackend {
     let second = ClickHouseServer::start();
-    let (http, tcp) = (free_port(), free_port());
     let shard = |port: u16| {
         format!("<shard><replica><host>127.0.0.1</host><port>{port}</port></replica></shard>")
     };
-    let clusters = format!("<cs>{}{}</cs>", shard(tcp), shard(second.tcp_port));
-    let first = ClickHouseServer::start_on(http, tcp, &clusters);
+    let first = ClickHouseServer::start_with_clusters(|tcp| {
+        format!("<cs>{}{}</cs>", shard(tcp), shard(second.tcp_port))
+    });
     for server in [&first, &second] {
         ClickHouseStore::open(&ClickHouseLocation::parse(&server.location("shard")).unwrap())
             .unwrap();
@@ -269,14 +269,6 @@ fn sharded() -> ShardedBackend {
     let fleet = ClickHouseLocation::parse(&first.location("fleet")).unwrap();
     ClickHouseStore::create_distributed(&fleet, "cs", "shard").unwrap();
     ShardedBackend { first, second }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The suite's tests that hold on a sharded store as they are (retention

@@ -32,15 +32,25 @@ fn free_port() -> u16 {
 
 impl ClickHouseServer {
     pub fn start() -> ClickHouseServer {
-        Self::start_with_clusters("")
+        Self::start_with_clusters(|_| String::new())
     }
 
-    /// Starts a server whose `remote_servers` section is `clusters` (XML).
-    pub fn start_with_clusters(clusters: &str) -> ClickHouseServer {
-        Self::start_on(free_port(), free_port(), clusters)
+    /// Starts a server whose `remote_servers` section is `clusters` of its
+    /// own TCP port (XML). A port taken between choosing and binding it
+    /// (other tests pick free ports too) means another try on others.
+    pub fn start_with_clusters(clusters: impl Fn(u16) -> String) -> ClickHouseServer {
+        let mut tries = 0;
+        loop {
+            let tcp_port = free_port();
+            match Self::start_on(free_port(), tcp_port, &clusters(tcp_port)) {
+                Ok(server) => return server,
+                Err(log) if log.contains("Address already in use") && tries < 3 => tries += 1,
+                Err(log) => panic!("clickhouse-server did not answer in 60 s: {log}"),
+            }
+        }
     }
 
-    pub fn start_on(http_port: u16, tcp_port: u16, clusters: &str) -> ClickHouseServer {
+    fn start_on(http_port: u16, tcp_port: u16, clusters: &str) -> Result<ClickHouseServer, String> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("cs-clickhouse-{}-", std::process::id()))
             .tempdir()
@@ -83,17 +93,19 @@ impl ClickHouseServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("clickhouse-server (Debian's clickhouse-server package) starts");
-        let server = ClickHouseServer {
+        let mut server = ClickHouseServer {
             child,
             http_port,
             tcp_port,
             dir,
         };
-        server.wait_ready();
-        server
+        server.wait_ready()?;
+        Ok(server)
     }
 
-    fn wait_ready(&self) {
+    /// Waits until `SELECT 1` answers; else the server's error log. A
+    /// server that exited (a port in use) is not waited for.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(60) {
             if self
@@ -101,16 +113,16 @@ impl ClickHouseServer {
                 .map(|r| r.trim() == "1")
                 .unwrap_or(false)
             {
-                return;
+                return Ok(());
+            }
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         let log =
             std::fs::read_to_string(self.dir.path().join("log/error.log")).unwrap_or_default();
-        panic!(
-            "clickhouse-server on port {} did not answer in 60 s: {log}",
-            self.http_port
-        );
+        Err(format!("port {}: {log}", self.http_port))
     }
 
     /// Runs `sql` over HTTP; the body on 200, or an error with the server's answer.
