@@ -135,10 +135,7 @@ pub fn run(command: ReportCommand) -> Result<ExitCode> {
             _ => ports_report(&edges),
         }
     };
-    let mut out = std::io::stdout().lock();
-    out.write_all(report.render(args.format).as_bytes())?;
-    out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    print(&report, args.format)
 }
 
 /// `report drift`: the drift edges seen in the range, oldest first per host.
@@ -196,10 +193,7 @@ fn drift(args: &DriftArgs) -> Result<ExitCode> {
         rows,
         json,
     );
-    let mut out = std::io::stdout().lock();
-    out.write_all(report.render(args.format).as_bytes())?;
-    out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    print(&report, args.format)
 }
 
 fn hits(args: &HitsArgs) -> Result<ExitCode> {
@@ -209,8 +203,13 @@ fn hits(args: &HitsArgs) -> Result<ExitCode> {
         .resolve(Timestamp::now(), TimeRange::ALL)
         .map_err(flag_error)?;
     let report = hits_report(&firewall_hits(&*store, range, args.host.as_deref())?);
+    print(&report, args.format)
+}
+
+/// Writes `report` to stdout in `format`.
+fn print(report: &Report, format: Format) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
-    out.write_all(report.render(args.format).as_bytes())?;
+    out.write_all(report.render(format).as_bytes())?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
