@@ -54,20 +54,7 @@ fn load(ns: &Netns, dir: &std::path::Path, name: &str, text: &str) {
 #[test]
 fn audit_logs_the_missed_flow_and_lets_it_through_enforce_blocks_it() {
     let dir = tempfile::tempdir().unwrap();
-    let ws = Netns::new("pol-ws");
-    let srv = Netns::new("pol-srv");
-    let (a, b) = (
-        format!("pw{}", std::process::id()),
-        format!("ps{}", std::process::id()),
-    );
-    ok(Command::new("ip").args([
-        "link", "add", &a, "netns", &ws.name, "type", "veth", "peer", "name", &b, "netns",
-        &srv.name,
-    ]));
-    ws.exec(&["ip", "addr", "add", "10.77.0.2/24", "dev", &a]);
-    ws.exec(&["ip", "link", "set", &a, "up"]);
-    srv.exec(&["ip", "addr", "add", "10.77.0.1/24", "dev", &b]);
-    srv.exec(&["ip", "link", "set", &b, "up"]);
+    let (ws, srv) = pair("pol", "10.77.0");
     let share = listen(&srv, "10.77.0.1:445");
     let backup = listen(&srv, "10.77.0.1:5432");
 
@@ -137,8 +124,9 @@ fn audit_logs_the_missed_flow_and_lets_it_through_enforce_blocks_it() {
     assert_eq!(site(), site_before);
 }
 
-/// A workstation and a server joined by a veth pair, 10.78.0.2 -> 10.78.0.1.
-fn pair(tag: &str) -> (Netns, Netns) {
+/// A workstation and a server joined by a veth pair, `{net}.2` ->
+/// `{net}.1` (a /24).
+fn pair(tag: &str, net: &str) -> (Netns, Netns) {
     let ws = Netns::new(&format!("{tag}-ws"));
     let srv = Netns::new(&format!("{tag}-srv"));
     let (a, b) = (
@@ -149,9 +137,9 @@ fn pair(tag: &str) -> (Netns, Netns) {
         "link", "add", &a, "netns", &ws.name, "type", "veth", "peer", "name", &b, "netns",
         &srv.name,
     ]));
-    ws.exec(&["ip", "addr", "add", "10.78.0.2/24", "dev", &a]);
+    ws.exec(&["ip", "addr", "add", &format!("{net}.2/24"), "dev", &a]);
     ws.exec(&["ip", "link", "set", &a, "up"]);
-    srv.exec(&["ip", "addr", "add", "10.78.0.1/24", "dev", &b]);
+    srv.exec(&["ip", "addr", "add", &format!("{net}.1/24"), "dev", &b]);
     srv.exec(&["ip", "link", "set", &b, "up"]);
     (ws, srv)
 }
@@ -185,7 +173,7 @@ peers = ["10.78.0.1"]
 #[test]
 fn a_port_enforced_ahead_of_its_direction_is_refused_while_the_rest_only_logs() {
     let dir = tempfile::tempdir().unwrap();
-    let (ws, srv) = pair("pp");
+    let (ws, srv) = pair("pp", "10.78.0");
     let share = listen(&srv, "10.78.0.1:445");
     let backup = listen(&srv, "10.78.0.1:5432");
     let web = listen(&srv, "10.78.0.1:8080");
@@ -223,7 +211,7 @@ fn a_port_enforced_ahead_of_its_direction_is_refused_while_the_rest_only_logs() 
 #[test]
 fn the_golden_collector_rule_passes_a_policy_that_allows_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (ws, srv) = pair("gc");
+    let (ws, srv) = pair("gc", "10.78.0");
     let collector = listen(&srv, "10.78.0.1:7443");
     let other = listen(&srv, "10.78.0.1:7444");
     let nothing =
