@@ -16,19 +16,19 @@
 //! and a host name longer than a DNS name.
 
 use connscope_event::{ConnectionEvent, PlausibleWindow, Timestamp};
-use connscope_protocol::batch::decode_body;
+use connscope_protocol::batch::decode_body_measured;
 pub use connscope_protocol::batch::BatchError;
 
 /// Decompresses (per `encoding`: `gzip`, or none for identity) and parses a
 /// batch of JSON Lines, refusing it whole at the first bad line or the first
-/// event this edge refuses.
+/// event this edge refuses; with the events, their decompressed size.
 pub fn decode_batch(
     body: &[u8],
     encoding: Option<&str>,
     decompressed_limit: u64,
-) -> Result<Vec<ConnectionEvent>, BatchError> {
+) -> Result<(Vec<ConnectionEvent>, u64), BatchError> {
     let window = PlausibleWindow::at(Timestamp::now());
-    decode_body(body, encoding, decompressed_limit, |event| {
+    decode_body_measured(body, encoding, decompressed_limit, |event| {
         check_at_edge(event, &window)
     })
 }
@@ -65,11 +65,16 @@ mod tests {
     #[test]
     fn a_good_batch_decodes_in_order() {
         let body = connscope_protocol::batch::encode_body(&[event(1), event(2), event(3)]);
-        let events = decode_batch(&body, Some("gzip"), 1 << 20).unwrap();
+        let (events, size) = decode_batch(&body, Some("gzip"), 1 << 20).unwrap();
         assert_eq!(
             events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
             [1, 2, 3]
         );
+        // The size is the JSON Lines' own, not the gzip body's.
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut text)
+            .unwrap();
+        assert_eq!(size, text.len() as u64);
     }
 
     #[test]

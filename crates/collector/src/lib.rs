@@ -174,8 +174,9 @@ impl Collector {
             open_reads: self.config.read_tokens.is_empty() && self.config.listen.ip().is_loopback(),
             body_limit: usize::try_from(self.config.body_limit).unwrap_or(usize::MAX),
             decompressed_limit: self.config.decompressed_limit,
-            decompressions: Arc::new(tokio::sync::Semaphore::new(
-                self.config.concurrent_decompressions.max(1),
+            ingest_memory: Arc::new(tokio::sync::Semaphore::new(
+                self.config.concurrent_decompressions.max(1)
+                    * kit::decode_slot(self.config.decompressed_limit) as usize,
             )),
             bindings: Arc::default(),
             request_deadline: self.config.request_deadline,

@@ -81,7 +81,8 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 
 fn decode(body: &[u8], encoding: Option<&str>) {
     match decode_batch(body, encoding, LIMIT) {
-        Ok(events) => {
+        Ok((events, size)) => {
+            assert!(size <= LIMIT);
             assert!(!events.is_empty());
             for event in &events {
                 event.validate().unwrap();
@@ -100,7 +101,10 @@ fn decode(body: &[u8], encoding: Option<&str>) {
 #[test]
 fn real_batches_decode() {
     let body = encode_body(&events());
-    assert_eq!(decode_batch(&body, Some("gzip"), LIMIT).unwrap(), events());
+    assert_eq!(
+        decode_batch(&body, Some("gzip"), LIMIT).unwrap().0,
+        events()
+    );
     for line in line_corpus() {
         decode(&gzip(&line), Some("gzip"));
         assert!(decode_batch(&line, None, LIMIT).is_ok());

@@ -56,8 +56,19 @@ pub fn decode_body(
     body: &[u8],
     encoding: Option<&str>,
     decompressed_limit: u64,
-    mut check: impl FnMut(&ConnectionEvent) -> Result<(), String>,
+    check: impl FnMut(&ConnectionEvent) -> Result<(), String>,
 ) -> Result<Vec<ConnectionEvent>, BatchError> {
+    decode_body_measured(body, encoding, decompressed_limit, check).map(|(events, _)| events)
+}
+
+/// [`decode_body`], also telling the decompressed size (what a receiver
+/// counts a decoded batch's memory by).
+pub fn decode_body_measured(
+    body: &[u8],
+    encoding: Option<&str>,
+    decompressed_limit: u64,
+    mut check: impl FnMut(&ConnectionEvent) -> Result<(), String>,
+) -> Result<(Vec<ConnectionEvent>, u64), BatchError> {
     let inflated;
     let text: &[u8] = match encoding.map(str::trim) {
         None | Some("identity") => {
@@ -103,7 +114,7 @@ pub fn decode_body(
     if events.is_empty() {
         return Err(BatchError::Empty);
     }
-    Ok(events)
+    Ok((events, text.len() as u64))
 }
 
 #[cfg(test)]

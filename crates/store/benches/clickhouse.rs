@@ -138,8 +138,127 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// One round of the ingest comparison.
+struct Round {
+    collector: Duration,
+    collector_cpu: Cpu,
+    peer: Duration,
+    peer_cpu: Cpu,
+    same: Duration,
+    same_cpu: Cpu,
+}
+
+/// CPU seconds: of the inserting side (this process, or the
+/// clickhouse-client children it waited for) and of the server.
+struct Cpu {
+    client: f64,
+    server: f64,
+}
+
+impl Cpu {
+    fn now(server: &ClickHouseServer) -> Cpu {
+        let ticks = procfs::ticks_per_second() as f64;
+        let me = procfs::process::Process::myself().unwrap().stat().unwrap();
+        let theirs = procfs::process::Process::new(server.pid() as i32)
+            .unwrap()
+            .stat()
+            .unwrap();
+        Cpu {
+            client: (me.utime + me.stime) as f64 / ticks + (me.cutime + me.cstime) as f64 / ticks,
+            server: (theirs.utime + theirs.stime) as f64 / ticks,
+        }
+    }
+
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            client: self.client - before.client,
+            server: self.server - before.server,
+        }
+    }
+}
+
+/// Streams `rows` (TabSeparated) into `table` with one clickhouse-client.
+fn client_insert(server: &ClickHouseServer, table: &str, rows: &[u8]) -> Duration {
+    let start = Instant::now();
+    let mut client = Command::new("clickhouse-client")
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &server.tcp_port.to_string(),
+        ])
+        .args([
+            "--query",
+            &format!("INSERT INTO {table} FORMAT TabSeparated"),
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    client.stdin.take().unwrap().write_all(rows).unwrap();
+    assert!(client.wait().unwrap().success());
+    start.elapsed()
+}
+
+/// The tables an ingest writes.
+const INGEST_TABLES: [&str; 7] = [
+    "events",
+    "edge_rollups",
+    "host_addresses",
+    "spaces",
+    "event_keys",
+    "sequence_ranges",
+    "batch_hours",
+];
+
+/// The peer on the same rows: every row the store wrote into `from`
+/// (read out first, untimed), inserted into `to` (a store schema made by
+/// `create`) by clickhouse-client, one stream per table.
+fn same_rows(
+    server: &ClickHouseServer,
+    from: &str,
+    to: &str,
+    create: &dyn Fn(&str),
+) -> (Duration, Cpu) {
+    let tables: Vec<(&str, Vec<u8>)> = INGEST_TABLES
+        .iter()
+        .map(|table| {
+            let out = Command::new("clickhouse-client")
+                .args([
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &server.tcp_port.to_string(),
+                ])
+                .args([
+                    "--query",
+                    &format!("SELECT * FROM {from}.{table} FORMAT TabSeparated"),
+                ])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{table}");
+            (*table, out.stdout)
+        })
+        .collect();
+    create(to);
+    quiesce(server);
+    let before = Cpu::now(server);
+    let start = Instant::now();
+    // A table the ingest left empty (content keys of numbered events) has
+    // nothing to insert.
+    for (table, rows) in tables.iter().filter(|(_, rows)| !rows.is_empty()) {
+        client_insert(server, &format!("{to}.{table}"), rows);
+    }
+    let took = start.elapsed();
+    let cpu = Cpu::now(server).since(&before);
+    for (table, _) in &tables {
+        let count = |db: &str| scalar(server, &format!("SELECT count() FROM {db}.{table}"));
+        assert_eq!(count(to), count(from), "{table}");
+    }
+    (took, cpu)
+}
+
 /// Requests in flight in the collector path.
-const SENDERS: usize = 8;
+const SENDERS: usize = HOSTS;
 
 /// The collector's request path: `SENDERS` threads, each posting whole
 /// agents' batches in order (an agent waits for each answer), each batch
@@ -314,7 +433,8 @@ fn main() {
         table.push(line);
     };
 
-    // Ingest: one caller, then the collector's path.
+    // Ingest: one caller, then rounds of the collector's path and its
+    // peers, interleaved so the machine's load falls on all of them alike.
     let serial = open("serial");
     let start = Instant::now();
     for (agent, batch) in &batches {
@@ -322,59 +442,120 @@ fn main() {
     }
     let serial_time = start.elapsed();
     drop(serial);
-    let store = open("bench");
-    quiesce(&server);
-    let collector_time = ingest_as_collector(&store, &batches);
-
-    // The peer: the same rows, one clickhouse-client, one stream.
-    drop(open("peer"));
-    quiesce(&server);
     let mut text = String::new();
     for (agent, batch) in &batches {
         for e in batch {
             tsv(&mut text, &agent.0, e);
         }
     }
-    let start = Instant::now();
-    let mut client = Command::new("clickhouse-client")
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &server.tcp_port.to_string(),
-        ])
-        .args(["--query", "INSERT INTO peer.events FORMAT TabSeparated"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    client
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    assert!(client.wait().unwrap().success());
-    let peer = start.elapsed();
+    let rounds = env("CONNSCOPE_BENCH_ROUNDS", 3).max(1);
+    let mut measured = Vec::new();
+    let mut store = None;
+    for round in 0..rounds {
+        let last = round + 1 == rounds;
+        let db = if last {
+            "bench".to_owned()
+        } else {
+            format!("bench_{round}")
+        };
+        let ours = open(&db);
+        quiesce(&server);
+        let before = Cpu::now(&server);
+        let collector = ingest_as_collector(&ours, &batches);
+        let collector_cpu = Cpu::now(&server).since(&before);
+        let peer_db = format!("peer_{round}");
+        drop(open(&peer_db));
+        quiesce(&server);
+        let before = Cpu::now(&server);
+        let peer = client_insert(&server, &format!("{peer_db}.events"), text.as_bytes());
+        let peer_cpu = Cpu::now(&server).since(&before);
+        assert_eq!(
+            scalar(&server, &format!("SELECT count() FROM {peer_db}.events")),
+            events
+        );
+        let same_db = format!("same_{round}");
+        let (same, same_cpu) = same_rows(&server, &db, &same_db, &|db| drop(open(db)));
+        for db in [&peer_db, &same_db] {
+            server.query(&format!("DROP DATABASE {db}")).unwrap();
+        }
+        if last {
+            store = Some(ours);
+        } else {
+            drop(ours);
+            server.query(&format!("DROP DATABASE {db}")).unwrap();
+        }
+        measured.push(Round {
+            collector,
+            collector_cpu,
+            peer,
+            peer_cpu,
+            same,
+            same_cpu,
+        });
+    }
     drop(text);
-    assert_eq!(scalar(&server, "SELECT count() FROM peer.events"), events);
+    let store = store.unwrap();
     let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
+    let median = |f: &dyn Fn(&Round) -> f64| {
+        let mut v: Vec<f64> = measured.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let list = |f: &dyn Fn(&Round) -> f64| {
+        measured
+            .iter()
+            .map(|r| format!("{:.2}", f(r)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let secs = |d: Duration| d.as_secs_f64();
     row(
-        "ingest, events/s",
+        &format!("ingest, events/s (median of {rounds} rounds)"),
         format!(
-            "{:.0} (collector path, {SENDERS} in flight); {:.0} (`Store::ingest`, one caller)",
-            rate(events, collector_time),
+            "{:.0} (collector path, {SENDERS} in flight); {:.0} (`Store::ingest`, one caller, once)",
+            median(&|r| rate(events, r.collector)),
             rate(events, serial_time)
         ),
-        format!("{:.0} (clickhouse-client, one stream)", rate(events, peer)),
+        format!(
+            "{:.0} (clickhouse-client, the events, one stream); {:.0} (clickhouse-client, the same rows the store wrote, a stream per table)",
+            median(&|r| rate(events, r.peer)),
+            median(&|r| rate(events, r.same)),
+        ),
     );
     row(
-        "ingest vs clickhouse-client",
+        "collector path vs clickhouse-client inserting the same rows (rounds)",
         format!(
-            "{:.2} (collector path); {:.2} (one caller)",
-            peer.as_secs_f64() / collector_time.as_secs_f64(),
-            peer.as_secs_f64() / serial_time.as_secs_f64()
+            "**{:.2}** ({})",
+            median(&|r| secs(r.same) / secs(r.collector)),
+            list(&|r| secs(r.same) / secs(r.collector))
         ),
         "1".into(),
+    );
+    row(
+        "collector path vs clickhouse-client inserting the events only (rounds)",
+        format!(
+            "{:.2} ({}); one caller {:.2}",
+            median(&|r| secs(r.peer) / secs(r.collector)),
+            list(&|r| secs(r.peer) / secs(r.collector)),
+            median(&|r| secs(r.peer)) / secs(serial_time)
+        ),
+        "1".into(),
+    );
+    let per_million = |c: f64| c * 1e6 / events as f64;
+    row(
+        "CPU seconds per million events: client side / server (median)",
+        format!(
+            "{:.2} / {:.2} (collector path: decode, rows, requests)",
+            median(&|r| per_million(r.collector_cpu.client)),
+            median(&|r| per_million(r.collector_cpu.server)),
+        ),
+        format!(
+            "{:.2} / {:.2} (clickhouse-client, events); {:.2} / {:.2} (same rows)",
+            median(&|r| per_million(r.peer_cpu.client)),
+            median(&|r| per_million(r.peer_cpu.server)),
+            median(&|r| per_million(r.same_cpu.client)),
+            median(&|r| per_million(r.same_cpu.server)),
+        ),
     );
 
     // SQLite at the ingested size.

@@ -240,6 +240,78 @@ fn two_collectors_racing_on_the_same_batches_store_them_once() {
     );
 }
 
+/// Callers of one store re-sending the same batches at once put copies in
+/// groups that are written while the next is prepared: every event is
+/// reported stored to exactly one caller, and a duplicate to the others.
+#[test]
+fn copies_in_groups_written_one_after_another_are_reported_stored_once() {
+    let backend = clickhouse();
+    let store = backend.store();
+    let agent = AgentId("ws1".into());
+    let batches: Vec<_> = (0..30u64)
+        .map(|b| numbered(b * 200 + 1..=b * 200 + 200))
+        .collect();
+    let (stored, duplicates) = std::thread::scope(|s| {
+        let callers: Vec<_> = (0..4)
+            .map(|_| {
+                let (store, agent, batches) = (&store, &agent, &batches);
+                s.spawn(move || {
+                    batches.iter().fold((0, 0), |(stored, dups), batch| {
+                        let r = store.ingest(agent, batch).unwrap();
+                        (stored + r.stored, dups + r.duplicates)
+                    })
+                })
+            })
+            .collect();
+        callers
+            .into_iter()
+            .map(|c| c.join().unwrap())
+            .fold((0, 0), |(s, d), (a, b)| (s + a, d + b))
+    });
+    assert_eq!((stored, duplicates), (6000, 3 * 6000));
+    assert_eq!(counted(&*store), (6000, 6000, 6000, vec![(1, 6000)]));
+}
+
+/// A group whose write fails answers its callers with the error; groups
+/// prepared meanwhile that took none of its events as stored go on, and
+/// once the store takes writes again the re-sent batches are stored once.
+#[test]
+fn after_failed_writes_the_writer_goes_on_and_resent_batches_count_once() {
+    let backend = clickhouse();
+    let store = backend.store();
+    let agent = AgentId("ws1".into());
+    let batches: Vec<_> = (0..10u64)
+        .map(|b| numbered(b * 100 + 1..=b * 100 + 100))
+        .collect();
+    assert_eq!(store.ingest(&agent, &batches[0]).unwrap().stored, 100);
+    // The markers' table gone: every write fails at its markers.
+    backend
+        .server
+        .query("RENAME TABLE connscope.sequence_ranges TO connscope.ranges_away")
+        .unwrap();
+    for batch in &batches[1..] {
+        let error = store.ingest(&agent, batch).unwrap_err();
+        assert!(error.to_string().contains("sequence_ranges"), "{error}");
+    }
+    backend
+        .server
+        .query("RENAME TABLE connscope.ranges_away TO connscope.sequence_ranges")
+        .unwrap();
+    // Each agent re-sends what was not answered, several at once.
+    let stored: u64 = std::thread::scope(|s| {
+        let callers: Vec<_> = batches[1..]
+            .iter()
+            .map(|batch| {
+                let (store, agent) = (&store, &agent);
+                s.spawn(move || store.ingest(agent, batch).unwrap().stored)
+            })
+            .collect();
+        callers.into_iter().map(|c| c.join().unwrap()).sum()
+    });
+    assert_eq!(stored, 900);
+    assert_eq!(counted(&*store), (1000, 1000, 1000, vec![(1, 1000)]));
+}
+
 /// Two servers as two shards, and a `Distributed` table per table on the
 /// first (the shards' stores in database `shard`, the fleet's in `fleet`).
 struct ShardedBackend {

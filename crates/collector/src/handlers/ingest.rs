@@ -14,7 +14,7 @@ use connscope_store::{AgentId, Origin, StoreError};
 
 use crate::binding::BindingError;
 use crate::ingest::{decode_batch, BatchError};
-use crate::kit::{authenticate, read_body, read_json, ApiError, AppState};
+use crate::kit::{authenticate, decode_slot, read_body, read_json, ApiError, AppState};
 use crate::live::IngestNotice;
 
 pub(crate) async fn ingest(
@@ -125,12 +125,13 @@ async fn store_batch(
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("(not text)").to_owned());
-    let permit = state
-        .decompressions
+    let slot = decode_slot(state.decompressed_limit);
+    let mut memory = state
+        .ingest_memory
         .clone()
-        .acquire_owned()
+        .acquire_many_owned(slot)
         .await
-        .expect("the decompression semaphore is never closed");
+        .expect("the ingest memory semaphore is never closed");
     let (store, tokens, bindings) = (
         state.store.clone(),
         state.tokens.clone(),
@@ -141,8 +142,11 @@ async fn store_batch(
     let drift = state.drift.clone();
     // Decompressing, parsing and SQLite are CPU and disk work: off the reactor.
     let (report, notice) = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let events = decode_batch(&body, encoding.as_deref(), limit)?;
+        let (events, size) = decode_batch(&body, encoding.as_deref(), limit)?;
+        drop(body);
+        // Waiting for the store, the batch holds only its own size.
+        let _memory =
+            memory.split(usize::try_from(size).map_or(slot as usize, |n| n.min(slot as usize)));
         bindings.check(&tokens, store.as_ref(), &agent_id, &events)?;
         let report = store.ingest_from(&agent_id, &origin, &events)?;
         let notice = IngestNotice::of("agent", &agent_id.0, &events, &report);

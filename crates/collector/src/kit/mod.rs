@@ -9,4 +9,4 @@ mod state;
 pub(crate) use access::{authenticate, authorize_change, authorize_read, bearer};
 pub(crate) use body::{read_body, read_json};
 pub(crate) use error::{cut_echo, ApiError};
-pub(crate) use state::AppState;
+pub(crate) use state::{decode_slot, AppState};

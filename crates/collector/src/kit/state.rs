@@ -27,9 +27,13 @@ pub(crate) struct AppState {
     pub open_reads: bool,
     pub body_limit: usize,
     pub decompressed_limit: u64,
-    /// Permits to decompress and parse an ingest body: with the decompressed
-    /// limit, the bound of ingest memory whatever the number of requests.
-    pub decompressions: Arc<tokio::sync::Semaphore>,
+    /// Ingest memory, in bytes of decompressed bodies: decoding a body takes
+    /// a whole `decompressed_limit` of it (so `concurrent-decompressions`
+    /// bodies decode at once), a decoded batch waiting for the store keeps
+    /// only its own size. The bound of ingest memory whatever the number of
+    /// requests, and room for the many small batches a ClickHouse store
+    /// writes together.
+    pub ingest_memory: Arc<tokio::sync::Semaphore>,
     /// The host names each agent may write events for.
     pub bindings: Arc<HostBindings>,
     /// How long one request may take, body included.
@@ -44,4 +48,10 @@ pub(crate) struct AppState {
     /// Checks every stored batch for drift and alerts on new edges (one
     /// per collector: it caches the hosts' rendered policies).
     pub drift: DriftCheck,
+}
+
+/// The share of [`AppState::ingest_memory`] one decoding body takes: the
+/// decompressed limit (at most what one acquire can take).
+pub(crate) fn decode_slot(decompressed_limit: u64) -> u32 {
+    u32::try_from(decompressed_limit).unwrap_or(u32::MAX).max(1)
 }

@@ -28,10 +28,9 @@
 //! hours and days folded), [`read`] (rollups, addresses, raw events),
 //! [`agents`] (sequence spaces, drops, downtime, refusals, statuses),
 //! [`groups`] (host groups and labels), [`tokens`] (access tokens),
-//! [`policies`] (the policy loop's records),
-//! [`names`] (remote names, from the raw events), [`retention`].
-//! [`names`] (remote names, from the raw events), [`hits`] (firewall
-//! hits, from the raw events), [`retention`].
+//! [`policies`] (the policy loop's records), [`rule_hits`] (rule
+//! counters), [`names`] (remote names, from the raw events), [`hits`]
+//! (firewall hits, from the raw events), [`retention`].
 
 mod agents;
 mod fold;

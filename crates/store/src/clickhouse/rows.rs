@@ -4,23 +4,15 @@
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
-/// A raw event (`events`). Its identity, the sorting key after host and
-/// hour: (agent, instance, boot, sequence, content_key).
-#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+/// A raw event (`events`) as read: the columns an event is made of.
+#[derive(Debug, Clone, Row, Deserialize)]
 pub(super) struct Event {
-    /// Days since the epoch of `hour`: the partition.
-    pub day: u16,
-    /// The hour the event is filed under (its key time's, see
-    /// [`crate::KeyedEvent::key_time`]), nanoseconds.
-    pub hour: i64,
     pub host: String,
     pub ts: i64,
     pub agent: String,
     pub instance: String,
     pub boot: String,
     pub sequence: u64,
-    /// The content key of an unnumbered event; 0 for numbered ones.
-    pub content_key: u64,
     pub kind: String,
     pub protocol: String,
     pub direction: String,
@@ -46,6 +38,97 @@ pub(super) struct Event {
     pub preexisting: u8,
     pub remote_name: Option<String>,
     pub remote_name_source: Option<String>,
+}
+
+/// A raw event as written (`events`), borrowed from the event (the client
+/// reads only owned rows, so reading has [`Event`]). Built as it is sent,
+/// a row at a time: a group's events are never copied into rows of their
+/// own. Its identity, the sorting key after host and hour: (agent,
+/// instance, boot, sequence, content_key).
+#[derive(Row, Serialize)]
+pub(super) struct EventRow<'a> {
+    /// Days since the epoch of `hour`: the partition.
+    pub day: u16,
+    /// The hour the event is filed under (its key time's, see
+    /// [`crate::KeyedEvent::key_time`]), nanoseconds.
+    pub hour: i64,
+    pub host: &'a str,
+    pub ts: i64,
+    pub agent: &'a str,
+    pub instance: &'a str,
+    pub boot: &'a str,
+    pub sequence: u64,
+    /// The content key of an unnumbered event; 0 for numbered ones.
+    pub content_key: u64,
+    pub kind: &'static str,
+    pub protocol: &'static str,
+    pub direction: &'static str,
+    pub netns: u64,
+    pub local_ip: IpText,
+    pub local_port: u16,
+    pub remote_ip: IpText,
+    pub remote_port: u16,
+    pub pid: Option<u32>,
+    pub executable: Option<&'a str>,
+    pub comm: Option<&'a str>,
+    pub command_line: Option<&'a str>,
+    pub cgroup: Option<&'a str>,
+    pub uid: Option<u32>,
+    pub user_name: Option<&'a str>,
+    pub closed: u8,
+    pub duration_ns: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub packets_sent: Option<u64>,
+    pub packets_received: Option<u64>,
+    pub failure: Option<&'static str>,
+    pub preexisting: u8,
+    pub remote_name: Option<&'a str>,
+    pub remote_name_source: Option<&'static str>,
+}
+
+/// An address in the text its `String` column holds, formatted in place
+/// (a heap string per address was a tenth of the writer's time).
+pub(super) struct IpText {
+    text: [u8; 45],
+    len: u8,
+}
+
+impl IpText {
+    pub fn new(ip: std::net::IpAddr) -> IpText {
+        let mut out = IpText {
+            text: [0; 45],
+            len: 0,
+        };
+        // The longest address text (an IPv4-mapped IPv6) is 45 bytes.
+        std::fmt::Write::write_fmt(&mut out, format_args!("{ip}"))
+            .expect("an address fits in 45 bytes");
+        out
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.text[..usize::from(self.len)])
+            .expect("only whole UTF-8 strings are written")
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let at = usize::from(self.len);
+        let end = at + s.len();
+        self.text
+            .get_mut(at..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end as u8;
+        Ok(())
+    }
+}
+
+impl Serialize for IpText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 /// A connect event reduced to what [`crate::ConnectionRecord`] holds.
@@ -235,4 +318,27 @@ pub(super) struct Folded {
     pub first_seen: i64,
     pub last_seen: i64,
     pub version: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::IpText;
+
+    #[test]
+    fn an_address_is_written_as_its_display_text() {
+        for text in [
+            "10.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            // The longest form: an IPv4-mapped address with every group.
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+            "::ffff:192.0.2.1",
+        ] {
+            let ip: IpAddr = text.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_str(), ip.to_string(), "{text}");
+        }
+    }
 }

@@ -14,7 +14,7 @@
 //! its own rows; the markers go last, so a batch whose markers are missing
 //! is simply written again. See the module docs of [`super`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 
 use clickhouse::{Client, Row, RowOwned, RowWrite};
@@ -122,17 +122,34 @@ pub(super) struct Pending {
 /// At most this many events go into one group's inserts; more waits for
 /// the next group.
 const GROUP_EVENTS: usize = 200_000;
-/// A group's lookups of what its batches already have run this many at a
-/// time (the server limits concurrent queries).
+/// A group's lookups of the content keys its batches already have run this
+/// many at a time (the server limits concurrent queries).
 const LOOKUPS_AT_ONCE: usize = 8;
+/// Batches whose stored numbers one query looks up (bounds its text).
+const SPACES_PER_LOOKUP: usize = 100;
 
 /// The store's one writer: takes every batch queued since its last write
 /// (a group commit: no waiting when idle, larger groups under load) and
 /// stores the group with one INSERT per table, then answers each batch.
+///
+/// Two stages, so the client's work on the next group (lookups, rows)
+/// runs while the server takes the previous one's inserts: this task
+/// prepares groups, [`write_stage`] writes them in order. A group prepared
+/// while an earlier one was still being written takes that one's events as
+/// stored; if the earlier one's write fails, a group that found some of its
+/// events there fails too (its callers re-send them).
 pub(super) async fn writer(
     client: Client,
     mut queue: tokio::sync::mpsc::UnboundedReceiver<Pending>,
 ) {
+    // One prepared group waits while another is written: the client is at
+    // most a group ahead of the server.
+    let (prepared_tx, prepared_rx) = tokio::sync::mpsc::channel::<Prepared>(1);
+    let (written_tx, mut written_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    tokio::spawn(write_stage(client.clone(), prepared_rx, written_tx));
+    // What the groups handed to the write stage and not yet written store.
+    let mut in_flight: VecDeque<(u64, GroupSeen)> = VecDeque::new();
+    let mut next_id = 0u64;
     while let Some(first) = queue.recv().await {
         let mut size = first.batch.events.len();
         let mut group = vec![first];
@@ -145,23 +162,98 @@ pub(super) async fn writer(
                 Err(_) => break,
             }
         }
+        while let Ok(written) = written_rx.try_recv() {
+            in_flight.retain(|(id, _)| *id != written);
+        }
         let (batches, answers): (Vec<Batch>, Vec<_>) =
             group.into_iter().map(|p| (p.batch, p.answer)).unzip();
-        match ingest_group(&client, &batches).await {
-            Ok(reports) => {
-                for (answer, report) in answers.into_iter().zip(reports) {
-                    // Gone only if its caller panicked.
-                    let _ = answer.send(Ok(report));
-                }
+        let earlier: Vec<(u64, &GroupSeen)> =
+            in_flight.iter().map(|(id, seen)| (*id, seen)).collect();
+        let prepared = prepare_group(&client, &batches, &earlier).await;
+        let id = next_id;
+        next_id += 1;
+        let work = prepared.map(|p| {
+            in_flight.push_back((id, p.seen));
+            (p.rows, p.reports, p.relies_on)
+        });
+        let sent = prepared_tx
+            .send(Prepared {
+                id,
+                batches,
+                work,
+                answers,
+            })
+            .await;
+        if sent.is_err() {
+            // The write stage is gone only if it panicked.
+            return;
+        }
+    }
+}
+
+/// A group ready to write (or the error that stopped its preparation),
+/// and where its answers go.
+struct Prepared {
+    id: u64,
+    /// What the rows are built from as they are sent.
+    batches: Vec<Batch>,
+    /// The rows, the reports, and the earlier groups relied on.
+    work: Result<(GroupRows, Vec<IngestReport>, Vec<u64>), StoreError>,
+    answers: Vec<std::sync::mpsc::SyncSender<Result<IngestReport, StoreError>>>,
+}
+
+/// Writes prepared groups in order and answers their callers; tells the
+/// preparing stage each group it is done with.
+async fn write_stage(
+    client: Client,
+    mut prepared: tokio::sync::mpsc::Receiver<Prepared>,
+    written: tokio::sync::mpsc::UnboundedSender<u64>,
+) {
+    // Recent groups not written: a group can rely only on the few written
+    // while it was prepared.
+    let mut unwritten: VecDeque<u64> = VecDeque::new();
+    while let Some(group) = prepared.recv().await {
+        let result = match group.work {
+            Ok((_, _, relies_on)) if relies_on.iter().any(|id| unwritten.contains(id)) => {
+                Err(StoreError::Backend(
+                    "a batch this group took as stored was in a group whose write failed".into(),
+                ))
             }
-            Err(e) if answers.len() == 1 => {
-                let _ = answers[0].send(Err(e));
+            Ok((rows, reports, _)) => rows.write(&client, &group.batches).await.map(|()| reports),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            unwritten.push_back(group.id);
+            if unwritten.len() > 8 {
+                unwritten.pop_front();
             }
-            Err(e) => {
-                let message = e.to_string();
-                for answer in answers {
-                    let _ = answer.send(Err(StoreError::Backend(message.clone().into())));
-                }
+        }
+        // Sent before the answers: a caller answered may send its next
+        // batch at once, which must not be judged against this group.
+        let _ = written.send(group.id);
+        answer(group.answers, result);
+    }
+}
+
+/// Answers each caller of a group with its report, or all with the error.
+fn answer(
+    answers: Vec<std::sync::mpsc::SyncSender<Result<IngestReport, StoreError>>>,
+    result: Result<Vec<IngestReport>, StoreError>,
+) {
+    match result {
+        Ok(reports) => {
+            for (answer, report) in answers.into_iter().zip(reports) {
+                // Gone only if its caller panicked.
+                let _ = answer.send(Ok(report));
+            }
+        }
+        Err(e) if answers.len() == 1 => {
+            let _ = answers[0].send(Err(e));
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for answer in answers {
+                let _ = answer.send(Err(StoreError::Backend(message.clone().into())));
             }
         }
     }
@@ -171,24 +263,38 @@ pub(super) async fn writer(
 /// stored although its markers are not written yet.
 #[derive(Default)]
 struct GroupSeen {
-    numbers: HashMap<(String, String, String), Vec<u64>>,
+    numbers: HashMap<(String, String, String), SequenceRanges>,
     keys: HashMap<(String, i64), HashSet<u64>>,
 }
 
-/// Stores the new events of each batch of a group and tells each what
-/// was new. Every table gets one INSERT for the whole group, in the order
-/// that keeps a half-written group harmless (markers last).
-async fn ingest_group(client: &Client, batches: &[Batch]) -> Result<Vec<IngestReport>, StoreError> {
-    let mut states = Vec::with_capacity(batches.len());
+/// Finds the new events of each batch of a group (against the store, the
+/// groups still being written, `earlier`, and the group's own earlier
+/// batches) and builds the rows that store them; with each batch's report
+/// and what the group stores.
+async fn prepare_group(
+    client: &Client,
+    batches: &[Batch],
+    earlier: &[(u64, &GroupSeen)],
+) -> Result<PreparedRows, StoreError> {
+    let numbers = stored_numbers(client, batches).await?;
+    let mut keys = Vec::with_capacity(batches.len());
     for some in batches.chunks(LOOKUPS_AT_ONCE) {
-        let lookups = some.iter().map(|batch| stored_state(client, batch));
-        states.extend(futures_util::future::try_join_all(lookups).await?);
+        let lookups = some.iter().map(|batch| stored_keys(client, batch));
+        keys.extend(futures_util::future::try_join_all(lookups).await?);
     }
+    let states = numbers
+        .into_iter()
+        .zip(keys)
+        .map(|(numbers, keys_by_hour)| StoredState {
+            numbers,
+            keys_by_hour,
+        });
     let mut seen = GroupSeen::default();
     let mut rows = GroupRows::default();
     let mut reports = Vec::with_capacity(batches.len());
-    for (batch, state) in batches.iter().zip(states) {
-        let fresh = fresh_events(batch, state, &mut seen);
+    let mut relies_on = Vec::new();
+    for (index, (batch, state)) in batches.iter().zip(states).enumerate() {
+        let fresh = fresh_events(batch, state, earlier, &mut seen, &mut relies_on);
         let stored = fresh.iter().filter(|&&f| f).count() as u64;
         let report = IngestReport {
             stored,
@@ -196,19 +302,33 @@ async fn ingest_group(client: &Client, batches: &[Batch]) -> Result<Vec<IngestRe
             conflicts: 0,
         };
         if stored > 0 {
-            rows.add(batch, &fresh, stored);
+            rows.add(index, batch, &fresh, stored);
         }
         tracing::debug!(agent = %batch.agent, stored, duplicates = report.duplicates, "ingested");
         reports.push(report);
     }
-    rows.write(client).await?;
-    Ok(reports)
+    Ok(PreparedRows {
+        rows,
+        reports,
+        seen,
+        relies_on,
+    })
+}
+
+/// A group's rows, each batch's report, what the group stores, and the
+/// groups still being written that it found some of its events in.
+struct PreparedRows {
+    rows: GroupRows,
+    reports: Vec<IngestReport>,
+    seen: GroupSeen,
+    relies_on: Vec<u64>,
 }
 
 /// The rows a group writes, table by table.
 #[derive(Default)]
 struct GroupRows {
-    events: Vec<rows::Event>,
+    /// The new events, by batch and index in it.
+    events: Vec<(u32, u32)>,
     rollups: Vec<rows::Rollup>,
     addresses: Vec<rows::Address>,
     spaces: Vec<rows::Space>,
@@ -218,8 +338,9 @@ struct GroupRows {
 }
 
 impl GroupRows {
-    /// Adds the rows of `batch`'s new events (`fresh`, `stored` of them).
-    fn add(&mut self, batch: &Batch, fresh: &[bool], stored: u64) {
+    /// Adds the rows of the new events (`fresh`, `stored` of them) of
+    /// `batch`, the group's `index`th.
+    fn add(&mut self, index: usize, batch: &Batch, fresh: &[bool], stored: u64) {
         let agent = &batch.agent;
         let origin = &batch.origin;
         // The batch's identity: who numbered it and which events it stores.
@@ -237,8 +358,7 @@ impl GroupRows {
             identity.extend_from_slice(&event.sequence.to_le_bytes());
             identity.extend_from_slice(&content_key.to_le_bytes());
             identity.extend_from_slice(&hour.to_le_bytes());
-            self.events
-                .push(event_row(agent, origin, event, content_key, hour));
+            self.events.push((index as u32, i as u32));
             rollups.add(event);
             let ts = event.timestamp.as_nanos();
             if is_host_address(event.local.ip()) {
@@ -333,14 +453,20 @@ impl GroupRows {
             }));
     }
 
-    async fn write(self, client: &Client) -> Result<(), StoreError> {
-        insert_rows(client, "events", &self.events).await?;
-        insert_rows(client, "edge_rollups", &self.rollups).await?;
-        insert_rows(client, "host_addresses", &self.addresses).await?;
-        insert_rows(client, "spaces", &self.spaces).await?;
+    /// Each step's tables are written at once (the server takes each
+    /// INSERT on a thread of its own); the steps in order.
+    async fn write(self, client: &Client, batches: &[Batch]) -> Result<(), StoreError> {
+        tokio::try_join!(
+            insert_events(client, batches, &self.events),
+            insert_rows(client, "edge_rollups", &self.rollups),
+            insert_rows(client, "host_addresses", &self.addresses),
+            insert_rows(client, "spaces", &self.spaces),
+        )?;
         // The markers: from here on the batches count as stored.
-        insert_rows(client, "event_keys", &self.keys).await?;
-        insert_rows(client, "sequence_ranges", &self.ranges).await?;
+        tokio::try_join!(
+            insert_rows(client, "event_keys", &self.keys),
+            insert_rows(client, "sequence_ranges", &self.ranges),
+        )?;
         // Last, what lets the fold job take the batches' rollup rows: a
         // batch with all its markers can never be written again.
         insert_rows(client, "batch_hours", &self.done).await?;
@@ -354,31 +480,76 @@ struct StoredState {
     keys_by_hour: HashMap<i64, HashSet<u64>>,
 }
 
-/// Reads the space's stored ranges the batch's numbers fall in, and the
-/// agent's content keys of the hours of its unnumbered events.
-async fn stored_state(client: &Client, batch: &Batch) -> Result<StoredState, StoreError> {
-    let numbers = batch.events.iter().map(|e| e.sequence).filter(|&n| n != 0);
-    let (low, high) = numbers.fold((u64::MAX, 0), |(l, h), n| (l.min(n), h.max(n)));
-    let numbers = if high > 0 {
-        // Only the ranges the batch's numbers fall in: a space has a row
-        // per batch, and a batch must not cost more as its agent ages.
-        let rows = client
-            .query(
-                "SELECT ?fields FROM sequence_ranges
-                 WHERE agent = ? AND instance = ? AND boot = ?
-                   AND last_seq >= ? AND first_seq <= ?",
-            )
-            .bind(&batch.agent)
-            .bind(&batch.origin.instance)
-            .bind(&batch.origin.boot)
-            .bind(low)
-            .bind(high)
-            .fetch_all::<rows::Range>()
-            .await?;
-        SequenceRanges::from_ranges(rows.into_iter().map(|r| (r.first_seq, r.last_seq)))
-    } else {
-        SequenceRanges::new()
-    };
+/// Reads, for each batch, its space's stored ranges that its numbers fall
+/// in: one query for up to [`SPACES_PER_LOOKUP`] batches (a query per batch
+/// cost the server more than the inserts of small batches). Only the
+/// ranges the numbers fall in: a space has a row per batch, and a batch
+/// must not cost more as its agent ages.
+async fn stored_numbers(
+    client: &Client,
+    batches: &[Batch],
+) -> Result<Vec<SequenceRanges>, StoreError> {
+    let spans: Vec<Option<(u64, u64)>> = batches
+        .iter()
+        .map(|batch| {
+            let numbers = batch.events.iter().map(|e| e.sequence).filter(|&n| n != 0);
+            let (low, high) = numbers.fold((u64::MAX, 0), |(l, h), n| (l.min(n), h.max(n)));
+            (high > 0).then_some((low, high))
+        })
+        .collect();
+    let wanted: Vec<(usize, u64, u64)> = spans
+        .iter()
+        .enumerate()
+        .filter_map(|(i, span)| span.map(|(low, high)| (i, low, high)))
+        .collect();
+    let mut found: Vec<rows::Range> = Vec::new();
+    for some in wanted.chunks(SPACES_PER_LOOKUP) {
+        let condition = vec![
+            "(agent = ? AND instance = ? AND boot = ? AND last_seq >= ? AND first_seq <= ?)";
+            some.len()
+        ]
+        .join(" OR ");
+        let mut query = client.query(&format!(
+            "SELECT ?fields FROM sequence_ranges WHERE {condition}"
+        ));
+        for &(i, low, high) in some {
+            let batch = &batches[i];
+            query = query
+                .bind(&batch.agent)
+                .bind(&batch.origin.instance)
+                .bind(&batch.origin.boot)
+                .bind(low)
+                .bind(high);
+        }
+        found.extend(query.fetch_all::<rows::Range>().await?);
+    }
+    Ok(batches
+        .iter()
+        .zip(spans)
+        .map(|(batch, span)| match span {
+            Some((low, high)) => SequenceRanges::from_ranges(
+                found
+                    .iter()
+                    .filter(|r| {
+                        r.agent == batch.agent
+                            && r.instance == batch.origin.instance
+                            && r.boot == batch.origin.boot
+                            && r.last_seq >= low
+                            && r.first_seq <= high
+                    })
+                    .map(|r| (r.first_seq, r.last_seq)),
+            ),
+            None => SequenceRanges::new(),
+        })
+        .collect())
+}
+
+/// Reads the agent's content keys of the hours of the batch's unnumbered
+/// events (none for a batch of numbered ones).
+async fn stored_keys(
+    client: &Client,
+    batch: &Batch,
+) -> Result<HashMap<i64, HashSet<u64>>, StoreError> {
     let mut hours: Vec<i64> = batch
         .events
         .iter()
@@ -400,41 +571,62 @@ async fn stored_state(client: &Client, batch: &Batch) -> Result<StoredState, Sto
             .collect();
         keys_by_hour.insert(hour, known);
     }
-    Ok(StoredState {
-        numbers,
-        keys_by_hour,
-    })
+    Ok(keys_by_hour)
 }
 
-/// Which events of `batch` are new: not in `state`, not stored by an
-/// earlier batch of the group (`seen`, which this extends). Of equal events
-/// within the batch, the first is new.
-fn fresh_events(batch: &Batch, state: StoredState, seen: &mut GroupSeen) -> Vec<bool> {
+/// Which events of `batch` are new: not in `state`, not stored by a group
+/// still being written (`earlier`, by id; the ids of those it found events
+/// in go to `relies_on`) nor by an earlier batch of this group (`seen`,
+/// which this extends). Of equal events within the batch, the first is new.
+fn fresh_events(
+    batch: &Batch,
+    state: StoredState,
+    earlier: &[(u64, &GroupSeen)],
+    seen: &mut GroupSeen,
+    relies_on: &mut Vec<u64>,
+) -> Vec<bool> {
     let mut fresh = vec![false; batch.events.len()];
     let space = (
         batch.agent.clone(),
         batch.origin.instance.clone(),
         batch.origin.boot.clone(),
     );
-    let mut stored = state.numbers;
-    let earlier = seen.numbers.entry(space).or_default();
-    for &n in earlier.iter() {
-        stored.insert(n);
-    }
+    let theirs: Vec<(u64, &SequenceRanges)> = earlier
+        .iter()
+        .filter_map(|(id, group)| group.numbers.get(&space).map(|r| (*id, r)))
+        .collect();
+    let stored = state.numbers;
+    let mine = seen.numbers.entry(space).or_default();
     let mut keys_by_hour = state.keys_by_hour;
     for (i, event) in batch.events.iter().enumerate() {
         if event.sequence != 0 {
-            fresh[i] = stored.insert(event.sequence);
-            if fresh[i] {
-                earlier.push(event.sequence);
+            let n = event.sequence;
+            if stored.contains(n) || mine.contains(n) {
+                continue;
             }
+            if let Some((id, _)) = theirs.iter().find(|(_, r)| r.contains(n)) {
+                relies_on.push(*id);
+                continue;
+            }
+            fresh[i] = mine.insert(n);
         } else {
             let (key, hour) = batch.keys[i];
-            let group_keys = seen.keys.entry((batch.agent.clone(), hour)).or_default();
-            let known = keys_by_hour.entry(hour).or_default();
-            fresh[i] = !known.contains(&key) && group_keys.insert(key);
+            let at = (batch.agent.clone(), hour);
+            if keys_by_hour.entry(hour).or_default().contains(&key) {
+                continue;
+            }
+            if let Some((id, _)) = earlier
+                .iter()
+                .find(|(_, group)| group.keys.get(&at).is_some_and(|keys| keys.contains(&key)))
+            {
+                relies_on.push(*id);
+                continue;
+            }
+            fresh[i] = seen.keys.entry(at).or_default().insert(key);
         }
     }
+    relies_on.sort_unstable();
+    relies_on.dedup();
     fresh
 }
 
@@ -445,54 +637,68 @@ pub(super) fn day_of(nanos: i64) -> u16 {
         .clamp(0, i64::from(u16::MAX)) as u16
 }
 
-fn event_row(
-    agent: &str,
-    origin: &Origin,
-    event: &ConnectionEvent,
-    content_key: u64,
-    hour: i64,
-) -> rows::Event {
+/// The `events` row of event `index` of `batch`.
+fn event_row(batch: &Batch, index: usize) -> rows::EventRow<'_> {
+    let event = &batch.events[index];
+    let (content_key, hour) = batch.keys[index];
     let process = event.process.as_deref();
     let close = event.close.unwrap_or_default();
-    rows::Event {
+    rows::EventRow {
         day: day_of(hour),
         hour,
-        host: event.host.clone(),
+        host: &event.host,
         ts: event.timestamp.as_nanos(),
-        agent: agent.to_owned(),
-        instance: origin.instance.clone(),
-        boot: origin.boot.clone(),
+        agent: &batch.agent,
+        instance: &batch.origin.instance,
+        boot: &batch.origin.boot,
         sequence: event.sequence,
         content_key,
-        kind: event.kind.as_str().to_owned(),
-        protocol: event.protocol.as_str().to_owned(),
-        direction: event.direction.as_str().to_owned(),
+        kind: event.kind.as_str(),
+        protocol: event.protocol.as_str(),
+        direction: event.direction.as_str(),
         netns: event.netns,
-        local_ip: event.local.ip().to_string(),
+        local_ip: rows::IpText::new(event.local.ip()),
         local_port: event.local.port(),
-        remote_ip: event.remote.ip().to_string(),
+        remote_ip: rows::IpText::new(event.remote.ip()),
         remote_port: event.remote.port(),
         pid: process.map(|p| p.pid),
-        executable: process.and_then(|p| p.executable.clone()),
-        comm: process.and_then(|p| p.comm.clone()),
-        command_line: process.and_then(|p| p.command_line.clone()),
-        cgroup: process.and_then(|p| p.cgroup.clone()),
+        executable: process.and_then(|p| p.executable.as_deref()),
+        comm: process.and_then(|p| p.comm.as_deref()),
+        command_line: process.and_then(|p| p.command_line.as_deref()),
+        cgroup: process.and_then(|p| p.cgroup.as_deref()),
         uid: event.uid,
-        user_name: event.user_name.clone(),
+        user_name: event.user_name.as_deref(),
         closed: u8::from(event.close.is_some()),
         duration_ns: close.duration_ns,
         bytes_sent: close.bytes_sent,
         bytes_received: close.bytes_received,
         packets_sent: close.packets_sent,
         packets_received: close.packets_received,
-        failure: event.failure.map(|f| f.as_str().to_owned()),
+        failure: event.failure.map(|f| f.as_str()),
         preexisting: u8::from(event.preexisting),
-        remote_name: event.remote_name.as_ref().map(|n| n.name.clone()),
-        remote_name_source: event
-            .remote_name
-            .as_ref()
-            .map(|n| name_source(n.source).to_owned()),
+        remote_name: event.remote_name.as_ref().map(|n| n.name.as_str()),
+        remote_name_source: event.remote_name.as_ref().map(|n| name_source(n.source)),
     }
+}
+
+/// Writes the `events` rows of the group's new events (`picks`: batch and
+/// event index) in one INSERT, each row built as it is sent.
+async fn insert_events(
+    client: &Client,
+    batches: &[Batch],
+    picks: &[(u32, u32)],
+) -> Result<(), StoreError> {
+    if picks.is_empty() {
+        return Ok(());
+    }
+    let mut insert = client.insert::<rows::EventRow<'static>>("events").await?;
+    for &(batch, index) in picks {
+        insert
+            .write(&event_row(&batches[batch as usize], index as usize))
+            .await?;
+    }
+    insert.end().await?;
+    Ok(())
 }
 
 pub(super) fn name_source(source: connscope_event::NameSource) -> &'static str {

@@ -157,6 +157,11 @@ impl ClickHouseServer {
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The server's process id (benchmarks read its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for ClickHouseServer {
