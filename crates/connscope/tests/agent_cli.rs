@@ -737,23 +737,33 @@ fn a_burst_during_start_up_loses_nothing() {
     let (port_then_more, port_then_end) =
         (format!("\"port\":{port},"), format!("\"port\":{port}}}"));
     let ours = |line: &String| line.contains(&port_then_more) || line.contains(&port_then_end);
+    let kinds = |lines: &[String]| {
+        let mut found = std::collections::HashMap::new();
+        for line in lines.iter().filter(|l| ours(l)) {
+            let event = from_json_line(line).unwrap();
+            if event.local.port() == port || event.remote.port() == port {
+                *found.entry((event.kind, event.direction)).or_insert(0) += 1;
+            }
+        }
+        found
+    };
     wait_until(
         || {
             agent.lines().iter().filter(|l| ours(l)).count() >= 4 * count
                 || agent.stderr().contains("could not deliver")
         },
-        || agent.stderr(),
+        || {
+            format!(
+                "{count} connections, seen {:?}\n{}",
+                kinds(&agent.lines()),
+                agent.stderr()
+            )
+        },
     );
     let (ok, lines, stderr) = agent.stop();
     assert!(ok, "{stderr}");
     assert!(stderr.contains(", kernel-lost 0,"), "{stderr}");
-    let mut found = std::collections::HashMap::new();
-    for line in lines.iter().filter(|l| ours(l)) {
-        let event = from_json_line(line).unwrap();
-        if event.local.port() == port || event.remote.port() == port {
-            *found.entry((event.kind, event.direction)).or_insert(0) += 1;
-        }
-    }
+    let found = kinds(&lines);
     for kind in [EventKind::Connect, EventKind::Disconnect] {
         for direction in [Direction::Outgoing, Direction::Incoming] {
             assert_eq!(found.get(&(kind, direction)), Some(&count), "{found:?}");
