@@ -134,12 +134,20 @@ impl Kernel {
         self.ring.poll(whole_millis(timeout))
     }
 
-    /// Moves every record in the ring buffer into `into` (which should be
-    /// empty; buffers are swapped, so neither side reallocates in steady state).
+    /// Moves every record in the ring buffer to the end of `into`. An empty
+    /// `into` is swapped with the receiving buffer, so neither side
+    /// reallocates in steady state; records already in `into` stay ahead.
     pub fn take_events(&self, into: &mut Vec<RawEvent>) -> Result<(), libbpf_rs::Error> {
         self.ring.consume()?;
         let mut received = self.received.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::swap(&mut *received, into);
+        if into.is_empty() {
+            std::mem::swap(&mut *received, into);
+        } else {
+            // A swap would leave `into`'s records in the receiving buffer, to
+            // come back behind later ones: a connection's connect after its
+            // disconnect.
+            into.append(&mut received);
+        }
         Ok(())
     }
 

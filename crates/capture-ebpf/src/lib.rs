@@ -185,16 +185,9 @@ impl EbpfBackend {
         self.kernel.program_stats()
     }
 
+    /// Adds the ring buffer's records behind those already waiting.
     fn take_raw(&mut self) -> Result<(), CaptureError> {
-        let mut taken = std::mem::take(&mut self.raw);
-        let result = self.kernel.take_events(&mut taken);
-        // Records already waiting stay ahead of the new ones.
-        if self.raw.is_empty() {
-            self.raw = taken;
-        } else {
-            self.raw.append(&mut taken);
-        }
-        result.map_err(io_error)
+        self.kernel.take_events(&mut self.raw).map_err(io_error)
     }
 
     fn decode_raw(&mut self, out: &mut Vec<ConnectionEvent>, boot_to_utc: i64) {

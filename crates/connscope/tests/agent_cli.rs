@@ -769,4 +769,24 @@ fn a_burst_during_start_up_loses_nothing() {
             assert_eq!(found.get(&(kind, direction)), Some(&count), "{found:?}");
         }
     }
+    // Records taken during the start-up walk keep their order: each end's
+    // connect is numbered before its disconnect.
+    let mut connected = std::collections::HashSet::new();
+    for event in lines
+        .iter()
+        .filter(|l| ours(l))
+        .map(|l| from_json_line(l).unwrap())
+    {
+        let end = (event.direction, event.local.port(), event.remote.port());
+        match event.kind {
+            EventKind::Connect => {
+                connected.insert(end);
+            }
+            _ => assert!(
+                connected.contains(&end),
+                "{end:?}: disconnect {} before its connect",
+                event.sequence
+            ),
+        }
+    }
 }
