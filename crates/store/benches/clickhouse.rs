@@ -177,20 +177,20 @@ impl Cpu {
     }
 }
 
+/// clickhouse-client running `query` on the bench's server.
+fn clickhouse_client(server: &ClickHouseServer, query: &str) -> Command {
+    let mut client = Command::new("clickhouse-client");
+    client
+        .args(["--host", "127.0.0.1", "--port"])
+        .arg(server.tcp_port.to_string())
+        .args(["--query", query]);
+    client
+}
+
 /// Streams `rows` (TabSeparated) into `table` with one clickhouse-client.
 fn client_insert(server: &ClickHouseServer, table: &str, rows: &[u8]) -> Duration {
     let start = Instant::now();
-    let mut client = Command::new("clickhouse-client")
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &server.tcp_port.to_string(),
-        ])
-        .args([
-            "--query",
-            &format!("INSERT INTO {table} FORMAT TabSeparated"),
-        ])
+    let mut client = clickhouse_client(server, &format!("INSERT INTO {table} FORMAT TabSeparated"))
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
@@ -222,19 +222,12 @@ fn same_rows(
     let tables: Vec<(&str, Vec<u8>)> = INGEST_TABLES
         .iter()
         .map(|table| {
-            let out = Command::new("clickhouse-client")
-                .args([
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    &server.tcp_port.to_string(),
-                ])
-                .args([
-                    "--query",
-                    &format!("SELECT * FROM {from}.{table} FORMAT TabSeparated"),
-                ])
-                .output()
-                .unwrap();
+            let out = clickhouse_client(
+                server,
+                &format!("SELECT * FROM {from}.{table} FORMAT TabSeparated"),
+            )
+            .output()
+            .unwrap();
             assert!(out.status.success(), "{table}");
             (*table, out.stdout)
         })
@@ -332,16 +325,7 @@ fn multiply(server: &ClickHouseServer, database: &str, copies: u64, shift: u64) 
     ];
     // Through clickhouse-client: a statement may take minutes.
     for sql in &statements {
-        let status = Command::new("clickhouse-client")
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &server.tcp_port.to_string(),
-            ])
-            .args(["--query", sql])
-            .status()
-            .unwrap();
+        let status = clickhouse_client(server, sql).status().unwrap();
         assert!(status.success(), "{sql}");
     }
 }
