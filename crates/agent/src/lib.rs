@@ -127,6 +127,8 @@ pub struct Statistics {
     pub captured: u64,
     /// Events the kernel side lost (reported by the backend).
     pub kernel_lost: u64,
+    /// Disconnects the backend inferred: closes the kernel never reported.
+    pub closes_inferred: u64,
     /// Events dropped because the outputs were too slow.
     pub queue_dropped: u64,
     /// Events dropped because their sequence numbers could not be recorded.
@@ -168,10 +170,11 @@ impl std::fmt::Display for Statistics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "captured {}, kernel-lost {}, queue-dropped {}, unrecorded {}, rule-dropped {}, \
-             emitted {}",
+            "captured {}, kernel-lost {}, closes-inferred {}, queue-dropped {}, unrecorded {}, \
+             rule-dropped {}, emitted {}",
             self.captured,
             self.kernel_lost,
+            self.closes_inferred,
             self.queue_dropped,
             self.unrecorded,
             self.rule_dropped,
@@ -192,6 +195,7 @@ impl std::fmt::Display for Statistics {
 struct Counters {
     captured: AtomicU64,
     kernel_lost: AtomicU64,
+    closes_inferred: AtomicU64,
     queue_dropped: AtomicU64,
     unrecorded: AtomicU64,
     rule_dropped: AtomicU64,
@@ -225,6 +229,7 @@ impl Counters {
         Statistics {
             captured: get(&self.captured),
             kernel_lost: get(&self.kernel_lost),
+            closes_inferred: get(&self.closes_inferred),
             queue_dropped: get(&self.queue_dropped),
             unrecorded: get(&self.unrecorded),
             rule_dropped: get(&self.rule_dropped),
@@ -628,6 +633,9 @@ fn capture_loop(
             next_stats = Instant::now() + STATS_INTERVAL;
             let stats = backend.stats();
             counters.captured.store(stats.events, Ordering::Relaxed);
+            counters
+                .closes_inferred
+                .store(stats.closes_inferred, Ordering::Relaxed);
             if stats.kernel_lost > kernel_lost {
                 tracing::warn!(
                     lost = stats.kernel_lost - kernel_lost,
@@ -945,6 +953,7 @@ mod tests {
             CaptureStats {
                 events: self.given.load(Ordering::Relaxed),
                 kernel_lost: self.kernel_lost,
+                closes_inferred: 0,
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The loaded BPF object: its programs' attachments, the ring buffer reader and
 //! the maps userspace reads (loss counters, exec paths, UDP flows).
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::Read;
 use std::mem::{ManuallyDrop, MaybeUninit};
@@ -26,6 +27,22 @@ const RING_BYTES: u64 = 4 << 20;
 /// waiting for its next timer tick.
 const WAKEUP_BYTES: u64 = RING_BYTES / 4;
 const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Events the kernel side lost, by cause (a lost ClientHello or answer is no
+/// lost event).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Losses {
+    pub ring_full: u64,
+    pub table_full: u64,
+    /// Skipped program runs, counted as the events they could have made.
+    pub skipped_runs: u64,
+}
+
+impl Losses {
+    pub fn total(&self) -> u64 {
+        self.ring_full + self.table_full + self.skipped_runs
+    }
+}
 
 /// One BPF program's own cost, from its fdinfo. The kernel only counts while
 /// `kernel.bpf_stats_enabled` is 1.
@@ -109,9 +126,10 @@ impl Kernel {
         }
     }
 
-    /// Runs the TCP socket iterator once: every connection already open is
-    /// reported through the ring buffer and followed from then on.
-    pub fn report_preexisting(&self) -> Result<(), String> {
+    /// Walks every TCP socket once: each open connection not followed yet is
+    /// reported through the ring buffer (found open) and followed from then
+    /// on. Returns the keys of all the open connections followed.
+    pub fn walk_tcp(&self) -> Result<HashSet<u64>, String> {
         let link = self
             .skel
             .progs
@@ -119,10 +137,20 @@ impl Kernel {
             .attach()
             .map_err(|e| format!("attaching the TCP socket iterator: {e}"))?;
         let mut iter = Iter::new(&link).map_err(|e| format!("creating the iterator: {e}"))?;
-        let mut sink = Vec::new();
-        iter.read_to_end(&mut sink)
+        let mut keys = Vec::new();
+        iter.read_to_end(&mut keys)
             .map_err(|e| format!("running the TCP socket iterator: {e}"))?;
-        Ok(())
+        Ok(keys
+            .chunks_exact(8)
+            .map(|key| u64::from_ne_bytes(key.try_into().expect("chunks of 8")))
+            .collect())
+    }
+
+    /// Stops following the connection keyed `sock` (its close was never
+    /// reported: the socket is gone).
+    pub fn forget_connection(&self, sock: u64) {
+        // Already gone if its close came after all: nothing to undo.
+        let _ = self.skel.maps.conns.delete(&sock.to_ne_bytes());
     }
 
     /// Waits at most `timeout` (rounded up to a millisecond) for the kernel's
@@ -191,28 +219,37 @@ impl Kernel {
     /// change can cost a connection both its events (a SYN_SENT or incoming
     /// ESTABLISHED run makes the table entry its close needs); a skipped
     /// accept() at most one.
-    pub fn losses(&self) -> u64 {
+    pub fn losses(&self) -> Losses {
+        use types::loss_counter as counter;
         let progs = &self.skel.progs;
         let skipped =
             |prog: &libbpf_rs::Program<'_>| fdinfo_field(&prog_fdinfo(prog), "recursion_misses");
-        2 * skipped(&progs.tcp_state_change)
-            + skipped(&progs.accept4_exit)
-            + skipped(&progs.accept_exit)
-            + self.table_losses()
+        Losses {
+            ring_full: self.loss_counter(counter::LOST_RINGBUF.0),
+            table_full: self.loss_counter(counter::LOST_CONN_TABLE.0)
+                + self.loss_counter(counter::LOST_UDP_TABLE.0),
+            // The state-change runs skipped while the first program was busy
+            // were taken by the second; the rest are lost.
+            skipped_runs: 2 * skipped(&progs.tcp_state_change).saturating_sub(self.runs_taken())
+                + skipped(&progs.accept4_exit)
+                + skipped(&progs.accept_exit),
+        }
     }
 
-    /// The counters of lost events (a lost ClientHello or answer is no lost
-    /// event).
-    fn table_losses(&self) -> u64 {
-        use types::loss_counter as counter;
-        [
-            counter::LOST_RINGBUF,
-            counter::LOST_CONN_TABLE,
-            counter::LOST_UDP_TABLE,
-        ]
-        .into_iter()
-        .map(|c| self.loss_counter(c.0))
-        .sum()
+    /// State changes the nested-run program took (see `tcp_state_change` in
+    /// the BPF source), summed over CPUs.
+    fn runs_taken(&self) -> u64 {
+        self.skel
+            .maps
+            .state_runs
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .into_iter()
+            .flatten()
+            .filter_map(|per_cpu| read_record::<types::state_runs>(&per_cpu))
+            .map(|runs| runs.taken)
+            .sum()
     }
 
     fn loss_counter(&self, index: u32) -> u64 {
@@ -290,6 +327,7 @@ impl Kernel {
         let progs = &self.skel.progs;
         [
             &progs.tcp_state_change,
+            &progs.tcp_state_change_nested,
             &progs.accept4_exit,
             &progs.accept_exit,
             &progs.process_exec,
@@ -388,6 +426,7 @@ fn load_skeleton(
             .map_err(|e| format!("attaching {}: {e}", prog.name().to_string_lossy()))
     };
     links.tcp_state_change = Some(attach(&progs.tcp_state_change)?);
+    links.tcp_state_change_nested = Some(attach(&progs.tcp_state_change_nested)?);
     links.process_exec = Some(attach(&progs.process_exec)?);
     ensure_tracefs()?;
     links.accept4_exit = Some(attach(&progs.accept4_exit)?);

@@ -84,7 +84,9 @@ mod addrs;
 mod decode;
 mod kernel;
 mod skel;
+mod sweep;
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use connscope_capture::sockets::socket_owners;
@@ -97,7 +99,8 @@ use connscope_event::ConnectionEvent;
 pub use kernel::ProgramStats;
 
 use decode::Decoder;
-use kernel::{Kernel, RawEvent, Settings};
+use kernel::{Kernel, Losses, RawEvent, Settings};
+use sweep::Sweeper;
 
 const NAME: &str = "ebpf";
 /// Longest a record waits in the ring buffer when the kernel does not wake us.
@@ -110,9 +113,12 @@ pub struct EbpfBackend {
     decoder: Decoder,
     /// Records taken from the ring buffer, not yet decoded (reused buffer).
     raw: Vec<RawEvent>,
+    sweeper: Sweeper,
     udp_idle_timeout: Option<Duration>,
     next_udp_scan: Instant,
     events: u64,
+    closes_inferred: u64,
+    losses_logged: Cell<Losses>,
 }
 
 impl EbpfBackend {
@@ -152,16 +158,19 @@ impl EbpfBackend {
         })
         .map_err(unavailable)?;
         tracing::debug!(elapsed = ?started.elapsed(), "BPF programs attached");
-        kernel.report_preexisting().map_err(unavailable)?;
+        kernel.walk_tcp().map_err(unavailable)?;
         tracing::debug!(elapsed = ?started.elapsed(), "preexisting connections reported");
 
         let mut backend = EbpfBackend {
             kernel,
             decoder: Decoder::new(config.command_lines),
             raw: Vec::with_capacity(4096),
+            sweeper: Sweeper::new(Instant::now()),
             udp_idle_timeout: config.udp.then_some(config.udp_idle_timeout),
             next_udp_scan: Instant::now(),
             events: 0,
+            closes_inferred: 0,
+            losses_logged: Cell::default(),
         };
         // The iterator's reports are in the ring buffer now; their owners are
         // found by socket inode (the oldest holder, as every backend names
@@ -192,9 +201,50 @@ impl EbpfBackend {
 
     fn decode_raw(&mut self, out: &mut Vec<ConnectionEvent>, boot_to_utc: i64) {
         for raw in &self.raw {
+            if let Some(earlier) = self.sweeper.note(raw) {
+                self.closes_inferred += 1;
+                out.push(self.decoder.event(&earlier, boot_to_utc, &self.kernel));
+            }
             out.push(self.decoder.event(raw, boot_to_utc, &self.kernel));
         }
         self.raw.clear();
+    }
+
+    /// Walks the TCP sockets and closes the connections gone without a
+    /// reported close (the `sweep` module says why).
+    fn sweep(
+        &mut self,
+        out: &mut Vec<ConnectionEvent>,
+        boot_to_utc: i64,
+    ) -> Result<(), CaptureError> {
+        let started = boot_ns();
+        let alive = match self.kernel.walk_tcp() {
+            Ok(alive) => alive,
+            Err(reason) => {
+                // Only the safety net is late; capture goes on.
+                tracing::warn!("walking the TCP sockets: {reason}");
+                self.sweeper.postpone(Instant::now());
+                return Ok(());
+            }
+        };
+        let ended = boot_ns();
+        self.take_raw()?;
+        self.decode_raw(out, boot_to_utc);
+        let gone = self
+            .sweeper
+            .after_walk(&alive, started, ended, Instant::now());
+        if !gone.is_empty() {
+            tracing::warn!(
+                connections = gone.len(),
+                "the kernel did not report these closes; their disconnects are inferred"
+            );
+        }
+        for disconnect in &gone {
+            self.kernel.forget_connection(disconnect.sock);
+            out.push(self.decoder.event(disconnect, boot_to_utc, &self.kernel));
+        }
+        self.closes_inferred += gone.len() as u64;
+        Ok(())
     }
 
     fn expire_udp(&mut self, out: &mut Vec<ConnectionEvent>, boot_to_utc: i64) {
@@ -233,6 +283,9 @@ impl CaptureBackend for EbpfBackend {
             let boot_to_utc = boot_to_utc();
             self.decode_raw(out, boot_to_utc);
             self.expire_udp(out, boot_to_utc);
+            if self.sweeper.due(Instant::now()) {
+                self.sweep(out, boot_to_utc)?;
+            }
             let now = Instant::now();
             if out.len() > before || now >= deadline {
                 break;
@@ -246,9 +299,21 @@ impl CaptureBackend for EbpfBackend {
     }
 
     fn stats(&self) -> CaptureStats {
+        let losses = self.kernel.losses();
+        if losses != self.losses_logged.get() {
+            // The agent warns of the total; the causes tell what to resize.
+            tracing::info!(
+                ring_buffer_full = losses.ring_full,
+                table_full = losses.table_full,
+                skipped_program_runs = losses.skipped_runs,
+                "kernel-side losses so far, by cause"
+            );
+            self.losses_logged.set(losses);
+        }
         CaptureStats {
             events: self.events,
-            kernel_lost: self.kernel.losses(),
+            kernel_lost: losses.total(),
+            closes_inferred: self.closes_inferred,
         }
     }
 

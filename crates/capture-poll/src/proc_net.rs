@@ -114,6 +114,7 @@ impl CaptureBackend for ProcBackend {
         CaptureStats {
             events: self.tracker.events(),
             kernel_lost: 0,
+            closes_inferred: 0,
         }
     }
 }

@@ -319,6 +319,7 @@ impl CaptureBackend for SockDiagBackend {
         CaptureStats {
             events: self.tracker.events(),
             kernel_lost: self.overruns,
+            closes_inferred: 0,
         }
     }
 }

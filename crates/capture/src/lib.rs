@@ -106,6 +106,10 @@ pub struct CaptureStats {
     /// Events the kernel side could not deliver (e.g. ring buffer full). A loss
     /// is never silent: it is counted here.
     pub kernel_lost: u64,
+    /// Disconnects of connections whose close the kernel never reported,
+    /// inferred because their socket was gone (not a loss: the event is
+    /// there, with the time it was found gone by and no byte counts).
+    pub closes_inferred: u64,
 }
 
 /// Why a backend could not start or stopped working.

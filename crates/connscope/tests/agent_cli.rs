@@ -790,3 +790,114 @@ fn a_burst_during_start_up_loses_nothing() {
         }
     }
 }
+
+/// One loopback connection held open until a line comes on standard input,
+/// then closed by both ends; prints the listening port first.
+const HOLD_ONE_PY: &str = "import socket, sys
+listener = socket.create_server(('127.0.0.1', 0))
+client = socket.create_connection(listener.getsockname())
+server, _ = listener.accept()
+print(listener.getsockname()[1], flush=True)
+sys.stdin.readline()
+client.close()
+server.close()
+";
+
+/// Empties the connection table of the agent with process id `pid`, as a
+/// close program that never ran would leave it: the closes that follow find
+/// nothing to report.
+fn forget_followed_connections(pid: u32) {
+    let bpftool = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new("bpftool")
+            .arg("-j")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "bpftool {args:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // The agent's maps are those its file descriptors hold.
+    let held: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_to_string(fd.unwrap().path()).ok())
+        .filter_map(|info| {
+            let id = info.lines().find_map(|l| l.strip_prefix("map_id:"))?;
+            id.trim().parse().ok()
+        })
+        .collect();
+    let maps = bpftool(&["map", "show"]);
+    let table = maps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|map| map["name"] == "conns" && held.contains(&map["id"].as_u64().unwrap()))
+        .expect("the agent's connection table");
+    let id = table["id"].to_string();
+    let entries = bpftool(&["map", "dump", "id", &id]);
+    let entries = entries.as_array().unwrap();
+    assert!(!entries.is_empty(), "the agent follows the connection");
+    for entry in entries {
+        let key: Vec<String> = entry["key"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|byte| byte.as_str().unwrap().to_owned())
+            .collect();
+        let status = Command::new("bpftool")
+            .args(["map", "delete", "id", &id, "key"])
+            .args(&key)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+#[test]
+fn a_close_the_kernel_never_reported_still_gets_its_disconnect() {
+    let ns = Netns::new();
+    let agent = Agent::start_in(Some(&ns.0), &["--format", "json", "--no-names"]);
+    let mut pair = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "python3", "-c", HOLD_ONE_PY])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(pair.stdout.as_mut().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let port: u16 = port.trim().parse().unwrap();
+    let ours = |kind: EventKind| {
+        agent
+            .events()
+            .into_iter()
+            .filter(|e| e.kind == kind && (e.local.port() == port || e.remote.port() == port))
+            .collect::<Vec<_>>()
+    };
+    wait_until(
+        || ours(EventKind::Connect).len() == 2,
+        || format!("{:#?}", agent.lines()),
+    );
+
+    forget_followed_connections(agent.child.id());
+    writeln!(pair.stdin.as_mut().unwrap(), "close").unwrap();
+    assert!(pair.wait().unwrap().success());
+    let closed_at = Instant::now();
+    // Two walks of the sockets, five seconds apart, find both ends gone.
+    wait_until(
+        || ours(EventKind::Disconnect).len() == 2,
+        || format!("{:#?}\n{}", agent.lines(), agent.stderr()),
+    );
+    assert!(closed_at.elapsed() < Duration::from_secs(16));
+    for disconnect in ours(EventKind::Disconnect) {
+        let close = disconnect.close.expect("a disconnect's close");
+        // The socket is gone: its counters are not known.
+        assert_eq!((close.bytes_sent, close.bytes_received), (0, 0));
+    }
+    let (ok, _, stderr) = agent.stop();
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(", kernel-lost 0, closes-inferred 2,"),
+        "{stderr}"
+    );
+}

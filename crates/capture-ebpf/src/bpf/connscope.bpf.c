@@ -248,6 +248,7 @@ static __always_inline void fill_tcp_addrs(struct event *e, const struct sock *s
 	__u16 family = skc->skc_family;
 
 	e->protocol = IPPROTO_TCP;
+	e->sock = (__u64)sk;
 	e->family = family;
 	e->netns = netns;
 	e->lport = local_port(sk);
@@ -361,8 +362,7 @@ static __always_inline void on_close(const struct sock *sk, __u64 netns, int old
 	bpf_map_delete_elem(&conns, &key);
 }
 
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(tcp_state_change, const struct sock *sk, int oldstate, int newstate)
+static __always_inline int state_change(const struct sock *sk, int oldstate, int newstate)
 {
 	__u64 key = (__u64)sk;
 	__u64 netns;
@@ -422,6 +422,56 @@ int BPF_PROG(tcp_state_change, const struct sock *sk, int oldstate, int newstate
 		on_close(sk, netns, oldstate);
 	}
 	return 0;
+}
+
+/* A tracing program does not run while it is already running on the same
+ * CPU: the kernel skips the nested run and only counts it. A state change in
+ * process context (connect(), close(), a socket's backlog at release_sock)
+ * can be interrupted by a softirq that changes another socket's state, and
+ * that change was lost under load. So a second program takes the nested
+ * runs: the first marks its CPU busy while it works; the second, called for
+ * every change too, works only while the first is busy on its CPU, which is
+ * exactly when the first's run was skipped. It cannot be interrupted in turn:
+ * no TCP state changes in a hardware interrupt. Its runs are counted, so the
+ * first program's skips that nobody took (the few instructions before and
+ * after the mark) are still counted as lost. */
+struct state_runs {
+	__u64 busy;
+	/* Runs the second program took for the first. */
+	__u64 taken;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct state_runs);
+} state_runs SEC(".maps");
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tcp_state_change, const struct sock *sk, int oldstate, int newstate)
+{
+	__u32 zero = 0;
+	struct state_runs *runs = bpf_map_lookup_elem(&state_runs, &zero);
+
+	if (!runs)
+		return 0;
+	runs->busy = 1;
+	state_change(sk, oldstate, newstate);
+	runs->busy = 0;
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tcp_state_change_nested, const struct sock *sk, int oldstate, int newstate)
+{
+	__u32 zero = 0;
+	struct state_runs *runs = bpf_map_lookup_elem(&state_runs, &zero);
+
+	if (!runs || !runs->busy)
+		return 0;
+	runs->taken += 1;
+	return state_change(sk, oldstate, newstate);
 }
 
 /* accept() returned fd: its socket is task->files->fdt->fd[fd]->private_data. */
@@ -546,7 +596,13 @@ int BPF_PROG(process_exec, struct task_struct *task, pid_t old_pid, struct linux
 
 /* Connections open before we started: reported once, and followed from then
  * on. The iterator walks listeners before established sockets, so a socket
- * on a listening port is known to be an incoming one. */
+ * on a listening port is known to be an incoming one.
+ *
+ * The agent walks again every few seconds (the sweep): each open connection
+ * it follows is written to the walk's output, so userspace learns which
+ * sockets are still there and can tell a close the kernel never reported
+ * (a state change whose program did not run) from an open connection; and a
+ * connection whose establishment was not seen is reported as found open. */
 SEC("iter/tcp")
 int preexisting_tcp(struct bpf_iter__tcp *ctx)
 {
@@ -583,10 +639,13 @@ int preexisting_tcp(struct bpf_iter__tcp *ctx)
 	if (bpf_map_update_elem(&conns, &key, &c, BPF_NOEXIST)) {
 		/* Already followed since its state changed, or the table is full:
 		 * only the second is a loss. */
-		if (!bpf_map_lookup_elem(&conns, &key))
+		if (bpf_map_lookup_elem(&conns, &key))
+			bpf_seq_write(ctx->meta->seq, &key, sizeof(key));
+		else
 			count_loss(LOST_CONN_TABLE);
 		return 0;
 	}
+	bpf_seq_write(ctx->meta->seq, &key, sizeof(key));
 	e = reserve_event();
 	if (!e)
 		return 0;

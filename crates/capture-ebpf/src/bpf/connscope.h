@@ -46,6 +46,7 @@ struct event {
 	__u64 packets_received;
 	__u64 netns;
 	__u64 sock_inode; /* preexisting connections: whose fd holds it */
+	__u64 sock; /* TCP: the struct sock address, the connection's key while open */
 	struct owner owner;
 	__u32 uid;
 	__s32 error; /* sk_err of a failed connect */

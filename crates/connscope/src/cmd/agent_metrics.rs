@@ -98,6 +98,12 @@ impl Collector for AgentMetrics {
         )?;
         one(
             e,
+            "connscope_agent_inferred_closes",
+            "Disconnects inferred for closes the kernel never reported (socket found gone)",
+            ConstCounter::new(s.closes_inferred),
+        )?;
+        one(
+            e,
             "connscope_agent_queue_dropped_events",
             "Events dropped because the outputs were too slow",
             ConstCounter::new(s.queue_dropped),
