@@ -48,6 +48,16 @@ fn inflate(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Parses each non-empty line of `text` as a `T`; how many there were.
+fn parse_lines<T: serde::de::DeserializeOwned>(text: &[u8]) -> usize {
+    let mut parsed = 0;
+    for line in text.split(|b| *b == b'\n').filter(|line| !line.is_empty()) {
+        black_box(serde_json::from_slice::<T>(line).unwrap());
+        parsed += 1;
+    }
+    parsed
+}
+
 fn main() {
     let total = env("CONNSCOPE_BENCH_EVENTS", 500_000);
     let rounds = env("CONNSCOPE_BENCH_ROUNDS", 5).max(1);
@@ -82,26 +92,12 @@ fn main() {
             }),
         ),
         (
-            "floor: inflate, then `serde_json::Value` per line",
-            Box::new(|body| {
-                let text = inflate(body);
-                text.split(|b| *b == b'\n')
-                    .filter(|line| !line.is_empty())
-                    .map(|line| {
-                        black_box(serde_json::from_slice::<serde_json::Value>(line).unwrap())
-                    })
-                    .count()
-            }),
+            "peer: inflate, then a `serde_json::Value` per line",
+            Box::new(|body| parse_lines::<serde_json::Value>(&inflate(body))),
         ),
         (
             "floor: inflate, then serde_json's syntax check per line (`IgnoredAny`)",
-            Box::new(|body| {
-                let text = inflate(body);
-                text.split(|b| *b == b'\n')
-                    .filter(|line| !line.is_empty())
-                    .map(|line| black_box(serde_json::from_slice::<IgnoredAny>(line).unwrap()))
-                    .count()
-            }),
+            Box::new(|body| parse_lines::<IgnoredAny>(&inflate(body))),
         ),
         ("floor: inflate only", Box::new(|body| inflate(body).len())),
     ];
