@@ -271,20 +271,27 @@ pub fn from_json_line(line: &str) -> Result<ConnectionEvent, JsonError> {
 
 /// The wire form as serde reads it. Serialising it is the reference the hand
 /// writer ([`write_json_object`]) is tested against; it borrows the event's
-/// strings, and owns them when reading.
+/// strings. Reading, it borrows the line's strings (`borrow`: serde's `Cow`
+/// is otherwise always owned), so only what the event keeps is copied; a
+/// string with escapes is owned.
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
 struct Wire<'a> {
-    #[serde(rename = "@timestamp")]
-    timestamp: String,
+    #[serde(rename = "@timestamp", borrow)]
+    timestamp: Cow<'a, str>,
+    #[serde(borrow)]
     event: WireEvent<'a>,
+    #[serde(borrow)]
     host: WireHost<'a>,
+    #[serde(borrow)]
     network: WireNetwork<'a>,
+    #[serde(borrow)]
     local: WireEndpoint<'a>,
+    #[serde(borrow)]
     remote: WireEndpoint<'a>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
     process: Option<WireProcess<'a>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
     user: Option<WireUser<'a>>,
     connscope: WireMeta,
 }
@@ -292,18 +299,20 @@ struct Wire<'a> {
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
 struct WireEvent<'a> {
+    #[serde(borrow)]
     action: Cow<'a, str>,
     #[serde(default)]
     sequence: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     duration: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
     reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
 struct WireHost<'a> {
+    #[serde(borrow)]
     name: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "is_zero")]
     netns: u64,
@@ -312,9 +321,11 @@ struct WireHost<'a> {
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
 struct WireNetwork<'a> {
+    #[serde(borrow)]
     transport: Cow<'a, str>,
-    #[serde(rename = "type")]
+    #[serde(rename = "type", borrow)]
     family: Cow<'a, str>,
+    #[serde(borrow)]
     direction: Cow<'a, str>,
 }
 
@@ -328,9 +339,9 @@ struct WireEndpoint<'a> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     packets: Option<u64>,
     /// Schema 1.1: the name the host learned for this end (remote only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
     domain: Option<Cow<'a, str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
     domain_source: Option<Cow<'a, str>>,
 }
 
@@ -338,13 +349,13 @@ struct WireEndpoint<'a> {
 #[cfg_attr(test, derive(serde::Serialize))]
 struct WireProcess<'a> {
     pid: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
     executable: Option<Cow<'a, str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
     name: Option<Cow<'a, str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
     command_line: Option<Cow<'a, str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
     cgroup: Option<Cow<'a, str>>,
 }
 
@@ -353,7 +364,7 @@ struct WireProcess<'a> {
 struct WireUser<'a> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     id: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
     name: Option<Cow<'a, str>>,
 }
 
@@ -389,7 +400,7 @@ impl<'a> From<&'a ConnectionEvent> for Wire<'a> {
     fn from(ev: &'a ConnectionEvent) -> Self {
         let close = ev.close.as_ref();
         Wire {
-            timestamp: ev.timestamp.to_string(),
+            timestamp: Cow::Owned(ev.timestamp.to_string()),
             event: WireEvent {
                 action: Cow::Borrowed(ev.kind.as_str()),
                 sequence: ev.sequence,

@@ -96,7 +96,7 @@ pub fn decode_body_measured(
         Some(other) => return Err(BatchError::Encoding(other.to_owned())),
     };
     let mut events = Vec::with_capacity(text.len() / 350);
-    for (index, line) in text.split(|b| *b == b'\n').enumerate() {
+    for (index, line) in lines(text).enumerate() {
         let line_number = index as u64 + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -115,6 +115,21 @@ pub fn decode_body_measured(
         return Err(BatchError::Empty);
     }
     Ok((events, text.len() as u64))
+}
+
+/// The lines of `text`, as `split` on `\n` gives them (the last one may be
+/// empty), found with memchr's SIMD search instead of a byte at a time.
+fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', text)
+        .map(Some)
+        .chain([None])
+        .map(move |end| {
+            let end = end.unwrap_or(text.len());
+            let line = &text[start..end];
+            start = end + 1;
+            line
+        })
 }
 
 #[cfg(test)]
@@ -152,5 +167,24 @@ mod tests {
             .map(|line| from_json_line(line).unwrap())
             .collect();
         assert_eq!(back, events);
+    }
+
+    #[test]
+    fn lines_are_what_splitting_on_newlines_gives() {
+        for text in [
+            "",
+            "\n",
+            "\n\n",
+            "a",
+            "a\n",
+            "\na",
+            "a\n\nb",
+            "ab\r\ncd\n\n",
+        ] {
+            let text = text.as_bytes();
+            let ours: Vec<&[u8]> = lines(text).collect();
+            let split: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+            assert_eq!(ours, split, "{text:?}");
+        }
     }
 }

@@ -253,21 +253,22 @@ fn same_rows(
 /// Requests in flight in the collector path.
 const SENDERS: usize = HOSTS;
 
+/// The agents' request bodies (gzip JSON Lines), encoded before any clock
+/// or CPU count starts: encoding is the agents' work, not the collector's.
+fn bodies(batches: &[(AgentId, Vec<ConnectionEvent>)]) -> Vec<(AgentId, Vec<u8>)> {
+    batches
+        .iter()
+        .map(|(agent, events)| (agent.clone(), encode_body(events)))
+        .collect()
+}
+
 /// The collector's request path: `SENDERS` threads, each posting whole
 /// agents' batches in order (an agent waits for each answer), each batch
 /// decoded from its gzip body with the collector's codec, then stored.
-fn ingest_as_collector(
-    store: &ClickHouseStore,
-    batches: &[(AgentId, Vec<ConnectionEvent>)],
-) -> Duration {
-    let bodies: Vec<(AgentId, Vec<u8>)> = batches
-        .iter()
-        .map(|(agent, events)| (agent.clone(), encode_body(events)))
-        .collect();
+fn ingest_as_collector(store: &ClickHouseStore, bodies: &[(AgentId, Vec<u8>)]) -> Duration {
     let start = Instant::now();
     std::thread::scope(|scope| {
         for sender in 0..SENDERS {
-            let bodies = &bodies;
             scope.spawn(move || {
                 for (agent, body) in bodies {
                     let index: usize = agent.0.trim_start_matches("host-").parse().unwrap();
@@ -432,6 +433,7 @@ fn main() {
             tsv(&mut text, &agent.0, e);
         }
     }
+    let bodies = bodies(&batches);
     let rounds = env("CONNSCOPE_BENCH_ROUNDS", 3).max(1);
     let mut measured = Vec::new();
     let mut store = None;
@@ -445,7 +447,7 @@ fn main() {
         let ours = open(&db);
         quiesce(&server);
         let before = Cpu::now(&server);
-        let collector = ingest_as_collector(&ours, &batches);
+        let collector = ingest_as_collector(&ours, &bodies);
         let collector_cpu = Cpu::now(&server).since(&before);
         let peer_db = format!("peer_{round}");
         drop(open(&peer_db));
@@ -478,6 +480,7 @@ fn main() {
         });
     }
     drop(text);
+    drop(bodies);
     let store = store.unwrap();
     let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
     let median = |f: &dyn Fn(&Round) -> f64| {

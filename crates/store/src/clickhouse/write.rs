@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use super::rows;
 use crate::checks::check_origin;
+use crate::hash::FastHash;
 use crate::{
     check_event, hour_start, is_host_address, AgentId, EventKey, IngestReport, KeyedEvent, Origin,
     RollupBatch, SequenceRanges, StoreError,
@@ -346,7 +347,7 @@ impl GroupRows {
         // The batch's identity: who numbered it and which events it stores.
         let mut identity: Vec<u8> = Vec::with_capacity(24 * batch.events.len());
         let mut rollups = RollupBatch::new();
-        let mut addresses: HashMap<(&str, IpAddr), (i64, i64)> = HashMap::new();
+        let mut addresses: HashMap<(&str, IpAddr), (i64, i64), FastHash> = HashMap::default();
         let mut numbers = SequenceRanges::new();
         let mut span = (i64::MAX, i64::MIN);
         let mut last_host = "";
