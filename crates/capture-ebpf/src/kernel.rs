@@ -5,6 +5,7 @@ use std::fs;
 use std::io::Read;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::os::fd::{AsFd, AsRawFd};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ pub struct ProgramStats {
 }
 
 /// What to load.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct Settings {
     /// 0: every namespace.
     pub netns_filter: u64,
@@ -47,6 +48,9 @@ pub(crate) struct Settings {
     /// Copy outgoing ClientHellos and received DNS answers into their rings.
     pub names: bool,
     pub max_tcp_connections: u32,
+    /// Where the packet hooks attach, inside the cgroup v2 hierarchy; None:
+    /// its root.
+    pub packet_cgroup: Option<PathBuf>,
 }
 
 pub(crate) struct Kernel {
@@ -76,7 +80,7 @@ impl Kernel {
         // Copying hellos and answers is an optimisation of naming, not worth
         // losing the backend over: without cgroup2 the packet sockets take
         // them instead.
-        let mut settings = *settings;
+        let mut settings = settings.clone();
         if settings.names && !settings.udp {
             if let Err(reason) = cgroup2_root() {
                 tracing::warn!(
@@ -393,12 +397,19 @@ fn load_skeleton(
     links.accept4_exit = Some(attach(&progs.accept4_exit)?);
     links.accept_exit = Some(attach(&progs.accept_exit)?);
     if settings.udp || settings.names {
-        let root = cgroup2_root()?;
-        let cgroup =
-            fs::File::open(&root).map_err(|e| format!("opening the root cgroup {root}: {e}"))?;
+        let root = PathBuf::from(cgroup2_root()?);
+        // Relative to the hierarchy's root, so the same path names the same
+        // cgroup wherever it is mounted (`ip netns exec` mounts it again).
+        let dir = match &settings.packet_cgroup {
+            Some(path) => root.join(path.strip_prefix("/").unwrap_or(path)),
+            None => root,
+        };
+        let dir = dir.display();
+        let cgroup = fs::File::open(dir.to_string())
+            .map_err(|e| format!("opening the cgroup {dir}: {e}"))?;
         let attach_cgroup = |prog: &libbpf_rs::ProgramMut<'_>| {
             prog.attach_cgroup(cgroup.as_raw_fd())
-                .map_err(|e| format!("attaching {} to {root}: {e}", prog.name().to_string_lossy()))
+                .map_err(|e| format!("attaching {} to {dir}: {e}", prog.name().to_string_lossy()))
         };
         links.packet_egress = Some(attach_cgroup(&progs.packet_egress)?);
         links.packet_ingress = Some(attach_cgroup(&progs.packet_ingress)?);

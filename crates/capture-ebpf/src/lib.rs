@@ -17,6 +17,9 @@
 //! | `cgroup_skb/egress` (the same program) | a TCP connection's first payload, if a TLS ClientHello | sender |
 //! | `cgroup_skb/ingress` (the same program) | a packet from port 53 (DNS answer) | softirq / receiver |
 //!
+//! The cgroup hooks go to [`CaptureConfig::packet_cgroup`] instead of the
+//! root when it is set: they then see only the sockets made inside it.
+//!
 //! * **Outgoing TCP**: CLOSE→SYN_SENT runs inside connect(), so the current
 //!   task is the owner; it is stored by socket address and the connect event is
 //!   sent at SYN_SENT→ESTABLISHED (softirq). SYN_SENT→CLOSE without
@@ -149,6 +152,7 @@ impl EbpfBackend {
             udp: config.udp,
             names: config.name_packets,
             max_tcp_connections: config.max_tcp_connections,
+            packet_cgroup: config.packet_cgroup.clone(),
         })
         .map_err(unavailable)?;
         tracing::debug!(elapsed = ?started.elapsed(), "BPF programs attached");

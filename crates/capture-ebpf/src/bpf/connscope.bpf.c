@@ -743,16 +743,34 @@ static __always_inline int udp_packet(struct __sk_buff *skb, bool egress)
 
 /* ---- TLS ClientHellos, for naming ---- */
 
+/* The transport header of a packet at a cgroup hook (where data starts at
+ * the network header), `ip_len` bytes in, when the linear data holds `need`
+ * bytes of it; NULL otherwise (headers are pulled into the linear data by
+ * then on every path we know, so that is for the helper, rarely). Read in
+ * place, this costs a bounds check where bpf_skb_load_bytes costs a call:
+ * the packet hooks run for every packet, so that is most of what they do. */
+static __always_inline const __u8 *transport(struct __sk_buff *skb, __u32 ip_len, __u32 need)
+{
+	const __u8 *data = (const __u8 *)(long)skb->data;
+	const __u8 *end = (const __u8 *)(long)skb->data_end;
+
+	if (ip_len > 255 || data + ip_len + need > end)
+		return NULL;
+	return data + ip_len;
+}
+
 /* A ClientHello is the first data a TLS client sends. TCP counts the payload
  * it has sent (bytes_sent, this packet's included: it is counted before the
  * packet goes down to IP), so the one packet to look into is the one whose
- * payload is all of it; every other packet of the connection leaves after a
- * header read. The hook runs before segmentation, so a hello written at once
- * is one packet here even when it spans several on the wire. */
+ * payload is all of it; every other packet of the connection leaves on the
+ * lengths alone, or after the header's. The hook runs before segmentation,
+ * so a hello written at once is one packet here even when it spans several
+ * on the wire. */
 static __always_inline void tls_hello(struct __sk_buff *skb, struct sk_buff *kskb,
 				      const struct sock *sk)
 {
 	const struct tcp_sock *tp = bpf_core_cast(sk, struct tcp_sock);
+	const __u8 *th;
 	__u64 sent;
 	__u32 zero = 0, ip_len, tcp_len, len;
 	struct hello *h;
@@ -767,14 +785,29 @@ static __always_inline void tls_hello(struct __sk_buff *skb, struct sk_buff *ksk
 	/* A record is at most 16 KiB and its 5-byte header. */
 	if (sent < sizeof(head) || sent > 16384 + 5)
 		return;
+	/* Only the client sends a ClientHello: an accepted connection's first
+	 * data (a server's answer) is left unread. bytes_acked counts an active
+	 * opener's SYN; a passive one's count starts after it. */
+	if (tp->bytes_acked == 0)
+		return;
 	ip_len = kskb->transport_header - kskb->network_header;
-	if (ip_len > 255 || bpf_skb_load_bytes(skb, ip_len + 12, &doff, 1))
+	/* A TCP header is 20 to 60 bytes: most packets after the first data
+	 * (ACKs, FIN, later data) fail this before the header is read. */
+	if (skb->len < ip_len + 20 + sent || skb->len > ip_len + 60 + sent)
+		return;
+	th = transport(skb, ip_len, 13);
+	if (th)
+		doff = th[12];
+	else if (ip_len > 255 || bpf_skb_load_bytes(skb, ip_len + 12, &doff, 1))
 		return;
 	tcp_len = (doff >> 4) * 4;
 	if (skb->len != ip_len + tcp_len + sent)
 		return;
 	if (bpf_skb_load_bytes(skb, ip_len + tcp_len, head, sizeof(head)) || head[0] != 0x16 ||
 	    head[1] != 0x03 || head[5] != 0x01)
+		return;
+	/* The namespace last: two dependent loads, for the few packets left. */
+	if (!netns_wanted(sock_netns(sk)))
 		return;
 	h = bpf_map_lookup_elem(&hello_scratch, &zero);
 	if (!h)
@@ -811,8 +844,7 @@ int packet_egress(struct __sk_buff *skb)
 	struct sock *sk = kskb->sk;
 
 	if (capture_names && sk && sk->sk_protocol == IPPROTO_TCP) {
-		if (netns_wanted(sock_netns(sk)))
-			tls_hello(skb, kskb, sk);
+		tls_hello(skb, kskb, sk);
 		return 1;
 	}
 	if (!capture_udp)
@@ -829,14 +861,15 @@ int packet_egress(struct __sk_buff *skb)
 /* Copies a packet a socket receives from port 53: a UDP answer, or a TCP
  * segment of a stream of them. Every packet every socket receives passes
  * here, so the others leave after a typed load of the socket's protocol and
- * one read of the source port. Hooked where the socket takes the packet, it
- * sees answers relayed over loopback by a local stub (127.0.0.53) like any
- * other, once, in the receiving socket's namespace. */
+ * the source port read in place. Hooked where the socket takes the packet,
+ * it sees answers relayed over loopback by a local stub (127.0.0.53) like
+ * any other, once, in the receiving socket's namespace. */
 static __always_inline void dns_answer(struct __sk_buff *skb, struct sk_buff *kskb,
 				       const struct sock *sk)
 {
 	__u8 protocol = sk->sk_protocol;
 	__u32 zero = 0, ip_len, len;
+	const __u8 *ports;
 	struct answer *a;
 	__u16 sport;
 	__u8 th[2];
@@ -844,8 +877,12 @@ static __always_inline void dns_answer(struct __sk_buff *skb, struct sk_buff *ks
 	if (protocol != IPPROTO_UDP && protocol != IPPROTO_TCP)
 		return;
 	ip_len = kskb->transport_header - kskb->network_header;
-	if (ip_len > 255 || bpf_skb_load_bytes(skb, ip_len, &sport, sizeof(sport)) ||
-	    sport != bpf_htons(53))
+	ports = transport(skb, ip_len, sizeof(sport));
+	if (ports)
+		sport = *(const __u16 *)ports;
+	else if (ip_len > 255 || bpf_skb_load_bytes(skb, ip_len, &sport, sizeof(sport)))
+		return;
+	if (sport != bpf_htons(53))
 		return;
 	if (!netns_wanted(sock_netns(sk)))
 		return;
