@@ -300,6 +300,7 @@ impl Kernel {
             &progs.udp_socket_created,
             &progs.packet_egress,
             &progs.packet_ingress,
+            &progs.hello_send,
         ]
         .into_iter()
         .filter(|prog| prog.autoload())
@@ -348,6 +349,18 @@ fn load_skeleton(
     storage: &'static mut MaybeUninit<OpenObject>,
     settings: &Settings,
 ) -> Result<Loaded, String> {
+    // The packet hooks' cgroup, relative to the hierarchy's root so the
+    // same path names the same cgroup wherever it is mounted (`ip netns
+    // exec` mounts it again).
+    let cgroup_dir = if settings.udp || settings.names {
+        let root = PathBuf::from(cgroup2_root()?);
+        Some(match &settings.packet_cgroup {
+            Some(path) => root.join(path.strip_prefix("/").unwrap_or(path)),
+            None => root,
+        })
+    } else {
+        None
+    };
     let mut open = ConnscopeSkelBuilder::default()
         .open(storage)
         .map_err(|e| format!("opening the BPF object: {e}"))?;
@@ -360,6 +373,17 @@ fn load_skeleton(
     rodata.wakeup_bytes = WAKEUP_BYTES;
     rodata.capture_udp = settings.udp;
     rodata.capture_names = settings.names;
+    if let (Some(path), Some(dir)) = (&settings.packet_cgroup, &cgroup_dir) {
+        // A cgroup's id is its directory's inode number; its level, the
+        // number of directories from the root.
+        let metadata =
+            fs::metadata(dir).map_err(|e| format!("the cgroup {}: {e}", dir.display()))?;
+        rodata.hello_cgroup_id = std::os::unix::fs::MetadataExt::ino(&metadata);
+        rodata.hello_cgroup_level = path
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .count() as u32;
+    }
     if !settings.names {
         for ring in [&mut open.maps.hellos, &mut open.maps.answers] {
             ring.set_max_entries(UNUSED_RING_BYTES)
@@ -371,14 +395,12 @@ fn load_skeleton(
         .set_max_entries(settings.max_tcp_connections)
         .map_err(|e| format!("sizing the connection table: {e}"))?;
     open.progs.udp_socket_created.set_autoload(settings.udp);
-    // The packet hooks serve both: UDP flows, and ClientHellos (egress) and
-    // DNS answers (ingress) for naming.
-    for prog in [
-        &mut open.progs.packet_egress,
-        &mut open.progs.packet_ingress,
-    ] {
-        prog.set_autoload(settings.udp || settings.names);
-    }
+    open.progs.packet_egress.set_autoload(settings.udp);
+    // The ingress hook serves both: UDP flows, and DNS answers for naming.
+    open.progs
+        .packet_ingress
+        .set_autoload(settings.udp || settings.names);
+    open.progs.hello_send.set_autoload(settings.names);
     let mut skel = open.load().map_err(|e| {
         format!(
             "loading the BPF programs (needs root, a kernel with BTF and BPF ring buffers): {e}"
@@ -396,14 +418,10 @@ fn load_skeleton(
     ensure_tracefs()?;
     links.accept4_exit = Some(attach(&progs.accept4_exit)?);
     links.accept_exit = Some(attach(&progs.accept_exit)?);
-    if settings.udp || settings.names {
-        let root = PathBuf::from(cgroup2_root()?);
-        // Relative to the hierarchy's root, so the same path names the same
-        // cgroup wherever it is mounted (`ip netns exec` mounts it again).
-        let dir = match &settings.packet_cgroup {
-            Some(path) => root.join(path.strip_prefix("/").unwrap_or(path)),
-            None => root,
-        };
+    if settings.names {
+        links.hello_send = Some(attach(&progs.hello_send)?);
+    }
+    if let Some(dir) = cgroup_dir {
         let dir = dir.display();
         let cgroup = fs::File::open(dir.to_string())
             .map_err(|e| format!("opening the cgroup {dir}: {e}"))?;
@@ -411,9 +429,9 @@ fn load_skeleton(
             prog.attach_cgroup(cgroup.as_raw_fd())
                 .map_err(|e| format!("attaching {} to {dir}: {e}", prog.name().to_string_lossy()))
         };
-        links.packet_egress = Some(attach_cgroup(&progs.packet_egress)?);
         links.packet_ingress = Some(attach_cgroup(&progs.packet_ingress)?);
         if settings.udp {
+            links.packet_egress = Some(attach_cgroup(&progs.packet_egress)?);
             links.udp_socket_created = Some(attach_cgroup(&progs.udp_socket_created)?);
         }
     }

@@ -6,8 +6,9 @@
 //! Wall time of a loopback burst, the first measure, moved by 6 % from run
 //! to run on a shared VM; so does the CPU time of a whole run (the host
 //! slows the vCPUs unevenly). So the two sides are measured at the same
-//! moment: each round makes two network namespaces and one client thread
-//! alternates between them, one operation here, one there, at a fixed rate.
+//! moment: each round makes two sides, each a network namespace and a cgroup
+//! of its own with its own client thread, and the two client threads (on
+//! one core) take turns, one operation here, one there, at a fixed rate.
 //! An operation resolves a fresh name at the namespace's DNS server (a
 //! responder on 127.0.0.1:53), connects to the answered address, sends a
 //! request, reads the response and closes: what naming watches. Its cost
@@ -20,7 +21,10 @@
 //! A round runs the workload first with no agent (the peer; the difference
 //! between its two namespaces is the method's noise), then with the agent
 //! (eBPF, JSON to /dev/null) in each namespace, names on in one and
-//! `--no-names` in the other, which one alternating by round. Each agent's
+//! `--no-names` in the other, which one alternating by round. Each agent
+//! attaches its packet hooks to its own side's cgroup (`--packet-cgroup`):
+//! on the root cgroup the names-on agent's hooks would run for the other
+//! side's packets too, and their cost would fall on both sides. Each agent's
 //! CPU per 10,000 answers and connections is read from its threads'
 //! schedstat while only its namespace is busy. Needs root; prints the
 //! tables for docs/BENCHMARKS.md.

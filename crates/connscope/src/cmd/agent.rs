@@ -110,12 +110,12 @@ pub struct AgentArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_tcp_connections: Option<u32>,
     /// Attach the eBPF backend's packet hooks (UDP flows with --udp, DNS
-    /// answers and ClientHellos for naming) to this cgroup v2 instead of
-    /// the root: a path inside the hierarchy as /proc/PID/cgroup shows it,
-    /// e.g. /system.slice/web.service. Only sockets made in it or below are
-    /// seen (an accepted socket counts as made where its listener was);
-    /// sockets elsewhere pay nothing for the hooks [default: /, every
-    /// socket].
+    /// answers for naming) to this cgroup v2 instead of the root: a path
+    /// inside the hierarchy as /proc/PID/cgroup shows it, e.g.
+    /// /system.slice/web.service. Only sockets made in it or below are seen
+    /// (an accepted socket counts as made where its listener was), and
+    /// sockets elsewhere pay nothing for the hooks; ClientHellos are then
+    /// read from the sends of its threads only [default: /, every socket].
     #[arg(long, value_name = "PATH")]
     pub(crate) packet_cgroup: Option<PathBuf>,
     /// Serve /metrics (Prometheus) and /healthz over plain HTTP on this
