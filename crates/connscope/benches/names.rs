@@ -13,8 +13,7 @@
 //! responder on 127.0.0.1:53), connects to the answered address, sends a
 //! request, reads the response and closes: what naming watches. Its cost
 //! is the CPU time of the workload's threads (client, DNS server, web
-//! server; user and kernel, where the packet filter and the copies to the
-//! agent's packet socket land), as the mean and as the sum of the medians
+//! server; user and kernel, where the agent's hooks run), as the mean and as the sum of the medians
 //! per operation, query and connection (a median ignores the interrupts and
 //! preemptions other work adds to a few operations), and its latency.
 //!
