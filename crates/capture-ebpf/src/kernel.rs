@@ -6,6 +6,7 @@ use std::fs;
 use std::io::Read;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::os::fd::{AsFd, AsRawFd};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
@@ -56,7 +57,7 @@ pub struct ProgramStats {
 }
 
 /// What to load.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct Settings {
     /// 0: every namespace.
     pub netns_filter: u64,
@@ -64,6 +65,9 @@ pub(crate) struct Settings {
     /// Copy outgoing ClientHellos and received DNS answers into their rings.
     pub names: bool,
     pub max_tcp_connections: u32,
+    /// Where the packet hooks attach, inside the cgroup v2 hierarchy; None:
+    /// its root.
+    pub packet_cgroup: Option<PathBuf>,
 }
 
 pub(crate) struct Kernel {
@@ -93,7 +97,7 @@ impl Kernel {
         // Copying hellos and answers is an optimisation of naming, not worth
         // losing the backend over: without cgroup2 the packet sockets take
         // them instead.
-        let mut settings = *settings;
+        let mut settings = settings.clone();
         if settings.names && !settings.udp {
             if let Err(reason) = cgroup2_root() {
                 tracing::warn!(
@@ -334,6 +338,7 @@ impl Kernel {
             &progs.udp_socket_created,
             &progs.packet_egress,
             &progs.packet_ingress,
+            &progs.hello_send,
         ]
         .into_iter()
         .filter(|prog| prog.autoload())
@@ -382,6 +387,18 @@ fn load_skeleton(
     storage: &'static mut MaybeUninit<OpenObject>,
     settings: &Settings,
 ) -> Result<Loaded, String> {
+    // The packet hooks' cgroup, relative to the hierarchy's root so the
+    // same path names the same cgroup wherever it is mounted (`ip netns
+    // exec` mounts it again).
+    let cgroup_dir = if settings.udp || settings.names {
+        let root = PathBuf::from(cgroup2_root()?);
+        Some(match &settings.packet_cgroup {
+            Some(path) => root.join(path.strip_prefix("/").unwrap_or(path)),
+            None => root,
+        })
+    } else {
+        None
+    };
     let mut open = ConnscopeSkelBuilder::default()
         .open(storage)
         .map_err(|e| format!("opening the BPF object: {e}"))?;
@@ -394,6 +411,17 @@ fn load_skeleton(
     rodata.wakeup_bytes = WAKEUP_BYTES;
     rodata.capture_udp = settings.udp;
     rodata.capture_names = settings.names;
+    if let (Some(path), Some(dir)) = (&settings.packet_cgroup, &cgroup_dir) {
+        // A cgroup's id is its directory's inode number; its level, the
+        // number of directories from the root.
+        let metadata =
+            fs::metadata(dir).map_err(|e| format!("the cgroup {}: {e}", dir.display()))?;
+        rodata.hello_cgroup_id = std::os::unix::fs::MetadataExt::ino(&metadata);
+        rodata.hello_cgroup_level = path
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .count() as u32;
+    }
     if !settings.names {
         for ring in [&mut open.maps.hellos, &mut open.maps.answers] {
             ring.set_max_entries(UNUSED_RING_BYTES)
@@ -405,14 +433,12 @@ fn load_skeleton(
         .set_max_entries(settings.max_tcp_connections)
         .map_err(|e| format!("sizing the connection table: {e}"))?;
     open.progs.udp_socket_created.set_autoload(settings.udp);
-    // The packet hooks serve both: UDP flows, and ClientHellos (egress) and
-    // DNS answers (ingress) for naming.
-    for prog in [
-        &mut open.progs.packet_egress,
-        &mut open.progs.packet_ingress,
-    ] {
-        prog.set_autoload(settings.udp || settings.names);
-    }
+    open.progs.packet_egress.set_autoload(settings.udp);
+    // The ingress hook serves both: UDP flows, and DNS answers for naming.
+    open.progs
+        .packet_ingress
+        .set_autoload(settings.udp || settings.names);
+    open.progs.hello_send.set_autoload(settings.names);
     let mut skel = open.load().map_err(|e| {
         format!(
             "loading the BPF programs (needs root, a kernel with BTF and BPF ring buffers): {e}"
@@ -431,17 +457,20 @@ fn load_skeleton(
     ensure_tracefs()?;
     links.accept4_exit = Some(attach(&progs.accept4_exit)?);
     links.accept_exit = Some(attach(&progs.accept_exit)?);
-    if settings.udp || settings.names {
-        let root = cgroup2_root()?;
-        let cgroup =
-            fs::File::open(&root).map_err(|e| format!("opening the root cgroup {root}: {e}"))?;
+    if settings.names {
+        links.hello_send = Some(attach(&progs.hello_send)?);
+    }
+    if let Some(dir) = cgroup_dir {
+        let dir = dir.display();
+        let cgroup = fs::File::open(dir.to_string())
+            .map_err(|e| format!("opening the cgroup {dir}: {e}"))?;
         let attach_cgroup = |prog: &libbpf_rs::ProgramMut<'_>| {
             prog.attach_cgroup(cgroup.as_raw_fd())
-                .map_err(|e| format!("attaching {} to {root}: {e}", prog.name().to_string_lossy()))
+                .map_err(|e| format!("attaching {} to {dir}: {e}", prog.name().to_string_lossy()))
         };
-        links.packet_egress = Some(attach_cgroup(&progs.packet_egress)?);
         links.packet_ingress = Some(attach_cgroup(&progs.packet_ingress)?);
         if settings.udp {
+            links.packet_egress = Some(attach_cgroup(&progs.packet_egress)?);
             links.udp_socket_created = Some(attach_cgroup(&progs.udp_socket_created)?);
         }
     }

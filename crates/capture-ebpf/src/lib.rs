@@ -14,8 +14,11 @@
 //! | `iter/tcp` (run once at start) | connections open before we started | the agent |
 //! | `cgroup/sock_create` on the root cgroup | UDP socket creation | the creating process |
 //! | `cgroup_skb/{egress,ingress}` on the root cgroup | every UDP datagram with its socket | sender / softirq |
-//! | `cgroup_skb/egress` (the same program) | a TCP connection's first payload, if a TLS ClientHello | sender |
+//! | `tp_btf/tcp_sendmsg_locked` | an outgoing TCP connection's first send, if a TLS ClientHello | sender |
 //! | `cgroup_skb/ingress` (the same program) | a packet from port 53 (DNS answer) | softirq / receiver |
+//!
+//! The cgroup hooks go to [`CaptureConfig::packet_cgroup`] instead of the
+//! root when it is set: they then see only the sockets made inside it.
 //!
 //! * **Outgoing TCP**: CLOSE→SYN_SENT runs inside connect(), so the current
 //!   task is the owner; it is stored by socket address and the connect event is
@@ -36,13 +39,15 @@
 //!   first datagram arrives). Userspace expires idle flows (delete returns the
 //!   final counters) and reports them as disconnects with packets and bytes.
 //! * **ClientHellos** (for naming, [`CaptureConfig::name_packets`]): the
-//!   egress program copies the first payload of a TCP connection, when it
-//!   starts like a ClientHello, up to 4 KiB, into a ring of its own (records
-//!   vary in length; none wakes the reader). The first payload is the packet
-//!   whose payload equals the socket's `bytes_sent`, so every other packet
-//!   costs a header read. Without it the agent's packet sockets would tap
-//!   the transmit path, which clones every packet sent
-//!   (connscope-dns-observe's `socket` module).
+//!   send tracepoint copies the first send of an outgoing TCP connection,
+//!   when it starts like a ClientHello, up to 4 KiB, from the sender's
+//!   buffer into a ring of its own (records vary in length; none wakes the
+//!   reader). It runs once per send call, not per packet, and leaves after a
+//!   few loads for every send but a connection's first. Not followed: the
+//!   second and later segments of an iovec (the copy stops at the first),
+//!   sendfile and splice (page vectors), data sent with the SYN (TCP Fast
+//!   Open); a hello missed leaves its address unnamed (by SNI), nothing
+//!   else.
 //! * **DNS answers** (for naming, the same setting): the ingress program
 //!   copies every packet a socket receives from port 53 (UDP, and TCP
 //!   segments with payload, SYN, FIN or RST), from its IP header, up to
@@ -155,6 +160,7 @@ impl EbpfBackend {
             udp: config.udp,
             names: config.name_packets,
             max_tcp_connections: config.max_tcp_connections,
+            packet_cgroup: config.packet_cgroup.clone(),
         })
         .map_err(unavailable)?;
         tracing::debug!(elapsed = ?started.elapsed(), "BPF programs attached");

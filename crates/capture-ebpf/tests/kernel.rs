@@ -653,8 +653,9 @@ fn program_stats_name_every_attached_program() {
         .into_iter()
         .map(|p| p.name)
         .collect();
-    assert!(names.iter().any(|n| n == "packet_egress"), "{names:?}");
+    assert!(names.iter().any(|n| n == "hello_send"), "{names:?}");
     assert!(names.iter().any(|n| n == "packet_ingress"), "{names:?}");
+    assert!(!names.iter().any(|n| n == "packet_egress"), "{names:?}");
     assert!(!names.iter().any(|n| n.starts_with("udp")), "{names:?}");
 }
 
@@ -851,4 +852,106 @@ fn dns_answers_are_copied_by_the_ingress_hook_and_nothing_else() {
     off.drain(&[]);
     off.backend.take_dns_answers(&mut none);
     assert!(none.is_empty(), "{none:#?}");
+}
+
+/// A threaded cgroup v2 right under the hierarchy's root (which is a
+/// threaded domain for the root's own processes: the test process stays
+/// where it is, one thread moves).
+struct ThreadCgroup {
+    dir: std::path::PathBuf,
+    /// Inside the hierarchy, as `packet_cgroup` takes it.
+    path: String,
+}
+
+impl ThreadCgroup {
+    fn new(tag: &str) -> ThreadCgroup {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        let mount = mounts
+            .lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                (fields.get(2) == Some(&"cgroup2")).then(|| fields[1].to_owned())
+            })
+            .expect("a cgroup v2 hierarchy is mounted");
+        let path = format!("/connscope-test-{}-{tag}", std::process::id());
+        let dir = std::path::Path::new(&mount).join(&path[1..]);
+        std::fs::create_dir(&dir).unwrap();
+        let cgroup = ThreadCgroup { dir, path };
+        std::fs::write(cgroup.dir.join("cgroup.type"), "threaded").unwrap();
+        cgroup
+    }
+}
+
+/// Moves the calling thread into the cgroup at `dir`: the sockets it makes
+/// from then on are that cgroup's.
+fn enter_cgroup(dir: &std::path::Path) {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    std::fs::write(dir.join("cgroup.threads"), tid.to_string())
+        .expect("the test process runs in the root cgroup (cgroup v2)");
+}
+
+impl Drop for ThreadCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[test]
+fn packet_hooks_on_a_cgroup_see_only_its_sockets() {
+    let ns = Namespace::new("cgroup");
+    let inside = ThreadCgroup::new("in");
+    let mut watch = Watch::new(CaptureConfig {
+        netns: NetnsFilter::Inode(ns.inode()),
+        name_packets: true,
+        udp: false,
+        packet_cgroup: Some(inside.path.clone().into()),
+        ..CaptureConfig::default()
+    });
+    assert!(watch.backend.sees_name_packets());
+    let hello = hello_record(300);
+    // Sockets made before the thread enters the cgroup are outside it.
+    let (seen, unseen, hello_seen, hello_unseen) = {
+        let inside = inside.dir.clone();
+        ns.run(move || {
+            let server = UdpSocket::bind("127.0.0.1:53").unwrap();
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let outside = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let unhooked = send_writes(&listener, &[&hello]);
+            enter_cgroup(&inside);
+            let inside = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let hooked = send_writes(&listener, &[&hello]);
+            let mut buffer = [0; 64];
+            for client in [&outside, &inside] {
+                server
+                    .send_to(b"\x12\x34an answer", client.local_addr().unwrap())
+                    .unwrap();
+                client.recv(&mut buffer).unwrap();
+            }
+            let port = |socket: &UdpSocket| socket.local_addr().unwrap().port();
+            (port(&inside), port(&outside), hooked, unhooked)
+        })
+    };
+    let mut answers = Vec::new();
+    let mut hellos = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while answers.is_empty() || hellos.is_empty() {
+        assert!(Instant::now() < deadline, "{answers:#?} {hellos:#?}");
+        watch
+            .backend
+            .poll(&mut watch.seen, Duration::from_millis(100))
+            .unwrap();
+        watch.backend.take_dns_answers(&mut answers);
+        watch.backend.take_client_hellos(&mut hellos);
+    }
+    watch.drain(&[]);
+    watch.backend.take_dns_answers(&mut answers);
+    watch.backend.take_client_hellos(&mut hellos);
+    let to: Vec<u16> = answers.iter().map(|p| ipv4_summary(&p.packet).2).collect();
+    assert_eq!(to, [seen], "not {unseen}");
+    let from: Vec<_> = hellos.iter().map(|h| (h.local, h.remote)).collect();
+    assert_eq!(from, [hello_seen], "not {hello_unseen:?}");
+    // The thread that entered the cgroup has ended: it is empty again.
+    drop(watch);
+    drop(inside);
 }

@@ -17,6 +17,7 @@ pub mod sockets;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -82,6 +83,12 @@ pub struct CaptureConfig {
     /// answers ([`CaptureBackend::take_dns_answers`]); backends that cannot
     /// ignore it.
     pub name_packets: bool,
+    /// The cgroup v2 whose sockets the packet hooks of the eBPF backend (UDP
+    /// flows, DNS answers, ClientHellos) see, as a path inside the hierarchy
+    /// (the form of `/proc/PID/cgroup`, e.g. `/system.slice/web.service`):
+    /// sockets made in it or below it. None: the root, every socket. Sockets
+    /// elsewhere then pay nothing for those hooks.
+    pub packet_cgroup: Option<PathBuf>,
 }
 
 impl Default for CaptureConfig {
@@ -94,6 +101,7 @@ impl Default for CaptureConfig {
             command_lines: true,
             max_tcp_connections: 65_536,
             name_packets: false,
+            packet_cgroup: None,
         }
     }
 }

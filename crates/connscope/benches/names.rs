@@ -6,21 +6,24 @@
 //! Wall time of a loopback burst, the first measure, moved by 6 % from run
 //! to run on a shared VM; so does the CPU time of a whole run (the host
 //! slows the vCPUs unevenly). So the two sides are measured at the same
-//! moment: each round makes two network namespaces and one client thread
-//! alternates between them, one operation here, one there, at a fixed rate.
+//! moment: each round makes two sides, each a network namespace and a cgroup
+//! of its own with its own client thread, and the two client threads (on
+//! one core) take turns, one operation here, one there, at a fixed rate.
 //! An operation resolves a fresh name at the namespace's DNS server (a
 //! responder on 127.0.0.1:53), connects to the answered address, sends a
 //! request, reads the response and closes: what naming watches. Its cost
 //! is the CPU time of the workload's threads (client, DNS server, web
-//! server; user and kernel, where the packet filter and the copies to the
-//! agent's packet socket land), as the mean and as the sum of the medians
+//! server; user and kernel, where the agent's hooks run), as the mean and as the sum of the medians
 //! per operation, query and connection (a median ignores the interrupts and
 //! preemptions other work adds to a few operations), and its latency.
 //!
 //! A round runs the workload first with no agent (the peer; the difference
 //! between its two namespaces is the method's noise), then with the agent
 //! (eBPF, JSON to /dev/null) in each namespace, names on in one and
-//! `--no-names` in the other, which one alternating by round. Each agent's
+//! `--no-names` in the other, which one alternating by round. Each agent
+//! attaches its packet hooks to its own side's cgroup (`--packet-cgroup`):
+//! on the root cgroup the names-on agent's hooks would run for the other
+//! side's packets too, and their cost would fall on both sides. Each agent's
 //! CPU per 10,000 answers and connections is read from its threads'
 //! schedstat while only its namespace is busy. Needs root; prints the
 //! tables for docs/BENCHMARKS.md.
@@ -29,9 +32,10 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, Query};
@@ -48,37 +52,127 @@ const WORKLOAD_CPU: usize = 1;
 /// The bytes of the request and of the response.
 const MESSAGE: usize = 64;
 
-struct Netns(String);
+/// The bench's own cgroup v2 subtree: a threaded domain the whole process
+/// moves into, with a threaded cgroup per side. The agents attach their
+/// packet hooks to their side's cgroup (`--packet-cgroup`), so the names-on
+/// agent's hooks run for its side's sockets only, while one process still
+/// runs both sides at the same moment on one core.
+struct Cgroups {
+    /// Where the hierarchy is mounted.
+    mount: PathBuf,
+    /// The bench's domain, inside the hierarchy (`/nabPID`).
+    domain: String,
+    /// The process's cgroup before, to go back to.
+    home: String,
+}
+
+impl Cgroups {
+    fn new() -> Cgroups {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        let mount = mounts
+            .lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                (fields.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(fields[1]))
+            })
+            .expect("a cgroup v2 hierarchy is mounted");
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let home = own
+            .lines()
+            .find_map(|line| line.strip_prefix("0::"))
+            .expect("the process's cgroup v2")
+            .to_owned();
+        let cgroups = Cgroups {
+            mount,
+            domain: format!("/nab{}", std::process::id()),
+            home,
+        };
+        std::fs::create_dir(cgroups.path(&cgroups.domain)).unwrap();
+        for side in ["a", "b"] {
+            let dir = cgroups.path(&cgroups.side(side));
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("cgroup.type"), "threaded").unwrap();
+        }
+        std::fs::write(
+            cgroups.path(&cgroups.domain).join("cgroup.procs"),
+            std::process::id().to_string(),
+        )
+        .unwrap();
+        cgroups
+    }
+
+    fn path(&self, cgroup: &str) -> PathBuf {
+        self.mount.join(cgroup.trim_start_matches('/'))
+    }
+
+    /// A side's cgroup, inside the hierarchy.
+    fn side(&self, side: &str) -> String {
+        format!("{}/{side}", self.domain)
+    }
+
+    /// Moves the calling thread into `cgroup`: the sockets it makes from then
+    /// on, and the threads it starts, are that cgroup's.
+    fn enter(&self, cgroup: &str) {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        std::fs::write(self.path(cgroup).join("cgroup.threads"), tid.to_string()).unwrap();
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        let _ = std::fs::write(
+            self.path(&self.home).join("cgroup.procs"),
+            std::process::id().to_string(),
+        );
+        for side in ["a", "b"] {
+            let _ = std::fs::remove_dir(self.path(&self.side(side)));
+        }
+        let _ = std::fs::remove_dir(self.path(&self.domain));
+    }
+}
+
+/// One side of the workload: a network namespace and a cgroup.
+struct Netns {
+    name: String,
+    cgroup: String,
+}
 
 impl Netns {
-    fn new(tag: &str) -> Netns {
+    fn new(tag: &str, cgroup: String) -> Netns {
         let name = format!("nab{}{tag}", std::process::id());
         assert!(Command::new("ip")
             .args(["netns", "add", &name])
             .status()
             .unwrap()
             .success());
-        let ns = Netns(name);
+        let ns = Netns { name, cgroup };
         assert!(Command::new("ip")
-            .args(["-n", &ns.0, "link", "set", "lo", "up"])
+            .args(["-n", &ns.name, "link", "set", "lo", "up"])
             .status()
             .unwrap()
             .success());
         ns
     }
 
-    /// Runs `f` on a thread inside the namespace; threads it starts and
-    /// sockets it makes are in it too.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let file = File::open(format!("/run/netns/{}", self.0)).unwrap();
+    /// Puts the calling thread into the namespace and the cgroup.
+    fn enter(&self, cgroups: &Cgroups) {
+        let file = File::open(format!("/run/netns/{}", self.name)).unwrap();
+        // SAFETY: a namespace fd; this thread only.
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        cgroups.enter(&self.cgroup);
+    }
+
+    /// Runs `f` on a thread inside the namespace and the cgroup; threads it
+    /// starts and sockets it makes are in them too.
+    fn run<T: Send>(&self, cgroups: &Cgroups, f: impl FnOnce() -> T + Send) -> T {
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    // SAFETY: a namespace fd; this thread only.
-                    assert_eq!(
-                        unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-                        0
-                    );
+                    self.enter(cgroups);
                     f()
                 })
                 .join()
@@ -89,7 +183,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -102,15 +198,12 @@ impl Running {
     fn start(ns: &Netns, names: bool) -> Running {
         let state = tempfile::tempdir().unwrap();
         let log = state.path().join("stderr");
+        // Another build's agent, to measure it with this method.
+        let agent = std::env::var("NAMES_BENCH_AGENT")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_connscope").to_owned());
         let mut command = Command::new("ip");
         command
-            .args([
-                "netns",
-                "exec",
-                &ns.0,
-                env!("CARGO_BIN_EXE_connscope"),
-                "agent",
-            ])
+            .args(["netns", "exec", &ns.name, &agent, "agent"])
             .args([
                 "--no-default-rules",
                 "--backend",
@@ -118,6 +211,7 @@ impl Running {
                 "--format",
                 "json",
             ])
+            .args(["--packet-cgroup", &ns.cgroup])
             .args(["--output", "/dev/null", "--state-dir"])
             .arg(state.path().join("state"))
             .args(if names { &[][..] } else { &["--no-names"][..] })
@@ -339,49 +433,49 @@ struct Side {
 }
 
 /// STEADY_OPS resolve-then-connect operations at STEADY_RATE, alternating
-/// between the two namespaces one operation at a time (the client thread
-/// enters each in turn), so both sides see the same moment of the machine.
-fn alternating(sides: [&Netns; 2], first_name: usize) -> [Side; 2] {
-    let servers = sides.map(|ns| ns.run(Servers::start));
-    let files = sides.map(|ns| File::open(format!("/run/netns/{}", ns.0)).unwrap());
-    let enter = |side: usize| {
-        // SAFETY: a namespace fd; this thread only.
-        assert_eq!(
-            unsafe { libc::setns(files[side].as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
-    };
+/// between the two sides one operation at a time, so both see the same
+/// moment of the machine. Each side has its own client thread (in its
+/// namespace and cgroup, on the same core as the other); they hand the turn
+/// to each other, outside the measured operation.
+fn alternating(cgroups: &Cgroups, sides: [&Netns; 2], first_name: usize) -> [Side; 2] {
+    let servers = sides.map(|ns| ns.run(cgroups, Servers::start));
     let ports = [servers[0].port, servers[1].port];
+    let turn = (Mutex::new(0usize), Condvar::new());
+    let start = Instant::now();
     let measured = std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
+        let clients = [0, 1].map(|side| {
+            let (turn, ns, port) = (&turn, sides[side], ports[side]);
+            scope.spawn(move || {
                 pin();
-                let resolvers = [0, 1].map(|side| {
-                    enter(side);
-                    let resolver = UdpSocket::bind("127.0.0.1:0").unwrap();
-                    resolver.connect("127.0.0.1:53").unwrap();
-                    resolver
-                });
-                let mut measured: [Vec<(Duration, f64)>; 2] = Default::default();
-                let start = Instant::now();
-                for n in 0..STEADY_OPS {
-                    let due = start + Duration::from_secs_f64(n as f64 / STEADY_RATE);
+                ns.enter(cgroups);
+                let resolver = UdpSocket::bind("127.0.0.1:0").unwrap();
+                resolver.connect("127.0.0.1:53").unwrap();
+                let mut measured = Vec::with_capacity(STEADY_OPS / 2);
+                let (lock, changed) = turn;
+                loop {
+                    let mut n = lock.lock().unwrap();
+                    while *n < STEADY_OPS && *n % 2 != side {
+                        n = changed.wait(n).unwrap();
+                    }
+                    if *n >= STEADY_OPS {
+                        return measured;
+                    }
+                    let due = start + Duration::from_secs_f64(*n as f64 / STEADY_RATE);
                     if let Some(wait) = due.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
                     }
-                    let side = n % 2;
-                    enter(side);
-                    measured[side].push(operation(&resolvers[side], ports[side], first_name + n));
+                    measured.push(operation(&resolver, port, first_name + *n));
+                    *n += 1;
+                    changed.notify_all();
                 }
-                measured
             })
-            .join()
-            .unwrap()
+        });
+        clients.map(|client| client.join().unwrap())
     });
     let mut served = sides
         .into_iter()
         .zip(servers)
-        .map(|(ns, s)| ns.run(|| s.finish()));
+        .map(|(ns, s)| ns.run(cgroups, || s.finish()));
     let served = [served.next().unwrap(), served.next().unwrap()];
     let side = |index: usize| {
         let (mut latencies, client): (Vec<Duration>, Vec<f64>) =
@@ -456,16 +550,16 @@ struct AgentCpu {
     connections: f64,
 }
 
-fn agent_cpu(ns: &Netns, agent: &Running) -> AgentCpu {
+fn agent_cpu(cgroups: &Cgroups, ns: &Netns, agent: &Running) -> AgentCpu {
     // The agent's last records wait up to 50 ms in the ring buffer and an
     // unnamed connect up to 500 ms for its ClientHello.
     let settle = || std::thread::sleep(Duration::from_millis(700));
     settle();
     let before = agent.cpu();
-    ns.run(answers);
+    ns.run(cgroups, answers);
     settle();
     let after_answers = agent.cpu();
-    ns.run(connections);
+    ns.run(cgroups, connections);
     settle();
     AgentCpu {
         answers: after_answers - before,
@@ -485,18 +579,18 @@ struct Round {
     on_cpu: AgentCpu,
 }
 
-fn round(index: usize) -> Round {
+fn round(cgroups: &Cgroups, index: usize) -> Round {
     let sides = [
-        Netns::new(&format!("r{index}a")),
-        Netns::new(&format!("r{index}b")),
+        Netns::new(&format!("r{index}a"), cgroups.side("a")),
+        Netns::new(&format!("r{index}b"), cgroups.side("b")),
     ];
-    let none = alternating([&sides[0], &sides[1]], 0);
+    let none = alternating(cgroups, [&sides[0], &sides[1]], 0);
     let on_side = index % 2;
     let on_agent = Running::start(&sides[on_side], true);
     let off_agent = Running::start(&sides[1 - on_side], false);
-    let on_cpu = agent_cpu(&sides[on_side], &on_agent);
-    let off_cpu = agent_cpu(&sides[1 - on_side], &off_agent);
-    let [a, b] = alternating([&sides[0], &sides[1]], COUNT);
+    let on_cpu = agent_cpu(cgroups, &sides[on_side], &on_agent);
+    let off_cpu = agent_cpu(cgroups, &sides[1 - on_side], &off_agent);
+    let [a, b] = alternating(cgroups, [&sides[0], &sides[1]], COUNT);
     let (on, off) = if on_side == 0 { (a, b) } else { (b, a) };
     Round {
         none,
@@ -527,12 +621,14 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(7);
+    let cgroups = Cgroups::new();
     let rounds: Vec<Round> = (0..count)
         .map(|index| {
             eprintln!("round {index}");
-            round(index)
+            round(&cgroups, index)
         })
         .collect();
+    drop(cgroups);
 
     let of = |f: &dyn Fn(&Round) -> f64| -> Vec<f64> { rounds.iter().map(f).collect() };
     let secs = |v: f64| format!("{v:.4}");

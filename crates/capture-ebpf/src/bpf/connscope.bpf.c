@@ -21,6 +21,10 @@ const volatile bool capture_udp = false; /* UDP flows (--udp) */
 /* ClientHellos and DNS answers, for naming (off with --no-names: the verifier
  * then drops the copying code) */
 const volatile bool capture_names = false;
+/* With --packet-cgroup: the cgroup (id, and depth in the hierarchy) whose
+ * threads' ClientHellos are copied; 0: every thread's. */
+const volatile __u64 hello_cgroup_id = 0;
+const volatile __u32 hello_cgroup_level = 0;
 
 struct conn {
 	__u64 established_ns;
@@ -802,49 +806,97 @@ static __always_inline int udp_packet(struct __sk_buff *skb, bool egress)
 
 /* ---- TLS ClientHellos, for naming ---- */
 
-/* A ClientHello is the first data a TLS client sends. TCP counts the payload
- * it has sent (bytes_sent, this packet's included: it is counted before the
- * packet goes down to IP), so the one packet to look into is the one whose
- * payload is all of it; every other packet of the connection leaves after a
- * header read. The hook runs before segmentation, so a hello written at once
- * is one packet here even when it spans several on the wire. */
-static __always_inline void tls_hello(struct __sk_buff *skb, struct sk_buff *kskb,
-				      const struct sock *sk)
+/* The transport header of a packet at a cgroup hook (where data starts at
+ * the network header), `ip_len` bytes in, when the linear data holds `need`
+ * bytes of it; NULL otherwise (headers are pulled into the linear data by
+ * then on every path we know, so that is for the helper, rarely). Read in
+ * place, this costs a bounds check where bpf_skb_load_bytes costs a call:
+ * the packet hooks run for every packet, so that is most of what they do. */
+static __always_inline const __u8 *transport(struct __sk_buff *skb, __u32 ip_len, __u32 need)
+{
+	const __u8 *data = (const __u8 *)(long)skb->data;
+	const __u8 *end = (const __u8 *)(long)skb->data_end;
+
+	if (ip_len > 255 || data + ip_len + need > end)
+		return NULL;
+	return data + ip_len;
+}
+
+/* Where the first `len` bytes of a send are in the caller's memory (the
+ * iterator where the send starts), or NULL; `len` is cut to that segment.
+ * Only a plain user buffer (write, send, io_uring's) and an iovec's first
+ * segment (writev, sendmsg) are followed: sendfile and splice (page
+ * vectors) are not. */
+static __always_inline const void *send_buffer(const struct iov_iter *it, __u64 *len)
+{
+	__u8 type = it->iter_type;
+
+	if (type == ITER_UBUF) {
+		if (*len > it->count)
+			*len = it->count;
+		return it->ubuf + it->iov_offset;
+	}
+	if (type == ITER_IOVEC) {
+		const struct iovec *iov = it->__iov;
+		__u64 in_segment = iov->iov_len - it->iov_offset;
+
+		if (*len > in_segment)
+			*len = in_segment;
+		return iov->iov_base + it->iov_offset;
+	}
+	return NULL;
+}
+
+/* A ClientHello is the first data a TLS client sends: it is copied from the
+ * first send of an outgoing connection, once per send call rather than on
+ * every packet (a per-packet hook ran for every packet of every socket, to
+ * leave; this runs per send and leaves after a few loads). The tracepoint
+ * fires in tcp_sendmsg_locked's loop, before each piece of the message is
+ * queued: the first of a connection's first send is where nothing was ever
+ * written to the socket. bytes_sent alone counts only what went out, not
+ * what waits in the write queue (corked, or behind Nagle), which write_seq
+ * != snd_nxt tells. fentry on tcp_sendmsg would do as well, but this kernel
+ * refuses trampolines (EPERM) and has no kprobes. */
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(hello_send, const struct sock *sk, const struct msghdr *msg,
+	     const struct sk_buff *tail, int size_goal)
 {
 	const struct tcp_sock *tp = bpf_core_cast(sk, struct tcp_sock);
-	__u64 sent;
-	__u32 zero = 0, ip_len, tcp_len, len;
+	const void *from;
+	__u32 zero = 0;
 	struct hello *h;
 	__u8 head[6];
-	__u8 doff;
+	__u64 len;
 
-	/* Only a full socket has TCP's counters; the packets of request and
-	 * time-wait sockets (SYN-ACKs, late ACKs) carry no hello anyway. */
-	if (sk->__sk_common.skc_state != TCP_ESTABLISHED)
-		return;
-	sent = tp->bytes_sent;
-	/* A record is at most 16 KiB and its 5-byte header. */
-	if (sent < sizeof(head) || sent > 16384 + 5)
-		return;
-	ip_len = kskb->transport_header - kskb->network_header;
-	if (ip_len > 255 || bpf_skb_load_bytes(skb, ip_len + 12, &doff, 1))
-		return;
-	tcp_len = (doff >> 4) * 4;
-	if (skb->len != ip_len + tcp_len + sent)
-		return;
-	if (bpf_skb_load_bytes(skb, ip_len + tcp_len, head, sizeof(head)) || head[0] != 0x16 ||
-	    head[1] != 0x03 || head[5] != 0x01)
-		return;
+	if (tp->bytes_sent != 0 || tp->write_seq != tp->snd_nxt ||
+	    sk->__sk_common.skc_state != TCP_ESTABLISHED)
+		return 0;
+	/* Only the client sends a ClientHello: an accepted connection's first
+	 * write (a server's) is left unread. bytes_acked counts an active
+	 * opener's SYN; a passive one's count starts after it. */
+	if (tp->bytes_acked == 0)
+		return 0;
+	len = msg->msg_iter.count;
+	if (len < sizeof(head) || !netns_wanted(sock_netns(sk)))
+		return 0;
+	if (hello_cgroup_id &&
+	    bpf_get_current_ancestor_cgroup_id(hello_cgroup_level) != hello_cgroup_id)
+		return 0;
+	from = send_buffer(&msg->msg_iter, &len);
+	if (!from || len < sizeof(head) || bpf_probe_read_user(head, sizeof(head), from) ||
+	    head[0] != 0x16 || head[1] != 0x03 || head[5] != 0x01)
+		return 0;
 	h = bpf_map_lookup_elem(&hello_scratch, &zero);
 	if (!h)
-		return;
-	len = sent < HELLO_MAX ? sent : HELLO_MAX;
+		return 0;
+	if (len > HELLO_MAX)
+		len = HELLO_MAX;
 	/* Bounds the verifier can follow (the compiler may drop the ones above). */
 	asm volatile("%[len] &= 0x1fff" : [len] "+r"(len));
 	if (len < sizeof(head) || len > HELLO_MAX)
-		return;
-	if (bpf_skb_load_bytes(skb, ip_len + tcp_len, h->data, len))
-		return;
+		return 0;
+	if (bpf_probe_read_user(h->data, len, from))
+		return 0;
 	h->len = len;
 	h->netns = sock_netns(sk);
 	h->family = sk->__sk_common.skc_family;
@@ -861,21 +913,12 @@ static __always_inline void tls_hello(struct __sk_buff *skb, struct sk_buff *ksk
 	}
 	if (bpf_ringbuf_output(&hellos, h, offsetof(struct hello, data) + len, BPF_RB_NO_WAKEUP))
 		count_loss(LOST_HELLO);
+	return 0;
 }
 
 SEC("cgroup_skb/egress")
 int packet_egress(struct __sk_buff *skb)
 {
-	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
-	struct sock *sk = kskb->sk;
-
-	if (capture_names && sk && sk->sk_protocol == IPPROTO_TCP) {
-		if (netns_wanted(sock_netns(sk)))
-			tls_hello(skb, kskb, sk);
-		return 1;
-	}
-	if (!capture_udp)
-		return 1;
 	return udp_packet(skb, true);
 }
 
@@ -888,14 +931,15 @@ int packet_egress(struct __sk_buff *skb)
 /* Copies a packet a socket receives from port 53: a UDP answer, or a TCP
  * segment of a stream of them. Every packet every socket receives passes
  * here, so the others leave after a typed load of the socket's protocol and
- * one read of the source port. Hooked where the socket takes the packet, it
- * sees answers relayed over loopback by a local stub (127.0.0.53) like any
- * other, once, in the receiving socket's namespace. */
+ * the source port read in place. Hooked where the socket takes the packet,
+ * it sees answers relayed over loopback by a local stub (127.0.0.53) like
+ * any other, once, in the receiving socket's namespace. */
 static __always_inline void dns_answer(struct __sk_buff *skb, struct sk_buff *kskb,
 				       const struct sock *sk)
 {
 	__u8 protocol = sk->sk_protocol;
 	__u32 zero = 0, ip_len, len;
+	const __u8 *ports;
 	struct answer *a;
 	__u16 sport;
 	__u8 th[2];
@@ -903,8 +947,12 @@ static __always_inline void dns_answer(struct __sk_buff *skb, struct sk_buff *ks
 	if (protocol != IPPROTO_UDP && protocol != IPPROTO_TCP)
 		return;
 	ip_len = kskb->transport_header - kskb->network_header;
-	if (ip_len > 255 || bpf_skb_load_bytes(skb, ip_len, &sport, sizeof(sport)) ||
-	    sport != bpf_htons(53))
+	ports = transport(skb, ip_len, sizeof(sport));
+	if (ports)
+		sport = *(const __u16 *)ports;
+	else if (ip_len > 255 || bpf_skb_load_bytes(skb, ip_len, &sport, sizeof(sport)))
+		return;
+	if (sport != bpf_htons(53))
 		return;
 	if (!netns_wanted(sock_netns(sk)))
 		return;

@@ -109,12 +109,22 @@ pub struct AgentArgs {
     /// connections past it are counted as lost [default: 65536].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_tcp_connections: Option<u32>,
+    /// Attach the eBPF backend's packet hooks (UDP flows with --udp, DNS
+    /// answers for naming) to this cgroup v2 instead of the root: a path
+    /// inside the hierarchy as /proc/PID/cgroup shows it, e.g.
+    /// /system.slice/web.service. Only sockets made in it or below are seen
+    /// (an accepted socket counts as made where its listener was), and
+    /// sockets elsewhere pay nothing for the hooks; ClientHellos are then
+    /// read from the sends of its threads only [default: /, every socket].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) packet_cgroup: Option<PathBuf>,
     /// Serve /metrics (Prometheus) and /healthz over plain HTTP on this
     /// address, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics_listen: Option<SocketAddr>,
     /// Do not name remote ends (naming reads DNS answers and TLS
-    /// ClientHellos with a packet socket; see docs/CAPTURE.md, Names).
+    /// ClientHellos from the eBPF packet hooks, or with a packet socket
+    /// under the other backends; see docs/CAPTURE.md, Names).
     #[arg(long, conflicts_with = "nft_name_sets")]
     pub(crate) no_names: bool,
     /// Keep the name sets of a loaded connscope plan (table inet connscope)
@@ -196,6 +206,7 @@ pub fn run(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
     if let Some(max) = args.max_tcp_connections {
         config.capture.max_tcp_connections = max;
     }
+    config.capture.packet_cgroup = args.packet_cgroup.clone();
     config.backend = args.backend.unwrap_or_default();
     config.state_dir = args.state_dir();
     config.naming = (!args.no_names).then(|| NamingConfig {

@@ -58,6 +58,7 @@ pub struct AgentFile {
     pub state_dir: Option<PathBuf>,
     pub udp: Option<bool>,
     pub max_tcp_connections: Option<u32>,
+    pub packet_cgroup: Option<PathBuf>,
     pub collector: Option<OneOrMany<String>>,
     pub collector_token_file: Option<PathBuf>,
     pub collector_ca: Option<PathBuf>,
@@ -178,6 +179,7 @@ impl Loaded {
         args.host_name = args.host_name.take().or(file.host_name);
         args.state_dir = args.state_dir.take().or(file.state_dir);
         args.max_tcp_connections = args.max_tcp_connections.or(file.max_tcp_connections);
+        args.packet_cgroup = args.packet_cgroup.take().or(file.packet_cgroup);
         args.metrics_listen =
             args.metrics_listen
                 .or(parse(path, "metrics_listen", file.metrics_listen)?);
