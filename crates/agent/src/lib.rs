@@ -607,6 +607,11 @@ fn capture_loop(
         if let Err(err) = backend.poll(&mut batch, timeout) {
             return Some(err);
         }
+        if stopping {
+            if let Err(err) = backend.finish(&mut batch) {
+                return Some(err);
+            }
+        }
         if let Some(learners) = &mut learners {
             let lost = backend.take_dns_answers(&mut answer_batch);
             for answer in answer_batch.drain(..) {

@@ -110,6 +110,9 @@ use sweep::Sweeper;
 const NAME: &str = "ebpf";
 /// Longest a record waits in the ring buffer when the kernel does not wake us.
 const TICK: Duration = Duration::from_millis(50);
+/// Between the two walks at exit: far longer than a record takes from its
+/// reservation to the ring's reader.
+const FINAL_WALKS_APART: Duration = Duration::from_millis(50);
 
 /// The eBPF backend. Each instance loads its own BPF objects, so several can
 /// run side by side (with the cost of each).
@@ -321,6 +324,19 @@ impl CaptureBackend for EbpfBackend {
             kernel_lost: losses.total(),
             closes_inferred: self.closes_inferred,
         }
+    }
+
+    /// Closes the kernel never reported in the last interval would wait for
+    /// a next run: two walks a moment apart, the ring drained after each,
+    /// settle them now.
+    fn finish(&mut self, out: &mut Vec<ConnectionEvent>) -> Result<(), CaptureError> {
+        let before = out.len();
+        for pause in [Duration::ZERO, FINAL_WALKS_APART] {
+            std::thread::sleep(pause);
+            self.sweep(out, boot_to_utc())?;
+        }
+        self.events += (out.len() - before) as u64;
+        Ok(())
     }
 
     fn sees_name_packets(&self) -> bool {

@@ -158,6 +158,12 @@ pub trait CaptureBackend: Send {
     /// Counters since the backend started.
     fn stats(&self) -> CaptureStats;
 
+    /// The agent is stopping: adds what the backend can still tell (after
+    /// the last [`CaptureBackend::poll`]) to `out`.
+    fn finish(&mut self, _out: &mut Vec<ConnectionEvent>) -> Result<(), CaptureError> {
+        Ok(())
+    }
+
     /// Whether this backend hands over ClientHellos and DNS answers (asked
     /// for with [`CaptureConfig::name_packets`]); if not, whoever names
     /// connections must find them another way.

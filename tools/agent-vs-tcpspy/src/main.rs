@@ -638,7 +638,7 @@ fn read_output(monitor: Monitor, run: &Running, exe: &str) -> Seen {
 }
 
 /// A counter from connscope's last statistics line
-/// (`captured N, kernel-lost N, queue-dropped N, ...`).
+/// (`captured N, kernel-lost N, closes-inferred N, queue-dropped N, ...`).
 fn exit_counter(stderr: &str, name: &str) -> u64 {
     stderr
         .rsplit(&format!("{name} "))
