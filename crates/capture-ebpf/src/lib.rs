@@ -8,10 +8,10 @@
 //!
 //! | hook | sees | context |
 //! |---|---|---|
-//! | `tp_btf/inet_sock_set_state` | every TCP state change | mixed |
+//! | `tp_btf/inet_sock_set_state` (two programs: the second takes the runs the kernel skips while the first is running) | every TCP state change | mixed |
 //! | `tracepoint/syscalls/sys_exit_accept{,4}` | accept() returning a socket fd | the accepting process |
 //! | `tp_btf/sched_process_exec` | exec: the new executable's full path | the exec'ing process |
-//! | `iter/tcp` (run once at start) | connections open before we started | the agent |
+//! | `iter/tcp` (at start, every 5 s, twice at exit) | connections open before we started; which followed ones are still open (`sweep`) | the agent |
 //! | `cgroup/sock_create` on the root cgroup | UDP socket creation | the creating process |
 //! | `cgroup_skb/{egress,ingress}` on the root cgroup | every UDP datagram with its socket | sender / softirq |
 //! | `tp_btf/tcp_sendmsg_locked` | an outgoing TCP connection's first send, if a TLS ClientHello | sender |
