@@ -342,10 +342,12 @@ static __always_inline void on_close(const struct sock *sk, __u64 netns, int old
 		bpf_map_delete_elem(&conns, &key);
 		return;
 	}
-	if (c->direction == DIR_INCOMING && __sync_val_compare_and_swap(&c->reported, 0, 1) == 0) {
-		/* Reset or closed in the accept queue: nobody accepted it, but the
-		 * peer did connect. Report it, owned by whoever listens (noted
-		 * when it was established). */
+	if (__sync_val_compare_and_swap(&c->reported, 0, 1) == 0) {
+		/* Incoming: reset or closed in the accept queue; nobody accepted
+		 * it, but the peer did connect. Report it, owned by whoever listens
+		 * (noted when it was established). Outgoing: past SYN_SENT, so it
+		 * was established, but that change was never seen (a run the
+		 * kernel skipped): its connect, timed at connect(). */
 		emit_connect(sk, netns, c);
 	}
 	e = reserve_event();
@@ -384,8 +386,10 @@ static __always_inline int state_change(const struct sock *sk, int oldstate, int
 
 	if (newstate == TCP_SYN_SENT) {
 		/* connect() runs in the caller's context: the owner is current. */
+		/* Timed at connect() until established, should that change be missed. */
 		struct conn c = { .direction = DIR_OUTGOING, .has_owner = 1 };
 
+		c.established_ns = bpf_ktime_get_boot_ns();
 		fill_owner(&c.owner);
 		if (bpf_map_update_elem(&conns, &key, &c, BPF_ANY))
 			count_loss(LOST_CONN_TABLE);
