@@ -45,7 +45,8 @@ impl Default for NamingConfig {
     }
 }
 
-/// At most this many connects wait for a ClientHello at once.
+/// At most this many connects wait for a ClientHello at once (and at most
+/// twice as many slots, released ones included, are kept until they expire).
 pub const MAX_WAITING: usize = 4096;
 /// Names of open connections remembered for their later events.
 const OPEN_NAMED: usize = 65_536;
@@ -57,8 +58,18 @@ pub(crate) struct Naming {
     names: Arc<Mutex<NameCache>>,
     own_netns: u64,
     sni_wait: Duration,
-    waiting: VecDeque<(Instant, ConnectionEvent)>,
-    waiting_flows: HashMap<Flow, usize>,
+    /// Waiting connects in the order they came (so their deadlines are in
+    /// order too); a slot is emptied when a later event of its connection
+    /// releases it early, and dropped when it reaches the front.
+    waiting: VecDeque<(Instant, Option<ConnectionEvent>)>,
+    /// The number of `waiting`'s front slot: slots are numbered as they
+    /// are pushed, so a number stays valid while slots leave at the front.
+    first_slot: u64,
+    /// The slots of each flow's waiting connects, oldest first: a release
+    /// visits only its own flow's slots, not every waiting connect.
+    waiting_flows: HashMap<Flow, VecDeque<u64>>,
+    /// Connects still waiting (slots not emptied).
+    waiting_count: usize,
     open: LruCache<Flow, RemoteName>,
 }
 
@@ -69,7 +80,9 @@ impl Naming {
             own_netns,
             sni_wait,
             waiting: VecDeque::new(),
+            first_slot: 0,
             waiting_flows: HashMap::new(),
+            waiting_count: 0,
             open: LruCache::new(OPEN_NAMED),
         }
     }
@@ -97,8 +110,8 @@ impl Naming {
                 continue;
             }
             let flow = self.flow(&event);
-            if self.waiting_flows.contains_key(&flow) {
-                self.release(|waiting| waiting == &flow, now, &mut ready);
+            if let Some(slots) = self.waiting_flows.remove(&flow) {
+                self.release(slots, now, &mut ready);
             }
             match event.kind {
                 EventKind::Connect
@@ -110,10 +123,13 @@ impl Naming {
                         && event.kind == EventKind::Connect
                         && event.protocol == Protocol::Tcp
                         && !event.preexisting
-                        && self.waiting.len() < MAX_WAITING;
+                        && self.waiting_count < MAX_WAITING
+                        && self.waiting.len() < 2 * MAX_WAITING;
                     if waits {
-                        *self.waiting_flows.entry(flow).or_default() += 1;
-                        self.waiting.push_back((now + self.sni_wait, event));
+                        let slot = self.first_slot + self.waiting.len() as u64;
+                        self.waiting_flows.entry(flow).or_default().push_back(slot);
+                        self.waiting.push_back((now + self.sni_wait, Some(event)));
+                        self.waiting_count += 1;
                         continue;
                     }
                     event.remote_name = dns.or_else(|| self.sni_name(&flow, now));
@@ -143,6 +159,19 @@ impl Naming {
                 break;
             }
             let (_, event) = self.waiting.pop_front().expect("front exists");
+            let slot = self.first_slot;
+            self.first_slot += 1;
+            let Some(event) = event else { continue };
+            // The oldest waiting slot of its flow is this one.
+            let flow = self.flow(&event);
+            if let Some(slots) = self.waiting_flows.get_mut(&flow) {
+                debug_assert_eq!(slots.front(), Some(&slot));
+                slots.pop_front();
+                if slots.is_empty() {
+                    self.waiting_flows.remove(&flow);
+                }
+            }
+            self.waiting_count -= 1;
             self.finish(event, now, &mut ready);
         }
         ready
@@ -153,21 +182,20 @@ impl Naming {
         self.waiting.front().map(|(deadline, _)| *deadline)
     }
 
-    fn release(
-        &mut self,
-        matches: impl Fn(&Flow) -> bool,
-        now: Instant,
-        ready: &mut Vec<ConnectionEvent>,
-    ) {
-        let mut kept = VecDeque::with_capacity(self.waiting.len());
-        for (deadline, event) in std::mem::take(&mut self.waiting) {
-            if matches(&self.flow(&event)) {
+    /// Sends a flow's waiting connects on ahead of its later event, in order.
+    fn release(&mut self, slots: VecDeque<u64>, now: Instant, ready: &mut Vec<ConnectionEvent>) {
+        for slot in slots {
+            let index = (slot - self.first_slot) as usize;
+            if let Some(event) = self.waiting[index].1.take() {
+                self.waiting_count -= 1;
                 self.finish(event, now, ready);
-            } else {
-                kept.push_back((deadline, event));
             }
         }
-        self.waiting = kept;
+        // Emptied slots at the front would only make a wake-up for nothing.
+        while matches!(self.waiting.front(), Some((_, None))) {
+            self.waiting.pop_front();
+            self.first_slot += 1;
+        }
     }
 
     fn finish(
@@ -177,12 +205,6 @@ impl Naming {
         ready: &mut Vec<ConnectionEvent>,
     ) {
         let flow = self.flow(&event);
-        if let Some(count) = self.waiting_flows.get_mut(&flow) {
-            *count -= 1;
-            if *count == 0 {
-                self.waiting_flows.remove(&flow);
-            }
-        }
         event.remote_name = self
             .dns_name(&flow, now)
             .or_else(|| self.sni_name(&flow, now));
@@ -308,6 +330,49 @@ mod tests {
             );
         }
         assert_eq!(naming.next_due(), None);
+    }
+
+    #[test]
+    fn a_release_takes_only_its_own_connection_and_the_rest_wait_in_order() {
+        let (mut naming, _) = naming();
+        let now = Instant::now();
+        let remotes = ["192.0.2.1:80", "192.0.2.2:80", "192.0.2.3:80"];
+        for (i, remote) in remotes.iter().enumerate() {
+            let at = now + Duration::from_millis(10 * i as u64);
+            assert!(naming
+                .take(vec![event(EventKind::Connect, remote)], at)
+                .is_empty());
+        }
+        // The middle one closes: its connect and disconnect go, in order.
+        let later = now + Duration::from_millis(30);
+        let ready = naming.take(vec![event(EventKind::Disconnect, remotes[1])], later);
+        let got: Vec<_> = ready.iter().map(|e| (e.kind, e.remote)).collect();
+        let middle = remotes[1].parse().unwrap();
+        assert_eq!(
+            got,
+            [
+                (EventKind::Connect, middle),
+                (EventKind::Disconnect, middle)
+            ]
+        );
+        // The port is used again at once: the new connect waits in its turn.
+        assert!(naming
+            .take(vec![event(EventKind::Connect, remotes[1])], later)
+            .is_empty());
+        assert_eq!(naming.next_due(), Some(now + Duration::from_millis(250)));
+        let ready = naming.due(now + Duration::from_millis(265), false);
+        let got: Vec<_> = ready.iter().map(|e| e.remote).collect();
+        assert_eq!(got, [remotes[0].parse().unwrap()]);
+        let ready = naming.due(later, true);
+        let got: Vec<_> = ready.iter().map(|e| e.remote).collect();
+        assert_eq!(
+            got,
+            [remotes[2].parse().unwrap(), remotes[1].parse().unwrap()]
+        );
+        assert_eq!(naming.next_due(), None);
+        // Nothing is left to release: a later disconnect goes alone.
+        let ready = naming.take(vec![event(EventKind::Disconnect, remotes[1])], later);
+        assert_eq!(ready.len(), 1);
     }
 
     #[test]

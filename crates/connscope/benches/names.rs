@@ -6,20 +6,27 @@
 //! Wall time of a loopback burst, the first measure, moved by 6 % from run
 //! to run on a shared VM; so does the CPU time of a whole run (the host
 //! slows the vCPUs unevenly). So the two sides are measured at the same
-//! moment: each round makes two sides, each a network namespace and a cgroup
-//! of its own with its own client thread, and the two client threads (on
-//! one core) take turns, one operation here, one there, at a fixed rate.
-//! An operation resolves a fresh name at the namespace's DNS server (a
-//! responder on 127.0.0.1:53), connects to the answered address, sends a
-//! request, reads the response and closes: what naming watches. Its cost
-//! is the CPU time of the workload's threads (client, DNS server, web
-//! server; user and kernel, where the agent's hooks run), as the mean and as the sum of the medians
-//! per operation, query and connection (a median ignores the interrupts and
-//! preemptions other work adds to a few operations), and its latency.
+//! moment: each round makes two sides, each a client's host (a network
+//! namespace and a cgroup of its own with its own client thread), and the
+//! two client threads (on one core) take turns, one operation here, one
+//! there, at a fixed rate. An operation resolves a fresh name at the side's
+//! DNS server, connects to the answered address, sends a request, reads the
+//! response and closes: what naming watches. The servers run on a host of
+//! their own per side (a namespace and a cgroup over a veth pair), as a
+//! workstation's DNS and web servers are elsewhere; `NAMES_BENCH_SERVERS=local`
+//! runs them on the client's host instead (127.0.0.1:53, loopback), where
+//! the agent's hooks also see every packet the servers receive: both ends
+//! of every connection watched, the worst case. An operation's cost is the
+//! CPU time of the workload's threads (client, DNS server, web server; user
+//! and kernel, where the agent's hooks run, whichever thread the kernel
+//! charges a packet's receive to), as the mean and as the sum of the
+//! medians per operation, query and connection (a median ignores the
+//! interrupts and preemptions other work adds to a few operations), and its
+//! latency.
 //!
 //! A round runs the workload first with no agent (the peer; the difference
-//! between its two namespaces is the method's noise), then with the agent
-//! (eBPF, JSON to /dev/null) in each namespace, names on in one and
+//! between its two sides is the method's noise), then with the agent
+//! (eBPF, JSON to /dev/null) on each client's host, names on in one and
 //! `--no-names` in the other, which one alternating by round. Each agent
 //! attaches its packet hooks to its own side's cgroup (`--packet-cgroup`):
 //! on the root cgroup the names-on agent's hooks would run for the other
@@ -51,6 +58,58 @@ const STEADY_RATE: f64 = 1_000.0;
 const WORKLOAD_CPU: usize = 1;
 /// The bytes of the request and of the response.
 const MESSAGE: usize = 64;
+/// The two sides' cgroups, and those of their servers' hosts.
+const SIDES: [&str; 2] = ["a", "b"];
+const SERVER_SIDES: [&str; 2] = ["a-servers", "b-servers"];
+
+/// Where the workload's servers run (`NAMES_BENCH_SERVERS`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Placement {
+    /// `remote`, the default: on another host (a namespace and a cgroup of
+    /// their own, over a veth pair), as for a workstation whose DNS and web
+    /// servers are elsewhere. The agent watches the client's host only.
+    Remote,
+    /// `local`: on the client's host (its namespace and cgroup), so the
+    /// agent's hooks also run for every packet the servers receive: both
+    /// ends of every connection on the watched host, the worst case.
+    Local,
+}
+
+impl Placement {
+    fn from_env() -> Placement {
+        match std::env::var("NAMES_BENCH_SERVERS").as_deref() {
+            Ok("local") => Placement::Local,
+            Ok("remote") | Err(_) => Placement::Remote,
+            Ok(other) => panic!("NAMES_BENCH_SERVERS: {other:?} is neither remote nor local"),
+        }
+    }
+
+    /// Where the client sends its queries.
+    fn resolver(self) -> SocketAddr {
+        match self {
+            Placement::Remote => SocketAddr::from((SERVERS_ADDRESS, 53)),
+            Placement::Local => SocketAddr::from((Ipv4Addr::LOCALHOST, 53)),
+        }
+    }
+
+    /// The address the DNS server gives name number `i`: a fresh one per
+    /// name, so every operation teaches the agent a new one (loopback
+    /// addresses on the client's host; addresses of the servers' host,
+    /// routed to it, otherwise).
+    fn address_of(self, i: usize) -> Ipv4Addr {
+        let [_, a, b, c] = (i as u32).to_be_bytes();
+        match self {
+            Placement::Remote => Ipv4Addr::new(10, 128 + a, b, c),
+            Placement::Local => Ipv4Addr::new(127, 1 + a, b, c),
+        }
+    }
+}
+
+/// The veth addresses between a client's host and its servers' host.
+const CLIENT_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 90, 0, 1);
+const SERVERS_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 90, 0, 2);
+/// The servers' host answers for all of 10.128/9 (local route): the answers.
+const ANSWERED: &str = "10.128.0.0/9";
 
 /// The bench's own cgroup v2 subtree: a threaded domain the whole process
 /// moves into, with a threaded cgroup per side. The agents attach their
@@ -88,7 +147,7 @@ impl Cgroups {
             home,
         };
         std::fs::create_dir(cgroups.path(&cgroups.domain)).unwrap();
-        for side in ["a", "b"] {
+        for side in SIDES.iter().chain(&SERVER_SIDES) {
             let dir = cgroups.path(&cgroups.side(side));
             std::fs::create_dir(&dir).unwrap();
             std::fs::write(dir.join("cgroup.type"), "threaded").unwrap();
@@ -125,7 +184,7 @@ impl Drop for Cgroups {
             self.path(&self.home).join("cgroup.procs"),
             std::process::id().to_string(),
         );
-        for side in ["a", "b"] {
+        for side in SIDES.iter().chain(&SERVER_SIDES) {
             let _ = std::fs::remove_dir(self.path(&self.side(side)));
         }
         let _ = std::fs::remove_dir(self.path(&self.domain));
@@ -178,6 +237,65 @@ impl Netns {
                 .join()
                 .unwrap()
         })
+    }
+}
+
+/// `ip ARGS`, which must succeed.
+fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().unwrap();
+    assert!(status.success(), "ip {args:?}: {status}");
+}
+
+/// One side of the workload: the client's host, where the agent runs, and
+/// the host of its servers (the same one with [`Placement::Local`]).
+struct Hosts {
+    client: Netns,
+    servers: Option<Netns>,
+    placement: Placement,
+}
+
+impl Hosts {
+    fn new(tag: &str, side: usize, cgroups: &Cgroups, placement: Placement) -> Hosts {
+        let client = Netns::new(tag, cgroups.side(SIDES[side]));
+        let servers = (placement == Placement::Remote).then(|| {
+            let servers = Netns::new(&format!("{tag}s"), cgroups.side(SERVER_SIDES[side]));
+            let (c, s) = (client.name.as_str(), servers.name.as_str());
+            ip(&[
+                "-n", c, "link", "add", "v", "type", "veth", "peer", "name", "v", "netns", s,
+            ]);
+            for (ns, address) in [(c, CLIENT_ADDRESS), (s, SERVERS_ADDRESS)] {
+                ip(&[
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{address}/24"),
+                    "dev",
+                    "v",
+                ]);
+                ip(&["-n", ns, "link", "set", "v", "up"]);
+            }
+            ip(&["-n", s, "route", "add", "local", ANSWERED, "dev", "lo"]);
+            ip(&[
+                "-n",
+                c,
+                "route",
+                "add",
+                ANSWERED,
+                "via",
+                &SERVERS_ADDRESS.to_string(),
+            ]);
+            servers
+        });
+        Hosts {
+            client,
+            servers,
+            placement,
+        }
+    }
+
+    fn servers(&self) -> &Netns {
+        self.servers.as_ref().unwrap_or(&self.client)
     }
 }
 
@@ -295,13 +413,6 @@ fn this_thread_cpu() -> f64 {
     now.tv_sec as f64 + now.tv_nsec as f64 / 1e9
 }
 
-/// The address the DNS responder gives name number `i`: a fresh loopback
-/// address per name, so every operation teaches the agent a new one.
-fn address_of(i: usize) -> Ipv4Addr {
-    let [_, a, b, c] = (i as u32).to_be_bytes();
-    Ipv4Addr::new(127, 1 + a, b, c)
-}
-
 fn answer(query: &Message, address: Ipv4Addr) -> Vec<u8> {
     let mut response = Message::query();
     response.metadata.id = query.metadata.id;
@@ -312,10 +423,10 @@ fn answer(query: &Message, address: Ipv4Addr) -> Vec<u8> {
     response.to_vec().unwrap()
 }
 
-/// The workload's servers in one namespace: DNS on 127.0.0.1:53 (name
-/// `hN.bench.test` is `address_of(N)`) and a request/response server on
-/// every loopback address. Their threads report the CPU time of each query
-/// and each connection they served.
+/// The workload's servers in one namespace: DNS on port 53 (name
+/// `hN.bench.test` is `placement.address_of(N)`) and a request/response
+/// server on every address. Their threads report the CPU time of each
+/// query and each connection they served.
 struct Servers {
     port: u16,
     stop: Arc<AtomicBool>,
@@ -324,9 +435,9 @@ struct Servers {
 
 impl Servers {
     /// Call inside the namespace.
-    fn start() -> Servers {
+    fn start(placement: Placement) -> Servers {
         let stop = Arc::new(AtomicBool::new(false));
-        let dns = UdpSocket::bind("127.0.0.1:53").unwrap();
+        let dns = UdpSocket::bind("0.0.0.0:53").unwrap();
         let listener = TcpListener::bind("0.0.0.0:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let dns_thread = {
@@ -343,7 +454,8 @@ impl Servers {
                     };
                     let label = query.queries[0].name.iter().next().unwrap();
                     let i: usize = std::str::from_utf8(&label[1..]).unwrap().parse().unwrap();
-                    dns.send_to(&answer(&query, address_of(i)), from).unwrap();
+                    dns.send_to(&answer(&query, placement.address_of(i)), from)
+                        .unwrap();
                     served.push(this_thread_cpu() - start);
                 }
                 served
@@ -437,19 +549,23 @@ struct Side {
 /// moment of the machine. Each side has its own client thread (in its
 /// namespace and cgroup, on the same core as the other); they hand the turn
 /// to each other, outside the measured operation.
-fn alternating(cgroups: &Cgroups, sides: [&Netns; 2], first_name: usize) -> [Side; 2] {
-    let servers = sides.map(|ns| ns.run(cgroups, Servers::start));
+fn alternating(cgroups: &Cgroups, sides: [&Hosts; 2], first_name: usize) -> [Side; 2] {
+    let servers = sides.map(|hosts| {
+        hosts
+            .servers()
+            .run(cgroups, || Servers::start(hosts.placement))
+    });
     let ports = [servers[0].port, servers[1].port];
     let turn = (Mutex::new(0usize), Condvar::new());
     let start = Instant::now();
     let measured = std::thread::scope(|scope| {
         let clients = [0, 1].map(|side| {
-            let (turn, ns, port) = (&turn, sides[side], ports[side]);
+            let (turn, hosts, port) = (&turn, sides[side], ports[side]);
             scope.spawn(move || {
                 pin();
-                ns.enter(cgroups);
-                let resolver = UdpSocket::bind("127.0.0.1:0").unwrap();
-                resolver.connect("127.0.0.1:53").unwrap();
+                hosts.client.enter(cgroups);
+                let resolver = UdpSocket::bind("0.0.0.0:0").unwrap();
+                resolver.connect(hosts.placement.resolver()).unwrap();
                 let mut measured = Vec::with_capacity(STEADY_OPS / 2);
                 let (lock, changed) = turn;
                 loop {
@@ -475,7 +591,7 @@ fn alternating(cgroups: &Cgroups, sides: [&Netns; 2], first_name: usize) -> [Sid
     let mut served = sides
         .into_iter()
         .zip(servers)
-        .map(|(ns, s)| ns.run(cgroups, || s.finish()));
+        .map(|(hosts, s)| hosts.servers().run(cgroups, || s.finish()));
     let served = [served.next().unwrap(), served.next().unwrap()];
     let side = |index: usize| {
         let (mut latencies, client): (Vec<Duration>, Vec<f64>) =
@@ -511,7 +627,10 @@ fn answers() {
             RecordType::A,
         ));
         server
-            .send_to(&answer(&query, address_of(i)), client.local_addr().unwrap())
+            .send_to(
+                &answer(&query, Placement::Local.address_of(i)),
+                client.local_addr().unwrap(),
+            )
             .unwrap();
         client.recv(&mut buffer).unwrap();
     }
@@ -579,17 +698,17 @@ struct Round {
     on_cpu: AgentCpu,
 }
 
-fn round(cgroups: &Cgroups, index: usize) -> Round {
+fn round(cgroups: &Cgroups, index: usize, placement: Placement) -> Round {
     let sides = [
-        Netns::new(&format!("r{index}a"), cgroups.side("a")),
-        Netns::new(&format!("r{index}b"), cgroups.side("b")),
+        Hosts::new(&format!("r{index}a"), 0, cgroups, placement),
+        Hosts::new(&format!("r{index}b"), 1, cgroups, placement),
     ];
     let none = alternating(cgroups, [&sides[0], &sides[1]], 0);
     let on_side = index % 2;
-    let on_agent = Running::start(&sides[on_side], true);
-    let off_agent = Running::start(&sides[1 - on_side], false);
-    let on_cpu = agent_cpu(cgroups, &sides[on_side], &on_agent);
-    let off_cpu = agent_cpu(cgroups, &sides[1 - on_side], &off_agent);
+    let on_agent = Running::start(&sides[on_side].client, true);
+    let off_agent = Running::start(&sides[1 - on_side].client, false);
+    let on_cpu = agent_cpu(cgroups, &sides[on_side].client, &on_agent);
+    let off_cpu = agent_cpu(cgroups, &sides[1 - on_side].client, &off_agent);
     let [a, b] = alternating(cgroups, [&sides[0], &sides[1]], COUNT);
     let (on, off) = if on_side == 0 { (a, b) } else { (b, a) };
     Round {
@@ -621,11 +740,12 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(7);
+    let placement = Placement::from_env();
     let cgroups = Cgroups::new();
     let rounds: Vec<Round> = (0..count)
         .map(|index| {
             eprintln!("round {index}");
-            round(&cgroups, index)
+            round(&cgroups, index, placement)
         })
         .collect();
     drop(cgroups);
@@ -641,7 +761,7 @@ fn main() {
         ("latency p99", &|s| s.p99),
     ];
 
-    println!("{count} rounds; median [min, max] of the rounds");
+    println!("{count} rounds, servers {placement:?}; median [min, max] of the rounds");
     println!("\nThe agent's own CPU ({COUNT} answers, {COUNT} connections at 2,000/s):\n");
     println!("| agent | CPU s / 10k DNS answers | CPU s / 10k connections |");
     println!("|---|---:|---:|");

@@ -35,6 +35,8 @@ pub struct NameCache {
     grace: Duration,
     dns: HashMap<u64, LruCache<IpAddr, CachedName>>,
     sni: HashMap<u64, LruCache<(SocketAddr, SocketAddr), SeenHello>>,
+    /// Shared by every answer without a CNAME (most): no allocation each.
+    no_chain: Arc<[String]>,
 }
 
 /// A ClientHello's server name and when it was seen.
@@ -53,6 +55,7 @@ impl NameCache {
             grace,
             dns: HashMap::new(),
             sni: HashMap::new(),
+            no_chain: Arc::new([]),
         }
     }
 
@@ -65,7 +68,11 @@ impl NameCache {
         let cap = self.addresses_per_netns;
         let cache = self.dns.entry(netns).or_insert_with(|| LruCache::new(cap));
         let asked: Arc<str> = answer.asked.as_str().into();
-        let chain: Arc<[String]> = answer.chain.clone().into();
+        let chain: Arc<[String]> = if answer.chain.is_empty() {
+            self.no_chain.clone()
+        } else {
+            answer.chain.clone().into()
+        };
         for &(address, ttl) in &answer.addresses {
             cache.insert(
                 address,
