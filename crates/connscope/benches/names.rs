@@ -309,7 +309,7 @@ impl Drop for Netns {
 
 struct Running {
     child: Child,
-    _state: tempfile::TempDir,
+    state: tempfile::TempDir,
 }
 
 impl Running {
@@ -345,10 +345,28 @@ impl Running {
             assert!(Instant::now() < deadline, "the agent did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Running {
-            child,
-            _state: state,
-        }
+        Running { child, state }
+    }
+
+    /// Stops the agent; the DNS answers it learned (its names summary at
+    /// exit), so a run whose agent named nothing cannot pass for cheap.
+    fn answers_learned(mut self) -> u64 {
+        self.stop();
+        let log = std::fs::read_to_string(self.state.path().join("stderr")).unwrap();
+        log.lines()
+            .find_map(|line| {
+                let summary = line.split_once("names: ")?.1;
+                summary
+                    .split(", ")
+                    .find_map(|part| part.strip_suffix(" answers")?.parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no names summary in the agent's log:\n{log}"))
+    }
+
+    fn stop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
     }
 
     fn cpu(&self) -> f64 {
@@ -358,9 +376,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -710,6 +726,14 @@ fn round(cgroups: &Cgroups, index: usize, placement: Placement) -> Round {
     let on_cpu = agent_cpu(cgroups, &sides[on_side].client, &on_agent);
     let off_cpu = agent_cpu(cgroups, &sides[1 - on_side].client, &off_agent);
     let [a, b] = alternating(cgroups, [&sides[0], &sides[1]], COUNT);
+    // The answers phase's and the workload's own, on the names-on side.
+    let expected = (COUNT + STEADY_OPS / 2) as u64;
+    let learned = on_agent.answers_learned();
+    eprintln!("  the names-on agent learned {learned} DNS answers");
+    assert!(
+        learned >= expected,
+        "the names-on agent learned {learned} DNS answers of {expected}"
+    );
     let (on, off) = if on_side == 0 { (a, b) } else { (b, a) };
     Round {
         none,
