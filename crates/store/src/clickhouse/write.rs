@@ -674,7 +674,7 @@ fn sort_events(batches: &[Batch], picks: &mut Vec<(u32, u32)>) {
         })
         .collect();
     let space_rank = ranks(&spaces);
-    let mut keyed: Vec<((u32, i64, u32, u64, u64), (u32, u32))> = picks
+    let mut keyed: Vec<(SortRank, (u32, u32))> = picks
         .iter()
         .zip(ids)
         .map(|(&(batch, index), host)| {
@@ -694,6 +694,10 @@ fn sort_events(batches: &[Batch], picks: &mut Vec<(u32, u32)>) {
     keyed.sort_unstable();
     *picks = keyed.into_iter().map(|(_, pick)| pick).collect();
 }
+
+/// An event's ORDER BY key with the strings as ranks: host, hour, space
+/// (agent, instance, boot), sequence, content key.
+type SortRank = (u32, i64, u32, u64, u64);
 
 /// Each item's rank in sorted order (equal items share one).
 fn ranks<T: Ord>(items: &[T]) -> Vec<u32> {
