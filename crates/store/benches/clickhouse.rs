@@ -31,13 +31,15 @@ mod fleet;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clickhouse_server::ClickHouseServer;
 use connscope_event::{ConnectionEvent, Timestamp};
 use connscope_protocol::batch::{decode_body, encode_body};
 use connscope_store::{
-    AgentId, ClickHouseLocation, ClickHouseStore, RollupQuery, SqliteStore, Store, TimeRange,
+    AgentId, ClickHouseLocation, ClickHouseStore, Origin, RollupQuery, SqliteStore, Store,
+    TimeRange,
 };
 use fleet::{events_for, BATCH, DAY_NS, START_NS};
 
@@ -276,7 +278,10 @@ fn ingest_as_collector(store: &ClickHouseStore, bodies: &[(AgentId, Vec<u8>)]) -
                         continue;
                     }
                     let events = decode_body(body, Some("gzip"), 1 << 30, |_| Ok(())).unwrap();
-                    let report = store.ingest(agent, &events).unwrap();
+                    let events = Arc::new(events);
+                    let report = store
+                        .ingest_shared(agent, &Origin::legacy(), events.clone())
+                        .unwrap();
                     assert_eq!(report.stored, events.len() as u64);
                 }
             });

@@ -59,6 +59,7 @@ mod status;
 mod token;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use connscope_event::{ConnectionEvent, Direction, NameSource, Protocol, Timestamp};
@@ -458,6 +459,19 @@ pub trait Store: Send + Sync {
         origin: &Origin,
         events: &[ConnectionEvent],
     ) -> Result<IngestReport, StoreError>;
+
+    /// [`Store::ingest_from`] with the batch shared rather than lent: a
+    /// backend that stores it on a thread of its own (ClickHouse's writer)
+    /// keeps it without copying every event, and the caller still reads
+    /// the events afterwards.
+    fn ingest_shared(
+        &self,
+        agent: &AgentId,
+        origin: &Origin,
+        events: Arc<Vec<ConnectionEvent>>,
+    ) -> Result<IngestReport, StoreError> {
+        self.ingest_from(agent, origin, &events)
+    }
 
     /// [`Store::ingest_from`] for a sender without an instance id.
     fn ingest(

@@ -2,6 +2,7 @@
 //! `POST /api/v1/dropped` (events an agent lost, or a time it was down).
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -144,11 +145,13 @@ async fn store_batch(
     let (report, notice) = tokio::task::spawn_blocking(move || {
         let (events, size) = decode_batch(&body, encoding.as_deref(), limit)?;
         drop(body);
+        // Shared with the store, which keeps the batch until it is written.
+        let events = Arc::new(events);
         // Waiting for the store, the batch holds only its own size.
         let _memory =
             memory.split(usize::try_from(size).map_or(slot as usize, |n| n.min(slot as usize)));
         bindings.check(&tokens, store.as_ref(), &agent_id, &events)?;
-        let report = store.ingest_from(&agent_id, &origin, &events)?;
+        let report = store.ingest_shared(&agent_id, &origin, events.clone())?;
         let notice = IngestNotice::of("agent", &agent_id.0, &events, &report);
         // A batch stored before (a retry) was checked then.
         if report.stored > 0 {

@@ -48,7 +48,7 @@ mod tokens;
 mod write;
 
 use std::future::Future;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use connscope_event::{ConnectionEvent, Timestamp};
 
@@ -184,6 +184,19 @@ impl Store for ClickHouseStore {
         agent: &AgentId,
         origin: &Origin,
         events: &[ConnectionEvent],
+    ) -> Result<IngestReport, StoreError> {
+        self.write(write::Batch::plain(
+            agent,
+            origin,
+            Arc::new(events.to_vec()),
+        )?)
+    }
+
+    fn ingest_shared(
+        &self,
+        agent: &AgentId,
+        origin: &Origin,
+        events: Arc<Vec<ConnectionEvent>>,
     ) -> Result<IngestReport, StoreError> {
         self.write(write::Batch::plain(agent, origin, events)?)
     }

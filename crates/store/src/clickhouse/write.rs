@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use clickhouse::{Client, Row, RowOwned, RowWrite};
 use connscope_event::{ConnectionEvent, Timestamp};
@@ -31,11 +32,12 @@ use crate::{
 
 const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 
-/// The events of one ingest call, owned (they go to the backend's runtime).
+/// The events of one ingest call, shared with the caller (they go to the
+/// backend's runtime; a copy of every event cost more than building its row).
 pub(super) struct Batch {
     pub(super) agent: String,
     origin: Origin,
-    events: Vec<ConnectionEvent>,
+    events: Arc<Vec<ConnectionEvent>>,
     /// Per event: its content key (0 when numbered) and the hour it is filed under.
     keys: Vec<(u64, i64)>,
 }
@@ -44,7 +46,7 @@ impl Batch {
     pub(super) fn plain(
         agent: &AgentId,
         origin: &Origin,
-        events: &[ConnectionEvent],
+        events: Arc<Vec<ConnectionEvent>>,
     ) -> Result<Batch, StoreError> {
         let keys = events
             .iter()
@@ -57,7 +59,7 @@ impl Batch {
                 (key, hour_start(e.timestamp).as_nanos())
             })
             .collect();
-        Batch::checked(agent, origin, events.to_vec(), keys)
+        Batch::checked(agent, origin, events, keys)
     }
 
     pub(super) fn keyed(agent: &AgentId, events: &[KeyedEvent]) -> Result<Batch, StoreError> {
@@ -72,13 +74,13 @@ impl Batch {
             })
             .collect();
         let events = events.iter().map(|k| k.event.clone()).collect();
-        Batch::checked(agent, &Origin::legacy(), events, keys)
+        Batch::checked(agent, &Origin::legacy(), Arc::new(events), keys)
     }
 
     fn checked(
         agent: &AgentId,
         origin: &Origin,
-        events: Vec<ConnectionEvent>,
+        events: Arc<Vec<ConnectionEvent>>,
         keys: Vec<(u64, i64)>,
     ) -> Result<Batch, StoreError> {
         for (i, event) in events.iter().enumerate() {
@@ -308,6 +310,10 @@ async fn prepare_group(
         tracing::debug!(agent = %batch.agent, stored, duplicates = report.duplicates, "ingested");
         reports.push(report);
     }
+    // In the table's sort order: the server then finds the block sorted
+    // and neither sorts nor permutes its columns (a tenth of its CPU in a
+    // profile of the collector's ingest).
+    sort_events(batches, &mut rows.events);
     Ok(PreparedRows {
         rows,
         reports,
@@ -638,6 +644,76 @@ pub(super) fn day_of(nanos: i64) -> u16 {
         .clamp(0, i64::from(u16::MAX)) as u16
 }
 
+/// Puts a group's new events (batch, index) in the `events` table's
+/// ORDER BY order: host, hour, agent, instance, boot, sequence, content
+/// key. The strings are ranked first, so the sort compares integers
+/// (comparing the strings themselves cost the client more than the
+/// server's sort it saves).
+fn sort_events(batches: &[Batch], picks: &mut Vec<(u32, u32)>) {
+    let mut host_ids: HashMap<&str, u32, FastHash> = HashMap::default();
+    let mut hosts: Vec<&str> = Vec::new();
+    let ids: Vec<u32> = picks
+        .iter()
+        .map(|&(batch, index)| {
+            let host = batches[batch as usize].events[index as usize].host.as_str();
+            *host_ids.entry(host).or_insert_with(|| {
+                hosts.push(host);
+                hosts.len() as u32 - 1
+            })
+        })
+        .collect();
+    let host_rank = ranks(&hosts);
+    let spaces: Vec<(&str, &str, &str)> = batches
+        .iter()
+        .map(|b| {
+            (
+                b.agent.as_str(),
+                b.origin.instance.as_str(),
+                b.origin.boot.as_str(),
+            )
+        })
+        .collect();
+    let space_rank = ranks(&spaces);
+    let mut keyed: Vec<(SortRank, (u32, u32))> = picks
+        .iter()
+        .zip(ids)
+        .map(|(&(batch, index), host)| {
+            let b = &batches[batch as usize];
+            let (content_key, hour) = b.keys[index as usize];
+            let sequence = b.events[index as usize].sequence;
+            let key = (
+                host_rank[host as usize],
+                hour,
+                space_rank[batch as usize],
+                sequence,
+                content_key,
+            );
+            (key, (batch, index))
+        })
+        .collect();
+    keyed.sort_unstable();
+    *picks = keyed.into_iter().map(|(_, pick)| pick).collect();
+}
+
+/// An event's ORDER BY key with the strings as ranks: host, hour, space
+/// (agent, instance, boot), sequence, content key.
+type SortRank = (u32, i64, u32, u64, u64);
+
+/// Each item's rank in sorted order (equal items share one).
+fn ranks<T: Ord>(items: &[T]) -> Vec<u32> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_unstable_by(|&a, &b| items[a].cmp(&items[b]));
+    let mut rank = vec![0; items.len()];
+    let mut current = 0;
+    for (i, &at) in order.iter().enumerate() {
+        if i > 0 && items[order[i - 1]] != items[at] {
+            current += 1;
+        }
+        rank[at] = current;
+    }
+    rank
+}
+
 /// The `events` row of event `index` of `batch`.
 fn event_row(batch: &Batch, index: usize) -> rows::EventRow<'_> {
     let event = &batch.events[index];
@@ -706,5 +782,77 @@ pub(super) fn name_source(source: connscope_event::NameSource) -> &'static str {
     match source {
         connscope_event::NameSource::Dns => "dns",
         connscope_event::NameSource::Sni => "sni",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connscope_event::test_support::EventBuilder;
+    use proptest::prelude::*;
+
+    /// A batch of `agent` (space `instance`) with events (host, hour, sequence).
+    fn batch(agent: &str, instance: &str, events: &[(u8, i64, u64)]) -> Batch {
+        let events = events
+            .iter()
+            .map(|&(host, hour, sequence)| {
+                EventBuilder::connect("10.0.0.1:40000", "10.0.0.2:22")
+                    .at_nanos(1_700_000_000_000_000_000 + hour * 3_600_000_000_000)
+                    .host(format!("h{host}"))
+                    .sequence(sequence)
+                    .build()
+            })
+            .collect();
+        let origin = Origin {
+            instance: instance.to_owned(),
+            ..Origin::legacy()
+        };
+        Batch::plain(&AgentId(agent.to_owned()), &origin, Arc::new(events)).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn events_are_sent_in_the_tables_order(
+            specs in prop::collection::vec(
+                (0u8..3, 0u8..2, prop::collection::vec((0u8..4, 0i64..3, 0u64..5), 1..20)),
+                1..6,
+            )
+        ) {
+            let batches: Vec<Batch> = specs
+                .iter()
+                .map(|(agent, instance, events)| {
+                    batch(&format!("a{agent}"), &format!("i{instance}"), events)
+                })
+                .collect();
+            let mut picks: Vec<(u32, u32)> = batches
+                .iter()
+                .enumerate()
+                .flat_map(|(b, batch)| (0..batch.events.len()).map(move |i| (b as u32, i as u32)))
+                .collect();
+            // What the server sorts by, compared as it compares them.
+            let key = |&(b, i): &(u32, u32)| {
+                let batch = &batches[b as usize];
+                let (content_key, hour) = batch.keys[i as usize];
+                let event = &batch.events[i as usize];
+                (
+                    event.host.clone(),
+                    hour,
+                    batch.agent.clone(),
+                    batch.origin.instance.clone(),
+                    batch.origin.boot.clone(),
+                    event.sequence,
+                    content_key,
+                )
+            };
+            let mut expected: Vec<_> = picks.iter().map(key).collect();
+            expected.sort();
+            let all = picks.clone();
+            sort_events(&batches, &mut picks);
+            prop_assert_eq!(picks.iter().map(key).collect::<Vec<_>>(), expected);
+            // Each event once.
+            let mut sent = picks.clone();
+            sent.sort_unstable();
+            prop_assert_eq!(sent, all);
+        }
     }
 }
