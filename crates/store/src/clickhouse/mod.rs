@@ -185,11 +185,7 @@ impl Store for ClickHouseStore {
         origin: &Origin,
         events: &[ConnectionEvent],
     ) -> Result<IngestReport, StoreError> {
-        self.write(write::Batch::plain(
-            agent,
-            origin,
-            Arc::new(events.to_vec()),
-        )?)
+        self.ingest_shared(agent, origin, Arc::new(events.to_vec()))
     }
 
     fn ingest_shared(
